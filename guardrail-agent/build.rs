@@ -1,0 +1,66 @@
+//! Builds the eBPF object that the agent embeds.
+//!
+//! The probes need `-Z build-std=core` for `bpfel-unknown-none`, which the
+//! stable toolchain that builds the agent cannot do; Debian's `rustc-web`
+//! (with `RUSTC_BOOTSTRAP`) and `bpf-linker` can. `cargo xtask build`
+//! installs both; this script only uses them, and says how to get them when
+//! they are missing.
+use std::{env, path::PathBuf, process::Command};
+
+fn main() {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest.parent().unwrap().to_path_buf();
+    let ebpf = root.join("guardrail-ebpf");
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap());
+    for dir in ["guardrail-ebpf/src", "guardrail-common/src"] {
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+    for file in ["guardrail-ebpf/Cargo.toml", "guardrail-ebpf/Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", root.join(file).display());
+    }
+    println!("cargo:rerun-if-env-changed=GUARDRAIL_EBPF_RUSTC");
+    println!("cargo:rerun-if-env-changed=GUARDRAIL_EBPF_CARGO");
+
+    let rustc = env::var("GUARDRAIL_EBPF_RUSTC").unwrap_or_else(|_| "/usr/bin/rustc".into());
+    let cargo = env::var("GUARDRAIL_EBPF_CARGO").unwrap_or_else(|_| "/usr/bin/cargo".into());
+    let have_linker = Command::new("bpf-linker").arg("--version").output().is_ok();
+    if !PathBuf::from(&rustc).exists() || !PathBuf::from(&cargo).exists() || !have_linker {
+        panic!(
+            "the eBPF toolchain is missing ({rustc}, {cargo} and bpf-linker on PATH are needed).\n\
+             Run `cargo xtask build` once: it installs Debian's rustc-web, rust-web-src and \
+             llvm-22-dev and builds bpf-linker (or prints the commands when not root on Debian)."
+        );
+    }
+    // The probes share this workspace's target directory so repeated builds
+    // are incremental, but in a folder of their own.
+    let target_dir = root.join("target").join("ebpf");
+    let mut cmd = Command::new(&cargo);
+    cmd.current_dir(&ebpf)
+        .args(["build", "--release", "--target-dir"])
+        .arg(&target_dir)
+        .env("RUSTC", &rustc)
+        .env("RUSTC_BOOTSTRAP", "1");
+    // What the outer (stable) build set must not leak into the inner one.
+    for var in [
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_RUSTC",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO",
+    ] {
+        cmd.env_remove(var);
+    }
+    for (key, _) in env::vars() {
+        if key.starts_with("CARGO_FEATURE_") || key.starts_with("CARGO_CFG_") {
+            cmd.env_remove(key);
+        }
+    }
+    let status = cmd.status().expect("running cargo for the eBPF probes");
+    assert!(status.success(), "building guardrail-ebpf failed");
+    let object = target_dir.join("bpfel-unknown-none/release/guardrail-ebpf");
+    std::fs::copy(&object, out.join("guardrail.bpf.o")).expect("copying the eBPF object");
+}

@@ -1,0 +1,200 @@
+//! The local control socket: newline-delimited JSON between the agent and
+//! the `guardrail` CLI. A client sends one request line; the agent answers
+//! with one line (`status`) or a stream of event lines (`tail`).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::broadcast;
+use tracing::{debug, warn};
+
+use crate::event::Event;
+use crate::filter::TailFilter;
+use crate::kernel::capabilities::Capabilities;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    Status,
+    Tail {
+        #[serde(default)]
+        filter: TailFilter,
+    },
+}
+
+/// One line of a tail stream that is not an event: the client fell behind
+/// and `skipped` events were not sent to it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TailSkipped {
+    pub tail_skipped: u64,
+}
+
+/// An error answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ErrorReply {
+    pub error: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_s: u64,
+    pub capabilities: Capabilities,
+    pub tracepoints_attached: usize,
+    pub ring_buffer_bytes: u32,
+    pub events_total: u64,
+    /// Events per second over the last few seconds.
+    pub events_per_s: f64,
+    /// Records the kernel could not deliver (ring buffer full or in-flight
+    /// table full), since start.
+    pub lost_total: u64,
+    pub lost_ringbuf: u64,
+    pub lost_inflight: u64,
+    /// Records the agent could not decode (bug or version mismatch).
+    pub decode_errors: u64,
+    pub tail_clients: usize,
+}
+
+/// A serialised event shared by every tail client.
+#[derive(Clone)]
+pub struct Published {
+    pub event: Arc<Event>,
+    pub json: Arc<str>,
+}
+
+pub struct ControlServer {
+    pub status: Arc<Mutex<Status>>,
+    pub events: broadcast::Sender<Published>,
+}
+
+impl ControlServer {
+    pub fn bind(path: &Path) -> Result<UnixListener> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                anyhow::bail!(
+                    "{} is in use by a running agent; stop it or pass --socket",
+                    path.display()
+                );
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing stale socket {}", path.display()))?;
+        }
+        let listener =
+            UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+        // Events reveal what every process on the host does: root only.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(listener)
+    }
+
+    pub async fn serve(self: Arc<Self>, listener: UnixListener) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = me.handle(stream).await {
+                            debug!("control client: {e:#}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!("control socket accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, stream: UnixStream) -> Result<()> {
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        let Some(line) = lines.next_line().await? else {
+            return Ok(());
+        };
+        let request: Request = match serde_json::from_str(&line) {
+            Ok(r) => r,
+            Err(e) => {
+                return reply(
+                    &mut write,
+                    &ErrorReply {
+                        error: format!("bad request: {e}"),
+                    },
+                )
+                .await;
+            }
+        };
+        match request {
+            Request::Status => {
+                let mut status = self.status.lock().unwrap().clone();
+                status.tail_clients = self.events.receiver_count();
+                reply(&mut write, &status).await
+            }
+            Request::Tail { filter } => {
+                let filter = match filter.compile() {
+                    Ok(f) => f,
+                    Err(e) => {
+                        return reply(
+                            &mut write,
+                            &ErrorReply {
+                                error: e.to_string(),
+                            },
+                        )
+                        .await
+                    }
+                };
+                let mut rx = self.events.subscribe();
+                loop {
+                    match rx.recv().await {
+                        Ok(p) => {
+                            if filter.matches(&p.event) {
+                                write.write_all(p.json.as_bytes()).await?;
+                                write.write_all(b"\n").await?;
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(n)) => {
+                            reply(&mut write, &TailSkipped { tail_skipped: n }).await?;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn reply<T: Serialize>(w: &mut tokio::net::unix::OwnedWriteHalf, value: &T) -> Result<()> {
+    let mut line = serde_json::to_vec(value)?;
+    line.push(b'\n');
+    w.write_all(&line).await?;
+    Ok(())
+}
+
+/// Client side: send `request`, return the connected reader.
+pub async fn request(
+    socket: &Path,
+    request: &Request,
+) -> Result<tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>> {
+    let stream = UnixStream::connect(socket).await.with_context(|| {
+        format!(
+            "cannot connect to the agent at {} (is guardrail-agent running, and are you root?)",
+            socket.display()
+        )
+    })?;
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    write.write_all(&line).await?;
+    // The agent reads one request per connection; closing our side now is
+    // part of the protocol.
+    drop(write);
+    Ok(BufReader::new(read).lines())
+}

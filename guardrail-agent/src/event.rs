@@ -1,0 +1,242 @@
+//! The events guardrail emits: one JSON object per line, schema in
+//! `docs/events.md`. Field names here are a public interface.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Per-agent sequence number, starting at 1; a gap never happens
+    /// silently: lost records are reported by `loss` events.
+    pub seq: u64,
+    /// Wall-clock time (RFC 3339, UTC) of the record.
+    pub time: String,
+    /// Monotonic kernel time (CLOCK_MONOTONIC, ns) of the record.
+    pub ktime_ns: u64,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Body {
+    Exec {
+        syscall: String,
+        process: Process,
+        result: SyscallResult,
+        exec: ExecDetails,
+    },
+    File {
+        syscall: String,
+        process: Process,
+        result: SyscallResult,
+        file: FileDetails,
+    },
+    Perm {
+        syscall: String,
+        process: Process,
+        result: SyscallResult,
+        perm: PermDetails,
+    },
+    Loss {
+        loss: LossDetails,
+    },
+}
+
+impl Body {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Exec { .. } => "exec",
+            Body::File { .. } => "file",
+            Body::Perm { .. } => "perm",
+            Body::Loss { .. } => "loss",
+        }
+    }
+
+    pub fn process(&self) -> Option<&Process> {
+        match self {
+            Body::Exec { process, .. }
+            | Body::File { process, .. }
+            | Body::Perm { process, .. } => Some(process),
+            Body::Loss { .. } => None,
+        }
+    }
+
+    /// The operation, e.g. `open`, `rename`, `chmod`, `setuid`, `exec`.
+    pub fn op(&self) -> &str {
+        match self {
+            Body::Exec { .. } => "exec",
+            Body::File { file, .. } => &file.op,
+            Body::Perm { perm, .. } => &perm.op,
+            Body::Loss { .. } => "loss",
+        }
+    }
+
+    /// Paths the event names (for filters and rules).
+    pub fn paths(&self) -> Vec<&str> {
+        match self {
+            Body::Exec { exec, .. } => vec![exec.path.as_str()],
+            Body::File { file, .. } => {
+                let mut v: Vec<&str> = file.path.iter().map(String::as_str).collect();
+                v.extend(file.new_path.as_deref());
+                v
+            }
+            Body::Perm { perm, .. } => perm.path.iter().map(String::as_str).collect(),
+            Body::Loss { .. } => vec![],
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Process {
+    pub pid: u32,
+    pub tid: u32,
+    /// Parent's pid; null when the kernel's BTF was unavailable.
+    pub ppid: Option<u32>,
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    /// Login uid (audit session owner); null when unset or unknown.
+    pub auid: Option<u32>,
+    pub comm: String,
+    /// Executable of the process; null when it exited before it could be
+    /// looked up.
+    pub exe: Option<String>,
+    pub parent_exe: Option<String>,
+    pub cgroup_id: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SyscallResult {
+    pub ok: bool,
+    /// The syscall's return value (negative errno on failure).
+    pub ret: i64,
+    /// Symbolic errno on failure, e.g. `EACCES`.
+    pub errno: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExecDetails {
+    /// The program as requested, made absolute.
+    pub path: String,
+    pub argv: Vec<String>,
+    /// argv was longer than the probes copy (4096 bytes).
+    pub argv_truncated: bool,
+    /// argv could not be captured: the exec failed (argv is read from the
+    /// new image) or the kernel's BTF was missing.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub argv_unavailable: bool,
+    pub cwd: Option<String>,
+    /// For execveat with AT_EMPTY_PATH: the fd executed.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fd: Option<i32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FileDetails {
+    /// open, unlink, rename, truncate, link, symlink, mknod
+    pub op: String,
+    /// Absolute path of the file acted on; null when only an fd was given
+    /// and it could not be resolved.
+    pub path: Option<String>,
+    /// The path exactly as the program passed it, when it was relative.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub raw_path: Option<String>,
+    /// Whether `path` is absolute (false: the cwd or dirfd could not be
+    /// read because the process was gone).
+    pub resolved: bool,
+    /// Second path: rename/link destination, symlink's new link.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub new_path: Option<String>,
+    /// symlink: the target stored in the link, verbatim.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub target: Option<String>,
+    /// open: decoded flags (read, write, read_write, create, truncate,
+    /// append, exclusive, directory, nofollow, cloexec, tmpfile, path).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub flags: Vec<String>,
+    /// open with create, mknod: the mode requested (octal string).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mode: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fd: Option<i32>,
+    /// truncate: the new length.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub length: Option<u64>,
+    /// Paths cut at PATH_MAX or unreadable, by field name.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub truncated: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PermDetails {
+    /// chmod, chown, setuid, setgid, capset
+    pub op: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub raw_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fd: Option<i32>,
+    /// chmod: the new mode (octal string) and its notable bits.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mode: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub mode_bits: Vec<String>,
+    /// chown: the new owner; null for "unchanged" (-1).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub owner: Option<Owner>,
+    /// setuid family: ids requested (-1 = unchanged), before and after.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub ids: Option<IdChange>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub caps: Option<CapChange>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub truncated: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Owner {
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct IdChange {
+    /// Arguments as passed, in syscall order; -1 means "leave unchanged".
+    pub requested: Vec<i64>,
+    pub old: Ids,
+    pub new: Ids,
+    /// The call made the process root (uid or euid 0) when it was not.
+    pub to_root: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CapChange {
+    pub effective: Vec<String>,
+    pub permitted: Vec<String>,
+    pub inheritable: Vec<String>,
+    /// Effective capabilities the call adds; null when the old set is
+    /// unknown.
+    pub gained: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LossDetails {
+    /// Records lost since the previous loss event.
+    pub count: u64,
+    /// Records that did not fit in the ring buffer.
+    pub ringbuf: u64,
+    /// Syscalls that could not be tracked between enter and exit.
+    pub inflight: u64,
+    /// Records lost since the agent started.
+    pub total: u64,
+}

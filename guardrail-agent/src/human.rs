@@ -1,0 +1,102 @@
+//! The compact one-line-per-event form of `guardrail tail` and `--print human`.
+
+use std::fmt::Write;
+
+use crate::event::{Body, Event};
+
+/// Make untrusted text safe for a terminal: control characters (newlines,
+/// escape sequences) are shown escaped, never interpreted.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            let _ = write!(out, "{}", c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub fn line(event: &Event, colour: bool) -> String {
+    let time = event.time.get(11..23).unwrap_or(&event.time);
+    let body = &event.body;
+    let (paint, reset) = match (colour, body.kind()) {
+        (false, _) => ("", ""),
+        (true, "exec") => ("\x1b[36m", "\x1b[0m"),
+        (true, "file") => ("\x1b[33m", "\x1b[0m"),
+        (true, "perm") => ("\x1b[35m", "\x1b[0m"),
+        (true, _) => ("\x1b[31;1m", "\x1b[0m"),
+    };
+    let mut s = format!("{time} {paint}{:<4} {:<8}{reset}", body.kind(), body.op());
+    if let Some(p) = body.process() {
+        let _ = write!(
+            s,
+            " pid={} uid={} {}",
+            p.pid,
+            p.uid,
+            escape(p.exe.as_deref().unwrap_or(&p.comm))
+        );
+    }
+    match body {
+        Body::Exec { exec, .. } => {
+            let argv: Vec<String> = exec.argv.iter().map(|a| escape(a)).collect();
+            let _ = write!(s, " → {} [{}]", escape(&exec.path), argv.join(" "));
+        }
+        Body::File { file, .. } => {
+            let _ = write!(s, " {}", escape(file.path.as_deref().unwrap_or("?")));
+            if let Some(n) = &file.new_path {
+                let _ = write!(s, " → {}", escape(n));
+            }
+            if !file.flags.is_empty() {
+                let _ = write!(s, " ({})", file.flags.join(","));
+            }
+        }
+        Body::Perm { perm, .. } => {
+            if let Some(p) = &perm.path {
+                let _ = write!(s, " {}", escape(p));
+            }
+            if let Some(m) = &perm.mode {
+                let _ = write!(s, " mode={m}");
+            }
+            if let Some(o) = &perm.owner {
+                let id = |v: Option<u32>| v.map_or("-".into(), |v| v.to_string());
+                let _ = write!(s, " owner={}:{}", id(o.uid), id(o.gid));
+            }
+            if let Some(ids) = &perm.ids {
+                let _ = write!(
+                    s,
+                    " uid {}→{} euid {}→{}",
+                    ids.old.uid, ids.new.uid, ids.old.euid, ids.new.euid
+                );
+            }
+            if let Some(c) = &perm.caps {
+                let _ = write!(s, " effective={}", c.effective.join(","));
+            }
+        }
+        Body::Loss { loss } => {
+            let _ = write!(s, " {} records lost ({} total)", loss.count, loss.total);
+        }
+    }
+    if let Some(r) = match body {
+        Body::Exec { result, .. } | Body::File { result, .. } | Body::Perm { result, .. } => {
+            Some(result)
+        }
+        Body::Loss { .. } => None,
+    } {
+        if let Some(e) = &r.errno {
+            let _ = write!(s, " = {e}");
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(escape("a\nb\x1b[31mc"), "a\\nb\\u{1b}[31mc");
+    }
+}

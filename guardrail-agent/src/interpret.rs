@@ -1,0 +1,681 @@
+//! Turning a raw record into an [`Body`]: naming the syscall, decoding
+//! flags, modes, ids and capabilities, and making paths absolute.
+
+use guardrail_common::{flags, syscalls as sc, EventHeader};
+
+use crate::decode::RawRecord;
+use crate::event::*;
+
+/// What interpretation needs from the live system (procfs in the agent, a
+/// table in tests).
+pub trait ProcessView {
+    /// The directory `dirfd` (or the cwd, for `None`/AT_FDCWD) of `pid`.
+    fn dir_of(&mut self, pid: u32, dirfd: Option<i32>) -> Option<String>;
+    /// What open fd `fd` of `pid` refers to.
+    fn fd_path(&mut self, pid: u32, fd: i32) -> Option<String>;
+    /// The executable of `pid`.
+    fn exe(&mut self, pid: u32) -> Option<String>;
+    /// Learn that `pid` now runs `exe` (after an exec).
+    fn exec_happened(&mut self, pid: u32, exe: &str);
+}
+
+pub const AT_FDCWD: i32 = -100;
+const AT_EMPTY_PATH: u64 = 0x1000;
+const AT_REMOVEDIR: u64 = 0x200;
+
+/// Bytes to a string, escaping what is not UTF-8 as `\xNN` so nothing is
+/// lost or silently replaced.
+pub fn text(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+fn comm(h: &EventHeader) -> String {
+    let end = h.comm.iter().position(|&b| b == 0).unwrap_or(h.comm.len());
+    text(&h.comm[..end])
+}
+
+fn as_fd(arg: u64) -> i32 {
+    arg as i32
+}
+
+/// A path argument made absolute against its dirfd or the cwd.
+struct Resolved {
+    path: String,
+    raw: Option<String>,
+    resolved: bool,
+}
+
+fn resolve(view: &mut dyn ProcessView, pid: u32, dirfd: Option<i32>, raw: &[u8]) -> Resolved {
+    let raw_text = text(raw);
+    if raw.first() == Some(&b'/') {
+        return Resolved {
+            path: raw_text,
+            raw: None,
+            resolved: true,
+        };
+    }
+    match view.dir_of(pid, dirfd.filter(|&fd| fd != AT_FDCWD)) {
+        Some(dir) => Resolved {
+            path: join(&dir, &raw_text),
+            raw: Some(raw_text),
+            resolved: true,
+        },
+        None => Resolved {
+            path: raw_text.clone(),
+            raw: Some(raw_text),
+            resolved: false,
+        },
+    }
+}
+
+fn join(dir: &str, rel: &str) -> String {
+    let rel = rel.strip_prefix("./").unwrap_or(rel);
+    if rel.is_empty() {
+        dir.to_string()
+    } else if dir.ends_with('/') {
+        format!("{dir}{rel}")
+    } else {
+        format!("{dir}/{rel}")
+    }
+}
+
+pub fn errno_name(errno: i64) -> String {
+    let name = match errno {
+        1 => "EPERM",
+        2 => "ENOENT",
+        3 => "ESRCH",
+        4 => "EINTR",
+        5 => "EIO",
+        7 => "E2BIG",
+        8 => "ENOEXEC",
+        9 => "EBADF",
+        11 => "EAGAIN",
+        12 => "ENOMEM",
+        13 => "EACCES",
+        14 => "EFAULT",
+        16 => "EBUSY",
+        17 => "EEXIST",
+        18 => "EXDEV",
+        20 => "ENOTDIR",
+        21 => "EISDIR",
+        22 => "EINVAL",
+        23 => "ENFILE",
+        24 => "EMFILE",
+        26 => "ETXTBSY",
+        27 => "EFBIG",
+        28 => "ENOSPC",
+        30 => "EROFS",
+        31 => "EMLINK",
+        36 => "ENAMETOOLONG",
+        38 => "ENOSYS",
+        39 => "ENOTEMPTY",
+        40 => "ELOOP",
+        95 => "EOPNOTSUPP",
+        122 => "EDQUOT",
+        _ => return format!("E{errno}"),
+    };
+    name.to_string()
+}
+
+pub fn open_flags(f: u64) -> Vec<String> {
+    let mut v = Vec::new();
+    v.push(match f & 3 {
+        0 => "read",
+        1 => "write",
+        _ => "read_write",
+    });
+    for (bit, name) in [
+        (0o100, "create"),
+        (0o200, "exclusive"),
+        (0o1000, "truncate"),
+        (0o2000, "append"),
+        (0o200000, "directory"),
+        (0o400000, "nofollow"),
+        (0o2000000, "cloexec"),
+        (0o10000000, "path"),
+    ] {
+        if f & bit != 0 && !(name == "directory" && f & 0o20000000 != 0) {
+            v.push(name);
+        }
+    }
+    // O_TMPFILE is __O_TMPFILE | O_DIRECTORY.
+    if f & 0o20000000 != 0 {
+        v.push("tmpfile");
+    }
+    v.into_iter().map(String::from).collect()
+}
+
+/// Open flags that may change the file (what write-intent rules match).
+pub fn is_write_open(f: u64) -> bool {
+    f & 3 != 0 || f & (0o100 | 0o1000 | 0o20000000) != 0
+}
+
+pub fn octal(mode: u64) -> String {
+    format!("{:04o}", mode & 0o7777)
+}
+
+pub fn mode_bits(mode: u64) -> Vec<String> {
+    let mut v = Vec::new();
+    for (bit, name) in [
+        (0o4000, "setuid"),
+        (0o2000, "setgid"),
+        (0o1000, "sticky"),
+        (0o0002, "world_writable"),
+    ] {
+        if mode & bit != 0 {
+            v.push(name.to_string());
+        }
+    }
+    v
+}
+
+pub const CAP_NAMES: [&str; 41] = [
+    "chown",
+    "dac_override",
+    "dac_read_search",
+    "fowner",
+    "fsetid",
+    "kill",
+    "setgid",
+    "setuid",
+    "setpcap",
+    "linux_immutable",
+    "net_bind_service",
+    "net_broadcast",
+    "net_admin",
+    "net_raw",
+    "ipc_lock",
+    "ipc_owner",
+    "sys_module",
+    "sys_rawio",
+    "sys_chroot",
+    "sys_ptrace",
+    "sys_pacct",
+    "sys_admin",
+    "sys_boot",
+    "sys_nice",
+    "sys_resource",
+    "sys_time",
+    "sys_tty_config",
+    "mknod",
+    "lease",
+    "audit_write",
+    "audit_control",
+    "setfcap",
+    "mac_override",
+    "mac_admin",
+    "syslog",
+    "wake_alarm",
+    "block_suspend",
+    "audit_read",
+    "perfmon",
+    "bpf",
+    "checkpoint_restore",
+];
+
+pub fn cap_names(set: u64) -> Vec<String> {
+    (0..64)
+        .filter(|bit| set & (1u64 << bit) != 0)
+        .map(|bit| match CAP_NAMES.get(bit) {
+            Some(name) => format!("cap_{name}"),
+            None => format!("cap_{bit}"),
+        })
+        .collect()
+}
+
+fn opt_id(arg: u64) -> Option<u32> {
+    let v = arg as u32;
+    (v != u32::MAX).then_some(v)
+}
+
+fn truncation(h: &EventHeader, names: [&str; 2]) -> Vec<String> {
+    let mut v = Vec::new();
+    if h.flags & (flags::STR0_TRUNCATED | flags::STR0_UNREADABLE) != 0 {
+        v.push(names[0].to_string());
+    }
+    if h.flags & (flags::STR1_TRUNCATED | flags::STR1_UNREADABLE) != 0 && !names[1].is_empty() {
+        v.push(names[1].to_string());
+    }
+    v
+}
+
+/// Interpret a record; `None` for syscalls this agent does not know (a
+/// newer probe object), which the caller counts.
+pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
+    let h = &rec.header;
+    let nr = h.syscall;
+    let name = sc::name(nr)?;
+    let layout = sc::arg_layout(nr)?;
+    let a = h.args;
+    let task_fields = h.flags & flags::TASK_FIELDS != 0;
+    let ppid = task_fields.then_some(h.ppid);
+    let result = SyscallResult {
+        ok: h.ret >= 0,
+        ret: h.ret,
+        errno: (h.ret < 0).then(|| errno_name(-h.ret)),
+    };
+    let dirfd = |i: u8| (i != sc::NONE).then(|| as_fd(a[i as usize]));
+    let path0 =
+        (layout.path0 != sc::NONE).then(|| resolve(view, h.pid, dirfd(layout.dirfd0), &rec.str0));
+
+    // For exec, the program run (as the kernel named it, made absolute).
+    let exec_path = sc::is_exec(nr).then(|| {
+        let fd_exec = nr == sc::EXECVEAT && a[4] & AT_EMPTY_PATH != 0 && rec.str0.is_empty();
+        match &path0 {
+            _ if fd_exec => view
+                .fd_path(h.pid, as_fd(a[0]))
+                .unwrap_or_else(|| format!("fd:{}", as_fd(a[0]))),
+            Some(p) => p.path.clone(),
+            None => String::new(),
+        }
+    });
+    if let (Some(path), true) = (&exec_path, h.ret == 0) {
+        view.exec_happened(h.pid, path);
+    }
+    let exe_now = view.exe(h.pid).or_else(|| exec_path.clone());
+    let process = Process {
+        pid: h.pid,
+        tid: h.tid,
+        ppid,
+        uid: h.uid,
+        gid: h.gid,
+        euid: h.euid,
+        egid: h.egid,
+        auid: (task_fields && h.auid != u32::MAX).then_some(h.auid),
+        comm: comm(h),
+        exe: exe_now,
+        parent_exe: ppid.filter(|&p| p != 0).and_then(|p| view.exe(p)),
+        cgroup_id: h.cgroup_id,
+    };
+    let syscall = name.to_string();
+
+    if let Some(path) = exec_path {
+        // The argument area is NUL-terminated arguments; a cut one has no
+        // final NUL.
+        let area = rec.str1.strip_suffix(&[0]).unwrap_or(&rec.str1);
+        let argv = if area.is_empty() {
+            Vec::new()
+        } else {
+            area.split(|&b| b == 0).map(text).collect()
+        };
+        return Some(Body::Exec {
+            syscall,
+            exec: ExecDetails {
+                path,
+                argv,
+                argv_truncated: h.flags & flags::STR1_TRUNCATED != 0,
+                // Failed execs keep no argv: it is read from the new image.
+                argv_unavailable: h.ret != 0 || h.flags & flags::ARGV_UNREADABLE != 0,
+                cwd: view.dir_of(h.pid, None),
+                fd: (nr == sc::EXECVEAT && a[4] & AT_EMPTY_PATH != 0).then(|| as_fd(a[0])),
+            },
+            process,
+            result,
+        });
+    }
+
+    if sc::is_cred_change(nr) {
+        let old = Ids {
+            uid: h.old_ids[0],
+            gid: h.old_ids[1],
+            euid: h.old_ids[2],
+            egid: h.old_ids[3],
+        };
+        let new = Ids {
+            uid: h.uid,
+            gid: h.gid,
+            euid: h.euid,
+            egid: h.egid,
+        };
+        if nr == sc::CAPSET {
+            let known_old = h.flags & flags::TASK_FIELDS != 0;
+            return Some(Body::Perm {
+                syscall,
+                perm: PermDetails {
+                    op: "capset".into(),
+                    caps: Some(CapChange {
+                        effective: cap_names(a[2]),
+                        permitted: cap_names(a[3]),
+                        inheritable: cap_names(a[4]),
+                        gained: known_old.then(|| cap_names(a[2] & !a[5])),
+                    }),
+                    ..Default::default()
+                },
+                process,
+                result,
+            });
+        }
+        let argc = match nr {
+            sc::SETREUID | sc::SETREGID => 2,
+            sc::SETRESUID | sc::SETRESGID => 3,
+            _ => 1,
+        };
+        let requested = a[..argc]
+            .iter()
+            .map(|&v| (v as u32 as i32) as i64)
+            .collect();
+        let op = match nr {
+            sc::SETGID | sc::SETREGID | sc::SETRESGID | sc::SETFSGID => "setgid",
+            _ => "setuid",
+        };
+        let to_root = (new.uid == 0 || new.euid == 0) && old.uid != 0 && old.euid != 0;
+        return Some(Body::Perm {
+            syscall,
+            perm: PermDetails {
+                op: op.into(),
+                ids: Some(IdChange {
+                    requested,
+                    old,
+                    new,
+                    to_root,
+                }),
+                ..Default::default()
+            },
+            process,
+            result,
+        });
+    }
+
+    // File and permission changes on a path or fd.
+    let fd_arg = matches!(nr, sc::FTRUNCATE | sc::FCHMOD | sc::FCHOWN).then(|| as_fd(a[0]));
+    let (path, raw_path, resolved) = match (&path0, fd_arg) {
+        (Some(p), _) => (Some(p.path.clone()), p.raw.clone(), p.resolved),
+        (None, Some(fd)) => {
+            let p = view.fd_path(h.pid, fd);
+            let ok = p.is_some();
+            (p, None, ok)
+        }
+        (None, None) => (None, None, false),
+    };
+    let perm = |op: &str| PermDetails {
+        op: op.into(),
+        path: path.clone(),
+        raw_path: raw_path.clone(),
+        fd: fd_arg,
+        truncated: truncation(h, ["path", ""]),
+        ..Default::default()
+    };
+    match nr {
+        sc::CHMOD | sc::FCHMOD | sc::FCHMODAT | sc::FCHMODAT2 => {
+            let mode = if nr == sc::CHMOD || nr == sc::FCHMOD {
+                a[1]
+            } else {
+                a[2]
+            };
+            return Some(Body::Perm {
+                syscall,
+                perm: PermDetails {
+                    mode: Some(octal(mode)),
+                    mode_bits: mode_bits(mode),
+                    ..perm("chmod")
+                },
+                process,
+                result,
+            });
+        }
+        sc::CHOWN | sc::FCHOWN | sc::LCHOWN | sc::FCHOWNAT => {
+            let (u, g) = if nr == sc::FCHOWNAT {
+                (a[2], a[3])
+            } else {
+                (a[1], a[2])
+            };
+            return Some(Body::Perm {
+                syscall,
+                perm: PermDetails {
+                    owner: Some(Owner {
+                        uid: opt_id(u),
+                        gid: opt_id(g),
+                    }),
+                    ..perm("chown")
+                },
+                process,
+                result,
+            });
+        }
+        _ => {}
+    }
+
+    let mut file = FileDetails {
+        path,
+        raw_path,
+        resolved,
+        fd: fd_arg,
+        truncated: truncation(h, ["path", "new_path"]),
+        ..Default::default()
+    };
+    let second = |view: &mut dyn ProcessView| {
+        (layout.path1 != sc::NONE)
+            .then(|| resolve(view, h.pid, dirfd(layout.dirfd1), &rec.str1).path)
+    };
+    file.op = match nr {
+        sc::OPEN | sc::OPENAT | sc::OPENAT2 | sc::CREAT => {
+            let (fl, mode) = match nr {
+                sc::OPEN => (a[1], a[2]),
+                sc::CREAT => (0o1101, a[1]),
+                _ => (a[2], a[3]),
+            };
+            file.flags = open_flags(fl);
+            if fl & (0o100 | 0o20000000) != 0 {
+                file.mode = Some(octal(mode));
+            }
+            "open"
+        }
+        sc::UNLINK => "unlink",
+        sc::UNLINKAT => {
+            if a[2] & AT_REMOVEDIR != 0 {
+                "rmdir"
+            } else {
+                "unlink"
+            }
+        }
+        sc::RENAME | sc::RENAMEAT | sc::RENAMEAT2 => {
+            file.new_path = second(view);
+            "rename"
+        }
+        sc::LINK | sc::LINKAT => {
+            file.new_path = second(view);
+            "link"
+        }
+        sc::SYMLINK | sc::SYMLINKAT => {
+            // The target is stored verbatim; the new link is path1.
+            file.target = Some(text(&rec.str0));
+            let link = resolve(view, h.pid, dirfd(layout.dirfd1), &rec.str1);
+            file.path = Some(link.path);
+            file.raw_path = link.raw;
+            file.resolved = link.resolved;
+            "symlink"
+        }
+        sc::TRUNCATE | sc::FTRUNCATE => {
+            file.length = Some(a[1]);
+            "truncate"
+        }
+        sc::MKNOD | sc::MKNODAT => {
+            let mode = if nr == sc::MKNOD { a[1] } else { a[2] };
+            file.mode = Some(format!("{:o}", mode));
+            "mknod"
+        }
+        _ => return None,
+    }
+    .to_string();
+    Some(Body::File {
+        syscall,
+        file,
+        process,
+        result,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[derive(Default)]
+    struct Table {
+        cwd: HashMap<u32, String>,
+        fds: HashMap<(u32, i32), String>,
+        exes: HashMap<u32, String>,
+    }
+
+    impl ProcessView for Table {
+        fn dir_of(&mut self, pid: u32, dirfd: Option<i32>) -> Option<String> {
+            match dirfd {
+                None => self.cwd.get(&pid).cloned(),
+                Some(fd) => self.fds.get(&(pid, fd)).cloned(),
+            }
+        }
+        fn fd_path(&mut self, pid: u32, fd: i32) -> Option<String> {
+            self.fds.get(&(pid, fd)).cloned()
+        }
+        fn exe(&mut self, pid: u32) -> Option<String> {
+            self.exes.get(&pid).cloned()
+        }
+        fn exec_happened(&mut self, pid: u32, exe: &str) {
+            self.exes.insert(pid, exe.into());
+        }
+    }
+
+    fn rec(nr: u32, args: [u64; 6], ret: i64, s0: &[u8], s1: &[u8]) -> RawRecord {
+        RawRecord {
+            header: EventHeader {
+                syscall: nr,
+                args,
+                ret,
+                pid: 10,
+                tid: 10,
+                ..Default::default()
+            },
+            str0: s0.to_vec(),
+            str1: s1.to_vec(),
+        }
+    }
+
+    fn table() -> Table {
+        let mut t = Table::default();
+        t.cwd.insert(10, "/home/u".into());
+        t.fds.insert((10, 5), "/srv/data".into());
+        t
+    }
+
+    #[test]
+    fn relative_openat_resolves_against_dirfd() {
+        let r = rec(sc::OPENAT, [5, 0, 0o1101, 0o640, 0, 0], 3, b"out.txt", b"");
+        let Some(Body::File { file, result, .. }) = interpret(&r, &mut table()) else {
+            panic!()
+        };
+        assert_eq!(file.path.as_deref(), Some("/srv/data/out.txt"));
+        assert_eq!(file.raw_path.as_deref(), Some("out.txt"));
+        assert_eq!(file.flags, ["write", "create", "truncate"]);
+        assert_eq!(file.mode.as_deref(), Some("0640"));
+        assert!(result.ok);
+    }
+
+    #[test]
+    fn cwd_relative_rename_resolves_both_paths() {
+        let fdcwd = AT_FDCWD as u32 as u64 | 0xffff_ffff_0000_0000;
+        let r = rec(sc::RENAMEAT, [fdcwd, 0, fdcwd, 0, 0, 0], 0, b"a", b"./b");
+        let Some(Body::File { file, .. }) = interpret(&r, &mut table()) else {
+            panic!()
+        };
+        assert_eq!(file.op, "rename");
+        assert_eq!(file.path.as_deref(), Some("/home/u/a"));
+        assert_eq!(file.new_path.as_deref(), Some("/home/u/b"));
+    }
+
+    #[test]
+    fn failed_unlink_names_errno_and_unresolvable_path_is_flagged() {
+        let r = rec(sc::UNLINK, [0; 6], -13, b"x", b"");
+        let mut t = Table::default();
+        let Some(Body::File { file, result, .. }) = interpret(&r, &mut t) else {
+            panic!()
+        };
+        assert!(!result.ok);
+        assert_eq!(result.errno.as_deref(), Some("EACCES"));
+        assert!(!file.resolved);
+        assert_eq!(file.path.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn chmod_decodes_mode_bits() {
+        let r = rec(sc::CHMOD, [0, 0o4777, 0, 0, 0, 0], 0, b"/usr/bin/x", b"");
+        let Some(Body::Perm { perm, .. }) = interpret(&r, &mut table()) else {
+            panic!()
+        };
+        assert_eq!(perm.mode.as_deref(), Some("4777"));
+        assert_eq!(perm.mode_bits, ["setuid", "world_writable"]);
+    }
+
+    #[test]
+    fn chown_minus_one_means_unchanged() {
+        let r = rec(
+            sc::FCHOWNAT,
+            [0, 0, 1000, u32::MAX as u64, 0, 0],
+            0,
+            b"/f",
+            b"",
+        );
+        let Some(Body::Perm { perm, .. }) = interpret(&r, &mut table()) else {
+            panic!()
+        };
+        assert_eq!(
+            perm.owner,
+            Some(Owner {
+                uid: Some(1000),
+                gid: None
+            })
+        );
+    }
+
+    #[test]
+    fn setuid_to_root_is_flagged() {
+        let mut r = rec(sc::SETRESUID, [0, 0, u32::MAX as u64, 0, 0, 0], 0, b"", b"");
+        r.header.old_ids = [1000, 1000, 1000, 1000];
+        let Some(Body::Perm { perm, .. }) = interpret(&r, &mut table()) else {
+            panic!()
+        };
+        let ids = perm.ids.unwrap();
+        assert_eq!(ids.requested, [0, 0, -1]);
+        assert!(ids.to_root);
+    }
+
+    #[test]
+    fn exec_splits_argv_and_learns_the_exe() {
+        let r = rec(sc::EXECVE, [0; 6], 0, b"/bin/echo", b"echo\0hello world\0");
+        let mut t = table();
+        let Some(Body::Exec { exec, process, .. }) = interpret(&r, &mut t) else {
+            panic!()
+        };
+        assert_eq!(exec.argv, ["echo", "hello world"]);
+        assert_eq!(process.exe.as_deref(), Some("/bin/echo"));
+        assert_eq!(t.exes.get(&10).map(String::as_str), Some("/bin/echo"));
+    }
+
+    #[test]
+    fn capset_reports_gained_caps() {
+        let mut r = rec(
+            sc::CAPSET,
+            [0, 0, 1 << 21 | 1, 1 << 21 | 1, 0, 1],
+            0,
+            b"",
+            b"",
+        );
+        r.header.flags = flags::TASK_FIELDS;
+        let Some(Body::Perm { perm, .. }) = interpret(&r, &mut table()) else {
+            panic!()
+        };
+        let caps = perm.caps.unwrap();
+        assert_eq!(caps.gained.unwrap(), ["cap_sys_admin"]);
+    }
+
+    #[test]
+    fn non_utf8_bytes_are_escaped_not_replaced() {
+        assert_eq!(text(b"a\xffb"), "a\\xffb");
+    }
+}

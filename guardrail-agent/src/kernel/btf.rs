@@ -1,0 +1,115 @@
+//! Field offsets of kernel structures, read from the running kernel's BTF.
+//!
+//! The probes read a handful of `task_struct` and `cred` fields. Their
+//! offsets differ between kernel builds (5.10, 6.1 and 6.18 all differ), so
+//! they are looked up here at load time instead of compiled in.
+
+use std::path::Path;
+
+use btf_rs::{Btf, Type};
+use guardrail_common::KernelOffsets;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("cannot read BTF from {path}: {source}")]
+    Read { path: String, source: btf_rs::Error },
+    #[error("BTF has no struct {0}")]
+    NoStruct(String),
+    #[error("BTF struct {strukt} has no member {member}")]
+    NoMember { strukt: String, member: String },
+}
+
+pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+/// Resolve the offsets the probes need from the BTF file at `path`.
+pub fn resolve_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
+    let btf = Btf::from_file(path).map_err(|source| BtfError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let task = |m: &str| member_offset(&btf, "task_struct", m);
+    let cred = |m: &str| member_offset(&btf, "cred", m);
+    Ok(KernelOffsets {
+        task_real_parent: task("real_parent")?,
+        task_tgid: task("tgid")?,
+        // Absent without CONFIG_AUDIT (loginuid then reads as unset).
+        task_loginuid: task("loginuid").unwrap_or(0),
+        task_cred: task("cred")?,
+        cred_euid: cred("euid")?,
+        cred_egid: cred("egid")?,
+        cred_cap_effective: cred("cap_effective")?,
+        task_mm: task("mm")?,
+        mm_arg_start: member_offset(&btf, "mm_struct", "arg_start")?,
+        mm_arg_end: member_offset(&btf, "mm_struct", "arg_end")?,
+    })
+}
+
+/// Byte offset of `member` in struct `strukt`, looking through anonymous
+/// nested structs and unions (where `task_struct` keeps many fields).
+pub fn member_offset(btf: &Btf, strukt: &str, member: &str) -> Result<u32, BtfError> {
+    let types = btf
+        .resolve_types_by_name(strukt)
+        .map_err(|_| BtfError::NoStruct(strukt.into()))?;
+    let s = types
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Struct(s) => Some(s),
+            _ => None,
+        })
+        .ok_or_else(|| BtfError::NoStruct(strukt.into()))?;
+    find_member(btf, &s, member, 0).ok_or_else(|| BtfError::NoMember {
+        strukt: strukt.into(),
+        member: member.into(),
+    })
+}
+
+fn find_member(btf: &Btf, s: &btf_rs::Struct, wanted: &str, base_bits: u32) -> Option<u32> {
+    for m in &s.members {
+        let bits = base_bits + m.bit_offset();
+        let name = btf.resolve_name(m).unwrap_or_default();
+        if name == wanted {
+            return Some(bits / 8);
+        }
+        if name.is_empty() {
+            if let Ok(Type::Struct(inner) | Type::Union(inner)) = btf.resolve_chained_type(m) {
+                if let Some(found) = find_member(btf, &inner, wanted, bits) {
+                    return Some(found);
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_offsets_of_the_running_kernel() {
+        let path = Path::new(VMLINUX);
+        if !path.exists() {
+            eprintln!("no {VMLINUX}: skipped");
+            return;
+        }
+        let o = resolve_offsets(path).expect("offsets");
+        // Fields exist and lie inside the structures, in their declared order.
+        assert!(o.task_real_parent > o.task_tgid, "{o:?}");
+        assert!(o.cred_egid > o.cred_euid, "{o:?}");
+        assert_ne!(o.task_cred, 0);
+    }
+
+    #[test]
+    fn unknown_member_is_an_error_that_names_it() {
+        let path = Path::new(VMLINUX);
+        if !path.exists() {
+            return;
+        }
+        let btf = Btf::from_file(path).unwrap();
+        let err = member_offset(&btf, "cred", "no_such_field").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "BTF struct cred has no member no_such_field"
+        );
+    }
+}

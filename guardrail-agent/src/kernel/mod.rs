@@ -1,0 +1,5 @@
+//! Everything that talks to the kernel: BTF, tracefs, loading the probes.
+pub mod btf;
+pub mod capabilities;
+pub mod probes;
+pub mod tracefs;

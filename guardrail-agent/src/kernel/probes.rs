@@ -1,0 +1,152 @@
+//! Loading the embedded probes, attaching them, and reading their counters.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+    Ebpf, EbpfLoader,
+};
+use guardrail_common::{counter, syscalls, KernelOffsets};
+use tracing::{info, warn};
+
+use super::{btf, tracefs};
+
+/// The probes' object, built by `build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guardrail.bpf.o"));
+
+/// How to load the probes.
+#[derive(Clone, Debug)]
+pub struct ProbeOptions {
+    /// Ring buffer size in bytes (a power of two, at least one page).
+    pub ring_buffer_bytes: u32,
+    /// Bytes waiting in the ring buffer before the reader is woken.
+    pub wakeup_bytes: u64,
+    pub capture_read_opens: bool,
+    /// Capture only this thread group (0: everything but the agent).
+    pub only_tgid: u32,
+}
+
+/// Kernel-side totals, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    pub ringbuf_drops: u64,
+    pub pending_drops: u64,
+    pub submitted: u64,
+}
+
+impl KernelCounters {
+    pub fn lost(&self) -> u64 {
+        self.ringbuf_drops + self.pending_drops
+    }
+}
+
+pub struct Probes {
+    // Keeps programs and links alive: dropping it detaches everything.
+    _ebpf: Ebpf,
+    counters: PerCpuArray<MapData, u64>,
+    /// Tracepoints attached, e.g. `syscalls/sys_enter_openat`.
+    pub attached: Vec<String>,
+    /// Watched syscalls this kernel has no tracepoint for.
+    pub missing: Vec<&'static str>,
+    /// Whether task fields (ppid, euid, auid) could be resolved from BTF.
+    pub offsets: Option<KernelOffsets>,
+}
+
+impl Probes {
+    /// Load and attach; the ring buffer comes back separately so that the
+    /// caller can poll it while it also reads the counters.
+    pub fn load(opts: &ProbeOptions) -> Result<(Self, RingBuf<MapData>)> {
+        let tracefs = tracefs::root_or_mount().context(
+            "tracefs is not mounted and mounting it at /sys/kernel/tracing failed; \
+             mount it with `mount -t tracefs nodev /sys/kernel/tracing`",
+        )?;
+        let offsets = match btf::resolve_offsets(Path::new(btf::VMLINUX)) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                warn!("kernel BTF unavailable ({e}): events will lack ppid, euid/egid and auid");
+                None
+            }
+        };
+        let old_pid_offset =
+            tracefs::field_offset(&tracefs, "sched", "sched_process_exec", "old_pid")
+                .context("sched:sched_process_exec has no old_pid field")?;
+        let filename_offset =
+            tracefs::field_offset(&tracefs, "sched", "sched_process_exec", "filename")
+                .context("sched:sched_process_exec has no filename field")?;
+        let agent_tgid = std::process::id();
+        let read_opens = u8::from(opts.capture_read_opens);
+        let offsets_value = offsets.unwrap_or_default();
+        let mut ebpf = EbpfLoader::new()
+            .override_global("AGENT_TGID", &agent_tgid, true)
+            .override_global("ONLY_TGID", &opts.only_tgid, true)
+            .override_global("CAPTURE_READ_OPENS", &read_opens, true)
+            .override_global("WAKEUP_BYTES", &opts.wakeup_bytes, true)
+            .override_global("EXEC_OLD_PID_OFFSET", &old_pid_offset, true)
+            .override_global("EXEC_FILENAME_OFFSET", &filename_offset, true)
+            .override_global("OFFSETS", &offsets_value, true)
+            .map_max_entries("EVENTS", opts.ring_buffer_bytes)
+            .load(OBJECT)
+            .context("loading the guardrail probes into the kernel")?;
+
+        let mut attached = Vec::new();
+        let mut missing = Vec::new();
+        for (phase, program) in [
+            ("enter", "guardrail_sys_enter"),
+            ("exit", "guardrail_sys_exit"),
+        ] {
+            let prog: &mut TracePoint = ebpf
+                .program_mut(program)
+                .context("program missing from the object")?
+                .try_into()?;
+            prog.load()
+                .with_context(|| format!("verifying {program}"))?;
+            for (_, name) in syscalls::WATCHED {
+                let tp = format!("sys_{phase}_{name}");
+                if !tracefs::exists(&tracefs, "syscalls", &tp) {
+                    if phase == "enter" {
+                        missing.push(*name);
+                    }
+                    continue;
+                }
+                prog.attach("syscalls", &tp)
+                    .with_context(|| format!("attaching syscalls/{tp}"))?;
+                attached.push(format!("syscalls/{tp}"));
+            }
+        }
+        let exec: &mut TracePoint = ebpf
+            .program_mut("guardrail_exec")
+            .context("program missing from the object")?
+            .try_into()?;
+        exec.load().context("verifying guardrail_exec")?;
+        exec.attach("sched", "sched_process_exec")
+            .context("attaching sched/sched_process_exec")?;
+        attached.push("sched/sched_process_exec".into());
+
+        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map")?)?;
+        let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("COUNTERS map")?)?;
+        info!(
+            tracepoints = attached.len(),
+            missing = ?missing,
+            "probes attached"
+        );
+        let probes = Self {
+            _ebpf: ebpf,
+            counters,
+            attached,
+            missing,
+            offsets,
+        };
+        Ok((probes, ring))
+    }
+
+    pub fn counters(&self) -> Result<KernelCounters> {
+        let sum = |index: u32| -> Result<u64> { Ok(self.counters.get(&index, 0)?.iter().sum()) };
+        Ok(KernelCounters {
+            ringbuf_drops: sum(counter::RINGBUF_DROPS)?,
+            pending_drops: sum(counter::PENDING_DROPS)?,
+            submitted: sum(counter::SUBMITTED)?,
+        })
+    }
+}

@@ -1,0 +1,12 @@
+//! guardrail's agent and CLI, as a library so that tests and benchmarks
+//! reach the same code the binaries run.
+pub mod config;
+pub mod control;
+pub mod decode;
+pub mod event;
+pub mod filter;
+pub mod human;
+pub mod interpret;
+pub mod kernel;
+pub mod pipeline;
+pub mod procfs;

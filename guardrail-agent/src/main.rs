@@ -1,0 +1,210 @@
+//! guardrail-agent: loads the probes, turns kernel records into events,
+//! and serves them to the `guardrail` CLI.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::broadcast;
+use tracing::{info, warn};
+
+use guardrail_agent::config::{Config, DEFAULT_PATH};
+use guardrail_agent::control::{ControlServer, Status};
+use guardrail_agent::kernel::capabilities::{bpf_lsm_state, kernel_release, Capabilities};
+use guardrail_agent::kernel::probes::{ProbeOptions, Probes};
+use guardrail_agent::pipeline::{Pipeline, Print};
+use guardrail_agent::procfs::ProcFs;
+
+/// guardrail's host audit sensor: captures exec, file and permission
+/// changes with eBPF and serves them to `guardrail tail`.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file. A missing file at the default path means
+    /// defaults; a missing file given explicitly is an error.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Control socket (overrides `agent.socket`).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Print every event to stdout.
+    #[arg(long, value_enum, default_value = "none")]
+    print: Print,
+    /// Capture only this process (thread group): a diagnostic, like
+    /// `strace -p`.
+    #[arg(long, value_name = "PID")]
+    only_pid: Option<u32>,
+    /// Ring buffer size in bytes (overrides `capture.ring_buffer_bytes`).
+    #[arg(long)]
+    ring_buffer_bytes: Option<u32>,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn load_config(args: &Args) -> Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None if std::path::Path::new(DEFAULT_PATH).exists() => {
+            Config::load(std::path::Path::new(DEFAULT_PATH))?
+        }
+        None => Config::default(),
+    };
+    if let Some(s) = &args.socket {
+        config.agent.socket = s.clone();
+    }
+    if let Some(rb) = args.ring_buffer_bytes {
+        config.capture.ring_buffer_bytes = rb;
+    }
+    Ok(config)
+}
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GUARDRAIL_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = load_config(&args)?;
+    if args.check_config {
+        println!("configuration is valid");
+        return Ok(());
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args, config))
+}
+
+async fn run(args: Args, config: Config) -> Result<()> {
+    let started = Instant::now();
+    let opts = ProbeOptions {
+        ring_buffer_bytes: config.capture.ring_buffer_bytes,
+        wakeup_bytes: config
+            .capture
+            .wakeup_bytes
+            .min(config.capture.ring_buffer_bytes as u64 / 2),
+        capture_read_opens: config.capture.read_opens,
+        only_tgid: args.only_pid.unwrap_or(0),
+    };
+    let (probes, ring) = Probes::load(&opts)?;
+    let (bpf_lsm, bpf_lsm_note) = bpf_lsm_state();
+    let capabilities = Capabilities {
+        kernel: kernel_release(),
+        tracepoints: true,
+        ring_buffer: true,
+        btf: probes.offsets.is_some(),
+        bpf_lsm,
+        bpf_lsm_note: bpf_lsm_note.clone(),
+        missing_syscalls: probes.missing.iter().map(|s| s.to_string()).collect(),
+    };
+    match &bpf_lsm_note {
+        None => info!("kernel {}: BPF-LSM is active", capabilities.kernel),
+        Some(note) => warn!("kernel {}: {note}", capabilities.kernel),
+    }
+
+    let (tx, _) = broadcast::channel(8192);
+    let status = Arc::new(Mutex::new(Status {
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        capabilities,
+        tracepoints_attached: probes.attached.len(),
+        ring_buffer_bytes: opts.ring_buffer_bytes,
+        ..Default::default()
+    }));
+    let server = Arc::new(ControlServer {
+        status: status.clone(),
+        events: tx.clone(),
+    });
+    let listener = ControlServer::bind(&config.agent.socket)?;
+    tokio::spawn(server.serve(listener));
+    info!(
+        socket = %config.agent.socket.display(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "guardrail-agent running"
+    );
+
+    let mut pipeline = Pipeline::new(ProcFs::default(), args.print, tx);
+    // SAFETY: the RingBuf owns its map fd, keeps it open and returns the
+    // same fd for as long as it lives, and the AsyncFd owns the RingBuf.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)
+        .context("polling the ring buffer")?;
+    let mut drain = tokio::time::interval(Duration::from_millis(config.capture.drain_interval_ms));
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut last_counters = Instant::now();
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                drain_ring(guard.get_inner_mut(), &mut pipeline);
+                guard.clear_ready();
+            }
+            _ = drain.tick() => {
+                drain_ring(ring.get_mut(), &mut pipeline);
+                if last_counters.elapsed() >= Duration::from_millis(250) {
+                    last_counters = Instant::now();
+                    update(&probes, &mut pipeline, &status, started);
+                }
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+    }
+    // Flush: whatever the kernel wrote before we stop is still delivered.
+    drain_ring(ring.get_mut(), &mut pipeline);
+    update(&probes, &mut pipeline, &status, started);
+    drop(probes);
+    let _ = std::fs::remove_file(&config.agent.socket);
+    info!(events = pipeline.events_total, "guardrail-agent stopped");
+    Ok(())
+}
+
+fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut Pipeline<ProcFs>) {
+    while let Some(item) = ring.next() {
+        pipeline.record(&item);
+    }
+}
+
+fn update(
+    probes: &Probes,
+    pipeline: &mut Pipeline<ProcFs>,
+    status: &Mutex<Status>,
+    started: Instant,
+) {
+    let counters = match probes.counters() {
+        Ok(c) => c,
+        Err(e) => {
+            warn!("cannot read kernel counters: {e:#}");
+            return;
+        }
+    };
+    pipeline.kernel_counters(counters);
+    let mut s = status.lock().unwrap();
+    s.uptime_s = started.elapsed().as_secs();
+    s.events_total = pipeline.events_total;
+    s.events_per_s = pipeline.events_per_s();
+    s.lost_total = counters.lost();
+    s.lost_ringbuf = counters.ringbuf_drops;
+    s.lost_inflight = counters.pending_drops;
+    s.decode_errors = pipeline.decode_errors;
+}

@@ -1,0 +1,178 @@
+//! From ring-buffer records to published events: decode, interpret,
+//! number, report losses, fan out.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::broadcast;
+use tracing::warn;
+
+use crate::control::Published;
+use crate::decode::decode;
+use crate::event::{Body, Event, LossDetails};
+use crate::interpret::{interpret, ProcessView};
+use crate::kernel::probes::KernelCounters;
+
+/// Where events go besides tail clients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Print {
+    None,
+    Json,
+    Human,
+}
+
+pub struct Pipeline<V: ProcessView> {
+    view: V,
+    seq: u64,
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC, to turn kernel times into wall time.
+    wall_offset_ns: i128,
+    pub events_total: u64,
+    pub decode_errors: u64,
+    pub unknown_records: u64,
+    reported: KernelCounters,
+    rate: RateMeter,
+    print: Print,
+    publish: broadcast::Sender<Published>,
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid clock id and out-pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC) as u64
+}
+
+impl<V: ProcessView> Pipeline<V> {
+    pub fn new(view: V, print: Print, publish: broadcast::Sender<Published>) -> Self {
+        Self {
+            view,
+            seq: 0,
+            wall_offset_ns: clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC),
+            events_total: 0,
+            decode_errors: 0,
+            unknown_records: 0,
+            reported: KernelCounters::default(),
+            rate: RateMeter::default(),
+            print,
+            publish,
+        }
+    }
+
+    fn wall_time(&self, ktime_ns: u64) -> String {
+        let ns = ktime_ns as i128 + self.wall_offset_ns;
+        let t = SystemTime::UNIX_EPOCH + Duration::from_nanos(ns.max(0) as u64);
+        humantime::format_rfc3339_nanos(t).to_string()
+    }
+
+    /// Handle one ring-buffer record.
+    pub fn record(&mut self, bytes: &[u8]) {
+        let raw = match decode(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                self.decode_errors += 1;
+                warn!("undecodable record ({e}); counted in status.decode_errors");
+                return;
+            }
+        };
+        let Some(body) = interpret(&raw, &mut self.view) else {
+            self.unknown_records += 1;
+            self.decode_errors += 1;
+            return;
+        };
+        self.emit(raw.header.exit_ns, body);
+    }
+
+    /// Compare the kernel's loss counters with what was reported and emit a
+    /// `loss` event for any increase.
+    pub fn kernel_counters(&mut self, now: KernelCounters) {
+        let lost = now.lost() - self.reported.lost();
+        if lost == 0 {
+            return;
+        }
+        let body = Body::Loss {
+            loss: LossDetails {
+                count: lost,
+                ringbuf: now.ringbuf_drops - self.reported.ringbuf_drops,
+                inflight: now.pending_drops - self.reported.pending_drops,
+                total: now.lost(),
+            },
+        };
+        self.reported = now;
+        self.emit(monotonic_ns(), body);
+    }
+
+    fn emit(&mut self, ktime_ns: u64, body: Body) {
+        self.seq += 1;
+        if !matches!(body, Body::Loss { .. }) {
+            self.events_total += 1;
+            self.rate.tick(1);
+        }
+        let event = Event {
+            seq: self.seq,
+            time: self.wall_time(ktime_ns),
+            ktime_ns,
+            body,
+        };
+        let json: Arc<str> = match serde_json::to_string(&event) {
+            Ok(j) => j.into(),
+            Err(e) => {
+                warn!("cannot serialise event: {e}");
+                return;
+            }
+        };
+        match self.print {
+            Print::None => {}
+            Print::Json => println!("{json}"),
+            Print::Human => println!("{}", crate::human::line(&event, false)),
+        }
+        // No subscriber is not an error: nobody is tailing.
+        let _ = self.publish.send(Published {
+            event: Arc::new(event),
+            json,
+        });
+    }
+
+    pub fn events_per_s(&mut self) -> f64 {
+        self.rate.per_second()
+    }
+}
+
+/// Events per second over a sliding window of a few seconds.
+struct RateMeter {
+    window_start: Instant,
+    count: u64,
+    last: f64,
+}
+
+impl Default for RateMeter {
+    fn default() -> Self {
+        Self {
+            window_start: Instant::now(),
+            count: 0,
+            last: 0.0,
+        }
+    }
+}
+
+impl RateMeter {
+    fn tick(&mut self, n: u64) {
+        self.count += n;
+    }
+
+    fn per_second(&mut self) -> f64 {
+        let elapsed = self.window_start.elapsed();
+        if elapsed >= Duration::from_secs(5) {
+            self.last = self.count as f64 / elapsed.as_secs_f64();
+            self.count = 0;
+            self.window_start = Instant::now();
+        }
+        self.last
+    }
+}

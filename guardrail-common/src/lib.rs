@@ -1,0 +1,150 @@
+//! Records shared by the probes (`guardrail-ebpf`) and the agent.
+//!
+//! Every record the probes submit to the ring buffer starts with an
+//! [`EventHeader`] followed by `data_len` bytes of string data. The layout is
+//! `#[repr(C)]` and versioned by [`ABI_VERSION`] so that the agent refuses an
+//! object built from different sources instead of misreading it.
+#![cfg_attr(not(feature = "user"), no_std)]
+
+pub mod syscalls;
+
+/// Bumped whenever a record layout changes.
+pub const ABI_VERSION: u32 = 1;
+
+/// Largest path the probes copy (the kernel's PATH_MAX).
+pub const PATH_MAX: usize = 4096;
+/// Bytes of argv the probes copy for one exec (NUL-separated arguments).
+pub const ARGV_MAX: usize = 4096;
+
+/// Size of the per-CPU buffer a record is built in. String reads land at
+/// offsets masked with [`DATA_OFFSET_MASK`] and copy at most [`PATH_MAX`]
+/// bytes, so the buffer is large enough for any masked offset plus one read;
+/// that is the bound the verifier needs.
+pub const DATA_OFFSET_MASK: usize = 8192 - 1;
+pub const SCRATCH_DATA_SIZE: usize = DATA_OFFSET_MASK + 1 + PATH_MAX;
+
+/// What a record describes.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordKind {
+    /// A syscall guardrail watches finished (or, for a successful exec, the
+    /// new image started); `syscall` says which.
+    Syscall = 1,
+    /// A process forked: `pid` is the child, `ppid` the parent.
+    Fork = 2,
+    /// A process (thread group) exited.
+    Exit = 3,
+}
+
+/// Bits of [`EventHeader::flags`].
+pub mod flags {
+    /// The first string was cut at [`super::PATH_MAX`] (or could not be read).
+    pub const STR0_TRUNCATED: u32 = 1 << 0;
+    /// The second string (second path, or argv) was cut.
+    pub const STR1_TRUNCATED: u32 = 1 << 1;
+    /// argv could not be read (no BTF offsets, or the new image's
+    /// argument area was unreadable).
+    pub const ARGV_UNREADABLE: u32 = 1 << 2;
+    /// The first string could not be read from user memory at all.
+    pub const STR0_UNREADABLE: u32 = 1 << 3;
+    /// The second string could not be read from user memory at all.
+    pub const STR1_UNREADABLE: u32 = 1 << 4;
+    /// Credential fields read through BTF offsets are valid.
+    pub const TASK_FIELDS: u32 = 1 << 5;
+}
+
+/// Fixed part of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EventHeader {
+    pub kind: u32,
+    /// x86_64 syscall number (see [`syscalls`]) for `Syscall` records.
+    pub syscall: u32,
+    pub flags: u32,
+    /// Bytes of string data after the header: `str_len[0]` then `str_len[1]`.
+    /// For exec, the second string is the new image's argument area:
+    /// arguments separated (and terminated) by NUL.
+    pub data_len: u32,
+    /// `bpf_ktime_get_ns` when the syscall entered.
+    pub enter_ns: u64,
+    /// `bpf_ktime_get_ns` when the record was written (syscall exit).
+    pub exit_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    /// Login uid (`u32::MAX` when unset).
+    pub auid: u32,
+    pub cgroup_id: u64,
+    /// Syscall return value: >= 0 success, negative errno.
+    pub ret: i64,
+    /// Raw syscall arguments as the syscall received them. Pointers are
+    /// meaningless to userspace but kept so decoding needs no per-syscall
+    /// layout on the kernel side. Two syscalls get values the agent could
+    /// not read itself: openat2 has `open_how.flags`/`.mode` in args[2]/[3];
+    /// capset has the new effective, permitted and inheritable sets in
+    /// args[2..5] and the old effective set in args[5].
+    pub args: [u64; 6],
+    /// Credentials before the syscall (uid, gid, euid, egid), for the
+    /// setuid family, where the record's own fields hold the result.
+    pub old_ids: [u32; 4],
+    pub str_len: [u32; 2],
+    pub _pad: [u32; 2],
+    pub comm: [u8; 16],
+}
+
+pub const HEADER_SIZE: usize = core::mem::size_of::<EventHeader>();
+
+/// Per-CPU counters in the `COUNTERS` map, indexed by these constants.
+pub mod counter {
+    /// Records that did not fit in the ring buffer.
+    pub const RINGBUF_DROPS: u32 = 0;
+    /// Syscalls whose arguments could not be parked between enter and exit
+    /// (the in-flight map was full); their records are lost.
+    pub const PENDING_DROPS: u32 = 1;
+    /// Records submitted.
+    pub const SUBMITTED: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
+
+/// Arguments parked at syscall entry until the syscall exits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PendingSyscall {
+    pub syscall: u32,
+    pub _pad: u32,
+    pub enter_ns: u64,
+    pub args: [u64; 6],
+    pub old_ids: [u32; 4],
+}
+
+/// Field offsets into kernel structures, resolved by the agent from the
+/// running kernel's BTF and handed to the probes as a global. A zero
+/// `task_cred` means "unknown": the probes then leave the fields out.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_real_parent: u32,
+    pub task_tgid: u32,
+    pub task_loginuid: u32,
+    pub task_cred: u32,
+    pub cred_euid: u32,
+    pub cred_egid: u32,
+    /// `kernel_cap_t` is `u32[2]` before 6.3 and `u64` after: the same
+    /// eight bytes on little-endian, so one read serves both.
+    pub cred_cap_effective: u32,
+    pub task_mm: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain-old-data, repr(C), every bit pattern valid.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::PendingSyscall {}
+    unsafe impl aya::Pod for super::EventHeader {}
+}

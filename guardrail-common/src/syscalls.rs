@@ -1,0 +1,171 @@
+//! The x86_64 syscalls guardrail watches, and where their string arguments are.
+//!
+//! Both sides use this table: the probes to know which arguments are user
+//! strings to copy, the agent to name and decode records.
+
+pub const OPEN: u32 = 2;
+pub const TRUNCATE: u32 = 76;
+pub const FTRUNCATE: u32 = 77;
+pub const RENAME: u32 = 82;
+pub const CREAT: u32 = 85;
+pub const LINK: u32 = 86;
+pub const UNLINK: u32 = 87;
+pub const SYMLINK: u32 = 88;
+pub const CHMOD: u32 = 90;
+pub const FCHMOD: u32 = 91;
+pub const CHOWN: u32 = 92;
+pub const FCHOWN: u32 = 93;
+pub const LCHOWN: u32 = 94;
+pub const EXECVE: u32 = 59;
+pub const SETUID: u32 = 105;
+pub const SETGID: u32 = 106;
+pub const SETREUID: u32 = 113;
+pub const SETREGID: u32 = 114;
+pub const SETRESUID: u32 = 117;
+pub const SETRESGID: u32 = 119;
+pub const SETFSUID: u32 = 122;
+pub const SETFSGID: u32 = 123;
+pub const CAPSET: u32 = 126;
+pub const MKNOD: u32 = 133;
+pub const OPENAT: u32 = 257;
+pub const MKNODAT: u32 = 259;
+pub const FCHOWNAT: u32 = 260;
+pub const UNLINKAT: u32 = 263;
+pub const RENAMEAT: u32 = 264;
+pub const LINKAT: u32 = 265;
+pub const SYMLINKAT: u32 = 266;
+pub const FCHMODAT: u32 = 268;
+pub const RENAMEAT2: u32 = 316;
+pub const EXECVEAT: u32 = 322;
+pub const OPENAT2: u32 = 437;
+pub const FCHMODAT2: u32 = 452;
+
+/// Where a syscall's interesting arguments live. Argument indexes are
+/// 0-based; `NONE` means "not present".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgLayout {
+    /// First path (user string).
+    pub path0: u8,
+    /// Second path (user string): rename/link target, symlink's link path.
+    pub path1: u8,
+    /// Directory fd that `path0` is relative to.
+    pub dirfd0: u8,
+    /// Directory fd that `path1` is relative to.
+    pub dirfd1: u8,
+    /// argv (user array of user strings).
+    pub argv: u8,
+}
+
+pub const NONE: u8 = u8::MAX;
+
+const fn layout(path0: u8, path1: u8, dirfd0: u8, dirfd1: u8, argv: u8) -> ArgLayout {
+    ArgLayout {
+        path0,
+        path1,
+        dirfd0,
+        dirfd1,
+        argv,
+    }
+}
+
+/// The argument layout of a watched syscall, `None` for any other number.
+pub const fn arg_layout(nr: u32) -> Option<ArgLayout> {
+    Some(match nr {
+        OPEN | CREAT | UNLINK | TRUNCATE | CHMOD | CHOWN | LCHOWN | MKNOD => {
+            layout(0, NONE, NONE, NONE, NONE)
+        }
+        OPENAT | OPENAT2 | UNLINKAT | FCHMODAT | FCHMODAT2 | FCHOWNAT | MKNODAT => {
+            layout(1, NONE, 0, NONE, NONE)
+        }
+        RENAME | LINK => layout(0, 1, NONE, NONE, NONE),
+        RENAMEAT | RENAMEAT2 | LINKAT => layout(1, 3, 0, 2, NONE),
+        // symlink(target, linkpath): the target is stored verbatim, never resolved.
+        SYMLINK => layout(0, 1, NONE, NONE, NONE),
+        SYMLINKAT => layout(0, 2, NONE, 1, NONE),
+        FTRUNCATE | FCHMOD | FCHOWN => layout(NONE, NONE, NONE, NONE, NONE),
+        EXECVE => layout(0, NONE, NONE, NONE, 1),
+        EXECVEAT => layout(1, NONE, 0, NONE, 2),
+        SETUID | SETGID | SETREUID | SETREGID | SETRESUID | SETRESGID | SETFSUID | SETFSGID
+        | CAPSET => layout(NONE, NONE, NONE, NONE, NONE),
+        _ => return None,
+    })
+}
+
+/// True for the exec family, whose records are completed when the new
+/// image starts rather than when the syscall returns.
+pub const fn is_exec(nr: u32) -> bool {
+    matches!(nr, EXECVE | EXECVEAT)
+}
+
+/// True for syscalls that change credentials; the probes keep the ids from
+/// before the call so that the record shows old and new.
+pub const fn is_cred_change(nr: u32) -> bool {
+    matches!(
+        nr,
+        SETUID
+            | SETGID
+            | SETREUID
+            | SETREGID
+            | SETRESUID
+            | SETRESGID
+            | SETFSUID
+            | SETFSGID
+            | CAPSET
+    )
+}
+
+/// Open-family syscalls, whose flags decide whether the open writes.
+pub const fn open_flags_arg(nr: u32) -> Option<u8> {
+    match nr {
+        OPEN => Some(1),
+        OPENAT | OPENAT2 => Some(2),
+        _ => None,
+    }
+}
+
+/// Every watched syscall, with the tracepoint name suffix (`sys_enter_<name>`).
+/// `fchmodat2` exists only from Linux 6.6: the agent attaches what the
+/// running kernel has and reports what it skipped.
+pub const WATCHED: &[(u32, &str)] = &[
+    (OPEN, "open"),
+    (CREAT, "creat"),
+    (OPENAT, "openat"),
+    (OPENAT2, "openat2"),
+    (UNLINK, "unlink"),
+    (UNLINKAT, "unlinkat"),
+    (RENAME, "rename"),
+    (RENAMEAT, "renameat"),
+    (RENAMEAT2, "renameat2"),
+    (TRUNCATE, "truncate"),
+    (FTRUNCATE, "ftruncate"),
+    (LINK, "link"),
+    (LINKAT, "linkat"),
+    (SYMLINK, "symlink"),
+    (SYMLINKAT, "symlinkat"),
+    (MKNOD, "mknod"),
+    (MKNODAT, "mknodat"),
+    (CHMOD, "chmod"),
+    (FCHMOD, "fchmod"),
+    (FCHMODAT, "fchmodat"),
+    (FCHMODAT2, "fchmodat2"),
+    (CHOWN, "chown"),
+    (FCHOWN, "fchown"),
+    (LCHOWN, "lchown"),
+    (FCHOWNAT, "fchownat"),
+    (SETUID, "setuid"),
+    (SETGID, "setgid"),
+    (SETREUID, "setreuid"),
+    (SETREGID, "setregid"),
+    (SETRESUID, "setresuid"),
+    (SETRESGID, "setresgid"),
+    (SETFSUID, "setfsuid"),
+    (SETFSGID, "setfsgid"),
+    (CAPSET, "capset"),
+    (EXECVE, "execve"),
+    (EXECVEAT, "execveat"),
+];
+
+/// The name of a watched syscall.
+pub fn name(nr: u32) -> Option<&'static str> {
+    WATCHED.iter().find(|(n, _)| *n == nr).map(|(_, s)| *s)
+}

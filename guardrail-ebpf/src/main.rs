@@ -1,0 +1,240 @@
+//! guardrail's kernel probes.
+//!
+//! Capture uses only stable interfaces so that one object runs on every
+//! supported kernel (5.10 → 6.18): the `syscalls:sys_{enter,exit}_*`
+//! tracepoints (whose argument layout is fixed by the syscall ABI),
+//! `sched:sched_process_exec`, and helpers. The few `task_struct`/`cred`
+//! fields we read come from offsets the agent resolves from the running
+//! kernel's BTF at load time ([`KernelOffsets`]).
+//!
+//! One enter and one exit program serve every watched syscall: the enter
+//! side parks the arguments per thread, the exit side writes one record
+//! with the result. Exec is the exception, because a successful exec
+//! replaces the memory its arguments live in: its record is built at entry
+//! and completed when the new image starts (or the call fails).
+#![no_std]
+#![no_main]
+
+mod record;
+mod task;
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
+    macros::{map, tracepoint},
+    maps::{HashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+};
+use guardrail_common::{
+    counter, syscalls, EventHeader, KernelOffsets, PendingSyscall, RecordKind,
+};
+
+use record::Record;
+
+/// The agent's own thread group: its file activity is not audited.
+#[no_mangle]
+static AGENT_TGID: u32 = 0;
+/// When non-zero, capture only this thread group (`guardrail-agent --only-pid`).
+#[no_mangle]
+static ONLY_TGID: u32 = 0;
+/// Read-only opens are dropped in the kernel unless a rule asks for them.
+#[no_mangle]
+static CAPTURE_READ_OPENS: u8 = 0;
+/// Wake the reader only once this many bytes wait in the ring buffer; the
+/// agent drains on a timer otherwise. Waking on every record costs a few
+/// microseconds per syscall.
+#[no_mangle]
+static WAKEUP_BYTES: u64 = 0;
+/// Offset of `old_pid` in the `sched_process_exec` tracepoint record, read
+/// by the agent from the tracepoint's format file.
+#[no_mangle]
+static EXEC_OLD_PID_OFFSET: u32 = 16;
+/// Offset of the `__data_loc` of `filename` in the same record.
+#[no_mangle]
+static EXEC_FILENAME_OFFSET: u32 = 8;
+#[no_mangle]
+static OFFSETS: KernelOffsets = KernelOffsets {
+    task_real_parent: 0,
+    task_tgid: 0,
+    task_loginuid: 0,
+    task_cred: 0,
+    cred_euid: 0,
+    cred_egid: 0,
+    cred_cap_effective: 0,
+    task_mm: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
+};
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Syscalls between enter and exit, by thread (`pid_tgid`).
+#[map]
+static PENDING: HashMap<u64, PendingSyscall> = HashMap::with_max_entries(16384, 0);
+
+/// Where records are assembled: too large for the 512-byte BPF stack.
+#[map]
+static SCRATCH: PerCpuArray<Record> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+const O_WRONLY: u64 = 0o1;
+const O_RDWR: u64 = 0o2;
+const O_CREAT: u64 = 0o100;
+const O_TRUNC: u64 = 0o1000;
+const WRITE_INTENT: u64 = O_WRONLY | O_RDWR | O_CREAT | O_TRUNC;
+
+/// Offsets in every `syscalls:*` tracepoint record (fixed by the syscall
+/// tracepoint class: 8 bytes of common fields, then the syscall number).
+const TP_SYSCALL_NR: usize = 8;
+const TP_ARGS: usize = 16;
+const TP_RET: usize = 16;
+
+#[inline(always)]
+fn global<T: Copy>(value: &T) -> T {
+    // SAFETY: globals live in .rodata, which the agent fills in before load;
+    // the volatile read stops the compiler from folding the default.
+    unsafe { core::ptr::read_volatile(value) }
+}
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[tracepoint]
+pub fn guardrail_sys_enter(ctx: TracePointContext) -> u32 {
+    let _ = on_enter(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn guardrail_sys_exit(ctx: TracePointContext) -> u32 {
+    let _ = on_exit(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn guardrail_exec(ctx: TracePointContext) -> u32 {
+    let _ = on_exec(&ctx);
+    0
+}
+
+fn on_enter(ctx: &TracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == global(&AGENT_TGID) {
+        return Ok(());
+    }
+    let only = global(&ONLY_TGID);
+    if only != 0 && tgid != only {
+        return Ok(());
+    }
+    // SAFETY: offsets inside the syscall tracepoint record.
+    let nr = unsafe { ctx.read_at::<i32>(TP_SYSCALL_NR) }.map_err(|e| e as i64)? as u32;
+    let mut args = [0u64; 6];
+    for (i, arg) in args.iter_mut().enumerate() {
+        *arg = unsafe { ctx.read_at::<u64>(TP_ARGS + 8 * i) }.map_err(|e| e as i64)?;
+    }
+    if nr == syscalls::OPENAT2 {
+        // openat2 passes flags and mode in a `struct open_how` (u64 flags,
+        // u64 mode, u64 resolve); keep them where openat has them.
+        let how = args[2] as *const u64;
+        args[2] = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
+        args[3] = unsafe { bpf_probe_read_user(how.add(1)) }.unwrap_or(0);
+    }
+    if nr == syscalls::CAPSET {
+        // struct __user_cap_data_struct[2]: {effective, permitted, inheritable} × 2.
+        let data = args[1] as *const [u32; 6];
+        let d = unsafe { bpf_probe_read_user(data) }.unwrap_or([0; 6]);
+        args[2] = d[0] as u64 | (d[3] as u64) << 32;
+        args[3] = d[1] as u64 | (d[4] as u64) << 32;
+        args[4] = d[2] as u64 | (d[5] as u64) << 32;
+        args[5] = task::effective_caps();
+    }
+    if let Some(i) = syscalls::open_flags_arg(nr) {
+        if args[i as usize] & WRITE_INTENT == 0 && global(&CAPTURE_READ_OPENS) == 0 {
+            return Ok(());
+        }
+    }
+    let enter_ns = unsafe { bpf_ktime_get_ns() };
+    let old_ids = task::current_ids();
+    let pending = PendingSyscall {
+        syscall: nr,
+        _pad: 0,
+        enter_ns,
+        args,
+        old_ids,
+    };
+    if PENDING.insert(&pid_tgid, &pending, 0).is_err() {
+        count(counter::PENDING_DROPS);
+    }
+    Ok(())
+}
+
+fn on_exit(ctx: &TracePointContext) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let nr = unsafe { ctx.read_at::<i32>(TP_SYSCALL_NR) }.map_err(|e| e as i64)? as u32;
+    let ret = unsafe { ctx.read_at::<i64>(TP_RET) }.map_err(|e| e as i64)?;
+    // SAFETY: the value is copied out before the entry is removed.
+    let pending = match unsafe { PENDING.get(&pid_tgid) } {
+        Some(p) => *p,
+        None => return Ok(()),
+    };
+    let _ = PENDING.remove(&pid_tgid);
+    if pending.syscall != nr || (syscalls::is_exec(nr) && ret == 0) {
+        // Enter and exit from different syscalls: the exit of the parked
+        // one was missed (e.g. the probes attached mid-call). A successful
+        // exec was already reported by `on_exec`.
+        return Ok(());
+    }
+    record::emit_syscall(&pending, ret)
+}
+
+/// A successful exec: the new image is in place. The record takes the
+/// program name from the tracepoint (kernel memory, as the kernel resolved
+/// it) and argv from the new image's argument area, so neither can be
+/// swapped by another thread of the old image.
+fn on_exec(ctx: &TracePointContext) -> Result<(), i64> {
+    let old_tid =
+        unsafe { ctx.read_at::<i32>(global(&EXEC_OLD_PID_OFFSET) as usize) }.map_err(|e| e as i64)?;
+    let key = (bpf_get_current_pid_tgid() & !0xffff_ffff) | old_tid as u32 as u64;
+    // SAFETY: the value is copied out before the entry is removed.
+    let pending = match unsafe { PENDING.get(&key) } {
+        Some(p) => *p,
+        None => return Ok(()),
+    };
+    let _ = PENDING.remove(&key);
+    let filename_loc =
+        unsafe { ctx.read_at::<u32>(global(&EXEC_FILENAME_OFFSET) as usize) }.map_err(|e| e as i64)?;
+    let filename = unsafe { ctx.as_ptr().cast::<u8>().add((filename_loc & 0xffff) as usize) };
+    record::emit_exec(&pending, filename)
+}
+
+/// Fill the fields every record carries from the current task.
+#[inline(always)]
+fn fill_common(h: &mut EventHeader) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    h.kind = RecordKind::Syscall as u32;
+    h.pid = (pid_tgid >> 32) as u32;
+    h.tid = pid_tgid as u32;
+    h.exit_ns = unsafe { bpf_ktime_get_ns() };
+    h.cgroup_id = unsafe { aya_ebpf::helpers::generated::bpf_get_current_cgroup_id() };
+    h.comm = aya_ebpf::helpers::bpf_get_current_comm().unwrap_or_default();
+    task::fill_ids(h);
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,96 @@
+//! Fields of the current `task_struct` and its credentials.
+//!
+//! Their offsets differ between kernels, so they come from the agent, which
+//! reads them from the running kernel's BTF ([`crate::OFFSETS`]). With no
+//! offsets the probes report only what helpers give.
+
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_get_current_uid_gid, bpf_probe_read_kernel};
+use guardrail_common::{flags, EventHeader};
+
+use crate::{global, OFFSETS};
+
+#[inline(always)]
+unsafe fn read<T>(base: u64, offset: u32) -> Result<T, i64> {
+    bpf_probe_read_kernel((base + offset as u64) as *const T).map_err(|e| e as i64)
+}
+
+/// (uid, gid, euid, egid) of the current task; euid/egid fall back to the
+/// real ids when the kernel's offsets are unknown.
+#[inline(always)]
+pub fn current_ids() -> [u32; 4] {
+    let ug = bpf_get_current_uid_gid();
+    let (uid, gid) = (ug as u32, (ug >> 32) as u32);
+    let (euid, egid) = effective_ids().unwrap_or((uid, gid));
+    [uid, gid, euid, egid]
+}
+
+#[inline(always)]
+fn effective_ids() -> Result<(u32, u32), i64> {
+    let o = global(&OFFSETS);
+    if o.task_cred == 0 {
+        return Err(0);
+    }
+    unsafe {
+        let task = bpf_get_current_task();
+        let cred: u64 = read(task, o.task_cred)?;
+        Ok((read(cred, o.cred_euid)?, read(cred, o.cred_egid)?))
+    }
+}
+
+/// The current task's effective capability set (0 when unknown).
+#[inline(always)]
+pub fn effective_caps() -> u64 {
+    let o = global(&OFFSETS);
+    if o.task_cred == 0 || o.cred_cap_effective == 0 {
+        return 0;
+    }
+    unsafe {
+        let task = bpf_get_current_task();
+        match read::<u64>(task, o.task_cred) {
+            Ok(cred) => read(cred, o.cred_cap_effective).unwrap_or(0),
+            Err(_) => 0,
+        }
+    }
+}
+
+#[inline(always)]
+pub fn fill_ids(h: &mut EventHeader) {
+    let [uid, gid, euid, egid] = current_ids();
+    h.uid = uid;
+    h.gid = gid;
+    h.euid = euid;
+    h.egid = egid;
+    h.auid = u32::MAX;
+    let o = global(&OFFSETS);
+    if o.task_cred == 0 {
+        return;
+    }
+    unsafe {
+        let task = bpf_get_current_task();
+        if let Ok(parent) = read::<u64>(task, o.task_real_parent) {
+            h.ppid = read(parent, o.task_tgid).unwrap_or(0);
+        }
+        if o.task_loginuid != 0 {
+            h.auid = read(task, o.task_loginuid).unwrap_or(u32::MAX);
+        }
+    }
+    h.flags |= flags::TASK_FIELDS;
+}
+
+/// Start and end of the current image's argument area (`mm->arg_start`,
+/// `mm->arg_end`): argv as the program received it.
+#[inline(always)]
+pub fn arg_area() -> Option<(u64, u64)> {
+    let o = global(&OFFSETS);
+    if o.task_mm == 0 {
+        return None;
+    }
+    unsafe {
+        let task = bpf_get_current_task();
+        let mm: u64 = read(task, o.task_mm).ok()?;
+        if mm == 0 {
+            return None;
+        }
+        Some((read(mm, o.mm_arg_start).ok()?, read(mm, o.mm_arg_end).ok()?))
+    }
+}

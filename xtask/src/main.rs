@@ -1,0 +1,104 @@
+//! Project tasks: `cargo xtask setup|build|run|test`.
+//!
+//! Everything a fresh Debian 12 machine needs is installed here, so that the
+//! README's two commands and CI work with nothing done by hand.
+
+mod prereqs;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "guardrail's build, run and test tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the eBPF toolchain and test prerequisites (root on Debian),
+    /// or print the commands that would.
+    Setup,
+    /// Build the probes and both binaries into target/{debug,release}/.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run the agent in the foreground with the shipped default config,
+    /// printing events as they happen.
+    Run {
+        /// Extra arguments for guardrail-agent.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run the whole test suite: unit tests and host integration tests
+    /// that load the real probes.
+    Test {
+        /// Extra arguments for `cargo test`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn build(release: bool) -> Result<()> {
+    prereqs::ensure_build()?;
+    let mut cmd = cargo();
+    cmd.args(["build", "--package", "guardrail-agent", "--bins"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => {
+            prereqs::ensure_build()?;
+            prereqs::ensure_test()
+        }
+        Task::Build { release } => build(release),
+        Task::Run { args } => {
+            build(true)?;
+            let agent = root().join("target/release/guardrail-agent");
+            let mut cmd = Command::new(agent);
+            cmd.args(["--config", "config/guardrail.toml", "--print", "human"])
+                .args(args)
+                .current_dir(root());
+            run(&mut cmd)
+        }
+        Task::Test { args } => {
+            prereqs::ensure_build()?;
+            prereqs::ensure_test()?;
+            build(false)?;
+            let mut cmd = cargo();
+            cmd.args(["test", "--workspace"]).args(args);
+            run(&mut cmd)
+        }
+    }
+}
