@@ -8,7 +8,7 @@ use serde::Deserialize;
 pub const DEFAULT_PATH: &str = "/etc/guardrail/guardrail.toml";
 pub const DEFAULT_SOCKET: &str = "/run/guardrail/guardrail.sock";
 
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub agent: AgentSection,
@@ -34,15 +34,6 @@ pub struct CaptureSection {
     pub wakeup_bytes: u64,
     /// Also capture opens that only read.
     pub read_opens: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            agent: AgentSection::default(),
-            capture: CaptureSection::default(),
-        }
-    }
 }
 
 impl Default for AgentSection {
@@ -116,6 +107,12 @@ impl Config {
         })?;
         config.validate(&name)?;
         Ok(config)
+    }
+
+    /// Validate again after command-line overrides.
+    pub fn validate_path(&self, path: Option<&Path>) -> Result<(), ConfigError> {
+        let name = path.map_or("command line".into(), |p| p.display().to_string());
+        self.validate(&name)
     }
 
     fn validate(&self, path: &str) -> Result<(), ConfigError> {

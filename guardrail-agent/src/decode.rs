@@ -1,15 +1,20 @@
 //! Parsing ring-buffer bytes into records. Pure: no I/O, safe on any input.
 
-use guardrail_common::{EventHeader, ABI_VERSION, HEADER_SIZE};
+use guardrail_common::{flags, EventHeader, ABI_VERSION, HEADER_SIZE};
 
-/// A record as the probes wrote it: header and its two strings.
-#[derive(Clone, Debug)]
+/// A record as the probes wrote it: header and its strings (their meaning
+/// is documented on [`EventHeader::str_len`]).
+#[derive(Clone, Debug, Default)]
 pub struct RawRecord {
     pub header: EventHeader,
-    /// First path (exec: the executable as passed).
+    /// First path (exec: the program as the kernel named it).
     pub str0: Vec<u8>,
     /// Second path, or for exec the NUL-separated argv.
     pub str1: Vec<u8>,
+    /// Directory a relative first path is relative to (exec: the cwd).
+    pub dir0: Vec<u8>,
+    /// Directory a relative second path is relative to.
+    pub dir1: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -18,8 +23,8 @@ pub enum DecodeError {
     Short(usize),
     #[error("record says {declared} data bytes but carries {actual}")]
     Length { declared: usize, actual: usize },
-    #[error("string lengths {0} + {1} do not add up to the record's data length {2}")]
-    Strings(u32, u32, u32),
+    #[error("string lengths {0:?} do not add up to the record's data length {1}")]
+    Strings([u32; 4], u32),
 }
 
 /// The probes' record layout version this agent reads.
@@ -43,30 +48,48 @@ pub fn decode(bytes: &[u8]) -> Result<RawRecord, DecodeError> {
             actual: data.len(),
         });
     }
-    let [l0, l1] = header.str_len;
-    if (l0 as u64 + l1 as u64) != header.data_len as u64 {
-        return Err(DecodeError::Strings(l0, l1, header.data_len));
+    let lens = header.str_len;
+    if lens.iter().map(|&l| l as u64).sum::<u64>() != header.data_len as u64 {
+        return Err(DecodeError::Strings(lens, header.data_len));
     }
-    let (s0, rest) = data[..declared].split_at(l0 as usize);
-    Ok(RawRecord {
+    let mut rest = &data[..declared];
+    let mut take = |len: u32| {
+        let (s, r) = rest.split_at(len as usize);
+        rest = r;
+        s.to_vec()
+    };
+    let mut rec = RawRecord {
         header,
-        str0: s0.to_vec(),
-        str1: rest.to_vec(),
-    })
+        str0: take(lens[0]),
+        str1: take(lens[1]),
+        dir0: take(lens[2]),
+        dir1: take(lens[3]),
+    };
+    // A path the kernel could not walk to the root is only a suffix: drop
+    // it so that nothing downstream mistakes it for an absolute path.
+    let walked = [(0, &mut rec.str0), (2, &mut rec.dir0), (3, &mut rec.dir1)];
+    for (slot, s) in walked {
+        if header.flags & flags::walk_incomplete(slot) != 0 {
+            s.clear();
+        }
+    }
+    Ok(rec)
 }
 
-/// Encode a header and strings as the probes do; for tests and benchmarks.
-pub fn encode(header: &EventHeader, str0: &[u8], str1: &[u8]) -> Vec<u8> {
-    let mut h = *header;
-    h.str_len = [str0.len() as u32, str1.len() as u32];
-    h.data_len = (str0.len() + str1.len()) as u32;
+/// Encode a record as the probes do; for tests and benchmarks.
+pub fn encode(rec: &RawRecord) -> Vec<u8> {
+    let strings = [&rec.str0, &rec.str1, &rec.dir0, &rec.dir1];
+    let mut h = rec.header;
+    h.str_len = strings.map(|s| s.len() as u32);
+    h.data_len = h.str_len.iter().sum();
     // SAFETY: plain data, viewed as bytes for its exact size.
     let head =
         unsafe { std::slice::from_raw_parts((&h as *const EventHeader).cast::<u8>(), HEADER_SIZE) };
     let mut out = Vec::with_capacity(HEADER_SIZE + h.data_len as usize);
     out.extend_from_slice(head);
-    out.extend_from_slice(str0);
-    out.extend_from_slice(str1);
+    for s in strings {
+        out.extend_from_slice(s);
+    }
     out
 }
 
@@ -77,24 +100,47 @@ mod tests {
 
     #[test]
     fn round_trips_strings() {
-        let h = EventHeader {
-            syscall: 82,
-            pid: 7,
-            ..Default::default()
+        let rec = RawRecord {
+            header: EventHeader {
+                syscall: 82,
+                pid: 7,
+                ..Default::default()
+            },
+            str0: b"old".to_vec(),
+            str1: b"/a/new".to_vec(),
+            dir0: b"/home/u".to_vec(),
+            dir1: vec![],
         };
-        let bytes = encode(&h, b"/a/old", b"/a/new");
-        let r = decode(&bytes).unwrap();
+        let r = decode(&encode(&rec)).unwrap();
         assert_eq!(r.header.pid, 7);
-        assert_eq!(r.str0, b"/a/old");
+        assert_eq!(r.str0, b"old");
         assert_eq!(r.str1, b"/a/new");
+        assert_eq!(r.dir0, b"/home/u");
+        assert!(r.dir1.is_empty());
     }
 
     #[test]
     fn rejects_short_and_inconsistent_records() {
         assert!(matches!(decode(&[0; 10]), Err(DecodeError::Short(10))));
-        let mut bytes = encode(&EventHeader::default(), b"abc", b"");
+        let mut bytes = encode(&RawRecord {
+            str0: b"abc".to_vec(),
+            ..Default::default()
+        });
         bytes.truncate(bytes.len() - 1);
         assert!(matches!(decode(&bytes), Err(DecodeError::Length { .. })));
+    }
+
+    #[test]
+    fn incomplete_kernel_walks_are_dropped() {
+        let mut rec = RawRecord {
+            str0: b"x".to_vec(),
+            dir0: b"/deep/suffix".to_vec(),
+            ..Default::default()
+        };
+        rec.header.flags = flags::walk_incomplete(2);
+        let r = decode(&encode(&rec)).unwrap();
+        assert_eq!(r.str0, b"x");
+        assert!(r.dir0.is_empty());
     }
 
     proptest! {

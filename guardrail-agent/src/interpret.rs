@@ -52,7 +52,15 @@ struct Resolved {
     resolved: bool,
 }
 
-fn resolve(view: &mut dyn ProcessView, pid: u32, dirfd: Option<i32>, raw: &[u8]) -> Resolved {
+/// `kernel_dir` is the directory the probes resolved (empty when they could
+/// not); /proc is the fallback, which works only while the process lives.
+fn resolve(
+    view: &mut dyn ProcessView,
+    pid: u32,
+    dirfd: Option<i32>,
+    raw: &[u8],
+    kernel_dir: &[u8],
+) -> Resolved {
     let raw_text = text(raw);
     if raw.first() == Some(&b'/') {
         return Resolved {
@@ -61,7 +69,12 @@ fn resolve(view: &mut dyn ProcessView, pid: u32, dirfd: Option<i32>, raw: &[u8])
             resolved: true,
         };
     }
-    match view.dir_of(pid, dirfd.filter(|&fd| fd != AT_FDCWD)) {
+    let dir = if kernel_dir.is_empty() {
+        view.dir_of(pid, dirfd.filter(|&fd| fd != AT_FDCWD))
+    } else {
+        Some(text(kernel_dir))
+    };
+    match dir {
         Some(dir) => Resolved {
             path: join(&dir, &raw_text),
             raw: Some(raw_text),
@@ -262,8 +275,8 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
         errno: (h.ret < 0).then(|| errno_name(-h.ret)),
     };
     let dirfd = |i: u8| (i != sc::NONE).then(|| as_fd(a[i as usize]));
-    let path0 =
-        (layout.path0 != sc::NONE).then(|| resolve(view, h.pid, dirfd(layout.dirfd0), &rec.str0));
+    let path0 = (layout.path0 != sc::NONE)
+        .then(|| resolve(view, h.pid, dirfd(layout.dirfd0), &rec.str0, &rec.dir0));
 
     // For exec, the program run (as the kernel named it, made absolute).
     let exec_path = sc::is_exec(nr).then(|| {
@@ -277,7 +290,14 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
         }
     });
     if let (Some(path), true) = (&exec_path, h.ret == 0) {
-        view.exec_happened(h.pid, path);
+        // The kernel's exe (symlinks resolved, the interpreter for a
+        // script) when the probes could walk it.
+        let exe = if rec.dir1.is_empty() {
+            path.clone()
+        } else {
+            text(&rec.dir1)
+        };
+        view.exec_happened(h.pid, &exe);
     }
     let exe_now = view.exe(h.pid).or_else(|| exec_path.clone());
     let process = Process {
@@ -313,7 +333,11 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
                 argv_truncated: h.flags & flags::STR1_TRUNCATED != 0,
                 // Failed execs keep no argv: it is read from the new image.
                 argv_unavailable: h.ret != 0 || h.flags & flags::ARGV_UNREADABLE != 0,
-                cwd: view.dir_of(h.pid, None),
+                cwd: if rec.dir0.is_empty() {
+                    view.dir_of(h.pid, None)
+                } else {
+                    Some(text(&rec.dir0))
+                },
                 fd: (nr == sc::EXECVEAT && a[4] & AT_EMPTY_PATH != 0).then(|| as_fd(a[0])),
             },
             process,
@@ -387,6 +411,8 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
     let fd_arg = matches!(nr, sc::FTRUNCATE | sc::FCHMOD | sc::FCHOWN).then(|| as_fd(a[0]));
     let (path, raw_path, resolved) = match (&path0, fd_arg) {
         (Some(p), _) => (Some(p.path.clone()), p.raw.clone(), p.resolved),
+        // The probes walked the fd's path; /proc is the fallback.
+        (None, Some(_)) if !rec.str0.is_empty() => (Some(text(&rec.str0)), None, true),
         (None, Some(fd)) => {
             let p = view.fd_path(h.pid, fd);
             let ok = p.is_some();
@@ -452,7 +478,7 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
     };
     let second = |view: &mut dyn ProcessView| {
         (layout.path1 != sc::NONE)
-            .then(|| resolve(view, h.pid, dirfd(layout.dirfd1), &rec.str1).path)
+            .then(|| resolve(view, h.pid, dirfd(layout.dirfd1), &rec.str1, &rec.dir1).path)
     };
     file.op = match nr {
         sc::OPEN | sc::OPENAT | sc::OPENAT2 | sc::CREAT => {
@@ -486,7 +512,7 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
         sc::SYMLINK | sc::SYMLINKAT => {
             // The target is stored verbatim; the new link is path1.
             file.target = Some(text(&rec.str0));
-            let link = resolve(view, h.pid, dirfd(layout.dirfd1), &rec.str1);
+            let link = resolve(view, h.pid, dirfd(layout.dirfd1), &rec.str1, &rec.dir1);
             file.path = Some(link.path);
             file.raw_path = link.raw;
             file.resolved = link.resolved;
@@ -544,6 +570,8 @@ mod tests {
 
     fn rec(nr: u32, args: [u64; 6], ret: i64, s0: &[u8], s1: &[u8]) -> RawRecord {
         RawRecord {
+            dir0: vec![],
+            dir1: vec![],
             header: EventHeader {
                 syscall: nr,
                 args,
@@ -587,6 +615,24 @@ mod tests {
         assert_eq!(file.op, "rename");
         assert_eq!(file.path.as_deref(), Some("/home/u/a"));
         assert_eq!(file.new_path.as_deref(), Some("/home/u/b"));
+    }
+
+    #[test]
+    fn kernel_resolved_directory_wins_over_procfs() {
+        let mut r = rec(
+            sc::UNLINKAT,
+            [AT_FDCWD as u64, 0, 0, 0, 0, 0],
+            0,
+            b"rc",
+            b"",
+        );
+        r.dir0 = b"/tmp/jobs".to_vec();
+        // The process is gone: /proc knows nothing.
+        let Some(Body::File { file, .. }) = interpret(&r, &mut Table::default()) else {
+            panic!()
+        };
+        assert_eq!(file.path.as_deref(), Some("/tmp/jobs/rc"));
+        assert!(file.resolved);
     }
 
     #[test]

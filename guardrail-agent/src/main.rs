@@ -42,6 +42,9 @@ struct Args {
     /// Ring buffer size in bytes (overrides `capture.ring_buffer_bytes`).
     #[arg(long)]
     ring_buffer_bytes: Option<u32>,
+    /// Also capture opens that only read (overrides `capture.read_opens`).
+    #[arg(long)]
+    capture_read_opens: bool,
     /// Validate the configuration and exit.
     #[arg(long)]
     check_config: bool,
@@ -60,6 +63,10 @@ fn load_config(args: &Args) -> Result<Config> {
     }
     if let Some(rb) = args.ring_buffer_bytes {
         config.capture.ring_buffer_bytes = rb;
+        config.validate_path(args.config.as_deref())?;
+    }
+    if args.capture_read_opens {
+        config.capture.read_opens = true;
     }
     Ok(config)
 }
@@ -151,20 +158,19 @@ async fn run(args: Args, config: Config) -> Result<()> {
     let mut drain = tokio::time::interval(Duration::from_millis(config.capture.drain_interval_ms));
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
-    let mut last_counters = Instant::now();
     loop {
+        // After every drain the kernel's counters are compared, so that a
+        // loss is reported right behind the events around it.
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
                 drain_ring(guard.get_inner_mut(), &mut pipeline);
                 guard.clear_ready();
+                update(&probes, &mut pipeline, &status, started);
             }
             _ = drain.tick() => {
                 drain_ring(ring.get_mut(), &mut pipeline);
-                if last_counters.elapsed() >= Duration::from_millis(250) {
-                    last_counters = Instant::now();
-                    update(&probes, &mut pipeline, &status, started);
-                }
+                update(&probes, &mut pipeline, &status, started);
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,

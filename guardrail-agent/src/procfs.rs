@@ -64,9 +64,6 @@ impl ProcessView for ProcFs {
     }
 
     fn exec_happened(&mut self, pid: u32, exe: &str) {
-        // The kernel's view (symlinks resolved, e.g. /bin → /usr/bin) when
-        // the process is still there, else the path it asked for.
-        let exe = readlink(format!("/proc/{pid}/exe")).unwrap_or_else(|| exe.to_string());
-        self.exes.insert(pid, exe);
+        self.exes.insert(pid, exe.to_string());
     }
 }

@@ -20,7 +20,7 @@ pub const ARGV_MAX: usize = 4096;
 /// offsets masked with [`DATA_OFFSET_MASK`] and copy at most [`PATH_MAX`]
 /// bytes, so the buffer is large enough for any masked offset plus one read;
 /// that is the bound the verifier needs.
-pub const DATA_OFFSET_MASK: usize = 8192 - 1;
+pub const DATA_OFFSET_MASK: usize = 16384 - 1;
 pub const SCRATCH_DATA_SIZE: usize = DATA_OFFSET_MASK + 1 + PATH_MAX;
 
 /// What a record describes.
@@ -51,6 +51,12 @@ pub mod flags {
     pub const STR1_UNREADABLE: u32 = 1 << 4;
     /// Credential fields read through BTF offsets are valid.
     pub const TASK_FIELDS: u32 = 1 << 5;
+    /// String `slot` is a path the probes walked in the kernel and the walk
+    /// did not reach the root (too deep, or unreadable): it must not be
+    /// used as if it were absolute.
+    pub const fn walk_incomplete(slot: usize) -> u32 {
+        1 << (8 + slot)
+    }
 }
 
 /// Fixed part of every record.
@@ -61,9 +67,17 @@ pub struct EventHeader {
     /// x86_64 syscall number (see [`syscalls`]) for `Syscall` records.
     pub syscall: u32,
     pub flags: u32,
-    /// Bytes of string data after the header: `str_len[0]` then `str_len[1]`.
-    /// For exec, the second string is the new image's argument area:
-    /// arguments separated (and terminated) by NUL.
+    /// Bytes of string data after the header: the strings back to back,
+    /// `str_len[0]` bytes of the first, then the second, third, fourth.
+    /// 0: first path (exec: the program; fchmod/fchown/ftruncate: the fd's
+    ///    path, resolved in the kernel).
+    /// 1: second path, or for exec the new image's argument area
+    ///    (arguments separated and terminated by NUL).
+    /// 2: the directory a relative first path is relative to (its dirfd or
+    ///    the cwd), resolved in the kernel; for exec, the cwd.
+    /// 3: the same for a relative second path; for exec, the executable the
+    ///    kernel mapped (`mm->exe_file`: symlinks resolved, the interpreter
+    ///    for scripts).
     pub data_len: u32,
     /// `bpf_ktime_get_ns` when the syscall entered.
     pub enter_ns: u64,
@@ -91,8 +105,7 @@ pub struct EventHeader {
     /// Credentials before the syscall (uid, gid, euid, egid), for the
     /// setuid family, where the record's own fields hold the result.
     pub old_ids: [u32; 4],
-    pub str_len: [u32; 2],
-    pub _pad: [u32; 2],
+    pub str_len: [u32; 4],
     pub comm: [u8; 16],
 }
 
@@ -139,6 +152,25 @@ pub struct KernelOffsets {
     pub task_mm: u32,
     pub mm_arg_start: u32,
     pub mm_arg_end: u32,
+    // Walking a `struct path` to a string (cwd, dirfd, fd).
+    pub task_fs: u32,
+    pub fs_pwd: u32,
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_fd: u32,
+    pub fdt_max_fds: u32,
+    pub file_f_path: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub dentry_parent: u32,
+    pub dentry_name: u32,
+    pub qstr_len: u32,
+    pub qstr_name: u32,
+    pub mount_mnt: u32,
+    pub mount_parent: u32,
+    pub mount_mountpoint: u32,
+    pub vfsmount_root: u32,
+    pub mm_exe_file: u32,
 }
 
 #[cfg(feature = "user")]

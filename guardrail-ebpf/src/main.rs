@@ -15,19 +15,18 @@
 #![no_std]
 #![no_main]
 
+mod path;
 mod record;
 mod task;
 
 use aya_ebpf::{
-    EbpfContext,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, tracepoint},
     maps::{HashMap, PerCpuArray, RingBuf},
     programs::TracePointContext,
+    EbpfContext,
 };
-use guardrail_common::{
-    counter, syscalls, EventHeader, KernelOffsets, PendingSyscall, RecordKind,
-};
+use guardrail_common::{counter, syscalls, EventHeader, KernelOffsets, PendingSyscall, RecordKind};
 
 use record::Record;
 
@@ -64,6 +63,24 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     task_mm: 0,
     mm_arg_start: 0,
     mm_arg_end: 0,
+    task_fs: 0,
+    fs_pwd: 0,
+    task_files: 0,
+    files_fdt: 0,
+    fdt_fd: 0,
+    fdt_max_fds: 0,
+    file_f_path: 0,
+    path_mnt: 0,
+    path_dentry: 0,
+    dentry_parent: 0,
+    dentry_name: 0,
+    qstr_len: 0,
+    qstr_name: 0,
+    mount_mnt: 0,
+    mount_parent: 0,
+    mount_mountpoint: 0,
+    vfsmount_root: 0,
+    mm_exe_file: 0,
 };
 
 #[map]
@@ -201,8 +218,8 @@ fn on_exit(ctx: &TracePointContext) -> Result<(), i64> {
 /// it) and argv from the new image's argument area, so neither can be
 /// swapped by another thread of the old image.
 fn on_exec(ctx: &TracePointContext) -> Result<(), i64> {
-    let old_tid =
-        unsafe { ctx.read_at::<i32>(global(&EXEC_OLD_PID_OFFSET) as usize) }.map_err(|e| e as i64)?;
+    let old_tid = unsafe { ctx.read_at::<i32>(global(&EXEC_OLD_PID_OFFSET) as usize) }
+        .map_err(|e| e as i64)?;
     let key = (bpf_get_current_pid_tgid() & !0xffff_ffff) | old_tid as u32 as u64;
     // SAFETY: the value is copied out before the entry is removed.
     let pending = match unsafe { PENDING.get(&key) } {
@@ -210,9 +227,13 @@ fn on_exec(ctx: &TracePointContext) -> Result<(), i64> {
         None => return Ok(()),
     };
     let _ = PENDING.remove(&key);
-    let filename_loc =
-        unsafe { ctx.read_at::<u32>(global(&EXEC_FILENAME_OFFSET) as usize) }.map_err(|e| e as i64)?;
-    let filename = unsafe { ctx.as_ptr().cast::<u8>().add((filename_loc & 0xffff) as usize) };
+    let filename_loc = unsafe { ctx.read_at::<u32>(global(&EXEC_FILENAME_OFFSET) as usize) }
+        .map_err(|e| e as i64)?;
+    let filename = unsafe {
+        ctx.as_ptr()
+            .cast::<u8>()
+            .add((filename_loc & 0xffff) as usize)
+    };
     record::emit_exec(&pending, filename)
 }
 

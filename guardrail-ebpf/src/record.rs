@@ -1,4 +1,4 @@
-//! Assembling records: header, user strings, argv, and submission.
+//! Assembling records: header, strings, and submission.
 
 use aya_ebpf::helpers::generated as gen;
 use guardrail_common::{
@@ -6,6 +6,7 @@ use guardrail_common::{
     PATH_MAX, SCRATCH_DATA_SIZE,
 };
 
+use crate::path::{self, Walked};
 use crate::{count, fill_common, global, task, EVENTS, SCRATCH, WAKEUP_BYTES};
 
 #[repr(C)]
@@ -18,51 +19,117 @@ const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 const BPF_RB_AVAIL_DATA: u64 = 0;
 
-/// Copy a NUL-terminated user string to `data[offset..]`. Returns the bytes
-/// copied without the NUL, and whether the string was cut or unreadable.
-#[inline(always)]
-fn read_user_str(rec: &mut Record, offset: usize, src: u64) -> (usize, bool, bool) {
-    if src == 0 {
-        return (0, false, true);
+impl Record {
+    /// Where the next string goes: after the ones already written.
+    #[inline(always)]
+    fn end(&self) -> usize {
+        let l = self.header.str_len;
+        (l[0] + l[1] + l[2] + l[3]) as usize
     }
-    let dst = unsafe { rec.data.as_mut_ptr().add(offset & DATA_OFFSET_MASK) };
-    let n = unsafe { gen::bpf_probe_read_user_str(dst.cast(), PATH_MAX as u32, src as *const _) };
-    if n <= 0 {
-        return (0, false, true);
+
+    #[inline(always)]
+    fn at(&mut self, offset: usize) -> *mut u8 {
+        unsafe { self.data.as_mut_ptr().add(offset & DATA_OFFSET_MASK) }
     }
-    let n = n as usize;
-    // The helper returns PATH_MAX when it had to cut (it always NUL-terminates).
-    (n - 1, n >= PATH_MAX, false)
+
+    /// Append a NUL-terminated user string as string `slot`.
+    #[inline(always)]
+    fn user_str(&mut self, slot: usize, src: u64, cut_flag: u32, bad_flag: u32) {
+        if src == 0 {
+            self.header.flags |= bad_flag;
+            return;
+        }
+        let dst = self.at(self.end());
+        let n =
+            unsafe { gen::bpf_probe_read_user_str(dst.cast(), PATH_MAX as u32, src as *const _) };
+        if n <= 0 {
+            self.header.flags |= bad_flag;
+            return;
+        }
+        // The helper returns PATH_MAX when it had to cut (it always
+        // NUL-terminates); the NUL itself is not kept.
+        if n as usize >= PATH_MAX {
+            self.header.flags |= cut_flag;
+        }
+        if let Some(len) = self.header.str_len.get_mut(slot) {
+            *len = (n - 1) as u32;
+        }
+    }
+
+    /// Append `len` kernel bytes at `src` as string `slot`.
+    #[inline(always)]
+    fn kernel_bytes(&mut self, slot: usize, src: *const u8, len: usize) -> bool {
+        let len = if len > PATH_MAX { PATH_MAX } else { len };
+        let dst = self.at(self.end());
+        if unsafe { gen::bpf_probe_read_kernel(dst.cast(), len as u32, src.cast()) } < 0 {
+            return false;
+        }
+        if let Some(l) = self.header.str_len.get_mut(slot) {
+            *l = len as u32;
+        }
+        true
+    }
+
+    /// Append a path the kernel walked as string `slot`.
+    #[inline(always)]
+    fn walked(&mut self, slot: usize, walked: Option<Walked>) {
+        let ok = match walked {
+            Some(w) => self.kernel_bytes(slot, w.start, w.len) && w.complete,
+            None => false,
+        };
+        if !ok {
+            self.header.flags |= flags::walk_incomplete(slot);
+        }
+    }
+
+    /// Whether string `slot` (already written) is a relative path.
+    #[inline(always)]
+    fn is_relative(&self, slot: usize) -> bool {
+        let l = self.header.str_len;
+        let start = match slot {
+            0 => 0,
+            _ => l[0] as usize,
+        };
+        let len = if slot == 0 { l[0] } else { l[1] };
+        len > 0
+            && self
+                .data
+                .get(start & DATA_OFFSET_MASK)
+                .is_some_and(|&b| b != b'/')
+    }
 }
 
-/// Copy the paths a syscall names, as its argument layout says.
+/// The dirfd argument at `index`, AT_FDCWD for calls without one.
+#[inline(always)]
+fn dirfd(args: &[u64; 6], index: u8) -> i32 {
+    args.get(index as usize)
+        .map_or(path::AT_FDCWD, |&a| a as i32)
+}
+
+/// Copy the paths a syscall names, as its argument layout says, and the
+/// directories relative ones are relative to.
 #[inline(always)]
 fn read_paths(rec: &mut Record, nr: u32, args: &[u64; 6]) {
-    let layout = match syscalls::arg_layout(nr) {
-        Some(l) => l,
-        None => return,
+    let Some(layout) = syscalls::arg_layout(nr) else {
+        return;
     };
-    let mut len0 = 0;
     if let Some(&p) = args.get(layout.path0 as usize) {
-        let (n, cut, bad) = read_user_str(rec, 0, p);
-        len0 = n;
-        rec.header.str_len[0] = n as u32;
-        set_flags(&mut rec.header, cut, bad, flags::STR0_TRUNCATED, flags::STR0_UNREADABLE);
+        rec.user_str(0, p, flags::STR0_TRUNCATED, flags::STR0_UNREADABLE);
+    } else if matches!(
+        nr,
+        syscalls::FTRUNCATE | syscalls::FCHMOD | syscalls::FCHOWN
+    ) {
+        rec.walked(0, path::of_fd(args[0] as i32));
     }
     if let Some(&p) = args.get(layout.path1 as usize) {
-        let (n, cut, bad) = read_user_str(rec, len0, p);
-        rec.header.str_len[1] = n as u32;
-        set_flags(&mut rec.header, cut, bad, flags::STR1_TRUNCATED, flags::STR1_UNREADABLE);
+        rec.user_str(1, p, flags::STR1_TRUNCATED, flags::STR1_UNREADABLE);
     }
-}
-
-#[inline(always)]
-fn set_flags(h: &mut EventHeader, cut: bool, bad: bool, cut_flag: u32, bad_flag: u32) {
-    if cut {
-        h.flags |= cut_flag;
+    if rec.is_relative(0) {
+        rec.walked(2, path::dir_of(dirfd(args, layout.dirfd0)));
     }
-    if bad {
-        h.flags |= bad_flag;
+    // symlink's first string is the link's content, never resolved.
+    if rec.is_relative(1) {
+        rec.walked(3, path::dir_of(dirfd(args, layout.dirfd1)));
     }
 }
 
@@ -78,10 +145,8 @@ fn read_argv(rec: &mut Record) {
         len = ARGV_MAX;
         rec.header.flags |= flags::STR1_TRUNCATED;
     }
-    let offset = rec.header.str_len[0] as usize & DATA_OFFSET_MASK;
-    let dst = unsafe { rec.data.as_mut_ptr().add(offset) };
-    let rc = unsafe { gen::bpf_probe_read_user(dst.cast(), len as u32, start as *const _) };
-    if rc < 0 {
+    let dst = rec.at(rec.end());
+    if unsafe { gen::bpf_probe_read_user(dst.cast(), len as u32, start as *const _) } < 0 {
         rec.header.flags |= flags::ARGV_UNREADABLE;
         return;
     }
@@ -91,7 +156,7 @@ fn read_argv(rec: &mut Record) {
 /// Submit `rec`'s header and string data to the ring buffer.
 #[inline(always)]
 fn submit(rec: &mut Record) {
-    let data_len = (rec.header.str_len[0] + rec.header.str_len[1]) as usize;
+    let data_len = rec.end();
     rec.header.data_len = data_len as u32;
     // An explicit bound the verifier can see: never past the record.
     let len = HEADER_SIZE + data_len;
@@ -113,11 +178,9 @@ fn submit(rec: &mut Record) {
     }
 }
 
-pub fn emit_syscall(pending: &PendingSyscall, ret: i64) -> Result<(), i64> {
-    let rec = match SCRATCH.get_ptr_mut(0) {
-        Some(r) => unsafe { &mut *r },
-        None => return Err(0),
-    };
+#[inline(always)]
+fn start(pending: &PendingSyscall, ret: i64) -> Option<&'static mut Record> {
+    let rec = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
     rec.header = EventHeader {
         syscall: pending.syscall,
         enter_ns: pending.enter_ns,
@@ -127,27 +190,21 @@ pub fn emit_syscall(pending: &PendingSyscall, ret: i64) -> Result<(), i64> {
         ..EventHeader::default()
     };
     fill_common(&mut rec.header);
+    Some(rec)
+}
+
+pub fn emit_syscall(pending: &PendingSyscall, ret: i64) -> Result<(), i64> {
+    let rec = start(pending, ret).ok_or(0)?;
     read_paths(rec, pending.syscall, &pending.args);
     submit(rec);
     Ok(())
 }
 
-/// Report a successful exec from the new image.
+/// Report a successful exec from the new image: the program as the kernel
+/// named it, the argument area, the cwd.
 pub fn emit_exec(pending: &PendingSyscall, filename: *const u8) -> Result<(), i64> {
-    let rec = match SCRATCH.get_ptr_mut(0) {
-        Some(r) => unsafe { &mut *r },
-        None => return Err(0),
-    };
-    rec.header = EventHeader {
-        syscall: pending.syscall,
-        enter_ns: pending.enter_ns,
-        args: pending.args,
-        old_ids: pending.old_ids,
-        ret: 0,
-        ..EventHeader::default()
-    };
-    fill_common(&mut rec.header);
-    let dst = rec.data.as_mut_ptr();
+    let rec = start(pending, 0).ok_or(0)?;
+    let dst = rec.at(0);
     let n = unsafe { gen::bpf_probe_read_kernel_str(dst.cast(), PATH_MAX as u32, filename.cast()) };
     if n > 0 {
         rec.header.str_len[0] = (n - 1) as u32;
@@ -155,6 +212,8 @@ pub fn emit_exec(pending: &PendingSyscall, filename: *const u8) -> Result<(), i6
         rec.header.flags |= flags::STR0_UNREADABLE;
     }
     read_argv(rec);
+    rec.walked(2, path::dir_of(path::AT_FDCWD));
+    rec.walked(3, path::of_exe());
     submit(rec);
     Ok(())
 }

@@ -1,1 +1,171 @@
-//! Integration tests live in tests/tests/.
+//! Harness for the host integration tests: starts the real `guardrail-agent`
+//! (which loads the real probes) and collects the events it prints.
+//!
+//! The tests need root and a kernel with BPF tracepoints and ring buffers;
+//! they fail, rather than skip, without them, so that a green run means the
+//! probes really ran.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A binary of this workspace, next to the test executable's deps folder.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; run `cargo xtask test` (it builds the binaries first)",
+        path.display()
+    );
+    path
+}
+
+pub fn require_root() {
+    // SAFETY: no arguments.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the host integration tests load eBPF programs: run them as root"
+    );
+}
+
+pub struct Agent {
+    child: Child,
+    pub socket: PathBuf,
+    events: Receiver<Value>,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Start an agent printing JSON events, and wait until its probes are
+    /// attached (it binds its socket only after that).
+    pub fn start(extra: &[&str]) -> Agent {
+        require_root();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("guardrail.sock");
+        let config = dir.path().join("guardrail.toml");
+        std::fs::write(&config, "").unwrap();
+        let mut child = Command::new(bin("guardrail-agent"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--print", "json"])
+            .args(extra)
+            .env("GUARDRAIL_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting guardrail-agent");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("agent printed a non-JSON line ({e}): {line}"));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !socket.exists() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("guardrail-agent exited during start-up: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent did not start within 120 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Agent {
+            child,
+            socket,
+            events: rx,
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Events until one matches `done` (included), or panic after `timeout`.
+    pub fn collect_until(&self, timeout: Duration, done: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(v) => {
+                    let stop = done(&v);
+                    seen.push(v);
+                    if stop {
+                        return seen;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "no matching event within {timeout:?}; {} events seen, last: {:?}",
+                    seen.len(),
+                    seen.last()
+                ),
+                Err(RecvTimeoutError::Disconnected) => panic!("the agent stopped printing"),
+            }
+        }
+    }
+
+    /// Every event that arrives within `window`.
+    pub fn collect_for(&self, window: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + window;
+        let mut seen = Vec::new();
+        while let Ok(v) = self
+            .events
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            seen.push(v);
+        }
+        seen
+    }
+
+    /// SIGTERM, and the agent must exit 0 with its socket removed.
+    pub fn stop(mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "agent exited with {status} after SIGTERM");
+        assert!(!self.socket.exists(), "agent left its socket behind");
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A unique marker path: tests end their workloads by creating it, and
+/// wait for that event, so they know everything before it was delivered.
+pub fn marker(dir: &Path) -> PathBuf {
+    dir.join(format!(".done-{}", std::process::id()))
+}
+
+pub fn is_marker(e: &Value, marker: &Path) -> bool {
+    e["kind"] == "file" && e["file"]["path"] == marker.to_str().unwrap()
+}
+
+pub fn gettid() -> u32 {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_gettid) as u32 }
+}
+
+pub fn cstr(p: &Path) -> std::ffi::CString {
+    std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
+}

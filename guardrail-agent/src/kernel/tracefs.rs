@@ -43,7 +43,7 @@ pub fn field_offset(root: &Path, category: &str, name: &str, field: &str) -> Opt
 }
 
 /// Parse a tracefs `format` text, e.g.
-/// `field:pid_t old_pid;	offset:16;	size:4;	signed:1;`.
+/// `field:pid_t old_pid; offset:16; size:4; signed:1;` (tab-separated).
 pub fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
     format.lines().find_map(|line| {
         let line = line.trim();

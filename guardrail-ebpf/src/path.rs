@@ -1,0 +1,190 @@
+//! Turning a kernel `struct path` (the cwd, a dirfd, an fd) into a string,
+//! so that relative and fd-based operations are reported with absolute
+//! paths even when the process is gone before the agent reads the record.
+//!
+//! The walk follows `dentry->d_parent` up to the mount root, then crosses to
+//! the parent mount (`struct mount`) until the root of the mount tree: the
+//! path as seen from the host's root, also for processes in a chroot or
+//! mount namespace.
+
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, generated as gen};
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::PerCpuArray;
+use guardrail_common::{KernelOffsets, PATH_MAX};
+
+use crate::{global, OFFSETS};
+
+/// Path components plus mount crossings walked before giving up.
+const MAX_DEPTH: u32 = 40;
+const NAME_MAX: usize = 255;
+pub const AT_FDCWD: i32 = -100;
+
+#[repr(C)]
+pub struct PathBuf {
+    /// Start of the path assembled so far. Kept in map memory, not a
+    /// register, on purpose: the verifier then sees an unknown but bounded
+    /// value at each step and can prune the walk's branches, instead of
+    /// tracking every possible position through every iteration.
+    pos: u64,
+    bytes: [u8; PATH_MAX + NAME_MAX + 1],
+}
+
+/// Where paths are assembled, back to front.
+#[map]
+static PATHBUF: PerCpuArray<PathBuf> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+unsafe fn read<T>(base: u64, offset: u32) -> Option<T> {
+    bpf_probe_read_kernel((base + offset as u64) as *const T).ok()
+}
+
+/// A walked path: `len` bytes in the per-CPU buffer starting at `start`.
+pub struct Walked {
+    pub start: *const u8,
+    pub len: usize,
+    pub complete: bool,
+}
+
+/// The `struct path` the current task's cwd is, as (vfsmount, dentry).
+#[inline(always)]
+fn cwd(o: &KernelOffsets) -> Option<(u64, u64)> {
+    unsafe {
+        let fs: u64 = read(bpf_get_current_task(), o.task_fs)?;
+        let pwd = fs + o.fs_pwd as u64;
+        Some((read(pwd, o.path_mnt)?, read(pwd, o.path_dentry)?))
+    }
+}
+
+/// The `struct path` open file `fd` of the current task refers to.
+#[inline(always)]
+fn fd_path(o: &KernelOffsets, fd: i32) -> Option<(u64, u64)> {
+    if fd < 0 {
+        return None;
+    }
+    unsafe {
+        let files: u64 = read(bpf_get_current_task(), o.task_files)?;
+        let fdt: u64 = read(files, o.files_fdt)?;
+        let max: u32 = read(fdt, o.fdt_max_fds)?;
+        if fd as u32 >= max {
+            return None;
+        }
+        let array: u64 = read(fdt, o.fdt_fd)?;
+        let file: u64 = read(array, fd as u32 * 8)?;
+        if file == 0 {
+            return None;
+        }
+        let path = file + o.file_f_path as u64;
+        Some((read(path, o.path_mnt)?, read(path, o.path_dentry)?))
+    }
+}
+
+/// The directory a `*at` call's relative path is relative to: `dirfd`, or
+/// the cwd for AT_FDCWD (which the non-`at` calls pass too).
+#[inline(always)]
+pub fn dir_of(dirfd: i32) -> Option<Walked> {
+    let o = global(&OFFSETS);
+    if o.task_fs == 0 {
+        return None;
+    }
+    let (mnt, dentry) = if dirfd == AT_FDCWD {
+        cwd(&o)?
+    } else {
+        fd_path(&o, dirfd)?
+    };
+    walk(&o, mnt, dentry)
+}
+
+/// The current task's executable (`mm->exe_file`).
+#[inline(always)]
+pub fn of_exe() -> Option<Walked> {
+    let o = global(&OFFSETS);
+    if o.task_fs == 0 || o.task_mm == 0 {
+        return None;
+    }
+    let (mnt, dentry) = unsafe {
+        let mm: u64 = read(bpf_get_current_task(), o.task_mm)?;
+        let file: u64 = read(mm, o.mm_exe_file)?;
+        if file == 0 {
+            return None;
+        }
+        let path = file + o.file_f_path as u64;
+        (read(path, o.path_mnt)?, read(path, o.path_dentry)?)
+    };
+    walk(&o, mnt, dentry)
+}
+
+/// What open file `fd` refers to.
+#[inline(always)]
+pub fn of_fd(fd: i32) -> Option<Walked> {
+    let o = global(&OFFSETS);
+    if o.task_fs == 0 {
+        return None;
+    }
+    let (mnt, dentry) = fd_path(&o, fd)?;
+    walk(&o, mnt, dentry)
+}
+
+#[inline(never)]
+fn walk(o: &KernelOffsets, mut vfsmnt: u64, mut dentry: u64) -> Option<Walked> {
+    let buf = PATHBUF.get_ptr_mut(0)?;
+    let pos_slot = unsafe { core::ptr::addr_of_mut!((*buf).pos) };
+    let bytes = unsafe { core::ptr::addr_of_mut!((*buf).bytes).cast::<u8>() };
+    let set_pos = |p: usize| unsafe { core::ptr::write_volatile(pos_slot, p as u64) };
+    let get_pos = || unsafe { core::ptr::read_volatile(pos_slot) as usize & (PATH_MAX - 1) };
+    set_pos(PATH_MAX - 1);
+    // The path ends at bytes[PATH_MAX - 1], which is never written: the
+    // walk writes "/name" pieces in front of the current start.
+    let mut complete = false;
+    for _ in 0..MAX_DEPTH {
+        let (mnt_root, parent) = unsafe {
+            (
+                read::<u64>(vfsmnt, o.vfsmount_root)?,
+                read::<u64>(dentry, o.dentry_parent)?,
+            )
+        };
+        if dentry == mnt_root || dentry == parent {
+            if dentry != mnt_root {
+                // Its own parent but no mount root: a detached tree.
+                complete = true;
+                break;
+            }
+            let mount = vfsmnt - o.mount_mnt as u64;
+            let mount_parent: u64 = unsafe { read(mount, o.mount_parent)? };
+            if mount_parent == mount {
+                complete = true;
+                break;
+            }
+            dentry = unsafe { read(mount, o.mount_mountpoint)? };
+            vfsmnt = mount_parent + o.mount_mnt as u64;
+            continue;
+        }
+        let name = dentry + o.dentry_name as u64;
+        let len = unsafe { read::<u32>(name, o.qstr_len)? } as usize & NAME_MAX;
+        let ptr: u64 = unsafe { read(name, o.qstr_name)? };
+        let pos = get_pos();
+        if len + 1 > pos {
+            break;
+        }
+        let start = (pos - len) & (PATH_MAX - 1);
+        let rc = unsafe {
+            gen::bpf_probe_read_kernel(bytes.add(start).cast(), len as u32, ptr as *const _)
+        };
+        if rc < 0 {
+            break;
+        }
+        let slash = (start - 1) & (PATH_MAX - 1);
+        unsafe { *bytes.add(slash) = b'/' };
+        set_pos(slash);
+        dentry = parent;
+    }
+    let mut pos = get_pos();
+    if pos == PATH_MAX - 1 {
+        pos -= 1;
+        unsafe { *bytes.add(pos) = b'/' };
+    }
+    Some(Walked {
+        start: unsafe { bytes.add(pos) },
+        len: PATH_MAX - 1 - pos,
+        complete,
+    })
+}
