@@ -15,6 +15,7 @@ use crate::run;
 /// that bpf-linker links against.
 const BUILD_PACKAGES: &[&str] = &[
     "rustc-web",
+    "cargo-web",
     "rust-web-src",
     "llvm-22-dev",
     "libpolly-22-dev",
