@@ -13,6 +13,13 @@ pub const DEFAULT_SOCKET: &str = "/run/guardrail/guardrail.sock";
 pub struct Config {
     pub agent: AgentSection,
     pub capture: CaptureSection,
+    // The rule tables are validated by `rules::load_rules`.
+    #[serde(skip_serializing)]
+    pub include: Option<toml::Value>,
+    #[serde(skip_serializing)]
+    pub window: Option<toml::Value>,
+    #[serde(skip_serializing)]
+    pub rule: Option<toml::Value>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]

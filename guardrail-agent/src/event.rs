@@ -14,6 +14,33 @@ pub struct Event {
     pub ktime_ns: u64,
     #[serde(flatten)]
     pub body: Body,
+    /// Set when a rule matched: what was decided and why.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub decision: Option<Decision>,
+}
+
+/// A rule's decision on an event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The rule that decided.
+    pub rule: String,
+    pub action: crate::rules::spec::Action,
+    pub mode: crate::rules::spec::Mode,
+    pub severity: crate::rules::spec::Severity,
+    /// alerted, denied, killed, would_deny, would_kill, allowed.
+    pub outcome: String,
+    /// Set when the kernel could not enforce the action here and the
+    /// rule's fallback acted instead.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fallback: Option<String>,
+    /// The matchers and the event values that satisfied them.
+    pub matched: std::collections::BTreeMap<String, String>,
+    /// Other rules that matched too.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub also: Vec<String>,
+    /// Rules an allow rule exempted from acting on this event.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub exempted: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

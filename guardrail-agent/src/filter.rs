@@ -103,6 +103,7 @@ mod tests {
             seq: 1,
             time: String::new(),
             ktime_ns: 0,
+            decision: None,
             body: Body::File {
                 syscall: "openat".into(),
                 process: Process {

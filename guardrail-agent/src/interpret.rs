@@ -165,9 +165,15 @@ pub fn open_flags(f: u64) -> Vec<String> {
     v.into_iter().map(String::from).collect()
 }
 
-/// Open flags that may change the file (what write-intent rules match).
-pub fn is_write_open(f: u64) -> bool {
-    f & 3 != 0 || f & (0o100 | 0o1000 | 0o20000000) != 0
+/// Whether decoded open flags may change the file (what `file.write`
+/// rules match).
+pub fn is_write_flags(flags: &[String]) -> bool {
+    flags.iter().any(|f| {
+        matches!(
+            f.as_str(),
+            "write" | "read_write" | "create" | "truncate" | "append" | "tmpfile"
+        )
+    })
 }
 
 pub fn octal(mode: u64) -> String {

@@ -10,3 +10,4 @@ pub mod interpret;
 pub mod kernel;
 pub mod pipeline;
 pub mod procfs;
+pub mod rules;

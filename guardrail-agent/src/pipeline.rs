@@ -119,6 +119,7 @@ impl<V: ProcessView> Pipeline<V> {
             time: self.wall_time(ktime_ns),
             ktime_ns,
             body,
+            decision: None,
         };
         let json: Arc<str> = match serde_json::to_string(&event) {
             Ok(j) => j.into(),

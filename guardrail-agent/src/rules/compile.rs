@@ -1,0 +1,771 @@
+//! Validating rule specs and compiling them into matchers. Every problem is
+//! reported (not just the first) with file, line, column and a hint.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use jiff::tz::TimeZone;
+use regex::RegexSet;
+use toml::Spanned;
+
+use super::kinds::{self, closest, KINDS};
+use super::spec::*;
+use super::users::Names;
+use super::window::{parse_day, parse_time, Window, ALL_DAYS};
+use crate::config::line_column;
+
+/// One problem in a rules file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )?;
+        if let Some(h) = &self.hint {
+            write!(f, " (hint: {h})")?;
+        }
+        Ok(())
+    }
+}
+
+/// A source file's text, for turning spans into lines and columns.
+pub struct Source<'a> {
+    pub path: &'a Path,
+    pub text: &'a str,
+}
+
+impl Source<'_> {
+    pub fn error(
+        &self,
+        span: std::ops::Range<usize>,
+        message: String,
+        hint: Option<String>,
+    ) -> RuleError {
+        let (line, column) = line_column(self.text, span.start);
+        RuleError {
+            file: self.path.to_path_buf(),
+            line,
+            column,
+            message,
+            hint,
+        }
+    }
+}
+
+/// Paths and executables: exact (`/etc/shadow`), a subtree
+/// (`/etc/nginx/**`, which includes `/etc/nginx` itself) or a glob (`*`
+/// does not cross `/`).
+#[derive(Clone, Debug)]
+pub struct PathMatcher {
+    set: GlobSet,
+    /// Which pattern each glob of `set` came from.
+    origin: Vec<usize>,
+    pub patterns: Vec<String>,
+}
+
+impl PathMatcher {
+    /// The first of `candidates` that matches, with the pattern it matched.
+    pub fn find<'a>(&self, candidates: &[&'a str]) -> Option<(&'a str, &str)> {
+        candidates.iter().find_map(|c| {
+            self.set
+                .matches(c)
+                .first()
+                .map(|&i| (*c, self.patterns[self.origin[i]].as_str()))
+        })
+    }
+}
+
+/// A pattern the kernel can evaluate: an exact path or a `/**` subtree.
+pub fn is_kernel_path(pattern: &str) -> bool {
+    let base = pattern.strip_suffix("/**").unwrap_or(pattern);
+    !base.contains(['*', '?', '[', '{'])
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct IdMatcher {
+    pub any_of: Option<Vec<u32>>,
+    pub none_of: Option<Vec<u32>>,
+}
+
+impl IdMatcher {
+    pub fn is_set(&self) -> bool {
+        self.any_of.is_some() || self.none_of.is_some()
+    }
+    pub fn matches(&self, id: Option<u32>) -> bool {
+        let yes = self
+            .any_of
+            .as_ref()
+            .is_none_or(|ids| id.is_some_and(|i| ids.contains(&i)));
+        let no = self
+            .none_of
+            .as_ref()
+            .is_some_and(|ids| id.is_some_and(|i| ids.contains(&i)));
+        yes && !no
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum CapsMatch {
+    Any,
+    AnyOf(Vec<String>),
+}
+
+/// A compiled rule.
+#[derive(Debug)]
+pub struct Rule {
+    pub id: String,
+    pub description: String,
+    pub action: Action,
+    pub mode: Mode,
+    pub severity: Severity,
+    pub fallback: Fallback,
+    pub exempts: Vec<String>,
+    pub kinds: u32,
+    pub result: ResultFilter,
+    pub path: Option<PathMatcher>,
+    pub path_not: Option<PathMatcher>,
+    pub exe: Option<PathMatcher>,
+    pub exe_not: Option<PathMatcher>,
+    pub parent_exe: Option<PathMatcher>,
+    pub parent_exe_not: Option<PathMatcher>,
+    pub argv_contains: Vec<String>,
+    pub argv_matches: Option<RegexSet>,
+    pub uid: IdMatcher,
+    pub euid: IdMatcher,
+    pub gid: IdMatcher,
+    pub auid: IdMatcher,
+    pub mode_mask: Option<u32>,
+    pub owner: Option<Vec<u32>>,
+    pub owner_group: Option<Vec<u32>>,
+    pub to_root: Option<bool>,
+    pub caps_gained: Option<CapsMatch>,
+    /// Indexes into [`RuleSet::windows`].
+    pub in_window: Vec<usize>,
+    pub outside_window: Vec<usize>,
+    pub cgroup_id: Option<Vec<u64>>,
+    pub cgroup_id_not: Option<Vec<u64>>,
+    /// Where the rule is defined, for messages.
+    pub origin: String,
+    pub hits: AtomicU64,
+}
+
+/// A validated, compiled set of rules, in file order.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+    pub windows: Vec<Window>,
+    /// Every file the set was read from (watched for reload).
+    pub files: Vec<PathBuf>,
+}
+
+/// Collects the rules and windows of every file, then compiles them.
+pub struct Compiler {
+    names: Names,
+    errors: Vec<RuleError>,
+    windows: Vec<Window>,
+    window_names: HashMap<String, String>,
+    rules: Vec<Rule>,
+    ids: HashMap<String, String>,
+    /// allow rules' `exempts`, checked once every rule is known.
+    pending_exempts: Vec<(RuleError, String)>,
+}
+
+const MODE_BITS: &[(&str, u32)] = &[
+    ("setuid", 0o4000),
+    ("setgid", 0o2000),
+    ("sticky", 0o1000),
+    ("world_writable", 0o0002),
+];
+
+fn mask(names: &[&str]) -> u32 {
+    names
+        .iter()
+        .filter_map(|n| kinds::mask_of(n))
+        .fold(0, |a, b| a | b)
+}
+
+impl Compiler {
+    pub fn new(names: Names) -> Self {
+        Compiler {
+            names,
+            errors: Vec::new(),
+            windows: Vec::new(),
+            window_names: HashMap::new(),
+            rules: Vec::new(),
+            ids: HashMap::new(),
+            pending_exempts: Vec::new(),
+        }
+    }
+
+    /// Windows first, from every file: rules may name windows defined in
+    /// any file.
+    pub fn add_windows(&mut self, src: &Source, specs: &[WindowSpec]) {
+        for w in specs {
+            if let Some(first) = self.window_names.get(w.name.get_ref()) {
+                let e = src.error(
+                    w.name.span(),
+                    format!("window {:?} is defined twice", w.name.get_ref()),
+                    Some(format!("the first definition is at {first}")),
+                );
+                self.errors.push(e);
+                continue;
+            }
+            let mut ok = true;
+            let mut days = Vec::new();
+            for (d, span) in w
+                .days
+                .iter()
+                .flat_map(|ds| ds.get_ref().iter().map(move |d| (d, ds.span())))
+            {
+                match parse_day(d) {
+                    Some(day) => days.push(day),
+                    None => {
+                        ok = false;
+                        self.errors.push(src.error(
+                            span,
+                            format!("unknown day {d:?}"),
+                            Some("use mon, tue, wed, thu, fri, sat, sun".into()),
+                        ));
+                    }
+                }
+            }
+            if days.is_empty() {
+                days = ALL_DAYS.to_vec();
+            }
+            let mut time = |s: &Spanned<String>, field: &str| {
+                let t = parse_time(s.get_ref());
+                if t.is_none() {
+                    self.errors.push(src.error(
+                        s.span(),
+                        format!("{field} {:?} is not a time", s.get_ref()),
+                        Some("write 24-hour \"HH:MM\", e.g. \"02:00\"".into()),
+                    ));
+                }
+                t
+            };
+            let (start, end) = (time(&w.start, "start"), time(&w.end, "end"));
+            let tz_name =
+                w.tz.as_ref()
+                    .map_or("UTC".to_string(), |t| t.get_ref().clone());
+            let tz = match TimeZone::get(&tz_name) {
+                Ok(tz) => Some(tz),
+                Err(e) => {
+                    let span = w.tz.as_ref().map_or(w.name.span(), |t| t.span());
+                    self.errors.push(src.error(
+                        span,
+                        format!("unknown time zone {tz_name:?}: {e}"),
+                        Some("use an IANA name such as \"UTC\" or \"Europe/Berlin\"".into()),
+                    ));
+                    None
+                }
+            };
+            if let (Some(s), Some(e)) = (start, end) {
+                if s == e {
+                    ok = false;
+                    self.errors.push(src.error(
+                        w.end.span(),
+                        "start and end are equal: the window would be empty".into(),
+                        Some("for a whole day use start = \"00:00\", end = \"00:00\" is not allowed; list the days and use 00:00–23:59".into()),
+                    ));
+                }
+            }
+            let here = format!(
+                "{}:{}",
+                src.path.display(),
+                line_column(src.text, w.name.span().start).0
+            );
+            self.window_names.insert(w.name.get_ref().clone(), here);
+            if let (true, Some(start), Some(end), Some(tz)) = (ok, start, end, tz) {
+                self.windows.push(Window {
+                    name: w.name.get_ref().clone(),
+                    days,
+                    start,
+                    end,
+                    tz,
+                    tz_name,
+                });
+            }
+        }
+    }
+
+    fn paths(
+        &mut self,
+        src: &Source,
+        field: &str,
+        spec: &Option<Spanned<Vec<String>>>,
+    ) -> Option<PathMatcher> {
+        let spec = spec.as_ref()?;
+        let mut b = GlobSetBuilder::new();
+        let mut origin = Vec::new();
+        for (i, p) in spec.get_ref().iter().enumerate() {
+            if !p.starts_with('/') {
+                self.errors.push(src.error(
+                    spec.span(),
+                    format!("{field}: {p:?} is not absolute"),
+                    Some("paths in rules are absolute; events carry absolute paths".into()),
+                ));
+                continue;
+            }
+            let mut globs = vec![p.clone()];
+            if let Some(base) = p.strip_suffix("/**") {
+                // A subtree includes its root.
+                globs.push(if base.is_empty() {
+                    "/".into()
+                } else {
+                    base.to_string()
+                });
+            }
+            for g in globs {
+                match GlobBuilder::new(&g).literal_separator(true).build() {
+                    Ok(glob) => {
+                        b.add(glob);
+                        origin.push(i);
+                    }
+                    Err(e) => self.errors.push(src.error(
+                        spec.span(),
+                        format!("{field}: bad pattern {p:?}: {e}"),
+                        None,
+                    )),
+                }
+            }
+        }
+        let set = b.build().ok()?;
+        Some(PathMatcher {
+            set,
+            origin,
+            patterns: spec.get_ref().clone(),
+        })
+    }
+
+    fn ids(
+        &mut self,
+        src: &Source,
+        field: &str,
+        spec: &Option<Spanned<Vec<IdSpec>>>,
+        group: bool,
+    ) -> Option<Vec<u32>> {
+        let spec = spec.as_ref()?;
+        let mut out = Vec::new();
+        for id in spec.get_ref() {
+            match id {
+                IdSpec::Number(n) => out.push(*n),
+                IdSpec::Name(name) => {
+                    let found = if group {
+                        self.names.group(name)
+                    } else {
+                        self.names.user(name)
+                    };
+                    match found {
+                        Some(n) => out.push(n),
+                        None => self.errors.push(
+                            src.error(
+                                spec.span(),
+                                format!(
+                                    "{field}: no {} named {name:?} on this host",
+                                    if group { "group" } else { "user" }
+                                ),
+                                Some(
+                                    "use a number, or create the account before loading the rule"
+                                        .into(),
+                                ),
+                            ),
+                        ),
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+
+    fn id_matcher(
+        &mut self,
+        src: &Source,
+        field: &str,
+        any: &Option<Spanned<Vec<IdSpec>>>,
+        none: &Option<Spanned<Vec<IdSpec>>>,
+        group: bool,
+    ) -> IdMatcher {
+        IdMatcher {
+            any_of: self.ids(src, field, any, group),
+            none_of: self.ids(src, &format!("{field}_not"), none, group),
+        }
+    }
+
+    fn window_refs(&mut self, src: &Source, spec: &Option<Spanned<Vec<String>>>) -> Vec<usize> {
+        let Some(spec) = spec else { return vec![] };
+        let mut out = Vec::new();
+        for name in spec.get_ref() {
+            match self.windows.iter().position(|w| &w.name == name) {
+                Some(i) => out.push(i),
+                None if self.window_names.contains_key(name) => {} // invalid window: already reported
+                None => {
+                    let known: Vec<&str> = self.windows.iter().map(|w| w.name.as_str()).collect();
+                    self.errors.push(
+                        src.error(
+                            spec.span(),
+                            format!("no window named {name:?}"),
+                            closest(name, &known)
+                                .map(|c| format!("did you mean {c:?}?"))
+                                .or(Some("define it in a [[window]] table".into())),
+                        ),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    pub fn add_rules(&mut self, src: &Source, specs: &[RuleSpec]) {
+        for spec in specs {
+            self.add_rule(src, spec);
+        }
+    }
+
+    fn add_rule(&mut self, src: &Source, r: &RuleSpec) {
+        let errors_before = self.errors.len();
+        let id = r.id.get_ref().clone();
+        let here = format!(
+            "{}:{}",
+            src.path.display(),
+            line_column(src.text, r.id.span().start).0
+        );
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            self.errors.push(src.error(
+                r.id.span(),
+                format!("rule id {id:?} is not a valid id"),
+                Some("use letters, digits, '-', '_' and '.'".into()),
+            ));
+        }
+        if let Some(first) = self.ids.get(&id) {
+            self.errors.push(src.error(
+                r.id.span(),
+                format!("rule id {id:?} is used twice"),
+                Some(format!("the first rule with this id is at {first}")),
+            ));
+        } else {
+            self.ids.insert(id.clone(), here.clone());
+        }
+
+        let mut kinds = 0;
+        for name in r.on.get_ref() {
+            match kinds::mask_of(name) {
+                Some(m) => kinds |= m,
+                None => self.errors.push(src.error(
+                    r.on.span(),
+                    format!("unknown event kind {name:?}"),
+                    Some(match closest(name, KINDS) {
+                        Some(c) => format!("did you mean {c:?}?"),
+                        None => format!("known kinds: {}, and file.*, perm.*, *", KINDS.join(", ")),
+                    }),
+                )),
+            }
+        }
+        if r.on.get_ref().is_empty() {
+            self.errors.push(src.error(
+                r.on.span(),
+                "`on` is empty: the rule can never match".into(),
+                None,
+            ));
+        }
+
+        // Matchers that only some kinds have: a rule whose kinds have none of
+        // them could never fire.
+        let only = |field: &str,
+                    spec_span: Option<std::ops::Range<usize>>,
+                    valid: &[&str],
+                    this: &mut Self| {
+            if let Some(span) = spec_span {
+                if kinds & mask(valid) == 0 && kinds != 0 {
+                    this.errors.push(src.error(
+                        span,
+                        format!(
+                            "{field} applies only to {}; with on = {:?} this rule can never match",
+                            valid.join(", "),
+                            r.on.get_ref()
+                        ),
+                        Some(format!("add {} to `on`, or remove {field}", valid[0])),
+                    ));
+                }
+            }
+        };
+        only(
+            "mode_set",
+            r.mode_set.as_ref().map(|s| s.span()),
+            &["perm.chmod"],
+            self,
+        );
+        only(
+            "mode_mask",
+            r.mode_mask.as_ref().map(|s| s.span()),
+            &["perm.chmod"],
+            self,
+        );
+        only(
+            "owner",
+            r.owner.as_ref().map(|s| s.span()),
+            &["perm.chown"],
+            self,
+        );
+        only(
+            "owner_group",
+            r.owner_group.as_ref().map(|s| s.span()),
+            &["perm.chown"],
+            self,
+        );
+        only(
+            "to_root",
+            r.to_root.as_ref().map(|s| s.span()),
+            &["perm.setuid"],
+            self,
+        );
+        only(
+            "caps_gained",
+            r.caps_gained.as_ref().map(|s| s.span()),
+            &["perm.capset"],
+            self,
+        );
+        only(
+            "argv_contains",
+            r.argv_contains.as_ref().map(|s| s.span()),
+            &["exec"],
+            self,
+        );
+        only(
+            "argv_matches",
+            r.argv_matches.as_ref().map(|s| s.span()),
+            &["exec"],
+            self,
+        );
+        let path_kinds: Vec<&str> = KINDS
+            .iter()
+            .copied()
+            .filter(|k| !matches!(*k, "perm.setuid" | "perm.setgid" | "perm.capset"))
+            .collect();
+        only("path", r.path.as_ref().map(|s| s.span()), &path_kinds, self);
+
+        let mut mode_mask = None;
+        if let Some(bits) = &r.mode_set {
+            let mut m = 0;
+            for b in bits.get_ref() {
+                match MODE_BITS.iter().find(|(n, _)| n == b) {
+                    Some((_, v)) => m |= v,
+                    None => self.errors.push(src.error(
+                        bits.span(),
+                        format!("unknown mode bit {b:?}"),
+                        Some("use setuid, setgid, sticky, world_writable".into()),
+                    )),
+                }
+            }
+            mode_mask = Some(m);
+        }
+        if let Some(m) = &r.mode_mask {
+            let text = m.get_ref().trim_start_matches("0o");
+            match u32::from_str_radix(text, 8) {
+                Ok(v) if v <= 0o7777 && v != 0 => mode_mask = Some(mode_mask.unwrap_or(0) | v),
+                _ => self.errors.push(src.error(
+                    m.span(),
+                    format!("mode_mask {:?} is not an octal mask", m.get_ref()),
+                    Some("e.g. \"6000\" for setuid or setgid, \"0002\" for world-writable".into()),
+                )),
+            }
+        }
+
+        let caps_gained = r.caps_gained.as_ref().map(|c| {
+            let names = c.get_ref();
+            if names.iter().any(|n| n == "any") {
+                CapsMatch::Any
+            } else {
+                let known: Vec<String> = crate::interpret::CAP_NAMES
+                    .iter()
+                    .map(|n| format!("cap_{n}"))
+                    .collect();
+                for n in names {
+                    if !known.contains(n) {
+                        let refs: Vec<&str> = known.iter().map(String::as_str).collect();
+                        self.errors.push(src.error(
+                            c.span(),
+                            format!("unknown capability {n:?}"),
+                            closest(n, &refs).map(|k| format!("did you mean {k:?}?")),
+                        ));
+                    }
+                }
+                CapsMatch::AnyOf(names.clone())
+            }
+        });
+
+        let argv_matches = r
+            .argv_matches
+            .as_ref()
+            .and_then(|m| match RegexSet::new(m.get_ref()) {
+                Ok(set) => Some(set),
+                Err(e) => {
+                    self.errors
+                        .push(src.error(m.span(), format!("argv_matches: {e}"), None));
+                    None
+                }
+            });
+
+        let action = r.action.as_ref().map_or(Action::Alert, |a| *a.get_ref());
+        let action_span = r.action.as_ref().map_or(r.id.span(), |a| a.span());
+        let exempts = r
+            .exempts
+            .as_ref()
+            .map(|e| e.get_ref().clone())
+            .unwrap_or_default();
+        match (action, &r.exempts) {
+            (Action::Allow, None) => self.errors.push(src.error(
+                action_span.clone(),
+                "an allow rule must name the rules it exempts".into(),
+                Some("add exempts = [\"rule-id\", …]: an exception never weakens rules it does not name".into()),
+            )),
+            (Action::Allow, Some(e)) => {
+                for target in e.get_ref() {
+                    self.pending_exempts.push((
+                        src.error(e.span(), format!("exempts names no rule {target:?}"), None),
+                        target.clone(),
+                    ));
+                }
+            }
+            (_, Some(e)) => self.errors.push(src.error(
+                e.span(),
+                "only allow rules take `exempts`".into(),
+                Some("set action = \"allow\"".into()),
+            )),
+            _ => {}
+        }
+        if let (Some(f), false) = (&r.fallback, action == Action::Deny) {
+            self.errors
+                .push(src.error(f.span(), "only deny rules take `fallback`".into(), None));
+        }
+
+        let rule = Rule {
+            id,
+            description: r.description.clone(),
+            action,
+            mode: r.mode,
+            severity: r.severity,
+            fallback: r
+                .fallback
+                .as_ref()
+                .map(|f| *f.get_ref())
+                .unwrap_or_default(),
+            exempts,
+            kinds,
+            result: r.result,
+            path: self.paths(src, "path", &r.path),
+            path_not: self.paths(src, "path_not", &r.path_not),
+            exe: self.paths(src, "exe", &r.exe),
+            exe_not: self.paths(src, "exe_not", &r.exe_not),
+            parent_exe: self.paths(src, "parent_exe", &r.parent_exe),
+            parent_exe_not: self.paths(src, "parent_exe_not", &r.parent_exe_not),
+            argv_contains: r
+                .argv_contains
+                .as_ref()
+                .map(|a| a.get_ref().clone())
+                .unwrap_or_default(),
+            argv_matches,
+            uid: self.id_matcher(src, "uid", &r.uid, &r.uid_not, false),
+            euid: self.id_matcher(src, "euid", &r.euid, &r.euid_not, false),
+            gid: self.id_matcher(src, "gid", &r.gid, &r.gid_not, true),
+            auid: self.id_matcher(src, "auid", &r.auid, &r.auid_not, false),
+            mode_mask,
+            owner: self.ids(src, "owner", &r.owner, false),
+            owner_group: self.ids(src, "owner_group", &r.owner_group, true),
+            to_root: r.to_root.as_ref().map(|t| *t.get_ref()),
+            caps_gained,
+            in_window: self.window_refs(src, &r.in_window),
+            outside_window: self.window_refs(src, &r.outside_window),
+            cgroup_id: r.cgroup_id.as_ref().map(|c| c.get_ref().clone()),
+            cgroup_id_not: r.cgroup_id_not.as_ref().map(|c| c.get_ref().clone()),
+            origin: here,
+            hits: AtomicU64::new(0),
+        };
+        if matches!(action, Action::Kill | Action::Deny) {
+            for problem in kernel_problems(r) {
+                self.errors.push(src.error(action_span.clone(), format!("{} rule: {problem}", if action == Action::Kill { "a kill" } else { "a deny" }), Some("enforcement happens in the kernel, which cannot evaluate this matcher: use action = \"alert\", or drop the matcher".into())));
+            }
+        }
+        if r.enabled && self.errors.len() == errors_before {
+            self.rules.push(rule);
+        }
+    }
+
+    pub fn finish(mut self, files: Vec<PathBuf>) -> Result<RuleSet, Vec<RuleError>> {
+        for (error, target) in std::mem::take(&mut self.pending_exempts) {
+            let exists = self
+                .rules
+                .iter()
+                .any(|r| r.id == target && r.action != Action::Allow)
+                || self.ids.contains_key(&target);
+            if !exists {
+                self.errors.push(error);
+            }
+        }
+        if !self.errors.is_empty() {
+            return Err(self.errors);
+        }
+        Ok(RuleSet {
+            rules: self.rules,
+            windows: self.windows,
+            files,
+        })
+    }
+
+    pub fn push_error(&mut self, e: RuleError) {
+        self.errors.push(e);
+    }
+}
+
+/// Why a kill/deny rule cannot be compiled into kernel maps.
+pub fn kernel_problems(r: &RuleSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut unsupported = |name: &str, present: bool| {
+        if present {
+            out.push(format!(
+                "matcher `{name}` cannot be evaluated in the kernel"
+            ));
+        }
+    };
+    unsupported("argv_contains", r.argv_contains.is_some());
+    unsupported("argv_matches", r.argv_matches.is_some());
+    unsupported("parent_exe", r.parent_exe.is_some());
+    unsupported("parent_exe_not", r.parent_exe_not.is_some());
+    if r.result != ResultFilter::Any {
+        out.push("`result` cannot be known before the operation runs".into());
+    }
+    for (field, spec) in [
+        ("path", &r.path),
+        ("path_not", &r.path_not),
+        ("exe", &r.exe),
+        ("exe_not", &r.exe_not),
+    ] {
+        if let Some(s) = spec {
+            for p in s.get_ref() {
+                if !is_kernel_path(p) {
+                    out.push(format!("{field} pattern {p:?} is a glob; the kernel matches exact paths and `/**` subtrees"));
+                }
+            }
+        }
+    }
+    out
+}

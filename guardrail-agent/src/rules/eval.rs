@@ -1,0 +1,311 @@
+//! Evaluating a rule set against an event: which rules match, which one
+//! decides, and what it did.
+//!
+//! Precedence: `allow` rules exempt the rules they name; among the
+//! remaining matches the strongest action decides (deny, then kill, then
+//! alert), and the first such rule in file order names the decision. The
+//! other matching rules are listed in `also`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use jiff::Timestamp;
+
+use super::compile::{CapsMatch, Rule, RuleSet};
+use super::kinds::{mask_of_event, name_in};
+use super::spec::{Action, Fallback, Mode, ResultFilter};
+use crate::event::{Body, Decision, Event};
+
+/// What the kernel can enforce on this host (see `guardrail status`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Enforcement {
+    /// BPF-LSM is active and the deny programs are attached.
+    pub deny: bool,
+    /// Kill programs are attached.
+    pub kill: bool,
+}
+
+type Matched = BTreeMap<String, String>;
+
+fn strength(a: Action) -> u8 {
+    match a {
+        Action::Deny => 3,
+        Action::Kill => 2,
+        Action::Alert => 1,
+        Action::Allow => 0,
+    }
+}
+
+/// Evaluate `event` at instant `at` (for windows: the event's own time, so
+/// replay gives the answer the live agent gave).
+pub fn evaluate(
+    set: &RuleSet,
+    event: &Event,
+    at: Timestamp,
+    enforcement: Enforcement,
+) -> Option<Decision> {
+    let kinds = mask_of_event(&event.body);
+    if kinds == 0 {
+        return None;
+    }
+    let mut matches: Vec<(&Rule, Matched)> = Vec::new();
+    for rule in &set.rules {
+        if rule.kinds & kinds == 0 {
+            continue;
+        }
+        if let Some(m) = matches_rule(set, rule, event, kinds, at) {
+            matches.push((rule, m));
+        }
+    }
+    if matches.is_empty() {
+        return None;
+    }
+    let exempted: Vec<&str> = matches
+        .iter()
+        .filter(|(r, _)| r.action == Action::Allow)
+        .flat_map(|(r, _)| r.exempts.iter().map(String::as_str))
+        .collect();
+    let acting: Vec<&(&Rule, Matched)> = matches
+        .iter()
+        .filter(|(r, _)| r.action != Action::Allow && !exempted.contains(&r.id.as_str()))
+        .collect();
+    let decision = match acting
+        .iter()
+        .max_by_key(|(r, _)| (strength(r.action), std::cmp::Reverse(index_of(set, r))))
+    {
+        Some((rule, matched)) => {
+            let (outcome, fallback) = outcome(rule, enforcement);
+            Decision {
+                rule: rule.id.clone(),
+                action: rule.action,
+                mode: rule.mode,
+                severity: rule.severity,
+                outcome: outcome.into(),
+                fallback: fallback.map(str::to_string),
+                matched: matched.clone(),
+                also: acting
+                    .iter()
+                    .filter(|(r, _)| r.id != rule.id)
+                    .map(|(r, _)| r.id.clone())
+                    .collect(),
+                exempted: matches
+                    .iter()
+                    .filter(|(r, _)| exempted.contains(&r.id.as_str()))
+                    .map(|(r, _)| r.id.clone())
+                    .collect(),
+            }
+        }
+        None => {
+            // Only exceptions acted: record which one, so that every use of
+            // an exception is auditable.
+            let (rule, matched) = matches.iter().find(|(r, _)| r.action == Action::Allow)?;
+            Decision {
+                rule: rule.id.clone(),
+                action: Action::Allow,
+                mode: rule.mode,
+                severity: rule.severity,
+                outcome: "allowed".into(),
+                fallback: None,
+                matched: matched.clone(),
+                also: vec![],
+                exempted: matches
+                    .iter()
+                    .filter(|(r, _)| r.action != Action::Allow)
+                    .map(|(r, _)| r.id.clone())
+                    .collect(),
+            }
+        }
+    };
+    if let Some(rule) = set.rules.iter().find(|r| r.id == decision.rule) {
+        rule.hits.fetch_add(1, Ordering::Relaxed);
+    }
+    Some(decision)
+}
+
+fn index_of(set: &RuleSet, rule: &Rule) -> usize {
+    set.rules
+        .iter()
+        .position(|r| std::ptr::eq(r, rule))
+        .unwrap_or(usize::MAX)
+}
+
+/// The outcome the agent can truthfully report, and the fallback used.
+/// Kill and deny happen in the kernel; where the kernel cannot do them the
+/// rule's fallback applies and the event says so.
+fn outcome(rule: &Rule, e: Enforcement) -> (&'static str, Option<&'static str>) {
+    match (rule.action, rule.mode) {
+        (Action::Alert, _) => ("alerted", None),
+        (Action::Allow, _) => ("allowed", None),
+        (Action::Kill, Mode::Monitor) => ("would_kill", None),
+        (Action::Deny, Mode::Monitor) => ("would_deny", None),
+        (Action::Kill, Mode::Enforce) if e.kill => ("killed", None),
+        (Action::Kill, Mode::Enforce) => ("alerted", Some("alert")),
+        (Action::Deny, Mode::Enforce) if e.deny => ("denied", None),
+        (Action::Deny, Mode::Enforce) => match rule.fallback {
+            Fallback::Kill if e.kill => ("killed", Some("kill")),
+            // Revert is not implemented yet: say so rather than pretend.
+            Fallback::Kill | Fallback::Revert | Fallback::Alert => ("alerted", Some("alert")),
+        },
+    }
+}
+
+fn check(matched: &mut Matched, field: &str, ok: bool, value: impl Into<String>) -> Option<()> {
+    if ok {
+        matched.insert(field.into(), value.into());
+        Some(())
+    } else {
+        None
+    }
+}
+
+fn matches_rule(
+    set: &RuleSet,
+    rule: &Rule,
+    event: &Event,
+    kinds: u32,
+    at: Timestamp,
+) -> Option<Matched> {
+    let body = &event.body;
+    let process = body.process()?;
+    let mut m = Matched::new();
+    m.insert("on".into(), name_in(rule.kinds, kinds).into());
+    let result = match body {
+        Body::Exec { result, .. } | Body::File { result, .. } | Body::Perm { result, .. } => result,
+        Body::Loss { .. } => return None,
+    };
+    match rule.result {
+        ResultFilter::Any => {}
+        ResultFilter::Ok => check(&mut m, "result", result.ok, "ok")?,
+        ResultFilter::Failed => check(&mut m, "result", !result.ok, "failed")?,
+    }
+    let paths = body.paths();
+    if let Some(p) = &rule.path {
+        let (path, _) = p.find(&paths)?;
+        m.insert("path".into(), path.into());
+    }
+    if let Some(p) = &rule.path_not {
+        if p.find(&paths).is_some() {
+            return None;
+        }
+    }
+    let exe = process.exe.as_deref();
+    let exes: Vec<&str> = exe.into_iter().collect();
+    if let Some(p) = &rule.exe {
+        let (e, _) = p.find(&exes)?;
+        m.insert("exe".into(), e.into());
+    }
+    if let Some(p) = &rule.exe_not {
+        if p.find(&exes).is_some() {
+            return None;
+        }
+        m.insert("exe_not".into(), exe.unwrap_or("unknown").into());
+    }
+    let parents: Vec<&str> = process.parent_exe.as_deref().into_iter().collect();
+    if let Some(p) = &rule.parent_exe {
+        let (e, _) = p.find(&parents)?;
+        m.insert("parent_exe".into(), e.into());
+    }
+    if let Some(p) = &rule.parent_exe_not {
+        if p.find(&parents).is_some() {
+            return None;
+        }
+    }
+    if !rule.argv_contains.is_empty() || rule.argv_matches.is_some() {
+        let Body::Exec { exec, .. } = body else {
+            return None;
+        };
+        if !rule.argv_contains.is_empty() {
+            let hit = rule
+                .argv_contains
+                .iter()
+                .find(|needle| exec.argv.iter().any(|a| a.contains(needle.as_str())))?;
+            m.insert("argv_contains".into(), hit.clone());
+        }
+        if let Some(re) = &rule.argv_matches {
+            let joined = exec.argv.join(" ");
+            check(&mut m, "argv_matches", re.is_match(&joined), joined.clone())?;
+        }
+    }
+    for (field, matcher, id) in [
+        ("uid", &rule.uid, Some(process.uid)),
+        ("euid", &rule.euid, Some(process.euid)),
+        ("gid", &rule.gid, Some(process.gid)),
+        ("auid", &rule.auid, process.auid),
+    ] {
+        if matcher.is_set() {
+            let v = id.map_or("unset".to_string(), |i| i.to_string());
+            check(&mut m, field, matcher.matches(id), v)?;
+        }
+    }
+    if let Some(mask) = rule.mode_mask {
+        let Body::Perm { perm, .. } = body else {
+            return None;
+        };
+        let mode = u32::from_str_radix(perm.mode.as_deref()?, 8).ok()?;
+        check(&mut m, "mode", mode & mask != 0, perm.mode.clone()?)?;
+    }
+    if rule.owner.is_some() || rule.owner_group.is_some() {
+        let Body::Perm { perm, .. } = body else {
+            return None;
+        };
+        let owner = perm.owner.as_ref()?;
+        if let Some(uids) = &rule.owner {
+            let uid = owner.uid?;
+            check(&mut m, "owner", uids.contains(&uid), uid.to_string())?;
+        }
+        if let Some(gids) = &rule.owner_group {
+            let gid = owner.gid?;
+            check(&mut m, "owner_group", gids.contains(&gid), gid.to_string())?;
+        }
+    }
+    if let Some(want) = rule.to_root {
+        let Body::Perm { perm, .. } = body else {
+            return None;
+        };
+        let to_root = perm.ids.as_ref()?.to_root;
+        check(&mut m, "to_root", to_root == want, to_root.to_string())?;
+    }
+    if let Some(caps) = &rule.caps_gained {
+        let Body::Perm { perm, .. } = body else {
+            return None;
+        };
+        let gained = perm.caps.as_ref()?.gained.as_ref()?;
+        let hit = match caps {
+            CapsMatch::Any => gained.first(),
+            CapsMatch::AnyOf(names) => gained.iter().find(|g| names.contains(g)),
+        }?;
+        m.insert("caps_gained".into(), hit.clone());
+    }
+    if !rule.in_window.is_empty() {
+        let w = rule
+            .in_window
+            .iter()
+            .map(|&i| &set.windows[i])
+            .find(|w| w.is_active(at))?;
+        m.insert("in_window".into(), w.name.clone());
+    }
+    if rule
+        .outside_window
+        .iter()
+        .any(|&i| set.windows[i].is_active(at))
+    {
+        return None;
+    }
+    if !rule.outside_window.is_empty() {
+        m.insert("outside_window".into(), "yes".into());
+    }
+    if let Some(ids) = &rule.cgroup_id {
+        check(
+            &mut m,
+            "cgroup_id",
+            ids.contains(&process.cgroup_id),
+            process.cgroup_id.to_string(),
+        )?;
+    }
+    if let Some(ids) = &rule.cgroup_id_not {
+        if ids.contains(&process.cgroup_id) {
+            return None;
+        }
+    }
+    Some(m)
+}

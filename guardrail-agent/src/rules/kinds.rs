@@ -1,0 +1,124 @@
+//! Event kinds as rules name them (`on = ["file.write"]`), as bits.
+
+use crate::event::Body;
+use crate::interpret::is_write_flags;
+
+pub const KINDS: &[&str] = &[
+    "exec",
+    "file.open",
+    "file.write",
+    "file.create",
+    "file.unlink",
+    "file.rmdir",
+    "file.rename",
+    "file.truncate",
+    "file.link",
+    "file.symlink",
+    "file.mknod",
+    "perm.chmod",
+    "perm.chown",
+    "perm.setuid",
+    "perm.setgid",
+    "perm.capset",
+];
+
+fn bit(name: &str) -> u32 {
+    KINDS.iter().position(|k| *k == name).map_or(0, |i| 1 << i)
+}
+
+/// The bits of a name from `on`: a kind, `file.*`, `perm.*` or `*`.
+pub fn mask_of(name: &str) -> Option<u32> {
+    match name {
+        "*" => Some(u32::MAX),
+        "file.*" | "perm.*" => {
+            let prefix = &name[..name.len() - 1];
+            Some(
+                KINDS
+                    .iter()
+                    .filter(|k| k.starts_with(prefix))
+                    .map(|k| bit(k))
+                    .sum(),
+            )
+        }
+        _ => KINDS.contains(&name).then(|| bit(name)),
+    }
+}
+
+/// The closest of `candidates` to a misspelt `name`, if any is close.
+pub fn closest<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (distance(name, c), *c))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Every kind an event belongs to: an open that writes is `file.open` and
+/// `file.write`; a truncate is `file.truncate` and `file.write`.
+pub fn mask_of_event(body: &Body) -> u32 {
+    match body {
+        Body::Exec { .. } => bit("exec"),
+        Body::File { file, .. } => match file.op.as_str() {
+            "open" => {
+                let mut m = bit("file.open");
+                if is_write_flags(&file.flags) {
+                    m |= bit("file.write");
+                }
+                if file.flags.iter().any(|f| f == "create") {
+                    m |= bit("file.create");
+                }
+                m
+            }
+            "truncate" => bit("file.truncate") | bit("file.write"),
+            op => bit(&format!("file.{op}")),
+        },
+        Body::Perm { perm, .. } => bit(&format!("perm.{}", perm.op)),
+        Body::Loss { .. } => 0,
+    }
+}
+
+/// The name of the first kind in `mask` the event has (for explanations).
+pub fn name_in(mask: u32, event_mask: u32) -> &'static str {
+    let both = mask & event_mask;
+    KINDS
+        .iter()
+        .enumerate()
+        .find(|(i, _)| both & (1 << i) != 0)
+        .map_or("", |(_, k)| *k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_cover_their_family() {
+        let file = mask_of("file.*").unwrap();
+        assert_eq!(
+            file & mask_of("file.rename").unwrap(),
+            mask_of("file.rename").unwrap()
+        );
+        assert_eq!(file & mask_of("perm.chmod").unwrap(), 0);
+        assert_eq!(mask_of("file.wirte"), None);
+        assert_eq!(closest("file.wirte", KINDS), Some("file.write"));
+        assert_eq!(closest("perm.chmode", KINDS), Some("perm.chmod"));
+        assert_eq!(closest("network", KINDS), None);
+    }
+}

@@ -1,0 +1,183 @@
+//! Reading the rule set: the main config file's `[[rule]]` and `[[window]]`
+//! tables, plus every file its `include` patterns name.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::compile::{Compiler, RuleError, RuleSet, Source};
+use super::spec::{RuleSpec, RulesFile, WindowSpec};
+use super::users::Names;
+use crate::config::line_column;
+
+/// The rules part of the main config file; the agent's own sections are
+/// validated by [`crate::config::Config`].
+#[derive(Deserialize)]
+struct MainFile {
+    #[serde(default)]
+    include: Vec<toml::Spanned<String>>,
+    #[serde(default)]
+    window: Vec<WindowSpec>,
+    #[serde(default)]
+    rule: Vec<RuleSpec>,
+}
+
+/// An included file holds rules and windows only.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncludedFile {
+    #[serde(default)]
+    window: Vec<WindowSpec>,
+    #[serde(default)]
+    rule: Vec<RuleSpec>,
+}
+
+#[derive(Debug)]
+pub struct RulesError(pub Vec<RuleError>);
+
+impl std::fmt::Display for RulesError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RulesError {}
+
+fn toml_error(path: &Path, text: &str, e: toml::de::Error) -> RuleError {
+    let (line, column) = e.span().map_or((1, 1), |s| line_column(text, s.start));
+    RuleError {
+        file: path.to_path_buf(),
+        line,
+        column,
+        message: e.message().trim().to_string(),
+        hint: None,
+    }
+}
+
+fn read(path: &Path) -> Result<String, RuleError> {
+    std::fs::read_to_string(path).map_err(|e| RuleError {
+        file: path.to_path_buf(),
+        line: 1,
+        column: 1,
+        message: format!("cannot read: {e}"),
+        hint: None,
+    })
+}
+
+/// Files an include pattern names, sorted. A pattern with wildcards may
+/// match nothing (an empty rules.d); a plain path must exist.
+fn expand(base: &Path, pattern: &str) -> Result<Vec<PathBuf>, String> {
+    let full = if Path::new(pattern).is_absolute() {
+        PathBuf::from(pattern)
+    } else {
+        base.join(pattern)
+    };
+    let name = full
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    if !name.contains(['*', '?', '[']) {
+        return if full.is_file() {
+            Ok(vec![full])
+        } else {
+            Err(format!("included file {} does not exist", full.display()))
+        };
+    }
+    let dir = full.parent().unwrap_or(Path::new("/"));
+    let glob = globset::Glob::new(name)
+        .map_err(|e| e.to_string())?
+        .compile_matcher();
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.file_name().is_some_and(|n| glob.is_match(n)))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    files.sort();
+    Ok(files)
+}
+
+/// Load and compile the rules of `main` and its includes. All errors of
+/// all files are returned together.
+pub fn load_rules(main: &Path, names: Names) -> Result<RuleSet, RulesError> {
+    let main_text = read(main).map_err(|e| RulesError(vec![e]))?;
+    compile_text(main, &main_text, names)
+}
+
+/// Compile rules from `main_text`, said to be the file `main` (includes
+/// are relative to it).
+pub fn compile_text(main: &Path, main_text: &str, names: Names) -> Result<RuleSet, RulesError> {
+    let main_text = main_text.to_string();
+    let parsed: MainFile = toml::from_str(&main_text)
+        .map_err(|e| RulesError(vec![toml_error(main, &main_text, e)]))?;
+    let mut files: Vec<(PathBuf, String, RulesFile)> = Vec::new();
+    let mut errors = Vec::new();
+    let base = main.parent().unwrap_or(Path::new("."));
+    for inc in &parsed.include {
+        match expand(base, inc.get_ref()) {
+            Ok(paths) => {
+                for p in paths {
+                    match read(&p).and_then(|text| {
+                        let f: IncludedFile =
+                            toml::from_str(&text).map_err(|e| toml_error(&p, &text, e))?;
+                        Ok((text, f))
+                    }) {
+                        Ok((text, f)) => files.push((
+                            p,
+                            text,
+                            RulesFile {
+                                include: vec![],
+                                window: f.window,
+                                rule: f.rule,
+                            },
+                        )),
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+            Err(message) => {
+                let (line, column) = line_column(&main_text, inc.span().start);
+                errors.push(RuleError {
+                    file: main.to_path_buf(),
+                    line,
+                    column,
+                    message,
+                    hint: None,
+                });
+            }
+        }
+    }
+    files.insert(
+        0,
+        (
+            main.to_path_buf(),
+            main_text.clone(),
+            RulesFile {
+                include: vec![],
+                window: parsed.window,
+                rule: parsed.rule,
+            },
+        ),
+    );
+    let mut compiler = Compiler::new(names);
+    for e in errors {
+        compiler.push_error(e);
+    }
+    for (path, text, f) in &files {
+        compiler.add_windows(&Source { path, text }, &f.window);
+    }
+    for (path, text, f) in &files {
+        compiler.add_rules(&Source { path, text }, &f.rule);
+    }
+    compiler
+        .finish(files.into_iter().map(|(p, _, _)| p).collect())
+        .map_err(RulesError)
+}

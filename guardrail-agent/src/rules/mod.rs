@@ -1,0 +1,17 @@
+//! Guardrail rules: the format ([`spec`]), loading with includes
+//! ([`load`]), validation and compilation ([`compile`]), time windows
+//! ([`window`]), evaluation against events ([`eval`]).
+pub mod compile;
+pub mod eval;
+pub mod kinds;
+pub mod load;
+pub mod spec;
+pub mod users;
+pub mod window;
+
+pub use compile::{Rule, RuleSet};
+pub use eval::evaluate;
+pub use load::{compile_text, load_rules, RulesError};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,532 @@
+//! Rule engine tests: every matcher, precedence, windows, and the errors an
+//! operator sees.
+
+use std::path::Path;
+
+use jiff::Timestamp;
+
+use super::eval::{evaluate, Enforcement};
+use super::users::Names;
+use super::{compile_text, RuleSet};
+use crate::event::*;
+
+fn names() -> Names {
+    Names::from_text(
+        "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+        "root:x:0:\nstaff:x:50:\n",
+    )
+}
+
+fn rules(text: &str) -> RuleSet {
+    compile_text(Path::new("/etc/guardrail/guardrail.toml"), text, names())
+        .unwrap_or_else(|e| panic!("rules did not compile:\n{e}"))
+}
+
+fn errors(text: &str) -> String {
+    compile_text(Path::new("/etc/g.toml"), text, names())
+        .err()
+        .expect("rules should be refused")
+        .to_string()
+}
+
+fn process(exe: &str, uid: u32) -> Process {
+    Process {
+        pid: 42,
+        tid: 42,
+        ppid: Some(1),
+        uid,
+        euid: uid,
+        exe: Some(exe.into()),
+        parent_exe: Some("/usr/bin/bash".into()),
+        cgroup_id: 7,
+        ..Default::default()
+    }
+}
+
+fn ok() -> SyscallResult {
+    SyscallResult {
+        ok: true,
+        ret: 0,
+        errno: None,
+    }
+}
+
+fn event(body: Body) -> Event {
+    Event {
+        seq: 1,
+        time: "2026-11-27T12:00:00Z".into(),
+        ktime_ns: 0,
+        body,
+        decision: None,
+    }
+}
+
+fn open(exe: &str, path: &str, flags: &[&str]) -> Event {
+    event(Body::File {
+        syscall: "openat".into(),
+        process: process(exe, 0),
+        result: ok(),
+        file: FileDetails {
+            op: "open".into(),
+            path: Some(path.into()),
+            resolved: true,
+            flags: flags.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        },
+    })
+}
+
+fn rename(from: &str, to: &str) -> Event {
+    event(Body::File {
+        syscall: "rename".into(),
+        process: process("/usr/bin/mv", 0),
+        result: ok(),
+        file: FileDetails {
+            op: "rename".into(),
+            path: Some(from.into()),
+            new_path: Some(to.into()),
+            resolved: true,
+            ..Default::default()
+        },
+    })
+}
+
+fn chmod(path: &str, mode: &str) -> Event {
+    event(Body::Perm {
+        syscall: "fchmodat".into(),
+        process: process("/usr/bin/chmod", 1000),
+        result: ok(),
+        perm: PermDetails {
+            op: "chmod".into(),
+            path: Some(path.into()),
+            mode: Some(mode.into()),
+            ..Default::default()
+        },
+    })
+}
+
+fn exec(exe: &str, argv: &[&str]) -> Event {
+    event(Body::Exec {
+        syscall: "execve".into(),
+        process: process(exe, 1000),
+        result: ok(),
+        exec: ExecDetails {
+            path: exe.into(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        },
+    })
+}
+
+fn setuid(to_root: bool) -> Event {
+    event(Body::Perm {
+        syscall: "setresuid".into(),
+        process: process("/tmp/x", 0),
+        result: ok(),
+        perm: PermDetails {
+            op: "setuid".into(),
+            ids: Some(IdChange {
+                to_root,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    })
+}
+
+fn at(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn decide(set: &RuleSet, e: &Event) -> Option<Decision> {
+    evaluate(set, e, at(&e.time), Enforcement::default())
+}
+
+fn decide_with(set: &RuleSet, e: &Event, enf: Enforcement) -> Option<Decision> {
+    evaluate(set, e, at(&e.time), enf)
+}
+
+const SHADOW: &str = r#"
+[[rule]]
+id = "shadow"
+on = ["file.write", "file.rename"]
+path = ["/etc/shadow"]
+exe_not = ["/usr/bin/passwd"]
+severity = "high"
+"#;
+
+#[test]
+fn path_exe_not_and_kind_explain_the_decision() {
+    let set = rules(SHADOW);
+    let d = decide(&set, &open("/usr/bin/vi", "/etc/shadow", &["write"])).unwrap();
+    assert_eq!(d.rule, "shadow");
+    assert_eq!(d.outcome, "alerted");
+    assert_eq!(d.matched["on"], "file.write");
+    assert_eq!(d.matched["path"], "/etc/shadow");
+    assert_eq!(d.matched["exe_not"], "/usr/bin/vi");
+    assert!(decide(&set, &open("/usr/bin/passwd", "/etc/shadow", &["write"])).is_none());
+    assert!(
+        decide(&set, &open("/usr/bin/vi", "/etc/shadow", &["read"])).is_none(),
+        "a read is not a write"
+    );
+    assert!(decide(&set, &open("/usr/bin/vi", "/etc/passwd", &["write"])).is_none());
+}
+
+#[test]
+fn rename_onto_a_protected_path_matches_its_destination() {
+    let set = rules(SHADOW);
+    let d = decide(&set, &rename("/tmp/evil", "/etc/shadow")).unwrap();
+    assert_eq!(d.matched["path"], "/etc/shadow");
+}
+
+#[test]
+fn subtree_includes_its_root_and_globs_do_not_cross_slashes() {
+    let set = rules(
+        r#"
+[[rule]]
+id = "nginx"
+on = ["file.*"]
+path = ["/etc/nginx/**"]
+[[rule]]
+id = "conf"
+on = ["file.write"]
+path = ["/etc/*.conf"]
+"#,
+    );
+    assert!(decide(&set, &open("/x", "/etc/nginx/sites/a", &["write"])).is_some());
+    assert!(decide(&set, &rename("/etc/nginx", "/tmp/n")).is_some());
+    assert!(decide(&set, &open("/x", "/etc/nginxx", &["write"])).is_none());
+    assert_eq!(
+        decide(&set, &open("/x", "/etc/host.conf", &["write"]))
+            .unwrap()
+            .rule,
+        "conf"
+    );
+    assert!(decide(&set, &open("/x", "/etc/sub/host.conf", &["write"])).is_none());
+}
+
+#[test]
+fn mode_bits_and_masks() {
+    let set = rules(
+        r#"
+[[rule]]
+id = "suid"
+on = ["perm.chmod"]
+mode_set = ["setuid", "setgid"]
+[[rule]]
+id = "ww"
+on = ["perm.chmod"]
+mode_mask = "0002"
+path = ["/etc/**"]
+"#,
+    );
+    assert_eq!(decide(&set, &chmod("/tmp/x", "4755")).unwrap().rule, "suid");
+    assert_eq!(
+        decide(&set, &chmod("/tmp/x", "2755")).unwrap().matched["mode"],
+        "2755"
+    );
+    assert!(decide(&set, &chmod("/tmp/x", "0755")).is_none());
+    assert_eq!(decide(&set, &chmod("/etc/x", "0666")).unwrap().rule, "ww");
+    assert!(decide(&set, &chmod("/etc/x", "0664")).is_none());
+}
+
+#[test]
+fn users_by_name_and_negation() {
+    let set = rules(
+        r#"
+[[rule]]
+id = "alice-chmod"
+on = ["perm.chmod"]
+uid = ["alice"]
+[[rule]]
+id = "not-root-exec"
+on = ["exec"]
+uid_not = ["root"]
+"#,
+    );
+    assert_eq!(
+        decide(&set, &chmod("/x", "0644")).unwrap().matched["uid"],
+        "1000"
+    );
+    assert!(decide(&set, &exec("/bin/ls", &["ls"])).is_some());
+    let mut root_exec = exec("/bin/ls", &["ls"]);
+    if let Body::Exec { process, .. } = &mut root_exec.body {
+        process.uid = 0;
+    }
+    assert!(decide(&set, &root_exec).is_none());
+}
+
+#[test]
+fn argv_contains_and_matches() {
+    let set = rules(
+        r#"
+[[rule]]
+id = "curl-pipe"
+on = ["exec"]
+exe = ["/usr/bin/curl"]
+argv_matches = ["https?://\\S+\\s.*-o\\s*/tmp/"]
+[[rule]]
+id = "nc-listen"
+on = ["exec"]
+argv_contains = ["-l"]
+exe = ["/usr/bin/nc*"]
+"#,
+    );
+    assert!(decide(
+        &set,
+        &exec("/usr/bin/curl", &["curl", "http://x/y", "-o", "/tmp/z"])
+    )
+    .is_some());
+    assert!(decide(&set, &exec("/usr/bin/curl", &["curl", "http://x/y"])).is_none());
+    assert_eq!(
+        decide(&set, &exec("/usr/bin/ncat", &["nc", "-lvp", "4444"]))
+            .unwrap()
+            .rule,
+        "nc-listen"
+    );
+}
+
+#[test]
+fn credential_change_to_root() {
+    let set = rules("[[rule]]\nid = \"root\"\non = [\"perm.setuid\"]\nto_root = true\n");
+    assert!(decide(&set, &setuid(true)).is_some());
+    assert!(decide(&set, &setuid(false)).is_none());
+}
+
+#[test]
+fn windows_gate_rules_by_the_events_time() {
+    let set = rules(
+        r#"
+[[window]]
+name = "maintenance"
+days = ["fri"]
+start = "11:00"
+end = "13:00"
+tz = "UTC"
+[[rule]]
+id = "outside"
+on = ["file.write"]
+path = ["/etc/nginx/**"]
+outside_window = ["maintenance"]
+[[rule]]
+id = "inside"
+on = ["file.write"]
+path = ["/etc/nginx/**"]
+in_window = ["maintenance"]
+"#,
+    );
+    // 2026-11-27 is a Friday; 12:00 is inside.
+    let mut e = open("/x", "/etc/nginx/a", &["write"]);
+    assert_eq!(decide(&set, &e).unwrap().rule, "inside");
+    e.time = "2026-11-27T13:00:00Z".into();
+    assert_eq!(decide(&set, &e).unwrap().rule, "outside");
+}
+
+#[test]
+fn strongest_action_wins_and_others_are_listed() {
+    let set = rules(
+        r#"
+[[rule]]
+id = "log-etc"
+on = ["file.write"]
+path = ["/etc/**"]
+[[rule]]
+id = "deny-shadow"
+on = ["file.write"]
+path = ["/etc/shadow"]
+action = "deny"
+fallback = "kill"
+"#,
+    );
+    let e = open("/x", "/etc/shadow", &["write"]);
+    let d = decide(&set, &e).unwrap();
+    assert_eq!(d.rule, "deny-shadow");
+    assert_eq!(d.also, ["log-etc"]);
+    // No kernel enforcement on this host: the fallback acts, and says so.
+    assert_eq!(d.outcome, "alerted");
+    assert_eq!(d.fallback.as_deref(), Some("alert"));
+    // With the kernel able to kill: the kill fallback.
+    let d = decide_with(
+        &set,
+        &e,
+        Enforcement {
+            deny: false,
+            kill: true,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        (d.outcome.as_str(), d.fallback.as_deref()),
+        ("killed", Some("kill"))
+    );
+    // With BPF-LSM: denied.
+    let d = decide_with(
+        &set,
+        &e,
+        Enforcement {
+            deny: true,
+            kill: true,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        (d.outcome.as_str(), d.fallback.as_deref()),
+        ("denied", None)
+    );
+}
+
+#[test]
+fn monitor_mode_says_what_would_have_happened() {
+    let set = rules(
+        "[[rule]]\nid = \"k\"\non = [\"exec\"]\nexe = [\"/tmp/**\"]\naction = \"kill\"\nmode = \"monitor\"\n",
+    );
+    let d = decide_with(
+        &set,
+        &exec("/tmp/x", &["x"]),
+        Enforcement {
+            deny: true,
+            kill: true,
+        },
+    )
+    .unwrap();
+    assert_eq!(d.outcome, "would_kill");
+}
+
+#[test]
+fn allow_rules_exempt_only_the_rules_they_name() {
+    let set = rules(
+        r#"
+[[rule]]
+id = "etc-writes"
+on = ["file.write"]
+path = ["/etc/**"]
+[[rule]]
+id = "suid"
+on = ["perm.chmod"]
+mode_set = ["setuid"]
+[[rule]]
+id = "apt-may-write-etc"
+on = ["file.write"]
+exe = ["/usr/bin/apt"]
+action = "allow"
+exempts = ["etc-writes"]
+"#,
+    );
+    let d = decide(
+        &set,
+        &open("/usr/bin/apt", "/etc/apt/sources.list", &["write"]),
+    )
+    .unwrap();
+    assert_eq!(d.outcome, "allowed");
+    assert_eq!(d.rule, "apt-may-write-etc");
+    assert_eq!(d.exempted, ["etc-writes"]);
+    assert_eq!(
+        decide(&set, &open("/usr/bin/vi", "/etc/x", &["write"]))
+            .unwrap()
+            .rule,
+        "etc-writes"
+    );
+}
+
+#[test]
+fn hit_counts_follow_decisions() {
+    let set = rules(SHADOW);
+    for _ in 0..3 {
+        decide(&set, &open("/usr/bin/vi", "/etc/shadow", &["write"]));
+    }
+    assert_eq!(
+        set.rules[0].hits.load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+}
+
+#[test]
+fn errors_name_file_line_column_and_hint() {
+    let e = errors("[[rule]]\nid = \"a\"\non = [\"file.wirte\"]\n");
+    assert_eq!(
+        e,
+        "/etc/g.toml:3:6: unknown event kind \"file.wirte\" (hint: did you mean \"file.write\"?)"
+    );
+    let e = errors("[[rule]]\nid = \"a\"\non = [\"exec\"]\npathh = [\"/x\"]\n");
+    assert!(
+        e.starts_with("/etc/g.toml:4:1: unknown field `pathh`"),
+        "{e}"
+    );
+    let e =
+        errors("[[rule]]\nid = \"a\"\non = [\"exec\"]\n[[rule]]\nid = \"a\"\non = [\"exec\"]\n");
+    assert_eq!(e, "/etc/g.toml:5:6: rule id \"a\" is used twice (hint: the first rule with this id is at /etc/g.toml:2)");
+    let e = errors("[[rule]]\nid = \"a\"\non = [\"exec\"]\nuid = [\"mallory\"]\n");
+    assert!(e.contains("4:7: uid: no user named \"mallory\""), "{e}");
+}
+
+#[test]
+fn every_error_is_reported_not_just_the_first() {
+    let e = errors("[[rule]]\nid = \"a\"\non = [\"bogus\"]\n[[rule]]\nid = \"b\"\non = [\"exec\"]\nin_window = [\"nope\"]\n");
+    assert_eq!(e.lines().count(), 2, "{e}");
+}
+
+#[test]
+fn unreachable_rules_are_refused() {
+    let e = errors("[[rule]]\nid = \"a\"\non = [\"exec\"]\nmode_set = [\"setuid\"]\n");
+    assert!(e.contains("mode_set applies only to perm.chmod"), "{e}");
+}
+
+#[test]
+fn kill_and_deny_refuse_matchers_the_kernel_cannot_evaluate() {
+    let e = errors(
+        "[[rule]]\nid = \"a\"\non = [\"exec\"]\nargv_contains = [\"-x\"]\naction = \"kill\"\n",
+    );
+    assert!(
+        e.contains("a kill rule: matcher `argv_contains` cannot be evaluated in the kernel"),
+        "{e}"
+    );
+    let e = errors("[[rule]]\nid = \"a\"\non = [\"file.write\"]\npath = [\"/etc/*.conf\"]\naction = \"deny\"\n");
+    assert!(e.contains("is a glob"), "{e}");
+    // The same matchers are fine for alerts.
+    rules("[[rule]]\nid = \"a\"\non = [\"file.write\"]\npath = [\"/etc/*.conf\"]\n");
+}
+
+#[test]
+fn allow_rules_must_name_what_they_exempt() {
+    let e = errors("[[rule]]\nid = \"a\"\non = [\"exec\"]\naction = \"allow\"\n");
+    assert!(e.contains("must name the rules it exempts"), "{e}");
+    let e = errors(
+        "[[rule]]\nid = \"a\"\non = [\"exec\"]\naction = \"allow\"\nexempts = [\"ghost\"]\n",
+    );
+    assert!(e.contains("exempts names no rule \"ghost\""), "{e}");
+}
+
+#[test]
+fn window_errors() {
+    let e = errors(
+        "[[window]]\nname = \"w\"\nstart = \"2am\"\nend = \"04:00\"\ntz = \"Mars/Olympus\"\n",
+    );
+    assert!(e.contains("start \"2am\" is not a time"), "{e}");
+    assert!(e.contains("unknown time zone \"Mars/Olympus\""), "{e}");
+}
+
+#[test]
+fn includes_are_read_relative_to_the_main_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rules.d")).unwrap();
+    std::fs::write(
+        dir.path().join("rules.d/10-a.toml"),
+        "[[rule]]\nid = \"a\"\non = [\"exec\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("rules.d/20-b.toml"),
+        "[[rule]]\nid = \"b\"\non = [\"exec\"]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("rules.d/bad.toml"), "[agent]\n").unwrap();
+    let main = dir.path().join("guardrail.toml");
+    std::fs::write(&main, "include = [\"rules.d/*.toml\"]\n").unwrap();
+    let err = super::load_rules(&main, names()).unwrap_err().to_string();
+    assert!(err.contains("bad.toml:1:2: unknown field `agent`"), "{err}");
+    std::fs::remove_file(dir.path().join("rules.d/bad.toml")).unwrap();
+    let set = super::load_rules(&main, names()).unwrap();
+    let ids: Vec<&str> = set.rules.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(set.files.len(), 3);
+}

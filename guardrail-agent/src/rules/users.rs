@@ -1,0 +1,68 @@
+//! Resolving user and group names for rules, from /etc/passwd and
+//! /etc/group (when the rules load, not per event).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+#[derive(Clone, Debug, Default)]
+pub struct Names {
+    users: HashMap<String, u32>,
+    groups: HashMap<String, u32>,
+}
+
+fn parse(text: &str) -> HashMap<String, u32> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let id = f.nth(1)?.parse().ok()?;
+            Some((name.to_string(), id))
+        })
+        .collect()
+}
+
+impl Names {
+    pub fn from_files(passwd: &Path, group: &Path) -> Self {
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        Names {
+            users: parse(&read(passwd)),
+            groups: parse(&read(group)),
+        }
+    }
+
+    pub fn system() -> Self {
+        Self::from_files(Path::new("/etc/passwd"), Path::new("/etc/group"))
+    }
+
+    pub fn from_text(passwd: &str, group: &str) -> Self {
+        Names {
+            users: parse(passwd),
+            groups: parse(group),
+        }
+    }
+
+    pub fn user(&self, name: &str) -> Option<u32> {
+        self.users.get(name).copied()
+    }
+
+    pub fn group(&self, name: &str) -> Option<u32> {
+        self.groups.get(name).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_passwd_and_group_lines() {
+        let n = Names::from_text(
+            "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+            "root:x:0:\nadm:x:4:alice\n",
+        );
+        assert_eq!(n.user("alice"), Some(1000));
+        assert_eq!(n.user("bob"), None);
+        assert_eq!(n.group("adm"), Some(4));
+    }
+}
