@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 use crate::event::Event;
 use crate::filter::TailFilter;
 use crate::kernel::capabilities::Capabilities;
+use crate::rules::RuleSet;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
@@ -25,6 +26,32 @@ pub enum Request {
         #[serde(default)]
         filter: TailFilter,
     },
+    /// The rules in force, with hit counts.
+    Rules,
+}
+
+/// One rule in force, as `guardrail rules list` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RuleSummary {
+    pub id: String,
+    pub action: crate::rules::spec::Action,
+    pub mode: crate::rules::spec::Mode,
+    pub severity: crate::rules::spec::Severity,
+    pub description: String,
+    /// Events this rule decided since it was loaded.
+    pub hits: u64,
+    /// file:line of its definition.
+    pub origin: String,
+}
+
+/// The outcome of the latest configuration (re)load.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ReloadStatus {
+    pub ok: bool,
+    pub time: String,
+    /// Every problem found, one per line, with file:line:column. The rules
+    /// in force are the previous ones.
+    pub error: Option<String>,
 }
 
 /// One line of a tail stream that is not an event: the client fell behind
@@ -59,6 +86,13 @@ pub struct Status {
     /// Records the agent could not decode (bug or version mismatch).
     pub decode_errors: u64,
     pub tail_clients: usize,
+    pub config_file: Option<String>,
+    pub rules: usize,
+    /// Events a rule decided on.
+    pub decisions: u64,
+    /// What the kernel enforces here; kill/deny rules fall back otherwise.
+    pub enforcement: crate::rules::eval::Enforcement,
+    pub last_reload: Option<ReloadStatus>,
 }
 
 /// A serialised event shared by every tail client.
@@ -71,6 +105,7 @@ pub struct Published {
 pub struct ControlServer {
     pub status: Arc<Mutex<Status>>,
     pub events: broadcast::Sender<Published>,
+    pub rules: Arc<Mutex<Arc<RuleSet>>>,
 }
 
 impl ControlServer {
@@ -133,6 +168,23 @@ impl ControlServer {
             }
         };
         match request {
+            Request::Rules => {
+                let set = self.rules.lock().unwrap().clone();
+                let list: Vec<RuleSummary> = set
+                    .rules
+                    .iter()
+                    .map(|r| RuleSummary {
+                        id: r.id.clone(),
+                        action: r.action,
+                        mode: r.mode,
+                        severity: r.severity,
+                        description: r.description.clone(),
+                        hits: r.hits.load(std::sync::atomic::Ordering::Relaxed),
+                        origin: r.origin.clone(),
+                    })
+                    .collect();
+                reply(&mut write, &list).await
+            }
             Request::Status => {
                 let mut status = self.status.lock().unwrap().clone();
                 status.tail_clients = self.events.receiver_count();

@@ -16,6 +16,8 @@ pub struct TailFilter {
     pub exe: Option<String>,
     /// Glob on any path the event names.
     pub path: Option<String>,
+    /// Only events a rule decided on.
+    pub decisions_only: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,7 @@ pub enum FilterError {
 
 /// A [`TailFilter`] with its globs compiled.
 pub struct CompiledFilter {
+    decisions_only: bool,
     kinds: Vec<String>,
     pid: Option<u32>,
     exe: Option<GlobMatcher>,
@@ -59,6 +62,7 @@ impl TailFilter {
             }
         }
         Ok(CompiledFilter {
+            decisions_only: self.decisions_only,
             kinds: self.kinds.clone(),
             pid: self.pid,
             exe: glob(&self.exe)?,
@@ -73,6 +77,9 @@ impl CompiledFilter {
         let Some(process) = body.process() else {
             return true; // loss reports reach every client
         };
+        if self.decisions_only && event.decision.is_none() {
+            return false;
+        }
         if !self.kinds.is_empty() && !self.kinds.iter().any(|k| k == body.kind()) {
             return false;
         }
@@ -128,6 +135,7 @@ mod tests {
             pid: Some(5),
             exe: Some("/usr/bin/*".into()),
             path: Some("/etc/**".into()),
+            decisions_only: false,
         }
         .compile()
         .unwrap();

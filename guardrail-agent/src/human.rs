@@ -88,6 +88,17 @@ pub fn line(event: &Event, colour: bool) -> String {
             let _ = write!(s, " = {e}");
         }
     }
+    if let Some(d) = &event.decision {
+        let (on, off) = if colour {
+            ("\x1b[1;31m", "\x1b[0m")
+        } else {
+            ("", "")
+        };
+        let _ = write!(s, "  {on}[{} {}]{off}", d.rule, d.outcome);
+        if let Some(f) = &d.fallback {
+            let _ = write!(s, " (fallback: {f})");
+        }
+    }
     s
 }
 

@@ -10,4 +10,6 @@ pub mod interpret;
 pub mod kernel;
 pub mod pipeline;
 pub mod procfs;
+pub mod reload;
+pub mod replay;
 pub mod rules;

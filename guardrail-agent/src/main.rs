@@ -1,7 +1,7 @@
 //! guardrail-agent: loads the probes, turns kernel records into events,
 //! and serves them to the `guardrail` CLI.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,14 +11,18 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::broadcast;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use guardrail_agent::config::{Config, DEFAULT_PATH};
-use guardrail_agent::control::{ControlServer, Status};
+use guardrail_agent::control::{ControlServer, ReloadStatus, Status};
 use guardrail_agent::kernel::capabilities::{bpf_lsm_state, kernel_release, Capabilities};
 use guardrail_agent::kernel::probes::{ProbeOptions, Probes};
 use guardrail_agent::pipeline::{Pipeline, Print};
 use guardrail_agent::procfs::ProcFs;
+use guardrail_agent::reload::{self, Fingerprint};
+use guardrail_agent::rules::eval::Enforcement;
+use guardrail_agent::rules::spec::{Action, Mode};
+use guardrail_agent::rules::RuleSet;
 
 /// guardrail's host audit sensor: captures exec, file and permission
 /// changes with eBPF and serves them to `guardrail tail`.
@@ -50,13 +54,19 @@ struct Args {
     check_config: bool,
 }
 
-fn load_config(args: &Args) -> Result<Config> {
-    let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None if std::path::Path::new(DEFAULT_PATH).exists() => {
-            Config::load(std::path::Path::new(DEFAULT_PATH))?
-        }
-        None => Config::default(),
+/// The config file in use: the one given, else the default one if present.
+fn config_path(args: &Args) -> Option<PathBuf> {
+    match &args.config {
+        Some(path) => Some(path.clone()),
+        None if Path::new(DEFAULT_PATH).exists() => Some(DEFAULT_PATH.into()),
+        None => None,
+    }
+}
+
+fn load_config(args: &Args) -> Result<(Config, RuleSet)> {
+    let (mut config, rules) = match config_path(args) {
+        Some(path) => reload::load(&path)?,
+        None => (Config::default(), RuleSet::default()),
     };
     if let Some(s) = &args.socket {
         config.agent.socket = s.clone();
@@ -68,7 +78,7 @@ fn load_config(args: &Args) -> Result<Config> {
     if args.capture_read_opens {
         config.capture.read_opens = true;
     }
-    Ok(config)
+    Ok((config, rules))
 }
 
 fn main() -> std::process::ExitCode {
@@ -90,18 +100,39 @@ fn real_main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let config = load_config(&args)?;
+    let (config, rules) = load_config(&args)?;
     if args.check_config {
-        println!("configuration is valid");
+        println!(
+            "configuration is valid: {} rules, {} windows",
+            rules.rules.len(),
+            rules.windows.len()
+        );
         return Ok(());
     }
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(run(args, config))
+        .block_on(run(args, config, rules))
 }
 
-async fn run(args: Args, config: Config) -> Result<()> {
+/// What the kernel enforces on this host. Kill and deny programs are not
+/// built yet: every kill/deny rule in enforce mode uses its fallback, and
+/// each such rule is named once at start.
+fn kernel_enforcement(rules: &RuleSet) -> Enforcement {
+    let e = Enforcement::default();
+    for r in &rules.rules {
+        if r.mode == Mode::Enforce && matches!(r.action, Action::Kill | Action::Deny) {
+            warn!(
+                rule = %r.id,
+                "{:?} is not enforced by this agent's kernel side yet; the rule alerts instead (outcome says fallback)",
+                r.action
+            );
+        }
+    }
+    e
+}
+
+async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
     let started = Instant::now();
     let opts = ProbeOptions {
         ring_buffer_bytes: config.capture.ring_buffer_bytes,
@@ -129,17 +160,26 @@ async fn run(args: Args, config: Config) -> Result<()> {
     }
 
     let (tx, _) = broadcast::channel(8192);
+    let config_file = config_path(&args);
+    let enforcement = kernel_enforcement(&rules);
     let status = Arc::new(Mutex::new(Status {
         version: env!("CARGO_PKG_VERSION").into(),
         pid: std::process::id(),
         capabilities,
         tracepoints_attached: probes.attached.len(),
         ring_buffer_bytes: opts.ring_buffer_bytes,
+        config_file: config_file.as_ref().map(|p| p.display().to_string()),
+        rules: rules.rules.len(),
+        enforcement,
         ..Default::default()
     }));
+    let mut fingerprint = config_file.as_ref().map(|p| Fingerprint::of(p, &rules));
+    let rules = Arc::new(rules);
+    let shared_rules = Arc::new(Mutex::new(rules.clone()));
     let server = Arc::new(ControlServer {
         status: status.clone(),
         events: tx.clone(),
+        rules: shared_rules.clone(),
     });
     let listener = ControlServer::bind(&config.agent.socket)?;
     tokio::spawn(server.serve(listener));
@@ -150,6 +190,45 @@ async fn run(args: Args, config: Config) -> Result<()> {
     );
 
     let mut pipeline = Pipeline::new(ProcFs::default(), args.print, tx);
+    pipeline.set_rules(rules, enforcement);
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut watch = tokio::time::interval(Duration::from_secs(2));
+    let reload = |pipeline: &mut Pipeline<ProcFs>, why: &str| -> Option<Fingerprint> {
+        let path = config_file.as_ref()?;
+        let result = reload::load(path);
+        let mut s = status.lock().unwrap();
+        let time = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        match result {
+            Ok((new_config, set)) => {
+                if new_config.capture != config.capture || new_config.agent != config.agent {
+                    warn!("[agent] and [capture] changes take effect when the agent restarts");
+                }
+                info!(rules = set.rules.len(), "{why}: configuration reloaded");
+                let fp = Fingerprint::of(path, &set);
+                let enforcement = kernel_enforcement(&set);
+                let set = Arc::new(set);
+                pipeline.set_rules(set.clone(), enforcement);
+                *shared_rules.lock().unwrap() = set;
+                s.rules = shared_rules.lock().unwrap().rules.len();
+                s.enforcement = enforcement;
+                s.last_reload = Some(ReloadStatus {
+                    ok: true,
+                    time,
+                    error: None,
+                });
+                Some(fp)
+            }
+            Err(e) => {
+                error!("{why}: the new configuration is invalid; the previous rules stay in force:\n{e:#}");
+                s.last_reload = Some(ReloadStatus {
+                    ok: false,
+                    time,
+                    error: Some(format!("{e:#}")),
+                });
+                None
+            }
+        }
+    };
     // SAFETY: the RingBuf owns its map fd, keeps it open and returns the
     // same fd for as long as it lives, and the AsyncFd owns the RingBuf.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -171,6 +250,23 @@ async fn run(args: Args, config: Config) -> Result<()> {
             _ = drain.tick() => {
                 drain_ring(ring.get_mut(), &mut pipeline);
                 update(&probes, &mut pipeline, &status, started);
+            }
+            _ = sighup.recv() => {
+                if let Some(fp) = reload(&mut pipeline, "SIGHUP") {
+                    fingerprint = Some(fp);
+                }
+            }
+            _ = watch.tick() => {
+                let Some(path) = config_file.as_ref() else { continue };
+                let current = Fingerprint::of(path, &shared_rules.lock().unwrap());
+                if fingerprint.as_ref() != Some(&current) {
+                    // Remember what we saw, valid or not, so that an invalid
+                    // file is reported once, not every two seconds.
+                    fingerprint = Some(current);
+                    if let Some(fp) = reload(&mut pipeline, "config file changed") {
+                        fingerprint = Some(fp);
+                    }
+                }
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
@@ -213,4 +309,5 @@ fn update(
     s.lost_ringbuf = counters.ringbuf_drops;
     s.lost_inflight = counters.pending_drops;
     s.decode_errors = pipeline.decode_errors;
+    s.decisions = pipeline.decisions;
 }

@@ -12,6 +12,8 @@ use crate::decode::decode;
 use crate::event::{Body, Event, LossDetails};
 use crate::interpret::{interpret, ProcessView};
 use crate::kernel::probes::KernelCounters;
+use crate::rules::eval::Enforcement;
+use crate::rules::{evaluate, RuleSet};
 
 /// Where events go besides tail clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -33,6 +35,9 @@ pub struct Pipeline<V: ProcessView> {
     rate: RateMeter,
     print: Print,
     publish: broadcast::Sender<Published>,
+    rules: Arc<RuleSet>,
+    enforcement: Enforcement,
+    pub decisions: u64,
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i128 {
@@ -62,7 +67,16 @@ impl<V: ProcessView> Pipeline<V> {
             rate: RateMeter::default(),
             print,
             publish,
+            rules: Arc::new(RuleSet::default()),
+            enforcement: Enforcement::default(),
+            decisions: 0,
         }
+    }
+
+    /// Put a new rule set in force (from the next event on).
+    pub fn set_rules(&mut self, rules: Arc<RuleSet>, enforcement: Enforcement) {
+        self.rules = rules;
+        self.enforcement = enforcement;
     }
 
     fn wall_time(&self, ktime_ns: u64) -> String {
@@ -114,13 +128,34 @@ impl<V: ProcessView> Pipeline<V> {
             self.events_total += 1;
             self.rate.tick(1);
         }
-        let event = Event {
+        let wall_ns = ktime_ns as i128 + self.wall_offset_ns;
+        let mut event = Event {
             seq: self.seq,
             time: self.wall_time(ktime_ns),
             ktime_ns,
             body,
             decision: None,
         };
+        if !self.rules.rules.is_empty() {
+            let at =
+                jiff::Timestamp::from_nanosecond(wall_ns).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+            event.decision = evaluate(&self.rules, &event, at, self.enforcement);
+            if let Some(d) = &event.decision {
+                self.decisions += 1;
+                let p = event.body.process();
+                warn!(
+                    target: "guardrail::alert",
+                    rule = %d.rule,
+                    outcome = %d.outcome,
+                    severity = ?d.severity,
+                    kind = event.body.op(),
+                    pid = p.map(|p| p.pid),
+                    exe = p.and_then(|p| p.exe.as_deref()),
+                    path = event.body.paths().first().copied(),
+                    "guardrail rule matched"
+                );
+            }
+        }
         let json: Arc<str> = match serde_json::to_string(&event) {
             Ok(j) => j.into(),
             Err(e) => {

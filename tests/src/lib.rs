@@ -38,6 +38,7 @@ pub fn require_root() {
 pub struct Agent {
     child: Child,
     pub socket: PathBuf,
+    pub config: PathBuf,
     events: Receiver<Value>,
     _dir: tempfile::TempDir,
 }
@@ -46,11 +47,16 @@ impl Agent {
     /// Start an agent printing JSON events, and wait until its probes are
     /// attached (it binds its socket only after that).
     pub fn start(extra: &[&str]) -> Agent {
+        Self::start_with_config("", extra)
+    }
+
+    /// Start an agent whose config file holds `config` (rules included).
+    pub fn start_with_config(config_text: &str, extra: &[&str]) -> Agent {
         require_root();
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("guardrail.sock");
         let config = dir.path().join("guardrail.toml");
-        std::fs::write(&config, "").unwrap();
+        std::fs::write(&config, config_text).unwrap();
         let mut child = Command::new(bin("guardrail-agent"))
             .arg("--config")
             .arg(&config)
@@ -88,6 +94,7 @@ impl Agent {
         Agent {
             child,
             socket,
+            config,
             events: rx,
             _dir: dir,
         }
@@ -168,4 +175,32 @@ pub fn gettid() -> u32 {
 
 pub fn cstr(p: &Path) -> std::ffi::CString {
     std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
+}
+
+impl Agent {
+    /// Run the `guardrail` CLI against this agent.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin("guardrail"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("running guardrail")
+    }
+
+    /// `guardrail status --json`.
+    pub fn status(&self) -> Value {
+        let out = self.cli(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
 }

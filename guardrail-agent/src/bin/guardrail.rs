@@ -4,14 +4,18 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use guardrail_agent::config::DEFAULT_SOCKET;
-use guardrail_agent::control::{request, ErrorReply, Request, Status, TailSkipped};
+use guardrail_agent::config::{Config, DEFAULT_SOCKET};
+use guardrail_agent::control::{request, ErrorReply, Request, RuleSummary, Status, TailSkipped};
 use guardrail_agent::event::Event;
 use guardrail_agent::filter::TailFilter;
 use guardrail_agent::human;
+use guardrail_agent::replay::replay;
+use guardrail_agent::rules::eval::Enforcement;
+use guardrail_agent::rules::users::Names;
+use guardrail_agent::rules::{load_rules, RuleSet};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Operate guardrail: tail events, show agent status")]
@@ -25,6 +29,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Check, test and list guardrail rules.
+    #[command(subcommand)]
+    Rules(RulesCommand),
     /// Stream live events.
     Tail {
         /// Only these kinds (repeatable): exec, file, perm.
@@ -39,6 +46,9 @@ enum Command {
         /// Only events naming a path that matches this glob (`/etc/**`).
         #[arg(long)]
         path: Option<String>,
+        /// Only events a rule decided on (alerts, denials, kills, …).
+        #[arg(long)]
+        alerts: bool,
         /// Print JSON lines instead of the compact human form.
         #[arg(long)]
         json: bool,
@@ -53,12 +63,167 @@ enum Command {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum RulesCommand {
+    /// Validate a configuration or rules file and everything it includes.
+    /// Prints every problem with file:line:column; exit status 2 on error.
+    Check { file: PathBuf },
+    /// Replay recorded events (JSON lines, e.g. from `guardrail-agent
+    /// --print json` or `guardrail tail --json`) against the rules of FILE
+    /// and show which rules would fire, how often, on what.
+    Test {
+        file: PathBuf,
+        /// The recorded events; `-` for standard input.
+        #[arg(long)]
+        events: PathBuf,
+        /// Report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Report outcomes as on a host where the kernel can deny and kill
+        /// (default: as if it could; use --no-enforcement for a host
+        /// without BPF-LSM).
+        #[arg(long)]
+        no_enforcement: bool,
+    },
+    /// The rules in force on the running agent, with hit counts.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Invalid input (bad rules) exits 2, other failures 1.
+#[derive(Debug)]
+struct Invalid;
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("invalid rules")
+    }
+}
+
+impl std::error::Error for Invalid {}
+
 fn main() -> std::process::ExitCode {
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.is::<Invalid>() => std::process::ExitCode::from(2),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Load FILE's rules, printing every problem; `Invalid` if there were any.
+fn load_or_report(file: &std::path::Path) -> Result<RuleSet> {
+    let config = Config::load(file);
+    let rules = load_rules(file, Names::system());
+    let mut bad = false;
+    if let Err(e) = &config {
+        eprintln!("{e}");
+        bad = true;
+    }
+    match rules {
+        Ok(set) if !bad => Ok(set),
+        Ok(_) => Err(Invalid.into()),
+        Err(e) => {
+            for problem in &e.0 {
+                eprintln!("{problem}");
+            }
+            eprintln!("{} problem(s); nothing was loaded", e.0.len());
+            Err(Invalid.into())
+        }
+    }
+}
+
+async fn rules(socket: &std::path::Path, cmd: RulesCommand) -> Result<()> {
+    match cmd {
+        RulesCommand::Check { file } => {
+            let set = load_or_report(&file)?;
+            println!(
+                "{}: valid ({} rules, {} windows, {} files)",
+                file.display(),
+                set.rules.len(),
+                set.windows.len(),
+                set.files.len()
+            );
+            Ok(())
+        }
+        RulesCommand::Test {
+            file,
+            events,
+            json,
+            no_enforcement,
+        } => {
+            let set = load_or_report(&file)?;
+            let enforcement = Enforcement {
+                deny: !no_enforcement,
+                kill: !no_enforcement,
+            };
+            let input: Box<dyn std::io::BufRead> = if events.as_os_str() == "-" {
+                Box::new(std::io::stdin().lock())
+            } else {
+                let f = std::fs::File::open(&events)
+                    .with_context(|| format!("opening {}", events.display()))?;
+                Box::new(std::io::BufReader::with_capacity(1 << 20, f))
+            };
+            let started = std::time::Instant::now();
+            let report = replay(&set, input, enforcement)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+                return Ok(());
+            }
+            println!(
+                "{} events replayed in {:.2}s, {} decided by a rule, {} lines skipped",
+                report.events,
+                started.elapsed().as_secs_f64(),
+                report.decided,
+                report.skipped_lines
+            );
+            for r in &report.rules {
+                let outcomes: Vec<String> =
+                    r.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                println!("{:<32} {:>8} hits  {}", r.rule, r.hits, outcomes.join(", "));
+                for ex in &r.examples {
+                    println!(
+                        "    #{} {} {} {} {}",
+                        ex.seq,
+                        ex.time,
+                        ex.op,
+                        human::escape(ex.exe.as_deref().unwrap_or("?")),
+                        human::escape(ex.path.as_deref().unwrap_or(""))
+                    );
+                }
+            }
+            Ok(())
+        }
+        RulesCommand::List { json } => {
+            let mut lines = request(socket, &Request::Rules).await?;
+            let Some(line) = lines.next_line().await? else {
+                bail!("the agent closed the connection without answering");
+            };
+            if json {
+                println!("{line}");
+                return Ok(());
+            }
+            let list: Vec<RuleSummary> = serde_json::from_str(&line)?;
+            println!(
+                "{:<32} {:<6} {:<8} {:<9} {:>8}  defined at",
+                "rule", "action", "mode", "severity", "hits"
+            );
+            for r in list {
+                println!(
+                    "{:<32} {:<6} {:<8} {:<9} {:>8}  {}",
+                    r.id,
+                    format!("{:?}", r.action).to_lowercase(),
+                    format!("{:?}", r.mode).to_lowercase(),
+                    format!("{:?}", r.severity).to_lowercase(),
+                    r.hits,
+                    r.origin
+                );
+            }
+            Ok(())
         }
     }
 }
@@ -70,11 +235,13 @@ fn real_main() -> Result<()> {
         .build()?;
     rt.block_on(async move {
         match cli.command {
+            Command::Rules(cmd) => rules(&cli.socket, cmd).await,
             Command::Tail {
                 kinds,
                 pid,
                 exe,
                 path,
+                alerts,
                 json,
                 count,
             } => {
@@ -83,6 +250,7 @@ fn real_main() -> Result<()> {
                     pid,
                     exe,
                     path,
+                    decisions_only: alerts,
                 };
                 filter.compile()?;
                 tail(&cli.socket, filter, json, count).await
@@ -164,6 +332,34 @@ async fn status(socket: &std::path::Path, json: bool) -> Result<()> {
         s.lost_total, s.lost_ringbuf, s.lost_inflight
     );
     println!("decode errors     {}", s.decode_errors);
+    println!(
+        "config            {} ({} rules, {} decisions)",
+        s.config_file.as_deref().unwrap_or("none (defaults)"),
+        s.rules,
+        s.decisions
+    );
+    println!(
+        "enforcement       deny {}, kill {}",
+        if s.enforcement.deny {
+            "in kernel"
+        } else {
+            "fallback"
+        },
+        if s.enforcement.kill {
+            "in kernel"
+        } else {
+            "fallback"
+        }
+    );
+    if let Some(r) = &s.last_reload {
+        match &r.error {
+            None => println!("last reload       ok at {}", r.time),
+            Some(e) => println!(
+                "last reload       FAILED at {} (previous rules in force):\n{e}",
+                r.time
+            ),
+        }
+    }
     println!("tail clients      {}", s.tail_clients);
     Ok(())
 }

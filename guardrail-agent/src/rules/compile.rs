@@ -172,6 +172,8 @@ pub struct RuleSet {
     pub windows: Vec<Window>,
     /// Every file the set was read from (watched for reload).
     pub files: Vec<PathBuf>,
+    /// Directories wildcard includes read (a new file there is a change).
+    pub dirs: Vec<PathBuf>,
 }
 
 /// Collects the rules and windows of every file, then compiles them.
@@ -728,6 +730,7 @@ impl Compiler {
             rules: self.rules,
             windows: self.windows,
             files,
+            dirs: Vec::new(),
         })
     }
 

@@ -17,7 +17,7 @@ use super::spec::{Action, Fallback, Mode, ResultFilter};
 use crate::event::{Body, Decision, Event};
 
 /// What the kernel can enforce on this host (see `guardrail status`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Enforcement {
     /// BPF-LSM is active and the deny programs are attached.
     pub deny: bool,

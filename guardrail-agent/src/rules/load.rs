@@ -121,7 +121,12 @@ pub fn compile_text(main: &Path, main_text: &str, names: Names) -> Result<RuleSe
     let mut files: Vec<(PathBuf, String, RulesFile)> = Vec::new();
     let mut errors = Vec::new();
     let base = main.parent().unwrap_or(Path::new("."));
+    let mut dirs = Vec::new();
     for inc in &parsed.include {
+        let pattern = base.join(inc.get_ref());
+        if pattern.to_string_lossy().contains(['*', '?', '[']) {
+            dirs.extend(pattern.parent().map(Path::to_path_buf));
+        }
         match expand(base, inc.get_ref()) {
             Ok(paths) => {
                 for p in paths {
@@ -177,7 +182,9 @@ pub fn compile_text(main: &Path, main_text: &str, names: Names) -> Result<RuleSe
     for (path, text, f) in &files {
         compiler.add_rules(&Source { path, text }, &f.rule);
     }
-    compiler
+    let mut set = compiler
         .finish(files.into_iter().map(|(p, _, _)| p).collect())
-        .map_err(RulesError)
+        .map_err(RulesError)?;
+    set.dirs = dirs;
+    Ok(set)
 }

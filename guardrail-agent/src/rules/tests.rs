@@ -24,8 +24,7 @@ fn rules(text: &str) -> RuleSet {
 
 fn errors(text: &str) -> String {
     compile_text(Path::new("/etc/g.toml"), text, names())
-        .err()
-        .expect("rules should be refused")
+        .expect_err("rules should be refused")
         .to_string()
 }
 
