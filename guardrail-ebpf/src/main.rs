@@ -198,19 +198,20 @@ fn on_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let nr = unsafe { ctx.read_at::<i32>(TP_SYSCALL_NR) }.map_err(|e| e as i64)? as u32;
     let ret = unsafe { ctx.read_at::<i64>(TP_RET) }.map_err(|e| e as i64)?;
-    // SAFETY: the value is copied out before the entry is removed.
-    let pending = match unsafe { PENDING.get(&pid_tgid) } {
-        Some(p) => *p,
-        None => return Ok(()),
+    // SAFETY: only this thread uses its entry; it is removed after use.
+    let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }) else {
+        return Ok(());
+    };
+    // Enter and exit from different syscalls: the exit of the parked one
+    // was missed (e.g. the probes attached mid-call). A successful exec
+    // was already reported by `on_exec`.
+    let result = if pending.syscall != nr || (syscalls::is_exec(nr) && ret == 0) {
+        Ok(())
+    } else {
+        record::emit_syscall(pending, ret)
     };
     let _ = PENDING.remove(&pid_tgid);
-    if pending.syscall != nr || (syscalls::is_exec(nr) && ret == 0) {
-        // Enter and exit from different syscalls: the exit of the parked
-        // one was missed (e.g. the probes attached mid-call). A successful
-        // exec was already reported by `on_exec`.
-        return Ok(());
-    }
-    record::emit_syscall(&pending, ret)
+    result
 }
 
 /// A successful exec: the new image is in place. The record takes the
@@ -246,7 +247,8 @@ fn fill_common(h: &mut EventHeader) {
     h.tid = pid_tgid as u32;
     h.exit_ns = unsafe { bpf_ktime_get_ns() };
     h.cgroup_id = unsafe { aya_ebpf::helpers::generated::bpf_get_current_cgroup_id() };
-    h.comm = aya_ebpf::helpers::bpf_get_current_comm().unwrap_or_default();
+    // Straight into the record: no 16-byte copy through the stack.
+    unsafe { aya_ebpf::helpers::generated::bpf_get_current_comm(h.comm.as_mut_ptr().cast(), 16) };
     task::fill_ids(h);
 }
 

@@ -4,6 +4,7 @@
 //! README's two commands and CI work with nothing done by hand.
 
 mod prereqs;
+mod vm;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,6 +35,13 @@ enum Task {
         /// Extra arguments for guardrail-agent.
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Boot Debian kernels with BPF-LSM under QEMU and run the
+    /// enforcement scenarios in them.
+    VmTest {
+        /// 5.10, 6.1, 6.12 or all.
+        #[arg(long, default_value = "all")]
+        kernel: String,
     },
     /// Run the whole test suite: unit tests and host integration tests
     /// that load the real probes.
@@ -91,6 +99,14 @@ fn main() -> Result<()> {
                 .args(args)
                 .current_dir(root());
             run(&mut cmd)
+        }
+        Task::VmTest { kernel } => {
+            prereqs::ensure_build()?;
+            prereqs::ensure_vm()?;
+            // Release binaries: the VM emulates the CPU, and a debug agent
+            // takes minutes there to parse the kernel's BTF.
+            build(true)?;
+            vm::vm_test(&kernel, &root().join("target/release"))
         }
         Task::Test { args } => {
             prereqs::ensure_build()?;

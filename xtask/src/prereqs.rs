@@ -107,6 +107,19 @@ pub fn ensure_build() -> Result<()> {
     Ok(())
 }
 
+/// Debian packages the VM tests use: QEMU, busybox for the initramfs,
+/// cpio to pack it, and the archive keyring apt verifies kernels with.
+const VM_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "cpio",
+    "debian-archive-keyring",
+];
+
+pub fn ensure_vm() -> Result<()> {
+    install_packages(&missing_packages(VM_PACKAGES))
+}
+
 pub fn ensure_test() -> Result<()> {
     install_packages(&missing_packages(TEST_PACKAGES))
 }

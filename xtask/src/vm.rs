@@ -1,0 +1,320 @@
+//! `cargo xtask vm-test`: boot real Debian kernels under QEMU (TCG) with
+//! BPF-LSM enabled and run the enforcement scenarios inside them.
+//!
+//! Kernels come from Debian's archive through apt, with a private sources
+//! list and lists directory per release so the machine's own apt state is
+//! untouched, and are cached under target/vm/. The initramfs holds busybox,
+//! the agent and CLI with their shared libraries, the VM rules
+//! (vm/guardrail.toml) and the scenario script (vm/scenarios.sh), which
+//! prints one `GUARDRAIL-VM: PASS|FAIL <name>` line per check.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{root, run};
+
+pub struct Kernel {
+    pub name: &'static str,
+    release: &'static str,
+}
+
+pub const KERNELS: &[Kernel] = &[
+    Kernel {
+        name: "5.10",
+        release: "bullseye",
+    },
+    Kernel {
+        name: "6.1",
+        release: "bookworm",
+    },
+    Kernel {
+        name: "6.12",
+        release: "bookworm-backports",
+    },
+];
+
+const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
+const MIRROR: &str = "http://deb.debian.org/debian";
+const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn vm_dir() -> PathBuf {
+    root().join("target/vm")
+}
+
+/// apt options that keep everything in `dir`.
+fn apt_options(dir: &Path) -> Vec<String> {
+    vec![
+        format!(
+            "-oDir::Etc::SourceList={}",
+            dir.join("sources.list").display()
+        ),
+        "-oDir::Etc::SourceParts=/dev/null".into(),
+        format!("-oDir::State::Lists={}", dir.join("lists").display()),
+        format!("-oDir::Cache={}", dir.join("cache").display()),
+        "-oDebug::NoLocking=1".into(),
+        "-oAPT::Sandbox::User=root".into(),
+    ]
+}
+
+/// The kernel image for `k`, downloaded and unpacked on first use.
+fn kernel_image(k: &Kernel) -> Result<PathBuf> {
+    let dir = vm_dir().join(format!("kernel-{}", k.name));
+    let image = dir.join("vmlinuz");
+    if image.exists() {
+        return Ok(image);
+    }
+    eprintln!(
+        "xtask: fetching Debian's {} cloud kernel ({}) with apt",
+        k.name, k.release
+    );
+    let apt = dir.join("apt");
+    std::fs::create_dir_all(apt.join("lists/partial"))?;
+    std::fs::create_dir_all(apt.join("cache/archives/partial"))?;
+    std::fs::write(
+        apt.join("sources.list"),
+        format!("deb [signed-by={KEYRING}] {MIRROR} {} main\n", k.release),
+    )?;
+    let opts = apt_options(&apt);
+    run(Command::new("apt-get").args(&opts).args(["update", "-q"]))?;
+    // The metapackage names the current kernel package of the release.
+    let out = Command::new("apt-cache")
+        .args(&opts)
+        .args(["depends", "linux-image-cloud-amd64"])
+        .output()?;
+    let deps = String::from_utf8_lossy(&out.stdout);
+    let package = deps
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .find(|p| p.starts_with("linux-image-") && p.ends_with("-cloud-amd64"))
+        .with_context(|| format!("no cloud kernel package in {}: {deps}", k.release))?
+        .to_string();
+    let debs = dir.join("debs");
+    std::fs::create_dir_all(&debs)?;
+    run(Command::new("apt-get")
+        .args(&opts)
+        .args(["download", &package])
+        .current_dir(&debs))?;
+    let deb = std::fs::read_dir(&debs)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download left no .deb")?;
+    let unpacked = dir.join("unpacked");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    let vmlinuz = std::fs::read_dir(unpacked.join("boot"))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .context("no vmlinuz in the kernel package")?;
+    std::fs::copy(&vmlinuz, &image)?;
+    std::fs::write(dir.join("package"), &package)?;
+    let _ = std::fs::remove_dir_all(&unpacked);
+    Ok(image)
+}
+
+/// Shared libraries `binary` needs, from ldd.
+fn shared_libs(binary: &Path) -> Result<Vec<PathBuf>> {
+    let out = Command::new("ldd").arg(binary).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = l
+                .split("=>")
+                .nth(1)
+                .unwrap_or(l)
+                .split_whitespace()
+                .next()?;
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect())
+}
+
+fn copy_into(staging: &Path, file: &Path, dest: Option<&str>) -> Result<()> {
+    let rel = dest
+        .map(PathBuf::from)
+        .unwrap_or_else(|| file.strip_prefix("/").unwrap_or(file).to_path_buf());
+    let target = staging.join(rel.strip_prefix("/").unwrap_or(&rel));
+    std::fs::create_dir_all(target.parent().unwrap())?;
+    std::fs::copy(file, &target).with_context(|| format!("copying {}", file.display()))?;
+    Ok(())
+}
+
+/// Build the initramfs with the agent from `bin_dir`.
+fn initramfs(bin_dir: &Path) -> Result<PathBuf> {
+    let staging = vm_dir().join("initramfs");
+    let _ = std::fs::remove_dir_all(&staging);
+    for d in [
+        "bin",
+        "sbin",
+        "etc/guardrail",
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "tmp",
+        "root",
+    ] {
+        std::fs::create_dir_all(staging.join(d))?;
+    }
+    copy_into(&staging, Path::new("/bin/busybox"), Some("bin/busybox"))?;
+    for name in ["guardrail-agent", "guardrail"] {
+        let bin = bin_dir.join(name);
+        copy_into(&staging, &bin, Some(&format!("bin/{name}")))?;
+        for lib in shared_libs(&bin)? {
+            copy_into(&staging, &lib, None)?;
+        }
+    }
+    let vm = root().join("vm");
+    copy_into(&staging, &vm.join("init"), Some("init"))?;
+    copy_into(&staging, &vm.join("scenarios.sh"), Some("scenarios.sh"))?;
+    copy_into(
+        &staging,
+        &vm.join("guardrail.toml"),
+        Some("etc/guardrail/guardrail.toml"),
+    )?;
+    std::fs::write(
+        staging.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
+    )?;
+    std::fs::write(staging.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
+    for f in ["init", "scenarios.sh"] {
+        run(Command::new("chmod").arg("755").arg(staging.join(f)))?;
+    }
+    let image = vm_dir().join("initramfs.cpio.gz");
+    let cmd = format!(
+        "cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
+        staging.display(),
+        image.display()
+    );
+    run(Command::new("sh").args(["-c", &cmd]))?;
+    Ok(image)
+}
+
+/// What one boot reported.
+pub struct Outcome {
+    pub passed: Vec<String>,
+    pub failed: Vec<String>,
+    pub finished: bool,
+}
+
+fn boot(kernel: &Path, initrd: &Path, log: &Path) -> Result<Outcome> {
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1"])
+        .args([
+            "-nographic",
+            "-no-reboot",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+        ])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args([
+            "-append",
+            "console=ttyS0 lsm=lockdown,capability,bpf panic=-1 loglevel=4",
+        ])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(log)?)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting qemu-system-x86_64")?;
+    let started = Instant::now();
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if started.elapsed() > BOOT_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = String::from_utf8_lossy(&std::fs::read(log)?).into_owned();
+    let mut outcome = Outcome {
+        passed: vec![],
+        failed: vec![],
+        finished: false,
+    };
+    for line in text.lines() {
+        let Some(rest) = line.trim_end_matches('\r').split("GUARDRAIL-VM: ").nth(1) else {
+            continue;
+        };
+        if let Some(name) = rest.strip_prefix("PASS ") {
+            outcome.passed.push(name.to_string());
+        } else if let Some(name) = rest.strip_prefix("FAIL ") {
+            outcome.failed.push(name.to_string());
+        } else if rest.starts_with("DONE") {
+            outcome.finished = true;
+        }
+    }
+    Ok(outcome)
+}
+
+pub fn vm_test(which: &str, bin_dir: &Path) -> Result<()> {
+    let kernels: Vec<&Kernel> = match which {
+        "all" => KERNELS.iter().collect(),
+        name => vec![KERNELS
+            .iter()
+            .find(|k| k.name == name)
+            .with_context(|| format!("unknown kernel {name}: use 5.10, 6.1, 6.12 or all"))?],
+    };
+    let initrd = initramfs(bin_dir)?;
+    let mut failures = Vec::new();
+    for k in kernels {
+        let image = kernel_image(k)?;
+        let package = std::fs::read_to_string(vm_dir().join(format!("kernel-{}/package", k.name)))
+            .unwrap_or_default();
+        let log = vm_dir().join(format!("boot-{}.log", k.name));
+        eprintln!(
+            "xtask: booting {} ({package}) under QEMU/TCG; serial log in {}",
+            k.name,
+            log.display()
+        );
+        let started = Instant::now();
+        let o = boot(&image, &initrd, &log)?;
+        for p in &o.passed {
+            eprintln!("  [{}] PASS {p}", k.name);
+        }
+        for f in &o.failed {
+            eprintln!("  [{}] FAIL {f}", k.name);
+        }
+        eprintln!(
+            "xtask: kernel {}: {} passed, {} failed in {:.0}s",
+            k.name,
+            o.passed.len(),
+            o.failed.len(),
+            started.elapsed().as_secs_f64()
+        );
+        if !o.finished {
+            failures.push(format!(
+                "{}: the scenario run did not finish (see {})",
+                k.name,
+                log.display()
+            ));
+        }
+        if o.passed.is_empty() {
+            failures.push(format!(
+                "{}: no scenario passed (see {})",
+                k.name,
+                log.display()
+            ));
+        }
+        failures.extend(o.failed.iter().map(|f| format!("{}: {f}", k.name)));
+    }
+    if !failures.is_empty() {
+        bail!("VM tests failed:\n  {}", failures.join("\n  "));
+    }
+    Ok(())
+}
