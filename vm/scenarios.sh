@@ -1,11 +1,25 @@
 #!/bin/sh
 # Enforcement scenarios, run inside the VM. Each check prints
 # "GUARDRAIL-VM: PASS name" or "GUARDRAIL-VM: FAIL name: detail"; the host
-# (cargo xtask vm-test) collects them.
+# (cargo xtask vm-test) collects them. Every check looks at the world
+# (content, mode, owner, credentials, whether a program ran), not only at
+# the agent's events.
 
 pass() { echo "GUARDRAIL-VM: PASS $1"; }
 fail() { echo "GUARDRAIL-VM: FAIL $1: $2"; }
 check() { name=$1; shift; if "$@"; then pass "$name"; else fail "$name" "$*"; fi; }
+same() { [ "$(cat "$1")" = "$2" ]; }
+mode_of() { stat -c %a "$1"; }
+owner_of() { stat -c %u:%g "$1"; }
+
+# The world before the agent starts: what the rules protect must exist.
+mkdir -p /protected/dir /opt /mnt/bind
+echo original > /protected/secret
+chmod 640 /protected/secret
+echo original > /protected/dir/kept
+echo original > /protected/tripwire
+cp /bin/busybox /opt/bad
+echo free > /tmp/free
 
 /bin/guardrail-agent --config /etc/guardrail/guardrail.toml --print json > /tmp/events.jsonl 2> /tmp/agent.log &
 AGENT=$!
@@ -16,16 +30,90 @@ if [ ! -S /run/guardrail/guardrail.sock ]; then
     exit 0
 fi
 pass agent-start
+/bin/guardrail status > /tmp/status.txt 2>&1
+check lsm-active grep -q "BPF-LSM (deny)    yes" /tmp/status.txt
+grep -q "BPF-LSM (deny)    yes" /tmp/status.txt || sed 's/^/GUARDRAIL-VM: log /' /tmp/status.txt /tmp/agent.log
 
-# Capture works on this kernel: a chmod is reported with its mode.
+# Capture still works.
 touch /tmp/captured
 chmod 4755 /tmp/captured
-sleep 1
+sleep 0.5
 check capture-chmod grep -q '"path":"/tmp/captured","mode":"4755"' /tmp/events.jsonl
 
-/bin/guardrail status > /tmp/status.txt 2>&1
-check status-answers grep -q "tracepoints" /tmp/status.txt
+# Deny keeps content, mode and owner, and the caller sees EPERM.
+(echo evil > /protected/secret) 2> /tmp/write.err
+check deny-write-eperm grep -q "Operation not permitted" /tmp/write.err
+check deny-write-content same /protected/secret original
+chmod 777 /protected/secret 2>/dev/null
+check deny-chmod-mode [ "$(mode_of /protected/secret)" = 640 ]
+chown 1000:1000 /protected/secret 2>/dev/null
+check deny-chown-owner [ "$(owner_of /protected/secret)" = 0:0 ]
+rm -f /protected/secret 2>/dev/null
+check deny-unlink same /protected/secret original
+mv /protected/secret /tmp/stolen 2>/dev/null
+check deny-rename-away same /protected/secret original
+echo evil > /tmp/replacement
+mv /tmp/replacement /protected/secret 2>/dev/null
+check deny-rename-over same /protected/secret original
+# (in a subshell: a failed redirection of a special builtin ends sh)
+( : > /protected/secret ) 2>/dev/null
+check deny-truncate same /protected/secret original
+
+# Bypass attempts name the same inode.
+ln -s /protected/secret /tmp/symlink
+(echo evil > /tmp/symlink) 2>/dev/null
+check bypass-symlink same /protected/secret original
+ln /protected/secret /tmp/hardlink 2>/dev/null
+check bypass-hardlink-refused [ ! -e /tmp/hardlink ]
+(cd /protected && echo evil > ./secret) 2>/dev/null
+check bypass-relative-path same /protected/secret original
+(cd /protected/dir && echo evil > ../secret) 2>/dev/null
+check bypass-dotdot same /protected/secret original
+mount --bind /protected /mnt/bind
+(echo evil > /mnt/bind/secret) 2>/dev/null
+check bypass-bind-mount same /protected/secret original
+umount /mnt/bind
+/bin/vmhelper race /tmp/free /protected/secret 2000 > /tmp/race.out 2>&1
+check bypass-racing-thread same /protected/secret original
+check race-ran grep -q protected_opens=0 /tmp/race.out
+
+# Subtree rules cover creation, and exe_not exempts the helper.
+(echo evil > /protected/dir/new) 2>/dev/null
+check deny-create-in-dir [ ! -e /protected/dir/new ]
+mkdir /protected/dir/sub 2>/dev/null
+check deny-unlink-in-dir sh -c "rm -f /protected/dir/kept 2>/dev/null; [ -e /protected/dir/kept ]"
+/bin/vmhelper write /protected/dir/by-helper
+check exe-not-exempts same /protected/dir/by-helper helper
+
+# Exec deny: the program never runs.
+/opt/bad touch /tmp/bad-ran 2>/dev/null
+check deny-exec-never-ran [ ! -e /tmp/bad-ran ]
+
+# Kill: the process dies before it runs more code; the file is unchanged.
+/bin/vmhelper write-then /protected/tripwire /tmp/after-tripwire
+status=$?
+check kill-status [ $status -eq 137 ]
+check kill-no-more-code [ ! -e /tmp/after-tripwire ]
+check kill-file-unchanged same /protected/tripwire original
+
+# Credentials: regaining root is denied, and the process stays unprivileged.
+/bin/vmhelper setuid-regain > /tmp/setuid.out 2>&1
+check deny-setuid-root grep -q "regain=-1 errno=1 euid=1000" /tmp/setuid.out
+
+# Unrelated operations are untouched.
+echo changed > /tmp/free
+check unrelated-write same /tmp/free changed
+chmod 600 /tmp/free
+check unrelated-chmod [ "$(mode_of /tmp/free)" = 600 ]
+
+# The events say what happened and why.
+sleep 0.5
+check event-denied grep -q '"decision":{"rule":"protect-secret","action":"deny","mode":"enforce","severity":"critical","outcome":"denied"' /tmp/events.jsonl
+check event-killed grep -q '"rule":"tripwire","action":"kill","mode":"enforce","severity":"medium","outcome":"killed"' /tmp/events.jsonl
 
 kill -TERM $AGENT
 wait $AGENT
 check agent-stops-cleanly [ $? -eq 0 ]
+# With the agent gone, nothing is enforced any more (no pinning yet).
+echo after > /protected/secret
+check released-after-stop same /protected/secret after

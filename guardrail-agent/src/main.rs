@@ -115,21 +115,25 @@ fn real_main() -> Result<()> {
         .block_on(run(args, config, rules))
 }
 
-/// What the kernel enforces on this host. Kill and deny programs are not
-/// built yet: every kill/deny rule in enforce mode uses its fallback, and
-/// each such rule is named once at start.
-fn kernel_enforcement(rules: &RuleSet) -> Enforcement {
-    let e = Enforcement::default();
+/// What the kernel enforces on this host. Without BPF-LSM every kill/deny
+/// rule in enforce mode uses its fallback, and each is named once.
+fn kernel_enforcement(rules: &RuleSet, available: bool) -> Enforcement {
+    if available {
+        return Enforcement {
+            deny: true,
+            kill: true,
+        };
+    }
     for r in &rules.rules {
         if r.mode == Mode::Enforce && matches!(r.action, Action::Kill | Action::Deny) {
             warn!(
                 rule = %r.id,
-                "{:?} is not enforced by this agent's kernel side yet; the rule alerts instead (outcome says fallback)",
+                "{:?} cannot be enforced on this kernel; the rule's fallback acts and every event says so",
                 r.action
             );
         }
     }
-    e
+    Enforcement::default()
 }
 
 async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
@@ -143,8 +147,23 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
         capture_read_opens: config.capture.read_opens,
         only_tgid: args.only_pid.unwrap_or(0),
     };
-    let (probes, ring) = Probes::load(&opts)?;
-    let (bpf_lsm, bpf_lsm_note) = bpf_lsm_state();
+    let (probes, ring, enforcer) = Probes::load(&opts)?;
+    let (lsm_listed, lsm_note) = bpf_lsm_state();
+    let (bpf_lsm, bpf_lsm_note) = match &enforcer {
+        Ok(_) => (true, None),
+        Err(why) => (
+            false,
+            Some(match lsm_note {
+                Some(note) => format!("{why}; {note}"),
+                None => why.clone(),
+            }),
+        ),
+    };
+    if let Err(why) = &enforcer {
+        if lsm_listed {
+            warn!("BPF-LSM is listed but unusable: {why}");
+        }
+    }
     let capabilities = Capabilities {
         kernel: kernel_release(),
         tracepoints: true,
@@ -155,13 +174,20 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
         missing_syscalls: probes.missing.iter().map(|s| s.to_string()).collect(),
     };
     match &bpf_lsm_note {
-        None => info!("kernel {}: BPF-LSM is active", capabilities.kernel),
-        Some(note) => warn!("kernel {}: {note}", capabilities.kernel),
+        None => info!(
+            "kernel {}: BPF-LSM is active (canary denied): deny and kill rules are enforced in the kernel",
+            capabilities.kernel
+        ),
+        Some(note) => warn!(
+            "kernel {}: deny and kill cannot be enforced here ({note}); those rules fall back",
+            capabilities.kernel
+        ),
     }
 
     let (tx, _) = broadcast::channel(8192);
     let config_file = config_path(&args);
-    let enforcement = kernel_enforcement(&rules);
+    let kernel_can_enforce = enforcer.is_ok();
+    let enforcement = kernel_enforcement(&rules, kernel_can_enforce);
     let status = Arc::new(Mutex::new(Status {
         version: env!("CARGO_PKG_VERSION").into(),
         pid: std::process::id(),
@@ -190,7 +216,10 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
     );
 
     let mut pipeline = Pipeline::new(ProcFs::default(), args.print, tx);
-    pipeline.set_rules(rules, enforcement);
+    pipeline.set_enforcer(enforcer.ok());
+    pipeline
+        .set_rules(rules, enforcement)
+        .context("compiling kill/deny rules into the kernel")?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut watch = tokio::time::interval(Duration::from_secs(2));
     let reload = |pipeline: &mut Pipeline<ProcFs>, why: &str| -> Option<Fingerprint> {
@@ -205,9 +234,17 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
                 }
                 info!(rules = set.rules.len(), "{why}: configuration reloaded");
                 let fp = Fingerprint::of(path, &set);
-                let enforcement = kernel_enforcement(&set);
+                let enforcement = kernel_enforcement(&set, kernel_can_enforce);
                 let set = Arc::new(set);
-                pipeline.set_rules(set.clone(), enforcement);
+                if let Err(e) = pipeline.set_rules(set.clone(), enforcement) {
+                    error!("{why}: the new rules cannot be put in the kernel; the previous rules stay in force: {e:#}");
+                    s.last_reload = Some(ReloadStatus {
+                        ok: false,
+                        time,
+                        error: Some(format!("{e:#}")),
+                    });
+                    return None;
+                }
                 *shared_rules.lock().unwrap() = set;
                 s.rules = shared_rules.lock().unwrap().rules.len();
                 s.enforcement = enforcement;

@@ -11,9 +11,11 @@ use crate::control::Published;
 use crate::decode::decode;
 use crate::event::{Body, Event, LossDetails};
 use crate::interpret::{interpret, ProcessView};
+use crate::kernel::enforce::Enforcer;
 use crate::kernel::probes::KernelCounters;
 use crate::rules::eval::Enforcement;
 use crate::rules::{evaluate, RuleSet};
+use guardrail_common::enforce::action;
 
 /// Where events go besides tail clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -37,7 +39,16 @@ pub struct Pipeline<V: ProcessView> {
     publish: broadcast::Sender<Published>,
     rules: Arc<RuleSet>,
     enforcement: Enforcement,
+    enforcer: Option<Enforcer>,
     pub decisions: u64,
+}
+
+/// What the LSM programs reported for a syscall.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelVerdict {
+    pub rule: u32,
+    pub action: u32,
+    pub generation: u32,
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i128 {
@@ -69,14 +80,66 @@ impl<V: ProcessView> Pipeline<V> {
             publish,
             rules: Arc::new(RuleSet::default()),
             enforcement: Enforcement::default(),
+            enforcer: None,
             decisions: 0,
         }
     }
 
-    /// Put a new rule set in force (from the next event on).
-    pub fn set_rules(&mut self, rules: Arc<RuleSet>, enforcement: Enforcement) {
+    /// The kernel enforcer, when this kernel has BPF-LSM.
+    pub fn set_enforcer(&mut self, enforcer: Option<Enforcer>) {
+        self.enforcer = enforcer;
+    }
+
+    /// Put a new rule set in force: in the kernel first (atomically), then
+    /// for evaluation here. On error nothing changes.
+    pub fn set_rules(
+        &mut self,
+        rules: Arc<RuleSet>,
+        enforcement: Enforcement,
+    ) -> anyhow::Result<()> {
+        if let Some(enforcer) = &mut self.enforcer {
+            enforcer.apply(&rules)?;
+        }
         self.rules = rules;
         self.enforcement = enforcement;
+        Ok(())
+    }
+
+    /// Re-resolve kill/deny rule paths after an event that may have
+    /// replaced a protected file (editors and package managers write a new
+    /// file and rename it over the old one: a new inode).
+    fn refresh_if_touched(&mut self, event: &Event) {
+        let Some(enforcer) = &mut self.enforcer else {
+            return;
+        };
+        let Body::File { file, result, .. } = &event.body else {
+            return;
+        };
+        if !result.ok
+            || !matches!(
+                file.op.as_str(),
+                "rename" | "open" | "link" | "symlink" | "unlink" | "mknod"
+            )
+        {
+            return;
+        }
+        if file.op == "open" && !file.flags.iter().any(|f| f == "create") {
+            return;
+        }
+        let touched = crate::kernel::enforce::kernel_rules(&self.rules)
+            .iter()
+            .any(|r| {
+                r.path
+                    .as_ref()
+                    .is_some_and(|p| p.find(&event.body.paths()).is_some())
+            });
+        if touched {
+            if let Err(e) = enforcer.apply(&self.rules) {
+                warn!(
+                    "refreshing kill/deny rules after a change to a protected path failed: {e:#}"
+                );
+            }
+        }
     }
 
     fn wall_time(&self, ktime_ns: u64) -> String {
@@ -100,7 +163,12 @@ impl<V: ProcessView> Pipeline<V> {
             self.decode_errors += 1;
             return;
         };
-        self.emit(raw.header.exit_ns, body);
+        let verdict = KernelVerdict {
+            rule: raw.header.verdict_rule,
+            action: raw.header.verdict_action,
+            generation: raw.header.verdict_generation,
+        };
+        self.emit(raw.header.exit_ns, body, verdict);
     }
 
     /// Compare the kernel's loss counters with what was reported and emit a
@@ -119,10 +187,10 @@ impl<V: ProcessView> Pipeline<V> {
             },
         };
         self.reported = now;
-        self.emit(monotonic_ns(), body);
+        self.emit(monotonic_ns(), body, KernelVerdict::default());
     }
 
-    fn emit(&mut self, ktime_ns: u64, body: Body) {
+    fn emit(&mut self, ktime_ns: u64, body: Body, verdict: KernelVerdict) {
         self.seq += 1;
         if !matches!(body, Body::Loss { .. }) {
             self.events_total += 1;
@@ -140,6 +208,8 @@ impl<V: ProcessView> Pipeline<V> {
             let at =
                 jiff::Timestamp::from_nanosecond(wall_ns).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
             event.decision = evaluate(&self.rules, &event, at, self.enforcement);
+            self.kernel_facts(&mut event, verdict);
+            self.refresh_if_touched(&event);
             if let Some(d) = &event.decision {
                 self.decisions += 1;
                 let p = event.body.process();
@@ -173,6 +243,59 @@ impl<V: ProcessView> Pipeline<V> {
             event: Arc::new(event),
             json,
         });
+    }
+
+    /// Outcomes of kill/deny come from what the kernel did, not from
+    /// what the rules say it should have done.
+    fn kernel_facts(&self, event: &mut Event, verdict: KernelVerdict) {
+        let Some(enforcer) = &self.enforcer else {
+            return;
+        };
+        let kernel_rule = (verdict.rule != 0)
+            .then(|| enforcer.verdict_rule(verdict.generation, verdict.rule))
+            .flatten();
+        match (kernel_rule, &mut event.decision) {
+            (Some(id), decision) => {
+                let outcome = if verdict.action == action::KILL {
+                    "killed"
+                } else {
+                    "denied"
+                };
+                match decision {
+                    Some(d) if d.rule == id => {
+                        d.outcome = outcome.into();
+                        d.fallback = None;
+                    }
+                    _ => {
+                        // The kernel acted on a rule the event's paths (as the
+                        // program passed them) did not show: name it anyway.
+                        let rule = self.rules.rules.iter().find(|r| r.id == id);
+                        *decision = Some(crate::event::Decision {
+                            rule: id.to_string(),
+                            action: rule.map_or(crate::rules::spec::Action::Deny, |r| r.action),
+                            mode: crate::rules::spec::Mode::Enforce,
+                            severity: rule.map_or_else(Default::default, |r| r.severity),
+                            outcome: outcome.into(),
+                            fallback: None,
+                            matched: [(
+                                "kernel".to_string(),
+                                "object matched in the kernel".to_string(),
+                            )]
+                            .into(),
+                            also: vec![],
+                            exempted: vec![],
+                        });
+                    }
+                }
+            }
+            (None, Some(d)) if matches!(d.outcome.as_str(), "denied" | "killed") => {
+                // The rule matched here but the kernel did not act (e.g. the
+                // operation failed before its hook ran): report what happened.
+                d.outcome = "alerted".into();
+                d.fallback = None;
+            }
+            _ => {}
+        }
     }
 
     pub fn events_per_s(&mut self) -> f64 {

@@ -6,10 +6,11 @@
 //! object built from different sources instead of misreading it.
 #![cfg_attr(not(feature = "user"), no_std)]
 
+pub mod enforce;
 pub mod syscalls;
 
 /// Bumped whenever a record layout changes.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Largest path the probes copy (the kernel's PATH_MAX).
 pub const PATH_MAX: usize = 4096;
@@ -106,6 +107,12 @@ pub struct EventHeader {
     /// setuid family, where the record's own fields hold the result.
     pub old_ids: [u32; 4],
     pub str_len: [u32; 4],
+    /// What the LSM programs did to this syscall (kernel rule index + 1,
+    /// or 0), the action and the rule generation.
+    pub verdict_rule: u32,
+    pub verdict_action: u32,
+    pub verdict_generation: u32,
+    pub _pad: u32,
     pub comm: [u8; 16],
 }
 
@@ -171,6 +178,15 @@ pub struct KernelOffsets {
     pub mount_mountpoint: u32,
     pub vfsmount_root: u32,
     pub mm_exe_file: u32,
+    // Identifying objects for enforcement.
+    pub dentry_inode: u32,
+    pub dentry_sb: u32,
+    pub inode_ino: u32,
+    pub sb_dev: u32,
+    pub file_f_mode: u32,
+    pub bprm_file: u32,
+    pub cred_uid: u32,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]
@@ -179,4 +195,9 @@ mod pod {
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::PendingSyscall {}
     unsafe impl aya::Pod for super::EventHeader {}
+    unsafe impl aya::Pod for super::enforce::KernelRule {}
+    unsafe impl aya::Pod for super::enforce::InodeKey {}
+    unsafe impl aya::Pod for super::enforce::InodeRules {}
+    unsafe impl aya::Pod for super::enforce::ExeKey {}
+    unsafe impl aya::Pod for super::enforce::Verdict {}
 }

@@ -15,6 +15,7 @@
 #![no_std]
 #![no_main]
 
+mod enforce;
 mod path;
 mod record;
 mod task;
@@ -81,6 +82,14 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     mount_mountpoint: 0,
     vfsmount_root: 0,
     mm_exe_file: 0,
+    dentry_inode: 0,
+    dentry_sb: 0,
+    inode_ino: 0,
+    sb_dev: 0,
+    file_f_mode: 0,
+    bprm_file: 0,
+    cred_uid: 0,
+    _pad: 0,
 };
 
 #[map]
@@ -108,6 +117,19 @@ const WRITE_INTENT: u64 = O_WRONLY | O_RDWR | O_CREAT | O_TRUNC;
 const TP_SYSCALL_NR: usize = 8;
 const TP_ARGS: usize = 16;
 const TP_RET: usize = 16;
+
+/// One field of [`OFFSETS`], read on its own: copying the whole struct
+/// would put it on the 512-byte BPF stack of every caller.
+macro_rules! off {
+    ($field:ident) => {{
+        // SAFETY: a read of a .rodata global the agent filled in.
+        #[allow(unused_unsafe)]
+        let value =
+            unsafe { core::ptr::read_volatile(core::ptr::addr_of!($crate::OFFSETS.$field)) };
+        value
+    }};
+}
+pub(crate) use off;
 
 #[inline(always)]
 fn global<T: Copy>(value: &T) -> T {

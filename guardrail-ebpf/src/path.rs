@@ -10,9 +10,9 @@
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, generated as gen};
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::PerCpuArray;
-use guardrail_common::{KernelOffsets, PATH_MAX};
+use guardrail_common::PATH_MAX;
 
-use crate::{global, OFFSETS};
+use crate::off;
 
 /// Path components plus mount crossings walked before giving up.
 const MAX_DEPTH: u32 = 40;
@@ -47,34 +47,34 @@ pub struct Walked {
 
 /// The `struct path` the current task's cwd is, as (vfsmount, dentry).
 #[inline(always)]
-fn cwd(o: &KernelOffsets) -> Option<(u64, u64)> {
+fn cwd() -> Option<(u64, u64)> {
     unsafe {
-        let fs: u64 = read(bpf_get_current_task(), o.task_fs)?;
-        let pwd = fs + o.fs_pwd as u64;
-        Some((read(pwd, o.path_mnt)?, read(pwd, o.path_dentry)?))
+        let fs: u64 = read(bpf_get_current_task(), off!(task_fs))?;
+        let pwd = fs + off!(fs_pwd) as u64;
+        Some((read(pwd, off!(path_mnt))?, read(pwd, off!(path_dentry))?))
     }
 }
 
 /// The `struct path` open file `fd` of the current task refers to.
 #[inline(always)]
-fn fd_path(o: &KernelOffsets, fd: i32) -> Option<(u64, u64)> {
+fn fd_path(fd: i32) -> Option<(u64, u64)> {
     if fd < 0 {
         return None;
     }
     unsafe {
-        let files: u64 = read(bpf_get_current_task(), o.task_files)?;
-        let fdt: u64 = read(files, o.files_fdt)?;
-        let max: u32 = read(fdt, o.fdt_max_fds)?;
+        let files: u64 = read(bpf_get_current_task(), off!(task_files))?;
+        let fdt: u64 = read(files, off!(files_fdt))?;
+        let max: u32 = read(fdt, off!(fdt_max_fds))?;
         if fd as u32 >= max {
             return None;
         }
-        let array: u64 = read(fdt, o.fdt_fd)?;
+        let array: u64 = read(fdt, off!(fdt_fd))?;
         let file: u64 = read(array, fd as u32 * 8)?;
         if file == 0 {
             return None;
         }
-        let path = file + o.file_f_path as u64;
-        Some((read(path, o.path_mnt)?, read(path, o.path_dentry)?))
+        let path = file + off!(file_f_path) as u64;
+        Some((read(path, off!(path_mnt))?, read(path, off!(path_dentry))?))
     }
 }
 
@@ -82,50 +82,47 @@ fn fd_path(o: &KernelOffsets, fd: i32) -> Option<(u64, u64)> {
 /// the cwd for AT_FDCWD (which the non-`at` calls pass too).
 #[inline(always)]
 pub fn dir_of(dirfd: i32) -> Option<Walked> {
-    let o = global(&OFFSETS);
-    if o.task_fs == 0 {
+    if off!(task_fs) == 0 {
         return None;
     }
     let (mnt, dentry) = if dirfd == AT_FDCWD {
-        cwd(&o)?
+        cwd()?
     } else {
-        fd_path(&o, dirfd)?
+        fd_path(dirfd)?
     };
-    walk(&o, mnt, dentry)
+    walk(mnt, dentry)
 }
 
 /// The current task's executable (`mm->exe_file`).
 #[inline(always)]
 pub fn of_exe() -> Option<Walked> {
-    let o = global(&OFFSETS);
-    if o.task_fs == 0 || o.task_mm == 0 {
+    if off!(task_fs) == 0 || off!(task_mm) == 0 {
         return None;
     }
     let (mnt, dentry) = unsafe {
-        let mm: u64 = read(bpf_get_current_task(), o.task_mm)?;
-        let file: u64 = read(mm, o.mm_exe_file)?;
+        let mm: u64 = read(bpf_get_current_task(), off!(task_mm))?;
+        let file: u64 = read(mm, off!(mm_exe_file))?;
         if file == 0 {
             return None;
         }
-        let path = file + o.file_f_path as u64;
-        (read(path, o.path_mnt)?, read(path, o.path_dentry)?)
+        let path = file + off!(file_f_path) as u64;
+        (read(path, off!(path_mnt))?, read(path, off!(path_dentry))?)
     };
-    walk(&o, mnt, dentry)
+    walk(mnt, dentry)
 }
 
 /// What open file `fd` refers to.
 #[inline(always)]
 pub fn of_fd(fd: i32) -> Option<Walked> {
-    let o = global(&OFFSETS);
-    if o.task_fs == 0 {
+    if off!(task_fs) == 0 {
         return None;
     }
-    let (mnt, dentry) = fd_path(&o, fd)?;
-    walk(&o, mnt, dentry)
+    let (mnt, dentry) = fd_path(fd)?;
+    walk(mnt, dentry)
 }
 
 #[inline(never)]
-fn walk(o: &KernelOffsets, mut vfsmnt: u64, mut dentry: u64) -> Option<Walked> {
+fn walk(mut vfsmnt: u64, mut dentry: u64) -> Option<Walked> {
     let buf = PATHBUF.get_ptr_mut(0)?;
     let pos_slot = unsafe { core::ptr::addr_of_mut!((*buf).pos) };
     let bytes = unsafe { core::ptr::addr_of_mut!((*buf).bytes).cast::<u8>() };
@@ -138,8 +135,8 @@ fn walk(o: &KernelOffsets, mut vfsmnt: u64, mut dentry: u64) -> Option<Walked> {
     for _ in 0..MAX_DEPTH {
         let (mnt_root, parent) = unsafe {
             (
-                read::<u64>(vfsmnt, o.vfsmount_root)?,
-                read::<u64>(dentry, o.dentry_parent)?,
+                read::<u64>(vfsmnt, off!(vfsmount_root))?,
+                read::<u64>(dentry, off!(dentry_parent))?,
             )
         };
         if dentry == mnt_root || dentry == parent {
@@ -148,19 +145,19 @@ fn walk(o: &KernelOffsets, mut vfsmnt: u64, mut dentry: u64) -> Option<Walked> {
                 complete = true;
                 break;
             }
-            let mount = vfsmnt - o.mount_mnt as u64;
-            let mount_parent: u64 = unsafe { read(mount, o.mount_parent)? };
+            let mount = vfsmnt - off!(mount_mnt) as u64;
+            let mount_parent: u64 = unsafe { read(mount, off!(mount_parent))? };
             if mount_parent == mount {
                 complete = true;
                 break;
             }
-            dentry = unsafe { read(mount, o.mount_mountpoint)? };
-            vfsmnt = mount_parent + o.mount_mnt as u64;
+            dentry = unsafe { read(mount, off!(mount_mountpoint))? };
+            vfsmnt = mount_parent + off!(mount_mnt) as u64;
             continue;
         }
-        let name = dentry + o.dentry_name as u64;
-        let len = unsafe { read::<u32>(name, o.qstr_len)? } as usize & NAME_MAX;
-        let ptr: u64 = unsafe { read(name, o.qstr_name)? };
+        let name = dentry + off!(dentry_name) as u64;
+        let len = unsafe { read::<u32>(name, off!(qstr_len))? } as usize & NAME_MAX;
+        let ptr: u64 = unsafe { read(name, off!(qstr_name))? };
         let pos = get_pos();
         if len + 1 > pos {
             break;

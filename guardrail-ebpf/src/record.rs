@@ -191,6 +191,16 @@ fn start(pending: &PendingSyscall, ret: i64) -> Option<&'static mut Record> {
     h.old_ids = pending.old_ids;
     h.ret = ret;
     fill_common(h);
+    // What enforcement did to this syscall, if anything.
+    let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    if let Some(v) = unsafe { crate::enforce::VERDICTS.get(&tid) } {
+        if v.ktime_ns >= pending.enter_ns {
+            h.verdict_rule = v.rule;
+            h.verdict_action = v.action;
+            h.verdict_generation = v.generation;
+        }
+        let _ = crate::enforce::VERDICTS.remove(&tid);
+    }
     Some(rec)
 }
 

@@ -7,7 +7,7 @@
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_get_current_uid_gid, bpf_probe_read_kernel};
 use guardrail_common::{flags, EventHeader};
 
-use crate::{global, OFFSETS};
+use crate::off;
 
 #[inline(always)]
 unsafe fn read<T>(base: u64, offset: u32) -> Result<T, i64> {
@@ -26,28 +26,26 @@ pub fn current_ids() -> [u32; 4] {
 
 #[inline(always)]
 fn effective_ids() -> Result<(u32, u32), i64> {
-    let o = global(&OFFSETS);
-    if o.task_cred == 0 {
+    if off!(task_cred) == 0 {
         return Err(0);
     }
     unsafe {
         let task = bpf_get_current_task();
-        let cred: u64 = read(task, o.task_cred)?;
-        Ok((read(cred, o.cred_euid)?, read(cred, o.cred_egid)?))
+        let cred: u64 = read(task, off!(task_cred))?;
+        Ok((read(cred, off!(cred_euid))?, read(cred, off!(cred_egid))?))
     }
 }
 
 /// The current task's effective capability set (0 when unknown).
 #[inline(always)]
 pub fn effective_caps() -> u64 {
-    let o = global(&OFFSETS);
-    if o.task_cred == 0 || o.cred_cap_effective == 0 {
+    if off!(task_cred) == 0 || off!(cred_cap_effective) == 0 {
         return 0;
     }
     unsafe {
         let task = bpf_get_current_task();
-        match read::<u64>(task, o.task_cred) {
-            Ok(cred) => read(cred, o.cred_cap_effective).unwrap_or(0),
+        match read::<u64>(task, off!(task_cred)) {
+            Ok(cred) => read(cred, off!(cred_cap_effective)).unwrap_or(0),
             Err(_) => 0,
         }
     }
@@ -61,17 +59,16 @@ pub fn fill_ids(h: &mut EventHeader) {
     h.euid = euid;
     h.egid = egid;
     h.auid = u32::MAX;
-    let o = global(&OFFSETS);
-    if o.task_cred == 0 {
+    if off!(task_cred) == 0 {
         return;
     }
     unsafe {
         let task = bpf_get_current_task();
-        if let Ok(parent) = read::<u64>(task, o.task_real_parent) {
-            h.ppid = read(parent, o.task_tgid).unwrap_or(0);
+        if let Ok(parent) = read::<u64>(task, off!(task_real_parent)) {
+            h.ppid = read(parent, off!(task_tgid)).unwrap_or(0);
         }
-        if o.task_loginuid != 0 {
-            h.auid = read(task, o.task_loginuid).unwrap_or(u32::MAX);
+        if off!(task_loginuid) != 0 {
+            h.auid = read(task, off!(task_loginuid)).unwrap_or(u32::MAX);
         }
     }
     h.flags |= flags::TASK_FIELDS;
@@ -81,16 +78,18 @@ pub fn fill_ids(h: &mut EventHeader) {
 /// `mm->arg_end`): argv as the program received it.
 #[inline(always)]
 pub fn arg_area() -> Option<(u64, u64)> {
-    let o = global(&OFFSETS);
-    if o.task_mm == 0 {
+    if off!(task_mm) == 0 {
         return None;
     }
     unsafe {
         let task = bpf_get_current_task();
-        let mm: u64 = read(task, o.task_mm).ok()?;
+        let mm: u64 = read(task, off!(task_mm)).ok()?;
         if mm == 0 {
             return None;
         }
-        Some((read(mm, o.mm_arg_start).ok()?, read(mm, o.mm_arg_end).ok()?))
+        Some((
+            read(mm, off!(mm_arg_start)).ok()?,
+            read(mm, off!(mm_arg_end)).ok()?,
+        ))
     }
 }

@@ -173,6 +173,12 @@ fn initramfs(bin_dir: &Path) -> Result<PathBuf> {
         }
     }
     let vm = root().join("vm");
+    let helper = vm_dir().join("vmhelper");
+    run(Command::new("gcc")
+        .args(["-static", "-O2", "-pthread", "-o"])
+        .arg(&helper)
+        .arg(vm.join("helper.c")))?;
+    copy_into(&staging, &helper, Some("bin/vmhelper"))?;
     copy_into(&staging, &vm.join("init"), Some("init"))?;
     copy_into(&staging, &vm.join("scenarios.sh"), Some("scenarios.sh"))?;
     copy_into(

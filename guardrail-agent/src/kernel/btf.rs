@@ -59,7 +59,33 @@ pub fn resolve_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         mount_mountpoint: member_offset(&btf, "mount", "mnt_mountpoint")?,
         vfsmount_root: member_offset(&btf, "vfsmount", "mnt_root")?,
         mm_exe_file: member_offset(&btf, "mm_struct", "exe_file")?,
+        dentry_inode: member_offset(&btf, "dentry", "d_inode")?,
+        dentry_sb: member_offset(&btf, "dentry", "d_sb")?,
+        inode_ino: member_offset(&btf, "inode", "i_ino")?,
+        sb_dev: member_offset(&btf, "super_block", "s_dev")?,
+        file_f_mode: member_offset(&btf, "file", "f_mode")?,
+        bprm_file: member_offset(&btf, "linux_binprm", "file")?,
+        cred_uid: member_offset(&btf, "cred", "uid")?,
+        _pad: 0,
     })
+}
+
+/// How many parameters the BPF-LSM attach point of `hook` takes (the
+/// previous verdict is passed after them). `None` without BPF-LSM.
+pub fn lsm_hook_params(path: &Path, hook: &str) -> Option<usize> {
+    let btf = Btf::from_file(path).ok()?;
+    let func = btf
+        .resolve_types_by_name(&format!("bpf_lsm_{hook}"))
+        .ok()?
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Func(f) => Some(f),
+            _ => None,
+        })?;
+    match btf.resolve_chained_type(&func).ok()? {
+        Type::FuncProto(proto) => Some(proto.parameters.len()),
+        _ => None,
+    }
 }
 
 /// Byte offset of `member` in struct `strukt`, looking through anonymous

@@ -1,5 +1,6 @@
 //! Everything that talks to the kernel: BTF, tracefs, loading the probes.
 pub mod btf;
 pub mod capabilities;
+pub mod enforce;
 pub mod probes;
 pub mod tracefs;

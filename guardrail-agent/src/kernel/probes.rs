@@ -11,7 +11,11 @@ use aya::{
 use guardrail_common::{counter, syscalls, KernelOffsets};
 use tracing::{info, warn};
 
+use super::enforce::{self, Enforcer};
 use super::{btf, tracefs};
+
+/// Where the start-up canary file lives (a tmpfs on systemd hosts).
+const CANARY_DIR: &str = "/run/guardrail";
 
 /// The probes' object, built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guardrail.bpf.o"));
@@ -57,7 +61,8 @@ pub struct Probes {
 impl Probes {
     /// Load and attach; the ring buffer comes back separately so that the
     /// caller can poll it while it also reads the counters.
-    pub fn load(opts: &ProbeOptions) -> Result<(Self, RingBuf<MapData>)> {
+    /// The third element is the enforcer, or why this kernel cannot enforce.
+    pub fn load(opts: &ProbeOptions) -> Result<(Self, RingBuf<MapData>, Result<Enforcer, String>)> {
         let tracefs = tracefs::root_or_mount().context(
             "tracefs is not mounted and mounting it at /sys/kernel/tracing failed; \
              mount it with `mount -t tracefs nodev /sys/kernel/tracing`",
@@ -78,6 +83,8 @@ impl Probes {
         let agent_tgid = std::process::id();
         let read_opens = u8::from(opts.capture_read_opens);
         let offsets_value = offsets.unwrap_or_default();
+        let rename_params =
+            btf::lsm_hook_params(Path::new(btf::VMLINUX), "path_rename").unwrap_or(5);
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &agent_tgid, true)
             .override_global("ONLY_TGID", &opts.only_tgid, true)
@@ -125,6 +132,17 @@ impl Probes {
         attached.push("sched/sched_process_exec".into());
 
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map")?)?;
+        let enforcer = match (offsets, enforce::load(&mut ebpf, rename_params)) {
+            (None, _) => Err("kernel BTF is unavailable".to_string()),
+            (_, Err(e)) => Err(format!("{e:#}")),
+            (Some(_), Ok(enforcer)) => match enforce::canary(&mut ebpf, Path::new(CANARY_DIR)) {
+                Ok(true) => Ok(enforcer),
+                Ok(false) => Err("the BPF-LSM programs loaded but did not deny the canary: \
+                     `bpf` is not an active LSM (add it to the lsm= boot parameter)"
+                    .to_string()),
+                Err(e) => Err(format!("canary check failed: {e:#}")),
+            },
+        };
         let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("COUNTERS map")?)?;
         info!(
             tracepoints = attached.len(),
@@ -138,7 +156,7 @@ impl Probes {
             missing,
             offsets,
         };
-        Ok((probes, ring))
+        Ok((probes, ring, enforcer))
     }
 
     pub fn counters(&self) -> Result<KernelCounters> {

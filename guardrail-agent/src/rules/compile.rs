@@ -163,6 +163,8 @@ pub struct Rule {
     /// Where the rule is defined, for messages.
     pub origin: String,
     pub hits: AtomicU64,
+    /// Why the kernel could not evaluate this rule (empty: it can).
+    pub kernel_problems: Vec<String>,
 }
 
 /// A validated, compiled set of rules, in file order.
@@ -701,9 +703,10 @@ impl Compiler {
             cgroup_id_not: r.cgroup_id_not.as_ref().map(|c| c.get_ref().clone()),
             origin: here,
             hits: AtomicU64::new(0),
+            kernel_problems: kernel_problems(r),
         };
         if matches!(action, Action::Kill | Action::Deny) {
-            for problem in kernel_problems(r) {
+            for problem in rule.kernel_problems.clone() {
                 self.errors.push(src.error(action_span.clone(), format!("{} rule: {problem}", if action == Action::Kill { "a kill" } else { "a deny" }), Some("enforcement happens in the kernel, which cannot evaluate this matcher: use action = \"alert\", or drop the matcher".into())));
             }
         }
@@ -721,6 +724,46 @@ impl Compiler {
                 || self.ids.contains_key(&target);
             if !exists {
                 self.errors.push(error);
+            }
+        }
+        // An exception to a kernel-enforced rule must be evaluable in the
+        // kernel too, or the kernel would deny what the exception allows.
+        for r in self.rules.iter().filter(|r| r.action == Action::Allow) {
+            let enforced: Vec<&str> = r
+                .exempts
+                .iter()
+                .filter(|e| {
+                    self.rules
+                        .iter()
+                        .any(|t| &t.id == *e && matches!(t.action, Action::Kill | Action::Deny))
+                })
+                .map(String::as_str)
+                .collect();
+            if !enforced.is_empty() {
+                for problem in &r.kernel_problems {
+                    self.errors.push(RuleError {
+                        file: PathBuf::from(
+                            r.origin
+                                .rsplit_once(':')
+                                .map_or(r.origin.as_str(), |(f, _)| f),
+                        ),
+                        line: r
+                            .origin
+                            .rsplit_once(':')
+                            .and_then(|(_, l)| l.parse().ok())
+                            .unwrap_or(1),
+                        column: 1,
+                        message: format!(
+                            "allow rule {:?} exempts kernel-enforced {}: {problem}",
+                            r.id,
+                            enforced.join(", ")
+                        ),
+                        hint: Some(
+                            "exceptions to kill/deny rules use only matchers the kernel evaluates"
+                                .into(),
+                        ),
+                    });
+                }
             }
         }
         if !self.errors.is_empty() {
@@ -749,6 +792,23 @@ pub fn kernel_problems(r: &RuleSpec) -> Vec<String> {
             ));
         }
     };
+    unsupported("uid", r.uid.is_some());
+    unsupported("uid_not", r.uid_not.is_some());
+    unsupported("euid", r.euid.is_some());
+    unsupported("euid_not", r.euid_not.is_some());
+    unsupported("gid", r.gid.is_some());
+    unsupported("gid_not", r.gid_not.is_some());
+    unsupported("auid", r.auid.is_some());
+    unsupported("auid_not", r.auid_not.is_some());
+    unsupported("mode_set", r.mode_set.is_some());
+    unsupported("mode_mask", r.mode_mask.is_some());
+    unsupported("owner", r.owner.is_some());
+    unsupported("owner_group", r.owner_group.is_some());
+    unsupported("caps_gained", r.caps_gained.is_some());
+    unsupported("in_window", r.in_window.is_some());
+    unsupported("outside_window", r.outside_window.is_some());
+    unsupported("cgroup_id", r.cgroup_id.is_some());
+    unsupported("cgroup_id_not", r.cgroup_id_not.is_some());
     unsupported("argv_contains", r.argv_contains.is_some());
     unsupported("argv_matches", r.argv_matches.is_some());
     unsupported("parent_exe", r.parent_exe.is_some());

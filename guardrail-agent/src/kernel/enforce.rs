@@ -1,0 +1,354 @@
+//! The kernel side of kill/deny rules: loading the BPF-LSM programs,
+//! proving they enforce (canary), and compiling rule sets into their maps.
+
+use std::collections::HashMap as StdHashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use aya::maps::{Array, HashMap, MapData};
+use aya::programs::Lsm;
+use aya::{Btf, Ebpf};
+use guardrail_common::enforce::{
+    action, op, rule_flags, rule_slot, ExeKey, InodeKey, InodeRules, KernelRule, MAX_KERNEL_RULES,
+};
+use tracing::{info, warn};
+
+use crate::rules::compile::{PathMatcher, Rule};
+use crate::rules::spec::{Action, Mode};
+use crate::rules::RuleSet;
+
+/// (program, hook), one per file in guardrail-ebpf/src/enforce/hooks.rs.
+pub const HOOKS: &[(&str, &str)] = &[
+    ("guardrail_file_open", "file_open"),
+    ("guardrail_bprm_check", "bprm_check_security"),
+    ("guardrail_path_unlink", "path_unlink"),
+    ("guardrail_path_rmdir", "path_rmdir"),
+    ("guardrail_path_mknod", "path_mknod"),
+    ("guardrail_path_symlink", "path_symlink"),
+    ("guardrail_path_link", "path_link"),
+    ("guardrail_path_truncate", "path_truncate"),
+    ("guardrail_path_chmod", "path_chmod"),
+    ("guardrail_path_chown", "path_chown"),
+    ("guardrail_task_fix_setuid", "task_fix_setuid"),
+    ("guardrail_task_fix_setgid", "task_fix_setgid"),
+    ("guardrail_capset", "capset"),
+];
+
+/// Kernel `dev_t` (MAJOR << 20 | MINOR) of a userspace `st_dev`.
+pub fn kernel_dev(st_dev: u64) -> u64 {
+    let major = libc::major(st_dev) as u64;
+    let minor = libc::minor(st_dev) as u64;
+    (major << 20) | minor
+}
+
+fn key_of(meta: &std::fs::Metadata, generation: u32) -> InodeKey {
+    InodeKey {
+        dev: kernel_dev(meta.dev()),
+        ino: meta.ino(),
+        generation,
+        _pad: 0,
+    }
+}
+
+/// The operations a rule's `on` kinds cover in the kernel.
+pub fn ops_of(kinds: u32) -> u32 {
+    use crate::rules::kinds::mask_of;
+    let has = |k: &str| mask_of(k).is_some_and(|m| kinds & m != 0);
+    let mut ops = 0;
+    for (kind, bits) in [
+        ("exec", op::EXEC),
+        ("file.open", op::OPEN_READ | op::OPEN_WRITE),
+        ("file.write", op::OPEN_WRITE | op::TRUNCATE | op::CREATE),
+        ("file.create", op::CREATE),
+        ("file.unlink", op::UNLINK),
+        ("file.rmdir", op::RMDIR),
+        ("file.rename", op::RENAME),
+        ("file.truncate", op::TRUNCATE),
+        ("file.link", op::LINK),
+        ("file.symlink", op::SYMLINK),
+        ("file.mknod", op::MKNOD),
+        ("perm.chmod", op::CHMOD),
+        ("perm.chown", op::CHOWN),
+        ("perm.setuid", op::SETUID),
+        ("perm.setgid", op::SETGID),
+        ("perm.capset", op::CAPSET),
+    ] {
+        if has(kind) {
+            ops |= bits;
+        }
+    }
+    ops
+}
+
+/// What one generation of kernel maps holds.
+#[derive(Debug, Default)]
+pub struct Compiled {
+    pub rules: Vec<KernelRule>,
+    /// Kernel rule index → rule id.
+    pub ids: Vec<String>,
+    pub inodes: StdHashMap<InodeKey, InodeRules>,
+    pub exes: Vec<ExeKey>,
+    pub pathless: u64,
+    /// Rules whose action is kill.
+    pub kills: u64,
+    pub ops: u32,
+    /// Paths that do not exist now and so protect nothing until they do
+    /// (re-resolved on every rule refresh).
+    pub missing: Vec<String>,
+}
+
+/// Which rules go to the kernel: kill/deny in enforce mode, and the allow
+/// rules that exempt them.
+pub fn kernel_rules(set: &RuleSet) -> Vec<&Rule> {
+    let enforced: Vec<&str> = set
+        .rules
+        .iter()
+        .filter(|r| r.mode == Mode::Enforce && matches!(r.action, Action::Kill | Action::Deny))
+        .map(|r| r.id.as_str())
+        .collect();
+    set.rules
+        .iter()
+        .filter(|r| {
+            enforced.contains(&r.id.as_str())
+                || (r.action == Action::Allow
+                    && r.exempts.iter().any(|e| enforced.contains(&e.as_str())))
+        })
+        .collect()
+}
+
+fn add_paths(out: &mut Compiled, matcher: &PathMatcher, bit: u64, generation: u32, negated: bool) {
+    for pattern in &matcher.patterns {
+        let (base, subtree) = match pattern.strip_suffix("/**") {
+            Some(b) => (if b.is_empty() { "/" } else { b }, true),
+            None => (pattern.as_str(), false),
+        };
+        let mut metas = Vec::new();
+        if let Ok(m) = std::fs::metadata(base) {
+            metas.push(m);
+        }
+        // A symlink is protected as itself and as what it points to.
+        if let Ok(m) = std::fs::symlink_metadata(base) {
+            if m.file_type().is_symlink() {
+                metas.push(m);
+            }
+        }
+        if metas.is_empty() {
+            out.missing.push(base.to_string());
+        }
+        for meta in metas {
+            let entry = out.inodes.entry(key_of(&meta, generation)).or_default();
+            let field = match (subtree, negated) {
+                (false, false) => &mut entry.exact,
+                (true, false) => &mut entry.subtree,
+                (false, true) => &mut entry.not_exact,
+                (true, true) => &mut entry.not_subtree,
+            };
+            *field |= bit;
+        }
+    }
+}
+
+/// Compile the kernel-enforced part of `set` for `generation`. The rule
+/// compiler has already refused matchers the kernel cannot evaluate.
+pub fn compile(set: &RuleSet, generation: u32) -> Result<Compiled> {
+    let rules = kernel_rules(set);
+    anyhow::ensure!(
+        rules.len() <= MAX_KERNEL_RULES as usize,
+        "{} kill/deny/allow rules need the kernel; it holds {MAX_KERNEL_RULES}",
+        rules.len()
+    );
+    let mut out = Compiled::default();
+    let index: StdHashMap<&str, u32> = rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.id.as_str(), i as u32))
+        .collect();
+    for (i, r) in rules.iter().enumerate() {
+        let bit = 1u64 << i;
+        let mut k = KernelRule {
+            ops: ops_of(r.kinds),
+            action: match r.action {
+                Action::Deny => action::DENY,
+                Action::Kill => action::KILL,
+                _ => action::ALLOW,
+            },
+            ..Default::default()
+        };
+        for e in &r.exempts {
+            if let Some(&j) = index.get(e.as_str()) {
+                k.exempts |= 1 << j;
+            }
+        }
+        if let Some(p) = &r.path {
+            k.flags |= rule_flags::HAS_PATH;
+            add_paths(&mut out, p, bit, generation, false);
+        } else {
+            out.pathless |= bit;
+        }
+        if let Some(p) = &r.path_not {
+            add_paths(&mut out, p, bit, generation, true);
+        }
+        for (matcher, flag) in [
+            (&r.exe, rule_flags::EXE_ONLY),
+            (&r.exe_not, rule_flags::EXE_EXCEPT),
+        ] {
+            let Some(m) = matcher else { continue };
+            k.flags |= flag;
+            for pattern in &m.patterns {
+                match std::fs::metadata(pattern) {
+                    Ok(meta) => {
+                        let key = key_of(&meta, generation);
+                        out.exes.push(ExeKey {
+                            dev: key.dev,
+                            ino: key.ino,
+                            generation,
+                            rule: i as u32,
+                        });
+                    }
+                    Err(_) => out.missing.push(pattern.clone()),
+                }
+            }
+        }
+        if r.to_root == Some(true) {
+            k.flags |= rule_flags::TO_ROOT;
+        }
+        if k.action != action::ALLOW {
+            out.ops |= k.ops;
+        }
+        if k.action == action::KILL {
+            out.kills |= bit;
+        }
+        out.rules.push(k);
+        out.ids.push(r.id.clone());
+    }
+    Ok(out)
+}
+
+pub struct Enforcer {
+    krules: Array<MapData, KernelRule>,
+    state: Array<MapData, u64>,
+    inodes: HashMap<MapData, InodeKey, InodeRules>,
+    exes: HashMap<MapData, ExeKey, u8>,
+    generation: u32,
+    /// Rule ids by generation and kernel index, to name verdicts.
+    ids: [Vec<String>; 2],
+    current: Option<Compiled>,
+}
+
+/// Load and attach the LSM programs. `Err` says why this kernel cannot
+/// enforce (for the operator).
+pub fn load(ebpf: &mut Ebpf, rename_params: usize) -> Result<Enforcer> {
+    let btf = Btf::from_sys_fs().context("kernel BTF is needed for BPF-LSM")?;
+    // path_rename gained a `flags` argument in 5.19: load the matching one.
+    let rename = if rename_params == 4 {
+        "guardrail_path_rename4"
+    } else {
+        "guardrail_path_rename5"
+    };
+    for (program, hook) in HOOKS.iter().chain(&[(rename, "path_rename")]) {
+        let prog: &mut Lsm = ebpf
+            .program_mut(program)
+            .with_context(|| format!("{program} missing from the object"))?
+            .try_into()?;
+        prog.load(hook, &btf)
+            .with_context(|| format!("loading the BPF-LSM program for {hook}"))?;
+        prog.attach()
+            .with_context(|| format!("attaching the BPF-LSM program for {hook}"))?;
+    }
+    let take =
+        |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).with_context(|| format!("{name} map"));
+    Ok(Enforcer {
+        krules: Array::try_from(take(ebpf, "KRULES")?)?,
+        state: Array::try_from(take(ebpf, "ENFORCE_STATE")?)?,
+        inodes: HashMap::try_from(take(ebpf, "INODE_RULES")?)?,
+        exes: HashMap::try_from(take(ebpf, "EXE_RULES")?)?,
+        generation: 0,
+        ids: [Vec::new(), Vec::new()],
+        current: None,
+    })
+}
+
+/// Prove the LSM programs enforce: a write-open of the canary file must
+/// fail with EPERM. A loaded program is not proof: BPF-LSM also needs
+/// `bpf` in the kernel's active LSM list.
+pub fn canary(ebpf: &mut Ebpf, dir: &Path) -> Result<bool> {
+    std::fs::create_dir_all(dir)?;
+    let file: PathBuf = dir.join(".guardrail-canary");
+    std::fs::write(&file, b"")?;
+    let meta = std::fs::metadata(&file)?;
+    let mut canary: Array<_, InodeKey> =
+        Array::try_from(ebpf.map_mut("CANARY").context("CANARY map")?)?;
+    canary.set(0, key_of(&meta, 0), 0)?;
+    let denied = match std::fs::OpenOptions::new().write(true).open(&file) {
+        Err(e) => e.raw_os_error() == Some(libc::EPERM),
+        Ok(_) => false,
+    };
+    canary.set(0, InodeKey::default(), 0)?;
+    let _ = std::fs::remove_file(&file);
+    Ok(denied)
+}
+
+impl Enforcer {
+    /// Put `set` in force: write it under the inactive generation, flip
+    /// the active generation in one update, then clear the old one.
+    pub fn apply(&mut self, set: &RuleSet) -> Result<&Compiled> {
+        let next = self.generation ^ 1;
+        let compiled = compile(set, next)?;
+        for (i, r) in compiled.rules.iter().enumerate() {
+            self.krules.set(rule_slot(next, i as u32), r, 0)?;
+        }
+        for (k, v) in &compiled.inodes {
+            self.inodes.insert(k, v, 0)?;
+        }
+        for e in &compiled.exes {
+            self.exes.insert(e, 1, 0)?;
+        }
+        // Operations and path-less rules first widen, then the generation
+        // flips; narrowing them after the flip keeps every moment covered.
+        let old_ops = self.state.get(&1, 0).unwrap_or(0);
+        let old_pathless = self.state.get(&2, 0).unwrap_or(0);
+        self.state.set(1, old_ops | compiled.ops as u64, 0)?;
+        self.state.set(2, old_pathless | compiled.pathless, 0)?;
+        self.state.set(3 + (next & 1), compiled.kills, 0)?;
+        self.state.set(0, next as u64, 0)?;
+        self.state.set(1, compiled.ops as u64, 0)?;
+        self.state.set(2, compiled.pathless, 0)?;
+        if let Some(old) = self.current.take() {
+            for k in old.inodes.keys() {
+                let _ = self.inodes.remove(k);
+            }
+            for e in &old.exes {
+                let _ = self.exes.remove(e);
+            }
+            for i in 0..old.rules.len() {
+                self.krules.set(
+                    rule_slot(self.generation, i as u32),
+                    KernelRule::default(),
+                    0,
+                )?;
+            }
+        }
+        for m in &compiled.missing {
+            warn!(path = %m, "does not exist: kill/deny rules naming it protect it once it exists and the rules are refreshed");
+        }
+        info!(
+            rules = compiled.rules.len(),
+            objects = compiled.inodes.len(),
+            generation = next,
+            "kill/deny rules compiled into the kernel"
+        );
+        self.generation = next;
+        self.ids[(next & 1) as usize] = compiled.ids.clone();
+        self.current = Some(compiled);
+        Ok(self.current.as_ref().unwrap())
+    }
+
+    /// The rule id and action of a verdict the kernel reported.
+    pub fn verdict_rule(&self, generation: u32, rule: u32) -> Option<&str> {
+        let ids = &self.ids[(generation & 1) as usize];
+        rule.checked_sub(1)
+            .and_then(|i| ids.get(i as usize))
+            .map(String::as_str)
+    }
+}

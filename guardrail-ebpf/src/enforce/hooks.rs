@@ -1,0 +1,212 @@
+//! One BPF-LSM program per hook. Each finds the object the hook is about,
+//! asks [`super::decide`], and otherwise returns the previous verdict
+//! unchanged. Argument positions are the hooks' (see
+//! include/linux/lsm_hook_defs.h); the previous verdict is the argument
+//! after the last one, and path_rename's count differs between kernels, so
+//! the agent loads the variant that matches.
+
+use aya_ebpf::macros::lsm;
+use aya_ebpf::programs::LsmContext;
+use guardrail_common::enforce::op;
+
+use super::{decide, is_canary, read};
+use crate::off;
+
+/// fmode_t bit for "opened for writing".
+const FMODE_WRITE: u32 = 0x2;
+
+/// The previous LSM's verdict, or ours.
+#[inline(always)]
+fn verdict(previous: i32, ours: i32) -> i32 {
+    if previous != 0 {
+        previous
+    } else {
+        ours
+    }
+}
+
+/// (vfsmount, dentry) of a `struct path *`.
+#[inline(always)]
+fn path_parts(path: u64) -> (u64, u64) {
+    unsafe {
+        (
+            read(path, off!(path_mnt)).unwrap_or(0),
+            read(path, off!(path_dentry)).unwrap_or(0),
+        )
+    }
+}
+
+/// The mount of a directory path, for a dentry inside it.
+#[inline(always)]
+fn mnt_of(dir_path: u64) -> u64 {
+    path_parts(dir_path).0
+}
+
+#[lsm(hook = "file_open")]
+pub fn guardrail_file_open(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    let file: u64 = ctx.arg(0);
+    let mode: u32 = unsafe { read(file, off!(file_f_mode)) }.unwrap_or(0);
+    let (mnt, dentry) = path_parts(file + off!(file_f_path) as u64);
+    if mode & FMODE_WRITE != 0 && is_canary(dentry) {
+        return verdict(previous, -1);
+    }
+    let what = if mode & FMODE_WRITE != 0 {
+        op::OPEN_WRITE
+    } else {
+        op::OPEN_READ
+    };
+    verdict(previous, decide(what, mnt, dentry, false))
+}
+
+#[lsm(hook = "bprm_check_security")]
+pub fn guardrail_bprm_check(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    let bprm: u64 = ctx.arg(0);
+    let file: u64 = unsafe { read(bprm, off!(bprm_file)) }.unwrap_or(0);
+    if file == 0 {
+        return previous;
+    }
+    let (mnt, dentry) = path_parts(file + off!(file_f_path) as u64);
+    verdict(previous, decide(op::EXEC, mnt, dentry, false))
+}
+
+#[lsm(hook = "path_unlink")]
+pub fn guardrail_path_unlink(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(2);
+    let dir: u64 = ctx.arg(0);
+    let dentry: u64 = ctx.arg(1);
+    verdict(previous, decide(op::UNLINK, mnt_of(dir), dentry, false))
+}
+
+#[lsm(hook = "path_rmdir")]
+pub fn guardrail_path_rmdir(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(2);
+    let dir: u64 = ctx.arg(0);
+    let dentry: u64 = ctx.arg(1);
+    verdict(previous, decide(op::RMDIR, mnt_of(dir), dentry, false))
+}
+
+#[lsm(hook = "path_mknod")]
+pub fn guardrail_path_mknod(ctx: LsmContext) -> i32 {
+    // Also called for open(O_CREAT) of a new file (may_o_create).
+    let previous: i32 = ctx.arg(4);
+    let dir: u64 = ctx.arg(0);
+    let dentry: u64 = ctx.arg(1);
+    verdict(
+        previous,
+        decide(op::CREATE | op::MKNOD, mnt_of(dir), dentry, false),
+    )
+}
+
+#[lsm(hook = "path_symlink")]
+pub fn guardrail_path_symlink(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    let dir: u64 = ctx.arg(0);
+    let dentry: u64 = ctx.arg(1);
+    verdict(
+        previous,
+        decide(op::SYMLINK | op::CREATE, mnt_of(dir), dentry, false),
+    )
+}
+
+#[lsm(hook = "path_link")]
+pub fn guardrail_path_link(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    let old_dentry: u64 = ctx.arg(0);
+    let new_dir: u64 = ctx.arg(1);
+    let new_dentry: u64 = ctx.arg(2);
+    // A new name for a protected file is a way around rules on its path;
+    // a new name inside a protected directory is a creation there.
+    let mnt = mnt_of(new_dir);
+    let r = decide(op::LINK, 0, old_dentry, false);
+    if r != 0 {
+        return verdict(previous, r);
+    }
+    verdict(
+        previous,
+        decide(op::LINK | op::CREATE, mnt, new_dentry, false),
+    )
+}
+
+/// path_rename with the previous verdict in argument `previous`.
+#[inline(always)]
+fn path_rename(ctx: &LsmContext, previous: i32) -> i32 {
+    let old_dir: u64 = ctx.arg(0);
+    let old_dentry: u64 = ctx.arg(1);
+    let new_dir: u64 = ctx.arg(2);
+    let new_dentry: u64 = ctx.arg(3);
+    let r = decide(op::RENAME, mnt_of(old_dir), old_dentry, false);
+    if r != 0 {
+        return verdict(previous, r);
+    }
+    // Both ends: moving something over (or into) a protected place.
+    verdict(
+        previous,
+        decide(op::RENAME, mnt_of(new_dir), new_dentry, false),
+    )
+}
+
+/// Linux before 5.19: four arguments.
+#[lsm(hook = "path_rename")]
+pub fn guardrail_path_rename4(ctx: LsmContext) -> i32 {
+    path_rename(&ctx, ctx.arg(4))
+}
+
+/// Linux 5.19 and later added `flags`: five arguments. The agent loads the
+/// program that matches the running kernel's prototype (from BTF); the
+/// verifier refuses a computed offset into the context.
+#[lsm(hook = "path_rename")]
+pub fn guardrail_path_rename5(ctx: LsmContext) -> i32 {
+    path_rename(&ctx, ctx.arg(5))
+}
+
+#[lsm(hook = "path_truncate")]
+pub fn guardrail_path_truncate(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    let (mnt, dentry) = path_parts(ctx.arg(0));
+    verdict(previous, decide(op::TRUNCATE, mnt, dentry, false))
+}
+
+#[lsm(hook = "path_chmod")]
+pub fn guardrail_path_chmod(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(2);
+    let (mnt, dentry) = path_parts(ctx.arg(0));
+    verdict(previous, decide(op::CHMOD, mnt, dentry, false))
+}
+
+#[lsm(hook = "path_chown")]
+pub fn guardrail_path_chown(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    let (mnt, dentry) = path_parts(ctx.arg(0));
+    verdict(previous, decide(op::CHOWN, mnt, dentry, false))
+}
+
+/// Whether new credentials make a task that was not root, root.
+#[inline(always)]
+fn becomes_root(new: u64, old: u64) -> bool {
+    let id = |cred: u64, off: u32| unsafe { read::<u32>(cred, off) }.unwrap_or(u32::MAX);
+    let was = id(old, off!(cred_uid)) == 0 || id(old, off!(cred_euid)) == 0;
+    let is = id(new, off!(cred_uid)) == 0 || id(new, off!(cred_euid)) == 0;
+    is && !was
+}
+
+#[lsm(hook = "task_fix_setuid")]
+pub fn guardrail_task_fix_setuid(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    let new: u64 = ctx.arg(0);
+    let old: u64 = ctx.arg(1);
+    verdict(previous, decide(op::SETUID, 0, 0, becomes_root(new, old)))
+}
+
+#[lsm(hook = "task_fix_setgid")]
+pub fn guardrail_task_fix_setgid(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    verdict(previous, decide(op::SETGID, 0, 0, false))
+}
+
+#[lsm(hook = "capset")]
+pub fn guardrail_capset(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(5);
+    verdict(previous, decide(op::CAPSET, 0, 0, false))
+}

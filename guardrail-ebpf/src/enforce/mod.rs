@@ -1,0 +1,288 @@
+//! Enforcement: the BPF-LSM programs ([`hooks`]) ask [`decide`] whether an
+//! operation on an object breaks a kill/deny rule.
+//!
+//! Decisions come only from kernel objects (the dentry/inode the hook is
+//! given, the task's executable and credentials), never from syscall
+//! arguments in user memory, so a racing thread cannot change what is
+//! checked.
+
+pub mod hooks;
+
+use aya_ebpf::helpers::{
+    bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel, generated as gen,
+};
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::{Array, HashMap, PerCpuArray};
+use guardrail_common::enforce::{
+    action, rule_flags, rule_slot, ExeKey, InodeKey, InodeRules, KernelRule, Verdict,
+    MAX_KERNEL_RULES,
+};
+
+use crate::off;
+
+/// Kill/deny/allow rules of both generations.
+#[map]
+static KRULES: Array<KernelRule> = Array::with_max_entries(2 * MAX_KERNEL_RULES, 0);
+
+/// [0]: the generation in force. [1]: operations any rule of it names
+/// (a quick way out for everything else). [2]: rules without paths.
+/// [3], [4]: kill rules of generation 0 and 1.
+#[map]
+static ENFORCE_STATE: Array<u64> = Array::with_max_entries(5, 0);
+
+#[map]
+static INODE_RULES: HashMap<InodeKey, InodeRules> = HashMap::with_max_entries(16384, 0);
+
+#[map]
+static EXE_RULES: HashMap<ExeKey, u8> = HashMap::with_max_entries(4096, 0);
+
+/// What enforcement did to each thread's current syscall, for its record.
+#[map]
+pub static VERDICTS: HashMap<u64, Verdict> = HashMap::with_max_entries(16384, 0);
+
+/// The start-up canary: opening this (dev, ino) for writing is denied, so
+/// the agent can prove that the LSM programs really run.
+#[map]
+static CANARY: Array<InodeKey> = Array::with_max_entries(1, 0);
+
+/// Accumulators of [`decide`] and [`path_candidates`], kept in map memory
+/// rather than registers on purpose: the verifier then sees unknown values
+/// at each loop step and prunes, instead of following every combination
+/// of bits through every iteration (which exceeds its budget).
+#[map]
+static ACC: PerCpuArray<[u64; 4]> = PerCpuArray::with_max_entries(1, 0);
+
+const ACC_YES: usize = 0;
+const ACC_NO: usize = 1;
+const ACC_MATCHED: usize = 2;
+const ACC_EXEMPT: usize = 3;
+
+#[inline(always)]
+fn acc_or(slot: usize, bits: u64) {
+    if let Some(acc) = ACC.get_ptr_mut(0) {
+        unsafe {
+            let p = (*acc).as_mut_ptr().add(slot & 3);
+            core::ptr::write_volatile(p, core::ptr::read_volatile(p) | bits);
+        }
+    }
+}
+
+#[inline(always)]
+fn acc_get(slot: usize) -> u64 {
+    ACC.get_ptr(0).map_or(0, |acc| unsafe {
+        core::ptr::read_volatile((*acc).as_ptr().add(slot & 3))
+    })
+}
+
+#[inline(always)]
+fn acc_clear() {
+    if let Some(acc) = ACC.get_ptr_mut(0) {
+        unsafe { core::ptr::write_volatile(acc, [0; 4]) };
+    }
+}
+
+const EPERM: i32 = 1;
+const SIGKILL: u32 = 9;
+/// Directories walked above the object for subtree rules.
+const MAX_DEPTH: u32 = 32;
+
+#[inline(always)]
+unsafe fn read<T>(base: u64, offset: u32) -> Option<T> {
+    bpf_probe_read_kernel((base + offset as u64) as *const T).ok()
+}
+
+#[inline(always)]
+fn state(i: u32) -> u64 {
+    ENFORCE_STATE.get(i).copied().unwrap_or(0)
+}
+
+/// (dev, ino) of a dentry; ino 0 for a negative dentry (a name being
+/// created).
+#[inline(always)]
+fn dentry_key(dentry: u64, generation: u32) -> Option<InodeKey> {
+    unsafe {
+        let sb: u64 = read(dentry, off!(dentry_sb))?;
+        let dev: u32 = read(sb, off!(sb_dev))?;
+        let inode: u64 = read(dentry, off!(dentry_inode))?;
+        let ino: u64 = if inode == 0 {
+            0
+        } else {
+            read(inode, off!(inode_ino))?
+        };
+        Some(InodeKey {
+            dev: dev as u64,
+            ino,
+            generation,
+            _pad: 0,
+        })
+    }
+}
+
+/// Rules that name `dentry` itself or a directory above it. `vfsmnt`
+/// (0 when the hook gives none) lets the walk cross mount points.
+#[inline(never)]
+fn path_candidates(mut vfsmnt: u64, mut dentry: u64, generation: u32) -> u64 {
+    // The object itself: exact and subtree entries.
+    if let Some(key) = dentry_key(dentry, generation) {
+        if key.ino != 0 {
+            if let Some(r) = unsafe { INODE_RULES.get(&key) } {
+                acc_or(ACC_YES, r.exact);
+                acc_or(ACC_NO, r.not_exact);
+            }
+        }
+    }
+    for _ in 0..MAX_DEPTH {
+        if let Some(key) = dentry_key(dentry, generation) {
+            if key.ino != 0 {
+                if let Some(r) = unsafe { INODE_RULES.get(&key) } {
+                    acc_or(ACC_YES, r.subtree);
+                    acc_or(ACC_NO, r.not_subtree);
+                }
+            }
+        }
+        let parent: u64 = match unsafe { read(dentry, off!(dentry_parent)) } {
+            Some(p) => p,
+            None => break,
+        };
+        if parent != dentry {
+            dentry = parent;
+            continue;
+        }
+        // The root of a filesystem: continue in the mount above, if known.
+        if vfsmnt == 0 {
+            break;
+        }
+        let mount = vfsmnt - off!(mount_mnt) as u64;
+        let Some(mount_parent) = (unsafe { read::<u64>(mount, off!(mount_parent)) }) else {
+            break;
+        };
+        if mount_parent == mount {
+            break;
+        }
+        match unsafe { read::<u64>(mount, off!(mount_mountpoint)) } {
+            Some(mp) => dentry = mp,
+            None => break,
+        }
+        vfsmnt = mount_parent + off!(mount_mnt) as u64;
+    }
+    acc_get(ACC_YES) & !acc_get(ACC_NO)
+}
+
+/// The current task's executable, as an exe-map key prefix.
+#[inline(always)]
+fn current_exe() -> Option<(u64, u64)> {
+    unsafe {
+        let mm: u64 = read(bpf_get_current_task(), off!(task_mm))?;
+        if mm == 0 {
+            return None;
+        }
+        let file: u64 = read(mm, off!(mm_exe_file))?;
+        let dentry: u64 = read(file + off!(file_f_path) as u64, off!(path_dentry))?;
+        let key = dentry_key(dentry, 0)?;
+        Some((key.dev, key.ino))
+    }
+}
+
+/// Whether operation `op` on the object (`vfsmnt`, `dentry`; dentry 0 for
+/// operations without one) is forbidden; `to_root` tells credential hooks'
+/// rules whether the change makes the task root. Records the verdict for
+/// the syscall's event and kills the task for kill rules.
+#[inline(always)]
+pub fn decide(op: u32, vfsmnt: u64, dentry: u64, to_root: bool) -> i32 {
+    if state(1) as u32 & op == 0 {
+        return 0;
+    }
+    let generation = state(0) as u32;
+    acc_clear();
+    let mut candidates = state(2);
+    if dentry != 0 {
+        candidates |= path_candidates(vfsmnt, dentry, generation);
+    }
+    if candidates == 0 {
+        return 0;
+    }
+    let exe = current_exe().unwrap_or((0, 0));
+    for i in 0..MAX_KERNEL_RULES {
+        if candidates & (1u64 << i) != 0 {
+            // Five arguments at most for a BPF function: to_root rides on op.
+            check_rule(i, generation, op | ((to_root as u32) << 31), exe.0, exe.1);
+        }
+    }
+    let matched = acc_get(ACC_MATCHED) & !acc_get(ACC_EXEMPT);
+    if matched == 0 {
+        return 0;
+    }
+    // The first matching rule names the verdict; a kill rule wins over deny.
+    let first = matched.trailing_zeros();
+    let kills = matched & kill_mask(generation);
+    let (rule, act) = if kills != 0 {
+        (kills.trailing_zeros(), action::KILL)
+    } else {
+        (first, action::DENY)
+    };
+    let verdict = Verdict {
+        rule: rule + 1,
+        action: act,
+        generation,
+        op,
+        ktime_ns: unsafe { gen::bpf_ktime_get_ns() },
+    };
+    if verdict.action == action::KILL {
+        // The process runs no more user code; the operation is denied too.
+        unsafe { gen::bpf_send_signal(SIGKILL) };
+    }
+    let _ = VERDICTS.insert(&bpf_get_current_pid_tgid(), &verdict, 0);
+    -EPERM
+}
+
+/// Whether kernel rule `i` applies to this operation; records it as
+/// matched or, for an allow rule, what it exempts.
+#[inline(never)]
+fn check_rule(i: u32, generation: u32, op_root: u32, exe_dev: u64, exe_ino: u64) {
+    let (op, to_root) = (op_root & !(1 << 31), op_root & (1 << 31) != 0);
+    let Some(rule) = KRULES.get(rule_slot(generation, i & (MAX_KERNEL_RULES - 1))) else {
+        return;
+    };
+    if rule.ops & op == 0 {
+        return;
+    }
+    if rule.flags & rule_flags::TO_ROOT != 0 && !to_root {
+        return;
+    }
+    if rule.flags & (rule_flags::EXE_ONLY | rule_flags::EXE_EXCEPT) != 0 {
+        let key = ExeKey {
+            dev: exe_dev,
+            ino: exe_ino,
+            generation,
+            rule: i,
+        };
+        let listed = exe_ino != 0 && unsafe { EXE_RULES.get(&key) }.is_some();
+        if listed != (rule.flags & rule_flags::EXE_ONLY != 0) {
+            return;
+        }
+    }
+    if rule.action == action::ALLOW {
+        acc_or(ACC_EXEMPT, rule.exempts);
+    } else {
+        acc_or(ACC_MATCHED, 1u64 << (i & 63));
+    }
+}
+
+/// Rules of `generation` whose action is kill (kept by the agent in
+/// ENFORCE_STATE[3 + generation]).
+#[inline(always)]
+fn kill_mask(generation: u32) -> u64 {
+    state(3 + (generation & 1))
+}
+
+/// Whether `dentry` is the start-up canary (see [`CANARY`]).
+#[inline(always)]
+pub fn is_canary(dentry: u64) -> bool {
+    let Some(canary) = CANARY.get(0) else {
+        return false;
+    };
+    if canary.ino == 0 {
+        return false;
+    }
+    dentry_key(dentry, 0).is_some_and(|k| k.dev == canary.dev && k.ino == canary.ino)
+}
