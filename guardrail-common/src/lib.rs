@@ -186,7 +186,7 @@ pub struct KernelOffsets {
     pub file_f_mode: u32,
     pub bprm_file: u32,
     pub cred_uid: u32,
-    pub _pad: u32,
+    pub iattr_valid: u32,
 }
 
 #[cfg(feature = "user")]

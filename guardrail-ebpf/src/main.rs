@@ -89,7 +89,7 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     file_f_mode: 0,
     bprm_file: 0,
     cred_uid: 0,
-    _pad: 0,
+    iattr_valid: 0,
 };
 
 #[map]

@@ -66,7 +66,7 @@ pub fn resolve_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         file_f_mode: member_offset(&btf, "file", "f_mode")?,
         bprm_file: member_offset(&btf, "linux_binprm", "file")?,
         cred_uid: member_offset(&btf, "cred", "uid")?,
-        _pad: 0,
+        iattr_valid: member_offset(&btf, "iattr", "ia_valid")?,
     })
 }
 

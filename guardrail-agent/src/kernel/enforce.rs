@@ -29,7 +29,6 @@ pub const HOOKS: &[(&str, &str)] = &[
     ("guardrail_path_link", "path_link"),
     ("guardrail_path_truncate", "path_truncate"),
     ("guardrail_path_chmod", "path_chmod"),
-    ("guardrail_path_chown", "path_chown"),
     ("guardrail_task_fix_setuid", "task_fix_setuid"),
     ("guardrail_task_fix_setgid", "task_fix_setgid"),
     ("guardrail_capset", "capset"),
@@ -238,7 +237,7 @@ pub struct Enforcer {
 
 /// Load and attach the LSM programs. `Err` says why this kernel cannot
 /// enforce (for the operator).
-pub fn load(ebpf: &mut Ebpf, rename_params: usize) -> Result<Enforcer> {
+pub fn load(ebpf: &mut Ebpf, rename_params: usize, setattr_params: usize) -> Result<Enforcer> {
     let btf = Btf::from_sys_fs().context("kernel BTF is needed for BPF-LSM")?;
     // path_rename gained a `flags` argument in 5.19: load the matching one.
     let rename = if rename_params == 4 {
@@ -247,14 +246,19 @@ pub fn load(ebpf: &mut Ebpf, rename_params: usize) -> Result<Enforcer> {
         "guardrail_path_rename5"
     };
     for (program, hook) in HOOKS.iter().chain(&[(rename, "path_rename")]) {
-        let prog: &mut Lsm = ebpf
-            .program_mut(program)
-            .with_context(|| format!("{program} missing from the object"))?
-            .try_into()?;
-        prog.load(hook, &btf)
-            .with_context(|| format!("loading the BPF-LSM program for {hook}"))?;
-        prog.attach()
-            .with_context(|| format!("attaching the BPF-LSM program for {hook}"))?;
+        attach(ebpf, program, hook, &btf)?;
+    }
+    // Owner changes: path_chown where the kernel's trampolines take its
+    // by-value kuid_t/kgid_t arguments (not 5.10), else inode_setattr.
+    if let Err(e) = attach(ebpf, "guardrail_path_chown", "path_chown", &btf) {
+        let setattr = if setattr_params == 2 {
+            "guardrail_inode_setattr2"
+        } else {
+            "guardrail_inode_setattr3"
+        };
+        attach(ebpf, setattr, "inode_setattr", &btf)
+            .with_context(|| format!("path_chown unusable ({e:#}), and so is the fallback"))?;
+        info!("owner changes are enforced through inode_setattr on this kernel");
     }
     let take =
         |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).with_context(|| format!("{name} map"));
@@ -267,6 +271,18 @@ pub fn load(ebpf: &mut Ebpf, rename_params: usize) -> Result<Enforcer> {
         ids: [Vec::new(), Vec::new()],
         current: None,
     })
+}
+
+fn attach(ebpf: &mut Ebpf, program: &str, hook: &str, btf: &Btf) -> Result<()> {
+    let prog: &mut Lsm = ebpf
+        .program_mut(program)
+        .with_context(|| format!("{program} missing from the object"))?
+        .try_into()?;
+    prog.load(hook, btf)
+        .with_context(|| format!("loading the BPF-LSM program for {hook}"))?;
+    prog.attach()
+        .with_context(|| format!("attaching the BPF-LSM program for {hook}"))?;
+    Ok(())
 }
 
 /// Prove the LSM programs enforce: a write-open of the canary file must

@@ -85,6 +85,8 @@ impl Probes {
         let offsets_value = offsets.unwrap_or_default();
         let rename_params =
             btf::lsm_hook_params(Path::new(btf::VMLINUX), "path_rename").unwrap_or(5);
+        let setattr_params =
+            btf::lsm_hook_params(Path::new(btf::VMLINUX), "inode_setattr").unwrap_or(3);
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &agent_tgid, true)
             .override_global("ONLY_TGID", &opts.only_tgid, true)
@@ -132,7 +134,10 @@ impl Probes {
         attached.push("sched/sched_process_exec".into());
 
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map")?)?;
-        let enforcer = match (offsets, enforce::load(&mut ebpf, rename_params)) {
+        let enforcer = match (
+            offsets,
+            enforce::load(&mut ebpf, rename_params, setattr_params),
+        ) {
             (None, _) => Err("kernel BTF is unavailable".to_string()),
             (_, Err(e)) => Err(format!("{e:#}")),
             (Some(_), Ok(enforcer)) => match enforce::canary(&mut ebpf, Path::new(CANARY_DIR)) {

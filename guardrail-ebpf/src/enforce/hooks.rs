@@ -210,3 +210,31 @@ pub fn guardrail_capset(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(5);
     verdict(previous, decide(op::CAPSET, 0, 0, false))
 }
+
+/// attr->ia_valid bits for an owner change.
+const ATTR_UID: u32 = 1 << 1;
+const ATTR_GID: u32 = 1 << 2;
+
+/// Owner changes through inode_setattr, for kernels whose BPF trampolines
+/// cannot take path_chown's by-value kuid_t/kgid_t arguments (5.10). No
+/// mount is known here, so subtree walks stay within the filesystem.
+#[inline(always)]
+fn inode_setattr(dentry: u64, attr: u64, previous: i32) -> i32 {
+    let valid: u32 = unsafe { read(attr, off!(iattr_valid)) }.unwrap_or(0);
+    if valid & (ATTR_UID | ATTR_GID) == 0 {
+        return previous;
+    }
+    verdict(previous, decide(op::CHOWN, 0, dentry, false))
+}
+
+/// Linux before 6.3: (dentry, attr).
+#[lsm(hook = "inode_setattr")]
+pub fn guardrail_inode_setattr2(ctx: LsmContext) -> i32 {
+    inode_setattr(ctx.arg(0), ctx.arg(1), ctx.arg(2))
+}
+
+/// Linux 6.3 and later: (idmap, dentry, attr).
+#[lsm(hook = "inode_setattr")]
+pub fn guardrail_inode_setattr3(ctx: LsmContext) -> i32 {
+    inode_setattr(ctx.arg(1), ctx.arg(2), ctx.arg(3))
+}
