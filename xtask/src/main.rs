@@ -43,8 +43,9 @@ enum Task {
         #[arg(long, default_value = "all")]
         kernel: String,
     },
-    /// Run the whole test suite: unit tests and host integration tests
-    /// that load the real probes.
+    /// Run the whole test suite: unit tests, host integration tests that
+    /// load the real probes, and the VM tests on Debian's 5.10, 6.1 and
+    /// 6.12 kernels with BPF-LSM.
     Test {
         /// Extra arguments for `cargo test`.
         #[arg(last = true)]
@@ -111,10 +112,13 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             prereqs::ensure_build()?;
             prereqs::ensure_test()?;
+            prereqs::ensure_vm()?;
             build(false)?;
             let mut cmd = cargo();
             cmd.args(["test", "--workspace"]).args(args);
-            run(&mut cmd)
+            run(&mut cmd)?;
+            build(true)?;
+            vm::vm_test("all", &root().join("target/release"))
         }
     }
 }

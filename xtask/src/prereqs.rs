@@ -20,8 +20,8 @@ const BUILD_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
 ];
-/// Debian packages the tests use (driving chown/setuid as another user).
-const TEST_PACKAGES: &[&str] = &["passwd"];
+/// Debian packages the tests use: time zone data for the window tests.
+const TEST_PACKAGES: &[&str] = &["tzdata"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 

@@ -278,6 +278,7 @@ pub fn vm_test(which: &str, bin_dir: &Path) -> Result<()> {
     };
     let initrd = initramfs(bin_dir)?;
     let mut failures = Vec::new();
+    let (mut passed, mut failed) = (0, 0);
     for k in kernels {
         let image = kernel_image(k)?;
         let package = std::fs::read_to_string(vm_dir().join(format!("kernel-{}/package", k.name)))
@@ -303,6 +304,8 @@ pub fn vm_test(which: &str, bin_dir: &Path) -> Result<()> {
             o.failed.len(),
             started.elapsed().as_secs_f64()
         );
+        passed += o.passed.len();
+        failed += o.failed.len();
         if !o.finished {
             failures.push(format!(
                 "{}: the scenario run did not finish (see {})",
@@ -319,6 +322,7 @@ pub fn vm_test(which: &str, bin_dir: &Path) -> Result<()> {
         }
         failures.extend(o.failed.iter().map(|f| format!("{}: {f}", k.name)));
     }
+    println!("vm: {passed} passed, {failed} failed");
     if !failures.is_empty() {
         bail!("VM tests failed:\n  {}", failures.join("\n  "));
     }
