@@ -41,6 +41,12 @@ pub struct Decision {
     /// Rules an allow rule exempted from acting on this event.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub exempted: Vec<String>,
+    /// The `revert` fallback: what was restored.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reverted: Option<crate::revert::Reverted>,
+    /// Why the fallback could not act, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fallback_error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -12,4 +12,5 @@ pub mod pipeline;
 pub mod procfs;
 pub mod reload;
 pub mod replay;
+pub mod revert;
 pub mod rules;

@@ -13,6 +13,7 @@ use crate::event::{Body, Event, LossDetails};
 use crate::interpret::{interpret, ProcessView};
 use crate::kernel::enforce::Enforcer;
 use crate::kernel::probes::KernelCounters;
+use crate::revert::Baseline;
 use crate::rules::eval::Enforcement;
 use crate::rules::{evaluate, RuleSet};
 use guardrail_common::enforce::action;
@@ -40,6 +41,7 @@ pub struct Pipeline<V: ProcessView> {
     rules: Arc<RuleSet>,
     enforcement: Enforcement,
     enforcer: Option<Enforcer>,
+    baseline: Baseline,
     pub decisions: u64,
 }
 
@@ -81,6 +83,7 @@ impl<V: ProcessView> Pipeline<V> {
             rules: Arc::new(RuleSet::default()),
             enforcement: Enforcement::default(),
             enforcer: None,
+            baseline: Baseline::default(),
             decisions: 0,
         }
     }
@@ -100,6 +103,12 @@ impl<V: ProcessView> Pipeline<V> {
         if let Some(enforcer) = &mut self.enforcer {
             enforcer.apply(&rules)?;
         }
+        // The revert baseline is needed only where the kernel cannot deny.
+        self.baseline = if enforcement.deny {
+            Baseline::default()
+        } else {
+            Baseline::of(&rules)
+        };
         self.rules = rules;
         self.enforcement = enforcement;
         Ok(())
@@ -210,6 +219,7 @@ impl<V: ProcessView> Pipeline<V> {
             event.decision = evaluate(&self.rules, &event, at, self.enforcement);
             self.kernel_facts(&mut event, verdict);
             self.refresh_if_touched(&event);
+            self.apply_revert(&mut event);
             if let Some(d) = &event.decision {
                 self.decisions += 1;
                 let p = event.body.process();
@@ -243,6 +253,25 @@ impl<V: ProcessView> Pipeline<V> {
             event: Arc::new(event),
             json,
         });
+    }
+
+    /// Perform the `revert` fallback the decision calls for, or record why
+    /// it could not; follow allowed changes of baseline files.
+    fn apply_revert(&mut self, event: &mut Event) {
+        if self.baseline.is_empty() {
+            return;
+        }
+        match &mut event.decision {
+            Some(d) if d.outcome == "reverted" => match self.baseline.revert(&event.body) {
+                Ok(r) => d.reverted = Some(r),
+                Err(e) => {
+                    warn!(rule = %d.rule, "revert failed: {e}");
+                    d.outcome = "alerted".into();
+                    d.fallback_error = Some(e);
+                }
+            },
+            _ => self.baseline.follow(event),
+        }
     }
 
     /// Outcomes of kill/deny come from what the kernel did, not from
@@ -284,6 +313,8 @@ impl<V: ProcessView> Pipeline<V> {
                             .into(),
                             also: vec![],
                             exempted: vec![],
+                            reverted: None,
+                            fallback_error: None,
                         });
                     }
                 }

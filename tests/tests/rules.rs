@@ -185,10 +185,15 @@ fn replay_of_recorded_events_matches_the_live_decisions() {
     let text: String = recorded.iter().map(|e| format!("{e}\n")).collect();
     std::fs::write(&log, text).unwrap();
     let candidate = d.join("candidate.toml");
-    // The candidate would deny what the live rule only alerted on.
+    // The candidate would deny every chmod of the file (the live rule only
+    // alerted on setuid ones): the three setuid chmods and the three
+    // chmods back.
     std::fs::write(
         &candidate,
-        format!("{}action = \"deny\"\n", rules_for(&d, "candidate")),
+        format!(
+            "[[rule]]\nid = \"candidate\"\non = [\"perm.chmod\"]\npath = [\"{}\"]\naction = \"deny\"\n",
+            file.display()
+        ),
     )
     .unwrap();
     let out = Command::new(bin("guardrail"))
@@ -207,8 +212,8 @@ fn replay_of_recorded_events_matches_the_live_decisions() {
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["events"], recorded.len());
     assert_eq!(report["rules"][0]["rule"], "candidate");
-    assert_eq!(report["rules"][0]["hits"], 3);
-    assert_eq!(report["rules"][0]["outcomes"]["denied"], 3);
+    assert_eq!(report["rules"][0]["hits"], 6);
+    assert_eq!(report["rules"][0]["outcomes"]["denied"], 6);
     assert_eq!(
         report["rules"][0]["examples"][0]["path"],
         file.to_str().unwrap()

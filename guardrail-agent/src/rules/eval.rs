@@ -74,7 +74,8 @@ pub fn evaluate(
         .max_by_key(|(r, _)| (strength(r.action), std::cmp::Reverse(index_of(set, r))))
     {
         Some((rule, matched)) => {
-            let (outcome, fallback) = outcome(rule, enforcement);
+            let revertable = matches!(&event.body, Body::Perm { perm, .. } if perm.op == "chmod" || perm.op == "chown");
+            let (outcome, fallback) = outcome(rule, enforcement, revertable);
             Decision {
                 rule: rule.id.clone(),
                 action: rule.action,
@@ -93,6 +94,8 @@ pub fn evaluate(
                     .filter(|(r, _)| exempted.contains(&r.id.as_str()))
                     .map(|(r, _)| r.id.clone())
                     .collect(),
+                reverted: None,
+                fallback_error: None,
             }
         }
         None => {
@@ -113,6 +116,8 @@ pub fn evaluate(
                     .filter(|(r, _)| r.action != Action::Allow)
                     .map(|(r, _)| r.id.clone())
                     .collect(),
+                reverted: None,
+                fallback_error: None,
             }
         }
     };
@@ -132,7 +137,7 @@ fn index_of(set: &RuleSet, rule: &Rule) -> usize {
 /// The outcome the agent can truthfully report, and the fallback used.
 /// Kill and deny happen in the kernel; where the kernel cannot do them the
 /// rule's fallback applies and the event says so.
-fn outcome(rule: &Rule, e: Enforcement) -> (&'static str, Option<&'static str>) {
+fn outcome(rule: &Rule, e: Enforcement, revertable: bool) -> (&'static str, Option<&'static str>) {
     match (rule.action, rule.mode) {
         (Action::Alert, _) => ("alerted", None),
         (Action::Allow, _) => ("allowed", None),
@@ -143,7 +148,9 @@ fn outcome(rule: &Rule, e: Enforcement) -> (&'static str, Option<&'static str>) 
         (Action::Deny, Mode::Enforce) if e.deny => ("denied", None),
         (Action::Deny, Mode::Enforce) => match rule.fallback {
             Fallback::Kill if e.kill => ("killed", Some("kill")),
-            // Revert is not implemented yet: say so rather than pretend.
+            // The agent performs the revert and corrects the outcome if it
+            // cannot (see `revert`).
+            Fallback::Revert if revertable => ("reverted", Some("revert")),
             Fallback::Kill | Fallback::Revert | Fallback::Alert => ("alerted", Some("alert")),
         },
     }
