@@ -20,6 +20,39 @@ echo original > /protected/dir/kept
 echo original > /protected/tripwire
 cp /bin/busybox /opt/bad
 echo free > /tmp/free
+echo original > /protected/win-now
+echo original > /protected/win-later
+
+# Windows relative to the VM's clock: "now" spans the current hour, "later"
+# starts two hours from now. A deny rule gated on each.
+h=$(date -u +%H); h=${h#0}
+hh() { printf %02d:00 $(( ($1 + 24) % 24 )); }
+cat >> /etc/guardrail/guardrail.toml <<EOT
+
+[[window]]
+name = "now"
+start = "$(hh $((h - 1)))"
+end = "$(hh $((h + 1)))"
+
+[[window]]
+name = "later"
+start = "$(hh $((h + 2)))"
+end = "$(hh $((h + 3)))"
+
+[[rule]]
+id = "deny-in-window-now"
+on = ["file.write"]
+path = ["/protected/win-now"]
+in_window = ["now"]
+action = "deny"
+
+[[rule]]
+id = "deny-in-window-later"
+on = ["file.write"]
+path = ["/protected/win-later"]
+in_window = ["later"]
+action = "deny"
+EOT
 
 /bin/guardrail-agent --config /etc/guardrail/guardrail.toml --print json > /tmp/events.jsonl 2> /tmp/agent.log &
 AGENT=$!
@@ -99,6 +132,12 @@ check kill-file-unchanged same /protected/tripwire original
 # Credentials: regaining root is denied, and the process stays unprivileged.
 /bin/vmhelper setuid-regain > /tmp/setuid.out 2>&1
 check deny-setuid-root grep -q "regain=-1 errno=1 euid=1000" /tmp/setuid.out
+
+# Windows: the kernel enforces a rule only while its window is active.
+(echo evil > /protected/win-now) 2>/dev/null
+check window-active-denies same /protected/win-now original
+(echo changed > /protected/win-later) 2>/dev/null
+check window-inactive-allows same /protected/win-later changed
 
 # Unrelated operations are untouched.
 echo changed > /tmp/free

@@ -221,6 +221,8 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
         .set_rules(rules, enforcement)
         .context("compiling kill/deny rules into the kernel")?;
     let mut sighup = signal(SignalKind::hangup())?;
+    let day = Duration::from_secs(86_400);
+    let mut window_edge = tokio::time::Instant::now() + pipeline.sync_windows().unwrap_or(day);
     let mut watch = tokio::time::interval(Duration::from_secs(2));
     let reload = |pipeline: &mut Pipeline<ProcFs>, why: &str| -> Option<Fingerprint> {
         let path = config_file.as_ref()?;
@@ -292,6 +294,10 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
                 if let Some(fp) = reload(&mut pipeline, "SIGHUP") {
                     fingerprint = Some(fp);
                 }
+                window_edge = tokio::time::Instant::now() + pipeline.sync_windows().unwrap_or(day);
+            }
+            _ = tokio::time::sleep_until(window_edge) => {
+                window_edge = tokio::time::Instant::now() + pipeline.sync_windows().unwrap_or(day);
             }
             _ = watch.tick() => {
                 let Some(path) = config_file.as_ref() else { continue };
@@ -303,6 +309,7 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
                     if let Some(fp) = reload(&mut pipeline, "config file changed") {
                         fingerprint = Some(fp);
                     }
+                    window_edge = tokio::time::Instant::now() + pipeline.sync_windows().unwrap_or(day);
                 }
             }
             _ = sigterm.recv() => break,

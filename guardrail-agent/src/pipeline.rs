@@ -111,7 +111,25 @@ impl<V: ProcessView> Pipeline<V> {
         };
         self.rules = rules;
         self.enforcement = enforcement;
+        self.sync_windows();
         Ok(())
+    }
+
+    /// Tell the kernel which windows are active now; returns how long until
+    /// that changes (the caller sleeps exactly that long).
+    pub fn sync_windows(&mut self) -> Option<Duration> {
+        let now = jiff::Timestamp::now();
+        let (active, next) = crate::rules::window::schedule(&self.rules.windows, now);
+        if let Some(e) = &mut self.enforcer {
+            if let Err(err) = e.set_windows(active) {
+                warn!("cannot update window state in the kernel: {err:#}");
+            }
+        }
+        next.map(|t| {
+            let ns = t.as_nanosecond() - now.as_nanosecond();
+            // Wake just after the edge, so the new state is already true.
+            Duration::from_nanos(ns.max(0) as u64) + Duration::from_millis(5)
+        })
     }
 
     /// Re-resolve kill/deny rule paths after an event that may have

@@ -61,10 +61,19 @@ pub struct KernelRule {
     pub ops: u32,
     pub action: u32,
     pub flags: u32,
+    /// `in_window`: applies only while one of these windows (bits) is
+    /// active. 0: always.
+    pub windows_in: u32,
+    /// `outside_window`: never applies while one of these is active.
+    pub windows_out: u32,
     pub _pad: u32,
     /// For allow rules: the rules (bits) this one exempts.
     pub exempts: u64,
 }
+
+/// Windows the kernel tracks (bits of a u32); the agent sets
+/// which are active, on time, in the enforcement state map.
+pub const MAX_KERNEL_WINDOWS: usize = 32;
 
 /// An object (or directory) some rules name.
 #[repr(C)]

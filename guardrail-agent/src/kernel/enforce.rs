@@ -11,6 +11,7 @@ use aya::programs::Lsm;
 use aya::{Btf, Ebpf};
 use guardrail_common::enforce::{
     action, op, rule_flags, rule_slot, ExeKey, InodeKey, InodeRules, KernelRule, MAX_KERNEL_RULES,
+    MAX_KERNEL_WINDOWS,
 };
 use tracing::{info, warn};
 
@@ -212,6 +213,19 @@ pub fn compile(set: &RuleSet, generation: u32) -> Result<Compiled> {
         if r.to_root == Some(true) {
             k.flags |= rule_flags::TO_ROOT;
         }
+        for (list, bits) in [
+            (&r.in_window, &mut k.windows_in),
+            (&r.outside_window, &mut k.windows_out),
+        ] {
+            for &w in list {
+                anyhow::ensure!(
+                    w < MAX_KERNEL_WINDOWS,
+                    "rule {}: the kernel tracks the first {MAX_KERNEL_WINDOWS} windows only",
+                    r.id
+                );
+                *bits |= 1 << w;
+            }
+        }
         if k.action != action::ALLOW {
             out.ops |= k.ops;
         }
@@ -358,6 +372,13 @@ impl Enforcer {
         self.ids[(next & 1) as usize] = compiled.ids.clone();
         self.current = Some(compiled);
         Ok(self.current.as_ref().unwrap())
+    }
+
+    /// Tell the kernel which windows are active now (bit i: window i of
+    /// the rule set in force).
+    pub fn set_windows(&mut self, active: u32) -> Result<()> {
+        self.state.set(5, active as u64, 0)?;
+        Ok(())
     }
 
     /// The rule id and action of a verdict the kernel reported.

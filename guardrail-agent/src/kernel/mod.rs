@@ -2,5 +2,6 @@
 pub mod btf;
 pub mod capabilities;
 pub mod enforce;
+pub mod enforce_model;
 pub mod probes;
 pub mod tracefs;

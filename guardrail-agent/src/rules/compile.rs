@@ -267,14 +267,18 @@ impl Compiler {
             let tz_name =
                 w.tz.as_ref()
                     .map_or("UTC".to_string(), |t| t.get_ref().clone());
+            // UTC needs no time zone database (minimal hosts lack tzdata).
             let tz = match TimeZone::get(&tz_name) {
                 Ok(tz) => Some(tz),
+                Err(_) if matches!(tz_name.as_str(), "UTC" | "Etc/UTC" | "Z") => {
+                    Some(TimeZone::UTC)
+                }
                 Err(e) => {
                     let span = w.tz.as_ref().map_or(w.name.span(), |t| t.span());
                     self.errors.push(src.error(
                         span,
                         format!("unknown time zone {tz_name:?}: {e}"),
-                        Some("use an IANA name such as \"UTC\" or \"Europe/Berlin\"".into()),
+                        Some("use an IANA name such as \"UTC\" or \"Europe/Berlin\"; zones other than UTC need the tzdata package".into()),
                     ));
                     None
                 }
@@ -805,8 +809,6 @@ pub fn kernel_problems(r: &RuleSpec) -> Vec<String> {
     unsupported("owner", r.owner.is_some());
     unsupported("owner_group", r.owner_group.is_some());
     unsupported("caps_gained", r.caps_gained.is_some());
-    unsupported("in_window", r.in_window.is_some());
-    unsupported("outside_window", r.outside_window.is_some());
     unsupported("cgroup_id", r.cgroup_id.is_some());
     unsupported("cgroup_id_not", r.cgroup_id_not.is_some());
     unsupported("argv_contains", r.argv_contains.is_some());

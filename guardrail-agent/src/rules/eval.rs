@@ -2,8 +2,9 @@
 //! decides, and what it did.
 //!
 //! Precedence: `allow` rules exempt the rules they name; among the
-//! remaining matches the strongest action decides (deny, then kill, then
-//! alert), and the first such rule in file order names the decision. The
+//! remaining matches the strongest action decides (kill, which also
+//! denies, then deny, then alert), and the first such rule in file order
+//! names the decision. The
 //! other matching rules are listed in `also`.
 
 use std::collections::BTreeMap;
@@ -27,10 +28,11 @@ pub struct Enforcement {
 
 type Matched = BTreeMap<String, String>;
 
+/// Kill is strongest: in the kernel it denies the operation and kills.
 fn strength(a: Action) -> u8 {
     match a {
-        Action::Deny => 3,
-        Action::Kill => 2,
+        Action::Kill => 3,
+        Action::Deny => 2,
         Action::Alert => 1,
         Action::Allow => 0,
     }

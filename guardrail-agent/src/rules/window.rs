@@ -197,3 +197,46 @@ mod tests {
         );
     }
 }
+
+/// Which of `windows` are active at `at` (bit i: window i), and when that
+/// next changes. The agent sleeps until then and updates the kernel, so a
+/// window opens and closes on time rather than at the next poll.
+pub fn schedule(windows: &[Window], at: Timestamp) -> (u32, Option<Timestamp>) {
+    let mut active = 0u32;
+    let mut next: Option<Timestamp> = None;
+    for (i, w) in windows.iter().enumerate().take(32) {
+        if w.is_active(at) {
+            active |= 1 << i;
+        }
+        if let Some(t) = w.next_change(at) {
+            next = Some(next.map_or(t, |n: Timestamp| n.min(t)));
+        }
+    }
+    (active, next)
+}
+
+#[cfg(test)]
+mod schedule_tests {
+    use super::*;
+
+    #[test]
+    fn schedule_reports_active_windows_and_the_next_edge() {
+        let mk = |start: &str, end: &str| Window {
+            name: "w".into(),
+            days: ALL_DAYS.to_vec(),
+            start: parse_time(start).unwrap(),
+            end: parse_time(end).unwrap(),
+            tz: TimeZone::UTC,
+            tz_name: "UTC".into(),
+        };
+        let windows = [mk("10:00", "12:00"), mk("13:00", "14:00")];
+        let at: Timestamp = "2026-11-27T11:00:00Z".parse().unwrap();
+        let (active, next) = schedule(&windows, at);
+        assert_eq!(active, 0b01);
+        assert_eq!(next, Some("2026-11-27T12:00:00Z".parse().unwrap()));
+        // Exactly at the edge the state has already changed.
+        let (active, next) = schedule(&windows, next.unwrap());
+        assert_eq!(active, 0b00);
+        assert_eq!(next, Some("2026-11-27T13:00:00Z".parse().unwrap()));
+    }
+}

@@ -26,9 +26,9 @@ static KRULES: Array<KernelRule> = Array::with_max_entries(2 * MAX_KERNEL_RULES,
 
 /// [0]: the generation in force. [1]: operations any rule of it names
 /// (a quick way out for everything else). [2]: rules without paths.
-/// [3], [4]: kill rules of generation 0 and 1.
+/// [3], [4]: kill rules of generation 0 and 1. [5]: windows active now.
 #[map]
-static ENFORCE_STATE: Array<u64> = Array::with_max_entries(5, 0);
+static ENFORCE_STATE: Array<u64> = Array::with_max_entries(6, 0);
 
 #[map]
 static INODE_RULES: HashMap<InodeKey, InodeRules> = HashMap::with_max_entries(16384, 0);
@@ -247,6 +247,13 @@ fn check_rule(i: u32, generation: u32, op_root: u32, exe_dev: u64, exe_ino: u64)
         return;
     }
     if rule.flags & rule_flags::TO_ROOT != 0 && !to_root {
+        return;
+    }
+    let windows = state(5) as u32;
+    if rule.windows_in != 0 && windows & rule.windows_in == 0 {
+        return;
+    }
+    if windows & rule.windows_out != 0 {
         return;
     }
     if rule.flags & (rule_flags::EXE_ONLY | rule_flags::EXE_EXCEPT) != 0 {
