@@ -529,3 +529,124 @@ fn includes_are_read_relative_to_the_main_file() {
     assert_eq!(ids, ["a", "b"]);
     assert_eq!(set.files.len(), 3);
 }
+
+fn with_process(mut e: Event, f: impl FnOnce(&mut Process)) -> Event {
+    match &mut e.body {
+        Body::Exec { process, .. } | Body::File { process, .. } | Body::Perm { process, .. } => {
+            f(process)
+        }
+        Body::Loss { .. } => {}
+    }
+    e
+}
+
+#[test]
+fn effective_group_login_ids_and_cgroup() {
+    let set = rules(
+        r#"
+[[rule]]
+id = "ids"
+on = ["exec"]
+euid = [0]
+gid = ["staff"]
+auid_not = [1000]
+cgroup_id = [7]
+"#,
+    );
+    let base = with_process(exec("/bin/ls", &["ls"]), |p| {
+        p.euid = 0;
+        p.gid = 50;
+        p.auid = Some(1001);
+    });
+    let d = decide(&set, &base).unwrap();
+    assert_eq!(
+        (d.matched["euid"].as_str(), d.matched["gid"].as_str()),
+        ("0", "50")
+    );
+    assert!(decide(&set, &with_process(base.clone(), |p| p.auid = Some(1000))).is_none());
+    assert!(decide(&set, &with_process(base.clone(), |p| p.gid = 51)).is_none());
+    assert!(decide(&set, &with_process(base.clone(), |p| p.cgroup_id = 8)).is_none());
+    assert!(decide(&set, &with_process(base, |p| p.euid = 1000)).is_none());
+}
+
+#[test]
+fn parent_executable() {
+    let set = rules("[[rule]]\nid = \"p\"\non = [\"exec\"]\nparent_exe = [\"/usr/bin/curl\"]\n");
+    let e = with_process(exec("/bin/sh", &["sh"]), |p| {
+        p.parent_exe = Some("/usr/bin/curl".into())
+    });
+    assert_eq!(
+        decide(&set, &e).unwrap().matched["parent_exe"],
+        "/usr/bin/curl"
+    );
+    assert!(
+        decide(&set, &exec("/bin/sh", &["sh"])).is_none(),
+        "parent is bash"
+    );
+}
+
+#[test]
+fn new_owner_and_capabilities_gained() {
+    let set = rules(
+        r#"
+[[rule]]
+id = "to-root-owner"
+on = ["perm.chown"]
+owner = ["root"]
+[[rule]]
+id = "admin-cap"
+on = ["perm.capset"]
+caps_gained = ["cap_sys_admin"]
+"#,
+    );
+    let chown = |uid: Option<u32>| {
+        event(Body::Perm {
+            syscall: "chown".into(),
+            process: process("/usr/bin/chown", 0),
+            result: ok(),
+            perm: PermDetails {
+                op: "chown".into(),
+                path: Some("/x".into()),
+                owner: Some(Owner { uid, gid: None }),
+                ..Default::default()
+            },
+        })
+    };
+    assert!(decide(&set, &chown(Some(0))).is_some());
+    assert!(decide(&set, &chown(Some(1000))).is_none());
+    assert!(decide(&set, &chown(None)).is_none(), "owner unchanged (-1)");
+    let capset = |gained: Vec<&str>| {
+        event(Body::Perm {
+            syscall: "capset".into(),
+            process: process("/x", 0),
+            result: ok(),
+            perm: PermDetails {
+                op: "capset".into(),
+                caps: Some(CapChange {
+                    gained: Some(gained.into_iter().map(String::from).collect()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        })
+    };
+    assert_eq!(
+        decide(&set, &capset(vec!["cap_sys_admin"]))
+            .unwrap()
+            .matched["caps_gained"],
+        "cap_sys_admin"
+    );
+    assert!(decide(&set, &capset(vec!["cap_chown"])).is_none());
+}
+
+#[test]
+fn result_filter() {
+    let set = rules("[[rule]]\nid = \"failed\"\non = [\"file.write\"]\nresult = \"failed\"\n");
+    let mut e = open("/x", "/etc/shadow", &["write"]);
+    assert!(decide(&set, &e).is_none());
+    if let Body::File { result, .. } = &mut e.body {
+        result.ok = false;
+        result.errno = Some("EACCES".into());
+    }
+    assert_eq!(decide(&set, &e).unwrap().matched["result"], "failed");
+}
