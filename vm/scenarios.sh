@@ -1,5 +1,5 @@
 #!/bin/sh
-# Enforcement scenarios, run inside the VM. Each check prints
+# Enforcement scenarios, run inside the VM as pid 1 (exec'd by /init). Each check prints
 # "GUARDRAIL-VM: PASS name" or "GUARDRAIL-VM: FAIL name: detail"; the host
 # (cargo xtask vm-test) collects them. Every check looks at the world
 # (content, mode, owner, credentials, whether a program ran), not only at
@@ -58,9 +58,14 @@ EOT
 AGENT=$!
 i=0
 while [ ! -S /run/guardrail/guardrail.sock ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
+finish() {
+    echo "GUARDRAIL-VM: DONE"
+    sync
+    poweroff -f
+}
 if [ ! -S /run/guardrail/guardrail.sock ]; then
     fail agent-start "$(cat /tmp/agent.log)"
-    exit 0
+    finish
 fi
 pass agent-start
 /bin/guardrail status > /tmp/status.txt 2>&1
@@ -139,6 +144,19 @@ check window-active-denies same /protected/win-now original
 (echo changed > /protected/win-later) 2>/dev/null
 check window-inactive-allows same /protected/win-later changed
 
+# Self-protection: nobody but init (this script, pid 1) may kill or trace
+# the agent, and its configuration and binary stay as they are.
+sh -c "kill -9 $AGENT" 2>/dev/null
+sleep 0.3
+check self-kill-refused kill -0 $AGENT
+/bin/vmhelper ptrace $AGENT > /tmp/ptrace.out 2>&1
+check self-ptrace-refused grep -q "attach=-1 errno=1" /tmp/ptrace.out
+sum_before=$(md5sum /etc/guardrail/guardrail.toml)
+(echo '[[rule]]' >> /etc/guardrail/guardrail.toml) 2>/dev/null
+check self-config-unchanged [ "$(md5sum /etc/guardrail/guardrail.toml)" = "$sum_before" ]
+(cat /bin/busybox > /bin/guardrail-agent) 2>/dev/null
+check self-binary-unchanged sh -c "/bin/guardrail-agent --version | grep -q guardrail"
+
 # Unrelated operations are untouched.
 echo changed > /tmp/free
 check unrelated-write same /tmp/free changed
@@ -156,3 +174,4 @@ check agent-stops-cleanly [ $? -eq 0 ]
 # With the agent gone, nothing is enforced any more (no pinning yet).
 echo after > /protected/secret
 check released-after-stop same /protected/secret after
+finish

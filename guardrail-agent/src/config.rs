@@ -27,6 +27,13 @@ pub struct Config {
 pub struct AgentSection {
     /// Control socket for the `guardrail` CLI.
     pub socket: PathBuf,
+    /// Where BPF-LSM is active: no other process (root included) may
+    /// signal or trace the agent, except init stopping it, and its
+    /// configuration and binaries may not be changed while it runs.
+    pub self_protection: bool,
+    /// Executables that may still change the configuration and binaries
+    /// (package upgrades).
+    pub self_protection_exempt: Vec<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -47,6 +54,8 @@ impl Default for AgentSection {
     fn default() -> Self {
         Self {
             socket: DEFAULT_SOCKET.into(),
+            self_protection: true,
+            self_protection_exempt: vec!["/usr/bin/dpkg".into()],
         }
     }
 }

@@ -20,6 +20,7 @@ use guardrail_agent::kernel::probes::{ProbeOptions, Probes};
 use guardrail_agent::pipeline::{Pipeline, Print};
 use guardrail_agent::procfs::ProcFs;
 use guardrail_agent::reload::{self, Fingerprint};
+use guardrail_agent::rules::builtin::add_self_protection;
 use guardrail_agent::rules::eval::Enforcement;
 use guardrail_agent::rules::spec::{Action, Mode};
 use guardrail_agent::rules::RuleSet;
@@ -115,6 +116,28 @@ fn real_main() -> Result<()> {
         .block_on(run(args, config, rules))
 }
 
+/// With BPF-LSM and `agent.self_protection`, add the rule that keeps the
+/// configuration and the agent's binaries unchanged while it runs.
+fn protect_self(
+    config: &Config,
+    path: Option<&Path>,
+    rules: &mut RuleSet,
+    lsm: bool,
+) -> Result<()> {
+    let (true, true, Some(path)) = (lsm, config.agent.self_protection, path) else {
+        return Ok(());
+    };
+    let exe = std::env::current_exe()?;
+    let cli = exe.with_file_name("guardrail");
+    add_self_protection(
+        rules,
+        path,
+        &[exe, cli],
+        &config.agent.self_protection_exempt,
+    )
+    .context("building the self-protection rule")
+}
+
 /// What the kernel enforces on this host. Without BPF-LSM every kill/deny
 /// rule in enforce mode uses its fallback, and each is named once.
 fn kernel_enforcement(rules: &RuleSet, available: bool) -> Enforcement {
@@ -146,6 +169,7 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
             .min(config.capture.ring_buffer_bytes as u64 / 2),
         capture_read_opens: config.capture.read_opens,
         only_tgid: args.only_pid.unwrap_or(0),
+        self_protect: config.agent.self_protection,
     };
     let (probes, ring, enforcer) = Probes::load(&opts)?;
     let (lsm_listed, lsm_note) = bpf_lsm_state();
@@ -187,6 +211,13 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
     let (tx, _) = broadcast::channel(8192);
     let config_file = config_path(&args);
     let kernel_can_enforce = enforcer.is_ok();
+    let mut rules = rules;
+    protect_self(
+        &config,
+        config_file.as_deref(),
+        &mut rules,
+        kernel_can_enforce,
+    )?;
     let enforcement = kernel_enforcement(&rules, kernel_can_enforce);
     let status = Arc::new(Mutex::new(Status {
         version: env!("CARGO_PKG_VERSION").into(),
@@ -230,7 +261,16 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
         let mut s = status.lock().unwrap();
         let time = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         match result {
-            Ok((new_config, set)) => {
+            Ok((new_config, mut set)) => {
+                if let Err(e) = protect_self(&config, Some(path), &mut set, kernel_can_enforce) {
+                    error!("{why}: {e:#}; the previous rules stay in force");
+                    s.last_reload = Some(ReloadStatus {
+                        ok: false,
+                        time,
+                        error: Some(format!("{e:#}")),
+                    });
+                    return None;
+                }
                 if new_config.capture != config.capture || new_config.agent != config.agent {
                     warn!("[agent] and [capture] changes take effect when the agent restarts");
                 }

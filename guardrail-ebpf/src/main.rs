@@ -34,6 +34,10 @@ use record::Record;
 /// The agent's own thread group: its file activity is not audited.
 #[no_mangle]
 static AGENT_TGID: u32 = 0;
+/// Non-zero: the agent may not be signalled or traced by other processes
+/// (see enforce::hooks::protects). Set by the agent from its config.
+#[no_mangle]
+static SELF_PROTECT: u8 = 0;
 /// When non-zero, capture only this thread group (`guardrail-agent --only-pid`).
 #[no_mangle]
 static ONLY_TGID: u32 = 0;

@@ -33,6 +33,8 @@ pub const HOOKS: &[(&str, &str)] = &[
     ("guardrail_task_fix_setuid", "task_fix_setuid"),
     ("guardrail_task_fix_setgid", "task_fix_setgid"),
     ("guardrail_capset", "capset"),
+    ("guardrail_task_kill", "task_kill"),
+    ("guardrail_ptrace_access_check", "ptrace_access_check"),
 ];
 
 /// Kernel `dev_t` (MAJOR << 20 | MINOR) of a userspace `st_dev`.

@@ -30,6 +30,8 @@ pub struct ProbeOptions {
     pub capture_read_opens: bool,
     /// Capture only this thread group (0: everything but the agent).
     pub only_tgid: u32,
+    /// With BPF-LSM: other processes may not signal or trace the agent.
+    pub self_protect: bool,
 }
 
 /// Kernel-side totals, summed over CPUs.
@@ -82,6 +84,7 @@ impl Probes {
                 .context("sched:sched_process_exec has no filename field")?;
         let agent_tgid = std::process::id();
         let read_opens = u8::from(opts.capture_read_opens);
+        let self_protect = u8::from(opts.self_protect);
         let offsets_value = offsets.unwrap_or_default();
         let rename_params =
             btf::lsm_hook_params(Path::new(btf::VMLINUX), "path_rename").unwrap_or(5);
@@ -91,6 +94,7 @@ impl Probes {
             .override_global("AGENT_TGID", &agent_tgid, true)
             .override_global("ONLY_TGID", &opts.only_tgid, true)
             .override_global("CAPTURE_READ_OPENS", &read_opens, true)
+            .override_global("SELF_PROTECT", &self_protect, true)
             .override_global("WAKEUP_BYTES", &opts.wakeup_bytes, true)
             .override_global("EXEC_OLD_PID_OFFSET", &old_pid_offset, true)
             .override_global("EXEC_FILENAME_OFFSET", &filename_offset, true)

@@ -1,6 +1,7 @@
 //! Guardrail rules: the format ([`spec`]), loading with includes
 //! ([`load`]), validation and compilation ([`compile`]), time windows
 //! ([`window`]), evaluation against events ([`eval`]).
+pub mod builtin;
 pub mod compile;
 pub mod eval;
 pub mod kinds;

@@ -238,3 +238,36 @@ pub fn guardrail_inode_setattr2(ctx: LsmContext) -> i32 {
 pub fn guardrail_inode_setattr3(ctx: LsmContext) -> i32 {
     inode_setattr(ctx.arg(1), ctx.arg(2), ctx.arg(3))
 }
+
+/// Self-protection: another process may not signal or trace the agent.
+/// The agent itself and init (pid 1, which stops services) may; signal 0
+/// (an existence check) always may.
+#[inline(always)]
+fn protects(target_task: u64) -> bool {
+    let agent = crate::global(&crate::AGENT_TGID);
+    if crate::global(&crate::SELF_PROTECT) == 0 || agent == 0 {
+        return false;
+    }
+    let target: u32 = unsafe { read(target_task, off!(task_tgid)) }.unwrap_or(0);
+    let me = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+    target == agent && me != agent && me != 1
+}
+
+#[lsm(hook = "task_kill")]
+pub fn guardrail_task_kill(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(4);
+    let sig: i32 = ctx.arg(2);
+    if sig == 0 || !protects(ctx.arg(0)) {
+        return previous;
+    }
+    verdict(previous, -1)
+}
+
+#[lsm(hook = "ptrace_access_check")]
+pub fn guardrail_ptrace_access_check(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(2);
+    if !protects(ctx.arg(0)) {
+        return previous;
+    }
+    verdict(previous, -1)
+}
