@@ -72,6 +72,14 @@ int main(int argc, char **argv) {
         printf("attach=%ld errno=%d\n", rc, rc ? errno : 0);
         return rc == 0 ? 1 : 0;
     }
+    if (!strcmp(argv[1], "write-at") && argc == 4) {
+        /* openat() relative to a directory fd. */
+        int dfd = open(argv[2], O_RDONLY | O_DIRECTORY);
+        int fd = openat(dfd, argv[3], O_WRONLY | O_APPEND);
+        if (fd < 0) { printf("errno=%d\n", errno); return 1; }
+        (void)!write(fd, "dirfd\n", 6);
+        return 0;
+    }
     if (!strcmp(argv[1], "write") && argc == 3) {
         int fd = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd < 0) { printf("errno=%d\n", errno); return 1; }

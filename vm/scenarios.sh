@@ -105,6 +105,9 @@ ln /protected/secret /tmp/hardlink 2>/dev/null
 check bypass-hardlink-refused [ ! -e /tmp/hardlink ]
 (cd /protected && echo evil > ./secret) 2>/dev/null
 check bypass-relative-path same /protected/secret original
+/bin/vmhelper write-at /protected secret > /tmp/dirfd.out
+check bypass-dirfd same /protected/secret original
+check dirfd-eperm grep -q "errno=1" /tmp/dirfd.out
 (cd /protected/dir && echo evil > ../secret) 2>/dev/null
 check bypass-dotdot same /protected/secret original
 mount --bind /protected /mnt/bind

@@ -209,7 +209,14 @@ pub struct Outcome {
     pub passed: Vec<String>,
     pub failed: Vec<String>,
     pub finished: bool,
+    /// The kernel reached our init (it printed the first line).
+    pub booted: bool,
 }
+
+/// Boots that never reach init, retried: QEMU's TCG emulation has now and
+/// then crashed a kernel during early boot here, before any of our code
+/// ran. A boot that reached init is never retried.
+const BOOT_ATTEMPTS: usize = 3;
 
 fn boot(kernel: &Path, initrd: &Path, log: &Path) -> Result<Outcome> {
     let mut child = Command::new("qemu-system-x86_64")
@@ -252,12 +259,15 @@ fn boot(kernel: &Path, initrd: &Path, log: &Path) -> Result<Outcome> {
         passed: vec![],
         failed: vec![],
         finished: false,
+        booted: false,
     };
     for line in text.lines() {
         let Some(rest) = line.trim_end_matches('\r').split("GUARDRAIL-VM: ").nth(1) else {
             continue;
         };
-        if let Some(name) = rest.strip_prefix("PASS ") {
+        if rest.starts_with("kernel ") {
+            outcome.booted = true;
+        } else if let Some(name) = rest.strip_prefix("PASS ") {
             outcome.passed.push(name.to_string());
         } else if let Some(name) = rest.strip_prefix("FAIL ") {
             outcome.failed.push(name.to_string());
@@ -290,7 +300,20 @@ pub fn vm_test(which: &str, bin_dir: &Path) -> Result<()> {
             log.display()
         );
         let started = Instant::now();
-        let o = boot(&image, &initrd, &log)?;
+        let mut o = boot(&image, &initrd, &log)?;
+        for attempt in 2..=BOOT_ATTEMPTS {
+            if o.booted {
+                break;
+            }
+            let kept = log.with_extension(format!("failed-boot-{}.log", attempt - 1));
+            std::fs::rename(&log, &kept)?;
+            eprintln!(
+                "xtask: kernel {} did not reach init (see {}); booting again ({attempt}/{BOOT_ATTEMPTS})",
+                k.name,
+                kept.display()
+            );
+            o = boot(&image, &initrd, &log)?;
+        }
         for p in &o.passed {
             eprintln!("  [{}] PASS {p}", k.name);
         }
