@@ -13,6 +13,7 @@ pub const DEFAULT_SOCKET: &str = "/run/guardrail/guardrail.sock";
 pub struct Config {
     pub agent: AgentSection,
     pub capture: CaptureSection,
+    pub audit_log: AuditSection,
     // The rule tables are validated by `rules::load_rules`.
     #[serde(skip_serializing)]
     pub include: Option<toml::Value>,
@@ -34,6 +35,34 @@ pub struct AgentSection {
     /// Executables that may still change the configuration and binaries
     /// (package upgrades).
     pub self_protection_exempt: Vec<String>,
+}
+
+/// The tamper-evident audit log (docs/audit-log.md).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    pub enabled: bool,
+    pub path: PathBuf,
+    /// Rotate when the file reaches this size.
+    pub max_bytes: u64,
+    /// Rotated files kept (audit.jsonl.1 … .N).
+    pub max_files: usize,
+    pub fsync: crate::audit::writer::Fsync,
+    /// Records held in memory while the disk refuses writes.
+    pub buffer_bytes: usize,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "/var/log/guardrail/audit.jsonl".into(),
+            max_bytes: 100 << 20,
+            max_files: 10,
+            fsync: Default::default(),
+            buffer_bytes: 64 << 20,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -138,6 +167,13 @@ impl Config {
                 path: path.into(),
                 field: "capture.ring_buffer_bytes",
                 message: format!("{rb} is not a power of two of at least 4096"),
+            });
+        }
+        if self.audit_log.max_bytes < 4096 {
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                field: "audit_log.max_bytes",
+                message: "must be at least 4096".into(),
             });
         }
         if self.capture.drain_interval_ms == 0 || self.capture.drain_interval_ms > 10_000 {

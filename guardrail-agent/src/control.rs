@@ -93,6 +93,7 @@ pub struct Status {
     /// What the kernel enforces here; kill/deny rules fall back otherwise.
     pub enforcement: crate::rules::eval::Enforcement,
     pub last_reload: Option<ReloadStatus>,
+    pub audit_log: Option<crate::audit::writer::AuditSnapshot>,
 }
 
 /// A serialised event shared by every tail client.

@@ -1,5 +1,6 @@
 //! guardrail's agent and CLI, as a library so that tests and benchmarks
 //! reach the same code the binaries run.
+pub mod audit;
 pub mod config;
 pub mod control;
 pub mod decode;

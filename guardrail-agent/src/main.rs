@@ -13,6 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::broadcast;
 use tracing::{error, info, warn};
 
+use guardrail_agent::audit::AuditLog;
 use guardrail_agent::config::{Config, DEFAULT_PATH};
 use guardrail_agent::control::{ControlServer, ReloadStatus, Status};
 use guardrail_agent::kernel::capabilities::{bpf_lsm_state, kernel_release, Capabilities};
@@ -247,6 +248,9 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
     );
 
     let mut pipeline = Pipeline::new(ProcFs::default(), args.print, tx);
+    if config.audit_log.enabled {
+        pipeline.audit = Some(AuditLog::start(&config.audit_log)?);
+    }
     pipeline.set_enforcer(enforcer.ok());
     pipeline
         .set_rules(rules, enforcement)
@@ -359,9 +363,11 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
     // Flush: whatever the kernel wrote before we stop is still delivered.
     drain_ring(ring.get_mut(), &mut pipeline);
     update(&probes, &mut pipeline, &status, started);
+    // Flushes the audit log.
+    drop(pipeline);
     drop(probes);
     let _ = std::fs::remove_file(&config.agent.socket);
-    info!(events = pipeline.events_total, "guardrail-agent stopped");
+    info!("guardrail-agent stopped");
     Ok(())
 }
 
@@ -394,4 +400,5 @@ fn update(
     s.lost_inflight = counters.pending_drops;
     s.decode_errors = pipeline.decode_errors;
     s.decisions = pipeline.decisions;
+    s.audit_log = pipeline.audit.as_ref().map(|a| a.snapshot());
 }

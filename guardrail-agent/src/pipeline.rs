@@ -42,6 +42,7 @@ pub struct Pipeline<V: ProcessView> {
     enforcement: Enforcement,
     enforcer: Option<Enforcer>,
     baseline: Baseline,
+    pub audit: Option<crate::audit::AuditLog>,
     pub decisions: u64,
 }
 
@@ -84,6 +85,7 @@ impl<V: ProcessView> Pipeline<V> {
             enforcement: Enforcement::default(),
             enforcer: None,
             baseline: Baseline::default(),
+            audit: None,
             decisions: 0,
         }
     }
@@ -261,6 +263,9 @@ impl<V: ProcessView> Pipeline<V> {
                 return;
             }
         };
+        if let Some(log) = &self.audit {
+            log.send(json.clone());
+        }
         match self.print {
             Print::None => {}
             Print::Json => println!("{json}"),

@@ -56,6 +56,15 @@ impl Agent {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("guardrail.sock");
         let config = dir.path().join("guardrail.toml");
+        // Each agent its own audit log, unless the test configures one.
+        let config_text = if config_text.contains("[audit_log]") {
+            config_text.to_string()
+        } else {
+            format!(
+                "[audit_log]\npath = \"{}\"\n{config_text}",
+                dir.path().join("audit.jsonl").display()
+            )
+        };
         std::fs::write(&config, config_text).unwrap();
         let mut child = Command::new(bin("guardrail-agent"))
             .arg("--config")

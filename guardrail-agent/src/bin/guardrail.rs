@@ -29,6 +29,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Work with the audit log.
+    #[command(subcommand)]
+    Log(LogCommand),
     /// Check, test and list guardrail rules.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -60,6 +63,18 @@ enum Command {
     Status {
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LogCommand {
+    /// Check the hash chain of audit log files, given oldest first
+    /// (e.g. audit.jsonl.2 audit.jsonl.1 audit.jsonl). Exit status 1 and the
+    /// first broken record when anything was edited, removed, inserted or
+    /// reordered.
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -104,13 +119,45 @@ impl std::fmt::Display for Invalid {
 
 impl std::error::Error for Invalid {}
 
+/// A broken audit log chain exits 1.
+#[derive(Debug)]
+struct Broken;
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("broken audit log")
+    }
+}
+
+impl std::error::Error for Broken {}
+
 fn main() -> std::process::ExitCode {
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) if e.is::<Invalid>() => std::process::ExitCode::from(2),
+        Err(e) if e.is::<Broken>() => std::process::ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn verify_log(files: &[PathBuf]) -> Result<()> {
+    let mut texts = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        texts.push((f.display().to_string(), text));
+    }
+    match guardrail_agent::audit::chain::verify(&texts) {
+        Ok(n) => {
+            println!("{n} records verified: the chain is intact");
+            Ok(())
+        }
+        Err(broken) => {
+            eprintln!("BROKEN at {broken}");
+            Err(Broken.into())
         }
     }
 }
@@ -236,6 +283,7 @@ fn real_main() -> Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Rules(cmd) => rules(&cli.socket, cmd).await,
+            Command::Log(LogCommand::Verify { files }) => verify_log(&files),
             Command::Tail {
                 kinds,
                 pid,

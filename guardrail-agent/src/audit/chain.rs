@@ -1,0 +1,167 @@
+//! The audit log's hash chain.
+//!
+//! Each line is an event's JSON object with one more member appended last:
+//! `"chain":{"prev":P,"hash":H}` where `H = SHA-256(P + "\n" + E)`, `E`
+//! being the line's JSON without that member, and `P` the previous
+//! record's `H` (64 zeros for the first record of a new log). Editing,
+//! deleting, inserting or reordering any record breaks the chain at that
+//! point, across rotated files too.
+
+use sha2::{Digest, Sha256};
+
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const MARK: &str = ",\"chain\":{\"prev\":\"";
+
+pub fn hash(prev: &str, event_json: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(b"\n");
+    h.update(event_json.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// The line for `event_json` (a JSON object) chained after `prev`, and its
+/// hash.
+pub fn seal(prev: &str, event_json: &str) -> (String, String) {
+    let h = hash(prev, event_json);
+    let body = event_json.strip_suffix('}').unwrap_or(event_json);
+    (format!("{body}{MARK}{prev}\",\"hash\":\"{h}\"}}}}"), h)
+}
+
+/// A line taken apart: the event JSON it seals, and its prev and hash.
+pub struct Opened<'a> {
+    pub event_json: String,
+    pub prev: &'a str,
+    pub hash: &'a str,
+}
+
+pub fn open(line: &str) -> Option<Opened<'_>> {
+    let at = line.rfind(MARK)?;
+    let rest = &line[at + MARK.len()..];
+    let prev = rest.get(..64)?;
+    let rest = rest.get(64..)?.strip_prefix("\",\"hash\":\"")?;
+    let hash = rest.get(..64)?;
+    if rest.get(64..)? != "\"}}" {
+        return None;
+    }
+    Some(Opened {
+        event_json: format!("{}}}", &line[..at]),
+        prev,
+        hash,
+    })
+}
+
+/// The first problem in a sequence of log files, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Broken {
+    pub file: String,
+    pub line: usize,
+    pub why: String,
+}
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.why)
+    }
+}
+
+/// Verify files given oldest first. The first record of the first file may
+/// continue an older, no longer present file (its `prev` is taken as
+/// given); everything after must chain. Returns the records checked.
+pub fn verify(files: &[(String, String)]) -> Result<u64, Broken> {
+    let mut expected_prev: Option<String> = None;
+    let mut count = 0;
+    for (name, text) in files {
+        for (i, line) in text.lines().enumerate() {
+            let broken = |why: String| Broken {
+                file: name.clone(),
+                line: i + 1,
+                why,
+            };
+            let Some(o) = open(line) else {
+                return Err(broken(
+                    "not a sealed record (edited, truncated or foreign)".into(),
+                ));
+            };
+            if let Some(prev) = &expected_prev {
+                if o.prev != prev {
+                    return Err(broken(
+                        "does not follow the record before it: a record is missing, inserted or out of order".into(),
+                    ));
+                }
+            }
+            if hash(o.prev, &o.event_json) != o.hash {
+                return Err(broken(
+                    "its content does not match its hash: the record was edited".into(),
+                ));
+            }
+            expected_prev = Some(o.hash.to_string());
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(n: usize) -> Vec<String> {
+        let mut prev = GENESIS.to_string();
+        (0..n)
+            .map(|i| {
+                let (line, h) = seal(&prev, &format!("{{\"seq\":{i},\"kind\":\"file\"}}"));
+                prev = h;
+                line
+            })
+            .collect()
+    }
+
+    fn check(lines: &[String]) -> Result<u64, Broken> {
+        verify(&[("audit.jsonl".into(), lines.join("\n"))])
+    }
+
+    #[test]
+    fn an_intact_log_verifies() {
+        assert_eq!(check(&log(5)), Ok(5));
+        let line = &log(1)[0];
+        assert!(line.starts_with("{\"seq\":0,\"kind\":\"file\",\"chain\":{\"prev\":\"000"));
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["seq"], 0, "a sealed line is still the event's JSON");
+    }
+
+    #[test]
+    fn an_edited_record_is_found() {
+        let mut l = log(5);
+        l[2] = l[2].replace("\"kind\":\"file\"", "\"kind\":\"exec\"");
+        assert_eq!(check(&l).unwrap_err().line, 3);
+    }
+
+    #[test]
+    fn a_deleted_record_is_found() {
+        let mut l = log(5);
+        l.remove(2);
+        let e = check(&l).unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.why.contains("missing"));
+    }
+
+    #[test]
+    fn reordered_records_are_found() {
+        let mut l = log(5);
+        l.swap(1, 2);
+        assert_eq!(check(&l).unwrap_err().line, 2);
+    }
+
+    #[test]
+    fn the_chain_runs_across_rotated_files() {
+        let l = log(6);
+        let old = ("audit.jsonl.1".to_string(), l[..3].join("\n"));
+        let new = ("audit.jsonl".to_string(), l[3..].join("\n"));
+        assert_eq!(verify(&[old.clone(), new.clone()]), Ok(6));
+        // A missing middle file is a break at the first record after it.
+        let newest = ("audit.jsonl".to_string(), l[5..].join("\n"));
+        let e = verify(&[old, newest]).unwrap_err();
+        assert_eq!((e.file.as_str(), e.line), ("audit.jsonl", 1));
+    }
+}

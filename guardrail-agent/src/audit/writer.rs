@@ -1,0 +1,343 @@
+//! Writing the audit log on a thread of its own.
+//!
+//! Records reach the writer through a bounded queue; what cannot be written
+//! (disk full, read-only, gone) waits in memory up to `buffer_bytes` and is
+//! written when the disk accepts it again. Nothing is lost silently: a
+//! record that fits neither the queue nor the buffer is counted, and the
+//! next record written is preceded by a `log_gap` record with the count.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use super::chain::{open, seal, GENESIS};
+use crate::config::AuditSection;
+
+#[derive(Debug, Default, Serialize, Deserialize, Clone, PartialEq)]
+pub struct AuditSnapshot {
+    pub path: String,
+    pub written: u64,
+    /// Records that could not even be buffered (reported in the log as
+    /// `log_gap` records once writing works again).
+    pub lost: u64,
+    /// Write attempts that failed (the records stay buffered).
+    pub failed_writes: u64,
+    pub buffered_bytes: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Default)]
+pub struct AuditStats {
+    written: AtomicU64,
+    lost: AtomicU64,
+    failed_writes: AtomicU64,
+    buffered_bytes: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+pub struct AuditLog {
+    tx: Option<SyncSender<Arc<str>>>,
+    stats: Arc<AuditStats>,
+    /// Lost before reaching the writer (queue full), not yet reported.
+    unreported: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+    path: PathBuf,
+}
+
+const QUEUE: usize = 65_536;
+
+/// The hash of the last sealed record of `path`, to continue its chain.
+fn last_hash(path: &Path) -> Option<String> {
+    let f = File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let mut r = BufReader::new(f);
+    // The last line is within the last 64 KiB unless events are huge;
+    // otherwise read it all.
+    let start = len.saturating_sub(1 << 16);
+    r.seek(SeekFrom::Start(start)).ok()?;
+    let mut last = None;
+    for line in r.lines().map_while(Result::ok) {
+        if !line.trim().is_empty() {
+            last = Some(line);
+        }
+    }
+    let last = last?;
+    open(&last).map(|o| o.hash.to_string())
+}
+
+fn open_log(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Exclusive advisory lock: two agents appending to one chain would break it.
+fn lock(file: &File, path: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: valid fd.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    anyhow::ensure!(
+        rc == 0,
+        "{} is in use by another guardrail agent",
+        path.display()
+    );
+    Ok(())
+}
+
+impl AuditLog {
+    pub fn start(cfg: &AuditSection) -> Result<Self> {
+        let path = cfg.path.clone();
+        if let Some(dir) = path.parent() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let file =
+            open_log(&path).with_context(|| format!("opening the audit log {}", path.display()))?;
+        lock(&file, &path)?;
+        let prev = last_hash(&path).unwrap_or_else(|| GENESIS.to_string());
+        let (tx, rx) = sync_channel(QUEUE);
+        let stats = Arc::new(AuditStats::default());
+        let unreported = Arc::new(AtomicU64::new(0));
+        let mut w = Writer {
+            cfg: cfg.clone(),
+            file,
+            size: std::fs::metadata(&path).map_or(0, |m| m.len()),
+            prev,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            gap: 0,
+            stats: stats.clone(),
+            unreported: unreported.clone(),
+            last_sync: Instant::now(),
+            dirty: false,
+        };
+        let thread = std::thread::Builder::new()
+            .name("audit-log".into())
+            .spawn(move || w.run(rx))?;
+        info!(path = %path.display(), "audit log open");
+        Ok(AuditLog {
+            tx: Some(tx),
+            stats,
+            unreported,
+            thread: Some(thread),
+            path,
+        })
+    }
+
+    /// Hand a record to the writer; never blocks.
+    pub fn send(&self, json: Arc<str>) {
+        if let Some(tx) = &self.tx {
+            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(json) {
+                self.unreported.fetch_add(1, Ordering::Relaxed);
+                self.stats.lost.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> AuditSnapshot {
+        let s = &self.stats;
+        AuditSnapshot {
+            path: self.path.display().to_string(),
+            written: s.written.load(Ordering::Relaxed),
+            lost: s.lost.load(Ordering::Relaxed),
+            failed_writes: s.failed_writes.load(Ordering::Relaxed),
+            buffered_bytes: s.buffered_bytes.load(Ordering::Relaxed),
+            last_error: s.last_error.lock().unwrap().clone(),
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    /// Flush what can be written, then stop the writer.
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Writer {
+    cfg: AuditSection,
+    file: File,
+    size: u64,
+    prev: String,
+    pending: VecDeque<Arc<str>>,
+    pending_bytes: usize,
+    /// Records lost while buffered writing was impossible, to report.
+    gap: u64,
+    stats: Arc<AuditStats>,
+    unreported: Arc<AtomicU64>,
+    last_sync: Instant,
+    dirty: bool,
+}
+
+impl Writer {
+    fn run(&mut self, rx: Receiver<Arc<str>>) {
+        let mut retry_at = Instant::now();
+        loop {
+            let closed = match rx.recv_timeout(Duration::from_millis(500)) {
+                Ok(rec) => {
+                    self.enqueue(rec);
+                    while let Ok(rec) = rx.try_recv() {
+                        self.enqueue(rec);
+                    }
+                    false
+                }
+                Err(RecvTimeoutError::Timeout) => false,
+                Err(RecvTimeoutError::Disconnected) => true,
+            };
+            if Instant::now() >= retry_at && !self.flush() {
+                // The disk refuses: try again in a second, keep buffering.
+                retry_at = Instant::now() + Duration::from_secs(1);
+            }
+            self.maybe_sync(closed);
+            if closed {
+                if !self.pending.is_empty() {
+                    warn!(
+                        records = self.pending.len(),
+                        "audit log: records not written at shutdown"
+                    );
+                }
+                return;
+            }
+        }
+    }
+
+    fn enqueue(&mut self, rec: Arc<str>) {
+        if self.pending_bytes + rec.len() > self.cfg.buffer_bytes {
+            self.gap += 1;
+            self.stats.lost.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.pending_bytes += rec.len();
+        self.pending.push_back(rec);
+        self.stats
+            .buffered_bytes
+            .store(self.pending_bytes as u64, Ordering::Relaxed);
+    }
+
+    fn write_line(&mut self, event_json: &str) -> std::io::Result<()> {
+        let (line, hash) = seal(&self.prev, event_json);
+        let mut bytes = line.into_bytes();
+        bytes.push(b'\n');
+        if let Err(e) = self.file.write_all(&bytes) {
+            // A partial line would break the chain for good: cut it off.
+            let _ = self.file.set_len(self.size);
+            return Err(e);
+        }
+        self.size += bytes.len() as u64;
+        self.prev = hash;
+        self.dirty = true;
+        if self.cfg.fsync == Fsync::Always {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Write what is pending; false if the disk refused.
+    fn flush(&mut self) -> bool {
+        let gap = self.gap + self.unreported.swap(0, Ordering::Relaxed);
+        if gap > 0 {
+            let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now());
+            let record = format!("{{\"kind\":\"log_gap\",\"time\":\"{now}\",\"lost\":{gap}}}");
+            if let Err(e) = self.write_line(&record) {
+                self.unreported.fetch_add(gap, Ordering::Relaxed);
+                self.failed(e);
+                return false;
+            }
+            self.gap = 0;
+        }
+        while let Some(rec) = self.pending.front().cloned() {
+            if let Err(e) = self.write_line(&rec) {
+                self.failed(e);
+                return false;
+            }
+            self.pending.pop_front();
+            self.pending_bytes -= rec.len();
+            self.stats.written.fetch_add(1, Ordering::Relaxed);
+            if self.size >= self.cfg.max_bytes {
+                if let Err(e) = self.rotate() {
+                    self.failed(e);
+                    return false;
+                }
+            }
+        }
+        self.stats
+            .buffered_bytes
+            .store(self.pending_bytes as u64, Ordering::Relaxed);
+        *self.stats.last_error.lock().unwrap() = None;
+        true
+    }
+
+    fn failed(&mut self, e: std::io::Error) {
+        self.stats.failed_writes.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .buffered_bytes
+            .store(self.pending_bytes as u64, Ordering::Relaxed);
+        let mut last = self.stats.last_error.lock().unwrap();
+        if last.is_none() {
+            warn!("audit log write failed ({e}); buffering in memory and retrying");
+        }
+        *last = Some(e.to_string());
+    }
+
+    /// audit.jsonl → audit.jsonl.1 → … → audit.jsonl.N (dropped). The
+    /// chain continues into the new file.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.file.sync_all()?;
+        let path = &self.cfg.path;
+        let name = |i: usize| PathBuf::from(format!("{}.{i}", path.display()));
+        let keep = self.cfg.max_files.max(1);
+        let _ = std::fs::remove_file(name(keep));
+        for i in (1..keep).rev() {
+            let _ = std::fs::rename(name(i), name(i + 1));
+        }
+        std::fs::rename(path, name(1))?;
+        let file = open_log(path)?;
+        lock(&file, path).map_err(std::io::Error::other)?;
+        self.file = file;
+        self.size = 0;
+        Ok(())
+    }
+
+    fn maybe_sync(&mut self, closing: bool) {
+        let due = match self.cfg.fsync {
+            Fsync::Never | Fsync::Always => closing,
+            Fsync::Interval => closing || self.last_sync.elapsed() >= Duration::from_secs(1),
+        };
+        if due && self.dirty {
+            let _ = self.file.sync_data();
+            self.dirty = false;
+            self.last_sync = Instant::now();
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// Leave it to the kernel.
+    Never,
+    /// At most a second of records at risk (default).
+    #[default]
+    Interval,
+    /// After every record: safest, slowest.
+    Always,
+}
