@@ -23,21 +23,22 @@ echo free > /tmp/free
 echo original > /protected/win-now
 echo original > /protected/win-later
 
-# Windows relative to the VM's clock: "now" spans the current hour, "later"
-# starts two hours from now. A deny rule gated on each.
+# Windows relative to the VM's clock: "now" spans two hours either side of
+# the current hour (so the test never runs into its edge), "later" starts
+# three hours from now. A deny rule gated on each.
 h=$(date -u +%H); h=${h#0}
 hh() { printf %02d:00 $(( ($1 + 24) % 24 )); }
 cat >> /etc/guardrail/guardrail.toml <<EOT
 
 [[window]]
 name = "now"
-start = "$(hh $((h - 1)))"
-end = "$(hh $((h + 1)))"
+start = "$(hh $((h - 2)))"
+end = "$(hh $((h + 2)))"
 
 [[window]]
 name = "later"
-start = "$(hh $((h + 2)))"
-end = "$(hh $((h + 3)))"
+start = "$(hh $((h + 3)))"
+end = "$(hh $((h + 4)))"
 
 [[rule]]
 id = "deny-in-window-now"
