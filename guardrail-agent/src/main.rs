@@ -256,61 +256,56 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
         .set_rules(rules, enforcement)
         .context("compiling kill/deny rules into the kernel")?;
     let mut sighup = signal(SignalKind::hangup())?;
-    let day = Duration::from_secs(86_400);
-    let mut window_edge = tokio::time::Instant::now() + pipeline.sync_windows().unwrap_or(day);
+    // When the next time window opens or closes (checked again at least
+    // daily), after telling the kernel which are active now.
+    let next_edge = |pipeline: &mut Pipeline<ProcFs>| {
+        tokio::time::Instant::now()
+            + pipeline
+                .sync_windows()
+                .unwrap_or(Duration::from_secs(86_400))
+    };
+    let mut window_edge = next_edge(&mut pipeline);
     let mut watch = tokio::time::interval(Duration::from_secs(2));
+    // Validate and compile the whole new configuration; on any error the
+    // rules in force stay, and status says why.
     let reload = |pipeline: &mut Pipeline<ProcFs>, why: &str| -> Option<Fingerprint> {
         let path = config_file.as_ref()?;
-        let result = reload::load(path);
-        let mut s = status.lock().unwrap();
+        let mut attempt = || -> Result<Fingerprint> {
+            let (new_config, mut set) = reload::load(path)?;
+            protect_self(&config, Some(path), &mut set, kernel_can_enforce)?;
+            if new_config.capture != config.capture
+                || new_config.agent != config.agent
+                || new_config.audit_log != config.audit_log
+            {
+                warn!("[agent], [capture] and [audit_log] changes take effect when the agent restarts");
+            }
+            let fp = Fingerprint::of(path, &set);
+            let enforcement = kernel_enforcement(&set, kernel_can_enforce);
+            let set = Arc::new(set);
+            pipeline
+                .set_rules(set.clone(), enforcement)
+                .context("the new rules cannot be put in the kernel")?;
+            info!(rules = set.rules.len(), "{why}: configuration reloaded");
+            let mut s = status.lock().unwrap();
+            s.rules = set.rules.len();
+            s.enforcement = enforcement;
+            *shared_rules.lock().unwrap() = set;
+            Ok(fp)
+        };
+        let result = attempt();
         let time = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-        match result {
-            Ok((new_config, mut set)) => {
-                if let Err(e) = protect_self(&config, Some(path), &mut set, kernel_can_enforce) {
-                    error!("{why}: {e:#}; the previous rules stay in force");
-                    s.last_reload = Some(ReloadStatus {
-                        ok: false,
-                        time,
-                        error: Some(format!("{e:#}")),
-                    });
-                    return None;
-                }
-                if new_config.capture != config.capture || new_config.agent != config.agent {
-                    warn!("[agent] and [capture] changes take effect when the agent restarts");
-                }
-                info!(rules = set.rules.len(), "{why}: configuration reloaded");
-                let fp = Fingerprint::of(path, &set);
-                let enforcement = kernel_enforcement(&set, kernel_can_enforce);
-                let set = Arc::new(set);
-                if let Err(e) = pipeline.set_rules(set.clone(), enforcement) {
-                    error!("{why}: the new rules cannot be put in the kernel; the previous rules stay in force: {e:#}");
-                    s.last_reload = Some(ReloadStatus {
-                        ok: false,
-                        time,
-                        error: Some(format!("{e:#}")),
-                    });
-                    return None;
-                }
-                *shared_rules.lock().unwrap() = set;
-                s.rules = shared_rules.lock().unwrap().rules.len();
-                s.enforcement = enforcement;
-                s.last_reload = Some(ReloadStatus {
-                    ok: true,
-                    time,
-                    error: None,
-                });
-                Some(fp)
-            }
-            Err(e) => {
-                error!("{why}: the new configuration is invalid; the previous rules stay in force:\n{e:#}");
-                s.last_reload = Some(ReloadStatus {
-                    ok: false,
-                    time,
-                    error: Some(format!("{e:#}")),
-                });
-                None
-            }
+        let error = result.as_ref().err().map(|e| format!("{e:#}"));
+        if let Some(e) = &error {
+            error!(
+                "{why}: the new configuration is not used; the previous rules stay in force:\n{e}"
+            );
         }
+        status.lock().unwrap().last_reload = Some(ReloadStatus {
+            ok: error.is_none(),
+            time,
+            error,
+        });
+        result.ok()
     };
     // SAFETY: the RingBuf owns its map fd, keeps it open and returns the
     // same fd for as long as it lives, and the AsyncFd owns the RingBuf.
@@ -338,10 +333,10 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
                 if let Some(fp) = reload(&mut pipeline, "SIGHUP") {
                     fingerprint = Some(fp);
                 }
-                window_edge = tokio::time::Instant::now() + pipeline.sync_windows().unwrap_or(day);
+                window_edge = next_edge(&mut pipeline);
             }
             _ = tokio::time::sleep_until(window_edge) => {
-                window_edge = tokio::time::Instant::now() + pipeline.sync_windows().unwrap_or(day);
+                window_edge = next_edge(&mut pipeline);
             }
             _ = watch.tick() => {
                 let Some(path) = config_file.as_ref() else { continue };
@@ -353,7 +348,7 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
                     if let Some(fp) = reload(&mut pipeline, "config file changed") {
                         fingerprint = Some(fp);
                     }
-                    window_edge = tokio::time::Instant::now() + pipeline.sync_windows().unwrap_or(day);
+                    window_edge = next_edge(&mut pipeline);
                 }
             }
             _ = sigterm.recv() => break,
