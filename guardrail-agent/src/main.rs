@@ -29,7 +29,7 @@ use guardrail_agent::rules::RuleSet;
 /// guardrail's host audit sensor: captures exec, file and permission
 /// changes with eBPF and serves them to `guardrail tail`.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Configuration file. A missing file at the default path means
     /// defaults; a missing file given explicitly is an error.
