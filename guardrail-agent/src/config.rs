@@ -28,6 +28,9 @@ pub struct Config {
 pub struct AgentSection {
     /// Control socket for the `guardrail` CLI.
     pub socket: PathBuf,
+    /// Members of this group may also use the socket (tail, status, rules
+    /// list); without it only root may. No socket command changes rules.
+    pub socket_group: Option<String>,
     /// Where BPF-LSM is active: no other process (root included) may
     /// signal or trace the agent, except init stopping it, and its
     /// configuration and binaries may not be changed while it runs.
@@ -83,6 +86,7 @@ impl Default for AgentSection {
     fn default() -> Self {
         Self {
             socket: DEFAULT_SOCKET.into(),
+            socket_group: None,
             self_protection: true,
             self_protection_exempt: vec!["/usr/bin/dpkg".into()],
         }

@@ -107,10 +107,30 @@ pub struct ControlServer {
     pub status: Arc<Mutex<Status>>,
     pub events: broadcast::Sender<Published>,
     pub rules: Arc<Mutex<Arc<RuleSet>>>,
+    pub access: Access,
+}
+
+/// Who may use the socket: root, and the members of one group if
+/// configured. Checked on the peer's credentials (SO_PEERCRED) as well as
+/// by the socket's file mode.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    pub gid: Option<u32>,
+    /// Users listed as members of that group in /etc/group.
+    pub members: Vec<u32>,
+}
+
+impl Access {
+    pub fn allows(&self, uid: u32, gid: u32) -> bool {
+        uid == 0
+            || self
+                .gid
+                .is_some_and(|g| g == gid || self.members.contains(&uid))
+    }
 }
 
 impl ControlServer {
-    pub fn bind(path: &Path) -> Result<UnixListener> {
+    pub fn bind(path: &Path, access: &Access) -> Result<UnixListener> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -126,8 +146,15 @@ impl ControlServer {
         }
         let listener =
             UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-        // Events reveal what every process on the host does: root only.
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        // Events reveal what every process on the host does: root only, or
+        // root and one group.
+        match access.gid {
+            None => std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?,
+            Some(gid) => {
+                std::os::unix::fs::chown(path, Some(0), Some(gid))?;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+            }
+        }
         Ok(listener)
     }
 
@@ -151,7 +178,15 @@ impl ControlServer {
     }
 
     async fn handle(&self, stream: UnixStream) -> Result<()> {
+        let cred = stream.peer_cred()?;
         let (read, mut write) = stream.into_split();
+        if !self.access.allows(cred.uid(), cred.gid()) {
+            warn!(uid = cred.uid(), pid = ?cred.pid(), "control socket: refused a client that is neither root nor in the socket group");
+            let error =
+                "not permitted: the control socket is for root and the configured socket_group"
+                    .into();
+            return reply(&mut write, &ErrorReply { error }).await;
+        }
         let mut lines = BufReader::new(read).lines();
         let Some(line) = lines.next_line().await? else {
             return Ok(());
@@ -250,4 +285,23 @@ pub async fn request(
     // part of the protocol.
     drop(write);
     Ok(BufReader::new(read).lines())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Access;
+
+    #[test]
+    fn root_always_group_members_when_configured() {
+        let none = Access::default();
+        assert!(none.allows(0, 0));
+        assert!(!none.allows(1000, 1000));
+        let group = Access {
+            gid: Some(50),
+            members: vec![1001],
+        };
+        assert!(group.allows(1000, 50), "primary group");
+        assert!(group.allows(1001, 1001), "listed member");
+        assert!(!group.allows(1002, 1002));
+    }
 }

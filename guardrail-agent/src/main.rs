@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 
 use guardrail_agent::audit::AuditLog;
 use guardrail_agent::config::{Config, DEFAULT_PATH};
-use guardrail_agent::control::{ControlServer, ReloadStatus, Status};
+use guardrail_agent::control::{Access, ControlServer, ReloadStatus, Status};
 use guardrail_agent::kernel::capabilities::{bpf_lsm_state, kernel_release, Capabilities};
 use guardrail_agent::kernel::probes::{ProbeOptions, Probes};
 use guardrail_agent::pipeline::{Pipeline, Print};
@@ -24,6 +24,7 @@ use guardrail_agent::reload::{self, Fingerprint};
 use guardrail_agent::rules::builtin::add_self_protection;
 use guardrail_agent::rules::eval::Enforcement;
 use guardrail_agent::rules::spec::{Action, Mode};
+use guardrail_agent::rules::users::Names;
 use guardrail_agent::rules::RuleSet;
 
 /// guardrail's host audit sensor: captures exec, file and permission
@@ -234,12 +235,26 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
     let mut fingerprint = config_file.as_ref().map(|p| Fingerprint::of(p, &rules));
     let rules = Arc::new(rules);
     let shared_rules = Arc::new(Mutex::new(rules.clone()));
+    let access = match &config.agent.socket_group {
+        None => Access::default(),
+        Some(name) => {
+            let names = Names::system();
+            let gid = names.group(name).with_context(|| {
+                format!("agent.socket_group: no group named {name:?} on this host")
+            })?;
+            Access {
+                gid: Some(gid),
+                members: names.member_uids(name),
+            }
+        }
+    };
+    let listener = ControlServer::bind(&config.agent.socket, &access)?;
     let server = Arc::new(ControlServer {
         status: status.clone(),
         events: tx.clone(),
         rules: shared_rules.clone(),
+        access,
     });
-    let listener = ControlServer::bind(&config.agent.socket)?;
     tokio::spawn(server.serve(listener));
     info!(
         socket = %config.agent.socket.display(),

@@ -18,7 +18,10 @@ use guardrail_agent::rules::users::Names;
 use guardrail_agent::rules::{load_rules, RuleSet};
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Operate guardrail: tail events, check and test rules, verify the audit log, show agent status")]
+#[command(
+    version,
+    about = "Operate guardrail: tail events, check and test rules, verify the audit log, show agent status"
+)]
 struct Cli {
     /// The agent's control socket.
     #[arg(long, global = true, default_value = DEFAULT_SOCKET)]

@@ -8,6 +8,23 @@ use std::path::Path;
 pub struct Names {
     users: HashMap<String, u32>,
     groups: HashMap<String, u32>,
+    /// Group name → member user names, from /etc/group's fourth field.
+    members: HashMap<String, Vec<String>>,
+}
+
+fn parse_members(text: &str) -> HashMap<String, Vec<String>> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let members = f
+                .get(3)?
+                .split(',')
+                .filter(|m| !m.is_empty())
+                .map(String::from)
+                .collect();
+            Some((f.first()?.to_string(), members))
+        })
+        .collect()
 }
 
 fn parse(text: &str) -> HashMap<String, u32> {
@@ -25,9 +42,11 @@ fn parse(text: &str) -> HashMap<String, u32> {
 impl Names {
     pub fn from_files(passwd: &Path, group: &Path) -> Self {
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        let group = read(group);
         Names {
             users: parse(&read(passwd)),
-            groups: parse(&read(group)),
+            groups: parse(&group),
+            members: parse_members(&group),
         }
     }
 
@@ -39,6 +58,7 @@ impl Names {
         Names {
             users: parse(passwd),
             groups: parse(group),
+            members: parse_members(group),
         }
     }
 
@@ -48,6 +68,14 @@ impl Names {
 
     pub fn group(&self, name: &str) -> Option<u32> {
         self.groups.get(name).copied()
+    }
+
+    /// The uids listed as members of group `name`.
+    pub fn member_uids(&self, name: &str) -> Vec<u32> {
+        self.members
+            .get(name)
+            .map(|m| m.iter().filter_map(|u| self.user(u)).collect())
+            .unwrap_or_default()
     }
 }
 
