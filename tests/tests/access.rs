@@ -3,12 +3,29 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 use guardrail_tests::{bin, Agent};
 
+/// The CLI copied where any user can run it: the checkout may sit in a
+/// directory other users cannot enter, which must not decide these tests.
+fn public_cli() -> &'static Path {
+    static CLI: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &CLI.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cli = dir.path().join("guardrail");
+        std::fs::copy(bin("guardrail"), &cli).unwrap();
+        std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (dir, cli)
+    })
+    .1
+}
+
 fn status_as(agent: &Agent, uid: u32, gid: u32) -> Output {
-    Command::new(bin("guardrail"))
+    Command::new(public_cli())
         .arg("--socket")
         .arg(&agent.socket)
         .args(["status", "--json"])
