@@ -3,6 +3,7 @@
 //! Everything a fresh Debian 12 machine needs is installed here, so that the
 //! README's two commands and CI work with nothing done by hand.
 
+mod bench;
 mod prereqs;
 mod vm;
 
@@ -36,6 +37,9 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Measure guardrail's cost against bare runs and auditd, side by side
+    /// (not part of the test suite); writes target/bench/report.md.
+    Bench,
     /// Boot Debian kernels with BPF-LSM under QEMU and run the
     /// enforcement scenarios in them.
     VmTest {
@@ -100,6 +104,12 @@ fn main() -> Result<()> {
                 .args(args)
                 .current_dir(root());
             run(&mut cmd)
+        }
+        Task::Bench => {
+            prereqs::ensure_build()?;
+            prereqs::ensure_bench()?;
+            build(true)?;
+            bench::bench()
         }
         Task::VmTest { kernel } => {
             prereqs::ensure_build()?;

@@ -120,6 +120,13 @@ pub fn ensure_vm() -> Result<()> {
     install_packages(&missing_packages(VM_PACKAGES))
 }
 
+/// The incumbent the benchmark compares against, and gcc for the storms.
+const BENCH_PACKAGES: &[&str] = &["auditd", "gcc", "libc6-dev"];
+
+pub fn ensure_bench() -> Result<()> {
+    install_packages(&missing_packages(BENCH_PACKAGES))
+}
+
 pub fn ensure_test() -> Result<()> {
     install_packages(&missing_packages(TEST_PACKAGES))
 }

@@ -650,3 +650,165 @@ fn result_filter() {
     }
     assert_eq!(decide(&set, &e).unwrap().matched["result"], "failed");
 }
+
+/// The shipped default pack (config/guardrail.toml): each rule fires on a
+/// real-looking event and stays quiet on a legitimate look-alike.
+mod default_pack {
+    use super::*;
+
+    fn pack() -> RuleSet {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/guardrail.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        compile_text(&path, &text, names()).unwrap()
+    }
+
+    fn by(e: Event, exe: &str) -> Event {
+        with_process(e, |p| p.exe = Some(exe.into()))
+    }
+
+    fn write(exe: &str, path: &str) -> Event {
+        open(exe, path, &["write", "create", "truncate"])
+    }
+
+    fn capset(gained: &[&str]) -> Event {
+        event(Body::Perm {
+            syscall: "capset".into(),
+            process: process("/usr/bin/x", 0),
+            result: ok(),
+            perm: PermDetails {
+                op: "capset".into(),
+                caps: Some(CapChange {
+                    gained: Some(gained.iter().map(|s| s.to_string()).collect()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        })
+    }
+
+    fn at_time(mut e: Event, time: &str) -> Event {
+        e.time = time.into();
+        e
+    }
+
+    #[test]
+    fn every_rule_fires_and_its_lookalike_does_not() {
+        let set = pack();
+        let cases: Vec<(&str, Event, Event)> = vec![
+            (
+                "credential-files",
+                write("/usr/bin/vi", "/etc/shadow"),
+                write("/usr/bin/passwd", "/etc/shadow"),
+            ),
+            (
+                "setuid-bit",
+                chmod("/tmp/x", "4755"),
+                by(chmod("/usr/bin/su", "4755"), "/usr/bin/dpkg"),
+            ),
+            (
+                "world-writable-system",
+                chmod("/etc/app.conf", "0666"),
+                chmod("/tmp/scratch", "0666"),
+            ),
+            (
+                "exec-from-temp",
+                exec("/tmp/payload", &["payload"]),
+                exec("/usr/bin/ls", &["ls", "/tmp"]),
+            ),
+            (
+                "root-regained",
+                by(setuid(true), "/tmp/exploit"),
+                by(setuid(true), "/usr/bin/sudo"),
+            ),
+            (
+                "preload-hijack",
+                write("/usr/bin/tee", "/etc/ld.so.preload"),
+                write("/usr/bin/tee", "/etc/ld.so.conf.d/x.conf"),
+            ),
+            (
+                "root-ssh-keys",
+                write("/usr/bin/tee", "/root/.ssh/authorized_keys"),
+                write("/usr/bin/ssh", "/root/.ssh/known_hosts"),
+            ),
+            (
+                "log-tampering",
+                rename("/var/log/auth.log", "/tmp/x"),
+                by(
+                    rename("/var/log/auth.log", "/var/log/auth.log.1"),
+                    "/usr/sbin/logrotate",
+                ),
+            ),
+            (
+                "guardrail-config",
+                write("/usr/bin/vi", "/etc/guardrail/guardrail.toml"),
+                write("/usr/bin/vi", "/etc/guardrails.txt"),
+            ),
+            (
+                "systemd-units",
+                write("/usr/bin/tee", "/etc/systemd/system/backdoor.service"),
+                by(
+                    write("/x", "/etc/systemd/system/a.service"),
+                    "/usr/bin/systemctl",
+                ),
+            ),
+            (
+                "cron-entries",
+                write("/usr/bin/tee", "/etc/cron.d/job"),
+                by(
+                    write("/x", "/var/spool/cron/crontabs/root"),
+                    "/usr/bin/crontab",
+                ),
+            ),
+            (
+                "system-binary-permissions",
+                chmod("/usr/bin/passwd", "0777"),
+                by(chmod("/usr/bin/passwd", "4755"), "/usr/bin/dpkg"),
+            ),
+            (
+                "sshd-config",
+                write("/usr/bin/sed", "/etc/ssh/sshd_config"),
+                write("/usr/bin/sed", "/etc/ssh/ssh_config"),
+            ),
+            (
+                "kernel-module-config",
+                write("/usr/bin/tee", "/etc/modprobe.d/evil.conf"),
+                by(write("/x", "/etc/modprobe.d/a.conf"), "/usr/bin/dpkg"),
+            ),
+            ("capability-gain", capset(&["cap_sys_admin"]), capset(&[])),
+            (
+                "nginx-outside-maintenance",
+                at_time(
+                    write("/usr/bin/vi", "/etc/nginx/nginx.conf"),
+                    "2026-11-25T12:00:00Z",
+                ),
+                at_time(
+                    write("/usr/bin/vi", "/etc/nginx/nginx.conf"),
+                    "2026-11-28T03:00:00Z",
+                ),
+            ),
+        ];
+        let ids: Vec<&str> = set.rules.iter().map(|r| r.id.as_str()).collect();
+        assert!(ids.len() >= 15, "the default pack has {} rules", ids.len());
+        for id in &ids {
+            assert!(
+                cases.iter().any(|(c, _, _)| c == id),
+                "rule {id} has no test case"
+            );
+        }
+        for (id, hit, lookalike) in &cases {
+            let d = decide(&set, hit).unwrap_or_else(|| panic!("{id} did not fire on {hit:#?}"));
+            assert!(
+                d.rule == *id || d.also.iter().any(|a| a == id),
+                "{id}: decided by {} instead",
+                d.rule
+            );
+            let quiet = decide(&set, lookalike);
+            assert!(
+                quiet
+                    .as_ref()
+                    .is_none_or(|d| d.rule != *id && !d.also.iter().any(|a| a == id)),
+                "{id} fired on its look-alike: {quiet:#?}"
+            );
+        }
+    }
+}
