@@ -142,6 +142,17 @@ fn global<T: Copy>(value: &T) -> T {
     unsafe { core::ptr::read_volatile(value) }
 }
 
+/// A field of the tracepoint record, loaded directly: far cheaper than a
+/// `bpf_probe_read` helper call. Only for the syscall number and the
+/// first eight bytes after it (arg 0 / return value), which every attached
+/// record has: the kernel refuses to attach a program whose loads reach
+/// past a tracepoint's record.
+#[inline(always)]
+fn tp<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    // SAFETY: inside the syscall tracepoint record, aligned for T.
+    unsafe { core::ptr::read_volatile(ctx.as_ptr().cast::<u8>().add(offset).cast::<T>()) }
+}
+
 #[inline(always)]
 fn count(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
@@ -178,8 +189,21 @@ fn on_enter(ctx: &TracePointContext) -> Result<(), i64> {
     if only != 0 && tgid != only {
         return Ok(());
     }
-    // SAFETY: offsets inside the syscall tracepoint record.
-    let nr = unsafe { ctx.read_at::<i32>(TP_SYSCALL_NR) }.map_err(|e| e as i64)? as u32;
+    let nr = tp::<i32>(ctx, TP_SYSCALL_NR) as u32;
+    // The hot path: a read-only open (the commonest syscall we watch) is
+    // dropped before anything else is read.
+    // Arguments are read with the helper: a direct load past the smallest
+    // attached record (setuid's single argument) makes the kernel refuse
+    // to attach the program to that tracepoint.
+    if let Some(i) = syscalls::open_flags_arg(nr) {
+        if nr != syscalls::OPENAT2 && global(&CAPTURE_READ_OPENS) == 0 {
+            let flags =
+                unsafe { ctx.read_at::<u64>(TP_ARGS + 8 * i as usize) }.unwrap_or(WRITE_INTENT);
+            if flags & WRITE_INTENT == 0 {
+                return Ok(());
+            }
+        }
+    }
     let mut args = [0u64; 6];
     for (i, arg) in args.iter_mut().enumerate() {
         *arg = unsafe { ctx.read_at::<u64>(TP_ARGS + 8 * i) }.map_err(|e| e as i64)?;
@@ -222,8 +246,8 @@ fn on_enter(ctx: &TracePointContext) -> Result<(), i64> {
 
 fn on_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let nr = unsafe { ctx.read_at::<i32>(TP_SYSCALL_NR) }.map_err(|e| e as i64)? as u32;
-    let ret = unsafe { ctx.read_at::<i64>(TP_RET) }.map_err(|e| e as i64)?;
+    let nr = tp::<i32>(ctx, TP_SYSCALL_NR) as u32;
+    let ret = tp::<i64>(ctx, TP_RET);
     // SAFETY: only this thread uses its entry; it is removed after use.
     let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }) else {
         return Ok(());
