@@ -284,9 +284,11 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
     let path0 = (layout.path0 != sc::NONE)
         .then(|| resolve(view, h.pid, dirfd(layout.dirfd0), &rec.str0, &rec.dir0));
 
+    // execveat(fd, "", …, AT_EMPTY_PATH) runs the open file `fd`.
+    let exec_fd = (nr == sc::EXECVEAT && a[4] & AT_EMPTY_PATH != 0).then(|| as_fd(a[0]));
     // For exec, the program run (as the kernel named it, made absolute).
     let exec_path = sc::is_exec(nr).then(|| {
-        let fd_exec = nr == sc::EXECVEAT && a[4] & AT_EMPTY_PATH != 0 && rec.str0.is_empty();
+        let fd_exec = exec_fd.is_some() && rec.str0.is_empty();
         match &path0 {
             _ if fd_exec => view
                 .fd_path(h.pid, as_fd(a[0]))
@@ -344,7 +346,7 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
                 } else {
                     Some(text(&rec.dir0))
                 },
-                fd: (nr == sc::EXECVEAT && a[4] & AT_EMPTY_PATH != 0).then(|| as_fd(a[0])),
+                fd: exec_fd,
             },
             process,
             result,
