@@ -41,6 +41,9 @@ pub struct Pipeline<V: ProcessView> {
     rules: Arc<RuleSet>,
     enforcement: Enforcement,
     enforcer: Option<Enforcer>,
+    /// Indexes of the kernel-enforced rules that name paths, computed when
+    /// the rules change rather than for every event.
+    kernel_path_rules: Vec<usize>,
     baseline: Baseline,
     pub audit: Option<crate::audit::AuditLog>,
     pub decisions: u64,
@@ -84,6 +87,7 @@ impl<V: ProcessView> Pipeline<V> {
             rules: Arc::new(RuleSet::default()),
             enforcement: Enforcement::default(),
             enforcer: None,
+            kernel_path_rules: Vec::new(),
             baseline: Baseline::default(),
             audit: None,
             decisions: 0,
@@ -111,6 +115,13 @@ impl<V: ProcessView> Pipeline<V> {
         } else {
             Baseline::of(&rules)
         };
+        let kernel = crate::kernel::enforce::kernel_rules(&rules);
+        self.kernel_path_rules = (0..rules.rules.len())
+            .filter(|&i| {
+                let r = &rules.rules[i];
+                r.path.is_some() && kernel.iter().any(|k| std::ptr::eq(*k, r))
+            })
+            .collect();
         self.rules = rules;
         self.enforcement = enforcement;
         self.sync_windows();
@@ -155,13 +166,13 @@ impl<V: ProcessView> Pipeline<V> {
         if file.op == "open" && !file.flags.iter().any(|f| f == "create") {
             return;
         }
-        let touched = crate::kernel::enforce::kernel_rules(&self.rules)
-            .iter()
-            .any(|r| {
-                r.path
-                    .as_ref()
-                    .is_some_and(|p| p.find(&event.body.paths()).is_some())
-            });
+        let paths = event.body.paths();
+        let touched = self.kernel_path_rules.iter().any(|&i| {
+            self.rules.rules[i]
+                .path
+                .as_ref()
+                .is_some_and(|p| p.find(&paths).is_some())
+        });
         if touched {
             if let Err(e) = enforcer.apply(&self.rules) {
                 warn!(
