@@ -4,6 +4,7 @@ pub mod audit;
 pub mod config;
 pub mod control;
 pub mod decode;
+pub mod doctor;
 pub mod event;
 pub mod filter;
 pub mod human;

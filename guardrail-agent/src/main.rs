@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 use guardrail_agent::audit::AuditLog;
 use guardrail_agent::config::{Config, DEFAULT_PATH};
 use guardrail_agent::control::{Access, ControlServer, ReloadStatus, Status};
+use guardrail_agent::doctor::{rule_effects, HostFacts, LsmState};
 use guardrail_agent::kernel::capabilities::{bpf_lsm_state, kernel_release, Capabilities};
 use guardrail_agent::kernel::probes::{ProbeOptions, Probes};
 use guardrail_agent::pipeline::{Pipeline, Print};
@@ -30,7 +31,7 @@ use guardrail_agent::rules::RuleSet;
 /// guardrail's host audit sensor: captures exec, file and permission
 /// changes with eBPF and serves them to `guardrail tail`.
 #[derive(Parser, Debug)]
-#[command(version)]
+#[command(name = "guardrail-agent", version)]
 struct Args {
     /// Configuration file. A missing file at the default path means
     /// defaults; a missing file given explicitly is an error.
@@ -52,9 +53,13 @@ struct Args {
     /// Also capture opens that only read (overrides `capture.read_opens`).
     #[arg(long)]
     capture_read_opens: bool,
-    /// Validate the configuration and exit.
+    /// Validate the configuration, say what each rule will do on this host,
+    /// and exit.
     #[arg(long)]
     check_config: bool,
+    /// Write the man page into DIR and exit (used to build the package).
+    #[arg(long, value_name = "DIR", hide = true)]
+    man: Option<PathBuf>,
 }
 
 /// The config file in use: the one given, else the default one if present.
@@ -103,6 +108,16 @@ fn real_main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(dir) = &args.man {
+        std::fs::create_dir_all(dir)?;
+        let page = dir.join("guardrail-agent.8");
+        let mut out = Vec::new();
+        clap_mangen::Man::new(<Args as clap::CommandFactory>::command())
+            .section("8")
+            .render(&mut out)?;
+        std::fs::write(&page, out).with_context(|| format!("writing {}", page.display()))?;
+        return Ok(());
+    }
     let (config, rules) = load_config(&args)?;
     if args.check_config {
         println!(
@@ -110,6 +125,15 @@ fn real_main() -> Result<()> {
             rules.rules.len(),
             rules.windows.len()
         );
+        // Judged from the LSM list only; `guardrail doctor` proves it by
+        // loading the programs, and the agent with its canary at start.
+        let lsm = LsmState::from_facts(&HostFacts::gather());
+        if let LsmState::Absent(why) = &lsm {
+            println!("BPF-LSM: {why}");
+        }
+        for line in rule_effects(&rules, &lsm) {
+            println!("  {line}");
+        }
         return Ok(());
     }
     tokio::runtime::Builder::new_current_thread()

@@ -5,13 +5,15 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-use guardrail_agent::config::{Config, DEFAULT_SOCKET};
+use guardrail_agent::config::{Config, DEFAULT_PATH, DEFAULT_SOCKET};
 use guardrail_agent::control::{request, ErrorReply, Request, RuleSummary, Status, TailSkipped};
+use guardrail_agent::doctor::{rule_effects, Check, HostFacts, Level, LsmState};
 use guardrail_agent::event::Event;
 use guardrail_agent::filter::TailFilter;
 use guardrail_agent::human;
+use guardrail_agent::kernel::probes::{ProbeOptions, Probes};
 use guardrail_agent::replay::replay;
 use guardrail_agent::rules::eval::Enforcement;
 use guardrail_agent::rules::users::Names;
@@ -19,6 +21,7 @@ use guardrail_agent::rules::{load_rules, RuleSet};
 
 #[derive(Parser, Debug)]
 #[command(
+    name = "guardrail",
     version,
     about = "Operate guardrail: tail events, check and test rules, verify the audit log, show agent status"
 )]
@@ -67,6 +70,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Explain what this host supports and what each rule will do here.
+    ///
+    /// Checks the kernel, BTF, tracepoints, lockdown and BPF-LSM (with how
+    /// to enable it), then explains every configured rule. Asks the running agent when there is one; otherwise, as root,
+    /// loads the probes briefly to prove what the kernel accepts. Exit
+    /// status 1 when the agent cannot capture on this host, 2 when the
+    /// configuration is invalid.
+    Doctor {
+        /// Configuration whose rules to explain.
+        #[arg(long, short, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+        /// Judge from files only; never load BPF programs.
+        #[arg(long)]
+        no_load: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (e.g. `guardrail completions bash >
+    /// /etc/bash_completion.d/guardrail`).
+    Completions { shell: clap_complete::Shell },
+    /// Write man pages for guardrail and its subcommands into DIR.
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -122,6 +148,18 @@ impl std::fmt::Display for Invalid {
 
 impl std::error::Error for Invalid {}
 
+/// A host where the agent cannot capture exits 1.
+#[derive(Debug)]
+struct Unfit;
+
+impl std::fmt::Display for Unfit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("this host cannot run guardrail")
+    }
+}
+
+impl std::error::Error for Unfit {}
+
 /// A broken audit log chain exits 1.
 #[derive(Debug)]
 struct Broken;
@@ -138,7 +176,7 @@ fn main() -> std::process::ExitCode {
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) if e.is::<Invalid>() => std::process::ExitCode::from(2),
-        Err(e) if e.is::<Broken>() => std::process::ExitCode::from(1),
+        Err(e) if e.is::<Broken>() || e.is::<Unfit>() => std::process::ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -307,6 +345,21 @@ fn real_main() -> Result<()> {
                 tail(&cli.socket, filter, json, count).await
             }
             Command::Status { json } => status(&cli.socket, json).await,
+            Command::Doctor {
+                config,
+                no_load,
+                json,
+            } => doctor(&cli.socket, &config, no_load, json).await,
+            Command::Completions { shell } => {
+                let mut cmd = Cli::command();
+                clap_complete::generate(shell, &mut cmd, "guardrail", &mut std::io::stdout());
+                Ok(())
+            }
+            Command::Man { dir } => {
+                std::fs::create_dir_all(&dir)?;
+                clap_mangen::generate_to(Cli::command(), &dir)
+                    .with_context(|| format!("writing man pages to {}", dir.display()))
+            }
         }
     })
 }
@@ -412,5 +465,130 @@ async fn status(socket: &std::path::Path, json: bool) -> Result<()> {
         }
     }
     println!("tail clients      {}", s.tail_clients);
+    Ok(())
+}
+
+/// What the kernel allows for BPF-LSM, best evidence first: the running
+/// agent's canary, then a trial load (root only), then the LSM list.
+async fn lsm_evidence(
+    socket: &std::path::Path,
+    facts: &HostFacts,
+    no_load: bool,
+) -> (LsmState, Option<Check>) {
+    if let Ok(mut lines) = request(socket, &Request::Status).await {
+        if let Ok(Some(line)) = lines.next_line().await {
+            if let Ok(s) = serde_json::from_str::<Status>(&line) {
+                let agent = Check {
+                    level: Level::Ok,
+                    what: "agent",
+                    detail: format!(
+                        "guardrail-agent {} running (pid {}), {} tracepoints attached",
+                        s.version, s.pid, s.tracepoints_attached
+                    ),
+                };
+                let lsm = match s.capabilities.bpf_lsm_note {
+                    None if s.capabilities.bpf_lsm => LsmState::Proven,
+                    note => LsmState::Refused(note.unwrap_or_default()),
+                };
+                return (lsm, Some(agent));
+            }
+        }
+    }
+    if no_load || !facts.root {
+        return (LsmState::from_facts(facts), None);
+    }
+    let opts = ProbeOptions {
+        ring_buffer_bytes: 4096,
+        wakeup_bytes: 4096,
+        capture_read_opens: false,
+        // Capture only this short-lived process: nobody else pays.
+        only_tgid: std::process::id(),
+        self_protect: false,
+    };
+    match Probes::load(&opts) {
+        Ok((probes, _ring, enforcer)) => {
+            let mut detail = format!("trial load: {} tracepoints attached", probes.attached.len());
+            if !probes.missing.is_empty() {
+                detail += &format!("; not on this kernel: {}", probes.missing.join(", "));
+            }
+            let check = Check {
+                level: Level::Ok,
+                what: "probes",
+                detail,
+            };
+            let lsm = match enforcer {
+                Ok(_) => LsmState::Proven,
+                Err(why) => LsmState::Refused(why),
+            };
+            (lsm, Some(check))
+        }
+        Err(e) => (
+            LsmState::from_facts(facts),
+            Some(Check {
+                level: Level::Fail,
+                what: "probes",
+                detail: format!("the probes do not load: {e:#}"),
+            }),
+        ),
+    }
+}
+
+async fn doctor(
+    socket: &std::path::Path,
+    config: &std::path::Path,
+    no_load: bool,
+    json: bool,
+) -> Result<()> {
+    let facts = HostFacts::gather();
+    let (lsm, evidence) = lsm_evidence(socket, &facts, no_load).await;
+    let mut checks = guardrail_agent::doctor::checks(&facts, &lsm);
+    checks.extend(evidence);
+    let rules = if config.exists() {
+        Some(load_or_report(config)?)
+    } else {
+        None
+    };
+    let effects = rules
+        .as_ref()
+        .map(|set| rule_effects(set, &lsm))
+        .unwrap_or_default();
+    if json {
+        let report = serde_json::json!({
+            "host": facts,
+            "bpf_lsm": lsm,
+            "checks": checks,
+            "config": config,
+            "rules": effects,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for c in &checks {
+            let mark = match c.level {
+                Level::Ok => "ok  ",
+                Level::Warn => "WARN",
+                Level::Fail => "FAIL",
+            };
+            println!("{mark} {:<12} {}", c.what, c.detail);
+        }
+        match &rules {
+            None => println!(
+                "\n{}: not found; the agent would run without rules",
+                config.display()
+            ),
+            Some(set) => {
+                println!(
+                    "\n{} rules in {} on this host:",
+                    set.rules.len(),
+                    config.display()
+                );
+                for line in &effects {
+                    println!("  {line}");
+                }
+            }
+        }
+    }
+    if checks.iter().any(|c| c.level == Level::Fail) {
+        return Err(Unfit.into());
+    }
     Ok(())
 }
