@@ -149,10 +149,14 @@ check window-active-denies same /protected/win-now original
 check window-inactive-allows same /protected/win-later changed
 
 # Self-protection: nobody but init (this script, pid 1) may kill or trace
-# the agent, and its configuration and binary stay as they are.
+# the agent (SIGHUP, a reload, is allowed), and its configuration and
+# binary stay as they are.
 sh -c "kill -9 $AGENT" 2>/dev/null
 sleep 0.3
 check self-kill-refused kill -0 $AGENT
+sh -c "kill -HUP $AGENT"
+sleep 0.3
+check self-hup-reloads sh -c "kill -0 $AGENT && grep -q 'SIGHUP: configuration reloaded' /tmp/agent.log"
 /bin/vmhelper ptrace $AGENT > /tmp/ptrace.out 2>&1
 check self-ptrace-refused grep -q "attach=-1 errno=1" /tmp/ptrace.out
 sum_before=$(md5sum /etc/guardrail/guardrail.toml)

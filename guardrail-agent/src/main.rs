@@ -19,6 +19,7 @@ use guardrail_agent::control::{Access, ControlServer, ReloadStatus, Status};
 use guardrail_agent::doctor::{rule_effects, HostFacts, LsmState};
 use guardrail_agent::kernel::capabilities::{bpf_lsm_state, kernel_release, Capabilities};
 use guardrail_agent::kernel::probes::{ProbeOptions, Probes};
+use guardrail_agent::notify::notify;
 use guardrail_agent::pipeline::{Pipeline, Print};
 use guardrail_agent::procfs::ProcFs;
 use guardrail_agent::reload::{self, Fingerprint};
@@ -185,8 +186,25 @@ fn kernel_enforcement(rules: &RuleSet, available: bool) -> Enforcement {
     Enforcement::default()
 }
 
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK, whose default
+/// (8 MiB) is smaller than the default ring buffer.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: a valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        warn!(
+            "cannot raise the memlock limit ({}); on kernels before 5.11 large ring buffers may fail to load",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
     let started = Instant::now();
+    raise_memlock_limit();
     let opts = ProbeOptions {
         ring_buffer_bytes: config.capture.ring_buffer_bytes,
         wakeup_bytes: config
@@ -294,6 +312,9 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
     pipeline
         .set_rules(rules, enforcement)
         .context("compiling kill/deny rules into the kernel")?;
+    if let Err(e) = notify("READY=1") {
+        warn!("cannot tell the service manager that the agent is ready: {e}");
+    }
     let mut sighup = signal(SignalKind::hangup())?;
     // When the next time window opens or closes (checked again at least
     // daily), after telling the kernel which are active now.
@@ -394,6 +415,7 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
             _ = sigint.recv() => break,
         }
     }
+    let _ = notify("STOPPING=1");
     // Flush: whatever the kernel wrote before we stop is still delivered.
     drain_ring(ring.get_mut(), &mut pipeline);
     update(&probes, &mut pipeline, &status, started);

@@ -35,6 +35,14 @@ pub fn require_root() {
     );
 }
 
+/// How to run the agent, beyond its configuration.
+#[derive(Default)]
+pub struct Launch {
+    /// A program (and its arguments) that runs the agent, e.g. `setpriv …`.
+    pub wrapper: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
 pub struct Agent {
     child: Child,
     pub socket: PathBuf,
@@ -52,6 +60,12 @@ impl Agent {
 
     /// Start an agent whose config file holds `config` (rules included).
     pub fn start_with_config(config_text: &str, extra: &[&str]) -> Agent {
+        Self::launch(config_text, extra, &Launch::default())
+    }
+
+    /// Start an agent as `launch` says (under a wrapper such as `setpriv`,
+    /// with extra environment).
+    pub fn launch(config_text: &str, extra: &[&str], launch: &Launch) -> Agent {
         require_root();
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("guardrail.sock");
@@ -66,7 +80,16 @@ impl Agent {
             )
         };
         std::fs::write(&config, config_text).unwrap();
-        let mut child = Command::new(bin("guardrail-agent"))
+        let mut command = match launch.wrapper.split_first() {
+            None => Command::new(bin("guardrail-agent")),
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin("guardrail-agent"));
+                c
+            }
+        };
+        let mut child = command
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .arg("--config")
             .arg(&config)
             .arg("--socket")

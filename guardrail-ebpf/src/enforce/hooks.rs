@@ -253,11 +253,16 @@ fn protects(target_task: u64) -> bool {
     target == agent && me != agent && me != 1
 }
 
+const SIGHUP: i32 = 1;
+
 #[lsm(hook = "task_kill")]
 pub fn guardrail_task_kill(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(4);
     let sig: i32 = ctx.arg(2);
-    if sig == 0 || !protects(ctx.arg(0)) {
+    // SIGHUP only makes the agent re-read a configuration that self-
+    // protection keeps unchanged; allowing it lets `systemctl reload`
+    // (ExecReload runs kill, not init) work.
+    if sig == 0 || sig == SIGHUP || !protects(ctx.arg(0)) {
         return previous;
     }
     verdict(previous, -1)
