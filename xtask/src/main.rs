@@ -4,6 +4,7 @@
 //! README's two commands and CI work with nothing done by hand.
 
 mod bench;
+mod package;
 mod prereqs;
 mod vm;
 
@@ -47,9 +48,20 @@ enum Task {
         #[arg(long, default_value = "all")]
         kernel: String,
     },
+    /// Build the Debian package (target/package/guardrail_VERSION_ARCH.deb):
+    /// binaries, systemd unit, default configuration, man pages and
+    /// completions.
+    Package {
+        /// Package version (default: the workspace version).
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Install, upgrade, remove and purge the package in a Debian 12
+    /// chroot (debootstrap, cached under target/package/).
+    PackageTest,
     /// Run the whole test suite: unit tests, host integration tests that
-    /// load the real probes, and the VM tests on Debian's 5.10, 6.1 and
-    /// 6.12 kernels with BPF-LSM.
+    /// load the real probes, the VM tests on Debian's 5.10, 6.1 and 6.12
+    /// kernels with BPF-LSM, and the package test.
     Test {
         /// Extra arguments for `cargo test`.
         #[arg(last = true)]
@@ -119,6 +131,15 @@ fn main() -> Result<()> {
             build(true)?;
             vm::vm_test(&kernel, &root().join("target/release"))
         }
+        Task::Package { version } => {
+            build(true)?;
+            package::package(&root().join("target/release"), version.as_deref()).map(|_| ())
+        }
+        Task::PackageTest => {
+            prereqs::ensure_test()?;
+            build(true)?;
+            package::package_test(&root().join("target/release"))
+        }
         Task::Test { args } => {
             prereqs::ensure_build()?;
             prereqs::ensure_test()?;
@@ -128,7 +149,8 @@ fn main() -> Result<()> {
             cmd.args(["test", "--workspace"]).args(args);
             run(&mut cmd)?;
             build(true)?;
-            vm::vm_test("all", &root().join("target/release"))
+            vm::vm_test("all", &root().join("target/release"))?;
+            package::package_test(&root().join("target/release"))
         }
     }
 }

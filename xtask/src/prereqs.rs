@@ -20,8 +20,9 @@ const BUILD_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
 ];
-/// Debian packages the tests use: time zone data for the window tests.
-const TEST_PACKAGES: &[&str] = &["tzdata"];
+/// tzdata for window rules; debootstrap and systemd (systemd-analyze) for
+/// the package test.
+const TEST_PACKAGES: &[&str] = &["tzdata", "debootstrap", "systemd"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
