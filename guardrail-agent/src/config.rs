@@ -14,6 +14,7 @@ pub struct Config {
     pub agent: AgentSection,
     pub capture: CaptureSection,
     pub audit_log: AuditSection,
+    pub metrics: MetricsSection,
     // The rule tables are validated by `rules::load_rules`.
     #[serde(skip_serializing)]
     pub include: Option<toml::Value>,
@@ -66,6 +67,15 @@ impl Default for AuditSection {
             buffer_bytes: 64 << 20,
         }
     }
+}
+
+/// The Prometheus endpoint (docs/metrics.md).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Address to serve `GET /metrics` on, e.g. "127.0.0.1:9717"; absent:
+    /// no endpoint.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]

@@ -10,6 +10,7 @@ pub mod filter;
 pub mod human;
 pub mod interpret;
 pub mod kernel;
+pub mod metrics;
 pub mod notify;
 pub mod pipeline;
 pub mod procfs;

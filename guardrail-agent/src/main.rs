@@ -19,6 +19,7 @@ use guardrail_agent::control::{Access, ControlServer, ReloadStatus, Status};
 use guardrail_agent::doctor::{rule_effects, HostFacts, LsmState};
 use guardrail_agent::kernel::capabilities::{bpf_lsm_state, kernel_release, Capabilities};
 use guardrail_agent::kernel::probes::{ProbeOptions, Probes};
+use guardrail_agent::metrics::Metrics;
 use guardrail_agent::notify::notify;
 use guardrail_agent::pipeline::{Pipeline, Print};
 use guardrail_agent::procfs::ProcFs;
@@ -304,7 +305,20 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
         "guardrail-agent running"
     );
 
+    let metrics = match config.metrics.listen {
+        None => None,
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("metrics.listen: cannot listen on {addr}"))?;
+            let metrics = Arc::new(Metrics::new(status.clone()));
+            tokio::spawn(guardrail_agent::metrics::serve(listener, metrics.clone()));
+            info!("metrics served at http://{addr}/metrics");
+            Some(metrics)
+        }
+    };
     let mut pipeline = Pipeline::new(ProcFs::default(), args.print, tx);
+    pipeline.metrics = metrics.clone();
     if config.audit_log.enabled {
         pipeline.audit = Some(AuditLog::start(&config.audit_log)?);
     }
@@ -336,8 +350,9 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
             if new_config.capture != config.capture
                 || new_config.agent != config.agent
                 || new_config.audit_log != config.audit_log
+                || new_config.metrics != config.metrics
             {
-                warn!("[agent], [capture] and [audit_log] changes take effect when the agent restarts");
+                warn!("[agent], [capture], [audit_log] and [metrics] changes take effect when the agent restarts");
             }
             let fp = Fingerprint::of(path, &set);
             let enforcement = kernel_enforcement(&set, kernel_can_enforce);
@@ -359,6 +374,9 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
             error!(
                 "{why}: the new configuration is not used; the previous rules stay in force:\n{e}"
             );
+        }
+        if let Some(m) = &metrics {
+            m.reload(error.is_none());
         }
         status.lock().unwrap().last_reload = Some(ReloadStatus {
             ok: error.is_none(),

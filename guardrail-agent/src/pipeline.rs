@@ -47,6 +47,7 @@ pub struct Pipeline<V: ProcessView> {
     baseline: Baseline,
     pub audit: Option<crate::audit::AuditLog>,
     pub decisions: u64,
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// What the LSM programs reported for a syscall.
@@ -91,6 +92,7 @@ impl<V: ProcessView> Pipeline<V> {
             baseline: Baseline::default(),
             audit: None,
             decisions: 0,
+            metrics: None,
         }
     }
 
@@ -235,6 +237,9 @@ impl<V: ProcessView> Pipeline<V> {
         if !matches!(body, Body::Loss { .. }) {
             self.events_total += 1;
             self.rate.tick(1);
+            if let Some(m) = &self.metrics {
+                m.event(body.kind());
+            }
         }
         let wall_ns = ktime_ns as i128 + self.wall_offset_ns;
         let mut event = Event {
@@ -245,12 +250,19 @@ impl<V: ProcessView> Pipeline<V> {
             decision: None,
         };
         if !self.rules.rules.is_empty() {
+            let started = self.metrics.is_some().then(Instant::now);
             let at =
                 jiff::Timestamp::from_nanosecond(wall_ns).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
             event.decision = evaluate(&self.rules, &event, at, self.enforcement);
             self.kernel_facts(&mut event, verdict);
             self.refresh_if_touched(&event);
             self.apply_revert(&mut event);
+            if let (Some(m), Some(started)) = (&self.metrics, started) {
+                m.evaluated(started.elapsed());
+                if let Some(d) = &event.decision {
+                    m.decision(d);
+                }
+            }
             if let Some(d) = &event.decision {
                 self.decisions += 1;
                 let p = event.body.process();
