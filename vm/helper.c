@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static char path[64];
@@ -24,7 +26,7 @@ static void *flip(void *arg) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: vmhelper setuid-regain | race SAFE PROTECTED N | write-then FILE MARKER | ptrace PID | write FILE\n");
+        fprintf(stderr, "usage: vmhelper setuid-regain | race SAFE PROTECTED N | write-then FILE MARKER | ptrace PID | write FILE | write-at DIR NAME | reopen FILE | by-handle FILE | execveat PROG ARGV... | memfd-exec PROG ARGV...\n");
         return 2;
     }
     if (!strcmp(argv[1], "setuid-regain")) {
@@ -86,6 +88,56 @@ int main(int argc, char **argv) {
         (void)!write(fd, "helper\n", 7);
         close(fd);
         return 0;
+    }
+    if (!strcmp(argv[1], "reopen") && argc == 3) {
+        /* O_PATH needs no permission to open; re-opening it for writing
+         * through /proc/self/fd must still be refused. */
+        int p = open(argv[2], O_PATH);
+        char proc[64];
+        snprintf(proc, sizeof proc, "/proc/self/fd/%d", p);
+        int fd = open(proc, O_WRONLY | O_TRUNC);
+        printf("opath=%d reopen=%d errno=%d\n", p >= 0, fd, fd < 0 ? errno : 0);
+        if (fd >= 0) (void)!write(fd, "evil\n", 5);
+        return fd < 0 ? 0 : 1;
+    }
+    if (!strcmp(argv[1], "by-handle") && argc == 3) {
+        /* open_by_handle_at names no path at all. */
+        struct file_handle *h = malloc(sizeof *h + MAX_HANDLE_SZ);
+        h->handle_bytes = MAX_HANDLE_SZ;
+        int mount_id;
+        if (name_to_handle_at(AT_FDCWD, argv[2], h, &mount_id, 0) != 0) {
+            printf("handle=-1 errno=%d\n", errno);
+            return 1;
+        }
+        int mfd = open("/", O_RDONLY | O_DIRECTORY);
+        int fd = open_by_handle_at(mfd, h, O_WRONLY | O_TRUNC);
+        printf("handle=0 open=%d errno=%d\n", fd, fd < 0 ? errno : 0);
+        if (fd >= 0) (void)!write(fd, "evil\n", 5);
+        return fd < 0 ? 0 : 1;
+    }
+    if (!strcmp(argv[1], "execveat") && argc >= 4) {
+        /* execveat(fd, "", AT_EMPTY_PATH): the program named by an fd. */
+        int fd = open(argv[2], O_PATH | O_CLOEXEC);
+        syscall(SYS_execveat, fd, "", &argv[3], (char *[]){NULL}, AT_EMPTY_PATH);
+        printf("execveat=-1 errno=%d\n", errno);
+        return 1;
+    }
+    if (!strcmp(argv[1], "memfd-exec") && argc >= 4) {
+        /* Copy a program into an anonymous memory file and run that. */
+        int src = open(argv[2], O_RDONLY);
+        int mfd = memfd_create("payload", MFD_CLOEXEC);
+        char buf[65536];
+        ssize_t n;
+        while ((n = read(src, buf, sizeof buf)) > 0) (void)!write(mfd, buf, n);
+        /* Run it read-only: kernels before 6.11 refuse to run a file that
+         * is open for writing (ETXTBSY). */
+        char proc[64];
+        snprintf(proc, sizeof proc, "/proc/self/fd/%d", mfd);
+        int ro = open(proc, O_RDONLY | O_CLOEXEC);
+        close(mfd);
+        fexecve(ro, &argv[3], (char *[]){NULL});
+        printf("fexecve=-1 errno=%d\n", errno);
+        return 1;
     }
     fprintf(stderr, "unknown command %s\n", argv[1]);
     return 2;

@@ -115,6 +115,12 @@ mount --bind /protected /mnt/bind
 (echo evil > /mnt/bind/secret) 2>/dev/null
 check bypass-bind-mount same /protected/secret original
 umount /mnt/bind
+/bin/vmhelper reopen /protected/secret > /tmp/reopen.out
+check bypass-opath-reopen same /protected/secret original
+check reopen-eperm grep -q "opath=1 reopen=-1 errno=1" /tmp/reopen.out
+/bin/vmhelper by-handle /protected/secret > /tmp/handle.out
+check bypass-open-by-handle same /protected/secret original
+check by-handle-eperm grep -q "handle=0 open=-1 errno=1" /tmp/handle.out
 /bin/vmhelper race /tmp/free /protected/secret 2000 > /tmp/race.out 2>&1
 check bypass-racing-thread same /protected/secret original
 check race-ran grep -q protected_opens=0 /tmp/race.out
@@ -130,6 +136,18 @@ check exe-not-exempts same /protected/dir/by-helper helper
 # Exec deny: the program never runs.
 /opt/bad touch /tmp/bad-ran 2>/dev/null
 check deny-exec-never-ran [ ! -e /tmp/bad-ran ]
+# The same program named by an fd (execveat, fexecve of the file) and
+# through a symlink: the kernel checks the inode, not the name.
+/bin/vmhelper execveat /opt/bad touch /tmp/bad-ran-fd > /tmp/execveat.out
+check deny-execveat-fd [ ! -e /tmp/bad-ran-fd ]
+check execveat-eperm grep -q "execveat=-1 errno=1" /tmp/execveat.out
+ln -s /opt/bad /tmp/bad-link
+/tmp/bad-link touch /tmp/bad-ran-link 2>/dev/null
+check deny-exec-symlink [ ! -e /tmp/bad-ran-link ]
+# A copy of the program in an anonymous memory file is another inode: a
+# known limit (docs/security.md). It runs, and the event says memfd.
+/bin/vmhelper memfd-exec /opt/bad touch /tmp/bad-ran-memfd
+check memfd-copy-is-a-known-limit [ -e /tmp/bad-ran-memfd ]
 
 # Kill: the process dies before it runs more code; the file is unchanged.
 /bin/vmhelper write-then /protected/tripwire /tmp/after-tripwire
@@ -174,6 +192,7 @@ check unrelated-chmod [ "$(mode_of /tmp/free)" = 600 ]
 # The events say what happened and why.
 sleep 0.5
 check event-denied grep -q '"decision":{"rule":"protect-secret","action":"deny","mode":"enforce","severity":"critical","outcome":"denied"' /tmp/events.jsonl
+check event-memfd-exe grep -q '"exe":"/memfd:payload' /tmp/events.jsonl
 check event-killed grep -q '"rule":"tripwire","action":"kill","mode":"enforce","severity":"medium","outcome":"killed"' /tmp/events.jsonl
 
 kill -TERM $AGENT

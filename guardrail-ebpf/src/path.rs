@@ -139,12 +139,11 @@ fn walk(mut vfsmnt: u64, mut dentry: u64) -> Option<Walked> {
                 read::<u64>(dentry, off!(dentry_parent))?,
             )
         };
-        if dentry == mnt_root || dentry == parent {
-            if dentry != mnt_root {
-                // Its own parent but no mount root: a detached tree.
-                complete = true;
-                break;
-            }
+        // Its own parent but no mount root: a pseudo file (memfd, the
+        // files behind anonymous mappings) or a detached tree. Its own name
+        // is all the path there is ("/memfd:payload"), as /proc shows it.
+        let detached = dentry == parent && dentry != mnt_root;
+        if dentry == mnt_root {
             let mount = vfsmnt - off!(mount_mnt) as u64;
             let mount_parent: u64 = unsafe { read(mount, off!(mount_parent))? };
             if mount_parent == mount {
@@ -172,6 +171,10 @@ fn walk(mut vfsmnt: u64, mut dentry: u64) -> Option<Walked> {
         let slash = (start - 1) & (PATH_MAX - 1);
         unsafe { *bytes.add(slash) = b'/' };
         set_pos(slash);
+        if detached {
+            complete = true;
+            break;
+        }
         dentry = parent;
     }
     let mut pos = get_pos();

@@ -54,6 +54,38 @@ fn exec_reports_program_argv_cwd_and_parent() {
     agent.stop();
 }
 
+/// A program run from memory ("fileless" exec) is reported as the memory
+/// file the kernel runs, not as "/" or the /proc path it was named by.
+#[test]
+fn exec_from_memory_names_the_memory_file() {
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let agent = Agent::start(&[]);
+    // SAFETY: a valid NUL-terminated name; the fd is owned by the File.
+    let mut memfd = unsafe {
+        let fd = libc::memfd_create(c"payload".as_ptr(), libc::MFD_CLOEXEC);
+        assert!(fd >= 0);
+        std::fs::File::from_raw_fd(fd)
+    };
+    memfd
+        .write_all(&std::fs::read("/usr/bin/true").unwrap())
+        .unwrap();
+    // Run it from a read-only descriptor: kernels before 6.11 refuse to
+    // run a file that is open for writing.
+    let ro = std::fs::File::open(format!("/proc/self/fd/{}", memfd.as_raw_fd())).unwrap();
+    drop(memfd);
+    let mut child = Command::new(format!("/proc/self/fd/{}", ro.as_raw_fd()))
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    assert!(child.wait().unwrap().success());
+    let events = agent.collect_until(WAIT, |e| e["kind"] == "exec" && e["process"]["pid"] == pid);
+    let exec = events.last().unwrap();
+    let exe = exec["process"]["exe"].as_str().unwrap();
+    assert!(exe.starts_with("/memfd:payload"), "{exec}");
+    agent.stop();
+}
+
 #[test]
 fn failed_exec_reports_errno_and_the_path_tried() {
     let agent = Agent::start(&[]);

@@ -67,7 +67,7 @@ fn doctor_loads_the_probes_and_agrees_with_the_agent() {
         .iter()
         .map(|r| r.as_str().unwrap())
         .collect();
-    assert_eq!(rules.len(), 16, "{rules:?}");
+    assert_eq!(rules.len(), 17, "{rules:?}");
     let preload = rules
         .iter()
         .find(|r| r.starts_with("preload-hijack"))
@@ -129,7 +129,7 @@ fn check_config_explains_each_rule() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.starts_with("configuration is valid: 16 rules"),
+        text.starts_with("configuration is valid: 17 rules"),
         "{text}"
     );
     assert!(

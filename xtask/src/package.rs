@@ -337,7 +337,7 @@ pub fn package_test(bin_dir: &Path) -> Result<()> {
         "shipped config valid",
         checked
             .as_ref()
-            .is_ok_and(|o| o.starts_with("configuration is valid: 16 rules")),
+            .is_ok_and(|o| o.starts_with("configuration is valid: 17 rules")),
         || format!("{checked:?}"),
     );
     let version_line = root.sh("guardrail --version");

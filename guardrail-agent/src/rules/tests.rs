@@ -776,6 +776,11 @@ mod default_pack {
             ),
             ("capability-gain", capset(&["cap_sys_admin"]), capset(&[])),
             (
+                "fileless-exec",
+                by(exec("/proc/self/fd/3", &["x"]), "/memfd:payload"),
+                by(exec("/proc/self/fd/3", &["x"]), "/usr/bin/memfd-tool"),
+            ),
+            (
                 "nginx-outside-maintenance",
                 at_time(
                     write("/usr/bin/vi", "/etc/nginx/nginx.conf"),
