@@ -7,6 +7,7 @@ pub mod decode;
 pub mod doctor;
 pub mod event;
 pub mod filter;
+pub mod fuzzing;
 pub mod human;
 pub mod interpret;
 pub mod kernel;

@@ -59,6 +59,10 @@ struct Args {
     /// and exit.
     #[arg(long)]
     check_config: bool,
+    /// Benchmark only: run the minimal copy-every-syscall probe instead of
+    /// guardrail's, print what it received on SIGTERM (`cargo xtask bench`).
+    #[arg(long, hide = true)]
+    bench_floor: bool,
     /// Write the man page into DIR and exit (used to build the package).
     #[arg(long, value_name = "DIR", hide = true)]
     man: Option<PathBuf>,
@@ -138,10 +142,17 @@ fn real_main() -> Result<()> {
         }
         return Ok(());
     }
-    tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?
-        .block_on(run(args, config, rules))
+        .build()?;
+    if args.bench_floor {
+        raise_memlock_limit();
+        return runtime.block_on(guardrail_agent::kernel::floor::run(
+            config.capture.ring_buffer_bytes,
+            Duration::from_millis(config.capture.drain_interval_ms),
+        ));
+    }
+    runtime.block_on(run(args, config, rules))
 }
 
 /// With BPF-LSM and `agent.self_protection`, add the rule that keeps the
@@ -190,6 +201,10 @@ fn kernel_enforcement(rules: &RuleSet, available: bool) -> Enforcement {
 /// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK, whose default
 /// (8 MiB) is smaller than the default ring buffer.
 fn raise_memlock_limit() {
+    let release = kernel_release();
+    if guardrail_agent::doctor::kernel_version(&release).is_some_and(|v| v >= (5, 11)) {
+        return;
+    }
     let unlimited = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,

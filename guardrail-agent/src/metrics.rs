@@ -50,6 +50,7 @@ pub struct Metrics {
     fallbacks: Family<FallbackLabels, Counter>,
     reloads: Family<ResultLabel, Counter>,
     evaluation: Histogram,
+    delay: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -92,6 +93,13 @@ impl Metrics {
             "Time to evaluate the rules for one event, enforcement facts included",
             evaluation.clone(),
         );
+        // 10 µs … about 1.3 s.
+        let delay = Histogram::new(exponential_buckets(1e-5, 1.5, 30));
+        registry.register(
+            "event_delay_seconds",
+            "Kernel timestamp of an event to the moment the agent hands it to the audit log and other outputs",
+            delay.clone(),
+        );
         registry.register_collector(Box::new(StatusCollector(status)));
         Self {
             registry,
@@ -100,6 +108,7 @@ impl Metrics {
             fallbacks,
             reloads,
             evaluation,
+            delay,
         }
     }
 
@@ -126,6 +135,10 @@ impl Metrics {
 
     pub fn evaluated(&self, took: Duration) {
         self.evaluation.observe(took.as_secs_f64());
+    }
+
+    pub fn delayed(&self, ns: u64) {
+        self.delay.observe(ns as f64 * 1e-9);
     }
 
     pub fn reload(&self, ok: bool) {

@@ -286,6 +286,9 @@ impl<V: ProcessView> Pipeline<V> {
                 return;
             }
         };
+        if let Some(m) = &self.metrics {
+            m.delayed(monotonic_ns().saturating_sub(ktime_ns));
+        }
         if let Some(log) = &self.audit {
             log.send(json.clone());
         }

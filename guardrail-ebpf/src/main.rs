@@ -16,6 +16,7 @@
 #![no_main]
 
 mod enforce;
+mod floor;
 mod path;
 mod record;
 mod task;

@@ -3,5 +3,6 @@ pub mod btf;
 pub mod capabilities;
 pub mod enforce;
 pub mod enforce_model;
+pub mod floor;
 pub mod probes;
 pub mod tracefs;

@@ -18,7 +18,8 @@ use super::{btf, tracefs};
 const CANARY_DIR: &str = "/run/guardrail";
 
 /// The probes' object, built by `build.rs`.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guardrail.bpf.o"));
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guardrail.bpf.o"));
 
 /// How to load the probes.
 #[derive(Clone, Debug)]
