@@ -4,6 +4,7 @@
 //! README's two commands and CI work with nothing done by hand.
 
 mod bench;
+mod fuzz;
 mod package;
 mod prereqs;
 mod vm;
@@ -47,6 +48,17 @@ enum Task {
         /// 5.10, 6.1, 6.12 or all.
         #[arg(long, default_value = "all")]
         kernel: String,
+    },
+    /// Fuzz the parsers of untrusted input (config, decoder, log_verify,
+    /// control) with cargo-fuzz; new interesting inputs are kept in
+    /// fuzz/corpus/TARGET, crashes in fuzz/artifacts/TARGET.
+    Fuzz {
+        /// One target, or all of them one after another.
+        #[arg(long, default_value = "all")]
+        target: String,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
     },
     /// Build the Debian package (target/package/guardrail_VERSION_ARCH.deb):
     /// binaries, systemd unit, default configuration, man pages and
@@ -130,6 +142,10 @@ fn main() -> Result<()> {
             // takes minutes there to parse the kernel's BTF.
             build(true)?;
             vm::vm_test(&kernel, &root().join("target/release"))
+        }
+        Task::Fuzz { target, seconds } => {
+            prereqs::ensure_build()?;
+            fuzz::fuzz(&target, seconds)
         }
         Task::Package { version } => {
             build(true)?;
