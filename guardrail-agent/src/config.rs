@@ -14,6 +14,7 @@ pub struct Config {
     pub agent: AgentSection,
     pub capture: CaptureSection,
     pub audit_log: AuditSection,
+    pub redaction: RedactionSection,
     // The rule tables are validated by `rules::load_rules`.
     #[serde(skip_serializing)]
     pub include: Option<toml::Value>,
@@ -66,6 +67,36 @@ impl Default for AuditSection {
             buffer_bytes: 64 << 20,
         }
     }
+}
+
+/// Secret redaction before events leave the agent (docs/audit-log.md).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactionSection {
+    /// Turning redaction off has to be said: secrets then reach the log,
+    /// tail clients and every output.
+    pub enabled: bool,
+    /// Patterns added to the built-in ones.
+    pub patterns: Vec<RedactionPattern>,
+}
+
+impl Default for RedactionSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            patterns: Vec::new(),
+        }
+    }
+}
+
+/// A user pattern: where the regex has a group named `secret`, only that
+/// group is replaced. Spans are kept so that a bad regex is reported at
+/// its line and column.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionPattern {
+    pub name: toml::Spanned<String>,
+    pub regex: toml::Spanned<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -155,7 +186,28 @@ impl Config {
             }
         })?;
         config.validate(&name)?;
+        config.check_redaction(text, &name)?;
         Ok(config)
+    }
+
+    /// User redaction patterns must compile; errors point at the value.
+    fn check_redaction(&self, text: &str, path: &str) -> Result<(), ConfigError> {
+        for (i, p) in self.redaction.patterns.iter().enumerate() {
+            if let Err(e) = crate::redact::compile_user(p.name.get_ref(), p.regex.get_ref()) {
+                let (field, span) = match e {
+                    crate::redact::RedactError::BadName { .. } => ("name", p.name.span()),
+                    _ => ("regex", p.regex.span()),
+                };
+                let (line, column) = line_column(text, span.start);
+                return Err(ConfigError::Parse {
+                    path: path.into(),
+                    line,
+                    column,
+                    message: format!("redaction.patterns[{i}].{field}: {e}"),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Validate again after command-line overrides.
@@ -218,6 +270,56 @@ mod tests {
     fn wrong_type_names_position() {
         let err = parse("[capture]\nread_opens = \"yes\"\n").unwrap_err();
         assert!(err.to_string().starts_with("/etc/g.toml:2:14:"), "{err}");
+    }
+
+    #[test]
+    fn redaction_is_on_unless_turned_off() {
+        assert!(parse("").unwrap().redaction.enabled);
+        assert!(
+            !parse("[redaction]\nenabled = false\n")
+                .unwrap()
+                .redaction
+                .enabled
+        );
+    }
+
+    #[test]
+    fn user_redaction_patterns_parse_in_both_table_forms() {
+        let inline =
+            parse("[redaction]\npatterns = [{ name = \"ticket\", regex = 'tkt_[a-z0-9]{32}' }]\n")
+                .unwrap();
+        let tables =
+            parse("[[redaction.patterns]]\nname = \"ticket\"\nregex = 'tkt_[a-z0-9]{32}'\n")
+                .unwrap();
+        assert_eq!(inline.redaction, tables.redaction);
+        assert_eq!(
+            inline.redaction.patterns[0].regex.get_ref(),
+            "tkt_[a-z0-9]{32}"
+        );
+    }
+
+    #[test]
+    fn a_bad_redaction_regex_names_its_position_and_field() {
+        let err = parse("[redaction]\npatterns = [\n  { name = \"x\", regex = 'tkt_(' },\n]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "/etc/g.toml:3:25: redaction.patterns[0].regex: redaction pattern \"x\":"
+            ),
+            "{err}"
+        );
+        let err = parse("[[redaction.patterns]]\nname = \"a b\"\nregex = 'x'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/etc/g.toml:2:8: redaction.patterns[0].name:"),
+            "{err}"
+        );
+        let err = parse("[[redaction.patterns]]\nname = \"any\"\nregex = 'x*'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("matches the empty string"), "{err}");
     }
 
     #[test]

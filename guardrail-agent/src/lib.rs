@@ -11,6 +11,7 @@ pub mod interpret;
 pub mod kernel;
 pub mod pipeline;
 pub mod procfs;
+pub mod redact;
 pub mod reload;
 pub mod replay;
 pub mod revert;

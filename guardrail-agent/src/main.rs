@@ -20,6 +20,7 @@ use guardrail_agent::kernel::capabilities::{bpf_lsm_state, kernel_release, Capab
 use guardrail_agent::kernel::probes::{ProbeOptions, Probes};
 use guardrail_agent::pipeline::{Pipeline, Print};
 use guardrail_agent::procfs::ProcFs;
+use guardrail_agent::redact::Redactor;
 use guardrail_agent::reload::{self, Fingerprint};
 use guardrail_agent::rules::builtin::add_self_protection;
 use guardrail_agent::rules::eval::Enforcement;
@@ -230,6 +231,7 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
         config_file: config_file.as_ref().map(|p| p.display().to_string()),
         rules: rules.rules.len(),
         enforcement,
+        redaction_enabled: config.redaction.enabled,
         ..Default::default()
     }));
     let mut fingerprint = config_file.as_ref().map(|p| Fingerprint::of(p, &rules));
@@ -263,6 +265,7 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
     );
 
     let mut pipeline = Pipeline::new(ProcFs::default(), args.print, tx);
+    pipeline.set_redactor(redactor(&config)?);
     if config.audit_log.enabled {
         pipeline.audit = Some(AuditLog::start(&config.audit_log)?);
     }
@@ -295,13 +298,16 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
                 warn!("[agent], [capture] and [audit_log] changes take effect when the agent restarts");
             }
             let fp = Fingerprint::of(path, &set);
+            let redaction = redactor(&new_config)?;
             let enforcement = kernel_enforcement(&set, kernel_can_enforce);
             let set = Arc::new(set);
             pipeline
                 .set_rules(set.clone(), enforcement)
                 .context("the new rules cannot be put in the kernel")?;
+            pipeline.set_redactor(redaction);
             info!(rules = set.rules.len(), "{why}: configuration reloaded");
             let mut s = status.lock().unwrap();
+            s.redaction_enabled = new_config.redaction.enabled;
             s.rules = set.rules.len();
             s.enforcement = enforcement;
             *shared_rules.lock().unwrap() = set;
@@ -411,4 +417,14 @@ fn update(
     s.decode_errors = pipeline.decode_errors;
     s.decisions = pipeline.decisions;
     s.audit_log = pipeline.audit.as_ref().map(|a| a.snapshot());
+    s.redacted_events = pipeline.redacted_events;
+}
+
+/// The configured redaction, said out loud when it is off.
+fn redactor(config: &Config) -> Result<Arc<Redactor>> {
+    let r = Redactor::new(&config.redaction).context("compiling the redaction patterns")?;
+    if !r.enabled() {
+        warn!("secret redaction is off ([redaction] enabled = false): arguments and paths reach the audit log, tail clients and outputs as they are");
+    }
+    Ok(Arc::new(r))
 }

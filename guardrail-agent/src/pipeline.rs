@@ -13,6 +13,7 @@ use crate::event::{Body, Event, LossDetails};
 use crate::interpret::{interpret, ProcessView};
 use crate::kernel::enforce::Enforcer;
 use crate::kernel::probes::KernelCounters;
+use crate::redact::Redactor;
 use crate::revert::Baseline;
 use crate::rules::eval::Enforcement;
 use crate::rules::{evaluate, RuleSet};
@@ -47,6 +48,10 @@ pub struct Pipeline<V: ProcessView> {
     baseline: Baseline,
     pub audit: Option<crate::audit::AuditLog>,
     pub decisions: u64,
+    /// Applied after the rules, before anything leaves the agent.
+    redactor: Arc<Redactor>,
+    /// Events in which something was redacted.
+    pub redacted_events: u64,
 }
 
 /// What the LSM programs reported for a syscall.
@@ -91,7 +96,14 @@ impl<V: ProcessView> Pipeline<V> {
             baseline: Baseline::default(),
             audit: None,
             decisions: 0,
+            redactor: Arc::new(Redactor::default()),
+            redacted_events: 0,
         }
+    }
+
+    /// Redaction patterns in force (the built-in ones until set).
+    pub fn set_redactor(&mut self, redactor: Arc<Redactor>) {
+        self.redactor = redactor;
     }
 
     /// The kernel enforcer, when this kernel has BPF-LSM.
@@ -243,6 +255,7 @@ impl<V: ProcessView> Pipeline<V> {
             ktime_ns,
             body,
             decision: None,
+            redacted: vec![],
         };
         if !self.rules.rules.is_empty() {
             let at =
@@ -251,21 +264,26 @@ impl<V: ProcessView> Pipeline<V> {
             self.kernel_facts(&mut event, verdict);
             self.refresh_if_touched(&event);
             self.apply_revert(&mut event);
-            if let Some(d) = &event.decision {
-                self.decisions += 1;
-                let p = event.body.process();
-                warn!(
-                    target: "guardrail::alert",
-                    rule = %d.rule,
-                    outcome = %d.outcome,
-                    severity = ?d.severity,
-                    kind = event.body.op(),
-                    pid = p.map(|p| p.pid),
-                    exe = p.and_then(|p| p.exe.as_deref()),
-                    path = event.body.paths().first().copied(),
-                    "guardrail rule matched"
-                );
-            }
+        }
+        // Rules and fallbacks saw the real values; nothing below may.
+        self.redactor.redact_event(&mut event);
+        if !event.redacted.is_empty() {
+            self.redacted_events += 1;
+        }
+        if let Some(d) = &event.decision {
+            self.decisions += 1;
+            let p = event.body.process();
+            warn!(
+                target: "guardrail::alert",
+                rule = %d.rule,
+                outcome = %d.outcome,
+                severity = ?d.severity,
+                kind = event.body.op(),
+                pid = p.map(|p| p.pid),
+                exe = p.and_then(|p| p.exe.as_deref()),
+                path = event.body.paths().first().copied(),
+                "guardrail rule matched"
+            );
         }
         let json: Arc<str> = match serde_json::to_string(&event) {
             Ok(j) => j.into(),
@@ -299,7 +317,8 @@ impl<V: ProcessView> Pipeline<V> {
             Some(d) if d.outcome == "reverted" => match self.baseline.revert(&event.body) {
                 Ok(r) => d.reverted = Some(r),
                 Err(e) => {
-                    warn!(rule = %d.rule, "revert failed: {e}");
+                    let shown = self.redactor.redact_str(&e);
+                    warn!(rule = %d.rule, "revert failed: {}", shown.as_deref().unwrap_or(&e));
                     d.outcome = "alerted".into();
                     d.fallback_error = Some(e);
                 }
