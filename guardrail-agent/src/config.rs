@@ -15,6 +15,9 @@ pub struct Config {
     pub capture: CaptureSection,
     pub audit_log: AuditSection,
     pub redaction: RedactionSection,
+    /// `[[output]]` tables: where events and alerts go besides the audit
+    /// log (docs/outputs.md).
+    pub output: Vec<toml::Spanned<OutputSection>>,
     // The rule tables are validated by `rules::load_rules`.
     #[serde(skip_serializing)]
     pub include: Option<toml::Value>,
@@ -97,6 +100,117 @@ impl Default for RedactionSection {
 pub struct RedactionPattern {
     pub name: toml::Spanned<String>,
     pub regex: toml::Spanned<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    Stdout,
+    Syslog,
+    Journald,
+    Webhook,
+}
+
+impl OutputKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputKind::Stdout => "stdout",
+            OutputKind::Syslog => "syslog",
+            OutputKind::Journald => "journald",
+            OutputKind::Webhook => "webhook",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The event's JSON object, as in the audit log.
+    #[default]
+    Json,
+    /// `{"text": "…"}`, which Slack (and Mattermost, Rocket.Chat)
+    /// incoming webhooks accept.
+    Slack,
+}
+
+/// One `[[output]]` table. One flat table for every type, so that a key
+/// that does not apply to the type is reported rather than ignored.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    #[serde(rename = "type")]
+    pub kind: OutputKind,
+    /// Shown in `guardrail status`; default: the type, numbered if repeated.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Only decisions of at least this severity.
+    #[serde(default)]
+    pub min_severity: Option<crate::rules::spec::Severity>,
+    /// Only decisions of these rules.
+    #[serde(default)]
+    pub rules: Option<Vec<String>>,
+    /// Only events a rule decided on. Default: false for stdout, true for
+    /// the others.
+    #[serde(default)]
+    pub alerts_only: Option<bool>,
+    /// Events waiting for this output; more are dropped and counted.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// syslog, journald: the Unix datagram socket (default /dev/log,
+    /// /run/systemd/journal/socket).
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// syslog: send UDP to this host:port instead of the socket.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// syslog: facility name (default auth).
+    #[serde(default)]
+    pub facility: Option<String>,
+    /// webhook: http:// or https:// URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub format: Option<WebhookFormat>,
+    /// webhook: extra request headers (e.g. Authorization).
+    #[serde(default)]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// webhook: per request (connect, send, and read the answer).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// webhook: further attempts after the first one fails.
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// webhook: wait before the first retry; doubled for each next one.
+    #[serde(default)]
+    pub backoff_ms: Option<u64>,
+    /// webhook: the longest wait between attempts.
+    #[serde(default)]
+    pub max_backoff_ms: Option<u64>,
+}
+
+fn default_queue() -> usize {
+    1024
+}
+
+/// Syslog facility numbers (RFC 5424, section 6.2.1).
+pub fn syslog_facility(name: &str) -> Option<u8> {
+    Some(match name {
+        "kern" => 0,
+        "user" => 1,
+        "daemon" => 3,
+        "auth" => 4,
+        "syslog" => 5,
+        "authpriv" => 10,
+        "local0" => 16,
+        "local1" => 17,
+        "local2" => 18,
+        "local3" => 19,
+        "local4" => 20,
+        "local5" => 21,
+        "local6" => 22,
+        "local7" => 23,
+        _ => return None,
+    })
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -187,7 +301,109 @@ impl Config {
         })?;
         config.validate(&name)?;
         config.check_redaction(text, &name)?;
+        config.check_outputs(text, &name)?;
         Ok(config)
+    }
+
+    /// Keys an output type needs, and keys it does not use.
+    fn check_outputs(&self, text: &str, path: &str) -> Result<(), ConfigError> {
+        for (i, spanned) in self.output.iter().enumerate() {
+            let o = spanned.get_ref();
+            let kind = o.kind.name();
+            let err = |message: String| {
+                let (line, column) = line_column(text, spanned.span().start);
+                ConfigError::Parse {
+                    path: path.into(),
+                    line,
+                    column,
+                    message: format!("output[{i}] ({kind}): {message}"),
+                }
+            };
+            if o.queue == 0 || o.queue > 1_000_000 {
+                return Err(err("queue must be between 1 and 1000000".into()));
+            }
+            let webhook_only = [
+                ("url", o.url.is_some()),
+                ("format", o.format.is_some()),
+                ("headers", o.headers.is_some()),
+                ("timeout_ms", o.timeout_ms.is_some()),
+                ("retries", o.retries.is_some()),
+                ("backoff_ms", o.backoff_ms.is_some()),
+                ("max_backoff_ms", o.max_backoff_ms.is_some()),
+            ];
+            let socket_kinds = [("socket", o.socket.is_some())];
+            let syslog_only = [
+                ("address", o.address.is_some()),
+                ("facility", o.facility.is_some()),
+            ];
+            let unused: Vec<&str> = match o.kind {
+                OutputKind::Stdout => webhook_only
+                    .iter()
+                    .chain(&socket_kinds)
+                    .chain(&syslog_only)
+                    .filter(|(_, set)| *set)
+                    .map(|(k, _)| *k)
+                    .collect(),
+                OutputKind::Journald => webhook_only
+                    .iter()
+                    .chain(&syslog_only)
+                    .filter(|(_, set)| *set)
+                    .map(|(k, _)| *k)
+                    .collect(),
+                OutputKind::Syslog => webhook_only
+                    .iter()
+                    .filter(|(_, set)| *set)
+                    .map(|(k, _)| *k)
+                    .collect(),
+                OutputKind::Webhook => socket_kinds
+                    .iter()
+                    .chain(&syslog_only)
+                    .filter(|(_, set)| *set)
+                    .map(|(k, _)| *k)
+                    .collect(),
+            };
+            if let Some(k) = unused.first() {
+                return Err(err(format!("`{k}` does not apply to {kind} outputs")));
+            }
+            match o.kind {
+                OutputKind::Syslog => {
+                    if o.socket.is_some() && o.address.is_some() {
+                        return Err(err("give `socket` or `address`, not both".into()));
+                    }
+                    if let Some(a) = &o.address {
+                        // Resolved when sending, not here: a name server
+                        // that is down must not make the configuration
+                        // invalid.
+                        let port = a.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+                        if !matches!(port, Some(Ok(_))) {
+                            return Err(err(format!(
+                                "address {a:?} is not host:port (e.g. \"192.0.2.1:514\")"
+                            )));
+                        }
+                    }
+                    if let Some(f) = &o.facility {
+                        if syslog_facility(f).is_none() {
+                            return Err(err(format!("unknown facility {f:?} (kern, user, daemon, auth, syslog, authpriv, local0 … local7)")));
+                        }
+                    }
+                }
+                OutputKind::Webhook => {
+                    let Some(url) = &o.url else {
+                        return Err(err("`url` is required".into()));
+                    };
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(err(format!(
+                            "url {url:?} must start with http:// or https://"
+                        )));
+                    }
+                    if o.timeout_ms == Some(0) {
+                        return Err(err("timeout_ms must be at least 1".into()));
+                    }
+                }
+                OutputKind::Stdout | OutputKind::Journald => {}
+            }
+        }
+        Ok(())
     }
 
     /// User redaction patterns must compile; errors point at the value.
@@ -320,6 +536,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("matches the empty string"), "{err}");
+    }
+
+    #[test]
+    fn outputs_are_checked_for_what_their_type_needs_and_uses() {
+        let ok = parse(
+            "[[output]]\ntype = \"webhook\"\nurl = \"https://h/x\"\nformat = \"slack\"\nmin_severity = \"high\"\n\n[[output]]\ntype = \"syslog\"\naddress = \"192.0.2.1:514\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.output.len(), 2);
+        for (text, want) in [
+            (
+                "[[output]]\ntype = \"webhook\"\n",
+                "/etc/g.toml:1:1: output[0] (webhook): `url` is required",
+            ),
+            (
+                "[[output]]\ntype = \"syslog\"\nurl = \"http://x/\"\n",
+                "/etc/g.toml:1:1: output[0] (syslog): `url` does not apply to syslog outputs",
+            ),
+            (
+                "[[output]]\ntype = \"syslog\"\nfacility = \"mail2\"\n",
+                "/etc/g.toml:1:1: output[0] (syslog): unknown facility \"mail2\"",
+            ),
+            (
+                "[[output]]\ntype = \"syslog\"\naddress = \"loghost\"\n",
+                "/etc/g.toml:1:1: output[0] (syslog): address \"loghost\" is not host:port",
+            ),
+            (
+                "[[output]]\ntype = \"webhook\"\nurl = \"ftp://x/\"\n",
+                "/etc/g.toml:1:1: output[0] (webhook): url \"ftp://x/\" must start with",
+            ),
+            (
+                "[[output]]\ntype = \"stdout\"\nqueue = 0\n",
+                "/etc/g.toml:1:1: output[0] (stdout): queue must be",
+            ),
+            (
+                "[[output]]\ntype = \"pager\"\n",
+                "/etc/g.toml:2:8: unknown variant `pager`",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{text}: {err}");
+        }
     }
 
     #[test]

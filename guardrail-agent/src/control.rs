@@ -98,6 +98,10 @@ pub struct Status {
     pub redaction_enabled: bool,
     /// Events in which a secret was redacted.
     pub redacted_events: u64,
+    /// Each `[[output]]`: sent, failed, dropped (queue full), retries,
+    /// queued, last error.
+    #[serde(default)]
+    pub outputs: Vec<crate::outputs::OutputSnapshot>,
 }
 
 /// A serialised event shared by every tail client.

@@ -9,6 +9,7 @@ pub mod filter;
 pub mod human;
 pub mod interpret;
 pub mod kernel;
+pub mod outputs;
 pub mod pipeline;
 pub mod procfs;
 pub mod redact;

@@ -18,6 +18,7 @@ use guardrail_agent::config::{Config, DEFAULT_PATH};
 use guardrail_agent::control::{Access, ControlServer, ReloadStatus, Status};
 use guardrail_agent::kernel::capabilities::{bpf_lsm_state, kernel_release, Capabilities};
 use guardrail_agent::kernel::probes::{ProbeOptions, Probes};
+use guardrail_agent::outputs::Outputs;
 use guardrail_agent::pipeline::{Pipeline, Print};
 use guardrail_agent::procfs::ProcFs;
 use guardrail_agent::redact::Redactor;
@@ -269,6 +270,10 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
     if config.audit_log.enabled {
         pipeline.audit = Some(AuditLog::start(&config.audit_log)?);
     }
+    if !config.output.is_empty() {
+        let sections: Vec<_> = config.output.iter().map(|o| o.get_ref()).collect();
+        pipeline.outputs = Some(Outputs::start(&sections)?);
+    }
     pipeline.set_enforcer(enforcer.ok());
     pipeline
         .set_rules(rules, enforcement)
@@ -294,8 +299,9 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
             if new_config.capture != config.capture
                 || new_config.agent != config.agent
                 || new_config.audit_log != config.audit_log
+                || new_config.output != config.output
             {
-                warn!("[agent], [capture] and [audit_log] changes take effect when the agent restarts");
+                warn!("[agent], [capture], [audit_log] and [[output]] changes take effect when the agent restarts");
             }
             let fp = Fingerprint::of(path, &set);
             let redaction = redactor(&new_config)?;
@@ -379,7 +385,8 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
     // Flush: whatever the kernel wrote before we stop is still delivered.
     drain_ring(ring.get_mut(), &mut pipeline);
     update(&probes, &mut pipeline, &status, started);
-    // Flushes the audit log.
+    // Flushes the audit log; outputs get a few seconds to deliver what
+    // they hold.
     drop(pipeline);
     drop(probes);
     let _ = std::fs::remove_file(&config.agent.socket);
@@ -418,6 +425,11 @@ fn update(
     s.decisions = pipeline.decisions;
     s.audit_log = pipeline.audit.as_ref().map(|a| a.snapshot());
     s.redacted_events = pipeline.redacted_events;
+    s.outputs = pipeline
+        .outputs
+        .as_ref()
+        .map(|o| o.snapshot())
+        .unwrap_or_default();
 }
 
 /// The configured redaction, said out loud when it is off.

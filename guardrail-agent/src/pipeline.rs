@@ -52,6 +52,8 @@ pub struct Pipeline<V: ProcessView> {
     redactor: Arc<Redactor>,
     /// Events in which something was redacted.
     pub redacted_events: u64,
+    /// `[[output]]`s; each drains its own bounded queue.
+    pub outputs: Option<crate::outputs::Outputs>,
 }
 
 /// What the LSM programs reported for a syscall.
@@ -98,6 +100,7 @@ impl<V: ProcessView> Pipeline<V> {
             decisions: 0,
             redactor: Arc::new(Redactor::default()),
             redacted_events: 0,
+            outputs: None,
         }
     }
 
@@ -300,11 +303,15 @@ impl<V: ProcessView> Pipeline<V> {
             Print::Json => println!("{json}"),
             Print::Human => println!("{}", crate::human::line(&event, false)),
         }
-        // No subscriber is not an error: nobody is tailing.
-        let _ = self.publish.send(Published {
+        let published = Published {
             event: Arc::new(event),
             json,
-        });
+        };
+        if let Some(outputs) = &self.outputs {
+            outputs.send(&published);
+        }
+        // No subscriber is not an error: nobody is tailing.
+        let _ = self.publish.send(published);
     }
 
     /// Perform the `revert` fallback the decision calls for, or record why
