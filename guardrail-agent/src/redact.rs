@@ -226,10 +226,13 @@ impl Redactor {
         if !self.enabled {
             return None;
         }
-        let hits = self.any.matches(s);
-        if !hits.matched_any() {
+        // is_match allocates nothing and may stop early: the common case.
+        // (A literal prefilter in front of it measured slower: the cost is
+        // mostly per call, not per byte.)
+        if !self.any.is_match(s) {
             return None;
         }
+        let hits = self.any.matches(s);
         // Secret spans of every matching pattern; overlapping spans (a JWT
         // given as `token=eyJ…`) become one marker, named after the span
         // that starts first.

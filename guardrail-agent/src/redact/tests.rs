@@ -427,17 +427,25 @@ fn cost_of_a_clean_and_a_secret_event() {
         },
     };
     let secret = exec_event(&["mysql", "--user=app", "--password=S3cr3tValue123", "db"]);
-    for (what, e) in [("clean file", clean), ("exec with a secret", secret)] {
-        let n = 200_000;
-        let start = std::time::Instant::now();
-        for _ in 0..n {
-            let mut e = e.clone();
-            r.redact_event(&mut e);
-            std::hint::black_box(&e);
-        }
-        println!(
-            "{what}: {:?} per event (clone included)",
-            start.elapsed() / n
-        );
+    let n = 200_000;
+    // A clean event is left as it is, so the same one serves every round.
+    let mut e = clean.clone();
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        r.redact_event(&mut e);
+        std::hint::black_box(&e);
     }
+    println!("clean file event: {:?}", start.elapsed() / n);
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        std::hint::black_box(secret.clone());
+    }
+    let clone = start.elapsed() / n;
+    let start = std::time::Instant::now();
+    for _ in 0..n {
+        let mut e = secret.clone();
+        r.redact_event(&mut e);
+        std::hint::black_box(&e);
+    }
+    println!("exec with a secret: {:?}", start.elapsed() / n - clone);
 }
