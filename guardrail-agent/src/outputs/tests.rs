@@ -488,3 +488,24 @@ fn outputs_are_named_by_type_and_numbered_when_repeated() {
         ["stdout", "webhook-2", "webhook-3", "pager"]
     );
 }
+
+#[test]
+fn an_https_webhook_speaks_tls() {
+    // A server that records the first byte a client sends: a TLS
+    // handshake record starts with 0x16.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let first = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).unwrap();
+        b[0]
+    });
+    let cfg = webhook_section(&format!("https://{addr}/hook"), "retries = 0\n");
+    let outputs = Outputs::start(&[&cfg]).unwrap();
+    outputs.send(&alert(1));
+    assert_eq!(first.join().unwrap(), 0x16);
+    wait_for("the failure", || outputs.snapshot()[0].failed == 1);
+    let err = outputs.snapshot()[0].last_error.clone().unwrap();
+    assert!(err.starts_with(&format!("https://{addr}: ")), "{err}");
+}
