@@ -399,6 +399,20 @@ impl Config {
                     if o.timeout_ms == Some(0) {
                         return Err(err("timeout_ms must be at least 1".into()));
                     }
+                    for (k, v) in o.headers.iter().flatten() {
+                        let token =
+                            |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+                        if k.is_empty() || !k.chars().all(token) {
+                            return Err(err(format!(
+                                "header name {k:?} is not a valid HTTP header name"
+                            )));
+                        }
+                        if v.contains(['\r', '\n']) {
+                            return Err(err(format!(
+                                "header {k:?}: a value may not contain line breaks"
+                            )));
+                        }
+                    }
                 }
                 OutputKind::Stdout | OutputKind::Journald => {}
             }
@@ -565,6 +579,10 @@ mod tests {
             (
                 "[[output]]\ntype = \"webhook\"\nurl = \"ftp://x/\"\n",
                 "/etc/g.toml:1:1: output[0] (webhook): url \"ftp://x/\" must start with",
+            ),
+            (
+                "[[output]]\ntype = \"webhook\"\nurl = \"http://x/\"\nheaders = { \"X Token\" = \"1\" }\n",
+                "/etc/g.toml:1:1: output[0] (webhook): header name \"X Token\" is not",
             ),
             (
                 "[[output]]\ntype = \"stdout\"\nqueue = 0\n",
