@@ -15,6 +15,10 @@ pub struct Config {
     pub capture: CaptureSection,
     pub audit_log: AuditSection,
     pub metrics: MetricsSection,
+    pub redaction: RedactionSection,
+    /// `[[output]]` tables: where events and alerts go besides the audit
+    /// log (docs/outputs.md).
+    pub output: Vec<toml::Spanned<OutputSection>>,
     // The rule tables are validated by `rules::load_rules`.
     #[serde(skip_serializing)]
     pub include: Option<toml::Value>,
@@ -76,6 +80,147 @@ pub struct MetricsSection {
     /// Address to serve `GET /metrics` on, e.g. "127.0.0.1:9717"; absent:
     /// no endpoint.
     pub listen: Option<std::net::SocketAddr>,
+}
+
+/// Secret redaction before events leave the agent (docs/audit-log.md).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactionSection {
+    /// Turning redaction off has to be said: secrets then reach the log,
+    /// tail clients and every output.
+    pub enabled: bool,
+    /// Patterns added to the built-in ones.
+    pub patterns: Vec<RedactionPattern>,
+}
+
+impl Default for RedactionSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            patterns: Vec::new(),
+        }
+    }
+}
+
+/// A user pattern: where the regex has a group named `secret`, only that
+/// group is replaced. Spans are kept so that a bad regex is reported at
+/// its line and column.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionPattern {
+    pub name: toml::Spanned<String>,
+    pub regex: toml::Spanned<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    Stdout,
+    Syslog,
+    Journald,
+    Webhook,
+}
+
+impl OutputKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputKind::Stdout => "stdout",
+            OutputKind::Syslog => "syslog",
+            OutputKind::Journald => "journald",
+            OutputKind::Webhook => "webhook",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The event's JSON object, as in the audit log.
+    #[default]
+    Json,
+    /// `{"text": "…"}`, which Slack (and Mattermost, Rocket.Chat)
+    /// incoming webhooks accept.
+    Slack,
+}
+
+/// One `[[output]]` table. One flat table for every type, so that a key
+/// that does not apply to the type is reported rather than ignored.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSection {
+    #[serde(rename = "type")]
+    pub kind: OutputKind,
+    /// Shown in `guardrail status`; default: the type, numbered if repeated.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Only decisions of at least this severity.
+    #[serde(default)]
+    pub min_severity: Option<crate::rules::spec::Severity>,
+    /// Only decisions of these rules.
+    #[serde(default)]
+    pub rules: Option<Vec<String>>,
+    /// Only events a rule decided on. Default: false for stdout, true for
+    /// the others.
+    #[serde(default)]
+    pub alerts_only: Option<bool>,
+    /// Events waiting for this output; more are dropped and counted.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// syslog, journald: the Unix datagram socket (default /dev/log,
+    /// /run/systemd/journal/socket).
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+    /// syslog: send UDP to this host:port instead of the socket.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// syslog: facility name (default auth).
+    #[serde(default)]
+    pub facility: Option<String>,
+    /// webhook: http:// or https:// URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub format: Option<WebhookFormat>,
+    /// webhook: extra request headers (e.g. Authorization).
+    #[serde(default)]
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// webhook: per request (connect, send, and read the answer).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// webhook: further attempts after the first one fails.
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// webhook: wait before the first retry; doubled for each next one.
+    #[serde(default)]
+    pub backoff_ms: Option<u64>,
+    /// webhook: the longest wait between attempts.
+    #[serde(default)]
+    pub max_backoff_ms: Option<u64>,
+}
+
+fn default_queue() -> usize {
+    1024
+}
+
+/// Syslog facility numbers (RFC 5424, section 6.2.1).
+pub fn syslog_facility(name: &str) -> Option<u8> {
+    Some(match name {
+        "kern" => 0,
+        "user" => 1,
+        "daemon" => 3,
+        "auth" => 4,
+        "syslog" => 5,
+        "authpriv" => 10,
+        "local0" => 16,
+        "local1" => 17,
+        "local2" => 18,
+        "local3" => 19,
+        "local4" => 20,
+        "local5" => 21,
+        "local6" => 22,
+        "local7" => 23,
+        _ => return None,
+    })
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -165,7 +310,144 @@ impl Config {
             }
         })?;
         config.validate(&name)?;
+        config.check_redaction(text, &name)?;
+        config.check_outputs(text, &name)?;
         Ok(config)
+    }
+
+    /// Keys an output type needs, and keys it does not use.
+    fn check_outputs(&self, text: &str, path: &str) -> Result<(), ConfigError> {
+        for (i, spanned) in self.output.iter().enumerate() {
+            let o = spanned.get_ref();
+            let kind = o.kind.name();
+            let err = |message: String| {
+                let (line, column) = line_column(text, spanned.span().start);
+                ConfigError::Parse {
+                    path: path.into(),
+                    line,
+                    column,
+                    message: format!("output[{i}] ({kind}): {message}"),
+                }
+            };
+            if o.queue == 0 || o.queue > 1_000_000 {
+                return Err(err("queue must be between 1 and 1000000".into()));
+            }
+            let webhook_only = [
+                ("url", o.url.is_some()),
+                ("format", o.format.is_some()),
+                ("headers", o.headers.is_some()),
+                ("timeout_ms", o.timeout_ms.is_some()),
+                ("retries", o.retries.is_some()),
+                ("backoff_ms", o.backoff_ms.is_some()),
+                ("max_backoff_ms", o.max_backoff_ms.is_some()),
+            ];
+            let socket_kinds = [("socket", o.socket.is_some())];
+            let syslog_only = [
+                ("address", o.address.is_some()),
+                ("facility", o.facility.is_some()),
+            ];
+            let unused: Vec<&str> = match o.kind {
+                OutputKind::Stdout => webhook_only
+                    .iter()
+                    .chain(&socket_kinds)
+                    .chain(&syslog_only)
+                    .filter(|(_, set)| *set)
+                    .map(|(k, _)| *k)
+                    .collect(),
+                OutputKind::Journald => webhook_only
+                    .iter()
+                    .chain(&syslog_only)
+                    .filter(|(_, set)| *set)
+                    .map(|(k, _)| *k)
+                    .collect(),
+                OutputKind::Syslog => webhook_only
+                    .iter()
+                    .filter(|(_, set)| *set)
+                    .map(|(k, _)| *k)
+                    .collect(),
+                OutputKind::Webhook => socket_kinds
+                    .iter()
+                    .chain(&syslog_only)
+                    .filter(|(_, set)| *set)
+                    .map(|(k, _)| *k)
+                    .collect(),
+            };
+            if let Some(k) = unused.first() {
+                return Err(err(format!("`{k}` does not apply to {kind} outputs")));
+            }
+            match o.kind {
+                OutputKind::Syslog => {
+                    if o.socket.is_some() && o.address.is_some() {
+                        return Err(err("give `socket` or `address`, not both".into()));
+                    }
+                    if let Some(a) = &o.address {
+                        // Resolved when sending, not here: a name server
+                        // that is down must not make the configuration
+                        // invalid.
+                        let port = a.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+                        if !matches!(port, Some(Ok(_))) {
+                            return Err(err(format!(
+                                "address {a:?} is not host:port (e.g. \"192.0.2.1:514\")"
+                            )));
+                        }
+                    }
+                    if let Some(f) = &o.facility {
+                        if syslog_facility(f).is_none() {
+                            return Err(err(format!("unknown facility {f:?} (kern, user, daemon, auth, syslog, authpriv, local0 … local7)")));
+                        }
+                    }
+                }
+                OutputKind::Webhook => {
+                    let Some(url) = &o.url else {
+                        return Err(err("`url` is required".into()));
+                    };
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(err(format!(
+                            "url {url:?} must start with http:// or https://"
+                        )));
+                    }
+                    if o.timeout_ms == Some(0) {
+                        return Err(err("timeout_ms must be at least 1".into()));
+                    }
+                    for (k, v) in o.headers.iter().flatten() {
+                        let token =
+                            |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+                        if k.is_empty() || !k.chars().all(token) {
+                            return Err(err(format!(
+                                "header name {k:?} is not a valid HTTP header name"
+                            )));
+                        }
+                        if v.contains(['\r', '\n']) {
+                            return Err(err(format!(
+                                "header {k:?}: a value may not contain line breaks"
+                            )));
+                        }
+                    }
+                }
+                OutputKind::Stdout | OutputKind::Journald => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// User redaction patterns must compile; errors point at the value.
+    fn check_redaction(&self, text: &str, path: &str) -> Result<(), ConfigError> {
+        for (i, p) in self.redaction.patterns.iter().enumerate() {
+            if let Err(e) = crate::redact::compile_user(p.name.get_ref(), p.regex.get_ref()) {
+                let (field, span) = match e {
+                    crate::redact::RedactError::BadName { .. } => ("name", p.name.span()),
+                    _ => ("regex", p.regex.span()),
+                };
+                let (line, column) = line_column(text, span.start);
+                return Err(ConfigError::Parse {
+                    path: path.into(),
+                    line,
+                    column,
+                    message: format!("redaction.patterns[{i}].{field}: {e}"),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Validate again after command-line overrides.
@@ -228,6 +510,102 @@ mod tests {
     fn wrong_type_names_position() {
         let err = parse("[capture]\nread_opens = \"yes\"\n").unwrap_err();
         assert!(err.to_string().starts_with("/etc/g.toml:2:14:"), "{err}");
+    }
+
+    #[test]
+    fn redaction_is_on_unless_turned_off() {
+        assert!(parse("").unwrap().redaction.enabled);
+        assert!(
+            !parse("[redaction]\nenabled = false\n")
+                .unwrap()
+                .redaction
+                .enabled
+        );
+    }
+
+    #[test]
+    fn user_redaction_patterns_parse_in_both_table_forms() {
+        let inline =
+            parse("[redaction]\npatterns = [{ name = \"ticket\", regex = 'tkt_[a-z0-9]{32}' }]\n")
+                .unwrap();
+        let tables =
+            parse("[[redaction.patterns]]\nname = \"ticket\"\nregex = 'tkt_[a-z0-9]{32}'\n")
+                .unwrap();
+        assert_eq!(inline.redaction, tables.redaction);
+        assert_eq!(
+            inline.redaction.patterns[0].regex.get_ref(),
+            "tkt_[a-z0-9]{32}"
+        );
+    }
+
+    #[test]
+    fn a_bad_redaction_regex_names_its_position_and_field() {
+        let err = parse("[redaction]\npatterns = [\n  { name = \"x\", regex = 'tkt_(' },\n]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "/etc/g.toml:3:25: redaction.patterns[0].regex: redaction pattern \"x\":"
+            ),
+            "{err}"
+        );
+        let err = parse("[[redaction.patterns]]\nname = \"a b\"\nregex = 'x'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/etc/g.toml:2:8: redaction.patterns[0].name:"),
+            "{err}"
+        );
+        let err = parse("[[redaction.patterns]]\nname = \"any\"\nregex = 'x*'\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("matches the empty string"), "{err}");
+    }
+
+    #[test]
+    fn outputs_are_checked_for_what_their_type_needs_and_uses() {
+        let ok = parse(
+            "[[output]]\ntype = \"webhook\"\nurl = \"https://h/x\"\nformat = \"slack\"\nmin_severity = \"high\"\n\n[[output]]\ntype = \"syslog\"\naddress = \"192.0.2.1:514\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.output.len(), 2);
+        for (text, want) in [
+            (
+                "[[output]]\ntype = \"webhook\"\n",
+                "/etc/g.toml:1:1: output[0] (webhook): `url` is required",
+            ),
+            (
+                "[[output]]\ntype = \"syslog\"\nurl = \"http://x/\"\n",
+                "/etc/g.toml:1:1: output[0] (syslog): `url` does not apply to syslog outputs",
+            ),
+            (
+                "[[output]]\ntype = \"syslog\"\nfacility = \"mail2\"\n",
+                "/etc/g.toml:1:1: output[0] (syslog): unknown facility \"mail2\"",
+            ),
+            (
+                "[[output]]\ntype = \"syslog\"\naddress = \"loghost\"\n",
+                "/etc/g.toml:1:1: output[0] (syslog): address \"loghost\" is not host:port",
+            ),
+            (
+                "[[output]]\ntype = \"webhook\"\nurl = \"ftp://x/\"\n",
+                "/etc/g.toml:1:1: output[0] (webhook): url \"ftp://x/\" must start with",
+            ),
+            (
+                "[[output]]\ntype = \"webhook\"\nurl = \"http://x/\"\nheaders = { \"X Token\" = \"1\" }\n",
+                "/etc/g.toml:1:1: output[0] (webhook): header name \"X Token\" is not",
+            ),
+            (
+                "[[output]]\ntype = \"stdout\"\nqueue = 0\n",
+                "/etc/g.toml:1:1: output[0] (stdout): queue must be",
+            ),
+            (
+                "[[output]]\ntype = \"pager\"\n",
+                "/etc/g.toml:2:8: unknown variant `pager`",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.starts_with(want), "{text}: {err}");
+        }
     }
 
     #[test]

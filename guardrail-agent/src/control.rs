@@ -94,6 +94,14 @@ pub struct Status {
     pub enforcement: crate::rules::eval::Enforcement,
     pub last_reload: Option<ReloadStatus>,
     pub audit_log: Option<crate::audit::writer::AuditSnapshot>,
+    /// Secret redaction is on (`[redaction] enabled`).
+    pub redaction_enabled: bool,
+    /// Events in which a secret was redacted.
+    pub redacted_events: u64,
+    /// Each `[[output]]`: sent, failed, dropped (queue full), retries,
+    /// queued, last error.
+    #[serde(default)]
+    pub outputs: Vec<crate::outputs::OutputSnapshot>,
 }
 
 /// A serialised event shared by every tail client.

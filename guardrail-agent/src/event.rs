@@ -17,6 +17,10 @@ pub struct Event {
     /// Set when a rule matched: what was decided and why.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub decision: Option<Decision>,
+    /// Fields whose secrets were replaced by `[REDACTED:<pattern>]`, e.g.
+    /// `exec.argv[3]`, `file.path`, `decision.matched.argv_matches`.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub redacted: Vec<String>,
 }
 
 /// A rule's decision on an event.

@@ -111,6 +111,7 @@ mod tests {
             time: String::new(),
             ktime_ns: 0,
             decision: None,
+            redacted: vec![],
             body: Body::File {
                 syscall: "openat".into(),
                 process: Process {

@@ -21,8 +21,10 @@ use guardrail_agent::kernel::capabilities::{bpf_lsm_state, kernel_release, Capab
 use guardrail_agent::kernel::probes::{ProbeOptions, Probes};
 use guardrail_agent::metrics::Metrics;
 use guardrail_agent::notify::notify;
+use guardrail_agent::outputs::Outputs;
 use guardrail_agent::pipeline::{Pipeline, Print};
 use guardrail_agent::procfs::ProcFs;
+use guardrail_agent::redact::Redactor;
 use guardrail_agent::reload::{self, Fingerprint};
 use guardrail_agent::rules::builtin::add_self_protection;
 use guardrail_agent::rules::eval::Enforcement;
@@ -288,6 +290,7 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
         config_file: config_file.as_ref().map(|p| p.display().to_string()),
         rules: rules.rules.len(),
         enforcement,
+        redaction_enabled: config.redaction.enabled,
         ..Default::default()
     }));
     let mut fingerprint = config_file.as_ref().map(|p| Fingerprint::of(p, &rules));
@@ -334,8 +337,13 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
     };
     let mut pipeline = Pipeline::new(ProcFs::default(), args.print, tx);
     pipeline.metrics = metrics.clone();
+    pipeline.set_redactor(redactor(&config)?);
     if config.audit_log.enabled {
         pipeline.audit = Some(AuditLog::start(&config.audit_log)?);
+    }
+    if !config.output.is_empty() {
+        let sections: Vec<_> = config.output.iter().map(|o| o.get_ref()).collect();
+        pipeline.outputs = Some(Outputs::start(&sections)?);
     }
     pipeline.set_enforcer(enforcer.ok());
     pipeline
@@ -366,17 +374,21 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
                 || new_config.agent != config.agent
                 || new_config.audit_log != config.audit_log
                 || new_config.metrics != config.metrics
+                || new_config.output != config.output
             {
-                warn!("[agent], [capture], [audit_log] and [metrics] changes take effect when the agent restarts");
+                warn!("[agent], [capture], [audit_log], [metrics] and [[output]] changes take effect when the agent restarts");
             }
             let fp = Fingerprint::of(path, &set);
+            let redaction = redactor(&new_config)?;
             let enforcement = kernel_enforcement(&set, kernel_can_enforce);
             let set = Arc::new(set);
             pipeline
                 .set_rules(set.clone(), enforcement)
                 .context("the new rules cannot be put in the kernel")?;
+            pipeline.set_redactor(redaction);
             info!(rules = set.rules.len(), "{why}: configuration reloaded");
             let mut s = status.lock().unwrap();
+            s.redaction_enabled = new_config.redaction.enabled;
             s.rules = set.rules.len();
             s.enforcement = enforcement;
             *shared_rules.lock().unwrap() = set;
@@ -452,7 +464,8 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
     // Flush: whatever the kernel wrote before we stop is still delivered.
     drain_ring(ring.get_mut(), &mut pipeline);
     update(&probes, &mut pipeline, &status, started);
-    // Flushes the audit log.
+    // Flushes the audit log; outputs get a few seconds to deliver what
+    // they hold.
     drop(pipeline);
     drop(probes);
     let _ = std::fs::remove_file(&config.agent.socket);
@@ -490,4 +503,19 @@ fn update(
     s.decode_errors = pipeline.decode_errors;
     s.decisions = pipeline.decisions;
     s.audit_log = pipeline.audit.as_ref().map(|a| a.snapshot());
+    s.redacted_events = pipeline.redacted_events;
+    s.outputs = pipeline
+        .outputs
+        .as_ref()
+        .map(|o| o.snapshot())
+        .unwrap_or_default();
+}
+
+/// The configured redaction, said out loud when it is off.
+fn redactor(config: &Config) -> Result<Arc<Redactor>> {
+    let r = Redactor::new(&config.redaction).context("compiling the redaction patterns")?;
+    if !r.enabled() {
+        warn!("secret redaction is off ([redaction] enabled = false): arguments and paths reach the audit log, tail clients and outputs as they are");
+    }
+    Ok(Arc::new(r))
 }

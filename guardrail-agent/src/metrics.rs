@@ -179,6 +179,51 @@ fn gauge(
     g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutputLabel {
+    output: String,
+}
+
+/// One family per counter, one sample per `[[output]]`.
+fn output_counters(
+    encoder: &mut DescriptorEncoder,
+    outputs: &[crate::outputs::OutputSnapshot],
+) -> Result<(), std::fmt::Error> {
+    type Field = fn(&crate::outputs::OutputSnapshot) -> u64;
+    let families: [(&str, &str, Field); 4] = [
+        ("output_sent", "Events an output delivered", |o| o.sent),
+        (
+            "output_failed",
+            "Events an output gave up on after its retries",
+            |o| o.failed,
+        ),
+        (
+            "output_dropped",
+            "Events dropped because an output's queue was full",
+            |o| o.dropped,
+        ),
+        (
+            "output_retries",
+            "Delivery attempts repeated after a failure",
+            |o| o.retries,
+        ),
+    ];
+    if outputs.is_empty() {
+        return Ok(());
+    }
+    for (name, help, field) in families {
+        let probe = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(name, help, None, probe.metric_type())?;
+        for o in outputs {
+            let label = OutputLabel {
+                output: o.name.clone(),
+            };
+            ConstCounter::new(field(o)).encode(family.encode_family(&label)?)?;
+        }
+    }
+    Ok(())
+}
+
 impl Collector for StatusCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = self.0.lock().unwrap().clone();
@@ -227,6 +272,13 @@ impl Collector for StatusCollector {
                 log.buffered_bytes as i64,
             )?;
         }
+        output_counters(e, &s.outputs)?;
+        counter(
+            e,
+            "redacted_events",
+            "Events in which a secret was redacted",
+            s.redacted_events,
+        )?;
         gauge(
             e,
             "bpf_lsm",

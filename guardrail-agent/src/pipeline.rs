@@ -13,6 +13,7 @@ use crate::event::{Body, Event, LossDetails};
 use crate::interpret::{interpret, ProcessView};
 use crate::kernel::enforce::Enforcer;
 use crate::kernel::probes::KernelCounters;
+use crate::redact::Redactor;
 use crate::revert::Baseline;
 use crate::rules::eval::Enforcement;
 use crate::rules::{evaluate, RuleSet};
@@ -48,6 +49,12 @@ pub struct Pipeline<V: ProcessView> {
     pub audit: Option<crate::audit::AuditLog>,
     pub decisions: u64,
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Applied after the rules, before anything leaves the agent.
+    redactor: Arc<Redactor>,
+    /// Events in which something was redacted.
+    pub redacted_events: u64,
+    /// `[[output]]`s; each drains its own bounded queue.
+    pub outputs: Option<crate::outputs::Outputs>,
 }
 
 /// What the LSM programs reported for a syscall.
@@ -93,7 +100,15 @@ impl<V: ProcessView> Pipeline<V> {
             audit: None,
             decisions: 0,
             metrics: None,
+            redactor: Arc::new(Redactor::default()),
+            redacted_events: 0,
+            outputs: None,
         }
+    }
+
+    /// Redaction patterns in force (the built-in ones until set).
+    pub fn set_redactor(&mut self, redactor: Arc<Redactor>) {
+        self.redactor = redactor;
     }
 
     /// The kernel enforcer, when this kernel has BPF-LSM.
@@ -248,6 +263,7 @@ impl<V: ProcessView> Pipeline<V> {
             ktime_ns,
             body,
             decision: None,
+            redacted: vec![],
         };
         if !self.rules.rules.is_empty() {
             let started = self.metrics.is_some().then(Instant::now);
@@ -263,21 +279,26 @@ impl<V: ProcessView> Pipeline<V> {
                     m.decision(d);
                 }
             }
-            if let Some(d) = &event.decision {
-                self.decisions += 1;
-                let p = event.body.process();
-                warn!(
-                    target: "guardrail::alert",
-                    rule = %d.rule,
-                    outcome = %d.outcome,
-                    severity = ?d.severity,
-                    kind = event.body.op(),
-                    pid = p.map(|p| p.pid),
-                    exe = p.and_then(|p| p.exe.as_deref()),
-                    path = event.body.paths().first().copied(),
-                    "guardrail rule matched"
-                );
-            }
+        }
+        // Rules and fallbacks saw the real values; nothing below may.
+        self.redactor.redact_event(&mut event);
+        if !event.redacted.is_empty() {
+            self.redacted_events += 1;
+        }
+        if let Some(d) = &event.decision {
+            self.decisions += 1;
+            let p = event.body.process();
+            warn!(
+                target: "guardrail::alert",
+                rule = %d.rule,
+                outcome = %d.outcome,
+                severity = ?d.severity,
+                kind = event.body.op(),
+                pid = p.map(|p| p.pid),
+                exe = p.and_then(|p| p.exe.as_deref()),
+                path = event.body.paths().first().copied(),
+                "guardrail rule matched"
+            );
         }
         let json: Arc<str> = match serde_json::to_string(&event) {
             Ok(j) => j.into(),
@@ -297,11 +318,15 @@ impl<V: ProcessView> Pipeline<V> {
             Print::Json => println!("{json}"),
             Print::Human => println!("{}", crate::human::line(&event, false)),
         }
-        // No subscriber is not an error: nobody is tailing.
-        let _ = self.publish.send(Published {
+        let published = Published {
             event: Arc::new(event),
             json,
-        });
+        };
+        if let Some(outputs) = &self.outputs {
+            outputs.send(&published);
+        }
+        // No subscriber is not an error: nobody is tailing.
+        let _ = self.publish.send(published);
     }
 
     /// Perform the `revert` fallback the decision calls for, or record why
@@ -314,7 +339,8 @@ impl<V: ProcessView> Pipeline<V> {
             Some(d) if d.outcome == "reverted" => match self.baseline.revert(&event.body) {
                 Ok(r) => d.reverted = Some(r),
                 Err(e) => {
-                    warn!(rule = %d.rule, "revert failed: {e}");
+                    let shown = self.redactor.redact_str(&e);
+                    warn!(rule = %d.rule, "revert failed: {}", shown.as_deref().unwrap_or(&e));
                     d.outcome = "alerted".into();
                     d.fallback_error = Some(e);
                 }

@@ -40,8 +40,12 @@ fn a_scrape_shows_events_decisions_losses_and_reloads() {
     let file = d.join("watched");
     std::fs::write(&file, b"x").unwrap();
     let port = free_port();
+    // An output, so that its counters are exported too.
+    let syslog = d.join("syslog.sock");
+    let _receiver = std::os::unix::net::UnixDatagram::bind(&syslog).unwrap();
     let config = format!(
-        "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[[rule]]\nid = \"watched-mode\"\non = [\"perm.chmod\"]\npath = [\"{}\"]\n",
+        "[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[[output]]\ntype = \"syslog\"\nsocket = \"{}\"\n\n[[rule]]\nid = \"watched-mode\"\non = [\"perm.chmod\"]\npath = [\"{}\"]\n",
+        syslog.display(),
         file.display()
     );
     let agent = Agent::start_with_config(&config, &[]);
@@ -77,6 +81,20 @@ fn a_scrape_shows_events_decisions_losses_and_reloads() {
         "{text}"
     );
     assert_eq!(sample(&text, "guardrail_rules "), Some(1.0), "{text}");
+    // The output's own thread delivers; the counters follow within a drain.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, text) = get(port, "/metrics");
+        if sample(&text, "guardrail_output_sent_total{output=\"syslog\"}") >= Some(1.0) {
+            assert_eq!(
+                sample(&text, "guardrail_output_dropped_total{output=\"syslog\"}"),
+                Some(0.0)
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the output sent nothing: {text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // A broken configuration is counted as a failed reload.
     std::fs::write(&agent.config, "[[rule]]\nid = 1\n").unwrap();

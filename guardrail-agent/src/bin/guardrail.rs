@@ -465,6 +465,20 @@ async fn status(socket: &std::path::Path, json: bool) -> Result<()> {
         }
     }
     println!("tail clients      {}", s.tail_clients);
+    println!(
+        "redaction         {} ({} events redacted)",
+        if s.redaction_enabled { "on" } else { "OFF" },
+        s.redacted_events
+    );
+    for o in &s.outputs {
+        println!(
+            "output {:<10} {} sent, {} failed, {} dropped (queue full), {} retries, {} queued",
+            o.name, o.sent, o.failed, o.dropped, o.retries, o.queued
+        );
+        if let Some(e) = &o.last_error {
+            println!("                  last error: {e}");
+        }
+    }
     Ok(())
 }
 

@@ -245,6 +245,7 @@ mod tests {
             ktime_ns: 0,
             body,
             decision: None,
+            redacted: vec![],
         }
     }
 

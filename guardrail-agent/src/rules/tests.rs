@@ -57,6 +57,7 @@ fn event(body: Body) -> Event {
         ktime_ns: 0,
         body,
         decision: None,
+        redacted: vec![],
     }
 }
 

@@ -1,0 +1,426 @@
+//! Outputs besides the audit log: stdout, syslog, journald, webhooks.
+//!
+//! Each output has a bounded queue and a thread of its own. The event path
+//! only filters and does a non-blocking `try_send`: a slow or dead output
+//! never holds up events or enforcement. What does not fit in a queue is
+//! dropped and counted (`guardrail status`, and a warning at most every
+//! 10 s per output).
+
+pub mod journald;
+pub mod syslog;
+pub mod webhook;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::config::{OutputKind, OutputSection};
+use crate::control::Published;
+use crate::event::{Body, Event};
+use crate::rules::spec::Severity;
+
+/// How long outputs get, when the agent stops, to deliver what is queued.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Which events an output takes.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub min_severity: Option<Severity>,
+    pub rules: Option<Vec<String>>,
+    pub alerts_only: bool,
+}
+
+impl Filter {
+    pub fn of(cfg: &OutputSection) -> Self {
+        Self {
+            min_severity: cfg.min_severity,
+            rules: cfg.rules.clone(),
+            alerts_only: cfg.alerts_only.unwrap_or(cfg.kind != OutputKind::Stdout),
+        }
+    }
+
+    /// An event without a decision has no severity and no rule: it passes
+    /// only a filter that asks for neither.
+    pub fn accepts(&self, event: &Event) -> bool {
+        match &event.decision {
+            None => !self.alerts_only && self.min_severity.is_none() && self.rules.is_none(),
+            Some(d) => {
+                self.min_severity.is_none_or(|min| d.severity >= min)
+                    && self.rules.as_ref().is_none_or(|r| r.contains(&d.rule))
+            }
+        }
+    }
+}
+
+/// Counters of one output, shared between the event path and its thread.
+#[derive(Default)]
+pub struct OutputStats {
+    pub sent: AtomicU64,
+    pub failed: AtomicU64,
+    pub dropped: AtomicU64,
+    pub retries: AtomicU64,
+    pub queued: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl OutputStats {
+    fn set_error(&self, e: Option<String>) {
+        *self.last_error.lock().unwrap() = e;
+    }
+}
+
+/// One output in `guardrail status`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct OutputSnapshot {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Events delivered.
+    pub sent: u64,
+    /// Events given up on after the output's retries (see docs/outputs.md).
+    pub failed: u64,
+    /// Events dropped because the queue was full.
+    pub dropped: u64,
+    /// Attempts repeated after a failure (webhook).
+    pub retries: u64,
+    /// Events waiting in the queue now.
+    pub queued: u64,
+    /// The latest failure; cleared by the next success.
+    pub last_error: Option<String>,
+}
+
+/// Where an output's thread delivers events.
+pub trait Sink: Send + 'static {
+    /// Deliver one event, retrying as the sink does; `Err` when it gave up.
+    fn deliver(&mut self, p: &Published, ctx: &Delivery) -> Result<(), String>;
+}
+
+/// What a sink may consult while delivering.
+pub struct Delivery {
+    pub stats: Arc<OutputStats>,
+    /// Set when the agent stops: no more waiting between retries.
+    pub stopping: Arc<AtomicBool>,
+}
+
+impl Delivery {
+    /// Sleep `d`, or less if the agent stops meanwhile; false if it stops.
+    pub fn sleep(&self, d: Duration) -> bool {
+        let end = Instant::now() + d;
+        loop {
+            if self.stopping.load(Ordering::Relaxed) {
+                return false;
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(50)));
+        }
+    }
+}
+
+struct Output {
+    name: String,
+    kind: OutputKind,
+    filter: Filter,
+    tx: Option<SyncSender<Published>>,
+    stats: Arc<OutputStats>,
+    thread: Option<JoinHandle<()>>,
+    /// Drops already warned about, and when.
+    warned: Mutex<(u64, Option<Instant>)>,
+}
+
+/// The configured outputs.
+pub struct Outputs {
+    outputs: Vec<Output>,
+    stopping: Arc<AtomicBool>,
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is writable for its length; gethostname NUL-terminates
+    // when the name fits.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "-".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Names as `guardrail status` shows them: the configured name, else the
+/// type, numbered when a type appears more than once.
+fn names(cfgs: &[&OutputSection]) -> Vec<String> {
+    cfgs.iter()
+        .enumerate()
+        .map(|(i, c)| match &c.name {
+            Some(n) => n.clone(),
+            None if cfgs.iter().filter(|o| o.kind == c.kind).count() > 1 => {
+                format!("{}-{}", c.kind.name(), i + 1)
+            }
+            None => c.kind.name().to_string(),
+        })
+        .collect()
+}
+
+impl Outputs {
+    pub fn start(cfgs: &[&OutputSection]) -> Result<Self> {
+        let host = hostname();
+        let mut me = Self::empty();
+        for (cfg, name) in cfgs.iter().zip(names(cfgs)) {
+            let sink: Box<dyn Sink> = match cfg.kind {
+                OutputKind::Stdout => Box::new(Stdout),
+                OutputKind::Syslog => Box::new(
+                    syslog::Syslog::new(cfg, host.clone())
+                        .with_context(|| format!("output {name}"))?,
+                ),
+                OutputKind::Journald => Box::new(
+                    journald::Journald::new(cfg).with_context(|| format!("output {name}"))?,
+                ),
+                OutputKind::Webhook => Box::new(
+                    webhook::Webhook::new(cfg, host.clone())
+                        .with_context(|| format!("output {name}"))?,
+                ),
+            };
+            me.add(name, cfg.kind, Filter::of(cfg), cfg.queue, sink)?;
+        }
+        Ok(me)
+    }
+
+    pub fn empty() -> Self {
+        Self {
+            outputs: Vec::new(),
+            stopping: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.outputs.is_empty()
+    }
+
+    /// Start an output's thread.
+    pub fn add(
+        &mut self,
+        name: String,
+        kind: OutputKind,
+        filter: Filter,
+        queue: usize,
+        mut sink: Box<dyn Sink>,
+    ) -> Result<()> {
+        let (tx, rx): (_, Receiver<Published>) = sync_channel(queue);
+        let stats = Arc::new(OutputStats::default());
+        let ctx = Delivery {
+            stats: stats.clone(),
+            stopping: self.stopping.clone(),
+        };
+        let label = name.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("output-{name}"))
+            .spawn(move || {
+                let mut failing = false;
+                // Ends when the agent drops the sender and the queue is empty.
+                for p in rx {
+                    ctx.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                    match sink.deliver(&p, &ctx) {
+                        Ok(()) => {
+                            ctx.stats.sent.fetch_add(1, Ordering::Relaxed);
+                            if failing {
+                                info!(output = %label, "output delivers again");
+                                ctx.stats.set_error(None);
+                                failing = false;
+                            }
+                        }
+                        Err(e) => {
+                            ctx.stats.failed.fetch_add(1, Ordering::Relaxed);
+                            if !failing {
+                                warn!(output = %label, "output failed (counted in status; warned once until it works again): {e}");
+                                failing = true;
+                            }
+                            ctx.stats.set_error(Some(e));
+                        }
+                    }
+                }
+            })
+            .context("starting an output thread")?;
+        self.outputs.push(Output {
+            name,
+            kind,
+            filter,
+            tx: Some(tx),
+            stats,
+            thread: Some(thread),
+            warned: Mutex::new((0, None)),
+        });
+        Ok(())
+    }
+
+    /// Hand `p` to every output that takes it, without waiting.
+    pub fn send(&self, p: &Published) {
+        for o in &self.outputs {
+            if !o.filter.accepts(&p.event) {
+                continue;
+            }
+            let Some(tx) = &o.tx else { continue };
+            // Counted before the send so that the thread's decrement can
+            // never come first.
+            o.stats.queued.fetch_add(1, Ordering::Relaxed);
+            // Full, or the thread is gone (it panicked): dropped either way,
+            // and counted.
+            if tx.try_send(p.clone()).is_err() {
+                o.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                o.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Counters of every output; warns about new drops, at most every 10 s
+    /// per output.
+    pub fn snapshot(&self) -> Vec<OutputSnapshot> {
+        self.outputs
+            .iter()
+            .map(|o| {
+                let s = &o.stats;
+                let dropped = s.dropped.load(Ordering::Relaxed);
+                let mut warned = o.warned.lock().unwrap();
+                let due = warned
+                    .1
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(10));
+                if dropped > warned.0 && due {
+                    warn!(
+                        output = %o.name,
+                        "output queue full: {} events dropped ({} in all); the output is slower than the events",
+                        dropped - warned.0,
+                        dropped
+                    );
+                    *warned = (dropped, Some(Instant::now()));
+                }
+                OutputSnapshot {
+                    name: o.name.clone(),
+                    kind: o.kind.name().into(),
+                    sent: s.sent.load(Ordering::Relaxed),
+                    failed: s.failed.load(Ordering::Relaxed),
+                    dropped,
+                    retries: s.retries.load(Ordering::Relaxed),
+                    queued: s.queued.load(Ordering::Relaxed),
+                    last_error: s.last_error.lock().unwrap().clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Close the queues and give the threads `grace` to deliver what is
+    /// queued (each remaining attempt is made once, without retries).
+    pub fn stop(&mut self, grace: Duration) {
+        for o in &mut self.outputs {
+            o.tx = None;
+        }
+        let deadline = Instant::now() + grace;
+        // Retry waits end at once; the first attempt of each queued event
+        // is still made.
+        let stopping_at = deadline.checked_sub(grace / 2).unwrap_or(deadline);
+        for o in &mut self.outputs {
+            while o.thread.as_ref().is_some_and(|t| !t.is_finished()) {
+                if Instant::now() >= stopping_at {
+                    self.stopping.store(true, Ordering::Relaxed);
+                }
+                if Instant::now() >= deadline {
+                    warn!(output = %o.name, queued = o.stats.queued.load(Ordering::Relaxed), "output did not finish within {grace:?} of stopping; what it still holds is lost");
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if o.thread.as_ref().is_some_and(|t| t.is_finished()) {
+                let _ = o.thread.take().map(JoinHandle::join);
+            }
+        }
+    }
+}
+
+impl Drop for Outputs {
+    fn drop(&mut self) {
+        self.stop(STOP_GRACE);
+    }
+}
+
+/// JSON lines on stdout, as `--print json` but off the event path.
+struct Stdout;
+
+impl Sink for Stdout {
+    fn deliver(&mut self, p: &Published, _: &Delivery) -> Result<(), String> {
+        let mut out = std::io::stdout().lock();
+        out.write_all(p.json.as_bytes())
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("stdout: {e}"))
+    }
+}
+
+/// Syslog severity (RFC 5424 numbers, shared by journald's PRIORITY) of an
+/// event: from its decision's severity; plain events are informational,
+/// losses warnings.
+pub fn priority(event: &Event) -> u8 {
+    match (&event.decision, &event.body) {
+        (Some(d), _) => match d.severity {
+            Severity::Critical => 2,
+            Severity::High => 3,
+            Severity::Medium => 4,
+            Severity::Low => 5,
+        },
+        (None, Body::Loss { .. }) => 4,
+        (None, _) => 6,
+    }
+}
+
+/// A one-line summary for people: the decision, then [`details`].
+pub fn summary(event: &Event) -> String {
+    let Some(d) = &event.decision else {
+        return details(event);
+    };
+    let mut s = format!(
+        "guardrail rule {} {} ({}): {}",
+        d.rule,
+        d.outcome,
+        severity_name(d.severity),
+        details(event)
+    );
+    if let Some(f) = &d.fallback {
+        s.push_str(&format!(" (fallback: {f})"));
+    }
+    s
+}
+
+/// The event as `guardrail tail` shows it, without its time (syslog and
+/// journald carry their own) and without the decision.
+pub fn details(event: &Event) -> String {
+    let line = if event.decision.is_some() {
+        let plain = Event {
+            decision: None,
+            ..event.clone()
+        };
+        crate::human::line(&plain, false)
+    } else {
+        crate::human::line(event, false)
+    };
+    line.split_once(' ')
+        .map_or(line.as_str(), |(_, rest)| rest)
+        .to_string()
+}
+
+pub fn severity_name(s: Severity) -> &'static str {
+    match s {
+        Severity::Low => "low",
+        Severity::Medium => "medium",
+        Severity::High => "high",
+        Severity::Critical => "critical",
+    }
+}
+
+#[cfg(test)]
+mod tests;
