@@ -55,6 +55,9 @@ pub struct AuditSection {
     pub max_bytes: u64,
     /// Rotated files kept (audit.jsonl.1 … .N).
     pub max_files: usize,
+    /// Also rotate once the current file's first record is this old
+    /// ("1d", "12h"); absent: size only.
+    pub max_age: Option<String>,
     pub fsync: crate::audit::writer::Fsync,
     /// Records held in memory while the disk refuses writes.
     pub buffer_bytes: usize,
@@ -67,6 +70,7 @@ impl Default for AuditSection {
             path: "/var/log/guardrail/audit.jsonl".into(),
             max_bytes: 100 << 20,
             max_files: 10,
+            max_age: None,
             fsync: Default::default(),
             buffer_bytes: 64 << 20,
         }
@@ -465,6 +469,25 @@ impl Config {
                 message: format!("{rb} is not a power of two of at least 4096"),
             });
         }
+        if let Some(age) = &self.audit_log.max_age {
+            match humantime::parse_duration(age) {
+                Ok(d) if d >= std::time::Duration::from_secs(60) => {}
+                Ok(_) => {
+                    return Err(ConfigError::Invalid {
+                        path: path.into(),
+                        field: "audit_log.max_age",
+                        message: format!("{age:?} is shorter than a minute"),
+                    })
+                }
+                Err(e) => {
+                    return Err(ConfigError::Invalid {
+                        path: path.into(),
+                        field: "audit_log.max_age",
+                        message: format!("{age:?} is not a duration like \"1d\" or \"12h\": {e}"),
+                    })
+                }
+            }
+        }
         if self.audit_log.max_bytes < 4096 {
             return Err(ConfigError::Invalid {
                 path: path.into(),
@@ -606,6 +629,19 @@ mod tests {
             let err = parse(text).unwrap_err().to_string();
             assert!(err.starts_with(want), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn max_age_must_be_a_duration_of_a_minute_or_more() {
+        assert!(parse("[audit_log]\nmax_age = \"1d\"\n").is_ok());
+        let err = parse("[audit_log]\nmax_age = \"daily\"\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("/etc/g.toml: audit_log.max_age: \"daily\" is not a duration"),
+            "{err}"
+        );
+        let err = parse("[audit_log]\nmax_age = \"5s\"\n").unwrap_err();
+        assert!(err.to_string().contains("shorter than a minute"), "{err}");
     }
 
     #[test]

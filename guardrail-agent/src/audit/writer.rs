@@ -76,6 +76,14 @@ fn last_hash(path: &Path) -> Option<String> {
     open(&last).map(|o| o.hash.to_string())
 }
 
+/// When the current file's first record was written, from its `time`.
+fn first_record_time(path: &Path) -> Option<std::time::SystemTime> {
+    let f = File::open(path).ok()?;
+    let first = BufReader::new(f).lines().next()?.ok()?;
+    let value: serde_json::Value = serde_json::from_str(&first).ok()?;
+    humantime::parse_rfc3339(value.get("time")?.as_str()?).ok()
+}
+
 fn open_log(path: &Path) -> std::io::Result<File> {
     OpenOptions::new()
         .create(true)
@@ -126,6 +134,12 @@ impl AuditLog {
             unreported: unreported.clone(),
             last_sync: Instant::now(),
             dirty: false,
+            max_age: cfg
+                .max_age
+                .as_deref()
+                .and_then(|a| humantime::parse_duration(a).ok()),
+            // A file with records started when its first record was written.
+            first_record_at: first_record_time(&path),
         };
         let thread = std::thread::Builder::new()
             .name("audit-log".into())
@@ -186,6 +200,9 @@ struct Writer {
     unreported: Arc<AtomicU64>,
     last_sync: Instant,
     dirty: bool,
+    /// Rotate once the current file's first record is this old.
+    max_age: Option<Duration>,
+    first_record_at: Option<std::time::SystemTime>,
 }
 
 impl Writer {
@@ -203,6 +220,12 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => false,
                 Err(RecvTimeoutError::Disconnected) => true,
             };
+            if Instant::now() >= retry_at && self.too_old() {
+                if let Err(e) = self.rotate() {
+                    self.failed(e);
+                    retry_at = Instant::now() + Duration::from_secs(1);
+                }
+            }
             if Instant::now() >= retry_at && !self.flush() {
                 // The disk refuses: try again in a second, keep buffering.
                 retry_at = Instant::now() + Duration::from_secs(1);
@@ -243,6 +266,8 @@ impl Writer {
             return Err(e);
         }
         self.size += bytes.len() as u64;
+        self.first_record_at
+            .get_or_insert_with(std::time::SystemTime::now);
         self.prev = hash;
         self.dirty = true;
         if self.cfg.fsync == Fsync::Always {
@@ -314,7 +339,15 @@ impl Writer {
         lock(&file, path).map_err(std::io::Error::other)?;
         self.file = file;
         self.size = 0;
+        self.first_record_at = None;
         Ok(())
+    }
+
+    fn too_old(&self) -> bool {
+        match (self.max_age, self.first_record_at) {
+            (Some(max), Some(first)) => first.elapsed().is_ok_and(|age| age >= max),
+            _ => false,
+        }
     }
 
     fn maybe_sync(&mut self, closing: bool) {
@@ -340,4 +373,39 @@ pub enum Fsync {
     Interval,
     /// After every record: safest, slowest.
     Always,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_old_file_is_rotated_and_the_chain_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let cfg = AuditSection {
+            path: path.clone(),
+            // Below what the config accepts, to keep the test short.
+            max_age: Some("1s".into()),
+            ..Default::default()
+        };
+        let log = AuditLog::start(&cfg).unwrap();
+        log.send(r#"{"kind":"test","n":1}"#.into());
+        std::thread::sleep(Duration::from_millis(2200));
+        log.send(r#"{"kind":"test","n":2}"#.into());
+        std::thread::sleep(Duration::from_millis(700));
+        drop(log);
+        let rotated = std::fs::read_to_string(dir.path().join("audit.jsonl.1")).unwrap();
+        let current = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            rotated.contains(r#""n":1"#) && !rotated.contains(r#""n":2"#),
+            "{rotated}"
+        );
+        assert!(current.contains(r#""n":2"#), "{current}");
+        let files = vec![
+            ("audit.jsonl.1".into(), rotated),
+            ("audit.jsonl".into(), current),
+        ];
+        assert_eq!(crate::audit::chain::verify(&files).unwrap(), 2);
+    }
 }
