@@ -278,7 +278,7 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
     let result = SyscallResult {
         ok: h.ret >= 0,
         ret: h.ret,
-        errno: (h.ret < 0).then(|| errno_name(-h.ret)),
+        errno: (h.ret < 0).then(|| errno_name(h.ret.saturating_neg())),
     };
     let dirfd = |i: u8| (i != sc::NONE).then(|| as_fd(a[i as usize]));
     let path0 = (layout.path0 != sc::NONE)

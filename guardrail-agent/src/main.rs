@@ -234,6 +234,10 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
         self_protect: config.agent.self_protection,
     };
     let (probes, ring, enforcer) = Probes::load(&opts)?;
+    // Parsing the kernel's BTF needs tens of MiB for a moment; give them
+    // back to the system instead of keeping them in the heap for good.
+    // SAFETY: no arguments that could be invalid.
+    unsafe { libc::malloc_trim(0) };
     let (lsm_listed, lsm_note) = bpf_lsm_state();
     let (bpf_lsm, bpf_lsm_note) = match &enforcer {
         Ok(_) => (true, None),

@@ -34,7 +34,10 @@ pub fn fuzz(which: &str, seconds: u64) -> Result<()> {
         let corpus = root().join("fuzz/corpus").join(target);
         std::fs::create_dir_all(&corpus)?;
         let mut cmd: Command = cargo();
+        // Integer overflow is a crash too (the replay test, a debug build,
+        // found one the campaign had not flagged).
         cmd.env("RUSTC_BOOTSTRAP", "1")
+            .env("RUSTFLAGS", "-Coverflow-checks=on")
             .args(["fuzz", "run", "--sanitizer", "none", "--release", target])
             .arg(&corpus)
             .arg("--")
@@ -45,6 +48,7 @@ pub fn fuzz(which: &str, seconds: u64) -> Result<()> {
         // Keep only inputs that add coverage: the corpus is committed.
         run(cargo()
             .env("RUSTC_BOOTSTRAP", "1")
+            .env("RUSTFLAGS", "-Coverflow-checks=on")
             .args(["fuzz", "cmin", "--sanitizer", "none", "--release", target])
             .arg(&corpus))?;
     }

@@ -53,5 +53,6 @@ pub fn add_self_protection(
         Names::default(),
     )?;
     set.rules.extend(built.rules);
+    set.reindex();
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use jiff::tz::TimeZone;
 use regex::RegexSet;
 use toml::Spanned;
@@ -74,12 +74,19 @@ impl Source<'_> {
 #[derive(Clone, Debug)]
 pub struct PathMatcher {
     set: GlobSet,
+    /// The globs of `set`, for the rule set's index.
+    globs: Vec<Glob>,
     /// Which pattern each glob of `set` came from.
     origin: Vec<usize>,
     pub patterns: Vec<String>,
 }
 
 impl PathMatcher {
+    /// Whether any of `candidates` matches; allocates nothing.
+    pub fn matches_any(&self, candidates: &[&str]) -> bool {
+        candidates.iter().any(|c| self.set.is_match(c))
+    }
+
     /// The first of `candidates` that matches, with the pattern it matched.
     pub fn find<'a>(&self, candidates: &[&'a str]) -> Option<(&'a str, &str)> {
         candidates.iter().find_map(|c| {
@@ -176,6 +183,83 @@ pub struct RuleSet {
     pub files: Vec<PathBuf>,
     /// Directories wildcard includes read (a new file there is a change).
     pub dirs: Vec<PathBuf>,
+    /// Built from `rules`; [`RuleSet::reindex`] after changing them.
+    pub index: RuleIndex,
+}
+
+impl RuleSet {
+    pub fn reindex(&mut self) {
+        self.index = RuleIndex::build(&self.rules);
+    }
+}
+
+/// Which rules an event can concern, found with one glob-set match per
+/// path and executable instead of one per rule: a rule with a `path`
+/// matcher only for events with a matching path, one with an `exe` (and no
+/// `path`) only for a matching executable, the others always.
+#[derive(Debug, Default)]
+pub struct RuleIndex {
+    /// How many rules the index was built for: a set changed without
+    /// reindexing is evaluated rule by rule rather than wrongly.
+    rules: usize,
+    by_path: GlobSet,
+    path_rule: Vec<usize>,
+    by_exe: GlobSet,
+    exe_rule: Vec<usize>,
+    others: Vec<usize>,
+}
+
+impl RuleIndex {
+    pub fn build(rules: &[Rule]) -> Self {
+        let (mut paths, mut exes) = (GlobSetBuilder::new(), GlobSetBuilder::new());
+        let mut index = RuleIndex {
+            rules: rules.len(),
+            ..Default::default()
+        };
+        for (i, r) in rules.iter().enumerate() {
+            let (builder, owners, matcher) = match (&r.path, &r.exe) {
+                (Some(p), _) => (&mut paths, &mut index.path_rule, p),
+                (None, Some(e)) => (&mut exes, &mut index.exe_rule, e),
+                (None, None) => {
+                    index.others.push(i);
+                    continue;
+                }
+            };
+            for g in &matcher.globs {
+                builder.add(g.clone());
+                owners.push(i);
+            }
+        }
+        // The globs compiled once already, in their own rule.
+        index.by_path = paths.build().unwrap_or_default();
+        index.by_exe = exes.build().unwrap_or_default();
+        index
+    }
+
+    /// The rules that may match an event with these paths and executables,
+    /// in file order; None when the index does not describe `rules`.
+    pub fn candidates(&self, rules: &[Rule], paths: &[&str], exes: &[&str]) -> Option<Vec<usize>> {
+        if self.rules != rules.len() {
+            return None;
+        }
+        let mut hit = vec![false; rules.len()];
+        for &i in &self.others {
+            hit[i] = true;
+        }
+        let mut found = Vec::new();
+        for (set, owners, of) in [
+            (&self.by_path, &self.path_rule, paths),
+            (&self.by_exe, &self.exe_rule, exes),
+        ] {
+            for c in of {
+                set.matches_into(c, &mut found);
+                for &g in &found {
+                    hit[owners[g]] = true;
+                }
+            }
+        }
+        Some((0..rules.len()).filter(|&i| hit[i]).collect())
+    }
 }
 
 /// Collects the rules and windows of every file, then compiles them.
@@ -320,6 +404,7 @@ impl Compiler {
     ) -> Option<PathMatcher> {
         let spec = spec.as_ref()?;
         let mut b = GlobSetBuilder::new();
+        let mut compiled = Vec::new();
         let mut origin = Vec::new();
         for (i, p) in spec.get_ref().iter().enumerate() {
             if !p.starts_with('/') {
@@ -342,7 +427,8 @@ impl Compiler {
             for g in globs {
                 match GlobBuilder::new(&g).literal_separator(true).build() {
                     Ok(glob) => {
-                        b.add(glob);
+                        b.add(glob.clone());
+                        compiled.push(glob);
                         origin.push(i);
                     }
                     Err(e) => self.errors.push(src.error(
@@ -356,6 +442,7 @@ impl Compiler {
         let set = b.build().ok()?;
         Some(PathMatcher {
             set,
+            globs: compiled,
             origin,
             patterns: spec.get_ref().clone(),
         })
@@ -773,12 +860,15 @@ impl Compiler {
         if !self.errors.is_empty() {
             return Err(self.errors);
         }
-        Ok(RuleSet {
+        let mut set = RuleSet {
             rules: self.rules,
             windows: self.windows,
             files,
             dirs: Vec::new(),
-        })
+            index: RuleIndex::default(),
+        };
+        set.reindex();
+        Ok(set)
     }
 
     pub fn push_error(&mut self, e: RuleError) {

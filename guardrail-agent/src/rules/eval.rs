@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 
 use jiff::Timestamp;
 
-use super::compile::{CapsMatch, Rule, RuleSet};
+use super::compile::{CapsMatch, PathMatcher, Rule, RuleSet};
 use super::kinds::{mask_of_event, name_in};
 use super::spec::{Action, Fallback, Mode, ResultFilter};
 use crate::event::{Body, Decision, Event};
@@ -50,9 +50,14 @@ pub fn evaluate(
     if kinds == 0 {
         return None;
     }
+    let subject = Subject::of(event)?;
+    let candidates = set
+        .index
+        .candidates(&set.rules, &subject.paths, &subject.exes)
+        .unwrap_or_else(|| (0..set.rules.len()).collect());
     let mut matches: Vec<(&Rule, Matched)> = Vec::new();
-    for rule in &set.rules {
-        if rule.kinds & kinds == 0 {
+    for rule in candidates.into_iter().map(|i| &set.rules[i]) {
+        if rule.kinds & kinds == 0 || !subject.may_match(rule) {
             continue;
         }
         if let Some(m) = matches_rule(set, rule, event, kinds, at) {
@@ -164,6 +169,55 @@ fn check(matched: &mut Matched, field: &str, ok: bool, value: impl Into<String>)
         Some(())
     } else {
         None
+    }
+}
+
+/// What most rules test first, taken from the event once rather than for
+/// every rule.
+struct Subject<'e> {
+    ok: bool,
+    paths: Vec<&'e str>,
+    exes: Vec<&'e str>,
+    parents: Vec<&'e str>,
+}
+
+impl<'e> Subject<'e> {
+    fn of(event: &'e Event) -> Option<Self> {
+        let process = event.body.process()?;
+        let ok = match &event.body {
+            Body::Exec { result, .. } | Body::File { result, .. } | Body::Perm { result, .. } => {
+                result.ok
+            }
+            Body::Loss { .. } => return None,
+        };
+        Some(Self {
+            ok,
+            paths: event.body.paths(),
+            exes: process.exe.as_deref().into_iter().collect(),
+            parents: process.parent_exe.as_deref().into_iter().collect(),
+        })
+    }
+
+    /// Conditions a matching rule must meet, checked without allocating:
+    /// most rules fail one of them, and are then skipped before
+    /// [`matches_rule`] builds the explanation of a match.
+    fn may_match(&self, rule: &Rule) -> bool {
+        let result = match rule.result {
+            ResultFilter::Any => true,
+            ResultFilter::Ok => self.ok,
+            ResultFilter::Failed => !self.ok,
+        };
+        let must =
+            |m: &Option<PathMatcher>, of: &[&str]| m.as_ref().is_none_or(|m| m.matches_any(of));
+        let must_not =
+            |m: &Option<PathMatcher>, of: &[&str]| m.as_ref().is_none_or(|m| !m.matches_any(of));
+        result
+            && must(&rule.path, &self.paths)
+            && must_not(&rule.path_not, &self.paths)
+            && must(&rule.exe, &self.exes)
+            && must_not(&rule.exe_not, &self.exes)
+            && must(&rule.parent_exe, &self.parents)
+            && must_not(&rule.parent_exe_not, &self.parents)
     }
 }
 
