@@ -2,14 +2,23 @@
  *   storm open  N FILE   open(O_RDONLY) + close
  *   storm write N DIR    open(O_WRONLY|O_CREAT|O_TRUNC) + write 64 B + close
  *   storm exec  N        fork + execve /bin/true + wait
- *   storm chmod N FILE   chmod alternating 0644 / 0600 */
+ *   storm chmod N FILE   chmod alternating 0644 / 0600
+ *   storm rate R SECONDS FILE   chmod at R per second for SECONDS, paced in
+ *                               1 ms slices; prints the rate achieved */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 int main(int argc, char **argv) {
     if (argc < 3) return 2;
@@ -36,6 +45,23 @@ int main(int argc, char **argv) {
         }
     } else if (!strcmp(mode, "chmod")) {
         for (long i = 0; i < n; i++) if (chmod(argv[3], (i & 1) ? 0600 : 0644)) return 1;
+    } else if (!strcmp(mode, "rate") && argc == 5) {
+        /* argv: rate R SECONDS FILE; n is R. */
+        double seconds = atof(argv[3]);
+        double start = now(), slice = 0.001;
+        long done = 0, per_slice = n / 1000 > 0 ? n / 1000 : 1;
+        for (long k = 0;; k++) {
+            double due = start + k * slice;
+            if (due - start >= seconds) break;
+            for (long i = 0; i < per_slice; i++, done++)
+                if (chmod(argv[4], (done & 1) ? 0600 : 0644)) return 1;
+            double wait = due + slice - now();
+            if (wait > 0) {
+                struct timespec ts = {0, (long)(wait * 1e9)};
+                nanosleep(&ts, 0);
+            }
+        }
+        printf("%.0f\n", done / (now() - start));
     } else return 2;
     return 0;
 }

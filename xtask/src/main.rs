@@ -41,7 +41,12 @@ enum Task {
     },
     /// Measure guardrail's cost against bare runs and auditd, side by side
     /// (not part of the test suite); writes target/bench/report.md.
-    Bench,
+    Bench {
+        /// One pair and a tenth of the work: checks the harness, measures
+        /// nothing.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Boot Debian kernels with BPF-LSM under QEMU and run the
     /// enforcement scenarios in them.
     VmTest {
@@ -129,11 +134,11 @@ fn main() -> Result<()> {
                 .current_dir(root());
             run(&mut cmd)
         }
-        Task::Bench => {
+        Task::Bench { quick } => {
             prereqs::ensure_build()?;
             prereqs::ensure_bench()?;
             build(true)?;
-            bench::bench()
+            bench::bench(quick)
         }
         Task::VmTest { kernel } => {
             prereqs::ensure_build()?;

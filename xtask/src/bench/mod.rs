@@ -1,22 +1,49 @@
 //! `cargo xtask bench`: what guardrail costs, as ratios against a bare run
-//! measured side by side (A B A B …) in the same run.
+//! measured side by side (A B A B …) in the same run, plus throughput,
+//! delay, rule-engine, memory and start-up figures. Results go to
+//! target/bench/report.md and report.json.
 //!
-//! Workloads are the syscall storms of bench/storm.c. Configurations:
-//! bare; guardrail with the shipped default rules; guardrail capturing
-//! everything (read opens, a rule on every event, audit log on); auditd
-//! with one syscall rule (last: auditd leaves a cost behind in processes
-//! until reboot). Results go to target/bench/report.md and report.json.
+//! Overhead workloads are the syscall storms of bench/storm.c.
+//! Configurations: bare; guardrail with the shipped default rules;
+//! guardrail capturing everything (read opens, a rule on every event,
+//! audit log on); guardrail with 50 deny rules on other paths; the
+//! minimal copy-every-syscall eBPF probe (the floor for full capture);
+//! auditd with one syscall rule — last, because auditd leaves a cost
+//! behind in processes until reboot.
+
+mod agent;
+mod engine;
+mod footprint;
+mod throughput;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use serde_json::{json, Value};
 
 use crate::{root, run};
+use agent::{Agent, Floor};
 
 const PAIRS: usize = 5;
+
+/// `--quick`: one pair, a tenth of the work, to check the harness itself;
+/// its figures are not a measurement.
+static QUICK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+pub fn quick() -> bool {
+    *QUICK.get().unwrap_or(&false)
+}
+
+fn pairs() -> usize {
+    if quick() {
+        1
+    } else {
+        PAIRS
+    }
+}
 
 struct Workload {
     name: &'static str,
@@ -58,6 +85,8 @@ const WORKLOADS: &[Workload] = &[
 enum Config {
     DefaultRules,
     FullCapture,
+    Deny50,
+    Floor,
     Auditd,
 }
 
@@ -66,6 +95,8 @@ impl Config {
         match self {
             Config::DefaultRules => "guardrail, default rules",
             Config::FullCapture => "guardrail, full capture + audit log",
+            Config::Deny50 => "guardrail, 50 deny rules elsewhere",
+            Config::Floor => "floor: minimal eBPF copy to ring buffer",
             Config::Auditd => "auditd, one syscall rule",
         }
     }
@@ -77,11 +108,22 @@ struct Row {
     ratios: Vec<f64>,
     added_ns: Vec<f64>,
     bare_s: f64,
+    /// Events the sensor delivered and lost during the measured run (whole
+    /// host), when it reports them.
+    delivered: Option<Delivered>,
 }
 
-fn median(v: &mut [f64]) -> f64 {
+pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
+}
+
+fn count(w: &Workload) -> u64 {
+    if quick() {
+        w.count / 10
+    } else {
+        w.count
+    }
 }
 
 fn time_storm(storm: &Path, w: &Workload, scratch: &Path) -> Result<Duration> {
@@ -93,7 +135,7 @@ fn time_storm(storm: &Path, w: &Workload, scratch: &Path) -> Result<Duration> {
     let started = Instant::now();
     let status = Command::new(storm)
         .arg(w.mode)
-        .arg(w.count.to_string())
+        .arg(count(w).to_string())
         .arg(&arg)
         .status()?;
     let took = started.elapsed();
@@ -101,78 +143,112 @@ fn time_storm(storm: &Path, w: &Workload, scratch: &Path) -> Result<Duration> {
     Ok(took)
 }
 
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc_kill(self.0.id() as i32, 15) };
-        let _ = self.0.wait();
-    }
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
-fn start_agent(config: &Path, dir: &Path, extra: &[&str]) -> Result<Agent> {
-    let socket = dir.join("bench.sock");
-    let _ = std::fs::remove_file(&socket);
-    let child = Command::new(root().join("target/release/guardrail-agent"))
-        .arg("--config")
-        .arg(config)
-        .arg("--socket")
-        .arg(&socket)
-        .args(extra)
-        .env("GUARDRAIL_LOG", "error")
-        .stdout(Stdio::null())
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !socket.exists() {
-        anyhow::ensure!(Instant::now() < deadline, "agent did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(Agent(child))
-}
-
 fn auditctl(args: &[&str]) -> Result<()> {
     run(Command::new("auditctl").args(args).stdout(Stdio::null()))
 }
 
-pub fn bench() -> Result<()> {
-    let out = root().join("target/bench");
-    std::fs::create_dir_all(&out)?;
-    let storm = out.join("storm");
-    run(Command::new("gcc")
-        .args(["-O2", "-o"])
-        .arg(&storm)
-        .arg(root().join("bench/storm.c")))?;
-    let scratch = tempfile_dir(&out)?;
-    std::fs::write(scratch.join("target-file"), b"x")?;
+/// What runs during the "with" half of a pair; stopped when dropped, after
+/// `finish` has read its counters.
+enum Running {
+    Agent(Agent),
+    Floor(Floor),
+    Auditd(AuditdGuard),
+}
 
-    // Configurations, auditd last.
-    let default_cfg = scratch.join("default.toml");
+/// Events a sensor delivered and lost.
+type Delivered = (u64, u64);
+
+impl Running {
+    /// Delivered and lost events, and the agent's peak RSS in KiB.
+    fn finish(self) -> Result<(Option<Delivered>, Option<agent::Memory>)> {
+        match self {
+            Running::Agent(a) => {
+                // Let the last drain happen before reading the counters.
+                std::thread::sleep(Duration::from_millis(200));
+                let s = a.status()?;
+                let counts = (
+                    s["events_total"].as_u64().unwrap_or(0),
+                    s["lost_total"].as_u64().unwrap_or(0),
+                );
+                Ok((Some(counts), a.memory().ok()))
+            }
+            Running::Floor(f) => Ok((Some(f.stop()?), None)),
+            Running::Auditd(_) => Ok((None, None)),
+        }
+    }
+}
+
+pub struct Setup {
+    pub out: PathBuf,
+    pub storm: PathBuf,
+    pub scratch: PathBuf,
+}
+
+/// The config files each configuration runs with.
+struct Configs {
+    default: PathBuf,
+    full: PathBuf,
+    deny50: PathBuf,
+}
+
+fn write_configs(setup: &Setup) -> Result<Configs> {
+    let (out, scratch) = (&setup.out, &setup.scratch);
+    let default = scratch.join("default.toml");
     let shipped = std::fs::read_to_string(root().join("config/guardrail.toml"))?;
     std::fs::write(
-        &default_cfg,
+        &default,
         shipped.replace(
             "/var/log/guardrail/audit.jsonl",
             &out.join("audit-default.jsonl").display().to_string(),
         ),
     )?;
-    let full_cfg = scratch.join("full.toml");
+    let full = scratch.join("full.toml");
     std::fs::write(
-        &full_cfg,
+        &full,
         format!(
             "[audit_log]\npath = \"{}\"\n[capture]\nread_opens = true\n[[rule]]\nid = \"everything\"\non = [\"*\"]\n",
             out.join("audit-full.jsonl").display()
         ),
     )?;
-    let have_auditd = Command::new("auditctl").arg("-s").output().is_ok();
+    // Deny rules on files that exist but that the storms never touch.
+    let deny50 = scratch.join("deny50.toml");
+    let protected = scratch.join("protected");
+    std::fs::create_dir_all(&protected)?;
+    let mut text = format!(
+        "[audit_log]\npath = \"{}\"\n",
+        out.join("audit-deny.jsonl").display()
+    );
+    for i in 0..50 {
+        let file = protected.join(format!("p{i}"));
+        std::fs::write(&file, b"x")?;
+        writeln!(
+            text,
+            "[[rule]]\nid = \"deny-{i}\"\non = [\"file.write\", \"file.unlink\", \"perm.chmod\"]\npath = [\"{}\"]\naction = \"deny\"\n",
+            file.display()
+        )?;
+    }
+    std::fs::write(&deny50, text)?;
+    Ok(Configs {
+        default,
+        full,
+        deny50,
+    })
+}
 
+fn overhead(
+    setup: &Setup,
+    configs: &Configs,
+    peak_rss: &mut Vec<(String, agent::Memory)>,
+) -> Result<Vec<Row>> {
+    let have_auditd = Command::new("auditctl").arg("-s").output().is_ok();
     let mut rows = Vec::new();
-    for config in [Config::DefaultRules, Config::FullCapture, Config::Auditd] {
+    for config in [
+        Config::DefaultRules,
+        Config::FullCapture,
+        Config::Deny50,
+        Config::Floor,
+        Config::Auditd,
+    ] {
         if config == Config::Auditd && !have_auditd {
             eprintln!(
                 "xtask: auditd not installed (apt-get install auditd): skipping the auditd column"
@@ -181,31 +257,49 @@ pub fn bench() -> Result<()> {
         }
         for w in WORKLOADS {
             let (mut ratios, mut added, mut bare) = (Vec::new(), Vec::new(), Vec::new());
-            for pair in 0..PAIRS {
-                let a = time_storm(&storm, w, &scratch)?;
-                let b = {
-                    let _guard: Box<dyn std::any::Any> = match config {
-                        Config::DefaultRules => Box::new(start_agent(&default_cfg, &scratch, &[])?),
-                        Config::FullCapture => {
-                            Box::new(start_agent(&full_cfg, &scratch, &["--capture-read-opens"])?)
+            let mut delivered = Vec::new();
+            for pair in 0..pairs() {
+                let a = time_storm(&setup.storm, w, &setup.scratch)?;
+                let running = match config {
+                    Config::DefaultRules => {
+                        Running::Agent(Agent::start(&configs.default, &setup.scratch, &[])?)
+                    }
+                    Config::FullCapture => Running::Agent(Agent::start(
+                        &configs.full,
+                        &setup.scratch,
+                        &["--capture-read-opens"],
+                    )?),
+                    Config::Deny50 => {
+                        Running::Agent(Agent::start(&configs.deny50, &setup.scratch, &[])?)
+                    }
+                    Config::Floor => Running::Floor(Floor::start(&configs.full)?),
+                    Config::Auditd => {
+                        ensure_auditd_running()?;
+                        auditctl(&["-e", "1"])?;
+                        let mut rule = vec!["-a", "always,exit", "-F", "arch=b64"];
+                        for s in w.syscalls {
+                            rule.extend(["-S", s]);
                         }
-                        Config::Auditd => {
-                            ensure_auditd_running()?;
-                            auditctl(&["-e", "1"])?;
-                            let mut rule = vec!["-a", "always,exit", "-F", "arch=b64"];
-                            for s in w.syscalls {
-                                rule.extend(["-S", s]);
-                            }
-                            rule.extend(["-k", "guardrail-bench"]);
-                            auditctl(&rule)?;
-                            Box::new(AuditdGuard)
-                        }
-                    };
-                    time_storm(&storm, w, &scratch)?
+                        rule.extend(["-k", "guardrail-bench"]);
+                        auditctl(&rule)?;
+                        Running::Auditd(AuditdGuard)
+                    }
                 };
+                let b = time_storm(&setup.storm, w, &setup.scratch)?;
+                let (counts, rss) = running.finish()?;
+                if let Some(c) = counts {
+                    delivered.push(c);
+                }
+                if let (Some(mem), Config::FullCapture) = (rss, config) {
+                    peak_rss.push((format!("under the {} (full capture)", w.name), mem));
+                }
                 // The audit logs grow by every captured event: start afresh.
-                for log in ["audit-default.jsonl", "audit-full.jsonl"] {
-                    let _ = std::fs::remove_file(out.join(log));
+                for log in [
+                    "audit-default.jsonl",
+                    "audit-full.jsonl",
+                    "audit-deny.jsonl",
+                ] {
+                    let _ = std::fs::remove_file(setup.out.join(log));
                 }
                 let (a, b) = (a.as_secs_f64(), b.as_secs_f64());
                 eprintln!(
@@ -215,21 +309,57 @@ pub fn bench() -> Result<()> {
                     pair + 1
                 );
                 ratios.push(b / a);
-                added.push((b - a) * 1e9 / w.count as f64);
+                added.push((b - a) * 1e9 / count(w) as f64);
                 bare.push(a);
             }
+            delivered.sort();
             rows.push(Row {
                 workload: w.name,
                 config: config.name(),
                 ratios,
                 added_ns: added,
                 bare_s: median(&mut bare),
+                delivered: delivered.get(delivered.len() / 2).copied(),
             });
         }
     }
+    Ok(rows)
+}
+
+pub fn bench(quick: bool) -> Result<()> {
+    QUICK.set(quick).ok();
+    let out = root().join("target/bench");
+    std::fs::create_dir_all(&out)?;
+    let storm = out.join("storm");
+    run(Command::new("gcc")
+        .args(["-O2", "-o"])
+        .arg(&storm)
+        .arg(root().join("bench/storm.c")))?;
+    let scratch = tempfile_dir(&out)?;
+    std::fs::write(scratch.join("target-file"), b"x")?;
+    let setup = Setup {
+        out: out.clone(),
+        storm,
+        scratch: scratch.clone(),
+    };
+    let result = (|| -> Result<String> {
+        let configs = write_configs(&setup)?;
+        let lsm = Agent::start(&configs.deny50, &setup.scratch, &[])?.status()?["capabilities"]
+            ["bpf_lsm"]
+            .as_bool()
+            .unwrap_or(false);
+        let mut peak_rss = Vec::new();
+        // Everything else before the overhead table: that ends with auditd.
+        let fp = footprint::run(&setup, &configs.default, &mut peak_rss)?;
+        let tp = throughput::run(&setup)?;
+        let eng = engine::run(&setup)?;
+        let rows = overhead(&setup, &configs, &mut peak_rss)?;
+        report(&rows, lsm, &tp, &eng, &fp, &peak_rss, &out)
+    })();
     let _ = Command::new("umount").arg(&scratch).status();
     let _ = std::fs::remove_dir_all(&scratch);
-    report(&rows, &out)
+    println!("{}", result?);
+    Ok(())
 }
 
 /// auditd must run to receive the records, as on a real host; the
@@ -271,19 +401,32 @@ fn tempfile_dir(base: &Path) -> Result<PathBuf> {
     let dir = base.join(format!("scratch-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     run(Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=512m", "guardrail-bench"])
+        .args(["-t", "tmpfs", "-o", "size=1g", "guardrail-bench"])
         .arg(&dir))?;
     Ok(dir)
 }
 
-fn report(rows: &[Row], out: &Path) -> Result<()> {
+fn report(
+    rows: &[Row],
+    lsm: bool,
+    tp: &throughput::Results,
+    eng: &engine::Results,
+    fp: &footprint::Results,
+    peak_rss: &[(String, agent::Memory)],
+    out: &Path,
+) -> Result<String> {
+    if rows.is_empty() {
+        bail!("nothing was measured");
+    }
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut md = format!(
-        "# guardrail benchmark\n\nKernel {}, {cpus} CPUs. Each row: {PAIRS} pairs of runs, bare then with the configuration, alternating; ratio = with / bare (median, min–max); added cost per syscall-loop iteration in ns (median).\n\n| workload | configuration | bare (s) | ratio median | ratio min–max | added ns/op |\n| --- | --- | --- | --- | --- | --- |\n",
-        kernel.trim()
+        "# guardrail benchmark{}\n\nKernel {}, {cpus} CPUs. Each row: {} pairs of runs, bare then with the configuration, alternating; ratio = with / bare (median, min–max); added cost per loop iteration in ns (median); events delivered and lost by the sensor during the run (median pair; the whole host's events, so a little above the workload's).\n\n| workload | configuration | bare (s) | ratio median | ratio min–max | added ns/op | delivered / lost |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+        if quick() { " (--quick: a check of the harness, not a measurement)" } else { "" },
+        kernel.trim(),
+        pairs()
     );
-    let mut json = Vec::new();
+    let mut json_rows = Vec::new();
     for r in rows {
         let mut ratios = r.ratios.clone();
         let mut added = r.added_ns.clone();
@@ -292,22 +435,39 @@ fn report(rows: &[Row], out: &Path) -> Result<()> {
             ratios.iter().cloned().fold(f64::MIN, f64::max),
         );
         let (m, a) = (median(&mut ratios), median(&mut added));
+        let delivered = r
+            .delivered
+            .map_or("—".to_string(), |(d, l)| format!("{d} / {l}"));
         writeln!(
             md,
-            "| {} | {} | {:.3} | {m:.3}× | {lo:.3}–{hi:.3} | {a:.0} |",
+            "| {} | {} | {:.3} | {m:.3}× | {lo:.3}–{hi:.3} | {a:.0} | {delivered} |",
             r.workload, r.config, r.bare_s
         )?;
-        json.push(format!(
-            "{{\"workload\":\"{}\",\"config\":\"{}\",\"bare_s\":{:.4},\"ratio_median\":{m:.4},\"ratio_min\":{lo:.4},\"ratio_max\":{hi:.4},\"added_ns\":{a:.1}}}",
-            r.workload, r.config, r.bare_s
-        ));
+        json_rows.push(json!({
+            "workload": r.workload, "config": r.config, "bare_s": r.bare_s,
+            "ratio_median": m, "ratio_min": lo, "ratio_max": hi, "added_ns": a,
+            "delivered": r.delivered.map(|d| d.0), "lost": r.delivered.map(|d| d.1),
+        }));
     }
-    md.push_str("\nBPF-LSM is not available on kernels that refuse LSM programs; the enforcement-path column is not measured there.\n");
+    if !lsm {
+        md.push_str("\nThis kernel refuses BPF-LSM programs: the \"50 deny rules\" configuration runs with its fallback (rules evaluated in the agent, nothing denied in the kernel); the LSM hooks' own cost is not measured here.\n");
+    }
+    md.push_str(&throughput::markdown(tp));
+    md.push_str(&engine::markdown(eng));
+    md.push_str(&footprint::markdown(fp, peak_rss));
+    let report_json: Value = json!({
+        "kernel": kernel.trim(),
+        "cpus": cpus,
+        "bpf_lsm": lsm,
+        "overhead": json_rows,
+        "throughput": throughput::json(tp),
+        "rule_engine": engine::json(eng),
+        "footprint": footprint::json(fp, peak_rss),
+    });
     std::fs::write(out.join("report.md"), &md)?;
-    std::fs::write(out.join("report.json"), format!("[{}]\n", json.join(",\n")))?;
-    println!("{md}");
-    if rows.is_empty() {
-        bail!("nothing was measured");
-    }
-    Ok(())
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(&report_json)? + "\n",
+    )?;
+    Ok(md)
 }

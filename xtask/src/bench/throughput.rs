@@ -1,0 +1,186 @@
+//! How many events per second reach the audit log without loss, for
+//! several ring-buffer sizes, what is lost at twice that, and how long an
+//! event takes from the kernel to the audit log writer at 10% and 80% of
+//! the sustainable rate.
+//!
+//! The load is `storm rate`: chmod at a paced rate (each one a captured
+//! event), with a rule on every event and the audit log on — the most the
+//! agent has to do per event.
+
+use std::fmt::Write as _;
+use std::process::Command;
+
+use anyhow::Result;
+use serde_json::{json, Value};
+
+use super::agent::{free_port, quantile, scrape, Agent};
+use super::Setup;
+
+const RINGS_MIB: &[u32] = &[1, 4, 16];
+const RATES: &[u64] = &[25_000, 50_000, 100_000, 200_000, 400_000, 800_000];
+const SECONDS: f64 = 3.0;
+
+pub struct Ring {
+    mib: u32,
+    /// The highest rate reached with nothing lost.
+    sustained: Option<u64>,
+    /// No loss even at the fastest rate the generator reached.
+    generator_bound: bool,
+    /// At twice the sustained rate: the rate reached and the share lost.
+    at_double: Option<(u64, f64)>,
+}
+
+pub struct Delay {
+    share: &'static str,
+    rate: u64,
+    p50: Option<f64>,
+    p99: Option<f64>,
+}
+
+pub struct Results {
+    rings: Vec<Ring>,
+    delays: Vec<Delay>,
+}
+
+struct Probe {
+    achieved: u64,
+    lost: u64,
+    metrics: Option<String>,
+}
+
+fn probe(setup: &Setup, ring_mib: u32, rate: u64, metrics: bool) -> Result<Probe> {
+    let config = setup.scratch.join("throughput.toml");
+    let port = free_port()?;
+    let mut text = format!(
+        "[audit_log]\npath = \"{}\"\n[capture]\nring_buffer_bytes = {}\n[[rule]]\nid = \"everything\"\non = [\"*\"]\n",
+        setup.out.join("audit-throughput.jsonl").display(),
+        ring_mib << 20
+    );
+    if metrics {
+        text = format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n{text}");
+    }
+    std::fs::write(&config, text)?;
+    let agent = Agent::start(&config, &setup.scratch, &[])?;
+    let out = Command::new(&setup.storm)
+        .args(["rate", &rate.to_string(), &SECONDS.to_string()])
+        .arg(setup.scratch.join("target-file"))
+        .output()?;
+    anyhow::ensure!(out.status.success(), "storm rate failed");
+    let achieved: u64 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
+    // Let the agent drain what is still in the ring buffer.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let lost = agent.status()?["lost_total"].as_u64().unwrap_or(0);
+    let metrics = if metrics { Some(scrape(port)?) } else { None };
+    drop(agent);
+    let _ = std::fs::remove_file(setup.out.join("audit-throughput.jsonl"));
+    eprintln!(
+        "xtask: throughput: ring {ring_mib} MiB, asked {rate}/s, reached {achieved}/s, lost {lost}"
+    );
+    Ok(Probe {
+        achieved,
+        lost,
+        metrics,
+    })
+}
+
+pub fn run(setup: &Setup) -> Result<Results> {
+    let mut rings = Vec::new();
+    let sizes = if super::quick() {
+        &RINGS_MIB[2..]
+    } else {
+        RINGS_MIB
+    };
+    for &mib in sizes {
+        let mut sustained = None;
+        let mut generator_bound = true;
+        let rates = if super::quick() { &RATES[..2] } else { RATES };
+        for &rate in rates {
+            let p = probe(setup, mib, rate, false)?;
+            if p.lost > 0 {
+                generator_bound = false;
+                break;
+            }
+            sustained = Some(p.achieved);
+            if (p.achieved as f64) < 0.95 * rate as f64 {
+                // The generator (slowed by the capture) cannot go faster.
+                break;
+            }
+        }
+        let at_double = match sustained {
+            Some(s) => {
+                let p = probe(setup, mib, 2 * s, false)?;
+                let made = p.achieved as f64 * SECONDS;
+                Some((p.achieved, p.lost as f64 / made.max(1.0)))
+            }
+            None => None,
+        };
+        rings.push(Ring {
+            mib,
+            sustained,
+            generator_bound,
+            at_double,
+        });
+    }
+    let mut delays = Vec::new();
+    if let Some(max) = rings.last().and_then(|r| r.sustained) {
+        for (share, factor) in [("10%", 0.1), ("80%", 0.8)] {
+            let rate = (max as f64 * factor) as u64;
+            let p = probe(setup, 16, rate, true)?;
+            let text = p.metrics.unwrap_or_default();
+            delays.push(Delay {
+                share,
+                rate: p.achieved,
+                p50: quantile(&text, "guardrail_event_delay_seconds", 0.5),
+                p99: quantile(&text, "guardrail_event_delay_seconds", 0.99),
+            });
+        }
+    }
+    Ok(Results { rings, delays })
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or("—".into(), |s| format!("≤ {:.1} ms", s * 1e3))
+}
+
+pub fn markdown(r: &Results) -> String {
+    let mut md = format!(
+        "\n## Throughput\n\nchmod at a paced rate for {SECONDS} s, every event captured, a rule on every event, audit log on. \"Sustained\" is the highest rate reached with nothing lost.\n\n| ring buffer | sustained events/s | at 2×: reached / lost |\n| --- | --- | --- |\n"
+    );
+    for ring in &r.rings {
+        let sustained = match (ring.sustained, ring.generator_bound) {
+            (Some(s), true) => format!("≥ {s} (the generator's limit: no loss)"),
+            (Some(s), false) => s.to_string(),
+            (None, _) => format!("< {} (lost at the lowest rate)", RATES[0]),
+        };
+        let double = ring.at_double.map_or("—".into(), |(reached, lost)| {
+            format!("{reached}/s, {:.2}% lost", lost * 100.0)
+        });
+        let _ = writeln!(md, "| {} MiB | {sustained} | {double} |", ring.mib);
+    }
+    md.push_str("\n## Event delay\n\nKernel timestamp → handed to the audit log writer (`guardrail_event_delay_seconds`; bucket upper bounds), 16 MiB ring buffer. The agent drains every 50 ms unless 1 MiB is waiting, so the delay is mostly that interval.\n\n| load | events/s | p50 | p99 |\n| --- | --- | --- | --- |\n");
+    for d in &r.delays {
+        let _ = writeln!(
+            md,
+            "| {} of sustained | {} | {} | {} |",
+            d.share,
+            d.rate,
+            ms(d.p50),
+            ms(d.p99)
+        );
+    }
+    md
+}
+
+pub fn json(r: &Results) -> Value {
+    json!({
+        "rings": r.rings.iter().map(|ring| json!({
+            "mib": ring.mib,
+            "sustained_per_s": ring.sustained,
+            "generator_bound": ring.generator_bound,
+            "at_double": ring.at_double.map(|(reached, lost)| json!({"reached_per_s": reached, "lost_share": lost})),
+        })).collect::<Vec<_>>(),
+        "delay": r.delays.iter().map(|d| json!({
+            "share": d.share, "per_s": d.rate, "p50_s": d.p50, "p99_s": d.p99,
+        })).collect::<Vec<_>>(),
+    })
+}
