@@ -430,12 +430,21 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                drain_ring(guard.get_inner_mut(), &mut pipeline);
-                guard.clear_ready();
+                let more = drain_ring(guard.get_inner_mut(), &mut pipeline);
+                if !more {
+                    guard.clear_ready();
+                }
                 update(&probes, &mut pipeline, &status, started);
+                if more {
+                    // Under a storm the ring never empties: let the control
+                    // socket and the metrics endpoint run between batches.
+                    tokio::task::yield_now().await;
+                }
             }
             _ = drain.tick() => {
-                drain_ring(ring.get_mut(), &mut pipeline);
+                if drain_ring(ring.get_mut(), &mut pipeline) {
+                    tokio::task::yield_now().await;
+                }
                 update(&probes, &mut pipeline, &status, started);
             }
             _ = sighup.recv() => {
@@ -466,7 +475,7 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
     }
     let _ = notify("STOPPING=1");
     // Flush: whatever the kernel wrote before we stop is still delivered.
-    drain_ring(ring.get_mut(), &mut pipeline);
+    while drain_ring(ring.get_mut(), &mut pipeline) {}
     update(&probes, &mut pipeline, &status, started);
     // Flushes the audit log; outputs get a few seconds to deliver what
     // they hold.
@@ -477,10 +486,21 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
     Ok(())
 }
 
-fn drain_ring(ring: &mut aya::maps::RingBuf<aya::maps::MapData>, pipeline: &mut Pipeline<ProcFs>) {
-    while let Some(item) = ring.next() {
-        pipeline.record(&item);
+/// Records handled before the loop looks at anything else.
+const DRAIN_BATCH: usize = 8192;
+
+/// Handle up to a batch of records; true when the ring may hold more.
+fn drain_ring(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    pipeline: &mut Pipeline<ProcFs>,
+) -> bool {
+    for _ in 0..DRAIN_BATCH {
+        match ring.next() {
+            Some(item) => pipeline.record(&item),
+            None => return false,
+        }
     }
+    true
 }
 
 fn update(

@@ -49,6 +49,7 @@ pub struct Pipeline<V: ProcessView> {
     pub audit: Option<crate::audit::AuditLog>,
     pub decisions: u64,
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    alert_log: AlertLogLimit,
     /// Applied after the rules, before anything leaves the agent.
     redactor: Arc<Redactor>,
     /// Events in which something was redacted.
@@ -100,6 +101,7 @@ impl<V: ProcessView> Pipeline<V> {
             audit: None,
             decisions: 0,
             metrics: None,
+            alert_log: AlertLogLimit::default(),
             redactor: Arc::new(Redactor::default()),
             redacted_events: 0,
             outputs: None,
@@ -285,8 +287,10 @@ impl<V: ProcessView> Pipeline<V> {
         if !event.redacted.is_empty() {
             self.redacted_events += 1;
         }
-        if let Some(d) = &event.decision {
+        if event.decision.is_some() {
             self.decisions += 1;
+        }
+        if let Some(d) = event.decision.as_ref().filter(|_| self.alert_log.admit()) {
             let p = event.body.process();
             warn!(
                 target: "guardrail::alert",
@@ -406,6 +410,44 @@ impl<V: ProcessView> Pipeline<V> {
 
     pub fn events_per_s(&mut self) -> f64 {
         self.rate.per_second()
+    }
+}
+
+/// The agent's own log names each alert, but at most this many a second:
+/// a storm of matches must not turn into a storm of log writes. Every
+/// decision is still in the audit log, the outputs and `tail`.
+const ALERT_LOG_PER_S: u32 = 50;
+
+#[derive(Default)]
+struct AlertLogLimit {
+    second: u64,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl AlertLogLimit {
+    fn admit(&mut self) -> bool {
+        let now = monotonic_ns() / 1_000_000_000;
+        if now != self.second {
+            if self.suppressed > 0 {
+                warn!(
+                    target: "guardrail::alert",
+                    "{} more rule matches in the last second were not logged here (all are in the audit log, the outputs and guardrail tail)",
+                    self.suppressed
+                );
+            }
+            *self = Self {
+                second: now,
+                ..Self::default()
+            };
+        }
+        if self.logged < ALERT_LOG_PER_S {
+            self.logged += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
     }
 }
 

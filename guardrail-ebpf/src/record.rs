@@ -46,10 +46,17 @@ impl Record {
             self.header.flags |= bad_flag;
             return;
         }
-        // The helper returns PATH_MAX when it had to cut (it always
-        // NUL-terminates); the NUL itself is not kept.
+        // The helper returns PATH_MAX both for a string that filled the
+        // buffer exactly (4095 bytes, the longest path the kernel accepts)
+        // and for one it had to cut; the byte after tells which. The NUL
+        // itself is not kept.
         if n as usize >= PATH_MAX {
-            self.header.flags |= cut_flag;
+            let mut next = 1u8;
+            let after = (src + (PATH_MAX - 1) as u64) as *const _;
+            unsafe { gen::bpf_probe_read_user((&mut next as *mut u8).cast(), 1, after) };
+            if next != 0 {
+                self.header.flags |= cut_flag;
+            }
         }
         if let Some(len) = self.header.str_len.get_mut(slot) {
             *len = (n - 1) as u32;

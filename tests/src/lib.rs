@@ -41,6 +41,11 @@ pub struct Launch {
     /// A program (and its arguments) that runs the agent, e.g. `setpriv …`.
     pub wrapper: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Do not print events (`--print none`): for loads whose events the
+    /// test does not read.
+    pub quiet: bool,
+    /// This control socket instead of one in the agent's temp dir.
+    pub socket: Option<PathBuf>,
 }
 
 pub struct Agent {
@@ -68,7 +73,10 @@ impl Agent {
     pub fn launch(config_text: &str, extra: &[&str], launch: &Launch) -> Agent {
         require_root();
         let dir = tempfile::tempdir().expect("temp dir");
-        let socket = dir.path().join("guardrail.sock");
+        let socket = launch
+            .socket
+            .clone()
+            .unwrap_or_else(|| dir.path().join("guardrail.sock"));
         let config = dir.path().join("guardrail.toml");
         // Each agent its own audit log, unless the test configures one.
         let config_text = if config_text.contains("[audit_log]") {
@@ -94,7 +102,7 @@ impl Agent {
             .arg(&config)
             .arg("--socket")
             .arg(&socket)
-            .args(["--print", "json"])
+            .args(["--print", if launch.quiet { "none" } else { "json" }])
             .args(extra)
             .env("GUARDRAIL_LOG", "warn")
             .stdout(Stdio::piped())
@@ -113,7 +121,7 @@ impl Agent {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(120);
-        while !socket.exists() {
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
             if let Some(status) = child.try_wait().unwrap() {
                 panic!("guardrail-agent exited during start-up: {status}");
             }

@@ -51,7 +51,7 @@ fn the_units_capabilities_are_enough_to_capture_and_revert() {
         ]
         .map(String::from)
         .to_vec(),
-        env: vec![],
+        ..Default::default()
     };
     let agent = Agent::launch(&rules, &[], &launch);
     let status = agent.status();
@@ -105,8 +105,8 @@ fn the_agent_says_ready_only_once_its_rules_are_in_force_and_stopping_at_the_end
         .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
     let launch = Launch {
-        wrapper: vec![],
         env: vec![("NOTIFY_SOCKET".into(), path.display().to_string())],
+        ..Default::default()
     };
     let agent = Agent::launch("", &[], &launch);
     let mut buf = [0u8; 256];

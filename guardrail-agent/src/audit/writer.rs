@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,6 +76,37 @@ fn last_hash(path: &Path) -> Option<String> {
     open(&last).map(|o| o.hash.to_string())
 }
 
+/// A record is one line: bytes after the last newline are a record whose
+/// writing was interrupted (SIGKILL, power loss). Remove them; how many.
+fn cut_torn_record(path: &Path) -> std::io::Result<u64> {
+    // The log itself is open for appending only.
+    let file = &OpenOptions::new().read(true).write(true).open(path)?;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(0);
+    }
+    let mut r = BufReader::new(file);
+    // Records are far smaller than this; a log without any newline in its
+    // last 1 MiB is left alone rather than cut.
+    let start = len.saturating_sub(1 << 20);
+    r.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    r.read_to_end(&mut tail)?;
+    match tail.iter().rposition(|&b| b == b'\n') {
+        Some(i) if i + 1 == tail.len() => Ok(0),
+        Some(i) => {
+            let keep = start + i as u64 + 1;
+            file.set_len(keep)?;
+            Ok(len - keep)
+        }
+        None if start == 0 => {
+            file.set_len(0)?;
+            Ok(len)
+        }
+        None => Ok(0),
+    }
+}
+
 /// When the current file's first record was written, from its `time`.
 fn first_record_time(path: &Path) -> Option<std::time::SystemTime> {
     let f = File::open(path).ok()?;
@@ -118,6 +149,16 @@ impl AuditLog {
         let file =
             open_log(&path).with_context(|| format!("opening the audit log {}", path.display()))?;
         lock(&file, &path)?;
+        match cut_torn_record(&path) {
+            Ok(0) => {}
+            Ok(n) => warn!(
+                path = %path.display(),
+                "the audit log ended in a record cut short (the agent was killed while writing it); its {n} bytes were removed so that the chain continues from the last whole record"
+            ),
+            Err(e) => {
+                warn!(path = %path.display(), "cannot check the audit log's last record: {e}")
+            }
+        }
         let prev = last_hash(&path).unwrap_or_else(|| GENESIS.to_string());
         let (tx, rx) = sync_channel(QUEUE);
         let stats = Arc::new(AuditStats::default());
@@ -378,6 +419,31 @@ pub enum Fsync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_cut_short_is_removed_and_the_chain_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let cfg = AuditSection {
+            path: path.clone(),
+            ..Default::default()
+        };
+        let log = AuditLog::start(&cfg).unwrap();
+        log.send(r#"{"kind":"test","n":1}"#.into());
+        drop(log);
+        // A killed writer leaves half a line.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(br#"{"kind":"test","n":2,"chain":{"prev":"ab"#)
+            .unwrap();
+        drop(f);
+        let log = AuditLog::start(&cfg).unwrap();
+        log.send(r#"{"kind":"test","n":3}"#.into());
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(r#""n":2"#), "{text}");
+        let files = vec![("audit.jsonl".into(), text)];
+        assert_eq!(crate::audit::chain::verify(&files).unwrap(), 2);
+    }
 
     #[test]
     fn an_old_file_is_rotated_and_the_chain_continues() {

@@ -290,7 +290,8 @@ fn overhead(
                 if let Some(c) = counts {
                     delivered.push(c);
                 }
-                if let (Some(mem), Config::FullCapture) = (rss, config) {
+                // Memory after the last pair: the agent has seen the whole storm.
+                if let (Some(mem), Config::FullCapture, true) = (rss, config, pair + 1 == pairs()) {
                     peak_rss.push((format!("under the {} (full capture)", w.name), mem));
                 }
                 // The audit logs grow by every captured event: start afresh.
