@@ -115,6 +115,15 @@ mount --bind /protected /mnt/bind
 (echo evil > /mnt/bind/secret) 2>/dev/null
 check bypass-bind-mount same /protected/secret original
 umount /mnt/bind
+(echo evil > //protected//./secret) 2>/dev/null
+check bypass-double-slash same /protected/secret original
+# Renaming a parent directory moves the file, not the protection: the
+# kernel decides on the inode.
+mv /protected /moved 2>/dev/null
+(echo evil > /moved/secret) 2>/dev/null
+check bypass-parent-rename sh -c '[ -d /moved ] && [ "$(cat /moved/secret)" = original ]'
+mv /moved /protected 2>/dev/null
+check parent-renamed-back same /protected/secret original
 /bin/vmhelper reopen /protected/secret > /tmp/reopen.out
 check bypass-opath-reopen same /protected/secret original
 check reopen-eperm grep -q "opath=1 reopen=-1 errno=1" /tmp/reopen.out

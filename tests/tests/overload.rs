@@ -205,3 +205,31 @@ fn reload_under_load_and_a_restart_after_sigkill_lose_nothing_silently() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A fork burst: a couple of thousand short-lived processes at once. Each
+/// exec is delivered or counted as lost (kernel ring buffer or in-flight
+/// table), and the agent stays up.
+#[test]
+fn a_fork_burst_is_delivered_or_counted() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    const PROCESSES: u64 = 2000;
+    let agent = Agent::launch("[capture]\nring_buffer_bytes = 65536\n", &[], &quiet());
+    let before = agent.status();
+    let burst = format!("i=0; while [ $i -lt {PROCESSES} ]; do /bin/true & i=$((i+1)); done; wait");
+    assert!(Command::new("sh")
+        .args(["-c", &burst])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_secs(1));
+    let after = agent.status();
+    let delta = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+    // Each /bin/true is at least its exec event (more with its opens).
+    assert!(
+        delta("events_total") + delta("lost_total") >= PROCESSES,
+        "{} delivered + {} lost < {PROCESSES} processes",
+        delta("events_total"),
+        delta("lost_total")
+    );
+    agent.stop();
+}

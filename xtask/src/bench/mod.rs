@@ -173,7 +173,11 @@ impl Running {
                 Ok((Some(counts), a.memory().ok()))
             }
             Running::Floor(f) => Ok((Some(f.stop()?), None)),
-            Running::Auditd(_) => Ok((None, None)),
+            Running::Auditd(guard) => {
+                // Rule removed and auditing put back before the next run.
+                drop(guard);
+                Ok((None, None))
+            }
         }
     }
 }
@@ -240,7 +244,7 @@ fn overhead(
     configs: &Configs,
     peak_rss: &mut Vec<(String, agent::Memory)>,
 ) -> Result<Vec<Row>> {
-    let have_auditd = Command::new("auditctl").arg("-s").output().is_ok();
+    let audit_before = AuditState::read().ok();
     let mut rows = Vec::new();
     for config in [
         Config::DefaultRules,
@@ -249,7 +253,7 @@ fn overhead(
         Config::Floor,
         Config::Auditd,
     ] {
-        if config == Config::Auditd && !have_auditd {
+        if config == Config::Auditd && audit_before.is_none() {
             eprintln!(
                 "xtask: auditd not installed (apt-get install auditd): skipping the auditd column"
             );
@@ -274,6 +278,7 @@ fn overhead(
                     }
                     Config::Floor => Running::Floor(Floor::start(&configs.full)?),
                     Config::Auditd => {
+                        let enabled = AuditState::read()?.enabled;
                         ensure_auditd_running()?;
                         auditctl(&["-e", "1"])?;
                         let mut rule = vec!["-a", "always,exit", "-F", "arch=b64"];
@@ -282,7 +287,7 @@ fn overhead(
                         }
                         rule.extend(["-k", "guardrail-bench"]);
                         auditctl(&rule)?;
-                        Running::Auditd(AuditdGuard)
+                        Running::Auditd(AuditdGuard { enabled })
                     }
                 };
                 let b = time_storm(&setup.storm, w, &setup.scratch)?;
@@ -314,6 +319,11 @@ fn overhead(
                 bare.push(a);
             }
             delivered.sort();
+            if config == Config::Auditd {
+                if let Some(before) = &audit_before {
+                    restore_audit(before)?;
+                }
+            }
             rows.push(Row {
                 workload: w.name,
                 config: config.name(),
@@ -363,24 +373,47 @@ pub fn bench(quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// The kernel audit state before the benchmark touched it, to put back.
+struct AuditState {
+    /// `auditctl -s`'s `enabled` value (0, 1, or 2 for locked).
+    enabled: String,
+    /// auditd's pid, 0 when it was not running.
+    pid: String,
+}
+
+impl AuditState {
+    fn read() -> Result<AuditState> {
+        let out = Command::new("auditctl").arg("-s").output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| "0".into())
+        };
+        Ok(AuditState {
+            enabled: field("enabled "),
+            pid: field("pid "),
+        })
+    }
+}
+
 /// auditd must run to receive the records, as on a real host; the
-/// benchmark starts it when it is not running (and leaves it running:
-/// auditing is turned off again after each measurement).
+/// benchmark starts it when it is not running (and stops it again at the
+/// end, see [`restore_audit`]).
 fn ensure_auditd_running() -> Result<()> {
-    let status = Command::new("auditctl").arg("-s").output()?;
-    let text = String::from_utf8_lossy(&status.stdout);
-    let running = text
-        .lines()
-        .any(|l| l.starts_with("pid ") && l.trim() != "pid 0");
-    if !running {
+    if AuditState::read()?.pid == "0" {
         run(&mut Command::new("auditd"))?;
         std::thread::sleep(Duration::from_millis(500));
     }
     Ok(())
 }
 
-/// Removes the bench's audit rule and turns auditing off again.
-struct AuditdGuard;
+/// Removes the bench's audit rule (other rules stay) and puts the enabled
+/// flag back as it was before that measurement.
+struct AuditdGuard {
+    enabled: String,
+}
 
 impl Drop for AuditdGuard {
     fn drop(&mut self) {
@@ -389,10 +422,19 @@ impl Drop for AuditdGuard {
             .stdout(Stdio::null())
             .status();
         let _ = Command::new("auditctl")
-            .args(["-e", "0"])
+            .args(["-e", &self.enabled])
             .stdout(Stdio::null())
             .status();
     }
+}
+
+/// Stop auditd if the benchmark started it.
+fn restore_audit(before: &AuditState) -> Result<()> {
+    let now = AuditState::read()?;
+    if before.pid == "0" && now.pid != "0" {
+        run(Command::new("kill").arg(&now.pid))?;
+    }
+    Ok(())
 }
 
 /// A tmpfs for the storms' files: the benchmark measures the cost per
