@@ -172,8 +172,15 @@ fn submit(rec: &mut Record) {
     } else {
         len
     };
+    // Wake the agent when this record takes the waiting data across the
+    // threshold, not for every record above it: a wake-up is an
+    // inter-processor interrupt (on a VM, an exit to the hypervisor) and
+    // was the largest single cost of capture under load. An agent that is
+    // behind keeps draining without being woken, and drains on its timer
+    // anyway.
     let wake = global(&WAKEUP_BYTES);
-    let flags = if wake == 0 || EVENTS.query(BPF_RB_AVAIL_DATA) >= wake {
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA);
+    let flags = if wake == 0 || (waiting < wake && waiting + len as u64 >= wake) {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
