@@ -442,7 +442,11 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
                 }
             }
             _ = drain.tick() => {
-                if drain_ring(ring.get_mut(), &mut pipeline) {
+                // Not woken (the kernel wakes the agent only when waiting
+                // data crosses wakeup_bytes): empty the ring now, a batch
+                // at a time.
+                while drain_ring(ring.get_mut(), &mut pipeline) {
+                    update(&probes, &mut pipeline, &status, started);
                     tokio::task::yield_now().await;
                 }
                 update(&probes, &mut pipeline, &status, started);

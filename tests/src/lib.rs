@@ -26,6 +26,26 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Panic with what the command printed unless it succeeded.
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}: {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `guardrail log verify FILE…`, oldest file first.
+pub fn log_verify<P: AsRef<Path>>(files: &[P]) -> std::process::Output {
+    Command::new(bin("guardrail"))
+        .args(["log", "verify"])
+        .args(files.iter().map(|f| f.as_ref()))
+        .output()
+        .expect("running guardrail log verify")
+}
+
 pub fn require_root() {
     // SAFETY: no arguments.
     let euid = unsafe { libc::geteuid() };

@@ -5,15 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use guardrail_tests::{bin, Agent};
-
-fn verify<P: AsRef<Path>>(files: &[P]) -> std::process::Output {
-    Command::new(bin("guardrail"))
-        .args(["log", "verify"])
-        .args(files.iter().map(|f| f.as_ref()))
-        .output()
-        .unwrap()
-}
+use guardrail_tests::{assert_success, log_verify, Agent};
 
 fn churn(dir: &Path, n: usize) {
     for i in 0..n {
@@ -41,12 +33,8 @@ fn the_log_verifies_and_an_edit_is_found_at_its_line() {
         agent.status()["audit_log"]["written"].as_u64().unwrap_or(0) >= 20
     });
     agent.stop();
-    let out = verify(&[&log]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = log_verify(&[&log]);
+    assert_success(&out);
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert!(String::from_utf8_lossy(&out.stdout)
@@ -56,7 +44,7 @@ fn the_log_verifies_and_an_edit_is_found_at_its_line() {
     let victim = edited.iter().position(|l| l.contains("\"file\"")).unwrap();
     edited[victim] = edited[victim].replacen("\"path\":\"/", "\"path\":\"/x", 1);
     std::fs::write(&log, edited.join("\n") + "\n").unwrap();
-    let out = verify(&[&log]);
+    let out = log_verify(&[&log]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -70,7 +58,7 @@ fn the_log_verifies_and_an_edit_is_found_at_its_line() {
     let mut deleted: Vec<&str> = lines.clone();
     deleted.remove(2);
     std::fs::write(&log, deleted.join("\n") + "\n").unwrap();
-    let err = String::from_utf8_lossy(&verify(&[&log]).stderr).to_string();
+    let err = String::from_utf8_lossy(&log_verify(&[&log]).stderr).to_string();
     assert!(err.contains("audit.jsonl:3: does not follow"), "{err}");
 }
 
@@ -93,16 +81,12 @@ fn rotation_keeps_the_chain() {
         .filter(|p| p.exists())
         .collect();
     files.push(log.clone());
-    let out = verify(&files);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = log_verify(&files);
+    assert_success(&out);
     // Dropping a middle file is detected.
     let mut gap = files.clone();
     gap.remove(1);
-    assert_eq!(verify(&gap).status.code(), Some(1));
+    assert_eq!(log_verify(&gap).status.code(), Some(1));
 }
 
 /// A tmpfs that fills up: the agent keeps running, reports the failed
@@ -193,12 +177,8 @@ fn a_full_disk_is_survived_and_reported() {
     }
     assert_eq!(agent.status()["audit_log"]["lost"], 0);
     agent.stop();
-    let out = verify(&[&log]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = log_verify(&[&log]);
+    assert_success(&out);
     let text = std::fs::read_to_string(&log).unwrap();
     let writes = text
         .lines()

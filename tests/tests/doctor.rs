@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use guardrail_tests::{bin, require_root, Agent};
+use guardrail_tests::{assert_success, bin, require_root, Agent};
 use serde_json::Value;
 
 fn default_config() -> &'static Path {
@@ -122,11 +122,7 @@ fn check_config_explains_each_rule() {
         .arg(default_config())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.starts_with("configuration is valid: 17 rules"),

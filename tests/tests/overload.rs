@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use guardrail_tests::{bin, Agent, Launch};
+use guardrail_tests::{assert_success, log_verify, Agent, Launch};
 
 /// The two tests each load both CPUs; together they would measure each
 /// other.
@@ -133,16 +133,7 @@ fn a_storm_beyond_draining_keeps_the_agent_responsive_bounded_and_counted() {
     let grown = rss_after.saturating_sub(rss_before);
     assert!(grown < 48 * 1024, "RSS grew by {grown} KiB");
     agent.stop();
-    let out = Command::new(bin("guardrail"))
-        .args(["log", "verify"])
-        .arg(&log)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&log_verify(&[&log]));
 }
 
 #[test]
@@ -193,17 +184,7 @@ fn reload_under_load_and_a_restart_after_sigkill_lose_nothing_silently() {
     assert!(s["events_total"].as_u64().unwrap() > 0, "{s}");
     again.stop();
     // One chain across both agents, whatever the kill interrupted.
-    let out = Command::new(bin("guardrail"))
-        .args(["log", "verify"])
-        .arg(&log)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&log_verify(&[&log]));
 }
 
 /// A fork burst: a couple of thousand short-lived processes at once. Each

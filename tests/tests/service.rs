@@ -8,7 +8,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::Duration;
 
-use guardrail_tests::{Agent, Launch};
+use guardrail_tests::{assert_success, Agent, Launch};
 
 const UNIT: &str = include_str!("../../packaging/guardrail-agent.service");
 
@@ -80,11 +80,7 @@ fn the_units_capabilities_are_enough_to_capture_and_revert() {
         .arg(&file)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let path = file.to_str().unwrap();
     let events = agent.collect_until(Duration::from_secs(20), |e| {
         e["perm"]["path"] == path && e["perm"]["op"] == "chmod"
