@@ -287,10 +287,7 @@ async fn rules(socket: &std::path::Path, cmd: RulesCommand) -> Result<()> {
             Ok(())
         }
         RulesCommand::List { json } => {
-            let mut lines = request(socket, &Request::Rules).await?;
-            let Some(line) = lines.next_line().await? else {
-                bail!("the agent closed the connection without answering");
-            };
+            let line = reply(socket, &Request::Rules).await?;
             if json {
                 println!("{line}");
                 return Ok(());
@@ -400,11 +397,17 @@ async fn tail(
     Ok(())
 }
 
-async fn status(socket: &std::path::Path, json: bool) -> Result<()> {
-    let mut lines = request(socket, &Request::Status).await?;
+/// The agent's one-line answer to `req`.
+async fn reply(socket: &std::path::Path, req: &Request) -> Result<String> {
+    let mut lines = request(socket, req).await?;
     let Some(line) = lines.next_line().await? else {
         bail!("the agent closed the connection without answering");
     };
+    Ok(line)
+}
+
+async fn status(socket: &std::path::Path, json: bool) -> Result<()> {
+    let line = reply(socket, &Request::Status).await?;
     if json {
         println!("{line}");
         return Ok(());
@@ -489,24 +492,21 @@ async fn lsm_evidence(
     facts: &HostFacts,
     no_load: bool,
 ) -> (LsmState, Option<Check>) {
-    if let Ok(mut lines) = request(socket, &Request::Status).await {
-        if let Ok(Some(line)) = lines.next_line().await {
-            if let Ok(s) = serde_json::from_str::<Status>(&line) {
-                let agent = Check {
-                    level: Level::Ok,
-                    what: "agent",
-                    detail: format!(
-                        "guardrail-agent {} running (pid {}), {} tracepoints attached",
-                        s.version, s.pid, s.tracepoints_attached
-                    ),
-                };
-                let lsm = match s.capabilities.bpf_lsm_note {
-                    None if s.capabilities.bpf_lsm => LsmState::Proven,
-                    note => LsmState::Refused(note.unwrap_or_default()),
-                };
-                return (lsm, Some(agent));
-            }
-        }
+    let running = reply(socket, &Request::Status).await.ok();
+    if let Some(s) = running.and_then(|line| serde_json::from_str::<Status>(&line).ok()) {
+        let agent = Check {
+            level: Level::Ok,
+            what: "agent",
+            detail: format!(
+                "guardrail-agent {} running (pid {}), {} tracepoints attached",
+                s.version, s.pid, s.tracepoints_attached
+            ),
+        };
+        let lsm = match s.capabilities.bpf_lsm_note {
+            None if s.capabilities.bpf_lsm => LsmState::Proven,
+            note => LsmState::Refused(note.unwrap_or_default()),
+        };
+        return (lsm, Some(agent));
     }
     if no_load || !facts.root {
         return (LsmState::from_facts(facts), None);
