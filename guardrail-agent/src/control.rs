@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::broadcast;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use crate::event::Event;
 use crate::filter::TailFilter;
@@ -138,7 +138,7 @@ impl Access {
 }
 
 impl ControlServer {
-    pub fn bind(path: &Path, access: &Access) -> Result<UnixListener> {
+    pub fn bind(path: &Path, access: &Access) -> Result<std::os::unix::net::UnixListener> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -152,8 +152,8 @@ impl ControlServer {
             std::fs::remove_file(path)
                 .with_context(|| format!("removing stale socket {}", path.display()))?;
         }
-        let listener =
-            UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+        let listener = std::os::unix::net::UnixListener::bind(path)
+            .with_context(|| format!("binding {}", path.display()))?;
         // Events reveal what every process on the host does: root only, or
         // root and one group.
         match access.gid {
@@ -166,7 +166,33 @@ impl ControlServer {
         Ok(listener)
     }
 
-    pub async fn serve(self: Arc<Self>, listener: UnixListener) {
+    /// Serve `listener` on a thread and runtime of its own: under an event
+    /// storm the agent's main loop is busy draining the ring buffer, and
+    /// `status` must not wait for a batch of events to finish.
+    pub fn serve_on_own_thread(
+        self: Arc<Self>,
+        listener: std::os::unix::net::UnixListener,
+    ) -> Result<()> {
+        listener.set_nonblocking(true)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the control socket's runtime")?;
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match UnixListener::from_std(listener) {
+                        Ok(listener) => self.serve(listener).await,
+                        Err(e) => error!("control socket: {e}"),
+                    }
+                })
+            })
+            .context("starting the control socket's thread")?;
+        Ok(())
+    }
+
+    async fn serve(self: Arc<Self>, listener: UnixListener) {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {

@@ -222,6 +222,11 @@ fn raise_memlock_limit() {
 
 async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
     let started = Instant::now();
+    // First of all: a SIGTERM during start-up is then a clean stop once
+    // the loop runs, never the default action's death.
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     raise_memlock_limit();
     let opts = ProbeOptions {
         ring_buffer_bytes: config.capture.ring_buffer_bytes,
@@ -313,19 +318,6 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
             }
         }
     };
-    let listener = ControlServer::bind(&config.agent.socket, &access)?;
-    let server = Arc::new(ControlServer {
-        status: status.clone(),
-        events: tx.clone(),
-        rules: shared_rules.clone(),
-        access,
-    });
-    tokio::spawn(server.serve(listener));
-    info!(
-        socket = %config.agent.socket.display(),
-        startup_ms = started.elapsed().as_millis() as u64,
-        "guardrail-agent running"
-    );
 
     let metrics = match config.metrics.listen {
         None => None,
@@ -339,7 +331,7 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
             Some(metrics)
         }
     };
-    let mut pipeline = Pipeline::new(ProcFs::default(), args.print, tx);
+    let mut pipeline = Pipeline::new(ProcFs::default(), args.print, tx.clone());
     pipeline.metrics = metrics.clone();
     pipeline.set_redactor(redactor(&config)?);
     if config.audit_log.enabled {
@@ -353,10 +345,25 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
     pipeline
         .set_rules(rules, enforcement)
         .context("compiling kill/deny rules into the kernel")?;
+    // The socket appears only now, when the rules are in force and the
+    // signal handlers are in place: a client that can connect may rely on
+    // both.
+    let listener = ControlServer::bind(&config.agent.socket, &access)?;
+    let server = Arc::new(ControlServer {
+        status: status.clone(),
+        events: tx,
+        rules: shared_rules.clone(),
+        access,
+    });
+    server.serve_on_own_thread(listener)?;
+    info!(
+        socket = %config.agent.socket.display(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "guardrail-agent running"
+    );
     if let Err(e) = notify("READY=1") {
         warn!("cannot tell the service manager that the agent is ready: {e}");
     }
-    let mut sighup = signal(SignalKind::hangup())?;
     // When the next time window opens or closes (checked again at least
     // daily), after telling the kernel which are active now.
     let next_edge = |pipeline: &mut Pipeline<ProcFs>| {
@@ -422,8 +429,6 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
         .map_err(|e| e.into_parts().1)
         .context("polling the ring buffer")?;
     let mut drain = tokio::time::interval(Duration::from_millis(config.capture.drain_interval_ms));
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
     loop {
         // After every drain the kernel's counters are compared, so that a
         // loss is reported right behind the events around it.

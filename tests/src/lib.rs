@@ -46,6 +46,20 @@ pub fn log_verify<P: AsRef<Path>>(files: &[P]) -> std::process::Output {
         .expect("running guardrail log verify")
 }
 
+/// Poll `ok` every 100 ms until it holds; panic naming `what` after
+/// `timeout`. Deadlines are generous: a loaded 2-core machine must not
+/// fail a check that is about correctness, not speed.
+pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn require_root() {
     // SAFETY: no arguments.
     let euid = unsafe { libc::geteuid() };

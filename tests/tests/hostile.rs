@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use guardrail_tests::{bin, Agent};
+use guardrail_tests::{bin, wait_until, Agent};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -27,7 +27,9 @@ fn hostile_names_are_kept_in_json_and_escaped_for_the_terminal() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until("the tail client to subscribe", WAIT, || {
+        agent.status()["tail_clients"].as_u64() >= Some(1)
+    });
     let name = OsStr::from_bytes(b"evil\n\x1b[31mred\xff.txt");
     let file = d.join(name);
     std::fs::write(&file, b"x").unwrap();

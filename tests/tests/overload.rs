@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use guardrail_tests::{assert_success, log_verify, Agent, Launch};
+use guardrail_tests::{assert_success, log_verify, wait_until, Agent, Launch};
 
 /// The two tests each load both CPUs; together they would measure each
 /// other.
@@ -94,30 +94,43 @@ fn a_storm_beyond_draining_keeps_the_agent_responsive_bounded_and_counted() {
     std::fs::write(&file, b"x").unwrap();
     let log = d.join("audit.jsonl");
     let agent = Agent::launch(&config(&d, &log, ""), &[], &quiet());
-    std::thread::sleep(Duration::from_secs(1));
     let rss_before = rss_kib(agent.pid());
     let (before, _) = timed_status(&agent);
 
-    let storms: Vec<Child> = (0..2).map(|_| fast_storm(&file, 6)).collect();
+    let mut storms: Vec<Child> = (0..2).map(|_| fast_storm(&file, 6)).collect();
+    // The control socket has a thread of its own: status is answered
+    // while the main loop drains. How fast is a figure for `cargo xtask
+    // bench`; here it must answer at all, every time.
     let mut slowest = Duration::ZERO;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
+    let mut answered = 0;
+    while storms.iter_mut().any(|c| c.try_wait().unwrap().is_none()) {
         let (_, took) = timed_status(&agent);
         slowest = slowest.max(took);
+        answered += 1;
         std::thread::sleep(Duration::from_millis(250));
     }
     let made: u64 = storms.into_iter().map(calls_made).sum();
-    // Let the agent drain and report.
-    std::thread::sleep(Duration::from_secs(2));
-    let (after, _) = timed_status(&agent);
-    let rss_after = rss_kib(agent.pid());
-
+    eprintln!("status answered {answered} times during the storm, slowest in {slowest:?}");
     assert!(
-        slowest < Duration::from_secs(2),
+        slowest < Duration::from_secs(30),
         "status took {slowest:?} during the storm"
     );
-    let events = after["events_total"].as_u64().unwrap() - before["events_total"].as_u64().unwrap();
-    let lost = after["lost_total"].as_u64().unwrap() - before["lost_total"].as_u64().unwrap();
+    // The agent catches up: every chmod delivered or counted.
+    let delta =
+        |s: &serde_json::Value, k: &str| s[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+    let mut after = agent.status();
+    wait_until(
+        "the agent to catch up with the storm",
+        Duration::from_secs(120),
+        || {
+            after = agent.status();
+            delta(&after, "events_total") + delta(&after, "lost_total") >= made
+        },
+    );
+    let rss_after = rss_kib(agent.pid());
+
+    let events = delta(&after, "events_total");
+    let lost = delta(&after, "lost_total");
     assert!(
         lost > 0,
         "a 64 KiB ring buffer should overflow under {made} chmods"
@@ -154,21 +167,18 @@ fn reload_under_load_and_a_restart_after_sigkill_lose_nothing_silently() {
     let load = storm(&file, 4);
 
     // Reload with one more rule while the load runs.
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until("the load's first events", Duration::from_secs(60), || {
+        agent.status()["events_total"].as_u64().unwrap() > 0
+    });
     let extra =
         "\n[[rule]]\nid = \"second\"\non = [\"perm.chmod\"]\npath = [\"/nonexistent/**\"]\n";
     std::fs::write(&agent.config, config(&d, &log, extra)).unwrap();
     agent.signal(libc::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = agent.status();
-        if s["rules"] == 2 {
-            assert_eq!(s["last_reload"]["ok"], true, "{s}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no reload: {s}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until("the reload", Duration::from_secs(60), || {
+        agent.status()["rules"] == 2
+    });
+    let s = agent.status();
+    assert_eq!(s["last_reload"]["ok"], true, "{s}");
 
     // Killed mid-load: the next agent starts on the same socket and log.
     agent.signal(libc::SIGKILL);
@@ -179,9 +189,9 @@ fn reload_under_load_and_a_restart_after_sigkill_lose_nothing_silently() {
     assert_eq!(s["rules"], 2, "{s}");
     assert!(s["tracepoints_attached"].as_u64().unwrap() > 0);
     calls_made(load);
-    std::thread::sleep(Duration::from_secs(1));
-    let s = again.status();
-    assert!(s["events_total"].as_u64().unwrap() > 0, "{s}");
+    wait_until("events in the new agent", Duration::from_secs(60), || {
+        again.status()["events_total"].as_u64().unwrap() > 0
+    });
     again.stop();
     // One chain across both agents, whatever the kill interrupted.
     assert_success(&log_verify(&[&log]));
@@ -202,15 +212,16 @@ fn a_fork_burst_is_delivered_or_counted() {
         .status()
         .unwrap()
         .success());
-    std::thread::sleep(Duration::from_secs(1));
-    let after = agent.status();
-    let delta = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
     // Each /bin/true is at least its exec event (more with its opens).
-    assert!(
-        delta("events_total") + delta("lost_total") >= PROCESSES,
-        "{} delivered + {} lost < {PROCESSES} processes",
-        delta("events_total"),
-        delta("lost_total")
+    let delta =
+        |s: &serde_json::Value, k: &str| s[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+    wait_until(
+        &format!("{PROCESSES} execs delivered or counted lost"),
+        Duration::from_secs(120),
+        || {
+            let after = agent.status();
+            delta(&after, "events_total") + delta(&after, "lost_total") >= PROCESSES
+        },
     );
     agent.stop();
 }

@@ -142,11 +142,11 @@ fn main() -> Result<()> {
         }
         Task::VmTest { kernel } => {
             prereqs::ensure_build()?;
-            prereqs::ensure_vm()?;
+            let qemu = prereqs::ensure_vm(&vm::private_qemu_root())?;
             // Release binaries: the VM emulates the CPU, and a debug agent
             // takes minutes there to parse the kernel's BTF.
             build(true)?;
-            vm::vm_test(&kernel, &root().join("target/release"))
+            vm::vm_test(&kernel, &root().join("target/release"), &qemu)
         }
         Task::Fuzz { target, seconds } => {
             prereqs::ensure_build()?;
@@ -164,13 +164,13 @@ fn main() -> Result<()> {
         Task::Test { args } => {
             prereqs::ensure_build()?;
             prereqs::ensure_test()?;
-            prereqs::ensure_vm()?;
+            let qemu = prereqs::ensure_vm(&vm::private_qemu_root())?;
             build(false)?;
             let mut cmd = cargo();
             cmd.args(["test", "--workspace"]).args(args);
             run(&mut cmd)?;
             build(true)?;
-            vm::vm_test("all", &root().join("target/release"))?;
+            vm::vm_test("all", &root().join("target/release"), &qemu)?;
             package::package_test(&root().join("target/release"))
         }
     }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::prereqs::Qemu;
 use crate::{root, run};
 
 pub struct Kernel {
@@ -42,6 +43,12 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn vm_dir() -> PathBuf {
     root().join("target/vm")
+}
+
+/// Where QEMU is unpacked when it cannot be installed without removing
+/// one of the machine's packages.
+pub fn private_qemu_root() -> PathBuf {
+    vm_dir().join("qemu")
 }
 
 /// apt options that keep everything in `dir`.
@@ -218,8 +225,9 @@ pub struct Outcome {
 /// ran. A boot that reached init is never retried.
 const BOOT_ATTEMPTS: usize = 3;
 
-fn boot(kernel: &Path, initrd: &Path, log: &Path) -> Result<Outcome> {
-    let mut child = Command::new("qemu-system-x86_64")
+fn boot(qemu: &Qemu, kernel: &Path, initrd: &Path, log: &Path) -> Result<Outcome> {
+    let mut child = qemu
+        .command()
         // Without CMPXCHG16B: TCG's emulation of it in SLUB's per-CPU fast
         // path double-faulted Debian's 6.12 kernel now and then (in
         // kmem_cache_alloc, with no BPF frame on the stack); kernels fall
@@ -236,6 +244,10 @@ fn boot(kernel: &Path, initrd: &Path, log: &Path) -> Result<Outcome> {
         ])
         .args([
             "-nographic",
+            // No network: the scenarios need none, and a NIC needs its
+            // option ROM.
+            "-nic",
+            "none",
             "-no-reboot",
             "-monitor",
             "none",
@@ -291,7 +303,7 @@ fn boot(kernel: &Path, initrd: &Path, log: &Path) -> Result<Outcome> {
     Ok(outcome)
 }
 
-pub fn vm_test(which: &str, bin_dir: &Path) -> Result<()> {
+pub fn vm_test(which: &str, bin_dir: &Path, qemu: &Qemu) -> Result<()> {
     let kernels: Vec<&Kernel> = match which {
         "all" => KERNELS.iter().collect(),
         name => vec![KERNELS
@@ -313,7 +325,7 @@ pub fn vm_test(which: &str, bin_dir: &Path) -> Result<()> {
             log.display()
         );
         let started = Instant::now();
-        let mut o = boot(&image, &initrd, &log)?;
+        let mut o = boot(qemu, &image, &initrd, &log)?;
         for attempt in 2..=BOOT_ATTEMPTS {
             if o.booted {
                 break;
@@ -325,7 +337,7 @@ pub fn vm_test(which: &str, bin_dir: &Path) -> Result<()> {
                 k.name,
                 kept.display()
             );
-            o = boot(&image, &initrd, &log)?;
+            o = boot(qemu, &image, &initrd, &log)?;
         }
         for p in &o.passed {
             eprintln!("  [{}] PASS {p}", k.name);

@@ -1,6 +1,7 @@
 //! Tracepoints as tracefs describes them: which exist, and field offsets.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
@@ -16,9 +17,44 @@ pub fn root() -> Option<PathBuf> {
 /// (minimal systems and containers often lack the mount, and the agent
 /// runs as root anyway).
 pub fn root_or_mount() -> std::io::Result<PathBuf> {
-    if let Some(root) = root() {
+    find_or_mount(root, mount_tracefs, Duration::from_secs(10))
+}
+
+/// How long to wait for a mount that someone else made to show its
+/// `events` directory.
+const POLL: Duration = Duration::from_millis(20);
+
+/// `find`, else `mount` and `find` again. Another agent, systemd's
+/// `sys-kernel-tracing.mount` or a tracing tool may mount tracefs between
+/// our look and our mount — the kernel then refuses ours (EBUSY: the same
+/// file system on the same place) — so a failed mount is a success when
+/// tracefs shows up within `patience` anyway.
+fn find_or_mount(
+    find: impl Fn() -> Option<PathBuf>,
+    mount: impl FnOnce() -> std::io::Result<()>,
+    patience: Duration,
+) -> std::io::Result<PathBuf> {
+    if let Some(root) = find() {
         return Ok(root);
     }
+    if let Err(mount_error) = mount() {
+        let deadline = Instant::now() + patience;
+        loop {
+            if let Some(root) = find() {
+                tracing::debug!("tracefs was mounted by someone else meanwhile ({mount_error})");
+                return Ok(root);
+            }
+            if Instant::now() >= deadline {
+                return Err(mount_error);
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+    tracing::info!("mounted tracefs at {TRACEFS}");
+    find().ok_or_else(|| std::io::Error::other("tracefs mounted but has no events directory"))
+}
+
+fn mount_tracefs() -> std::io::Result<()> {
     let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
     let (src, dst, fs) = (c("tracefs"), c(TRACEFS), c("tracefs"));
     // SAFETY: valid NUL-terminated strings, no data argument.
@@ -26,8 +62,7 @@ pub fn root_or_mount() -> std::io::Result<PathBuf> {
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    tracing::info!("mounted tracefs at {TRACEFS}");
-    root().ok_or_else(|| std::io::Error::other("tracefs mounted but has no events directory"))
+    Ok(())
 }
 
 pub fn exists(root: &Path, category: &str, name: &str) -> bool {
@@ -76,6 +111,27 @@ format:
 	field:pid_t pid;	offset:12;	size:4;	signed:1;
 	field:pid_t old_pid;	offset:16;	size:4;	signed:1;
 ";
+
+    #[test]
+    fn a_mount_refused_because_someone_else_mounted_it_is_a_success() {
+        // The first look finds nothing; our mount loses the race (EBUSY);
+        // the winner's mount shows up a moment later.
+        let looks = std::cell::Cell::new(0);
+        let find = || {
+            looks.set(looks.get() + 1);
+            (looks.get() >= 3).then(|| PathBuf::from("/sys/kernel/tracing"))
+        };
+        let ebusy = || Err(std::io::Error::from_raw_os_error(libc::EBUSY));
+        let root = find_or_mount(find, ebusy, Duration::from_secs(60)).unwrap();
+        assert_eq!(root, Path::new("/sys/kernel/tracing"));
+    }
+
+    #[test]
+    fn a_mount_that_fails_with_nobody_else_mounting_is_an_error() {
+        let eperm = || Err(std::io::Error::from_raw_os_error(libc::EPERM));
+        let err = find_or_mount(|| None, eperm, Duration::from_millis(50)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+    }
 
     #[test]
     fn finds_fields_by_exact_name() {

@@ -62,17 +62,37 @@ impl Filter {
 /// Counters of one output, shared between the event path and its thread.
 #[derive(Default)]
 pub struct OutputStats {
-    pub sent: AtomicU64,
-    pub failed: AtomicU64,
     pub dropped: AtomicU64,
     pub retries: AtomicU64,
     pub queued: AtomicU64,
-    last_error: Mutex<Option<String>>,
+    /// What became of each delivery, under one lock: a reader never sees a
+    /// failure counted without its error, or an error that a later success
+    /// has already cleared.
+    outcomes: Mutex<Outcomes>,
+}
+
+#[derive(Clone, Default)]
+struct Outcomes {
+    sent: u64,
+    failed: u64,
+    last_error: Option<String>,
 }
 
 impl OutputStats {
-    fn set_error(&self, e: Option<String>) {
-        *self.last_error.lock().unwrap() = e;
+    fn delivered(&self) {
+        let mut o = self.outcomes.lock().unwrap();
+        o.sent += 1;
+        o.last_error = None;
+    }
+
+    fn gave_up(&self, e: String) {
+        let mut o = self.outcomes.lock().unwrap();
+        o.failed += 1;
+        o.last_error = Some(e);
+    }
+
+    fn outcomes(&self) -> Outcomes {
+        self.outcomes.lock().unwrap().clone()
     }
 }
 
@@ -230,20 +250,18 @@ impl Outputs {
                     ctx.stats.queued.fetch_sub(1, Ordering::Relaxed);
                     match sink.deliver(&p, &ctx) {
                         Ok(()) => {
-                            ctx.stats.sent.fetch_add(1, Ordering::Relaxed);
+                            ctx.stats.delivered();
                             if failing {
                                 info!(output = %label, "output delivers again");
-                                ctx.stats.set_error(None);
                                 failing = false;
                             }
                         }
                         Err(e) => {
-                            ctx.stats.failed.fetch_add(1, Ordering::Relaxed);
                             if !failing {
                                 warn!(output = %label, "output failed (counted in status; warned once until it works again): {e}");
                                 failing = true;
                             }
-                            ctx.stats.set_error(Some(e));
+                            ctx.stats.gave_up(e);
                         }
                     }
                 }
@@ -301,15 +319,16 @@ impl Outputs {
                     );
                     *warned = (dropped, Some(Instant::now()));
                 }
+                let outcomes = s.outcomes();
                 OutputSnapshot {
                     name: o.name.clone(),
                     kind: o.kind.name().into(),
-                    sent: s.sent.load(Ordering::Relaxed),
-                    failed: s.failed.load(Ordering::Relaxed),
+                    sent: outcomes.sent,
+                    failed: outcomes.failed,
                     dropped,
                     retries: s.retries.load(Ordering::Relaxed),
                     queued: s.queued.load(Ordering::Relaxed),
-                    last_error: s.last_error.lock().unwrap().clone(),
+                    last_error: outcomes.last_error,
                 }
             })
             .collect()

@@ -506,6 +506,9 @@ fn an_https_webhook_speaks_tls() {
     outputs.send(&alert(1));
     assert_eq!(first.join().unwrap(), 0x16);
     wait_for("the failure", || outputs.snapshot()[0].failed == 1);
-    let err = outputs.snapshot()[0].last_error.clone().unwrap();
+    // One snapshot: the failure is counted together with its error.
+    let snapshot = outputs.snapshot().remove(0);
+    assert_eq!(snapshot.failed, 1);
+    let err = snapshot.last_error.expect("the failure's error");
     assert!(err.starts_with(&format!("https://{addr}: ")), "{err}");
 }
