@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::canonical::PathSource;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Per-agent sequence number, starting at 1; a gap never happens
@@ -154,8 +156,14 @@ pub struct SyscallResult {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExecDetails {
-    /// The program as requested, made absolute.
+    /// The program run: canonical and absolute (see `path_source`).
     pub path: String,
+    /// The program as the caller named it, when that differs from `path`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub raw_path: Option<String>,
+    /// How `path` was made canonical: `kernel`, `agent` or `lexical`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub path_source: Option<PathSource>,
     pub argv: Vec<String>,
     /// argv was longer than the probes copy (4096 bytes).
     pub argv_truncated: bool,
@@ -173,18 +181,27 @@ pub struct ExecDetails {
 pub struct FileDetails {
     /// open, unlink, rename, truncate, link, symlink, mknod
     pub op: String,
-    /// Absolute path of the file acted on; null when only an fd was given
-    /// and it could not be resolved.
+    /// Canonical absolute path of the file acted on (no `.`, `..` or
+    /// `//`, symlinked directories resolved); null when only an fd was
+    /// given and it could not be resolved.
     pub path: Option<String>,
-    /// The path exactly as the program passed it, when it was relative.
+    /// The path exactly as the program passed it, when that differs from
+    /// `path`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub raw_path: Option<String>,
+    /// How `path` was made canonical: `kernel` (walked from the object in
+    /// the kernel), `agent` (directories resolved by the agent on the live
+    /// file system) or `lexical` (only `.`, `..`, `//` removed).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub path_source: Option<PathSource>,
     /// Whether `path` is absolute (false: the cwd or dirfd could not be
     /// read because the process was gone).
     pub resolved: bool,
-    /// Second path: rename/link destination, symlink's new link.
+    /// Second path: rename/link destination, canonical like `path`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub new_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub new_path_source: Option<PathSource>,
     /// symlink: the target stored in the link, verbatim.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub target: Option<String>,
@@ -213,6 +230,8 @@ pub struct PermDetails {
     pub path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub raw_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub path_source: Option<PathSource>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub fd: Option<i32>,
     /// chmod: the new mode (octal string) and its notable bits.

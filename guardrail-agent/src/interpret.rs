@@ -3,6 +3,7 @@
 
 use guardrail_common::{flags, syscalls as sc, EventHeader};
 
+use crate::canonical::{self, FinalComponent, PathSource};
 use crate::decode::RawRecord;
 use crate::event::*;
 
@@ -17,6 +18,23 @@ pub trait ProcessView {
     fn exe(&mut self, pid: u32) -> Option<String>;
     /// Learn that `pid` now runs `exe` (after an exec).
     fn exec_happened(&mut self, pid: u32, exe: &str);
+    /// `realpath(3)` of `path` on the live file system; `None` when a
+    /// component does not exist (or nothing can be looked at).
+    fn realpath(&mut self, _path: &str) -> Option<String> {
+        None
+    }
+    /// A directory may have been renamed, removed or re-pointed: forget
+    /// what was resolved before.
+    fn paths_changed(&mut self) {}
+}
+
+/// A [`ProcessView`] as the canonical-path completion's file system.
+pub struct LiveFs<'a>(pub &'a mut dyn ProcessView);
+
+impl canonical::Resolve for LiveFs<'_> {
+    fn realpath(&mut self, path: &str) -> Option<String> {
+        self.0.realpath(path)
+    }
 }
 
 pub const AT_FDCWD: i32 = -100;
@@ -45,11 +63,29 @@ fn as_fd(arg: u64) -> i32 {
     arg as i32
 }
 
-/// A path argument made absolute against its dirfd or the cwd.
+/// A path argument made absolute and canonical.
 struct Resolved {
     path: String,
+    /// The path as the program passed it, when that differs from `path`.
     raw: Option<String>,
+    /// False when the path could not be made absolute (the cwd or dirfd
+    /// was unreadable because the process was gone).
     resolved: bool,
+    source: Option<PathSource>,
+}
+
+impl Resolved {
+    /// The kernel walked the object itself: its path is the answer.
+    fn walked(walked: &[u8], raw: &[u8]) -> Resolved {
+        let path = text(walked);
+        let raw = text(raw);
+        Resolved {
+            raw: (raw != path).then_some(raw),
+            path,
+            resolved: true,
+            source: Some(PathSource::Kernel),
+        }
+    }
 }
 
 /// `kernel_dir` is the directory the probes resolved (empty when they could
@@ -60,31 +96,61 @@ fn resolve(
     dirfd: Option<i32>,
     raw: &[u8],
     kernel_dir: &[u8],
+    last: FinalComponent,
 ) -> Resolved {
     let raw_text = text(raw);
-    if raw.first() == Some(&b'/') {
-        return Resolved {
-            path: raw_text,
-            raw: None,
-            resolved: true,
-        };
-    }
-    let dir = if kernel_dir.is_empty() {
-        view.dir_of(pid, dirfd.filter(|&fd| fd != AT_FDCWD))
+    let absolute = if raw.first() == Some(&b'/') {
+        Some(raw_text.clone())
     } else {
-        Some(text(kernel_dir))
+        let dir = if kernel_dir.is_empty() {
+            view.dir_of(pid, dirfd.filter(|&fd| fd != AT_FDCWD))
+        } else {
+            Some(text(kernel_dir))
+        };
+        dir.map(|dir| join(&dir, &raw_text))
     };
-    match dir {
-        Some(dir) => Resolved {
-            path: join(&dir, &raw_text),
-            raw: Some(raw_text),
-            resolved: true,
-        },
+    match absolute.filter(|p| p.starts_with('/')) {
+        Some(absolute) => {
+            let (path, source) = canonical::complete(&absolute, last, &mut LiveFs(view));
+            Resolved {
+                raw: (raw_text != path).then_some(raw_text),
+                path,
+                resolved: true,
+                source: Some(source),
+            }
+        }
         None => Resolved {
             path: raw_text.clone(),
             raw: Some(raw_text),
             resolved: false,
+            source: None,
         },
+    }
+}
+
+const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
+const AT_SYMLINK_FOLLOW: u64 = 0x400;
+const O_NOFOLLOW: u64 = 0o400000;
+
+/// Whether call `nr` acts on what a final symlink in its first path
+/// points to, as the kernel does.
+fn final_component(nr: u32, a: &[u64; 6]) -> FinalComponent {
+    let follows = match nr {
+        sc::CHMOD | sc::CHOWN | sc::TRUNCATE => true,
+        sc::EXECVE | sc::EXECVEAT => true,
+        sc::FCHMODAT => true,
+        sc::FCHMODAT2 => a[3] & AT_SYMLINK_NOFOLLOW == 0,
+        sc::FCHOWNAT => a[4] & AT_SYMLINK_NOFOLLOW == 0,
+        sc::LINKAT => a[4] & AT_SYMLINK_FOLLOW != 0,
+        sc::OPEN => a[1] & O_NOFOLLOW == 0,
+        sc::OPENAT | sc::OPENAT2 => a[2] & O_NOFOLLOW == 0,
+        sc::CREAT => true,
+        _ => false,
+    };
+    if follows {
+        FinalComponent::Follow
+    } else {
+        FinalComponent::Keep
     }
 }
 
@@ -281,8 +347,22 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
         errno: (h.ret < 0).then(|| errno_name(h.ret.saturating_neg())),
     };
     let dirfd = |i: u8| (i != sc::NONE).then(|| as_fd(a[i as usize]));
-    let path0 = (layout.path0 != sc::NONE)
-        .then(|| resolve(view, h.pid, dirfd(layout.dirfd0), &rec.str0, &rec.dir0));
+    let object_walked = h.flags & flags::OBJECT0_WALKED != 0 && !rec.dir0.is_empty();
+    let path0 = (layout.path0 != sc::NONE).then(|| {
+        if object_walked {
+            Resolved::walked(&rec.dir0, &rec.str0)
+        } else {
+            let last = final_component(nr, &a);
+            resolve(
+                view,
+                h.pid,
+                dirfd(layout.dirfd0),
+                &rec.str0,
+                &rec.dir0,
+                last,
+            )
+        }
+    });
 
     // execveat(fd, "", …, AT_EMPTY_PATH) runs the open file `fd`.
     let exec_fd = (nr == sc::EXECVEAT && a[4] & AT_EMPTY_PATH != 0).then(|| as_fd(a[0]));
@@ -290,24 +370,46 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
     let exec_path = sc::is_exec(nr).then(|| {
         let fd_exec = exec_fd.is_some() && rec.str0.is_empty();
         match &path0 {
-            _ if fd_exec => view
-                .fd_path(h.pid, as_fd(a[0]))
-                .unwrap_or_else(|| format!("fd:{}", as_fd(a[0]))),
-            Some(p) => p.path.clone(),
-            None => String::new(),
+            _ if fd_exec => Resolved {
+                path: view
+                    .fd_path(h.pid, as_fd(a[0]))
+                    .unwrap_or_else(|| format!("fd:{}", as_fd(a[0]))),
+                raw: None,
+                resolved: true,
+                source: Some(PathSource::Agent),
+            },
+            // The kernel's executable is the program itself unless it was
+            // a script (then it is the interpreter).
+            Some(p) if !rec.dir1.is_empty() && p.path.as_bytes() == rec.dir1.as_slice() => {
+                Resolved::walked(&rec.dir1, &rec.str0)
+            }
+            Some(p) => Resolved {
+                path: p.path.clone(),
+                raw: p.raw.clone(),
+                resolved: p.resolved,
+                source: p.source,
+            },
+            None => Resolved {
+                path: String::new(),
+                raw: None,
+                resolved: false,
+                source: None,
+            },
         }
     });
-    if let (Some(path), true) = (&exec_path, h.ret == 0) {
+    if let (Some(program), true) = (&exec_path, h.ret == 0) {
         // The kernel's exe (symlinks resolved, the interpreter for a
         // script) when the probes could walk it.
         let exe = if rec.dir1.is_empty() {
-            path.clone()
+            program.path.clone()
         } else {
             text(&rec.dir1)
         };
         view.exec_happened(h.pid, &exe);
     }
-    let exe_now = view.exe(h.pid).or_else(|| exec_path.clone());
+    let exe_now = view
+        .exe(h.pid)
+        .or_else(|| exec_path.as_ref().map(|p| p.path.clone()));
     let process = Process {
         pid: h.pid,
         tid: h.tid,
@@ -324,7 +426,7 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
     };
     let syscall = name.to_string();
 
-    if let Some(path) = exec_path {
+    if let Some(program) = exec_path {
         // The argument area is NUL-terminated arguments; a cut one has no
         // final NUL.
         let area = rec.str1.strip_suffix(&[0]).unwrap_or(&rec.str1);
@@ -336,7 +438,9 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
         return Some(Body::Exec {
             syscall,
             exec: ExecDetails {
-                path,
+                path: program.path,
+                raw_path: program.raw,
+                path_source: program.source,
                 argv,
                 argv_truncated: h.flags & flags::STR1_TRUNCATED != 0,
                 // Failed execs keep no argv: it is read from the new image.
@@ -417,21 +521,24 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
 
     // File and permission changes on a path or fd.
     let fd_arg = matches!(nr, sc::FTRUNCATE | sc::FCHMOD | sc::FCHOWN).then(|| as_fd(a[0]));
-    let (path, raw_path, resolved) = match (&path0, fd_arg) {
-        (Some(p), _) => (Some(p.path.clone()), p.raw.clone(), p.resolved),
+    let (path, raw_path, resolved, path_source) = match (&path0, fd_arg) {
+        (Some(p), _) => (Some(p.path.clone()), p.raw.clone(), p.resolved, p.source),
         // The probes walked the fd's path; /proc is the fallback.
-        (None, Some(_)) if !rec.str0.is_empty() => (Some(text(&rec.str0)), None, true),
+        (None, Some(_)) if !rec.str0.is_empty() => {
+            (Some(text(&rec.str0)), None, true, Some(PathSource::Kernel))
+        }
         (None, Some(fd)) => {
             let p = view.fd_path(h.pid, fd);
             let ok = p.is_some();
-            (p, None, ok)
+            (p, None, ok, ok.then_some(PathSource::Agent))
         }
-        (None, None) => (None, None, false),
+        (None, None) => (None, None, false, None),
     };
     let perm = |op: &str| PermDetails {
         op: op.into(),
         path: path.clone(),
         raw_path: raw_path.clone(),
+        path_source,
         fd: fd_arg,
         truncated: truncation(h, ["path", ""]),
         ..Default::default()
@@ -480,13 +587,24 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
         path,
         raw_path,
         resolved,
+        path_source,
         fd: fd_arg,
         truncated: truncation(h, ["path", "new_path"]),
         ..Default::default()
     };
+    // Rename and link destinations, and a symlink's new name, are names:
+    // a symlink there is replaced or refused, never followed.
     let second = |view: &mut dyn ProcessView| {
-        (layout.path1 != sc::NONE)
-            .then(|| resolve(view, h.pid, dirfd(layout.dirfd1), &rec.str1, &rec.dir1).path)
+        (layout.path1 != sc::NONE).then(|| {
+            resolve(
+                view,
+                h.pid,
+                dirfd(layout.dirfd1),
+                &rec.str1,
+                &rec.dir1,
+                FinalComponent::Keep,
+            )
+        })
     };
     file.op = match nr {
         sc::OPEN | sc::OPENAT | sc::OPENAT2 | sc::CREAT => {
@@ -510,20 +628,26 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
             }
         }
         sc::RENAME | sc::RENAMEAT | sc::RENAMEAT2 => {
-            file.new_path = second(view);
+            let new = second(view);
+            file.new_path_source = new.as_ref().and_then(|n| n.source);
+            file.new_path = new.map(|n| n.path);
             "rename"
         }
         sc::LINK | sc::LINKAT => {
-            file.new_path = second(view);
+            let new = second(view);
+            file.new_path_source = new.as_ref().and_then(|n| n.source);
+            file.new_path = new.map(|n| n.path);
             "link"
         }
         sc::SYMLINK | sc::SYMLINKAT => {
             // The target is stored verbatim; the new link is path1.
             file.target = Some(text(&rec.str0));
-            let link = resolve(view, h.pid, dirfd(layout.dirfd1), &rec.str1, &rec.dir1);
-            file.path = Some(link.path);
-            file.raw_path = link.raw;
-            file.resolved = link.resolved;
+            if let Some(link) = second(view) {
+                file.path = Some(link.path);
+                file.raw_path = link.raw;
+                file.resolved = link.resolved;
+                file.path_source = link.source;
+            }
             "symlink"
         }
         sc::TRUNCATE | sc::FTRUNCATE => {
@@ -538,6 +662,10 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
         _ => return None,
     }
     .to_string();
+    if matches!(file.op.as_str(), "rename" | "rmdir" | "unlink" | "symlink") && result.ok {
+        // What later paths resolve through may have changed.
+        view.paths_changed();
+    }
     Some(Body::File {
         syscall,
         file,
@@ -641,6 +769,44 @@ mod tests {
         };
         assert_eq!(file.path.as_deref(), Some("/tmp/jobs/rc"));
         assert!(file.resolved);
+    }
+
+    #[test]
+    fn a_successful_open_names_the_file_the_kernel_opened() {
+        let mut r = rec(
+            sc::OPENAT,
+            [5, 0, 0o2101, 0o644, 0, 0],
+            3,
+            b"../prot//a.conf",
+            b"",
+        );
+        r.header.flags = flags::OBJECT0_WALKED;
+        r.dir0 = b"/x/prot/a.conf".to_vec();
+        let Some(Body::File { file, .. }) = interpret(&r, &mut Table::default()) else {
+            panic!()
+        };
+        assert_eq!(file.path.as_deref(), Some("/x/prot/a.conf"));
+        assert_eq!(file.raw_path.as_deref(), Some("../prot//a.conf"));
+        assert_eq!(file.path_source, Some(PathSource::Kernel));
+    }
+
+    #[test]
+    fn a_path_only_the_string_names_is_completed_and_says_so() {
+        let mut r = rec(
+            sc::UNLINKAT,
+            [AT_FDCWD as u64, 0, 0, 0, 0, 0],
+            0,
+            b"../prot/./a",
+            b"",
+        );
+        r.dir0 = b"/x/sub".to_vec();
+        // Nothing to resolve directories with here: the lexical form.
+        let Some(Body::File { file, .. }) = interpret(&r, &mut Table::default()) else {
+            panic!()
+        };
+        assert_eq!(file.path.as_deref(), Some("/x/prot/a"));
+        assert_eq!(file.raw_path.as_deref(), Some("../prot/./a"));
+        assert_eq!(file.path_source, Some(PathSource::Lexical));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! guardrail's agent and CLI, as a library so that tests and benchmarks
 //! reach the same code the binaries run.
 pub mod audit;
+pub mod canonical;
 pub mod config;
 pub mod control;
 pub mod decode;

@@ -9,7 +9,17 @@ use crate::interpret::ProcessView;
 pub struct ProcFs {
     exes: HashMap<u32, String>,
     last_prune: Instant,
+    /// Directories resolved lately: a storm on one file resolves its
+    /// directory once, not once per event.
+    resolved: HashMap<String, String>,
+    resolved_at: Instant,
 }
+
+/// How long resolved directories are trusted without an event that says
+/// a directory changed (mounts, for one, are not events).
+const RESOLVED_FOR: Duration = Duration::from_secs(1);
+/// Bound on the resolution cache; full, it starts over.
+const RESOLVED_MAX: usize = 4096;
 
 /// How often entries of processes that are gone are dropped. A pid reused
 /// within this time by a process that did not exec shows the old exe.
@@ -20,6 +30,8 @@ impl Default for ProcFs {
         Self {
             exes: HashMap::new(),
             last_prune: Instant::now(),
+            resolved: HashMap::new(),
+            resolved_at: Instant::now(),
         }
     }
 }
@@ -65,5 +77,26 @@ impl ProcessView for ProcFs {
 
     fn exec_happened(&mut self, pid: u32, exe: &str) {
         self.exes.insert(pid, exe.to_string());
+    }
+
+    fn realpath(&mut self, path: &str) -> Option<String> {
+        if self.resolved_at.elapsed() >= RESOLVED_FOR || self.resolved.len() >= RESOLVED_MAX {
+            self.paths_changed();
+        }
+        if let Some(hit) = self.resolved.get(path) {
+            return Some(hit.clone());
+        }
+        let real = std::fs::canonicalize(path)
+            .ok()
+            .map(|p| crate::interpret::text(p.as_os_str().as_encoded_bytes()))?;
+        // Only what exists is remembered: a directory made a moment later
+        // (mkdir is not an event) must not stay unresolvable.
+        self.resolved.insert(path.to_string(), real.clone());
+        Some(real)
+    }
+
+    fn paths_changed(&mut self) {
+        self.resolved.clear();
+        self.resolved_at = Instant::now();
     }
 }

@@ -10,7 +10,7 @@ pub mod enforce;
 pub mod syscalls;
 
 /// Bumped whenever a record layout changes.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Largest path the probes copy (the kernel's PATH_MAX).
 pub const PATH_MAX: usize = 4096;
@@ -52,6 +52,11 @@ pub mod flags {
     pub const STR1_UNREADABLE: u32 = 1 << 4;
     /// Credential fields read through BTF offsets are valid.
     pub const TASK_FIELDS: u32 = 1 << 5;
+    /// String 2 is not a directory but the path of the object the call
+    /// acted on, walked in the kernel from the fd the call returned (a
+    /// successful open): `.`, `..`, `//`, symlinks and mounts resolved as
+    /// the kernel resolved them.
+    pub const OBJECT0_WALKED: u32 = 1 << 6;
     /// String `slot` is a path the probes walked in the kernel and the walk
     /// did not reach the root (too deep, or unreadable): it must not be
     /// used as if it were absolute.
@@ -75,7 +80,8 @@ pub struct EventHeader {
     /// 1: second path, or for exec the new image's argument area
     ///    (arguments separated and terminated by NUL).
     /// 2: the directory a relative first path is relative to (its dirfd or
-    ///    the cwd), resolved in the kernel; for exec, the cwd.
+    ///    the cwd), resolved in the kernel; for exec, the cwd; for a
+    ///    successful open, the opened file's own path ([`flags::OBJECT0_WALKED`]).
     /// 3: the same for a relative second path; for exec, the executable the
     ///    kernel mapped (`mm->exe_file`: symlinks resolved, the interpreter
     ///    for scripts).

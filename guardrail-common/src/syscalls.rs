@@ -123,6 +123,12 @@ pub const fn open_flags_arg(nr: u32) -> Option<u8> {
     }
 }
 
+/// Calls that return an fd for the file they named: the probes walk that
+/// fd's path, the kernel's own answer to what the path meant.
+pub const fn returns_opened_fd(nr: u32) -> bool {
+    matches!(nr, OPEN | CREAT | OPENAT | OPENAT2)
+}
+
 /// Every watched syscall, with the tracepoint name suffix (`sys_enter_<name>`).
 /// `fchmodat2` exists only from Linux 6.6: the agent attaches what the
 /// running kernel has and reports what it skipped.

@@ -116,7 +116,7 @@ fn dirfd(args: &[u64; 6], index: u8) -> i32 {
 /// Copy the paths a syscall names, as its argument layout says, and the
 /// directories relative ones are relative to.
 #[inline(always)]
-fn read_paths(rec: &mut Record, nr: u32, args: &[u64; 6]) {
+fn read_paths(rec: &mut Record, nr: u32, args: &[u64; 6], ret: i64) {
     let Some(layout) = syscalls::arg_layout(nr) else {
         return;
     };
@@ -131,7 +131,13 @@ fn read_paths(rec: &mut Record, nr: u32, args: &[u64; 6]) {
     if let Some(&p) = args.get(layout.path1 as usize) {
         rec.user_str(1, p, flags::STR1_TRUNCATED, flags::STR1_UNREADABLE);
     }
-    if rec.is_relative(0) {
+    if syscalls::returns_opened_fd(nr) && ret >= 0 {
+        // What was opened, from the fd: however the path was spelled
+        // (`..`, `//`, a symlinked directory, a bind mount), this is the
+        // file the kernel opened.
+        rec.header.flags |= flags::OBJECT0_WALKED;
+        rec.walked(2, path::of_fd(ret as i32));
+    } else if rec.is_relative(0) {
         rec.walked(2, path::dir_of(dirfd(args, layout.dirfd0)));
     }
     // symlink's first string is the link's content, never resolved.
@@ -220,7 +226,7 @@ fn start(pending: &PendingSyscall, ret: i64) -> Option<&'static mut Record> {
 
 pub fn emit_syscall(pending: &PendingSyscall, ret: i64) -> Result<(), i64> {
     let rec = start(pending, ret).ok_or(0)?;
-    read_paths(rec, pending.syscall, &pending.args);
+    read_paths(rec, pending.syscall, &pending.args, ret);
     submit(rec);
     Ok(())
 }

@@ -19,6 +19,8 @@ const REPLAY_RULES: usize = 100;
 pub struct Results {
     /// (event, rules, median ns per evaluation)
     evaluation: Vec<(String, u32, f64)>,
+    /// (what, median ns) of canonical-path completion.
+    paths: Vec<(String, f64)>,
     replay_per_s: f64,
 }
 
@@ -103,8 +105,42 @@ fn criterion() -> Result<Vec<(String, u32, f64)>> {
     Ok(out)
 }
 
+/// Canonical-path completion (guardrail-agent/benches/paths.rs).
+fn path_completion() -> Result<Vec<(String, f64)>> {
+    crate::run(cargo().args([
+        "bench",
+        "-p",
+        "guardrail-agent",
+        "--bench",
+        "paths",
+        "--",
+        "--warm-up-time",
+        "1",
+        "--measurement-time",
+        if super::quick() { "1" } else { "3" },
+    ]))?;
+    let dir = root().join("target/criterion/paths");
+    let mut out = Vec::new();
+    for case in std::fs::read_dir(&dir).context("criterion results")? {
+        let case = case?;
+        let Ok(text) = std::fs::read(case.path().join("new/estimates.json")) else {
+            continue;
+        };
+        let est: Value = serde_json::from_slice(&text)?;
+        let name: Value =
+            serde_json::from_slice(&std::fs::read(case.path().join("new/benchmark.json"))?)?;
+        out.push((
+            name["function_id"].as_str().unwrap_or("?").to_string(),
+            est["median"]["point_estimate"].as_f64().unwrap_or(f64::NAN),
+        ));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
 pub fn run(setup: &Setup) -> Result<Results> {
     let evaluation = criterion()?;
+    let paths = path_completion()?;
     let events = setup.out.join("replay.jsonl");
     write_events(&events)?;
     let rules = setup.scratch.join("replay-rules.toml");
@@ -134,6 +170,7 @@ pub fn run(setup: &Setup) -> Result<Results> {
     let _ = std::fs::remove_file(&events);
     Ok(Results {
         evaluation,
+        paths,
         replay_per_s: replay_events() as f64 / took,
     })
 }
@@ -149,6 +186,10 @@ pub fn markdown(r: &Results) -> String {
         replay_events(),
         r.replay_per_s
     );
+    md.push_str("\nCanonical paths: what completing a path-based call's path (`/d/sub/../prot/./a.conf`) costs the agent per event, directories resolved on the live file system with the agent's cache warm, criterion median:\n\n| step | ns per path |\n| --- | --- |\n");
+    for (what, ns) in &r.paths {
+        let _ = writeln!(md, "| {what} | {ns:.0} |");
+    }
     md
 }
 
@@ -156,5 +197,6 @@ pub fn json(r: &Results) -> Value {
     json!({
         "evaluation_ns": r.evaluation.iter().map(|(e, n, ns)| json!({"event": e, "rules": n, "median_ns": ns})).collect::<Vec<_>>(),
         "replay_events_per_s": r.replay_per_s,
+        "path_completion_ns": r.paths.iter().map(|(w, ns)| json!({"step": w, "median_ns": ns})).collect::<Vec<_>>(),
     })
 }
