@@ -83,6 +83,13 @@ pub struct Status {
     pub lost_total: u64,
     pub lost_ringbuf: u64,
     pub lost_inflight: u64,
+    /// Fork and exit records the kernel could not deliver (ring buffer
+    /// full): the process table asked /proc instead, after the fact.
+    #[serde(default)]
+    pub lost_process_records: u64,
+    /// Processes in the agent's table.
+    #[serde(default)]
+    pub processes_tracked: usize,
     /// Records the agent could not decode (bug or version mismatch).
     pub decode_errors: u64,
     pub tail_clients: usize,

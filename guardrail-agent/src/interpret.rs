@@ -18,6 +18,11 @@ pub trait ProcessView {
     fn exe(&mut self, pid: u32) -> Option<String>;
     /// Learn that `pid` now runs `exe` (after an exec).
     fn exec_happened(&mut self, pid: u32, exe: &str);
+    /// Learn that `parent` made the new process `child` (which runs the
+    /// parent's program until it execs).
+    fn forked(&mut self, _parent: u32, _child: u32) {}
+    /// Learn that process `pid` ended.
+    fn exited(&mut self, _pid: u32) {}
     /// `realpath(3)` of `path` on the live file system; `None` when a
     /// component does not exist (or nothing can be looked at).
     fn realpath(&mut self, _path: &str) -> Option<String> {

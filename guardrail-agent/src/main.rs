@@ -331,7 +331,11 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
             Some(metrics)
         }
     };
-    let mut pipeline = Pipeline::new(ProcFs::default(), args.print, tx.clone());
+    // The probes are attached: every process is either running now (seeded
+    // from /proc) or born in a fork record still to come.
+    let mut processes = ProcFs::default();
+    processes.seed();
+    let mut pipeline = Pipeline::new(processes, args.print, tx.clone());
     pipeline.metrics = metrics.clone();
     pipeline.set_redactor(redactor(&config)?);
     if config.audit_log.enabled {
@@ -533,6 +537,8 @@ fn update(
     s.lost_total = counters.lost();
     s.lost_ringbuf = counters.ringbuf_drops;
     s.lost_inflight = counters.pending_drops;
+    s.lost_process_records = counters.lifecycle_drops;
+    s.processes_tracked = pipeline.processes_tracked();
     s.decode_errors = pipeline.decode_errors;
     s.decisions = pipeline.decisions;
     s.audit_log = pipeline.audit.as_ref().map(|a| a.snapshot());

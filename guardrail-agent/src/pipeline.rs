@@ -18,6 +18,7 @@ use crate::revert::Baseline;
 use crate::rules::eval::Enforcement;
 use crate::rules::{evaluate, RuleSet};
 use guardrail_common::enforce::action;
+use guardrail_common::RecordKind;
 
 /// Where events go besides tail clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -78,6 +79,13 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
 
 pub fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC) as u64
+}
+
+impl Pipeline<crate::procfs::ProcFs> {
+    /// Processes in the agent's table.
+    pub fn processes_tracked(&self) -> usize {
+        self.view.tracked()
+    }
 }
 
 impl<V: ProcessView> Pipeline<V> {
@@ -217,6 +225,19 @@ impl<V: ProcessView> Pipeline<V> {
                 return;
             }
         };
+        // Forks and exits keep the process table current; they are not
+        // events of their own.
+        match raw.header.kind {
+            k if k == RecordKind::Fork as u32 => {
+                self.view.forked(raw.header.ppid, raw.header.pid);
+                return;
+            }
+            k if k == RecordKind::Exit as u32 => {
+                self.view.exited(raw.header.pid);
+                return;
+            }
+            _ => {}
+        }
         let Some(body) = interpret(&raw, &mut self.view) else {
             self.unknown_records += 1;
             self.decode_errors += 1;

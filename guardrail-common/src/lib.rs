@@ -133,7 +133,11 @@ pub mod counter {
     pub const PENDING_DROPS: u32 = 1;
     /// Records submitted.
     pub const SUBMITTED: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// Fork and exit records that did not fit in the ring buffer: not
+    /// events, so not in the loss events, but the process table falls back
+    /// to /proc for what they would have said.
+    pub const LIFECYCLE_DROPS: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// Arguments parked at syscall entry until the syscall exits.

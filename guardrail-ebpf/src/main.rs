@@ -17,6 +17,7 @@
 
 mod enforce;
 mod floor;
+mod lifecycle;
 mod path;
 mod record;
 mod task;

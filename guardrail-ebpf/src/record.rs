@@ -169,6 +169,16 @@ fn read_argv(rec: &mut Record) {
 /// Submit `rec`'s header and string data to the ring buffer.
 #[inline(always)]
 fn submit(rec: &mut Record) {
+    if output(rec) {
+        count(counter::SUBMITTED)
+    } else {
+        count(counter::RINGBUF_DROPS)
+    }
+}
+
+/// Write `rec` into the ring buffer; false when it did not fit.
+#[inline(always)]
+fn output(rec: &mut Record) -> bool {
     let data_len = rec.end();
     rec.header.data_len = data_len as u32;
     // An explicit bound the verifier can see: never past the record.
@@ -192,10 +202,7 @@ fn submit(rec: &mut Record) {
         BPF_RB_NO_WAKEUP
     };
     let bytes = unsafe { core::slice::from_raw_parts((rec as *const Record).cast::<u8>(), len) };
-    match EVENTS.output::<[u8]>(bytes, flags) {
-        Ok(()) => count(counter::SUBMITTED),
-        Err(_) => count(counter::RINGBUF_DROPS),
-    }
+    EVENTS.output::<[u8]>(bytes, flags).is_ok()
 }
 
 #[inline(always)]
@@ -246,5 +253,21 @@ pub fn emit_exec(pending: &PendingSyscall, filename: *const u8) -> Result<(), i6
     rec.walked(2, path::dir_of(path::AT_FDCWD));
     rec.walked(3, path::of_exe());
     submit(rec);
+    Ok(())
+}
+
+/// A fork (`pid` the new process, `ppid` its parent) or an exit (`pid`):
+/// a header and no strings.
+pub fn emit_lifecycle(kind: guardrail_common::RecordKind, pid: u32, ppid: u32) -> Result<(), i64> {
+    let rec = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(0)? };
+    unsafe { core::ptr::write_bytes(&mut rec.header as *mut EventHeader, 0, 1) };
+    let h = &mut rec.header;
+    fill_common(h);
+    h.kind = kind as u32;
+    h.pid = pid;
+    h.ppid = ppid;
+    if !output(rec) {
+        count(counter::LIFECYCLE_DROPS);
+    }
     Ok(())
 }

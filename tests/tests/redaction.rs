@@ -40,7 +40,7 @@ argv_matches = ['--password=S3cr3t\S+']
     let pid = child.id();
     child.wait().unwrap();
     let events = agent.collect_until(Duration::from_secs(30), |e| {
-        e["kind"] == "exec" && e["process"]["pid"] == pid && e["exec"]["path"] == "/bin/sh"
+        e["kind"] == "exec" && e["process"]["pid"] == pid && e["exec"]["raw_path"] == "/bin/sh"
     });
     let exec = events.last().unwrap();
     assert_eq!(

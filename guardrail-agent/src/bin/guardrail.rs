@@ -438,6 +438,10 @@ async fn status(socket: &std::path::Path, json: bool) -> Result<()> {
         "lost              {} (ring buffer {}, in-flight table {})",
         s.lost_total, s.lost_ringbuf, s.lost_inflight
     );
+    println!(
+        "processes         {} tracked ({} fork/exit records lost)",
+        s.processes_tracked, s.lost_process_records
+    );
     println!("decode errors     {}", s.decode_errors);
     println!(
         "config            {} ({} rules, {} decisions)",

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    programs::{RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use guardrail_common::{counter, syscalls, KernelOffsets};
@@ -41,6 +41,8 @@ pub struct KernelCounters {
     pub ringbuf_drops: u64,
     pub pending_drops: u64,
     pub submitted: u64,
+    /// Fork/exit records lost: not events (not in `lost()`).
+    pub lifecycle_drops: u64,
 }
 
 impl KernelCounters {
@@ -137,6 +139,23 @@ impl Probes {
         exec.attach("sched", "sched_process_exec")
             .context("attaching sched/sched_process_exec")?;
         attached.push("sched/sched_process_exec".into());
+        // Forks and exits keep the agent's process table true to the
+        // kernel; without BTF offsets the probes cannot tell threads from
+        // processes and stay silent.
+        for (program, tp) in [
+            ("guardrail_fork", "sched_process_fork"),
+            ("guardrail_exit", "sched_process_exit"),
+        ] {
+            let prog: &mut RawTracePoint = ebpf
+                .program_mut(program)
+                .context("program missing from the object")?
+                .try_into()?;
+            prog.load()
+                .with_context(|| format!("verifying {program}"))?;
+            prog.attach(tp)
+                .with_context(|| format!("attaching raw tracepoint {tp}"))?;
+            attached.push(format!("raw/{tp}"));
+        }
 
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map")?)?;
         let enforcer = match (
@@ -175,6 +194,7 @@ impl Probes {
             ringbuf_drops: sum(counter::RINGBUF_DROPS)?,
             pending_drops: sum(counter::PENDING_DROPS)?,
             submitted: sum(counter::SUBMITTED)?,
+            lifecycle_drops: sum(counter::LIFECYCLE_DROPS)?,
         })
     }
 }

@@ -1,0 +1,74 @@
+//! Process identity at the moment of the event: the agent keeps a table of
+//! processes from the kernel's fork, exec and exit records, so an event
+//! names the program its process ran when it acted — a forked child its
+//! parent's program, a process that exec'd since its old one, a process
+//! that is gone by the time the agent reads the record its last one —
+//! never null and never the image of a later exec.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use guardrail_tests::{is_marker, marker, Agent};
+
+const ROUNDS: usize = 150;
+
+fn canonical(program: &str) -> String {
+    Path::new(program)
+        .canonicalize()
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[test]
+fn every_event_names_the_program_its_process_ran_at_that_moment() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().canonicalize().unwrap();
+    let agent = Agent::start(&[]);
+    // Per round: a forked subshell writes (no exec: the shell's program);
+    // a new shell writes, then execs perl, which writes; all of them exit
+    // at once, usually before the agent reads their records.
+    let script = format!(
+        r#"i=0
+while [ $i -lt {ROUNDS} ]; do
+  i=$((i+1))
+  ( echo x > "$D/fork.$i" )
+  sh -c 'echo x > "$1/before.$2"; exec perl -e "open(my \$f, q(>), qq(\$ARGV[0]/after.\$ARGV[1])) or die" "$1" "$2"' sh "$D" "$i"
+done"#
+    );
+    let status = Command::new("sh")
+        .args(["-c", &script])
+        .env("D", &d)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let done = marker(&d);
+    std::fs::write(&done, b"").unwrap();
+    let events = agent.collect_until(Duration::from_secs(60), |e| is_marker(e, &done));
+    agent.stop();
+
+    let shell = canonical("/bin/sh");
+    let perl = canonical("/usr/bin/perl");
+    let mut checked = 0;
+    for e in events.iter().filter(|e| e["kind"] == "file") {
+        let Some(path) = e["file"]["path"].as_str() else {
+            continue;
+        };
+        let Some(name) = path.strip_prefix(&format!("{}/", d.display())) else {
+            continue;
+        };
+        let expected = match name.split('.').next() {
+            Some("fork") | Some("before") => &shell,
+            Some("after") => &perl,
+            _ => continue,
+        };
+        assert_eq!(
+            e["process"]["exe"].as_str(),
+            Some(expected.as_str()),
+            "{name}: {e:#}"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 3 * ROUNDS, "every write was seen: {checked}");
+}
