@@ -1,6 +1,8 @@
 //! The events guardrail emits: one JSON object per line, schema in
 //! `docs/events.md`. Field names here are a public interface.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 pub use crate::canonical::PathSource;
@@ -143,6 +145,34 @@ pub struct Process {
     pub exe: Option<String>,
     pub parent_exe: Option<String>,
     pub cgroup_id: u64,
+    /// Boot-unique identity, `PID@START` (START: the process's start time
+    /// in clock ticks since boot, as /proc/PID/stat and `ps` show it): the
+    /// same process in every event, a reused pid never confused with it.
+    /// Null when unknown.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub id: Option<Arc<str>>,
+    /// The `id` of the process that created this one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub parent_id: Option<Arc<str>>,
+    /// The processes that led to this one, nearest first (its creator,
+    /// then the creator's creator…), up to 8.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub ancestors: Vec<Ancestor>,
+    /// More ancestors exist than `ancestors` lists, or the chain breaks at
+    /// a process the agent does not know.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub ancestors_truncated: bool,
+}
+
+/// One process of a lineage.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ancestor {
+    pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub id: Option<Arc<str>>,
+    /// The program it ran when its child was made (or since, if it
+    /// exec'd); null for kernel threads.
+    pub exe: Option<Arc<str>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

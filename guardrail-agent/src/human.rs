@@ -37,6 +37,10 @@ pub fn line(event: &Event, colour: bool) -> String {
             p.uid,
             escape(p.exe.as_deref().unwrap_or(&p.comm))
         );
+        // Where it comes from, oldest first: `(sshd → bash → curl)`.
+        if !p.ancestors.is_empty() {
+            let _ = write!(s, " ({})", escape(&crate::rules::eval::lineage(p)));
+        }
     }
     match body {
         Body::Exec { exec, .. } => {
@@ -105,9 +109,45 @@ pub fn line(event: &Event, colour: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{Ancestor, FileDetails, Process, SyscallResult};
 
     #[test]
     fn control_characters_are_escaped() {
         assert_eq!(escape("a\nb\x1b[31mc"), "a\\nb\\u{1b}[31mc");
+    }
+
+    #[test]
+    fn a_line_shows_the_lineage_oldest_first() {
+        let ancestor = |pid, exe: &str| Ancestor {
+            pid,
+            id: None,
+            exe: Some(exe.into()),
+        };
+        let event = Event {
+            seq: 1,
+            time: "2026-12-01T12:00:00.123456789Z".into(),
+            ktime_ns: 0,
+            body: Body::File {
+                syscall: "openat".into(),
+                process: Process {
+                    pid: 7,
+                    exe: Some("/usr/bin/curl".into()),
+                    ancestors: vec![ancestor(6, "/usr/bin/bash"), ancestor(5, "/usr/sbin/sshd")],
+                    ..Default::default()
+                },
+                result: SyscallResult::default(),
+                file: FileDetails {
+                    op: "open".into(),
+                    path: Some("/tmp/x".into()),
+                    ..Default::default()
+                },
+            },
+            decision: None,
+            redacted: vec![],
+        };
+        assert_eq!(
+            line(&event, false),
+            "12:00:00.123 file open     pid=7 uid=0 /usr/bin/curl (sshd → bash → curl) /tmp/x"
+        );
     }
 }

@@ -19,8 +19,13 @@ pub trait ProcessView {
     /// Learn that `pid` now runs `exe` (after an exec).
     fn exec_happened(&mut self, pid: u32, exe: &str);
     /// Learn that `parent` made the new process `child` (which runs the
-    /// parent's program until it execs).
-    fn forked(&mut self, _parent: u32, _child: u32) {}
+    /// parent's program until it execs), started `start_ns` after boot (0:
+    /// unknown).
+    fn forked(&mut self, _parent: u32, _child: u32, _start_ns: u64) {}
+    /// Who `pid` is and where it comes from, at most `depth` ancestors.
+    fn lineage(&mut self, _pid: u32, _depth: usize) -> Lineage {
+        Lineage::default()
+    }
     /// Learn that process `pid` ended.
     fn exited(&mut self, _pid: u32) {}
     /// `realpath(3)` of `path` on the live file system; `None` when a
@@ -32,6 +37,18 @@ pub trait ProcessView {
     /// what was resolved before.
     fn paths_changed(&mut self) {}
 }
+
+/// A process's identity and ancestry (see [`Process`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Lineage {
+    pub id: Option<std::sync::Arc<str>>,
+    pub parent_id: Option<std::sync::Arc<str>>,
+    pub ancestors: Vec<Ancestor>,
+    pub truncated: bool,
+}
+
+/// Ancestors listed in each event.
+pub const LINEAGE_DEPTH: usize = 8;
 
 /// A [`ProcessView`] as the canonical-path completion's file system.
 pub struct LiveFs<'a>(pub &'a mut dyn ProcessView);
@@ -415,7 +432,12 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
     let exe_now = view
         .exe(h.pid)
         .or_else(|| exec_path.as_ref().map(|p| p.path.clone()));
+    let lineage = view.lineage(h.pid, LINEAGE_DEPTH);
     let process = Process {
+        id: lineage.id,
+        parent_id: lineage.parent_id,
+        ancestors: lineage.ancestors,
+        ancestors_truncated: lineage.truncated,
         pid: h.pid,
         tid: h.tid,
         ppid,

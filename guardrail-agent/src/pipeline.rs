@@ -229,7 +229,8 @@ impl<V: ProcessView> Pipeline<V> {
         // events of their own.
         match raw.header.kind {
             k if k == RecordKind::Fork as u32 => {
-                self.view.forked(raw.header.ppid, raw.header.pid);
+                self.view
+                    .forked(raw.header.ppid, raw.header.pid, raw.header.args[0]);
                 return;
             }
             k if k == RecordKind::Exit as u32 => {
@@ -321,6 +322,7 @@ impl<V: ProcessView> Pipeline<V> {
                 kind = event.body.op(),
                 pid = p.map(|p| p.pid),
                 exe = p.and_then(|p| p.exe.as_deref()),
+                lineage = p.map(crate::rules::eval::lineage),
                 path = event.body.paths().first().copied(),
                 "guardrail rule matched"
             );

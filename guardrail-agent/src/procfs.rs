@@ -1,13 +1,16 @@
 //! [`ProcessView`]: a table of processes kept by the kernel's fork, exec
 //! and exit records, so that every event names the program its process
 //! ran at that moment (a forked child runs its parent's until it execs),
-//! and short-lived processes keep their exe after they are gone. /proc is
-//! asked only about processes older than the agent.
+//! who created it and who created them, and short-lived processes keep
+//! their identity after they are gone. /proc is asked only about
+//! processes older than the agent.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::interpret::ProcessView;
+use crate::event::Ancestor;
+use crate::interpret::{Lineage, ProcessView};
 
 pub struct ProcFs {
     procs: HashMap<u32, Proc>,
@@ -16,6 +19,9 @@ pub struct ProcFs {
     /// directory once, not once per event.
     resolved: HashMap<String, String>,
     resolved_at: Instant,
+    /// Nanoseconds per clock tick (USER_HZ), the unit of start times in
+    /// /proc and in process ids.
+    ns_per_tick: u64,
 }
 
 /// How long resolved directories are trusted without an event that says
@@ -26,8 +32,13 @@ const RESOLVED_MAX: usize = 4096;
 
 /// One process as the table knows it.
 struct Proc {
-    /// None: a process with no program file (a kernel thread).
-    exe: Option<String>,
+    /// None: a process with no program file (a kernel thread), or one the
+    /// agent could not learn.
+    exe: Option<Arc<str>>,
+    /// `PID@START`; None when the start time is unknown.
+    id: Option<Arc<str>>,
+    /// The process that created it (0: unknown).
+    parent: u32,
     /// When its exit record arrived. Kept a while after: records of its
     /// children (naming it as parent) may still be on their way.
     exited: Option<Instant>,
@@ -46,11 +57,14 @@ const KEEP_UNSEEN: Duration = Duration::from_secs(60);
 
 impl Default for ProcFs {
     fn default() -> Self {
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         Self {
             procs: HashMap::new(),
             last_prune: Instant::now(),
             resolved: HashMap::new(),
             resolved_at: Instant::now(),
+            ns_per_tick: 1_000_000_000 / if hz > 0 { hz as u64 } else { 100 },
         }
     }
 }
@@ -59,6 +73,23 @@ fn readlink(path: String) -> Option<String> {
     std::fs::read_link(path)
         .ok()
         .map(|p| crate::interpret::text(p.as_os_str().as_encoded_bytes()))
+}
+
+/// `PID@START`.
+fn process_id(pid: u32, start_ticks: u64) -> Arc<str> {
+    format!("{pid}@{start_ticks}").into()
+}
+
+/// The parent pid and start time (clock ticks since boot) in a
+/// /proc/PID/stat line; the command name in parentheses may hold spaces
+/// and parentheses, so fields are counted after the last `)`.
+pub fn parse_stat(stat: &str) -> Option<(u32, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest starts at field 3 (state): ppid is field 4, starttime field 22.
+    let ppid = fields.get(1)?.parse().ok()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((ppid, start))
 }
 
 impl ProcFs {
@@ -78,12 +109,26 @@ impl ProcFs {
                 continue;
             };
             // A fork record processed meanwhile knows better.
-            self.procs.entry(pid).or_insert_with(|| Proc {
-                exe: readlink(format!("/proc/{pid}/exe")),
-                exited: None,
-                learned: Instant::now(),
-            });
+            if !self.procs.contains_key(&pid) {
+                if let Some(p) = Self::from_proc(pid) {
+                    self.procs.insert(pid, p);
+                }
+            }
         }
+    }
+
+    /// What /proc says of `pid` now (it answers for now, not for the
+    /// moment of an event: only for processes older than the agent).
+    fn from_proc(pid: u32) -> Option<Proc> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (parent, start) = parse_stat(&stat)?;
+        Some(Proc {
+            exe: readlink(format!("/proc/{pid}/exe")).map(Arc::from),
+            id: Some(process_id(pid, start)),
+            parent,
+            exited: None,
+            learned: Instant::now(),
+        })
     }
 
     /// Processes in the table.
@@ -91,15 +136,14 @@ impl ProcFs {
         self.procs.len()
     }
 
-    fn learn(&mut self, pid: u32, exe: Option<String>) {
-        self.procs.insert(
-            pid,
-            Proc {
-                exe,
-                exited: None,
-                learned: Instant::now(),
-            },
-        );
+    /// The table's entry for `pid`, from /proc if the agent has not met it.
+    fn get(&mut self, pid: u32) -> Option<&Proc> {
+        self.prune();
+        if !self.procs.contains_key(&pid) {
+            let p = Self::from_proc(pid)?;
+            self.procs.insert(pid, p);
+        }
+        self.procs.get(&pid)
     }
 
     fn prune(&mut self) {
@@ -130,30 +174,88 @@ impl ProcessView for ProcFs {
     }
 
     fn exe(&mut self, pid: u32) -> Option<String> {
-        self.prune();
-        if let Some(p) = self.procs.get(&pid) {
-            return p.exe.clone();
-        }
-        // Not born while the agent watched (and not seeded): /proc is all
-        // there is, and it answers for now, not for the moment of the event.
-        let exe = readlink(format!("/proc/{pid}/exe"))?;
-        self.learn(pid, Some(exe.clone()));
-        Some(exe)
+        self.get(pid)?.exe.as_deref().map(String::from)
     }
 
     fn exec_happened(&mut self, pid: u32, exe: &str) {
-        self.learn(pid, Some(exe.to_string()));
+        let exe: Arc<str> = exe.into();
+        match self.procs.get_mut(&pid) {
+            Some(p) => {
+                p.exe = Some(exe);
+                p.learned = Instant::now();
+            }
+            None => {
+                // Met first at its exec: the rest from /proc, while it runs.
+                let mut p = Self::from_proc(pid).unwrap_or(Proc {
+                    exe: None,
+                    id: None,
+                    parent: 0,
+                    exited: None,
+                    learned: Instant::now(),
+                });
+                p.exe = Some(exe);
+                self.procs.insert(pid, p);
+            }
+        }
     }
 
-    fn forked(&mut self, parent: u32, child: u32) {
-        let exe = self.exe(parent);
-        self.learn(child, exe);
+    fn forked(&mut self, parent: u32, child: u32, start_ns: u64) {
+        let exe = self.get(parent).and_then(|p| p.exe.clone());
+        let id = (start_ns != 0).then(|| process_id(child, start_ns / self.ns_per_tick));
+        self.procs.insert(
+            child,
+            Proc {
+                exe,
+                id,
+                parent,
+                exited: None,
+                learned: Instant::now(),
+            },
+        );
     }
 
     fn exited(&mut self, pid: u32) {
         if let Some(p) = self.procs.get_mut(&pid) {
             p.exited = Some(Instant::now());
         }
+    }
+
+    fn lineage(&mut self, pid: u32, depth: usize) -> Lineage {
+        let Some(me) = self.get(pid) else {
+            return Lineage {
+                truncated: true,
+                ..Lineage::default()
+            };
+        };
+        let mut lineage = Lineage {
+            id: me.id.clone(),
+            ..Lineage::default()
+        };
+        let mut next = me.parent;
+        // Ancestors are looked up without /proc: a creator that is gone
+        // and not in the table ends the chain (flagged), it is not guessed.
+        while next != 0 {
+            let Some(p) = self.procs.get(&next) else {
+                lineage.truncated = true;
+                break;
+            };
+            if lineage.ancestors.len() == depth {
+                lineage.truncated = true;
+                break;
+            }
+            if lineage.ancestors.is_empty() {
+                lineage.parent_id = p.id.clone();
+            }
+            lineage.ancestors.push(Ancestor {
+                pid: next,
+                id: p.id.clone(),
+                exe: p.exe.clone(),
+            });
+            // pid 1's parent is 0; a loop (never in a real table) ends at
+            // the depth limit.
+            next = p.parent;
+        }
+        lineage
     }
 
     fn realpath(&mut self, path: &str) -> Option<String> {
@@ -175,5 +277,94 @@ impl ProcessView for ProcFs {
     fn paths_changed(&mut self) {
         self.resolved.clear();
         self.resolved_at = Instant::now();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        let stat =
+            "4242 (a) b (c)) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
+        assert_eq!(parse_stat(stat), Some((17, 98765)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    fn table() -> ProcFs {
+        let mut t = ProcFs::default();
+        // Above the largest pid Linux hands out (2^22): /proc knows none of them.
+        let (init, sshd, bash) = (5_000_001, 5_000_002, 5_000_003);
+        t.procs.insert(
+            init,
+            Proc {
+                exe: Some("/usr/lib/systemd/systemd".into()),
+                id: Some("5000001@1".into()),
+                parent: 0,
+                exited: None,
+                learned: Instant::now(),
+            },
+        );
+        t.forked(init, sshd, 0);
+        t.exec_happened(sshd, "/usr/sbin/sshd");
+        t.forked(sshd, bash, 2 * t.ns_per_tick);
+        t.exec_happened(bash, "/usr/bin/bash");
+        t
+    }
+
+    #[test]
+    fn a_forked_child_runs_its_parents_program_until_it_execs() {
+        let mut t = table();
+        t.forked(5_000_003, 5_000_004, 5 * t.ns_per_tick);
+        assert_eq!(t.exe(5_000_004).as_deref(), Some("/usr/bin/bash"));
+        t.exec_happened(5_000_004, "/usr/bin/curl");
+        assert_eq!(t.exe(5_000_004).as_deref(), Some("/usr/bin/curl"));
+        t.exited(5_000_004);
+        assert_eq!(t.exe(5_000_004).as_deref(), Some("/usr/bin/curl"));
+    }
+
+    #[test]
+    fn lineage_lists_the_creators_nearest_first_with_ids() {
+        let mut t = table();
+        t.forked(5_000_003, 5_000_004, 5 * t.ns_per_tick);
+        t.exec_happened(5_000_004, "/usr/bin/curl");
+        let l = t.lineage(5_000_004, 8);
+        assert_eq!(l.id.as_deref(), Some("5000004@5"));
+        assert_eq!(l.parent_id.as_deref(), Some("5000003@2"));
+        let exes: Vec<_> = l.ancestors.iter().map(|a| a.exe.as_deref()).collect();
+        assert_eq!(
+            exes,
+            [
+                Some("/usr/bin/bash"),
+                Some("/usr/sbin/sshd"),
+                Some("/usr/lib/systemd/systemd")
+            ]
+        );
+        assert!(!l.truncated);
+        let short = t.lineage(5_000_004, 2);
+        assert_eq!(short.ancestors.len(), 2);
+        assert!(short.truncated);
+    }
+
+    #[test]
+    fn a_reused_pid_is_a_new_process() {
+        let mut t = table();
+        t.forked(5_000_003, 5_000_004, 5 * t.ns_per_tick);
+        t.exited(5_000_004);
+        t.forked(5_000_002, 5_000_004, 9 * t.ns_per_tick);
+        let l = t.lineage(5_000_004, 8);
+        assert_eq!(l.id.as_deref(), Some("5000004@9"));
+        assert_eq!(l.ancestors[0].exe.as_deref(), Some("/usr/sbin/sshd"));
+    }
+
+    #[test]
+    fn an_unknown_creator_ends_the_chain_flagged() {
+        let mut t = ProcFs::default();
+        t.forked(5_100_000, 5_100_001, 0);
+        let l = t.lineage(5_100_001, 8);
+        assert!(l.ancestors.is_empty());
+        assert!(l.truncated);
+        assert_eq!(l.id, None);
     }
 }

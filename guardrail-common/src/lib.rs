@@ -31,7 +31,9 @@ pub enum RecordKind {
     /// A syscall guardrail watches finished (or, for a successful exec, the
     /// new image started); `syscall` says which.
     Syscall = 1,
-    /// A process forked: `pid` is the child, `ppid` the parent.
+    /// A process forked: `pid` is the child, `ppid` the parent, `args[0]`
+    /// the child's start time (`start_boottime`, ns since boot; 0 when
+    /// unknown).
     Fork = 2,
     /// A process (thread group) exited.
     Exit = 3,
@@ -197,6 +199,9 @@ pub struct KernelOffsets {
     pub bprm_file: u32,
     pub cred_uid: u32,
     pub iattr_valid: u32,
+    /// `task_struct.start_boottime` (ns since boot): with the pid, a
+    /// process's boot-unique identity (0: unknown).
+    pub task_start_boottime: u32,
 }
 
 #[cfg(feature = "user")]

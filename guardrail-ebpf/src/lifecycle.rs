@@ -53,7 +53,11 @@ fn on_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
     if child_tgid == parent {
         return Ok(());
     }
-    record::emit_lifecycle(RecordKind::Fork, child_tgid, parent)
+    let start = match off!(task_start_boottime) {
+        0 => 0,
+        at => unsafe { bpf_probe_read_kernel((child + at as u64) as *const u64) }.unwrap_or(0),
+    };
+    record::emit_lifecycle(RecordKind::Fork, child_tgid, parent, start)
 }
 
 fn on_exit() -> Result<(), i64> {
@@ -64,5 +68,5 @@ fn on_exit() -> Result<(), i64> {
     if tgid != tid || !wanted(tgid) {
         return Ok(());
     }
-    record::emit_lifecycle(RecordKind::Exit, tgid, 0)
+    record::emit_lifecycle(RecordKind::Exit, tgid, 0, 0)
 }

@@ -96,6 +96,7 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     bprm_file: 0,
     cred_uid: 0,
     iattr_valid: 0,
+    task_start_boottime: 0,
 };
 
 #[map]

@@ -256,9 +256,14 @@ pub fn emit_exec(pending: &PendingSyscall, filename: *const u8) -> Result<(), i6
     Ok(())
 }
 
-/// A fork (`pid` the new process, `ppid` its parent) or an exit (`pid`):
-/// a header and no strings.
-pub fn emit_lifecycle(kind: guardrail_common::RecordKind, pid: u32, ppid: u32) -> Result<(), i64> {
+/// A fork (`pid` the new process, `ppid` its parent, `start` its start
+/// time) or an exit (`pid`): a header and no strings.
+pub fn emit_lifecycle(
+    kind: guardrail_common::RecordKind,
+    pid: u32,
+    ppid: u32,
+    start: u64,
+) -> Result<(), i64> {
     let rec = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(0)? };
     unsafe { core::ptr::write_bytes(&mut rec.header as *mut EventHeader, 0, 1) };
     let h = &mut rec.header;
@@ -266,6 +271,7 @@ pub fn emit_lifecycle(kind: guardrail_common::RecordKind, pid: u32, ppid: u32) -
     h.kind = kind as u32;
     h.pid = pid;
     h.ppid = ppid;
+    h.args[0] = start;
     if !output(rec) {
         count(counter::LIFECYCLE_DROPS);
     }

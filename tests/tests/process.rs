@@ -51,6 +51,7 @@ done"#
     let shell = canonical("/bin/sh");
     let perl = canonical("/usr/bin/perl");
     let mut checked = 0;
+    let mut ids = std::collections::HashSet::new();
     for e in events.iter().filter(|e| e["kind"] == "file") {
         let Some(path) = e["file"]["path"].as_str() else {
             continue;
@@ -68,7 +69,28 @@ done"#
             Some(expected.as_str()),
             "{name}: {e:#}"
         );
+        // Each writer was made by the loop's shell, made by this test.
+        let p = &e["process"];
+        assert_eq!(
+            p["ancestors"][0]["exe"].as_str(),
+            Some(shell.as_str()),
+            "{name}: {e:#}"
+        );
+        assert_eq!(p["ancestors"][0]["id"], p["parent_id"], "{name}: {e:#}");
+        let id = p["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no id: {e:#}"));
+        assert!(id.starts_with(&format!("{}@", p["pid"])), "{id}");
+        ids.insert((
+            name.split('.').nth(1).unwrap().to_string(),
+            name.starts_with("fork"),
+            id.to_string(),
+        ));
         checked += 1;
     }
     assert_eq!(checked, 3 * ROUNDS, "every write was seen: {checked}");
+    // One id per process: each round's subshell is its own process, and
+    // the shell that wrote before.N is the process that became perl.
+    let per_process: std::collections::HashSet<_> = ids.iter().map(|(_, _, id)| id).collect();
+    assert_eq!(per_process.len(), 2 * ROUNDS, "{ids:?}");
 }

@@ -67,6 +67,10 @@ pub fn resolve_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         bprm_file: member_offset(&btf, "linux_binprm", "file")?,
         cred_uid: member_offset(&btf, "cred", "uid")?,
         iattr_valid: member_offset(&btf, "iattr", "ia_valid")?,
+        // `real_start_time` before 5.5.
+        task_start_boottime: task("start_boottime")
+            .or_else(|_| task("real_start_time"))
+            .unwrap_or(0),
     })
 }
 

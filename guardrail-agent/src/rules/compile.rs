@@ -151,6 +151,8 @@ pub struct Rule {
     pub exe_not: Option<PathMatcher>,
     pub parent_exe: Option<PathMatcher>,
     pub parent_exe_not: Option<PathMatcher>,
+    pub ancestor_exe: Option<PathMatcher>,
+    pub ancestor_exe_not: Option<PathMatcher>,
     pub argv_contains: Vec<String>,
     pub argv_matches: Option<RegexSet>,
     pub uid: IdMatcher,
@@ -773,6 +775,8 @@ impl Compiler {
             exe_not: self.paths(src, "exe_not", &r.exe_not),
             parent_exe: self.paths(src, "parent_exe", &r.parent_exe),
             parent_exe_not: self.paths(src, "parent_exe_not", &r.parent_exe_not),
+            ancestor_exe: self.paths(src, "ancestor_exe", &r.ancestor_exe),
+            ancestor_exe_not: self.paths(src, "ancestor_exe_not", &r.ancestor_exe_not),
             argv_contains: r
                 .argv_contains
                 .as_ref()
@@ -905,6 +909,8 @@ pub fn kernel_problems(r: &RuleSpec) -> Vec<String> {
     unsupported("argv_matches", r.argv_matches.is_some());
     unsupported("parent_exe", r.parent_exe.is_some());
     unsupported("parent_exe_not", r.parent_exe_not.is_some());
+    unsupported("ancestor_exe", r.ancestor_exe.is_some());
+    unsupported("ancestor_exe_not", r.ancestor_exe_not.is_some());
     if r.result != ResultFilter::Any {
         out.push("`result` cannot be known before the operation runs".into());
     }

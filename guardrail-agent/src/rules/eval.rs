@@ -172,6 +172,35 @@ fn check(matched: &mut Matched, field: &str, ok: bool, value: impl Into<String>)
     }
 }
 
+/// The programs of a process's ancestors, nearest first.
+fn ancestor_exes(process: &crate::event::Process) -> Vec<&str> {
+    process
+        .ancestors
+        .iter()
+        .filter_map(|a| a.exe.as_deref())
+        .collect()
+}
+
+/// A lineage as people read it, oldest first: `sshd → bash → curl`.
+pub fn lineage(process: &crate::event::Process) -> String {
+    let name = |exe: Option<&str>| {
+        exe.map_or("?".to_string(), |e| {
+            e.rsplit('/').next().unwrap_or(e).to_string()
+        })
+    };
+    let mut parts: Vec<String> = process
+        .ancestors
+        .iter()
+        .rev()
+        .map(|a| name(a.exe.as_deref()))
+        .collect();
+    if process.ancestors_truncated {
+        parts.insert(0, "…".into());
+    }
+    parts.push(name(process.exe.as_deref()));
+    parts.join(" → ")
+}
+
 /// What most rules test first, taken from the event once rather than for
 /// every rule.
 struct Subject<'e> {
@@ -179,6 +208,7 @@ struct Subject<'e> {
     paths: Vec<&'e str>,
     exes: Vec<&'e str>,
     parents: Vec<&'e str>,
+    process: &'e crate::event::Process,
 }
 
 impl<'e> Subject<'e> {
@@ -195,6 +225,7 @@ impl<'e> Subject<'e> {
             paths: event.body.paths(),
             exes: process.exe.as_deref().into_iter().collect(),
             parents: process.parent_exe.as_deref().into_iter().collect(),
+            process,
         })
     }
 
@@ -218,6 +249,23 @@ impl<'e> Subject<'e> {
             && must_not(&rule.exe_not, &self.exes)
             && must(&rule.parent_exe, &self.parents)
             && must_not(&rule.parent_exe_not, &self.parents)
+            && self.lineage_may_match(rule)
+    }
+
+    /// Ancestor matchers, whose list is built only for the rules that
+    /// have them.
+    fn lineage_may_match(&self, rule: &Rule) -> bool {
+        if rule.ancestor_exe.is_none() && rule.ancestor_exe_not.is_none() {
+            return true;
+        }
+        let ancestors = ancestor_exes(self.process);
+        rule.ancestor_exe
+            .as_ref()
+            .is_none_or(|m| m.matches_any(&ancestors))
+            && rule
+                .ancestor_exe_not
+                .as_ref()
+                .is_none_or(|m| !m.matches_any(&ancestors))
     }
 }
 
@@ -271,6 +319,19 @@ fn matches_rule(
     if let Some(p) = &rule.parent_exe_not {
         if p.find(&parents).is_some() {
             return None;
+        }
+    }
+    if rule.ancestor_exe.is_some() || rule.ancestor_exe_not.is_some() {
+        let ancestors = ancestor_exes(process);
+        if let Some(p) = &rule.ancestor_exe {
+            let (e, _) = p.find(&ancestors)?;
+            m.insert("ancestor_exe".into(), e.into());
+        }
+        if let Some(p) = &rule.ancestor_exe_not {
+            if p.find(&ancestors).is_some() {
+                return None;
+            }
+            m.insert("ancestor_exe_not".into(), lineage(process));
         }
     }
     if !rule.argv_contains.is_empty() || rule.argv_matches.is_some() {

@@ -91,6 +91,12 @@ pub struct RuleSpec {
     pub parent_exe: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub parent_exe_not: Option<Spanned<Vec<String>>>,
+    /// Any process the event's process comes from (its creator, the
+    /// creator's creator…, as far as `process.ancestors` goes).
+    #[serde(default)]
+    pub ancestor_exe: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub ancestor_exe_not: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub argv_contains: Option<Spanned<Vec<String>>>,
     #[serde(default)]

@@ -586,6 +586,64 @@ fn parent_executable() {
     );
 }
 
+fn descended_from<'a>(exes: &'a [&'a str]) -> impl Fn(&mut Process) + 'a {
+    move |p: &mut Process| {
+        p.ancestors = exes
+            .iter()
+            .enumerate()
+            .map(|(i, e)| crate::event::Ancestor {
+                pid: 100 + i as u32,
+                id: None,
+                exe: Some((*e).into()),
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn ancestor_executables_judge_a_process_by_its_lineage() {
+    let set = rules(
+        "[[rule]]\nid = \"units\"\non = [\"exec\"]\nancestor_exe_not = [\"/usr/bin/dpkg\", \"/usr/bin/apt*\"]\n\n\
+         [[rule]]\nid = \"under-sshd\"\non = [\"exec\"]\nexe = [\"/usr/bin/curl\"]\nancestor_exe = [\"/usr/sbin/sshd\"]\n",
+    );
+    // A maintainer script: sh run by dpkg run by apt — quiet.
+    let maintainer = with_process(
+        exec("/usr/bin/cp", &["cp"]),
+        descended_from(&["/usr/bin/dash", "/usr/bin/dpkg", "/usr/bin/apt-get"]),
+    );
+    assert!(decide(&set, &maintainer).is_none());
+    // The same program from a login shell — decided, with the lineage.
+    let by_hand = with_process(
+        exec("/usr/bin/cp", &["cp"]),
+        descended_from(&[
+            "/usr/bin/bash",
+            "/usr/sbin/sshd",
+            "/usr/lib/systemd/systemd",
+        ]),
+    );
+    let d = decide(&set, &by_hand).unwrap();
+    assert_eq!(d.rule, "units");
+    assert_eq!(d.matched["ancestor_exe_not"], "systemd → sshd → bash → cp");
+    // Any ancestor, not only the parent.
+    let curl = with_process(
+        exec("/usr/bin/curl", &["curl"]),
+        descended_from(&["/usr/bin/bash", "/usr/sbin/sshd"]),
+    );
+    let d = decide(&set, &curl).unwrap();
+    assert!(
+        d.rule == "under-sshd" || d.also.contains(&"under-sshd".to_string()),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn ancestor_matchers_cannot_be_enforced_in_the_kernel() {
+    let e = errors(
+        "[[rule]]\nid = \"k\"\non = [\"file.write\"]\npath = [\"/etc/x\"]\naction = \"deny\"\nancestor_exe_not = [\"/usr/bin/dpkg\"]\n",
+    );
+    assert!(e.contains("ancestor_exe_not"), "{e}");
+}
+
 #[test]
 fn new_owner_and_capabilities_gained() {
     let set = rules(
