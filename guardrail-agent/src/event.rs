@@ -173,6 +173,10 @@ pub struct Ancestor {
     /// The program it ran when its child was made (or since, if it
     /// exec'd); null for kernel threads.
     pub exe: Option<Arc<str>>,
+    /// When that program is a script: the script (`exe` is then its
+    /// interpreter).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub script: Option<Arc<str>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -122,6 +122,7 @@ mod tests {
             pid,
             id: None,
             exe: Some(exe.into()),
+            script: None,
         };
         let event = Event {
             seq: 1,

@@ -18,6 +18,9 @@ pub trait ProcessView {
     fn exe(&mut self, pid: u32) -> Option<String>;
     /// Learn that `pid` now runs `exe` (after an exec).
     fn exec_happened(&mut self, pid: u32, exe: &str);
+    /// Learn that the program `pid` just exec'd is the script `script`
+    /// (its exe is the interpreter).
+    fn script_ran(&mut self, _pid: u32, _script: &str) {}
     /// Learn that `parent` made the new process `child` (which runs the
     /// parent's program until it execs), started `start_ns` after boot (0:
     /// unknown).
@@ -428,6 +431,10 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
             text(&rec.dir1)
         };
         view.exec_happened(h.pid, &exe);
+        if exe != program.path {
+            // A script: its interpreter is the exe, the script is what ran.
+            view.script_ran(h.pid, &program.path);
+        }
     }
     let exe_now = view
         .exe(h.pid)

@@ -35,6 +35,8 @@ struct Proc {
     /// None: a process with no program file (a kernel thread), or one the
     /// agent could not learn.
     exe: Option<Arc<str>>,
+    /// The script it runs, when `exe` is an interpreter.
+    script: Option<Arc<str>>,
     /// `PID@START`; None when the start time is unknown.
     id: Option<Arc<str>>,
     /// The process that created it (0: unknown).
@@ -124,6 +126,7 @@ impl ProcFs {
         let (parent, start) = parse_stat(&stat)?;
         Some(Proc {
             exe: readlink(format!("/proc/{pid}/exe")).map(Arc::from),
+            script: None,
             id: Some(process_id(pid, start)),
             parent,
             exited: None,
@@ -182,12 +185,14 @@ impl ProcessView for ProcFs {
         match self.procs.get_mut(&pid) {
             Some(p) => {
                 p.exe = Some(exe);
+                p.script = None;
                 p.learned = Instant::now();
             }
             None => {
                 // Met first at its exec: the rest from /proc, while it runs.
                 let mut p = Self::from_proc(pid).unwrap_or(Proc {
                     exe: None,
+                    script: None,
                     id: None,
                     parent: 0,
                     exited: None,
@@ -199,13 +204,23 @@ impl ProcessView for ProcFs {
         }
     }
 
+    fn script_ran(&mut self, pid: u32, script: &str) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.script = Some(script.into());
+        }
+    }
+
     fn forked(&mut self, parent: u32, child: u32, start_ns: u64) {
-        let exe = self.get(parent).and_then(|p| p.exe.clone());
+        let (exe, script) = self
+            .get(parent)
+            .map(|p| (p.exe.clone(), p.script.clone()))
+            .unwrap_or_default();
         let id = (start_ns != 0).then(|| process_id(child, start_ns / self.ns_per_tick));
         self.procs.insert(
             child,
             Proc {
                 exe,
+                script,
                 id,
                 parent,
                 exited: None,
@@ -250,6 +265,7 @@ impl ProcessView for ProcFs {
                 pid: next,
                 id: p.id.clone(),
                 exe: p.exe.clone(),
+                script: p.script.clone(),
             });
             // pid 1's parent is 0; a loop (never in a real table) ends at
             // the depth limit.
@@ -300,6 +316,7 @@ mod tests {
             init,
             Proc {
                 exe: Some("/usr/lib/systemd/systemd".into()),
+                script: None,
                 id: Some("5000001@1".into()),
                 parent: 0,
                 exited: None,

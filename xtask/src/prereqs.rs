@@ -21,8 +21,9 @@ const BUILD_PACKAGES: &[&str] = &[
     "libpolly-22-dev",
 ];
 /// tzdata for window rules; debootstrap and systemd (systemd-analyze) for
-/// the package test.
-const TEST_PACKAGES: &[&str] = &["tzdata", "debootstrap", "systemd"];
+/// the package test; cron (crontab) and logrotate for the test that
+/// ordinary administration stays quiet under the default rules.
+const TEST_PACKAGES: &[&str] = &["tzdata", "debootstrap", "systemd", "cron", "logrotate"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 

@@ -172,12 +172,15 @@ fn check(matched: &mut Matched, field: &str, ok: bool, value: impl Into<String>)
     }
 }
 
-/// The programs of a process's ancestors, nearest first.
+/// The programs of a process's ancestors, nearest first: each one's exe,
+/// and the script it ran when the exe is an interpreter (`adduser`,
+/// `deb-systemd-helper` and `unattended-upgrade` are scripts).
 fn ancestor_exes(process: &crate::event::Process) -> Vec<&str> {
     process
         .ancestors
         .iter()
-        .filter_map(|a| a.exe.as_deref())
+        .flat_map(|a| [a.exe.as_deref(), a.script.as_deref()])
+        .flatten()
         .collect()
 }
 
@@ -192,7 +195,7 @@ pub fn lineage(process: &crate::event::Process) -> String {
         .ancestors
         .iter()
         .rev()
-        .map(|a| name(a.exe.as_deref()))
+        .map(|a| name(a.script.as_deref().or(a.exe.as_deref())))
         .collect();
     if process.ancestors_truncated {
         parts.insert(0, "…".into());

@@ -595,6 +595,7 @@ fn descended_from<'a>(exes: &'a [&'a str]) -> impl Fn(&mut Process) + 'a {
                 pid: 100 + i as u32,
                 id: None,
                 exe: Some((*e).into()),
+                script: None,
             })
             .collect()
     }
@@ -857,6 +858,47 @@ mod default_pack {
             assert!(
                 cases.iter().any(|(c, _, _)| c == id),
                 "rule {id} has no test case"
+            );
+        }
+        // The same triggers, made by a package manager's maintainer
+        // script (or the rule's own legitimate tree): quiet.
+        let lineage_exempt: &[(&str, &[&str])] = &[
+            ("credential-files", &["/usr/bin/perl", "/usr/bin/dpkg"]),
+            (
+                "setuid-bit",
+                &["/usr/bin/dash", "/usr/bin/dpkg", "/usr/bin/apt-get"],
+            ),
+            ("world-writable-system", &["/usr/bin/dash", "/usr/bin/dpkg"]),
+            ("log-tampering", &["/usr/bin/dash", "/usr/sbin/logrotate"]),
+            ("guardrail-config", &["/usr/bin/dash", "/usr/bin/dpkg"]),
+            (
+                "systemd-units",
+                &["/usr/bin/perl", "/usr/bin/dpkg", "/usr/bin/apt"],
+            ),
+            ("cron-entries", &["/usr/bin/dash", "/usr/bin/dpkg"]),
+            ("system-binary-permissions", &["/usr/bin/dpkg"]),
+            ("sshd-config", &["/usr/bin/dash", "/usr/bin/dpkg"]),
+            ("kernel-module-config", &["/usr/bin/dash", "/usr/bin/dpkg"]),
+            ("capability-gain", &["/usr/bin/dash", "/usr/bin/dpkg"]),
+        ];
+        for (id, tree) in lineage_exempt {
+            let (_, hit, _) = cases.iter().find(|(c, _, _)| c == id).unwrap();
+            let under = with_process(hit.clone(), descended_from(tree));
+            let d = decide(&set, &under);
+            assert!(
+                d.as_ref()
+                    .is_none_or(|d| d.rule != *id && !d.also.iter().any(|a| a == id)),
+                "{id} fired inside its legitimate tree {tree:?}: {d:#?}"
+            );
+            // And from a login shell, still decided.
+            let by_hand = with_process(
+                hit.clone(),
+                descended_from(&["/usr/bin/bash", "/usr/sbin/sshd"]),
+            );
+            assert!(
+                decide(&set, &by_hand)
+                    .is_some_and(|d| d.rule == *id || d.also.iter().any(|a| a == id)),
+                "{id} did not fire from a login shell"
             );
         }
         for (id, hit, lookalike) in &cases {
