@@ -307,6 +307,17 @@ fn a_configuration_made_world_writable_is_not_reloaded_and_the_old_rules_stay() 
         )),
         "{error}"
     );
+    // The running agent's configuration: for `rules check` an error.
+    let out = agent.cli(&["rules", "check", agent.config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "{c} is writable by others (owner root, mode 0666)"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("warning:"), "{stderr}");
     let out = agent.cli(&["status"]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("last reload       FAILED"),
