@@ -36,6 +36,12 @@ pub struct AgentSection {
     /// Members of this group may also use the socket (tail, status, rules
     /// list); without it only root may. No socket command changes rules.
     pub socket_group: Option<String>,
+    /// Members of this group administer guardrail: included rules files
+    /// and their directories may be writable by it (never the
+    /// configuration file itself, which names the group), and it may read
+    /// the audit log the agent creates. Without it only root may change
+    /// anything the agent trusts (docs/security.md).
+    pub admin_group: Option<String>,
     /// Where BPF-LSM is active: no other process (root included) may
     /// signal or trace the agent, except init stopping it, and its
     /// configuration and binaries may not be changed while it runs.
@@ -246,6 +252,7 @@ impl Default for AgentSection {
         Self {
             socket: DEFAULT_SOCKET.into(),
             socket_group: None,
+            admin_group: None,
             self_protection: true,
             self_protection_exempt: vec!["/usr/bin/dpkg".into()],
         }

@@ -147,7 +147,10 @@ impl Access {
 impl ControlServer {
     pub fn bind(path: &Path, access: &Access) -> Result<std::os::unix::net::UnixListener> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            // Only root, and the socket group if there is one, may reach
+            // the socket: 0700 or 0750 when the agent makes the directory.
+            crate::trust::create_private_dir(dir, access.gid)
+                .with_context(|| format!("creating {}", dir.display()))?;
         }
         if path.exists() {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {

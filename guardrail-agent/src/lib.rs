@@ -22,3 +22,4 @@ pub mod reload;
 pub mod replay;
 pub mod revert;
 pub mod rules;
+pub mod trust;

@@ -31,6 +31,7 @@ use guardrail_agent::rules::eval::Enforcement;
 use guardrail_agent::rules::spec::{Action, Mode};
 use guardrail_agent::rules::users::Names;
 use guardrail_agent::rules::RuleSet;
+use guardrail_agent::trust::Policy;
 
 /// guardrail's host audit sensor: captures exec, file and permission
 /// changes with eBPF and serves them to `guardrail tail`.
@@ -79,10 +80,12 @@ fn config_path(args: &Args) -> Option<PathBuf> {
     }
 }
 
-fn load_config(args: &Args) -> Result<(Config, RuleSet)> {
-    let (mut config, rules) = match config_path(args) {
-        Some(path) => reload::load(&path)?,
-        None => (Config::default(), RuleSet::default()),
+/// The configuration, its rules, and who may change what the agent
+/// trusts; refused unless only root (and the admin group) can change it.
+fn load_config(args: &Args) -> Result<(Config, RuleSet, Policy)> {
+    let (mut config, rules, policy) = match config_path(args) {
+        Some(path) => reload::load(&path, None)?,
+        None => (Config::default(), RuleSet::default(), Policy::agent(None)),
     };
     if let Some(s) = &args.socket {
         config.agent.socket = s.clone();
@@ -94,7 +97,7 @@ fn load_config(args: &Args) -> Result<(Config, RuleSet)> {
     if args.capture_read_opens {
         config.capture.read_opens = true;
     }
-    Ok((config, rules))
+    Ok((config, rules, policy))
 }
 
 fn main() -> std::process::ExitCode {
@@ -126,7 +129,7 @@ fn real_main() -> Result<()> {
         std::fs::write(&page, out).with_context(|| format!("writing {}", page.display()))?;
         return Ok(());
     }
-    let (config, rules) = load_config(&args)?;
+    let (config, rules, policy) = load_config(&args)?;
     if args.check_config {
         println!(
             "configuration is valid: {} rules, {} windows",
@@ -154,7 +157,7 @@ fn real_main() -> Result<()> {
             Duration::from_millis(config.capture.drain_interval_ms),
         ));
     }
-    runtime.block_on(run(args, config, rules))
+    runtime.block_on(run(args, config, rules, policy))
 }
 
 /// With BPF-LSM and `agent.self_protection`, add the rule that keeps the
@@ -220,7 +223,7 @@ fn raise_memlock_limit() {
     }
 }
 
-async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
+async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Result<()> {
     let started = Instant::now();
     // First of all: a SIGTERM during start-up is then a clean stop once
     // the loop runs, never the default action's death.
@@ -339,7 +342,7 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
     pipeline.metrics = metrics.clone();
     pipeline.set_redactor(redactor(&config)?);
     if config.audit_log.enabled {
-        pipeline.audit = Some(AuditLog::start(&config.audit_log)?);
+        pipeline.audit = Some(AuditLog::start(&config.audit_log, &policy)?);
     }
     if !config.output.is_empty() {
         let sections: Vec<_> = config.output.iter().map(|o| o.get_ref()).collect();
@@ -383,7 +386,8 @@ async fn run(args: Args, config: Config, rules: RuleSet) -> Result<()> {
     let reload = |pipeline: &mut Pipeline<ProcFs>, why: &str| -> Option<Fingerprint> {
         let path = config_file.as_ref()?;
         let mut attempt = || -> Result<Fingerprint> {
-            let (new_config, mut set) = reload::load(path)?;
+            // Judged by the admin group in force, not one the new file names.
+            let (new_config, mut set, _) = reload::load(path, Some(&policy))?;
             protect_self(&config, Some(path), &mut set, kernel_can_enforce)?;
             if new_config.capture != config.capture
                 || new_config.agent != config.agent

@@ -60,6 +60,27 @@ pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// Where agents' configurations live during the tests. The agent trusts
+/// only files that only root can change, on paths only root can change
+/// (docs/security.md): not under /tmp, which anyone may write.
+pub const TRUSTED_ROOT: &str = "/run/guardrail-tests";
+
+/// A fresh directory (0700) in [`TRUSTED_ROOT`] (root's, 0755), removed
+/// when dropped: a place for configurations and rules files the agent
+/// accepts.
+pub fn trusted_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    require_root();
+    let root = Path::new(TRUSTED_ROOT);
+    std::fs::create_dir_all(root).expect("creating the trusted test directory");
+    std::os::unix::fs::chown(root, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    tempfile::Builder::new()
+        .prefix("agent-")
+        .tempdir_in(root)
+        .expect("temp dir in the trusted test directory")
+}
+
 pub fn require_root() {
     // SAFETY: no arguments.
     let euid = unsafe { libc::geteuid() };
@@ -106,7 +127,9 @@ impl Agent {
     /// with extra environment).
     pub fn launch(config_text: &str, extra: &[&str], launch: &Launch) -> Agent {
         require_root();
-        let dir = tempfile::tempdir().expect("temp dir");
+        // Not under /tmp: the agent refuses a configuration others could
+        // replace.
+        let dir = trusted_tempdir();
         let socket = launch
             .socket
             .clone()

@@ -1,20 +1,28 @@
 //! `guardrail doctor` and `guardrail-agent --check-config` on this host:
 //! they must report what the kernel really accepts, not what files suggest.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use guardrail_tests::{assert_success, bin, require_root, Agent};
+use guardrail_tests::{assert_success, bin, require_root, trusted_tempdir, Agent};
 use serde_json::Value;
 
-fn default_config() -> &'static Path {
-    Path::new(concat!(
+/// The shipped configuration, copied where only root can change it, as
+/// the package installs it: the checkout may belong to another user, and
+/// the agent and doctor refuse a configuration others could change.
+fn default_config() -> (tempfile::TempDir, PathBuf) {
+    let shipped = Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../config/guardrail.toml"
-    ))
+    ));
+    let dir = trusted_tempdir();
+    let copy = dir.path().join("guardrail.toml");
+    std::fs::copy(shipped, &copy).unwrap();
+    (dir, copy)
 }
 
 fn doctor(extra: &[&str]) -> (std::process::Output, Value) {
+    let (_dir, config) = default_config();
     let out = Command::new(bin("guardrail"))
         .args([
             "--socket",
@@ -23,7 +31,7 @@ fn doctor(extra: &[&str]) -> (std::process::Output, Value) {
             "--json",
         ])
         .arg("--config")
-        .arg(default_config())
+        .arg(&config)
         .args(extra)
         .output()
         .unwrap();
@@ -86,11 +94,11 @@ fn doctor_without_loading_reports_the_lsm_list_only() {
     assert!(out.status.success(), "{report:#}");
     let state = report["bpf_lsm"]["state"].as_str().unwrap();
     assert!(matches!(state, "listed" | "absent"), "{state}");
-    assert!(!report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|c| c["what"] == "probes"));
+    let checks = report["checks"].as_array().unwrap();
+    assert!(!checks.iter().any(|c| c["what"] == "probes"));
+    // Installed where only root can change it, the configuration passes.
+    let trust = checks.iter().find(|c| c["what"] == "config files").unwrap();
+    assert_eq!(trust["level"], "ok", "{trust}");
 }
 
 #[test]
@@ -116,10 +124,11 @@ fn doctor_rejects_an_invalid_config_with_its_position() {
 
 #[test]
 fn check_config_explains_each_rule() {
+    let (_dir, config) = default_config();
     let out = Command::new(bin("guardrail-agent"))
         .arg("--check-config")
         .arg("--config")
-        .arg(default_config())
+        .arg(&config)
         .output()
         .unwrap();
     assert_success(&out);

@@ -9,6 +9,7 @@ mod package;
 mod prereqs;
 mod vm;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -128,8 +129,19 @@ fn main() -> Result<()> {
         Task::Run { args } => {
             build(true)?;
             let agent = root().join("target/release/guardrail-agent");
+            // The agent refuses a configuration others could change, and
+            // the checkout may be a user's: run on a copy only root can
+            // change, as the package installs it.
+            let dir = Path::new("/run/guardrail-dev");
+            std::fs::create_dir_all(dir)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+            let config = dir.join("guardrail.toml");
+            std::fs::copy(root().join("config/guardrail.toml"), &config)?;
+            std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644))?;
             let mut cmd = Command::new(agent);
-            cmd.args(["--config", "config/guardrail.toml", "--print", "human"])
+            cmd.arg("--config")
+                .arg(&config)
+                .args(["--print", "human"])
                 .args(args)
                 .current_dir(root());
             run(&mut cmd)

@@ -146,6 +146,10 @@ pub fn package(bin_dir: &Path, version: Option<&str>) -> Result<PathBuf> {
         )?;
     }
     write(&debian.join("conffiles"), &format!("/{CONFFILE}\n"), 0o644)?;
+    // Directories were made under whatever umask xtask runs with; the
+    // agent refuses a configuration in a group- or world-writable one
+    // (docs/security.md), so none may be. Files have their modes already.
+    run(Command::new("chmod").args(["-R", "go-w"]).arg(&stage))?;
     // Checksums of everything but the conffile, as dh_md5sums writes them.
     let sums = output(
         Command::new("sh")
@@ -330,8 +334,20 @@ pub fn package_test(bin_dir: &Path) -> Result<()> {
         root.exists("/etc/systemd/system/multi-user.target.wants/guardrail-agent.service"),
         || "no multi-user.target.wants link".into(),
     );
+    // What the agent trusts, only root can change (--check-config below
+    // checks the configuration's path too).
+    let loose = root.sh(
+        "find /etc/guardrail /usr/sbin/guardrail-agent /usr/bin/guardrail \
+         /usr/lib/systemd/system/guardrail-agent.service \
+         \\( ! -user root -o ! -group root -o -perm /022 \\) -print",
+    );
+    c.check(
+        "installed files only root can change",
+        loose.as_ref().is_ok_and(|o| o.trim().is_empty()),
+        || format!("{loose:?}"),
+    );
     // The binaries run on a plain Debian 12: every library they need is
-    // there, and the shipped configuration is valid.
+    // there, and the shipped configuration is valid and trusted.
     let checked = root.sh("guardrail-agent --check-config --config /etc/guardrail/guardrail.toml");
     c.check(
         "shipped config valid",

@@ -201,9 +201,14 @@ fn initramfs(bin_dir: &Path) -> Result<PathBuf> {
     for f in ["init", "scenarios.sh"] {
         run(Command::new("chmod").arg("755").arg(staging.join(f)))?;
     }
+    // The agent trusts its configuration only if nobody but root can
+    // change it or its directories: whatever the umask and whoever builds
+    // the image, nothing in it is group- or world-writable and all is
+    // root's (/tmp and /run are mounted over at boot).
+    run(Command::new("chmod").args(["-R", "go-w"]).arg(&staging))?;
     let image = vm_dir().join("initramfs.cpio.gz");
     let cmd = format!(
-        "cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
+        "cd '{}' && find . | cpio -o -H newc -R 0:0 --quiet | gzip -1 > '{}'",
         staging.display(),
         image.display()
     );

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -23,6 +23,7 @@ use tracing::{info, warn};
 
 use super::chain::{open, seal, GENESIS};
 use crate::config::AuditSection;
+use crate::trust::{absolute, check_path, create_private_dir, Policy, RealFs, Role};
 
 #[derive(Debug, Default, Serialize, Deserialize, Clone, PartialEq)]
 pub struct AuditSnapshot {
@@ -115,12 +116,30 @@ fn first_record_time(path: &Path) -> Option<std::time::SystemTime> {
     humantime::parse_rfc3339(value.get("time")?.as_str()?).ok()
 }
 
-fn open_log(path: &Path) -> std::io::Result<File> {
-    OpenOptions::new()
-        .create(true)
+/// Open the log for appending. A new file is root's alone (0600), or
+/// also readable by `reader` (0640); an existing one keeps its mode.
+fn open_log(path: &Path, reader: Option<u32>) -> std::io::Result<File> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = if reader.is_some() { 0o640 } else { 0o600 };
+    match OpenOptions::new()
+        .create_new(true)
         .append(true)
-        .mode(0o600)
+        .mode(mode)
         .open(path)
+    {
+        Ok(file) => {
+            if let Some(gid) = reader {
+                std::os::unix::fs::fchown(&file, None, Some(gid))?;
+            }
+            // What the umask took from the reader, given back.
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+            Ok(file)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            OpenOptions::new().append(true).open(path)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Exclusive advisory lock: two agents appending to one chain would break it.
@@ -137,17 +156,22 @@ fn lock(file: &File, path: &Path) -> Result<()> {
 }
 
 impl AuditLog {
-    pub fn start(cfg: &AuditSection) -> Result<Self> {
+    /// Open (creating if need be) the log at `cfg.path`. A directory the
+    /// agent creates lets only root in, or root and the admin group of
+    /// `policy` to read; an existing one that others could write is
+    /// reported, since they could remove or replace the log.
+    pub fn start(cfg: &AuditSection, policy: &Policy) -> Result<Self> {
         let path = cfg.path.clone();
+        let reader = policy.admin.as_ref().map(|a| a.gid);
         if let Some(dir) = path.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o750)
-                .create(dir)
+            create_private_dir(dir, reader)
                 .with_context(|| format!("creating {}", dir.display()))?;
         }
-        let file =
-            open_log(&path).with_context(|| format!("opening the audit log {}", path.display()))?;
+        for problem in check_path(&RealFs::new(), policy, &absolute(&path), Role::AuditLog) {
+            warn!("{problem}");
+        }
+        let file = open_log(&path, reader)
+            .with_context(|| format!("opening the audit log {}", path.display()))?;
         lock(&file, &path)?;
         match cut_torn_record(&path) {
             Ok(0) => {}
@@ -165,6 +189,7 @@ impl AuditLog {
         let unreported = Arc::new(AtomicU64::new(0));
         let mut w = Writer {
             cfg: cfg.clone(),
+            reader,
             file,
             size: std::fs::metadata(&path).map_or(0, |m| m.len()),
             prev,
@@ -230,6 +255,8 @@ impl Drop for AuditLog {
 
 struct Writer {
     cfg: AuditSection,
+    /// The admin group, which may read the files the writer creates.
+    reader: Option<u32>,
     file: File,
     size: u64,
     prev: String,
@@ -376,7 +403,7 @@ impl Writer {
             let _ = std::fs::rename(name(i), name(i + 1));
         }
         std::fs::rename(path, name(1))?;
-        let file = open_log(path)?;
+        let file = open_log(path, self.reader)?;
         lock(&file, path).map_err(std::io::Error::other)?;
         self.file = file;
         self.size = 0;
@@ -421,6 +448,46 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_new_log_lets_only_root_in_or_the_admin_group_read() {
+        use std::os::unix::fs::MetadataExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("private/audit.jsonl");
+        let cfg = AuditSection {
+            path: path.clone(),
+            ..Default::default()
+        };
+        drop(AuditLog::start(&cfg, &Policy::agent(None)).unwrap());
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        assert_eq!(mode(&path), 0o600);
+        // SAFETY: no arguments.
+        let gid = unsafe { libc::getegid() };
+        let admin = Policy::agent(Some(crate::trust::AdminGroup {
+            name: "admins".into(),
+            gid,
+        }));
+        let path = dir.path().join("shared/audit.jsonl");
+        let cfg = AuditSection {
+            path: path.clone(),
+            max_bytes: 4096,
+            max_files: 2,
+            ..Default::default()
+        };
+        let log = AuditLog::start(&cfg, &admin).unwrap();
+        // Enough to rotate: the new file is the admin group's too.
+        for n in 0..100 {
+            log.send(format!(r#"{{"kind":"test","n":{n}}}"#).into());
+        }
+        drop(log);
+        assert_eq!(mode(path.parent().unwrap()), 0o750);
+        let rotated = dir.path().join("shared/audit.jsonl.1");
+        for p in [&path, &rotated] {
+            let meta = std::fs::metadata(p).unwrap();
+            assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o640, gid), "{p:?}");
+        }
+    }
+
+    #[test]
     fn a_record_cut_short_is_removed_and_the_chain_continues() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
@@ -428,7 +495,7 @@ mod tests {
             path: path.clone(),
             ..Default::default()
         };
-        let log = AuditLog::start(&cfg).unwrap();
+        let log = AuditLog::start(&cfg, &Policy::agent(None)).unwrap();
         log.send(r#"{"kind":"test","n":1}"#.into());
         drop(log);
         // A killed writer leaves half a line.
@@ -436,7 +503,7 @@ mod tests {
         f.write_all(br#"{"kind":"test","n":2,"chain":{"prev":"ab"#)
             .unwrap();
         drop(f);
-        let log = AuditLog::start(&cfg).unwrap();
+        let log = AuditLog::start(&cfg, &Policy::agent(None)).unwrap();
         log.send(r#"{"kind":"test","n":3}"#.into());
         drop(log);
         let text = std::fs::read_to_string(&path).unwrap();
@@ -455,7 +522,7 @@ mod tests {
             max_age: Some("1s".into()),
             ..Default::default()
         };
-        let log = AuditLog::start(&cfg).unwrap();
+        let log = AuditLog::start(&cfg, &Policy::agent(None)).unwrap();
         log.send(r#"{"kind":"test","n":1}"#.into());
         std::thread::sleep(Duration::from_millis(2200));
         log.send(r#"{"kind":"test","n":2}"#.into());

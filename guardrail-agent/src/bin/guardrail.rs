@@ -18,6 +18,7 @@ use guardrail_agent::replay::replay;
 use guardrail_agent::rules::eval::Enforcement;
 use guardrail_agent::rules::users::Names;
 use guardrail_agent::rules::{load_rules, RuleSet};
+use guardrail_agent::trust::{self, AdminGroup, Policy, RealFs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -75,8 +76,9 @@ enum Command {
     /// Checks the kernel, BTF, tracepoints, lockdown and BPF-LSM (with how
     /// to enable it), then explains every configured rule. Asks the running agent when there is one; otherwise, as root,
     /// loads the probes briefly to prove what the kernel accepts. Exit
-    /// status 1 when the agent cannot capture on this host, 2 when the
-    /// configuration is invalid.
+    /// status 1 when the agent cannot capture on this host or would refuse
+    /// its configuration because others than root could change it, 2 when
+    /// the configuration is invalid.
     Doctor {
         /// Configuration whose rules to explain.
         #[arg(long, short, default_value = DEFAULT_PATH)]
@@ -111,6 +113,9 @@ enum LogCommand {
 enum RulesCommand {
     /// Validate a configuration or rules file and everything it includes.
     /// Prints every problem with file:line:column; exit status 2 on error.
+    /// Files that others than root could change (the file, an include, a
+    /// directory on their paths) are errors for the agent's configuration,
+    /// which the agent would refuse, and warnings for any other file.
     Check { file: PathBuf },
     /// Replay recorded events (JSON lines, e.g. from `guardrail-agent
     /// --print json` or `guardrail tail --json`) against the rules of FILE
@@ -225,10 +230,68 @@ fn load_or_report(file: &std::path::Path) -> Result<RuleSet> {
     }
 }
 
+/// Who besides root could change FILE and the files it includes, judged
+/// as the agent (run by root) judges them when it loads them.
+fn trust_report(file: &std::path::Path, set: &RuleSet) -> Vec<String> {
+    let mut report = Vec::new();
+    let admin = match Config::load(file).ok().and_then(|c| c.agent.admin_group) {
+        None => None,
+        Some(name) => match AdminGroup::resolve(&name, &Names::system()) {
+            Ok(group) => Some(group),
+            Err(e) => {
+                report.push(e.to_string());
+                None
+            }
+        },
+    };
+    let problems = trust::check_all(&RealFs::new(), &Policy::root(admin), file, set);
+    report.extend(problems.iter().map(ToString::to_string));
+    report
+}
+
+/// Whether FILE is what the agent loads: the default configuration, or
+/// the one the running agent says it uses.
+async fn is_agent_config(socket: &std::path::Path, file: &std::path::Path) -> bool {
+    let Ok(file) = file.canonicalize() else {
+        return false;
+    };
+    let same = |other: &std::path::Path| other.canonicalize().is_ok_and(|o| o == file);
+    if same(std::path::Path::new(DEFAULT_PATH)) {
+        return true;
+    }
+    let running = reply(socket, &Request::Status).await.ok();
+    running
+        .and_then(|line| serde_json::from_str::<Status>(&line).ok())
+        .and_then(|s| s.config_file)
+        .is_some_and(|c| same(std::path::Path::new(&c)))
+}
+
 async fn rules(socket: &std::path::Path, cmd: RulesCommand) -> Result<()> {
     match cmd {
         RulesCommand::Check { file } => {
             let set = load_or_report(&file)?;
+            let untrusted = trust_report(&file, &set);
+            if !untrusted.is_empty() {
+                if is_agent_config(socket, &file).await {
+                    for problem in &untrusted {
+                        eprintln!("{problem}");
+                    }
+                    eprintln!(
+                        "{} problem(s): the agent refuses a configuration that others can change",
+                        untrusted.len()
+                    );
+                    return Err(Invalid.into());
+                }
+                // A draft, e.g. in a home directory: fine to check, but
+                // the agent would refuse it where it is.
+                for problem in &untrusted {
+                    eprintln!("warning: {problem}");
+                }
+                eprintln!(
+                    "warning: the agent would refuse {} as its configuration until only root can change it",
+                    file.display()
+                );
+            }
             println!(
                 "{}: valid ({} rules, {} windows, {} files)",
                 file.display(),
@@ -566,6 +629,25 @@ async fn doctor(
     } else {
         None
     };
+    if let Some(set) = &rules {
+        // The agent refuses to start with these.
+        let untrusted = trust_report(config, set);
+        if untrusted.is_empty() {
+            checks.push(Check {
+                level: Level::Ok,
+                what: "config files",
+                detail: format!(
+                    "{} and what it includes: only root can change them",
+                    config.display()
+                ),
+            });
+        }
+        checks.extend(untrusted.into_iter().map(|detail| Check {
+            level: Level::Fail,
+            what: "config files",
+            detail,
+        }));
+    }
     let effects = rules
         .as_ref()
         .map(|set| rule_effects(set, &lsm))

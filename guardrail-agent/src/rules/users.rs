@@ -39,6 +39,15 @@ fn parse(text: &str) -> HashMap<String, u32> {
         .collect()
 }
 
+/// The alphabetically first name for `id`: a stable answer where names
+/// share an id.
+fn first_named(map: &HashMap<String, u32>, id: u32) -> Option<&str> {
+    map.iter()
+        .filter(|(_, &v)| v == id)
+        .map(|(k, _)| k.as_str())
+        .min()
+}
+
 impl Names {
     pub fn from_files(passwd: &Path, group: &Path) -> Self {
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
@@ -70,6 +79,15 @@ impl Names {
         self.groups.get(name).copied()
     }
 
+    /// The name of user `uid` (the first listed, if several share it).
+    pub fn user_name(&self, uid: u32) -> Option<&str> {
+        first_named(&self.users, uid)
+    }
+
+    pub fn group_name(&self, gid: u32) -> Option<&str> {
+        first_named(&self.groups, gid)
+    }
+
     /// The uids listed as members of group `name`.
     pub fn member_uids(&self, name: &str) -> Vec<u32> {
         self.members
@@ -92,5 +110,8 @@ mod tests {
         assert_eq!(n.user("alice"), Some(1000));
         assert_eq!(n.user("bob"), None);
         assert_eq!(n.group("adm"), Some(4));
+        assert_eq!(n.user_name(1000), Some("alice"));
+        assert_eq!(n.group_name(4), Some("adm"));
+        assert_eq!(n.group_name(5), None);
     }
 }
