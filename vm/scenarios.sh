@@ -88,7 +88,18 @@ grep -q "BPF-LSM (deny)    yes" /tmp/status.txt || sed 's/^/GUARDRAIL-VM: log /'
 # Capture still works.
 touch /tmp/captured
 chmod 4755 /tmp/captured
-eventually capture-chmod grep -q '"path":"/tmp/captured","mode":"4755"' /tmp/events.jsonl
+captured_chmod() { grep '"op":"chmod","path":"/tmp/captured"' /tmp/events.jsonl | grep -q '"mode":"4755"'; }
+eventually capture-chmod captured_chmod
+
+# Paths are canonical, from the kernel for an open: `..` resolved, the
+# spelling kept.
+mkdir -p /tmp/canon/sub /tmp/canon/prot
+(cd /tmp/canon/sub && echo x > ../prot/a)
+eventually canonical-open grep -q '"path":"/tmp/canon/prot/a","raw_path":"../prot/a","path_source":"kernel"' /tmp/events.jsonl
+# Fork records: a forked subshell has an id and its lineage.
+(sh -c 'echo y > /tmp/canon/lineage')
+lineage_event() { grep '"path":"/tmp/canon/lineage"' /tmp/events.jsonl | grep '"id":"' | grep -q '"ancestors":\[{"pid":'; }
+eventually lineage-in-events lineage_event
 
 # Deny keeps content, mode and owner, and the caller sees EPERM.
 (echo evil > /protected/secret) 2> /tmp/write.err
