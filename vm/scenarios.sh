@@ -139,13 +139,31 @@ check bypass-bind-mount same /protected/secret original
 umount /mnt/bind
 (echo evil > //protected//./secret) 2>/dev/null
 check bypass-double-slash same /protected/secret original
-# Renaming a parent directory moves the file, not the protection: the
-# kernel decides on the inode.
+# Path integrity: what a protected path resolves to cannot be changed.
+# A directory above a protected file cannot be moved away (and the path
+# re-created with other content)...
 mv /protected /moved 2>/dev/null
-(echo evil > /moved/secret) 2>/dev/null
-check bypass-parent-rename sh -c '[ -d /moved ] && [ "$(cat /moved/secret)" = original ]'
-mv /moved /protected 2>/dev/null
-check parent-renamed-back same /protected/secret original
+(mkdir -p /protected && echo evil > /protected/secret) 2>/dev/null
+check integrity-ancestor-moved sh -c '[ ! -e /moved ] && [ "$(cat /protected/secret)" = original ] && [ -d /protected/dir ]'
+# ...nothing can be mounted over a protected file, nor over a protected
+# directory (then written through)...
+echo evil > /tmp/evil
+mount --bind /tmp/evil /protected/secret 2>/dev/null
+check integrity-bind-over-file sh -c '! grep -q " /protected/secret " /proc/mounts && [ "$(cat /protected/secret)" = original ]'
+umount /protected/secret 2>/dev/null
+mount -t tmpfs none /protected/dir 2>/dev/null
+(echo evil > /protected/dir/kept) 2>/dev/null
+check integrity-mount-over-dir sh -c '! grep -q " /protected/dir " /proc/mounts && [ "$(cat /protected/dir/kept)" = original ]'
+umount /protected/dir 2>/dev/null
+# ...also not in a private mount namespace, whose mounts the host would
+# never see.
+unshare -m sh -c 'mount --bind /tmp/evil /protected/secret 2>/dev/null; cat /protected/secret' > /tmp/ns.out 2>&1
+check integrity-private-namespace same /tmp/ns.out original
+# Mounting elsewhere still works.
+mkdir -p /mnt/free
+mount -t tmpfs none /mnt/free
+check integrity-unrelated-mount grep -q " /mnt/free " /proc/mounts
+umount /mnt/free
 /bin/vmhelper reopen /protected/secret > /tmp/reopen.out
 check bypass-opath-reopen same /protected/secret original
 check reopen-eperm grep -q "opath=1 reopen=-1 errno=1" /tmp/reopen.out

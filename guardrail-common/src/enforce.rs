@@ -87,7 +87,10 @@ pub struct InodeKey {
 }
 
 /// Which rules name an inode: as the object itself (`exact`), as a
-/// directory above it (`subtree`), and the same for `path_not`.
+/// directory above it (`subtree`), and the same for `path_not`; and the
+/// rules whose paths run through it (`guards`: the object a rule names,
+/// the root of its subtree, and every directory above them), which no
+/// mount and no rename may change while the rule is in force.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InodeRules {
@@ -95,6 +98,7 @@ pub struct InodeRules {
     pub subtree: u64,
     pub not_exact: u64,
     pub not_subtree: u64,
+    pub guards: u64,
 }
 
 /// An executable a rule's `exe`/`exe_not` names.

@@ -94,6 +94,8 @@ pub struct Compiled {
     pub pathless: u64,
     /// Rules whose action is kill.
     pub kills: u64,
+    /// Rules whose action is kill or deny: the ones path integrity serves.
+    pub protecting: u64,
     pub ops: u32,
     /// Paths that do not exist now and so protect nothing until they do
     /// (re-resolved on every rule refresh).
@@ -138,6 +140,9 @@ fn add_paths(out: &mut Compiled, matcher: &PathMatcher, bit: u64, generation: u3
         if metas.is_empty() {
             out.missing.push(base.to_string());
         }
+        if !negated {
+            guard_path(out, Path::new(base), bit, generation);
+        }
         for meta in metas {
             let entry = out.inodes.entry(key_of(&meta, generation)).or_default();
             let field = match (subtree, negated) {
@@ -147,6 +152,23 @@ fn add_paths(out: &mut Compiled, matcher: &PathMatcher, bit: u64, generation: u3
                 (true, true) => &mut entry.not_subtree,
             };
             *field |= bit;
+        }
+    }
+}
+
+/// Path integrity: mark `base` (when it exists) and every directory above
+/// it as guarded by rule `bit`, so that the kernel refuses a mount on them
+/// or a rename of them — which would change what the rule's path
+/// resolves to without touching the protected inode. A symlinked
+/// directory on the way is guarded as the link and as its target.
+fn guard_path(out: &mut Compiled, base: &Path, bit: u64, generation: u32) {
+    for dir in base.ancestors() {
+        let metas = [std::fs::metadata(dir), std::fs::symlink_metadata(dir)];
+        for meta in metas.into_iter().flatten() {
+            out.inodes
+                .entry(key_of(&meta, generation))
+                .or_default()
+                .guards |= bit;
         }
     }
 }
@@ -234,6 +256,9 @@ pub fn compile(set: &RuleSet, generation: u32) -> Result<Compiled> {
         if k.action == action::KILL {
             out.kills |= bit;
         }
+        if k.action != action::ALLOW {
+            out.protecting |= bit;
+        }
         out.rules.push(k);
         out.ids.push(r.id.clone());
     }
@@ -263,6 +288,12 @@ pub fn load(ebpf: &mut Ebpf, rename_params: usize, setattr_params: usize) -> Res
     };
     for (program, hook) in HOOKS.iter().chain(&[(rename, "path_rename")]) {
         attach(ebpf, program, hook, &btf)?;
+    }
+    // Path integrity: mounts over what the rules protect. move_mount (the
+    // new mount API) is a hook since 5.2; where a kernel lacks it, say so.
+    attach(ebpf, "guardrail_sb_mount", "sb_mount", &btf)?;
+    if let Err(e) = attach(ebpf, "guardrail_move_mount", "move_mount", &btf) {
+        warn!("mounts made with move_mount(2) cannot be refused on this kernel: {e:#}");
     }
     // Owner changes: path_chown where the kernel's trampolines take its
     // by-value kuid_t/kgid_t arguments (not 5.10), else inode_setattr.
@@ -343,6 +374,7 @@ impl Enforcer {
         self.state.set(1, old_ops | compiled.ops as u64, 0)?;
         self.state.set(2, old_pathless | compiled.pathless, 0)?;
         self.state.set(3 + (next & 1), compiled.kills, 0)?;
+        self.state.set(6 + (next & 1), compiled.protecting, 0)?;
         self.state.set(0, next as u64, 0)?;
         self.state.set(1, compiled.ops as u64, 0)?;
         self.state.set(2, compiled.pathless, 0)?;

@@ -9,7 +9,7 @@ use aya_ebpf::macros::lsm;
 use aya_ebpf::programs::LsmContext;
 use guardrail_common::enforce::op;
 
-use super::{decide, is_canary, read};
+use super::{decide, is_canary, mount_would_change_a_rule, move_would_change_a_rule, read};
 use crate::off;
 
 /// fmode_t bit for "opened for writing".
@@ -136,6 +136,18 @@ fn path_rename(ctx: &LsmContext, previous: i32) -> i32 {
     let old_dentry: u64 = ctx.arg(1);
     let new_dir: u64 = ctx.arg(2);
     let new_dentry: u64 = ctx.arg(3);
+    // Path integrity, whatever operations the rules name: moving a
+    // protected object or a directory above one away (then re-creating
+    // the path), or renaming something over them, changes what the rule's
+    // path means.
+    let r = move_would_change_a_rule(old_dentry);
+    if r != 0 {
+        return verdict(previous, r);
+    }
+    let r = move_would_change_a_rule(new_dentry);
+    if r != 0 {
+        return verdict(previous, r);
+    }
     let r = decide(op::RENAME, mnt_of(old_dir), old_dentry, false);
     if r != 0 {
         return verdict(previous, r);
@@ -159,6 +171,42 @@ pub fn guardrail_path_rename4(ctx: LsmContext) -> i32 {
 #[lsm(hook = "path_rename")]
 pub fn guardrail_path_rename5(ctx: LsmContext) -> i32 {
     path_rename(&ctx, ctx.arg(5))
+}
+
+const MS_REMOUNT: u64 = 32;
+const MS_BIND: u64 = 4096;
+const MS_MOVE: u64 = 8192;
+const MS_UNBINDABLE: u64 = 1 << 17;
+const MS_PRIVATE: u64 = 1 << 18;
+const MS_SLAVE: u64 = 1 << 19;
+const MS_SHARED: u64 = 1 << 20;
+
+/// Mounts over a protected object, a directory above one or anything in
+/// a protected subtree, in any mount namespace: `mount --bind`, a new
+/// file system, `MS_MOVE`. Remounts and propagation changes leave what a
+/// path resolves to as it is (systemd remounts / at boot and shutdown).
+#[lsm(hook = "sb_mount")]
+pub fn guardrail_sb_mount(ctx: LsmContext) -> i32 {
+    // (dev_name, path, type, flags, data)
+    let previous: i32 = ctx.arg(5);
+    let flags: u64 = ctx.arg(3);
+    let keeps_paths = flags & MS_REMOUNT != 0
+        || (flags & (MS_SHARED | MS_PRIVATE | MS_SLAVE | MS_UNBINDABLE) != 0
+            && flags & (MS_BIND | MS_MOVE) == 0);
+    if keeps_paths {
+        return previous;
+    }
+    let (mnt, dentry) = path_parts(ctx.arg(1));
+    verdict(previous, mount_would_change_a_rule(mnt, dentry))
+}
+
+/// The new mount API's way to attach a mount (fsmount + move_mount).
+#[lsm(hook = "move_mount")]
+pub fn guardrail_move_mount(ctx: LsmContext) -> i32 {
+    // (from_path, to_path)
+    let previous: i32 = ctx.arg(2);
+    let (mnt, dentry) = path_parts(ctx.arg(1));
+    verdict(previous, mount_would_change_a_rule(mnt, dentry))
 }
 
 #[lsm(hook = "path_truncate")]

@@ -27,8 +27,9 @@ static KRULES: Array<KernelRule> = Array::with_max_entries(2 * MAX_KERNEL_RULES,
 /// [0]: the generation in force. [1]: operations any rule of it names
 /// (a quick way out for everything else). [2]: rules without paths.
 /// [3], [4]: kill rules of generation 0 and 1. [5]: windows active now.
+/// [6], [7]: kill and deny rules (not allow rules) of generation 0 and 1.
 #[map]
-static ENFORCE_STATE: Array<u64> = Array::with_max_entries(6, 0);
+static ENFORCE_STATE: Array<u64> = Array::with_max_entries(8, 0);
 
 #[map]
 static INODE_RULES: HashMap<InodeKey, InodeRules> = HashMap::with_max_entries(16384, 0);
@@ -273,6 +274,50 @@ fn check_rule(i: u32, generation: u32, op_root: u32, exe_dev: u64, exe_ino: u64)
     } else {
         acc_or(ACC_MATCHED, 1u64 << (i & 63));
     }
+}
+
+/// Path integrity: whether mounting on `dentry` (in mount `vfsmnt`, 0 when
+/// unknown) would change what a kill/deny rule's path resolves to — it is
+/// an object a rule names, a directory above one, or inside a protected
+/// subtree. Decided on the inode, so it holds in every mount namespace.
+#[inline(always)]
+pub fn mount_would_change_a_rule(vfsmnt: u64, dentry: u64) -> i32 {
+    let generation = state(0) as u32;
+    acc_clear();
+    let mut rules = guarding(dentry, generation);
+    rules |= path_candidates(vfsmnt, dentry, generation);
+    if rules & protecting(generation) == 0 {
+        return 0;
+    }
+    -EPERM
+}
+
+/// Path integrity: whether moving `dentry` away (or replacing it) would
+/// change what a kill/deny rule's path resolves to.
+#[inline(always)]
+pub fn move_would_change_a_rule(dentry: u64) -> i32 {
+    let generation = state(0) as u32;
+    if guarding(dentry, generation) & protecting(generation) == 0 {
+        return 0;
+    }
+    -EPERM
+}
+
+/// Rules whose paths run through `dentry` (see `InodeRules::guards`).
+#[inline(always)]
+fn guarding(dentry: u64, generation: u32) -> u64 {
+    match dentry_key(dentry, generation) {
+        Some(key) if key.ino != 0 => {
+            unsafe { INODE_RULES.get(&key) }.map_or(0, |r| r.guards | r.exact)
+        }
+        _ => 0,
+    }
+}
+
+/// Kill and deny rules of `generation` (allow rules exempt, never protect).
+#[inline(always)]
+fn protecting(generation: u32) -> u64 {
+    state(6 + (generation & 1))
 }
 
 /// Rules of `generation` whose action is kill (kept by the agent in
