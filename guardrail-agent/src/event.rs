@@ -119,9 +119,14 @@ impl Body {
             Body::File { file, .. } => {
                 let mut v: Vec<&str> = file.path.iter().map(String::as_str).collect();
                 v.extend(file.new_path.as_deref());
+                v.extend(file.aliases.iter().map(String::as_str));
                 v
             }
-            Body::Perm { perm, .. } => perm.path.iter().map(String::as_str).collect(),
+            Body::Perm { perm, .. } => {
+                let mut v: Vec<&str> = perm.path.iter().map(String::as_str).collect();
+                v.extend(perm.aliases.iter().map(String::as_str));
+                v
+            }
             Body::Loss { .. } => vec![],
         }
     }
@@ -162,6 +167,63 @@ pub struct Process {
     /// a process the agent does not know.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub ancestors_truncated: bool,
+}
+
+/// A file system object by identity rather than by name: the same file
+/// under every path that reaches it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ObjectId {
+    /// `MAJOR:MINOR` of the file system, as `stat -c %Hd:%Ld` shows it.
+    #[serde(with = "dev_text")]
+    pub dev: u64,
+    pub ino: u64,
+    /// Read from the kernel object the call acted on (true), or by the
+    /// agent with stat(2) on the canonical path after the fact (false).
+    pub kernel: bool,
+}
+
+impl ObjectId {
+    /// From a kernel `s_dev` (MAJOR << 20 | MINOR).
+    pub fn from_kernel(dev: u32, ino: u64) -> ObjectId {
+        ObjectId {
+            dev: dev as u64,
+            ino,
+            kernel: true,
+        }
+    }
+
+    /// From a userspace `st_dev`.
+    pub fn from_stat(st_dev: u64, ino: u64) -> ObjectId {
+        let (major, minor) = (libc::major(st_dev) as u64, libc::minor(st_dev) as u64);
+        ObjectId {
+            dev: (major << 20) | minor,
+            ino,
+            kernel: false,
+        }
+    }
+
+    /// The same object, however it was learned.
+    pub fn same(&self, other: &ObjectId) -> bool {
+        self.dev == other.dev && self.ino == other.ino
+    }
+}
+
+/// Kernel dev numbers as `MAJOR:MINOR` text.
+mod dev_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(dev: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_args!("{}:{}", dev >> 20, dev & 0xfffff))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let text = String::deserialize(d)?;
+        let (major, minor) = text
+            .split_once(':')
+            .ok_or_else(|| serde::de::Error::custom("dev is MAJOR:MINOR"))?;
+        let n = |t: &str| t.parse::<u64>().map_err(serde::de::Error::custom);
+        Ok((n(major)? << 20) | n(minor)?)
+    }
 }
 
 /// One process of a lineage.
@@ -231,6 +293,13 @@ pub struct FileDetails {
     /// Whether `path` is absolute (false: the cwd or dirfd could not be
     /// read because the process was gone).
     pub resolved: bool,
+    /// The object acted on, by device and inode (see [`ObjectId`]).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub object: Option<ObjectId>,
+    /// Other names of the same object that rules watch (a hard link, the
+    /// path under a bind mount's source): rules match them too.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub aliases: Vec<String>,
     /// Second path: rename/link destination, canonical like `path`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub new_path: Option<String>,
@@ -266,6 +335,10 @@ pub struct PermDetails {
     pub raw_path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub path_source: Option<PathSource>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub object: Option<ObjectId>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub aliases: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub fd: Option<i32>,
     /// chmod: the new mode (octal string) and its notable bits.

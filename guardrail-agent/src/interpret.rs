@@ -39,6 +39,10 @@ pub trait ProcessView {
     /// A directory may have been renamed, removed or re-pointed: forget
     /// what was resolved before.
     fn paths_changed(&mut self) {}
+    /// The object `path` names now (stat(2), or lstat(2) unless `follow`).
+    fn object_of(&mut self, _path: &str, _follow: bool) -> Option<ObjectId> {
+        None
+    }
 }
 
 /// A process's identity and ancestry (see [`Process`]).
@@ -568,11 +572,34 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
         }
         (None, None) => (None, None, false, None),
     };
+    // The object by identity: from the kernel object where the probes read
+    // it; for a path-based call that succeeded, stat(2) of the canonical
+    // path now.
+    let object = if h.flags & flags::OBJECT_ID != 0 {
+        Some(ObjectId::from_kernel(h.obj_dev, h.obj_ino))
+    } else {
+        let looked_up = match (&path, result.ok, path_source) {
+            (Some(p), true, Some(PathSource::Agent)) => Some(p.as_str()),
+            _ => None,
+        };
+        let follow = final_component(nr, &a) == FinalComponent::Follow;
+        match nr {
+            sc::CHMOD
+            | sc::FCHMODAT
+            | sc::FCHMODAT2
+            | sc::CHOWN
+            | sc::LCHOWN
+            | sc::FCHOWNAT
+            | sc::TRUNCATE => looked_up.and_then(|p| view.object_of(p, follow)),
+            _ => None,
+        }
+    };
     let perm = |op: &str| PermDetails {
         op: op.into(),
         path: path.clone(),
         raw_path: raw_path.clone(),
         path_source,
+        object,
         fd: fd_arg,
         truncated: truncation(h, ["path", ""]),
         ..Default::default()
@@ -622,6 +649,7 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
         raw_path,
         resolved,
         path_source,
+        object,
         fd: fd_arg,
         truncated: truncation(h, ["path", "new_path"]),
         ..Default::default()

@@ -57,6 +57,20 @@ pub struct Pipeline<V: ProcessView> {
     pub redacted_events: u64,
     /// `[[output]]`s; each drains its own bounded queue.
     pub outputs: Option<crate::outputs::Outputs>,
+    /// Files that exact-path rules name, by identity: an event on the same
+    /// object under another name (a hard link, a bind mount) gets the
+    /// rule's name as an alias, so the rule decides it too.
+    watched: std::collections::HashMap<(u64, u64), Vec<String>>,
+    watched_at: Instant,
+}
+
+/// How often the identities of watched files are looked up again (an
+/// editor or package manager replaces a file with a new inode).
+const WATCHED_REFRESH: Duration = Duration::from_secs(1);
+
+/// Whether a rule pattern names one file (no glob, no subtree).
+fn is_exact(pattern: &str) -> bool {
+    !pattern.ends_with("/**") && !pattern.contains(['*', '?', '[', '{'])
 }
 
 /// What the LSM programs reported for a syscall.
@@ -113,6 +127,61 @@ impl<V: ProcessView> Pipeline<V> {
             redactor: Arc::new(Redactor::default()),
             redacted_events: 0,
             outputs: None,
+            watched: std::collections::HashMap::new(),
+            watched_at: Instant::now(),
+        }
+    }
+
+    /// Look up the identity of every file an exact-path rule names.
+    fn refresh_watched(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        self.watched.clear();
+        self.watched_at = Instant::now();
+        let patterns = self
+            .rules
+            .rules
+            .iter()
+            .filter_map(|r| r.path.as_ref())
+            .flat_map(|m| m.patterns.iter())
+            .filter(|p| is_exact(p));
+        for pattern in patterns {
+            if let Ok(meta) = std::fs::metadata(pattern) {
+                let id = crate::event::ObjectId::from_stat(meta.dev(), meta.ino());
+                self.watched
+                    .entry((id.dev, id.ino))
+                    .or_default()
+                    .push(pattern.clone());
+            }
+        }
+    }
+
+    /// Give an event on a watched file under another name the watched
+    /// names as aliases.
+    fn add_aliases(&mut self, body: &mut Body) {
+        if self.watched_at.elapsed() >= WATCHED_REFRESH {
+            self.refresh_watched();
+        }
+        let (object, path, new_path, aliases) = match body {
+            Body::File { file, .. } => (
+                file.object,
+                file.path.as_deref(),
+                file.new_path.as_deref(),
+                &mut file.aliases,
+            ),
+            Body::Perm { perm, .. } => (perm.object, perm.path.as_deref(), None, &mut perm.aliases),
+            _ => return,
+        };
+        let Some(object) = object else { return };
+        let Some(names) = self.watched.get(&(object.dev, object.ino)) else {
+            return;
+        };
+        for name in names {
+            if path != Some(name.as_str())
+                && new_path != Some(name.as_str())
+                && !aliases.contains(name)
+            {
+                aliases.push(name.clone());
+            }
         }
     }
 
@@ -151,6 +220,7 @@ impl<V: ProcessView> Pipeline<V> {
             .collect();
         self.rules = rules;
         self.enforcement = enforcement;
+        self.refresh_watched();
         self.sync_windows();
         Ok(())
     }
@@ -281,6 +351,10 @@ impl<V: ProcessView> Pipeline<V> {
             }
         }
         let wall_ns = ktime_ns as i128 + self.wall_offset_ns;
+        let mut body = body;
+        if !self.rules.rules.is_empty() {
+            self.add_aliases(&mut body);
+        }
         let mut event = Event {
             seq: self.seq,
             time: self.wall_time(ktime_ns),

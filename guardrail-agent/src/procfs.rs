@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::event::Ancestor;
+use crate::event::{Ancestor, ObjectId};
 use crate::interpret::{Lineage, ProcessView};
 
 pub struct ProcFs {
@@ -18,6 +18,8 @@ pub struct ProcFs {
     /// Directories resolved lately: a storm on one file resolves its
     /// directory once, not once per event.
     resolved: HashMap<String, String>,
+    /// Objects of paths looked up lately (path, followed), same lifetime.
+    objects: HashMap<(String, bool), ObjectId>,
     resolved_at: Instant,
     /// Nanoseconds per clock tick (USER_HZ), the unit of start times in
     /// /proc and in process ids.
@@ -65,6 +67,7 @@ impl Default for ProcFs {
             procs: HashMap::new(),
             last_prune: Instant::now(),
             resolved: HashMap::new(),
+            objects: HashMap::new(),
             resolved_at: Instant::now(),
             ns_per_tick: 1_000_000_000 / if hz > 0 { hz as u64 } else { 100 },
         }
@@ -291,7 +294,28 @@ impl ProcessView for ProcFs {
 
     fn paths_changed(&mut self) {
         self.resolved.clear();
+        self.objects.clear();
         self.resolved_at = Instant::now();
+    }
+
+    fn object_of(&mut self, path: &str, follow: bool) -> Option<ObjectId> {
+        use std::os::unix::fs::MetadataExt;
+        if self.resolved_at.elapsed() >= RESOLVED_FOR || self.objects.len() >= RESOLVED_MAX {
+            self.paths_changed();
+        }
+        let key = (path.to_string(), follow);
+        if let Some(hit) = self.objects.get(&key) {
+            return Some(*hit);
+        }
+        let meta = if follow {
+            std::fs::metadata(path)
+        } else {
+            std::fs::symlink_metadata(path)
+        }
+        .ok()?;
+        let id = ObjectId::from_stat(meta.dev(), meta.ino());
+        self.objects.insert(key, id);
+        Some(id)
     }
 }
 

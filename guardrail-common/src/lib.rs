@@ -59,6 +59,8 @@ pub mod flags {
     /// successful open): `.`, `..`, `//`, symlinks and mounts resolved as
     /// the kernel resolved them.
     pub const OBJECT0_WALKED: u32 = 1 << 6;
+    /// `obj_dev`/`obj_ino` name the object the call acted on.
+    pub const OBJECT_ID: u32 = 1 << 7;
     /// String `slot` is a path the probes walked in the kernel and the walk
     /// did not reach the root (too deep, or unreadable): it must not be
     /// used as if it were absolute.
@@ -120,7 +122,11 @@ pub struct EventHeader {
     pub verdict_rule: u32,
     pub verdict_action: u32,
     pub verdict_generation: u32,
-    pub _pad: u32,
+    /// The device (kernel `s_dev`: MAJOR << 20 | MINOR) and inode of the
+    /// object the call acted on, when the probes read them from the
+    /// kernel object ([`flags::OBJECT_ID`]).
+    pub obj_dev: u32,
+    pub obj_ino: u64,
     pub comm: [u8; 16],
 }
 

@@ -111,6 +111,24 @@ pub fn of_exe() -> Option<Walked> {
     walk(mnt, dentry)
 }
 
+/// The device (`s_dev`) and inode number of what open file `fd` refers
+/// to.
+#[inline(always)]
+pub fn object_of_fd(fd: i32) -> Option<(u32, u64)> {
+    if off!(task_fs) == 0 || off!(dentry_sb) == 0 {
+        return None;
+    }
+    let (_, dentry) = fd_path(fd)?;
+    unsafe {
+        let sb: u64 = read(dentry, off!(dentry_sb))?;
+        let inode: u64 = read(dentry, off!(dentry_inode))?;
+        if inode == 0 {
+            return None;
+        }
+        Some((read(sb, off!(sb_dev))?, read(inode, off!(inode_ino))?))
+    }
+}
+
 /// What open file `fd` refers to.
 #[inline(always)]
 pub fn of_fd(fd: i32) -> Option<Walked> {

@@ -106,6 +106,17 @@ impl Record {
     }
 }
 
+/// The object open file `fd` refers to, by device and inode: the same
+/// file under every name (hard links, bind mounts).
+#[inline(always)]
+fn object_id(rec: &mut Record, fd: i32) {
+    if let Some((dev, ino)) = path::object_of_fd(fd) {
+        rec.header.obj_dev = dev;
+        rec.header.obj_ino = ino;
+        rec.header.flags |= flags::OBJECT_ID;
+    }
+}
+
 /// The dirfd argument at `index`, AT_FDCWD for calls without one.
 #[inline(always)]
 fn dirfd(args: &[u64; 6], index: u8) -> i32 {
@@ -127,6 +138,7 @@ fn read_paths(rec: &mut Record, nr: u32, args: &[u64; 6], ret: i64) {
         syscalls::FTRUNCATE | syscalls::FCHMOD | syscalls::FCHOWN
     ) {
         rec.walked(0, path::of_fd(args[0] as i32));
+        object_id(rec, args[0] as i32);
     }
     if let Some(&p) = args.get(layout.path1 as usize) {
         rec.user_str(1, p, flags::STR1_TRUNCATED, flags::STR1_UNREADABLE);
@@ -137,6 +149,7 @@ fn read_paths(rec: &mut Record, nr: u32, args: &[u64; 6], ret: i64) {
         // file the kernel opened.
         rec.header.flags |= flags::OBJECT0_WALKED;
         rec.walked(2, path::of_fd(ret as i32));
+        object_id(rec, ret as i32);
     } else if rec.is_relative(0) {
         rec.walked(2, path::dir_of(dirfd(args, layout.dirfd0)));
     }

@@ -253,3 +253,58 @@ fn monitor_mode_sees_every_spelling_too() {
         assert_eq!(e["decision"]["mode"], "monitor", "{}: {e:#}", s.name);
     }
 }
+
+/// The same file under another name — a hard link, a bind mount of its
+/// directory — is the same object: the event names it as reached and
+/// carries the watched name as an alias, and the rule decides it.
+#[test]
+fn another_name_for_a_watched_file_is_decided_as_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().canonicalize().unwrap();
+    layout(&d);
+    std::fs::write(d.join("prot/i.conf"), b"original\n").unwrap();
+    std::fs::write(d.join("prot/j.conf"), b"original\n").unwrap();
+    std::fs::create_dir(d.join("bind")).unwrap();
+    std::fs::hard_link(d.join("prot/i.conf"), d.join("elsewhere/hard-i")).unwrap();
+    let targets = format!(
+        "\"{}\", \"{}\"",
+        d.join("prot/i.conf").display(),
+        d.join("prot/j.conf").display()
+    );
+    let agent = Agent::start_with_config(
+        &format!(
+            "[[rule]]\nid = \"guard\"\non = [\"file.write\", \"perm.chmod\"]\npath = [{targets}]\n"
+        ),
+        &[],
+    );
+    let script = "echo x >> elsewhere/hard-i; chmod 600 elsewhere/hard-i; \
+                  mount --bind prot bind && echo x >> bind/j.conf; umount bind";
+    let status = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(&d)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let done = marker(&d);
+    std::fs::write(&done, b"").unwrap();
+    let events = agent.collect_until(WAIT, |e| is_marker(e, &done));
+    agent.stop();
+    for (section, op, reached, watched) in [
+        ("file", "open", "elsewhere/hard-i", "prot/i.conf"),
+        ("perm", "chmod", "elsewhere/hard-i", "prot/i.conf"),
+        ("file", "open", "bind/j.conf", "prot/j.conf"),
+    ] {
+        let reached = d.join(reached);
+        let e = events
+            .iter()
+            .find(|e| e[section]["op"] == op && e[section]["path"] == reached.to_str().unwrap())
+            .unwrap_or_else(|| panic!("no {op} event on {}", reached.display()));
+        assert_eq!(
+            e[section]["aliases"][0],
+            d.join(watched).to_str().unwrap(),
+            "{e:#}"
+        );
+        assert_eq!(e["decision"]["rule"], "guard", "{e:#}");
+        assert!(e[section]["object"]["ino"].is_u64(), "{e:#}");
+    }
+}
