@@ -167,6 +167,22 @@ pub struct Process {
     /// a process the agent does not know.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub ancestors_truncated: bool,
+    /// The name of `uid` (/etc/passwd); omitted for ids it does not list.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub user: Option<Arc<str>>,
+    /// The name of `gid` (/etc/group).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub group: Option<Arc<str>>,
+    /// The cgroup (v2) path of `cgroup_id`, e.g. `/system.slice/nginx.service`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cgroup: Option<Arc<str>>,
+    /// The systemd unit the cgroup belongs to (`nginx.service`,
+    /// `session-4.scope`, `user@1000.service`…).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub unit: Option<Arc<str>>,
+    /// The container the cgroup shows, with its runtime.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub container: Option<crate::attribution::Container>,
 }
 
 /// A file system object by identity rather than by name: the same file

@@ -39,6 +39,11 @@ pub trait ProcessView {
     /// A directory may have been renamed, removed or re-pointed: forget
     /// what was resolved before.
     fn paths_changed(&mut self) {}
+    /// Who and what a process acting as `uid`/`gid` in cgroup `cgroup_id`
+    /// is: names and service.
+    fn attribution(&mut self, _cgroup_id: u64, _uid: u32, _gid: u32) -> Attribution {
+        Attribution::default()
+    }
     /// The object `path` names now (stat(2), or lstat(2) unless `follow`).
     fn object_of(&mut self, _path: &str, _follow: bool) -> Option<ObjectId> {
         None
@@ -52,6 +57,16 @@ pub struct Lineage {
     pub parent_id: Option<std::sync::Arc<str>>,
     pub ancestors: Vec<Ancestor>,
     pub truncated: bool,
+}
+
+/// The service, container and names of a process (see [`Process`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Attribution {
+    pub user: Option<std::sync::Arc<str>>,
+    pub group: Option<std::sync::Arc<str>>,
+    pub cgroup: Option<std::sync::Arc<str>>,
+    pub unit: Option<std::sync::Arc<str>>,
+    pub container: Option<crate::attribution::Container>,
 }
 
 /// Ancestors listed in each event.
@@ -444,7 +459,13 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
         .exe(h.pid)
         .or_else(|| exec_path.as_ref().map(|p| p.path.clone()));
     let lineage = view.lineage(h.pid, LINEAGE_DEPTH);
+    let who = view.attribution(h.cgroup_id, h.uid, h.gid);
     let process = Process {
+        user: who.user,
+        group: who.group,
+        cgroup: who.cgroup,
+        unit: who.unit,
+        container: who.container,
         id: lineage.id,
         parent_id: lineage.parent_id,
         ancestors: lineage.ancestors,

@@ -1,7 +1,9 @@
 //! guardrail's agent and CLI, as a library so that tests and benchmarks
 //! reach the same code the binaries run.
+pub mod attribution;
 pub mod audit;
 pub mod canonical;
+pub mod cgroups;
 pub mod config;
 pub mod control;
 pub mod decode;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::event::{Ancestor, ObjectId};
-use crate::interpret::{Lineage, ProcessView};
+use crate::interpret::{Attribution, Lineage, ProcessView};
 
 pub struct ProcFs {
     procs: HashMap<u32, Proc>,
@@ -24,6 +24,45 @@ pub struct ProcFs {
     /// Nanoseconds per clock tick (USER_HZ), the unit of start times in
     /// /proc and in process ids.
     ns_per_tick: u64,
+    cgroups: crate::cgroups::Cgroups,
+    users: NamesFile,
+    groups: NamesFile,
+}
+
+/// /etc/passwd or /etc/group as names by id, read again when the file
+/// changes (checked at most once a second).
+struct NamesFile {
+    path: &'static str,
+    names: crate::attribution::IdNames,
+    mtime: Option<std::time::SystemTime>,
+    checked: Option<Instant>,
+}
+
+impl NamesFile {
+    fn new(path: &'static str) -> NamesFile {
+        NamesFile {
+            path,
+            names: Default::default(),
+            mtime: None,
+            checked: None,
+        }
+    }
+
+    fn get(&mut self, id: u32) -> Option<Arc<str>> {
+        if self
+            .checked
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            self.checked = Some(Instant::now());
+            let mtime = std::fs::metadata(self.path).and_then(|m| m.modified()).ok();
+            if mtime != self.mtime {
+                self.mtime = mtime;
+                let text = std::fs::read_to_string(self.path).unwrap_or_default();
+                self.names = crate::attribution::IdNames::parse(&text);
+            }
+        }
+        self.names.get(id)
+    }
 }
 
 /// How long resolved directories are trusted without an event that says
@@ -70,6 +109,9 @@ impl Default for ProcFs {
             objects: HashMap::new(),
             resolved_at: Instant::now(),
             ns_per_tick: 1_000_000_000 / if hz > 0 { hz as u64 } else { 100 },
+            cgroups: Default::default(),
+            users: NamesFile::new("/etc/passwd"),
+            groups: NamesFile::new("/etc/group"),
         }
     }
 }
@@ -274,6 +316,17 @@ impl ProcessView for ProcFs {
             next = p.parent;
         }
         lineage
+    }
+
+    fn attribution(&mut self, cgroup_id: u64, uid: u32, gid: u32) -> Attribution {
+        let cgroup = self.cgroups.get(cgroup_id);
+        Attribution {
+            user: self.users.get(uid),
+            group: self.groups.get(gid),
+            cgroup: cgroup.as_ref().map(|c| c.path.clone()),
+            unit: cgroup.as_ref().and_then(|c| c.unit.clone()),
+            container: cgroup.as_ref().and_then(|c| c.container.clone()),
+        }
     }
 
     fn realpath(&mut self, path: &str) -> Option<String> {

@@ -94,3 +94,87 @@ done"#
     let per_process: std::collections::HashSet<_> = ids.iter().map(|(_, _, id)| id).collect();
     assert_eq!(per_process.len(), 2 * ROUNDS, "{ids:?}");
 }
+
+/// The cgroup v2 mount (pure or hybrid hierarchy).
+fn cgroup2_root() -> std::path::PathBuf {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    mountinfo
+        .lines()
+        .find_map(|l| {
+            let (mount, fs) = l.split_once(" - ")?;
+            (fs.split_whitespace().next()? == "cgroup2").then(|| {
+                mount
+                    .split_whitespace()
+                    .nth(4)
+                    .map(std::path::PathBuf::from)
+            })?
+        })
+        .expect("cgroup v2 is mounted")
+}
+
+/// Events say which service and container they come from, and whose they
+/// are by name; rules can judge by unit and container.
+#[test]
+fn events_name_the_unit_container_and_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().canonicalize().unwrap();
+    let root = cgroup2_root();
+    let unit = format!("grtest-{}.service", std::process::id());
+    let container_id = format!("{:064x}", std::process::id());
+    let scope = format!("docker-{container_id}.scope");
+    for cg in [&unit, &scope] {
+        std::fs::create_dir(root.join(cg)).unwrap();
+    }
+    let agent = Agent::start_with_config(
+        &format!(
+            "[[rule]]\nid = \"by-unit\"\non = [\"file.write\"]\nunit = [\"grtest-*.service\"]\npath = [\"{d}/**\"]\n\n\
+             [[rule]]\nid = \"in-container\"\non = [\"file.write\"]\ncontainer = [\"any\"]\npath = [\"{d}/**\"]\n",
+            d = d.display()
+        ),
+        &[],
+    );
+    // A shell that moves itself into a cgroup, then writes.
+    for (cg, file) in [(&unit, "in-unit"), (&scope, "in-container")] {
+        let script = format!(
+            "echo $$ > {}/cgroup.procs && echo x > {}/{file}",
+            root.join(cg).display(),
+            d.display()
+        );
+        assert!(Command::new("sh")
+            .args(["-c", &script])
+            .status()
+            .unwrap()
+            .success());
+    }
+    std::fs::write(d.join("outside"), b"x").unwrap();
+    let done = marker(&d);
+    std::fs::write(&done, b"").unwrap();
+    let events = agent.collect_until(Duration::from_secs(60), |e| is_marker(e, &done));
+    agent.stop();
+    for cg in [&unit, &scope] {
+        let _ = std::fs::remove_dir(root.join(cg));
+    }
+    let write_to = |name: &str| {
+        let path = d.join(name);
+        events
+            .iter()
+            .find(|e| e["file"]["path"] == path.to_str().unwrap())
+            .unwrap_or_else(|| panic!("no event for {name}"))
+            .clone()
+    };
+    let e = write_to("in-unit");
+    assert_eq!(e["process"]["unit"], unit.as_str(), "{e:#}");
+    assert_eq!(e["process"]["cgroup"], format!("/{unit}"), "{e:#}");
+    assert_eq!(e["process"]["user"], "root", "{e:#}");
+    assert_eq!(e["decision"]["rule"], "by-unit", "{e:#}");
+    let e = write_to("in-container");
+    assert_eq!(e["process"]["container"]["runtime"], "docker", "{e:#}");
+    assert_eq!(
+        e["process"]["container"]["id"],
+        container_id.as_str(),
+        "{e:#}"
+    );
+    assert_eq!(e["decision"]["rule"], "in-container", "{e:#}");
+    let e = write_to("outside");
+    assert!(e["decision"].is_null(), "{e:#}");
+}

@@ -153,6 +153,9 @@ pub struct Rule {
     pub parent_exe_not: Option<PathMatcher>,
     pub ancestor_exe: Option<PathMatcher>,
     pub ancestor_exe_not: Option<PathMatcher>,
+    pub unit: Option<GlobSet>,
+    pub unit_not: Option<GlobSet>,
+    pub container: Option<ContainerMatcher>,
     pub argv_contains: Vec<String>,
     pub argv_matches: Option<RegexSet>,
     pub uid: IdMatcher,
@@ -261,6 +264,28 @@ impl RuleIndex {
             }
         }
         Some((0..rules.len()).filter(|&i| hit[i]).collect())
+    }
+}
+
+/// What a rule's `container` asks for.
+#[derive(Clone, Debug)]
+pub enum ContainerMatcher {
+    /// In any container.
+    Any,
+    /// Not in a container (as far as the cgroup path shows).
+    None,
+    /// In a container whose id matches.
+    Ids(GlobSet),
+}
+
+impl ContainerMatcher {
+    pub fn matches(&self, container: Option<&crate::attribution::Container>) -> bool {
+        match (self, container) {
+            (ContainerMatcher::Any, c) => c.is_some(),
+            (ContainerMatcher::None, c) => c.is_none(),
+            (ContainerMatcher::Ids(set), Some(c)) => set.is_match(&c.id),
+            (ContainerMatcher::Ids(_), None) => false,
+        }
     }
 }
 
@@ -395,6 +420,53 @@ impl Compiler {
                     tz_name,
                 });
             }
+        }
+    }
+
+    /// Globs over names (units, container ids): `*` matches anything.
+    fn names(
+        &mut self,
+        src: &Source,
+        field: &str,
+        spec: &Option<Spanned<Vec<String>>>,
+    ) -> Option<GlobSet> {
+        let spec = spec.as_ref()?;
+        let mut b = GlobSetBuilder::new();
+        for p in spec.get_ref() {
+            match Glob::new(p) {
+                Ok(g) => {
+                    b.add(g);
+                }
+                Err(e) => self.errors.push(src.error(
+                    spec.span(),
+                    format!("{field}: bad pattern {p:?}: {e}"),
+                    None,
+                )),
+            }
+        }
+        b.build().ok()
+    }
+
+    fn container(
+        &mut self,
+        src: &Source,
+        spec: &Option<Spanned<Vec<String>>>,
+    ) -> Option<ContainerMatcher> {
+        let list = spec.as_ref()?.get_ref();
+        match list.as_slice() {
+            [one] if one == "any" => Some(ContainerMatcher::Any),
+            [one] if one == "none" => Some(ContainerMatcher::None),
+            _ if list.iter().any(|p| p == "any" || p == "none") => {
+                self.errors.push(src.error(
+                    spec.as_ref()?.span(),
+                    "container: \"any\" and \"none\" stand alone".into(),
+                    Some("write container = [\"any\"], [\"none\"], or a list of id globs".into()),
+                ));
+                None
+            }
+            _ => self
+                .names(src, "container", spec)
+                .map(ContainerMatcher::Ids),
         }
     }
 
@@ -777,6 +849,9 @@ impl Compiler {
             parent_exe_not: self.paths(src, "parent_exe_not", &r.parent_exe_not),
             ancestor_exe: self.paths(src, "ancestor_exe", &r.ancestor_exe),
             ancestor_exe_not: self.paths(src, "ancestor_exe_not", &r.ancestor_exe_not),
+            unit: self.names(src, "unit", &r.unit),
+            unit_not: self.names(src, "unit_not", &r.unit_not),
+            container: self.container(src, &r.container),
             argv_contains: r
                 .argv_contains
                 .as_ref()
@@ -911,6 +986,9 @@ pub fn kernel_problems(r: &RuleSpec) -> Vec<String> {
     unsupported("parent_exe_not", r.parent_exe_not.is_some());
     unsupported("ancestor_exe", r.ancestor_exe.is_some());
     unsupported("ancestor_exe_not", r.ancestor_exe_not.is_some());
+    unsupported("unit", r.unit.is_some());
+    unsupported("unit_not", r.unit_not.is_some());
+    unsupported("container", r.container.is_some());
     if r.result != ResultFilter::Any {
         out.push("`result` cannot be known before the operation runs".into());
     }

@@ -253,6 +253,23 @@ impl<'e> Subject<'e> {
             && must(&rule.parent_exe, &self.parents)
             && must_not(&rule.parent_exe_not, &self.parents)
             && self.lineage_may_match(rule)
+            && self.service_may_match(rule)
+    }
+
+    /// Unit and container matchers.
+    fn service_may_match(&self, rule: &Rule) -> bool {
+        let unit = self.process.unit.as_deref();
+        rule.unit
+            .as_ref()
+            .is_none_or(|set| unit.is_some_and(|u| set.is_match(u)))
+            && rule
+                .unit_not
+                .as_ref()
+                .is_none_or(|set| !unit.is_some_and(|u| set.is_match(u)))
+            && rule
+                .container
+                .as_ref()
+                .is_none_or(|m| m.matches(self.process.container.as_ref()))
     }
 
     /// Ancestor matchers, whose list is built only for the rules that
@@ -323,6 +340,29 @@ fn matches_rule(
         if p.find(&parents).is_some() {
             return None;
         }
+    }
+    let unit = process.unit.as_deref();
+    if let Some(set) = &rule.unit {
+        let u = unit.filter(|u| set.is_match(u))?;
+        m.insert("unit".into(), u.into());
+    }
+    if let Some(set) = &rule.unit_not {
+        if unit.is_some_and(|u| set.is_match(u)) {
+            return None;
+        }
+        m.insert("unit_not".into(), unit.unwrap_or("none").into());
+    }
+    if let Some(c) = &rule.container {
+        if !c.matches(process.container.as_ref()) {
+            return None;
+        }
+        m.insert(
+            "container".into(),
+            process
+                .container
+                .as_ref()
+                .map_or("none".into(), |c| format!("{} {}", c.runtime, c.id)),
+        );
     }
     if rule.ancestor_exe.is_some() || rule.ancestor_exe_not.is_some() {
         let ancestors = ancestor_exes(process);

@@ -97,6 +97,16 @@ pub struct RuleSpec {
     pub ancestor_exe: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub ancestor_exe_not: Option<Spanned<Vec<String>>>,
+    /// The systemd unit of the process's cgroup (`nginx.service`,
+    /// `session-*.scope`); globs.
+    #[serde(default)]
+    pub unit: Option<Spanned<Vec<String>>>,
+    #[serde(default)]
+    pub unit_not: Option<Spanned<Vec<String>>>,
+    /// `["any"]` (in some container), `["none"]` (on the host), or
+    /// container id globs.
+    #[serde(default)]
+    pub container: Option<Spanned<Vec<String>>>,
     #[serde(default)]
     pub argv_contains: Option<Spanned<Vec<String>>>,
     #[serde(default)]

@@ -638,6 +638,44 @@ fn ancestor_executables_judge_a_process_by_its_lineage() {
 }
 
 #[test]
+fn units_and_containers_judge_a_process_by_its_service() {
+    let set = rules(
+        "[[rule]]\nid = \"web\"\non = [\"exec\"]\nunit = [\"nginx.service\"]\n\n\
+         [[rule]]\nid = \"host-shells\"\non = [\"exec\"]\nexe = [\"/usr/bin/sh\"]\ncontainer = [\"none\"]\nunit_not = [\"session-*.scope\"]\n\n\
+         [[rule]]\nid = \"in-containers\"\non = [\"exec\"]\nexe = [\"/usr/bin/curl\"]\ncontainer = [\"any\"]\n",
+    );
+    let in_unit =
+        |exe: &str, unit: &str| with_process(exec(exe, &["x"]), |p| p.unit = Some(unit.into()));
+    assert_eq!(
+        decide(&set, &in_unit("/usr/bin/id", "nginx.service"))
+            .unwrap()
+            .matched["unit"],
+        "nginx.service"
+    );
+    assert!(decide(&set, &in_unit("/usr/bin/id", "cron.service")).is_none());
+    // A shell on the host outside a login session: decided; in a session: not.
+    assert_eq!(
+        decide(&set, &in_unit("/usr/bin/sh", "cron.service"))
+            .unwrap()
+            .rule,
+        "host-shells"
+    );
+    assert!(decide(&set, &in_unit("/usr/bin/sh", "session-4.scope")).is_none());
+    let contained = with_process(exec("/usr/bin/curl", &["curl"]), |p| {
+        p.container = Some(crate::attribution::Container {
+            runtime: "docker".into(),
+            id: "ab".repeat(32),
+        })
+    });
+    assert_eq!(decide(&set, &contained).unwrap().rule, "in-containers");
+    assert!(decide(&set, &exec("/usr/bin/curl", &["curl"])).is_none());
+    assert!(
+        errors("[[rule]]\nid = \"c\"\non = [\"exec\"]\ncontainer = [\"any\", \"ab*\"]\n")
+            .contains("stand alone")
+    );
+}
+
+#[test]
 fn ancestor_matchers_cannot_be_enforced_in_the_kernel() {
     let e = errors(
         "[[rule]]\nid = \"k\"\non = [\"file.write\"]\npath = [\"/etc/x\"]\naction = \"deny\"\nancestor_exe_not = [\"/usr/bin/dpkg\"]\n",
