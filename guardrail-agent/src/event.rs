@@ -78,9 +78,34 @@ pub enum Body {
         result: SyscallResult,
         perm: PermDetails,
     },
+    /// A process set up an io_uring instance: file operations submitted
+    /// through it bypass the syscall tracepoints (docs/events.md#io_uring).
+    Uring {
+        syscall: String,
+        process: Process,
+        result: SyscallResult,
+        uring: UringDetails,
+    },
     Loss {
         loss: LossDetails,
     },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UringDetails {
+    /// `setup`.
+    pub op: String,
+    /// The ring's file descriptor.
+    pub fd: i32,
+    /// Submission queue entries.
+    pub sq_entries: u32,
+    /// Setup flags: `sqpoll` (a kernel thread submits for the process),
+    /// `iopoll`, `sq_aff`, `cqsize`, `clamp`, `attach_wq`, `r_disabled`,
+    /// `submit_all`, `coop_taskrun`, `taskrun_flag`, `sqe128`, `cqe32`,
+    /// `single_issuer`, `defer_taskrun`, `no_mmap`, `registered_fd_only`,
+    /// `no_sqarray`.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub flags: Vec<String>,
 }
 
 impl Body {
@@ -89,6 +114,7 @@ impl Body {
             Body::Exec { .. } => "exec",
             Body::File { .. } => "file",
             Body::Perm { .. } => "perm",
+            Body::Uring { .. } => "uring",
             Body::Loss { .. } => "loss",
         }
     }
@@ -97,7 +123,19 @@ impl Body {
         match self {
             Body::Exec { process, .. }
             | Body::File { process, .. }
-            | Body::Perm { process, .. } => Some(process),
+            | Body::Perm { process, .. }
+            | Body::Uring { process, .. } => Some(process),
+            Body::Loss { .. } => None,
+        }
+    }
+
+    /// What the call returned (none for `loss`).
+    pub fn result(&self) -> Option<&SyscallResult> {
+        match self {
+            Body::Exec { result, .. }
+            | Body::File { result, .. }
+            | Body::Perm { result, .. }
+            | Body::Uring { result, .. } => Some(result),
             Body::Loss { .. } => None,
         }
     }
@@ -108,6 +146,7 @@ impl Body {
             Body::Exec { .. } => "exec",
             Body::File { file, .. } => &file.op,
             Body::Perm { perm, .. } => &perm.op,
+            Body::Uring { uring, .. } => &uring.op,
             Body::Loss { .. } => "loss",
         }
     }
@@ -127,7 +166,7 @@ impl Body {
                 v.extend(perm.aliases.iter().map(String::as_str));
                 v
             }
-            Body::Loss { .. } => vec![],
+            Body::Uring { .. } | Body::Loss { .. } => vec![],
         }
     }
 }

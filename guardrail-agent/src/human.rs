@@ -78,16 +78,17 @@ pub fn line(event: &Event, colour: bool) -> String {
                 let _ = write!(s, " effective={}", c.effective.join(","));
             }
         }
+        Body::Uring { uring, .. } => {
+            let _ = write!(s, " fd={} entries={}", uring.fd, uring.sq_entries);
+            if !uring.flags.is_empty() {
+                let _ = write!(s, " ({})", uring.flags.join(","));
+            }
+        }
         Body::Loss { loss } => {
             let _ = write!(s, " {} records lost ({} total)", loss.count, loss.total);
         }
     }
-    if let Some(r) = match body {
-        Body::Exec { result, .. } | Body::File { result, .. } | Body::Perm { result, .. } => {
-            Some(result)
-        }
-        Body::Loss { .. } => None,
-    } {
+    if let Some(r) = body.result() {
         if let Some(e) = &r.errno {
             let _ = write!(s, " = {e}");
         }

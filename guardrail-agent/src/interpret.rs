@@ -375,6 +375,87 @@ fn truncation(h: &EventHeader, names: [&str; 2]) -> Vec<String> {
     v
 }
 
+/// The process a record is about, as the table knows it now (for this
+/// moment: records are handled in the order the kernel wrote them).
+fn process_of(h: &EventHeader, view: &mut dyn ProcessView, exe: Option<String>) -> Process {
+    let task_fields = h.flags & flags::TASK_FIELDS != 0;
+    let ppid = task_fields.then_some(h.ppid);
+    let lineage = view.lineage(h.pid, LINEAGE_DEPTH);
+    let who = view.attribution(h.cgroup_id, h.uid, h.gid);
+    Process {
+        user: who.user,
+        group: who.group,
+        cgroup: who.cgroup,
+        unit: who.unit,
+        container: who.container,
+        id: lineage.id,
+        parent_id: lineage.parent_id,
+        ancestors: lineage.ancestors,
+        ancestors_truncated: lineage.truncated,
+        pid: h.pid,
+        tid: h.tid,
+        ppid,
+        uid: h.uid,
+        gid: h.gid,
+        euid: h.euid,
+        egid: h.egid,
+        auid: (task_fields && h.auid != u32::MAX).then_some(h.auid),
+        comm: comm(h),
+        exe,
+        parent_exe: ppid.filter(|&p| p != 0).and_then(|p| view.exe(p)),
+        cgroup_id: h.cgroup_id,
+    }
+}
+
+/// io_uring setup flags (IORING_SETUP_*), bit by bit.
+const URING_SETUP_FLAGS: [&str; 17] = [
+    "iopoll",
+    "sqpoll",
+    "sq_aff",
+    "cqsize",
+    "clamp",
+    "attach_wq",
+    "r_disabled",
+    "submit_all",
+    "coop_taskrun",
+    "taskrun_flag",
+    "sqe128",
+    "cqe32",
+    "single_issuer",
+    "defer_taskrun",
+    "no_mmap",
+    "registered_fd_only",
+    "no_sqarray",
+];
+
+/// A process set up an io_uring instance.
+pub fn interpret_uring_setup(rec: &RawRecord, view: &mut dyn ProcessView) -> Body {
+    let h = &rec.header;
+    let flags = h.args[1];
+    let exe = view.exe(h.pid);
+    Body::Uring {
+        syscall: "io_uring_setup".into(),
+        process: process_of(h, view, exe),
+        result: SyscallResult {
+            ok: true,
+            ret: h.ret,
+            errno: None,
+        },
+        uring: UringDetails {
+            op: "setup".into(),
+            fd: h.args[0] as i32,
+            sq_entries: h.args[2] as u32,
+            flags: (0..64)
+                .filter(|bit| flags & (1u64 << bit) != 0)
+                .map(|bit| match URING_SETUP_FLAGS.get(bit) {
+                    Some(name) => name.to_string(),
+                    None => format!("flag_{bit}"),
+                })
+                .collect(),
+        },
+    }
+}
+
 /// Interpret a record; `None` for syscalls this agent does not know (a
 /// newer probe object), which the caller counts.
 pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
@@ -383,8 +464,6 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
     let name = sc::name(nr)?;
     let layout = sc::arg_layout(nr)?;
     let a = h.args;
-    let task_fields = h.flags & flags::TASK_FIELDS != 0;
-    let ppid = task_fields.then_some(h.ppid);
     let result = SyscallResult {
         ok: h.ret >= 0,
         ret: h.ret,
@@ -458,31 +537,7 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
     let exe_now = view
         .exe(h.pid)
         .or_else(|| exec_path.as_ref().map(|p| p.path.clone()));
-    let lineage = view.lineage(h.pid, LINEAGE_DEPTH);
-    let who = view.attribution(h.cgroup_id, h.uid, h.gid);
-    let process = Process {
-        user: who.user,
-        group: who.group,
-        cgroup: who.cgroup,
-        unit: who.unit,
-        container: who.container,
-        id: lineage.id,
-        parent_id: lineage.parent_id,
-        ancestors: lineage.ancestors,
-        ancestors_truncated: lineage.truncated,
-        pid: h.pid,
-        tid: h.tid,
-        ppid,
-        uid: h.uid,
-        gid: h.gid,
-        euid: h.euid,
-        egid: h.egid,
-        auid: (task_fields && h.auid != u32::MAX).then_some(h.auid),
-        comm: comm(h),
-        exe: exe_now,
-        parent_exe: ppid.filter(|&p| p != 0).and_then(|p| view.exe(p)),
-        cgroup_id: h.cgroup_id,
-    };
+    let process = process_of(h, view, exe_now);
     let syscall = name.to_string();
 
     if let Some(program) = exec_path {

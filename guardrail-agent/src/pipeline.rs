@@ -307,6 +307,11 @@ impl<V: ProcessView> Pipeline<V> {
                 self.view.exited(raw.header.pid);
                 return;
             }
+            k if k == RecordKind::UringSetup as u32 => {
+                let body = crate::interpret::interpret_uring_setup(&raw, &mut self.view);
+                self.emit(raw.header.exit_ns, body, KernelVerdict::default());
+                return;
+            }
             _ => {}
         }
         let Some(body) = interpret(&raw, &mut self.view) else {

@@ -313,6 +313,7 @@ impl Redactor {
                 }
                 process
             }
+            Body::Uring { process, .. } => process,
             Body::Loss { .. } => return,
         };
         self.field(&mut fields, "process.comm", &mut process.comm);

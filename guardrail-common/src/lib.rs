@@ -37,6 +37,10 @@ pub enum RecordKind {
     Fork = 2,
     /// A process (thread group) exited.
     Exit = 3,
+    /// A process set up an io_uring instance (`io_uring:io_uring_create`):
+    /// `args[0]` the ring's fd, `args[1]` its setup flags, `args[2]` its
+    /// submission queue entries.
+    UringSetup = 4,
 }
 
 /// Bits of [`EventHeader::flags`].

@@ -18,6 +18,7 @@
 mod enforce;
 mod floor;
 mod lifecycle;
+mod uring;
 mod path;
 mod record;
 mod task;
@@ -58,6 +59,10 @@ static EXEC_OLD_PID_OFFSET: u32 = 16;
 /// Offset of the `__data_loc` of `filename` in the same record.
 #[no_mangle]
 static EXEC_FILENAME_OFFSET: u32 = 8;
+/// Offsets of `fd`, `flags` and `sq_entries` in the `io_uring_create`
+/// tracepoint record, from its format file.
+#[no_mangle]
+static URING_CREATE_OFFSETS: [u32; 3] = [8, 32, 24];
 #[no_mangle]
 static OFFSETS: KernelOffsets = KernelOffsets {
     task_real_parent: 0,

@@ -269,6 +269,21 @@ pub fn emit_exec(pending: &PendingSyscall, filename: *const u8) -> Result<(), i6
     Ok(())
 }
 
+/// A record of `kind` about the current process with `args` and `ret`:
+/// a header and no strings.
+pub fn emit_record(kind: guardrail_common::RecordKind, args: [u64; 6], ret: i64) -> Result<(), i64> {
+    let rec = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(0)? };
+    unsafe { core::ptr::write_bytes(&mut rec.header as *mut EventHeader, 0, 1) };
+    let h = &mut rec.header;
+    fill_common(h);
+    h.kind = kind as u32;
+    h.args = args;
+    h.ret = ret;
+    h.enter_ns = h.exit_ns;
+    submit(rec);
+    Ok(())
+}
+
 /// A fork (`pid` the new process, `ppid` its parent, `start` its start
 /// time) or an exit (`pid`): a header and no strings.
 pub fn emit_lifecycle(

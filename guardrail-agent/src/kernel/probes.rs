@@ -85,6 +85,11 @@ impl Probes {
         let filename_offset =
             tracefs::field_offset(&tracefs, "sched", "sched_process_exec", "filename")
                 .context("sched:sched_process_exec has no filename field")?;
+        // io_uring set-up events, where the kernel has the tracepoint
+        // (5.5+; absent when io_uring is compiled out).
+        let uring_create = ["fd", "flags", "sq_entries"]
+            .map(|f| tracefs::field_offset(&tracefs, "io_uring", "io_uring_create", f));
+        let uring_offsets = uring_create.map(|o| o.unwrap_or(0));
         let agent_tgid = std::process::id();
         let read_opens = u8::from(opts.capture_read_opens);
         let self_protect = u8::from(opts.self_protect);
@@ -101,6 +106,7 @@ impl Probes {
             .override_global("WAKEUP_BYTES", &opts.wakeup_bytes, true)
             .override_global("EXEC_OLD_PID_OFFSET", &old_pid_offset, true)
             .override_global("EXEC_FILENAME_OFFSET", &filename_offset, true)
+            .override_global("URING_CREATE_OFFSETS", &uring_offsets[..], true)
             .override_global("OFFSETS", &offsets_value, true)
             .map_max_entries("EVENTS", opts.ring_buffer_bytes)
             // The benchmark floor's ring buffer lives in the same object;
@@ -143,6 +149,18 @@ impl Probes {
         exec.attach("sched", "sched_process_exec")
             .context("attaching sched/sched_process_exec")?;
         attached.push("sched/sched_process_exec".into());
+        if uring_create.iter().all(Option::is_some) {
+            let prog: &mut TracePoint = ebpf
+                .program_mut("guardrail_uring_create")
+                .context("program missing from the object")?
+                .try_into()?;
+            prog.load().context("verifying guardrail_uring_create")?;
+            prog.attach("io_uring", "io_uring_create")
+                .context("attaching io_uring/io_uring_create")?;
+            attached.push("io_uring/io_uring_create".into());
+        } else {
+            warn!("this kernel has no io_uring:io_uring_create tracepoint: io_uring set-ups are not reported");
+        }
         // Forks and exits keep the agent's process table true to the
         // kernel; without BTF offsets the probes cannot tell threads from
         // processes and stay silent.

@@ -217,12 +217,7 @@ struct Subject<'e> {
 impl<'e> Subject<'e> {
     fn of(event: &'e Event) -> Option<Self> {
         let process = event.body.process()?;
-        let ok = match &event.body {
-            Body::Exec { result, .. } | Body::File { result, .. } | Body::Perm { result, .. } => {
-                result.ok
-            }
-            Body::Loss { .. } => return None,
-        };
+        let ok = event.body.result()?.ok;
         Some(Self {
             ok,
             paths: event.body.paths(),
@@ -300,10 +295,7 @@ fn matches_rule(
     let process = body.process()?;
     let mut m = Matched::new();
     m.insert("on".into(), name_in(rule.kinds, kinds).into());
-    let result = match body {
-        Body::Exec { result, .. } | Body::File { result, .. } | Body::Perm { result, .. } => result,
-        Body::Loss { .. } => return None,
-    };
+    let result = body.result()?;
     match rule.result {
         ResultFilter::Any => {}
         ResultFilter::Ok => check(&mut m, "result", result.ok, "ok")?,

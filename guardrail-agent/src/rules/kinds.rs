@@ -20,6 +20,7 @@ pub const KINDS: &[&str] = &[
     "perm.setuid",
     "perm.setgid",
     "perm.capset",
+    "uring.setup",
 ];
 
 fn bit(name: &str) -> u32 {
@@ -90,6 +91,7 @@ pub fn mask_of_event(body: &Body) -> u32 {
             op => bit(&format!("file.{op}")),
         },
         Body::Perm { perm, .. } => bit(&format!("perm.{}", perm.op)),
+        Body::Uring { .. } => bit("uring.setup"),
         Body::Loss { .. } => 0,
     }
 }

@@ -533,9 +533,10 @@ fn includes_are_read_relative_to_the_main_file() {
 
 fn with_process(mut e: Event, f: impl FnOnce(&mut Process)) -> Event {
     match &mut e.body {
-        Body::Exec { process, .. } | Body::File { process, .. } | Body::Perm { process, .. } => {
-            f(process)
-        }
+        Body::Exec { process, .. }
+        | Body::File { process, .. }
+        | Body::Perm { process, .. }
+        | Body::Uring { process, .. } => f(process),
         Body::Loss { .. } => {}
     }
     e
@@ -784,6 +785,20 @@ mod default_pack {
         })
     }
 
+    fn uring_setup(exe: &str) -> Event {
+        event(Body::Uring {
+            syscall: "io_uring_setup".into(),
+            process: process(exe, 0),
+            result: ok(),
+            uring: crate::event::UringDetails {
+                op: "setup".into(),
+                fd: 3,
+                sq_entries: 8,
+                flags: vec![],
+            },
+        })
+    }
+
     fn at_time(mut e: Event, time: &str) -> Event {
         e.time = time.into();
         e
@@ -873,6 +888,11 @@ mod default_pack {
                 by(write("/x", "/etc/modprobe.d/a.conf"), "/usr/bin/dpkg"),
             ),
             ("capability-gain", capset(&["cap_sys_admin"]), capset(&[])),
+            (
+                "io-uring-setup",
+                uring_setup("/usr/bin/python3.11"),
+                uring_setup("/usr/bin/qemu-system-x86_64"),
+            ),
             (
                 "fileless-exec",
                 by(exec("/proc/self/fd/3", &["x"]), "/memfd:payload"),
