@@ -5,7 +5,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use guardrail_agent::canonical::{complete, lexical, FinalComponent};
-use guardrail_agent::interpret::LiveFs;
+use guardrail_agent::interpret::{LiveFs, ProcessView};
 use guardrail_agent::procfs::ProcFs;
 
 fn completion(c: &mut Criterion) {
@@ -27,5 +27,32 @@ fn completion(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, completion);
+/// The process table's share of an event: lineage (8 ancestors) and
+/// attribution (cgroup, unit, container, user and group names), the table
+/// warm as it is while the agent runs.
+fn identity(c: &mut Criterion) {
+    let mut table = ProcFs::default();
+    // A chain of 9 processes above pid numbers no real process has.
+    let base = 5_000_000u32;
+    for i in 0..9 {
+        table.forked(base + i, base + i + 1, (i as u64 + 1) * 10_000_000);
+        table.exec_happened(base + i + 1, &format!("/usr/bin/program{i}"));
+    }
+    let leaf = base + 9;
+    let cgroup_root_id = std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|m| guardrail_agent::cgroups::cgroup2_root(&m))
+        .and_then(|root| std::fs::metadata(root).ok())
+        .map_or(1, |m| std::os::unix::fs::MetadataExt::ino(&m));
+    let mut group = c.benchmark_group("process");
+    group.bench_function("lineage, 8 ancestors", |b| {
+        b.iter(|| table.lineage(leaf, 8))
+    });
+    group.bench_function("attribution", |b| {
+        b.iter(|| table.attribution(cgroup_root_id, 0, 0))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, completion, identity);
 criterion_main!(benches);

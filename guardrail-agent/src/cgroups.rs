@@ -4,7 +4,6 @@
 //! new walk, at most once a second; ids that stay unknown are shown as
 //! numbers only.
 
-use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +13,7 @@ pub struct Cgroups {
     /// Where cgroup2 is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified
     /// on hybrid hosts); None without cgroup v2.
     root: Option<PathBuf>,
-    paths: HashMap<u64, Arc<Cgroup>>,
+    paths: crate::procfs::IdMap<u64, Arc<Cgroup>>,
     walked: Option<Instant>,
 }
 
@@ -58,7 +57,7 @@ impl Default for Cgroups {
             .and_then(|m| cgroup2_root(&m));
         Cgroups {
             root,
-            paths: HashMap::new(),
+            paths: Default::default(),
             walked: None,
         }
     }

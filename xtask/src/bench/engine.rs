@@ -119,9 +119,13 @@ fn path_completion() -> Result<Vec<(String, f64)>> {
         "--measurement-time",
         if super::quick() { "1" } else { "3" },
     ]))?;
-    let dir = root().join("target/criterion/paths");
     let mut out = Vec::new();
-    for case in std::fs::read_dir(&dir).context("criterion results")? {
+    let cases = ["paths", "process"]
+        .iter()
+        .map(|g| std::fs::read_dir(root().join("target/criterion").join(g)))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("criterion results")?;
+    for case in cases.into_iter().flatten() {
         let case = case?;
         let Ok(text) = std::fs::read(case.path().join("new/estimates.json")) else {
             continue;
@@ -186,7 +190,7 @@ pub fn markdown(r: &Results) -> String {
         replay_events(),
         r.replay_per_s
     );
-    md.push_str("\nCanonical paths: what completing a path-based call's path (`/d/sub/../prot/./a.conf`) costs the agent per event, directories resolved on the live file system with the agent's cache warm, criterion median:\n\n| step | ns per path |\n| --- | --- |\n");
+    md.push_str("\nCanonical paths and process identity: what completing a path-based call's path (`/d/sub/../prot/./a.conf`, directories resolved on the live file system with the agent's cache warm) and naming the process (lineage of 8 ancestors; cgroup, unit, container, user and group names) cost the agent per event, criterion median:\n\n| step | ns per event |\n| --- | --- |\n");
     for (what, ns) in &r.paths {
         let _ = writeln!(md, "| {what} | {ns:.0} |");
     }
