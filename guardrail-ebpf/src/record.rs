@@ -269,14 +269,22 @@ pub fn emit_exec(pending: &PendingSyscall, filename: *const u8) -> Result<(), i6
     Ok(())
 }
 
+/// A record of `kind` about the current process, header only, for the
+/// caller to complete.
+#[inline(always)]
+fn header_only(kind: guardrail_common::RecordKind) -> Option<&'static mut Record> {
+    let rec = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
+    unsafe { core::ptr::write_bytes(&mut rec.header as *mut EventHeader, 0, 1) };
+    fill_common(&mut rec.header);
+    rec.header.kind = kind as u32;
+    Some(rec)
+}
+
 /// A record of `kind` about the current process with `args` and `ret`:
 /// a header and no strings.
 pub fn emit_record(kind: guardrail_common::RecordKind, args: [u64; 6], ret: i64) -> Result<(), i64> {
-    let rec = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(0)? };
-    unsafe { core::ptr::write_bytes(&mut rec.header as *mut EventHeader, 0, 1) };
+    let rec = header_only(kind).ok_or(0)?;
     let h = &mut rec.header;
-    fill_common(h);
-    h.kind = kind as u32;
     h.args = args;
     h.ret = ret;
     h.enter_ns = h.exit_ns;
@@ -292,11 +300,8 @@ pub fn emit_lifecycle(
     ppid: u32,
     start: u64,
 ) -> Result<(), i64> {
-    let rec = unsafe { &mut *SCRATCH.get_ptr_mut(0).ok_or(0)? };
-    unsafe { core::ptr::write_bytes(&mut rec.header as *mut EventHeader, 0, 1) };
+    let rec = header_only(kind).ok_or(0)?;
     let h = &mut rec.header;
-    fill_common(h);
-    h.kind = kind as u32;
     h.pid = pid;
     h.ppid = ppid;
     h.args[0] = start;

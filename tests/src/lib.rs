@@ -37,6 +37,21 @@ pub fn assert_success(out: &std::process::Output) {
     );
 }
 
+/// `guardrail rules test CANDIDATE --events LOG --json`: the replay's
+/// report (the command must succeed).
+pub fn rules_test(candidate: &Path, events: &Path) -> Value {
+    let out = Command::new(bin("guardrail"))
+        .args(["rules", "test"])
+        .arg(candidate)
+        .arg("--events")
+        .arg(events)
+        .arg("--json")
+        .output()
+        .expect("running guardrail rules test");
+    assert_success(&out);
+    serde_json::from_slice(&out.stdout).expect("rules test --json prints JSON")
+}
+
 /// `guardrail log verify FILE…`, oldest file first.
 pub fn log_verify<P: AsRef<Path>>(files: &[P]) -> std::process::Output {
     Command::new(bin("guardrail"))

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use guardrail_tests::{bin, is_marker, marker, Agent};
+use guardrail_tests::{is_marker, marker, rules_test, Agent};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -222,20 +222,7 @@ fn every_spelling_is_decided_by_the_rule_on_the_canonical_path() {
     std::fs::write(&log, text).unwrap();
     let candidate = d.join("candidate.toml");
     std::fs::write(&candidate, rules(&d, "enforce")).unwrap();
-    let out = Command::new(bin("guardrail"))
-        .args(["rules", "test"])
-        .arg(&candidate)
-        .arg("--events")
-        .arg(&log)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = rules_test(&candidate, &log);
     let live = events
         .iter()
         .filter(|e| e["decision"]["rule"] == "guard")

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use guardrail_tests::{bin, is_marker, marker, Agent};
+use guardrail_tests::{bin, is_marker, marker, rules_test, Agent};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -196,20 +196,7 @@ fn replay_of_recorded_events_matches_the_live_decisions() {
         ),
     )
     .unwrap();
-    let out = Command::new(bin("guardrail"))
-        .args(["rules", "test"])
-        .arg(&candidate)
-        .arg("--events")
-        .arg(&log)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = rules_test(&candidate, &log);
     assert_eq!(report["events"], recorded.len());
     assert_eq!(report["rules"][0]["rule"], "candidate");
     assert_eq!(report["rules"][0]["hits"], 6);

@@ -69,19 +69,24 @@ fn write_events(path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-fn criterion() -> Result<Vec<(String, u32, f64)>> {
+/// Run one of guardrail-agent's criterion benches.
+fn run_criterion(bench: &str) -> Result<()> {
     crate::run(cargo().args([
         "bench",
         "-p",
         "guardrail-agent",
         "--bench",
-        "rules",
+        bench,
         "--",
         "--warm-up-time",
         "1",
         "--measurement-time",
         if super::quick() { "1" } else { "3" },
-    ]))?;
+    ]))
+}
+
+fn criterion() -> Result<Vec<(String, u32, f64)>> {
+    run_criterion("rules")?;
     let dir = root().join("target/criterion/evaluate");
     let mut out = Vec::new();
     for event in std::fs::read_dir(&dir).context("criterion results")? {
@@ -107,18 +112,7 @@ fn criterion() -> Result<Vec<(String, u32, f64)>> {
 
 /// Canonical-path completion (guardrail-agent/benches/paths.rs).
 fn path_completion() -> Result<Vec<(String, f64)>> {
-    crate::run(cargo().args([
-        "bench",
-        "-p",
-        "guardrail-agent",
-        "--bench",
-        "paths",
-        "--",
-        "--warm-up-time",
-        "1",
-        "--measurement-time",
-        if super::quick() { "1" } else { "3" },
-    ]))?;
+    run_criterion("paths")?;
     let mut out = Vec::new();
     let cases = ["paths", "process"]
         .iter()
