@@ -22,4 +22,5 @@ pub mod reload;
 pub mod replay;
 pub mod revert;
 pub mod rules;
+pub mod search;
 pub mod trust;
