@@ -20,6 +20,7 @@ pub mod procfs;
 pub mod redact;
 pub mod reload;
 pub mod replay;
+pub mod report;
 pub mod revert;
 pub mod rules;
 pub mod search;
