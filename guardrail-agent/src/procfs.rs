@@ -111,9 +111,9 @@ impl ProcFs {
                 continue;
             };
             // A fork record processed meanwhile knows better.
-            if !self.procs.contains_key(&pid) {
+            if let std::collections::hash_map::Entry::Vacant(e) = self.procs.entry(pid) {
                 if let Some(p) = Self::from_proc(pid) {
-                    self.procs.insert(pid, p);
+                    e.insert(p);
                 }
             }
         }
@@ -142,9 +142,8 @@ impl ProcFs {
     /// The table's entry for `pid`, from /proc if the agent has not met it.
     fn get(&mut self, pid: u32) -> Option<&Proc> {
         self.prune();
-        if !self.procs.contains_key(&pid) {
-            let p = Self::from_proc(pid)?;
-            self.procs.insert(pid, p);
+        if let std::collections::hash_map::Entry::Vacant(e) = self.procs.entry(pid) {
+            e.insert(Self::from_proc(pid)?);
         }
         self.procs.get(&pid)
     }
