@@ -57,6 +57,11 @@ pub struct Pipeline<V: ProcessView> {
     pub redacted_events: u64,
     /// `[[output]]`s; each drains its own bounded queue.
     pub outputs: Option<crate::outputs::Outputs>,
+    /// The `seq` of the latest event published to tail clients, stored
+    /// before it is sent: a client that subscribes and then reads it is
+    /// sent every later event (`guardrail tail --since` joins the audit
+    /// log's history to the live stream there).
+    last_published: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What the LSM programs reported for a syscall.
@@ -113,7 +118,13 @@ impl<V: ProcessView> Pipeline<V> {
             redactor: Arc::new(Redactor::default()),
             redacted_events: 0,
             outputs: None,
+            last_published: Arc::default(),
         }
+    }
+
+    /// See the field of that name.
+    pub fn last_published(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.last_published.clone()
     }
 
     /// Redaction patterns in force (the built-in ones until set).
@@ -352,6 +363,8 @@ impl<V: ProcessView> Pipeline<V> {
         if let Some(outputs) = &self.outputs {
             outputs.send(&published);
         }
+        self.last_published
+            .store(self.seq, std::sync::atomic::Ordering::SeqCst);
         // No subscriber is not an error: nobody is tailing.
         let _ = self.publish.send(published);
     }
