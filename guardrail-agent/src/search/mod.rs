@@ -212,8 +212,10 @@ pub struct Search {
     pub notes: Vec<String>,
     /// Rules that decided on an event in the time range.
     pub rules_seen: BTreeSet<String>,
-    /// The `seq` and time of the last event in the time range.
-    pub last_event: Option<(u64, Timestamp)>,
+    /// The `seq` and time of the last event read, in the range or not
+    /// (the last record of a skipped file counts as read): where the log
+    /// ends, for `tail --since`.
+    pub last_seen: Option<(u64, Timestamp)>,
     /// Past `--until`, or the consumer asked to stop.
     stopped: bool,
 }
@@ -271,7 +273,7 @@ impl Search {
             stats: Stats::default(),
             notes: Vec::new(),
             rules_seen: BTreeSet::new(),
-            last_event: None,
+            last_seen: None,
             stopped: false,
         }
     }
@@ -376,6 +378,10 @@ impl Search {
         let target = since - SLACK;
         if let Some((line, start)) = file.last_line().map_err(io_error(name))? {
             if event_time(&line).is_some_and(|t| t < target) {
+                let text = std::str::from_utf8(&line).ok();
+                if let Some((Some(seq), t)) = text.and_then(quick_time) {
+                    self.last_seen = Some((seq, t));
+                }
                 if let Some(v) = &mut self.verifier {
                     if let Some(sealed) = std::str::from_utf8(&line).ok().and_then(chain::open) {
                         v.expect_after(sealed.hash);
@@ -512,13 +518,17 @@ impl Search {
             return Ok(());
         }
         let mut parsed = None;
-        let time = match quick_time(text) {
-            Some((_, t)) => t,
+        let (seq, time) = match quick_time(text) {
+            Some(st) => st,
             None => match Parsed::parse(text) {
                 Ok(p) => match p.time().parse::<Timestamp>() {
                     Ok(t) => {
+                        let seq = match &p {
+                            Parsed::Event(e) => Some(e.seq),
+                            Parsed::Gap { .. } => None,
+                        };
                         parsed = Some(p);
-                        t
+                        (seq, t)
                     }
                     Err(e) => {
                         self.notes
@@ -533,6 +543,9 @@ impl Search {
                 }
             },
         };
+        if let Some(seq) = seq {
+            self.last_seen = Some((seq, time));
+        }
         if self.query.since.is_some_and(|s| time < s) {
             return Ok(());
         }
@@ -562,7 +575,6 @@ impl Search {
                     self.rules_seen.insert(d.rule.clone());
                 }
             }
-            self.last_event = Some((e.seq, time));
         }
         if self.matcher.matches(&record) {
             self.stats.matched += 1;

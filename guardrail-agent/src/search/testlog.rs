@@ -38,7 +38,7 @@ pub fn decision(rule: &str, outcome: &str) -> Decision {
 fn process(i: usize, exe: &str, uid: u32) -> Process {
     let pid = 1000 + (i % 50) as u32;
     // Every fifth event comes from the session of process 500@1.
-    let root = if i % 5 == 0 {
+    let root = if i.is_multiple_of(5) {
         (500, "500@1")
     } else {
         (400, "400@1")
@@ -88,7 +88,8 @@ pub fn sample_event(i: usize) -> Event {
                     ..Default::default()
                 },
             },
-            (i % 8 == 0).then(|| decision("ssh-config", "alerted")),
+            i.is_multiple_of(8)
+                .then(|| decision("ssh-config", "alerted")),
         ),
         1 => (
             Body::Perm {

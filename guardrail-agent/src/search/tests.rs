@@ -58,7 +58,8 @@ fn every_filter_returns_exactly_its_records() {
         ..Default::default()
     };
     let in_range = |i: usize| (300..=1700).contains(&i);
-    let cases: Vec<(Criteria, Box<dyn Fn(usize, &Event) -> bool>)> = vec![
+    type Keep<'a> = Box<dyn Fn(usize, &Event) -> bool + 'a>;
+    let cases: Vec<(Criteria, Keep<'_>)> = vec![
         (Criteria::default(), Box::new(|i, _| in_range(i))),
         (
             Criteria {
@@ -477,4 +478,115 @@ fn bad_criteria_say_what_is_expected() {
         }),
         "\"1234\" is not a process id: expected PID@START, as in an event's process.id"
     );
+}
+
+#[test]
+fn following_reads_on_across_a_rotation_exactly_once() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let events = sample(30);
+    let records = json(&events);
+    // Seal all 30 in one chain; write 10, then follow as the rest come.
+    let files = write_log(dir.path(), &records, 30);
+    let sealed = std::fs::read_to_string(&files[0]).unwrap();
+    let lines: Vec<&str> = sealed.lines().collect();
+    let live = dir.path().join("audit.jsonl");
+    std::fs::write(&live, lines[..10].join("\n") + "\n").unwrap();
+    let mut search = Search::new(
+        Query {
+            since: since(5),
+            follow: true,
+            ..Default::default()
+        },
+        Criteria::default().compile().unwrap(),
+    );
+    let mut found = Vec::new();
+    let mut sink = |f: &Found| {
+        if let Parsed::Event(e) = f.record {
+            found.push(e.seq);
+        }
+        Ok(Flow::Continue)
+    };
+    let mut pos = search
+        .run(std::slice::from_ref(&live), &mut sink)
+        .unwrap()
+        .unwrap();
+    assert_eq!(search.last_seen.map(|(s, _)| s), Some(10));
+    // Half a line, being written: not read yet, not a note.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&live)
+        .unwrap();
+    write!(f, "{}\n{}", lines[10], &lines[11][..20]).unwrap();
+    search.follow(&mut pos, &mut sink).unwrap();
+    assert_eq!(search.last_seen.map(|(s, _)| s), Some(11));
+    // The line is finished, one more, then the writer rotates and goes on.
+    write!(f, "{}\n{}\n", &lines[11][20..], lines[12]).unwrap();
+    drop(f);
+    std::fs::rename(&live, dir.path().join("audit.jsonl.1")).unwrap();
+    std::fs::write(&live, lines[13..].join("\n") + "\n").unwrap();
+    search.follow(&mut pos, &mut sink).unwrap();
+    assert_eq!(found, (6..=30).collect::<Vec<u64>>());
+    assert!(search.notes.is_empty(), "{:?}", search.notes);
+    assert_eq!(search.last_seen.map(|(s, _)| s), Some(30));
+}
+
+/// The figures in docs/performance.md: a large rotated log, and what a
+/// `--since` query near its end reads. `GUARDRAIL_BIG_LOG=DIR` keeps the
+/// log there (to time the CLI on it).
+/// `cargo test -p guardrail-agent --lib search::tests::big_log -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn big_log() {
+    let keep = std::env::var_os("GUARDRAIL_BIG_LOG").map(PathBuf::from);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&dir).unwrap();
+    let n = 1_000_000;
+    // About 100 MB a file, as with the default max_bytes.
+    let per_file = 200_000;
+    let mut prev = crate::audit::chain::GENESIS.to_string();
+    let chunks = n / per_file;
+    let mut files = Vec::new();
+    for k in 0..chunks {
+        let rotated = chunks - 1 - k;
+        let name = match rotated {
+            0 => "audit.jsonl".to_string(),
+            r => format!("audit.jsonl.{r}"),
+        };
+        let mut text = String::new();
+        for i in k * per_file..(k + 1) * per_file {
+            let json = serde_json::to_string(&sample_event(i)).unwrap();
+            let (line, h) = crate::audit::chain::seal(&prev, &json);
+            prev = h;
+            text.push_str(&line);
+            text.push('\n');
+        }
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        files.push(path);
+    }
+    for (label, from) in [("last hour", n - 3600), ("last minute", n - 60)] {
+        let started = std::time::Instant::now();
+        let (found, search) = seqs(
+            &files,
+            Query {
+                since: since(from),
+                ..Default::default()
+            },
+            &Criteria::default(),
+        );
+        assert_eq!(found.len(), n - from);
+        let s = &search.stats;
+        println!(
+            "{n} records, {} bytes in {} files; --since {label}: {} bytes read ({:.3}%), {} records parsed, {} matched, {:?}",
+            s.bytes_total,
+            s.files,
+            s.bytes_read,
+            s.bytes_read as f64 * 100.0 / s.bytes_total as f64,
+            s.records_parsed,
+            s.matched,
+            started.elapsed()
+        );
+    }
 }
