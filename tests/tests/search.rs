@@ -280,6 +280,30 @@ fn log_search_by_path_on_a_real_log() {
             .any(|l| l.contains(" rename ") && l.ends_with(&format!("→ {c_glob}"))),
         "{lines}"
     );
+    // The report counts the same records.
+    let out = Command::new(bin("guardrail"))
+        .args([
+            "log", "report", "--config", &config, "--json", "--path", &all,
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["events"], expected.len());
+    assert_eq!(report["by_kind"]["perm.chmod"], 1);
+    assert_eq!(report["by_kind"]["file.rename"], 1);
+    let prefix = d
+        .to_str()
+        .unwrap()
+        .splitn(4, '/')
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("/");
+    assert_eq!(
+        report["by_path_prefix"][&prefix],
+        expected.len(),
+        "{report:#}"
+    );
     agent.stop();
 }
 
@@ -385,4 +409,71 @@ fn rules_test_against_gates_a_rule_change() {
         .unwrap();
     assert_eq!(no_events.status.code(), Some(2), "{no_events:?}");
     assert!(String::from_utf8_lossy(&no_events.stderr).contains("nothing.jsonl"));
+}
+
+#[test]
+fn log_search_answers_empty_ranges_unknown_rules_and_bad_lines_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let lines = [
+        event(1, "/usr/bin/vim", "/etc/ssh/sshd_config"),
+        "{\"seq\":2,\"time\":\"2026-11-27T10:00:02Z\",\"kind\":\"fi".to_string(),
+        event(3, "/usr/bin/sed", "/etc/hosts"),
+    ];
+    // The last line is unfinished: the agent was killed while writing it.
+    std::fs::write(&log, lines.join("\n") + "\n{\"seq\":4,\"ti").unwrap();
+    let search = |args: &[&str]| {
+        Command::new(bin("guardrail"))
+            .args(["log", "search", "--file"])
+            .arg(&log)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let name = log.display();
+    let out = search(&["--json"]);
+    assert_success(&out);
+    let found: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(found.len(), 2);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(&format!("{name}:2: not a guardrail record (")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{name}:4: the last record is unfinished")),
+        "{err}"
+    );
+    // An empty range: nothing, and success.
+    let out = search(&["--since", "2026-11-28", "--until", "2026-11-29"]);
+    assert_success(&out);
+    assert!(out.stdout.is_empty(), "{out:?}");
+    // A rule that decided nothing: nothing, said on stderr.
+    let out = search(&["--rule", "no-such-rule"]);
+    assert_success(&out);
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("no event in the range was decided by rule \"no-such-rule\""));
+    // Times and criteria that make no sense say what would.
+    let out = search(&["--since", "yesterday"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("RFC 3339"),
+        "{out:?}"
+    );
+    let out = search(&["--kind", "file.wirte"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean \"file.write\""));
+    // An unsealed log does not verify: the first record, by its line.
+    let out = search(&["--verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("BROKEN at {name}:1: not a sealed record")),
+        "{out:?}"
+    );
 }
