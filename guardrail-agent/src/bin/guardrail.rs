@@ -534,7 +534,7 @@ fn after_search(
         }
         let mut note =
             format!("guardrail: note: no event in the range was decided by rule {rule:?}");
-        if let Some(set) = config.and_then(|c| load_rules(c, Names::default()).ok()) {
+        if let Some(set) = config.and_then(|c| load_rules(c, Names::system()).ok()) {
             if !set.rules.iter().any(|r| &r.id == rule) {
                 let ids: Vec<&str> = set.rules.iter().map(|r| r.id.as_str()).collect();
                 let hint = guardrail_agent::rules::kinds::closest(rule, &ids)
