@@ -25,6 +25,9 @@ pub enum Request {
     Tail {
         #[serde(default)]
         filter: TailFilter,
+        /// Begin the stream with a [`TailStart`] line.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        announce: bool,
     },
     /// The rules in force, with hit counts.
     Rules,
@@ -59,6 +62,24 @@ pub struct ReloadStatus {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TailSkipped {
     pub tail_skipped: u64,
+}
+
+/// The first line of a tail stream when the client asked for it: where
+/// the stream starts, so that a client can join the audit log's history
+/// to it without a gap or a repeat (`guardrail tail --since`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TailStart {
+    pub tail_start: StreamStart,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StreamStart {
+    /// Every event of this agent run with a greater `seq` will be sent
+    /// (those up to it may or may not be): history must reach it.
+    pub after_seq: u64,
+    /// When this agent run started (RFC 3339): its events are no older,
+    /// the previous run's are, and `seq` restarts at 1 with each run.
+    pub agent_started: String,
 }
 
 /// An error answer.
@@ -123,6 +144,10 @@ pub struct ControlServer {
     pub events: broadcast::Sender<Published>,
     pub rules: Arc<Mutex<Arc<RuleSet>>>,
     pub access: Access,
+    /// The pipeline's latest published `seq` (see `Pipeline`).
+    pub last_published: Arc<std::sync::atomic::AtomicU64>,
+    /// RFC 3339, taken before the agent emitted anything.
+    pub started_at: String,
 }
 
 /// Who may use the socket: root, and the members of one group if
@@ -270,7 +295,7 @@ impl ControlServer {
                 status.tail_clients = self.events.receiver_count();
                 reply(&mut write, &status).await
             }
-            Request::Tail { filter } => {
+            Request::Tail { filter, announce } => {
                 let filter = match filter.compile() {
                     Ok(f) => f,
                     Err(e) => {
@@ -284,6 +309,20 @@ impl ControlServer {
                     }
                 };
                 let mut rx = self.events.subscribe();
+                if announce {
+                    // Read after subscribing: every event stored later is
+                    // sent later, so reaches this subscriber.
+                    let after_seq = self
+                        .last_published
+                        .load(std::sync::atomic::Ordering::SeqCst);
+                    let start = TailStart {
+                        tail_start: StreamStart {
+                            after_seq,
+                            agent_started: self.started_at.clone(),
+                        },
+                    };
+                    reply(&mut write, &start).await?;
+                }
                 loop {
                     match rx.recv().await {
                         Ok(p) => {

@@ -40,7 +40,7 @@ pub struct CompiledFilter {
     path: Option<GlobMatcher>,
 }
 
-fn glob(pattern: &Option<String>) -> Result<Option<GlobMatcher>, FilterError> {
+pub(crate) fn glob(pattern: &Option<String>) -> Result<Option<GlobMatcher>, FilterError> {
     pattern
         .as_ref()
         .map(|p| {

@@ -76,7 +76,7 @@ pub fn log_verify(data: &[u8]) {
 /// A request line from a control-socket client: parsing and filter
 /// compilation never panic.
 pub fn control(data: &[u8]) {
-    if let Ok(crate::control::Request::Tail { filter }) = serde_json::from_slice(data) {
+    if let Ok(crate::control::Request::Tail { filter, .. }) = serde_json::from_slice(data) {
         let _ = filter.compile();
     }
 }

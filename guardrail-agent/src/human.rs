@@ -107,6 +107,17 @@ pub fn line(event: &Event, colour: bool) -> String {
     s
 }
 
+/// A `log_gap` record of the audit log, in the form of [`line`].
+pub fn gap_line(time: &str, lost: u64, colour: bool) -> String {
+    let short = time.get(11..23).unwrap_or(time);
+    let (on, off) = if colour {
+        ("\x1b[31;1m", "\x1b[0m")
+    } else {
+        ("", "")
+    };
+    format!("{short} {on}gap  log_gap{off}  {lost} records lost: the audit log could not keep them")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,8 @@ pub mod procfs;
 pub mod redact;
 pub mod reload;
 pub mod replay;
+pub mod report;
 pub mod revert;
 pub mod rules;
+pub mod search;
 pub mod trust;

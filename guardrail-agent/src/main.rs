@@ -225,6 +225,8 @@ fn raise_memlock_limit() {
 
 async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Result<()> {
     let started = Instant::now();
+    // Before any event: every event of this run is at least this late.
+    let started_at = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
     // First of all: a SIGTERM during start-up is then a clean stop once
     // the loop runs, never the default action's death.
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -361,6 +363,8 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
         events: tx,
         rules: shared_rules.clone(),
         access,
+        last_published: pipeline.last_published(),
+        started_at,
     });
     server.serve_on_own_thread(listener)?;
     info!(

@@ -62,6 +62,11 @@ pub struct Pipeline<V: ProcessView> {
     /// rule's name as an alias, so the rule decides it too.
     watched: std::collections::HashMap<(u64, u64), Vec<String>>,
     watched_at: Instant,
+    /// The `seq` of the latest event published to tail clients, stored
+    /// before it is sent: a client that subscribes and then reads it is
+    /// sent every later event (`guardrail tail --since` joins the audit
+    /// log's history to the live stream there).
+    last_published: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// How often the identities of watched files are looked up again (an
@@ -127,6 +132,7 @@ impl<V: ProcessView> Pipeline<V> {
             redactor: Arc::new(Redactor::default()),
             redacted_events: 0,
             outputs: None,
+            last_published: Arc::default(),
             watched: std::collections::HashMap::new(),
             watched_at: Instant::now(),
         }
@@ -183,6 +189,11 @@ impl<V: ProcessView> Pipeline<V> {
                 aliases.push(name.clone());
             }
         }
+    }
+
+    /// See the field of that name.
+    pub fn last_published(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.last_published.clone()
     }
 
     /// Redaction patterns in force (the built-in ones until set).
@@ -431,6 +442,8 @@ impl<V: ProcessView> Pipeline<V> {
         if let Some(outputs) = &self.outputs {
             outputs.send(&published);
         }
+        self.last_published
+            .store(self.seq, std::sync::atomic::Ordering::SeqCst);
         // No subscriber is not an error: nobody is tailing.
         let _ = self.publish.send(published);
     }

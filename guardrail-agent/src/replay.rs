@@ -44,64 +44,319 @@ pub struct Report {
 
 const EXAMPLES: usize = 3;
 
-/// Replay JSON-lines events from `input`. Windows are evaluated at each
-/// event's own time, and enforcement is reported as it would be on a host
-/// with `enforcement`.
-pub fn replay(
-    set: &RuleSet,
+impl Example {
+    fn of(event: &Event) -> Self {
+        Example {
+            seq: event.seq,
+            time: event.time.clone(),
+            op: event.body.op().to_string(),
+            exe: event.body.process().and_then(|p| p.exe.clone()),
+            path: event.body.paths().first().map(|p| p.to_string()),
+        }
+    }
+}
+
+/// The events of JSON lines, in order; lines that are not events are
+/// counted in `skipped`.
+pub fn events_of(
     input: impl BufRead,
-    enforcement: Enforcement,
-) -> std::io::Result<Report> {
-    let mut report = Report {
-        rules: set
-            .rules
-            .iter()
-            .map(|r| RuleReport {
-                rule: r.id.clone(),
-                ..Default::default()
-            })
-            .collect(),
-        ..Default::default()
-    };
-    let index: BTreeMap<&str, usize> = set
-        .rules
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.id.as_str(), i))
-        .collect();
+    skipped: &mut u64,
+    mut each: impl FnMut(&Event),
+) -> std::io::Result<()> {
     for line in input.lines() {
         let line = line?;
         if line.trim().is_empty() {
             continue;
         }
-        let Ok(event) = serde_json::from_str::<Event>(&line) else {
-            report.skipped_lines += 1;
-            continue;
-        };
+        match serde_json::from_str::<Event>(&line) {
+            Ok(event) => each(&event),
+            Err(_) => *skipped += 1,
+        }
+    }
+    Ok(())
+}
+
+/// The instant to evaluate a recorded event at: its own time. None for
+/// `loss` reports and events without a readable time.
+fn replayable(event: &Event) -> Option<jiff::Timestamp> {
+    if matches!(event.body, Body::Loss { .. }) {
+        return None;
+    }
+    event.time.parse().ok()
+}
+
+/// Replays events one at a time against one rule set.
+pub struct Replay<'s> {
+    set: &'s RuleSet,
+    enforcement: Enforcement,
+    index: BTreeMap<String, usize>,
+    pub report: Report,
+}
+
+impl<'s> Replay<'s> {
+    /// Windows are evaluated at each event's own time, and enforcement is
+    /// reported as it would be on a host with `enforcement`.
+    pub fn new(set: &'s RuleSet, enforcement: Enforcement) -> Self {
+        Replay {
+            set,
+            enforcement,
+            index: set
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.id.clone(), i))
+                .collect(),
+            report: Report {
+                rules: set
+                    .rules
+                    .iter()
+                    .map(|r| RuleReport {
+                        rule: r.id.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            },
+        }
+    }
+
+    pub fn event(&mut self, event: &Event) {
+        let report = &mut self.report;
         if matches!(event.body, Body::Loss { .. }) {
-            continue;
+            return;
         }
         report.events += 1;
-        let Ok(at) = event.time.parse::<jiff::Timestamp>() else {
+        let Some(at) = replayable(event) else {
             report.skipped_lines += 1;
-            continue;
+            return;
         };
-        let Some(d) = evaluate(set, &event, at, enforcement) else {
-            continue;
+        let Some(d) = evaluate(self.set, event, at, self.enforcement) else {
+            return;
         };
         report.decided += 1;
-        let r = &mut report.rules[index[d.rule.as_str()]];
+        let r = &mut report.rules[self.index[&d.rule]];
         r.hits += 1;
         *r.outcomes.entry(d.outcome.clone()).or_default() += 1;
         if r.examples.len() < EXAMPLES {
-            r.examples.push(Example {
-                seq: event.seq,
-                time: event.time.clone(),
-                op: event.body.op().to_string(),
-                exe: event.body.process().and_then(|p| p.exe.clone()),
-                path: event.body.paths().first().map(|p| p.to_string()),
-            });
+            r.examples.push(Example::of(event));
         }
     }
-    Ok(report)
+}
+
+/// Replay JSON-lines events from `input` (see [`Replay::new`]).
+pub fn replay(
+    set: &RuleSet,
+    input: impl BufRead,
+    enforcement: Enforcement,
+) -> std::io::Result<Report> {
+    let mut replay = Replay::new(set, enforcement);
+    let mut skipped = 0;
+    events_of(input, &mut skipped, |e| replay.event(e))?;
+    replay.report.skipped_lines += skipped;
+    Ok(replay.report)
+}
+
+/// A rule's decision, as compared between two rule sets.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Decided {
+    pub rule: String,
+    pub outcome: String,
+}
+
+/// Events decided one way by the current rules and another by the
+/// candidate: a decision that appears (`from` null), disappears (`to`
+/// null) or changes rule or outcome.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Change {
+    /// The rule the change is about: the candidate's deciding rule, or the
+    /// current one's when the candidate decides nothing.
+    pub rule: String,
+    pub from: Option<Decided>,
+    pub to: Option<Decided>,
+    pub events: u64,
+    /// The first few events, in log order.
+    pub examples: Vec<Example>,
+}
+
+impl std::fmt::Display for Change {
+    /// `ssh-config: alerted → denied`, `new-rule: (none) → alerted`,
+    /// `old: alerted → new: denied` when another rule decides.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn outcome(d: &Option<Decided>) -> &str {
+            d.as_ref().map_or("(none)", |d| d.outcome.as_str())
+        }
+        match (&self.from, &self.to) {
+            (Some(a), Some(b)) if a.rule != b.rule => {
+                write!(f, "{}: {} → {}: {}", a.rule, a.outcome, b.rule, b.outcome)
+            }
+            _ => write!(
+                f,
+                "{}: {} → {}",
+                self.rule,
+                outcome(&self.from),
+                outcome(&self.to)
+            ),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Comparison {
+    pub events: u64,
+    /// Lines that were not events, and events without a readable time.
+    pub skipped_lines: u64,
+    /// Events whose decision changes.
+    pub changed: u64,
+    /// Grouped by rule, then by what changed.
+    pub changes: Vec<Change>,
+}
+
+fn decided(
+    set: &RuleSet,
+    event: &Event,
+    at: jiff::Timestamp,
+    enforcement: Enforcement,
+) -> Option<Decided> {
+    evaluate(set, event, at, enforcement).map(|d| Decided {
+        rule: d.rule,
+        outcome: d.outcome,
+    })
+}
+
+/// Replays events against the rules in force and a candidate, keeping
+/// only the differences (`guardrail rules test --against`).
+pub struct Compare<'s> {
+    current: &'s RuleSet,
+    candidate: &'s RuleSet,
+    enforcement: Enforcement,
+    groups: BTreeMap<(String, Option<Decided>, Option<Decided>), Change>,
+    pub result: Comparison,
+}
+
+impl<'s> Compare<'s> {
+    pub fn new(current: &'s RuleSet, candidate: &'s RuleSet, enforcement: Enforcement) -> Self {
+        Compare {
+            current,
+            candidate,
+            enforcement,
+            groups: BTreeMap::new(),
+            result: Comparison::default(),
+        }
+    }
+
+    pub fn event(&mut self, event: &Event) {
+        if matches!(event.body, Body::Loss { .. }) {
+            return;
+        }
+        self.result.events += 1;
+        let Some(at) = replayable(event) else {
+            self.result.skipped_lines += 1;
+            return;
+        };
+        let (from, to) = (
+            decided(self.current, event, at, self.enforcement),
+            decided(self.candidate, event, at, self.enforcement),
+        );
+        if from == to {
+            return;
+        }
+        self.result.changed += 1;
+        let rule = to.as_ref().or(from.as_ref()).map(|d| d.rule.clone());
+        let key = (rule.unwrap_or_default(), from, to);
+        let change = self.groups.entry(key.clone()).or_insert_with(|| Change {
+            rule: key.0,
+            from: key.1,
+            to: key.2,
+            events: 0,
+            examples: Vec::new(),
+        });
+        change.events += 1;
+        if change.examples.len() < EXAMPLES {
+            change.examples.push(Example::of(event));
+        }
+    }
+
+    pub fn finish(mut self) -> Comparison {
+        self.result.changes = self.groups.into_values().collect();
+        self.result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::compile_text;
+    use crate::rules::users::Names;
+    use crate::search::testlog::sample;
+
+    fn rules(text: &str) -> RuleSet {
+        compile_text(std::path::Path::new("/etc/g.toml"), text, Names::default()).unwrap()
+    }
+
+    const ALERT: &str = r#"
+[[rule]]
+id = "ssh-config"
+on = ["file.write"]
+path = ["/etc/ssh/**"]
+action = "alert"
+
+[[rule]]
+id = "sudoers"
+on = ["file.rename"]
+path = ["/etc/sudoers"]
+action = "alert"
+"#;
+
+    fn compare(current: &str, candidate: &str) -> Comparison {
+        let (a, b) = (rules(current), rules(candidate));
+        let mut c = Compare::new(
+            &a,
+            &b,
+            Enforcement {
+                deny: true,
+                kill: true,
+            },
+        );
+        for e in sample(40) {
+            c.event(&e);
+        }
+        c.finish()
+    }
+
+    #[test]
+    fn identical_rules_change_nothing() {
+        let c = compare(ALERT, ALERT);
+        assert_eq!((c.events, c.changed), (40, 0));
+        assert!(c.changes.is_empty());
+    }
+
+    #[test]
+    fn an_alert_made_deny_lists_exactly_the_events_now_denied() {
+        let candidate = ALERT.replacen(r#"action = "alert""#, r#"action = "deny""#, 1);
+        let c = compare(ALERT, &candidate);
+        // sample(): every fourth event writes /etc/ssh/sshd_config.
+        assert_eq!(c.changed, 10);
+        assert_eq!(c.changes.len(), 1);
+        let change = &c.changes[0];
+        assert_eq!(change.to_string(), "ssh-config: alerted → denied");
+        assert_eq!(change.events, 10);
+        let seqs: Vec<u64> = change.examples.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 5, 9]);
+        assert!(change
+            .examples
+            .iter()
+            .all(|e| e.path.as_deref() == Some("/etc/ssh/sshd_config")
+                && e.exe.as_deref() == Some("/usr/bin/vim")));
+    }
+
+    #[test]
+    fn decisions_that_appear_and_disappear_are_grouped_by_rule() {
+        let only_ssh = &ALERT[..ALERT.find(r#"id = "sudoers""#).unwrap() - "[[rule]]\n".len()];
+        let c = compare(ALERT, only_ssh);
+        assert_eq!(c.changes.len(), 1);
+        assert_eq!(c.changes[0].to_string(), "sudoers: alerted → (none)");
+        assert_eq!(c.changes[0].events, 10);
+        let c = compare(only_ssh, ALERT);
+        assert_eq!(c.changes[0].to_string(), "sudoers: (none) → alerted");
+    }
 }

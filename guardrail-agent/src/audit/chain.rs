@@ -65,41 +65,63 @@ impl std::fmt::Display for Broken {
     }
 }
 
+/// Checks sealed lines one at a time, in log order: each must carry its
+/// own hash, and follow the one before it. `verify` checks whole files
+/// with it; `guardrail log search --verify` checks the lines it reads.
+#[derive(Debug, Default)]
+pub struct Verifier {
+    /// The hash the next line must name as its `prev`; None before the
+    /// first line (which may follow a file retention already removed).
+    expected_prev: Option<String>,
+    /// Lines that passed.
+    pub count: u64,
+}
+
+impl Verifier {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The next line must follow the record whose hash is `hash` (a record
+    /// that is skipped rather than read: its content is not checked).
+    pub fn expect_after(&mut self, hash: &str) {
+        self.expected_prev = Some(hash.to_string());
+    }
+
+    /// Check the next line; on failure, why it is broken.
+    pub fn check(&mut self, line: &str) -> Result<(), &'static str> {
+        let Some(o) = open(line) else {
+            return Err("not a sealed record (edited, truncated or foreign)");
+        };
+        if self.expected_prev.as_deref().is_some_and(|p| p != o.prev) {
+            return Err(
+                "does not follow the record before it: a record is missing, inserted or out of order",
+            );
+        }
+        if hash(o.prev, &o.event_json) != o.hash {
+            return Err("its content does not match its hash: the record was edited");
+        }
+        self.expected_prev = Some(o.hash.to_string());
+        self.count += 1;
+        Ok(())
+    }
+}
+
 /// Verify files given oldest first. The first record of the first file may
 /// continue an older, no longer present file (its `prev` is taken as
 /// given); everything after must chain. Returns the records checked.
 pub fn verify(files: &[(String, String)]) -> Result<u64, Broken> {
-    let mut expected_prev: Option<String> = None;
-    let mut count = 0;
+    let mut v = Verifier::new();
     for (name, text) in files {
         for (i, line) in text.lines().enumerate() {
-            let broken = |why: String| Broken {
+            v.check(line).map_err(|why| Broken {
                 file: name.clone(),
                 line: i + 1,
-                why,
-            };
-            let Some(o) = open(line) else {
-                return Err(broken(
-                    "not a sealed record (edited, truncated or foreign)".into(),
-                ));
-            };
-            if let Some(prev) = &expected_prev {
-                if o.prev != prev {
-                    return Err(broken(
-                        "does not follow the record before it: a record is missing, inserted or out of order".into(),
-                    ));
-                }
-            }
-            if hash(o.prev, &o.event_json) != o.hash {
-                return Err(broken(
-                    "its content does not match its hash: the record was edited".into(),
-                ));
-            }
-            expected_prev = Some(o.hash.to_string());
-            count += 1;
+                why: why.into(),
+            })?;
         }
     }
-    Ok(count)
+    Ok(v.count)
 }
 
 #[cfg(test)]

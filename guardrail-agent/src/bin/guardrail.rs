@@ -8,16 +8,20 @@ use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 
 use guardrail_agent::config::{Config, DEFAULT_PATH, DEFAULT_SOCKET};
-use guardrail_agent::control::{request, ErrorReply, Request, RuleSummary, Status, TailSkipped};
+use guardrail_agent::control::{
+    request, ErrorReply, Request, RuleSummary, Status, TailSkipped, TailStart,
+};
 use guardrail_agent::doctor::{rule_effects, Check, HostFacts, Level, LsmState};
 use guardrail_agent::event::Event;
 use guardrail_agent::filter::TailFilter;
 use guardrail_agent::human;
 use guardrail_agent::kernel::probes::{ProbeOptions, Probes};
-use guardrail_agent::replay::replay;
+use guardrail_agent::replay::{events_of, Compare, Comparison, Replay};
+use guardrail_agent::report::Report;
 use guardrail_agent::rules::eval::Enforcement;
 use guardrail_agent::rules::users::Names;
 use guardrail_agent::rules::{load_rules, RuleSet};
+use guardrail_agent::search::{self, Criteria, Flow, Parsed, Query, Search, SearchError};
 use guardrail_agent::trust::{self, AdminGroup, Policy, RealFs};
 
 #[derive(Parser, Debug)]
@@ -65,6 +69,11 @@ enum Command {
         /// Stop after this many events.
         #[arg(long, short = 'n')]
         count: Option<u64>,
+        /// First the audit log's events since TIME (30m, 2h, 7d, or RFC 3339),
+        /// then live ones, with none missing or repeated where they meet.
+        /// The log is the one the agent writes (`guardrail status`).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
     },
     /// Show what the agent captures, on what kernel, and what it lost.
     Status {
@@ -107,6 +116,118 @@ enum LogCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Find records in the audit log (live and rotated files, oldest
+    /// first) by time, rule, outcome, kind, path, program, process,
+    /// process tree or user. Every criterion given must hold; one given
+    /// several times holds when any of its values does.
+    ///
+    /// A --since query skips rotated files that end before it and
+    /// binary-searches the first file that does not, so it reads little
+    /// of a large log (see --stats).
+    Search {
+        #[command(flatten)]
+        files: LogFiles,
+        #[command(flatten)]
+        range: Range,
+        #[command(flatten)]
+        select: Select,
+        /// Print the records as stored (JSON lines, with their `chain`).
+        #[arg(long)]
+        json: bool,
+        /// Check the hash chain of every record read (each file the search
+        /// touches is then read from its first line); a broken record is
+        /// reported as FILE:LINE, exit status 1.
+        #[arg(long)]
+        verify: bool,
+        /// Print to stderr how many bytes were read, records parsed and
+        /// matched.
+        #[arg(long)]
+        stats: bool,
+    },
+    /// Count what the audit log holds for a time range: per rule, outcome,
+    /// kind, path prefix (`/etc/ssh`), executable and hour. Takes the same
+    /// criteria as `log search`.
+    Report {
+        #[command(flatten)]
+        files: LogFiles,
+        #[command(flatten)]
+        range: Range,
+        #[command(flatten)]
+        select: Select,
+        /// Rows per table in the human form (the hours are all shown).
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        #[arg(long)]
+        json: bool,
+        /// Print to stderr how many bytes were read, records parsed and
+        /// matched.
+        #[arg(long)]
+        stats: bool,
+    },
+}
+
+/// Which audit log files to read.
+#[derive(clap::Args, Debug, Clone)]
+struct LogFiles {
+    /// The configuration whose `[audit_log] path` names the log; its
+    /// rotated files (PATH.1, PATH.2, …) are found next to it.
+    #[arg(long, short, default_value = DEFAULT_PATH, value_name = "FILE")]
+    config: PathBuf,
+    /// Read these log files instead, oldest first (repeatable).
+    #[arg(long = "file", value_name = "FILE")]
+    files: Vec<PathBuf>,
+}
+
+/// A time range.
+#[derive(clap::Args, Debug, Clone)]
+struct Range {
+    /// From this time: an age (30m, 2h, 7d, 1h30m), RFC 3339
+    /// (2026-11-27T10:00:00Z) or a UTC day (2026-11-27).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Up to this time (same forms).
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+}
+
+/// What to select in the audit log.
+#[derive(clap::Args, Debug, Clone)]
+struct Select {
+    /// Decided by this rule (`decision.rule`).
+    #[arg(long = "rule", value_name = "ID")]
+    rules: Vec<String>,
+    /// With this decision outcome: alerted, denied, killed, reverted,
+    /// would_deny, would_kill, allowed.
+    #[arg(long = "outcome", value_name = "OUTCOME")]
+    outcomes: Vec<String>,
+    /// exec, file, perm, loss, log_gap, or a kind as rules name it
+    /// (file.write, file.rename, perm.chmod, file.*, …).
+    #[arg(long = "kind", value_name = "KIND")]
+    kinds: Vec<String>,
+    /// Naming a path that matches this glob (`/etc/ssh/**`). Events name
+    /// canonical paths: symlinked directories resolved.
+    #[arg(long, value_name = "GLOB")]
+    path: Option<String>,
+    /// Done by a program matching this glob (`process.exe`).
+    #[arg(long, value_name = "GLOB")]
+    exe: Option<String>,
+    /// Done by this process id (pids are reused: see --process-id).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Done by this process (`process.id`, PID@START).
+    #[arg(long, value_name = "PID@START")]
+    process_id: Option<String>,
+    /// Done by this process or any process it created, however deep (a
+    /// login's shell: everything done in that session).
+    #[arg(long, value_name = "PID@START")]
+    lineage: Option<String>,
+    /// Done by this user (real uid; a name is looked up in /etc/passwd).
+    #[arg(long, value_name = "NAME|UID")]
+    user: Option<String>,
+    /// Done in a login of this user (login uid, `process.auid`): follows
+    /// sudo and su.
+    #[arg(long, value_name = "NAME|UID")]
+    login_user: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -117,14 +238,31 @@ enum RulesCommand {
     /// directory on their paths) are errors for the agent's configuration,
     /// which the agent would refuse, and warnings for any other file.
     Check { file: PathBuf },
-    /// Replay recorded events (JSON lines, e.g. from `guardrail-agent
-    /// --print json` or `guardrail tail --json`) against the rules of FILE
-    /// and show which rules would fire, how often, on what.
+    /// Replay recorded events against the rules of FILE and show which
+    /// rules would fire, how often, on what; or, with --against, against
+    /// two rule sets, showing only the decisions that change.
+    ///
+    /// The events are JSON lines (`guardrail tail --json`, `guardrail-agent
+    /// --print json`, an audit log) given with --events, or else the audit
+    /// log's (see --config, --file, --since). With --against the exit
+    /// status is 0 when no decision changes, 1 when some do, 2 on error:
+    /// a gate for a rule change in CI.
     Test {
-        file: PathBuf,
+        /// The rules: a configuration or rules file.
+        #[arg(required_unless_present = "against", conflicts_with = "against")]
+        file: Option<PathBuf>,
+        /// Compare the rules of CURRENT and CANDIDATE (configuration or
+        /// rules files): decisions that appear, disappear or change
+        /// outcome (alerted → denied), by rule, with examples.
+        #[arg(long, num_args = 2, value_names = ["CURRENT", "CANDIDATE"])]
+        against: Vec<PathBuf>,
         /// The recorded events; `-` for standard input.
-        #[arg(long)]
-        events: PathBuf,
+        #[arg(long, conflicts_with_all = ["files", "since", "until"])]
+        events: Option<PathBuf>,
+        #[command(flatten)]
+        log: LogFiles,
+        #[command(flatten)]
+        range: Range,
         /// Report as JSON.
         #[arg(long)]
         json: bool,
@@ -165,6 +303,32 @@ impl std::fmt::Display for Unfit {
 
 impl std::error::Error for Unfit {}
 
+/// `rules test --against`: decisions change, exit 1 (the changes are
+/// printed).
+#[derive(Debug)]
+struct Changed;
+
+impl std::fmt::Display for Changed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("decisions change")
+    }
+}
+
+impl std::error::Error for Changed {}
+
+/// An error that exits 2, where 1 means something else (`rules test
+/// --against`).
+#[derive(Debug)]
+struct Fails2(String);
+
+impl std::fmt::Display for Fails2 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Fails2 {}
+
 /// A broken audit log chain exits 1.
 #[derive(Debug)]
 struct Broken;
@@ -181,7 +345,13 @@ fn main() -> std::process::ExitCode {
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) if e.is::<Invalid>() => std::process::ExitCode::from(2),
-        Err(e) if e.is::<Broken>() || e.is::<Unfit>() => std::process::ExitCode::from(1),
+        Err(e) if e.is::<Broken>() || e.is::<Unfit>() || e.is::<Changed>() => {
+            std::process::ExitCode::from(1)
+        }
+        Err(e) if e.is::<Fails2>() => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -206,6 +376,431 @@ fn verify_log(files: &[PathBuf]) -> Result<()> {
             Err(Broken.into())
         }
     }
+}
+
+/// The audit log files to read, oldest first: those given, or the live
+/// log the configuration names and its rotated files.
+fn log_files(src: &LogFiles) -> Result<Vec<PathBuf>> {
+    if !src.files.is_empty() {
+        for f in &src.files {
+            anyhow::ensure!(f.exists(), "{}: no such file", f.display());
+        }
+        return Ok(src.files.clone());
+    }
+    let config = Config::load(&src.config).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\n(the audit log's location is the configuration's [audit_log] path: give another configuration with --config, or the log files with --file)"
+        )
+    })?;
+    let live = &config.audit_log.path;
+    let files = search::files::discover(live).with_context(|| {
+        format!(
+            "listing the audit log {} ([audit_log] path of {})",
+            live.display(),
+            src.config.display()
+        )
+    })?;
+    if files.is_empty() {
+        let why = if config.audit_log.enabled {
+            "nothing written yet, or the agent never ran with this configuration"
+        } else {
+            "[audit_log] enabled = false"
+        };
+        bail!(
+            "no audit log at {} ({why}; from {})",
+            live.display(),
+            src.config.display()
+        );
+    }
+    Ok(files)
+}
+
+impl Range {
+    fn resolve(&self) -> Result<(Option<jiff::Timestamp>, Option<jiff::Timestamp>)> {
+        let now = jiff::Timestamp::now();
+        let parse = |flag: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|t| search::time::parse(t, now).with_context(|| format!("--{flag}")))
+                .transpose()
+        };
+        Ok((parse("since", &self.since)?, parse("until", &self.until)?))
+    }
+}
+
+/// A user given by name or uid.
+fn uid_of(flag: &str, user: &Option<String>, names: &Names) -> Result<Option<u32>> {
+    let Some(user) = user else { return Ok(None) };
+    if let Ok(uid) = user.parse() {
+        return Ok(Some(uid));
+    }
+    match names.user(user) {
+        Some(uid) => Ok(Some(uid)),
+        None => bail!("--{flag}: no user named {user:?} in /etc/passwd (give a uid)"),
+    }
+}
+
+impl Select {
+    fn criteria(&self) -> Result<Criteria> {
+        let names = if self.user.is_some() || self.login_user.is_some() {
+            Names::system()
+        } else {
+            Names::default()
+        };
+        if let Some(p) = &self.path {
+            path_hint(p);
+        }
+        Ok(Criteria {
+            rules: self.rules.clone(),
+            outcomes: self.outcomes.clone(),
+            kinds: self.kinds.clone(),
+            path: self.path.clone(),
+            exe: self.exe.clone(),
+            pid: self.pid,
+            process_id: self.process_id.clone(),
+            lineage: self.lineage.clone(),
+            uid: uid_of("user", &self.user, &names)?,
+            login_uid: uid_of("login-user", &self.login_user, &names)?,
+        })
+    }
+}
+
+/// Events name absolute, canonical paths: say so when a --path cannot
+/// match one, or names a path that is canonically another on this host.
+fn path_hint(pattern: &str) {
+    if !pattern.starts_with('/') && !pattern.starts_with('*') {
+        eprintln!(
+            "guardrail: note: events name absolute paths; {pattern:?} matches only a path written exactly so (did you mean \"**/{pattern}\"?)"
+        );
+        return;
+    }
+    if pattern.contains(['*', '?', '[', '{']) {
+        return;
+    }
+    if let Ok(real) = std::fs::canonicalize(pattern) {
+        if real.as_os_str() != pattern.trim_end_matches('/') {
+            eprintln!(
+                "guardrail: note: on this host {pattern} is {}; events name canonical paths (symlinked directories resolved)",
+                real.display()
+            );
+        }
+    }
+}
+
+/// Run a search over `files`, printing notes; the search and how it ended.
+fn run_search(
+    files: &[PathBuf],
+    query: Query,
+    criteria: &Criteria,
+    sink: &mut dyn FnMut(&search::Found) -> std::io::Result<Flow>,
+) -> Result<Search> {
+    let mut search = Search::new(query, criteria.compile()?);
+    let result = search.run(files, sink);
+    for note in &search.notes {
+        eprintln!("guardrail: {note}");
+    }
+    match result {
+        Ok(_) => Ok(search),
+        Err(SearchError::Broken { place, why }) => {
+            eprintln!("BROKEN at {place}: {why}");
+            Err(Broken.into())
+        }
+        Err(SearchError::Io { file, source })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            bail!("{file}: {source} (the audit log is root's, and readable by agent.admin_group when one is configured)")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What a search found, as notes on stderr: losses in the range, rules
+/// asked for that decided nothing in it.
+fn after_search(
+    search: &Search,
+    criteria: &Criteria,
+    config: Option<&std::path::Path>,
+    verify: bool,
+    stats: bool,
+) {
+    if search.stats.lost > 0 {
+        eprintln!(
+            "guardrail: note: {} records were lost in this range (loss and log_gap records): the answer may be incomplete",
+            search.stats.lost
+        );
+    }
+    for rule in &criteria.rules {
+        if search.rules_seen.contains(rule) {
+            continue;
+        }
+        let mut note =
+            format!("guardrail: note: no event in the range was decided by rule {rule:?}");
+        if let Some(set) = config.and_then(|c| load_rules(c, Names::system()).ok()) {
+            if !set.rules.iter().any(|r| &r.id == rule) {
+                let ids: Vec<&str> = set.rules.iter().map(|r| r.id.as_str()).collect();
+                let hint = guardrail_agent::rules::kinds::closest(rule, &ids)
+                    .map_or(String::new(), |c| format!(" (did you mean {c:?}?)"));
+                note += &format!("; {} defines no such rule{hint}", config.unwrap().display());
+            }
+        }
+        eprintln!("{note}");
+    }
+    if verify {
+        let s = &search.stats;
+        let skipped = if s.files_skipped > 0 {
+            let n = s.files_skipped;
+            let files = if n == 1 { "file" } else { "files" };
+            format!(" ({n} {files} before --since skipped, not verified)")
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "guardrail: {} records verified: the chain is intact{skipped}",
+            s.verified
+        );
+    }
+    if stats {
+        let s = &search.stats;
+        eprintln!(
+            "guardrail: stats: read {} of {} bytes ({:.2}%) in {} files ({} skipped whole), {} records parsed, {} in range, {} matched",
+            s.bytes_read,
+            s.bytes_total,
+            if s.bytes_total == 0 { 0.0 } else { s.bytes_read as f64 * 100.0 / s.bytes_total as f64 },
+            s.files,
+            s.files_skipped,
+            s.records_parsed,
+            s.in_range,
+            s.matched
+        );
+    }
+}
+
+/// Writes found records; a closed stdout (`| head`) ends the search.
+fn print_record(
+    out: &mut impl Write,
+    found: &search::Found,
+    json: bool,
+    colour: bool,
+    day: &mut String,
+) -> std::io::Result<Flow> {
+    let written = if json {
+        writeln!(out, "{}", found.line)
+    } else {
+        // The human line shows the time of day: say when the day changes.
+        let date = found.record.time().get(..10).unwrap_or_default();
+        if date != day.as_str() {
+            *day = date.to_string();
+            let _ = writeln!(out, "── {date} (UTC)");
+        }
+        match found.record {
+            Parsed::Event(e) => writeln!(out, "{}", human::line(e, colour)),
+            Parsed::Gap { time, lost } => writeln!(out, "{}", human::gap_line(time, *lost, colour)),
+        }
+    };
+    match written {
+        Ok(()) => Ok(Flow::Continue),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Flow::Stop),
+        Err(e) => Err(e),
+    }
+}
+
+fn log_search(
+    src: &LogFiles,
+    range: &Range,
+    select: &Select,
+    json: bool,
+    verify: bool,
+    stats: bool,
+) -> Result<()> {
+    let (since, until) = range.resolve()?;
+    let criteria = select.criteria()?;
+    criteria.compile()?;
+    let files = log_files(src)?;
+    let colour = std::io::stdout().is_terminal();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut day = String::new();
+    let query = Query {
+        since,
+        until,
+        verify,
+        follow: false,
+    };
+    let search = run_search(&files, query, &criteria, &mut |f| {
+        print_record(&mut out, f, json, colour, &mut day)
+    });
+    match out.flush() {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+        _ => {}
+    }
+    let search = search?;
+    let config = src.files.is_empty().then_some(src.config.as_path());
+    after_search(&search, &criteria, config, verify, stats);
+    Ok(())
+}
+
+fn log_report(
+    src: &LogFiles,
+    range: &Range,
+    select: &Select,
+    top: usize,
+    json: bool,
+    stats: bool,
+) -> Result<()> {
+    let (since, until) = range.resolve()?;
+    let criteria = select.criteria()?;
+    criteria.compile()?;
+    let files = log_files(src)?;
+    let mut report = Report::default();
+    let query = Query {
+        since,
+        until,
+        ..Default::default()
+    };
+    let search = run_search(&files, query, &criteria, &mut |f| {
+        report.add(f.record);
+        Ok(Flow::Continue)
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render(top));
+    }
+    let config = src.files.is_empty().then_some(src.config.as_path());
+    after_search(&search, &criteria, config, false, stats);
+    Ok(())
+}
+
+/// Where `rules test` takes its events from.
+struct EventSource {
+    events: Option<PathBuf>,
+    log: LogFiles,
+    range: Range,
+}
+
+impl EventSource {
+    /// Hand every event to `each`; lines that were not events.
+    fn each(&self, each: &mut dyn FnMut(&Event)) -> Result<u64> {
+        let mut skipped = 0;
+        match &self.events {
+            Some(events) => {
+                let input: Box<dyn std::io::BufRead> = if events.as_os_str() == "-" {
+                    Box::new(std::io::stdin().lock())
+                } else {
+                    let f = std::fs::File::open(events)
+                        .with_context(|| format!("opening {}", events.display()))?;
+                    Box::new(std::io::BufReader::with_capacity(1 << 20, f))
+                };
+                events_of(input, &mut skipped, each)
+                    .with_context(|| format!("reading {}", events.display()))?;
+            }
+            None => {
+                let (since, until) = self.range.resolve()?;
+                let files = log_files(&self.log)?;
+                let query = Query {
+                    since,
+                    until,
+                    ..Default::default()
+                };
+                let search = run_search(&files, query, &Criteria::default(), &mut |f| {
+                    if let Parsed::Event(e) = f.record {
+                        each(e);
+                    }
+                    Ok(Flow::Continue)
+                })?;
+                skipped += search.notes.len() as u64;
+            }
+        }
+        Ok(skipped)
+    }
+}
+
+fn print_example(ex: &guardrail_agent::replay::Example) {
+    println!(
+        "    #{} {} {} {} {}",
+        ex.seq,
+        ex.time,
+        ex.op,
+        human::escape(ex.exe.as_deref().unwrap_or("?")),
+        human::escape(ex.path.as_deref().unwrap_or(""))
+    );
+}
+
+fn rules_test(
+    file: &std::path::Path,
+    source: &EventSource,
+    enforcement: Enforcement,
+    json: bool,
+) -> Result<()> {
+    let set = load_or_report(file)?;
+    let started = std::time::Instant::now();
+    let mut replay = Replay::new(&set, enforcement);
+    let skipped = source.each(&mut |e| replay.event(e))?;
+    let mut report = replay.report;
+    report.skipped_lines += skipped;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{} events replayed in {:.2}s, {} decided by a rule, {} lines skipped",
+        report.events,
+        started.elapsed().as_secs_f64(),
+        report.decided,
+        report.skipped_lines
+    );
+    for r in &report.rules {
+        let outcomes: Vec<String> = r.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("{:<32} {:>8} hits  {}", r.rule, r.hits, outcomes.join(", "));
+        r.examples.iter().for_each(print_example);
+    }
+    Ok(())
+}
+
+fn compare_rules(
+    current: &std::path::Path,
+    candidate: &std::path::Path,
+    source: &EventSource,
+    enforcement: Enforcement,
+    json: bool,
+) -> Result<()> {
+    let current_set = load_or_report(current)?;
+    let candidate_set = load_or_report(candidate)?;
+    let mut compare = Compare::new(&current_set, &candidate_set, enforcement);
+    let skipped = source.each(&mut |e| compare.event(e))?;
+    let mut result: Comparison = compare.finish();
+    result.skipped_lines += skipped;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else if result.changes.is_empty() {
+        println!(
+            "{} events replayed: no decision changes from {} to {}",
+            result.events,
+            current.display(),
+            candidate.display()
+        );
+    } else {
+        println!(
+            "{} events replayed: {} decisions change from {} to {}",
+            result.events,
+            result.changed,
+            current.display(),
+            candidate.display()
+        );
+        for c in &result.changes {
+            let n = c.events;
+            println!("{c}   {n} event{}", if n == 1 { "" } else { "s" });
+            c.examples.iter().for_each(print_example);
+        }
+    }
+    if result.skipped_lines > 0 {
+        eprintln!(
+            "guardrail: {} lines were not events and were skipped",
+            result.skipped_lines
+        );
+    }
+    if result.changed > 0 {
+        return Err(Changed.into());
+    }
+    Ok(())
 }
 
 /// Load FILE's rules, printing every problem; `Invalid` if there were any.
@@ -303,51 +898,32 @@ async fn rules(socket: &std::path::Path, cmd: RulesCommand) -> Result<()> {
         }
         RulesCommand::Test {
             file,
+            against,
             events,
+            log,
+            range,
             json,
             no_enforcement,
         } => {
-            let set = load_or_report(&file)?;
             let enforcement = Enforcement {
                 deny: !no_enforcement,
                 kill: !no_enforcement,
             };
-            let input: Box<dyn std::io::BufRead> = if events.as_os_str() == "-" {
-                Box::new(std::io::stdin().lock())
-            } else {
-                let f = std::fs::File::open(&events)
-                    .with_context(|| format!("opening {}", events.display()))?;
-                Box::new(std::io::BufReader::with_capacity(1 << 20, f))
-            };
-            let started = std::time::Instant::now();
-            let report = replay(&set, input, enforcement)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-                return Ok(());
-            }
-            println!(
-                "{} events replayed in {:.2}s, {} decided by a rule, {} lines skipped",
-                report.events,
-                started.elapsed().as_secs_f64(),
-                report.decided,
-                report.skipped_lines
-            );
-            for r in &report.rules {
-                let outcomes: Vec<String> =
-                    r.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
-                println!("{:<32} {:>8} hits  {}", r.rule, r.hits, outcomes.join(", "));
-                for ex in &r.examples {
-                    println!(
-                        "    #{} {} {} {} {}",
-                        ex.seq,
-                        ex.time,
-                        ex.op,
-                        human::escape(ex.exe.as_deref().unwrap_or("?")),
-                        human::escape(ex.path.as_deref().unwrap_or(""))
-                    );
+            let source = EventSource { events, log, range };
+            match (file, against.as_slice()) {
+                (Some(file), _) => rules_test(&file, &source, enforcement, json),
+                (None, [current, candidate]) => {
+                    // Exit 1 means "decisions change": every failure is 2.
+                    compare_rules(current, candidate, &source, enforcement, json).map_err(|e| {
+                        if e.is::<Invalid>() || e.is::<Changed>() {
+                            e
+                        } else {
+                            Fails2(format!("{e:#}")).into()
+                        }
+                    })
                 }
+                _ => bail!("give a rules FILE, or --against CURRENT CANDIDATE"),
             }
-            Ok(())
         }
         RulesCommand::List { json } => {
             let line = reply(socket, &Request::Rules).await?;
@@ -385,6 +961,22 @@ fn real_main() -> Result<()> {
         match cli.command {
             Command::Rules(cmd) => rules(&cli.socket, cmd).await,
             Command::Log(LogCommand::Verify { files }) => verify_log(&files),
+            Command::Log(LogCommand::Search {
+                files,
+                range,
+                select,
+                json,
+                verify,
+                stats,
+            }) => log_search(&files, &range, &select, json, verify, stats),
+            Command::Log(LogCommand::Report {
+                files,
+                range,
+                select,
+                top,
+                json,
+                stats,
+            }) => log_report(&files, &range, &select, top, json, stats),
             Command::Tail {
                 kinds,
                 pid,
@@ -393,6 +985,7 @@ fn real_main() -> Result<()> {
                 alerts,
                 json,
                 count,
+                since,
             } => {
                 let filter = TailFilter {
                     kinds,
@@ -402,7 +995,13 @@ fn real_main() -> Result<()> {
                     decisions_only: alerts,
                 };
                 filter.compile()?;
-                tail(&cli.socket, filter, json, count).await
+                match since {
+                    None => tail(&cli.socket, filter, json, count).await,
+                    Some(since) => {
+                        let since = search::time::parse(&since, jiff::Timestamp::now())?;
+                        tail_since(&cli.socket, filter, json, count, since).await
+                    }
+                }
             }
             Command::Status { json } => status(&cli.socket, json).await,
             Command::Doctor {
@@ -430,7 +1029,14 @@ async fn tail(
     json: bool,
     count: Option<u64>,
 ) -> Result<()> {
-    let mut lines = request(socket, &Request::Tail { filter }).await?;
+    let mut lines = request(
+        socket,
+        &Request::Tail {
+            filter,
+            announce: false,
+        },
+    )
+    .await?;
     let colour = std::io::stdout().is_terminal();
     let mut stdout = std::io::stdout().lock();
     let mut seen = 0;
@@ -458,6 +1064,189 @@ async fn tail(
         }
     }
     Ok(())
+}
+
+/// `tail --since`: the audit log from `since`, then the live stream.
+///
+/// The live stream is subscribed to first, and buffered: its first line
+/// says that every event after `after_seq` will be sent. The log is read
+/// until it holds `after_seq` (the writer may lag a little behind the
+/// stream), then the buffered events are printed from the one after the
+/// last this history showed. `seq` restarts with each agent run: only
+/// history of this run (no older than `agent_started`) counts.
+async fn tail_since(
+    socket: &std::path::Path,
+    filter: TailFilter,
+    json: bool,
+    count: Option<u64>,
+    since: jiff::Timestamp,
+) -> Result<()> {
+    let status: Status = serde_json::from_str(&reply(socket, &Request::Status).await?)
+        .context("the agent's status")?;
+    let Some(log) = status.audit_log else {
+        bail!("the agent keeps no audit log ([audit_log] enabled = false): --since reads the history from it");
+    };
+    let live_path = PathBuf::from(&log.path);
+    let mut lines = request(
+        socket,
+        &Request::Tail {
+            filter: filter.clone(),
+            announce: true,
+        },
+    )
+    .await?;
+    let Some(first) = lines.next_line().await? else {
+        bail!("the agent closed the connection without answering");
+    };
+    if let Ok(e) = serde_json::from_str::<ErrorReply>(&first) {
+        bail!(
+            "agent refused: {} (an agent older than this guardrail cannot join history to the live stream: use tail without --since)",
+            e.error
+        );
+    }
+    let start: TailStart = serde_json::from_str(&first).with_context(|| {
+        format!("the agent's first tail line is not where the stream starts: {first}")
+    })?;
+    // Keep reading while the history is: a client that falls behind is
+    // skipped events by the agent.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let history = tokio::task::spawn_blocking(move || {
+        history(&live_path, filter, json, count, since, start.tail_start)
+    })
+    .await??;
+    let Some(last_history_seq) = history.last_seq else {
+        return Ok(());
+    };
+    let colour = std::io::stdout().is_terminal();
+    let mut stdout = std::io::stdout().lock();
+    let mut seen = history.printed;
+    while let Some(line) = rx.recv().await {
+        if let Ok(s) = serde_json::from_str::<TailSkipped>(&line) {
+            eprintln!(
+                "guardrail: this client fell behind; {} events were not shown",
+                s.tail_skipped
+            );
+            continue;
+        }
+        let event: Event = serde_json::from_str(&line)?;
+        if last_history_seq.is_some_and(|last| event.seq <= last) {
+            continue; // shown from the log already
+        }
+        if json {
+            writeln!(stdout, "{line}")?;
+        } else {
+            writeln!(stdout, "{}", human::line(&event, colour))?;
+        }
+        stdout.flush()?;
+        seen += 1;
+        if count.is_some_and(|c| seen >= c) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// What the history part of `tail --since` showed.
+struct History {
+    printed: u64,
+    /// The `seq` of this agent run's last event in the log (None: none
+    /// yet); None outside: `--count` was reached, stop.
+    last_seq: Option<Option<u64>>,
+}
+
+/// Print the log's events from `since` that pass `filter`, reading on
+/// until the log reaches the live stream's start.
+fn history(
+    live: &std::path::Path,
+    filter: TailFilter,
+    json: bool,
+    count: Option<u64>,
+    since: jiff::Timestamp,
+    start: guardrail_agent::control::StreamStart,
+) -> Result<History> {
+    let run_started: jiff::Timestamp = start
+        .agent_started
+        .parse()
+        .context("the agent's start time")?;
+    let filter = filter.compile()?;
+    let files = search::files::discover(live)
+        .with_context(|| format!("listing the audit log {}", live.display()))?;
+    let query = Query {
+        since: Some(since),
+        follow: true,
+        ..Default::default()
+    };
+    let mut search = Search::new(query, Criteria::default().compile()?);
+    let colour = std::io::stdout().is_terminal();
+    let mut stdout = std::io::stdout().lock();
+    let mut printed = 0;
+    let mut sink = |f: &search::Found| -> std::io::Result<Flow> {
+        match f.record {
+            Parsed::Event(e) if !filter.matches(e) => return Ok(Flow::Continue),
+            Parsed::Event(e) if json => {
+                // As the live stream prints it: without the chain.
+                let line = guardrail_agent::audit::chain::open(f.line)
+                    .map_or(f.line.to_string(), |o| o.event_json);
+                writeln!(stdout, "{line}")?
+            }
+            Parsed::Event(e) => writeln!(stdout, "{}", human::line(e, colour))?,
+            Parsed::Gap { time, lost } if json => writeln!(
+                stdout,
+                "{{\"kind\":\"log_gap\",\"time\":\"{time}\",\"lost\":{lost}}}"
+            )?,
+            Parsed::Gap { time, lost } => {
+                writeln!(stdout, "{}", human::gap_line(time, *lost, colour))?
+            }
+        }
+        stdout.flush()?;
+        printed += 1;
+        Ok(if count.is_some_and(|c| printed >= c) {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        })
+    };
+    let fail = |e: SearchError| anyhow::anyhow!("reading the audit log: {e}");
+    let mut pos = search.run(&files, &mut sink).map_err(fail)?;
+    let this_run = |s: &Search| {
+        s.last_seen
+            .filter(|(_, t)| *t >= run_started)
+            .map(|(seq, _)| seq)
+    };
+    // The writer lags the live stream by a moment at most; a disk that
+    // refuses writes holds it back for longer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !search.stopped() && start.after_seq > this_run(&search).unwrap_or(0) {
+        if std::time::Instant::now() > deadline {
+            eprintln!(
+                "guardrail: the audit log has not reached the live stream's start (event {}) in 10 s (is the disk full? see `guardrail status`): events just before the live ones may be missing",
+                start.after_seq
+            );
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        if let Some(pos) = &mut pos {
+            search.follow(pos, &mut sink).map_err(fail)?;
+        } else {
+            pos = search
+                .run(&search::files::discover(live)?, &mut sink)
+                .map_err(fail)?;
+        }
+    }
+    for note in &search.notes {
+        eprintln!("guardrail: {note}");
+    }
+    Ok(History {
+        printed,
+        last_seq: (!search.stopped()).then(|| this_run(&search)),
+    })
 }
 
 /// The agent's one-line answer to `req`.
