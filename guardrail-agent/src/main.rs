@@ -356,7 +356,9 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
         .context("compiling kill/deny rules into the kernel")?;
     // The socket appears only now, when the rules are in force and the
     // signal handlers are in place: a client that can connect may rely on
-    // both.
+    // both, and on a status with every field published (audit log,
+    // outputs, counters).
+    update(&probes, &mut pipeline, &status, started);
     let listener = ControlServer::bind(&config.agent.socket, &access)?;
     let server = Arc::new(ControlServer {
         status: status.clone(),
