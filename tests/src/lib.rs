@@ -37,6 +37,22 @@ pub fn assert_success(out: &std::process::Output) {
     );
 }
 
+/// chmod `file` to 4755 and wait for the event (20 s at most); return its
+/// decision. The file is put back to 0644 after.
+pub fn setuid_decision(agent: &Agent, file: &Path) -> Value {
+    use std::os::unix::fs::PermissionsExt;
+    let chmod =
+        |mode| std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode)).unwrap();
+    chmod(0o4755);
+    let events = agent.collect_until(Duration::from_secs(20), |e| {
+        e["perm"]["op"] == "chmod"
+            && e["perm"]["path"] == file.to_str().unwrap()
+            && e["perm"]["mode"] == "4755"
+    });
+    chmod(0o644);
+    events.last().unwrap()["decision"].clone()
+}
+
 /// `guardrail rules test CANDIDATE --events LOG --json`: the replay's
 /// report (the command must succeed).
 pub fn rules_test(candidate: &Path, events: &Path) -> Value {

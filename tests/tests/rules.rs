@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use guardrail_tests::{bin, is_marker, marker, rules_test, Agent};
+use guardrail_tests::{bin, is_marker, marker, rules_test, setuid_decision, Agent};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -28,18 +28,6 @@ severity = "high"
 
 fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// chmod `file` to 4755 and wait for the event; return its decision.
-fn setuid_decision(agent: &Agent, file: &Path) -> Value {
-    chmod(file, 0o4755);
-    let events = agent.collect_until(WAIT, |e| {
-        e["perm"]["op"] == "chmod"
-            && e["perm"]["path"] == file.to_str().unwrap()
-            && e["perm"]["mode"] == "4755"
-    });
-    chmod(file, 0o644);
-    events.last().unwrap()["decision"].clone()
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use guardrail_tests::{assert_success, bin, trusted_tempdir, wait_until, Agent};
+use guardrail_tests::{assert_success, bin, setuid_decision, trusted_tempdir, wait_until, Agent};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -265,18 +265,6 @@ fn rules_for(dir: &Path, id: &str) -> String {
         "[agent]\n# The test itself changes the configuration while the agent runs.\nself_protection = false\n\n[[rule]]\nid = \"{id}\"\non = [\"perm.chmod\"]\npath = [\"{}/**\"]\nmode_set = [\"setuid\"]\n",
         dir.display()
     )
-}
-
-/// chmod `file` to 4755 and wait for the event; return its decision.
-fn setuid_decision(agent: &Agent, file: &Path) -> Value {
-    chmod(file, 0o4755);
-    let events = agent.collect_until(WAIT, |e| {
-        e["perm"]["op"] == "chmod"
-            && e["perm"]["path"] == file.to_str().unwrap()
-            && e["perm"]["mode"] == "4755"
-    });
-    chmod(file, 0o644);
-    events.last().unwrap()["decision"].clone()
 }
 
 fn last_reload(agent: &Agent) -> Value {
