@@ -130,6 +130,9 @@ pub struct Status {
     /// queued, last error.
     #[serde(default)]
     pub outputs: Vec<crate::outputs::OutputSnapshot>,
+    /// The pinned state (None: `--ephemeral`).
+    #[serde(default)]
+    pub continuity: Option<crate::kernel::probes::Continuity>,
 }
 
 /// A serialised event shared by every tail client.

@@ -457,4 +457,12 @@ pub struct LossDetails {
     pub inflight: u64,
     /// Records lost since the agent started.
     pub total: u64,
+    /// Records left in a pinned ring buffer that could not be adopted
+    /// (another build's, or a changed size): removed unread.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub discarded: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -18,6 +18,7 @@ use guardrail_agent::config::{Config, DEFAULT_PATH};
 use guardrail_agent::control::{Access, ControlServer, ReloadStatus, Status};
 use guardrail_agent::doctor::{rule_effects, HostFacts, LsmState};
 use guardrail_agent::kernel::capabilities::{bpf_lsm_state, kernel_release, Capabilities};
+use guardrail_agent::kernel::pins::{self, DEFAULT_ROOT};
 use guardrail_agent::kernel::probes::{ProbeOptions, Probes};
 use guardrail_agent::metrics::Metrics;
 use guardrail_agent::notify::notify;
@@ -62,6 +63,19 @@ struct Args {
     /// and exit.
     #[arg(long)]
     check_config: bool,
+    /// Do not pin: probes, rules and ring buffer end with the agent
+    /// (diagnostics and tests; a service keeps them pinned so that
+    /// enforcement and capture never lapse).
+    #[arg(long)]
+    ephemeral: bool,
+    /// Where the probes, rules and ring buffer are pinned (on bpffs).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_ROOT)]
+    state_dir: PathBuf,
+    /// Remove the pinned state: guardrail's programs detach, its rules stop
+    /// being enforced, unread records are freed. Refused while an agent
+    /// runs (stop it first).
+    #[arg(long)]
+    unload: bool,
     /// Benchmark only: run the minimal copy-every-syscall probe instead of
     /// guardrail's, print what it received on SIGTERM (`cargo xtask bench`).
     #[arg(long, hide = true)]
@@ -128,6 +142,21 @@ fn real_main() -> Result<()> {
             .render(&mut out)?;
         std::fs::write(&page, out).with_context(|| format!("writing {}", page.display()))?;
         return Ok(());
+    }
+    if args.unload {
+        return match pins::unload(&args.state_dir)? {
+            true => {
+                println!(
+                    "removed {}: guardrail's programs are detached and its rules no longer enforced",
+                    args.state_dir.display()
+                );
+                Ok(())
+            }
+            false => {
+                println!("nothing pinned at {}", args.state_dir.display());
+                Ok(())
+            }
+        };
     }
     let (config, rules, policy) = load_config(&args)?;
     if args.check_config {
@@ -242,8 +271,9 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
         capture_read_opens: config.capture.read_opens,
         only_tgid: args.only_pid.unwrap_or(0),
         self_protect: config.agent.self_protection,
+        pin_root: (!args.ephemeral).then(|| args.state_dir.clone()),
     };
-    let (probes, ring, enforcer) = Probes::load(&opts)?;
+    let (mut probes, ring, enforcer) = Probes::load(&opts)?;
     // Parsing the kernel's BTF needs tens of MiB for a moment; give them
     // back to the system instead of keeping them in the heap for good.
     // SAFETY: no arguments that could be invalid.
@@ -351,14 +381,22 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
         pipeline.outputs = Some(Outputs::start(&sections)?);
     }
     pipeline.set_enforcer(enforcer.ok());
+    pipeline.set_reported(probes.reported);
     pipeline
         .set_rules(rules, enforcement)
         .context("compiling kill/deny rules into the kernel")?;
+    // This agent's programs enforce this configuration's rules: only now
+    // may the previous agent's go.
+    let discarded = probes
+        .complete_handover(opts.ring_buffer_bytes)
+        .context("handing the pinned state over to this agent")?;
+    pipeline.discarded(discarded);
+    status.lock().unwrap().continuity = probes.continuity.clone();
     // The socket appears only now, when the rules are in force and the
     // signal handlers are in place: a client that can connect may rely on
     // both, and on a status with every field published (audit log,
     // outputs, counters).
-    update(&probes, &mut pipeline, &status, started);
+    update(&mut probes, &mut pipeline, &status, started);
     let listener = ControlServer::bind(&config.agent.socket, &access)?;
     let server = Arc::new(ControlServer {
         status: status.clone(),
@@ -453,7 +491,7 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
                 if !more {
                     guard.clear_ready();
                 }
-                update(&probes, &mut pipeline, &status, started);
+                update(&mut probes, &mut pipeline, &status, started);
                 if more {
                     // Under a storm the ring never empties: let the control
                     // socket and the metrics endpoint run between batches.
@@ -465,10 +503,10 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
                 // data crosses wakeup_bytes): empty the ring now, a batch
                 // at a time.
                 while drain_ring(ring.get_mut(), &mut pipeline) {
-                    update(&probes, &mut pipeline, &status, started);
+                    update(&mut probes, &mut pipeline, &status, started);
                     tokio::task::yield_now().await;
                 }
-                update(&probes, &mut pipeline, &status, started);
+                update(&mut probes, &mut pipeline, &status, started);
             }
             _ = sighup.recv() => {
                 if let Some(fp) = reload(&mut pipeline, "SIGHUP") {
@@ -499,10 +537,12 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
     let _ = notify("STOPPING=1");
     // Flush: whatever the kernel wrote before we stop is still delivered.
     while drain_ring(ring.get_mut(), &mut pipeline) {}
-    update(&probes, &mut pipeline, &status, started);
+    update(&mut probes, &mut pipeline, &status, started);
     // Flushes the audit log; outputs get a few seconds to deliver what
     // they hold.
     drop(pipeline);
+    // Pinned programs keep enforcing and capturing for the next agent.
+    probes.stopped();
     drop(probes);
     let _ = std::fs::remove_file(&config.agent.socket);
     info!("guardrail-agent stopped");
@@ -527,7 +567,7 @@ fn drain_ring(
 }
 
 fn update(
-    probes: &Probes,
+    probes: &mut Probes,
     pipeline: &mut Pipeline<ProcFs>,
     status: &Mutex<Status>,
     started: Instant,
@@ -540,6 +580,7 @@ fn update(
         }
     };
     pipeline.kernel_counters(counters);
+    probes.heartbeat(&pipeline.reported());
     let mut s = status.lock().unwrap();
     s.uptime_s = started.elapsed().as_secs();
     s.events_total = pipeline.events_total;

@@ -351,9 +351,39 @@ impl<V: ProcessView> Pipeline<V> {
                 ringbuf: now.ringbuf_drops - self.reported.ringbuf_drops,
                 inflight: now.pending_drops - self.reported.pending_drops,
                 total: now.lost(),
+                discarded: 0,
             },
         };
         self.reported = now;
+        self.emit(monotonic_ns(), body, KernelVerdict::default());
+    }
+
+    /// Losses already reported, by this agent or (adopted state) the one
+    /// before it.
+    pub fn reported(&self) -> KernelCounters {
+        self.reported
+    }
+
+    /// Start counting losses from `reported` (an adopted state's).
+    pub fn set_reported(&mut self, reported: KernelCounters) {
+        self.reported = reported;
+    }
+
+    /// Report records removed unread with a pinned state that could not be
+    /// adopted.
+    pub fn discarded(&mut self, count: u64) {
+        if count == 0 {
+            return;
+        }
+        let body = Body::Loss {
+            loss: LossDetails {
+                count,
+                ringbuf: 0,
+                inflight: 0,
+                total: self.reported.lost(),
+                discarded: count,
+            },
+        };
         self.emit(monotonic_ns(), body, KernelVerdict::default());
     }
 

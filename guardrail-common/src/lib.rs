@@ -226,3 +226,78 @@ mod pod {
     unsafe impl aya::Pod for super::enforce::ExeKey {}
     unsafe impl aya::Pod for super::enforce::Verdict {}
 }
+
+/// Kernel state that outlives an agent (issue: continuity): the maps the
+/// agent pins under its state directory, and the slots of `AGENT_STATE`,
+/// the map in which one agent leaves what the next one needs to adopt.
+pub mod pinned {
+    /// Maps that carry state across agents: the ring buffer and its
+    /// counters, the syscalls in flight (shared, so that old and new
+    /// programs attached side by side during a hand-over emit one record
+    /// per syscall), and the enforcement maps. Scratch maps stay private
+    /// to each load.
+    pub const MAPS: &[&str] = &[
+        "EVENTS",
+        "PENDING",
+        "COUNTERS",
+        "KRULES",
+        "ENFORCE_STATE",
+        "INODE_RULES",
+        "EXE_RULES",
+        "VERDICTS",
+        "AGENT_STATE",
+        "RULE_NAMES",
+    ];
+
+    /// `AGENT_STATE[COMPLETE]` holds this once every map and link of the
+    /// state directory is pinned; anything else is a half-written state.
+    pub const COMPLETE: u32 = 0;
+    /// Size of the pinned ring buffer in bytes.
+    pub const RING_BYTES: u32 = 1;
+    /// Pid of the agent that last owned the state.
+    pub const OWNER_PID: u32 = 2;
+    /// CLOCK_MONOTONIC ns (the clock of bpf_ktime_get_ns and of the
+    /// records) of the owner's last sign of life: refreshed while it runs,
+    /// final when it stopped.
+    pub const LAST_SEEN_NS: u32 = 3;
+    /// Non-zero when the owner stopped cleanly (SIGTERM); zero after a
+    /// crash or SIGKILL.
+    pub const STOPPED_CLEANLY: u32 = 4;
+    /// Kernel loss counters the owner had already reported as `loss`
+    /// events (ring buffer, in flight), so that the next agent reports only
+    /// what was lost since.
+    pub const REPORTED_RINGBUF: u32 = 5;
+    pub const REPORTED_INFLIGHT: u32 = 6;
+    /// When the state was first pinned (same clock as LAST_SEEN_NS).
+    pub const PINNED_AT_NS: u32 = 7;
+    pub const SLOTS: u32 = 8;
+
+    /// Bytes of a rule id kept in `RULE_NAMES` (NUL-padded).
+    pub const RULE_NAME_LEN: usize = 64;
+
+    /// The value of `AGENT_STATE[COMPLETE]` for this build's layout: the
+    /// ABI version and the sizes of every pinned key and value, so that a
+    /// state written by a build with other layouts is never adopted.
+    pub const fn layout_mark() -> u64 {
+        let sizes = [
+            core::mem::size_of::<crate::EventHeader>(),
+            core::mem::size_of::<crate::PendingSyscall>(),
+            core::mem::size_of::<crate::enforce::KernelRule>(),
+            core::mem::size_of::<crate::enforce::InodeKey>(),
+            core::mem::size_of::<crate::enforce::InodeRules>(),
+            core::mem::size_of::<crate::enforce::ExeKey>(),
+            core::mem::size_of::<crate::enforce::Verdict>(),
+            crate::counter::COUNT as usize,
+            SLOTS as usize,
+            RULE_NAME_LEN,
+        ];
+        let mut mark: u64 = 0x6775_6172_6400_0000 | crate::ABI_VERSION as u64;
+        let mut i = 0;
+        while i < sizes.len() {
+            // FNV-1a over the sizes, folded into the low bits next to the ABI.
+            mark = (mark ^ sizes[i] as u64).wrapping_mul(0x100_0000_01b3);
+            i += 1;
+        }
+        mark | 1
+    }
+}

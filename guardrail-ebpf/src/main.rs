@@ -21,6 +21,7 @@ mod lifecycle;
 mod uring;
 mod path;
 mod record;
+mod state;
 mod task;
 
 use aya_ebpf::{

@@ -132,6 +132,10 @@ pub struct Launch {
     pub quiet: bool,
     /// This control socket instead of one in the agent's temp dir.
     pub socket: Option<PathBuf>,
+    /// Pin the probes, rules and ring buffer here (on bpffs), as a service
+    /// does; None: `--ephemeral`, so that the many agents of the tests
+    /// leave nothing behind and never adopt each other's state.
+    pub state_dir: Option<PathBuf>,
 }
 
 pub struct Agent {
@@ -191,6 +195,10 @@ impl Agent {
             .arg("--socket")
             .arg(&socket)
             .args(["--print", if launch.quiet { "none" } else { "json" }])
+            .args(match &launch.state_dir {
+                None => vec!["--ephemeral".into()],
+                Some(dir) => vec!["--state-dir".into(), dir.clone().into_os_string()],
+            })
             .args(extra)
             .env("GUARDRAIL_LOG", "warn")
             .stdout(Stdio::piped())

@@ -27,7 +27,7 @@ fn refused_at_start(config: &Path) -> String {
         .arg(config)
         .arg("--socket")
         .arg(dir.join("guardrail.sock"))
-        .args(["--print", "none"])
+        .args(["--print", "none", "--ephemeral"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -1374,6 +1374,8 @@ async fn lsm_evidence(
         // Capture only this short-lived process: nobody else pays.
         only_tgid: std::process::id(),
         self_protect: false,
+        // A trial: nothing may outlive it, nor touch the agent's state.
+        pin_root: None,
     };
     match Probes::load(&opts) {
         Ok((probes, _ring, enforcer)) => {

@@ -13,6 +13,9 @@ use guardrail_common::enforce::{
     action, op, rule_flags, rule_slot, ExeKey, InodeKey, InodeRules, KernelRule, MAX_KERNEL_RULES,
     MAX_KERNEL_WINDOWS,
 };
+use guardrail_common::pinned::RULE_NAME_LEN;
+
+use super::pins::Links;
 use tracing::{info, warn};
 
 use crate::rules::compile::{PathMatcher, Rule};
@@ -270,6 +273,8 @@ pub struct Enforcer {
     state: Array<MapData, u64>,
     inodes: HashMap<MapData, InodeKey, InodeRules>,
     exes: HashMap<MapData, ExeKey, u8>,
+    /// Rule ids by kernel slot, for the agent after this one.
+    names: Array<MapData, [u8; RULE_NAME_LEN]>,
     generation: u32,
     /// Rule ids by generation and kernel index, to name verdicts.
     ids: [Vec<String>; 2],
@@ -278,7 +283,12 @@ pub struct Enforcer {
 
 /// Load and attach the LSM programs. `Err` says why this kernel cannot
 /// enforce (for the operator).
-pub fn load(ebpf: &mut Ebpf, rename_params: usize, setattr_params: usize) -> Result<Enforcer> {
+pub fn load(
+    ebpf: &mut Ebpf,
+    rename_params: usize,
+    setattr_params: usize,
+    links: &mut Links,
+) -> Result<Enforcer> {
     let btf = Btf::from_sys_fs().context("kernel BTF is needed for BPF-LSM")?;
     // path_rename gained a `flags` argument in 5.19: load the matching one.
     let rename = if rename_params == 4 {
@@ -287,49 +297,76 @@ pub fn load(ebpf: &mut Ebpf, rename_params: usize, setattr_params: usize) -> Res
         "guardrail_path_rename5"
     };
     for (program, hook) in HOOKS.iter().chain(&[(rename, "path_rename")]) {
-        attach(ebpf, program, hook, &btf)?;
+        attach(ebpf, program, hook, &btf, links)?;
     }
     // Path integrity: mounts over what the rules protect. move_mount (the
     // new mount API) is a hook since 5.2; where a kernel lacks it, say so.
-    attach(ebpf, "guardrail_sb_mount", "sb_mount", &btf)?;
-    if let Err(e) = attach(ebpf, "guardrail_move_mount", "move_mount", &btf) {
+    attach(ebpf, "guardrail_sb_mount", "sb_mount", &btf, links)?;
+    if let Err(e) = attach(ebpf, "guardrail_move_mount", "move_mount", &btf, links) {
         warn!("mounts made with move_mount(2) cannot be refused on this kernel: {e:#}");
     }
     // Owner changes: path_chown where the kernel's trampolines take its
     // by-value kuid_t/kgid_t arguments (not 5.10), else inode_setattr.
-    if let Err(e) = attach(ebpf, "guardrail_path_chown", "path_chown", &btf) {
+    if let Err(e) = attach(ebpf, "guardrail_path_chown", "path_chown", &btf, links) {
         let setattr = if setattr_params == 2 {
             "guardrail_inode_setattr2"
         } else {
             "guardrail_inode_setattr3"
         };
-        attach(ebpf, setattr, "inode_setattr", &btf)
+        attach(ebpf, setattr, "inode_setattr", &btf, links)
             .with_context(|| format!("path_chown unusable ({e:#}), and so is the fallback"))?;
         info!("owner changes are enforced through inode_setattr on this kernel");
     }
     let take =
         |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).with_context(|| format!("{name} map"));
+    let state: Array<MapData, u64> = Array::try_from(take(ebpf, "ENFORCE_STATE")?)?;
+    let names: Array<MapData, [u8; RULE_NAME_LEN]> = Array::try_from(take(ebpf, "RULE_NAMES")?)?;
+    // A pinned state adopted from the previous agent: its generation is
+    // in force, and its verdicts must still be named.
+    let generation = state.get(&0, 0).unwrap_or(0) as u32 & 1;
+    let adopted_ids = (0..MAX_KERNEL_RULES)
+        .map_while(|i| {
+            let raw = names.get(&rule_slot(generation, i), 0).ok()?;
+            let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+            (len > 0).then(|| String::from_utf8_lossy(&raw[..len]).into_owned())
+        })
+        .collect();
+    let mut ids = [Vec::new(), Vec::new()];
+    ids[generation as usize] = adopted_ids;
     Ok(Enforcer {
         krules: Array::try_from(take(ebpf, "KRULES")?)?,
-        state: Array::try_from(take(ebpf, "ENFORCE_STATE")?)?,
+        state,
         inodes: HashMap::try_from(take(ebpf, "INODE_RULES")?)?,
         exes: HashMap::try_from(take(ebpf, "EXE_RULES")?)?,
-        generation: 0,
-        ids: [Vec::new(), Vec::new()],
+        names,
+        generation,
+        ids,
         current: None,
     })
 }
 
-fn attach(ebpf: &mut Ebpf, program: &str, hook: &str, btf: &Btf) -> Result<()> {
+fn attach(ebpf: &mut Ebpf, program: &str, hook: &str, btf: &Btf, links: &mut Links) -> Result<()> {
     let prog: &mut Lsm = ebpf
         .program_mut(program)
         .with_context(|| format!("{program} missing from the object"))?
         .try_into()?;
     prog.load(hook, btf)
         .with_context(|| format!("loading the BPF-LSM program for {hook}"))?;
-    prog.attach()
+    let id = prog
+        .attach()
         .with_context(|| format!("attaching the BPF-LSM program for {hook}"))?;
+    if links.pinning() {
+        links.keep(&format!("{program}@{hook}"), prog.take_link(id)?.into())?;
+    }
     Ok(())
+}
+
+/// A rule id as kept in RULE_NAMES (cut at RULE_NAME_LEN - 1 bytes).
+fn rule_name(id: &str) -> [u8; RULE_NAME_LEN] {
+    let mut out = [0; RULE_NAME_LEN];
+    let n = id.len().min(RULE_NAME_LEN - 1);
+    out[..n].copy_from_slice(&id.as_bytes()[..n]);
+    out
 }
 
 /// Prove the LSM programs enforce: a write-open of the canary file must
@@ -358,8 +395,15 @@ impl Enforcer {
     pub fn apply(&mut self, set: &RuleSet) -> Result<&Compiled> {
         let next = self.generation ^ 1;
         let compiled = compile(set, next)?;
+        if self.current.is_none() {
+            // Adopted maps: whatever a previous agent left under the
+            // inactive generation (a reload it did not finish) goes first.
+            self.purge(next)?;
+        }
         for (i, r) in compiled.rules.iter().enumerate() {
             self.krules.set(rule_slot(next, i as u32), r, 0)?;
+            self.names
+                .set(rule_slot(next, i as u32), rule_name(&compiled.ids[i]), 0)?;
         }
         for (k, v) in &compiled.inodes {
             self.inodes.insert(k, v, 0)?;
@@ -378,20 +422,23 @@ impl Enforcer {
         self.state.set(0, next as u64, 0)?;
         self.state.set(1, compiled.ops as u64, 0)?;
         self.state.set(2, compiled.pathless, 0)?;
-        if let Some(old) = self.current.take() {
-            for k in old.inodes.keys() {
-                let _ = self.inodes.remove(k);
+        match self.current.take() {
+            Some(old) => {
+                for k in old.inodes.keys() {
+                    let _ = self.inodes.remove(k);
+                }
+                for e in &old.exes {
+                    let _ = self.exes.remove(e);
+                }
+                for i in 0..old.rules.len() as u32 {
+                    let slot = rule_slot(self.generation, i);
+                    self.krules.set(slot, KernelRule::default(), 0)?;
+                    self.names.set(slot, [0; RULE_NAME_LEN], 0)?;
+                }
             }
-            for e in &old.exes {
-                let _ = self.exes.remove(e);
-            }
-            for i in 0..old.rules.len() {
-                self.krules.set(
-                    rule_slot(self.generation, i as u32),
-                    KernelRule::default(),
-                    0,
-                )?;
-            }
+            // The first rule set of this agent: what it replaced is known
+            // only to the kernel's maps.
+            None => self.purge(self.generation)?,
         }
         for m in &compiled.missing {
             warn!(path = %m, "does not exist: kill/deny rules naming it protect it once it exists and the rules are refreshed");
@@ -406,6 +453,35 @@ impl Enforcer {
         self.ids[(next & 1) as usize] = compiled.ids.clone();
         self.current = Some(compiled);
         Ok(self.current.as_ref().unwrap())
+    }
+
+    /// Remove every entry of `generation` from the enforcement maps.
+    fn purge(&mut self, generation: u32) -> Result<()> {
+        let inodes: Vec<InodeKey> = self
+            .inodes
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.generation == generation)
+            .collect();
+        for k in &inodes {
+            let _ = self.inodes.remove(k);
+        }
+        let exes: Vec<ExeKey> = self
+            .exes
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.generation == generation)
+            .collect();
+        for e in &exes {
+            let _ = self.exes.remove(e);
+        }
+        for i in 0..MAX_KERNEL_RULES {
+            self.krules
+                .set(rule_slot(generation, i), KernelRule::default(), 0)?;
+            self.names
+                .set(rule_slot(generation, i), [0; RULE_NAME_LEN], 0)?;
+        }
+        Ok(())
     }
 
     /// Tell the kernel which windows are active now (bit i: window i of

@@ -1,17 +1,19 @@
 //! Loading the embedded probes, attaching them, and reading their counters.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
-    programs::{RawTracePoint, TracePoint},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::{links::FdLink, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
-use guardrail_common::{counter, syscalls, KernelOffsets};
+use guardrail_common::{counter, pinned, syscalls, KernelOffsets};
+use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::enforce::{self, Enforcer};
+use super::pins::{monotonic_ns, Found, Links, StateDir};
 use super::{btf, tracefs};
 
 /// Where the start-up canary file lives (a tmpfs on systemd hosts).
@@ -33,6 +35,34 @@ pub struct ProbeOptions {
     pub only_tgid: u32,
     /// With BPF-LSM: other processes may not signal or trace the agent.
     pub self_protect: bool,
+    /// Keep the probes, rules and ring buffer pinned here when the agent
+    /// exits, and adopt what is pinned at start (None: everything ends
+    /// with the agent).
+    pub pin_root: Option<PathBuf>,
+}
+
+/// What the agent knows about the pinned state (`guardrail status`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Continuity {
+    /// Where the state is pinned.
+    pub state_dir: String,
+    /// A previous agent's state was adopted (else it was created, or
+    /// replaced: see `replaced`).
+    pub adopted: bool,
+    /// Why the state found at start could not be adopted.
+    pub replaced: Option<String>,
+    /// The previous owner, when adopted.
+    pub previous_pid: Option<u32>,
+    /// Whether the previous owner stopped cleanly (false: crash, SIGKILL).
+    pub previous_stopped_cleanly: Option<bool>,
+    /// How long no agent read the ring buffer before this one (ms).
+    pub unattended_ms: Option<u64>,
+    /// Records left in a ring buffer that could not be adopted: lost.
+    pub discarded_records: u64,
+    /// Links pinned by this agent.
+    pub links_pinned: usize,
+    /// Attachments this kernel cannot pin: they lapse when the agent exits.
+    pub not_pinned: Vec<String>,
 }
 
 /// Kernel-side totals, summed over CPUs.
@@ -52,9 +82,18 @@ impl KernelCounters {
 }
 
 pub struct Probes {
-    // Keeps programs and links alive: dropping it detaches everything.
+    // Keeps programs and links alive: dropping it detaches everything
+    // that is not pinned.
     _ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
+    /// What this agent leaves the next one (AGENT_STATE).
+    ledger: Array<MapData, u64>,
+    /// The pinned state this agent owns, if kept.
+    state: Option<StateDir>,
+    /// Loss counters already reported (by the previous owner, when
+    /// adopted): the next `loss` event starts from here.
+    pub reported: KernelCounters,
+    pub continuity: Option<Continuity>,
     /// Tracepoints attached, e.g. `syscalls/sys_enter_openat`.
     pub attached: Vec<String>,
     /// Watched syscalls this kernel has no tracepoint for.
@@ -68,6 +107,27 @@ impl Probes {
     /// caller can poll it while it also reads the counters.
     /// The third element is the enforcer, or why this kernel cannot enforce.
     pub fn load(opts: &ProbeOptions) -> Result<(Self, RingBuf<MapData>, Result<Enforcer, String>)> {
+        let state = opts
+            .pin_root
+            .as_deref()
+            .map(StateDir::open)
+            .transpose()
+            .context("opening the pinned state (`--ephemeral` runs without it)")?;
+        let found = match &state {
+            Some(s) => s.inspect(opts.ring_buffer_bytes),
+            None => Found::Nothing,
+        };
+        if let (Some(s), Found::Unusable(why)) = (&state, &found) {
+            warn!(
+                "the pinned state in {} is not adopted: {why}; its programs keep enforcing until \
+                 this agent's do, then it is removed",
+                s.dir().display()
+            );
+            s.set_aside()?;
+        }
+        if let Some(s) = &state {
+            s.prepare()?;
+        }
         let tracefs = tracefs::root_or_mount().context(
             "tracefs is not mounted and mounting it at /sys/kernel/tracing failed; \
              mount it with `mount -t tracefs nodev /sys/kernel/tracing`",
@@ -98,7 +158,13 @@ impl Probes {
             btf::lsm_hook_params(Path::new(btf::VMLINUX), "path_rename").unwrap_or(5);
         let setattr_params =
             btf::lsm_hook_params(Path::new(btf::VMLINUX), "inode_setattr").unwrap_or(3);
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        if let Some(s) = &state {
+            for name in pinned::MAPS {
+                loader.map_pin_path(name, s.map_path(name));
+            }
+        }
+        let mut ebpf = loader
             .override_global("AGENT_TGID", &agent_tgid, true)
             .override_global("ONLY_TGID", &opts.only_tgid, true)
             .override_global("CAPTURE_READ_OPENS", &read_opens, true)
@@ -116,6 +182,7 @@ impl Probes {
             .load(OBJECT)
             .context("loading the guardrail probes into the kernel")?;
 
+        let mut links = Links::new(state.as_ref());
         let mut attached = Vec::new();
         let mut missing = Vec::new();
         for (phase, program) in [
@@ -136,8 +203,10 @@ impl Probes {
                     }
                     continue;
                 }
-                prog.attach("syscalls", &tp)
+                let id = prog
+                    .attach("syscalls", &tp)
                     .with_context(|| format!("attaching syscalls/{tp}"))?;
+                keep_tracepoint(&mut links, prog, id, &format!("{program}@{tp}"))?;
                 attached.push(format!("syscalls/{tp}"));
             }
         }
@@ -146,8 +215,10 @@ impl Probes {
             .context("program missing from the object")?
             .try_into()?;
         exec.load().context("verifying guardrail_exec")?;
-        exec.attach("sched", "sched_process_exec")
+        let id = exec
+            .attach("sched", "sched_process_exec")
             .context("attaching sched/sched_process_exec")?;
+        keep_tracepoint(&mut links, exec, id, "guardrail_exec@sched_process_exec")?;
         attached.push("sched/sched_process_exec".into());
         if uring_create.iter().all(Option::is_some) {
             let prog: &mut TracePoint = ebpf
@@ -155,8 +226,15 @@ impl Probes {
                 .context("program missing from the object")?
                 .try_into()?;
             prog.load().context("verifying guardrail_uring_create")?;
-            prog.attach("io_uring", "io_uring_create")
+            let id = prog
+                .attach("io_uring", "io_uring_create")
                 .context("attaching io_uring/io_uring_create")?;
+            keep_tracepoint(
+                &mut links,
+                prog,
+                id,
+                "guardrail_uring_create@io_uring_create",
+            )?;
             attached.push("io_uring/io_uring_create".into());
         } else {
             warn!("this kernel has no io_uring:io_uring_create tracepoint: io_uring set-ups are not reported");
@@ -174,15 +252,19 @@ impl Probes {
                 .try_into()?;
             prog.load()
                 .with_context(|| format!("verifying {program}"))?;
-            prog.attach(tp)
+            let id = prog
+                .attach(tp)
                 .with_context(|| format!("attaching raw tracepoint {tp}"))?;
+            if links.pinning() {
+                links.keep(&format!("{program}@{tp}"), prog.take_link(id)?.into())?;
+            }
             attached.push(format!("raw/{tp}"));
         }
 
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map")?)?;
         let enforcer = match (
             offsets,
-            enforce::load(&mut ebpf, rename_params, setattr_params),
+            enforce::load(&mut ebpf, rename_params, setattr_params, &mut links),
         ) {
             (None, _) => Err("kernel BTF is unavailable".to_string()),
             (_, Err(e)) => Err(format!("{e:#}")),
@@ -195,19 +277,115 @@ impl Probes {
             },
         };
         let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("COUNTERS map")?)?;
+        let mut ledger: Array<MapData, u64> =
+            Array::try_from(ebpf.take_map("AGENT_STATE").context("AGENT_STATE map")?)?;
         info!(
             tracepoints = attached.len(),
             missing = ?missing,
             "probes attached"
         );
+        let slot = |ledger: &Array<MapData, u64>, i: u32| ledger.get(&i, 0).unwrap_or(0);
+        let mut reported = KernelCounters::default();
+        let continuity = match &state {
+            None => None,
+            Some(s) => {
+                let adopted = found == Found::Adoptable;
+                let mut c = Continuity {
+                    state_dir: s.dir().display().to_string(),
+                    adopted,
+                    links_pinned: links.pinned,
+                    not_pinned: links.unpinnable.clone(),
+                    ..Default::default()
+                };
+                if let Found::Unusable(why) = &found {
+                    c.replaced = Some(why.clone());
+                }
+                if adopted {
+                    reported.ringbuf_drops = slot(&ledger, pinned::REPORTED_RINGBUF);
+                    reported.pending_drops = slot(&ledger, pinned::REPORTED_INFLIGHT);
+                    c.previous_pid = Some(slot(&ledger, pinned::OWNER_PID) as u32);
+                    c.previous_stopped_cleanly = Some(slot(&ledger, pinned::STOPPED_CLEANLY) != 0);
+                    let last_seen = slot(&ledger, pinned::LAST_SEEN_NS);
+                    c.unattended_ms = Some(monotonic_ns().saturating_sub(last_seen) / 1_000_000);
+                    info!(
+                        state = %s.dir().display(),
+                        previous_pid = c.previous_pid,
+                        unattended_ms = c.unattended_ms,
+                        "adopted the pinned state: the records written while no agent ran come first"
+                    );
+                }
+                if !c.not_pinned.is_empty() {
+                    warn!(
+                        "this kernel attaches tracepoints through perf events, which cannot be \
+                         pinned: capture of {} tracepoints stops while no agent runs (enforcement \
+                         and process tracking continue)",
+                        c.not_pinned.len()
+                    );
+                }
+                ledger.set(pinned::OWNER_PID, std::process::id() as u64, 0)?;
+                ledger.set(pinned::STOPPED_CLEANLY, 0, 0)?;
+                ledger.set(pinned::LAST_SEEN_NS, monotonic_ns(), 0)?;
+                Some(c)
+            }
+        };
         let probes = Self {
             _ebpf: ebpf,
             counters,
+            ledger,
+            state,
+            reported,
+            continuity,
             attached,
             missing,
             offsets,
         };
         Ok((probes, ring, enforcer))
+    }
+
+    /// This agent's programs enforce the rules now in force: remove the
+    /// previous agent's links (their programs detach) and any state that
+    /// was not adopted, and mark the state complete. Returns the records
+    /// left unread in ring buffers that were removed (lost).
+    pub fn complete_handover(&mut self, ring_bytes: u32) -> Result<u64> {
+        let Some(state) = &self.state else {
+            return Ok(0);
+        };
+        let unread = state.retire()?;
+        let fresh = self.ledger.get(&pinned::COMPLETE, 0)? != pinned::layout_mark();
+        if fresh {
+            self.ledger.set(pinned::RING_BYTES, ring_bytes as u64, 0)?;
+            self.ledger.set(pinned::PINNED_AT_NS, monotonic_ns(), 0)?;
+            // Last: from here on the state is whole and may be adopted.
+            self.ledger
+                .set(pinned::COMPLETE, pinned::layout_mark(), 0)?;
+        }
+        if let Some(c) = &mut self.continuity {
+            c.discarded_records = unread;
+        }
+        Ok(unread)
+    }
+
+    /// Leave the next agent what it needs: the losses already reported
+    /// and this agent's last sign of life.
+    pub fn heartbeat(&mut self, reported: &KernelCounters) {
+        if self.state.is_none() {
+            return;
+        }
+        let _ = self
+            .ledger
+            .set(pinned::REPORTED_RINGBUF, reported.ringbuf_drops, 0);
+        let _ = self
+            .ledger
+            .set(pinned::REPORTED_INFLIGHT, reported.pending_drops, 0);
+        let _ = self.ledger.set(pinned::LAST_SEEN_NS, monotonic_ns(), 0);
+    }
+
+    /// A clean stop: the pinned programs keep enforcing and capturing.
+    pub fn stopped(&mut self) {
+        if self.state.is_some() {
+            let _ = self.ledger.set(pinned::LAST_SEEN_NS, monotonic_ns(), 0);
+            let _ = self.ledger.set(pinned::STOPPED_CLEANLY, 1, 0);
+        }
     }
 
     pub fn counters(&self) -> Result<KernelCounters> {
@@ -219,4 +397,26 @@ impl Probes {
             lifecycle_drops: sum(counter::LIFECYCLE_DROPS)?,
         })
     }
+}
+
+/// Pin a tracepoint attachment where the kernel makes it a BPF link;
+/// elsewhere it stays with the program (and the agent).
+fn keep_tracepoint(
+    links: &mut Links,
+    prog: &mut TracePoint,
+    id: aya::programs::trace_point::TracePointLinkId,
+    name: &str,
+) -> Result<()> {
+    if !links.pinning() {
+        return Ok(());
+    }
+    if !links.tracepoints_pinnable() {
+        links.not_pinnable(name);
+        return Ok(());
+    }
+    let link: FdLink = prog
+        .take_link(id)?
+        .try_into()
+        .with_context(|| format!("{name} is not a BPF link"))?;
+    links.keep(name, link)
 }

@@ -40,6 +40,8 @@ impl Agent {
             .arg(config)
             .arg("--socket")
             .arg(&socket)
+            // Every run starts from empty kernel state, none adopts the last.
+            .arg("--ephemeral")
             .args(extra)
             .env("GUARDRAIL_LOG", "error")
             .stdout(Stdio::null())

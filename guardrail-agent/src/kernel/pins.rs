@@ -1,0 +1,356 @@
+//! Pinned kernel state: the maps and links that keep enforcing and
+//! capturing while no agent runs, and their hand-over from one agent to the
+//! next.
+//!
+//! Layout under the root (default `/sys/fs/bpf/guardrail`, on bpffs):
+//!
+//! ```text
+//! abi-<N>/maps/<MAP>          every map of guardrail_common::pinned::MAPS
+//! abi-<N>/links-<ns>/<prog>@<target>
+//!                             the links of the agent that started at <ns>
+//! abi-<N>/retired-<ns>/<MAP>  maps set aside because they could not be
+//!                             adopted; removed once the new links enforce
+//! ```
+//!
+//! A link pin keeps its program attached after the agent's fds are gone
+//! (SIGKILL, OOM, crash); a map pin keeps the rules, the ring buffer and
+//! its counters. A starting agent reuses the maps, attaches its own
+//! programs next to the pinned ones, and only then removes the previous
+//! links, so that some program enforces at every moment.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use aya::maps::{Array, Map, MapData, RingBuf};
+use aya::programs::links::{FdLink, PinnedLink};
+use guardrail_common::{pinned, ABI_VERSION};
+use tracing::{info, warn};
+
+pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/guardrail";
+const BPFFS_MAGIC: libc::c_long = 0xcafe_4a11;
+
+/// What a starting agent found in its state directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Nothing pinned: a first start, or after `--unload` or a reboot.
+    Nothing,
+    /// A complete state written by a build with this layout.
+    Adoptable,
+    /// Pins that must not be adopted (why): they keep enforcing until
+    /// this agent's programs do, then they go.
+    Unusable(String),
+}
+
+/// The state directory of this build's ABI, owned by this agent.
+pub struct StateDir {
+    root: PathBuf,
+    dir: PathBuf,
+    /// This run's link directory.
+    links: PathBuf,
+    /// Held for the agent's life: one owner at a time.
+    _lock: File,
+}
+
+/// Monotonic ns, the clock of `bpf_ktime_get_ns` and of records.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: a valid C string and a statfs to fill.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as libc::c_long == BPFFS_MAGIC }
+}
+
+/// Make sure `root`'s parent is a BPF filesystem, mounting one at
+/// /sys/fs/bpf when nothing is mounted there (fresh boots without systemd).
+fn ensure_bpffs(root: &Path) -> Result<()> {
+    let parent = root.parent().unwrap_or(Path::new("/"));
+    if is_bpffs(parent) {
+        return Ok(());
+    }
+    if parent != Path::new("/sys/fs/bpf") {
+        bail!(
+            "{} is not on a BPF filesystem (bpffs); pin under /sys/fs/bpf or mount one with \
+             `mount -t bpf bpf {}`",
+            root.display(),
+            parent.display()
+        );
+    }
+    std::fs::create_dir_all(parent).ok();
+    let ret = unsafe {
+        // SAFETY: constant C strings.
+        libc::mount(
+            c"bpf".as_ptr(),
+            c"/sys/fs/bpf".as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            c"mode=0700".as_ptr().cast(),
+        )
+    };
+    // Another agent or systemd may have mounted it in the meantime.
+    if ret != 0 && !is_bpffs(parent) {
+        bail!(
+            "no BPF filesystem at /sys/fs/bpf and mounting one failed ({}); mount it with \
+             `mount -t bpf bpf /sys/fs/bpf`",
+            std::io::Error::last_os_error()
+        );
+    }
+    info!("mounted a BPF filesystem at /sys/fs/bpf for the pinned state");
+    Ok(())
+}
+
+fn mkdir_private(path: &Path) -> Result<()> {
+    match std::fs::DirBuilder::new().mode(0o700).create(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(e).with_context(|| format!("creating {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Take the owner lock of `dir`, or say who holds it.
+fn lock(dir: &Path) -> Result<File> {
+    let file = File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    // SAFETY: a valid fd.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let owner = read_state(&dir.join("maps"))
+            .map(|s| s[pinned::OWNER_PID as usize])
+            .unwrap_or(0);
+        bail!(
+            "another guardrail-agent (pid {owner}) owns the pinned state in {}: stop it first \
+             (two agents would take each other's records)",
+            dir.display()
+        );
+    }
+    Ok(file)
+}
+
+/// The slots of a pinned AGENT_STATE map in `maps`.
+fn read_state(maps: &Path) -> Result<[u64; pinned::SLOTS as usize]> {
+    let data = MapData::from_pin(maps.join("AGENT_STATE"))?;
+    let array: Array<MapData, u64> = Array::try_from(Map::Array(data))?;
+    let mut slots = [0; pinned::SLOTS as usize];
+    for (i, s) in slots.iter_mut().enumerate() {
+        *s = array.get(&(i as u32), 0)?;
+    }
+    Ok(slots)
+}
+
+/// Records waiting in a pinned ring buffer that will not be read: counted
+/// so that the loss they are is reported.
+fn count_unread(maps: &Path) -> u64 {
+    let Ok(data) = MapData::from_pin(maps.join("EVENTS")) else {
+        return 0;
+    };
+    let Ok(mut ring) = RingBuf::try_from(Map::RingBuf(data)) else {
+        return 0;
+    };
+    let mut n = 0;
+    while ring.next().is_some() {
+        n += 1;
+    }
+    n
+}
+
+impl StateDir {
+    /// Open (creating) this build's state directory under `root` and take
+    /// ownership of it.
+    pub fn open(root: &Path) -> Result<Self> {
+        ensure_bpffs(root)?;
+        mkdir_private(root)?;
+        let dir = root.join(format!("abi-{ABI_VERSION}"));
+        mkdir_private(&dir)?;
+        let lock = lock(&dir)?;
+        let links = dir.join(format!("links-{}", monotonic_ns()));
+        Ok(Self {
+            root: root.to_path_buf(),
+            dir,
+            links,
+            _lock: lock,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn maps(&self) -> PathBuf {
+        self.dir.join("maps")
+    }
+
+    /// Where map `name` is pinned.
+    pub fn map_path(&self, name: &str) -> PathBuf {
+        self.maps().join(name)
+    }
+
+    /// Whether the maps pinned here can be adopted with `ring_bytes` of
+    /// ring buffer.
+    pub fn inspect(&self, ring_bytes: u32) -> Found {
+        let present: Vec<&str> = pinned::MAPS
+            .iter()
+            .copied()
+            .filter(|m| self.map_path(m).exists())
+            .collect();
+        if present.is_empty() {
+            return Found::Nothing;
+        }
+        if present.len() < pinned::MAPS.len() {
+            let missing: Vec<&str> = pinned::MAPS
+                .iter()
+                .copied()
+                .filter(|m| !present.contains(m))
+                .collect();
+            return Found::Unusable(format!("half-written: {} not pinned", missing.join(", ")));
+        }
+        let state = match read_state(&self.maps()) {
+            Ok(s) => s,
+            Err(e) => return Found::Unusable(format!("its AGENT_STATE is unreadable ({e:#})")),
+        };
+        if state[pinned::COMPLETE as usize] != pinned::layout_mark() {
+            return Found::Unusable(
+                "half-written, or written by a build with other map layouts".into(),
+            );
+        }
+        let pinned_ring = state[pinned::RING_BYTES as usize];
+        if pinned_ring != ring_bytes as u64 {
+            return Found::Unusable(format!(
+                "its ring buffer has {pinned_ring} bytes and capture.ring_buffer_bytes asks for {ring_bytes}"
+            ));
+        }
+        Found::Adoptable
+    }
+
+    /// Move unusable maps out of the way, so that this agent creates new
+    /// ones; the programs still attached keep using them until
+    /// [`StateDir::retire`].
+    pub fn set_aside(&self) -> Result<()> {
+        let to = self.dir.join(format!("retired-{}", monotonic_ns()));
+        std::fs::rename(self.maps(), &to)
+            .with_context(|| format!("moving {} aside", self.maps().display()))
+    }
+
+    /// Create the directories this run pins into.
+    pub fn prepare(&self) -> Result<()> {
+        mkdir_private(&self.maps())?;
+        mkdir_private(&self.links)
+    }
+
+    /// Pin `link` as `name` in this run's link directory.
+    pub fn pin_link(&self, link: FdLink, name: &str) -> Result<PinnedLink> {
+        let path = self.links.join(name.replace('/', ":"));
+        link.pin(&path)
+            .with_context(|| format!("pinning {}", path.display()))
+    }
+
+    /// This run's programs enforce and capture: remove every older link
+    /// (their programs detach), the maps set aside, and the state of other
+    /// ABI versions. Returns the records left unread in rings that go.
+    pub fn retire(&self) -> Result<u64> {
+        let mut unread = 0;
+        for entry in std::fs::read_dir(&self.dir)?.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("links-") && path != self.links {
+                remove_tree(&path)?;
+            } else if name.starts_with("retired-") {
+                unread += count_unread(&path);
+                remove_tree(&path)?;
+            }
+        }
+        for entry in std::fs::read_dir(&self.root)?.flatten() {
+            let path = entry.path();
+            if path != self.dir {
+                // Another ABI's state: its records cannot be decoded here.
+                unread += count_unread(&path.join("maps"));
+                warn!(
+                    "removing the pinned state of another guardrail build ({})",
+                    path.display()
+                );
+                remove_tree(&path)?;
+            }
+        }
+        Ok(unread)
+    }
+}
+
+fn remove_tree(path: &Path) -> Result<()> {
+    std::fs::remove_dir_all(path).with_context(|| format!("removing {}", path.display()))
+}
+
+/// `guardrail-agent --unload`: detach everything guardrail pinned under
+/// `root` and free its maps. Refused while an agent owns the state.
+pub fn unload(root: &Path) -> Result<bool> {
+    if !root.exists() {
+        return Ok(false);
+    }
+    let mut locks = Vec::new();
+    for entry in std::fs::read_dir(root)
+        .with_context(|| format!("reading {}", root.display()))?
+        .flatten()
+    {
+        if entry.path().is_dir() {
+            locks.push(lock(&entry.path()).context("the agent is running")?);
+        }
+    }
+    remove_tree(root)?;
+    Ok(true)
+}
+
+/// The links this run attaches: pinned when the state is kept.
+pub struct Links<'a> {
+    state: Option<&'a StateDir>,
+    pub pinned: usize,
+    /// Attachments this kernel cannot pin (tracepoints before 5.15, which
+    /// attach through a perf event, not a BPF link): they lapse with the
+    /// agent.
+    pub unpinnable: Vec<String>,
+}
+
+impl<'a> Links<'a> {
+    pub fn new(state: Option<&'a StateDir>) -> Self {
+        Self {
+            state,
+            pinned: 0,
+            unpinnable: Vec::new(),
+        }
+    }
+
+    /// Whether links must be taken from their program and pinned.
+    pub fn pinning(&self) -> bool {
+        self.state.is_some()
+    }
+
+    /// Whether tracepoint attachments are BPF links this kernel can pin.
+    pub fn tracepoints_pinnable(&self) -> bool {
+        aya::features().bpf_perf_link()
+    }
+
+    /// Pin `link` (taken from its program) as `name`.
+    pub fn keep(&mut self, name: &str, link: FdLink) -> Result<()> {
+        if let Some(state) = self.state {
+            state.pin_link(link, name)?;
+            self.pinned += 1;
+        }
+        Ok(())
+    }
+
+    /// An attachment that stays with the agent's fds.
+    pub fn not_pinnable(&mut self, name: &str) {
+        if self.state.is_some() {
+            self.unpinnable.push(name.to_string());
+        }
+    }
+}

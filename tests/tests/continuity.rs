@@ -1,0 +1,259 @@
+//! Continuity: the probes, rules and ring buffer stay pinned when the agent
+//! dies, and the next agent delivers what happened in between.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use guardrail_tests::{assert_success, bin, cstr, wait_until, Agent, Launch};
+use serde_json::Value;
+
+/// A state directory of the test's own, unloaded (programs detached, maps
+/// freed) when the test ends, whatever its outcome.
+struct PinnedState(PathBuf);
+
+impl PinnedState {
+    fn new(name: &str) -> Self {
+        let dir = PathBuf::from(format!(
+            "/sys/fs/bpf/guardrail-test-{name}-{}",
+            std::process::id()
+        ));
+        let state = PinnedState(dir);
+        state.unload();
+        state
+    }
+
+    fn unload(&self) {
+        let out = Command::new(bin("guardrail-agent"))
+            .arg("--state-dir")
+            .arg(&self.0)
+            .arg("--unload")
+            .output()
+            .unwrap();
+        assert_success(&out);
+    }
+
+    fn launch(&self) -> Launch {
+        Launch {
+            state_dir: Some(self.0.clone()),
+            ..Default::default()
+        }
+    }
+}
+
+impl Drop for PinnedState {
+    fn drop(&mut self) {
+        let _ = Command::new(bin("guardrail-agent"))
+            .arg("--state-dir")
+            .arg(&self.0)
+            .arg("--unload")
+            .output();
+    }
+}
+
+/// A child that chmods `file` `calls` times once released, and exits.
+struct Storm {
+    pid: i32,
+    go: i32,
+}
+
+impl Storm {
+    fn new(file: &Path, calls: usize) -> Storm {
+        let path = cstr(file);
+        let mut pipe = [0i32; 2];
+        // SAFETY: creating a pipe into a local array.
+        assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+        // SAFETY: the child uses only async-signal-safe calls.
+        let pid = unsafe {
+            match libc::fork() {
+                0 => {
+                    let mut b = 0u8;
+                    libc::read(pipe[0], (&mut b as *mut u8).cast(), 1);
+                    for i in 0..calls {
+                        libc::chmod(path.as_ptr(), if i % 2 == 0 { 0o644 } else { 0o600 });
+                    }
+                    libc::_exit(0);
+                }
+                pid => pid,
+            }
+        };
+        Storm { pid, go: pipe[1] }
+    }
+
+    fn release(&self) {
+        // SAFETY: writing one byte to our pipe.
+        unsafe { libc::write(self.go, b"x".as_ptr().cast(), 1) };
+    }
+
+    fn wait(&self) {
+        let mut status = 0;
+        // SAFETY: reaping our own child.
+        unsafe { libc::waitpid(self.pid, &mut status, 0) };
+        assert_eq!(status, 0);
+    }
+}
+
+/// Chmods by `pid` and records reported lost, among `events`.
+fn tally(events: &[Value], pid: i32) -> (usize, usize) {
+    let (mut delivered, mut lost) = (0, 0);
+    for e in events {
+        match e["kind"].as_str() {
+            Some("perm") if e["process"]["pid"] == pid && e["perm"]["op"] == "chmod" => {
+                delivered += 1
+            }
+            Some("loss") => lost += e["loss"]["count"].as_u64().unwrap() as usize,
+            _ => {}
+        }
+    }
+    (delivered, lost)
+}
+
+/// Events of `agent` until `pid`'s chmods delivered plus lost reach
+/// `calls` (given what earlier agents accounted for), within 120 s.
+fn collect_rest(agent: &Agent, pid: i32, before: (usize, usize), calls: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seen = Vec::new();
+    loop {
+        let (d, l) = tally(&seen, pid);
+        if before.0 + d + before.1 + l >= calls || Instant::now() > deadline {
+            return seen;
+        }
+        seen.extend(agent.collect_for(Duration::from_millis(500)));
+    }
+}
+
+/// SIGKILL the agent in the middle of a chmod storm, start another: every
+/// chmod is delivered by one of the two, and none is lost when the ring
+/// buffer holds what happened in between.
+#[test]
+fn sigkill_mid_storm_loses_nothing() {
+    // Long enough (a few hundred ms) to be cut by the kill.
+    const CALLS: usize = 100_000;
+    let state = PinnedState::new("kill");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("target");
+    std::fs::write(&file, b"").unwrap();
+    let storm = Storm::new(&file, CALLS);
+    let pid = storm.pid.to_string();
+    // 64 MiB: room for the whole storm, so nothing may be lost.
+    let args = ["--only-pid", &pid, "--ring-buffer-bytes", "67108864"];
+    let first = Agent::launch("", &args, &state.launch());
+    storm.release();
+    let mut before = first.collect_until(Duration::from_secs(60), |e| {
+        e["kind"] == "perm" && e["process"]["pid"] == storm.pid
+    });
+    first.signal(libc::SIGKILL);
+    // What it printed before it died is delivered too.
+    before.extend(first.collect_for(Duration::from_secs(1)));
+    drop(first);
+    storm.wait();
+    let (d1, l1) = tally(&before, storm.pid);
+    assert!(
+        d1 < CALLS,
+        "the first agent saw the whole storm: kill it sooner"
+    );
+
+    let second = Agent::launch("", &args, &state.launch());
+    let after = collect_rest(&second, storm.pid, (d1, l1), CALLS);
+    let (d2, l2) = tally(&after, storm.pid);
+    // At least once: the record the first agent was handling when it died
+    // (printed, not yet consumed) is delivered again, and nothing else is.
+    let mut times: Vec<u64> = before
+        .iter()
+        .chain(&after)
+        .filter(|e| e["kind"] == "perm" && e["process"]["pid"] == storm.pid)
+        .map(|e| e["ktime_ns"].as_u64().unwrap())
+        .collect();
+    times.sort_unstable();
+    times.dedup();
+    let twice = d1 + d2 - times.len();
+    assert!(twice <= 1, "{twice} chmods delivered twice");
+    assert_eq!(
+        (times.len(), l1 + l2),
+        (CALLS, 0),
+        "first agent delivered {d1}, lost {l1}; second delivered {d2}, lost {l2}"
+    );
+
+    let status = second.status();
+    let c = &status["continuity"];
+    assert_eq!(c["adopted"], true, "{c}");
+    assert_eq!(c["previous_stopped_cleanly"], false, "{c}");
+    assert!(c["previous_pid"].as_u64().unwrap() > 0, "{c}");
+    second.stop();
+}
+
+/// A ring buffer too small for what happens while no agent runs: the next
+/// agent reports the overflow as `loss`, record for record.
+#[test]
+fn overflow_while_down_is_reported_as_loss() {
+    const CALLS: usize = 20_000;
+    let state = PinnedState::new("overflow");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("target");
+    std::fs::write(&file, b"").unwrap();
+    let storm = Storm::new(&file, CALLS);
+    let pid = storm.pid.to_string();
+    let args = ["--only-pid", &pid, "--ring-buffer-bytes", "65536"];
+    let first = Agent::launch("", &args, &state.launch());
+    // A clean stop this time: the programs stay, the agent goes.
+    first.stop();
+    storm.release();
+    storm.wait();
+
+    let second = Agent::launch("", &args, &state.launch());
+    let events = collect_rest(&second, storm.pid, (0, 0), CALLS);
+    let (delivered, lost) = tally(&events, storm.pid);
+    assert!(lost > 0, "64 KiB cannot hold {CALLS} chmods");
+    assert!(delivered > 0, "what fitted must be delivered");
+    assert_eq!(
+        delivered + lost,
+        CALLS,
+        "delivered {delivered} + lost {lost}"
+    );
+    let status = second.status();
+    let c = &status["continuity"];
+    assert_eq!(c["adopted"], true, "{c}");
+    assert_eq!(c["previous_stopped_cleanly"], true, "{c}");
+    second.stop();
+}
+
+/// A state that lost one of its pins is not adopted: the agent says why,
+/// starts from new maps with its own rules, and removes the remains.
+#[test]
+fn half_written_state_is_replaced() {
+    let state = PinnedState::new("half");
+    let first = Agent::launch("", &[], &state.launch());
+    first.stop();
+    let abi = std::fs::read_dir(&state.0)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::remove_file(abi.join("maps/VERDICTS")).unwrap();
+
+    let second = Agent::launch("", &[], &state.launch());
+    let status = second.status();
+    let c = &status["continuity"];
+    assert_eq!(c["adopted"], false, "{c}");
+    assert!(
+        c["replaced"]
+            .as_str()
+            .is_some_and(|r| r.contains("half-written") && r.contains("VERDICTS")),
+        "{c}"
+    );
+    wait_until(
+        "only this agent's links remain",
+        Duration::from_secs(30),
+        || {
+            let entries: Vec<String> = std::fs::read_dir(&abi)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            entries.iter().filter(|n| n.starts_with("links-")).count() == 1
+                && !entries.iter().any(|n| n.starts_with("retired-"))
+        },
+    );
+    assert!(abi.join("maps/VERDICTS").exists(), "the new state is whole");
+    second.stop();
+}
