@@ -241,10 +241,74 @@ eventually event-denied grep -q '"decision":{"rule":"protect-secret","action":"d
 eventually event-memfd-exe grep -q '"exe":"/memfd:payload' /tmp/events.jsonl
 eventually event-killed grep -q '"rule":"tripwire","action":"kill","mode":"enforce","severity":"medium","outcome":"killed"' /tmp/events.jsonl
 
+# Continuity: init SIGKILLs the agent (as the OOM killer or a crash
+# would). What it put in the kernel stays pinned: rules are still
+# enforced, kill rules still kill, and capture goes on into the ring.
+kill -KILL $AGENT
+wait $AGENT
+check continuity-agent-gone sh -c "! kill -0 $AGENT 2>/dev/null"
+check continuity-pinned [ -d /sys/fs/bpf/guardrail ]
+(echo evil > /protected/secret) 2>/dev/null
+check continuity-deny-while-down same /protected/secret original
+/bin/vmhelper write-then /protected/tripwire /tmp/after-tripwire-down
+status=$?
+check continuity-kill-while-down [ $status -eq 137 ]
+check continuity-kill-no-more-code [ ! -e /tmp/after-tripwire-down ]
+(echo '[[rule]]' >> /etc/guardrail/guardrail.toml) 2>/dev/null
+check continuity-self-protection-while-down [ "$(md5sum /etc/guardrail/guardrail.toml)" = "$sum_before" ]
+touch /tmp/while-down
+chmod 4755 /tmp/while-down
+
+# A new agent adopts the pinned state and delivers, decides and logs what
+# happened while none ran.
+start_agent() {
+    /bin/guardrail-agent --config /etc/guardrail/guardrail.toml --print json > "$1" 2> "$2" &
+    AGENT=$!
+    holds_within_60s grep -q "guardrail-agent running" "$2" || holds_within_60s grep -q "guardrail-agent running" "$2"
+}
+start_agent /tmp/events2.jsonl /tmp/agent2.log
+check continuity-restarted grep -q "guardrail-agent running" /tmp/agent2.log
+grep -q "guardrail-agent running" /tmp/agent2.log || sed 's/^/GUARDRAIL-VM: log /' /tmp/agent2.log
+check continuity-adopted grep -q "adopted the pinned state" /tmp/agent2.log
+gap_chmod() { grep '"op":"chmod","path":"/tmp/while-down"' /tmp/events2.jsonl | grep -q '"mode":"4755"'; }
+eventually continuity-gap-delivered gap_chmod
+eventually continuity-gap-denied-named grep -q '"rule":"protect-secret","action":"deny","mode":"enforce","severity":"critical","outcome":"denied"' /tmp/events2.jsonl
+eventually continuity-gap-killed-named grep -q '"rule":"tripwire","action":"kill","mode":"enforce","severity":"medium","outcome":"killed"' /tmp/events2.jsonl
+check continuity-chain-verifies /bin/guardrail log verify /var/log/guardrail/audit.jsonl
+/bin/guardrail status --json > /tmp/status2.json 2>&1
+check continuity-status-says grep -q '"adopted":true' /tmp/status2.json
+
+# Hand-overs under a loop of forbidden writes: a clean restart, and a
+# replacement of a state that cannot be adopted (a pin removed by hand,
+# as a build with other maps would find it). No write gets through.
+( i=0; while [ $i -lt 100000 ] && [ ! -e /tmp/stop-loop ]; do (echo evil > /protected/secret) 2>/dev/null; i=$((i + 1)); done; echo $i > /tmp/loop-count ) &
+LOOP=$!
 kill -TERM $AGENT
 wait $AGENT
 check agent-stops-cleanly [ $? -eq 0 ]
-# With the agent gone, nothing is enforced any more (no pinning yet).
+start_agent /tmp/events3.jsonl /tmp/agent3.log
+check handover-restart-adopted grep -q "adopted the pinned state" /tmp/agent3.log
+kill -TERM $AGENT
+wait $AGENT
+rm -f /sys/fs/bpf/guardrail/abi-*/maps/VERDICTS
+start_agent /tmp/events4.jsonl /tmp/agent4.log
+check handover-replaced grep -q "is not adopted: half-written" /tmp/agent4.log
+touch /tmp/stop-loop
+wait $LOOP
+check handover-loop-ran [ "$(cat /tmp/loop-count)" -gt 0 ]
+check handover-none-through same /protected/secret original
+eventually handover-old-links-gone sh -c '[ "$(ls -d /sys/fs/bpf/guardrail/abi-*/links-* | wc -l)" = 1 ] && ! ls -d /sys/fs/bpf/guardrail/abi-*/retired-* 2>/dev/null'
+
+# A clean stop keeps the rules enforced but lets the configuration be
+# edited; --unload really stops.
+kill -TERM $AGENT
+wait $AGENT
+(echo evil > /protected/secret) 2>/dev/null
+check stopped-still-enforces same /protected/secret original
+echo '# edited while stopped' >> /etc/guardrail/guardrail.toml
+check stopped-config-editable grep -q "edited while stopped" /etc/guardrail/guardrail.toml
+/bin/guardrail-agent --unload > /tmp/unload.out 2>&1
+check unload-removes-pins [ ! -e /sys/fs/bpf/guardrail ]
 echo after > /protected/secret
-check released-after-stop same /protected/secret after
+check released-after-unload same /protected/secret after
 finish

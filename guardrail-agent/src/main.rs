@@ -27,7 +27,7 @@ use guardrail_agent::pipeline::{Pipeline, Print};
 use guardrail_agent::procfs::ProcFs;
 use guardrail_agent::redact::Redactor;
 use guardrail_agent::reload::{self, Fingerprint};
-use guardrail_agent::rules::builtin::add_self_protection;
+use guardrail_agent::rules::builtin::{add_self_protection, SELF_PROTECTION};
 use guardrail_agent::rules::eval::Enforcement;
 use guardrail_agent::rules::spec::{Action, Mode};
 use guardrail_agent::rules::users::Names;
@@ -535,6 +535,15 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
         }
     }
     let _ = notify("STOPPING=1");
+    // A clean stop (by init, with self-protection) leaves every rule
+    // enforced but the one that keeps the configuration and binaries as
+    // they are: stopped, the agent may be reconfigured. A crash or SIGKILL
+    // leaves it in force.
+    match pipeline.lift_kernel_rule(SELF_PROTECTION) {
+        Ok(true) => info!("self-protection lifted: the configuration may be edited while the agent is stopped"),
+        Ok(false) => {}
+        Err(e) => warn!("self-protection could not be lifted: {e:#}"),
+    }
     // Flush: whatever the kernel wrote before we stop is still delivered.
     while drain_ring(ring.get_mut(), &mut pipeline) {}
     update(&mut probes, &mut pipeline, &status, started);

@@ -201,6 +201,14 @@ impl<V: ProcessView> Pipeline<V> {
         self.redactor = redactor;
     }
 
+    /// Stop enforcing kernel rule `id` (see [`Enforcer::lift`]).
+    pub fn lift_kernel_rule(&mut self, id: &str) -> anyhow::Result<bool> {
+        match &mut self.enforcer {
+            Some(e) => e.lift(id),
+            None => Ok(false),
+        }
+    }
+
     /// The kernel enforcer, when this kernel has BPF-LSM.
     pub fn set_enforcer(&mut self, enforcer: Option<Enforcer>) {
         self.enforcer = enforcer;

@@ -1323,6 +1323,7 @@ async fn status(socket: &std::path::Path, json: bool) -> Result<()> {
             ),
         }
     }
+    println!("pinned state      {}", continuity_line(s.continuity.as_ref()));
     println!("tail clients      {}", s.tail_clients);
     println!(
         "redaction         {} ({} events redacted)",
@@ -1341,6 +1342,40 @@ async fn status(socket: &std::path::Path, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// What survives the agent, in one line of `guardrail status`.
+fn continuity_line(c: Option<&guardrail_agent::kernel::probes::Continuity>) -> String {
+    let Some(c) = c else {
+        return "none (--ephemeral): enforcement and capture end with the agent".into();
+    };
+    let mut line = c.state_dir.clone();
+    match (&c.replaced, c.adopted) {
+        (Some(why), _) => line += &format!("; replaced at start ({why})"),
+        (None, true) => {
+            line += &format!(
+                "; adopted from pid {} ({}), unattended {} ms",
+                c.previous_pid.unwrap_or(0),
+                if c.previous_stopped_cleanly == Some(true) {
+                    "stopped cleanly"
+                } else {
+                    "crashed or killed"
+                },
+                c.unattended_ms.unwrap_or(0)
+            )
+        }
+        (None, false) => line += "; created at start",
+    }
+    if c.discarded_records > 0 {
+        line += &format!("; {} records discarded", c.discarded_records);
+    }
+    if !c.not_pinned.is_empty() {
+        line += &format!(
+            "; {} tracepoints not pinnable here (capture pauses while no agent runs)",
+            c.not_pinned.len()
+        );
+    }
+    line
+}
+
 /// What the kernel allows for BPF-LSM, best evidence first: the running
 /// agent's canary, then a trial load (root only), then the LSM list.
 async fn lsm_evidence(
@@ -1354,8 +1389,11 @@ async fn lsm_evidence(
             level: Level::Ok,
             what: "agent",
             detail: format!(
-                "guardrail-agent {} running (pid {}), {} tracepoints attached",
-                s.version, s.pid, s.tracepoints_attached
+                "guardrail-agent {} running (pid {}), {} tracepoints attached; pinned state: {}",
+                s.version,
+                s.pid,
+                s.tracepoints_attached,
+                continuity_line(s.continuity.as_ref())
             ),
         };
         let lsm = match s.capabilities.bpf_lsm_note {
@@ -1414,7 +1452,20 @@ async fn doctor(
     let facts = HostFacts::gather();
     let (lsm, evidence) = lsm_evidence(socket, &facts, no_load).await;
     let mut checks = guardrail_agent::doctor::checks(&facts, &lsm);
+    let agent_runs = evidence.as_ref().is_some_and(|c| c.what == "agent");
     checks.extend(evidence);
+    if !agent_runs {
+        let root = std::path::Path::new(guardrail_agent::kernel::pins::DEFAULT_ROOT);
+        if let Some(detail) = guardrail_agent::kernel::pins::describe(root) {
+            checks.push(Check {
+                level: Level::Warn,
+                what: "pinned",
+                detail: format!(
+                    "{detail}. Start the agent to read them, or `guardrail-agent --unload` to remove guardrail from the kernel"
+                ),
+            });
+        }
+    }
     let rules = if config.exists() {
         Some(load_or_report(config)?)
     } else {

@@ -455,6 +455,25 @@ impl Enforcer {
         Ok(self.current.as_ref().unwrap())
     }
 
+    /// Stop enforcing rule `id` (kept in the maps, matching nothing): for
+    /// what must not outlive the agent when the rest does. Whether it was
+    /// in force.
+    pub fn lift(&mut self, id: &str) -> Result<bool> {
+        let generation = self.generation;
+        let Some(i) = self.ids[(generation & 1) as usize]
+            .iter()
+            .position(|r| r == id)
+        else {
+            return Ok(false);
+        };
+        self.krules
+            .set(rule_slot(generation, i as u32), KernelRule::default(), 0)?;
+        let slot = 6 + (generation & 1);
+        let protecting = self.state.get(&slot, 0)? & !(1u64 << i);
+        self.state.set(slot, protecting, 0)?;
+        Ok(true)
+    }
+
     /// Remove every entry of `generation` from the enforcement maps.
     fn purge(&mut self, generation: u32) -> Result<()> {
         let inodes: Vec<InodeKey> = self

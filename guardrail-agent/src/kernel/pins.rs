@@ -354,3 +354,32 @@ impl<'a> Links<'a> {
         }
     }
 }
+
+/// What is pinned under `root` while no agent runs, for `guardrail doctor`
+/// (None: nothing).
+pub fn describe(root: &Path) -> Option<String> {
+    let entries = std::fs::read_dir(root).ok()?;
+    let mut parts = Vec::new();
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let Ok(state) = read_state(&dir.join("maps")) else {
+            parts.push(format!("{}: maps unreadable or missing", dir.display()));
+            continue;
+        };
+        let idle_s = monotonic_ns().saturating_sub(state[pinned::LAST_SEEN_NS as usize])
+            / 1_000_000_000;
+        let how = if state[pinned::STOPPED_CLEANLY as usize] != 0 {
+            "stopped cleanly"
+        } else {
+            "crashed or was killed"
+        };
+        parts.push(format!(
+            "{}: the rules last in force are enforced and records wait in the ring buffer \
+             ({} bytes); no agent for {idle_s} s (pid {} {how})",
+            dir.display(),
+            state[pinned::RING_BYTES as usize],
+            state[pinned::OWNER_PID as usize],
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
