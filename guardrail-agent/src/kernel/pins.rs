@@ -312,7 +312,9 @@ pub fn unload(root: &Path) -> Result<bool> {
 /// The links this run attaches: pinned when the state is kept.
 pub struct Links<'a> {
     state: Option<&'a StateDir>,
-    pub pinned: usize,
+    /// Held while the agent runs: the links then outlive even an unmount
+    /// of the BPF filesystem (which would release the pins).
+    pub pinned: Vec<PinnedLink>,
     /// Attachments this kernel cannot pin (tracepoints before 5.15, which
     /// attach through a perf event, not a BPF link): they lapse with the
     /// agent.
@@ -323,7 +325,7 @@ impl<'a> Links<'a> {
     pub fn new(state: Option<&'a StateDir>) -> Self {
         Self {
             state,
-            pinned: 0,
+            pinned: Vec::new(),
             unpinnable: Vec::new(),
         }
     }
@@ -341,8 +343,7 @@ impl<'a> Links<'a> {
     /// Pin `link` (taken from its program) as `name`.
     pub fn keep(&mut self, name: &str, link: FdLink) -> Result<()> {
         if let Some(state) = self.state {
-            state.pin_link(link, name)?;
-            self.pinned += 1;
+            self.pinned.push(state.pin_link(link, name)?);
         }
         Ok(())
     }

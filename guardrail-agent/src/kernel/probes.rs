@@ -90,6 +90,7 @@ pub struct Probes {
     ledger: Array<MapData, u64>,
     /// The pinned state this agent owns, if kept.
     state: Option<StateDir>,
+    _pinned_links: Vec<aya::programs::links::PinnedLink>,
     /// Loss counters already reported (by the previous owner, when
     /// adopted): the next `loss` event starts from here.
     pub reported: KernelCounters,
@@ -293,7 +294,7 @@ impl Probes {
                 let mut c = Continuity {
                     state_dir: s.dir().display().to_string(),
                     adopted,
-                    links_pinned: links.pinned,
+                    links_pinned: links.pinned.len(),
                     not_pinned: links.unpinnable.clone(),
                     ..Default::default()
                 };
@@ -328,10 +329,12 @@ impl Probes {
                 Some(c)
             }
         };
+        let pinned_links = links.pinned;
         let probes = Self {
             _ebpf: ebpf,
             counters,
             ledger,
+            _pinned_links: pinned_links,
             state,
             reported,
             continuity,
