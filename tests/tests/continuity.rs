@@ -257,3 +257,97 @@ fn half_written_state_is_replaced() {
     assert!(abi.join("maps/VERDICTS").exists(), "the new state is whole");
     second.stop();
 }
+
+/// No BPF filesystem at /sys/fs/bpf (a fresh boot without systemd): the
+/// agent mounts one and pins there. Run in a mount namespace of its own,
+/// whose bpffs (and pins) go with it.
+#[test]
+fn bpffs_not_mounted_is_mounted() {
+    let dir = "/sys/fs/bpf/guardrail-test-unmounted";
+    let launch = Launch {
+        wrapper: [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            "umount /sys/fs/bpf 2>/dev/null; exec \"$0\" \"$@\"",
+        ]
+        .map(String::from)
+        .to_vec(),
+        state_dir: Some(dir.into()),
+        ..Default::default()
+    };
+    let agent = Agent::launch("", &[], &launch);
+    let status = agent.status();
+    let c = &status["continuity"];
+    assert!(
+        c["state_dir"]
+            .as_str()
+            .is_some_and(|s| s.starts_with(&format!("{dir}/abi-"))),
+        "{c}"
+    );
+    assert_eq!(c["adopted"], false, "{c}");
+    assert!(c["links_pinned"].as_u64().unwrap() > 0, "{c}");
+    // Pinned in the namespace's own bpffs, not in the host's.
+    assert!(!Path::new(dir).exists());
+    // And it captures.
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("seen");
+    std::fs::write(&f, b"").unwrap();
+    agent.collect_until(Duration::from_secs(60), |e| {
+        e["kind"] == "file" && e["file"]["path"] == f.to_str().unwrap()
+    });
+    agent.stop();
+}
+
+/// The state of a build with another record layout (here: this build's,
+/// renamed as an older ABI's) is never adopted: the new agent says so,
+/// enforces with its own programs and maps, then removes the old state and
+/// reports what its ring buffer still held as lost.
+#[test]
+fn another_builds_state_is_replaced_and_its_records_counted() {
+    const CALLS: usize = 500;
+    let state = PinnedState::new("abi");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("target");
+    std::fs::write(&file, b"").unwrap();
+    let storm = Storm::new(&file, CALLS);
+    let pid = storm.pid.to_string();
+    let args = ["--only-pid", &pid];
+    let first = Agent::launch("", &args, &state.launch());
+    first.stop();
+    storm.release();
+    storm.wait();
+    let ours = std::fs::read_dir(&state.0)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let older = state.0.join("abi-0");
+    std::fs::rename(&ours, &older).unwrap();
+
+    let second = Agent::launch("", &args, &state.launch());
+    let status = second.status();
+    let c = &status["continuity"];
+    assert_eq!(c["adopted"], false, "{c}");
+    assert!(
+        c["replaced"]
+            .as_str()
+            .is_some_and(|r| r.contains("another record layout") && r.contains("abi-0")),
+        "{c}"
+    );
+    assert!(!older.exists(), "the old state must be gone");
+    let discarded = c["discarded_records"].as_u64().unwrap() as usize;
+    assert!(discarded >= CALLS, "{discarded} records discarded, {CALLS} chmods were waiting");
+    let loss = second.collect_until(Duration::from_secs(30), |e| e["kind"] == "loss");
+    assert_eq!(
+        loss.last().unwrap()["loss"]["discarded"].as_u64(),
+        Some(discarded as u64)
+    );
+    // None of the old ring's records was decoded as this build's.
+    assert!(loss.iter().all(|e| e["process"]["pid"] != storm.pid));
+    second.stop();
+}

@@ -142,6 +142,9 @@ fn main() -> Result<()> {
             cmd.arg("--config")
                 .arg(&config)
                 .args(["--print", "human"])
+                // In the foreground, Ctrl-C ends everything; the service
+                // keeps its probes and rules pinned across restarts.
+                .arg("--ephemeral")
                 .args(args)
                 .current_dir(root());
             run(&mut cmd)

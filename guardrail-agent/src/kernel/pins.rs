@@ -187,6 +187,21 @@ impl StateDir {
         &self.dir
     }
 
+    /// States pinned by builds of other ABI versions: never adopted,
+    /// removed once this agent enforces.
+    pub fn others(&self) -> Vec<String> {
+        std::fs::read_dir(&self.root)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| *p != self.dir)
+                    .map(|p| p.display().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     fn maps(&self) -> PathBuf {
         self.dir.join("maps")
     }
@@ -237,6 +252,9 @@ impl StateDir {
     /// ones; the programs still attached keep using them until
     /// [`StateDir::retire`].
     pub fn set_aside(&self) -> Result<()> {
+        if !self.maps().exists() {
+            return Ok(());
+        }
         let to = self.dir.join(format!("retired-{}", monotonic_ns()));
         std::fs::rename(self.maps(), &to)
             .with_context(|| format!("moving {} aside", self.maps().display()))
@@ -291,22 +309,76 @@ fn remove_tree(path: &Path) -> Result<()> {
 }
 
 /// `guardrail-agent --unload`: detach everything guardrail pinned under
-/// `root` and free its maps. Refused while an agent owns the state.
+/// `root` and free its maps. Refused while an agent owns the state. Returns
+/// once the programs are gone from the kernel (false: nothing was pinned).
 pub fn unload(root: &Path) -> Result<bool> {
     if !root.exists() {
         return Ok(false);
     }
     let mut locks = Vec::new();
+    let mut programs = Vec::new();
     for entry in std::fs::read_dir(root)
         .with_context(|| format!("reading {}", root.display()))?
         .flatten()
     {
         if entry.path().is_dir() {
             locks.push(lock(&entry.path()).context("the agent is running")?);
+            programs.extend(pinned_programs(&entry.path()));
         }
     }
     remove_tree(root)?;
+    // The kernel frees an unpinned link after an RCU grace period, and
+    // detaches its program then: wait for it, so that nothing guardrail
+    // enforced is still enforced when this returns.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while programs.iter().any(|&id| program_exists(id)) {
+        if std::time::Instant::now() > deadline {
+            bail!("guardrail's programs are still attached 30 s after their pins were removed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     Ok(true)
+}
+
+/// Ids of the programs behind the link pins of a state directory.
+fn pinned_programs(dir: &Path) -> Vec<u32> {
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if !entry.file_name().to_string_lossy().starts_with("links-") {
+            continue;
+        }
+        for pin in std::fs::read_dir(entry.path()).into_iter().flatten().flatten() {
+            if let Ok(link) = PinnedLink::from_pin(pin.path()) {
+                let fd: FdLink = link.into();
+                if let Ok(info) = fd.info() {
+                    ids.push(info.program_id());
+                }
+            }
+        }
+    }
+    ids
+}
+
+/// Whether the kernel still has program `id` (BPF_PROG_GET_FD_BY_ID).
+fn program_exists(id: u32) -> bool {
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    // union bpf_attr for *_GET_FD_BY_ID: the id, next_id, open_flags.
+    let attr: [u32; 3] = [id, 0, 0];
+    // SAFETY: a valid attr of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_GET_FD_BY_ID,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: the fd the kernel just returned.
+        unsafe { libc::close(fd as i32) };
+        return true;
+    }
+    std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT)
 }
 
 /// The links this run attaches: pinned when the state is kept.

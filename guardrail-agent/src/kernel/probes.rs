@@ -118,6 +118,13 @@ impl Probes {
             Some(s) => s.inspect(opts.ring_buffer_bytes),
             None => Found::Nothing,
         };
+        let found = match (&state, found) {
+            (Some(s), Found::Nothing) if !s.others().is_empty() => Found::Unusable(format!(
+                "pinned by a build with another record layout ({})",
+                s.others().join(", ")
+            )),
+            (_, found) => found,
+        };
         if let (Some(s), Found::Unusable(why)) = (&state, &found) {
             warn!(
                 "the pinned state in {} is not adopted: {why}; its programs keep enforcing until \
