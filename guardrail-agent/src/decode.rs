@@ -32,14 +32,21 @@ pub const fn abi_version() -> u32 {
     ABI_VERSION
 }
 
-pub fn decode(bytes: &[u8]) -> Result<RawRecord, DecodeError> {
+/// Just the header of a record (None when too short).
+pub fn header(bytes: &[u8]) -> Option<EventHeader> {
     if bytes.len() < HEADER_SIZE {
-        return Err(DecodeError::Short(bytes.len()));
+        return None;
     }
     // SAFETY: EventHeader is repr(C) plain data valid for every bit pattern,
     // and the slice is at least its size; read_unaligned copes with the
     // ring buffer's 8-byte alignment either way.
-    let header: EventHeader = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
+}
+
+pub fn decode(bytes: &[u8]) -> Result<RawRecord, DecodeError> {
+    let Some(header) = header(bytes) else {
+        return Err(DecodeError::Short(bytes.len()));
+    };
     let data = &bytes[HEADER_SIZE..];
     let declared = header.data_len as usize;
     if declared > data.len() {

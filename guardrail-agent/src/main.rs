@@ -14,12 +14,14 @@ use tokio::sync::broadcast;
 use tracing::{error, info, warn};
 
 use guardrail_agent::audit::AuditLog;
+use guardrail_agent::decode;
 use guardrail_agent::config::{Config, DEFAULT_PATH};
 use guardrail_agent::control::{Access, ControlServer, ReloadStatus, Status};
 use guardrail_agent::doctor::{rule_effects, HostFacts, LsmState};
 use guardrail_agent::kernel::capabilities::{bpf_lsm_state, kernel_release, Capabilities};
 use guardrail_agent::kernel::pins::{self, DEFAULT_ROOT};
 use guardrail_agent::kernel::probes::{ProbeOptions, Probes};
+use guardrail_agent::kernel::ring::RingReader;
 use guardrail_agent::metrics::Metrics;
 use guardrail_agent::notify::notify;
 use guardrail_agent::outputs::Outputs;
@@ -273,7 +275,7 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
         self_protect: config.agent.self_protection,
         pin_root: (!args.ephemeral).then(|| args.state_dir.clone()),
     };
-    let (mut probes, ring, enforcer) = Probes::load(&opts)?;
+    let (mut probes, mut ring, enforcer) = Probes::load(&opts)?;
     // Parsing the kernel's BTF needs tens of MiB for a moment; give them
     // back to the system instead of keeping them in the heap for good.
     // SAFETY: no arguments that could be invalid.
@@ -391,6 +393,22 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
         .complete_handover(opts.ring_buffer_bytes)
         .context("handing the pinned state over to this agent")?;
     pipeline.discarded(discarded);
+    // Records an agent killed before it could commit them are read again:
+    // those already in the audit log are skipped.
+    if probes.continuity.as_ref().is_some_and(|c| c.adopted) {
+        if let Some((ktime, tid)) = pipeline.audit.as_ref().and_then(|a| a.last_logged()) {
+            let skipped = ring.skip_through(|data| {
+                decode::header(data).is_some_and(|h| h.exit_ns == ktime && h.tid == tid)
+            });
+            ring.commit_read();
+            if skipped > 0 {
+                info!(skipped, "records the previous agent had already logged were skipped");
+            }
+            if let Some(c) = &mut probes.continuity {
+                c.already_logged = skipped as u64;
+            }
+        }
+    }
     status.lock().unwrap().continuity = probes.continuity.clone();
     // The socket appears only now, when the rules are in force and the
     // signal handlers are in place: a client that can connect may rely on
@@ -475,8 +493,9 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
         });
         result.ok()
     };
-    // SAFETY: the RingBuf owns its map fd, keeps it open and returns the
-    // same fd for as long as it lives, and the AsyncFd owns the RingBuf.
+    let mut uncommitted = Uncommitted::default();
+    // SAFETY: the reader owns its map fd, keeps it open and returns the
+    // same fd for as long as it lives, and the AsyncFd owns the reader.
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| e.into_parts().1)
         .context("polling the ring buffer")?;
@@ -487,7 +506,7 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let more = drain_ring(guard.get_inner_mut(), &mut pipeline);
+                let more = drain_ring(guard.get_inner_mut(), &mut pipeline, &mut uncommitted);
                 if !more {
                     guard.clear_ready();
                 }
@@ -502,10 +521,11 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
                 // Not woken (the kernel wakes the agent only when waiting
                 // data crosses wakeup_bytes): empty the ring now, a batch
                 // at a time.
-                while drain_ring(ring.get_mut(), &mut pipeline) {
+                while drain_ring(ring.get_mut(), &mut pipeline, &mut uncommitted) {
                     update(&mut probes, &mut pipeline, &status, started);
                     tokio::task::yield_now().await;
                 }
+                uncommitted.commit(ring.get_mut(), &pipeline);
                 update(&mut probes, &mut pipeline, &status, started);
             }
             _ = sighup.recv() => {
@@ -545,11 +565,12 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
         Err(e) => warn!("self-protection could not be lifted: {e:#}"),
     }
     // Flush: whatever the kernel wrote before we stop is still delivered.
-    while drain_ring(ring.get_mut(), &mut pipeline) {}
+    while drain_ring(ring.get_mut(), &mut pipeline, &mut uncommitted) {}
     update(&mut probes, &mut pipeline, &status, started);
     // Flushes the audit log; outputs get a few seconds to deliver what
-    // they hold.
+    // they hold. Then every record read is handled.
     drop(pipeline);
+    ring.get_mut().commit_read();
     // Pinned programs keep enforcing and capturing for the next agent.
     probes.stopped();
     drop(probes);
@@ -561,18 +582,51 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
 /// Records handled before the loop looks at anything else.
 const DRAIN_BATCH: usize = 8192;
 
-/// Handle up to a batch of records; true when the ring may hold more.
-fn drain_ring(
-    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
-    pipeline: &mut Pipeline<ProcFs>,
-) -> bool {
-    for _ in 0..DRAIN_BATCH {
-        match ring.next() {
-            Some(item) => pipeline.record(&item),
-            None => return false,
+/// Records read but not yet given back to the kernel: each with its end
+/// in the ring and the audit log records that must be settled first.
+#[derive(Default)]
+struct Uncommitted(std::collections::VecDeque<(usize, u64)>);
+
+impl Uncommitted {
+    /// Give back the space of every record whose events the audit log
+    /// writer is done with: a SIGKILL can no longer lose them.
+    fn commit(&mut self, ring: &mut RingReader, pipeline: &Pipeline<ProcFs>) {
+        let (_, settled) = pipeline.audit_progress();
+        let mut upto = None;
+        while let Some(&(end, needs)) = self.0.front() {
+            if needs > settled {
+                break;
+            }
+            upto = Some(end);
+            self.0.pop_front();
+        }
+        if let Some(end) = upto {
+            ring.commit(end);
         }
     }
-    true
+}
+
+/// Handle up to a batch of records; true when the ring may hold more.
+fn drain_ring(
+    ring: &mut RingReader,
+    pipeline: &mut Pipeline<ProcFs>,
+    uncommitted: &mut Uncommitted,
+) -> bool {
+    let mut more = true;
+    for _ in 0..DRAIN_BATCH {
+        match ring.next() {
+            Some((data, end)) => {
+                pipeline.record(data);
+                uncommitted.0.push_back((end, pipeline.audit_progress().0));
+            }
+            None => {
+                more = false;
+                break;
+            }
+        }
+    }
+    uncommitted.commit(ring, pipeline);
+    more
 }
 
 fn update(

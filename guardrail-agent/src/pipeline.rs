@@ -201,6 +201,14 @@ impl<V: ProcessView> Pipeline<V> {
         self.redactor = redactor;
     }
 
+    /// Records handed to the audit log writer, and how many of them it is
+    /// done with; (0, 0) without an audit log.
+    pub fn audit_progress(&self) -> (u64, u64) {
+        self.audit
+            .as_ref()
+            .map_or((0, 0), |a| (a.handed(), a.settled()))
+    }
+
     /// Stop enforcing kernel rule `id` (see [`Enforcer::lift`]).
     pub fn lift_kernel_rule(&mut self, id: &str) -> anyhow::Result<bool> {
         match &mut self.enforcer {

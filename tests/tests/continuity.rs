@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use guardrail_tests::{assert_success, bin, cstr, wait_until, Agent, Launch};
+use guardrail_tests::{assert_success, bin, cstr, trusted_tempdir, wait_until, Agent, Launch};
 use serde_json::Value;
 
 /// A state directory of the test's own, unloaded (programs detached, maps
@@ -123,13 +123,17 @@ fn collect_rest(agent: &Agent, pid: i32, before: (usize, usize), calls: usize) -
 }
 
 /// SIGKILL the agent in the middle of a chmod storm, start another: every
-/// chmod is delivered by one of the two, and none is lost when the ring
-/// buffer holds what happened in between.
+/// chmod is delivered, none is lost when the ring buffer holds what
+/// happened in between, and the audit log the two agents share holds each
+/// exactly once, its chain unbroken.
 #[test]
 fn sigkill_mid_storm_loses_nothing() {
     // Long enough (a few hundred ms) to be cut by the kill.
     const CALLS: usize = 100_000;
     let state = PinnedState::new("kill");
+    let logs = trusted_tempdir();
+    let log = logs.path().join("audit.jsonl");
+    let config = format!("[audit_log]\npath = \"{}\"\n", log.display());
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("target");
     std::fs::write(&file, b"").unwrap();
@@ -137,7 +141,7 @@ fn sigkill_mid_storm_loses_nothing() {
     let pid = storm.pid.to_string();
     // 64 MiB: room for the whole storm, so nothing may be lost.
     let args = ["--only-pid", &pid, "--ring-buffer-bytes", "67108864"];
-    let first = Agent::launch("", &args, &state.launch());
+    let first = Agent::launch(&config, &args, &state.launch());
     storm.release();
     let mut before = first.collect_until(Duration::from_secs(60), |e| {
         e["kind"] == "perm" && e["process"]["pid"] == storm.pid
@@ -148,38 +152,69 @@ fn sigkill_mid_storm_loses_nothing() {
     drop(first);
     storm.wait();
     let (d1, l1) = tally(&before, storm.pid);
-    assert!(
-        d1 < CALLS,
-        "the first agent saw the whole storm: kill it sooner"
-    );
+    assert!(d1 < CALLS, "the first agent saw the whole storm: kill it sooner");
 
-    let second = Agent::launch("", &args, &state.launch());
-    let after = collect_rest(&second, storm.pid, (d1, l1), CALLS);
+    let second = Agent::launch(&config, &args, &state.launch());
+    // Until every chmod was printed by one agent or the other.
+    let printed = |after: &[Value]| {
+        let mut all = chmod_times(&before, storm.pid);
+        all.extend(chmod_times(after, storm.pid));
+        all.sort_unstable();
+        all.dedup();
+        all.len()
+    };
+    let mut after = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while printed(&after) < CALLS && Instant::now() < deadline {
+        after.extend(second.collect_for(Duration::from_millis(500)));
+    }
     let (d2, l2) = tally(&after, storm.pid);
-    // At least once: the record the first agent was handling when it died
-    // (printed, not yet consumed) is delivered again, and nothing else is.
-    let mut times: Vec<u64> = before
-        .iter()
-        .chain(&after)
-        .filter(|e| e["kind"] == "perm" && e["process"]["pid"] == storm.pid)
-        .map(|e| e["ktime_ns"].as_u64().unwrap())
-        .collect();
-    times.sort_unstable();
-    times.dedup();
-    let twice = d1 + d2 - times.len();
-    assert!(twice <= 1, "{twice} chmods delivered twice");
     assert_eq!(
-        (times.len(), l1 + l2),
+        (printed(&after), l1 + l2),
         (CALLS, 0),
         "first agent delivered {d1}, lost {l1}; second delivered {d2}, lost {l2}"
     );
-
+    // The records the first agent handled but had not yet logged were
+    // read again; those it had logged were not: the log has each once.
     let status = second.status();
     let c = &status["continuity"];
     assert_eq!(c["adopted"], true, "{c}");
     assert_eq!(c["previous_stopped_cleanly"], false, "{c}");
     assert!(c["previous_pid"].as_u64().unwrap() > 0, "{c}");
+    eprintln!(
+        "printed by the first agent: {d1}; logged by it, not committed, skipped: {}",
+        c["already_logged"]
+    );
     second.stop();
+    let logged: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut in_log = chmod_times(&logged, storm.pid);
+    let total = in_log.len();
+    in_log.sort_unstable();
+    in_log.dedup();
+    assert_eq!(
+        (in_log.len(), total),
+        (CALLS, CALLS),
+        "the audit log must hold each chmod exactly once"
+    );
+    let out = Command::new(bin("guardrail"))
+        .args(["log", "verify"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert_success(&out);
+}
+
+/// Kernel times of `pid`'s chmods among `events`.
+fn chmod_times(events: &[Value], pid: i32) -> Vec<u64> {
+    events
+        .iter()
+        .filter(|e| e["kind"] == "perm" && e["process"]["pid"] == pid && e["perm"]["op"] == "chmod")
+        .map(|e| e["ktime_ns"].as_u64().unwrap())
+        .collect()
 }
 
 /// A ring buffer too small for what happens while no agent runs: the next

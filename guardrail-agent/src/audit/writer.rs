@@ -50,6 +50,15 @@ pub struct AuditStats {
 pub struct AuditLog {
     tx: Option<SyncSender<Arc<str>>>,
     stats: Arc<AuditStats>,
+    /// Records handed to the writer.
+    handed: AtomicU64,
+    /// Records the writer is done with: written, or (while the disk
+    /// refuses) held in memory, or counted lost. The ring buffer's space
+    /// is given back only for records whose events are settled.
+    settled: Arc<AtomicU64>,
+    /// (ktime_ns, tid) of the last record-derived event the log held at
+    /// start: what an agent killed before it could commit had handled.
+    last_logged: Option<(u64, u32)>,
     /// Lost before reaching the writer (queue full), not yet reported.
     unreported: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
@@ -75,6 +84,26 @@ fn last_hash(path: &Path) -> Option<String> {
     }
     let last = last?;
     open(&last).map(|o| o.hash.to_string())
+}
+
+/// (ktime_ns, tid) of the last event in the log that came from a kernel
+/// record (loss and gap records have neither), within the last 256 KiB.
+fn last_logged_record(path: &Path) -> Option<(u64, u32)> {
+    let mut f = File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(1 << 18))).ok()?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).ok()?;
+    // The cut may fall inside a character (and a line): the first line
+    // is not used unless it is whole.
+    String::from_utf8_lossy(&bytes)
+        .lines().rev().find_map(|line| {
+        let event: serde_json::Value = serde_json::from_str(&open(line)?.event_json).ok()?;
+        Some((
+            event["ktime_ns"].as_u64()?,
+            event["process"]["tid"].as_u64()? as u32,
+        ))
+    })
 }
 
 /// A record is one line: bytes after the last newline are a record whose
@@ -184,10 +213,14 @@ impl AuditLog {
             }
         }
         let prev = last_hash(&path).unwrap_or_else(|| GENESIS.to_string());
+        let last_logged = last_logged_record(&path);
         let (tx, rx) = sync_channel(QUEUE);
         let stats = Arc::new(AuditStats::default());
         let unreported = Arc::new(AtomicU64::new(0));
+        let settled = Arc::new(AtomicU64::new(0));
         let mut w = Writer {
+            settled: settled.clone(),
+            failing: false,
             cfg: cfg.clone(),
             reader,
             file,
@@ -214,6 +247,9 @@ impl AuditLog {
         Ok(AuditLog {
             tx: Some(tx),
             stats,
+            handed: AtomicU64::new(0),
+            settled,
+            last_logged,
             unreported,
             thread: Some(thread),
             path,
@@ -223,11 +259,32 @@ impl AuditLog {
     /// Hand a record to the writer; never blocks.
     pub fn send(&self, json: Arc<str>) {
         if let Some(tx) = &self.tx {
-            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(json) {
-                self.unreported.fetch_add(1, Ordering::Relaxed);
-                self.stats.lost.fetch_add(1, Ordering::Relaxed);
+            match tx.try_send(json) {
+                Ok(()) => {
+                    self.handed.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    self.unreported.fetch_add(1, Ordering::Relaxed);
+                    self.stats.lost.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
+    }
+
+    /// Records handed to the writer so far.
+    pub fn handed(&self) -> u64 {
+        self.handed.load(Ordering::Relaxed)
+    }
+
+    /// Of those, the ones the writer is done with (see `settled`).
+    pub fn settled(&self) -> u64 {
+        self.settled.load(Ordering::Acquire)
+    }
+
+    /// (ktime_ns, tid) of the last event from a kernel record in the log
+    /// when it was opened.
+    pub fn last_logged(&self) -> Option<(u64, u32)> {
+        self.last_logged
     }
 
     pub fn snapshot(&self) -> AuditSnapshot {
@@ -260,8 +317,13 @@ struct Writer {
     file: File,
     size: u64,
     prev: String,
-    pending: VecDeque<Arc<str>>,
+    /// Records to write, each with whether it is already settled.
+    pending: VecDeque<(Arc<str>, bool)>,
     pending_bytes: usize,
+    settled: Arc<AtomicU64>,
+    /// The disk refuses writes: records are settled as they are buffered,
+    /// so that capture never waits for the disk.
+    failing: bool,
     /// Records lost while buffered writing was impossible, to report.
     gap: u64,
     stats: Arc<AuditStats>,
@@ -315,10 +377,14 @@ impl Writer {
         if self.pending_bytes + rec.len() > self.cfg.buffer_bytes {
             self.gap += 1;
             self.stats.lost.fetch_add(1, Ordering::Relaxed);
+            self.settled.fetch_add(1, Ordering::Release);
             return;
         }
         self.pending_bytes += rec.len();
-        self.pending.push_back(rec);
+        if self.failing {
+            self.settled.fetch_add(1, Ordering::Release);
+        }
+        self.pending.push_back((rec, self.failing));
         self.stats
             .buffered_bytes
             .store(self.pending_bytes as u64, Ordering::Relaxed);
@@ -357,13 +423,16 @@ impl Writer {
             }
             self.gap = 0;
         }
-        while let Some(rec) = self.pending.front().cloned() {
+        while let Some((rec, settled)) = self.pending.front().cloned() {
             if let Err(e) = self.write_line(&rec) {
                 self.failed(e);
                 return false;
             }
             self.pending.pop_front();
             self.pending_bytes -= rec.len();
+            if !settled {
+                self.settled.fetch_add(1, Ordering::Release);
+            }
             self.stats.written.fetch_add(1, Ordering::Relaxed);
             if self.size >= self.cfg.max_bytes {
                 if let Err(e) = self.rotate() {
@@ -376,10 +445,18 @@ impl Writer {
             .buffered_bytes
             .store(self.pending_bytes as u64, Ordering::Relaxed);
         *self.stats.last_error.lock().unwrap() = None;
+        self.failing = false;
         true
     }
 
     fn failed(&mut self, e: std::io::Error) {
+        if !self.failing {
+            self.failing = true;
+            for (_, settled) in self.pending.iter_mut().filter(|(_, s)| !*s) {
+                *settled = true;
+                self.settled.fetch_add(1, Ordering::Release);
+            }
+        }
         self.stats.failed_writes.fetch_add(1, Ordering::Relaxed);
         self.stats
             .buffered_bytes

@@ -6,4 +6,5 @@ pub mod enforce_model;
 pub mod floor;
 pub mod pins;
 pub mod probes;
+pub mod ring;
 pub mod tracefs;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use aya::{
-    maps::{Array, MapData, PerCpuArray, RingBuf},
+    maps::{Array, Map, MapData, PerCpuArray},
     programs::{links::FdLink, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use super::enforce::{self, Enforcer};
 use super::pins::{monotonic_ns, Found, Links, StateDir};
+use super::ring::RingReader;
 use super::{btf, tracefs};
 
 /// Where the start-up canary file lives (a tmpfs on systemd hosts).
@@ -59,6 +60,10 @@ pub struct Continuity {
     pub unattended_ms: Option<u64>,
     /// Records left in a ring buffer that could not be adopted: lost.
     pub discarded_records: u64,
+    /// Records the previous agent had logged but not yet given back to
+    /// the kernel when it died: skipped, not logged twice.
+    #[serde(default)]
+    pub already_logged: u64,
     /// Links pinned by this agent.
     pub links_pinned: usize,
     /// Attachments this kernel cannot pin: they lapse when the agent exits.
@@ -107,7 +112,7 @@ impl Probes {
     /// Load and attach; the ring buffer comes back separately so that the
     /// caller can poll it while it also reads the counters.
     /// The third element is the enforcer, or why this kernel cannot enforce.
-    pub fn load(opts: &ProbeOptions) -> Result<(Self, RingBuf<MapData>, Result<Enforcer, String>)> {
+    pub fn load(opts: &ProbeOptions) -> Result<(Self, RingReader, Result<Enforcer, String>)> {
         let state = opts
             .pin_root
             .as_deref()
@@ -269,7 +274,10 @@ impl Probes {
             attached.push(format!("raw/{tp}"));
         }
 
-        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("EVENTS map")?)?;
+        let Map::RingBuf(events) = ebpf.take_map("EVENTS").context("EVENTS map")? else {
+            anyhow::bail!("EVENTS is not a ring buffer");
+        };
+        let ring = RingReader::new(events, opts.ring_buffer_bytes)?;
         let enforcer = match (
             offsets,
             enforce::load(&mut ebpf, rename_params, setattr_params, &mut links),
