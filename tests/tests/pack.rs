@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use guardrail_tests::{is_marker, marker, Agent};
+use guardrail_tests::{assert_success, is_marker, marker, Agent};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -138,16 +138,9 @@ impl Drop for NeededDir {
 fn run(args: &[&str]) -> std::process::Output {
     let out = Command::new(args[0])
         .args(&args[1..])
-        .env("DEBIAN_FRONTEND", "noninteractive")
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", args[0]));
-    assert!(
-        out.status.success(),
-        "{args:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     out
 }
 
