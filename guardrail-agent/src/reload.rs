@@ -85,6 +85,7 @@ impl Fingerprint {
         let mut paths: Vec<PathBuf> = vec![main.to_path_buf()];
         paths.extend(set.files.iter().cloned());
         paths.extend(set.dirs.iter().cloned());
+        paths.extend(set.inputs.iter().cloned());
         paths.sort();
         paths.dedup();
         Fingerprint(

@@ -100,6 +100,11 @@ impl PathMatcher {
 
 /// A pattern the kernel can evaluate: an exact path or a `/**` subtree.
 pub fn is_kernel_path(pattern: &str) -> bool {
+    // `~*/…` and `~name/…` expand to exact home directories.
+    let pattern = match pattern.strip_prefix('~') {
+        Some(rest) => rest.split_once('/').map_or(rest, |(_, tail)| tail),
+        None => pattern,
+    };
     let base = pattern.strip_suffix("/**").unwrap_or(pattern);
     !base.contains(['*', '?', '[', '{'])
 }
@@ -188,6 +193,10 @@ pub struct RuleSet {
     pub files: Vec<PathBuf>,
     /// Directories wildcard includes read (a new file there is a change).
     pub dirs: Vec<PathBuf>,
+    /// Other files the compiled set depends on (/etc/passwd, for `~`
+    /// patterns): a change reloads the rules, but they are not rules files
+    /// (not self-protected, not trust-checked).
+    pub inputs: Vec<PathBuf>,
     /// Built from `rules`; [`RuleSet::reindex`] after changing them.
     pub index: RuleIndex,
 }
@@ -299,6 +308,8 @@ pub struct Compiler {
     ids: HashMap<String, String>,
     /// allow rules' `exempts`, checked once every rule is known.
     pending_exempts: Vec<(RuleError, String)>,
+    /// Some pattern expanded `~`: the set depends on /etc/passwd.
+    uses_homes: bool,
 }
 
 const MODE_BITS: &[(&str, u32)] = &[
@@ -325,6 +336,7 @@ impl Compiler {
             rules: Vec::new(),
             ids: HashMap::new(),
             pending_exempts: Vec::new(),
+            uses_homes: false,
         }
     }
 
@@ -480,7 +492,18 @@ impl Compiler {
         let mut b = GlobSetBuilder::new();
         let mut compiled = Vec::new();
         let mut origin = Vec::new();
-        for (i, p) in spec.get_ref().iter().enumerate() {
+        let mut expanded = Vec::new();
+        for p in spec.get_ref() {
+            match self.expand_homes(p) {
+                Ok(list) => expanded.extend(list),
+                Err((message, hint)) => self.errors.push(src.error(
+                    spec.span(),
+                    format!("{field}: {message}"),
+                    Some(hint),
+                )),
+            }
+        }
+        for (i, p) in expanded.iter().enumerate() {
             if !p.starts_with('/') {
                 self.errors.push(src.error(
                     spec.span(),
@@ -518,8 +541,62 @@ impl Compiler {
             set,
             globs: compiled,
             origin,
-            patterns: spec.get_ref().clone(),
+            patterns: expanded,
         })
+    }
+
+    /// `~*/rest` → `HOME/rest` for every home directory in /etc/passwd;
+    /// `~name/rest` → that user's; anything else as written. Homes are
+    /// canonicalized (events carry canonical paths) and their glob
+    /// characters escaped.
+    fn expand_homes(&mut self, pattern: &str) -> Result<Vec<String>, (String, String)> {
+        let Some(rest) = pattern.strip_prefix('~') else {
+            return Ok(vec![pattern.to_string()]);
+        };
+        let hint = || {
+            "write ~*/PATH for every user's home (from /etc/passwd) or ~NAME/PATH for one user's"
+                .to_string()
+        };
+        let (who, tail) = match rest.split_once('/') {
+            Some((who, tail)) if !tail.is_empty() => (who, tail),
+            _ => {
+                return Err((
+                    format!("{pattern:?} names no path under the home directory"),
+                    hint(),
+                ))
+            }
+        };
+        self.uses_homes = true;
+        let homes: Vec<String> = match who {
+            "*" => self.names.homes().into_iter().map(String::from).collect(),
+            "" => {
+                return Err((
+                    format!("{pattern:?}: `~/` has no user here (the agent runs as root)"),
+                    hint(),
+                ))
+            }
+            name => match self.names.home_of(name) {
+                Some(h) => vec![h.to_string()],
+                None => {
+                    return Err((
+                        format!("{pattern:?}: no user named {name:?} in /etc/passwd"),
+                        hint(),
+                    ))
+                }
+            },
+        };
+        let mut out: Vec<String> = Vec::new();
+        for home in homes {
+            let real = std::fs::canonicalize(&home)
+                .map(|p| p.display().to_string())
+                .unwrap_or(home);
+            let base = globset::escape(real.trim_end_matches('/'));
+            let expanded = format!("{base}/{tail}");
+            if !out.contains(&expanded) {
+                out.push(expanded);
+            }
+        }
+        Ok(out)
     }
 
     fn ids(
@@ -944,6 +1021,11 @@ impl Compiler {
             windows: self.windows,
             files,
             dirs: Vec::new(),
+            inputs: if self.uses_homes {
+                vec![PathBuf::from("/etc/passwd")]
+            } else {
+                Vec::new()
+            },
             index: RuleIndex::default(),
         };
         set.reindex();

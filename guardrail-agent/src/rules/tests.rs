@@ -799,6 +799,23 @@ mod default_pack {
         })
     }
 
+    /// unlink, symlink (`path` is the new link), link, truncate; a link's
+    /// destination in `new_path`.
+    fn file_op(op: &str, path: &str, new_path: Option<&str>) -> Event {
+        event(Body::File {
+            syscall: op.into(),
+            process: process("/usr/bin/x", 0),
+            result: ok(),
+            file: FileDetails {
+                op: op.into(),
+                path: Some(path.into()),
+                new_path: new_path.map(Into::into),
+                resolved: true,
+                ..Default::default()
+            },
+        })
+    }
+
     fn at_time(mut e: Event, time: &str) -> Event {
         e.time = time.into();
         e
@@ -839,9 +856,42 @@ mod default_pack {
                 write("/usr/bin/tee", "/etc/ld.so.conf.d/x.conf"),
             ),
             (
-                "root-ssh-keys",
-                write("/usr/bin/tee", "/root/.ssh/authorized_keys"),
-                write("/usr/bin/ssh", "/root/.ssh/known_hosts"),
+                "ssh-authorized-keys",
+                write("/usr/bin/tee", "/home/alice/.ssh/authorized_keys"),
+                write("/usr/bin/ssh", "/home/alice/.ssh/known_hosts"),
+            ),
+            (
+                "login-persistence",
+                write("/usr/bin/tee", "/etc/profile.d/zz.sh"),
+                write("/usr/bin/tee", "/etc/profile.d.bak"),
+            ),
+            (
+                "systemd-user-units",
+                write("/usr/bin/tee", "/home/alice/.config/systemd/user/x.service"),
+                write("/usr/bin/tee", "/home/alice/.config/systemd/x.conf"),
+            ),
+            (
+                "history-tampering",
+                file_op("symlink", "/root/.bash_history", None),
+                file_op("unlink", "/root/.bash_history_old", None),
+            ),
+            (
+                "pam-config",
+                write(
+                    "/usr/bin/cp",
+                    "/usr/lib/x86_64-linux-gnu/security/pam_evil.so",
+                ),
+                write("/usr/bin/cp", "/usr/lib/x86_64-linux-gnu/libsecurity.so"),
+            ),
+            (
+                "name-resolution",
+                write("/usr/bin/tee", "/etc/hosts"),
+                write("/usr/sbin/resolvconf", "/run/resolvconf/resolv.conf"),
+            ),
+            (
+                "privilege-policy",
+                write("/usr/bin/tee", "/etc/polkit-1/rules.d/00-all.rules"),
+                write("/usr/sbin/visudo", "/etc/sudoers.d/admins"),
             ),
             (
                 "log-tampering",
@@ -938,6 +988,17 @@ mod default_pack {
             ("sshd-config", &["/usr/bin/dash", "/usr/bin/dpkg"]),
             ("kernel-module-config", &["/usr/bin/dash", "/usr/bin/dpkg"]),
             ("capability-gain", &["/usr/bin/dash", "/usr/bin/dpkg"]),
+            ("ssh-authorized-keys", &["/usr/bin/dash", "/usr/bin/dpkg"]),
+            ("login-persistence", &["/usr/bin/dash", "/usr/bin/dpkg"]),
+            ("login-persistence", &["/usr/bin/cp", "/usr/sbin/useradd"]),
+            ("systemd-user-units", &["/usr/bin/dash", "/usr/bin/apt-get"]),
+            ("history-tampering", &["/usr/bin/rm", "/usr/sbin/userdel"]),
+            (
+                "pam-config",
+                &["/usr/bin/dash", "/usr/sbin/pam-auth-update"],
+            ),
+            ("name-resolution", &["/usr/bin/dash", "/usr/sbin/dhclient"]),
+            ("privilege-policy", &["/usr/bin/dash", "/usr/bin/dpkg"]),
         ];
         for (id, tree) in lineage_exempt {
             let (_, hit, _) = cases.iter().find(|(c, _, _)| c == id).unwrap();
@@ -975,4 +1036,69 @@ mod default_pack {
             );
         }
     }
+}
+
+#[test]
+fn home_patterns_expand_to_every_home_in_passwd() {
+    let set = rules(
+        "[[rule]]\nid = \"keys\"\non = [\"file.write\"]\npath = [\"~*/.ssh/authorized_keys\"]\n\n\
+         [[rule]]\nid = \"alice-rc\"\non = [\"file.write\"]\npath = [\"~alice/.bashrc\"]\naction = \"deny\"\n",
+    );
+    let keys = set.rules[0].path.as_ref().unwrap();
+    assert_eq!(
+        keys.patterns,
+        [
+            "/root/.ssh/authorized_keys",
+            "/home/alice/.ssh/authorized_keys"
+        ]
+    );
+    let w = |p: &str| open("/usr/bin/tee", p, &["write"]);
+    assert_eq!(
+        decide(&set, &w("/home/alice/.ssh/authorized_keys"))
+            .unwrap()
+            .rule,
+        "keys"
+    );
+    assert_eq!(
+        decide(&set, &w("/root/.ssh/authorized_keys")).unwrap().rule,
+        "keys"
+    );
+    assert!(
+        decide(&set, &w("/home/bob/.ssh/authorized_keys")).is_none(),
+        "bob is not in passwd"
+    );
+    assert!(decide(&set, &w("/home/alice/x/.ssh/authorized_keys")).is_none());
+    assert_eq!(
+        decide(&set, &w("/home/alice/.bashrc")).unwrap().rule,
+        "alice-rc"
+    );
+    assert!(decide(&set, &w("/root/.bashrc")).is_none());
+    assert_eq!(
+        set.inputs,
+        [std::path::PathBuf::from("/etc/passwd")],
+        "a passwd change reloads"
+    );
+    assert!(rules("[[rule]]\nid = \"a\"\non = [\"exec\"]\n")
+        .inputs
+        .is_empty());
+}
+
+#[test]
+fn bad_home_patterns_name_file_line_and_field() {
+    let e = errors("[[rule]]\nid = \"a\"\non = [\"file.write\"]\npath = [\"~bob/.bashrc\"]\n");
+    assert!(
+        e.contains("/etc/g.toml:4:8: path: \"~bob/.bashrc\": no user named \"bob\" in /etc/passwd"),
+        "{e}"
+    );
+    assert!(e.contains("hint: write ~*/PATH"), "{e}");
+    let e = errors("[[rule]]\nid = \"a\"\non = [\"file.write\"]\npath_not = [\"~/.bashrc\"]\n");
+    assert!(
+        e.contains("/etc/g.toml:4:12: path_not: \"~/.bashrc\""),
+        "{e}"
+    );
+    let e = errors("[[rule]]\nid = \"a\"\non = [\"file.write\"]\npath = [\"~*\"]\n");
+    assert!(
+        e.contains("path: \"~*\" names no path under the home directory"),
+        "{e}"
+    );
 }

@@ -10,6 +10,23 @@ pub struct Names {
     groups: HashMap<String, u32>,
     /// Group name → member user names, from /etc/group's fourth field.
     members: HashMap<String, Vec<String>>,
+    /// (user, home directory) in /etc/passwd order: what `~*/` and
+    /// `~name/` in path patterns expand to.
+    homes: Vec<(String, String)>,
+}
+
+fn parse_homes(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let home = f.get(5)?.trim_end_matches('/');
+            // A home of "/" (or none) would turn `~*/.bashrc` into a
+            // path directly under the root: kept, as "/" itself.
+            let home = if home.is_empty() { "/" } else { home };
+            Some((f.first()?.to_string(), home.to_string()))
+        })
+        .collect()
 }
 
 fn parse_members(text: &str) -> HashMap<String, Vec<String>> {
@@ -52,10 +69,12 @@ impl Names {
     pub fn from_files(passwd: &Path, group: &Path) -> Self {
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
         let group = read(group);
+        let passwd = read(passwd);
         Names {
-            users: parse(&read(passwd)),
+            users: parse(&passwd),
             groups: parse(&group),
             members: parse_members(&group),
+            homes: parse_homes(&passwd),
         }
     }
 
@@ -68,6 +87,7 @@ impl Names {
             users: parse(passwd),
             groups: parse(group),
             members: parse_members(group),
+            homes: parse_homes(passwd),
         }
     }
 
@@ -86,6 +106,25 @@ impl Names {
 
     pub fn group_name(&self, gid: u32) -> Option<&str> {
         first_named(&self.groups, gid)
+    }
+
+    /// Every distinct home directory, in /etc/passwd order.
+    pub fn homes(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for (_, h) in &self.homes {
+            if !out.contains(&h.as_str()) {
+                out.push(h);
+            }
+        }
+        out
+    }
+
+    /// The home directory of user `name`.
+    pub fn home_of(&self, name: &str) -> Option<&str> {
+        self.homes
+            .iter()
+            .find(|(u, _)| u == name)
+            .map(|(_, h)| h.as_str())
     }
 
     /// The uids listed as members of group `name`.
@@ -113,5 +152,7 @@ mod tests {
         assert_eq!(n.user_name(1000), Some("alice"));
         assert_eq!(n.group_name(4), Some("adm"));
         assert_eq!(n.group_name(5), None);
+        assert_eq!(n.homes(), vec!["/root", "/home/alice"]);
+        assert_eq!(n.home_of("alice"), Some("/home/alice"));
     }
 }
