@@ -272,6 +272,7 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
         bpf_lsm,
         bpf_lsm_note: bpf_lsm_note.clone(),
         missing_syscalls: probes.missing.iter().map(|s| s.to_string()).collect(),
+        uring_unseen: probes.uring_unseen.clone(),
     };
     match &bpf_lsm_note {
         None => info!(

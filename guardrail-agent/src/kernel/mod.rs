@@ -6,3 +6,4 @@ pub mod enforce_model;
 pub mod floor;
 pub mod probes;
 pub mod tracefs;
+pub mod uring;
