@@ -77,6 +77,58 @@ fn setting_up_a_ring_is_an_event_and_allow_listed_programs_are_quiet() {
     );
 }
 
+/// The shipped rules: qemu-img (a listed, legitimate io_uring user, from
+/// Debian's qemu-utils) sets up its ring quietly; an unlisted program is
+/// alerted on.
+#[test]
+fn the_default_pack_is_quiet_for_qemu_img_and_alerts_on_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().canonicalize().unwrap();
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/guardrail.toml"),
+    )
+    .unwrap()
+    .replace(
+        "path = \"/var/log/guardrail/audit.jsonl\"",
+        &format!("path = \"{}\"", d.join("audit.jsonl").display()),
+    );
+    let agent = Agent::start_with_config(&shipped, &[]);
+    let image = d.join("disk.img");
+    let out = Command::new("qemu-img")
+        .args(["create", "-f", "raw"])
+        .arg(&image)
+        .arg("1M")
+        .output()
+        .expect("qemu-img (qemu-utils, a test prerequisite)");
+    assert!(out.status.success());
+    let out = Command::new("qemu-img")
+        .args(["bench", "-i", "io_uring", "-c", "16", "-f", "raw"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unlisted = set_up_a_ring(std::path::Path::new("/usr/bin/perl"), 0);
+    let done = marker(&d);
+    std::fs::write(&done, b"").unwrap();
+    let events = agent.collect_until(Duration::from_secs(60), |e| is_marker(e, &done));
+    agent.stop();
+    let setups: Vec<&Value> = events.iter().filter(|e| e["kind"] == "uring").collect();
+    let qemu = setups
+        .iter()
+        .find(|e| e["process"]["exe"] == "/usr/bin/qemu-img")
+        .unwrap_or_else(|| panic!("no set-up by qemu-img: {setups:#?}"));
+    assert!(qemu["decision"].is_null(), "{qemu:#}");
+    let perl = setups
+        .iter()
+        .find(|e| e["process"]["pid"] == unlisted)
+        .unwrap_or_else(|| panic!("no set-up by perl: {setups:#?}"));
+    assert_eq!(perl["decision"]["rule"], "io-uring-setup", "{perl:#}");
+}
+
 /// vm/helper.c, the io_uring submitter the VM scenarios use too, built
 /// for this host.
 fn helper(dir: &std::path::Path) -> std::path::PathBuf {

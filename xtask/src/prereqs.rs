@@ -32,6 +32,8 @@ const TEST_PACKAGES: &[&str] = &[
     // Build vm/helper.c (the io_uring submitter) for the host tests too.
     "gcc",
     "libc6-dev",
+    // A legitimate io_uring user the default pack lists (qemu-img -i io_uring).
+    "qemu-utils",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
