@@ -36,6 +36,7 @@ echo original > /protected/win-now
 echo original > /protected/win-later
 mkdir -p /protected/uring
 echo original > /protected/uring/kept
+echo source > /protected/ur-src
 
 # Windows relative to the VM's clock: "now" spans two hours either side of
 # the current hour (so the test never runs into its edge), "later" starts
@@ -196,11 +197,12 @@ check uring-open-eperm grep -q "^res=-1$" /tmp/ur-open.out
 /bin/vmhelper uring open2 new > /tmp/ur-open2.out
 check uring-open2-eperm grep -q "^res=-1$" /tmp/ur-open2.out
 check uring-open2-not-created [ ! -e /protected/uring/new ]
-/bin/vmhelper uring rename kept /tmp/ur-stolen > /tmp/ur-rename.out
+# (the same file system: across them rename and link fail with EXDEV)
+/bin/vmhelper uring rename kept /protected/ur-stolen > /tmp/ur-rename.out
 check uring-rename-eperm grep -q "^res=-1$" /tmp/ur-rename.out
 /bin/vmhelper uring unlink kept > /tmp/ur-unlink.out
 check uring-unlink-eperm grep -q "^res=-1$" /tmp/ur-unlink.out
-/bin/vmhelper uring link /tmp/free hard > /tmp/ur-link.out
+/bin/vmhelper uring link /protected/ur-src hard > /tmp/ur-link.out
 check uring-link-eperm sh -c 'grep -q "^res=-1$" /tmp/ur-link.out && [ ! -e /protected/uring/hard ]'
 /bin/vmhelper uring symlink /tmp/free sl > /tmp/ur-symlink.out
 check uring-symlink-eperm sh -c 'grep -q "^res=-1$" /tmp/ur-symlink.out && [ ! -e /protected/uring/sl ]'
@@ -217,7 +219,7 @@ else
     eventually uring-event-open2 denied_via io_uring open /protected/uring/new
     eventually uring-event-rename denied_via io_uring rename /protected/uring/kept
     eventually uring-event-unlink denied_via io_uring unlink /protected/uring/kept
-    eventually uring-event-link denied_via io_uring link /tmp/free
+    eventually uring-event-link denied_via io_uring link /protected/ur-src
     eventually uring-event-symlink denied_via io_uring symlink /protected/uring/sl
     if ! grep -q "io_uring unseen    ftruncate" /tmp/status-uring.txt; then
         echo x > /tmp/ur-trunc
