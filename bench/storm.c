@@ -3,6 +3,8 @@
  *   storm write N DIR    open(O_WRONLY|O_CREAT|O_TRUNC) + write 64 B + close
  *   storm exec  N        fork + execve /bin/true + wait
  *   storm chmod N FILE   chmod alternating 0644 / 0600
+ *   storm uring-create N DIR   N file creations through io_uring
+ *                              (IORING_OP_OPENAT O_CREAT|O_TRUNC) + close
  *   storm rate R SECONDS FILE   chmod at R per second for SECONDS, paced in
  *                               1 ms slices; prints the rate achieved */
 #include <fcntl.h>
@@ -13,6 +15,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "../vm/uring.h"
 
 static double now(void) {
     struct timespec ts;
@@ -26,7 +29,18 @@ int main(int argc, char **argv) {
     const char *mode = argv[1];
     char buf[64];
     memset(buf, 'x', sizeof buf);
-    if (!strcmp(mode, "open")) {
+    if (!strcmp(mode, "uring-create")) {
+        if (ring_init() < 0) return 1;
+        char path[4096];
+        for (long i = 0; i < n; i++) {
+            snprintf(path, sizeof path, "%s/u%ld", argv[3], i & 1023);
+            struct io_uring_sqe s = sqe(IORING_OP_OPENAT, AT_FDCWD, path, 0644, 0);
+            s.open_flags = O_WRONLY | O_CREAT | O_TRUNC;
+            int fd = ring_run(&s);
+            if (fd < 0) return 1;
+            close(fd);
+        }
+    } else if (!strcmp(mode, "open")) {
         for (long i = 0; i < n; i++) { int fd = open(argv[3], O_RDONLY); if (fd < 0) return 1; close(fd); }
     } else if (!strcmp(mode, "write")) {
         char path[4096];

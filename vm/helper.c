@@ -1,5 +1,6 @@
 /* Test helper for the VM scenarios: operations busybox cannot do.
- * Built statically by `cargo xtask vm-test`; runs inside the VM only. */
+ * Built statically by `cargo xtask vm-test`; the host tests build it too
+ * (tests/tests/uring.rs). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -11,6 +12,68 @@
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include "uring.h"
+
+/* uring OP ARGS: the file operation through io_uring; prints res=N. */
+static int uring_main(int argc, char **argv) {
+    int rc = ring_init();
+    if (rc < 0) { printf("setup=%d\n", rc); return 3; }
+    const char *op = argv[2];
+    struct io_uring_sqe s;
+    int res = 0;
+    if ((!strcmp(op, "open") || !strcmp(op, "open2")) && argc == 4) {
+        int flags = O_WRONLY | O_CREAT | O_TRUNC;
+        struct open_how how = {.flags = flags, .mode = 0644};
+        if (!strcmp(op, "open")) {
+            s = sqe(IORING_OP_OPENAT, AT_FDCWD, argv[3], 0644, 0);
+            s.open_flags = flags;
+        } else {
+            s = sqe(IORING_OP_OPENAT2, AT_FDCWD, argv[3], sizeof how, (unsigned long)&how);
+        }
+        res = ring_run(&s);
+        if (res >= 0) {
+            s = sqe(IORING_OP_WRITE, res, "uring\n", 6, 0);
+            printf("write=%d ", ring_run(&s));
+            close(res);
+        }
+    } else if (!strcmp(op, "rename") && argc == 5) {
+        s = sqe(IORING_OP_RENAMEAT, AT_FDCWD, argv[3], AT_FDCWD, (unsigned long)argv[4]);
+        res = ring_run(&s);
+    } else if (!strcmp(op, "unlink") && argc == 4) {
+        s = sqe(IORING_OP_UNLINKAT, AT_FDCWD, argv[3], 0, 0);
+        res = ring_run(&s);
+    } else if (!strcmp(op, "symlink") && argc == 5) {
+        s = sqe(IORING_OP_SYMLINKAT, AT_FDCWD, argv[3], 0, (unsigned long)argv[4]);
+        res = ring_run(&s);
+    } else if (!strcmp(op, "link") && argc == 5) {
+        s = sqe(IORING_OP_LINKAT, AT_FDCWD, argv[3], AT_FDCWD, (unsigned long)argv[4]);
+        res = ring_run(&s);
+    } else if (!strcmp(op, "truncate") && argc == 5) {
+        int fd = open(argv[3], O_WRONLY);
+        if (fd < 0) { printf("open=%d\n", -errno); return 1; }
+        s = sqe(IORING_OP_FTRUNCATE, fd, NULL, 0, strtoul(argv[4], NULL, 10));
+        res = ring_run(&s);
+    } else if (!strcmp(op, "create-storm") && argc == 5) {
+        /* N file creations in DIR, each a separate io_uring open. */
+        long n = strtol(argv[4], NULL, 10);
+        char name[4096];
+        for (long i = 0; i < n; i++) {
+            snprintf(name, sizeof name, "%s/u%ld", argv[3], i);
+            s = sqe(IORING_OP_OPENAT, AT_FDCWD, name, 0644, 0);
+            s.open_flags = O_WRONLY | O_CREAT | O_TRUNC;
+            res = ring_run(&s);
+            if (res < 0) break;
+            close(res);
+        }
+    } else {
+        fprintf(stderr, "usage: uring open|open2 PATH | rename OLD NEW | unlink PATH | "
+                        "symlink TARGET LINK | link OLD NEW | truncate PATH LEN | "
+                        "create-storm DIR N\n");
+        return 2;
+    }
+    printf("res=%d\n", res);
+    return res >= 0 ? 0 : 1;
+}
 
 static char path[64];
 static volatile int stop;
@@ -26,9 +89,10 @@ static void *flip(void *arg) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: vmhelper setuid-regain | race SAFE PROTECTED N | write-then FILE MARKER | ptrace PID | write FILE | write-at DIR NAME | reopen FILE | by-handle FILE | execveat PROG ARGV... | memfd-exec PROG ARGV...\n");
+        fprintf(stderr, "usage: vmhelper setuid-regain | race SAFE PROTECTED N | write-then FILE MARKER | ptrace PID | write FILE | write-at DIR NAME | reopen FILE | by-handle FILE | execveat PROG ARGV... | memfd-exec PROG ARGV... | uring OP ARGS...\n");
         return 2;
     }
+    if (!strcmp(argv[1], "uring") && argc >= 3) return uring_main(argc, argv);
     if (!strcmp(argv[1], "setuid-regain")) {
         /* Drop to 1000 keeping saved uid 0, then try to become root again. */
         if (setresuid(1000, 1000, 0) != 0) { perror("drop"); return 3; }

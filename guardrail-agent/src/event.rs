@@ -16,6 +16,11 @@ pub struct Event {
     pub time: String,
     /// Monotonic kernel time (CLOCK_MONOTONIC, ns) of the record.
     pub ktime_ns: u64,
+    /// How the operation reached the kernel: `syscall`, or `io_uring` for
+    /// a request submitted through a ring (reported as the syscall that
+    /// does the same). Absent on `loss` events.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub via: Option<Via>,
     #[serde(flatten)]
     pub body: Body,
     /// Set when a rule matched: what was decided and why.
@@ -25,6 +30,13 @@ pub struct Event {
     /// `exec.argv[3]`, `file.path`, `decision.matched.argv_matches`.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub redacted: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    Syscall,
+    IoUring,
 }
 
 /// A rule's decision on an event.

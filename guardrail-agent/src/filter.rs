@@ -110,6 +110,7 @@ mod tests {
             seq: 1,
             time: String::new(),
             ktime_ns: 0,
+            via: None,
             decision: None,
             redacted: vec![],
             body: Body::File {

@@ -140,6 +140,7 @@ mod tests {
             seq: 1,
             time: "2026-12-01T12:00:00.123456789Z".into(),
             ktime_ns: 0,
+            via: None,
             body: Body::File {
                 syscall: "openat".into(),
                 process: Process {

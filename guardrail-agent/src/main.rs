@@ -14,9 +14,9 @@ use tokio::sync::broadcast;
 use tracing::{error, info, warn};
 
 use guardrail_agent::audit::AuditLog;
-use guardrail_agent::decode;
 use guardrail_agent::config::{Config, DEFAULT_PATH};
 use guardrail_agent::control::{Access, ControlServer, ReloadStatus, Status};
+use guardrail_agent::decode;
 use guardrail_agent::doctor::{rule_effects, HostFacts, LsmState};
 use guardrail_agent::kernel::capabilities::{bpf_lsm_state, kernel_release, Capabilities};
 use guardrail_agent::kernel::pins::{self, DEFAULT_ROOT};
@@ -304,6 +304,7 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
         bpf_lsm,
         bpf_lsm_note: bpf_lsm_note.clone(),
         missing_syscalls: probes.missing.iter().map(|s| s.to_string()).collect(),
+        uring_unseen: probes.uring_unseen.clone(),
     };
     match &bpf_lsm_note {
         None => info!(
@@ -402,7 +403,10 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
             });
             ring.commit_read();
             if skipped > 0 {
-                info!(skipped, "records the previous agent had already logged were skipped");
+                info!(
+                    skipped,
+                    "records the previous agent had already logged were skipped"
+                );
             }
             if let Some(c) = &mut probes.continuity {
                 c.already_logged = skipped as u64;
@@ -560,7 +564,9 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
     // they are: stopped, the agent may be reconfigured. A crash or SIGKILL
     // leaves it in force.
     match pipeline.lift_kernel_rule(SELF_PROTECTION) {
-        Ok(true) => info!("self-protection lifted: the configuration may be edited while the agent is stopped"),
+        Ok(true) => info!(
+            "self-protection lifted: the configuration may be edited while the agent is stopped"
+        ),
         Ok(false) => {}
         Err(e) => warn!("self-protection could not be lifted: {e:#}"),
     }

@@ -9,7 +9,7 @@ use tracing::warn;
 
 use crate::control::Published;
 use crate::decode::decode;
-use crate::event::{Body, Event, LossDetails};
+use crate::event::{Body, Event, LossDetails, Via};
 use crate::interpret::{interpret, ProcessView};
 use crate::kernel::enforce::Enforcer;
 use crate::kernel::probes::KernelCounters;
@@ -336,7 +336,12 @@ impl<V: ProcessView> Pipeline<V> {
             }
             k if k == RecordKind::UringSetup as u32 => {
                 let body = crate::interpret::interpret_uring_setup(&raw, &mut self.view);
-                self.emit(raw.header.exit_ns, body, KernelVerdict::default());
+                self.emit(
+                    raw.header.exit_ns,
+                    body,
+                    KernelVerdict::default(),
+                    Some(Via::Syscall),
+                );
                 return;
             }
             _ => {}
@@ -346,12 +351,17 @@ impl<V: ProcessView> Pipeline<V> {
             self.decode_errors += 1;
             return;
         };
+        let via = if raw.header.flags & guardrail_common::flags::VIA_IO_URING != 0 {
+            Via::IoUring
+        } else {
+            Via::Syscall
+        };
         let verdict = KernelVerdict {
             rule: raw.header.verdict_rule,
             action: raw.header.verdict_action,
             generation: raw.header.verdict_generation,
         };
-        self.emit(raw.header.exit_ns, body, verdict);
+        self.emit(raw.header.exit_ns, body, verdict, Some(via));
     }
 
     /// Compare the kernel's loss counters with what was reported and emit a
@@ -371,7 +381,7 @@ impl<V: ProcessView> Pipeline<V> {
             },
         };
         self.reported = now;
-        self.emit(monotonic_ns(), body, KernelVerdict::default());
+        self.emit(monotonic_ns(), body, KernelVerdict::default(), None);
     }
 
     /// Losses already reported, by this agent or (adopted state) the one
@@ -400,10 +410,10 @@ impl<V: ProcessView> Pipeline<V> {
                 discarded: count,
             },
         };
-        self.emit(monotonic_ns(), body, KernelVerdict::default());
+        self.emit(monotonic_ns(), body, KernelVerdict::default(), None);
     }
 
-    fn emit(&mut self, ktime_ns: u64, body: Body, verdict: KernelVerdict) {
+    fn emit(&mut self, ktime_ns: u64, body: Body, verdict: KernelVerdict, via: Option<Via>) {
         self.seq += 1;
         if !matches!(body, Body::Loss { .. }) {
             self.events_total += 1;
@@ -421,6 +431,7 @@ impl<V: ProcessView> Pipeline<V> {
             seq: self.seq,
             time: self.wall_time(ktime_ns),
             ktime_ns,
+            via,
             body,
             decision: None,
             redacted: vec![],

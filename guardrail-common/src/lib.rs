@@ -10,7 +10,7 @@ pub mod enforce;
 pub mod syscalls;
 
 /// Bumped whenever a record layout changes.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Largest path the probes copy (the kernel's PATH_MAX).
 pub const PATH_MAX: usize = 4096;
@@ -71,6 +71,11 @@ pub mod flags {
     pub const fn walk_incomplete(slot: usize) -> u32 {
         1 << (8 + slot)
     }
+    /// The operation was submitted through io_uring, not made as a
+    /// syscall: `syscall` names the syscall that does the same, the
+    /// arguments are laid out as that syscall's, and the paths were copied
+    /// from the kernel's own copy (`struct filename`) of the request.
+    pub const VIA_IO_URING: u32 = 1 << 12;
 }
 
 /// Fixed part of every record.
@@ -214,10 +219,83 @@ pub struct KernelOffsets {
     pub task_start_boottime: u32,
 }
 
+/// Where the probes find an io_uring request's prepared command and the
+/// fields they read from it, resolved by the agent from the running
+/// kernel's BTF (struct io_kiocb and the per-op command structs of
+/// io_uring/openclose.c, fs.c, truncate.c). A zero `present` means the
+/// kernel lacks what is needed: the probes are then not attached.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UringOffsets {
+    /// Bit per op the probes can read (`1 << IORING_OP_*`).
+    pub present: u64,
+    /// `io_kiocb.cmd`: where the op's prepared command lives.
+    pub req_cmd: u32,
+    /// Offsets in the tracepoint records (from their format files):
+    /// `io_uring_submit_req` (`io_uring_submit_sqe` before 6.3) `req` and
+    /// `opcode`; `io_uring_complete` `req` and `res`.
+    pub tp_submit_req: u32,
+    pub tp_submit_opcode: u32,
+    pub tp_complete_req: u32,
+    pub tp_complete_res: u32,
+    /// struct filename.name (the kernel's copy of the path).
+    pub filename_name: u32,
+    /// struct io_open.
+    pub open_dfd: u32,
+    pub open_filename: u32,
+    pub open_how: u32,
+    pub open_file_slot: u32,
+    /// struct io_rename.
+    pub rename_old_dfd: u32,
+    pub rename_new_dfd: u32,
+    pub rename_oldpath: u32,
+    pub rename_newpath: u32,
+    pub rename_flags: u32,
+    /// struct io_unlink.
+    pub unlink_dfd: u32,
+    pub unlink_flags: u32,
+    pub unlink_filename: u32,
+    /// struct io_link (linkat and symlinkat).
+    pub link_old_dfd: u32,
+    pub link_new_dfd: u32,
+    pub link_oldpath: u32,
+    pub link_newpath: u32,
+    pub link_flags: u32,
+    /// `io_kiocb.flags` and `io_kiocb.cqe.fd` (the fd the request names
+    /// until it is issued).
+    pub req_flags: u32,
+    pub req_cqe_fd: u32,
+    /// struct io_ftrunc (6.9+).
+    pub ftrunc_len: u32,
+    /// Finding the request an io-wq worker is performing, so that an LSM
+    /// verdict there is filed under the request (its completion may be
+    /// posted by another thread): `task_struct.flags` (PF_IO_WORKER),
+    /// `task_struct.worker_private` (`pf_io_worker` before 6.0),
+    /// `io_worker.cur_work`, `io_kiocb.work`. Zero `task_flags`: unknown.
+    pub task_flags: u32,
+    pub task_worker_private: u32,
+    pub worker_cur_work: u32,
+    pub req_work: u32,
+    pub _pad: u32,
+}
+
+/// io_uring opcodes (UAPI `IORING_OP_*`, stable numbers) of the file
+/// operations guardrail reports.
+pub mod uring_op {
+    pub const OPENAT: u32 = 18;
+    pub const OPENAT2: u32 = 28;
+    pub const RENAMEAT: u32 = 35;
+    pub const UNLINKAT: u32 = 36;
+    pub const SYMLINKAT: u32 = 38;
+    pub const LINKAT: u32 = 39;
+    pub const FTRUNCATE: u32 = 55;
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain-old-data, repr(C), every bit pattern valid.
     unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::UringOffsets {}
     unsafe impl aya::Pod for super::PendingSyscall {}
     unsafe impl aya::Pod for super::EventHeader {}
     unsafe impl aya::Pod for super::enforce::KernelRule {}
@@ -247,6 +325,9 @@ pub mod pinned {
         "VERDICTS",
         "AGENT_STATE",
         "RULE_NAMES",
+        // io_uring requests between submission and completion: shared, so
+        // that one submitted under the old programs completes under the new.
+        "URING_PENDING",
     ];
 
     /// `AGENT_STATE[COMPLETE]` holds this once every map and link of the
@@ -288,6 +369,7 @@ pub mod pinned {
             core::mem::size_of::<crate::enforce::ExeKey>(),
             core::mem::size_of::<crate::enforce::Verdict>(),
             crate::counter::COUNT as usize,
+            crate::SCRATCH_DATA_SIZE,
             SLOTS as usize,
             RULE_NAME_LEN,
         ];

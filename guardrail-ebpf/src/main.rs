@@ -18,11 +18,11 @@
 mod enforce;
 mod floor;
 mod lifecycle;
-mod uring;
 mod path;
 mod record;
 mod state;
 mod task;
+mod uring;
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},

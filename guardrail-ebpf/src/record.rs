@@ -63,6 +63,22 @@ impl Record {
         }
     }
 
+    /// Append a NUL-terminated kernel string as string `slot` (io_uring:
+    /// the kernel's own copy of a path, at most PATH_MAX with its NUL).
+    #[inline(always)]
+    pub fn kernel_str(&mut self, slot: usize, src: u64, bad_flag: u32) {
+        let dst = self.at(self.end());
+        let n =
+            unsafe { gen::bpf_probe_read_kernel_str(dst.cast(), PATH_MAX as u32, src as *const _) };
+        if src == 0 || n <= 0 {
+            self.header.flags |= bad_flag;
+            return;
+        }
+        if let Some(len) = self.header.str_len.get_mut(slot) {
+            *len = (n - 1) as u32;
+        }
+    }
+
     /// Append `len` kernel bytes at `src` as string `slot`.
     #[inline(always)]
     fn kernel_bytes(&mut self, slot: usize, src: *const u8, len: usize) -> bool {
@@ -79,7 +95,7 @@ impl Record {
 
     /// Append a path the kernel walked as string `slot`.
     #[inline(always)]
-    fn walked(&mut self, slot: usize, walked: Option<Walked>) {
+    pub fn walked(&mut self, slot: usize, walked: Option<Walked>) {
         let ok = match walked {
             Some(w) => self.kernel_bytes(slot, w.start, w.len) && w.complete,
             None => false,
@@ -109,7 +125,7 @@ impl Record {
 /// The object open file `fd` refers to, by device and inode: the same
 /// file under every name (hard links, bind mounts).
 #[inline(always)]
-fn object_id(rec: &mut Record, fd: i32) {
+pub fn object_id(rec: &mut Record, fd: i32) {
     if let Some((dev, ino)) = path::object_of_fd(fd) {
         rec.header.obj_dev = dev;
         rec.header.obj_ino = ino;
@@ -143,13 +159,24 @@ fn read_paths(rec: &mut Record, nr: u32, args: &[u64; 6], ret: i64) {
     if let Some(&p) = args.get(layout.path1 as usize) {
         rec.user_str(1, p, flags::STR1_TRUNCATED, flags::STR1_UNREADABLE);
     }
-    if syscalls::returns_opened_fd(nr) && ret >= 0 {
+    let opened = syscalls::returns_opened_fd(nr) && ret >= 0;
+    walk_dirs(rec, nr, args, opened.then_some(ret as i32));
+}
+
+/// After the names: what an open opened (`opened`, the fd it returned),
+/// else the directories relative names are relative to.
+#[inline(always)]
+pub fn walk_dirs(rec: &mut Record, nr: u32, args: &[u64; 6], opened: Option<i32>) {
+    let Some(layout) = syscalls::arg_layout(nr) else {
+        return;
+    };
+    if let Some(fd) = opened {
         // What was opened, from the fd: however the path was spelled
         // (`..`, `//`, a symlinked directory, a bind mount), this is the
         // file the kernel opened.
         rec.header.flags |= flags::OBJECT0_WALKED;
-        rec.walked(2, path::of_fd(ret as i32));
-        object_id(rec, ret as i32);
+        rec.walked(2, path::of_fd(fd));
+        object_id(rec, fd);
     } else if rec.is_relative(0) {
         rec.walked(2, path::dir_of(dirfd(args, layout.dirfd0)));
     }
@@ -181,7 +208,7 @@ fn read_argv(rec: &mut Record) {
 
 /// Submit `rec`'s header and string data to the ring buffer.
 #[inline(always)]
-fn submit(rec: &mut Record) {
+pub fn submit(rec: &mut Record) {
     if output(rec) {
         count(counter::SUBMITTED)
     } else {
@@ -231,17 +258,30 @@ fn start(pending: &PendingSyscall, ret: i64) -> Option<&'static mut Record> {
     h.old_ids = pending.old_ids;
     h.ret = ret;
     fill_common(h);
-    // What enforcement did to this syscall, if anything.
-    let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    take_verdict(h);
+    Some(rec)
+}
+
+/// What enforcement did to the current thread's operation since
+/// `h.enter_ns`, if anything, into the header.
+#[inline(always)]
+pub fn take_verdict(h: &mut EventHeader) {
+    take_verdict_of(h, aya_ebpf::helpers::bpf_get_current_pid_tgid());
+}
+
+/// The verdict filed under `key` (a thread's `pid_tgid`, or an io_uring
+/// request's address), if any, since `h.enter_ns`.
+#[inline(always)]
+pub fn take_verdict_of(h: &mut EventHeader, key: u64) {
+    let tid = key;
     if let Some(v) = unsafe { crate::enforce::VERDICTS.get(&tid) } {
-        if v.ktime_ns >= pending.enter_ns {
+        if v.ktime_ns >= h.enter_ns {
             h.verdict_rule = v.rule;
             h.verdict_action = v.action;
             h.verdict_generation = v.generation;
         }
         let _ = crate::enforce::VERDICTS.remove(&tid);
     }
-    Some(rec)
 }
 
 pub fn emit_syscall(pending: &PendingSyscall, ret: i64) -> Result<(), i64> {
@@ -272,7 +312,7 @@ pub fn emit_exec(pending: &PendingSyscall, filename: *const u8) -> Result<(), i6
 /// A record of `kind` about the current process, header only, for the
 /// caller to complete.
 #[inline(always)]
-fn header_only(kind: guardrail_common::RecordKind) -> Option<&'static mut Record> {
+pub fn header_only(kind: guardrail_common::RecordKind) -> Option<&'static mut Record> {
     let rec = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
     unsafe { core::ptr::write_bytes(&mut rec.header as *mut EventHeader, 0, 1) };
     fill_common(&mut rec.header);
@@ -282,7 +322,11 @@ fn header_only(kind: guardrail_common::RecordKind) -> Option<&'static mut Record
 
 /// A record of `kind` about the current process with `args` and `ret`:
 /// a header and no strings.
-pub fn emit_record(kind: guardrail_common::RecordKind, args: [u64; 6], ret: i64) -> Result<(), i64> {
+pub fn emit_record(
+    kind: guardrail_common::RecordKind,
+    args: [u64; 6],
+    ret: i64,
+) -> Result<(), i64> {
     let rec = header_only(kind).ok_or(0)?;
     let h = &mut rec.header;
     h.args = args;

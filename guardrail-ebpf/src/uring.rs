@@ -1,11 +1,86 @@
 //! io_uring made visible: a process that sets up a ring can submit file
 //! operations the syscall tracepoints never see, so setting one up is an
-//! event of its own (which rules can allow-list by program).
+//! event of its own (which rules can allow-list by program), and the file
+//! operations submitted through a ring are reported like their syscalls.
+//!
+//! A request is read when it is submitted (`io_uring_submit_req`, named
+//! `io_uring_submit_sqe` before 6.3): the op's command is prepared by then
+//! and holds the kernel's own copy of its paths (`struct filename`), so a
+//! submitter cannot change them afterwards. The record is parked by request
+//! and completed with the result when the request completes
+//! (`io_uring_complete`), the way syscall records are parked from enter to
+//! exit. Every offset comes from the running kernel's BTF
+//! ([`UringOffsets`]); kernels whose tracepoints carry no request pointer
+//! (before 5.15) get neither program.
 
-use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use guardrail_common::RecordKind;
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{map, tracepoint},
+    maps::HashMap,
+    programs::TracePointContext,
+};
+use guardrail_common::{counter, flags, syscalls, uring_op, RecordKind, UringOffsets};
 
-use crate::{global, record, AGENT_TGID, ONLY_TGID, URING_CREATE_OFFSETS};
+use crate::record::{self, Record};
+use crate::{
+    count, global, path, AGENT_TGID, CAPTURE_READ_OPENS, ONLY_TGID, SCRATCH, URING_CREATE_OFFSETS,
+    WRITE_INTENT,
+};
+
+/// Filled in by the agent from BTF and the tracepoints' format files.
+#[no_mangle]
+static URING: UringOffsets = UringOffsets {
+    present: 0,
+    req_cmd: 0,
+    tp_submit_req: 0,
+    tp_submit_opcode: 0,
+    tp_complete_req: 0,
+    tp_complete_res: 0,
+    filename_name: 0,
+    open_dfd: 0,
+    open_filename: 0,
+    open_how: 0,
+    open_file_slot: 0,
+    rename_old_dfd: 0,
+    rename_new_dfd: 0,
+    rename_oldpath: 0,
+    rename_newpath: 0,
+    rename_flags: 0,
+    unlink_dfd: 0,
+    unlink_flags: 0,
+    unlink_filename: 0,
+    link_old_dfd: 0,
+    link_new_dfd: 0,
+    link_oldpath: 0,
+    link_newpath: 0,
+    link_flags: 0,
+    req_flags: 0,
+    req_cqe_fd: 0,
+    ftrunc_len: 0,
+    task_flags: 0,
+    task_worker_private: 0,
+    worker_cur_work: 0,
+    req_work: 0,
+    _pad: 0,
+};
+
+/// One field of [`URING`], read on its own (see `off!`).
+macro_rules! uoff {
+    ($field:ident) => {{
+        // SAFETY: a read of a .rodata global the agent filled in.
+        #[allow(unused_unsafe)]
+        let value = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(URING.$field)) };
+        value
+    }};
+}
+
+/// Records of submitted requests until they complete, by request address.
+/// Allocated on use: a parked record is as large as a record can be.
+#[map]
+static URING_PENDING: HashMap<u64, Record> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
+const BPF_F_NO_PREALLOC: u32 = 1;
+/// `REQ_F_FIXED_FILE`: `IOSQE_FIXED_FILE` (UAPI bit 0) kept in the request.
+const REQ_F_FIXED_FILE: u32 = 1;
 
 #[tracepoint]
 pub fn guardrail_uring_create(ctx: TracePointContext) -> u32 {
@@ -13,10 +88,27 @@ pub fn guardrail_uring_create(ctx: TracePointContext) -> u32 {
     0
 }
 
-fn on_create(ctx: &TracePointContext) -> Result<(), i64> {
-    let tgid = (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32;
+#[tracepoint]
+pub fn guardrail_uring_submit(ctx: TracePointContext) -> u32 {
+    let _ = on_submit(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn guardrail_uring_complete(ctx: TracePointContext) -> u32 {
+    let _ = on_complete(&ctx);
+    0
+}
+
+#[inline(always)]
+fn watched_process() -> bool {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let only = global(&ONLY_TGID);
-    if tgid == global(&AGENT_TGID) || (only != 0 && only != tgid) {
+    tgid != global(&AGENT_TGID) && (only == 0 || only == tgid)
+}
+
+fn on_create(ctx: &TracePointContext) -> Result<(), i64> {
+    if !watched_process() {
         return Ok(());
     }
     let [fd_at, flags_at, entries_at] = global(&URING_CREATE_OFFSETS);
@@ -24,7 +116,222 @@ fn on_create(ctx: &TracePointContext) -> Result<(), i64> {
     let (fd, flags, entries) = (field(fd_at)?, field(flags_at)?, field(entries_at)?);
     record::emit_record(
         RecordKind::UringSetup,
-        [fd as i32 as i64 as u64, flags as u64, entries as u64, 0, 0, 0],
+        [
+            fd as i32 as i64 as u64,
+            flags as u64,
+            entries as u64,
+            0,
+            0,
+            0,
+        ],
         fd as i32 as i64,
     )
+}
+
+/// `PF_IO_WORKER` in `task_struct.flags` (5.12+).
+const PF_IO_WORKER: u32 = 0x10;
+
+/// The request the current task performs when it is an io-wq worker.
+#[inline(always)]
+pub fn worker_request() -> Option<u64> {
+    if uoff!(task_flags) == 0 {
+        return None;
+    }
+    unsafe {
+        let task = aya_ebpf::helpers::bpf_get_current_task();
+        let flags: u32 = kread(task, uoff!(task_flags)).ok()?;
+        if flags & PF_IO_WORKER == 0 {
+            return None;
+        }
+        let worker: u64 = kread(task, uoff!(task_worker_private)).ok()?;
+        let work: u64 = kread(worker, uoff!(worker_cur_work)).ok()?;
+        (worker != 0 && work != 0).then(|| work - uoff!(req_work) as u64)
+    }
+}
+
+#[inline(always)]
+unsafe fn kread<T>(base: u64, offset: u32) -> Result<T, i64> {
+    bpf_probe_read_kernel((base + offset as u64) as *const T).map_err(|e| e as i64)
+}
+
+/// The kernel's copy of a path: `struct filename *` → its `name`.
+#[inline(always)]
+fn filename(cmd: u64, at: u32) -> u64 {
+    unsafe {
+        let f: u64 = kread(cmd, at).unwrap_or(0);
+        if f == 0 {
+            return 0;
+        }
+        kread(f, uoff!(filename_name)).unwrap_or(0)
+    }
+}
+
+fn on_submit(ctx: &TracePointContext) -> Result<(), i64> {
+    if !watched_process() {
+        return Ok(());
+    }
+    let opcode = unsafe { ctx.read_at::<u8>(uoff!(tp_submit_opcode) as usize) }
+        .map_err(|e| e as i64)? as u32;
+    if opcode >= 64 || uoff!(present) & (1u64 << opcode) == 0 {
+        return Ok(());
+    }
+    let req = unsafe { ctx.read_at::<u64>(uoff!(tp_submit_req) as usize) }.map_err(|e| e as i64)?;
+    let cmd = req + uoff!(req_cmd) as u64;
+    // Read-only opens are dropped here, as at syscall entry.
+    let mut open_flags = 0u64;
+    if opcode == uring_op::OPENAT || opcode == uring_op::OPENAT2 {
+        open_flags = unsafe { kread::<u64>(cmd, uoff!(open_how))? };
+        if open_flags & WRITE_INTENT == 0 && global(&CAPTURE_READ_OPENS) == 0 {
+            return Ok(());
+        }
+    }
+    let rec = record::header_only(RecordKind::Syscall).ok_or(0i64)?;
+    rec.header.flags |= flags::VIA_IO_URING;
+    rec.header.enter_ns = unsafe { bpf_ktime_get_ns() };
+    rec.header.args = [0; 6];
+    match opcode {
+        uring_op::OPENAT | uring_op::OPENAT2 => {
+            let dfd: i32 = unsafe { kread(cmd, uoff!(open_dfd))? };
+            let mode: u64 = unsafe { kread(cmd, uoff!(open_how) + 8)? };
+            let slot: u32 = unsafe { kread(cmd, uoff!(open_file_slot))? };
+            rec.header.syscall = if opcode == uring_op::OPENAT {
+                syscalls::OPENAT
+            } else {
+                syscalls::OPENAT2
+            };
+            // args[4]: the registered-file slot (0: an fd is returned).
+            rec.header.args = [dfd as i64 as u64, 0, open_flags, mode, slot as u64, 0];
+            rec.kernel_str(
+                0,
+                filename(cmd, uoff!(open_filename)),
+                flags::STR0_UNREADABLE,
+            );
+        }
+        uring_op::RENAMEAT => {
+            let old: i32 = unsafe { kread(cmd, uoff!(rename_old_dfd))? };
+            let new: i32 = unsafe { kread(cmd, uoff!(rename_new_dfd))? };
+            let fl: i32 = unsafe { kread(cmd, uoff!(rename_flags))? };
+            rec.header.syscall = syscalls::RENAMEAT2;
+            rec.header.args = [
+                old as i64 as u64,
+                0,
+                new as i64 as u64,
+                0,
+                fl as u32 as u64,
+                0,
+            ];
+            rec.kernel_str(
+                0,
+                filename(cmd, uoff!(rename_oldpath)),
+                flags::STR0_UNREADABLE,
+            );
+            rec.kernel_str(
+                1,
+                filename(cmd, uoff!(rename_newpath)),
+                flags::STR1_UNREADABLE,
+            );
+        }
+        uring_op::UNLINKAT => {
+            let dfd: i32 = unsafe { kread(cmd, uoff!(unlink_dfd))? };
+            let fl: i32 = unsafe { kread(cmd, uoff!(unlink_flags))? };
+            rec.header.syscall = syscalls::UNLINKAT;
+            rec.header.args = [dfd as i64 as u64, 0, fl as u32 as u64, 0, 0, 0];
+            rec.kernel_str(
+                0,
+                filename(cmd, uoff!(unlink_filename)),
+                flags::STR0_UNREADABLE,
+            );
+        }
+        uring_op::SYMLINKAT | uring_op::LINKAT => {
+            let old: i32 = unsafe { kread(cmd, uoff!(link_old_dfd))? };
+            let new: i32 = unsafe { kread(cmd, uoff!(link_new_dfd))? };
+            if opcode == uring_op::SYMLINKAT {
+                // symlinkat(target, newdirfd, linkpath)
+                rec.header.syscall = syscalls::SYMLINKAT;
+                rec.header.args = [0, new as i64 as u64, 0, 0, 0, 0];
+            } else {
+                let fl: i32 = unsafe { kread(cmd, uoff!(link_flags))? };
+                rec.header.syscall = syscalls::LINKAT;
+                rec.header.args = [
+                    old as i64 as u64,
+                    0,
+                    new as i64 as u64,
+                    0,
+                    fl as u32 as u64,
+                    0,
+                ];
+            }
+            rec.kernel_str(
+                0,
+                filename(cmd, uoff!(link_oldpath)),
+                flags::STR0_UNREADABLE,
+            );
+            rec.kernel_str(
+                1,
+                filename(cmd, uoff!(link_newpath)),
+                flags::STR1_UNREADABLE,
+            );
+        }
+        uring_op::FTRUNCATE => {
+            let len: u64 = unsafe { kread(cmd, uoff!(ftrunc_len))? };
+            rec.header.syscall = syscalls::FTRUNCATE;
+            // The request gets its file only when it is issued; until
+            // then it holds the fd it names, which is walked as the
+            // syscall's is. A registered file's index is no fd.
+            let req_flags: u32 = unsafe { kread(req, uoff!(req_flags))? };
+            if req_flags & REQ_F_FIXED_FILE == 0 {
+                let fd: i32 = unsafe { kread(req, uoff!(req_cqe_fd))? };
+                rec.header.args = [fd as i64 as u64, len, 0, 0, 0, 0];
+                rec.walked(0, path::of_fd(fd));
+                record::object_id(rec, fd);
+            } else {
+                rec.header.args = [u64::MAX, len, 0, 0, 0, 0];
+                rec.header.flags |= flags::walk_incomplete(0);
+            }
+        }
+        _ => return Ok(()),
+    }
+    let Some(rec) = SCRATCH.get_ptr(0) else {
+        return Ok(());
+    };
+    // SAFETY: this CPU's record, assembled above.
+    if URING_PENDING.insert(&req, unsafe { &*rec }, 0).is_err() {
+        count(counter::PENDING_DROPS);
+    }
+    Ok(())
+}
+
+fn on_complete(ctx: &TracePointContext) -> Result<(), i64> {
+    let req =
+        unsafe { ctx.read_at::<u64>(uoff!(tp_complete_req) as usize) }.map_err(|e| e as i64)?;
+    let Some(rec) = URING_PENDING.get_ptr_mut(&req) else {
+        return Ok(());
+    };
+    // SAFETY: the entry is this request's until it is removed below.
+    let rec = unsafe { &mut *rec };
+    let res =
+        unsafe { ctx.read_at::<i32>(uoff!(tp_complete_res) as usize) }.map_err(|e| e as i64)?;
+    complete(rec, req, res as i64);
+    let _ = URING_PENDING.remove(&req);
+    Ok(())
+}
+
+#[inline(always)]
+fn complete(rec: &mut Record, req: u64, ret: i64) {
+    rec.header.ret = ret;
+    rec.header.exit_ns = unsafe { bpf_ktime_get_ns() };
+    // An io-wq worker files its verdicts under the request (another
+    // thread may post the completion); otherwise the LSM hooks ran in the
+    // thread posting the completion (the submitter or the SQPOLL thread).
+    record::take_verdict_of(&mut rec.header, req);
+    if rec.header.verdict_rule == 0 {
+        record::take_verdict(&mut rec.header);
+    }
+    let nr = rec.header.syscall;
+    let args = rec.header.args;
+    let opened = syscalls::returns_opened_fd(nr) && ret >= 0 && args[4] == 0;
+    if nr != syscalls::FTRUNCATE {
+        record::walk_dirs(rec, nr, &args, opened.then_some(ret as i32));
+    }
+    record::submit(rec);
 }

@@ -152,7 +152,10 @@ fn sigkill_mid_storm_loses_nothing() {
     drop(first);
     storm.wait();
     let (d1, l1) = tally(&before, storm.pid);
-    assert!(d1 < CALLS, "the first agent saw the whole storm: kill it sooner");
+    assert!(
+        d1 < CALLS,
+        "the first agent saw the whole storm: kill it sooner"
+    );
 
     let second = Agent::launch(&config, &args, &state.launch());
     // Until every chmod was printed by one agent or the other.
@@ -376,7 +379,10 @@ fn another_builds_state_is_replaced_and_its_records_counted() {
     );
     assert!(!older.exists(), "the old state must be gone");
     let discarded = c["discarded_records"].as_u64().unwrap() as usize;
-    assert!(discarded >= CALLS, "{discarded} records discarded, {CALLS} chmods were waiting");
+    assert!(
+        discarded >= CALLS,
+        "{discarded} records discarded, {CALLS} chmods were waiting"
+    );
     let loss = second.collect_until(Duration::from_secs(30), |e| e["kind"] == "loss");
     assert_eq!(
         loss.last().unwrap()["loss"]["discarded"].as_u64(),

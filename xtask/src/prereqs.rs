@@ -23,7 +23,18 @@ const BUILD_PACKAGES: &[&str] = &[
 /// tzdata for window rules; debootstrap and systemd (systemd-analyze) for
 /// the package test; cron (crontab) and logrotate for the test that
 /// ordinary administration stays quiet under the default rules.
-const TEST_PACKAGES: &[&str] = &["tzdata", "debootstrap", "systemd", "cron", "logrotate"];
+const TEST_PACKAGES: &[&str] = &[
+    "tzdata",
+    "debootstrap",
+    "systemd",
+    "cron",
+    "logrotate",
+    // Build vm/helper.c (the io_uring submitter) for the host tests too.
+    "gcc",
+    "libc6-dev",
+    // A legitimate io_uring user the default pack lists (qemu-img -i io_uring).
+    "qemu-utils",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 

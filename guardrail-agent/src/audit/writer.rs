@@ -97,13 +97,15 @@ fn last_logged_record(path: &Path) -> Option<(u64, u32)> {
     // The cut may fall inside a character (and a line): the first line
     // is not used unless it is whole.
     String::from_utf8_lossy(&bytes)
-        .lines().rev().find_map(|line| {
-        let event: serde_json::Value = serde_json::from_str(&open(line)?.event_json).ok()?;
-        Some((
-            event["ktime_ns"].as_u64()?,
-            event["process"]["tid"].as_u64()? as u32,
-        ))
-    })
+        .lines()
+        .rev()
+        .find_map(|line| {
+            let event: serde_json::Value = serde_json::from_str(&open(line)?.event_json).ok()?;
+            Some((
+                event["ktime_ns"].as_u64()?,
+                event["process"]["tid"].as_u64()? as u32,
+            ))
+        })
 }
 
 /// A record is one line: bytes after the last newline are a record whose

@@ -1282,6 +1282,9 @@ async fn status(socket: &std::path::Path, json: bool) -> Result<()> {
     if !c.missing_syscalls.is_empty() {
         println!("not on this kernel {}", c.missing_syscalls.join(", "));
     }
+    for unseen in &c.uring_unseen {
+        println!("io_uring unseen    {unseen}");
+    }
     println!(
         "events            {} ({:.1}/s)",
         s.events_total, s.events_per_s
@@ -1323,7 +1326,10 @@ async fn status(socket: &std::path::Path, json: bool) -> Result<()> {
             ),
         }
     }
-    println!("pinned state      {}", continuity_line(s.continuity.as_ref()));
+    println!(
+        "pinned state      {}",
+        continuity_line(s.continuity.as_ref())
+    );
     println!("tail clients      {}", s.tail_clients);
     println!(
         "redaction         {} ({} events redacted)",

@@ -18,6 +18,10 @@ pub struct Capabilities {
     pub bpf_lsm_note: Option<String>,
     /// Watched syscalls this kernel has no tracepoint for.
     pub missing_syscalls: Vec<String>,
+    /// File operations submitted through io_uring that this kernel does
+    /// not let the probes see, each with why (empty: all are seen).
+    #[serde(default)]
+    pub uring_unseen: Vec<String>,
 }
 
 pub fn kernel_release() -> String {

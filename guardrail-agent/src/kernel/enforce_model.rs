@@ -243,6 +243,7 @@ mod tests {
             seq: 1,
             time: "2026-11-27T12:00:00Z".into(),
             ktime_ns: 0,
+            via: None,
             body,
             decision: None,
             redacted: vec![],

@@ -8,3 +8,4 @@ pub mod pins;
 pub mod probes;
 pub mod ring;
 pub mod tracefs;
+pub mod uring;

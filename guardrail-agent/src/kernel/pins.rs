@@ -347,7 +347,11 @@ fn pinned_programs(dir: &Path) -> Vec<u32> {
         if !entry.file_name().to_string_lossy().starts_with("links-") {
             continue;
         }
-        for pin in std::fs::read_dir(entry.path()).into_iter().flatten().flatten() {
+        for pin in std::fs::read_dir(entry.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             if let Ok(link) = PinnedLink::from_pin(pin.path()) {
                 let fd: FdLink = link.into();
                 if let Ok(info) = fd.info() {
@@ -439,8 +443,8 @@ pub fn describe(root: &Path) -> Option<String> {
             parts.push(format!("{}: maps unreadable or missing", dir.display()));
             continue;
         };
-        let idle_s = monotonic_ns().saturating_sub(state[pinned::LAST_SEEN_NS as usize])
-            / 1_000_000_000;
+        let idle_s =
+            monotonic_ns().saturating_sub(state[pinned::LAST_SEEN_NS as usize]) / 1_000_000_000;
         let how = if state[pinned::STOPPED_CLEANLY as usize] != 0 {
             "stopped cleanly"
         } else {

@@ -106,6 +106,8 @@ pub struct Probes {
     pub missing: Vec<&'static str>,
     /// Whether task fields (ppid, euid, auid) could be resolved from BTF.
     pub offsets: Option<KernelOffsets>,
+    /// io_uring file operations this kernel does not let the probes see.
+    pub uring_unseen: Vec<String>,
 }
 
 impl Probes {
@@ -163,6 +165,7 @@ impl Probes {
         let uring_create = ["fd", "flags", "sq_entries"]
             .map(|f| tracefs::field_offset(&tracefs, "io_uring", "io_uring_create", f));
         let uring_offsets = uring_create.map(|o| o.unwrap_or(0));
+        let uring_ops = super::uring::resolve(&tracefs);
         let agent_tgid = std::process::id();
         let read_opens = u8::from(opts.capture_read_opens);
         let self_protect = u8::from(opts.self_protect);
@@ -186,6 +189,7 @@ impl Probes {
             .override_global("EXEC_OLD_PID_OFFSET", &old_pid_offset, true)
             .override_global("EXEC_FILENAME_OFFSET", &filename_offset, true)
             .override_global("URING_CREATE_OFFSETS", &uring_offsets[..], true)
+            .override_global("URING", &uring_ops.offsets, true)
             .override_global("OFFSETS", &offsets_value, true)
             .map_max_entries("EVENTS", opts.ring_buffer_bytes)
             // The benchmark floor's ring buffer lives in the same object;
@@ -252,6 +256,7 @@ impl Probes {
         } else {
             warn!("this kernel has no io_uring:io_uring_create tracepoint: io_uring set-ups are not reported");
         }
+        super::uring::attach(&mut ebpf, &uring_ops, &mut attached)?;
         // Forks and exits keep the agent's process table true to the
         // kernel; without BTF offsets the probes cannot tell threads from
         // processes and stay silent.
@@ -356,6 +361,7 @@ impl Probes {
             attached,
             missing,
             offsets,
+            uring_unseen: uring_ops.unseen,
         };
         Ok((probes, ring, enforcer))
     }

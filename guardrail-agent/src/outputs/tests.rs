@@ -11,6 +11,7 @@ fn event(seq: u64, decision: Option<(&str, Severity)>) -> Event {
         seq,
         time: "2024-05-01T12:00:00.123456789Z".into(),
         ktime_ns: 1,
+        via: None,
         body: Body::File {
             syscall: "openat".into(),
             process: Process {

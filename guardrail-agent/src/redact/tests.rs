@@ -232,6 +232,7 @@ fn exec_event(args: &[&str]) -> Event {
         seq: 1,
         time: "2024-01-01T00:00:00Z".into(),
         ktime_ns: 1,
+        via: None,
         body: Body::Exec {
             syscall: "execve".into(),
             process: process(),

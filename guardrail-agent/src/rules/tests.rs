@@ -55,6 +55,7 @@ fn event(body: Body) -> Event {
         seq: 1,
         time: "2026-11-27T12:00:00Z".into(),
         ktime_ns: 0,
+        via: None,
         body,
         decision: None,
         redacted: vec![],

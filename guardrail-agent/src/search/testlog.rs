@@ -138,6 +138,7 @@ pub fn sample_event(i: usize) -> Event {
         seq: i as u64 + 1,
         time: humantime_like(time_of(i)),
         ktime_ns: i as u64 * 1_000_000_000,
+        via: None,
         body,
         decision: decided,
         redacted: vec![],

@@ -232,7 +232,10 @@ pub fn decide(op: u32, vfsmnt: u64, dentry: u64, to_root: bool) -> i32 {
         // The process runs no more user code; the operation is denied too.
         unsafe { gen::bpf_send_signal(SIGKILL) };
     }
-    let _ = VERDICTS.insert(&bpf_get_current_pid_tgid(), &verdict, 0);
+    // An io-wq worker performing an io_uring request: filed under the
+    // request, whose completion may be posted by another thread.
+    let key = crate::uring::worker_request().unwrap_or_else(bpf_get_current_pid_tgid);
+    let _ = VERDICTS.insert(&key, &verdict, 0);
     -EPERM
 }
 

@@ -79,6 +79,15 @@ const WORKLOADS: &[Workload] = &[
         // glibc's chmod() is the chmod syscall; fchmodat for completeness.
         syscalls: &["chmod", "fchmodat"],
     },
+    Workload {
+        name: "io_uring create storm",
+        mode: "uring-create",
+        count: 100_000,
+        // auditd records io_uring file ops under io_uring_enter's audit
+        // context (5.16+) only with io_uring rules; the syscall itself is
+        // the closest one-rule equivalent.
+        syscalls: &["io_uring_enter"],
+    },
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -129,7 +138,7 @@ fn count(w: &Workload) -> u64 {
 fn time_storm(storm: &Path, w: &Workload, scratch: &Path) -> Result<Duration> {
     let target = scratch.join("target-file");
     let arg = match w.mode {
-        "write" => scratch.to_path_buf(),
+        "write" | "uring-create" => scratch.to_path_buf(),
         _ => target,
     };
     let started = Instant::now();
