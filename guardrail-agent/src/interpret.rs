@@ -36,6 +36,16 @@ pub trait ProcessView {
     fn realpath(&mut self, _path: &str) -> Option<String> {
         None
     }
+    /// [`ProcessView::realpath`] as a process whose root is the directory
+    /// `root` (a chroot) resolves `path`.
+    fn realpath_in(&mut self, _root: &str, _path: &str) -> Option<String> {
+        None
+    }
+    /// The root directory of `pid` (its chroot), named from the host's
+    /// root, while the process lives.
+    fn root_of(&mut self, _pid: u32) -> Option<String> {
+        None
+    }
     /// A directory may have been renamed, removed or re-pointed: forget
     /// what was resolved before.
     fn paths_changed(&mut self) {}
@@ -78,6 +88,9 @@ pub struct LiveFs<'a>(pub &'a mut dyn ProcessView);
 impl canonical::Resolve for LiveFs<'_> {
     fn realpath(&mut self, path: &str) -> Option<String> {
         self.0.realpath(path)
+    }
+    fn realpath_in(&mut self, root: &str, path: &str) -> Option<String> {
+        self.0.realpath_in(root, path)
     }
 }
 
@@ -133,7 +146,9 @@ impl Resolved {
 }
 
 /// `kernel_dir` is the directory the probes resolved (empty when they could
-/// not); /proc is the fallback, which works only while the process lives.
+/// not): for a relative path the directory it is relative to, for an
+/// absolute one in a chroot (`chroot`) the process's root. /proc is the
+/// fallback, which works only while the process lives.
 fn resolve(
     view: &mut dyn ProcessView,
     pid: u32,
@@ -141,17 +156,49 @@ fn resolve(
     raw: &[u8],
     kernel_dir: &[u8],
     last: FinalComponent,
+    chroot: bool,
 ) -> Resolved {
     let raw_text = text(raw);
-    let absolute = if raw.first() == Some(&b'/') {
-        Some(raw_text.clone())
-    } else {
-        let dir = if kernel_dir.is_empty() {
-            view.dir_of(pid, dirfd.filter(|&fd| fd != AT_FDCWD))
+    let unresolved = |raw_text: String| Resolved {
+        path: raw_text.clone(),
+        raw: Some(raw_text),
+        resolved: false,
+        source: None,
+    };
+    if raw.first() == Some(&b'/') && chroot {
+        // Absolute inside the chroot: completed inside it, named from the
+        // host's root; without the root, the path names nothing known.
+        let root = if kernel_dir.is_empty() {
+            view.root_of(pid)
         } else {
             Some(text(kernel_dir))
         };
-        dir.map(|dir| join(&dir, &raw_text))
+        let Some(root) = root.filter(|r| r.starts_with('/')) else {
+            return unresolved(raw_text);
+        };
+        let (path, source) = canonical::complete_in(&root, &raw_text, last, &mut LiveFs(view));
+        return Resolved {
+            raw: (raw_text != path).then_some(raw_text),
+            path,
+            resolved: true,
+            source: Some(source),
+        };
+    }
+    let absolute = if raw.first() == Some(&b'/') {
+        Some(raw_text.clone())
+    } else if kernel_dir.is_empty() {
+        view.dir_of(pid, dirfd.filter(|&fd| fd != AT_FDCWD))
+            .map(|dir| join(&dir, &raw_text))
+    } else if chroot {
+        // `..` must not climb above the chroot: the live file system
+        // decides (the kernel stops at the root, a text would not).
+        Some(join(&text(kernel_dir), &raw_text))
+    } else {
+        // The walked directory is canonical: its `..` are its parents by
+        // the text, even if it was removed and its path re-created as
+        // something else since.
+        let (dir, rest) = canonical::climb(&text(kernel_dir), &raw_text);
+        Some(join(&dir, rest))
     };
     match absolute.filter(|p| p.starts_with('/')) {
         Some(absolute) => {
@@ -163,12 +210,7 @@ fn resolve(
                 source: Some(source),
             }
         }
-        None => Resolved {
-            path: raw_text.clone(),
-            raw: Some(raw_text),
-            resolved: false,
-            source: None,
-        },
+        None => unresolved(raw_text),
     }
 }
 
@@ -471,18 +513,26 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
     };
     let dirfd = |i: u8| (i != sc::NONE).then(|| as_fd(a[i as usize]));
     let object_walked = h.flags & flags::OBJECT0_WALKED != 0 && !rec.dir0.is_empty();
+    let chroot = h.flags & flags::ROOT_CHANGED != 0;
     let path0 = (layout.path0 != sc::NONE).then(|| {
         if object_walked {
             Resolved::walked(&rec.dir0, &rec.str0)
         } else {
             let last = final_component(nr, &a);
+            // An exec's string 2 is its cwd, never a chroot's root.
+            let dir0: &[u8] = if sc::is_exec(nr) && chroot && rec.str0.first() == Some(&b'/') {
+                &[]
+            } else {
+                &rec.dir0
+            };
             resolve(
                 view,
                 h.pid,
                 dirfd(layout.dirfd0),
                 &rec.str0,
-                &rec.dir0,
+                dir0,
                 last,
+                chroot,
             )
         }
     });
@@ -741,6 +791,7 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
                 &rec.str1,
                 &rec.dir1,
                 FinalComponent::Keep,
+                chroot,
             )
         })
     };
