@@ -101,9 +101,10 @@ pub fn complete(path: &str, last: FinalComponent, fs: &mut dyn Resolve) -> (Stri
     if !path.starts_with('/') {
         return (path.to_string(), PathSource::Lexical);
     }
-    // Names that were not UTF-8 are escaped in events (`\xff`): the
-    // escaped text names no file, so only the text can be cleaned.
-    if path.contains("\\x") {
+    // Names that were not UTF-8 (`\xff`) and backslashes (`\\`) are
+    // escaped in events: the escaped text names no file, so only the text
+    // can be cleaned.
+    if path.contains('\\') {
         return (lexical(path), PathSource::Lexical);
     }
     if last == FinalComponent::Follow {

@@ -99,11 +99,18 @@ const AT_EMPTY_PATH: u64 = 0x1000;
 const AT_REMOVEDIR: u64 = 0x200;
 
 /// Bytes to a string, escaping what is not UTF-8 as `\xNN` so nothing is
-/// lost or silently replaced.
+/// lost or silently replaced, and a backslash as `\\`, so that a valid
+/// name spelling `\xff` is not confused with the byte 0xff: one text
+/// names one byte string.
 pub fn text(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
-        out.push_str(chunk.valid());
+        let valid = chunk.valid();
+        if valid.contains('\\') {
+            out.push_str(&valid.replace('\\', "\\\\"));
+        } else {
+            out.push_str(valid);
+        }
         for b in chunk.invalid() {
             out.push_str(&format!("\\x{b:02x}"));
         }
@@ -1086,5 +1093,12 @@ mod tests {
     #[test]
     fn non_utf8_bytes_are_escaped_not_replaced() {
         assert_eq!(text(b"a\xffb"), "a\\xffb");
+    }
+
+    #[test]
+    fn a_backslash_is_escaped_so_no_two_names_share_a_text() {
+        assert_eq!(text(b"a\\xffb"), "a\\\\xffb");
+        assert_ne!(text(b"a\\xffb"), text(b"a\xffb"));
+        assert_eq!(text("é\\".as_bytes()), "é\\\\");
     }
 }

@@ -90,7 +90,8 @@ fn watched_in_same_dir(
     path: &str,
 ) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
-    if dirs.is_empty() {
+    // An escaped name (`\\`, `\xNN`) names no file as it is written.
+    if dirs.is_empty() || path.contains('\\') {
         return None;
     }
     let (dir, name) = path.rsplit_once('/')?;
