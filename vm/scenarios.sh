@@ -185,13 +185,18 @@ for s in $SPELLINGS; do
         eventually "monitor-bypass-$s-$op" decided m $s $op
     done
 done
-check alert-bypass-no-decoy sh -c '! grep "alert-guard" /tmp/events.jsonl | grep -q "/alert/elsewhere/prot/"'
+# (Quotes unescaped: the exec events of these greps hold the same words
+# escaped in their argv.)
+decoy() { grep '"rule":"alert-guard' /tmp/events.jsonl | grep -q '"path":"/alert/elsewhere/prot/\|"new_path":"/alert/elsewhere/prot/'; }
+no_decoy() { ! decoy; }
+check alert-bypass-no-decoy no_decoy
 # Replayed through the same rule, the recorded events are decided alike.
 cp /tmp/events.jsonl /tmp/recorded.jsonl
 live=$(grep -c '"rule":"alert-guard-a"' /tmp/recorded.jsonl)
+check alert-bypass-recorded [ "$live" -ge 43 ]
 /bin/guardrail rules test /tmp/candidate.toml --events /tmp/recorded.jsonl --json > /tmp/replay.json 2>&1
-check alert-bypass-replay grep -q "\"hits\":$live[,}]" /tmp/replay.json
-grep -q "\"hits\":$live[,}]" /tmp/replay.json || sed 's/^/GUARDRAIL-VM: log /' /tmp/replay.json /tmp/candidate.toml
+check alert-bypass-replay grep -q "\"hits\": *$live[,}]" /tmp/replay.json
+grep -q "\"hits\": *$live[,}]" /tmp/replay.json || sed 's/^/GUARDRAIL-VM: log /' /tmp/replay.json /tmp/candidate.toml
 
 # Deny keeps content, mode and owner, and the caller sees EPERM.
 (echo evil > /protected/secret) 2> /tmp/write.err

@@ -207,6 +207,9 @@ fn resolve(
         let (dir, rest) = canonical::climb(&text(kernel_dir), &raw_text);
         Some(join(&dir, rest))
     };
+    // /proc/self is the agent's own when the agent resolves it: name the
+    // process's instead.
+    let absolute = absolute.map(|p| own_proc(&p, pid));
     match absolute.filter(|p| p.starts_with('/')) {
         Some(absolute) => {
             let (path, source) = canonical::complete(&absolute, last, &mut LiveFs(view));
@@ -219,6 +222,23 @@ fn resolve(
         }
         None => unresolved(raw_text),
     }
+}
+
+/// `path` with a leading `/proc/self` (and `/proc/thread-self`, as the
+/// process's main thread: the record names no other) made
+/// `/proc/PID`, which means the same to the process and to the agent.
+fn own_proc(path: &str, pid: u32) -> String {
+    for (prefix, with) in [
+        ("/proc/thread-self", format!("/proc/{pid}/task/{pid}")),
+        ("/proc/self", format!("/proc/{pid}")),
+    ] {
+        if let Some(rest) = path.strip_prefix(prefix) {
+            if rest.is_empty() || rest.starts_with('/') {
+                return format!("{with}{rest}");
+            }
+        }
+    }
+    path.to_string()
 }
 
 const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
@@ -1093,6 +1113,29 @@ mod tests {
     #[test]
     fn non_utf8_bytes_are_escaped_not_replaced() {
         assert_eq!(text(b"a\xffb"), "a\\xffb");
+    }
+
+    #[test]
+    fn proc_self_names_the_process_not_the_agent() {
+        assert_eq!(own_proc("/proc/self/exe", 42), "/proc/42/exe");
+        assert_eq!(own_proc("/proc/self", 42), "/proc/42");
+        assert_eq!(
+            own_proc("/proc/thread-self/fd/3", 42),
+            "/proc/42/task/42/fd/3"
+        );
+        assert_eq!(own_proc("/proc/selfish", 42), "/proc/selfish");
+        let r = rec(
+            sc::CHMOD,
+            [0, 0o600, 0, 0, 0, 0],
+            0,
+            b"/proc/self/fd/3",
+            b"",
+        );
+        let Some(Body::Perm { perm, .. }) = interpret(&r, &mut table()) else {
+            panic!()
+        };
+        assert_eq!(perm.path.as_deref(), Some("/proc/10/fd/3"));
+        assert_eq!(perm.raw_path.as_deref(), Some("/proc/self/fd/3"));
     }
 
     #[test]
