@@ -70,6 +70,40 @@ in_window = ["later"]
 action = "deny"
 EOT
 
+# The alert bypass suite: an alert rule (and a monitor rule) on exact
+# paths under /alert/prot decide every write, chmod, chown, unlink and
+# rename however the path is spelled or reached. Files are named
+# SET-SPELLING-OP (SET a for the alert rule, m for the monitor rule).
+SPELLINGS="dotdot dot dslash symrel symabs bind deleted chroot hard"
+OPS="write chmod chown unlink rename"
+mkdir -p /alert/prot /alert/sub /alert/elsewhere/deep /alert/elsewhere/prot /alert/bind /alert/hard
+ln -s /alert/prot /alert/elsewhere/link
+cp /bin/busybox /alert/busybox
+for set in a m; do
+    for s in $SPELLINGS; do
+        for op in $OPS; do
+            f=$set-$s-$op
+            echo original > /alert/prot/$f
+            echo new > /alert/prot/src-$f
+            echo decoy > /alert/elsewhere/prot/$f
+        done
+        mkdir -p /alert/work-$set
+    done
+    for op in write chmod chown; do ln /alert/prot/$set-hard-$op /alert/hard/$set-hard-$op; done
+    paths=""
+    for s in $SPELLINGS; do for op in $OPS; do paths="$paths\"/alert/prot/$set-$s-$op\", "; done; done
+    mode=enforce; [ $set = m ] && mode=monitor
+    cat >> /etc/guardrail/guardrail.toml <<EOT
+
+[[rule]]
+id = "alert-guard-$set"
+on = ["file.write", "file.unlink", "file.rename", "perm.chmod", "perm.chown"]
+path = [$paths]
+mode = "$mode"
+EOT
+done
+{ echo '[[rule]]'; sed -n '/id = "alert-guard-a"/,/^mode/p' /etc/guardrail/guardrail.toml; } > /tmp/candidate.toml
+
 /bin/guardrail-agent --config /etc/guardrail/guardrail.toml --print json > /tmp/events.jsonl 2> /tmp/agent.log &
 AGENT=$!
 i=0
@@ -103,6 +137,69 @@ eventually canonical-open grep -q '"path":"/tmp/canon/prot/a","raw_path":"../pro
 (sh -c 'echo y > /tmp/canon/lineage')
 lineage_event() { grep '"path":"/tmp/canon/lineage"' /tmp/events.jsonl | grep '"id":"' | grep -q '"ancestors":\[{"pid":'; }
 eventually lineage-in-events lineage_event
+
+# The alert bypass suite (files and rules set up before the agent).
+# ops SET SPELLING PREFIX BUSYBOX: the five operations on PREFIX$f.
+ops() {
+    for op in $OPS; do
+        f=$1-$2-$op
+        case $op in
+            write) echo "echo x >> $3$f" ;;
+            chmod) echo "$4 chmod 600 $3$f" ;;
+            chown) echo "$4 chown 0:0 $3$f" ;;
+            unlink) [ $2 = hard ] || echo "$4 rm $3$f" ;;
+            rename) [ $2 = hard ] || echo "$4 mv $3src-$f $3$f" ;;
+        esac
+    done
+}
+mount --bind /alert/prot /alert/bind
+for set in a m; do
+    (cd /alert/sub && sh -c "$(ops $set dotdot ../prot/ busybox)")
+    (cd /alert && sh -c "$(ops $set dot ./prot/./ busybox)")
+    sh -c "$(ops $set dslash /alert//prot// busybox)"
+    (cd /alert/sub && sh -c "$(ops $set symrel ../elsewhere/link/ busybox)")
+    sh -c "$(ops $set symabs /alert/elsewhere/link/ busybox)"
+    sh -c "$(ops $set bind /alert/bind/ busybox)"
+    # The cwd removed and its path re-created as a symlink to a directory
+    # whose parent holds decoys.
+    (cd /alert/work-$set && rmdir /alert/work-$set && ln -s /alert/elsewhere/deep /alert/work-$set \
+        && sh -c "$(ops $set deleted ../prot/ busybox)")
+    chroot /alert /busybox sh -c "$(ops $set chroot /prot/ /busybox)"
+    sh -c "$(ops $set hard /alert/hard/ busybox)"
+done
+umount /alert/bind
+# The event of SET SPELLING OP: decided by the set's rule, naming the
+# canonical path (or, through another name, carrying it as an alias).
+decided() {
+    set_=$1 s=$2 op=$3 t=/alert/prot/$1-$2-$3
+    eop=$op field=path
+    [ $op = write ] && eop=open
+    [ $op = rename ] && field=new_path
+    case $s in
+        bind|hard) want="\"aliases\":\[\"$t\"" ;;
+        *) want="\"$field\":\"$t\"" ;;
+    esac
+    grep "\"op\":\"$eop\"" /tmp/events.jsonl | grep "$want" | grep -q "\"rule\":\"alert-guard-$set_\""
+}
+for s in $SPELLINGS; do
+    for op in $OPS; do
+        [ $s = hard ] && { [ $op = unlink ] || [ $op = rename ]; } && continue
+        eventually "alert-bypass-$s-$op" decided a $s $op
+        eventually "monitor-bypass-$s-$op" decided m $s $op
+    done
+done
+# (Quotes unescaped: the exec events of these greps hold the same words
+# escaped in their argv.)
+decoy() { grep '"rule":"alert-guard' /tmp/events.jsonl | grep -q '"path":"/alert/elsewhere/prot/\|"new_path":"/alert/elsewhere/prot/'; }
+no_decoy() { ! decoy; }
+check alert-bypass-no-decoy no_decoy
+# Replayed through the same rule, the recorded events are decided alike.
+cp /tmp/events.jsonl /tmp/recorded.jsonl
+live=$(grep -c '"rule":"alert-guard-a"' /tmp/recorded.jsonl)
+check alert-bypass-recorded [ "$live" -ge 43 ]
+/bin/guardrail rules test /tmp/candidate.toml --events /tmp/recorded.jsonl --json > /tmp/replay.json 2>&1
+check alert-bypass-replay grep -q "\"hits\": *$live[,}]" /tmp/replay.json
+grep -q "\"hits\": *$live[,}]" /tmp/replay.json || sed 's/^/GUARDRAIL-VM: log /' /tmp/replay.json /tmp/candidate.toml
 
 # Deny keeps content, mode and owner, and the caller sees EPERM.
 (echo evil > /protected/secret) 2> /tmp/write.err

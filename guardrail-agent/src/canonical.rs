@@ -39,6 +39,25 @@ pub trait Resolve {
     /// `realpath(3)` of `path`: every symlink and `..` resolved; `None`
     /// when some component does not exist.
     fn realpath(&mut self, path: &str) -> Option<String>;
+    /// `realpath(3)` of `path` as a process whose root is the directory
+    /// `root` resolves it (absolute symlinks and `..` stay inside the
+    /// root), named from the host's root.
+    fn realpath_in(&mut self, _root: &str, _path: &str) -> Option<String> {
+        None
+    }
+}
+
+/// The file system as a process in a chroot at `root` sees it: symlinks
+/// resolved inside the root.
+struct InRoot<'a> {
+    root: &'a str,
+    fs: &'a mut dyn Resolve,
+}
+
+impl Resolve for InRoot<'_> {
+    fn realpath(&mut self, path: &str) -> Option<String> {
+        self.fs.realpath_in(self.root, path)
+    }
 }
 
 /// Nothing to resolve with: completion falls back to the lexical form.
@@ -82,9 +101,10 @@ pub fn complete(path: &str, last: FinalComponent, fs: &mut dyn Resolve) -> (Stri
     if !path.starts_with('/') {
         return (path.to_string(), PathSource::Lexical);
     }
-    // Names that were not UTF-8 are escaped in events (`\xff`): the
-    // escaped text names no file, so only the text can be cleaned.
-    if path.contains("\\x") {
+    // Names that were not UTF-8 (`\xff`) and backslashes (`\\`) are
+    // escaped in events: the escaped text names no file, so only the text
+    // can be cleaned.
+    if path.contains('\\') {
         return (lexical(path), PathSource::Lexical);
     }
     if last == FinalComponent::Follow {
@@ -108,6 +128,51 @@ pub fn complete(path: &str, last: FinalComponent, fs: &mut dyn Resolve) -> (Stri
         Some(dir) => (format!("{dir}/{name}"), PathSource::Agent),
         None => (lexical(path), PathSource::Lexical),
     }
+}
+
+/// [`complete`] for a process whose root is the directory `root` (named
+/// from the host's root): `path` is absolute in that root, the answer
+/// absolute in the host's.
+pub fn complete_in(
+    root: &str,
+    path: &str,
+    last: FinalComponent,
+    fs: &mut dyn Resolve,
+) -> (String, PathSource) {
+    if root == "/" {
+        return complete(path, last, fs);
+    }
+    match complete(path, last, &mut InRoot { root, fs }) {
+        (real, PathSource::Agent) => (real, PathSource::Agent),
+        // Only the text: `..` cannot climb above the root.
+        (clean, source) => (format!("{}{clean}", root.trim_end_matches('/')), source),
+    }
+}
+
+/// `dir` (a directory the kernel walked, so already canonical) joined
+/// with the leading `.` and `..` components of the relative path `rel`,
+/// which are consumed by the text alone: a `..` of a walked directory is
+/// its parent, also when the directory was removed (and its path
+/// re-created as something else) since. The rest of `rel` is returned.
+pub fn climb<'a>(dir: &str, rel: &'a str) -> (String, &'a str) {
+    let mut dir = dir.trim_end_matches('/').to_string();
+    let mut rest = rel;
+    loop {
+        let (part, after) = rest.split_once('/').unwrap_or((rest, ""));
+        match part {
+            "." | "" if !rest.is_empty() => {}
+            ".." => {
+                let cut = dir.rfind('/').unwrap_or(0);
+                dir.truncate(cut);
+            }
+            _ => break,
+        }
+        rest = after;
+    }
+    if dir.is_empty() {
+        dir.push('/');
+    }
+    (dir, rest)
 }
 
 #[cfg(test)]
@@ -249,6 +314,48 @@ mod tests {
         assert_eq!(
             complete("/x/elsewhere/link/..", FinalComponent::Keep, &mut tree()).0,
             "/x"
+        );
+    }
+
+    #[test]
+    fn leading_dot_dots_climb_the_walked_directory_by_its_text() {
+        assert_eq!(climb("/d/work", "../prot/a"), ("/d".to_string(), "prot/a"));
+        assert_eq!(climb("/d/work", "./../../a"), ("/".to_string(), "a"));
+        assert_eq!(climb("/", "../../a"), ("/".to_string(), "a"));
+        assert_eq!(climb("/d", "a/../b"), ("/d".to_string(), "a/../b"));
+        assert_eq!(climb("/d", ".."), ("/".to_string(), ""));
+    }
+
+    /// A chroot at /x whose /link points (absolutely) at /prot.
+    struct Jail;
+
+    impl Resolve for Jail {
+        fn realpath(&mut self, path: &str) -> Option<String> {
+            // The host's view: /link does not exist at the host's root.
+            (path == "/x/prot").then(|| path.to_string())
+        }
+        fn realpath_in(&mut self, root: &str, path: &str) -> Option<String> {
+            assert_eq!(root, "/x");
+            match path {
+                "/link" | "/prot" | "/link/../prot" => Some("/x/prot".into()),
+                _ => None,
+            }
+        }
+    }
+
+    #[test]
+    fn a_chroots_absolute_path_is_completed_inside_the_chroot() {
+        assert_eq!(
+            complete_in("/x", "/link/a", FinalComponent::Keep, &mut Jail),
+            ("/x/prot/a".to_string(), PathSource::Agent)
+        );
+        assert_eq!(
+            complete_in("/x", "/gone/../../a", FinalComponent::Keep, &mut Jail),
+            ("/x/a".to_string(), PathSource::Lexical)
+        );
+        assert_eq!(
+            complete_in("/", "/x/prot/a", FinalComponent::Keep, &mut Jail),
+            ("/x/prot/a".to_string(), PathSource::Agent)
         );
     }
 }

@@ -91,7 +91,11 @@ impl Cgroups {
             return;
         };
         let relative = dir.strip_prefix(root).unwrap_or(Path::new(""));
-        let path = format!("/{}", relative.display());
+        // Every byte kept (escaped as in events), never replaced.
+        let path = format!(
+            "/{}",
+            crate::interpret::text(relative.as_os_str().as_encoded_bytes())
+        );
         self.paths.insert(meta.ino(), Arc::new(Cgroup::new(path)));
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;

@@ -36,6 +36,16 @@ pub trait ProcessView {
     fn realpath(&mut self, _path: &str) -> Option<String> {
         None
     }
+    /// [`ProcessView::realpath`] as a process whose root is the directory
+    /// `root` (a chroot) resolves `path`.
+    fn realpath_in(&mut self, _root: &str, _path: &str) -> Option<String> {
+        None
+    }
+    /// The root directory of `pid` (its chroot), named from the host's
+    /// root, while the process lives.
+    fn root_of(&mut self, _pid: u32) -> Option<String> {
+        None
+    }
     /// A directory may have been renamed, removed or re-pointed: forget
     /// what was resolved before.
     fn paths_changed(&mut self) {}
@@ -79,6 +89,9 @@ impl canonical::Resolve for LiveFs<'_> {
     fn realpath(&mut self, path: &str) -> Option<String> {
         self.0.realpath(path)
     }
+    fn realpath_in(&mut self, root: &str, path: &str) -> Option<String> {
+        self.0.realpath_in(root, path)
+    }
 }
 
 pub const AT_FDCWD: i32 = -100;
@@ -86,11 +99,18 @@ const AT_EMPTY_PATH: u64 = 0x1000;
 const AT_REMOVEDIR: u64 = 0x200;
 
 /// Bytes to a string, escaping what is not UTF-8 as `\xNN` so nothing is
-/// lost or silently replaced.
+/// lost or silently replaced, and a backslash as `\\`, so that a valid
+/// name spelling `\xff` is not confused with the byte 0xff: one text
+/// names one byte string.
 pub fn text(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
-        out.push_str(chunk.valid());
+        let valid = chunk.valid();
+        if valid.contains('\\') {
+            out.push_str(&valid.replace('\\', "\\\\"));
+        } else {
+            out.push_str(valid);
+        }
         for b in chunk.invalid() {
             out.push_str(&format!("\\x{b:02x}"));
         }
@@ -133,7 +153,9 @@ impl Resolved {
 }
 
 /// `kernel_dir` is the directory the probes resolved (empty when they could
-/// not); /proc is the fallback, which works only while the process lives.
+/// not): for a relative path the directory it is relative to, for an
+/// absolute one in a chroot (`chroot`) the process's root. /proc is the
+/// fallback, which works only while the process lives.
 fn resolve(
     view: &mut dyn ProcessView,
     pid: u32,
@@ -141,18 +163,53 @@ fn resolve(
     raw: &[u8],
     kernel_dir: &[u8],
     last: FinalComponent,
+    chroot: bool,
 ) -> Resolved {
     let raw_text = text(raw);
-    let absolute = if raw.first() == Some(&b'/') {
-        Some(raw_text.clone())
-    } else {
-        let dir = if kernel_dir.is_empty() {
-            view.dir_of(pid, dirfd.filter(|&fd| fd != AT_FDCWD))
+    let unresolved = |raw_text: String| Resolved {
+        path: raw_text.clone(),
+        raw: Some(raw_text),
+        resolved: false,
+        source: None,
+    };
+    if raw.first() == Some(&b'/') && chroot {
+        // Absolute inside the chroot: completed inside it, named from the
+        // host's root; without the root, the path names nothing known.
+        let root = if kernel_dir.is_empty() {
+            view.root_of(pid)
         } else {
             Some(text(kernel_dir))
         };
-        dir.map(|dir| join(&dir, &raw_text))
+        let Some(root) = root.filter(|r| r.starts_with('/')) else {
+            return unresolved(raw_text);
+        };
+        let (path, source) = canonical::complete_in(&root, &raw_text, last, &mut LiveFs(view));
+        return Resolved {
+            raw: (raw_text != path).then_some(raw_text),
+            path,
+            resolved: true,
+            source: Some(source),
+        };
+    }
+    let absolute = if raw.first() == Some(&b'/') {
+        Some(raw_text.clone())
+    } else if kernel_dir.is_empty() {
+        view.dir_of(pid, dirfd.filter(|&fd| fd != AT_FDCWD))
+            .map(|dir| join(&dir, &raw_text))
+    } else if chroot {
+        // `..` must not climb above the chroot: the live file system
+        // decides (the kernel stops at the root, a text would not).
+        Some(join(&text(kernel_dir), &raw_text))
+    } else {
+        // The walked directory is canonical: its `..` are its parents by
+        // the text, even if it was removed and its path re-created as
+        // something else since.
+        let (dir, rest) = canonical::climb(&text(kernel_dir), &raw_text);
+        Some(join(&dir, rest))
     };
+    // /proc/self is the agent's own when the agent resolves it: name the
+    // process's instead.
+    let absolute = absolute.map(|p| own_proc(&p, pid));
     match absolute.filter(|p| p.starts_with('/')) {
         Some(absolute) => {
             let (path, source) = canonical::complete(&absolute, last, &mut LiveFs(view));
@@ -163,13 +220,25 @@ fn resolve(
                 source: Some(source),
             }
         }
-        None => Resolved {
-            path: raw_text.clone(),
-            raw: Some(raw_text),
-            resolved: false,
-            source: None,
-        },
+        None => unresolved(raw_text),
     }
+}
+
+/// `path` with a leading `/proc/self` (and `/proc/thread-self`, as the
+/// process's main thread: the record names no other) made
+/// `/proc/PID`, which means the same to the process and to the agent.
+fn own_proc(path: &str, pid: u32) -> String {
+    for (prefix, with) in [
+        ("/proc/thread-self", format!("/proc/{pid}/task/{pid}")),
+        ("/proc/self", format!("/proc/{pid}")),
+    ] {
+        if let Some(rest) = path.strip_prefix(prefix) {
+            if rest.is_empty() || rest.starts_with('/') {
+                return format!("{with}{rest}");
+            }
+        }
+    }
+    path.to_string()
 }
 
 const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
@@ -471,18 +540,26 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
     };
     let dirfd = |i: u8| (i != sc::NONE).then(|| as_fd(a[i as usize]));
     let object_walked = h.flags & flags::OBJECT0_WALKED != 0 && !rec.dir0.is_empty();
+    let chroot = h.flags & flags::ROOT_CHANGED != 0;
     let path0 = (layout.path0 != sc::NONE).then(|| {
         if object_walked {
             Resolved::walked(&rec.dir0, &rec.str0)
         } else {
             let last = final_component(nr, &a);
+            // An exec's string 2 is its cwd, never a chroot's root.
+            let dir0: &[u8] = if sc::is_exec(nr) && chroot && rec.str0.first() == Some(&b'/') {
+                &[]
+            } else {
+                &rec.dir0
+            };
             resolve(
                 view,
                 h.pid,
                 dirfd(layout.dirfd0),
                 &rec.str0,
-                &rec.dir0,
+                dir0,
                 last,
+                chroot,
             )
         }
     });
@@ -741,6 +818,7 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
                 &rec.str1,
                 &rec.dir1,
                 FinalComponent::Keep,
+                chroot,
             )
         })
     };
@@ -1035,5 +1113,35 @@ mod tests {
     #[test]
     fn non_utf8_bytes_are_escaped_not_replaced() {
         assert_eq!(text(b"a\xffb"), "a\\xffb");
+    }
+
+    #[test]
+    fn proc_self_names_the_process_not_the_agent() {
+        assert_eq!(own_proc("/proc/self/exe", 42), "/proc/42/exe");
+        assert_eq!(own_proc("/proc/self", 42), "/proc/42");
+        assert_eq!(
+            own_proc("/proc/thread-self/fd/3", 42),
+            "/proc/42/task/42/fd/3"
+        );
+        assert_eq!(own_proc("/proc/selfish", 42), "/proc/selfish");
+        let r = rec(
+            sc::CHMOD,
+            [0, 0o600, 0, 0, 0, 0],
+            0,
+            b"/proc/self/fd/3",
+            b"",
+        );
+        let Some(Body::Perm { perm, .. }) = interpret(&r, &mut table()) else {
+            panic!()
+        };
+        assert_eq!(perm.path.as_deref(), Some("/proc/10/fd/3"));
+        assert_eq!(perm.raw_path.as_deref(), Some("/proc/self/fd/3"));
+    }
+
+    #[test]
+    fn a_backslash_is_escaped_so_no_two_names_share_a_text() {
+        assert_eq!(text(b"a\\xffb"), "a\\\\xffb");
+        assert_ne!(text(b"a\\xffb"), text(b"a\xffb"));
+        assert_eq!(text("é\\".as_bytes()), "é\\\\");
     }
 }

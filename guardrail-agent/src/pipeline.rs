@@ -61,6 +61,11 @@ pub struct Pipeline<V: ProcessView> {
     /// object under another name (a hard link, a bind mount) gets the
     /// rule's name as an alias, so the rule decides it too.
     watched: std::collections::HashMap<(u64, u64), Vec<String>>,
+    /// The directories of those files, by identity, with the files' names
+    /// in them: an unlink or rename has no object left to compare, but
+    /// the same directory reached under another name (a bind mount of it
+    /// or of an ancestor) holding the same name is the watched path.
+    watched_dirs: std::collections::HashMap<(u64, u64), Vec<(String, String)>>,
     watched_at: Instant,
     /// The `seq` of the latest event published to tail clients, stored
     /// before it is sent: a client that subscribes and then reads it is
@@ -76,6 +81,26 @@ const WATCHED_REFRESH: Duration = Duration::from_secs(1);
 /// Whether a rule pattern names one file (no glob, no subtree).
 fn is_exact(pattern: &str) -> bool {
     !pattern.ends_with("/**") && !pattern.contains(['*', '?', '[', '{'])
+}
+
+/// The watched path that `path` names through another name of its
+/// directory (stat(2) of the directory now), if any.
+fn watched_in_same_dir(
+    dirs: &std::collections::HashMap<(u64, u64), Vec<(String, String)>>,
+    path: &str,
+) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    // An escaped name (`\\`, `\xNN`) names no file as it is written.
+    if dirs.is_empty() || path.contains('\\') {
+        return None;
+    }
+    let (dir, name) = path.rsplit_once('/')?;
+    let meta = std::fs::metadata(if dir.is_empty() { "/" } else { dir }).ok()?;
+    let id = crate::event::ObjectId::from_stat(meta.dev(), meta.ino());
+    dirs.get(&(id.dev, id.ino))?
+        .iter()
+        .find(|(watched, _)| watched == name)
+        .map(|(_, pattern)| pattern.clone())
 }
 
 /// What the LSM programs reported for a syscall.
@@ -134,6 +159,7 @@ impl<V: ProcessView> Pipeline<V> {
             outputs: None,
             last_published: Arc::default(),
             watched: std::collections::HashMap::new(),
+            watched_dirs: std::collections::HashMap::new(),
             watched_at: Instant::now(),
         }
     }
@@ -142,6 +168,7 @@ impl<V: ProcessView> Pipeline<V> {
     fn refresh_watched(&mut self) {
         use std::os::unix::fs::MetadataExt;
         self.watched.clear();
+        self.watched_dirs.clear();
         self.watched_at = Instant::now();
         let patterns = self
             .rules
@@ -151,6 +178,18 @@ impl<V: ProcessView> Pipeline<V> {
             .flat_map(|m| m.patterns.iter())
             .filter(|p| is_exact(p));
         for pattern in patterns {
+            let dir_and_name = std::path::Path::new(pattern)
+                .parent()
+                .zip(pattern.rsplit_once('/').map(|(_, name)| name));
+            if let Some((dir, name)) = dir_and_name {
+                if let Ok(meta) = std::fs::metadata(dir) {
+                    let id = crate::event::ObjectId::from_stat(meta.dev(), meta.ino());
+                    self.watched_dirs
+                        .entry((id.dev, id.ino))
+                        .or_default()
+                        .push((name.to_string(), pattern.clone()));
+                }
+            }
             if let Ok(meta) = std::fs::metadata(pattern) {
                 let id = crate::event::ObjectId::from_stat(meta.dev(), meta.ino());
                 self.watched
@@ -177,7 +216,21 @@ impl<V: ProcessView> Pipeline<V> {
             Body::Perm { perm, .. } => (perm.object, perm.path.as_deref(), None, &mut perm.aliases),
             _ => return,
         };
-        let Some(object) = object else { return };
+        let Some(object) = object else {
+            // No object (an unlink, a rename): the directory by identity.
+            let names: Vec<String> = [path, new_path]
+                .into_iter()
+                .flatten()
+                .filter_map(|p| watched_in_same_dir(&self.watched_dirs, p))
+                .filter(|name| path != Some(name.as_str()) && new_path != Some(name.as_str()))
+                .collect();
+            for name in names {
+                if !aliases.contains(&name) {
+                    aliases.push(name);
+                }
+            }
+            return;
+        };
         let Some(names) = self.watched.get(&(object.dev, object.ino)) else {
             return;
         };

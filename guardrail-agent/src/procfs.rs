@@ -370,6 +370,14 @@ impl ProcessView for ProcFs {
         Some(real)
     }
 
+    fn realpath_in(&mut self, root: &str, path: &str) -> Option<String> {
+        realpath_in_root(root, path)
+    }
+
+    fn root_of(&mut self, pid: u32) -> Option<String> {
+        readlink(format!("/proc/{pid}/root"))
+    }
+
     fn paths_changed(&mut self) {
         self.resolved.clear();
         self.objects.clear();
@@ -395,6 +403,61 @@ impl ProcessView for ProcFs {
         self.objects.insert(key, id);
         Some(id)
     }
+}
+
+/// `path` resolved as a process whose root is `root` resolves it
+/// (openat2 with RESOLVE_IN_ROOT: absolute symlinks and `..` stay in the
+/// root), named from the agent's root; `None` when a component does not
+/// exist.
+fn realpath_in_root(root: &str, path: &str) -> Option<String> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let c = |s: &str| std::ffi::CString::new(s).ok();
+    let (root, path) = (c(root)?, c(path.trim_start_matches('/'))?);
+    let path = if path.as_bytes().is_empty() {
+        c(".")?
+    } else {
+        path
+    };
+    // SAFETY: a NUL-terminated path; the fd is owned below.
+    let dir = unsafe {
+        libc::open(
+            root.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if dir < 0 {
+        return None;
+    }
+    // SAFETY: a fresh fd nobody else owns.
+    let dir = unsafe { OwnedFd::from_raw_fd(dir) };
+    // `struct open_how` (libc's is non-exhaustive).
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: valid fd, NUL-terminated path, a live open_how of its size.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a fresh fd nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    readlink(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 #[cfg(test)]
@@ -484,5 +547,24 @@ mod tests {
         assert!(l.ancestors.is_empty());
         assert!(l.truncated);
         assert_eq!(l.id, None);
+    }
+
+    #[test]
+    fn a_chroots_symlinks_resolve_inside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join("prot")).unwrap();
+        std::os::unix::fs::symlink("/prot", root.join("link")).unwrap();
+        let root_s = root.to_str().unwrap();
+        assert_eq!(
+            realpath_in_root(root_s, "/link/../../../prot"),
+            Some(format!("{root_s}/prot"))
+        );
+        assert_eq!(
+            realpath_in_root(root_s, "/link"),
+            Some(format!("{root_s}/prot"))
+        );
+        assert_eq!(realpath_in_root(root_s, "/"), Some(root_s.to_string()));
+        assert_eq!(realpath_in_root(root_s, "/missing/x"), None);
     }
 }

@@ -76,6 +76,11 @@ pub mod flags {
     /// arguments are laid out as that syscall's, and the paths were copied
     /// from the kernel's own copy (`struct filename`) of the request.
     pub const VIA_IO_URING: u32 = 1 << 12;
+    /// The process's root is not the root of its mount tree (it runs in
+    /// a chroot): its absolute paths are relative to that directory, and
+    /// string 2 (string 3) of an absolute first (second) path holds the
+    /// root, walked in the kernel from the host's root.
+    pub const ROOT_CHANGED: u32 = 1 << 13;
 }
 
 /// Fixed part of every record.
@@ -189,6 +194,8 @@ pub struct KernelOffsets {
     // Walking a `struct path` to a string (cwd, dirfd, fd).
     pub task_fs: u32,
     pub fs_pwd: u32,
+    /// `fs_struct.root`: the process's root (a chroot's directory).
+    pub fs_root: u32,
     pub task_files: u32,
     pub files_fdt: u32,
     pub fdt_fd: u32,

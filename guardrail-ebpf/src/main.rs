@@ -78,6 +78,7 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     mm_arg_end: 0,
     task_fs: 0,
     fs_pwd: 0,
+    fs_root: 0,
     task_files: 0,
     files_fdt: 0,
     fdt_fd: 0,

@@ -55,6 +55,46 @@ fn cwd() -> Option<(u64, u64)> {
     }
 }
 
+/// The current task's root (`fs->root`) as (vfsmount, dentry), when it
+/// is not the root of its mount tree: a chroot. `None` for a process at
+/// the root (and when the offsets are unknown).
+#[inline(always)]
+pub fn changed_root() -> Option<(u64, u64)> {
+    if off!(task_fs) == 0 || off!(fs_root) == 0 {
+        return None;
+    }
+    unsafe {
+        let fs: u64 = read(bpf_get_current_task(), off!(task_fs))?;
+        let root = fs + off!(fs_root) as u64;
+        let root_mnt: u64 = read(root, off!(path_mnt))?;
+        let root_dentry: u64 = read(root, off!(path_dentry))?;
+        // The root of the mount tree is reached by crossing mount roots
+        // only (the host's / is itself mounted on the initial rootfs);
+        // any directory that is not a mount root on the way is a chroot.
+        let (mut mnt, mut dentry) = (root_mnt, root_dentry);
+        for _ in 0..8 {
+            let mnt_root: u64 = read(mnt, off!(vfsmount_root))?;
+            if dentry != mnt_root {
+                return Some((root_mnt, root_dentry));
+            }
+            let mount = mnt - off!(mount_mnt) as u64;
+            let mount_parent: u64 = read(mount, off!(mount_parent))?;
+            if mount_parent == mount {
+                return None;
+            }
+            dentry = read(mount, off!(mount_mountpoint))?;
+            mnt = mount_parent + off!(mount_mnt) as u64;
+        }
+        Some((root_mnt, root_dentry))
+    }
+}
+
+/// A root [`changed_root`] returned, walked from the host's root.
+#[inline(always)]
+pub fn walk_root((mnt, dentry): (u64, u64)) -> Option<Walked> {
+    walk(mnt, dentry)
+}
+
 /// The `struct path` open file `fd` of the current task refers to.
 #[inline(always)]
 fn fd_path(fd: i32) -> Option<(u64, u64)> {

@@ -105,20 +105,31 @@ impl Record {
         }
     }
 
-    /// Whether string `slot` (already written) is a relative path.
+    /// The first byte of string `slot` (0 or 1, already written), if any.
     #[inline(always)]
-    fn is_relative(&self, slot: usize) -> bool {
+    fn first_byte(&self, slot: usize) -> Option<u8> {
         let l = self.header.str_len;
         let start = match slot {
             0 => 0,
             _ => l[0] as usize,
         };
         let len = if slot == 0 { l[0] } else { l[1] };
-        len > 0
-            && self
-                .data
-                .get(start & DATA_OFFSET_MASK)
-                .is_some_and(|&b| b != b'/')
+        if len == 0 {
+            return None;
+        }
+        self.data.get(start & DATA_OFFSET_MASK).copied()
+    }
+
+    /// Whether string `slot` (already written) is a relative path.
+    #[inline(always)]
+    fn is_relative(&self, slot: usize) -> bool {
+        self.first_byte(slot).is_some_and(|b| b != b'/')
+    }
+
+    /// Whether string `slot` (already written) is an absolute path.
+    #[inline(always)]
+    fn is_absolute(&self, slot: usize) -> bool {
+        self.first_byte(slot) == Some(b'/')
     }
 }
 
@@ -177,12 +188,24 @@ pub fn walk_dirs(rec: &mut Record, nr: u32, args: &[u64; 6], opened: Option<i32>
         rec.header.flags |= flags::OBJECT0_WALKED;
         rec.walked(2, path::of_fd(fd));
         object_id(rec, fd);
-    } else if rec.is_relative(0) {
+        return;
+    }
+    // In a chroot, an absolute path starts at the process's root, and a
+    // relative one cannot climb above it.
+    let chroot = path::changed_root();
+    if chroot.is_some() {
+        rec.header.flags |= flags::ROOT_CHANGED;
+    }
+    if rec.is_relative(0) {
         rec.walked(2, path::dir_of(dirfd(args, layout.dirfd0)));
+    } else if let (true, Some(root)) = (rec.is_absolute(0), chroot) {
+        rec.walked(2, path::walk_root(root));
     }
     // symlink's first string is the link's content, never resolved.
     if rec.is_relative(1) {
         rec.walked(3, path::dir_of(dirfd(args, layout.dirfd1)));
+    } else if let (true, Some(root)) = (rec.is_absolute(1), chroot) {
+        rec.walked(3, path::walk_root(root));
     }
 }
 
@@ -303,6 +326,9 @@ pub fn emit_exec(pending: &PendingSyscall, filename: *const u8) -> Result<(), i6
         rec.header.flags |= flags::STR0_UNREADABLE;
     }
     read_argv(rec);
+    if path::changed_root().is_some() {
+        rec.header.flags |= flags::ROOT_CHANGED;
+    }
     rec.walked(2, path::dir_of(path::AT_FDCWD));
     rec.walked(3, path::of_exe());
     submit(rec);

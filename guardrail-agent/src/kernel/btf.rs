@@ -43,6 +43,7 @@ pub fn resolve_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         mm_arg_end: member_offset(&btf, "mm_struct", "arg_end")?,
         task_fs: task("fs")?,
         fs_pwd: member_offset(&btf, "fs_struct", "pwd")?,
+        fs_root: member_offset(&btf, "fs_struct", "root")?,
         task_files: task("files")?,
         files_fdt: member_offset(&btf, "files_struct", "fdt")?,
         fdt_fd: member_offset(&btf, "fdtable", "fd")?,
