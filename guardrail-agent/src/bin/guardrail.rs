@@ -1331,9 +1331,12 @@ async fn status(socket: &std::path::Path, json: bool) -> Result<()> {
     );
     for o in &s.outputs {
         println!(
-            "output {:<10} {} sent, {} failed, {} dropped (queue full), {} retries, {} queued",
+            "output {:<10} {} sent, {} failed, {} dropped (queue or spool full), {} retries, {} queued",
             o.name, o.sent, o.failed, o.dropped, o.retries, o.queued
         );
+        if let Some(b) = o.spooled_bytes {
+            println!("                  spool: {b} bytes on disk");
+        }
         if let Some(e) = &o.last_error {
             println!("                  last error: {e}");
         }
