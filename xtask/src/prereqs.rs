@@ -22,8 +22,17 @@ const BUILD_PACKAGES: &[&str] = &[
 ];
 /// tzdata for window rules; debootstrap and systemd (systemd-analyze) for
 /// the package test; cron (crontab) and logrotate for the test that
-/// ordinary administration stays quiet under the default rules.
-const TEST_PACKAGES: &[&str] = &["tzdata", "debootstrap", "systemd", "cron", "logrotate"];
+/// ordinary administration stays quiet under the default rules;
+/// nats-server (2.9, JetStream with `-js`) for the NATS output's tests,
+/// which run a real server.
+const TEST_PACKAGES: &[&str] = &[
+    "tzdata",
+    "debootstrap",
+    "systemd",
+    "cron",
+    "logrotate",
+    "nats-server",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
