@@ -631,6 +631,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.output.len(), 2);
+        let nats = parse(
+            "[[output]]\ntype = \"nats\"\nurl = \"nats://a:4222, tls://b:4222\"\nhost = \"web-1\"\ncreds = \"/etc/guardrail/nats.creds\"\nspool_bytes = 1048576\nreplicas = 3\nmax_age = \"7d\"\n",
+        )
+        .unwrap();
+        assert_eq!(nats.output[0].get_ref().replicas, Some(3));
         for (text, want) in [
             (
                 "[[output]]\ntype = \"webhook\"\n",
@@ -663,6 +668,38 @@ mod tests {
             (
                 "[[output]]\ntype = \"pager\"\n",
                 "/etc/g.toml:2:8: unknown variant `pager`",
+            ),
+            (
+                "[[output]]\ntype = \"stdout\"\n\n[[output]]\ntype = \"nats\"\n",
+                "/etc/g.toml:4:1: output[1] (nats): `url` is required",
+            ),
+            (
+                "[[output]]\ntype = \"nats\"\nurl = \"http://h:4222\"\n",
+                "/etc/g.toml:1:1: output[0] (nats): url \"http://h:4222\" must start with nats:// or tls://",
+            ),
+            (
+                "[[output]]\ntype = \"nats\"\nurl = \"nats://h\"\nhost = \"web.example\"\n",
+                "/etc/g.toml:1:1: output[0] (nats): host \"web.example\" must be one subject token",
+            ),
+            (
+                "[[output]]\ntype = \"nats\"\nurl = \"nats://h\"\ncreds = \"/a\"\ntoken_file = \"/b\"\n",
+                "/etc/g.toml:1:1: output[0] (nats): give one of `creds`, `nkey`, `token_file`",
+            ),
+            (
+                "[[output]]\ntype = \"nats\"\nurl = \"nats://h\"\nspool_bytes = 1000\n",
+                "/etc/g.toml:1:1: output[0] (nats): spool_bytes must be at least 1048576",
+            ),
+            (
+                "[[output]]\ntype = \"nats\"\nurl = \"nats://h\"\nspool_dir = \"spool\"\n",
+                "/etc/g.toml:1:1: output[0] (nats): spool_dir spool must be absolute",
+            ),
+            (
+                "[[output]]\ntype = \"nats\"\nurl = \"nats://h\"\nformat = \"slack\"\n",
+                "/etc/g.toml:1:1: output[0] (nats): `format` does not apply to nats outputs",
+            ),
+            (
+                "[[output]]\ntype = \"webhook\"\nurl = \"http://h/\"\nspool_dir = \"/s\"\n",
+                "/etc/g.toml:1:1: output[0] (webhook): `spool_dir` does not apply to webhook outputs",
             ),
         ] {
             let err = parse(text).unwrap_err().to_string();

@@ -536,28 +536,25 @@ impl Publisher {
     /// to the current chain.
     async fn stored_up_to(&self, s: &stream::Stream) -> Result<u64, String> {
         let t = &self.target;
-        match s
-            .get_last_raw_message_by_subject(&format!("{}.{}.>", t.prefix, t.host))
-            .await
-        {
-            Ok(m) => Ok(std::str::from_utf8(&m.payload)
-                .ok()
-                .and_then(Continued::from_record)
-                .filter(|c| c.chain_id == t.chain_id)
-                .map_or(0, |c| c.seq)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    jetstream::stream::LastRawMessageErrorKind::NoMessageFound
-                ) =>
-            {
-                Ok(0)
-            }
-            Err(e) => Err(format!(
-                "stream {}: reading this host's last record: {e}",
+        let last = host_messages(
+            s,
+            &t.prefix,
+            &t.host,
+            jetstream::consumer::DeliverPolicy::Last,
+        )
+        .await
+        .map_err(|e| {
+            format!(
+                "stream {}: reading this host's last record: {e:#}",
                 t.stream
-            )),
-        }
+            )
+        })?;
+        Ok(last
+            .last()
+            .and_then(|(_, m)| std::str::from_utf8(m).ok())
+            .and_then(Continued::from_record)
+            .filter(|c| c.chain_id == t.chain_id)
+            .map_or(0, |c| c.seq))
     }
 
     /// One connection: send from the spool until stopped or a failure.
@@ -646,4 +643,191 @@ fn shown(urls: &[async_nats::ServerAddr]) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Where to read a host's records from, for `guardrail log verify --nats`.
+pub struct Source {
+    pub url: String,
+    pub stream: String,
+    pub subject_prefix: String,
+    pub host: String,
+    pub creds: Option<PathBuf>,
+    pub nkey: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+}
+
+/// A host's records in stream order: (stream sequence, payload).
+pub async fn read_host(src: &Source) -> Result<Vec<(u64, String)>> {
+    let opts = if let Some(p) = &src.creds {
+        async_nats::ConnectOptions::with_credentials_file(p)
+            .await
+            .with_context(|| format!("credentials file {}", p.display()))?
+    } else if let Some(p) = &src.nkey {
+        async_nats::ConnectOptions::with_nkey(read_secret(p, "nkey seed")?)
+    } else if let Some(p) = &src.token_file {
+        async_nats::ConnectOptions::with_token(read_secret(p, "token")?)
+    } else {
+        async_nats::ConnectOptions::new()
+    };
+    let client = opts
+        .connection_timeout(Duration::from_secs(10))
+        .connect(src.url.as_str())
+        .await
+        .with_context(|| format!("connecting to {}", src.url))?;
+    let js = jetstream::new(client);
+    let stream = js
+        .get_stream(&src.stream)
+        .await
+        .with_context(|| format!("stream {}", src.stream))?;
+    let all = jetstream::consumer::DeliverPolicy::All;
+    Ok(host_messages(&stream, &src.subject_prefix, &src.host, all)
+        .await?
+        .into_iter()
+        .map(|(seq, m)| (seq, String::from_utf8_lossy(&m).into_owned()))
+        .collect())
+}
+
+/// A host's messages (`<prefix>.<host>.>`) as the stream holds them now,
+/// in stream order: stream sequence and payload. (A consumer rather than
+/// a direct get: nats-server 2.9 finds no last message for a wildcard
+/// subject.)
+async fn host_messages(
+    stream: &stream::Stream,
+    prefix: &str,
+    host: &str,
+    policy: jetstream::consumer::DeliverPolicy,
+) -> Result<Vec<(u64, Vec<u8>)>> {
+    use futures_util::StreamExt;
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: format!("{prefix}.{host}.>"),
+            deliver_policy: policy,
+            ..Default::default()
+        })
+        .await?;
+    let n = consumer.cached_info().num_pending as usize;
+    let mut out = Vec::with_capacity(n);
+    if n == 0 {
+        return Ok(out);
+    }
+    let mut messages = consumer.messages().await?;
+    while out.len() < n {
+        let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
+            .await
+            .context("the stream stopped delivering")?
+            .context("the stream ended")??;
+        let seq = m.info().map_err(anyhow::Error::msg)?.stream_sequence;
+        out.push((seq, m.payload.to_vec()));
+    }
+    Ok(out)
+}
+
+/// What a host's records in a stream hold.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct HostChain {
+    pub records: u64,
+    /// Stream sequences where a new chain began (a spool started afresh).
+    pub restarts: Vec<u64>,
+}
+
+/// Check a host's records in stream order: each sealed, naming `host`,
+/// following the one before it; a new chain may begin only at its first
+/// record (`prev` of zeros, `seq` 1, another `chain_id`). On failure, the
+/// stream sequence and why.
+pub fn verify_host(host: &str, records: &[(u64, String)]) -> Result<HostChain, (u64, String)> {
+    let mut v = crate::audit::chain::Verifier::new();
+    let mut out = HostChain::default();
+    let mut chain: Option<(String, u64)> = None;
+    for (stream_seq, line) in records {
+        let fail = |why: &str| (*stream_seq, why.to_string());
+        let opened = open(line).ok_or_else(|| fail("not a sealed record"))?;
+        let value: serde_json::Value = serde_json::from_str(&opened.event_json)
+            .map_err(|_| fail("the record is not JSON: it was edited"))?;
+        if value["host"] != host {
+            return Err(fail(&format!("the record names host {}", value["host"])));
+        }
+        let (Some(id), Some(seq)) = (value["chain_id"].as_str(), value["seq"].as_u64()) else {
+            return Err(fail("the record has no chain_id or seq"));
+        };
+        let fresh = opened.prev == GENESIS && seq == 1;
+        match &chain {
+            Some((cur, _)) if fresh && cur != id => {
+                v = crate::audit::chain::Verifier::new();
+                out.restarts.push(*stream_seq);
+            }
+            Some((cur, _)) if cur != id => {
+                return Err(fail("a record of another chain, not at that chain's start"))
+            }
+            Some((_, last)) if seq != last + 1 => {
+                v.check(line).map_err(fail)?;
+                return Err(fail(&format!(
+                    "seq {seq} after {last}: a record is missing, repeated or out of order"
+                )));
+            }
+            _ => {}
+        }
+        v.check(line).map_err(fail)?;
+        chain = Some((id.to_string(), seq));
+        out.records += 1;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(id: &str, n: u64) -> Vec<(u64, String)> {
+        let mut prev = GENESIS.to_string();
+        (1..=n)
+            .map(|seq| {
+                let rec = format!(
+                    "{{\"host\":\"h\",\"chain_id\":\"{id}\",\"seq\":{seq},\"event\":{{\"seq\":{seq},\"kind\":\"file\"}}}}"
+                );
+                let (line, hash) = seal(&prev, &rec);
+                prev = hash;
+                (seq, line)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_hosts_records_verify_and_a_new_chain_may_begin() {
+        let mut r = chain("a", 5);
+        assert_eq!(verify_host("h", &r).unwrap().records, 5);
+        r.extend(chain("b", 3).into_iter().map(|(s, l)| (s + 5, l)));
+        let ok = verify_host("h", &r).unwrap();
+        assert_eq!((ok.records, ok.restarts), (8, vec![6]));
+        assert!(verify_host("other", &r)
+            .unwrap_err()
+            .1
+            .contains("names host"));
+    }
+
+    #[test]
+    fn a_missing_edited_or_reordered_record_is_found() {
+        let mut missing = chain("a", 5);
+        missing.remove(2);
+        assert_eq!(verify_host("h", &missing).unwrap_err().0, 4);
+        let mut edited = chain("a", 5);
+        edited[1].1 = edited[1]
+            .1
+            .replace("\"kind\":\"file\"", "\"kind\":\"exec\"");
+        let e = verify_host("h", &edited).unwrap_err();
+        assert_eq!(e.0, 2);
+        assert!(e.1.contains("edited"), "{}", e.1);
+        let mut reordered = chain("a", 5);
+        reordered.swap(1, 2);
+        assert_eq!(verify_host("h", &reordered).unwrap_err().0, 3);
+        // A repeated first record is no restart: the same chain id.
+        let mut repeated = chain("a", 3);
+        repeated.push((4, repeated[0].1.clone()));
+        assert_eq!(verify_host("h", &repeated).unwrap_err().0, 4);
+    }
+
+    #[test]
+    fn default_host_is_one_subject_token() {
+        assert_eq!(default_host("web-1.example.org"), "web-1_example_org");
+        assert!(is_token(&default_host("a b.c")));
+    }
 }
