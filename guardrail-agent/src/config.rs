@@ -129,6 +129,8 @@ pub enum OutputKind {
     Syslog,
     Journald,
     Webhook,
+    /// NATS JetStream (docs/outputs.md#nats).
+    Nats,
 }
 
 impl OutputKind {
@@ -138,6 +140,7 @@ impl OutputKind {
             OutputKind::Syslog => "syslog",
             OutputKind::Journald => "journald",
             OutputKind::Webhook => "webhook",
+            OutputKind::Nats => "nats",
         }
     }
 }
@@ -186,7 +189,8 @@ pub struct OutputSection {
     /// syslog: facility name (default auth).
     #[serde(default)]
     pub facility: Option<String>,
-    /// webhook: http:// or https:// URL.
+    /// webhook: http:// or https:// URL. nats: nats:// or tls:// URLs,
+    /// several separated by commas.
     #[serde(default)]
     pub url: Option<String>,
     #[serde(default)]
@@ -206,6 +210,42 @@ pub struct OutputSection {
     /// webhook: the longest wait between attempts.
     #[serde(default)]
     pub max_backoff_ms: Option<u64>,
+    /// nats: subjects are `<subject_prefix>.<host>.<kind>` (default
+    /// "guardrail").
+    #[serde(default)]
+    pub subject_prefix: Option<String>,
+    /// nats: the JetStream stream (default "GUARDRAIL"), created when
+    /// missing, never changed when it exists.
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// nats: this host's name in subjects and records (default: the
+    /// hostname, dots replaced by `_`).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// nats: a credentials file (JWT and NKey seed).
+    #[serde(default)]
+    pub creds: Option<PathBuf>,
+    /// nats: a file holding an NKey seed.
+    #[serde(default)]
+    pub nkey: Option<PathBuf>,
+    /// nats: a file holding a token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// nats: where records wait until the server acknowledges them
+    /// (default /var/lib/guardrail/spool/<output name>).
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
+    /// nats: the most the spool may hold on disk (default 1 GiB); more
+    /// is dropped, counted and reported.
+    #[serde(default)]
+    pub spool_bytes: Option<u64>,
+    /// nats: replicas of a stream this output creates (default 1).
+    #[serde(default)]
+    pub replicas: Option<usize>,
+    /// nats: how long a stream this output creates keeps records
+    /// (default "30d").
+    #[serde(default)]
+    pub max_age: Option<String>,
 }
 
 fn default_queue() -> usize {
@@ -343,46 +383,35 @@ impl Config {
             if o.queue == 0 || o.queue > 1_000_000 {
                 return Err(err("queue must be between 1 and 1000000".into()));
             }
-            let webhook_only = [
-                ("url", o.url.is_some()),
-                ("format", o.format.is_some()),
-                ("headers", o.headers.is_some()),
-                ("timeout_ms", o.timeout_ms.is_some()),
-                ("retries", o.retries.is_some()),
-                ("backoff_ms", o.backoff_ms.is_some()),
-                ("max_backoff_ms", o.max_backoff_ms.is_some()),
+            use OutputKind::{Journald, Nats, Syslog, Webhook};
+            // Each key, whether it is set, and the types that use it.
+            let keys: [(&str, bool, &[OutputKind]); 20] = [
+                ("url", o.url.is_some(), &[Webhook, Nats]),
+                ("format", o.format.is_some(), &[Webhook]),
+                ("headers", o.headers.is_some(), &[Webhook]),
+                ("timeout_ms", o.timeout_ms.is_some(), &[Webhook]),
+                ("retries", o.retries.is_some(), &[Webhook]),
+                ("backoff_ms", o.backoff_ms.is_some(), &[Webhook]),
+                ("max_backoff_ms", o.max_backoff_ms.is_some(), &[Webhook]),
+                ("socket", o.socket.is_some(), &[Syslog, Journald]),
+                ("address", o.address.is_some(), &[Syslog]),
+                ("facility", o.facility.is_some(), &[Syslog]),
+                ("subject_prefix", o.subject_prefix.is_some(), &[Nats]),
+                ("stream", o.stream.is_some(), &[Nats]),
+                ("host", o.host.is_some(), &[Nats]),
+                ("creds", o.creds.is_some(), &[Nats]),
+                ("nkey", o.nkey.is_some(), &[Nats]),
+                ("token_file", o.token_file.is_some(), &[Nats]),
+                ("spool_dir", o.spool_dir.is_some(), &[Nats]),
+                ("spool_bytes", o.spool_bytes.is_some(), &[Nats]),
+                ("replicas", o.replicas.is_some(), &[Nats]),
+                ("max_age", o.max_age.is_some(), &[Nats]),
             ];
-            let socket_kinds = [("socket", o.socket.is_some())];
-            let syslog_only = [
-                ("address", o.address.is_some()),
-                ("facility", o.facility.is_some()),
-            ];
-            let unused: Vec<&str> = match o.kind {
-                OutputKind::Stdout => webhook_only
-                    .iter()
-                    .chain(&socket_kinds)
-                    .chain(&syslog_only)
-                    .filter(|(_, set)| *set)
-                    .map(|(k, _)| *k)
-                    .collect(),
-                OutputKind::Journald => webhook_only
-                    .iter()
-                    .chain(&syslog_only)
-                    .filter(|(_, set)| *set)
-                    .map(|(k, _)| *k)
-                    .collect(),
-                OutputKind::Syslog => webhook_only
-                    .iter()
-                    .filter(|(_, set)| *set)
-                    .map(|(k, _)| *k)
-                    .collect(),
-                OutputKind::Webhook => socket_kinds
-                    .iter()
-                    .chain(&syslog_only)
-                    .filter(|(_, set)| *set)
-                    .map(|(k, _)| *k)
-                    .collect(),
-            };
+            let unused: Vec<&str> = keys
+                .iter()
+                .filter(|(_, set, kinds)| *set && !kinds.contains(&o.kind))
+                .map(|(k, _, _)| *k)
+                .collect();
             if let Some(k) = unused.first() {
                 return Err(err(format!("`{k}` does not apply to {kind} outputs")));
             }
@@ -434,6 +463,9 @@ impl Config {
                             )));
                         }
                     }
+                }
+                OutputKind::Nats => {
+                    crate::outputs::nats::check(o).map_err(err)?;
                 }
                 OutputKind::Stdout | OutputKind::Journald => {}
             }
@@ -599,6 +631,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.output.len(), 2);
+        let nats = parse(
+            "[[output]]\ntype = \"nats\"\nurl = \"nats://a:4222, tls://b:4222\"\nhost = \"web-1\"\ncreds = \"/etc/guardrail/nats.creds\"\nspool_bytes = 1048576\nreplicas = 3\nmax_age = \"7d\"\n",
+        )
+        .unwrap();
+        assert_eq!(nats.output[0].get_ref().replicas, Some(3));
         for (text, want) in [
             (
                 "[[output]]\ntype = \"webhook\"\n",
@@ -631,6 +668,38 @@ mod tests {
             (
                 "[[output]]\ntype = \"pager\"\n",
                 "/etc/g.toml:2:8: unknown variant `pager`",
+            ),
+            (
+                "[[output]]\ntype = \"stdout\"\n\n[[output]]\ntype = \"nats\"\n",
+                "/etc/g.toml:4:1: output[1] (nats): `url` is required",
+            ),
+            (
+                "[[output]]\ntype = \"nats\"\nurl = \"http://h:4222\"\n",
+                "/etc/g.toml:1:1: output[0] (nats): url \"http://h:4222\" must start with nats:// or tls://",
+            ),
+            (
+                "[[output]]\ntype = \"nats\"\nurl = \"nats://h\"\nhost = \"web.example\"\n",
+                "/etc/g.toml:1:1: output[0] (nats): host \"web.example\" must be one subject token",
+            ),
+            (
+                "[[output]]\ntype = \"nats\"\nurl = \"nats://h\"\ncreds = \"/a\"\ntoken_file = \"/b\"\n",
+                "/etc/g.toml:1:1: output[0] (nats): give one of `creds`, `nkey`, `token_file`",
+            ),
+            (
+                "[[output]]\ntype = \"nats\"\nurl = \"nats://h\"\nspool_bytes = 1000\n",
+                "/etc/g.toml:1:1: output[0] (nats): spool_bytes must be at least 1048576",
+            ),
+            (
+                "[[output]]\ntype = \"nats\"\nurl = \"nats://h\"\nspool_dir = \"spool\"\n",
+                "/etc/g.toml:1:1: output[0] (nats): spool_dir spool must be absolute",
+            ),
+            (
+                "[[output]]\ntype = \"nats\"\nurl = \"nats://h\"\nformat = \"slack\"\n",
+                "/etc/g.toml:1:1: output[0] (nats): `format` does not apply to nats outputs",
+            ),
+            (
+                "[[output]]\ntype = \"webhook\"\nurl = \"http://h/\"\nspool_dir = \"/s\"\n",
+                "/etc/g.toml:1:1: output[0] (webhook): `spool_dir` does not apply to webhook outputs",
             ),
         ] {
             let err = parse(text).unwrap_err().to_string();

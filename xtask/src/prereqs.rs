@@ -22,7 +22,9 @@ const BUILD_PACKAGES: &[&str] = &[
 ];
 /// tzdata for window rules; debootstrap and systemd (systemd-analyze) for
 /// the package test; cron (crontab) and logrotate for the test that
-/// ordinary administration stays quiet under the default rules.
+/// ordinary administration stays quiet under the default rules;
+/// nats-server (2.9, JetStream with `-js`) for the NATS output's tests,
+/// which run a real server.
 const TEST_PACKAGES: &[&str] = &[
     "tzdata",
     "debootstrap",
@@ -34,6 +36,7 @@ const TEST_PACKAGES: &[&str] = &[
     "libc6-dev",
     // A legitimate io_uring user the default pack lists (qemu-img -i io_uring).
     "qemu-utils",
+    "nats-server",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
@@ -330,7 +333,17 @@ pub fn ensure_bench() -> Result<()> {
 }
 
 pub fn ensure_test() -> Result<()> {
-    install_packages(&missing_packages(TEST_PACKAGES))
+    let missing = missing_packages(TEST_PACKAGES);
+    install_packages(&missing)?;
+    // The tests run nats-server on ports of their own; the system service
+    // the package enables would only listen on the machine's network.
+    if missing.iter().any(|p| p == "nats-server") && Path::new("/run/systemd/system").exists() {
+        eprintln!("xtask: nats-server was installed for the tests only: disabling its system service");
+        let _ = Command::new("systemctl")
+            .args(["disable", "--now", "nats-server.service"])
+            .status();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -106,15 +106,47 @@ enum Command {
     Man { dir: PathBuf },
 }
 
+/// A host's records in a NATS stream (docs/outputs.md#nats).
+#[derive(clap::Args, Debug)]
+struct NatsSource {
+    /// NATS server URL (nats:// or tls://).
+    #[arg(long, value_name = "URL", requires = "host")]
+    nats: Option<String>,
+    /// The host whose records to check (its `host` in the output).
+    #[arg(long, requires = "nats")]
+    host: Option<String>,
+    /// The JetStream stream (the output's `stream`).
+    #[arg(long, default_value = guardrail_agent::outputs::nats::DEFAULT_STREAM, requires = "nats")]
+    stream: String,
+    /// The output's `subject_prefix`.
+    #[arg(long, default_value = guardrail_agent::outputs::nats::DEFAULT_PREFIX, requires = "nats")]
+    subject_prefix: String,
+    /// A NATS credentials file.
+    #[arg(long, requires = "nats", conflicts_with_all = ["nkey", "token_file"])]
+    creds: Option<PathBuf>,
+    /// A file holding an NKey seed.
+    #[arg(long, requires = "nats", conflicts_with = "token_file")]
+    nkey: Option<PathBuf>,
+    /// A file holding a token.
+    #[arg(long, requires = "nats")]
+    token_file: Option<PathBuf>,
+}
+
 #[derive(Subcommand, Debug)]
 enum LogCommand {
     /// Check the hash chain of audit log files, given oldest first
-    /// (e.g. audit.jsonl.2 audit.jsonl.1 audit.jsonl). Exit status 1 and the
-    /// first broken record when anything was edited, removed, inserted or
-    /// reordered.
+    /// (e.g. audit.jsonl.2 audit.jsonl.1 audit.jsonl), or of one host's
+    /// records in a NATS JetStream stream (--nats URL --host H). Exit
+    /// status 1 and the first broken record when anything was edited,
+    /// removed, inserted or reordered.
+    ///
+    /// A file of NATS records exported one per line, in stream order,
+    /// verifies as a log file does.
     Verify {
-        #[arg(required = true)]
+        #[arg(required_unless_present = "nats", conflicts_with = "nats")]
         files: Vec<PathBuf>,
+        #[command(flatten)]
+        nats: NatsSource,
     },
     /// Find records in the audit log (live and rotated files, oldest
     /// first) by time, rule, outcome, kind, path, program, process,
@@ -373,6 +405,44 @@ fn verify_log(files: &[PathBuf]) -> Result<()> {
         }
         Err(broken) => {
             eprintln!("BROKEN at {broken}");
+            Err(Broken.into())
+        }
+    }
+}
+
+async fn verify_nats(url: String, n: NatsSource) -> Result<()> {
+    use guardrail_agent::outputs::nats;
+    let host = n.host.unwrap_or_default();
+    let src = nats::Source {
+        url,
+        stream: n.stream,
+        subject_prefix: n.subject_prefix,
+        host: host.clone(),
+        creds: n.creds,
+        nkey: n.nkey,
+        token_file: n.token_file,
+    };
+    let records = nats::read_host(&src).await?;
+    anyhow::ensure!(
+        !records.is_empty(),
+        "stream {} holds no records of host {host}",
+        src.stream
+    );
+    match nats::verify_host(&host, &records) {
+        Ok(c) => {
+            println!(
+                "{} records of host {host} verified: the chain is intact",
+                c.records
+            );
+            for s in c.restarts {
+                println!(
+                    "a new chain begins at stream sequence {s} (the output's spool started afresh)"
+                );
+            }
+            Ok(())
+        }
+        Err((seq, why)) => {
+            eprintln!("BROKEN at stream {} sequence {seq}: {why}", src.stream);
             Err(Broken.into())
         }
     }
@@ -960,7 +1030,10 @@ fn real_main() -> Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Rules(cmd) => rules(&cli.socket, cmd).await,
-            Command::Log(LogCommand::Verify { files }) => verify_log(&files),
+            Command::Log(LogCommand::Verify { files, nats }) => match nats.nats.clone() {
+                Some(url) => verify_nats(url, nats).await,
+                None => verify_log(&files),
+            },
             Command::Log(LogCommand::Search {
                 files,
                 range,
@@ -1338,9 +1411,12 @@ async fn status(socket: &std::path::Path, json: bool) -> Result<()> {
     );
     for o in &s.outputs {
         println!(
-            "output {:<10} {} sent, {} failed, {} dropped (queue full), {} retries, {} queued",
+            "output {:<10} {} sent, {} failed, {} dropped (queue or spool full), {} retries, {} queued",
             o.name, o.sent, o.failed, o.dropped, o.retries, o.queued
         );
+        if let Some(b) = o.spooled_bytes {
+            println!("                  spool: {b} bytes on disk");
+        }
         if let Some(e) = &o.last_error {
             println!("                  last error: {e}");
         }

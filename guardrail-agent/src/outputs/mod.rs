@@ -1,4 +1,5 @@
-//! Outputs besides the audit log: stdout, syslog, journald, webhooks.
+//! Outputs besides the audit log: stdout, syslog, journald, webhooks,
+//! NATS JetStream.
 //!
 //! Each output has a bounded queue and a thread of its own. The event path
 //! only filters and does a non-blocking `try_send`: a slow or dead output
@@ -7,12 +8,14 @@
 //! 10 s per output).
 
 pub mod journald;
+pub mod nats;
+pub mod spool;
 pub mod syslog;
 pub mod webhook;
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -42,7 +45,11 @@ impl Filter {
         Self {
             min_severity: cfg.min_severity,
             rules: cfg.rules.clone(),
-            alerts_only: cfg.alerts_only.unwrap_or(cfg.kind != OutputKind::Stdout),
+            // Stdout and the NATS stream take every event unless told
+            // otherwise; the others are for alerts.
+            alerts_only: cfg
+                .alerts_only
+                .unwrap_or(!matches!(cfg.kind, OutputKind::Stdout | OutputKind::Nats)),
         }
     }
 
@@ -65,6 +72,8 @@ pub struct OutputStats {
     pub dropped: AtomicU64,
     pub retries: AtomicU64,
     pub queued: AtomicU64,
+    /// The output's on-disk spool, if it has one.
+    spool: std::sync::OnceLock<Arc<spool::Spool>>,
     /// What became of each delivery, under one lock: a reader never sees a
     /// failure counted without its error, or an error that a later success
     /// has already cleared.
@@ -83,6 +92,11 @@ impl OutputStats {
         let mut o = self.outcomes.lock().unwrap();
         o.sent += 1;
         o.last_error = None;
+    }
+
+    /// A problem that lost nothing (yet): shown until the next success.
+    fn error(&self, e: String) {
+        self.outcomes.lock().unwrap().last_error = Some(e);
     }
 
     fn gave_up(&self, e: String) {
@@ -114,12 +128,24 @@ pub struct OutputSnapshot {
     pub queued: u64,
     /// The latest failure; cleared by the next success.
     pub last_error: Option<String>,
+    /// Bytes of the on-disk spool (nats): events waiting for the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spooled_bytes: Option<u64>,
 }
 
 /// Where an output's thread delivers events.
 pub trait Sink: Send + 'static {
     /// Deliver one event, retrying as the sink does; `Err` when it gave up.
     fn deliver(&mut self, p: &Published, ctx: &Delivery) -> Result<(), String>;
+
+    /// The queue is empty for now (a sink that batches sends its batch).
+    fn idle(&mut self, _ctx: &Delivery) {}
+
+    /// Whether the sink counts deliveries itself (`deliver` only takes the
+    /// event in; the server's acknowledgement comes later).
+    fn confirms_itself(&self) -> bool {
+        false
+    }
 }
 
 /// What a sink may consult while delivering.
@@ -195,6 +221,7 @@ impl Outputs {
         let host = hostname();
         let mut me = Self::empty();
         for (cfg, name) in cfgs.iter().zip(names(cfgs)) {
+            let stats = Arc::new(OutputStats::default());
             let sink: Box<dyn Sink> = match cfg.kind {
                 OutputKind::Stdout => Box::new(Stdout),
                 OutputKind::Syslog => Box::new(
@@ -208,8 +235,12 @@ impl Outputs {
                     webhook::Webhook::new(cfg, host.clone())
                         .with_context(|| format!("output {name}"))?,
                 ),
+                OutputKind::Nats => Box::new(
+                    nats::Nats::new(cfg, &name, &host, stats.clone())
+                        .with_context(|| format!("output {name}"))?,
+                ),
             };
-            me.add(name, cfg.kind, Filter::of(cfg), cfg.queue, sink)?;
+            me.add_with_stats(name, cfg.kind, Filter::of(cfg), cfg.queue, sink, stats)?;
         }
         Ok(me)
     }
@@ -232,10 +263,22 @@ impl Outputs {
         kind: OutputKind,
         filter: Filter,
         queue: usize,
+        sink: Box<dyn Sink>,
+    ) -> Result<()> {
+        let stats = Arc::new(OutputStats::default());
+        self.add_with_stats(name, kind, filter, queue, sink, stats)
+    }
+
+    fn add_with_stats(
+        &mut self,
+        name: String,
+        kind: OutputKind,
+        filter: Filter,
+        queue: usize,
         mut sink: Box<dyn Sink>,
+        stats: Arc<OutputStats>,
     ) -> Result<()> {
         let (tx, rx): (_, Receiver<Published>) = sync_channel(queue);
-        let stats = Arc::new(OutputStats::default());
         let ctx = Delivery {
             stats: stats.clone(),
             stopping: self.stopping.clone(),
@@ -245,12 +288,26 @@ impl Outputs {
             .name(format!("output-{name}"))
             .spawn(move || {
                 let mut failing = false;
+                let confirms_itself = sink.confirms_itself();
                 // Ends when the agent drops the sender and the queue is empty.
-                for p in rx {
+                loop {
+                    let p = match rx.try_recv() {
+                        Ok(p) => p,
+                        Err(TryRecvError::Disconnected) => break,
+                        Err(TryRecvError::Empty) => {
+                            sink.idle(&ctx);
+                            match rx.recv() {
+                                Ok(p) => p,
+                                Err(_) => break,
+                            }
+                        }
+                    };
                     ctx.stats.queued.fetch_sub(1, Ordering::Relaxed);
                     match sink.deliver(&p, &ctx) {
                         Ok(()) => {
-                            ctx.stats.delivered();
+                            if !confirms_itself {
+                                ctx.stats.delivered();
+                            }
                             if failing {
                                 info!(output = %label, "output delivers again");
                                 failing = false;
@@ -313,7 +370,7 @@ impl Outputs {
                 if dropped > warned.0 && due {
                     warn!(
                         output = %o.name,
-                        "output queue full: {} events dropped ({} in all); the output is slower than the events",
+                        "output dropped {} events ({} in all): its queue (or nats spool) is full; the output is slower than the events",
                         dropped - warned.0,
                         dropped
                     );
@@ -329,6 +386,7 @@ impl Outputs {
                     retries: s.retries.load(Ordering::Relaxed),
                     queued: s.queued.load(Ordering::Relaxed),
                     last_error: outcomes.last_error,
+                    spooled_bytes: s.spool.get().map(|sp| sp.used()),
                 }
             })
             .collect()

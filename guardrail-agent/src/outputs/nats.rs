@@ -1,0 +1,833 @@
+//! NATS JetStream output: every event, in order, on
+//! `<subject_prefix>.<host>.<kind>`, each message sealed in this host's
+//! chain so that the stream can be verified centrally.
+//!
+//! Guarantee (docs/outputs.md#nats): at least once, exactly once after the
+//! server's deduplication. The output's thread seals each event and appends
+//! it to an on-disk spool ([`super::spool`]); a publisher thread sends from
+//! the spool with many acknowledgements in flight and forgets a record only
+//! once JetStream acknowledged it. A record is resent after a failure with
+//! the same `Nats-Msg-Id` (`<host>.<chain id>.<seq>`), which the server
+//! deduplicates; and after a reconnection the publisher first asks the
+//! stream for this host's last stored record and skips what it holds, so
+//! an outage longer than the deduplication window duplicates nothing
+//! either. Only a full spool drops records: they are counted, and a `loss`
+//! record naming the output is sealed into the chain before the next one.
+//!
+//! The chain: each record is `{"host","chain_id","seq","event"}` sealed as
+//! the audit log's lines are ([`crate::audit::chain`]), so `guardrail log
+//! verify` checks an exported stream as it checks the audit log. It is
+//! this output's own chain (the audit log may be off, filtered differently,
+//! or hold `log_gap` records), continued across restarts from the spool.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use async_nats::jetstream::{self, context::PublishAckFuture, stream};
+use tracing::warn;
+
+use super::spool::{Pos, Spool, SpoolError, Writer};
+use super::{Delivery, OutputStats, Sink};
+use crate::audit::chain::{open, seal, GENESIS};
+use crate::config::OutputSection;
+use crate::control::Published;
+
+pub const DEFAULT_PREFIX: &str = "guardrail";
+pub const DEFAULT_STREAM: &str = "GUARDRAIL";
+pub const DEFAULT_SPOOL_BYTES: u64 = 1 << 30;
+pub const DEFAULT_MAX_AGE: &str = "30d";
+pub const SPOOL_ROOT: &str = "/var/lib/guardrail/spool";
+/// JetStream's default; documented because resends rely on it.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Publishes waiting for their acknowledgement at most.
+const WINDOW: usize = 1024;
+/// Once stopping, how long the publisher keeps sending what is spooled
+/// (what it could not send stays spooled for the next start).
+const STOP_DRAIN: Duration = Duration::from_secs(2);
+
+/// A NATS subject token: no dots, wildcards or white space.
+fn is_token(s: &str) -> bool {
+    !s.is_empty() && !s.contains(['.', '*', '>']) && !s.contains(char::is_whitespace)
+}
+
+/// Checks of the configuration that need no server; the message is
+/// placed by config.rs.
+pub fn check(o: &OutputSection) -> Result<(), String> {
+    let Some(url) = &o.url else {
+        return Err("`url` is required".into());
+    };
+    for u in url.split(',').map(str::trim) {
+        if !(u.starts_with("nats://") || u.starts_with("tls://")) {
+            return Err(format!("url {u:?} must start with nats:// or tls://"));
+        }
+        if u.parse::<async_nats::ServerAddr>().is_err() {
+            return Err(format!("url {u:?} is not a valid server address"));
+        }
+    }
+    if let Some(p) = &o.subject_prefix {
+        if !p.split('.').all(is_token) {
+            return Err(format!(
+                "subject_prefix {p:?} must be dot-separated tokens without wildcards or spaces"
+            ));
+        }
+    }
+    if let Some(h) = &o.host {
+        if !is_token(h) {
+            return Err(format!(
+                "host {h:?} must be one subject token (no dots, wildcards or spaces)"
+            ));
+        }
+    }
+    if let Some(s) = &o.stream {
+        if !is_token(s) || s.contains(['/', '\\']) {
+            return Err(format!("stream {s:?} is not a valid stream name"));
+        }
+    }
+    let auth = [&o.creds, &o.nkey, &o.token_file];
+    if auth.iter().filter(|a| a.is_some()).count() > 1 {
+        return Err("give one of `creds`, `nkey`, `token_file`".into());
+    }
+    if let Some(d) = &o.spool_dir {
+        if !d.is_absolute() {
+            return Err(format!("spool_dir {} must be absolute", d.display()));
+        }
+    }
+    if o.spool_bytes.is_some_and(|b| b < 1 << 20) {
+        return Err("spool_bytes must be at least 1048576 (1 MiB)".into());
+    }
+    if o.replicas.is_some_and(|r| !(1..=5).contains(&r)) {
+        return Err("replicas must be between 1 and 5".into());
+    }
+    if let Some(a) = &o.max_age {
+        humantime::parse_duration(a)
+            .map_err(|e| format!("max_age {a:?} is not a duration like \"30d\": {e}"))?;
+    }
+    Ok(())
+}
+
+/// The hostname as a subject token.
+pub fn default_host(hostname: &str) -> String {
+    let h: String = hostname
+        .chars()
+        .map(|c| {
+            if c == '.' || c == '*' || c == '>' || c.is_whitespace() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    if h.is_empty() {
+        "-".into()
+    } else {
+        h
+    }
+}
+
+/// How to reach the server, and the stream this output expects.
+#[derive(Clone)]
+struct Target {
+    urls: Vec<async_nats::ServerAddr>,
+    auth: Auth,
+    prefix: String,
+    host: String,
+    stream: String,
+    replicas: usize,
+    max_age: Duration,
+    chain_id: String,
+    name: String,
+}
+
+/// Credentials, read from their files at start (a file that cannot be
+/// read stops the agent with its path; contents are never shown).
+#[derive(Clone)]
+enum Auth {
+    None,
+    Creds(PathBuf),
+    Nkey(String),
+    Token(String),
+}
+
+fn read_secret(path: &std::path::Path, what: &str) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the {what} file {}", path.display()))?;
+    let text = text.trim().to_string();
+    anyhow::ensure!(
+        !text.is_empty(),
+        "the {what} file {} is empty",
+        path.display()
+    );
+    Ok(text)
+}
+
+pub struct Nats {
+    writer: Writer,
+    host: String,
+    chain_id: String,
+    prev: String,
+    seq: u64,
+    name: String,
+    /// Records the full spool refused, not yet reported in the chain.
+    unreported_loss: u64,
+    lost_total: u64,
+    publisher: Option<JoinHandle<()>>,
+    draining: Arc<AtomicBool>,
+    abort: Arc<AtomicBool>,
+}
+
+impl Nats {
+    pub fn new(
+        cfg: &OutputSection,
+        name: &str,
+        hostname: &str,
+        stats: Arc<OutputStats>,
+    ) -> Result<Self> {
+        check(cfg).map_err(anyhow::Error::msg)?;
+        let urls = cfg
+            .url
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(|u| u.trim().parse())
+            .collect::<Result<Vec<async_nats::ServerAddr>, _>>()
+            .context("url")?;
+        let auth = if let Some(p) = &cfg.creds {
+            // Read once now so that a wrong path stops the start.
+            read_secret(p, "credentials")?;
+            Auth::Creds(p.clone())
+        } else if let Some(p) = &cfg.nkey {
+            Auth::Nkey(read_secret(p, "nkey seed")?)
+        } else if let Some(p) = &cfg.token_file {
+            Auth::Token(read_secret(p, "token")?)
+        } else {
+            Auth::None
+        };
+        let host = cfg.host.clone().unwrap_or_else(|| default_host(hostname));
+        let dir = cfg
+            .spool_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(SPOOL_ROOT).join(name));
+        let (spool, writer, last) =
+            Spool::open(&dir, cfg.spool_bytes.unwrap_or(DEFAULT_SPOOL_BYTES))?;
+        let _ = stats.spool.set(spool.clone());
+        let (chain_id, prev, seq) = match last.as_deref().and_then(Continued::from_spool_line) {
+            Some(c) => (c.chain_id, c.hash, c.seq),
+            None => (new_chain_id(), GENESIS.to_string(), 0),
+        };
+        let target = Target {
+            urls,
+            auth,
+            prefix: cfg
+                .subject_prefix
+                .clone()
+                .unwrap_or_else(|| DEFAULT_PREFIX.into()),
+            host: host.clone(),
+            stream: cfg.stream.clone().unwrap_or_else(|| DEFAULT_STREAM.into()),
+            replicas: cfg.replicas.unwrap_or(1),
+            max_age: humantime::parse_duration(cfg.max_age.as_deref().unwrap_or(DEFAULT_MAX_AGE))?,
+            chain_id: chain_id.clone(),
+            name: name.to_string(),
+        };
+        let draining = Arc::new(AtomicBool::new(false));
+        let abort = Arc::new(AtomicBool::new(false));
+        let publisher = Publisher {
+            target,
+            spool: spool.clone(),
+            stats,
+            draining: draining.clone(),
+            abort: abort.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("nats-{name}"))
+            .spawn(move || publisher.run())
+            .context("starting the NATS publisher thread")?;
+        Ok(Self {
+            writer,
+            host,
+            chain_id,
+            prev,
+            seq,
+            name: name.to_string(),
+            unreported_loss: 0,
+            lost_total: 0,
+            publisher: Some(thread),
+            draining,
+            abort,
+        })
+    }
+
+    /// Seal `event_json` as the next record and spool it.
+    fn append(&mut self, kind: &str, event_json: &str) -> Result<(), SpoolError> {
+        let seq = self.seq + 1;
+        let record = format!(
+            "{{\"host\":{},\"chain_id\":\"{}\",\"seq\":{seq},\"event\":{event_json}}}",
+            serde_json::Value::from(self.host.as_str()),
+            self.chain_id
+        );
+        let (line, hash) = seal(&self.prev, &record);
+        self.writer.append(&format!("{seq} {kind} {line}"))?;
+        self.seq = seq;
+        self.prev = hash;
+        Ok(())
+    }
+
+    fn loss_record(&self) -> String {
+        let now = jiff::Timestamp::now();
+        serde_json::json!({
+            "kind": "loss",
+            "time": now.to_string(),
+            "loss": {
+                "output": self.name,
+                "count": self.unreported_loss,
+                "total": self.lost_total,
+                "reason": "spool full",
+            }
+        })
+        .to_string()
+    }
+}
+
+/// A chain id: the time this chain began (a fresh spool), in ns, hex;
+/// with the host in the message id, unique unless the host's clock goes
+/// back to the same nanosecond.
+fn new_chain_id() -> String {
+    let ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{ns:x}")
+}
+
+/// Where a chain continues: from a spool line or a stored message.
+struct Continued {
+    chain_id: String,
+    hash: String,
+    seq: u64,
+}
+
+impl Continued {
+    fn from_spool_line(line: &str) -> Option<Self> {
+        let mut parts = line.splitn(3, ' ');
+        let _seq = parts.next()?;
+        let _kind = parts.next()?;
+        Self::from_record(parts.next()?)
+    }
+
+    fn from_record(record: &str) -> Option<Self> {
+        let opened = open(record)?;
+        let v: serde_json::Value = serde_json::from_str(&opened.event_json).ok()?;
+        Some(Self {
+            chain_id: v["chain_id"].as_str()?.to_string(),
+            hash: opened.hash.to_string(),
+            seq: v["seq"].as_u64()?,
+        })
+    }
+}
+
+impl Sink for Nats {
+    fn deliver(&mut self, p: &Published, ctx: &Delivery) -> Result<(), String> {
+        if self.unreported_loss > 0 {
+            let loss = self.loss_record();
+            if self.append("loss", &loss).is_ok() {
+                self.unreported_loss = 0;
+            }
+        }
+        if self.unreported_loss > 0 {
+            self.unreported_loss += 1;
+            self.lost_total += 1;
+            ctx.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        match self.append(p.event.body.kind(), &p.json) {
+            Ok(()) => Ok(()),
+            Err(e @ SpoolError::Full { .. }) => {
+                if self.unreported_loss == 0 {
+                    warn!(output = %self.name, "{e}: events are dropped and counted until the server takes what is spooled");
+                }
+                self.unreported_loss += 1;
+                self.lost_total += 1;
+                ctx.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                ctx.stats.error(e.to_string());
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn idle(&mut self, ctx: &Delivery) {
+        if let Err(e) = self.writer.flush() {
+            ctx.stats.error(e.to_string());
+        }
+    }
+
+    fn confirms_itself(&self) -> bool {
+        true
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        if let Err(e) = self.writer.flush() {
+            warn!(output = %self.name, "{e}");
+        }
+        // The publisher sends what it can for a moment; the rest stays in
+        // the spool for the next start.
+        self.draining.store(true, Ordering::Relaxed);
+        let end = Instant::now() + STOP_DRAIN;
+        while self.publisher.as_ref().is_some_and(|t| !t.is_finished()) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.abort.store(true, Ordering::Relaxed);
+        if let Some(t) = self.publisher.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Publisher {
+    target: Target,
+    spool: Arc<Spool>,
+    stats: Arc<OutputStats>,
+    draining: Arc<AtomicBool>,
+    abort: Arc<AtomicBool>,
+}
+
+impl Publisher {
+    fn run(self) {
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                self.stats
+                    .error(format!("cannot start the NATS runtime: {e}"));
+                return;
+            }
+        };
+        rt.block_on(self.publish());
+        if let Err(e) = self.spool.save_cursor() {
+            warn!(output = %self.target.name, "{e}");
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.abort.load(Ordering::Relaxed)
+            || (self.draining.load(Ordering::Relaxed) && self.spool.is_drained())
+    }
+
+    async fn publish(&self) {
+        let mut backoff = Duration::from_millis(250);
+        let mut failing = false;
+        while !self.done() {
+            match self.session().await {
+                Ok(()) => return,
+                Err(e) => {
+                    if !failing {
+                        warn!(output = %self.target.name, "NATS output: {e}; events stay in the spool and are sent once it works (warned once until then)");
+                        failing = true;
+                    }
+                    self.stats.error(e);
+                }
+            }
+            let end = Instant::now() + backoff;
+            while Instant::now() < end && !self.done() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn connect(&self) -> Result<jetstream::Context, String> {
+        let t = &self.target;
+        let opts = match &t.auth {
+            Auth::None => async_nats::ConnectOptions::new(),
+            Auth::Creds(p) => async_nats::ConnectOptions::with_credentials_file(p)
+                .await
+                .map_err(|e| format!("credentials file {}: {e}", p.display()))?,
+            Auth::Nkey(seed) => async_nats::ConnectOptions::with_nkey(seed.clone()),
+            Auth::Token(token) => async_nats::ConnectOptions::with_token(token.clone()),
+        };
+        let client = opts
+            .name(format!("guardrail {}", t.host))
+            .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(Duration::from_secs(5)))
+            .max_reconnects(Some(0))
+            .connect(t.urls.clone())
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", shown(&t.urls)))?;
+        Ok(jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(5))
+            .ack_timeout(Duration::from_secs(5))
+            .max_ack_inflight(WINDOW * 2)
+            .build(client))
+    }
+
+    /// The stream as this output expects it: created when missing; when
+    /// it exists with other settings it is left alone and the output
+    /// waits, saying what differs.
+    async fn ensure_stream(&self, js: &jetstream::Context) -> Result<stream::Stream, String> {
+        let t = &self.target;
+        let want_subject = format!("{}.>", t.prefix);
+        match js.get_stream(&t.stream).await {
+            Ok(mut s) => {
+                let info = s
+                    .info()
+                    .await
+                    .map_err(|e| format!("stream {}: {e}", t.stream))?;
+                let c = &info.config;
+                let mut diff = Vec::new();
+                if !c.subjects.contains(&want_subject) {
+                    diff.push(format!("subjects {:?} (want {want_subject:?})", c.subjects));
+                }
+                if c.num_replicas.max(1) != t.replicas {
+                    diff.push(format!("replicas {} (want {})", c.num_replicas, t.replicas));
+                }
+                if c.max_age != t.max_age {
+                    diff.push(format!(
+                        "max_age {} (want {})",
+                        humantime::format_duration(c.max_age),
+                        humantime::format_duration(t.max_age)
+                    ));
+                }
+                if c.retention != stream::RetentionPolicy::Limits {
+                    diff.push(format!("retention {:?} (want Limits)", c.retention));
+                }
+                if c.storage != stream::StorageType::File {
+                    diff.push(format!("storage {:?} (want File)", c.storage));
+                }
+                if diff.is_empty() {
+                    Ok(s)
+                } else {
+                    Err(format!(
+                        "stream {} exists with other settings than this output's: {}; it is not changed: make the stream or the output's configuration agree",
+                        t.stream,
+                        diff.join(", ")
+                    ))
+                }
+            }
+            Err(e) => {
+                let missing = matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
+                    if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND);
+                if !missing {
+                    return Err(format!("stream {}: {e}", t.stream));
+                }
+                js.create_stream(stream::Config {
+                    name: t.stream.clone(),
+                    subjects: vec![want_subject],
+                    retention: stream::RetentionPolicy::Limits,
+                    storage: stream::StorageType::File,
+                    num_replicas: t.replicas,
+                    max_age: t.max_age,
+                    duplicate_window: DUPLICATE_WINDOW,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| format!("cannot create stream {}: {e}", t.stream))
+            }
+        }
+    }
+
+    /// The seq of this host's last record the stream holds, if it belongs
+    /// to the current chain.
+    async fn stored_up_to(&self, s: &stream::Stream) -> Result<u64, String> {
+        let t = &self.target;
+        let last = host_messages(
+            s,
+            &t.prefix,
+            &t.host,
+            jetstream::consumer::DeliverPolicy::Last,
+        )
+        .await
+        .map_err(|e| {
+            format!(
+                "stream {}: reading this host's last record: {e:#}",
+                t.stream
+            )
+        })?;
+        Ok(last
+            .last()
+            .and_then(|(_, m)| std::str::from_utf8(m).ok())
+            .and_then(Continued::from_record)
+            .filter(|c| c.chain_id == t.chain_id)
+            .map_or(0, |c| c.seq))
+    }
+
+    /// One connection: send from the spool until stopped or a failure.
+    async fn session(&self) -> Result<(), String> {
+        let js = self.connect().await?;
+        let stream = self.ensure_stream(&js).await?;
+        let stored = self.stored_up_to(&stream).await?;
+        let t = &self.target;
+        let mut next = self.spool.acked();
+        let mut inflight: VecDeque<(Option<PublishAckFuture>, Pos)> = VecDeque::new();
+        let mut saved = Instant::now();
+        loop {
+            if self.abort.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            while inflight.len() < WINDOW {
+                let batch = self
+                    .spool
+                    .read(next, 256 << 10)
+                    .map_err(|e| e.to_string())?;
+                if batch.is_empty() {
+                    break;
+                }
+                for (line, end) in batch {
+                    let mut parts = line.splitn(3, ' ');
+                    let (Some(seq), Some(kind), Some(record)) =
+                        (parts.next(), parts.next(), parts.next())
+                    else {
+                        return Err(format!("spool: unreadable record at {next:?}"));
+                    };
+                    next = end;
+                    if seq.parse::<u64>().is_ok_and(|s| s <= stored) {
+                        // The stream has it (its acknowledgement was lost).
+                        inflight.push_back((None, end));
+                    } else {
+                        let msg = jetstream::message::PublishMessage::build()
+                            .message_id(format!("{}.{}.{seq}", t.host, t.chain_id))
+                            .payload(record.to_string().into());
+                        let ack = js
+                            .send_publish(format!("{}.{}.{kind}", t.prefix, t.host), msg)
+                            .await
+                            .map_err(|e| format!("publish: {e}"))?;
+                        inflight.push_back((Some(ack), end));
+                    }
+                    if inflight.len() >= WINDOW {
+                        break;
+                    }
+                }
+            }
+            let Some((ack, end)) = inflight.pop_front() else {
+                if self.done() {
+                    return Ok(());
+                }
+                self.spool.save_cursor().map_err(|e| e.to_string())?;
+                tokio::select! {
+                    () = self.spool.flushed() => {}
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+                continue;
+            };
+            if let Some(ack) = ack {
+                ack.await
+                    .map_err(|e| format!("{}: no acknowledgement: {e}", shown(&t.urls)))?;
+                self.stats.delivered();
+            }
+            self.spool.ack(end).map_err(|e| e.to_string())?;
+            if saved.elapsed() >= Duration::from_millis(200) {
+                self.spool.save_cursor().map_err(|e| e.to_string())?;
+                saved = Instant::now();
+            }
+        }
+    }
+}
+
+/// Server addresses without any credentials in them.
+fn shown(urls: &[async_nats::ServerAddr]) -> String {
+    urls.iter()
+        .map(|u| {
+            let u = u.clone().into_inner();
+            format!(
+                "{}://{}:{}",
+                u.scheme(),
+                u.host_str().unwrap_or(""),
+                u.port().unwrap_or(4222)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Where to read a host's records from, for `guardrail log verify --nats`.
+pub struct Source {
+    pub url: String,
+    pub stream: String,
+    pub subject_prefix: String,
+    pub host: String,
+    pub creds: Option<PathBuf>,
+    pub nkey: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+}
+
+/// A host's records in stream order: (stream sequence, payload).
+pub async fn read_host(src: &Source) -> Result<Vec<(u64, String)>> {
+    let opts = if let Some(p) = &src.creds {
+        async_nats::ConnectOptions::with_credentials_file(p)
+            .await
+            .with_context(|| format!("credentials file {}", p.display()))?
+    } else if let Some(p) = &src.nkey {
+        async_nats::ConnectOptions::with_nkey(read_secret(p, "nkey seed")?)
+    } else if let Some(p) = &src.token_file {
+        async_nats::ConnectOptions::with_token(read_secret(p, "token")?)
+    } else {
+        async_nats::ConnectOptions::new()
+    };
+    let client = opts
+        .connection_timeout(Duration::from_secs(10))
+        .connect(src.url.as_str())
+        .await
+        .with_context(|| format!("connecting to {}", src.url))?;
+    let js = jetstream::new(client);
+    let stream = js
+        .get_stream(&src.stream)
+        .await
+        .with_context(|| format!("stream {}", src.stream))?;
+    let all = jetstream::consumer::DeliverPolicy::All;
+    Ok(host_messages(&stream, &src.subject_prefix, &src.host, all)
+        .await?
+        .into_iter()
+        .map(|(seq, m)| (seq, String::from_utf8_lossy(&m).into_owned()))
+        .collect())
+}
+
+/// A host's messages (`<prefix>.<host>.>`) as the stream holds them now,
+/// in stream order: stream sequence and payload. (A consumer rather than
+/// a direct get: nats-server 2.9 finds no last message for a wildcard
+/// subject.)
+async fn host_messages(
+    stream: &stream::Stream,
+    prefix: &str,
+    host: &str,
+    policy: jetstream::consumer::DeliverPolicy,
+) -> Result<Vec<(u64, Vec<u8>)>> {
+    use futures_util::StreamExt;
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            filter_subject: format!("{prefix}.{host}.>"),
+            deliver_policy: policy,
+            ..Default::default()
+        })
+        .await?;
+    let n = consumer.cached_info().num_pending as usize;
+    let mut out = Vec::with_capacity(n);
+    if n == 0 {
+        return Ok(out);
+    }
+    let mut messages = consumer.messages().await?;
+    while out.len() < n {
+        let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
+            .await
+            .context("the stream stopped delivering")?
+            .context("the stream ended")??;
+        let seq = m.info().map_err(anyhow::Error::msg)?.stream_sequence;
+        out.push((seq, m.payload.to_vec()));
+    }
+    Ok(out)
+}
+
+/// What a host's records in a stream hold.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct HostChain {
+    pub records: u64,
+    /// Stream sequences where a new chain began (a spool started afresh).
+    pub restarts: Vec<u64>,
+}
+
+/// Check a host's records in stream order: each sealed, naming `host`,
+/// following the one before it; a new chain may begin only at its first
+/// record (`prev` of zeros, `seq` 1, another `chain_id`). On failure, the
+/// stream sequence and why.
+pub fn verify_host(host: &str, records: &[(u64, String)]) -> Result<HostChain, (u64, String)> {
+    let mut v = crate::audit::chain::Verifier::new();
+    let mut out = HostChain::default();
+    let mut chain: Option<(String, u64)> = None;
+    for (stream_seq, line) in records {
+        let fail = |why: &str| (*stream_seq, why.to_string());
+        let opened = open(line).ok_or_else(|| fail("not a sealed record"))?;
+        let value: serde_json::Value = serde_json::from_str(&opened.event_json)
+            .map_err(|_| fail("the record is not JSON: it was edited"))?;
+        if value["host"] != host {
+            return Err(fail(&format!("the record names host {}", value["host"])));
+        }
+        let (Some(id), Some(seq)) = (value["chain_id"].as_str(), value["seq"].as_u64()) else {
+            return Err(fail("the record has no chain_id or seq"));
+        };
+        let fresh = opened.prev == GENESIS && seq == 1;
+        match &chain {
+            Some((cur, _)) if fresh && cur != id => {
+                v = crate::audit::chain::Verifier::new();
+                out.restarts.push(*stream_seq);
+            }
+            Some((cur, _)) if cur != id => {
+                return Err(fail("a record of another chain, not at that chain's start"))
+            }
+            Some((_, last)) if seq != last + 1 => {
+                v.check(line).map_err(fail)?;
+                return Err(fail(&format!(
+                    "seq {seq} after {last}: a record is missing, repeated or out of order"
+                )));
+            }
+            _ => {}
+        }
+        v.check(line).map_err(fail)?;
+        chain = Some((id.to_string(), seq));
+        out.records += 1;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(id: &str, n: u64) -> Vec<(u64, String)> {
+        let mut prev = GENESIS.to_string();
+        (1..=n)
+            .map(|seq| {
+                let rec = format!(
+                    "{{\"host\":\"h\",\"chain_id\":\"{id}\",\"seq\":{seq},\"event\":{{\"seq\":{seq},\"kind\":\"file\"}}}}"
+                );
+                let (line, hash) = seal(&prev, &rec);
+                prev = hash;
+                (seq, line)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_hosts_records_verify_and_a_new_chain_may_begin() {
+        let mut r = chain("a", 5);
+        assert_eq!(verify_host("h", &r).unwrap().records, 5);
+        r.extend(chain("b", 3).into_iter().map(|(s, l)| (s + 5, l)));
+        let ok = verify_host("h", &r).unwrap();
+        assert_eq!((ok.records, ok.restarts), (8, vec![6]));
+        assert!(verify_host("other", &r)
+            .unwrap_err()
+            .1
+            .contains("names host"));
+    }
+
+    #[test]
+    fn a_missing_edited_or_reordered_record_is_found() {
+        let mut missing = chain("a", 5);
+        missing.remove(2);
+        assert_eq!(verify_host("h", &missing).unwrap_err().0, 4);
+        let mut edited = chain("a", 5);
+        edited[1].1 = edited[1]
+            .1
+            .replace("\"kind\":\"file\"", "\"kind\":\"exec\"");
+        let e = verify_host("h", &edited).unwrap_err();
+        assert_eq!(e.0, 2);
+        assert!(e.1.contains("edited"), "{}", e.1);
+        let mut reordered = chain("a", 5);
+        reordered.swap(1, 2);
+        assert_eq!(verify_host("h", &reordered).unwrap_err().0, 3);
+        // A repeated first record is no restart: the same chain id.
+        let mut repeated = chain("a", 3);
+        repeated.push((4, repeated[0].1.clone()));
+        assert_eq!(verify_host("h", &repeated).unwrap_err().0, 4);
+    }
+
+    #[test]
+    fn default_host_is_one_subject_token() {
+        assert_eq!(default_host("web-1.example.org"), "web-1_example_org");
+        assert!(is_token(&default_host("a b.c")));
+    }
+}

@@ -1,0 +1,617 @@
+//! The NATS JetStream output with a real nats-server (Debian's
+//! `nats-server`, installed by `cargo xtask test`): three agents publish
+//! during a storm while the server is killed and restarted; an agent
+//! restarted while the server is down keeps its spool; wrong credentials,
+//! an unreachable server, a full spool and a stream with other settings
+//! each give a clear error and lose nothing else.
+//!
+//! What the tests read is the stream itself, with the `async-nats` client:
+//! per host, every event exactly once and in order (the pipeline's `seq`
+//! runs 1, 2, 3 … without a gap), and the host's chain verifying with
+//! `guardrail log verify` on the exported records.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use guardrail_tests::{
+    assert_success, bin, log_verify, trusted_tempdir, wait_until, Agent, Launch,
+};
+use serde_json::Value;
+
+const STREAM: &str = "GUARDRAIL";
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// A nats-server with JetStream, on a free port, storing in `dir`.
+struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    args: Vec<String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl NatsServer {
+    fn start(dir: &Path, args: &[&str]) -> Self {
+        let mut s = Self {
+            child: None,
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+        };
+        s.restart();
+        s
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Start (again) on the same port and store.
+    fn restart(&mut self) {
+        assert!(self.child.is_none());
+        let child = Command::new("nats-server")
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(&self.dir)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server (Debian package nats-server, installed by cargo xtask test)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until("nats-server to accept connections", DEADLINE, || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    /// SIGKILL: no goodbye to the clients.
+    fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Every message of the stream, in stream order: subject and payload.
+fn read_stream(url: &str) -> Vec<(String, String)> {
+    read_stream_as(url, async_nats::ConnectOptions::new())
+}
+
+fn read_stream_as(url: &str, opts: async_nats::ConnectOptions) -> Vec<(String, String)> {
+    runtime().block_on(async {
+        let client = opts.connect(url).await.expect("test client connects");
+        let js = async_nats::jetstream::new(client);
+        let Ok(mut stream) = js.get_stream(STREAM).await else {
+            return vec![];
+        };
+        let n = stream.info().await.unwrap().state.messages as usize;
+        if n == 0 {
+            return vec![];
+        }
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
+                .await
+                .expect("the stream delivers its messages")
+                .unwrap()
+                .unwrap();
+            out.push((
+                m.subject.to_string(),
+                String::from_utf8(m.payload.to_vec()).unwrap(),
+            ));
+        }
+        out
+    })
+}
+
+/// One host's records, in stream order; each subject names the host and
+/// the event's kind.
+fn records_of(all: &[(String, String)], host: &str) -> Vec<(String, Value)> {
+    let prefix = format!("guardrail.{host}.");
+    all.iter()
+        .filter_map(|(subject, payload)| {
+            let kind = subject.strip_prefix(&prefix)?;
+            let v: Value = serde_json::from_str(payload).unwrap();
+            assert_eq!(v["event"]["kind"], kind, "{subject}: {payload}");
+            Some((payload.clone(), v))
+        })
+        .collect()
+}
+
+/// The host's records form one chain: `guardrail log verify` on them,
+/// exported to a file, and their own `seq` runs 1, 2, 3 … exactly once.
+fn assert_chain(dir: &Path, host: &str, records: &[(String, Value)]) {
+    let export = dir.join(format!("{host}.jsonl"));
+    let text: String = records.iter().map(|(p, _)| format!("{p}\n")).collect();
+    std::fs::write(&export, text).unwrap();
+    assert_success(&log_verify(&[&export]));
+    for (i, (_, v)) in records.iter().enumerate() {
+        assert_eq!(v["host"], host);
+        assert_eq!(
+            v["seq"],
+            i as u64 + 1,
+            "{host}: record {i} out of order or repeated"
+        );
+    }
+}
+
+fn nats_output(agent: &Agent) -> Value {
+    agent.status()["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["type"] == "nats")
+        .cloned()
+        .expect("a nats output in status")
+}
+
+fn config(url: &str, host: &str, dir: &Path, extra: &str) -> String {
+    format!(
+        "[audit_log]\npath = \"{audit}\"\n\n[[output]]\ntype = \"nats\"\nurl = \"{url}\"\nhost = \"{host}\"\nspool_dir = \"{spool}\"\nqueue = 200000\n{extra}",
+        audit = dir.join(format!("{host}-audit.jsonl")).display(),
+        spool = dir.join(format!("{host}-spool")).display(),
+    )
+}
+
+fn quiet() -> Launch {
+    Launch {
+        quiet: true,
+        ..Default::default()
+    }
+}
+
+/// The `seq` of the event creating `marker` in `host`'s audit log.
+fn marker_seq(dir: &Path, host: &str, marker: &Path) -> Option<u64> {
+    let log = std::fs::read_to_string(dir.join(format!("{host}-audit.jsonl"))).ok()?;
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["kind"] == "file" && e["file"]["path"] == marker.to_str().unwrap())
+        .and_then(|e| e["seq"].as_u64())
+}
+
+/// Create `marker` and wait until `host`'s agent has logged it.
+fn mark(dir: &Path, host: &str, marker: &Path) -> u64 {
+    std::fs::write(marker, b"").unwrap();
+    let mut seq = None;
+    wait_until(
+        &format!("{host} to log {}", marker.display()),
+        DEADLINE,
+        || {
+            seq = marker_seq(dir, host, marker);
+            seq.is_some()
+        },
+    );
+    seq.unwrap()
+}
+
+/// A shell chmod loop for `seconds`: a storm the agents keep up with.
+fn storm(file: &Path, seconds: u32) -> Child {
+    let script = format!(
+        "end=$(( $(date +%s) + {seconds} )); while [ $(date +%s) -lt $end ]; do \
+         for i in 1 2 3 4 5 6 7 8 9 10; do chmod 600 {f}; chmod 644 {f}; done; done",
+        f = file.display()
+    );
+    Command::new("sh").args(["-c", &script]).spawn().unwrap()
+}
+
+/// Per host, the pipeline's events in the stream up to the one with
+/// `upto`: seq 1 … upto, each once, in order.
+fn assert_events_exactly_once(records: &[(String, Value)], host: &str, upto: u64) {
+    let seqs: Vec<u64> = records
+        .iter()
+        .map(|(_, v)| v["event"]["seq"].as_u64().unwrap())
+        .take_while(|&s| s <= upto)
+        .collect();
+    let want: Vec<u64> = (1..=upto).collect();
+    if seqs != want {
+        let first_bad = seqs
+            .iter()
+            .zip(&want)
+            .position(|(a, b)| a != b)
+            .unwrap_or(seqs.len().min(want.len()));
+        panic!(
+            "{host}: events 1..={upto} not each exactly once in order: {} in the stream, first difference at index {first_bad}: {:?}",
+            seqs.len(),
+            &seqs[first_bad.saturating_sub(2)..(first_bad + 3).min(seqs.len())]
+        );
+    }
+}
+
+/// `guardrail log verify --nats URL --host HOST`.
+fn verify_nats(url: &str, host: &str) -> std::process::Output {
+    Command::new(bin("guardrail"))
+        .args(["log", "verify", "--nats", url, "--host", host])
+        .output()
+        .expect("running guardrail log verify --nats")
+}
+
+/// The records of the agent's first run: its events' `seq` rises until
+/// the agent restarts and numbers them from 1 again.
+fn first_run(records: &[(String, Value)]) -> Vec<(String, Value)> {
+    records
+        .iter()
+        .scan(0, |last, r| {
+            let seq = r.1["event"]["seq"].as_u64().unwrap();
+            (seq > *last).then(|| {
+                *last = seq;
+                r.clone()
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn three_agents_deliver_every_event_once_in_order_through_a_server_kill() {
+    let dir = trusted_tempdir();
+    let store = dir.path().join("store");
+    let mut server = NatsServer::start(&store, &[]);
+    let hosts = ["alpha", "bravo", "charlie"];
+    let agents: Vec<Agent> = hosts
+        .iter()
+        .map(|h| Agent::launch(&config(&server.url(), h, dir.path(), ""), &[], &quiet()))
+        .collect();
+    let target = dir.path().join("stormed");
+    std::fs::write(&target, b"").unwrap();
+    let mut load = storm(&target, 20);
+    wait_until("every agent to publish", DEADLINE, || {
+        agents
+            .iter()
+            .all(|a| nats_output(a)["sent"].as_u64() > Some(200))
+    });
+    server.kill();
+    wait_until("every agent to notice the server is gone", DEADLINE, || {
+        agents
+            .iter()
+            .all(|a| !nats_output(a)["last_error"].is_null())
+    });
+    let sent_before: Vec<u64> = agents
+        .iter()
+        .map(|a| nats_output(a)["sent"].as_u64().unwrap())
+        .collect();
+    server.restart();
+    wait_until("every agent to publish again", DEADLINE, || {
+        agents
+            .iter()
+            .zip(&sent_before)
+            .all(|(a, before)| nats_output(a)["sent"].as_u64().unwrap() > before + 200)
+    });
+    assert!(load.wait().unwrap().success());
+    let marker = dir.path().join("marker");
+    let upto: Vec<u64> = hosts.iter().map(|h| mark(dir.path(), h, &marker)).collect();
+    let mut all = vec![];
+    wait_until("every host's marker in the stream", DEADLINE, || {
+        all = read_stream(&server.url());
+        hosts.iter().zip(&upto).all(|(h, u)| {
+            records_of(&all, h)
+                .iter()
+                .any(|(_, v)| v["event"]["seq"].as_u64() >= Some(*u))
+        })
+    });
+    for ((host, upto), agent) in hosts.iter().zip(&upto).zip(&agents) {
+        let records = records_of(&all, host);
+        assert_chain(dir.path(), host, &records);
+        assert_events_exactly_once(&records, host, *upto);
+        let out = nats_output(agent);
+        assert_eq!(out["dropped"], 0, "{host}: {out}");
+        assert_eq!(out["failed"], 0, "{host}: {out}");
+        let verified = verify_nats(&server.url(), host);
+        assert_success(&verified);
+        assert!(
+            String::from_utf8_lossy(&verified.stdout).contains("the chain is intact"),
+            "{verified:?}"
+        );
+    }
+    for a in agents {
+        a.stop();
+    }
+}
+
+#[test]
+fn an_agent_restarted_while_the_server_is_down_delivers_its_spool_later() {
+    let dir = trusted_tempdir();
+    let mut server = NatsServer::start(&dir.path().join("store"), &[]);
+    let cfg = config(&server.url(), "delta", dir.path(), "");
+    let agent = Agent::launch(&cfg, &[], &quiet());
+    let first = mark(dir.path(), "delta", &dir.path().join("first"));
+    wait_until("the first marker in the stream", DEADLINE, || {
+        records_of(&read_stream(&server.url()), "delta")
+            .iter()
+            .any(|(_, v)| v["event"]["seq"].as_u64() >= Some(first))
+    });
+    server.kill();
+    let second = mark(dir.path(), "delta", &dir.path().join("second"));
+    agent.stop();
+    let spool = dir.path().join("delta-spool");
+    assert!(
+        std::fs::read_dir(&spool).unwrap().count() > 0,
+        "the spool is kept"
+    );
+    let agent = Agent::launch(&cfg, &[], &quiet());
+    let third = dir.path().join("third");
+    std::fs::write(&third, b"").unwrap();
+    server.restart();
+    let mut records = vec![];
+    wait_until("the third marker in the stream", DEADLINE, || {
+        records = records_of(&read_stream(&server.url()), "delta");
+        records
+            .iter()
+            .any(|(_, v)| v["event"]["file"]["path"] == third.to_str().unwrap())
+    });
+    // One chain across both runs of the agent, each record once.
+    assert_chain(dir.path(), "delta", &records);
+    let second_path = dir.path().join("second");
+    let seconds = records
+        .iter()
+        .filter(|(_, v)| v["event"]["file"]["path"] == second_path.to_str().unwrap())
+        .count();
+    assert_eq!(seconds, 1, "the event spooled while the server was down");
+    // The first run's events are all there: seq 1 … through the second
+    // marker (the second run numbers its events from 1 again).
+    let first = first_run(&records);
+    assert_events_exactly_once(&first, "delta", second);
+    assert!(
+        records.len() > first.len(),
+        "the second run's events follow in the same chain"
+    );
+    agent.stop();
+}
+
+#[test]
+fn a_wrong_credential_is_reported_and_the_spool_is_sent_once_it_is_right() {
+    let dir = trusted_tempdir();
+    let server = NatsServer::start(&dir.path().join("store"), &["--auth", "s3cret-token"]);
+    let token = dir.path().join("token");
+    std::fs::write(&token, "not-the-token\n").unwrap();
+    let extra = format!("token_file = \"{}\"\n", token.display());
+    let cfg = config(&server.url(), "echo", dir.path(), &extra);
+    let agent = Agent::launch(&cfg, &[], &quiet());
+    let mut out = Value::Null;
+    wait_until(
+        "the output to report the refused credential",
+        DEADLINE,
+        || {
+            out = nats_output(&agent);
+            out["last_error"]
+                .as_str()
+                .is_some_and(|e| e.to_ascii_lowercase().contains("authorization"))
+        },
+    );
+    assert!(
+        !out["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("not-the-token"),
+        "the credential is not shown: {out}"
+    );
+    let marker = dir.path().join("while-refused");
+    let upto = mark(dir.path(), "echo", &marker);
+    agent.stop();
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let agent = Agent::launch(&cfg, &[], &quiet());
+    let mut records = vec![];
+    wait_until(
+        "the events of the refused run in the stream",
+        DEADLINE,
+        || {
+            let opts = async_nats::ConnectOptions::with_token("s3cret-token".into());
+            records = records_of(&read_stream_as(&server.url(), opts), "echo");
+            records
+                .iter()
+                .any(|(_, v)| v["event"]["file"]["path"] == marker.to_str().unwrap())
+        },
+    );
+    assert_chain(dir.path(), "echo", &records);
+    assert_events_exactly_once(&first_run(&records), "echo", upto);
+    agent.stop();
+}
+
+#[test]
+fn an_unreachable_server_and_a_full_spool_are_reported_and_the_loss_is_in_the_chain() {
+    let dir = trusted_tempdir();
+    // Nothing listens there yet.
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let cfg = config(&url, "foxtrot", dir.path(), "spool_bytes = 1048576\n");
+    let agent = Agent::launch(&cfg, &[], &quiet());
+    wait_until(
+        "the output to report the unreachable server",
+        DEADLINE,
+        || {
+            nats_output(&agent)["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("cannot connect") && e.contains(&port.to_string()))
+        },
+    );
+    let target = dir.path().join("stormed");
+    std::fs::write(&target, b"").unwrap();
+    let mut load = storm(&target, 600);
+    let mut out = Value::Null;
+    wait_until(
+        "the spool to fill and drop",
+        Duration::from_secs(300),
+        || {
+            out = nats_output(&agent);
+            out["dropped"].as_u64() > Some(0)
+        },
+    );
+    load.kill().unwrap();
+    load.wait().unwrap();
+    assert!(out["spooled_bytes"].as_u64() <= Some(1 << 20), "{out}");
+    assert!(
+        out["last_error"].as_str().unwrap().contains("spool full"),
+        "{out}"
+    );
+    // The events go on to the audit log.
+    mark(dir.path(), "foxtrot", &dir.path().join("after-full"));
+    let mut server = NatsServer {
+        child: None,
+        port,
+        dir: dir.path().join("store"),
+        args: vec![],
+    };
+    server.restart();
+    let mut records = vec![];
+    wait_until("the loss record in the stream", DEADLINE, || {
+        records = records_of(&read_stream(&url), "foxtrot");
+        records.iter().any(|(_, v)| v["event"]["kind"] == "loss")
+    });
+    assert_chain(dir.path(), "foxtrot", &records);
+    let loss = &records
+        .iter()
+        .find(|(_, v)| v["event"]["kind"] == "loss")
+        .unwrap()
+        .1["event"]["loss"];
+    assert_eq!(loss["output"], "nats");
+    assert!(loss["count"].as_u64() > Some(0), "{loss}");
+    agent.stop();
+}
+
+#[test]
+fn a_stream_with_other_settings_is_not_changed_and_the_output_says_why() {
+    let dir = trusted_tempdir();
+    let server = NatsServer::start(&dir.path().join("store"), &[]);
+    runtime().block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: STREAM.into(),
+            subjects: vec!["guardrail.>".into()],
+            max_age: Duration::from_secs(3600),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    });
+    let agent = Agent::launch(
+        &config(&server.url(), "golf", dir.path(), ""),
+        &[],
+        &quiet(),
+    );
+    wait_until("the output to report the mismatch", DEADLINE, || {
+        nats_output(&agent)["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("exists with other settings") && e.contains("max_age 1h"))
+    });
+    let max_age = runtime().block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+        js.get_stream(STREAM)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .config
+            .max_age
+    });
+    assert_eq!(
+        max_age,
+        Duration::from_secs(3600),
+        "the stream is left alone"
+    );
+    assert_eq!(read_stream(&server.url()).len(), 0);
+    agent.stop();
+}
+
+#[test]
+fn log_verify_nats_finds_a_missing_an_edited_and_a_reordered_record() {
+    let dir = trusted_tempdir();
+    let server = NatsServer::start(&dir.path().join("store"), &[]);
+    let agent = Agent::launch(
+        &config(&server.url(), "hotel", dir.path(), ""),
+        &[],
+        &quiet(),
+    );
+    let marker = dir.path().join("marker");
+    let upto = mark(dir.path(), "hotel", &marker);
+    wait_until("the marker in the stream", DEADLINE, || {
+        records_of(&read_stream(&server.url()), "hotel")
+            .iter()
+            .any(|(_, v)| v["event"]["seq"].as_u64() >= Some(upto))
+    });
+    agent.stop();
+    assert_success(&verify_nats(&server.url(), "hotel"));
+    let broken = |what: &str, want: &str| {
+        let out = verify_nats(&server.url(), "hotel");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(want),
+            "{what}: {out:?}"
+        );
+    };
+    let rt = runtime();
+    let js = rt.block_on(async {
+        async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap())
+    });
+    let mut stream = rt.block_on(js.get_stream(STREAM)).unwrap();
+    let publish = |subject: &str, payload: String| -> u64 {
+        rt.block_on(async {
+            js.publish(subject.to_string(), payload.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+                .sequence
+        })
+    };
+    let text = |m: &async_nats::jetstream::message::StreamMessage| {
+        String::from_utf8(m.payload.to_vec()).unwrap()
+    };
+    let last_seq = rt.block_on(stream.info()).unwrap().state.last_sequence;
+    let last = rt.block_on(stream.get_raw_message(last_seq)).unwrap();
+    // Edited: the last record replaced by a changed copy.
+    rt.block_on(stream.delete_message(last_seq)).unwrap();
+    let edited = publish(
+        &last.subject,
+        text(&last).replacen("\"ktime_ns\":", "\"ktime_ns\":1", 1),
+    );
+    broken("an edited record", "edited");
+    rt.block_on(stream.delete_message(edited)).unwrap();
+    publish(&last.subject, text(&last));
+    assert_success(&verify_nats(&server.url(), "hotel"));
+    // Reordered: an older record again at the end.
+    let third = rt.block_on(stream.get_raw_message(3)).unwrap();
+    let again = publish(&third.subject, text(&third));
+    broken("a record repeated at the end", "out of order");
+    rt.block_on(stream.delete_message(again)).unwrap();
+    assert_success(&verify_nats(&server.url(), "hotel"));
+    // Missing: the second record deleted.
+    rt.block_on(stream.delete_message(2)).unwrap();
+    broken("a deleted record", "missing");
+}
