@@ -214,12 +214,7 @@ pub fn ensure_build() -> Result<()> {
 /// initramfs, cpio to pack it, zstd to compress the systemd VM's root
 /// (the kernel unpacks it several times faster than gzip under
 /// emulation), and the archive keyring apt verifies kernels with.
-const VM_PACKAGES: &[&str] = &[
-    "busybox-static",
-    "cpio",
-    "zstd",
-    "debian-archive-keyring",
-];
+const VM_PACKAGES: &[&str] = &["busybox-static", "cpio", "zstd", "debian-archive-keyring"];
 const QEMU_PACKAGE: &str = "qemu-system-x86";
 
 /// Where QEMU comes from for the VM tests.

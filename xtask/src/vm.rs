@@ -247,13 +247,7 @@ const SCENARIOS_BOOT: BootSpec = BootSpec {
     timeout: BOOT_TIMEOUT,
 };
 
-fn boot(
-    qemu: &Qemu,
-    kernel: &Path,
-    initrd: &Path,
-    log: &Path,
-    spec: &BootSpec,
-) -> Result<Outcome> {
+fn boot(qemu: &Qemu, kernel: &Path, initrd: &Path, log: &Path, spec: &BootSpec) -> Result<Outcome> {
     let mut child = qemu
         .command()
         // Without CMPXCHG16B: TCG's emulation of it in SLUB's per-CPU fast

@@ -48,7 +48,9 @@ fn rules_package() -> Result<PathBuf> {
          Maintainer: guardrail developers <guardrail@localhost>\n\
          Description: a rule the systemd VM test adds to a running agent\n",
     )?;
-    run(Command::new("chmod").args(["-R", "u=rwX,go=rX"]).arg(&stage))?;
+    run(Command::new("chmod")
+        .args(["-R", "u=rwX,go=rX"])
+        .arg(&stage))?;
     let deb = dir().join("guardrail-vm-rules_1_all.deb");
     run(Command::new("dpkg-deb")
         .args(["--root-owner-group", "--build"])
