@@ -8,6 +8,7 @@ mod fuzz;
 mod package;
 mod prereqs;
 mod vm;
+mod vm_systemd;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -55,6 +56,11 @@ enum Task {
         #[arg(long, default_value = "all")]
         kernel: String,
     },
+    /// Boot Debian 12 with systemd as init on its own 6.1 kernel and
+    /// default LSM list, install the package with apt and check the
+    /// service as users run it: start, hardening, capture, deny, reload,
+    /// restart and upgrade without a window, journald, stop, remove, purge.
+    VmTestSystemd,
     /// Fuzz the parsers of untrusted input (config, decoder, log_verify,
     /// control) with cargo-fuzz; new interesting inputs are kept in
     /// fuzz/corpus/TARGET, crashes in fuzz/artifacts/TARGET.
@@ -79,7 +85,8 @@ enum Task {
     PackageTest,
     /// Run the whole test suite: unit tests, host integration tests that
     /// load the real probes, the VM tests on Debian's 5.10, 6.1 and 6.12
-    /// kernels with BPF-LSM, and the package test.
+    /// kernels with BPF-LSM, the package test, and the package under
+    /// systemd in a Debian 12 VM.
     Test {
         /// Extra arguments for `cargo test`.
         #[arg(last = true)]
@@ -163,6 +170,13 @@ fn main() -> Result<()> {
             build(true)?;
             vm::vm_test(&kernel, &root().join("target/release"), &qemu)
         }
+        Task::VmTestSystemd => {
+            prereqs::ensure_build()?;
+            prereqs::ensure_test()?;
+            let qemu = prereqs::ensure_vm(&vm::private_qemu_root())?;
+            build(true)?;
+            vm_systemd::vm_test_systemd(&root().join("target/release"), &qemu)
+        }
         Task::Fuzz { target, seconds } => {
             prereqs::ensure_build()?;
             fuzz::fuzz(&target, seconds)
@@ -186,7 +200,8 @@ fn main() -> Result<()> {
             run(&mut cmd)?;
             build(true)?;
             vm::vm_test("all", &root().join("target/release"), &qemu)?;
-            package::package_test(&root().join("target/release"))
+            package::package_test(&root().join("target/release"))?;
+            vm_systemd::vm_test_systemd(&root().join("target/release"), &qemu)
         }
     }
 }

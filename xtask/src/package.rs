@@ -138,7 +138,7 @@ pub fn package(bin_dir: &Path, version: Option<&str>) -> Result<PathBuf> {
     }
 
     let debian = stage.join("DEBIAN");
-    for script in ["postinst", "prerm", "postrm"] {
+    for script in ["preinst", "postinst", "prerm", "postrm"] {
         install(
             &src.join("debian").join(script),
             &debian.join(script),
@@ -197,7 +197,7 @@ pub fn package(bin_dir: &Path, version: Option<&str>) -> Result<PathBuf> {
 /// A minimal Debian 12 tree with systemd (whose units the service's unit
 /// is verified against) and procps (a dependency), made once and copied
 /// for every test.
-fn chroot_template() -> Result<PathBuf> {
+pub fn chroot_template() -> Result<PathBuf> {
     let template = package_dir().join("bookworm-minbase-systemd-procps");
     if template.join("usr/bin/dpkg").exists() {
         return Ok(template);

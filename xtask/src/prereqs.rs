@@ -225,9 +225,10 @@ pub fn ensure_build() -> Result<()> {
 }
 
 /// Debian packages the VM tests use besides QEMU: busybox for the
-/// initramfs, cpio to pack it, and the archive keyring apt verifies
-/// kernels with.
-const VM_PACKAGES: &[&str] = &["busybox-static", "cpio", "debian-archive-keyring"];
+/// initramfs, cpio to pack it, zstd to compress the systemd VM's root
+/// (the kernel unpacks it several times faster than gzip under
+/// emulation), and the archive keyring apt verifies kernels with.
+const VM_PACKAGES: &[&str] = &["busybox-static", "cpio", "zstd", "debian-archive-keyring"];
 const QEMU_PACKAGE: &str = "qemu-system-x86";
 
 /// Where QEMU comes from for the VM tests.

@@ -41,7 +41,7 @@ const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 const MIRROR: &str = "http://deb.debian.org/debian";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 
-fn vm_dir() -> PathBuf {
+pub fn vm_dir() -> PathBuf {
     root().join("target/vm")
 }
 
@@ -217,7 +217,7 @@ fn initramfs(bin_dir: &Path) -> Result<PathBuf> {
 }
 
 /// What one boot reported.
-pub struct Outcome {
+struct Outcome {
     pub passed: Vec<String>,
     pub failed: Vec<String>,
     pub finished: bool,
@@ -230,7 +230,24 @@ pub struct Outcome {
 /// ran. A boot that reached init is never retried.
 const BOOT_ATTEMPTS: usize = 3;
 
-fn boot(qemu: &Qemu, kernel: &Path, initrd: &Path, log: &Path) -> Result<Outcome> {
+/// How a VM is booted besides its kernel and initramfs.
+pub struct BootSpec<'a> {
+    /// The kernel command line.
+    pub append: &'a str,
+    pub memory_mib: u32,
+    /// The whole run is given up after this long.
+    pub timeout: Duration,
+}
+
+/// The busybox scenarios: BPF-LSM switched on with `lsm=`, as on hosts
+/// whose kernels do not list it.
+const SCENARIOS_BOOT: BootSpec = BootSpec {
+    append: "console=ttyS0 lsm=lockdown,capability,bpf panic=-1 loglevel=4",
+    memory_mib: 1024,
+    timeout: BOOT_TIMEOUT,
+};
+
+fn boot(qemu: &Qemu, kernel: &Path, initrd: &Path, log: &Path, spec: &BootSpec) -> Result<Outcome> {
     let mut child = qemu
         .command()
         // Without CMPXCHG16B: TCG's emulation of it in SLUB's per-CPU fast
@@ -243,7 +260,7 @@ fn boot(qemu: &Qemu, kernel: &Path, initrd: &Path, log: &Path) -> Result<Outcome
             "-cpu",
             "max,-cx16",
             "-m",
-            "1024",
+            &spec.memory_mib.to_string(),
             "-smp",
             "1",
         ])
@@ -263,10 +280,7 @@ fn boot(qemu: &Qemu, kernel: &Path, initrd: &Path, log: &Path) -> Result<Outcome
         .arg(kernel)
         .arg("-initrd")
         .arg(initrd)
-        .args([
-            "-append",
-            "console=ttyS0 lsm=lockdown,capability,bpf panic=-1 loglevel=4",
-        ])
+        .args(["-append", spec.append])
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(log)?)
         .stderr(Stdio::inherit())
@@ -277,7 +291,7 @@ fn boot(qemu: &Qemu, kernel: &Path, initrd: &Path, log: &Path) -> Result<Outcome
         if child.try_wait()?.is_some() {
             break;
         }
-        if started.elapsed() > BOOT_TIMEOUT {
+        if started.elapsed() > spec.timeout {
             let _ = child.kill();
             let _ = child.wait();
             break;
@@ -308,6 +322,80 @@ fn boot(qemu: &Qemu, kernel: &Path, initrd: &Path, log: &Path) -> Result<Outcome
     Ok(outcome)
 }
 
+/// What a VM run found, after retries: the checks that passed and
+/// failed, and every reason to fail the task (failed checks, an
+/// unfinished run, no check passed), each prefixed with the run's label.
+pub struct Run {
+    pub passed: Vec<String>,
+    pub failed: Vec<String>,
+    pub failures: Vec<String>,
+}
+
+/// Boot `k` with `initrd` (again when it did not reach init), print each
+/// check and the totals, prefixed with `label`; the serial log is kept in
+/// `log`.
+pub fn run_boot(
+    qemu: &Qemu,
+    k: &Kernel,
+    label: &str,
+    initrd: &Path,
+    log: &Path,
+    spec: &BootSpec,
+) -> Result<Run> {
+    let image = kernel_image(k)?;
+    let package = std::fs::read_to_string(vm_dir().join(format!("kernel-{}/package", k.name)))
+        .unwrap_or_default();
+    eprintln!(
+        "xtask: booting {label} ({package}) under QEMU/TCG; serial log in {}",
+        log.display()
+    );
+    let started = Instant::now();
+    let mut o = boot(qemu, &image, initrd, log, spec)?;
+    for attempt in 2..=BOOT_ATTEMPTS {
+        if o.booted {
+            break;
+        }
+        let kept = log.with_extension(format!("failed-boot-{}.log", attempt - 1));
+        std::fs::rename(log, &kept)?;
+        eprintln!(
+            "xtask: {label} did not reach init (see {}); booting again ({attempt}/{BOOT_ATTEMPTS})",
+            kept.display()
+        );
+        o = boot(qemu, &image, initrd, log, spec)?;
+    }
+    for p in &o.passed {
+        eprintln!("  [{label}] PASS {p}");
+    }
+    for f in &o.failed {
+        eprintln!("  [{label}] FAIL {f}");
+    }
+    eprintln!(
+        "xtask: {label}: {} passed, {} failed in {:.0}s",
+        o.passed.len(),
+        o.failed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut failures = Vec::new();
+    if !o.finished {
+        failures.push(format!(
+            "{label}: the scenario run did not finish (see {})",
+            log.display()
+        ));
+    }
+    if o.passed.is_empty() {
+        failures.push(format!(
+            "{label}: no scenario passed (see {})",
+            log.display()
+        ));
+    }
+    failures.extend(o.failed.iter().map(|f| format!("{label}: {f}")));
+    Ok(Run {
+        passed: o.passed,
+        failed: o.failed,
+        failures,
+    })
+}
+
 pub fn vm_test(which: &str, bin_dir: &Path, qemu: &Qemu) -> Result<()> {
     let kernels: Vec<&Kernel> = match which {
         "all" => KERNELS.iter().collect(),
@@ -320,60 +408,17 @@ pub fn vm_test(which: &str, bin_dir: &Path, qemu: &Qemu) -> Result<()> {
     let mut failures = Vec::new();
     let (mut passed, mut failed) = (0, 0);
     for k in kernels {
-        let image = kernel_image(k)?;
-        let package = std::fs::read_to_string(vm_dir().join(format!("kernel-{}/package", k.name)))
-            .unwrap_or_default();
-        let log = vm_dir().join(format!("boot-{}.log", k.name));
-        eprintln!(
-            "xtask: booting {} ({package}) under QEMU/TCG; serial log in {}",
+        let o = run_boot(
+            qemu,
+            k,
             k.name,
-            log.display()
-        );
-        let started = Instant::now();
-        let mut o = boot(qemu, &image, &initrd, &log)?;
-        for attempt in 2..=BOOT_ATTEMPTS {
-            if o.booted {
-                break;
-            }
-            let kept = log.with_extension(format!("failed-boot-{}.log", attempt - 1));
-            std::fs::rename(&log, &kept)?;
-            eprintln!(
-                "xtask: kernel {} did not reach init (see {}); booting again ({attempt}/{BOOT_ATTEMPTS})",
-                k.name,
-                kept.display()
-            );
-            o = boot(qemu, &image, &initrd, &log)?;
-        }
-        for p in &o.passed {
-            eprintln!("  [{}] PASS {p}", k.name);
-        }
-        for f in &o.failed {
-            eprintln!("  [{}] FAIL {f}", k.name);
-        }
-        eprintln!(
-            "xtask: kernel {}: {} passed, {} failed in {:.0}s",
-            k.name,
-            o.passed.len(),
-            o.failed.len(),
-            started.elapsed().as_secs_f64()
-        );
+            &initrd,
+            &vm_dir().join(format!("boot-{}.log", k.name)),
+            &SCENARIOS_BOOT,
+        )?;
         passed += o.passed.len();
         failed += o.failed.len();
-        if !o.finished {
-            failures.push(format!(
-                "{}: the scenario run did not finish (see {})",
-                k.name,
-                log.display()
-            ));
-        }
-        if o.passed.is_empty() {
-            failures.push(format!(
-                "{}: no scenario passed (see {})",
-                k.name,
-                log.display()
-            ));
-        }
-        failures.extend(o.failed.iter().map(|f| format!("{}: {f}", k.name)));
+        failures.extend(o.failures);
     }
     println!("vm: {passed} passed, {failed} failed");
     if !failures.is_empty() {
