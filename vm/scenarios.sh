@@ -257,8 +257,16 @@ check integrity-mount-over-dir sh -c '! grep -q " /protected/dir " /proc/mounts 
 umount /protected/dir 2>/dev/null
 # ...also not in a private mount namespace, whose mounts the host would
 # never see.
-unshare -m sh -c 'mount --bind /tmp/evil /protected/secret 2>/dev/null; cat /protected/secret' > /tmp/ns.out 2>&1
+/bin/busybox unshare -m /bin/busybox sh -c '/bin/busybox mount --bind /tmp/evil /protected/secret 2>/dev/null; cat /protected/secret' > /tmp/ns.out 2>&1
 check integrity-private-namespace same /tmp/ns.out original
+# The service manager (PID 1's program) sets up services' namespaces by
+# mounting over protected paths in them (ProtectSystem=, PrivateTmp=):
+# allowed there, never in the host's namespace, and the host sees nothing.
+/bin/service-manager unshare -m /bin/service-manager sh -c '/bin/service-manager mount -t tmpfs none /protected/dir && echo mounted' > /tmp/sm-ns.out 2>&1
+check integrity-service-manager-own-namespace sh -c 'head -1 /tmp/sm-ns.out | grep -q mounted && [ "$(cat /protected/dir/kept)" = original ] && ! grep -q " /protected/dir " /proc/mounts'
+mount -t tmpfs none /protected/dir 2>/dev/null
+check integrity-service-manager-host-namespace sh -c '! grep -q " /protected/dir " /proc/mounts'
+umount /protected/dir 2>/dev/null
 # Mounting elsewhere still works.
 mkdir -p /mnt/free
 mount -t tmpfs none /mnt/free

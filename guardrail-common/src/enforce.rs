@@ -129,3 +129,15 @@ pub struct Verdict {
 pub const fn rule_slot(generation: u32, rule: u32) -> u32 {
     (generation & 1) * MAX_KERNEL_RULES + rule
 }
+
+/// `ExeKey::rule` of the service manager's program (PID 1's executable):
+/// in a mount namespace other than the host's it may mount over what the
+/// rules protect — that is how it sets up services' private namespaces
+/// (ProtectSystem=, PrivateTmp=…), which no host process sees.
+pub const SERVICE_MANAGER: u32 = u32::MAX;
+
+/// Slots of the `ENFORCE_STATE` map (see guardrail-ebpf's enforce module).
+pub const ENFORCE_STATE_SLOTS: u32 = 9;
+/// `ENFORCE_STATE` slot holding the inode number of the host's (PID 1's)
+/// mount namespace.
+pub const HOST_MNT_NS: u32 = 8;

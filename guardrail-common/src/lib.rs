@@ -224,6 +224,11 @@ pub struct KernelOffsets {
     /// `task_struct.start_boottime` (ns since boot): with the pid, a
     /// process's boot-unique identity (0: unknown).
     pub task_start_boottime: u32,
+    /// `task_struct.nsproxy`, `nsproxy.mnt_ns`, and the offset of
+    /// `ns.inum` in `mnt_namespace`: which mount namespace a task is in.
+    pub task_nsproxy: u32,
+    pub nsproxy_mnt_ns: u32,
+    pub mnt_ns_inum: u32,
 }
 
 /// Where the probes find an io_uring request's prepared command and the
@@ -377,6 +382,7 @@ pub mod pinned {
             core::mem::size_of::<crate::enforce::Verdict>(),
             crate::counter::COUNT as usize,
             crate::SCRATCH_DATA_SIZE,
+            crate::enforce::ENFORCE_STATE_SLOTS as usize,
             SLOTS as usize,
             RULE_NAME_LEN,
         ];

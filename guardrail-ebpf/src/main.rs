@@ -104,6 +104,9 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     cred_uid: 0,
     iattr_valid: 0,
     task_start_boottime: 0,
+    task_nsproxy: 0,
+    nsproxy_mnt_ns: 0,
+    mnt_ns_inum: 0,
 };
 
 #[map]

@@ -72,6 +72,10 @@ pub fn resolve_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         task_start_boottime: task("start_boottime")
             .or_else(|_| task("real_start_time"))
             .unwrap_or(0),
+        task_nsproxy: task("nsproxy")?,
+        nsproxy_mnt_ns: member_offset(&btf, "nsproxy", "mnt_ns")?,
+        mnt_ns_inum: member_offset(&btf, "mnt_namespace", "ns")?
+            + member_offset(&btf, "ns_common", "inum")?,
     })
 }
 

@@ -10,8 +10,8 @@ use aya::maps::{Array, HashMap, MapData};
 use aya::programs::Lsm;
 use aya::{Btf, Ebpf};
 use guardrail_common::enforce::{
-    action, op, rule_flags, rule_slot, ExeKey, InodeKey, InodeRules, KernelRule, MAX_KERNEL_RULES,
-    MAX_KERNEL_WINDOWS,
+    action, op, rule_flags, rule_slot, ExeKey, InodeKey, InodeRules, KernelRule, HOST_MNT_NS,
+    MAX_KERNEL_RULES, MAX_KERNEL_WINDOWS, SERVICE_MANAGER,
 };
 use guardrail_common::pinned::RULE_NAME_LEN;
 
@@ -265,6 +265,19 @@ pub fn compile(set: &RuleSet, generation: u32) -> Result<Compiled> {
         out.rules.push(k);
         out.ids.push(r.id.clone());
     }
+    // Path integrity must not stop the service manager from setting up
+    // services' private namespaces (see SERVICE_MANAGER).
+    if out.protecting != 0 {
+        if let Ok(meta) = std::fs::metadata("/proc/1/exe") {
+            let key = key_of(&meta, generation);
+            out.exes.push(ExeKey {
+                dev: key.dev,
+                ino: key.ino,
+                generation,
+                rule: SERVICE_MANAGER,
+            });
+        }
+    }
     Ok(out)
 }
 
@@ -419,6 +432,11 @@ impl Enforcer {
         self.state.set(2, old_pathless | compiled.pathless, 0)?;
         self.state.set(3 + (next & 1), compiled.kills, 0)?;
         self.state.set(6 + (next & 1), compiled.protecting, 0)?;
+        // The host's mount namespace, against which the service manager's
+        // own namespaces are told apart.
+        if let Ok(ns) = std::fs::metadata("/proc/1/ns/mnt") {
+            self.state.set(HOST_MNT_NS, ns.ino(), 0)?;
+        }
         self.state.set(0, next as u64, 0)?;
         self.state.set(1, compiled.ops as u64, 0)?;
         self.state.set(2, compiled.pathless, 0)?;

@@ -15,7 +15,7 @@ use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, PerCpuArray};
 use guardrail_common::enforce::{
     action, rule_flags, rule_slot, ExeKey, InodeKey, InodeRules, KernelRule, Verdict,
-    MAX_KERNEL_RULES,
+    ENFORCE_STATE_SLOTS, HOST_MNT_NS, MAX_KERNEL_RULES, SERVICE_MANAGER,
 };
 
 use crate::off;
@@ -28,8 +28,9 @@ static KRULES: Array<KernelRule> = Array::with_max_entries(2 * MAX_KERNEL_RULES,
 /// (a quick way out for everything else). [2]: rules without paths.
 /// [3], [4]: kill rules of generation 0 and 1. [5]: windows active now.
 /// [6], [7]: kill and deny rules (not allow rules) of generation 0 and 1.
+/// [8]: the host's mount namespace (its inode number).
 #[map]
-static ENFORCE_STATE: Array<u64> = Array::with_max_entries(8, 0);
+static ENFORCE_STATE: Array<u64> = Array::with_max_entries(ENFORCE_STATE_SLOTS, 0);
 
 #[map]
 static INODE_RULES: HashMap<InodeKey, InodeRules> = HashMap::with_max_entries(16384, 0);
@@ -292,7 +293,46 @@ pub fn mount_would_change_a_rule(vfsmnt: u64, dentry: u64) -> i32 {
     if rules & protecting(generation) == 0 {
         return 0;
     }
+    if service_manager_in_own_namespace(generation) {
+        return 0;
+    }
     -EPERM
+}
+
+/// Whether the current task runs the service manager's program (PID 1's
+/// executable, in EXE_RULES under SERVICE_MANAGER) in a mount namespace
+/// other than the host's: a service's private namespace being set up,
+/// whose mounts no host process sees.
+#[inline(always)]
+fn service_manager_in_own_namespace(generation: u32) -> bool {
+    let host = state(HOST_MNT_NS);
+    if host == 0 {
+        return false;
+    }
+    let ns = unsafe {
+        let nsproxy: u64 = match read(bpf_get_current_task(), off!(task_nsproxy)) {
+            Some(p) if p != 0 => p,
+            _ => return false,
+        };
+        let mnt_ns: u64 = match read(nsproxy, off!(nsproxy_mnt_ns)) {
+            Some(p) if p != 0 => p,
+            _ => return false,
+        };
+        read::<u32>(mnt_ns, off!(mnt_ns_inum)).unwrap_or(0) as u64
+    };
+    if ns == 0 || ns == host {
+        return false;
+    }
+    let Some((dev, ino)) = current_exe() else {
+        return false;
+    };
+    let key = ExeKey {
+        dev,
+        ino,
+        generation,
+        rule: SERVICE_MANAGER,
+    };
+    unsafe { EXE_RULES.get(&key) }.is_some()
 }
 
 /// Path integrity: whether moving `dentry` away (or replacing it) would
