@@ -262,7 +262,7 @@ check integrity-private-namespace same /tmp/ns.out original
 # The service manager (PID 1's program) sets up services' namespaces by
 # mounting over protected paths in them (ProtectSystem=, PrivateTmp=):
 # allowed there, never in the host's namespace, and the host sees nothing.
-/bin/service-manager unshare -m /bin/service-manager sh -c '/bin/service-manager mount -t tmpfs none /protected/dir && echo mounted' > /tmp/sm-ns.out 2>&1
+/bin/busybox-init unshare -m /bin/busybox-init sh -c '/bin/busybox-init mount -t tmpfs none /protected/dir && echo mounted' > /tmp/sm-ns.out 2>&1
 check integrity-service-manager-own-namespace sh -c 'head -1 /tmp/sm-ns.out | grep -q mounted && [ "$(cat /protected/dir/kept)" = original ] && ! grep -q " /protected/dir " /proc/mounts'
 mount -t tmpfs none /protected/dir 2>/dev/null
 check integrity-service-manager-host-namespace sh -c '! grep -q " /protected/dir " /proc/mounts'

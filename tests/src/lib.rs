@@ -340,3 +340,58 @@ impl Agent {
         unsafe { libc::kill(self.child.id() as i32, sig) };
     }
 }
+
+/// A TCP port nothing listens on now (for a server a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process that chmods a file `calls` times once released, and
+/// exits: a storm whose size the test knows exactly.
+pub struct ChmodStorm {
+    pub pid: i32,
+    go: i32,
+}
+
+impl ChmodStorm {
+    pub fn new(file: &Path, calls: usize) -> ChmodStorm {
+        let path = cstr(file);
+        let mut pipe = [0i32; 2];
+        // SAFETY: creating a pipe into a local array.
+        assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+        // The child waits until released, then bursts. It uses only
+        // async-signal-safe calls.
+        // SAFETY: see above.
+        let pid = unsafe {
+            match libc::fork() {
+                0 => {
+                    let mut b = 0u8;
+                    libc::read(pipe[0], (&mut b as *mut u8).cast(), 1);
+                    for i in 0..calls {
+                        libc::chmod(path.as_ptr(), if i % 2 == 0 { 0o644 } else { 0o600 });
+                    }
+                    libc::_exit(0);
+                }
+                pid => pid,
+            }
+        };
+        ChmodStorm { pid, go: pipe[1] }
+    }
+
+    pub fn release(&self) {
+        // SAFETY: writing one byte to our pipe.
+        unsafe { libc::write(self.go, b"x".as_ptr().cast(), 1) };
+    }
+
+    /// Reap the child; it must have exited 0.
+    pub fn wait(&self) {
+        let mut status = 0;
+        // SAFETY: reaping our own child.
+        unsafe { libc::waitpid(self.pid, &mut status, 0) };
+        assert_eq!(status, 0);
+    }
+}

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use guardrail_tests::{assert_success, bin, cstr, trusted_tempdir, wait_until, Agent, Launch};
+use guardrail_tests::{
+    assert_success, bin, trusted_tempdir, wait_until, Agent, ChmodStorm, Launch,
+};
 use serde_json::Value;
 
 /// A state directory of the test's own, unloaded (programs detached, maps
@@ -33,6 +35,16 @@ impl PinnedState {
         assert_success(&out);
     }
 
+    /// This build's state directory in it (the only one there).
+    fn abi_dir(&self) -> PathBuf {
+        std::fs::read_dir(&self.0)
+            .unwrap()
+            .next()
+            .expect("a state directory")
+            .unwrap()
+            .path()
+    }
+
     fn launch(&self) -> Launch {
         Launch {
             state_dir: Some(self.0.clone()),
@@ -48,48 +60,6 @@ impl Drop for PinnedState {
             .arg(&self.0)
             .arg("--unload")
             .output();
-    }
-}
-
-/// A child that chmods `file` `calls` times once released, and exits.
-struct Storm {
-    pid: i32,
-    go: i32,
-}
-
-impl Storm {
-    fn new(file: &Path, calls: usize) -> Storm {
-        let path = cstr(file);
-        let mut pipe = [0i32; 2];
-        // SAFETY: creating a pipe into a local array.
-        assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
-        // SAFETY: the child uses only async-signal-safe calls.
-        let pid = unsafe {
-            match libc::fork() {
-                0 => {
-                    let mut b = 0u8;
-                    libc::read(pipe[0], (&mut b as *mut u8).cast(), 1);
-                    for i in 0..calls {
-                        libc::chmod(path.as_ptr(), if i % 2 == 0 { 0o644 } else { 0o600 });
-                    }
-                    libc::_exit(0);
-                }
-                pid => pid,
-            }
-        };
-        Storm { pid, go: pipe[1] }
-    }
-
-    fn release(&self) {
-        // SAFETY: writing one byte to our pipe.
-        unsafe { libc::write(self.go, b"x".as_ptr().cast(), 1) };
-    }
-
-    fn wait(&self) {
-        let mut status = 0;
-        // SAFETY: reaping our own child.
-        unsafe { libc::waitpid(self.pid, &mut status, 0) };
-        assert_eq!(status, 0);
     }
 }
 
@@ -137,7 +107,7 @@ fn sigkill_mid_storm_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("target");
     std::fs::write(&file, b"").unwrap();
-    let storm = Storm::new(&file, CALLS);
+    let storm = ChmodStorm::new(&file, CALLS);
     let pid = storm.pid.to_string();
     // 64 MiB: room for the whole storm, so nothing may be lost.
     let args = ["--only-pid", &pid, "--ring-buffer-bytes", "67108864"];
@@ -229,7 +199,7 @@ fn overflow_while_down_is_reported_as_loss() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("target");
     std::fs::write(&file, b"").unwrap();
-    let storm = Storm::new(&file, CALLS);
+    let storm = ChmodStorm::new(&file, CALLS);
     let pid = storm.pid.to_string();
     let args = ["--only-pid", &pid, "--ring-buffer-bytes", "65536"];
     let first = Agent::launch("", &args, &state.launch());
@@ -262,12 +232,7 @@ fn half_written_state_is_replaced() {
     let state = PinnedState::new("half");
     let first = Agent::launch("", &[], &state.launch());
     first.stop();
-    let abi = std::fs::read_dir(&state.0)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let abi = state.abi_dir();
     std::fs::remove_file(abi.join("maps/VERDICTS")).unwrap();
 
     let second = Agent::launch("", &[], &state.launch());
@@ -351,19 +316,14 @@ fn another_builds_state_is_replaced_and_its_records_counted() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("target");
     std::fs::write(&file, b"").unwrap();
-    let storm = Storm::new(&file, CALLS);
+    let storm = ChmodStorm::new(&file, CALLS);
     let pid = storm.pid.to_string();
     let args = ["--only-pid", &pid];
     let first = Agent::launch("", &args, &state.launch());
     first.stop();
     storm.release();
     storm.wait();
-    let ours = std::fs::read_dir(&state.0)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+    let ours = state.abi_dir();
     let older = state.0.join("abi-0");
     std::fs::rename(&ours, &older).unwrap();
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use guardrail_tests::{cstr, Agent};
+use guardrail_tests::{Agent, ChmodStorm};
 
 #[test]
 fn every_syscall_is_delivered_or_counted_as_lost() {
@@ -11,36 +11,13 @@ fn every_syscall_is_delivered_or_counted_as_lost() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("target");
     std::fs::write(&file, b"").unwrap();
-    let path = cstr(&file);
-    let mut pipe = [0i32; 2];
-    // SAFETY: creating a pipe into a local array.
-    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
-    // The child waits until the agent watches it, then bursts. It uses only
-    // async-signal-safe calls.
-    // SAFETY: see above.
-    let pid = unsafe {
-        match libc::fork() {
-            0 => {
-                let mut b = 0u8;
-                libc::read(pipe[0], (&mut b as *mut u8).cast(), 1);
-                for i in 0..CALLS {
-                    libc::chmod(path.as_ptr(), if i % 2 == 0 { 0o644 } else { 0o600 });
-                }
-                libc::_exit(0);
-            }
-            pid => pid,
-        }
-    };
+    let storm = ChmodStorm::new(&file, CALLS);
+    let pid = storm.pid;
     let pid_s = pid.to_string();
     // One page of ring buffer and no early wake-up: most records must drop.
     let agent = Agent::start(&["--only-pid", &pid_s, "--ring-buffer-bytes", "4096"]);
-    // SAFETY: writing one byte to our pipe, then reaping our child.
-    unsafe {
-        libc::write(pipe[1], b"x".as_ptr().cast(), 1);
-        let mut status = 0;
-        libc::waitpid(pid, &mut status, 0);
-        assert_eq!(status, 0);
-    }
+    storm.release();
+    storm.wait();
     let deadline = Instant::now() + Duration::from_secs(30);
     let (mut delivered, mut lost) = (0usize, 0usize);
     while delivered + lost < CALLS && Instant::now() < deadline {

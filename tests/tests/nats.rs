@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use guardrail_tests::{
-    assert_success, bin, log_verify, trusted_tempdir, wait_until, Agent, Launch,
+    assert_success, bin, free_port, log_verify, trusted_tempdir, wait_until, Agent, Launch,
 };
 use serde_json::Value;
 
@@ -32,13 +32,6 @@ struct NatsServer {
     args: Vec<String>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 impl NatsServer {
     fn start(dir: &Path, args: &[&str]) -> Self {

@@ -256,7 +256,7 @@ impl Probes {
         } else {
             warn!("this kernel has no io_uring:io_uring_create tracepoint: io_uring set-ups are not reported");
         }
-        super::uring::attach(&mut ebpf, &uring_ops, &mut attached)?;
+        super::uring::attach(&mut ebpf, &uring_ops, &mut links, &mut attached)?;
         // Forks and exits keep the agent's process table true to the
         // kernel; without BTF offsets the probes cannot tell threads from
         // processes and stay silent.
@@ -425,7 +425,7 @@ impl Probes {
 
 /// Pin a tracepoint attachment where the kernel makes it a BPF link;
 /// elsewhere it stays with the program (and the agent).
-fn keep_tracepoint(
+pub(super) fn keep_tracepoint(
     links: &mut Links,
     prog: &mut TracePoint,
     id: aya::programs::trace_point::TracePointLinkId,

@@ -165,7 +165,12 @@ pub fn resolve(tracefs: &Path) -> UringCapture {
 
 /// Attach the request-following programs when this kernel has what they
 /// read; warn about what is not seen either way.
-pub fn attach(ebpf: &mut Ebpf, cap: &UringCapture, attached: &mut Vec<String>) -> Result<()> {
+pub fn attach(
+    ebpf: &mut Ebpf,
+    cap: &UringCapture,
+    links: &mut super::pins::Links,
+    attached: &mut Vec<String>,
+) -> Result<()> {
     for unseen in &cap.unseen {
         warn!("file operations submitted through io_uring are not reported for {unseen}");
     }
@@ -182,8 +187,10 @@ pub fn attach(ebpf: &mut Ebpf, cap: &UringCapture, attached: &mut Vec<String>) -
             .try_into()?;
         prog.load()
             .with_context(|| format!("verifying {program}"))?;
-        prog.attach("io_uring", tp)
+        let id = prog
+            .attach("io_uring", tp)
             .with_context(|| format!("attaching io_uring/{tp}"))?;
+        super::probes::keep_tracepoint(links, prog, id, &format!("{program}@{tp}"))?;
         attached.push(format!("io_uring/{tp}"));
     }
     Ok(())
