@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use guardrail_tests::{free_port, Agent};
 
-
 fn get(port: u16, path: &str) -> (String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();

@@ -32,7 +32,6 @@ struct NatsServer {
     args: Vec<String>,
 }
 
-
 impl NatsServer {
     fn start(dir: &Path, args: &[&str]) -> Self {
         let mut s = Self {

@@ -339,7 +339,9 @@ pub fn ensure_test() -> Result<()> {
     // The tests run nats-server on ports of their own; the system service
     // the package enables would only listen on the machine's network.
     if missing.iter().any(|p| p == "nats-server") && Path::new("/run/systemd/system").exists() {
-        eprintln!("xtask: nats-server was installed for the tests only: disabling its system service");
+        eprintln!(
+            "xtask: nats-server was installed for the tests only: disabling its system service"
+        );
         let _ = Command::new("systemctl")
             .args(["disable", "--now", "nats-server.service"])
             .status();
