@@ -620,7 +620,7 @@ fn drain_ring(
 ) -> bool {
     let mut more = true;
     for _ in 0..DRAIN_BATCH {
-        match ring.next() {
+        match ring.next_record() {
             Some((data, end)) => {
                 pipeline.record(data);
                 uncommitted.0.push_back((end, pipeline.audit_progress().0));

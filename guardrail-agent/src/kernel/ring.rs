@@ -107,7 +107,7 @@ impl RingReader {
 
     /// The next record and the position just past it, without giving its
     /// space back; None when nothing (complete) is waiting.
-    pub fn next(&mut self) -> Option<(&[u8], usize)> {
+    pub fn next_record(&mut self) -> Option<(&[u8], usize)> {
         loop {
             if self.read == self.producer_pos() {
                 return None;
@@ -136,7 +136,7 @@ impl RingReader {
     }
 
     /// Give the kernel back the space of every record before `pos` (a
-    /// position [`RingReader::next`] returned).
+    /// position [`RingReader::next_record`] returned).
     pub fn commit(&mut self, pos: usize) {
         if pos.wrapping_sub(self.committed) as isize > 0 {
             self.committed = pos;
@@ -157,7 +157,7 @@ impl RingReader {
     pub fn skip_through(&mut self, is_last: impl Fn(&[u8]) -> bool) -> usize {
         let start = self.read;
         let mut seen = 0;
-        while let Some((data, _)) = self.next() {
+        while let Some((data, _)) = self.next_record() {
             seen += 1;
             if is_last(data) {
                 return seen;
