@@ -12,6 +12,7 @@
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <linux/bpf.h>
 #include "uring.h"
 
 /* uring OP ARGS: the file operation through io_uring; prints res=N. */
@@ -87,12 +88,47 @@ static void *flip(void *arg) {
     return NULL;
 }
 
+static long bpf_call(int cmd, union bpf_attr *attr) {
+    return syscall(SYS_bpf, cmd, attr, sizeof(*attr));
+}
+
+/* Ask for a pinned map for writing, then read-only; then for every map
+ * on the system by id, for writing, counting the refusals. */
+static int bpf_access(const char *pin) {
+    union bpf_attr a;
+    memset(&a, 0, sizeof(a));
+    a.pathname = (unsigned long)pin;
+    long rw = bpf_call(BPF_OBJ_GET, &a);
+    int rw_errno = rw < 0 ? errno : 0;
+    a.file_flags = BPF_F_RDONLY;
+    long ro = bpf_call(BPF_OBJ_GET, &a);
+    int refused = 0, opened = 0;
+    __u32 id = 0;
+    for (;;) {
+        union bpf_attr n;
+        memset(&n, 0, sizeof(n));
+        n.start_id = id;
+        if (bpf_call(BPF_MAP_GET_NEXT_ID, &n)) break;
+        id = n.next_id;
+        union bpf_attr g;
+        memset(&g, 0, sizeof(g));
+        g.map_id = id;
+        long fd = bpf_call(BPF_MAP_GET_FD_BY_ID, &g);
+        if (fd >= 0) { opened++; close(fd); }
+        else if (errno == EPERM) refused++;
+    }
+    printf("rw=%s errno=%d ro=%s refused_by_id=%d opened_by_id=%d\n",
+           rw >= 0 ? "ok" : "refused", rw_errno, ro >= 0 ? "ok" : "refused", refused, opened);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: vmhelper setuid-regain | race SAFE PROTECTED N | write-then FILE MARKER | ptrace PID | write FILE | write-at DIR NAME | reopen FILE | by-handle FILE | execveat PROG ARGV... | memfd-exec PROG ARGV... | uring OP ARGS...\n");
+        fprintf(stderr, "usage: vmhelper setuid-regain | race SAFE PROTECTED N | write-then FILE MARKER | ptrace PID | write FILE | write-at DIR NAME | reopen FILE | by-handle FILE | execveat PROG ARGV... | memfd-exec PROG ARGV... | uring OP ARGS... | bpf-access PIN\n");
         return 2;
     }
     if (!strcmp(argv[1], "uring") && argc >= 3) return uring_main(argc, argv);
+    if (!strcmp(argv[1], "bpf-access") && argc == 3) return bpf_access(argv[2]);
     if (!strcmp(argv[1], "setuid-regain")) {
         /* Drop to 1000 keeping saved uid 0, then try to become root again. */
         if (setresuid(1000, 1000, 0) != 0) { perror("drop"); return 3; }

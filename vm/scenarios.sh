@@ -383,6 +383,16 @@ sum_before=$(md5sum /etc/guardrail/guardrail.toml)
 check self-config-unchanged [ "$(md5sum /etc/guardrail/guardrail.toml)" = "$sum_before" ]
 (cat /bin/busybox > /bin/guardrail-agent) 2>/dev/null
 check self-binary-unchanged sh -c "/bin/guardrail-agent --version | grep -q guardrail"
+# The pinned state (what enforces while no agent runs) is changed by the
+# agent's program only.
+pins_before=$(find /sys/fs/bpf/guardrail | wc -l)
+rm -f /sys/fs/bpf/guardrail/abi-*/maps/VERDICTS 2>/dev/null
+check self-pins-kept sh -c "[ -e /sys/fs/bpf/guardrail/abi-*/maps/VERDICTS ] && [ \$(find /sys/fs/bpf/guardrail | wc -l) = $pins_before ]"
+# Its maps (rules, records in flight) can be read by others, not written:
+# neither through a pin nor by id.
+/bin/vmhelper bpf-access /sys/fs/bpf/guardrail/abi-*/maps/INODE_RULES > /tmp/bpf-access.out 2>&1
+check self-maps-not-writable grep -q "rw=refused errno=1 ro=ok" /tmp/bpf-access.out
+check self-maps-not-writable-by-id sh -c 'n=$(sed -n "s/.*refused_by_id=\([0-9]*\).*/\1/p" /tmp/bpf-access.out); [ "${n:-0}" -ge 10 ]'
 
 # Unrelated operations are untouched.
 echo changed > /tmp/free
@@ -410,6 +420,22 @@ check continuity-kill-while-down [ $status -eq 137 ]
 check continuity-kill-no-more-code [ ! -e /tmp/after-tripwire-down ]
 (echo '[[rule]]' >> /etc/guardrail/guardrail.toml) 2>/dev/null
 check continuity-self-protection-while-down [ "$(md5sum /etc/guardrail/guardrail.toml)" = "$sum_before" ]
+# ...and so is the pinned state: it cannot be removed, unmounted in the
+# host's namespace or hidden under another mount. Unmounting bpffs in a
+# private namespace is allowed: the host's mount (and the pins) live on.
+rm -rf /sys/fs/bpf/guardrail 2>/dev/null
+check continuity-pins-not-removable sh -c "[ \$(find /sys/fs/bpf/guardrail | wc -l) = $pins_before ]"
+umount /sys/fs/bpf 2>/dev/null
+umount -l /sys/fs/bpf 2>/dev/null
+check continuity-bpffs-not-unmounted grep -q " /sys/fs/bpf bpf " /proc/mounts
+mount -t tmpfs none /sys/fs/bpf 2>/dev/null
+check continuity-bpffs-not-covered sh -c '! grep -q " /sys/fs/bpf tmpfs " /proc/mounts && [ -d /sys/fs/bpf/guardrail ]'
+/bin/busybox unshare -m /bin/busybox sh -c '/bin/busybox umount -l /sys/fs/bpf && echo unmounted' > /tmp/ns-umount.out 2>&1
+check continuity-private-umount-allowed sh -c 'grep -q unmounted /tmp/ns-umount.out && [ -d /sys/fs/bpf/guardrail ]'
+(echo evil > /protected/secret) 2>/dev/null
+check continuity-deny-after-attempts same /protected/secret original
+/bin/vmhelper bpf-access /sys/fs/bpf/guardrail/abi-*/maps/INODE_RULES > /tmp/bpf-access-down.out 2>&1
+check continuity-maps-not-writable grep -q "rw=refused errno=1 ro=ok" /tmp/bpf-access-down.out
 touch /tmp/while-down
 chmod 4755 /tmp/while-down
 
@@ -469,6 +495,8 @@ wait $AGENT
 check stopped-still-enforces same /protected/secret original
 echo '# edited while stopped' >> /etc/guardrail/guardrail.toml
 check stopped-config-editable grep -q "edited while stopped" /etc/guardrail/guardrail.toml
+/bin/vmhelper bpf-access /sys/fs/bpf/guardrail/abi-*/maps/INODE_RULES > /tmp/bpf-access-stopped.out 2>&1
+check stopped-maps-writable grep -q "rw=ok errno=0 ro=ok refused_by_id=0" /tmp/bpf-access-stopped.out
 /bin/guardrail-agent --unload > /tmp/unload.out 2>&1
 check unload-removes-pins [ ! -e /sys/fs/bpf/guardrail ]
 echo after > /protected/secret

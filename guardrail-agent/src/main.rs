@@ -29,7 +29,9 @@ use guardrail_agent::pipeline::{Pipeline, Print};
 use guardrail_agent::procfs::ProcFs;
 use guardrail_agent::redact::Redactor;
 use guardrail_agent::reload::{self, Fingerprint};
-use guardrail_agent::rules::builtin::{add_self_protection, SELF_PROTECTION};
+use guardrail_agent::rules::builtin::{
+    add_self_protection, add_state_protection, SELF_PROTECTION_RULES,
+};
 use guardrail_agent::rules::eval::Enforcement;
 use guardrail_agent::rules::spec::{Action, Mode};
 use guardrail_agent::rules::users::Names;
@@ -193,17 +195,26 @@ fn real_main() -> Result<()> {
 
 /// With BPF-LSM and `agent.self_protection`, add the rule that keeps the
 /// configuration and the agent's binaries unchanged while it runs.
+/// `pins`: the pinned state's directory, when the agent pins.
 fn protect_self(
     config: &Config,
     path: Option<&Path>,
+    pins: Option<&Path>,
     rules: &mut RuleSet,
     lsm: bool,
 ) -> Result<()> {
-    let (true, true, Some(path)) = (lsm, config.agent.self_protection, path) else {
+    if !(lsm && config.agent.self_protection) {
         return Ok(());
-    };
+    }
     let exe = std::env::current_exe()?;
     let cli = exe.with_file_name("guardrail");
+    if let Some(pins) = pins.filter(|p| p.is_dir()) {
+        add_state_protection(rules, pins, &[exe.clone(), cli.clone()])
+            .context("building the pinned-state protection rule")?;
+    }
+    let Some(path) = path else {
+        return Ok(());
+    };
     add_self_protection(
         rules,
         path,
@@ -321,9 +332,11 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
     let config_file = config_path(&args);
     let kernel_can_enforce = enforcer.is_ok();
     let mut rules = rules;
+    let pins = (!args.ephemeral).then_some(args.state_dir.as_path());
     protect_self(
         &config,
         config_file.as_deref(),
+        pins,
         &mut rules,
         kernel_can_enforce,
     )?;
@@ -454,7 +467,7 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
         let mut attempt = || -> Result<Fingerprint> {
             // Judged by the admin group in force, not one the new file names.
             let (new_config, mut set, _) = reload::load(path, Some(&policy))?;
-            protect_self(&config, Some(path), &mut set, kernel_can_enforce)?;
+            protect_self(&config, Some(path), pins, &mut set, kernel_can_enforce)?;
             if new_config.capture != config.capture
                 || new_config.agent != config.agent
                 || new_config.audit_log != config.audit_log
@@ -563,12 +576,17 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
     // enforced but the one that keeps the configuration and binaries as
     // they are: stopped, the agent may be reconfigured. A crash or SIGKILL
     // leaves it in force.
-    match pipeline.lift_kernel_rule(SELF_PROTECTION) {
-        Ok(true) => info!(
-            "self-protection lifted: the configuration may be edited while the agent is stopped"
-        ),
-        Ok(false) => {}
-        Err(e) => warn!("self-protection could not be lifted: {e:#}"),
+    // The pinned state's rule goes with it: a new build (another program)
+    // must be able to adopt or replace the state.
+    let mut lifted = false;
+    for rule in SELF_PROTECTION_RULES {
+        match pipeline.lift_kernel_rule(rule) {
+            Ok(was) => lifted |= was,
+            Err(e) => warn!("{rule} could not be lifted: {e:#}"),
+        }
+    }
+    if lifted {
+        info!("self-protection lifted: the configuration may be edited while the agent is stopped");
     }
     // Flush: whatever the kernel wrote before we stop is still delivered.
     while drain_ring(ring.get_mut(), &mut pipeline, &mut uncommitted) {}

@@ -136,6 +136,12 @@ pub const fn rule_slot(generation: u32, rule: u32) -> u32 {
 /// (ProtectSystem=, PrivateTmp=…), which no host process sees.
 pub const SERVICE_MANAGER: u32 = u32::MAX;
 
+/// `ExeKey::generation` and `ExeKey::rule` of guardrail's own programs
+/// (the agent's and the CLI's binaries), which alone may open guardrail's
+/// maps for writing while self-protection guards the pinned state. Outside
+/// both generations, so that rule changes leave them alone.
+pub const AGENT_PROGRAM: u32 = u32::MAX - 1;
+
 /// Slots of the `ENFORCE_STATE` map (see guardrail-ebpf's enforce module).
 pub const ENFORCE_STATE_SLOTS: u32 = 9;
 /// `ENFORCE_STATE` slot holding the inode number of the host's (PID 1's)

@@ -229,6 +229,8 @@ pub struct KernelOffsets {
     pub task_nsproxy: u32,
     pub nsproxy_mnt_ns: u32,
     pub mnt_ns_inum: u32,
+    /// `bpf_map.id`: which map a task asks a file descriptor for.
+    pub bpf_map_id: u32,
 }
 
 /// Where the probes find an io_uring request's prepared command and the
@@ -340,6 +342,8 @@ pub mod pinned {
         // io_uring requests between submission and completion: shared, so
         // that one submitted under the old programs completes under the new.
         "URING_PENDING",
+        // guardrail's maps that other programs may open read-only only.
+        "OWN_MAPS",
     ];
 
     /// `AGENT_STATE[COMPLETE]` holds this once every map and link of the

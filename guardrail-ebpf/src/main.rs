@@ -107,6 +107,7 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     task_nsproxy: 0,
     nsproxy_mnt_ns: 0,
     mnt_ns_inum: 0,
+    bpf_map_id: 0,
 };
 
 #[map]

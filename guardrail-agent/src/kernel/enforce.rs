@@ -10,14 +10,15 @@ use aya::maps::{Array, HashMap, MapData};
 use aya::programs::Lsm;
 use aya::{Btf, Ebpf};
 use guardrail_common::enforce::{
-    action, op, rule_flags, rule_slot, ExeKey, InodeKey, InodeRules, KernelRule, HOST_MNT_NS,
-    MAX_KERNEL_RULES, MAX_KERNEL_WINDOWS, SERVICE_MANAGER,
+    action, op, rule_flags, rule_slot, ExeKey, InodeKey, InodeRules, KernelRule, AGENT_PROGRAM,
+    HOST_MNT_NS, MAX_KERNEL_RULES, MAX_KERNEL_WINDOWS, SERVICE_MANAGER,
 };
 use guardrail_common::pinned::RULE_NAME_LEN;
 
 use super::pins::Links;
 use tracing::{info, warn};
 
+use crate::rules::builtin::SELF_PROTECTION_STATE;
 use crate::rules::compile::{PathMatcher, Rule};
 use crate::rules::spec::{Action, Mode};
 use crate::rules::RuleSet;
@@ -288,6 +289,11 @@ pub struct Enforcer {
     exes: HashMap<MapData, ExeKey, u8>,
     /// Rule ids by kernel slot, for the agent after this one.
     names: Array<MapData, [u8; RULE_NAME_LEN]>,
+    /// guardrail's maps that only its own programs may open for writing
+    /// while the pinned state's rule is in force (`OWN_MAPS`), and the ids
+    /// of this load's maps.
+    own_maps: HashMap<MapData, u32, u8>,
+    own_map_ids: Vec<u32>,
     generation: u32,
     /// Rule ids by generation and kernel index, to name verdicts.
     ids: [Vec<String>; 2],
@@ -301,6 +307,7 @@ pub fn load(
     rename_params: usize,
     setattr_params: usize,
     links: &mut Links,
+    own_map_ids: Vec<u32>,
 ) -> Result<Enforcer> {
     let btf = Btf::from_sys_fs().context("kernel BTF is needed for BPF-LSM")?;
     // path_rename gained a `flags` argument in 5.19: load the matching one.
@@ -318,6 +325,8 @@ pub fn load(
     if let Err(e) = attach(ebpf, "guardrail_move_mount", "move_mount", &btf, links) {
         warn!("mounts made with move_mount(2) cannot be refused on this kernel: {e:#}");
     }
+    // And unmounts of what they run through, in the host's namespace.
+    attach(ebpf, "guardrail_sb_umount", "sb_umount", &btf, links)?;
     // Owner changes: path_chown where the kernel's trampolines take its
     // by-value kuid_t/kgid_t arguments (not 5.10), else inode_setattr.
     if let Err(e) = attach(ebpf, "guardrail_path_chown", "path_chown", &btf, links) {
@@ -352,6 +361,8 @@ pub fn load(
         inodes: HashMap::try_from(take(ebpf, "INODE_RULES")?)?,
         exes: HashMap::try_from(take(ebpf, "EXE_RULES")?)?,
         names,
+        own_maps: HashMap::try_from(take(ebpf, "OWN_MAPS")?)?,
+        own_map_ids,
         generation,
         ids,
         current: None,
@@ -469,6 +480,7 @@ impl Enforcer {
         );
         self.generation = next;
         self.ids[(next & 1) as usize] = compiled.ids.clone();
+        self.guard_maps(&compiled)?;
         self.current = Some(compiled);
         Ok(self.current.as_ref().unwrap())
     }
@@ -489,7 +501,68 @@ impl Enforcer {
         let slot = 6 + (generation & 1);
         let protecting = self.state.get(&slot, 0)? & !(1u64 << i);
         self.state.set(slot, protecting, 0)?;
+        if id == SELF_PROTECTION_STATE {
+            self.set_map_guard(&[], &[])?;
+        }
         Ok(true)
+    }
+
+    /// While the pinned state's rule is in force, only the programs it
+    /// exempts (guardrail's own binaries) may open guardrail's maps for
+    /// writing; without it, anyone root may.
+    fn guard_maps(&mut self, compiled: &Compiled) -> Result<()> {
+        let Some(i) = compiled
+            .ids
+            .iter()
+            .position(|id| id == SELF_PROTECTION_STATE)
+        else {
+            return self.set_map_guard(&[], &[]);
+        };
+        let programs: Vec<ExeKey> = compiled
+            .exes
+            .iter()
+            .filter(|e| e.rule == i as u32)
+            .map(|e| ExeKey {
+                dev: e.dev,
+                ino: e.ino,
+                generation: AGENT_PROGRAM,
+                rule: AGENT_PROGRAM,
+            })
+            .collect();
+        let ids = self.own_map_ids.clone();
+        self.set_map_guard(&programs, &ids)
+    }
+
+    /// Make `programs` the only writers of the maps `ids` (none: no guard).
+    /// The programs go in first and the maps last, and stale entries go
+    /// after that, so the agent is never refused its own maps.
+    fn set_map_guard(&mut self, programs: &[ExeKey], ids: &[u32]) -> Result<()> {
+        let ids = if programs.is_empty() { &[][..] } else { ids };
+        for p in programs {
+            self.exes.insert(p, 1, 0)?;
+        }
+        for id in ids {
+            self.own_maps.insert(id, 1, 0)?;
+        }
+        let stale: Vec<u32> = self
+            .own_maps
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|id| !ids.contains(id))
+            .collect();
+        for id in &stale {
+            let _ = self.own_maps.remove(id);
+        }
+        let stale: Vec<ExeKey> = self
+            .exes
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.generation == AGENT_PROGRAM && !programs.contains(k))
+            .collect();
+        for k in &stale {
+            let _ = self.exes.remove(k);
+        }
+        Ok(())
     }
 
     /// Remove every entry of `generation` from the enforcement maps.

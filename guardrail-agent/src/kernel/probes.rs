@@ -198,6 +198,7 @@ impl Probes {
             .map_max_entries("FLOOR_EVENTS", 4096)
             .load(OBJECT)
             .context("loading the guardrail probes into the kernel")?;
+        let own_map_ids = map_ids(&ebpf);
 
         let mut links = Links::new(state.as_ref());
         let mut attached = Vec::new();
@@ -285,7 +286,13 @@ impl Probes {
         let ring = RingReader::new(events, opts.ring_buffer_bytes)?;
         let enforcer = match (
             offsets,
-            enforce::load(&mut ebpf, rename_params, setattr_params, &mut links),
+            enforce::load(
+                &mut ebpf,
+                rename_params,
+                setattr_params,
+                &mut links,
+                own_map_ids,
+            ),
         ) {
             (None, _) => Err("kernel BTF is unavailable".to_string()),
             (_, Err(e)) => Err(format!("{e:#}")),
@@ -443,4 +450,38 @@ pub(super) fn keep_tracepoint(
         .try_into()
         .with_context(|| format!("{name} is not a BPF link"))?;
     links.keep(name, link)
+}
+
+/// The kernel ids of every map of this load (the adopted pinned maps
+/// among them), for self-protection.
+fn map_ids(ebpf: &Ebpf) -> Vec<u32> {
+    ebpf.maps()
+        .filter_map(|(name, map)| {
+            let data = match map {
+                Map::Array(m)
+                | Map::HashMap(m)
+                | Map::LruHashMap(m)
+                | Map::PerCpuArray(m)
+                | Map::PerCpuHashMap(m)
+                | Map::PerCpuLruHashMap(m)
+                | Map::ProgramArray(m)
+                | Map::RingBuf(m)
+                | Map::Unsupported(m) => m,
+                _ => {
+                    warn!(
+                        map = name,
+                        "not guarded by self-protection: unexpected map type"
+                    );
+                    return None;
+                }
+            };
+            match data.info() {
+                Ok(info) => Some(info.id()),
+                Err(e) => {
+                    warn!(map = name, "not guarded by self-protection: {e}");
+                    None
+                }
+            }
+        })
+        .collect()
 }

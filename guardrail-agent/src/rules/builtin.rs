@@ -6,6 +6,11 @@ use super::users::Names;
 use super::{compile_text, RuleSet};
 
 pub const SELF_PROTECTION: &str = "guardrail-self-protection";
+/// The pinned state's rule: kept apart from [`SELF_PROTECTION`] because it
+/// exempts the agent's own program, which pins, adopts and unloads there.
+pub const SELF_PROTECTION_STATE: &str = "guardrail-self-protection-state";
+/// Both, lifted together at a clean stop.
+pub const SELF_PROTECTION_RULES: [&str; 2] = [SELF_PROTECTION, SELF_PROTECTION_STATE];
 
 /// Append the self-protection rule: the configuration files (and included
 /// directories) and the agent's binaries may not be changed, except by the
@@ -49,6 +54,43 @@ pub fn add_self_protection(
     }
     let built = compile_text(
         Path::new("built-in self-protection rule"),
+        &text,
+        Names::default(),
+    )?;
+    set.rules.extend(built.rules);
+    set.reindex();
+    Ok(())
+}
+
+/// Append the rule that keeps the pinned state (`dir`: programs, links and
+/// maps that enforce while no agent runs) as it is: nothing in it may be
+/// removed, renamed, replaced or added except by guardrail's own
+/// `programs` — the agent pins, adopts and unloads (`guardrail-agent
+/// --unload`); the CLI reads the state for `doctor`. With path integrity
+/// this also refuses mounts over the directories above it and unmounting
+/// bpffs in the host's mount namespace; while it is in force only these
+/// programs may open guardrail's maps for writing.
+pub fn add_state_protection(
+    set: &mut RuleSet,
+    dir: &Path,
+    programs: &[PathBuf],
+) -> anyhow::Result<()> {
+    let programs: Vec<String> = programs
+        .iter()
+        .filter(|p| p.exists())
+        .map(|p| format!("{:?}", p.display().to_string()))
+        .collect();
+    let text = format!(
+        "[[rule]]\nid = \"{SELF_PROTECTION_STATE}\"\n\
+         description = \"guardrail's pinned state is changed by guardrail-agent only\"\n\
+         on = [\"file.write\", \"file.unlink\", \"file.rename\", \"file.link\", \"file.create\", \"perm.chmod\", \"perm.chown\"]\n\
+         path = [{dir:?}, {subtree:?}]\nexe_not = [{programs}]\naction = \"deny\"\nseverity = \"critical\"\n",
+        dir = dir.display().to_string(),
+        subtree = format!("{}/**", dir.display()),
+        programs = programs.join(", "),
+    );
+    let built = compile_text(
+        Path::new("built-in pinned-state protection rule"),
         &text,
         Names::default(),
     )?;

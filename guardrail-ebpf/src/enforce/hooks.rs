@@ -9,7 +9,10 @@ use aya_ebpf::macros::lsm;
 use aya_ebpf::programs::LsmContext;
 use guardrail_common::enforce::op;
 
-use super::{decide, is_canary, mount_would_change_a_rule, move_would_change_a_rule, read};
+use super::{
+    decide, is_canary, map_access_refused, mount_would_change_a_rule, move_would_change_a_rule,
+    read, umount_would_change_a_rule,
+};
 use crate::off;
 
 /// fmode_t bit for "opened for writing".
@@ -207,6 +210,25 @@ pub fn guardrail_move_mount(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(2);
     let (mnt, dentry) = path_parts(ctx.arg(1));
     verdict(previous, mount_would_change_a_rule(mnt, dentry))
+}
+
+/// Unmounting what the rules' paths run through, in the host's mount
+/// namespace (see [`umount_would_change_a_rule`]).
+#[lsm(hook = "sb_umount")]
+pub fn guardrail_sb_umount(ctx: LsmContext) -> i32 {
+    // (mnt, flags)
+    let previous: i32 = ctx.arg(2);
+    verdict(previous, umount_would_change_a_rule(ctx.arg(0)))
+}
+
+/// A file descriptor for a BPF map (by id, from a pin, or at creation):
+/// guardrail's own are writable by guardrail's programs only.
+#[lsm(hook = "bpf_map")]
+pub fn guardrail_bpf_map(ctx: LsmContext) -> i32 {
+    // (map, fmode)
+    let previous: i32 = ctx.arg(2);
+    let fmode: u32 = ctx.arg(1);
+    verdict(previous, map_access_refused(ctx.arg(0), fmode & FMODE_WRITE != 0))
 }
 
 #[lsm(hook = "path_truncate")]
