@@ -10,7 +10,7 @@ pub mod enforce;
 pub mod syscalls;
 
 /// Bumped whenever a record layout changes.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Largest path the probes copy (the kernel's PATH_MAX).
 pub const PATH_MAX: usize = 4096;
