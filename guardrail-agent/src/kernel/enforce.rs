@@ -39,6 +39,7 @@ pub const HOOKS: &[(&str, &str)] = &[
     ("guardrail_capset", "capset"),
     ("guardrail_task_kill", "task_kill"),
     ("guardrail_ptrace_access_check", "ptrace_access_check"),
+    ("guardrail_bpf_map", "bpf_map"),
 ];
 
 /// Kernel `dev_t` (MAJOR << 20 | MINOR) of a userspace `st_dev`.
