@@ -1103,3 +1103,71 @@ fn bad_home_patterns_name_file_line_and_field() {
         "{e}"
     );
 }
+
+mod central {
+    use super::*;
+    use crate::rules::{compile_with_central, CentralText};
+
+    const LOCAL: &str = "[[rule]]\nid = \"local-deny\"\non = [\"perm.chmod\"]\npath = [\"/etc/**\"]\naction = \"deny\"\n";
+
+    fn with_central(central: &str) -> Result<RuleSet, String> {
+        compile_with_central(
+            Path::new("/etc/g.toml"),
+            LOCAL,
+            names(),
+            Some(CentralText {
+                origin: Path::new("nats:guardrail-rules/web"),
+                text: central,
+            }),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn central_rules_are_added_to_the_local_ones() {
+        let set = with_central(
+            "[[rule]]\nid = \"fleet-a\"\non = [\"exec\"]\n\n[[rule]]\nid = \"fleet-ok\"\non = [\"exec\"]\naction = \"allow\"\nexempts = [\"fleet-a\"]\n",
+        )
+        .unwrap();
+        let ids: Vec<&str> = set.rules.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["local-deny", "fleet-a", "fleet-ok"]);
+        // The central set is no file: nothing to watch or trust-check.
+        assert_eq!(set.files, [Path::new("/etc/g.toml")]);
+        assert!(with_central("").is_ok());
+    }
+
+    #[test]
+    fn a_central_set_cannot_replace_or_lift_a_local_rule() {
+        let replaced =
+            with_central("[[rule]]\nid = \"local-deny\"\non = [\"exec\"]\n").unwrap_err();
+        assert!(
+            replaced.starts_with("nats:guardrail-rules/web:2:") && replaced.contains("used twice"),
+            "{replaced}"
+        );
+        let lifted = with_central(
+            "[[rule]]\nid = \"lift\"\non = [\"perm.chmod\"]\naction = \"allow\"\nexempts = [\"local-deny\"]\n",
+        )
+        .unwrap_err();
+        assert!(
+            lifted.starts_with("nats:guardrail-rules/web:5:")
+                && lifted.contains("never lift a local one"),
+            "{lifted}"
+        );
+    }
+
+    #[test]
+    fn a_central_set_holds_rules_and_windows_only() {
+        let include = with_central("include = [\"/tmp/*.toml\"]\n").unwrap_err();
+        assert!(
+            include.starts_with("nats:guardrail-rules/web:1:") && include.contains("unknown field"),
+            "{include}"
+        );
+        let agent = with_central("[agent]\nself_protection = false\n").unwrap_err();
+        assert!(agent.contains("unknown field"), "{agent}");
+        let broken = with_central("[[rule]]\nid = \"x\"\non = [\"perm.chmode\"]\n").unwrap_err();
+        assert!(
+            broken.starts_with("nats:guardrail-rules/web:3:"),
+            "{broken}"
+        );
+    }
+}
