@@ -9,7 +9,10 @@ use aya_ebpf::macros::lsm;
 use aya_ebpf::programs::LsmContext;
 use guardrail_common::enforce::op;
 
-use super::{decide, is_canary, mount_would_change_a_rule, move_would_change_a_rule, read};
+use super::{
+    decide, is_canary, mount_would_change_a_rule, move_would_change_a_rule,
+    pivot_would_change_a_rule, read,
+};
 use crate::off;
 
 /// fmode_t bit for "opened for writing".
@@ -207,6 +210,19 @@ pub fn guardrail_move_mount(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(2);
     let (mnt, dentry) = path_parts(ctx.arg(1));
     verdict(previous, mount_would_change_a_rule(mnt, dentry))
+}
+
+/// pivot_root(2): see [`pivot_would_change_a_rule`].
+#[lsm(hook = "sb_pivotroot")]
+pub fn guardrail_sb_pivotroot(ctx: LsmContext) -> i32 {
+    // (old_path = put_old, new_path = new_root)
+    let previous: i32 = ctx.arg(2);
+    let (old_mnt, old_dentry) = path_parts(ctx.arg(0));
+    let (new_mnt, new_dentry) = path_parts(ctx.arg(1));
+    verdict(
+        previous,
+        pivot_would_change_a_rule(new_mnt, new_dentry, old_mnt, old_dentry),
+    )
 }
 
 #[lsm(hook = "path_truncate")]

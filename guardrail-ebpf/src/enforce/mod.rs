@@ -305,6 +305,25 @@ pub fn mount_would_change_a_rule(vfsmnt: u64, dentry: u64) -> i32 {
 /// whose mounts no host process sees.
 #[inline(always)]
 fn service_manager_in_own_namespace(generation: u32) -> bool {
+    if !outside_host_mount_namespace() {
+        return false;
+    }
+    let Some((dev, ino)) = current_exe() else {
+        return false;
+    };
+    let key = ExeKey {
+        dev,
+        ino,
+        generation,
+        rule: SERVICE_MANAGER,
+    };
+    unsafe { EXE_RULES.get(&key) }.is_some()
+}
+
+/// Whether the current task's mount namespace is known and is not the
+/// host's (the agent keeps the host's in ENFORCE_STATE[HOST_MNT_NS]).
+#[inline(always)]
+fn outside_host_mount_namespace() -> bool {
     let host = state(HOST_MNT_NS);
     if host == 0 {
         return false;
@@ -320,19 +339,34 @@ fn service_manager_in_own_namespace(generation: u32) -> bool {
         };
         read::<u32>(mnt_ns, off!(mnt_ns_inum)).unwrap_or(0) as u64
     };
-    if ns == 0 || ns == host {
-        return false;
+    ns != 0 && ns != host
+}
+
+/// Path integrity for `pivot_root(new_root, put_old)`. In the host's mount
+/// namespace it swaps the root under every process there, so every path
+/// a rule names could mean something else: refused while any kill/deny
+/// rule is in force. In a namespace of its own (a container runtime
+/// entering its root file system) it changes paths only for that
+/// namespace, and is decided like a mount on `new_root` and `put_old`.
+#[inline(always)]
+pub fn pivot_would_change_a_rule(
+    new_mnt: u64,
+    new_dentry: u64,
+    old_mnt: u64,
+    old_dentry: u64,
+) -> i32 {
+    let generation = state(0) as u32;
+    if protecting(generation) == 0 {
+        return 0;
     }
-    let Some((dev, ino)) = current_exe() else {
-        return false;
-    };
-    let key = ExeKey {
-        dev,
-        ino,
-        generation,
-        rule: SERVICE_MANAGER,
-    };
-    unsafe { EXE_RULES.get(&key) }.is_some()
+    if !outside_host_mount_namespace() {
+        return -EPERM;
+    }
+    let r = mount_would_change_a_rule(new_mnt, new_dentry);
+    if r != 0 {
+        return r;
+    }
+    mount_would_change_a_rule(old_mnt, old_dentry)
 }
 
 /// Path integrity: whether moving `dentry` away (or replacing it) would
