@@ -267,6 +267,31 @@ check integrity-service-manager-own-namespace sh -c 'head -1 /tmp/sm-ns.out | gr
 mount -t tmpfs none /protected/dir 2>/dev/null
 check integrity-service-manager-host-namespace sh -c '! grep -q " /protected/dir " /proc/mounts'
 umount /protected/dir 2>/dev/null
+# pivot_root in the host's namespace swaps the root under every process
+# there: refused while a kill/deny rule is in force. The VM's root is the
+# initramfs (rootfs), where the kernel itself refuses pivot_root with
+# EINVAL after the LSM hook, so a plain attempt must fail with EPERM (the
+# hook's verdict)...
+mkdir -p /mnt/pv/old
+/bin/busybox pivot_root /mnt/pv /mnt/pv/old 2> /tmp/pivot-plain.err
+check integrity-pivot-root-host-eperm grep -q "not permitted" /tmp/pivot-plain.err
+# ...and from a chroot onto a mount, where the kernel would let it
+# through, the mount tree stays as it was.
+mount -t tmpfs none /mnt/pv
+mkdir -p /mnt/pv/bin /mnt/pv/new
+cp /bin/busybox /mnt/pv/bin/busybox
+mount -t tmpfs none /mnt/pv/new
+mkdir -p /mnt/pv/new/old
+echo container > /mnt/pv/new/marker
+/bin/busybox chroot /mnt/pv /bin/busybox pivot_root /new /new/old 2> /tmp/pivot-host.err
+check integrity-pivot-root-host-namespace sh -c 'grep -q "not permitted" /tmp/pivot-host.err && grep -q " /mnt/pv/new " /proc/mounts && ! grep -q " /mnt/pv/old " /proc/mounts && [ "$(cat /protected/secret)" = original ]'
+# A container runtime pivots into its root file system in a mount
+# namespace of its own: that keeps working (the new root is no protected
+# place), and the host's tree and protected paths are untouched.
+/bin/busybox unshare -m /bin/busybox chroot /mnt/pv /bin/busybox sh -c '/bin/busybox pivot_root /new /new/old && read m < /marker && echo "pivoted $m"' > /tmp/pivot-ns.out 2>&1
+check integrity-pivot-root-own-namespace sh -c 'grep -q "^pivoted container$" /tmp/pivot-ns.out && grep -q " /mnt/pv/new " /proc/mounts && [ "$(cat /protected/secret)" = original ]'
+umount /mnt/pv/new
+umount /mnt/pv
 # Mounting elsewhere still works.
 mkdir -p /mnt/free
 mount -t tmpfs none /mnt/free

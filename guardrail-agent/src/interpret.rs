@@ -154,14 +154,18 @@ impl Resolved {
 
 /// `kernel_dir` is the directory the probes resolved (empty when they could
 /// not): for a relative path the directory it is relative to, for an
-/// absolute one in a chroot (`chroot`) the process's root. /proc is the
-/// fallback, which works only while the process lives.
+/// absolute one in a chroot (`chroot`) the process's root. `kernel_root`
+/// is the chroot's root the probes walked for a relative path (empty when
+/// they did not). /proc is the fallback, which works only while the
+/// process lives.
+#[allow(clippy::too_many_arguments)]
 fn resolve(
     view: &mut dyn ProcessView,
     pid: u32,
     dirfd: Option<i32>,
     raw: &[u8],
     kernel_dir: &[u8],
+    kernel_root: &[u8],
     last: FinalComponent,
     chroot: bool,
 ) -> Resolved {
@@ -197,9 +201,30 @@ fn resolve(
         view.dir_of(pid, dirfd.filter(|&fd| fd != AT_FDCWD))
             .map(|dir| join(&dir, &raw_text))
     } else if chroot {
-        // `..` must not climb above the chroot: the live file system
-        // decides (the kernel stops at the root, a text would not).
-        Some(join(&text(kernel_dir), &raw_text))
+        // Relative inside a chroot: resolved inside the root, where an
+        // absolute symlink on the way starts and `..` stops.
+        let dir = text(kernel_dir);
+        let root = if kernel_root.is_empty() {
+            view.root_of(pid)
+        } else {
+            Some(text(kernel_root))
+        };
+        if let Some((root, in_root)) = root.and_then(|r| {
+            let inside = inside_root(&r, &dir)?;
+            Some((r, inside))
+        }) {
+            let (path, source) =
+                canonical::complete_in(&root, &join(&in_root, &raw_text), last, &mut LiveFs(view));
+            return Resolved {
+                raw: (raw_text != path).then_some(raw_text),
+                path,
+                resolved: true,
+                source: Some(source),
+            };
+        }
+        // The root unknown, or the directory outside it (a chroot without
+        // chdir): the host's file system decides.
+        Some(join(&dir, &raw_text))
     } else {
         // The walked directory is canonical: its `..` are its parents by
         // the text, even if it was removed and its path re-created as
@@ -221,6 +246,20 @@ fn resolve(
             }
         }
         None => unresolved(raw_text),
+    }
+}
+
+/// `dir` (named from the host's root) named from inside the chroot at
+/// `root`; `None` when `dir` is not inside it.
+fn inside_root(root: &str, dir: &str) -> Option<String> {
+    let root = root.trim_end_matches('/');
+    if !dir.starts_with('/') || root.is_empty() {
+        return None;
+    }
+    match dir.strip_prefix(root)? {
+        "" | "/" => Some("/".to_string()),
+        rest if rest.starts_with('/') => Some(rest.to_string()),
+        _ => None,
     }
 }
 
@@ -541,6 +580,10 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
     let dirfd = |i: u8| (i != sc::NONE).then(|| as_fd(a[i as usize]));
     let object_walked = h.flags & flags::OBJECT0_WALKED != 0 && !rec.dir0.is_empty();
     let chroot = h.flags & flags::ROOT_CHANGED != 0;
+    // The chroot's root, walked by the probes for relative paths; a
+    // relative second path is then relative to string 2's directory.
+    let root_in_str3 = chroot && h.flags & flags::ROOT_IN_STR3 != 0;
+    let kernel_root: &[u8] = if root_in_str3 { &rec.dir1 } else { &[] };
     let path0 = (layout.path0 != sc::NONE).then(|| {
         if object_walked {
             Resolved::walked(&rec.dir0, &rec.str0)
@@ -558,6 +601,7 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
                 dirfd(layout.dirfd0),
                 &rec.str0,
                 dir0,
+                kernel_root,
                 last,
                 chroot,
             )
@@ -816,7 +860,12 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
                 h.pid,
                 dirfd(layout.dirfd1),
                 &rec.str1,
-                &rec.dir1,
+                if root_in_str3 && rec.str1.first().is_some_and(|&b| b != b'/') {
+                    &rec.dir0
+                } else {
+                    &rec.dir1
+                },
+                kernel_root,
                 FinalComponent::Keep,
                 chroot,
             )
@@ -942,6 +991,18 @@ mod tests {
         t.cwd.insert(10, "/home/u".into());
         t.fds.insert((10, 5), "/srv/data".into());
         t
+    }
+
+    #[test]
+    fn a_directory_is_named_from_inside_its_chroot() {
+        assert_eq!(inside_root("/srv/jail", "/srv/jail").as_deref(), Some("/"));
+        assert_eq!(
+            inside_root("/srv/jail/", "/srv/jail/sub").as_deref(),
+            Some("/sub")
+        );
+        // A sibling sharing the prefix, and a cwd left outside the root.
+        assert_eq!(inside_root("/srv/jail", "/srv/jailbreak"), None);
+        assert_eq!(inside_root("/srv/jail", "/tmp"), None);
     }
 
     #[test]

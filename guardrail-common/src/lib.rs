@@ -81,6 +81,11 @@ pub mod flags {
     /// string 2 (string 3) of an absolute first (second) path holds the
     /// root, walked in the kernel from the host's root.
     pub const ROOT_CHANGED: u32 = 1 << 13;
+    /// With [`ROOT_CHANGED`]: string 3 holds the process's root (walked
+    /// from the host's root), for an absolute second path or a relative
+    /// first one; a relative second path is then relative to the same
+    /// directory as the first (string 2).
+    pub const ROOT_IN_STR3: u32 = 1 << 14;
 }
 
 /// Fixed part of every record.

@@ -202,10 +202,17 @@ pub fn walk_dirs(rec: &mut Record, nr: u32, args: &[u64; 6], opened: Option<i32>
         rec.walked(2, path::walk_root(root));
     }
     // symlink's first string is the link's content, never resolved.
-    if rec.is_relative(1) {
-        rec.walked(3, path::dir_of(dirfd(args, layout.dirfd1)));
-    } else if let (true, Some(root)) = (rec.is_absolute(1), chroot) {
-        rec.walked(3, path::walk_root(root));
+    // A relative first path in a chroot needs the root too (an absolute
+    // symlink on its way starts there): string 3 carries it unless a
+    // relative second path needs a directory of its own.
+    let own_dir1 = rec.is_relative(1) && dirfd(args, layout.dirfd1) != dirfd(args, layout.dirfd0);
+    match chroot {
+        Some(root) if rec.is_absolute(1) || (rec.is_relative(0) && !own_dir1) => {
+            rec.header.flags |= flags::ROOT_IN_STR3;
+            rec.walked(3, path::walk_root(root));
+        }
+        _ if rec.is_relative(1) => rec.walked(3, path::dir_of(dirfd(args, layout.dirfd1))),
+        _ => {}
     }
 }
 

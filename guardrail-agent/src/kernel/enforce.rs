@@ -323,6 +323,7 @@ pub fn load(
     // Path integrity: mounts over what the rules protect. move_mount (the
     // new mount API) is a hook since 5.2; where a kernel lacks it, say so.
     attach(ebpf, "guardrail_sb_mount", "sb_mount", &btf, links)?;
+    attach(ebpf, "guardrail_sb_pivotroot", "sb_pivotroot", &btf, links)?;
     if let Err(e) = attach(ebpf, "guardrail_move_mount", "move_mount", &btf, links) {
         warn!("mounts made with move_mount(2) cannot be refused on this kernel: {e:#}");
     }

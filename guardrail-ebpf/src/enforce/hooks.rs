@@ -11,7 +11,7 @@ use guardrail_common::enforce::op;
 
 use super::{
     decide, is_canary, map_access_refused, mount_would_change_a_rule, move_would_change_a_rule,
-    read, umount_would_change_a_rule,
+    pivot_would_change_a_rule, read, umount_would_change_a_rule,
 };
 use crate::off;
 
@@ -229,6 +229,19 @@ pub fn guardrail_bpf_map(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(2);
     let fmode: u32 = ctx.arg(1);
     verdict(previous, map_access_refused(ctx.arg(0), fmode & FMODE_WRITE != 0))
+}
+
+/// pivot_root(2): see [`pivot_would_change_a_rule`].
+#[lsm(hook = "sb_pivotroot")]
+pub fn guardrail_sb_pivotroot(ctx: LsmContext) -> i32 {
+    // (old_path = put_old, new_path = new_root)
+    let previous: i32 = ctx.arg(2);
+    let (old_mnt, old_dentry) = path_parts(ctx.arg(0));
+    let (new_mnt, new_dentry) = path_parts(ctx.arg(1));
+    verdict(
+        previous,
+        pivot_would_change_a_rule(new_mnt, new_dentry, old_mnt, old_dentry),
+    )
 }
 
 #[lsm(hook = "path_truncate")]

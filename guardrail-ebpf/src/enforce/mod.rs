@@ -385,13 +385,8 @@ fn current_mnt_ns() -> Option<u64> {
 /// whose mounts no host process sees.
 #[inline(always)]
 fn service_manager_in_own_namespace(generation: u32) -> bool {
-    let host = state(HOST_MNT_NS);
-    if host == 0 {
+    if !outside_host_mount_namespace() {
         return false;
-    }
-    match current_mnt_ns() {
-        Some(ns) if ns != host => {}
-        _ => return false,
     }
     let Some((dev, ino)) = current_exe() else {
         return false;
@@ -403,6 +398,44 @@ fn service_manager_in_own_namespace(generation: u32) -> bool {
         rule: SERVICE_MANAGER,
     };
     unsafe { EXE_RULES.get(&key) }.is_some()
+}
+
+/// Whether the current task's mount namespace is known and is not the
+/// host's (the agent keeps the host's in ENFORCE_STATE[HOST_MNT_NS]).
+#[inline(always)]
+fn outside_host_mount_namespace() -> bool {
+    let host = state(HOST_MNT_NS);
+    if host == 0 {
+        return false;
+    }
+    current_mnt_ns().is_some_and(|ns| ns != host)
+}
+
+/// Path integrity for `pivot_root(new_root, put_old)`. In the host's mount
+/// namespace it swaps the root under every process there, so every path
+/// a rule names could mean something else: refused while any kill/deny
+/// rule is in force. In a namespace of its own (a container runtime
+/// entering its root file system) it changes paths only for that
+/// namespace, and is decided like a mount on `new_root` and `put_old`.
+#[inline(always)]
+pub fn pivot_would_change_a_rule(
+    new_mnt: u64,
+    new_dentry: u64,
+    old_mnt: u64,
+    old_dentry: u64,
+) -> i32 {
+    let generation = state(0) as u32;
+    if protecting(generation) == 0 {
+        return 0;
+    }
+    if !outside_host_mount_namespace() {
+        return -EPERM;
+    }
+    let r = mount_would_change_a_rule(new_mnt, new_dentry);
+    if r != 0 {
+        return r;
+    }
+    mount_would_change_a_rule(old_mnt, old_dentry)
 }
 
 /// Path integrity: whether moving `dentry` away (or replacing it) would
