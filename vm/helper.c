@@ -42,6 +42,10 @@ static int uring_main(int argc, char **argv) {
     } else if (!strcmp(op, "unlink") && argc == 4) {
         s = sqe(IORING_OP_UNLINKAT, AT_FDCWD, argv[3], 0, 0);
         res = ring_run(&s);
+    } else if (!strcmp(op, "mkdir") && argc == 4) {
+        /* 0777, as mkdir(1) asks: the umask narrows it. */
+        s = sqe(IORING_OP_MKDIRAT, AT_FDCWD, argv[3], 0777, 0);
+        res = ring_run(&s);
     } else if (!strcmp(op, "symlink") && argc == 5) {
         s = sqe(IORING_OP_SYMLINKAT, AT_FDCWD, argv[3], 0, (unsigned long)argv[4]);
         res = ring_run(&s);
@@ -66,7 +70,7 @@ static int uring_main(int argc, char **argv) {
             close(res);
         }
     } else {
-        fprintf(stderr, "usage: uring open|open2 PATH | rename OLD NEW | unlink PATH | "
+        fprintf(stderr, "usage: uring open|open2 PATH | rename OLD NEW | unlink PATH | mkdir PATH | "
                         "symlink TARGET LINK | link OLD NEW | truncate PATH LEN | "
                         "create-storm DIR N\n");
         return 2;

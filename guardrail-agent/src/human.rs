@@ -79,7 +79,12 @@ pub fn line(event: &Event, colour: bool) -> String {
             }
         }
         Body::Uring { uring, .. } => {
-            let _ = write!(s, " fd={} entries={}", uring.fd, uring.sq_entries);
+            if let (Some(fd), Some(entries)) = (uring.fd, uring.sq_entries) {
+                let _ = write!(s, " fd={fd} entries={entries}");
+            }
+            if let Some(r) = &uring.register {
+                let _ = write!(s, " {} files={} buffers={}", r.opcode, r.files, r.buffers);
+            }
             if !uring.flags.is_empty() {
                 let _ = write!(s, " ({})", uring.flags.join(","));
             }

@@ -41,6 +41,11 @@ pub enum RecordKind {
     /// `args[0]` the ring's fd, `args[1]` its setup flags, `args[2]` its
     /// submission queue entries.
     UringSetup = 4,
+    /// A process registered files, buffers or other resources with a ring
+    /// (`io_uring:io_uring_register`): `args[0]` the register opcode,
+    /// `args[1]` and `args[2]` the files and buffers registered with the
+    /// ring after the call; `ret` its result.
+    UringRegister = 5,
 }
 
 /// Bits of [`EventHeader::flags`].
@@ -288,6 +293,10 @@ pub struct UringOffsets {
     pub task_worker_private: u32,
     pub worker_cur_work: u32,
     pub req_work: u32,
+    /// struct io_mkdir (5.15+).
+    pub mkdir_dfd: u32,
+    pub mkdir_mode: u32,
+    pub mkdir_filename: u32,
     pub _pad: u32,
 }
 
@@ -298,6 +307,7 @@ pub mod uring_op {
     pub const OPENAT2: u32 = 28;
     pub const RENAMEAT: u32 = 35;
     pub const UNLINKAT: u32 = 36;
+    pub const MKDIRAT: u32 = 37;
     pub const SYMLINKAT: u32 = 38;
     pub const LINKAT: u32 = 39;
     pub const FTRUNCATE: u32 = 55;

@@ -8,6 +8,7 @@ pub const TRUNCATE: u32 = 76;
 pub const FTRUNCATE: u32 = 77;
 pub const RENAME: u32 = 82;
 pub const CREAT: u32 = 85;
+pub const MKDIR: u32 = 83;
 pub const LINK: u32 = 86;
 pub const UNLINK: u32 = 87;
 pub const SYMLINK: u32 = 88;
@@ -28,6 +29,7 @@ pub const SETFSGID: u32 = 123;
 pub const CAPSET: u32 = 126;
 pub const MKNOD: u32 = 133;
 pub const OPENAT: u32 = 257;
+pub const MKDIRAT: u32 = 258;
 pub const MKNODAT: u32 = 259;
 pub const FCHOWNAT: u32 = 260;
 pub const UNLINKAT: u32 = 263;
@@ -71,10 +73,10 @@ const fn layout(path0: u8, path1: u8, dirfd0: u8, dirfd1: u8, argv: u8) -> ArgLa
 /// The argument layout of a watched syscall, `None` for any other number.
 pub const fn arg_layout(nr: u32) -> Option<ArgLayout> {
     Some(match nr {
-        OPEN | CREAT | UNLINK | TRUNCATE | CHMOD | CHOWN | LCHOWN | MKNOD => {
+        OPEN | CREAT | UNLINK | TRUNCATE | CHMOD | CHOWN | LCHOWN | MKNOD | MKDIR => {
             layout(0, NONE, NONE, NONE, NONE)
         }
-        OPENAT | OPENAT2 | UNLINKAT | FCHMODAT | FCHMODAT2 | FCHOWNAT | MKNODAT => {
+        OPENAT | OPENAT2 | UNLINKAT | FCHMODAT | FCHMODAT2 | FCHOWNAT | MKNODAT | MKDIRAT => {
             layout(1, NONE, 0, NONE, NONE)
         }
         RENAME | LINK => layout(0, 1, NONE, NONE, NONE),
@@ -150,6 +152,8 @@ pub const WATCHED: &[(u32, &str)] = &[
     (SYMLINKAT, "symlinkat"),
     (MKNOD, "mknod"),
     (MKNODAT, "mknodat"),
+    (MKDIR, "mkdir"),
+    (MKDIRAT, "mkdirat"),
     (CHMOD, "chmod"),
     (FCHMOD, "fchmod"),
     (FCHMODAT, "fchmodat"),

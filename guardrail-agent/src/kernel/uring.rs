@@ -11,12 +11,13 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
-use aya::{programs::TracePoint, Ebpf};
+use anyhow::Result;
+use aya::Ebpf;
 use btf_rs::Btf;
 use guardrail_common::{uring_op, UringOffsets};
 use tracing::warn;
 
+use super::probes::{attach_tracepoint, AttachTo};
 use super::{btf, tracefs};
 
 /// What the probes need to follow io_uring requests on this kernel.
@@ -36,10 +37,23 @@ const OPS: &[(u32, &str, &str)] = &[
     (uring_op::OPENAT2, "openat2", "io_open"),
     (uring_op::RENAMEAT, "renameat", "io_rename"),
     (uring_op::UNLINKAT, "unlinkat", "io_unlink"),
+    (uring_op::MKDIRAT, "mkdirat", "io_mkdir"),
     (uring_op::SYMLINKAT, "symlinkat", "io_link"),
     (uring_op::LINKAT, "linkat", "io_link"),
     (uring_op::FTRUNCATE, "ftruncate", "io_ftrunc"),
 ];
+
+/// Offsets of `opcode`, `nr_files`, `nr_bufs` and `ret` in the
+/// `io_uring_register` tracepoint record, when the kernel has it.
+pub fn register_offsets(tracefs: &Path) -> Option<[u32; 4]> {
+    let field = |f: &str| tracefs::field_offset(tracefs, "io_uring", "io_uring_register", f);
+    Some([
+        field("opcode")?,
+        field("nr_files")?,
+        field("nr_bufs")?,
+        field("ret")?,
+    ])
+}
 
 /// Locate what the probes read; never fails: what is missing is listed
 /// in `unseen` and left out.
@@ -115,6 +129,12 @@ pub fn resolve(tracefs: &Path) -> UringCapture {
         o.unlink_filename = m("io_unlink", "filename")?;
         Some(())
     })();
+    let mkdir = (|| {
+        o.mkdir_dfd = m("io_mkdir", "dfd")?;
+        o.mkdir_mode = m("io_mkdir", "mode")?;
+        o.mkdir_filename = m("io_mkdir", "filename")?;
+        Some(())
+    })();
     let link = (|| {
         o.link_old_dfd = m("io_link", "old_dfd")?;
         o.link_new_dfd = m("io_link", "new_dfd")?;
@@ -148,6 +168,7 @@ pub fn resolve(tracefs: &Path) -> UringCapture {
     found(uring_op::OPENAT2, open.filter(|_| mode_after_flags));
     found(uring_op::RENAMEAT, rename);
     found(uring_op::UNLINKAT, unlink);
+    found(uring_op::MKDIRAT, mkdir);
     found(uring_op::SYMLINKAT, link);
     found(uring_op::LINKAT, link);
     found(uring_op::FTRUNCATE, ftrunc);
@@ -165,35 +186,21 @@ pub fn resolve(tracefs: &Path) -> UringCapture {
 
 /// Attach the request-following programs when this kernel has what they
 /// read; warn about what is not seen either way.
-pub fn attach(
-    ebpf: &mut Ebpf,
-    cap: &UringCapture,
-    links: &mut super::pins::Links,
-    attached: &mut Vec<String>,
-) -> Result<()> {
+pub fn attach(ebpf: &mut Ebpf, cap: &UringCapture, to: &mut AttachTo<'_, '_>) -> Result<()> {
     for unseen in &cap.unseen {
         warn!("file operations submitted through io_uring are not reported for {unseen}");
     }
     let Some(submit) = cap.submit.filter(|_| cap.offsets.present != 0) else {
         return Ok(());
     };
-    for (program, tp) in [
-        ("guardrail_uring_submit", submit),
-        ("guardrail_uring_complete", "io_uring_complete"),
-    ] {
-        let prog: &mut TracePoint = ebpf
-            .program_mut(program)
-            .context("program missing from the object")?
-            .try_into()?;
-        prog.load()
-            .with_context(|| format!("verifying {program}"))?;
-        let id = prog
-            .attach("io_uring", tp)
-            .with_context(|| format!("attaching io_uring/{tp}"))?;
-        super::probes::keep_tracepoint(links, prog, id, &format!("{program}@{tp}"))?;
-        attached.push(format!("io_uring/{tp}"));
-    }
-    Ok(())
+    attach_tracepoint(ebpf, to, "guardrail_uring_submit", "io_uring", &[submit])?;
+    attach_tracepoint(
+        ebpf,
+        to,
+        "guardrail_uring_complete",
+        "io_uring",
+        &["io_uring_complete"],
+    )
 }
 
 #[cfg(test)]

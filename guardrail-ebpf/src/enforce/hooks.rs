@@ -99,6 +99,17 @@ pub fn guardrail_path_mknod(ctx: LsmContext) -> i32 {
     )
 }
 
+#[lsm(hook = "path_mkdir")]
+pub fn guardrail_path_mkdir(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    let dir: u64 = ctx.arg(0);
+    let dentry: u64 = ctx.arg(1);
+    verdict(
+        previous,
+        decide(op::MKDIR | op::CREATE, mnt_of(dir), dentry, false),
+    )
+}
+
 #[lsm(hook = "path_symlink")]
 pub fn guardrail_path_symlink(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(3);
