@@ -409,7 +409,7 @@ pub struct FileDetails {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PermDetails {
-    /// chmod, chown, setuid, setgid, capset
+    /// chmod, chown, setuid, setgid, capset, setxattr
     pub op: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub path: Option<String>,
@@ -436,8 +436,31 @@ pub struct PermDetails {
     pub ids: Option<IdChange>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub caps: Option<CapChange>,
+    /// setxattr: the attribute set.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub xattr: Option<Xattr>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub truncated: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Xattr {
+    /// The attribute's name (`security.capability`, `user.x`, ...).
+    pub name: String,
+    /// Bytes of value passed.
+    pub size: u64,
+    /// `security.capability`: the file capabilities being set, when the
+    /// value is a `vfs_cap_data` the probes could read.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub file_caps: Option<FileCaps>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FileCaps {
+    pub permitted: Vec<String>,
+    pub inheritable: Vec<String>,
+    /// The effective bit: the permitted set is raised at exec.
+    pub effective: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

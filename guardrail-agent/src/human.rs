@@ -77,6 +77,12 @@ pub fn line(event: &Event, colour: bool) -> String {
             if let Some(c) = &perm.caps {
                 let _ = write!(s, " effective={}", c.effective.join(","));
             }
+            if let Some(x) = &perm.xattr {
+                let _ = write!(s, " {}", escape(&x.name));
+                if let Some(c) = &x.file_caps {
+                    let _ = write!(s, " caps={}", c.permitted.join(","));
+                }
+            }
         }
         Body::Uring { uring, .. } => {
             if let (Some(fd), Some(entries)) = (uring.fd, uring.sq_entries) {

@@ -297,6 +297,16 @@ pub struct UringOffsets {
     pub mkdir_dfd: u32,
     pub mkdir_mode: u32,
     pub mkdir_filename: u32,
+    /// struct io_xattr (5.19+): its `filename` (setxattr) and, in its
+    /// `ctx` (`struct xattr_ctx`, `kernel_xattr_ctx` from 6.13), the
+    /// kernel's copies of the name (`kname`, a `struct xattr_name`) and
+    /// value (`kvalue`), the value's `size` and the call's `flags`.
+    pub xattr_filename: u32,
+    pub xattr_flags: u32,
+    pub xattr_kname: u32,
+    pub xattr_kvalue: u32,
+    pub xattr_size: u32,
+    pub xattr_name_name: u32,
     pub _pad: u32,
 }
 
@@ -310,6 +320,8 @@ pub mod uring_op {
     pub const MKDIRAT: u32 = 37;
     pub const SYMLINKAT: u32 = 38;
     pub const LINKAT: u32 = 39;
+    pub const FSETXATTR: u32 = 41;
+    pub const SETXATTR: u32 = 42;
     pub const FTRUNCATE: u32 = 55;
 }
 

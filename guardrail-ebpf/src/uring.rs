@@ -64,6 +64,12 @@ static URING: UringOffsets = UringOffsets {
     mkdir_dfd: 0,
     mkdir_mode: 0,
     mkdir_filename: 0,
+    xattr_filename: 0,
+    xattr_flags: 0,
+    xattr_kname: 0,
+    xattr_kvalue: 0,
+    xattr_size: 0,
+    xattr_name_name: 0,
     _pad: 0,
 };
 
@@ -293,19 +299,39 @@ fn on_submit(ctx: &TracePointContext) -> Result<(), i64> {
         uring_op::FTRUNCATE => {
             let len: u64 = unsafe { kread(cmd, uoff!(ftrunc_len))? };
             rec.header.syscall = syscalls::FTRUNCATE;
-            // The request gets its file only when it is issued; until
-            // then it holds the fd it names, which is walked as the
-            // syscall's is. A registered file's index is no fd.
-            let req_flags: u32 = unsafe { kread(req, uoff!(req_flags))? };
-            if req_flags & REQ_F_FIXED_FILE == 0 {
-                let fd: i32 = unsafe { kread(req, uoff!(req_cqe_fd))? };
-                rec.header.args = [fd as i64 as u64, len, 0, 0, 0, 0];
-                rec.walked(0, path::of_fd(fd));
-                record::object_id(rec, fd);
+            rec.header.args = [0, len, 0, 0, 0, 0];
+            request_fd(rec, req)?;
+        }
+        uring_op::SETXATTR | uring_op::FSETXATTR => {
+            // Prepared: the kernel's copies of the name and the value.
+            let kname: u64 = unsafe { kread(cmd, uoff!(xattr_kname))? };
+            let kvalue: u64 = unsafe { kread(cmd, uoff!(xattr_kvalue))? };
+            let size: u64 = unsafe { kread(cmd, uoff!(xattr_size))? };
+            let fl: u32 = unsafe { kread(cmd, uoff!(xattr_flags))? };
+            rec.header.args = [0, 0, 0, size, fl as u64, 0];
+            if opcode == uring_op::SETXATTR {
+                rec.header.syscall = syscalls::SETXATTR;
+                rec.kernel_str(
+                    0,
+                    filename(cmd, uoff!(xattr_filename)),
+                    flags::STR0_UNREADABLE,
+                );
             } else {
-                rec.header.args = [u64::MAX, len, 0, 0, 0, 0];
-                rec.header.flags |= flags::walk_incomplete(0);
+                rec.header.syscall = syscalls::FSETXATTR;
+                request_fd(rec, req)?;
             }
+            let name = if kname == 0 {
+                0
+            } else {
+                kname + uoff!(xattr_name_name) as u64
+            };
+            rec.kernel_str(1, name, flags::STR1_UNREADABLE);
+            let caps = if size >= 12 && kvalue != 0 {
+                unsafe { bpf_probe_read_kernel(kvalue as *const [u32; 5]) }.ok()
+            } else {
+                None
+            };
+            record::xattr_caps(rec, caps);
         }
         _ => return Ok(()),
     }
@@ -315,6 +341,24 @@ fn on_submit(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: this CPU's record, assembled above.
     if URING_PENDING.insert(&req, unsafe { &*rec }, 0).is_err() {
         count(counter::PENDING_DROPS);
+    }
+    Ok(())
+}
+
+/// The fd request `req` names, as argument 0 and walked as string 0 (as
+/// the syscall's is): a request gets its file only when it is issued.
+/// A registered file's index is no fd: -1, and no path.
+#[inline(always)]
+fn request_fd(rec: &mut Record, req: u64) -> Result<(), i64> {
+    let req_flags: u32 = unsafe { kread(req, uoff!(req_flags))? };
+    if req_flags & REQ_F_FIXED_FILE == 0 {
+        let fd: i32 = unsafe { kread(req, uoff!(req_cqe_fd))? };
+        rec.header.args[0] = fd as i64 as u64;
+        rec.walked(0, path::of_fd(fd));
+        record::object_id(rec, fd);
+    } else {
+        rec.header.args[0] = u64::MAX;
+        rec.header.flags |= flags::walk_incomplete(0);
     }
     Ok(())
 }
@@ -348,7 +392,7 @@ fn complete(rec: &mut Record, req: u64, ret: i64) {
     let nr = rec.header.syscall;
     let args = rec.header.args;
     let opened = syscalls::returns_opened_fd(nr) && ret >= 0 && args[4] == 0;
-    if nr != syscalls::FTRUNCATE {
+    if !matches!(nr, syscalls::FTRUNCATE | syscalls::FSETXATTR) {
         record::walk_dirs(rec, nr, &args, opened.then_some(ret as i32));
     }
     record::submit(rec);

@@ -363,3 +363,115 @@ fn file_operations_through_io_uring_are_decided_as_their_syscalls() {
     );
     assert_eq!(open2["decision"]["rule"], "watch-d", "{open2:#}");
 }
+
+/// Extended attributes, file capabilities (`security.capability`) among
+/// them, set by the setxattr and fsetxattr syscalls and through io_uring
+/// (5.19+), with a relative path: the same rule, canonical path,
+/// attribute, capabilities and outcome.
+#[test]
+fn extended_attributes_set_through_io_uring_are_decided_as_their_syscalls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().canonicalize().unwrap();
+    let tools = tempfile::tempdir().unwrap();
+    let helper = helper(tools.path());
+    let agent = Agent::start_with_config(
+        &format!(
+            "[[rule]]\nid = \"xattr-d\"\non = [\"perm.setxattr\"]\npath = [\"{}/**\"]\nseverity = \"high\"\n",
+            d.display()
+        ),
+        &[],
+    );
+    let unseen = agent.status()["capabilities"]["uring_unseen"].clone();
+    let kernel_has = |op: &str| {
+        !unseen.as_array().is_some_and(|u| {
+            u.iter().any(|s| {
+                let s = s.as_str().unwrap_or("");
+                s.starts_with(&format!("{op}:")) || s.starts_with("all")
+            })
+        })
+    };
+    let run = |args: &[&str]| {
+        let out = Command::new(&helper)
+            .args(args)
+            .current_dir(&d)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(d.join("x1"), b"").unwrap();
+    let cases = [
+        ("setxattr", "user.k", "v"),
+        ("fsetxattr", "user.f", "w"),
+        ("setxattr", "security.capability", "caps:net_raw"),
+    ];
+    for (call, name, value) in cases {
+        run(&[call, "x1", name, value]);
+        if kernel_has(call) {
+            run(&["uring", call, "x1", name, value]);
+        }
+    }
+    let done = marker(&d);
+    std::fs::write(&done, b"").unwrap();
+    let events = agent.collect_until(Duration::from_secs(60), |e| is_marker(e, &done));
+    agent.stop();
+    let path = d.join("x1").display().to_string();
+    let find = |via: &str, call: &str, name: &str| -> &Value {
+        events
+            .iter()
+            .find(|e| {
+                e["via"] == via
+                    && e["syscall"] == call
+                    && e["perm"]["op"] == "setxattr"
+                    && e["perm"]["xattr"]["name"] == name
+            })
+            .unwrap_or_else(|| {
+                let seen: Vec<_> = events
+                    .iter()
+                    .filter(|e| e["kind"] == "perm")
+                    .map(|e| (&e["via"], &e["syscall"], &e["perm"]))
+                    .collect();
+                panic!("no {call} of {name} via {via}; perm events: {seen:#?}")
+            })
+    };
+    for (call, name, _) in cases {
+        let by_syscall = find("syscall", call, name);
+        assert_eq!(by_syscall["perm"]["path"], path.as_str(), "{by_syscall:#}");
+        assert_eq!(by_syscall["result"]["ok"], true, "{by_syscall:#}");
+        assert_eq!(by_syscall["decision"]["rule"], "xattr-d", "{by_syscall:#}");
+        if !kernel_has(call) {
+            continue;
+        }
+        let by_uring = find("io_uring", call, name);
+        for field in [
+            "/syscall",
+            "/perm/path",
+            "/perm/xattr",
+            "/result/ok",
+            "/decision/rule",
+            "/decision/outcome",
+        ] {
+            assert_eq!(
+                by_syscall.pointer(field),
+                by_uring.pointer(field),
+                "{call} {name} {field}: syscall {by_syscall:#} io_uring {by_uring:#}"
+            );
+        }
+        assert_eq!(
+            by_uring["process"]["exe"],
+            helper.display().to_string(),
+            "{by_uring:#}"
+        );
+    }
+    let caps = &find("syscall", "setxattr", "security.capability")["perm"]["xattr"]["file_caps"];
+    assert_eq!(
+        caps["permitted"],
+        serde_json::json!(["cap_net_raw"]),
+        "{caps:#}"
+    );
+    assert_eq!(caps["effective"], true, "{caps:#}");
+}

@@ -80,6 +80,7 @@ pub fn ops_of(kinds: u32) -> u32 {
         ("perm.setuid", op::SETUID),
         ("perm.setgid", op::SETGID),
         ("perm.capset", op::CAPSET),
+        ("perm.setxattr", op::SETXATTR),
     ] {
         if has(kind) {
             ops |= bits;
@@ -332,6 +333,14 @@ pub fn load(
             .with_context(|| format!("path_chown unusable ({e:#}), and so is the fallback"))?;
         info!("owner changes are enforced through inode_setattr on this kernel");
     }
+    // Extended attributes (file capabilities among them): inode_setxattr
+    // gained a leading mnt_userns (later idmap) argument in 5.12.
+    let setxattr =
+        match super::btf::lsm_hook_params(Path::new(super::btf::VMLINUX), "inode_setxattr") {
+            Some(5) => "guardrail_inode_setxattr5",
+            _ => "guardrail_inode_setxattr6",
+        };
+    attach(ebpf, setxattr, "inode_setxattr", &btf, links)?;
     let take =
         |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).with_context(|| format!("{name} map"));
     let state: Array<MapData, u64> = Array::try_from(take(ebpf, "ENFORCE_STATE")?)?;

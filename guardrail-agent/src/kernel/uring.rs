@@ -41,6 +41,8 @@ const OPS: &[(u32, &str, &str)] = &[
     (uring_op::SYMLINKAT, "symlinkat", "io_link"),
     (uring_op::LINKAT, "linkat", "io_link"),
     (uring_op::FTRUNCATE, "ftruncate", "io_ftrunc"),
+    (uring_op::SETXATTR, "setxattr", "io_xattr"),
+    (uring_op::FSETXATTR, "fsetxattr", "io_xattr"),
 ];
 
 /// Offsets of `opcode`, `nr_files`, `nr_bufs` and `ret` in the
@@ -143,10 +145,26 @@ pub fn resolve(tracefs: &Path) -> UringCapture {
         o.link_flags = m("io_link", "flags")?;
         Some(())
     })();
-    let ftrunc = (|| {
+    // The fd a request names until it is issued (ftruncate, fsetxattr).
+    let req_fd = (|| {
         o.req_flags = m("io_kiocb", "flags")?;
         o.req_cqe_fd = m("io_kiocb", "cqe")? + m("io_cqe", "fd")?;
+        Some(())
+    })();
+    let ftrunc = req_fd.and_then(|()| {
         o.ftrunc_len = m("io_ftrunc", "len")?;
+        Some(())
+    });
+    // struct xattr_ctx became kernel_xattr_ctx in 6.13.
+    let xattr = (|| {
+        let ctx = m("io_xattr", "ctx")?;
+        let c = |f: &str| m("kernel_xattr_ctx", f).or_else(|| m("xattr_ctx", f));
+        o.xattr_filename = m("io_xattr", "filename")?;
+        o.xattr_kname = ctx + c("kname")?;
+        o.xattr_kvalue = ctx + c("kvalue")?;
+        o.xattr_size = ctx + c("size")?;
+        o.xattr_flags = ctx + c("flags")?;
+        o.xattr_name_name = m("xattr_name", "name")?;
         Some(())
     })();
     // Optional: without it, verdicts on requests an io-wq worker performs
@@ -172,11 +190,14 @@ pub fn resolve(tracefs: &Path) -> UringCapture {
     found(uring_op::SYMLINKAT, link);
     found(uring_op::LINKAT, link);
     found(uring_op::FTRUNCATE, ftrunc);
+    found(uring_op::SETXATTR, xattr);
+    found(uring_op::FSETXATTR, xattr.and(req_fd));
     for (op, name, strukt) in OPS {
         if cap.offsets.present & (1 << op) == 0 {
             cap.unseen.push(format!(
                 "{name}: this kernel has no struct {strukt} with the fields read \
-                 (ftruncate through io_uring exists from Linux 6.9)"
+                 (setxattr and fsetxattr through io_uring exist from Linux 5.19, \
+                 ftruncate from 6.9)"
             ));
         }
     }

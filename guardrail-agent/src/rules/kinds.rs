@@ -21,6 +21,7 @@ pub const KINDS: &[&str] = &[
     "perm.setuid",
     "perm.setgid",
     "perm.capset",
+    "perm.setxattr",
     "uring.setup",
     "uring.register",
 ];

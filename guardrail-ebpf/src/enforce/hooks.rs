@@ -298,6 +298,27 @@ pub fn guardrail_inode_setattr3(ctx: LsmContext) -> i32 {
     inode_setattr(ctx.arg(1), ctx.arg(2), ctx.arg(3))
 }
 
+/// Extended attributes, file capabilities (`security.capability`)
+/// among them. No mount is known here, so subtree walks stay within the
+/// filesystem (as for inode_setattr).
+#[inline(always)]
+fn inode_setxattr(dentry: u64, previous: i32) -> i32 {
+    verdict(previous, decide(op::SETXATTR, 0, dentry, false))
+}
+
+/// Linux before 5.12: (dentry, name, value, size, flags).
+#[lsm(hook = "inode_setxattr")]
+pub fn guardrail_inode_setxattr5(ctx: LsmContext) -> i32 {
+    inode_setxattr(ctx.arg(0), ctx.arg(5))
+}
+
+/// Linux 5.12 and later: (mnt_userns or idmap, dentry, name, value, size,
+/// flags).
+#[lsm(hook = "inode_setxattr")]
+pub fn guardrail_inode_setxattr6(ctx: LsmContext) -> i32 {
+    inode_setxattr(ctx.arg(1), ctx.arg(6))
+}
+
 /// Self-protection: another process may not signal or trace the agent.
 /// The agent itself and init (pid 1, which stops services) may; signal 0
 /// (an existence check) always may.
