@@ -493,8 +493,10 @@ fn restore_audit(before: &AuditState) -> Result<()> {
 fn tempfile_dir(base: &Path) -> Result<PathBuf> {
     let dir = base.join(format!("scratch-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    // Mode 0755: a tmpfs root is 1777 by default, and the agent refuses a
+    // configuration in a directory others can write.
     run(Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1g", "guardrail-bench"])
+        .args(["-t", "tmpfs", "-o", "size=1g,mode=0755", "guardrail-bench"])
         .arg(&dir))?;
     Ok(dir)
 }
