@@ -337,6 +337,11 @@ check uring-unlink-eperm grep -q "^res=-1$" /tmp/ur-unlink.out
 check uring-link-eperm sh -c 'grep -q -e "^res=-1$" -e "^res=-22$" /tmp/ur-link.out && [ ! -e /protected/uring/hard ]'
 /bin/vmhelper uring symlink /tmp/free sl > /tmp/ur-symlink.out
 check uring-symlink-eperm sh -c 'grep -q -e "^res=-1$" -e "^res=-22$" /tmp/ur-symlink.out && [ ! -e /protected/uring/sl ]'
+# mkdir: the syscall and (5.15+; EINVAL before) the io_uring request
+mkdir sysdir 2>/dev/null
+check mkdir-syscall-denied [ ! -e /protected/uring/sysdir ]
+/bin/vmhelper uring mkdir urdir > /tmp/ur-mkdir.out
+check uring-mkdir-eperm sh -c 'grep -q -e "^res=-1$" -e "^res=-22$" /tmp/ur-mkdir.out && [ ! -e /protected/uring/urdir ]'
 check uring-file-unchanged same /protected/uring/kept original
 cd /
 /bin/guardrail status > /tmp/status-uring.txt 2>&1
@@ -352,6 +357,8 @@ else
     eventually uring-event-unlink denied_via io_uring unlink /protected/uring/kept
     eventually uring-event-link denied_via io_uring link /protected/ur-src
     eventually uring-event-symlink denied_via io_uring symlink /protected/uring/sl
+    eventually uring-event-mkdir-syscall denied_via syscall mkdir /protected/uring/sysdir
+    eventually uring-event-mkdir denied_via io_uring mkdir /protected/uring/urdir
     if ! grep -q "io_uring unseen    ftruncate" /tmp/status-uring.txt; then
         echo x > /tmp/ur-trunc
         /bin/vmhelper uring truncate /tmp/ur-trunc 0 > /tmp/ur-trunc.out

@@ -29,6 +29,8 @@ pub mod op {
     pub const SETUID: u32 = 1 << 13;
     pub const SETGID: u32 = 1 << 14;
     pub const CAPSET: u32 = 1 << 15;
+    pub const MKDIR: u32 = 1 << 16;
+    pub const SETXATTR: u32 = 1 << 17;
 }
 
 /// Kill/deny rules one generation can hold (bits of a u64 mask).

@@ -41,6 +41,11 @@ pub enum RecordKind {
     /// `args[0]` the ring's fd, `args[1]` its setup flags, `args[2]` its
     /// submission queue entries.
     UringSetup = 4,
+    /// A process registered files, buffers or other resources with a ring
+    /// (`io_uring:io_uring_register`): `args[0]` the register opcode,
+    /// `args[1]` and `args[2]` the files and buffers registered with the
+    /// ring after the call; `ret` its result.
+    UringRegister = 5,
 }
 
 /// Bits of [`EventHeader::flags`].
@@ -295,6 +300,20 @@ pub struct UringOffsets {
     pub task_worker_private: u32,
     pub worker_cur_work: u32,
     pub req_work: u32,
+    /// struct io_mkdir (5.15+).
+    pub mkdir_dfd: u32,
+    pub mkdir_mode: u32,
+    pub mkdir_filename: u32,
+    /// struct io_xattr (5.19+): its `filename` (setxattr) and, in its
+    /// `ctx` (`struct xattr_ctx`, `kernel_xattr_ctx` from 6.13), the
+    /// kernel's copies of the name (`kname`, a `struct xattr_name`) and
+    /// value (`kvalue`), the value's `size` and the call's `flags`.
+    pub xattr_filename: u32,
+    pub xattr_flags: u32,
+    pub xattr_kname: u32,
+    pub xattr_kvalue: u32,
+    pub xattr_size: u32,
+    pub xattr_name_name: u32,
     pub _pad: u32,
 }
 
@@ -305,8 +324,11 @@ pub mod uring_op {
     pub const OPENAT2: u32 = 28;
     pub const RENAMEAT: u32 = 35;
     pub const UNLINKAT: u32 = 36;
+    pub const MKDIRAT: u32 = 37;
     pub const SYMLINKAT: u32 = 38;
     pub const LINKAT: u32 = 39;
+    pub const FSETXATTR: u32 = 41;
+    pub const SETXATTR: u32 = 42;
     pub const FTRUNCATE: u32 = 55;
 }
 

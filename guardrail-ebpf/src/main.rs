@@ -64,6 +64,10 @@ static EXEC_FILENAME_OFFSET: u32 = 8;
 /// tracepoint record, from its format file.
 #[no_mangle]
 static URING_CREATE_OFFSETS: [u32; 3] = [8, 32, 24];
+/// Offsets of `opcode`, `nr_files`, `nr_bufs` and `ret` in the
+/// `io_uring_register` tracepoint record, from its format file.
+#[no_mangle]
+static URING_REGISTER_OFFSETS: [u32; 4] = [16, 20, 24, 32];
 #[no_mangle]
 static OFFSETS: KernelOffsets = KernelOffsets {
     task_real_parent: 0,

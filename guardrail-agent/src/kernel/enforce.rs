@@ -30,6 +30,7 @@ pub const HOOKS: &[(&str, &str)] = &[
     ("guardrail_path_unlink", "path_unlink"),
     ("guardrail_path_rmdir", "path_rmdir"),
     ("guardrail_path_mknod", "path_mknod"),
+    ("guardrail_path_mkdir", "path_mkdir"),
     ("guardrail_path_symlink", "path_symlink"),
     ("guardrail_path_link", "path_link"),
     ("guardrail_path_truncate", "path_truncate"),
@@ -75,11 +76,13 @@ pub fn ops_of(kinds: u32) -> u32 {
         ("file.link", op::LINK),
         ("file.symlink", op::SYMLINK),
         ("file.mknod", op::MKNOD),
+        ("file.mkdir", op::MKDIR),
         ("perm.chmod", op::CHMOD),
         ("perm.chown", op::CHOWN),
         ("perm.setuid", op::SETUID),
         ("perm.setgid", op::SETGID),
         ("perm.capset", op::CAPSET),
+        ("perm.setxattr", op::SETXATTR),
     ] {
         if has(kind) {
             ops |= bits;
@@ -340,6 +343,18 @@ pub fn load(
         attach(ebpf, setattr, "inode_setattr", &btf, links)
             .with_context(|| format!("path_chown unusable ({e:#}), and so is the fallback"))?;
         info!("owner changes are enforced through inode_setattr on this kernel");
+    }
+    // Extended attributes (file capabilities among them): inode_setxattr
+    // gained a leading mnt_userns (later idmap) argument in 5.12.
+    let setxattr =
+        match super::btf::lsm_hook_params(Path::new(super::btf::VMLINUX), "inode_setxattr") {
+            Some(5) => "guardrail_inode_setxattr5",
+            _ => "guardrail_inode_setxattr6",
+        };
+    // Not verified in the VMs yet: a kernel that refuses it keeps every
+    // other hook.
+    if let Err(e) = attach(ebpf, setxattr, "inode_setxattr", &btf, links) {
+        warn!("extended attributes (file capabilities) cannot be refused on this kernel: {e:#}");
     }
     let take =
         |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).with_context(|| format!("{name} map"));

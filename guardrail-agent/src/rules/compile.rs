@@ -1040,8 +1040,10 @@ impl Compiler {
 /// Why a kill/deny rule cannot be compiled into kernel maps.
 pub fn kernel_problems(r: &RuleSpec) -> Vec<String> {
     let mut out = Vec::new();
-    if r.on.get_ref().iter().any(|k| k == "uring.setup") {
-        out.push("`uring.setup` cannot be refused in the kernel yet: alert on it".into());
+    if let Some(k) = r.on.get_ref().iter().find(|k| k.starts_with("uring.")) {
+        out.push(format!(
+            "`{k}` cannot be refused in the kernel yet: alert on it"
+        ));
     }
     let mut unsupported = |name: &str, present: bool| {
         if present {

@@ -793,9 +793,10 @@ mod default_pack {
             result: ok(),
             uring: crate::event::UringDetails {
                 op: "setup".into(),
-                fd: 3,
-                sq_entries: 8,
+                fd: Some(3),
+                sq_entries: Some(8),
                 flags: vec![],
+                ..Default::default()
             },
         })
     }

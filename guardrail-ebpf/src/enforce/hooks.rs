@@ -102,6 +102,17 @@ pub fn guardrail_path_mknod(ctx: LsmContext) -> i32 {
     )
 }
 
+#[lsm(hook = "path_mkdir")]
+pub fn guardrail_path_mkdir(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    let dir: u64 = ctx.arg(0);
+    let dentry: u64 = ctx.arg(1);
+    verdict(
+        previous,
+        decide(op::MKDIR | op::CREATE, mnt_of(dir), dentry, false),
+    )
+}
+
 #[lsm(hook = "path_symlink")]
 pub fn guardrail_path_symlink(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(3);
@@ -320,6 +331,27 @@ pub fn guardrail_inode_setattr2(ctx: LsmContext) -> i32 {
 #[lsm(hook = "inode_setattr")]
 pub fn guardrail_inode_setattr3(ctx: LsmContext) -> i32 {
     inode_setattr(ctx.arg(1), ctx.arg(2), ctx.arg(3))
+}
+
+/// Extended attributes, file capabilities (`security.capability`)
+/// among them. No mount is known here, so subtree walks stay within the
+/// filesystem (as for inode_setattr).
+#[inline(always)]
+fn inode_setxattr(dentry: u64, previous: i32) -> i32 {
+    verdict(previous, decide(op::SETXATTR, 0, dentry, false))
+}
+
+/// Linux before 5.12: (dentry, name, value, size, flags).
+#[lsm(hook = "inode_setxattr")]
+pub fn guardrail_inode_setxattr5(ctx: LsmContext) -> i32 {
+    inode_setxattr(ctx.arg(0), ctx.arg(5))
+}
+
+/// Linux 5.12 and later: (mnt_userns or idmap, dentry, name, value, size,
+/// flags).
+#[lsm(hook = "inode_setxattr")]
+pub fn guardrail_inode_setxattr6(ctx: LsmContext) -> i32 {
+    inode_setxattr(ctx.arg(1), ctx.arg(6))
 }
 
 /// Self-protection: another process may not signal or trace the agent.
