@@ -18,6 +18,7 @@
 mod enforce;
 mod floor;
 mod lifecycle;
+mod lineage;
 mod path;
 mod record;
 mod state;
@@ -107,6 +108,7 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     task_nsproxy: 0,
     nsproxy_mnt_ns: 0,
     mnt_ns_inum: 0,
+    task_group_leader: 0,
 };
 
 #[map]
