@@ -130,8 +130,7 @@ pub struct Lineage {
 impl Lineage {
     /// Take the maps; the bits a previous agent assigned stay as they were.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
-        let mut take =
-            |name: &str| ebpf.take_map(name).with_context(|| format!("{name} map"));
+        let mut take = |name: &str| ebpf.take_map(name).with_context(|| format!("{name} map"));
         let programs = HashMap::try_from(take("LINEAGE_PROGRAMS")?)?;
         let marks = HashMap::try_from(take("LINEAGE_MARKS")?)?;
         let exempt = Array::try_from(take("LINEAGE_EXEMPT")?)?;
@@ -209,7 +208,9 @@ impl Lineage {
                     };
                     *inodes.entry(key).or_default() |= 1 << bit;
                 }
-                Err(_) => warn!(program = %path, "ancestor_exe_not: does not exist; its descendants are marked once it exists and the rules are refreshed"),
+                Err(_) => {
+                    warn!(program = %path, "ancestor_exe_not: does not exist; its descendants are marked once it exists and the rules are refreshed")
+                }
             }
         }
         for (k, v) in &inodes {
@@ -299,7 +300,11 @@ fn read_proc(by_inode: &StdHashMap<ProgramKey, u64>) -> StdHashMap<u32, ProcEntr
         return out;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -341,11 +346,15 @@ mod tests {
 
     #[test]
     fn programs_keep_their_bits_across_rule_changes() {
-        let (first, reused) = assign(&Bits::new(), &set(&["/usr/bin/dpkg", "/usr/bin/apt"]), 0)
-            .unwrap();
+        let (first, reused) =
+            assign(&Bits::new(), &set(&["/usr/bin/dpkg", "/usr/bin/apt"]), 0).unwrap();
         assert_eq!(reused, 0);
-        let (second, _) = assign(&first, &set(&["/usr/bin/apt", "/usr/bin/dpkg", "/usr/sbin/x"]), 0b11)
-            .unwrap();
+        let (second, _) = assign(
+            &first,
+            &set(&["/usr/bin/apt", "/usr/bin/dpkg", "/usr/sbin/x"]),
+            0b11,
+        )
+        .unwrap();
         assert_eq!(second["/usr/bin/dpkg"], first["/usr/bin/dpkg"]);
         assert_eq!(second["/usr/bin/apt"], first["/usr/bin/apt"]);
         assert_eq!(second["/usr/sbin/x"], 2);
@@ -377,7 +386,11 @@ mod tests {
 
     #[test]
     fn rules_exempt_the_bits_of_their_programs() {
-        let bits: Bits = [("/usr/bin/dpkg".to_string(), 3), ("/usr/bin/apt".to_string(), 5)].into();
+        let bits: Bits = [
+            ("/usr/bin/dpkg".to_string(), 3),
+            ("/usr/bin/apt".to_string(), 5),
+        ]
+        .into();
         let masks = rule_masks(
             &[
                 vec!["/usr/bin/dpkg".into(), "/usr/bin/apt".into()],

@@ -685,17 +685,27 @@ fn kill_and_deny_rules_exempt_a_lineage_in_the_kernel() {
         "[[rule]]\nid = \"k\"\non = [\"file.write\"]\npath = [\"/etc/x\"]\naction = \"deny\"\nancestor_exe_not = [\"/usr/bin/dpkg\", \"/usr/bin/apt\"]\n",
     );
     let rule = set.rules.iter().find(|r| r.id == "k").unwrap();
-    assert!(rule.kernel_problems.is_empty(), "{:?}", rule.kernel_problems);
+    assert!(
+        rule.kernel_problems.is_empty(),
+        "{:?}",
+        rule.kernel_problems
+    );
     let compiled = crate::kernel::enforce::compile(&set, 0).unwrap();
     assert_eq!(
         compiled.lineages,
-        vec![vec!["/usr/bin/dpkg".to_string(), "/usr/bin/apt".to_string()]]
+        vec![vec![
+            "/usr/bin/dpkg".to_string(),
+            "/usr/bin/apt".to_string()
+        ]]
     );
     // What the kernel cannot decide stays refused, with the reason.
     let e = errors(
         "[[rule]]\nid = \"k\"\non = [\"file.write\"]\npath = [\"/etc/x\"]\naction = \"kill\"\nancestor_exe = [\"/usr/sbin/sshd\"]\n",
     );
-    assert!(e.contains("ancestor_exe") && e.contains("cannot be evaluated in the kernel"), "{e}");
+    assert!(
+        e.contains("ancestor_exe") && e.contains("cannot be evaluated in the kernel"),
+        "{e}"
+    );
     let e = errors(
         "[[rule]]\nid = \"k\"\non = [\"file.write\"]\npath = [\"/etc/x\"]\naction = \"deny\"\nancestor_exe_not = [\"/usr/bin/apt*\"]\n",
     );

@@ -275,7 +275,8 @@ fn check_rule(i: u32, generation: u32, op_root: u32, exe_dev: u64, exe_ino: u64)
     }
     // `ancestor_exe_not`: a process descending from a listed program.
     if rule.action != action::ALLOW {
-        let lineages = crate::lineage::exempted_by(rule_slot(generation, i & (MAX_KERNEL_RULES - 1)));
+        let lineages =
+            crate::lineage::exempted_by(rule_slot(generation, i & (MAX_KERNEL_RULES - 1)));
         if lineages != 0 && crate::lineage::inherited() & lineages != 0 {
             return;
         }
