@@ -31,7 +31,7 @@ pub fn assign(previous: &Bits, wanted: &BTreeSet<String>, dirty: u64) -> Result<
         .filter(|(p, _)| wanted.contains(*p))
         .map(|(p, &b)| (p.clone(), b))
         .collect();
-    let mut taken: u64 = out.values().fold(0, |acc, &b| acc | 1 << b);
+    let mut taken: u64 = out.values().fold(0, |acc, &b| acc | (1 << b));
     let mut reused = 0;
     for path in wanted {
         if out.contains_key(path) {
@@ -63,7 +63,7 @@ pub fn rule_masks(lineages: &[Vec<String>], bits: &Bits) -> Vec<u64> {
             paths
                 .iter()
                 .filter_map(|p| bits.get(p))
-                .fold(0, |acc, &b| acc | 1 << b)
+                .fold(0, |acc, &b| acc | (1 << b))
         })
         .collect()
 }
@@ -175,7 +175,7 @@ impl Lineage {
         let new: u64 = bits
             .iter()
             .filter(|(p, b)| self.bits.get(*p) != Some(b))
-            .fold(0, |acc, (_, &b)| acc | 1 << b);
+            .fold(0, |acc, (_, &b)| acc | (1 << b));
         if reused != 0 {
             self.clear_marks(reused)?;
         }
@@ -186,7 +186,7 @@ impl Lineage {
             }
             self.paths.set(bit, raw, 0)?;
         }
-        let used = bits.values().fold(0, |acc, &b| acc | 1u64 << b);
+        let used = bits.values().fold(0, |acc, &b| acc | (1u64 << b));
         self.state.set(state::DIRTY, dirty | used, 0)?;
         // The kernel recognises each program by its inode now.
         let mut inodes: StdHashMap<ProgramKey, u64> = StdHashMap::new();
@@ -399,7 +399,7 @@ mod tests {
             ],
             &bits,
         );
-        assert_eq!(masks, vec![1 << 3 | 1 << 5, 0, 1 << 5]);
+        assert_eq!(masks, vec![(1 << 3) | (1 << 5), 0, 1 << 5]);
     }
 
     #[test]
