@@ -37,6 +37,16 @@ echo original > /protected/win-later
 mkdir -p /protected/uring
 echo original > /protected/uring/kept
 echo source > /protected/ur-src
+# Lineage: the package manager's stand-in (busybox runs as itself under any
+# name starting with "busybox"), and a byte-identical copy at another path
+# (another inode), which is not listed.
+mkdir -p /protected/lineage /opt/pkg
+echo original > /protected/lineage/unit
+cp /bin/busybox /opt/pkg/busybox-pkgmgr
+cp /bin/busybox /tmp/busybox-pkgmgr
+# A package manager already at work when the agent starts: its children
+# are exempt once marks are seeded from /proc.
+/opt/pkg/busybox-pkgmgr sh -c 'while [ ! -e /tmp/seed-go ]; do /bin/busybox sleep 0.1; done; (echo seeded > /protected/lineage/seeded); true' &
 
 # Windows relative to the VM's clock: "now" spans two hours either side of
 # the current hour (so the test never runs into its edge), "later" starts
@@ -368,6 +378,45 @@ else
     fi
 fi
 
+# Lineage: a deny rule exempts the descendants of a listed program
+# (ancestor_exe_not), decided in the kernel. The same write from a shell is
+# denied.
+(echo evil > /protected/lineage/unit) 2>/dev/null
+check lineage-shell-denied same /protected/lineage/unit original
+# A child that forks then execs another program (a maintainer script)
+# writes...
+/opt/pkg/busybox-pkgmgr sh -c '/bin/busybox sh -c "echo pkg > /protected/lineage/unit"; true'
+check lineage-fork-exec-child-writes same /protected/lineage/unit pkg
+# ...and so does its child's child, after more execs.
+/opt/pkg/busybox-pkgmgr sh -c '/bin/busybox sh -c "/bin/busybox env /bin/busybox sh -c \"echo deep > /protected/lineage/deep\"; true"; true'
+check lineage-grandchild-writes same /protected/lineage/deep deep
+# A daemon that double-forks (setsid, its parent gone, re-parented to
+# init) keeps the mark: it writes once re-parented.
+/opt/pkg/busybox-pkgmgr sh -c '( /bin/busybox setsid /bin/busybox sh -c "echo \$\$ > /tmp/daemon.pid; while [ ! -e /tmp/daemon-go ]; do /bin/busybox sleep 0.1; done; echo daemon > /protected/lineage/daemon" & ); true'
+daemon_reparented() { [ -s /tmp/daemon.pid ] && [ "$(cut -d' ' -f4 /proc/$(cat /tmp/daemon.pid)/stat)" = 1 ]; }
+eventually lineage-daemon-reparented daemon_reparented
+touch /tmp/daemon-go
+eventually lineage-daemon-writes same /protected/lineage/daemon daemon
+# The mark is not the program's own: the listed program itself is not its
+# own ancestor (as for alert rules' ancestor_exe_not; add exe_not for it).
+/opt/pkg/busybox-pkgmgr sh -c 'echo self > /protected/lineage/self' 2>/dev/null
+check lineage-program-itself-denied [ ! -e /protected/lineage/self ]
+# A process cannot acquire the mark except by descending from an exec of
+# the listed program: not from a byte-identical copy at another path...
+/tmp/busybox-pkgmgr sh -c '/bin/busybox sh -c "echo copy > /protected/lineage/copy"; true' 2>/dev/null
+check lineage-copy-not-marked [ ! -e /protected/lineage/copy ]
+# ...nor by having run it as a child (marks flow down, never up)...
+/bin/busybox sh -c '/opt/pkg/busybox-pkgmgr true; echo parent > /protected/lineage/parent' 2>/dev/null
+check lineage-parent-not-marked [ ! -e /protected/lineage/parent ]
+# ...nor by being a sibling of a marked process's parent's other child.
+/bin/busybox sh -c '/opt/pkg/busybox-pkgmgr sh -c true & (echo sibling > /protected/lineage/sibling); wait' 2>/dev/null
+check lineage-sibling-not-marked [ ! -e /protected/lineage/sibling ]
+# A package manager that ran before the agent started: seeded from /proc.
+touch /tmp/seed-go
+eventually lineage-seeded-before-start same /protected/lineage/seeded seeded
+lineage_denied() { grep '"rule":"lineage-pkg","action":"deny","mode":"enforce","severity":"medium","outcome":"denied"' /tmp/events.jsonl | grep -q '"path":"/protected/lineage/unit"'; }
+eventually lineage-event-denied lineage_denied
+
 # Exec deny: the program never runs.
 /opt/bad touch /tmp/bad-ran 2>/dev/null
 check deny-exec-never-ran [ ! -e /tmp/bad-ran ]
@@ -470,6 +519,12 @@ check continuity-deny-after-attempts same /protected/secret original
 check continuity-maps-not-writable grep -q "rw=refused errno=1 ro=ok" /tmp/bpf-access-down.out
 touch /tmp/while-down
 chmod 4755 /tmp/while-down
+# Lineage marks are kernel state: exemption and denial go on while no
+# agent runs.
+/opt/pkg/busybox-pkgmgr sh -c '/bin/busybox sh -c "echo down > /protected/lineage/while-down"; true'
+check lineage-exempt-while-down same /protected/lineage/while-down down
+(echo evil > /protected/lineage/unit) 2>/dev/null
+check lineage-denied-while-down same /protected/lineage/unit pkg
 
 # A new agent adopts the pinned state and delivers, decides and logs what
 # happened while none ran.

@@ -7,6 +7,7 @@
 #![cfg_attr(not(feature = "user"), no_std)]
 
 pub mod enforce;
+pub mod lineage;
 pub mod syscalls;
 
 /// Bumped whenever a record layout changes.
@@ -241,6 +242,9 @@ pub struct KernelOffsets {
     pub mnt_ns_inum: u32,
     /// `bpf_map.id`: which map a task asks a file descriptor for.
     pub bpf_map_id: u32,
+    /// `task_struct.group_leader`: whose start a process's lineage mark
+    /// is checked against.
+    pub task_group_leader: u32,
 }
 
 /// Where the probes find an io_uring request's prepared command and the
@@ -344,6 +348,8 @@ mod pod {
     unsafe impl aya::Pod for super::enforce::InodeRules {}
     unsafe impl aya::Pod for super::enforce::ExeKey {}
     unsafe impl aya::Pod for super::enforce::Verdict {}
+    unsafe impl aya::Pod for super::lineage::ProgramKey {}
+    unsafe impl aya::Pod for super::lineage::LineageMark {}
 }
 
 /// Kernel state that outlives an agent (issue: continuity): the maps the
@@ -371,6 +377,13 @@ pub mod pinned {
         "URING_PENDING",
         // guardrail's maps that other programs may open read-only only.
         "OWN_MAPS",
+        // Lineage marks and what they mean: a process keeps its exemption
+        // across agent restarts.
+        "LINEAGE_PROGRAMS",
+        "LINEAGE_MARKS",
+        "LINEAGE_EXEMPT",
+        "LINEAGE_STATE",
+        "LINEAGE_PATHS",
     ];
 
     /// `AGENT_STATE[COMPLETE]` holds this once every map and link of the
@@ -416,6 +429,10 @@ pub mod pinned {
             crate::enforce::ENFORCE_STATE_SLOTS as usize,
             SLOTS as usize,
             RULE_NAME_LEN,
+            core::mem::size_of::<crate::lineage::ProgramKey>(),
+            core::mem::size_of::<crate::lineage::LineageMark>(),
+            crate::lineage::LINEAGE_PATH_LEN,
+            crate::lineage::state::SLOTS as usize,
         ];
         let mut mark: u64 = 0x6775_6172_6400_0000 | crate::ABI_VERSION as u64;
         let mut i = 0;

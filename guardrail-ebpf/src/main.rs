@@ -18,6 +18,7 @@
 mod enforce;
 mod floor;
 mod lifecycle;
+mod lineage;
 mod path;
 mod record;
 mod state;
@@ -112,6 +113,7 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     nsproxy_mnt_ns: 0,
     mnt_ns_inum: 0,
     bpf_map_id: 0,
+    task_group_leader: 0,
 };
 
 #[map]

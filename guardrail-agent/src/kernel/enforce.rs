@@ -15,6 +15,7 @@ use guardrail_common::enforce::{
 };
 use guardrail_common::pinned::RULE_NAME_LEN;
 
+use super::lineage::Lineage;
 use super::pins::Links;
 use tracing::{info, warn};
 
@@ -108,6 +109,11 @@ pub struct Compiled {
     /// Paths that do not exist now and so protect nothing until they do
     /// (re-resolved on every rule refresh).
     pub missing: Vec<String>,
+    /// Per kernel rule index: the programs whose descendants it exempts
+    /// (`ancestor_exe_not`), turned into lineage bits by [`Lineage`].
+    ///
+    /// [`Lineage`]: super::lineage::Lineage
+    pub lineages: Vec<Vec<String>>,
 }
 
 /// Which rules go to the kernel: kill/deny in enforce mode, and the allow
@@ -245,6 +251,10 @@ pub fn compile(set: &RuleSet, generation: u32) -> Result<Compiled> {
         if r.to_root == Some(true) {
             k.flags |= rule_flags::TO_ROOT;
         }
+        out.lineages.push(match (&r.ancestor_exe_not, k.action) {
+            (Some(m), a) if a != action::ALLOW => m.patterns.clone(),
+            _ => Vec::new(),
+        });
         for (list, bits) in [
             (&r.in_window, &mut k.windows_in),
             (&r.outside_window, &mut k.windows_out),
@@ -302,6 +312,8 @@ pub struct Enforcer {
     /// Rule ids by generation and kernel index, to name verdicts.
     ids: [Vec<String>; 2],
     current: Option<Compiled>,
+    /// Lineage marks: the exemptions of `ancestor_exe_not`.
+    lineage: Lineage,
 }
 
 /// Load and attach the LSM programs. `Err` says why this kernel cannot
@@ -383,6 +395,7 @@ pub fn load(
         generation,
         ids,
         current: None,
+        lineage: Lineage::take(ebpf)?,
     })
 }
 
@@ -452,6 +465,7 @@ impl Enforcer {
         for e in &compiled.exes {
             self.exes.insert(e, 1, 0)?;
         }
+        self.lineage.prepare(&compiled.lineages, next)?;
         // Operations and path-less rules first widen, then the generation
         // flips; narrowing them after the flip keeps every moment covered.
         let old_ops = self.state.get(&1, 0).unwrap_or(0);
@@ -609,6 +623,12 @@ impl Enforcer {
                 .set(rule_slot(generation, i), [0; RULE_NAME_LEN], 0)?;
         }
         Ok(())
+    }
+
+    /// Lineage marks the kernel could not store (those processes are not
+    /// exempt).
+    pub fn lineage_marks_lost(&self) -> u64 {
+        self.lineage.lost()
     }
 
     /// Tell the kernel which windows are active now (bit i: window i of

@@ -260,9 +260,12 @@ impl Probes {
         // Forks and exits keep the agent's process table true to the
         // kernel; without BTF offsets the probes cannot tell threads from
         // processes and stay silent.
+        // The exec raw tracepoint keeps lineage marks (kill/deny rules'
+        // `ancestor_exe_not`), as fork and exit do.
         for (program, tp) in [
             ("guardrail_fork", "sched_process_fork"),
             ("guardrail_exit", "sched_process_exit"),
+            ("guardrail_lineage_exec", "sched_process_exec"),
         ] {
             let prog: &mut RawTracePoint = ebpf
                 .program_mut(program)

@@ -678,9 +678,46 @@ fn units_and_containers_judge_a_process_by_its_service() {
 }
 
 #[test]
-fn ancestor_matchers_cannot_be_enforced_in_the_kernel() {
+fn kill_and_deny_rules_exempt_a_lineage_in_the_kernel() {
+    // ancestor_exe_not on a deny rule: compiled (the kernel marks the
+    // listed programs' descendants).
+    let set = rules(
+        "[[rule]]\nid = \"k\"\non = [\"file.write\"]\npath = [\"/etc/x\"]\naction = \"deny\"\nancestor_exe_not = [\"/usr/bin/dpkg\", \"/usr/bin/apt\"]\n",
+    );
+    let rule = set.rules.iter().find(|r| r.id == "k").unwrap();
+    assert!(
+        rule.kernel_problems.is_empty(),
+        "{:?}",
+        rule.kernel_problems
+    );
+    let compiled = crate::kernel::enforce::compile(&set, 0).unwrap();
+    assert_eq!(
+        compiled.lineages,
+        vec![vec![
+            "/usr/bin/dpkg".to_string(),
+            "/usr/bin/apt".to_string()
+        ]]
+    );
+    // What the kernel cannot decide stays refused, with the reason.
     let e = errors(
-        "[[rule]]\nid = \"k\"\non = [\"file.write\"]\npath = [\"/etc/x\"]\naction = \"deny\"\nancestor_exe_not = [\"/usr/bin/dpkg\"]\n",
+        "[[rule]]\nid = \"k\"\non = [\"file.write\"]\npath = [\"/etc/x\"]\naction = \"kill\"\nancestor_exe = [\"/usr/sbin/sshd\"]\n",
+    );
+    assert!(
+        e.contains("ancestor_exe") && e.contains("cannot be evaluated in the kernel"),
+        "{e}"
+    );
+    let e = errors(
+        "[[rule]]\nid = \"k\"\non = [\"file.write\"]\npath = [\"/etc/x\"]\naction = \"deny\"\nancestor_exe_not = [\"/usr/bin/apt*\"]\n",
+    );
+    assert!(e.contains("not one program"), "{e}");
+    let e = errors(
+        "[[rule]]\nid = \"k\"\non = [\"file.write\"]\npath = [\"/etc/x\"]\naction = \"deny\"\nancestor_exe_not = [\"/usr/lib/**\"]\n",
+    );
+    assert!(e.contains("not one program"), "{e}");
+    // An allow rule that exempts a kernel rule has no mark to grant.
+    let e = errors(
+        "[[rule]]\nid = \"k\"\non = [\"file.write\"]\npath = [\"/etc/x\"]\naction = \"deny\"\n\n\
+         [[rule]]\nid = \"a\"\non = [\"file.write\"]\naction = \"allow\"\nexempts = [\"k\"]\nancestor_exe_not = [\"/usr/bin/dpkg\"]\n",
     );
     assert!(e.contains("ancestor_exe_not"), "{e}");
 }

@@ -172,7 +172,7 @@ fn path_candidates(mut vfsmnt: u64, mut dentry: u64, generation: u32) -> u64 {
 
 /// The current task's executable, as an exe-map key prefix.
 #[inline(always)]
-fn current_exe() -> Option<(u64, u64)> {
+pub(crate) fn current_exe() -> Option<(u64, u64)> {
     unsafe {
         let mm: u64 = read(bpf_get_current_task(), off!(task_mm))?;
         if mm == 0 {
@@ -270,6 +270,14 @@ fn check_rule(i: u32, generation: u32, op_root: u32, exe_dev: u64, exe_ino: u64)
         };
         let listed = exe_ino != 0 && unsafe { EXE_RULES.get(&key) }.is_some();
         if listed != (rule.flags & rule_flags::EXE_ONLY != 0) {
+            return;
+        }
+    }
+    // `ancestor_exe_not`: a process descending from a listed program.
+    if rule.action != action::ALLOW {
+        let lineages =
+            crate::lineage::exempted_by(rule_slot(generation, i & (MAX_KERNEL_RULES - 1)));
+        if lineages != 0 && crate::lineage::inherited() & lineages != 0 {
             return;
         }
     }
