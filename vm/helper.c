@@ -12,7 +12,41 @@
 #include <sys/ptrace.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <linux/bpf.h>
 #include "uring.h"
+
+/* An xattr value from the command line: "caps:net_raw" is file
+ * capabilities (vfs_cap_data revision 2, cap_net_raw permitted and
+ * effective), anything else its own bytes. */
+static const void *xattr_value(const char *spec, unsigned *len) {
+    static unsigned caps[5];
+    if (!strcmp(spec, "caps:net_raw")) {
+        caps[0] = 0x02000000 | 1; /* VFS_CAP_REVISION_2 | EFFECTIVE */
+        caps[1] = 1u << 13;       /* CAP_NET_RAW permitted */
+        *len = sizeof caps;
+        return caps;
+    }
+    *len = strlen(spec);
+    return spec;
+}
+
+/* setxattr PATH NAME VALUE | fsetxattr PATH NAME VALUE: the syscalls;
+ * prints res=N (-errno on failure). */
+static int xattr_main(int argc, char **argv) {
+    unsigned len;
+    const void *value = xattr_value(argv[4], &len);
+    int res;
+    if (!strcmp(argv[1], "setxattr")) {
+        res = syscall(SYS_setxattr, argv[2], argv[3], value, len, 0);
+    } else {
+        int fd = open(argv[2], O_RDONLY);
+        if (fd < 0) { printf("open=%d\n", -errno); return 1; }
+        res = syscall(SYS_fsetxattr, fd, argv[3], value, len, 0);
+    }
+    if (res < 0) res = -errno;
+    printf("res=%d\n", res);
+    return res >= 0 ? 0 : 1;
+}
 
 /* uring OP ARGS: the file operation through io_uring; prints res=N. */
 static int uring_main(int argc, char **argv) {
@@ -42,6 +76,24 @@ static int uring_main(int argc, char **argv) {
     } else if (!strcmp(op, "unlink") && argc == 4) {
         s = sqe(IORING_OP_UNLINKAT, AT_FDCWD, argv[3], 0, 0);
         res = ring_run(&s);
+    } else if (!strcmp(op, "mkdir") && argc == 4) {
+        /* 0777, as mkdir(1) asks: the umask narrows it. */
+        s = sqe(IORING_OP_MKDIRAT, AT_FDCWD, argv[3], 0777, 0);
+        res = ring_run(&s);
+    } else if ((!strcmp(op, "setxattr") || !strcmp(op, "fsetxattr")) && argc == 6) {
+        unsigned len;
+        const void *value = xattr_value(argv[5], &len);
+        int fd = -1;
+        if (!strcmp(op, "setxattr")) {
+            s = sqe(IORING_OP_SETXATTR, 0, argv[4], len, (unsigned long)value);
+            s.addr3 = (unsigned long)argv[3];
+        } else {
+            fd = open(argv[3], O_RDONLY);
+            if (fd < 0) { printf("open=%d\n", -errno); return 1; }
+            s = sqe(IORING_OP_FSETXATTR, fd, argv[4], len, (unsigned long)value);
+        }
+        res = ring_run(&s);
+        if (fd >= 0) close(fd);
     } else if (!strcmp(op, "symlink") && argc == 5) {
         s = sqe(IORING_OP_SYMLINKAT, AT_FDCWD, argv[3], 0, (unsigned long)argv[4]);
         res = ring_run(&s);
@@ -66,7 +118,8 @@ static int uring_main(int argc, char **argv) {
             close(res);
         }
     } else {
-        fprintf(stderr, "usage: uring open|open2 PATH | rename OLD NEW | unlink PATH | "
+        fprintf(stderr, "usage: uring open|open2 PATH | rename OLD NEW | unlink PATH | mkdir PATH | "
+                        "setxattr|fsetxattr PATH NAME VALUE | "
                         "symlink TARGET LINK | link OLD NEW | truncate PATH LEN | "
                         "create-storm DIR N\n");
         return 2;
@@ -87,12 +140,49 @@ static void *flip(void *arg) {
     return NULL;
 }
 
+static long bpf_call(int cmd, union bpf_attr *attr) {
+    return syscall(SYS_bpf, cmd, attr, sizeof(*attr));
+}
+
+/* Ask for a pinned map for writing, then read-only; then for every map
+ * on the system by id, for writing, counting the refusals. */
+static int bpf_access(const char *pin) {
+    union bpf_attr a;
+    memset(&a, 0, sizeof(a));
+    a.pathname = (unsigned long)pin;
+    long rw = bpf_call(BPF_OBJ_GET, &a);
+    int rw_errno = rw < 0 ? errno : 0;
+    a.file_flags = BPF_F_RDONLY;
+    long ro = bpf_call(BPF_OBJ_GET, &a);
+    int refused = 0, opened = 0;
+    __u32 id = 0;
+    for (;;) {
+        union bpf_attr n;
+        memset(&n, 0, sizeof(n));
+        n.start_id = id;
+        if (bpf_call(BPF_MAP_GET_NEXT_ID, &n)) break;
+        id = n.next_id;
+        union bpf_attr g;
+        memset(&g, 0, sizeof(g));
+        g.map_id = id;
+        long fd = bpf_call(BPF_MAP_GET_FD_BY_ID, &g);
+        if (fd >= 0) { opened++; close(fd); }
+        else if (errno == EPERM) refused++;
+    }
+    printf("rw=%s errno=%d ro=%s refused_by_id=%d opened_by_id=%d\n",
+           rw >= 0 ? "ok" : "refused", rw_errno, ro >= 0 ? "ok" : "refused", refused, opened);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: vmhelper setuid-regain | race SAFE PROTECTED N | write-then FILE MARKER | ptrace PID | write FILE | write-at DIR NAME | reopen FILE | by-handle FILE | execveat PROG ARGV... | memfd-exec PROG ARGV... | uring OP ARGS...\n");
+        fprintf(stderr, "usage: vmhelper setuid-regain | race SAFE PROTECTED N | write-then FILE MARKER | ptrace PID | write FILE | write-at DIR NAME | reopen FILE | by-handle FILE | execveat PROG ARGV... | memfd-exec PROG ARGV... | setxattr|fsetxattr PATH NAME VALUE | uring OP ARGS... | bpf-access PIN\n");
         return 2;
     }
     if (!strcmp(argv[1], "uring") && argc >= 3) return uring_main(argc, argv);
+    if (!strcmp(argv[1], "bpf-access") && argc == 3) return bpf_access(argv[2]);
+    if ((!strcmp(argv[1], "setxattr") || !strcmp(argv[1], "fsetxattr")) && argc == 5)
+        return xattr_main(argc, argv);
     if (!strcmp(argv[1], "setuid-regain")) {
         /* Drop to 1000 keeping saved uid 0, then try to become root again. */
         if (setresuid(1000, 1000, 0) != 0) { perror("drop"); return 3; }

@@ -37,6 +37,16 @@ echo original > /protected/win-later
 mkdir -p /protected/uring
 echo original > /protected/uring/kept
 echo source > /protected/ur-src
+# Lineage: the package manager's stand-in (busybox runs as itself under any
+# name starting with "busybox"), and a byte-identical copy at another path
+# (another inode), which is not listed.
+mkdir -p /protected/lineage /opt/pkg
+echo original > /protected/lineage/unit
+cp /bin/busybox /opt/pkg/busybox-pkgmgr
+cp /bin/busybox /tmp/busybox-pkgmgr
+# A package manager already at work when the agent starts: its children
+# are exempt once marks are seeded from /proc.
+/opt/pkg/busybox-pkgmgr sh -c 'while [ ! -e /tmp/seed-go ]; do /bin/busybox sleep 0.1; done; (echo seeded > /protected/lineage/seeded); true' &
 
 # Windows relative to the VM's clock: "now" spans two hours either side of
 # the current hour (so the test never runs into its edge), "later" starts
@@ -267,6 +277,31 @@ check integrity-service-manager-own-namespace sh -c 'head -1 /tmp/sm-ns.out | gr
 mount -t tmpfs none /protected/dir 2>/dev/null
 check integrity-service-manager-host-namespace sh -c '! grep -q " /protected/dir " /proc/mounts'
 umount /protected/dir 2>/dev/null
+# pivot_root in the host's namespace swaps the root under every process
+# there: refused while a kill/deny rule is in force. The VM's root is the
+# initramfs (rootfs), where the kernel itself refuses pivot_root with
+# EINVAL after the LSM hook, so a plain attempt must fail with EPERM (the
+# hook's verdict)...
+mkdir -p /mnt/pv/old
+/bin/busybox pivot_root /mnt/pv /mnt/pv/old 2> /tmp/pivot-plain.err
+check integrity-pivot-root-host-eperm grep -q "not permitted" /tmp/pivot-plain.err
+# ...and from a chroot onto a mount, where the kernel would let it
+# through, the mount tree stays as it was.
+mount -t tmpfs none /mnt/pv
+mkdir -p /mnt/pv/bin /mnt/pv/new
+cp /bin/busybox /mnt/pv/bin/busybox
+mount -t tmpfs none /mnt/pv/new
+mkdir -p /mnt/pv/new/old
+echo container > /mnt/pv/new/marker
+/bin/busybox chroot /mnt/pv /bin/busybox pivot_root /new /new/old 2> /tmp/pivot-host.err
+check integrity-pivot-root-host-namespace sh -c 'grep -q "not permitted" /tmp/pivot-host.err && grep -q " /mnt/pv/new " /proc/mounts && ! grep -q " /mnt/pv/old " /proc/mounts && [ "$(cat /protected/secret)" = original ]'
+# A container runtime pivots into its root file system in a mount
+# namespace of its own: that keeps working (the new root is no protected
+# place), and the host's tree and protected paths are untouched.
+/bin/busybox unshare -m /bin/busybox chroot /mnt/pv /bin/busybox sh -c '/bin/busybox pivot_root /new /new/old && read m < /marker && echo "pivoted $m"' > /tmp/pivot-ns.out 2>&1
+check integrity-pivot-root-own-namespace sh -c 'grep -q "^pivoted container$" /tmp/pivot-ns.out && grep -q " /mnt/pv/new " /proc/mounts && [ "$(cat /protected/secret)" = original ]'
+umount /mnt/pv/new
+umount /mnt/pv
 # Mounting elsewhere still works.
 mkdir -p /mnt/free
 mount -t tmpfs none /mnt/free
@@ -312,6 +347,11 @@ check uring-unlink-eperm grep -q "^res=-1$" /tmp/ur-unlink.out
 check uring-link-eperm sh -c 'grep -q -e "^res=-1$" -e "^res=-22$" /tmp/ur-link.out && [ ! -e /protected/uring/hard ]'
 /bin/vmhelper uring symlink /tmp/free sl > /tmp/ur-symlink.out
 check uring-symlink-eperm sh -c 'grep -q -e "^res=-1$" -e "^res=-22$" /tmp/ur-symlink.out && [ ! -e /protected/uring/sl ]'
+# mkdir: the syscall and (5.15+; EINVAL before) the io_uring request
+mkdir sysdir 2>/dev/null
+check mkdir-syscall-denied [ ! -e /protected/uring/sysdir ]
+/bin/vmhelper uring mkdir urdir > /tmp/ur-mkdir.out
+check uring-mkdir-eperm sh -c 'grep -q -e "^res=-1$" -e "^res=-22$" /tmp/ur-mkdir.out && [ ! -e /protected/uring/urdir ]'
 check uring-file-unchanged same /protected/uring/kept original
 cd /
 /bin/guardrail status > /tmp/status-uring.txt 2>&1
@@ -327,6 +367,8 @@ else
     eventually uring-event-unlink denied_via io_uring unlink /protected/uring/kept
     eventually uring-event-link denied_via io_uring link /protected/ur-src
     eventually uring-event-symlink denied_via io_uring symlink /protected/uring/sl
+    eventually uring-event-mkdir-syscall denied_via syscall mkdir /protected/uring/sysdir
+    eventually uring-event-mkdir denied_via io_uring mkdir /protected/uring/urdir
     if ! grep -q "io_uring unseen    ftruncate" /tmp/status-uring.txt; then
         echo x > /tmp/ur-trunc
         /bin/vmhelper uring truncate /tmp/ur-trunc 0 > /tmp/ur-trunc.out
@@ -335,6 +377,45 @@ else
         eventually uring-event-truncate truncated
     fi
 fi
+
+# Lineage: a deny rule exempts the descendants of a listed program
+# (ancestor_exe_not), decided in the kernel. The same write from a shell is
+# denied.
+(echo evil > /protected/lineage/unit) 2>/dev/null
+check lineage-shell-denied same /protected/lineage/unit original
+# A child that forks then execs another program (a maintainer script)
+# writes...
+/opt/pkg/busybox-pkgmgr sh -c '/bin/busybox sh -c "echo pkg > /protected/lineage/unit"; true'
+check lineage-fork-exec-child-writes same /protected/lineage/unit pkg
+# ...and so does its child's child, after more execs.
+/opt/pkg/busybox-pkgmgr sh -c '/bin/busybox sh -c "/bin/busybox env /bin/busybox sh -c \"echo deep > /protected/lineage/deep\"; true"; true'
+check lineage-grandchild-writes same /protected/lineage/deep deep
+# A daemon that double-forks (setsid, its parent gone, re-parented to
+# init) keeps the mark: it writes once re-parented.
+/opt/pkg/busybox-pkgmgr sh -c '( /bin/busybox setsid /bin/busybox sh -c "echo \$\$ > /tmp/daemon.pid; while [ ! -e /tmp/daemon-go ]; do /bin/busybox sleep 0.1; done; echo daemon > /protected/lineage/daemon" & ); true'
+daemon_reparented() { [ -s /tmp/daemon.pid ] && [ "$(cut -d' ' -f4 /proc/$(cat /tmp/daemon.pid)/stat)" = 1 ]; }
+eventually lineage-daemon-reparented daemon_reparented
+touch /tmp/daemon-go
+eventually lineage-daemon-writes same /protected/lineage/daemon daemon
+# The mark is not the program's own: the listed program itself is not its
+# own ancestor (as for alert rules' ancestor_exe_not; add exe_not for it).
+/opt/pkg/busybox-pkgmgr sh -c 'echo self > /protected/lineage/self' 2>/dev/null
+check lineage-program-itself-denied [ ! -e /protected/lineage/self ]
+# A process cannot acquire the mark except by descending from an exec of
+# the listed program: not from a byte-identical copy at another path...
+/tmp/busybox-pkgmgr sh -c '/bin/busybox sh -c "echo copy > /protected/lineage/copy"; true' 2>/dev/null
+check lineage-copy-not-marked [ ! -e /protected/lineage/copy ]
+# ...nor by having run it as a child (marks flow down, never up)...
+/bin/busybox sh -c '/opt/pkg/busybox-pkgmgr true; echo parent > /protected/lineage/parent' 2>/dev/null
+check lineage-parent-not-marked [ ! -e /protected/lineage/parent ]
+# ...nor by being a sibling of a marked process's parent's other child.
+/bin/busybox sh -c '/opt/pkg/busybox-pkgmgr sh -c true & (echo sibling > /protected/lineage/sibling); wait' 2>/dev/null
+check lineage-sibling-not-marked [ ! -e /protected/lineage/sibling ]
+# A package manager that ran before the agent started: seeded from /proc.
+touch /tmp/seed-go
+eventually lineage-seeded-before-start same /protected/lineage/seeded seeded
+lineage_denied() { grep '"rule":"lineage-pkg","action":"deny","mode":"enforce","severity":"medium","outcome":"denied"' /tmp/events.jsonl | grep -q '"path":"/protected/lineage/unit"'; }
+eventually lineage-event-denied lineage_denied
 
 # Exec deny: the program never runs.
 /opt/bad touch /tmp/bad-ran 2>/dev/null
@@ -383,6 +464,16 @@ sum_before=$(md5sum /etc/guardrail/guardrail.toml)
 check self-config-unchanged [ "$(md5sum /etc/guardrail/guardrail.toml)" = "$sum_before" ]
 (cat /bin/busybox > /bin/guardrail-agent) 2>/dev/null
 check self-binary-unchanged sh -c "/bin/guardrail-agent --version | grep -q guardrail"
+# The pinned state (what enforces while no agent runs) is changed by the
+# agent's program only.
+pins_before=$(find /sys/fs/bpf/guardrail | wc -l)
+rm -f /sys/fs/bpf/guardrail/abi-*/maps/VERDICTS 2>/dev/null
+check self-pins-kept sh -c "[ -e /sys/fs/bpf/guardrail/abi-*/maps/VERDICTS ] && [ \$(find /sys/fs/bpf/guardrail | wc -l) = $pins_before ]"
+# Its maps (rules, records in flight) can be read by others, not written:
+# neither through a pin nor by id.
+/bin/vmhelper bpf-access /sys/fs/bpf/guardrail/abi-*/maps/INODE_RULES > /tmp/bpf-access.out 2>&1
+check self-maps-not-writable grep -q "rw=refused errno=1 ro=ok" /tmp/bpf-access.out
+check self-maps-not-writable-by-id sh -c 'n=$(sed -n "s/.*refused_by_id=\([0-9]*\).*/\1/p" /tmp/bpf-access.out); [ "${n:-0}" -ge 10 ]'
 
 # Unrelated operations are untouched.
 echo changed > /tmp/free
@@ -410,8 +501,30 @@ check continuity-kill-while-down [ $status -eq 137 ]
 check continuity-kill-no-more-code [ ! -e /tmp/after-tripwire-down ]
 (echo '[[rule]]' >> /etc/guardrail/guardrail.toml) 2>/dev/null
 check continuity-self-protection-while-down [ "$(md5sum /etc/guardrail/guardrail.toml)" = "$sum_before" ]
+# ...and so is the pinned state: it cannot be removed, unmounted in the
+# host's namespace or hidden under another mount. Unmounting bpffs in a
+# private namespace is allowed: the host's mount (and the pins) live on.
+rm -rf /sys/fs/bpf/guardrail 2>/dev/null
+check continuity-pins-not-removable sh -c "[ \$(find /sys/fs/bpf/guardrail | wc -l) = $pins_before ]"
+umount /sys/fs/bpf 2>/dev/null
+umount -l /sys/fs/bpf 2>/dev/null
+check continuity-bpffs-not-unmounted grep -q " /sys/fs/bpf bpf " /proc/mounts
+mount -t tmpfs none /sys/fs/bpf 2>/dev/null
+check continuity-bpffs-not-covered sh -c '! grep -q " /sys/fs/bpf tmpfs " /proc/mounts && [ -d /sys/fs/bpf/guardrail ]'
+/bin/busybox unshare -m /bin/busybox sh -c '/bin/busybox umount -l /sys/fs/bpf && echo unmounted' > /tmp/ns-umount.out 2>&1
+check continuity-private-umount-allowed sh -c 'grep -q unmounted /tmp/ns-umount.out && [ -d /sys/fs/bpf/guardrail ]'
+(echo evil > /protected/secret) 2>/dev/null
+check continuity-deny-after-attempts same /protected/secret original
+/bin/vmhelper bpf-access /sys/fs/bpf/guardrail/abi-*/maps/INODE_RULES > /tmp/bpf-access-down.out 2>&1
+check continuity-maps-not-writable grep -q "rw=refused errno=1 ro=ok" /tmp/bpf-access-down.out
 touch /tmp/while-down
 chmod 4755 /tmp/while-down
+# Lineage marks are kernel state: exemption and denial go on while no
+# agent runs.
+/opt/pkg/busybox-pkgmgr sh -c '/bin/busybox sh -c "echo down > /protected/lineage/while-down"; true'
+check lineage-exempt-while-down same /protected/lineage/while-down down
+(echo evil > /protected/lineage/unit) 2>/dev/null
+check lineage-denied-while-down same /protected/lineage/unit pkg
 
 # A new agent adopts the pinned state and delivers, decides and logs what
 # happened while none ran.
@@ -469,6 +582,8 @@ wait $AGENT
 check stopped-still-enforces same /protected/secret original
 echo '# edited while stopped' >> /etc/guardrail/guardrail.toml
 check stopped-config-editable grep -q "edited while stopped" /etc/guardrail/guardrail.toml
+/bin/vmhelper bpf-access /sys/fs/bpf/guardrail/abi-*/maps/INODE_RULES > /tmp/bpf-access-stopped.out 2>&1
+check stopped-maps-writable grep -q "rw=ok errno=0 ro=ok refused_by_id=0" /tmp/bpf-access-stopped.out
 /bin/guardrail-agent --unload > /tmp/unload.out 2>&1
 check unload-removes-pins [ ! -e /sys/fs/bpf/guardrail ]
 echo after > /protected/secret

@@ -4,7 +4,7 @@
 //! the lexical clean-up alone.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use guardrail_agent::canonical::{complete, lexical, FinalComponent};
+use guardrail_agent::canonical::{complete, complete_in, lexical, FinalComponent};
 use guardrail_agent::interpret::{LiveFs, ProcessView};
 use guardrail_agent::procfs::ProcFs;
 
@@ -23,6 +23,21 @@ fn completion(c: &mut Criterion) {
     });
     group.bench_function("complete, final symlink followed", |b| {
         b.iter(|| complete(&spelled, FinalComponent::Follow, &mut LiveFs(&mut procfs)))
+    });
+    // A process chrooted at `root` reaching prot through an absolute
+    // symlink (sub/jail -> /prot): resolved inside the root with openat2
+    // (RESOLVE_IN_ROOT), not cached.
+    std::os::unix::fs::symlink("/prot", root.join("sub/jail")).unwrap();
+    let jail = root.to_str().unwrap().to_string();
+    group.bench_function("complete in a chroot, absolute symlink", |b| {
+        b.iter(|| {
+            complete_in(
+                &jail,
+                "/sub/jail/a.conf",
+                FinalComponent::Keep,
+                &mut LiveFs(&mut procfs),
+            )
+        })
     });
     group.finish();
 }

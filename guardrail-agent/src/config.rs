@@ -19,6 +19,8 @@ pub struct Config {
     /// `[[output]]` tables: where events and alerts go besides the audit
     /// log (docs/outputs.md).
     pub output: Vec<toml::Spanned<OutputSection>>,
+    /// `[fleet]`: central rules and status over NATS (docs/fleet.md).
+    pub fleet: Option<FleetSection>,
     // The rule tables are validated by `rules::load_rules`.
     #[serde(skip_serializing)]
     pub include: Option<toml::Value>,
@@ -90,6 +92,52 @@ pub struct MetricsSection {
     /// Address to serve `GET /metrics` on, e.g. "127.0.0.1:9717"; absent:
     /// no endpoint.
     pub listen: Option<std::net::SocketAddr>,
+}
+
+/// Central rules and status over NATS JetStream (docs/fleet.md).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSection {
+    /// nats:// or tls:// URLs, several separated by commas.
+    pub url: String,
+    /// Credentials, each read from a root-only file (never logged).
+    #[serde(default)]
+    pub creds: Option<PathBuf>,
+    #[serde(default)]
+    pub nkey: Option<PathBuf>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// The key-value bucket holding rule sets, one key per group.
+    #[serde(default = "default_rules_bucket")]
+    pub rules_bucket: String,
+    /// This host's group: the key it watches.
+    pub rules_key: String,
+    /// The key-value bucket where each host puts its status (key: host).
+    #[serde(default = "default_status_bucket")]
+    pub status_bucket: String,
+    /// Status is also published on `<subject_prefix>.<host>.status`.
+    #[serde(default = "default_fleet_prefix")]
+    pub subject_prefix: String,
+    /// Default: the hostname.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Seconds between two status reports (also sent at once after a
+    /// rule set is applied or rejected).
+    #[serde(default = "default_status_interval")]
+    pub status_interval_s: u64,
+}
+
+fn default_rules_bucket() -> String {
+    crate::fleet::DEFAULT_RULES_BUCKET.into()
+}
+fn default_status_bucket() -> String {
+    crate::fleet::DEFAULT_STATUS_BUCKET.into()
+}
+fn default_fleet_prefix() -> String {
+    crate::fleet::DEFAULT_PREFIX.into()
+}
+fn default_status_interval() -> u64 {
+    30
 }
 
 /// Secret redaction before events leave the agent (docs/audit-log.md).
@@ -363,6 +411,18 @@ impl Config {
         config.validate(&name)?;
         config.check_redaction(text, &name)?;
         config.check_outputs(text, &name)?;
+        if let Some(f) = &config.fleet {
+            crate::fleet::check(f).map_err(|message| {
+                let at = text.find("[fleet]").unwrap_or(0);
+                let (line, column) = line_column(text, at);
+                ConfigError::Parse {
+                    path: name.clone(),
+                    line,
+                    column,
+                    message: format!("[fleet]: {message}"),
+                }
+            })?;
+        }
         Ok(config)
     }
 

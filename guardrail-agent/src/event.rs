@@ -105,12 +105,18 @@ pub enum Body {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct UringDetails {
-    /// `setup`.
+    /// `setup` or `register`.
     pub op: String,
-    /// The ring's file descriptor.
-    pub fd: i32,
-    /// Submission queue entries.
-    pub sq_entries: u32,
+    /// `setup`: the ring's file descriptor.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fd: Option<i32>,
+    /// `setup`: submission queue entries.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sq_entries: Option<u32>,
+    /// `register`: what was registered (or unregistered), and how many
+    /// files and buffers the ring has registered after the call.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub register: Option<UringRegister>,
     /// Setup flags: `sqpoll` (a kernel thread submits for the process),
     /// `iopoll`, `sq_aff`, `cqsize`, `clamp`, `attach_wq`, `r_disabled`,
     /// `submit_all`, `coop_taskrun`, `taskrun_flag`, `sqe128`, `cqe32`,
@@ -118,6 +124,15 @@ pub struct UringDetails {
     /// `no_sqarray`.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub flags: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UringRegister {
+    /// The IORING_REGISTER_* opcode, lower-case without the prefix
+    /// (`files`, `buffers`, `files_update`, ...; `opcode_N` when unknown).
+    pub opcode: String,
+    pub files: u32,
+    pub buffers: u32,
 }
 
 impl Body {
@@ -342,7 +357,7 @@ pub struct ExecDetails {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FileDetails {
-    /// open, unlink, rename, truncate, link, symlink, mknod
+    /// open, unlink, rename, truncate, link, symlink, mknod, mkdir
     pub op: String,
     /// Canonical absolute path of the file acted on (no `.`, `..` or
     /// `//`, symlinked directories resolved); null when only an fd was
@@ -379,7 +394,7 @@ pub struct FileDetails {
     /// append, exclusive, directory, nofollow, cloexec, tmpfile, path).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub flags: Vec<String>,
-    /// open with create, mknod: the mode requested (octal string).
+    /// open with create, mknod, mkdir: the mode requested (octal string).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub mode: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -394,7 +409,7 @@ pub struct FileDetails {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PermDetails {
-    /// chmod, chown, setuid, setgid, capset
+    /// chmod, chown, setuid, setgid, capset, setxattr
     pub op: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub path: Option<String>,
@@ -421,8 +436,31 @@ pub struct PermDetails {
     pub ids: Option<IdChange>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub caps: Option<CapChange>,
+    /// setxattr: the attribute set.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub xattr: Option<Xattr>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub truncated: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Xattr {
+    /// The attribute's name (`security.capability`, `user.x`, ...).
+    pub name: String,
+    /// Bytes of value passed.
+    pub size: u64,
+    /// `security.capability`: the file capabilities being set, when the
+    /// value is a `vfs_cap_data` the probes could read.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub file_caps: Option<FileCaps>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FileCaps {
+    pub permitted: Vec<String>,
+    pub inheritable: Vec<String>,
+    /// The effective bit: the permitted set is raised at exec.
+    pub effective: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

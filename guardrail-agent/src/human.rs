@@ -77,9 +77,20 @@ pub fn line(event: &Event, colour: bool) -> String {
             if let Some(c) = &perm.caps {
                 let _ = write!(s, " effective={}", c.effective.join(","));
             }
+            if let Some(x) = &perm.xattr {
+                let _ = write!(s, " {}", escape(&x.name));
+                if let Some(c) = &x.file_caps {
+                    let _ = write!(s, " caps={}", c.permitted.join(","));
+                }
+            }
         }
         Body::Uring { uring, .. } => {
-            let _ = write!(s, " fd={} entries={}", uring.fd, uring.sq_entries);
+            if let (Some(fd), Some(entries)) = (uring.fd, uring.sq_entries) {
+                let _ = write!(s, " fd={fd} entries={entries}");
+            }
+            if let Some(r) = &uring.register {
+                let _ = write!(s, " {} files={} buffers={}", r.opcode, r.files, r.buffers);
+            }
             if !uring.flags.is_empty() {
                 let _ = write!(s, " ({})", uring.flags.join(","));
             }

@@ -154,14 +154,18 @@ impl Resolved {
 
 /// `kernel_dir` is the directory the probes resolved (empty when they could
 /// not): for a relative path the directory it is relative to, for an
-/// absolute one in a chroot (`chroot`) the process's root. /proc is the
-/// fallback, which works only while the process lives.
+/// absolute one in a chroot (`chroot`) the process's root. `kernel_root`
+/// is the chroot's root the probes walked for a relative path (empty when
+/// they did not). /proc is the fallback, which works only while the
+/// process lives.
+#[allow(clippy::too_many_arguments)]
 fn resolve(
     view: &mut dyn ProcessView,
     pid: u32,
     dirfd: Option<i32>,
     raw: &[u8],
     kernel_dir: &[u8],
+    kernel_root: &[u8],
     last: FinalComponent,
     chroot: bool,
 ) -> Resolved {
@@ -197,9 +201,30 @@ fn resolve(
         view.dir_of(pid, dirfd.filter(|&fd| fd != AT_FDCWD))
             .map(|dir| join(&dir, &raw_text))
     } else if chroot {
-        // `..` must not climb above the chroot: the live file system
-        // decides (the kernel stops at the root, a text would not).
-        Some(join(&text(kernel_dir), &raw_text))
+        // Relative inside a chroot: resolved inside the root, where an
+        // absolute symlink on the way starts and `..` stops.
+        let dir = text(kernel_dir);
+        let root = if kernel_root.is_empty() {
+            view.root_of(pid)
+        } else {
+            Some(text(kernel_root))
+        };
+        if let Some((root, in_root)) = root.and_then(|r| {
+            let inside = inside_root(&r, &dir)?;
+            Some((r, inside))
+        }) {
+            let (path, source) =
+                canonical::complete_in(&root, &join(&in_root, &raw_text), last, &mut LiveFs(view));
+            return Resolved {
+                raw: (raw_text != path).then_some(raw_text),
+                path,
+                resolved: true,
+                source: Some(source),
+            };
+        }
+        // The root unknown, or the directory outside it (a chroot without
+        // chdir): the host's file system decides.
+        Some(join(&dir, &raw_text))
     } else {
         // The walked directory is canonical: its `..` are its parents by
         // the text, even if it was removed and its path re-created as
@@ -221,6 +246,20 @@ fn resolve(
             }
         }
         None => unresolved(raw_text),
+    }
+}
+
+/// `dir` (named from the host's root) named from inside the chroot at
+/// `root`; `None` when `dir` is not inside it.
+fn inside_root(root: &str, dir: &str) -> Option<String> {
+    let root = root.trim_end_matches('/');
+    if !dir.starts_with('/') || root.is_empty() {
+        return None;
+    }
+    match dir.strip_prefix(root)? {
+        "" | "/" => Some("/".to_string()),
+        rest if rest.starts_with('/') => Some(rest.to_string()),
+        _ => None,
     }
 }
 
@@ -249,7 +288,7 @@ const O_NOFOLLOW: u64 = 0o400000;
 /// points to, as the kernel does.
 fn final_component(nr: u32, a: &[u64; 6]) -> FinalComponent {
     let follows = match nr {
-        sc::CHMOD | sc::CHOWN | sc::TRUNCATE => true,
+        sc::CHMOD | sc::CHOWN | sc::TRUNCATE | sc::SETXATTR => true,
         sc::EXECVE | sc::EXECVEAT => true,
         sc::FCHMODAT => true,
         sc::FCHMODAT2 => a[3] & AT_SYMLINK_NOFOLLOW == 0,
@@ -428,6 +467,42 @@ pub fn cap_names(set: u64) -> Vec<String> {
         .collect()
 }
 
+/// VFS_CAP_REVISION_{1,2,3} in `vfs_cap_data.magic_etc`, and its
+/// effective bit.
+const VFS_CAP_REVISION_MASK: u64 = 0xFF00_0000;
+const VFS_CAP_FLAGS_EFFECTIVE: u64 = 1;
+
+/// The attribute a setxattr record sets; for `security.capability`, the
+/// file capabilities (revision 1 has only the low word of each set).
+fn xattr(rec: &RawRecord) -> Xattr {
+    use sc::xattr_caps::*;
+    let a = rec.header.args;
+    let name = text(&rec.str1);
+    let size = a[3];
+    let magic = a[MAGIC_ARG];
+    let revision = magic & VFS_CAP_REVISION_MASK;
+    let file_caps = (name == "security.capability"
+        && size >= 12
+        && (0x0100_0000..=0x0300_0000).contains(&revision))
+    .then(|| {
+        let words = if revision == 0x0100_0000 || size < 20 {
+            0xFFFF_FFFF
+        } else {
+            u64::MAX
+        };
+        FileCaps {
+            permitted: cap_names(a[PERMITTED_ARG] & words),
+            inheritable: cap_names(a[INHERITABLE_ARG] & words),
+            effective: magic & VFS_CAP_FLAGS_EFFECTIVE != 0,
+        }
+    });
+    Xattr {
+        name,
+        size,
+        file_caps,
+    }
+}
+
 fn opt_id(arg: u64) -> Option<u32> {
     let v = arg as u32;
     (v != u32::MAX).then_some(v)
@@ -512,8 +587,8 @@ pub fn interpret_uring_setup(rec: &RawRecord, view: &mut dyn ProcessView) -> Bod
         },
         uring: UringDetails {
             op: "setup".into(),
-            fd: h.args[0] as i32,
-            sq_entries: h.args[2] as u32,
+            fd: Some(h.args[0] as i32),
+            sq_entries: Some(h.args[2] as u32),
             flags: (0..64)
                 .filter(|bit| flags & (1u64 << bit) != 0)
                 .map(|bit| match URING_SETUP_FLAGS.get(bit) {
@@ -521,6 +596,73 @@ pub fn interpret_uring_setup(rec: &RawRecord, view: &mut dyn ProcessView) -> Bod
                     None => format!("flag_{bit}"),
                 })
                 .collect(),
+            register: None,
+        },
+    }
+}
+
+/// io_uring_register(2) opcodes (IORING_REGISTER_*), by number.
+const URING_REGISTER_OPCODES: [&str; 34] = [
+    "buffers",
+    "unregister_buffers",
+    "files",
+    "unregister_files",
+    "eventfd",
+    "unregister_eventfd",
+    "files_update",
+    "eventfd_async",
+    "probe",
+    "personality",
+    "unregister_personality",
+    "restrictions",
+    "enable_rings",
+    "files2",
+    "files_update2",
+    "buffers2",
+    "buffers_update",
+    "iowq_aff",
+    "unregister_iowq_aff",
+    "iowq_max_workers",
+    "ring_fds",
+    "unregister_ring_fds",
+    "pbuf_ring",
+    "unregister_pbuf_ring",
+    "sync_cancel",
+    "file_alloc_range",
+    "pbuf_status",
+    "napi",
+    "unregister_napi",
+    "clock",
+    "clone_buffers",
+    "send_msg_ring",
+    "zcrx_ifq",
+    "resize_rings",
+];
+
+/// A process registered (or unregistered) resources with a ring.
+pub fn interpret_uring_register(rec: &RawRecord, view: &mut dyn ProcessView) -> Body {
+    let h = &rec.header;
+    // IORING_REGISTER_USE_REGISTERED_RING: the ring named by index.
+    let opcode = h.args[0] as u32 & !(1 << 31);
+    let exe = view.exe(h.pid);
+    Body::Uring {
+        syscall: "io_uring_register".into(),
+        process: process_of(h, view, exe),
+        result: SyscallResult {
+            ok: h.ret >= 0,
+            ret: h.ret,
+            errno: (h.ret < 0).then(|| errno_name(h.ret.saturating_neg())),
+        },
+        uring: UringDetails {
+            op: "register".into(),
+            register: Some(UringRegister {
+                opcode: URING_REGISTER_OPCODES
+                    .get(opcode as usize)
+                    .map_or_else(|| format!("opcode_{opcode}"), |n| n.to_string()),
+                files: h.args[1] as u32,
+                buffers: h.args[2] as u32,
+            }),
+            ..Default::default()
         },
     }
 }
@@ -541,6 +683,10 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
     let dirfd = |i: u8| (i != sc::NONE).then(|| as_fd(a[i as usize]));
     let object_walked = h.flags & flags::OBJECT0_WALKED != 0 && !rec.dir0.is_empty();
     let chroot = h.flags & flags::ROOT_CHANGED != 0;
+    // The chroot's root, walked by the probes for relative paths; a
+    // relative second path is then relative to string 2's directory.
+    let root_in_str3 = chroot && h.flags & flags::ROOT_IN_STR3 != 0;
+    let kernel_root: &[u8] = if root_in_str3 { &rec.dir1 } else { &[] };
     let path0 = (layout.path0 != sc::NONE).then(|| {
         if object_walked {
             Resolved::walked(&rec.dir0, &rec.str0)
@@ -558,6 +704,7 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
                 dirfd(layout.dirfd0),
                 &rec.str0,
                 dir0,
+                kernel_root,
                 last,
                 chroot,
             )
@@ -711,7 +858,10 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
     }
 
     // File and permission changes on a path or fd.
-    let fd_arg = matches!(nr, sc::FTRUNCATE | sc::FCHMOD | sc::FCHOWN).then(|| as_fd(a[0]));
+    let fd_arg = matches!(nr, sc::FTRUNCATE | sc::FCHMOD | sc::FCHOWN | sc::FSETXATTR)
+        .then(|| as_fd(a[0]))
+        // A registered file (io_uring) is no fd.
+        .filter(|&fd| !(nr == sc::FSETXATTR && fd == -1));
     let (path, raw_path, resolved, path_source) = match (&path0, fd_arg) {
         (Some(p), _) => (Some(p.path.clone()), p.raw.clone(), p.resolved, p.source),
         // The probes walked the fd's path; /proc is the fallback.
@@ -743,6 +893,8 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
             | sc::CHOWN
             | sc::LCHOWN
             | sc::FCHOWNAT
+            | sc::SETXATTR
+            | sc::LSETXATTR
             | sc::TRUNCATE => looked_up.and_then(|p| view.object_of(p, follow)),
             _ => None,
         }
@@ -770,6 +922,18 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
                     mode: Some(octal(mode)),
                     mode_bits: mode_bits(mode),
                     ..perm("chmod")
+                },
+                process,
+                result,
+            });
+        }
+        sc::SETXATTR | sc::LSETXATTR | sc::FSETXATTR => {
+            return Some(Body::Perm {
+                syscall,
+                perm: PermDetails {
+                    xattr: Some(xattr(rec)),
+                    truncated: truncation(h, ["path", "xattr.name"]),
+                    ..perm("setxattr")
                 },
                 process,
                 result,
@@ -816,7 +980,12 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
                 h.pid,
                 dirfd(layout.dirfd1),
                 &rec.str1,
-                &rec.dir1,
+                if root_in_str3 && rec.str1.first().is_some_and(|&b| b != b'/') {
+                    &rec.dir0
+                } else {
+                    &rec.dir1
+                },
+                kernel_root,
                 FinalComponent::Keep,
                 chroot,
             )
@@ -874,6 +1043,11 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
             let mode = if nr == sc::MKNOD { a[1] } else { a[2] };
             file.mode = Some(format!("{:o}", mode));
             "mknod"
+        }
+        sc::MKDIR | sc::MKDIRAT => {
+            let mode = if nr == sc::MKDIR { a[1] } else { a[2] };
+            file.mode = Some(format!("{:o}", mode));
+            "mkdir"
         }
         _ => return None,
     }
@@ -942,6 +1116,18 @@ mod tests {
         t.cwd.insert(10, "/home/u".into());
         t.fds.insert((10, 5), "/srv/data".into());
         t
+    }
+
+    #[test]
+    fn a_directory_is_named_from_inside_its_chroot() {
+        assert_eq!(inside_root("/srv/jail", "/srv/jail").as_deref(), Some("/"));
+        assert_eq!(
+            inside_root("/srv/jail/", "/srv/jail/sub").as_deref(),
+            Some("/sub")
+        );
+        // A sibling sharing the prefix, and a cwd left outside the root.
+        assert_eq!(inside_root("/srv/jail", "/srv/jailbreak"), None);
+        assert_eq!(inside_root("/srv/jail", "/tmp"), None);
     }
 
     #[test]
@@ -1067,6 +1253,41 @@ mod tests {
                 gid: None
             })
         );
+    }
+
+    #[test]
+    fn file_capabilities_are_decoded_only_for_security_capability() {
+        use sc::xattr_caps::*;
+        let mut args = [0u64; 6];
+        args[3] = 20;
+        args[MAGIC_ARG] = 0x0200_0001;
+        args[PERMITTED_ARG] = 1 << 13 | 1 << 33;
+        let r = rec(sc::SETXATTR, args, 0, b"/f", b"security.capability");
+        let Some(Body::Perm { perm, .. }) = interpret(&r, &mut table()) else {
+            panic!()
+        };
+        assert_eq!(perm.op, "setxattr");
+        assert_eq!(perm.path.as_deref(), Some("/f"));
+        let x = perm.xattr.unwrap();
+        assert_eq!(x.name, "security.capability");
+        let caps = x.file_caps.unwrap();
+        assert_eq!(caps.permitted, ["cap_net_raw", "cap_mac_admin"]);
+        assert!(caps.effective && caps.inheritable.is_empty());
+        // Revision 1 has one word per set; another attribute has none.
+        args[MAGIC_ARG] = 0x0100_0000;
+        args[3] = 12;
+        let r = rec(sc::SETXATTR, args, 0, b"/f", b"security.capability");
+        let Some(Body::Perm { perm, .. }) = interpret(&r, &mut table()) else {
+            panic!()
+        };
+        let caps = perm.xattr.unwrap().file_caps.unwrap();
+        assert_eq!(caps.permitted, ["cap_net_raw"]);
+        assert!(!caps.effective);
+        let r = rec(sc::SETXATTR, args, 0, b"/f", b"user.x");
+        let Some(Body::Perm { perm, .. }) = interpret(&r, &mut table()) else {
+            panic!()
+        };
+        assert_eq!(perm.xattr.unwrap().file_caps, None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod decode;
 pub mod doctor;
 pub mod event;
 pub mod filter;
+pub mod fleet;
 pub mod fuzzing;
 pub mod human;
 pub mod interpret;

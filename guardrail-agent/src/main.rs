@@ -18,6 +18,7 @@ use guardrail_agent::config::{Config, DEFAULT_PATH};
 use guardrail_agent::control::{Access, ControlServer, ReloadStatus, Status};
 use guardrail_agent::decode;
 use guardrail_agent::doctor::{rule_effects, HostFacts, LsmState};
+use guardrail_agent::fleet::{self, Applied, Fleet, Rejected, Update};
 use guardrail_agent::kernel::capabilities::{bpf_lsm_state, kernel_release, Capabilities};
 use guardrail_agent::kernel::pins::{self, DEFAULT_ROOT};
 use guardrail_agent::kernel::probes::{ProbeOptions, Probes};
@@ -29,11 +30,13 @@ use guardrail_agent::pipeline::{Pipeline, Print};
 use guardrail_agent::procfs::ProcFs;
 use guardrail_agent::redact::Redactor;
 use guardrail_agent::reload::{self, Fingerprint};
-use guardrail_agent::rules::builtin::{add_self_protection, SELF_PROTECTION};
+use guardrail_agent::rules::builtin::{
+    add_self_protection, add_state_protection, SELF_PROTECTION_RULES,
+};
 use guardrail_agent::rules::eval::Enforcement;
 use guardrail_agent::rules::spec::{Action, Mode};
 use guardrail_agent::rules::users::Names;
-use guardrail_agent::rules::RuleSet;
+use guardrail_agent::rules::{CentralText, RuleSet};
 use guardrail_agent::trust::Policy;
 
 /// guardrail's host audit sensor: captures exec, file and permission
@@ -100,7 +103,7 @@ fn config_path(args: &Args) -> Option<PathBuf> {
 /// trusts; refused unless only root (and the admin group) can change it.
 fn load_config(args: &Args) -> Result<(Config, RuleSet, Policy)> {
     let (mut config, rules, policy) = match config_path(args) {
-        Some(path) => reload::load(&path, None)?,
+        Some(path) => reload::load(&path, None, None)?,
         None => (Config::default(), RuleSet::default(), Policy::agent(None)),
     };
     if let Some(s) = &args.socket {
@@ -193,17 +196,26 @@ fn real_main() -> Result<()> {
 
 /// With BPF-LSM and `agent.self_protection`, add the rule that keeps the
 /// configuration and the agent's binaries unchanged while it runs.
+/// `pins`: the pinned state's directory, when the agent pins.
 fn protect_self(
     config: &Config,
     path: Option<&Path>,
+    pins: Option<&Path>,
     rules: &mut RuleSet,
     lsm: bool,
 ) -> Result<()> {
-    let (true, true, Some(path)) = (lsm, config.agent.self_protection, path) else {
+    if !(lsm && config.agent.self_protection) {
         return Ok(());
-    };
+    }
     let exe = std::env::current_exe()?;
     let cli = exe.with_file_name("guardrail");
+    if let Some(pins) = pins.filter(|p| p.is_dir()) {
+        add_state_protection(rules, pins, &[exe.clone(), cli.clone()])
+            .context("building the pinned-state protection rule")?;
+    }
+    let Some(path) = path else {
+        return Ok(());
+    };
     add_self_protection(
         rules,
         path,
@@ -321,9 +333,11 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
     let config_file = config_path(&args);
     let kernel_can_enforce = enforcer.is_ok();
     let mut rules = rules;
+    let pins = (!args.ephemeral).then_some(args.state_dir.as_path());
     protect_self(
         &config,
         config_file.as_deref(),
+        pins,
         &mut rules,
         kernel_can_enforce,
     )?;
@@ -434,6 +448,17 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
         startup_ms = started.elapsed().as_millis() as u64,
         "guardrail-agent running"
     );
+    // Central rules arrive after start: until then (and whenever NATS is
+    // unreachable) the local rules are in force, plus the central set
+    // last applied while this agent runs (docs/fleet.md).
+    let mut fleet = match &config.fleet {
+        Some(f) if config_file.is_some() => Some(Fleet::start(
+            f,
+            &guardrail_agent::outputs::hostname(),
+            status.clone(),
+        )?),
+        _ => None,
+    };
     if let Err(e) = notify("READY=1") {
         warn!("cannot tell the service manager that the agent is ready: {e}");
     }
@@ -449,19 +474,33 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
     let mut watch = tokio::time::interval(Duration::from_secs(2));
     // Validate and compile the whole new configuration; on any error the
     // rules in force stay, and status says why.
-    let reload = |pipeline: &mut Pipeline<ProcFs>, why: &str| -> Option<Fingerprint> {
-        let path = config_file.as_ref()?;
+    let fleet_origin = fleet.as_ref().map(|f| f.origin.clone());
+    let reload = |pipeline: &mut Pipeline<ProcFs>,
+                  why: &str,
+                  central: Option<&Applied>|
+     -> Result<Fingerprint, String> {
+        let Some(path) = config_file.as_ref() else {
+            return Err("no configuration file".into());
+        };
+        let central = match (central, &fleet_origin) {
+            (Some(a), Some(origin)) => Some(CentralText {
+                origin,
+                text: &a.text,
+            }),
+            _ => None,
+        };
         let mut attempt = || -> Result<Fingerprint> {
             // Judged by the admin group in force, not one the new file names.
-            let (new_config, mut set, _) = reload::load(path, Some(&policy))?;
-            protect_self(&config, Some(path), &mut set, kernel_can_enforce)?;
+            let (new_config, mut set, _) = reload::load(path, Some(&policy), central)?;
+            protect_self(&config, Some(path), pins, &mut set, kernel_can_enforce)?;
             if new_config.capture != config.capture
                 || new_config.agent != config.agent
+                || new_config.fleet != config.fleet
                 || new_config.audit_log != config.audit_log
                 || new_config.metrics != config.metrics
                 || new_config.output != config.output
             {
-                warn!("[agent], [capture], [audit_log], [metrics] and [[output]] changes take effect when the agent restarts");
+                warn!("[agent], [capture], [audit_log], [metrics], [fleet] and [[output]] changes take effect when the agent restarts");
             }
             let fp = Fingerprint::of(path, &set);
             let redaction = redactor(&new_config)?;
@@ -495,8 +534,10 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
             time,
             error,
         });
-        result.ok()
+        result.map_err(|e| format!("{e:#}"))
     };
+    // The central set in force (None: none applied yet).
+    let mut central: Option<Applied> = None;
     let mut uncommitted = Uncommitted::default();
     // SAFETY: the reader owns its map fd, keeps it open and returns the
     // same fd for as long as it lives, and the AsyncFd owns the reader.
@@ -533,7 +574,7 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
                 update(&mut probes, &mut pipeline, &status, started);
             }
             _ = sighup.recv() => {
-                if let Some(fp) = reload(&mut pipeline, "SIGHUP") {
+                if let Ok(fp) = reload(&mut pipeline, "SIGHUP", central.as_ref()) {
                     fingerprint = Some(fp);
                 }
                 window_edge = next_edge(&mut pipeline);
@@ -548,11 +589,21 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
                     // Remember what we saw, valid or not, so that an invalid
                     // file is reported once, not every two seconds.
                     fingerprint = Some(current);
-                    if let Some(fp) = reload(&mut pipeline, "config file changed") {
+                    if let Ok(fp) = reload(&mut pipeline, "config file changed", central.as_ref()) {
                         fingerprint = Some(fp);
                     }
                     window_edge = next_edge(&mut pipeline);
                 }
+            }
+            Some(update) = next_update(&mut fleet) => {
+                let Some(f) = &fleet else { continue };
+                if let Some(fp) = apply_central(update, f, &mut central, |candidate| {
+                    reload(&mut pipeline, "central rule set", Some(candidate))
+                }) {
+                    fingerprint = Some(fp);
+                }
+                f.report_now();
+                window_edge = next_edge(&mut pipeline);
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
@@ -563,12 +614,17 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
     // enforced but the one that keeps the configuration and binaries as
     // they are: stopped, the agent may be reconfigured. A crash or SIGKILL
     // leaves it in force.
-    match pipeline.lift_kernel_rule(SELF_PROTECTION) {
-        Ok(true) => info!(
-            "self-protection lifted: the configuration may be edited while the agent is stopped"
-        ),
-        Ok(false) => {}
-        Err(e) => warn!("self-protection could not be lifted: {e:#}"),
+    // The pinned state's rule goes with it: a new build (another program)
+    // must be able to adopt or replace the state.
+    let mut lifted = false;
+    for rule in SELF_PROTECTION_RULES {
+        match pipeline.lift_kernel_rule(rule) {
+            Ok(was) => lifted |= was,
+            Err(e) => warn!("{rule} could not be lifted: {e:#}"),
+        }
+    }
+    if lifted {
+        info!("self-protection lifted: the configuration may be edited while the agent is stopped");
     }
     // Flush: whatever the kernel wrote before we stop is still delivered.
     while drain_ring(ring.get_mut(), &mut pipeline, &mut uncommitted) {}
@@ -583,6 +639,80 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
     let _ = std::fs::remove_file(&config.agent.socket);
     info!("guardrail-agent stopped");
     Ok(())
+}
+
+/// The next rule set the fleet's watcher saw; never, without a fleet.
+async fn next_update(fleet: &mut Option<Fleet>) -> Option<Update> {
+    match fleet {
+        Some(f) => f.updates.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Validate and apply a central rule set with `reload` (the file reload's
+/// path: all or nothing); on any error the rules in force stay, and the
+/// error goes to the fleet's status. A deleted key changes nothing: the
+/// set in force stays until another is pushed (an empty one removes the
+/// central rules), so that a mistaken delete never lifts enforcement.
+fn apply_central(
+    update: Update,
+    fleet: &Fleet,
+    central: &mut Option<Applied>,
+    reload: impl FnOnce(&Applied) -> Result<Fingerprint, String>,
+) -> Option<Fingerprint> {
+    let (revision, value) = match update {
+        Update::Put { revision, value } => (revision, value),
+        Update::Deleted { revision } => {
+            if !fleet.state.lock().unwrap().seen(revision) {
+                warn!(revision, "the central rule set was deleted; the one in force stays (push an empty set to remove the central rules)");
+                fleet.state.lock().unwrap().deleted_revision = Some(revision);
+            }
+            return None;
+        }
+    };
+    if fleet.state.lock().unwrap().seen(revision) {
+        return None;
+    }
+    let hash = fleet::rules_hash(&value);
+    let outcome = match String::from_utf8(value) {
+        Err(e) => {
+            let error = format!(
+                "{}: revision {revision} is not UTF-8 text (byte {}): not a rule set",
+                fleet.origin.display(),
+                e.utf8_error().valid_up_to()
+            );
+            error!("central rule set refused; the rules in force stay: {error}");
+            Err(error)
+        }
+        Ok(text) => {
+            let candidate = Applied {
+                revision,
+                hash: hash.clone(),
+                text,
+            };
+            reload(&candidate).map(|fp| (fp, candidate))
+        }
+    };
+    let mut state = fleet.state.lock().unwrap();
+    state.deleted_revision = None;
+    match outcome {
+        Ok((fp, applied)) => {
+            info!(revision, hash = %applied.hash, "central rule set applied");
+            state.applied = Some(applied.clone());
+            state.rejected = None;
+            *central = Some(applied);
+            Some(fp)
+        }
+        Err(error) => {
+            // Logged where it was found (the reload says why).
+            state.rejected = Some(Rejected {
+                revision,
+                hash,
+                error,
+            });
+            None
+        }
+    }
 }
 
 /// Records handled before the loop looks at anything else.

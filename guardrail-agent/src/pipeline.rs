@@ -335,7 +335,7 @@ impl<V: ProcessView> Pipeline<V> {
         if !result.ok
             || !matches!(
                 file.op.as_str(),
-                "rename" | "open" | "link" | "symlink" | "unlink" | "mknod"
+                "rename" | "open" | "link" | "symlink" | "unlink" | "mknod" | "mkdir"
             )
         {
             return;
@@ -387,8 +387,12 @@ impl<V: ProcessView> Pipeline<V> {
                 self.view.exited(raw.header.pid);
                 return;
             }
-            k if k == RecordKind::UringSetup as u32 => {
-                let body = crate::interpret::interpret_uring_setup(&raw, &mut self.view);
+            k if k == RecordKind::UringSetup as u32 || k == RecordKind::UringRegister as u32 => {
+                let body = if k == RecordKind::UringSetup as u32 {
+                    crate::interpret::interpret_uring_setup(&raw, &mut self.view)
+                } else {
+                    crate::interpret::interpret_uring_register(&raw, &mut self.view)
+                };
                 self.emit(
                     raw.header.exit_ns,
                     body,

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use crate::config::Config;
 use crate::rules::users::Names;
-use crate::rules::{load_rules, RuleSet};
+use crate::rules::{compile_with_central, CentralText, RuleSet, RulesError};
 use crate::trust::{self, AdminGroup, Policy, RealFs};
 
 /// The configuration file and the rule set it yields, once it is certain
@@ -18,7 +18,14 @@ use crate::trust::{self, AdminGroup, Policy, RealFs};
 /// At start (`in_force` is None) the admin group is the one the file
 /// names, looked up on this host; at reload it is the one in force, since
 /// `[agent]` changes take effect at restart. The policy used is returned.
-pub fn load(path: &Path, in_force: Option<&Policy>) -> anyhow::Result<(Config, RuleSet, Policy)> {
+///
+/// `central`: the fleet's rule set, compiled with the local rules
+/// (crate::rules::compile_with_central says how they combine).
+pub fn load(
+    path: &Path,
+    in_force: Option<&Policy>,
+    central: Option<CentralText<'_>>,
+) -> anyhow::Result<(Config, RuleSet, Policy)> {
     let fs = RealFs::new();
     // The admin group never covers the file that names it.
     let strict = in_force.cloned().unwrap_or_else(|| Policy::agent(None));
@@ -36,10 +43,43 @@ pub fn load(path: &Path, in_force: Option<&Policy>) -> anyhow::Result<(Config, R
                 .transpose()?,
         ),
     };
-    let rules = load_rules(path, names)?;
+    let main_text = std::fs::read_to_string(path).map_err(|e| {
+        RulesError(vec![crate::rules::compile::RuleError {
+            file: path.to_path_buf(),
+            line: 1,
+            column: 1,
+            message: format!("cannot read: {e}"),
+            hint: None,
+        }])
+    })?;
+    let rules = compile_with_central(path, &main_text, names, central)?;
     trust::refuse(trust::check_included(&fs, &policy, path, &rules))?;
+    check_credentials(&config, &policy)?;
     warn_if_secrets_readable(path, &config);
     Ok((config, rules, policy))
+}
+
+/// NATS credential files (nats outputs, `[fleet]`) are trusted like the
+/// configuration, and must be readable by root only (docs/security.md).
+fn check_credentials(config: &Config, policy: &Policy) -> anyhow::Result<()> {
+    use crate::fleet::Credentials;
+    let outputs = config.output.iter().map(|o| {
+        let o = o.get_ref();
+        Credentials {
+            creds: o.creds.clone(),
+            nkey: o.nkey.clone(),
+            token_file: o.token_file.clone(),
+        }
+    });
+    let fleet = config.fleet.iter().map(|f| Credentials {
+        creds: f.creds.clone(),
+        nkey: f.nkey.clone(),
+        token_file: f.token_file.clone(),
+    });
+    for c in outputs.chain(fleet) {
+        c.check_trusted(policy)?;
+    }
+    Ok(())
 }
 
 /// Webhook headers (Authorization, tokens) are the only credentials the

@@ -163,6 +163,8 @@ pub enum Role {
     Rules,
     /// The audit log's directory (warned about, not refused).
     AuditLog,
+    /// A NATS credentials, nkey or token file (`[fleet]`, nats outputs).
+    Credentials,
 }
 
 impl Role {
@@ -171,6 +173,9 @@ impl Role {
             Role::Configuration => "change the configuration and rules the agent enforces",
             Role::Rules => "change the rules the agent enforces",
             Role::AuditLog => "remove or replace the audit log",
+            Role::Credentials => {
+                "replace the credentials this host uses on NATS, and with them where its rules come from"
+            }
         }
     }
 
@@ -192,6 +197,9 @@ pub enum Flaw {
     Unreadable(String),
     /// More than [`MAX_LINKS`] symlinks.
     TooManyLinks,
+    /// A secret readable by others than its owner's group, or by a group
+    /// other than root's.
+    Readable,
 }
 
 /// One reason not to trust `subject`: `path` (the subject itself, a
@@ -250,6 +258,10 @@ impl fmt::Display for Problem {
                 f,
                 "{path}: cannot check who may change it ({e}), so {} is not trusted",
                 self.subject.display()
+            ),
+            Flaw::Readable => write!(
+                f,
+                "{path} is readable by others than root {facts}: anyone who reads it can act as this host on NATS; fix: chmod 600 {path}"
             ),
             Flaw::TooManyLinks => write!(
                 f,
@@ -449,6 +461,29 @@ pub fn check_config(fs: &dyn StatProvider, policy: &Policy, config: &Path) -> Ve
     ))
 }
 
+/// A NATS credential file: no one but root may change it or the
+/// directories above it (like the configuration), and no one but root may
+/// read it.
+pub fn check_credentials(fs: &dyn StatProvider, policy: &Policy, file: &Path) -> Vec<Problem> {
+    let file = absolute(file);
+    let mut problems = check_path(fs, policy, &file, Role::Credentials);
+    if let Ok(meta) = fs.lstat(&file) {
+        let group_reads = meta.mode & 0o040 != 0 && meta.gid != 0;
+        if !meta.is_symlink() && (meta.mode & 0o004 != 0 || group_reads) {
+            problems.push(Problem {
+                path: file.clone(),
+                subject: file.clone(),
+                role: Role::Credentials,
+                owner: describe_user(fs, meta.uid),
+                mode: meta.mode,
+                flaw: Flaw::Readable,
+                admin_hint: false,
+            });
+        }
+    }
+    dedup(problems)
+}
+
 /// Every file `set` was read from besides `config`, and every directory
 /// an include pattern reads (anyone who can write it could add a file).
 pub fn check_included(
@@ -642,6 +677,49 @@ mod tests {
         t.file(RULE, ROOT, STAFF, 0o444);
         t.dir("/etc/guardrail/rules.d", ROOT, STAFF, 0o2755);
         assert_eq!(check(&t, &p, RULE, Role::Rules), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_credential_file_must_be_roots_and_unreadable_to_others() {
+        const CREDS: &str = "/etc/guardrail/nats.creds";
+        let creds = |t: &Table, p: &Policy| -> Vec<String> {
+            check_credentials(t, p, Path::new(CREDS))
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        let mut t = Table::standard();
+        t.file(CREDS, ROOT, ROOT, 0o600);
+        assert_eq!(creds(&t, &policy()), Vec::<String>::new());
+        t.file(CREDS, ROOT, ROOT, 0o644);
+        assert_eq!(
+            creds(&t, &policy()),
+            vec![
+                "/etc/guardrail/nats.creds is readable by others than root (owner root, mode 0644): \
+                 anyone who reads it can act as this host on NATS; fix: chmod 600 /etc/guardrail/nats.creds"
+            ]
+        );
+        // Group-readable by a group other than root's: refused as well,
+        // even for the admin group (it administers rules, not identities).
+        t.file(CREDS, ROOT, ADM, 0o640);
+        assert_eq!(creds(&t, &with_admin(ADM, "adm")).len(), 1);
+        // Owned by a user: that user could replace it.
+        t.file(CREDS, ALICE, ROOT, 0o600);
+        let problems = creds(&t, &policy());
+        assert!(
+            problems.len() == 1 && problems[0].contains("not owned by root"),
+            "{problems:?}"
+        );
+        // In a directory others may write: refused like a configuration.
+        t.file("/tmp/nats.creds", ROOT, ROOT, 0o600);
+        let problems: Vec<String> = check_credentials(&t, &policy(), Path::new("/tmp/nats.creds"))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert!(
+            problems.len() == 1 && problems[0].contains("/tmp is writable by others"),
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub mod op {
     pub const SETUID: u32 = 1 << 13;
     pub const SETGID: u32 = 1 << 14;
     pub const CAPSET: u32 = 1 << 15;
+    pub const MKDIR: u32 = 1 << 16;
+    pub const SETXATTR: u32 = 1 << 17;
 }
 
 /// Kill/deny rules one generation can hold (bits of a u64 mask).
@@ -135,6 +137,12 @@ pub const fn rule_slot(generation: u32, rule: u32) -> u32 {
 /// rules protect — that is how it sets up services' private namespaces
 /// (ProtectSystem=, PrivateTmp=…), which no host process sees.
 pub const SERVICE_MANAGER: u32 = u32::MAX;
+
+/// `ExeKey::generation` and `ExeKey::rule` of guardrail's own programs
+/// (the agent's and the CLI's binaries), which alone may open guardrail's
+/// maps for writing while self-protection guards the pinned state. Outside
+/// both generations, so that rule changes leave them alone.
+pub const AGENT_PROGRAM: u32 = u32::MAX - 1;
 
 /// Slots of the `ENFORCE_STATE` map (see guardrail-ebpf's enforce module).
 pub const ENFORCE_STATE_SLOTS: u32 = 9;

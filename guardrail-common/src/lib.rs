@@ -7,10 +7,11 @@
 #![cfg_attr(not(feature = "user"), no_std)]
 
 pub mod enforce;
+pub mod lineage;
 pub mod syscalls;
 
 /// Bumped whenever a record layout changes.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Largest path the probes copy (the kernel's PATH_MAX).
 pub const PATH_MAX: usize = 4096;
@@ -41,6 +42,11 @@ pub enum RecordKind {
     /// `args[0]` the ring's fd, `args[1]` its setup flags, `args[2]` its
     /// submission queue entries.
     UringSetup = 4,
+    /// A process registered files, buffers or other resources with a ring
+    /// (`io_uring:io_uring_register`): `args[0]` the register opcode,
+    /// `args[1]` and `args[2]` the files and buffers registered with the
+    /// ring after the call; `ret` its result.
+    UringRegister = 5,
 }
 
 /// Bits of [`EventHeader::flags`].
@@ -81,6 +87,11 @@ pub mod flags {
     /// string 2 (string 3) of an absolute first (second) path holds the
     /// root, walked in the kernel from the host's root.
     pub const ROOT_CHANGED: u32 = 1 << 13;
+    /// With [`ROOT_CHANGED`]: string 3 holds the process's root (walked
+    /// from the host's root), for an absolute second path or a relative
+    /// first one; a relative second path is then relative to the same
+    /// directory as the first (string 2).
+    pub const ROOT_IN_STR3: u32 = 1 << 14;
 }
 
 /// Fixed part of every record.
@@ -229,6 +240,11 @@ pub struct KernelOffsets {
     pub task_nsproxy: u32,
     pub nsproxy_mnt_ns: u32,
     pub mnt_ns_inum: u32,
+    /// `bpf_map.id`: which map a task asks a file descriptor for.
+    pub bpf_map_id: u32,
+    /// `task_struct.group_leader`: whose start a process's lineage mark
+    /// is checked against.
+    pub task_group_leader: u32,
 }
 
 /// Where the probes find an io_uring request's prepared command and the
@@ -288,6 +304,20 @@ pub struct UringOffsets {
     pub task_worker_private: u32,
     pub worker_cur_work: u32,
     pub req_work: u32,
+    /// struct io_mkdir (5.15+).
+    pub mkdir_dfd: u32,
+    pub mkdir_mode: u32,
+    pub mkdir_filename: u32,
+    /// struct io_xattr (5.19+): its `filename` (setxattr) and, in its
+    /// `ctx` (`struct xattr_ctx`, `kernel_xattr_ctx` from 6.13), the
+    /// kernel's copies of the name (`kname`, a `struct xattr_name`) and
+    /// value (`kvalue`), the value's `size` and the call's `flags`.
+    pub xattr_filename: u32,
+    pub xattr_flags: u32,
+    pub xattr_kname: u32,
+    pub xattr_kvalue: u32,
+    pub xattr_size: u32,
+    pub xattr_name_name: u32,
     pub _pad: u32,
 }
 
@@ -298,8 +328,11 @@ pub mod uring_op {
     pub const OPENAT2: u32 = 28;
     pub const RENAMEAT: u32 = 35;
     pub const UNLINKAT: u32 = 36;
+    pub const MKDIRAT: u32 = 37;
     pub const SYMLINKAT: u32 = 38;
     pub const LINKAT: u32 = 39;
+    pub const FSETXATTR: u32 = 41;
+    pub const SETXATTR: u32 = 42;
     pub const FTRUNCATE: u32 = 55;
 }
 
@@ -315,6 +348,8 @@ mod pod {
     unsafe impl aya::Pod for super::enforce::InodeRules {}
     unsafe impl aya::Pod for super::enforce::ExeKey {}
     unsafe impl aya::Pod for super::enforce::Verdict {}
+    unsafe impl aya::Pod for super::lineage::ProgramKey {}
+    unsafe impl aya::Pod for super::lineage::LineageMark {}
 }
 
 /// Kernel state that outlives an agent (issue: continuity): the maps the
@@ -340,6 +375,15 @@ pub mod pinned {
         // io_uring requests between submission and completion: shared, so
         // that one submitted under the old programs completes under the new.
         "URING_PENDING",
+        // guardrail's maps that other programs may open read-only only.
+        "OWN_MAPS",
+        // Lineage marks and what they mean: a process keeps its exemption
+        // across agent restarts.
+        "LINEAGE_PROGRAMS",
+        "LINEAGE_MARKS",
+        "LINEAGE_EXEMPT",
+        "LINEAGE_STATE",
+        "LINEAGE_PATHS",
     ];
 
     /// `AGENT_STATE[COMPLETE]` holds this once every map and link of the
@@ -385,6 +429,10 @@ pub mod pinned {
             crate::enforce::ENFORCE_STATE_SLOTS as usize,
             SLOTS as usize,
             RULE_NAME_LEN,
+            core::mem::size_of::<crate::lineage::ProgramKey>(),
+            core::mem::size_of::<crate::lineage::LineageMark>(),
+            crate::lineage::LINEAGE_PATH_LEN,
+            crate::lineage::state::SLOTS as usize,
         ];
         let mut mark: u64 = 0x6775_6172_6400_0000 | crate::ABI_VERSION as u64;
         let mut i = 0;

@@ -8,6 +8,7 @@ pub const TRUNCATE: u32 = 76;
 pub const FTRUNCATE: u32 = 77;
 pub const RENAME: u32 = 82;
 pub const CREAT: u32 = 85;
+pub const MKDIR: u32 = 83;
 pub const LINK: u32 = 86;
 pub const UNLINK: u32 = 87;
 pub const SYMLINK: u32 = 88;
@@ -18,6 +19,9 @@ pub const FCHOWN: u32 = 93;
 pub const LCHOWN: u32 = 94;
 pub const EXECVE: u32 = 59;
 pub const SETUID: u32 = 105;
+pub const SETXATTR: u32 = 188;
+pub const LSETXATTR: u32 = 189;
+pub const FSETXATTR: u32 = 190;
 pub const SETGID: u32 = 106;
 pub const SETREUID: u32 = 113;
 pub const SETREGID: u32 = 114;
@@ -28,6 +32,7 @@ pub const SETFSGID: u32 = 123;
 pub const CAPSET: u32 = 126;
 pub const MKNOD: u32 = 133;
 pub const OPENAT: u32 = 257;
+pub const MKDIRAT: u32 = 258;
 pub const MKNODAT: u32 = 259;
 pub const FCHOWNAT: u32 = 260;
 pub const UNLINKAT: u32 = 263;
@@ -71,10 +76,9 @@ const fn layout(path0: u8, path1: u8, dirfd0: u8, dirfd1: u8, argv: u8) -> ArgLa
 /// The argument layout of a watched syscall, `None` for any other number.
 pub const fn arg_layout(nr: u32) -> Option<ArgLayout> {
     Some(match nr {
-        OPEN | CREAT | UNLINK | TRUNCATE | CHMOD | CHOWN | LCHOWN | MKNOD => {
-            layout(0, NONE, NONE, NONE, NONE)
-        }
-        OPENAT | OPENAT2 | UNLINKAT | FCHMODAT | FCHMODAT2 | FCHOWNAT | MKNODAT => {
+        OPEN | CREAT | UNLINK | TRUNCATE | CHMOD | CHOWN | LCHOWN | MKNOD | MKDIR | SETXATTR
+        | LSETXATTR => layout(0, NONE, NONE, NONE, NONE),
+        OPENAT | OPENAT2 | UNLINKAT | FCHMODAT | FCHMODAT2 | FCHOWNAT | MKNODAT | MKDIRAT => {
             layout(1, NONE, 0, NONE, NONE)
         }
         RENAME | LINK => layout(0, 1, NONE, NONE, NONE),
@@ -82,13 +86,31 @@ pub const fn arg_layout(nr: u32) -> Option<ArgLayout> {
         // symlink(target, linkpath): the target is stored verbatim, never resolved.
         SYMLINK => layout(0, 1, NONE, NONE, NONE),
         SYMLINKAT => layout(0, 2, NONE, 1, NONE),
-        FTRUNCATE | FCHMOD | FCHOWN => layout(NONE, NONE, NONE, NONE, NONE),
+        FTRUNCATE | FCHMOD | FCHOWN | FSETXATTR => layout(NONE, NONE, NONE, NONE, NONE),
         EXECVE => layout(0, NONE, NONE, NONE, 1),
         EXECVEAT => layout(1, NONE, 0, NONE, 2),
         SETUID | SETGID | SETREUID | SETREGID | SETRESUID | SETRESGID | SETFSUID | SETFSGID
         | CAPSET => layout(NONE, NONE, NONE, NONE, NONE),
         _ => return None,
     })
+}
+
+/// The setxattr family: string 1 is the attribute's name (argument 1),
+/// not a path; for `security.capability` the probes read the file
+/// capabilities being set (see [`xattr_caps`]).
+pub const fn is_setxattr(nr: u32) -> bool {
+    matches!(nr, SETXATTR | LSETXATTR | FSETXATTR)
+}
+
+/// Where the probes leave what they read of a setxattr value in the
+/// record's arguments (the value's address, and the name's, mean nothing
+/// to the agent): `vfs_cap_data.magic_etc` in argument 2, the permitted
+/// and inheritable sets (low word | high word << 32) in 5 and 1. The size
+/// (argument 3) says how much of it the caller passed.
+pub mod xattr_caps {
+    pub const MAGIC_ARG: usize = 2;
+    pub const PERMITTED_ARG: usize = 5;
+    pub const INHERITABLE_ARG: usize = 1;
 }
 
 /// True for the exec family, whose records are completed when the new
@@ -150,6 +172,11 @@ pub const WATCHED: &[(u32, &str)] = &[
     (SYMLINKAT, "symlinkat"),
     (MKNOD, "mknod"),
     (MKNODAT, "mknodat"),
+    (MKDIR, "mkdir"),
+    (MKDIRAT, "mkdirat"),
+    (SETXATTR, "setxattr"),
+    (LSETXATTR, "lsetxattr"),
+    (FSETXATTR, "fsetxattr"),
     (CHMOD, "chmod"),
     (FCHMOD, "fchmod"),
     (FCHMODAT, "fchmodat"),

@@ -42,15 +42,17 @@ fn on_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     }
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if !wanted(parent) {
-        return Ok(());
-    }
     // TP_PROTO(struct task_struct *parent, struct task_struct *child)
     let child: u64 = ctx.arg(1);
     let child_tgid: u32 =
         unsafe { bpf_probe_read_kernel((child + off!(task_tgid) as u64) as *const u32) }?;
     // A new thread of the same process: nothing to learn.
     if child_tgid == parent {
+        return Ok(());
+    }
+    // Every process, whatever the agent wants recorded.
+    crate::lineage::on_fork(child, child_tgid);
+    if !wanted(parent) {
         return Ok(());
     }
     let start = match off!(task_start_boottime) {
@@ -65,7 +67,11 @@ fn on_exit() -> Result<(), i64> {
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     // Threads end all the time; the process is reported once, by its
     // leader.
-    if tgid != tid || !wanted(tgid) {
+    if tgid != tid {
+        return Ok(());
+    }
+    crate::lineage::on_exit(tgid);
+    if !wanted(tgid) {
         return Ok(());
     }
     record::emit_lifecycle(RecordKind::Exit, tgid, 0, 0)

@@ -18,6 +18,7 @@
 mod enforce;
 mod floor;
 mod lifecycle;
+mod lineage;
 mod path;
 mod record;
 mod state;
@@ -64,6 +65,10 @@ static EXEC_FILENAME_OFFSET: u32 = 8;
 /// tracepoint record, from its format file.
 #[no_mangle]
 static URING_CREATE_OFFSETS: [u32; 3] = [8, 32, 24];
+/// Offsets of `opcode`, `nr_files`, `nr_bufs` and `ret` in the
+/// `io_uring_register` tracepoint record, from its format file.
+#[no_mangle]
+static URING_REGISTER_OFFSETS: [u32; 4] = [16, 20, 24, 32];
 #[no_mangle]
 static OFFSETS: KernelOffsets = KernelOffsets {
     task_real_parent: 0,
@@ -107,6 +112,8 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     task_nsproxy: 0,
     nsproxy_mnt_ns: 0,
     mnt_ns_inum: 0,
+    bpf_map_id: 0,
+    task_group_leader: 0,
 };
 
 #[map]

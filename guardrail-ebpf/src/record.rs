@@ -162,16 +162,39 @@ fn read_paths(rec: &mut Record, nr: u32, args: &[u64; 6], ret: i64) {
         rec.user_str(0, p, flags::STR0_TRUNCATED, flags::STR0_UNREADABLE);
     } else if matches!(
         nr,
-        syscalls::FTRUNCATE | syscalls::FCHMOD | syscalls::FCHOWN
+        syscalls::FTRUNCATE | syscalls::FCHMOD | syscalls::FCHOWN | syscalls::FSETXATTR
     ) {
         rec.walked(0, path::of_fd(args[0] as i32));
         object_id(rec, args[0] as i32);
+    }
+    if syscalls::is_setxattr(nr) {
+        rec.user_str(1, args[1], flags::STR1_TRUNCATED, flags::STR1_UNREADABLE);
+        let caps: Option<[u32; 5]> = if args[3] >= 12 {
+            unsafe { aya_ebpf::helpers::bpf_probe_read_user(args[2] as *const [u32; 5]) }.ok()
+        } else {
+            None
+        };
+        xattr_caps(rec, caps);
     }
     if let Some(&p) = args.get(layout.path1 as usize) {
         rec.user_str(1, p, flags::STR1_TRUNCATED, flags::STR1_UNREADABLE);
     }
     let opened = syscalls::returns_opened_fd(nr) && ret >= 0;
     walk_dirs(rec, nr, args, opened.then_some(ret as i32));
+}
+
+/// What a setxattr value holds if it is file capabilities (a
+/// `vfs_cap_data`: magic, then permitted and inheritable of the low and
+/// the high word), into the record's arguments (see
+/// `syscalls::xattr_caps`); the agent decodes it only for
+/// `security.capability`.
+#[inline(always)]
+pub fn xattr_caps(rec: &mut Record, value: Option<[u32; 5]>) {
+    use syscalls::xattr_caps::*;
+    let v = value.unwrap_or([0; 5]);
+    rec.header.args[MAGIC_ARG] = v[0] as u64;
+    rec.header.args[PERMITTED_ARG] = v[1] as u64 | (v[3] as u64) << 32;
+    rec.header.args[INHERITABLE_ARG] = v[2] as u64 | (v[4] as u64) << 32;
 }
 
 /// After the names: what an open opened (`opened`, the fd it returned),
@@ -201,11 +224,22 @@ pub fn walk_dirs(rec: &mut Record, nr: u32, args: &[u64; 6], opened: Option<i32>
     } else if let (true, Some(root)) = (rec.is_absolute(0), chroot) {
         rec.walked(2, path::walk_root(root));
     }
-    // symlink's first string is the link's content, never resolved.
-    if rec.is_relative(1) {
-        rec.walked(3, path::dir_of(dirfd(args, layout.dirfd1)));
-    } else if let (true, Some(root)) = (rec.is_absolute(1), chroot) {
-        rec.walked(3, path::walk_root(root));
+    // symlink's first string is the link's content, never resolved; a
+    // call without a second path (setxattr: an attribute's name) has
+    // nothing to walk for it. A relative first path in a chroot needs the
+    // root too (an absolute symlink on its way starts there): string 3
+    // carries it unless a relative second path needs a directory of its
+    // own.
+    let has_path1 = layout.path1 != syscalls::NONE;
+    let relative1 = has_path1 && rec.is_relative(1);
+    let own_dir1 = relative1 && dirfd(args, layout.dirfd1) != dirfd(args, layout.dirfd0);
+    match chroot {
+        Some(root) if (has_path1 && rec.is_absolute(1)) || (rec.is_relative(0) && !own_dir1) => {
+            rec.header.flags |= flags::ROOT_IN_STR3;
+            rec.walked(3, path::walk_root(root));
+        }
+        _ if relative1 => rec.walked(3, path::dir_of(dirfd(args, layout.dirfd1))),
+        _ => {}
     }
 }
 

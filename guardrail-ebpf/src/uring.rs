@@ -24,7 +24,7 @@ use guardrail_common::{counter, flags, syscalls, uring_op, RecordKind, UringOffs
 use crate::record::{self, Record};
 use crate::{
     count, global, path, AGENT_TGID, CAPTURE_READ_OPENS, ONLY_TGID, SCRATCH, URING_CREATE_OFFSETS,
-    WRITE_INTENT,
+    URING_REGISTER_OFFSETS, WRITE_INTENT,
 };
 
 /// Filled in by the agent from BTF and the tracepoints' format files.
@@ -61,6 +61,15 @@ static URING: UringOffsets = UringOffsets {
     task_worker_private: 0,
     worker_cur_work: 0,
     req_work: 0,
+    mkdir_dfd: 0,
+    mkdir_mode: 0,
+    mkdir_filename: 0,
+    xattr_filename: 0,
+    xattr_flags: 0,
+    xattr_kname: 0,
+    xattr_kvalue: 0,
+    xattr_size: 0,
+    xattr_name_name: 0,
     _pad: 0,
 };
 
@@ -85,6 +94,12 @@ const REQ_F_FIXED_FILE: u32 = 1;
 #[tracepoint]
 pub fn guardrail_uring_create(ctx: TracePointContext) -> u32 {
     let _ = on_create(&ctx);
+    0
+}
+
+#[tracepoint]
+pub fn guardrail_uring_register(ctx: TracePointContext) -> u32 {
+    let _ = on_register(&ctx);
     0
 }
 
@@ -125,6 +140,23 @@ fn on_create(ctx: &TracePointContext) -> Result<(), i64> {
             0,
         ],
         fd as i32 as i64,
+    )
+}
+
+/// Files and buffers registered with a ring are used by requests that
+/// name them by index: which the set-up does not show.
+fn on_register(ctx: &TracePointContext) -> Result<(), i64> {
+    if !watched_process() {
+        return Ok(());
+    }
+    let [opcode_at, files_at, bufs_at, ret_at] = global(&URING_REGISTER_OFFSETS);
+    let field = |at: u32| unsafe { ctx.read_at::<u32>(at as usize) }.map_err(|e| e as i64);
+    let (opcode, files, bufs) = (field(opcode_at)?, field(files_at)?, field(bufs_at)?);
+    let ret = unsafe { ctx.read_at::<i64>(ret_at as usize) }.map_err(|e| e as i64)?;
+    record::emit_record(
+        RecordKind::UringRegister,
+        [opcode as u64, files as u64, bufs as u64, 0, 0, 0],
+        ret,
     )
 }
 
@@ -207,30 +239,6 @@ fn on_submit(ctx: &TracePointContext) -> Result<(), i64> {
                 flags::STR0_UNREADABLE,
             );
         }
-        uring_op::RENAMEAT => {
-            let old: i32 = unsafe { kread(cmd, uoff!(rename_old_dfd))? };
-            let new: i32 = unsafe { kread(cmd, uoff!(rename_new_dfd))? };
-            let fl: i32 = unsafe { kread(cmd, uoff!(rename_flags))? };
-            rec.header.syscall = syscalls::RENAMEAT2;
-            rec.header.args = [
-                old as i64 as u64,
-                0,
-                new as i64 as u64,
-                0,
-                fl as u32 as u64,
-                0,
-            ];
-            rec.kernel_str(
-                0,
-                filename(cmd, uoff!(rename_oldpath)),
-                flags::STR0_UNREADABLE,
-            );
-            rec.kernel_str(
-                1,
-                filename(cmd, uoff!(rename_newpath)),
-                flags::STR1_UNREADABLE,
-            );
-        }
         uring_op::UNLINKAT => {
             let dfd: i32 = unsafe { kread(cmd, uoff!(unlink_dfd))? };
             let fl: i32 = unsafe { kread(cmd, uoff!(unlink_flags))? };
@@ -242,16 +250,35 @@ fn on_submit(ctx: &TracePointContext) -> Result<(), i64> {
                 flags::STR0_UNREADABLE,
             );
         }
-        uring_op::SYMLINKAT | uring_op::LINKAT => {
-            let old: i32 = unsafe { kread(cmd, uoff!(link_old_dfd))? };
-            let new: i32 = unsafe { kread(cmd, uoff!(link_new_dfd))? };
+        uring_op::MKDIRAT => {
+            let dfd: i32 = unsafe { kread(cmd, uoff!(mkdir_dfd))? };
+            let mode: u16 = unsafe { kread(cmd, uoff!(mkdir_mode))? };
+            rec.header.syscall = syscalls::MKDIRAT;
+            rec.header.args = [dfd as i64 as u64, 0, mode as u64, 0, 0, 0];
+            rec.kernel_str(
+                0,
+                filename(cmd, uoff!(mkdir_filename)),
+                flags::STR0_UNREADABLE,
+            );
+        }
+        uring_op::RENAMEAT | uring_op::LINKAT | uring_op::SYMLINKAT => {
+            // Two paths, each relative to its own dirfd: struct io_rename
+            // and struct io_link have the same fields.
+            let rename = opcode == uring_op::RENAMEAT;
+            let at = |in_rename: u32, in_link: u32| if rename { in_rename } else { in_link };
+            let old: i32 = unsafe { kread(cmd, at(uoff!(rename_old_dfd), uoff!(link_old_dfd)))? };
+            let new: i32 = unsafe { kread(cmd, at(uoff!(rename_new_dfd), uoff!(link_new_dfd)))? };
             if opcode == uring_op::SYMLINKAT {
                 // symlinkat(target, newdirfd, linkpath)
                 rec.header.syscall = syscalls::SYMLINKAT;
                 rec.header.args = [0, new as i64 as u64, 0, 0, 0, 0];
             } else {
-                let fl: i32 = unsafe { kread(cmd, uoff!(link_flags))? };
-                rec.header.syscall = syscalls::LINKAT;
+                let fl: i32 = unsafe { kread(cmd, at(uoff!(rename_flags), uoff!(link_flags)))? };
+                rec.header.syscall = if rename {
+                    syscalls::RENAMEAT2
+                } else {
+                    syscalls::LINKAT
+                };
                 rec.header.args = [
                     old as i64 as u64,
                     0,
@@ -261,33 +288,50 @@ fn on_submit(ctx: &TracePointContext) -> Result<(), i64> {
                     0,
                 ];
             }
-            rec.kernel_str(
-                0,
-                filename(cmd, uoff!(link_oldpath)),
-                flags::STR0_UNREADABLE,
-            );
-            rec.kernel_str(
-                1,
-                filename(cmd, uoff!(link_newpath)),
-                flags::STR1_UNREADABLE,
-            );
+            let (oldpath, newpath) = if rename {
+                (uoff!(rename_oldpath), uoff!(rename_newpath))
+            } else {
+                (uoff!(link_oldpath), uoff!(link_newpath))
+            };
+            rec.kernel_str(0, filename(cmd, oldpath), flags::STR0_UNREADABLE);
+            rec.kernel_str(1, filename(cmd, newpath), flags::STR1_UNREADABLE);
         }
         uring_op::FTRUNCATE => {
             let len: u64 = unsafe { kread(cmd, uoff!(ftrunc_len))? };
             rec.header.syscall = syscalls::FTRUNCATE;
-            // The request gets its file only when it is issued; until
-            // then it holds the fd it names, which is walked as the
-            // syscall's is. A registered file's index is no fd.
-            let req_flags: u32 = unsafe { kread(req, uoff!(req_flags))? };
-            if req_flags & REQ_F_FIXED_FILE == 0 {
-                let fd: i32 = unsafe { kread(req, uoff!(req_cqe_fd))? };
-                rec.header.args = [fd as i64 as u64, len, 0, 0, 0, 0];
-                rec.walked(0, path::of_fd(fd));
-                record::object_id(rec, fd);
+            rec.header.args = [0, len, 0, 0, 0, 0];
+            request_fd(rec, req)?;
+        }
+        uring_op::SETXATTR | uring_op::FSETXATTR => {
+            // Prepared: the kernel's copies of the name and the value.
+            let kname: u64 = unsafe { kread(cmd, uoff!(xattr_kname))? };
+            let kvalue: u64 = unsafe { kread(cmd, uoff!(xattr_kvalue))? };
+            let size: u64 = unsafe { kread(cmd, uoff!(xattr_size))? };
+            let fl: u32 = unsafe { kread(cmd, uoff!(xattr_flags))? };
+            rec.header.args = [0, 0, 0, size, fl as u64, 0];
+            if opcode == uring_op::SETXATTR {
+                rec.header.syscall = syscalls::SETXATTR;
+                rec.kernel_str(
+                    0,
+                    filename(cmd, uoff!(xattr_filename)),
+                    flags::STR0_UNREADABLE,
+                );
             } else {
-                rec.header.args = [u64::MAX, len, 0, 0, 0, 0];
-                rec.header.flags |= flags::walk_incomplete(0);
+                rec.header.syscall = syscalls::FSETXATTR;
+                request_fd(rec, req)?;
             }
+            let name = if kname == 0 {
+                0
+            } else {
+                kname + uoff!(xattr_name_name) as u64
+            };
+            rec.kernel_str(1, name, flags::STR1_UNREADABLE);
+            let caps = if size >= 12 && kvalue != 0 {
+                unsafe { bpf_probe_read_kernel(kvalue as *const [u32; 5]) }.ok()
+            } else {
+                None
+            };
+            record::xattr_caps(rec, caps);
         }
         _ => return Ok(()),
     }
@@ -297,6 +341,24 @@ fn on_submit(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: this CPU's record, assembled above.
     if URING_PENDING.insert(&req, unsafe { &*rec }, 0).is_err() {
         count(counter::PENDING_DROPS);
+    }
+    Ok(())
+}
+
+/// The fd request `req` names, as argument 0 and walked as string 0 (as
+/// the syscall's is): a request gets its file only when it is issued.
+/// A registered file's index is no fd: -1, and no path.
+#[inline(always)]
+fn request_fd(rec: &mut Record, req: u64) -> Result<(), i64> {
+    let req_flags: u32 = unsafe { kread(req, uoff!(req_flags))? };
+    if req_flags & REQ_F_FIXED_FILE == 0 {
+        let fd: i32 = unsafe { kread(req, uoff!(req_cqe_fd))? };
+        rec.header.args[0] = fd as i64 as u64;
+        rec.walked(0, path::of_fd(fd));
+        record::object_id(rec, fd);
+    } else {
+        rec.header.args[0] = u64::MAX;
+        rec.header.flags |= flags::walk_incomplete(0);
     }
     Ok(())
 }
@@ -330,7 +392,7 @@ fn complete(rec: &mut Record, req: u64, ret: i64) {
     let nr = rec.header.syscall;
     let args = rec.header.args;
     let opened = syscalls::returns_opened_fd(nr) && ret >= 0 && args[4] == 0;
-    if nr != syscalls::FTRUNCATE {
+    if !matches!(nr, syscalls::FTRUNCATE | syscalls::FSETXATTR) {
         record::walk_dirs(rec, nr, &args, opened.then_some(ret as i32));
     }
     record::submit(rec);

@@ -358,6 +358,16 @@ pub struct ChmodStorm {
 }
 
 impl ChmodStorm {
+    /// A storm on a new empty file in a temporary directory, which lives as
+    /// long as the returned guard.
+    pub fn in_tempdir(calls: usize) -> (tempfile::TempDir, ChmodStorm) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("target");
+        std::fs::write(&file, b"").unwrap();
+        let storm = ChmodStorm::new(&file, calls);
+        (dir, storm)
+    }
+
     pub fn new(file: &Path, calls: usize) -> ChmodStorm {
         let path = cstr(file);
         let mut pipe = [0i32; 2];

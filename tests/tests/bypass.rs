@@ -3,7 +3,8 @@
 //! however the path is spelled or reached — `..`, `.`, `//`, a symlinked
 //! directory (relative and absolute, also as a rename destination's
 //! parent), a bind mount, a relative path from a cwd that was deleted and
-//! re-created (as a symlink elsewhere), a chroot, a hard link — and its
+//! re-created (as a symlink elsewhere), a chroot (absolute and relative
+//! paths, an absolute symlink and `..` inside it), a hard link — and its
 //! event names the file by its canonical path (or, for another name of
 //! the same object, carries the watched name as an alias). `guardrail
 //! rules test` on the recorded events decides the same events.
@@ -160,6 +161,24 @@ fn spellings(d: &Path) -> Vec<Spelling> {
             other_name: None,
         },
         Spelling {
+            // d/sub/jail is an absolute symlink to /prot: inside the
+            // chroot it starts at the chroot's root (d/prot), not the
+            // host's (where /prot does not exist).
+            name: "chroot-absolute-symlink",
+            steps: vec![Step::Chroot(at(".")), Step::Chdir(c("/sub"))],
+            spell: prefix("jail/".into()),
+            ops: &OPS,
+            other_name: None,
+        },
+        Spelling {
+            // `..` stops at the chroot's root, as the kernel stops it.
+            name: "chroot-above-root",
+            steps: vec![Step::Chroot(at(".")), Step::Chdir(c("/sub"))],
+            spell: prefix("../../../../../../../../prot/".into()),
+            ops: &OPS,
+            other_name: None,
+        },
+        Spelling {
             // Unlinking or renaming over another name of a file leaves the
             // watched name and its content as they were: only the calls
             // that change the object are the watched file's.
@@ -194,6 +213,7 @@ fn layout(d: &Path) {
         std::fs::create_dir_all(d.join(dir)).unwrap();
     }
     symlink(d.join("prot"), d.join("elsewhere/link")).unwrap();
+    symlink("/prot", d.join("sub/jail")).unwrap();
     for s in spellings(d) {
         for &op in OPS.iter() {
             let f = file_name(s.name, op);

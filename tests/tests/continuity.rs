@@ -104,10 +104,7 @@ fn sigkill_mid_storm_loses_nothing() {
     let logs = trusted_tempdir();
     let log = logs.path().join("audit.jsonl");
     let config = format!("[audit_log]\npath = \"{}\"\n", log.display());
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("target");
-    std::fs::write(&file, b"").unwrap();
-    let storm = ChmodStorm::new(&file, CALLS);
+    let (_dir, storm) = ChmodStorm::in_tempdir(CALLS);
     let pid = storm.pid.to_string();
     // 64 MiB: room for the whole storm, so nothing may be lost.
     let args = ["--only-pid", &pid, "--ring-buffer-bytes", "67108864"];
@@ -196,10 +193,7 @@ fn chmod_times(events: &[Value], pid: i32) -> Vec<u64> {
 fn overflow_while_down_is_reported_as_loss() {
     const CALLS: usize = 20_000;
     let state = PinnedState::new("overflow");
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("target");
-    std::fs::write(&file, b"").unwrap();
-    let storm = ChmodStorm::new(&file, CALLS);
+    let (_dir, storm) = ChmodStorm::in_tempdir(CALLS);
     let pid = storm.pid.to_string();
     let args = ["--only-pid", &pid, "--ring-buffer-bytes", "65536"];
     let first = Agent::launch("", &args, &state.launch());
@@ -313,10 +307,7 @@ fn bpffs_not_mounted_is_mounted() {
 fn another_builds_state_is_replaced_and_its_records_counted() {
     const CALLS: usize = 500;
     let state = PinnedState::new("abi");
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("target");
-    std::fs::write(&file, b"").unwrap();
-    let storm = ChmodStorm::new(&file, CALLS);
+    let (_dir, storm) = ChmodStorm::in_tempdir(CALLS);
     let pid = storm.pid.to_string();
     let args = ["--only-pid", &pid];
     let first = Agent::launch("", &args, &state.launch());

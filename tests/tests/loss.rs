@@ -8,10 +8,7 @@ use guardrail_tests::{Agent, ChmodStorm};
 #[test]
 fn every_syscall_is_delivered_or_counted_as_lost() {
     const CALLS: usize = 50_000;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("target");
-    std::fs::write(&file, b"").unwrap();
-    let storm = ChmodStorm::new(&file, CALLS);
+    let (_dir, storm) = ChmodStorm::in_tempdir(CALLS);
     let pid = storm.pid;
     let pid_s = pid.to_string();
     // One page of ring buffer and no early wake-up: most records must drop.

@@ -392,6 +392,9 @@ fn a_wrong_credential_is_reported_and_the_spool_is_sent_once_it_is_right() {
     let server = NatsServer::start(&dir.path().join("store"), &["--auth", "s3cret-token"]);
     let token = dir.path().join("token");
     std::fs::write(&token, "not-the-token\n").unwrap();
+    // Readable by root only, or the agent refuses it (docs/security.md).
+    let root_only = <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600);
+    std::fs::set_permissions(&token, root_only).unwrap();
     let extra = format!("token_file = \"{}\"\n", token.display());
     let cfg = config(&server.url(), "echo", dir.path(), &extra);
     let agent = Agent::launch(&cfg, &[], &quiet());

@@ -77,6 +77,68 @@ fn setting_up_a_ring_is_an_event_and_allow_listed_programs_are_quiet() {
     );
 }
 
+/// Files and buffers registered with a ring (requests then name them by
+/// index) are events of their own, with what the ring holds after each
+/// call; rules select them as `uring.register`.
+#[test]
+fn registering_files_and_buffers_with_a_ring_is_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().canonicalize().unwrap();
+    let agent = Agent::start_with_config(
+        "[[rule]]\nid = \"registered\"\non = [\"uring.register\"]\nseverity = \"low\"\n",
+        &[],
+    );
+    // io_uring_register(2) is syscall 427: two files (stdin, stdout), then
+    // one 4 KiB buffer (a struct iovec pointing into a Perl string).
+    let script = "my $p = \"\\0\" x 120; my $fd = syscall(425, 8, $p); \
+         die \"io_uring_setup: $!\\n\" if $fd < 0; \
+         my $fds = pack(\"i2\", 0, 1); \
+         syscall(427, $fd, 2, $fds, 2) == 0 or die \"register files: $!\\n\"; \
+         my $buf = \"\\0\" x 4096; \
+         my $iov = pack(\"QQ\", unpack(\"J\", pack(\"p\", $buf)), 4096); \
+         syscall(427, $fd, 0, $iov, 1) == 0 or die \"register buffers: $!\\n\"; \
+         print \"$$\\n\";";
+    let out = Command::new("/usr/bin/perl")
+        .args(["-e", script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid: u32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let done = marker(&d);
+    std::fs::write(&done, b"").unwrap();
+    let events = agent.collect_until(Duration::from_secs(60), |e| is_marker(e, &done));
+    agent.stop();
+    let registered = |opcode: &str| -> &Value {
+        events
+            .iter()
+            .find(|e| {
+                e["kind"] == "uring"
+                    && e["process"]["pid"] == pid
+                    && e["uring"]["register"]["opcode"] == opcode
+            })
+            .unwrap_or_else(|| panic!("no io_uring register {opcode} event for pid {pid}"))
+    };
+    let files = registered("files");
+    assert_eq!(files["uring"]["op"], "register", "{files:#}");
+    assert_eq!(files["uring"]["register"]["files"], 2, "{files:#}");
+    assert_eq!(files["result"]["ok"], true, "{files:#}");
+    assert_eq!(files["process"]["exe"], "/usr/bin/perl", "{files:#}");
+    assert_eq!(files["decision"]["rule"], "registered", "{files:#}");
+    let buffers = registered("buffers");
+    assert_eq!(buffers["uring"]["register"]["buffers"], 1, "{buffers:#}");
+    assert_eq!(buffers["uring"]["register"]["files"], 2, "{buffers:#}");
+    // The set-up itself is not a `uring.register` event.
+    let setup = events
+        .iter()
+        .find(|e| e["kind"] == "uring" && e["process"]["pid"] == pid && e["uring"]["op"] == "setup")
+        .expect("the set-up event");
+    assert!(setup["decision"].is_null(), "{setup:#}");
+}
+
 /// The shipped rules: qemu-img (a listed, legitimate io_uring user, from
 /// Debian's qemu-utils) sets up its ring quietly; an unlisted program is
 /// alerted on.
@@ -217,6 +279,9 @@ fn file_operations_through_io_uring_are_decided_as_their_syscalls() {
     // unlink
     sh("rm h1 && ln r1 h1");
     uring(&["unlink", "h1"]);
+    // mkdir: mkdir(1) makes the mkdir syscall, io_uring the mkdirat one
+    sh("mkdir m1 && rmdir m1");
+    uring(&["mkdir", "m1"]);
     // truncate (ftruncate through io_uring from Linux 6.9)
     sh("truncate -s 3 r1");
     if kernel_has_ftruncate {
@@ -233,6 +298,7 @@ fn file_operations_through_io_uring_are_decided_as_their_syscalls() {
         ("link", p("r1")),
         ("symlink", p("s1")),
         ("unlink", p("h1")),
+        ("mkdir", p("m1")),
     ];
     if kernel_has_ftruncate {
         pairs.push(("truncate", p("r1")));
@@ -241,7 +307,6 @@ fn file_operations_through_io_uring_are_decided_as_their_syscalls() {
         let by_syscall = find(&events, "syscall", op, path);
         let by_uring = find(&events, "io_uring", op, path);
         for field in [
-            "/syscall",
             "/file/path",
             "/file/new_path",
             "/file/target",
@@ -255,6 +320,16 @@ fn file_operations_through_io_uring_are_decided_as_their_syscalls() {
                 "{op} {field}: syscall {by_syscall:#} io_uring {by_uring:#}"
             );
         }
+        // The same call, except that mkdir(1) makes mkdir, not mkdirat.
+        let syscall_of = |e: &Value| match e["syscall"].as_str() {
+            Some("mkdir") => "mkdirat".to_string(),
+            s => s.unwrap_or_default().to_string(),
+        };
+        assert_eq!(
+            syscall_of(by_syscall),
+            syscall_of(by_uring),
+            "{op}: syscall {by_syscall:#} io_uring {by_uring:#}"
+        );
         assert_eq!(by_uring["decision"]["rule"], "watch-d", "{by_uring:#}");
         assert_eq!(
             by_uring["process"]["exe"],
@@ -268,6 +343,14 @@ fn file_operations_through_io_uring_are_decided_as_their_syscalls() {
             "{by_uring:#}"
         );
     }
+    let mkdir = find(&events, "io_uring", "mkdir", &p("m1"));
+    assert_eq!(mkdir["syscall"], "mkdirat", "{mkdir:#}");
+    // Both ask for 0777 (the umask narrows it in the kernel).
+    assert_eq!(mkdir["file"]["mode"], "777", "{mkdir:#}");
+    let mkdir_syscall = find(&events, "syscall", "mkdir", &p("m1"));
+    assert_eq!(mkdir_syscall["syscall"], "mkdir", "{mkdir_syscall:#}");
+    assert_eq!(mkdir_syscall["file"]["mode"], "777", "{mkdir_syscall:#}");
+    assert!(d.join("m1").is_dir(), "the directory was made");
     let open2 = find(&events, "io_uring", "open", &p("f2"));
     assert_eq!(open2["syscall"], "openat2", "{open2:#}");
     assert!(
@@ -279,4 +362,116 @@ fn file_operations_through_io_uring_are_decided_as_their_syscalls() {
         "{open2:#}"
     );
     assert_eq!(open2["decision"]["rule"], "watch-d", "{open2:#}");
+}
+
+/// Extended attributes, file capabilities (`security.capability`) among
+/// them, set by the setxattr and fsetxattr syscalls and through io_uring
+/// (5.19+), with a relative path: the same rule, canonical path,
+/// attribute, capabilities and outcome.
+#[test]
+fn extended_attributes_set_through_io_uring_are_decided_as_their_syscalls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().canonicalize().unwrap();
+    let tools = tempfile::tempdir().unwrap();
+    let helper = helper(tools.path());
+    let agent = Agent::start_with_config(
+        &format!(
+            "[[rule]]\nid = \"xattr-d\"\non = [\"perm.setxattr\"]\npath = [\"{}/**\"]\nseverity = \"high\"\n",
+            d.display()
+        ),
+        &[],
+    );
+    let unseen = agent.status()["capabilities"]["uring_unseen"].clone();
+    let kernel_has = |op: &str| {
+        !unseen.as_array().is_some_and(|u| {
+            u.iter().any(|s| {
+                let s = s.as_str().unwrap_or("");
+                s.starts_with(&format!("{op}:")) || s.starts_with("all")
+            })
+        })
+    };
+    let run = |args: &[&str]| {
+        let out = Command::new(&helper)
+            .args(args)
+            .current_dir(&d)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(d.join("x1"), b"").unwrap();
+    let cases = [
+        ("setxattr", "user.k", "v"),
+        ("fsetxattr", "user.f", "w"),
+        ("setxattr", "security.capability", "caps:net_raw"),
+    ];
+    for (call, name, value) in cases {
+        run(&[call, "x1", name, value]);
+        if kernel_has(call) {
+            run(&["uring", call, "x1", name, value]);
+        }
+    }
+    let done = marker(&d);
+    std::fs::write(&done, b"").unwrap();
+    let events = agent.collect_until(Duration::from_secs(60), |e| is_marker(e, &done));
+    agent.stop();
+    let path = d.join("x1").display().to_string();
+    let find = |via: &str, call: &str, name: &str| -> &Value {
+        events
+            .iter()
+            .find(|e| {
+                e["via"] == via
+                    && e["syscall"] == call
+                    && e["perm"]["op"] == "setxattr"
+                    && e["perm"]["xattr"]["name"] == name
+            })
+            .unwrap_or_else(|| {
+                let seen: Vec<_> = events
+                    .iter()
+                    .filter(|e| e["kind"] == "perm")
+                    .map(|e| (&e["via"], &e["syscall"], &e["perm"]))
+                    .collect();
+                panic!("no {call} of {name} via {via}; perm events: {seen:#?}")
+            })
+    };
+    for (call, name, _) in cases {
+        let by_syscall = find("syscall", call, name);
+        assert_eq!(by_syscall["perm"]["path"], path.as_str(), "{by_syscall:#}");
+        assert_eq!(by_syscall["result"]["ok"], true, "{by_syscall:#}");
+        assert_eq!(by_syscall["decision"]["rule"], "xattr-d", "{by_syscall:#}");
+        if !kernel_has(call) {
+            continue;
+        }
+        let by_uring = find("io_uring", call, name);
+        for field in [
+            "/syscall",
+            "/perm/path",
+            "/perm/xattr",
+            "/result/ok",
+            "/decision/rule",
+            "/decision/outcome",
+        ] {
+            assert_eq!(
+                by_syscall.pointer(field),
+                by_uring.pointer(field),
+                "{call} {name} {field}: syscall {by_syscall:#} io_uring {by_uring:#}"
+            );
+        }
+        assert_eq!(
+            by_uring["process"]["exe"],
+            helper.display().to_string(),
+            "{by_uring:#}"
+        );
+    }
+    let caps = &find("syscall", "setxattr", "security.capability")["perm"]["xattr"]["file_caps"];
+    assert_eq!(
+        caps["permitted"],
+        serde_json::json!(["cap_net_raw"]),
+        "{caps:#}"
+    );
+    assert_eq!(caps["effective"], true, "{caps:#}");
 }

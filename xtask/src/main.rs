@@ -48,6 +48,15 @@ enum Task {
         /// nothing.
         #[arg(long)]
         quick: bool,
+        /// Only the storms' overhead table (no throughput, rule engine or
+        /// footprint sections): for checking a change's cost on a busy
+        /// machine without the whole 25-minute run.
+        #[arg(long)]
+        storms_only: bool,
+        /// Only these configurations of the storms' table (repeatable):
+        /// default, full, deny50, floor, auditd. Default: all.
+        #[arg(long = "config", value_name = "NAME")]
+        configs: Vec<String>,
     },
     /// Boot Debian kernels with BPF-LSM under QEMU and run the
     /// enforcement scenarios in them.
@@ -156,11 +165,16 @@ fn main() -> Result<()> {
                 .current_dir(root());
             run(&mut cmd)
         }
-        Task::Bench { quick } => {
+        Task::Bench {
+            quick,
+            storms_only,
+            configs,
+        } => {
+            let only = bench::Only::parse(storms_only, &configs)?;
             prereqs::ensure_build()?;
             prereqs::ensure_bench()?;
             build(true)?;
-            bench::bench(quick)
+            bench::bench(quick, &only)
         }
         Task::VmTest { kernel } => {
             prereqs::ensure_build()?;

@@ -76,6 +76,8 @@ pub fn resolve_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         nsproxy_mnt_ns: member_offset(&btf, "nsproxy", "mnt_ns")?,
         mnt_ns_inum: member_offset(&btf, "mnt_namespace", "ns")?
             + member_offset(&btf, "ns_common", "inum")?,
+        bpf_map_id: member_offset(&btf, "bpf_map", "id")?,
+        task_group_leader: task("group_leader")?,
     })
 }
 

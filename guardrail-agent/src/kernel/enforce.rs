@@ -10,14 +10,16 @@ use aya::maps::{Array, HashMap, MapData};
 use aya::programs::Lsm;
 use aya::{Btf, Ebpf};
 use guardrail_common::enforce::{
-    action, op, rule_flags, rule_slot, ExeKey, InodeKey, InodeRules, KernelRule, HOST_MNT_NS,
-    MAX_KERNEL_RULES, MAX_KERNEL_WINDOWS, SERVICE_MANAGER,
+    action, op, rule_flags, rule_slot, ExeKey, InodeKey, InodeRules, KernelRule, AGENT_PROGRAM,
+    HOST_MNT_NS, MAX_KERNEL_RULES, MAX_KERNEL_WINDOWS, SERVICE_MANAGER,
 };
 use guardrail_common::pinned::RULE_NAME_LEN;
 
+use super::lineage::Lineage;
 use super::pins::Links;
 use tracing::{info, warn};
 
+use crate::rules::builtin::SELF_PROTECTION_STATE;
 use crate::rules::compile::{PathMatcher, Rule};
 use crate::rules::spec::{Action, Mode};
 use crate::rules::RuleSet;
@@ -29,6 +31,7 @@ pub const HOOKS: &[(&str, &str)] = &[
     ("guardrail_path_unlink", "path_unlink"),
     ("guardrail_path_rmdir", "path_rmdir"),
     ("guardrail_path_mknod", "path_mknod"),
+    ("guardrail_path_mkdir", "path_mkdir"),
     ("guardrail_path_symlink", "path_symlink"),
     ("guardrail_path_link", "path_link"),
     ("guardrail_path_truncate", "path_truncate"),
@@ -38,6 +41,7 @@ pub const HOOKS: &[(&str, &str)] = &[
     ("guardrail_capset", "capset"),
     ("guardrail_task_kill", "task_kill"),
     ("guardrail_ptrace_access_check", "ptrace_access_check"),
+    ("guardrail_bpf_map", "bpf_map"),
 ];
 
 /// Kernel `dev_t` (MAJOR << 20 | MINOR) of a userspace `st_dev`.
@@ -73,11 +77,13 @@ pub fn ops_of(kinds: u32) -> u32 {
         ("file.link", op::LINK),
         ("file.symlink", op::SYMLINK),
         ("file.mknod", op::MKNOD),
+        ("file.mkdir", op::MKDIR),
         ("perm.chmod", op::CHMOD),
         ("perm.chown", op::CHOWN),
         ("perm.setuid", op::SETUID),
         ("perm.setgid", op::SETGID),
         ("perm.capset", op::CAPSET),
+        ("perm.setxattr", op::SETXATTR),
     ] {
         if has(kind) {
             ops |= bits;
@@ -103,6 +109,11 @@ pub struct Compiled {
     /// Paths that do not exist now and so protect nothing until they do
     /// (re-resolved on every rule refresh).
     pub missing: Vec<String>,
+    /// Per kernel rule index: the programs whose descendants it exempts
+    /// (`ancestor_exe_not`), turned into lineage bits by [`Lineage`].
+    ///
+    /// [`Lineage`]: super::lineage::Lineage
+    pub lineages: Vec<Vec<String>>,
 }
 
 /// Which rules go to the kernel: kill/deny in enforce mode, and the allow
@@ -240,6 +251,10 @@ pub fn compile(set: &RuleSet, generation: u32) -> Result<Compiled> {
         if r.to_root == Some(true) {
             k.flags |= rule_flags::TO_ROOT;
         }
+        out.lineages.push(match (&r.ancestor_exe_not, k.action) {
+            (Some(m), a) if a != action::ALLOW => m.patterns.clone(),
+            _ => Vec::new(),
+        });
         for (list, bits) in [
             (&r.in_window, &mut k.windows_in),
             (&r.outside_window, &mut k.windows_out),
@@ -288,10 +303,17 @@ pub struct Enforcer {
     exes: HashMap<MapData, ExeKey, u8>,
     /// Rule ids by kernel slot, for the agent after this one.
     names: Array<MapData, [u8; RULE_NAME_LEN]>,
+    /// guardrail's maps that only its own programs may open for writing
+    /// while the pinned state's rule is in force (`OWN_MAPS`), and the ids
+    /// of this load's maps.
+    own_maps: HashMap<MapData, u32, u8>,
+    own_map_ids: Vec<u32>,
     generation: u32,
     /// Rule ids by generation and kernel index, to name verdicts.
     ids: [Vec<String>; 2],
     current: Option<Compiled>,
+    /// Lineage marks: the exemptions of `ancestor_exe_not`.
+    lineage: Lineage,
 }
 
 /// Load and attach the LSM programs. `Err` says why this kernel cannot
@@ -301,6 +323,7 @@ pub fn load(
     rename_params: usize,
     setattr_params: usize,
     links: &mut Links,
+    own_map_ids: Vec<u32>,
 ) -> Result<Enforcer> {
     let btf = Btf::from_sys_fs().context("kernel BTF is needed for BPF-LSM")?;
     // path_rename gained a `flags` argument in 5.19: load the matching one.
@@ -315,9 +338,12 @@ pub fn load(
     // Path integrity: mounts over what the rules protect. move_mount (the
     // new mount API) is a hook since 5.2; where a kernel lacks it, say so.
     attach(ebpf, "guardrail_sb_mount", "sb_mount", &btf, links)?;
+    attach(ebpf, "guardrail_sb_pivotroot", "sb_pivotroot", &btf, links)?;
     if let Err(e) = attach(ebpf, "guardrail_move_mount", "move_mount", &btf, links) {
         warn!("mounts made with move_mount(2) cannot be refused on this kernel: {e:#}");
     }
+    // And unmounts of what they run through, in the host's namespace.
+    attach(ebpf, "guardrail_sb_umount", "sb_umount", &btf, links)?;
     // Owner changes: path_chown where the kernel's trampolines take its
     // by-value kuid_t/kgid_t arguments (not 5.10), else inode_setattr.
     if let Err(e) = attach(ebpf, "guardrail_path_chown", "path_chown", &btf, links) {
@@ -329,6 +355,18 @@ pub fn load(
         attach(ebpf, setattr, "inode_setattr", &btf, links)
             .with_context(|| format!("path_chown unusable ({e:#}), and so is the fallback"))?;
         info!("owner changes are enforced through inode_setattr on this kernel");
+    }
+    // Extended attributes (file capabilities among them): inode_setxattr
+    // gained a leading mnt_userns (later idmap) argument in 5.12.
+    let setxattr =
+        match super::btf::lsm_hook_params(Path::new(super::btf::VMLINUX), "inode_setxattr") {
+            Some(5) => "guardrail_inode_setxattr5",
+            _ => "guardrail_inode_setxattr6",
+        };
+    // Not verified in the VMs yet: a kernel that refuses it keeps every
+    // other hook.
+    if let Err(e) = attach(ebpf, setxattr, "inode_setxattr", &btf, links) {
+        warn!("extended attributes (file capabilities) cannot be refused on this kernel: {e:#}");
     }
     let take =
         |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).with_context(|| format!("{name} map"));
@@ -352,9 +390,12 @@ pub fn load(
         inodes: HashMap::try_from(take(ebpf, "INODE_RULES")?)?,
         exes: HashMap::try_from(take(ebpf, "EXE_RULES")?)?,
         names,
+        own_maps: HashMap::try_from(take(ebpf, "OWN_MAPS")?)?,
+        own_map_ids,
         generation,
         ids,
         current: None,
+        lineage: Lineage::take(ebpf)?,
     })
 }
 
@@ -424,6 +465,7 @@ impl Enforcer {
         for e in &compiled.exes {
             self.exes.insert(e, 1, 0)?;
         }
+        self.lineage.prepare(&compiled.lineages, next)?;
         // Operations and path-less rules first widen, then the generation
         // flips; narrowing them after the flip keeps every moment covered.
         let old_ops = self.state.get(&1, 0).unwrap_or(0);
@@ -469,6 +511,7 @@ impl Enforcer {
         );
         self.generation = next;
         self.ids[(next & 1) as usize] = compiled.ids.clone();
+        self.guard_maps(&compiled)?;
         self.current = Some(compiled);
         Ok(self.current.as_ref().unwrap())
     }
@@ -489,7 +532,68 @@ impl Enforcer {
         let slot = 6 + (generation & 1);
         let protecting = self.state.get(&slot, 0)? & !(1u64 << i);
         self.state.set(slot, protecting, 0)?;
+        if id == SELF_PROTECTION_STATE {
+            self.set_map_guard(&[], &[])?;
+        }
         Ok(true)
+    }
+
+    /// While the pinned state's rule is in force, only the programs it
+    /// exempts (guardrail's own binaries) may open guardrail's maps for
+    /// writing; without it, anyone root may.
+    fn guard_maps(&mut self, compiled: &Compiled) -> Result<()> {
+        let Some(i) = compiled
+            .ids
+            .iter()
+            .position(|id| id == SELF_PROTECTION_STATE)
+        else {
+            return self.set_map_guard(&[], &[]);
+        };
+        let programs: Vec<ExeKey> = compiled
+            .exes
+            .iter()
+            .filter(|e| e.rule == i as u32)
+            .map(|e| ExeKey {
+                dev: e.dev,
+                ino: e.ino,
+                generation: AGENT_PROGRAM,
+                rule: AGENT_PROGRAM,
+            })
+            .collect();
+        let ids = self.own_map_ids.clone();
+        self.set_map_guard(&programs, &ids)
+    }
+
+    /// Make `programs` the only writers of the maps `ids` (none: no guard).
+    /// The programs go in first and the maps last, and stale entries go
+    /// after that, so the agent is never refused its own maps.
+    fn set_map_guard(&mut self, programs: &[ExeKey], ids: &[u32]) -> Result<()> {
+        let ids = if programs.is_empty() { &[][..] } else { ids };
+        for p in programs {
+            self.exes.insert(p, 1, 0)?;
+        }
+        for id in ids {
+            self.own_maps.insert(id, 1, 0)?;
+        }
+        let stale: Vec<u32> = self
+            .own_maps
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|id| !ids.contains(id))
+            .collect();
+        for id in &stale {
+            let _ = self.own_maps.remove(id);
+        }
+        let stale: Vec<ExeKey> = self
+            .exes
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.generation == AGENT_PROGRAM && !programs.contains(k))
+            .collect();
+        for k in &stale {
+            let _ = self.exes.remove(k);
+        }
+        Ok(())
     }
 
     /// Remove every entry of `generation` from the enforcement maps.
@@ -519,6 +623,12 @@ impl Enforcer {
                 .set(rule_slot(generation, i), [0; RULE_NAME_LEN], 0)?;
         }
         Ok(())
+    }
+
+    /// Lineage marks the kernel could not store (those processes are not
+    /// exempt).
+    pub fn lineage_marks_lost(&self) -> u64 {
+        self.lineage.lost()
     }
 
     /// Tell the kernel which windows are active now (bit i: window i of

@@ -4,6 +4,7 @@ pub mod capabilities;
 pub mod enforce;
 pub mod enforce_model;
 pub mod floor;
+pub mod lineage;
 pub mod pins;
 pub mod probes;
 pub mod ring;

@@ -166,6 +166,7 @@ impl Probes {
             .map(|f| tracefs::field_offset(&tracefs, "io_uring", "io_uring_create", f));
         let uring_offsets = uring_create.map(|o| o.unwrap_or(0));
         let uring_ops = super::uring::resolve(&tracefs);
+        let uring_register = super::uring::register_offsets(&tracefs);
         let agent_tgid = std::process::id();
         let read_opens = u8::from(opts.capture_read_opens);
         let self_protect = u8::from(opts.self_protect);
@@ -190,6 +191,11 @@ impl Probes {
             .override_global("EXEC_FILENAME_OFFSET", &filename_offset, true)
             .override_global("URING_CREATE_OFFSETS", &uring_offsets[..], true)
             .override_global("URING", &uring_ops.offsets, true)
+            .override_global(
+                "URING_REGISTER_OFFSETS",
+                &uring_register.unwrap_or_default()[..],
+                true,
+            )
             .override_global("OFFSETS", &offsets_value, true)
             .map_max_entries("EVENTS", opts.ring_buffer_bytes)
             // The benchmark floor's ring buffer lives in the same object;
@@ -198,6 +204,7 @@ impl Probes {
             .map_max_entries("FLOOR_EVENTS", 4096)
             .load(OBJECT)
             .context("loading the guardrail probes into the kernel")?;
+        let own_map_ids = map_ids(&ebpf);
 
         let mut links = Links::new(state.as_ref());
         let mut attached = Vec::new();
@@ -206,63 +213,59 @@ impl Probes {
             ("enter", "guardrail_sys_enter"),
             ("exit", "guardrail_sys_exit"),
         ] {
-            let prog: &mut TracePoint = ebpf
-                .program_mut(program)
-                .context("program missing from the object")?
-                .try_into()?;
-            prog.load()
-                .with_context(|| format!("verifying {program}"))?;
+            let mut tps = Vec::new();
             for (_, name) in syscalls::WATCHED {
                 let tp = format!("sys_{phase}_{name}");
-                if !tracefs::exists(&tracefs, "syscalls", &tp) {
-                    if phase == "enter" {
-                        missing.push(*name);
-                    }
-                    continue;
+                if tracefs::exists(&tracefs, "syscalls", &tp) {
+                    tps.push(tp);
+                } else if phase == "enter" {
+                    missing.push(*name);
                 }
-                let id = prog
-                    .attach("syscalls", &tp)
-                    .with_context(|| format!("attaching syscalls/{tp}"))?;
-                keep_tracepoint(&mut links, prog, id, &format!("{program}@{tp}"))?;
-                attached.push(format!("syscalls/{tp}"));
             }
+            let tps: Vec<&str> = tps.iter().map(String::as_str).collect();
+            let to = &mut (&mut links, &mut attached);
+            attach_tracepoint(&mut ebpf, to, program, "syscalls", &tps)?;
         }
-        let exec: &mut TracePoint = ebpf
-            .program_mut("guardrail_exec")
-            .context("program missing from the object")?
-            .try_into()?;
-        exec.load().context("verifying guardrail_exec")?;
-        let id = exec
-            .attach("sched", "sched_process_exec")
-            .context("attaching sched/sched_process_exec")?;
-        keep_tracepoint(&mut links, exec, id, "guardrail_exec@sched_process_exec")?;
-        attached.push("sched/sched_process_exec".into());
+        let to = &mut (&mut links, &mut attached);
+        attach_tracepoint(
+            &mut ebpf,
+            to,
+            "guardrail_exec",
+            "sched",
+            &["sched_process_exec"],
+        )?;
         if uring_create.iter().all(Option::is_some) {
-            let prog: &mut TracePoint = ebpf
-                .program_mut("guardrail_uring_create")
-                .context("program missing from the object")?
-                .try_into()?;
-            prog.load().context("verifying guardrail_uring_create")?;
-            let id = prog
-                .attach("io_uring", "io_uring_create")
-                .context("attaching io_uring/io_uring_create")?;
-            keep_tracepoint(
-                &mut links,
-                prog,
-                id,
-                "guardrail_uring_create@io_uring_create",
+            attach_tracepoint(
+                &mut ebpf,
+                to,
+                "guardrail_uring_create",
+                "io_uring",
+                &["io_uring_create"],
             )?;
-            attached.push("io_uring/io_uring_create".into());
         } else {
             warn!("this kernel has no io_uring:io_uring_create tracepoint: io_uring set-ups are not reported");
         }
-        super::uring::attach(&mut ebpf, &uring_ops, &mut links, &mut attached)?;
+        if uring_register.is_some() {
+            attach_tracepoint(
+                &mut ebpf,
+                to,
+                "guardrail_uring_register",
+                "io_uring",
+                &["io_uring_register"],
+            )?;
+        } else {
+            warn!("this kernel has no io_uring:io_uring_register tracepoint: files and buffers registered with a ring are not reported");
+        }
+        super::uring::attach(&mut ebpf, &uring_ops, to)?;
         // Forks and exits keep the agent's process table true to the
         // kernel; without BTF offsets the probes cannot tell threads from
         // processes and stay silent.
+        // The exec raw tracepoint keeps lineage marks (kill/deny rules'
+        // `ancestor_exe_not`), as fork and exit do.
         for (program, tp) in [
             ("guardrail_fork", "sched_process_fork"),
             ("guardrail_exit", "sched_process_exit"),
+            ("guardrail_lineage_exec", "sched_process_exec"),
         ] {
             let prog: &mut RawTracePoint = ebpf
                 .program_mut(program)
@@ -285,7 +288,13 @@ impl Probes {
         let ring = RingReader::new(events, opts.ring_buffer_bytes)?;
         let enforcer = match (
             offsets,
-            enforce::load(&mut ebpf, rename_params, setattr_params, &mut links),
+            enforce::load(
+                &mut ebpf,
+                rename_params,
+                setattr_params,
+                &mut links,
+                own_map_ids,
+            ),
         ) {
             (None, _) => Err("kernel BTF is unavailable".to_string()),
             (_, Err(e)) => Err(format!("{e:#}")),
@@ -423,9 +432,39 @@ impl Probes {
     }
 }
 
+/// Where attachments go: the links to pin, and the list of what is
+/// attached (for `guardrail status`).
+pub(super) type AttachTo<'a, 'p> = (&'a mut Links<'p>, &'a mut Vec<String>);
+
+/// Load tracepoint program `program` and attach it to `category/tp` for
+/// each of `tps`; each attachment is pinned where it can be (see
+/// [`keep_tracepoint`]) and listed as attached.
+pub(super) fn attach_tracepoint(
+    ebpf: &mut Ebpf,
+    (links, attached): &mut AttachTo<'_, '_>,
+    program: &str,
+    category: &str,
+    tps: &[&str],
+) -> Result<()> {
+    let prog: &mut TracePoint = ebpf
+        .program_mut(program)
+        .with_context(|| format!("program {program} missing from the object"))?
+        .try_into()?;
+    prog.load()
+        .with_context(|| format!("verifying {program}"))?;
+    for tp in tps {
+        let id = prog
+            .attach(category, tp)
+            .with_context(|| format!("attaching {category}/{tp}"))?;
+        keep_tracepoint(links, prog, id, &format!("{program}@{tp}"))?;
+        attached.push(format!("{category}/{tp}"));
+    }
+    Ok(())
+}
+
 /// Pin a tracepoint attachment where the kernel makes it a BPF link;
 /// elsewhere it stays with the program (and the agent).
-pub(super) fn keep_tracepoint(
+fn keep_tracepoint(
     links: &mut Links,
     prog: &mut TracePoint,
     id: aya::programs::trace_point::TracePointLinkId,
@@ -443,4 +482,38 @@ pub(super) fn keep_tracepoint(
         .try_into()
         .with_context(|| format!("{name} is not a BPF link"))?;
     links.keep(name, link)
+}
+
+/// The kernel ids of every map of this load (the adopted pinned maps
+/// among them), for self-protection.
+fn map_ids(ebpf: &Ebpf) -> Vec<u32> {
+    ebpf.maps()
+        .filter_map(|(name, map)| {
+            let data = match map {
+                Map::Array(m)
+                | Map::HashMap(m)
+                | Map::LruHashMap(m)
+                | Map::PerCpuArray(m)
+                | Map::PerCpuHashMap(m)
+                | Map::PerCpuLruHashMap(m)
+                | Map::ProgramArray(m)
+                | Map::RingBuf(m)
+                | Map::Unsupported(m) => m,
+                _ => {
+                    warn!(
+                        map = name,
+                        "not guarded by self-protection: unexpected map type"
+                    );
+                    return None;
+                }
+            };
+            match data.info() {
+                Ok(info) => Some(info.id()),
+                Err(e) => {
+                    warn!(map = name, "not guarded by self-protection: {e}");
+                    None
+                }
+            }
+        })
+        .collect()
 }

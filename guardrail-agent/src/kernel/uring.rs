@@ -11,12 +11,13 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
-use aya::{programs::TracePoint, Ebpf};
+use anyhow::Result;
+use aya::Ebpf;
 use btf_rs::Btf;
 use guardrail_common::{uring_op, UringOffsets};
 use tracing::warn;
 
+use super::probes::{attach_tracepoint, AttachTo};
 use super::{btf, tracefs};
 
 /// What the probes need to follow io_uring requests on this kernel.
@@ -36,10 +37,25 @@ const OPS: &[(u32, &str, &str)] = &[
     (uring_op::OPENAT2, "openat2", "io_open"),
     (uring_op::RENAMEAT, "renameat", "io_rename"),
     (uring_op::UNLINKAT, "unlinkat", "io_unlink"),
+    (uring_op::MKDIRAT, "mkdirat", "io_mkdir"),
     (uring_op::SYMLINKAT, "symlinkat", "io_link"),
     (uring_op::LINKAT, "linkat", "io_link"),
     (uring_op::FTRUNCATE, "ftruncate", "io_ftrunc"),
+    (uring_op::SETXATTR, "setxattr", "io_xattr"),
+    (uring_op::FSETXATTR, "fsetxattr", "io_xattr"),
 ];
+
+/// Offsets of `opcode`, `nr_files`, `nr_bufs` and `ret` in the
+/// `io_uring_register` tracepoint record, when the kernel has it.
+pub fn register_offsets(tracefs: &Path) -> Option<[u32; 4]> {
+    let field = |f: &str| tracefs::field_offset(tracefs, "io_uring", "io_uring_register", f);
+    Some([
+        field("opcode")?,
+        field("nr_files")?,
+        field("nr_bufs")?,
+        field("ret")?,
+    ])
+}
 
 /// Locate what the probes read; never fails: what is missing is listed
 /// in `unseen` and left out.
@@ -115,6 +131,12 @@ pub fn resolve(tracefs: &Path) -> UringCapture {
         o.unlink_filename = m("io_unlink", "filename")?;
         Some(())
     })();
+    let mkdir = (|| {
+        o.mkdir_dfd = m("io_mkdir", "dfd")?;
+        o.mkdir_mode = m("io_mkdir", "mode")?;
+        o.mkdir_filename = m("io_mkdir", "filename")?;
+        Some(())
+    })();
     let link = (|| {
         o.link_old_dfd = m("io_link", "old_dfd")?;
         o.link_new_dfd = m("io_link", "new_dfd")?;
@@ -123,10 +145,26 @@ pub fn resolve(tracefs: &Path) -> UringCapture {
         o.link_flags = m("io_link", "flags")?;
         Some(())
     })();
-    let ftrunc = (|| {
+    // The fd a request names until it is issued (ftruncate, fsetxattr).
+    let req_fd = (|| {
         o.req_flags = m("io_kiocb", "flags")?;
         o.req_cqe_fd = m("io_kiocb", "cqe")? + m("io_cqe", "fd")?;
+        Some(())
+    })();
+    let ftrunc = req_fd.and_then(|()| {
         o.ftrunc_len = m("io_ftrunc", "len")?;
+        Some(())
+    });
+    // struct xattr_ctx became kernel_xattr_ctx in 6.13.
+    let xattr = (|| {
+        let ctx = m("io_xattr", "ctx")?;
+        let c = |f: &str| m("kernel_xattr_ctx", f).or_else(|| m("xattr_ctx", f));
+        o.xattr_filename = m("io_xattr", "filename")?;
+        o.xattr_kname = ctx + c("kname")?;
+        o.xattr_kvalue = ctx + c("kvalue")?;
+        o.xattr_size = ctx + c("size")?;
+        o.xattr_flags = ctx + c("flags")?;
+        o.xattr_name_name = m("xattr_name", "name")?;
         Some(())
     })();
     // Optional: without it, verdicts on requests an io-wq worker performs
@@ -148,14 +186,18 @@ pub fn resolve(tracefs: &Path) -> UringCapture {
     found(uring_op::OPENAT2, open.filter(|_| mode_after_flags));
     found(uring_op::RENAMEAT, rename);
     found(uring_op::UNLINKAT, unlink);
+    found(uring_op::MKDIRAT, mkdir);
     found(uring_op::SYMLINKAT, link);
     found(uring_op::LINKAT, link);
     found(uring_op::FTRUNCATE, ftrunc);
+    found(uring_op::SETXATTR, xattr);
+    found(uring_op::FSETXATTR, xattr.and(req_fd));
     for (op, name, strukt) in OPS {
         if cap.offsets.present & (1 << op) == 0 {
             cap.unseen.push(format!(
                 "{name}: this kernel has no struct {strukt} with the fields read \
-                 (ftruncate through io_uring exists from Linux 6.9)"
+                 (setxattr and fsetxattr through io_uring exist from Linux 5.19, \
+                 ftruncate from 6.9)"
             ));
         }
     }
@@ -165,35 +207,21 @@ pub fn resolve(tracefs: &Path) -> UringCapture {
 
 /// Attach the request-following programs when this kernel has what they
 /// read; warn about what is not seen either way.
-pub fn attach(
-    ebpf: &mut Ebpf,
-    cap: &UringCapture,
-    links: &mut super::pins::Links,
-    attached: &mut Vec<String>,
-) -> Result<()> {
+pub fn attach(ebpf: &mut Ebpf, cap: &UringCapture, to: &mut AttachTo<'_, '_>) -> Result<()> {
     for unseen in &cap.unseen {
         warn!("file operations submitted through io_uring are not reported for {unseen}");
     }
     let Some(submit) = cap.submit.filter(|_| cap.offsets.present != 0) else {
         return Ok(());
     };
-    for (program, tp) in [
-        ("guardrail_uring_submit", submit),
-        ("guardrail_uring_complete", "io_uring_complete"),
-    ] {
-        let prog: &mut TracePoint = ebpf
-            .program_mut(program)
-            .context("program missing from the object")?
-            .try_into()?;
-        prog.load()
-            .with_context(|| format!("verifying {program}"))?;
-        let id = prog
-            .attach("io_uring", tp)
-            .with_context(|| format!("attaching io_uring/{tp}"))?;
-        super::probes::keep_tracepoint(links, prog, id, &format!("{program}@{tp}"))?;
-        attached.push(format!("io_uring/{tp}"));
-    }
-    Ok(())
+    attach_tracepoint(ebpf, to, "guardrail_uring_submit", "io_uring", &[submit])?;
+    attach_tracepoint(
+        ebpf,
+        to,
+        "guardrail_uring_complete",
+        "io_uring",
+        &["io_uring_complete"],
+    )
 }
 
 #[cfg(test)]

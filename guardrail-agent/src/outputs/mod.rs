@@ -189,7 +189,7 @@ pub struct Outputs {
     stopping: Arc<AtomicBool>,
 }
 
-fn hostname() -> String {
+pub fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: buf is writable for its length; gethostname NUL-terminates
     // when the name fits.

@@ -1040,8 +1040,10 @@ impl Compiler {
 /// Why a kill/deny rule cannot be compiled into kernel maps.
 pub fn kernel_problems(r: &RuleSpec) -> Vec<String> {
     let mut out = Vec::new();
-    if r.on.get_ref().iter().any(|k| k == "uring.setup") {
-        out.push("`uring.setup` cannot be refused in the kernel yet: alert on it".into());
+    if let Some(k) = r.on.get_ref().iter().find(|k| k.starts_with("uring.")) {
+        out.push(format!(
+            "`{k}` cannot be refused in the kernel yet: alert on it"
+        ));
     }
     let mut unsupported = |name: &str, present: bool| {
         if present {
@@ -1070,7 +1072,14 @@ pub fn kernel_problems(r: &RuleSpec) -> Vec<String> {
     unsupported("parent_exe", r.parent_exe.is_some());
     unsupported("parent_exe_not", r.parent_exe_not.is_some());
     unsupported("ancestor_exe", r.ancestor_exe.is_some());
-    unsupported("ancestor_exe_not", r.ancestor_exe_not.is_some());
+    // The kernel exempts a lineage from a kill/deny rule (a mark set at
+    // exec of a listed program, inherited at fork); an allow rule has no
+    // mark to grant.
+    let allow = r
+        .action
+        .as_ref()
+        .is_some_and(|a| *a.get_ref() == Action::Allow);
+    unsupported("ancestor_exe_not", allow && r.ancestor_exe_not.is_some());
     unsupported("unit", r.unit.is_some());
     unsupported("unit_not", r.unit_not.is_some());
     unsupported("container", r.container.is_some());
@@ -1088,6 +1097,13 @@ pub fn kernel_problems(r: &RuleSpec) -> Vec<String> {
                 if !is_kernel_path(p) {
                     out.push(format!("{field} pattern {p:?} is a glob; the kernel matches exact paths and `/**` subtrees"));
                 }
+            }
+        }
+    }
+    if let Some(s) = &r.ancestor_exe_not {
+        for p in s.get_ref() {
+            if !is_kernel_path(p) || p.ends_with("/**") {
+                out.push(format!("ancestor_exe_not pattern {p:?} is not one program; the kernel marks the descendants of exact program paths"));
             }
         }
     }

@@ -15,12 +15,15 @@ pub const KINDS: &[&str] = &[
     "file.link",
     "file.symlink",
     "file.mknod",
+    "file.mkdir",
     "perm.chmod",
     "perm.chown",
     "perm.setuid",
     "perm.setgid",
     "perm.capset",
+    "perm.setxattr",
     "uring.setup",
+    "uring.register",
 ];
 
 fn bit(name: &str) -> u32 {
@@ -88,10 +91,13 @@ pub fn mask_of_event(body: &Body) -> u32 {
                 m
             }
             "truncate" => bit("file.truncate") | bit("file.write"),
+            // A new directory is a new name in its parent, as the kernel
+            // decides it (path_mkdir: create).
+            "mkdir" => bit("file.mkdir") | bit("file.create"),
             op => bit(&format!("file.{op}")),
         },
         Body::Perm { perm, .. } => bit(&format!("perm.{}", perm.op)),
-        Body::Uring { .. } => bit("uring.setup"),
+        Body::Uring { uring, .. } => bit(&format!("uring.{}", uring.op)),
         Body::Loss { .. } => 0,
     }
 }

@@ -115,6 +115,29 @@ pub fn load_rules(main: &Path, names: Names) -> Result<RuleSet, RulesError> {
 /// Compile rules from `main_text`, said to be the file `main` (includes
 /// are relative to it).
 pub fn compile_text(main: &Path, main_text: &str, names: Names) -> Result<RuleSet, RulesError> {
+    compile_with_central(main, main_text, names, None)
+}
+
+/// A rule set received from the fleet's key-value bucket
+/// (docs/fleet.md): `origin` names it in errors (`nats:BUCKET/KEY`).
+#[derive(Clone, Copy, Debug)]
+pub struct CentralText<'a> {
+    pub origin: &'a Path,
+    pub text: &'a str,
+}
+
+/// Compile the local rules of `main` together with a central rule set.
+/// The central set adds rules and windows, and nothing else: it holds
+/// only `[[rule]]` and `[[window]]` tables (no `include`, no agent
+/// sections); an id or window name it shares with a local one is an
+/// error (so it cannot replace or disable a local rule); and its allow
+/// rules may exempt only central rules (so it cannot lift a local deny).
+pub fn compile_with_central(
+    main: &Path,
+    main_text: &str,
+    names: Names,
+    central: Option<CentralText<'_>>,
+) -> Result<RuleSet, RulesError> {
     let main_text = main_text.to_string();
     let parsed: MainFile = toml::from_str(&main_text)
         .map_err(|e| RulesError(vec![toml_error(main, &main_text, e)]))?;
@@ -160,6 +183,23 @@ pub fn compile_text(main: &Path, main_text: &str, names: Names) -> Result<RuleSe
             }
         }
     }
+    if let Some(c) = central {
+        match toml::from_str::<IncludedFile>(c.text) {
+            Ok(f) => {
+                check_central_exempts(&c, &f.rule, &mut errors);
+                files.push((
+                    c.origin.to_path_buf(),
+                    c.text.to_string(),
+                    RulesFile {
+                        include: vec![],
+                        window: f.window,
+                        rule: f.rule,
+                    },
+                ));
+            }
+            Err(e) => errors.push(toml_error(c.origin, c.text, e)),
+        }
+    }
     files.insert(
         0,
         (
@@ -182,9 +222,40 @@ pub fn compile_text(main: &Path, main_text: &str, names: Names) -> Result<RuleSe
     for (path, text, f) in &files {
         compiler.add_rules(&Source { path, text }, &f.rule);
     }
+    let origin = central.map(|c| c.origin.to_path_buf());
     let mut set = compiler
-        .finish(files.into_iter().map(|(p, _, _)| p).collect())
+        .finish(
+            files
+                .into_iter()
+                .map(|(p, _, _)| p)
+                .filter(|p| Some(p) != origin.as_ref())
+                .collect(),
+        )
         .map_err(RulesError)?;
     set.dirs = dirs;
     Ok(set)
+}
+
+/// An allow rule of the central set naming a rule outside it (a local
+/// one) is an error.
+fn check_central_exempts(c: &CentralText<'_>, rules: &[RuleSpec], errors: &mut Vec<RuleError>) {
+    let ids: Vec<String> = rules.iter().map(|r| r.id.get_ref().clone()).collect();
+    for r in rules {
+        let Some(exempts) = &r.exempts else { continue };
+        for target in exempts.get_ref() {
+            if !ids.contains(target) {
+                let (line, column) = line_column(c.text, exempts.span().start);
+                errors.push(RuleError {
+                    file: c.origin.to_path_buf(),
+                    line,
+                    column,
+                    message: format!(
+                        "rule {:?} exempts {target:?}, which is not a rule of this central set: a central rule set may only add rules and exceptions to its own rules, never lift a local one",
+                        r.id.get_ref()
+                    ),
+                    hint: Some("exempt the event in the host's local configuration instead".into()),
+                });
+            }
+        }
+    }
 }

@@ -12,7 +12,7 @@ pub mod window;
 
 pub use compile::{Rule, RuleSet};
 pub use eval::evaluate;
-pub use load::{compile_text, load_rules, RulesError};
+pub use load::{compile_text, compile_with_central, load_rules, CentralText, RulesError};
 
 #[cfg(test)]
 mod tests;

@@ -678,9 +678,46 @@ fn units_and_containers_judge_a_process_by_its_service() {
 }
 
 #[test]
-fn ancestor_matchers_cannot_be_enforced_in_the_kernel() {
+fn kill_and_deny_rules_exempt_a_lineage_in_the_kernel() {
+    // ancestor_exe_not on a deny rule: compiled (the kernel marks the
+    // listed programs' descendants).
+    let set = rules(
+        "[[rule]]\nid = \"k\"\non = [\"file.write\"]\npath = [\"/etc/x\"]\naction = \"deny\"\nancestor_exe_not = [\"/usr/bin/dpkg\", \"/usr/bin/apt\"]\n",
+    );
+    let rule = set.rules.iter().find(|r| r.id == "k").unwrap();
+    assert!(
+        rule.kernel_problems.is_empty(),
+        "{:?}",
+        rule.kernel_problems
+    );
+    let compiled = crate::kernel::enforce::compile(&set, 0).unwrap();
+    assert_eq!(
+        compiled.lineages,
+        vec![vec![
+            "/usr/bin/dpkg".to_string(),
+            "/usr/bin/apt".to_string()
+        ]]
+    );
+    // What the kernel cannot decide stays refused, with the reason.
     let e = errors(
-        "[[rule]]\nid = \"k\"\non = [\"file.write\"]\npath = [\"/etc/x\"]\naction = \"deny\"\nancestor_exe_not = [\"/usr/bin/dpkg\"]\n",
+        "[[rule]]\nid = \"k\"\non = [\"file.write\"]\npath = [\"/etc/x\"]\naction = \"kill\"\nancestor_exe = [\"/usr/sbin/sshd\"]\n",
+    );
+    assert!(
+        e.contains("ancestor_exe") && e.contains("cannot be evaluated in the kernel"),
+        "{e}"
+    );
+    let e = errors(
+        "[[rule]]\nid = \"k\"\non = [\"file.write\"]\npath = [\"/etc/x\"]\naction = \"deny\"\nancestor_exe_not = [\"/usr/bin/apt*\"]\n",
+    );
+    assert!(e.contains("not one program"), "{e}");
+    let e = errors(
+        "[[rule]]\nid = \"k\"\non = [\"file.write\"]\npath = [\"/etc/x\"]\naction = \"deny\"\nancestor_exe_not = [\"/usr/lib/**\"]\n",
+    );
+    assert!(e.contains("not one program"), "{e}");
+    // An allow rule that exempts a kernel rule has no mark to grant.
+    let e = errors(
+        "[[rule]]\nid = \"k\"\non = [\"file.write\"]\npath = [\"/etc/x\"]\naction = \"deny\"\n\n\
+         [[rule]]\nid = \"a\"\non = [\"file.write\"]\naction = \"allow\"\nexempts = [\"k\"]\nancestor_exe_not = [\"/usr/bin/dpkg\"]\n",
     );
     assert!(e.contains("ancestor_exe_not"), "{e}");
 }
@@ -793,9 +830,10 @@ mod default_pack {
             result: ok(),
             uring: crate::event::UringDetails {
                 op: "setup".into(),
-                fd: 3,
-                sq_entries: 8,
+                fd: Some(3),
+                sq_entries: Some(8),
                 flags: vec![],
+                ..Default::default()
             },
         })
     }
@@ -1102,4 +1140,72 @@ fn bad_home_patterns_name_file_line_and_field() {
         e.contains("path: \"~*\" names no path under the home directory"),
         "{e}"
     );
+}
+
+mod central {
+    use super::*;
+    use crate::rules::{compile_with_central, CentralText};
+
+    const LOCAL: &str = "[[rule]]\nid = \"local-deny\"\non = [\"perm.chmod\"]\npath = [\"/etc/**\"]\naction = \"deny\"\n";
+
+    fn with_central(central: &str) -> Result<RuleSet, String> {
+        compile_with_central(
+            Path::new("/etc/g.toml"),
+            LOCAL,
+            names(),
+            Some(CentralText {
+                origin: Path::new("nats:guardrail-rules/web"),
+                text: central,
+            }),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn central_rules_are_added_to_the_local_ones() {
+        let set = with_central(
+            "[[rule]]\nid = \"fleet-a\"\non = [\"exec\"]\n\n[[rule]]\nid = \"fleet-ok\"\non = [\"exec\"]\naction = \"allow\"\nexempts = [\"fleet-a\"]\n",
+        )
+        .unwrap();
+        let ids: Vec<&str> = set.rules.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["local-deny", "fleet-a", "fleet-ok"]);
+        // The central set is no file: nothing to watch or trust-check.
+        assert_eq!(set.files, [Path::new("/etc/g.toml")]);
+        assert!(with_central("").is_ok());
+    }
+
+    #[test]
+    fn a_central_set_cannot_replace_or_lift_a_local_rule() {
+        let replaced =
+            with_central("[[rule]]\nid = \"local-deny\"\non = [\"exec\"]\n").unwrap_err();
+        assert!(
+            replaced.starts_with("nats:guardrail-rules/web:2:") && replaced.contains("used twice"),
+            "{replaced}"
+        );
+        let lifted = with_central(
+            "[[rule]]\nid = \"lift\"\non = [\"perm.chmod\"]\naction = \"allow\"\nexempts = [\"local-deny\"]\n",
+        )
+        .unwrap_err();
+        assert!(
+            lifted.starts_with("nats:guardrail-rules/web:5:")
+                && lifted.contains("never lift a local one"),
+            "{lifted}"
+        );
+    }
+
+    #[test]
+    fn a_central_set_holds_rules_and_windows_only() {
+        let include = with_central("include = [\"/tmp/*.toml\"]\n").unwrap_err();
+        assert!(
+            include.starts_with("nats:guardrail-rules/web:1:") && include.contains("unknown field"),
+            "{include}"
+        );
+        let agent = with_central("[agent]\nself_protection = false\n").unwrap_err();
+        assert!(agent.contains("unknown field"), "{agent}");
+        let broken = with_central("[[rule]]\nid = \"x\"\non = [\"perm.chmode\"]\n").unwrap_err();
+        assert!(
+            broken.starts_with("nats:guardrail-rules/web:3:"),
+            "{broken}"
+        );
+    }
 }

@@ -9,7 +9,10 @@ use aya_ebpf::macros::lsm;
 use aya_ebpf::programs::LsmContext;
 use guardrail_common::enforce::op;
 
-use super::{decide, is_canary, mount_would_change_a_rule, move_would_change_a_rule, read};
+use super::{
+    decide, is_canary, map_access_refused, mount_would_change_a_rule, move_would_change_a_rule,
+    pivot_would_change_a_rule, read, umount_would_change_a_rule,
+};
 use crate::off;
 
 /// fmode_t bit for "opened for writing".
@@ -96,6 +99,17 @@ pub fn guardrail_path_mknod(ctx: LsmContext) -> i32 {
     verdict(
         previous,
         decide(op::CREATE | op::MKNOD, mnt_of(dir), dentry, false),
+    )
+}
+
+#[lsm(hook = "path_mkdir")]
+pub fn guardrail_path_mkdir(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(3);
+    let dir: u64 = ctx.arg(0);
+    let dentry: u64 = ctx.arg(1);
+    verdict(
+        previous,
+        decide(op::MKDIR | op::CREATE, mnt_of(dir), dentry, false),
     )
 }
 
@@ -209,6 +223,38 @@ pub fn guardrail_move_mount(ctx: LsmContext) -> i32 {
     verdict(previous, mount_would_change_a_rule(mnt, dentry))
 }
 
+/// Unmounting what the rules' paths run through, in the host's mount
+/// namespace (see [`umount_would_change_a_rule`]).
+#[lsm(hook = "sb_umount")]
+pub fn guardrail_sb_umount(ctx: LsmContext) -> i32 {
+    // (mnt, flags)
+    let previous: i32 = ctx.arg(2);
+    verdict(previous, umount_would_change_a_rule(ctx.arg(0)))
+}
+
+/// A file descriptor for a BPF map (by id, from a pin, or at creation):
+/// guardrail's own are writable by guardrail's programs only.
+#[lsm(hook = "bpf_map")]
+pub fn guardrail_bpf_map(ctx: LsmContext) -> i32 {
+    // (map, fmode)
+    let previous: i32 = ctx.arg(2);
+    let fmode: u32 = ctx.arg(1);
+    verdict(previous, map_access_refused(ctx.arg(0), fmode & FMODE_WRITE != 0))
+}
+
+/// pivot_root(2): see [`pivot_would_change_a_rule`].
+#[lsm(hook = "sb_pivotroot")]
+pub fn guardrail_sb_pivotroot(ctx: LsmContext) -> i32 {
+    // (old_path = put_old, new_path = new_root)
+    let previous: i32 = ctx.arg(2);
+    let (old_mnt, old_dentry) = path_parts(ctx.arg(0));
+    let (new_mnt, new_dentry) = path_parts(ctx.arg(1));
+    verdict(
+        previous,
+        pivot_would_change_a_rule(new_mnt, new_dentry, old_mnt, old_dentry),
+    )
+}
+
 #[lsm(hook = "path_truncate")]
 pub fn guardrail_path_truncate(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(1);
@@ -285,6 +331,27 @@ pub fn guardrail_inode_setattr2(ctx: LsmContext) -> i32 {
 #[lsm(hook = "inode_setattr")]
 pub fn guardrail_inode_setattr3(ctx: LsmContext) -> i32 {
     inode_setattr(ctx.arg(1), ctx.arg(2), ctx.arg(3))
+}
+
+/// Extended attributes, file capabilities (`security.capability`)
+/// among them. No mount is known here, so subtree walks stay within the
+/// filesystem (as for inode_setattr).
+#[inline(always)]
+fn inode_setxattr(dentry: u64, previous: i32) -> i32 {
+    verdict(previous, decide(op::SETXATTR, 0, dentry, false))
+}
+
+/// Linux before 5.12: (dentry, name, value, size, flags).
+#[lsm(hook = "inode_setxattr")]
+pub fn guardrail_inode_setxattr5(ctx: LsmContext) -> i32 {
+    inode_setxattr(ctx.arg(0), ctx.arg(5))
+}
+
+/// Linux 5.12 and later: (mnt_userns or idmap, dentry, name, value, size,
+/// flags).
+#[lsm(hook = "inode_setxattr")]
+pub fn guardrail_inode_setxattr6(ctx: LsmContext) -> i32 {
+    inode_setxattr(ctx.arg(1), ctx.arg(6))
 }
 
 /// Self-protection: another process may not signal or trace the agent.

@@ -15,7 +15,7 @@ use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, PerCpuArray};
 use guardrail_common::enforce::{
     action, rule_flags, rule_slot, ExeKey, InodeKey, InodeRules, KernelRule, Verdict,
-    ENFORCE_STATE_SLOTS, HOST_MNT_NS, MAX_KERNEL_RULES, SERVICE_MANAGER,
+    AGENT_PROGRAM, ENFORCE_STATE_SLOTS, HOST_MNT_NS, MAX_KERNEL_RULES, SERVICE_MANAGER,
 };
 
 use crate::off;
@@ -172,7 +172,7 @@ fn path_candidates(mut vfsmnt: u64, mut dentry: u64, generation: u32) -> u64 {
 
 /// The current task's executable, as an exe-map key prefix.
 #[inline(always)]
-fn current_exe() -> Option<(u64, u64)> {
+pub(crate) fn current_exe() -> Option<(u64, u64)> {
     unsafe {
         let mm: u64 = read(bpf_get_current_task(), off!(task_mm))?;
         if mm == 0 {
@@ -273,6 +273,14 @@ fn check_rule(i: u32, generation: u32, op_root: u32, exe_dev: u64, exe_ino: u64)
             return;
         }
     }
+    // `ancestor_exe_not`: a process descending from a listed program.
+    if rule.action != action::ALLOW {
+        let lineages =
+            crate::lineage::exempted_by(rule_slot(generation, i & (MAX_KERNEL_RULES - 1)));
+        if lineages != 0 && crate::lineage::inherited() & lineages != 0 {
+            return;
+        }
+    }
     if rule.action == action::ALLOW {
         acc_or(ACC_EXEMPT, rule.exempts);
     } else {
@@ -299,28 +307,93 @@ pub fn mount_would_change_a_rule(vfsmnt: u64, dentry: u64) -> i32 {
     -EPERM
 }
 
+/// guardrail's maps, by id, while self-protection guards the pinned state
+/// (the agent fills it, and empties it at a clean stop). Whoever could
+/// write to them could delete the rules or the records in flight; other
+/// programs (bpftool) may still open them to read.
+#[map]
+static OWN_MAPS: HashMap<u32, u8> = HashMap::with_max_entries(256, 0);
+
+/// Whether the current task may get a file descriptor to `map` with
+/// access `writes` (it asks to write).
+#[inline(always)]
+pub fn map_access_refused(map: u64, writes: bool) -> i32 {
+    if !writes {
+        return 0;
+    }
+    let Some(id) = (unsafe { read::<u32>(map, off!(bpf_map_id)) }) else {
+        return 0;
+    };
+    if unsafe { OWN_MAPS.get(&id) }.is_none() {
+        return 0;
+    }
+    let Some((dev, ino)) = current_exe() else {
+        return -EPERM;
+    };
+    let key = ExeKey {
+        dev,
+        ino,
+        generation: AGENT_PROGRAM,
+        rule: AGENT_PROGRAM,
+    };
+    if unsafe { EXE_RULES.get(&key) }.is_some() {
+        0
+    } else {
+        -EPERM
+    }
+}
+
+/// Path integrity: whether unmounting `vfsmnt` would change what a
+/// kill/deny rule's path resolves to — its root is a protected object, a
+/// directory above one (bpffs under the pinned state, /sys above it), or
+/// inside a protected subtree. Only in the host's mount namespace: there
+/// the unmount is what every host process sees, and a file system such as
+/// bpffs dies with its last mount; in a private namespace it changes that
+/// namespace's view alone (container runtimes unmount the old root there).
+#[inline(always)]
+pub fn umount_would_change_a_rule(vfsmnt: u64) -> i32 {
+    let host = state(HOST_MNT_NS);
+    if host == 0 || current_mnt_ns() != Some(host) {
+        return 0;
+    }
+    let Some(root) = (unsafe { read::<u64>(vfsmnt, off!(vfsmount_root)) }) else {
+        return 0;
+    };
+    let generation = state(0) as u32;
+    acc_clear();
+    let rules = guarding(root, generation) | path_candidates(vfsmnt, root, generation);
+    if rules & protecting(generation) == 0 {
+        return 0;
+    }
+    -EPERM
+}
+
+/// The inode number of the current task's mount namespace.
+#[inline(always)]
+fn current_mnt_ns() -> Option<u64> {
+    unsafe {
+        let nsproxy: u64 = read(bpf_get_current_task(), off!(task_nsproxy))?;
+        if nsproxy == 0 {
+            return None;
+        }
+        let mnt_ns: u64 = read(nsproxy, off!(nsproxy_mnt_ns))?;
+        if mnt_ns == 0 {
+            return None;
+        }
+        match read::<u32>(mnt_ns, off!(mnt_ns_inum))? {
+            0 => None,
+            inum => Some(inum as u64),
+        }
+    }
+}
+
 /// Whether the current task runs the service manager's program (PID 1's
 /// executable, in EXE_RULES under SERVICE_MANAGER) in a mount namespace
 /// other than the host's: a service's private namespace being set up,
 /// whose mounts no host process sees.
 #[inline(always)]
 fn service_manager_in_own_namespace(generation: u32) -> bool {
-    let host = state(HOST_MNT_NS);
-    if host == 0 {
-        return false;
-    }
-    let ns = unsafe {
-        let nsproxy: u64 = match read(bpf_get_current_task(), off!(task_nsproxy)) {
-            Some(p) if p != 0 => p,
-            _ => return false,
-        };
-        let mnt_ns: u64 = match read(nsproxy, off!(nsproxy_mnt_ns)) {
-            Some(p) if p != 0 => p,
-            _ => return false,
-        };
-        read::<u32>(mnt_ns, off!(mnt_ns_inum)).unwrap_or(0) as u64
-    };
-    if ns == 0 || ns == host {
+    if !outside_host_mount_namespace() {
         return false;
     }
     let Some((dev, ino)) = current_exe() else {
@@ -333,6 +406,44 @@ fn service_manager_in_own_namespace(generation: u32) -> bool {
         rule: SERVICE_MANAGER,
     };
     unsafe { EXE_RULES.get(&key) }.is_some()
+}
+
+/// Whether the current task's mount namespace is known and is not the
+/// host's (the agent keeps the host's in ENFORCE_STATE[HOST_MNT_NS]).
+#[inline(always)]
+fn outside_host_mount_namespace() -> bool {
+    let host = state(HOST_MNT_NS);
+    if host == 0 {
+        return false;
+    }
+    current_mnt_ns().is_some_and(|ns| ns != host)
+}
+
+/// Path integrity for `pivot_root(new_root, put_old)`. In the host's mount
+/// namespace it swaps the root under every process there, so every path
+/// a rule names could mean something else: refused while any kill/deny
+/// rule is in force. In a namespace of its own (a container runtime
+/// entering its root file system) it changes paths only for that
+/// namespace, and is decided like a mount on `new_root` and `put_old`.
+#[inline(always)]
+pub fn pivot_would_change_a_rule(
+    new_mnt: u64,
+    new_dentry: u64,
+    old_mnt: u64,
+    old_dentry: u64,
+) -> i32 {
+    let generation = state(0) as u32;
+    if protecting(generation) == 0 {
+        return 0;
+    }
+    if !outside_host_mount_namespace() {
+        return -EPERM;
+    }
+    let r = mount_would_change_a_rule(new_mnt, new_dentry);
+    if r != 0 {
+        return r;
+    }
+    mount_would_change_a_rule(old_mnt, old_dentry)
 }
 
 /// Path integrity: whether moving `dentry` away (or replacing it) would

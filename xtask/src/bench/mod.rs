@@ -99,6 +99,39 @@ enum Config {
     Auditd,
 }
 
+/// What `--storms-only` and `--config` leave of the benchmark.
+#[derive(Debug, Default)]
+pub struct Only {
+    storms_only: bool,
+    configs: Vec<Config>,
+}
+
+impl Only {
+    pub fn parse(storms_only: bool, names: &[String]) -> Result<Self> {
+        let mut configs = Vec::new();
+        for name in names {
+            configs.push(match name.as_str() {
+                "default" => Config::DefaultRules,
+                "full" => Config::FullCapture,
+                "deny50" => Config::Deny50,
+                "floor" => Config::Floor,
+                "auditd" => Config::Auditd,
+                other => {
+                    bail!("--config {other}: expected one of default, full, deny50, floor, auditd")
+                }
+            });
+        }
+        Ok(Only {
+            storms_only,
+            configs,
+        })
+    }
+
+    fn wants(&self, config: Config) -> bool {
+        self.configs.is_empty() || self.configs.contains(&config)
+    }
+}
+
 impl Config {
     fn name(self) -> &'static str {
         match self {
@@ -251,6 +284,7 @@ fn write_configs(setup: &Setup) -> Result<Configs> {
 fn overhead(
     setup: &Setup,
     configs: &Configs,
+    only: &Only,
     peak_rss: &mut Vec<(String, agent::Memory)>,
 ) -> Result<Vec<Row>> {
     let audit_before = AuditState::read().ok();
@@ -262,6 +296,9 @@ fn overhead(
         Config::Floor,
         Config::Auditd,
     ] {
+        if !only.wants(config) {
+            continue;
+        }
         if config == Config::Auditd && audit_before.is_none() {
             eprintln!(
                 "xtask: auditd not installed (apt-get install auditd): skipping the auditd column"
@@ -346,7 +383,7 @@ fn overhead(
     Ok(rows)
 }
 
-pub fn bench(quick: bool) -> Result<()> {
+pub fn bench(quick: bool, only: &Only) -> Result<()> {
     QUICK.set(quick).ok();
     let out = root().join("target/bench");
     std::fs::create_dir_all(&out)?;
@@ -369,12 +406,16 @@ pub fn bench(quick: bool) -> Result<()> {
             .as_bool()
             .unwrap_or(false);
         let mut peak_rss = Vec::new();
+        if only.storms_only {
+            let rows = overhead(&setup, &configs, only, &mut peak_rss)?;
+            return report(&rows, lsm, None, &peak_rss, &out);
+        }
         // Everything else before the overhead table: that ends with auditd.
         let fp = footprint::run(&setup, &configs.default, &mut peak_rss)?;
         let tp = throughput::run(&setup)?;
         let eng = engine::run(&setup)?;
-        let rows = overhead(&setup, &configs, &mut peak_rss)?;
-        report(&rows, lsm, &tp, &eng, &fp, &peak_rss, &out)
+        let rows = overhead(&setup, &configs, only, &mut peak_rss)?;
+        report(&rows, lsm, Some((&tp, &eng, &fp)), &peak_rss, &out)
     })();
     let _ = Command::new("umount").arg(&scratch).status();
     let _ = std::fs::remove_dir_all(&scratch);
@@ -452,8 +493,10 @@ fn restore_audit(before: &AuditState) -> Result<()> {
 fn tempfile_dir(base: &Path) -> Result<PathBuf> {
     let dir = base.join(format!("scratch-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    // Mode 0755: a tmpfs root is 1777 by default, and the agent refuses a
+    // configuration in a directory others can write.
     run(Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1g", "guardrail-bench"])
+        .args(["-t", "tmpfs", "-o", "size=1g,mode=0755", "guardrail-bench"])
         .arg(&dir))?;
     Ok(dir)
 }
@@ -461,9 +504,8 @@ fn tempfile_dir(base: &Path) -> Result<PathBuf> {
 fn report(
     rows: &[Row],
     lsm: bool,
-    tp: &throughput::Results,
-    eng: &engine::Results,
-    fp: &footprint::Results,
+    // The other sections; None with `--storms-only`.
+    sections: Option<(&throughput::Results, &engine::Results, &footprint::Results)>,
     peak_rss: &[(String, agent::Memory)],
     out: &Path,
 ) -> Result<String> {
@@ -504,18 +546,26 @@ fn report(
     if !lsm {
         md.push_str("\nThis kernel refuses BPF-LSM programs: the \"50 deny rules\" configuration runs with its fallback (rules evaluated in the agent, nothing denied in the kernel); the LSM hooks' own cost is not measured here.\n");
     }
-    md.push_str(&throughput::markdown(tp));
-    md.push_str(&engine::markdown(eng));
-    md.push_str(&footprint::markdown(fp, peak_rss));
-    let report_json: Value = json!({
+    let mut report_json: Value = json!({
         "kernel": kernel.trim(),
         "cpus": cpus,
         "bpf_lsm": lsm,
         "overhead": json_rows,
-        "throughput": throughput::json(tp),
-        "rule_engine": engine::json(eng),
-        "footprint": footprint::json(fp, peak_rss),
     });
+    if let Some((tp, eng, fp)) = sections {
+        md.push_str(&throughput::markdown(tp));
+        md.push_str(&engine::markdown(eng));
+        md.push_str(&footprint::markdown(fp, peak_rss));
+        report_json["throughput"] = throughput::json(tp);
+        report_json["rule_engine"] = engine::json(eng);
+        report_json["footprint"] = footprint::json(fp, peak_rss);
+    } else {
+        md.push_str(
+            "
+(--storms-only: the throughput, rule engine and footprint sections were not measured.)
+",
+        );
+    }
     std::fs::write(out.join("report.md"), &md)?;
     std::fs::write(
         out.join("report.json"),
