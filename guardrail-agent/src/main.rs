@@ -24,7 +24,7 @@ use guardrail_agent::kernel::pins::{self, DEFAULT_ROOT};
 use guardrail_agent::kernel::probes::{ProbeOptions, Probes};
 use guardrail_agent::kernel::ring::RingReader;
 use guardrail_agent::metrics::Metrics;
-use guardrail_agent::notify::notify;
+use guardrail_agent::notify::{self, notify};
 use guardrail_agent::outputs::Outputs;
 use guardrail_agent::pipeline::{Pipeline, Print};
 use guardrail_agent::procfs::ProcFs;
@@ -397,6 +397,7 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
         let sections: Vec<_> = config.output.iter().map(|o| o.get_ref()).collect();
         pipeline.outputs = Some(Outputs::start(&sections)?);
     }
+    notify::starting("putting the rules in force");
     pipeline.set_enforcer(enforcer.ok());
     pipeline.set_reported(probes.reported);
     pipeline
@@ -459,7 +460,8 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
         )?),
         _ => None,
     };
-    if let Err(e) = notify("READY=1") {
+    // The status replaces the last start-up step's in `systemctl status`.
+    if let Err(e) = notify("READY=1\nSTATUS=running") {
         warn!("cannot tell the service manager that the agent is ready: {e}");
     }
     // When the next time window opens or closes (checked again at least

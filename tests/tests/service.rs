@@ -106,8 +106,33 @@ fn the_agent_says_ready_only_once_its_rules_are_in_force_and_stopping_at_the_end
     };
     let agent = Agent::launch("", &[], &launch);
     let mut buf = [0u8; 256];
-    let n = manager.recv(&mut buf).expect("READY=1 within 60 s");
-    assert_eq!(&buf[..n], b"READY=1");
+    // Start-up steps first: each extends systemd's start timeout and says
+    // what the agent is doing, so a slow start that progresses is not
+    // killed and an operator sees where it is. This manager reads only
+    // once the agent serves: steps beyond its queue (10 datagrams) are
+    // dropped, never waited for; READY is waited for.
+    let mut steps = Vec::new();
+    let ready = loop {
+        let n = manager
+            .recv(&mut buf)
+            .expect("READY=1 within 60 s of the last step");
+        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if message.starts_with("READY=1") {
+            break message;
+        }
+        assert!(
+            message.starts_with("EXTEND_TIMEOUT_USEC=120000000\nSTATUS=starting: "),
+            "{message:?}"
+        );
+        steps.push(message);
+    };
+    assert_eq!(ready, "READY=1\nSTATUS=running");
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.ends_with("verifying guardrail_sys_exit")),
+        "{steps:#?}"
+    );
     // Ready means serving: the control socket answers.
     assert!(agent.status()["tracepoints_attached"].as_u64().unwrap() > 0);
     agent.stop();

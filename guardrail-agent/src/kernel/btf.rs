@@ -21,14 +21,20 @@ pub enum BtfError {
 
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
-/// Resolve the offsets the probes need from the BTF file at `path`.
-pub fn resolve_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
-    let btf = Btf::from_file(path).map_err(|source| BtfError::Read {
+/// Read the BTF file at `path` (the kernel's: [`VMLINUX`]). Parsing it
+/// takes a noticeable share of start-up (seconds on an emulated CPU) and
+/// tens of MiB for a moment: read it once and ask it everything.
+pub fn read(path: &Path) -> Result<Btf, BtfError> {
+    Btf::from_file(path).map_err(|source| BtfError::Read {
         path: path.display().to_string(),
         source,
-    })?;
-    let task = |m: &str| member_offset(&btf, "task_struct", m);
-    let cred = |m: &str| member_offset(&btf, "cred", m);
+    })
+}
+
+/// Resolve the offsets the probes need from the kernel's BTF.
+pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
+    let task = |m: &str| member_offset(btf, "task_struct", m);
+    let cred = |m: &str| member_offset(btf, "cred", m);
     Ok(KernelOffsets {
         task_real_parent: task("real_parent")?,
         task_tgid: task("tgid")?,
@@ -39,52 +45,51 @@ pub fn resolve_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         cred_egid: cred("egid")?,
         cred_cap_effective: cred("cap_effective")?,
         task_mm: task("mm")?,
-        mm_arg_start: member_offset(&btf, "mm_struct", "arg_start")?,
-        mm_arg_end: member_offset(&btf, "mm_struct", "arg_end")?,
+        mm_arg_start: member_offset(btf, "mm_struct", "arg_start")?,
+        mm_arg_end: member_offset(btf, "mm_struct", "arg_end")?,
         task_fs: task("fs")?,
-        fs_pwd: member_offset(&btf, "fs_struct", "pwd")?,
-        fs_root: member_offset(&btf, "fs_struct", "root")?,
+        fs_pwd: member_offset(btf, "fs_struct", "pwd")?,
+        fs_root: member_offset(btf, "fs_struct", "root")?,
         task_files: task("files")?,
-        files_fdt: member_offset(&btf, "files_struct", "fdt")?,
-        fdt_fd: member_offset(&btf, "fdtable", "fd")?,
-        fdt_max_fds: member_offset(&btf, "fdtable", "max_fds")?,
-        file_f_path: member_offset(&btf, "file", "f_path")?,
-        path_mnt: member_offset(&btf, "path", "mnt")?,
-        path_dentry: member_offset(&btf, "path", "dentry")?,
-        dentry_parent: member_offset(&btf, "dentry", "d_parent")?,
-        dentry_name: member_offset(&btf, "dentry", "d_name")?,
-        qstr_len: member_offset(&btf, "qstr", "len")?,
-        qstr_name: member_offset(&btf, "qstr", "name")?,
-        mount_mnt: member_offset(&btf, "mount", "mnt")?,
-        mount_parent: member_offset(&btf, "mount", "mnt_parent")?,
-        mount_mountpoint: member_offset(&btf, "mount", "mnt_mountpoint")?,
-        vfsmount_root: member_offset(&btf, "vfsmount", "mnt_root")?,
-        mm_exe_file: member_offset(&btf, "mm_struct", "exe_file")?,
-        dentry_inode: member_offset(&btf, "dentry", "d_inode")?,
-        dentry_sb: member_offset(&btf, "dentry", "d_sb")?,
-        inode_ino: member_offset(&btf, "inode", "i_ino")?,
-        sb_dev: member_offset(&btf, "super_block", "s_dev")?,
-        file_f_mode: member_offset(&btf, "file", "f_mode")?,
-        bprm_file: member_offset(&btf, "linux_binprm", "file")?,
-        cred_uid: member_offset(&btf, "cred", "uid")?,
-        iattr_valid: member_offset(&btf, "iattr", "ia_valid")?,
+        files_fdt: member_offset(btf, "files_struct", "fdt")?,
+        fdt_fd: member_offset(btf, "fdtable", "fd")?,
+        fdt_max_fds: member_offset(btf, "fdtable", "max_fds")?,
+        file_f_path: member_offset(btf, "file", "f_path")?,
+        path_mnt: member_offset(btf, "path", "mnt")?,
+        path_dentry: member_offset(btf, "path", "dentry")?,
+        dentry_parent: member_offset(btf, "dentry", "d_parent")?,
+        dentry_name: member_offset(btf, "dentry", "d_name")?,
+        qstr_len: member_offset(btf, "qstr", "len")?,
+        qstr_name: member_offset(btf, "qstr", "name")?,
+        mount_mnt: member_offset(btf, "mount", "mnt")?,
+        mount_parent: member_offset(btf, "mount", "mnt_parent")?,
+        mount_mountpoint: member_offset(btf, "mount", "mnt_mountpoint")?,
+        vfsmount_root: member_offset(btf, "vfsmount", "mnt_root")?,
+        mm_exe_file: member_offset(btf, "mm_struct", "exe_file")?,
+        dentry_inode: member_offset(btf, "dentry", "d_inode")?,
+        dentry_sb: member_offset(btf, "dentry", "d_sb")?,
+        inode_ino: member_offset(btf, "inode", "i_ino")?,
+        sb_dev: member_offset(btf, "super_block", "s_dev")?,
+        file_f_mode: member_offset(btf, "file", "f_mode")?,
+        bprm_file: member_offset(btf, "linux_binprm", "file")?,
+        cred_uid: member_offset(btf, "cred", "uid")?,
+        iattr_valid: member_offset(btf, "iattr", "ia_valid")?,
         // `real_start_time` before 5.5.
         task_start_boottime: task("start_boottime")
             .or_else(|_| task("real_start_time"))
             .unwrap_or(0),
         task_nsproxy: task("nsproxy")?,
-        nsproxy_mnt_ns: member_offset(&btf, "nsproxy", "mnt_ns")?,
-        mnt_ns_inum: member_offset(&btf, "mnt_namespace", "ns")?
-            + member_offset(&btf, "ns_common", "inum")?,
-        bpf_map_id: member_offset(&btf, "bpf_map", "id")?,
+        nsproxy_mnt_ns: member_offset(btf, "nsproxy", "mnt_ns")?,
+        mnt_ns_inum: member_offset(btf, "mnt_namespace", "ns")?
+            + member_offset(btf, "ns_common", "inum")?,
+        bpf_map_id: member_offset(btf, "bpf_map", "id")?,
         task_group_leader: task("group_leader")?,
     })
 }
 
 /// How many parameters the BPF-LSM attach point of `hook` takes (the
 /// previous verdict is passed after them). `None` without BPF-LSM.
-pub fn lsm_hook_params(path: &Path, hook: &str) -> Option<usize> {
-    let btf = Btf::from_file(path).ok()?;
+pub fn lsm_hook_params(btf: &Btf, hook: &str) -> Option<usize> {
     let func = btf
         .resolve_types_by_name(&format!("bpf_lsm_{hook}"))
         .ok()?
@@ -147,7 +152,7 @@ mod tests {
             eprintln!("no {VMLINUX}: skipped");
             return;
         }
-        let o = resolve_offsets(path).expect("offsets");
+        let o = resolve_offsets(&read(path).unwrap()).expect("offsets");
         // Fields exist and lie inside the structures, in their declared order.
         assert!(o.task_real_parent > o.task_tgid, "{o:?}");
         assert!(o.cred_egid > o.cred_euid, "{o:?}");

@@ -316,56 +316,68 @@ pub struct Enforcer {
     lineage: Lineage,
 }
 
+/// How many parameters the LSM hooks whose signature changed between
+/// kernels take here (their BPF-LSM attach points, from the kernel's BTF).
+#[derive(Clone, Copy, Debug)]
+pub struct HookShapes {
+    /// 4 before 5.19, then 5 (`flags`).
+    pub rename_params: usize,
+    /// 2 on older kernels, 3 once it gained a leading `idmap`.
+    pub setattr_params: usize,
+    /// 5 before 5.12, then 6 (`mnt_userns`, later `idmap`).
+    pub setxattr_params: usize,
+}
+
 /// Load and attach the LSM programs. `Err` says why this kernel cannot
 /// enforce (for the operator).
 pub fn load(
     ebpf: &mut Ebpf,
-    rename_params: usize,
-    setattr_params: usize,
+    btf: Option<&Btf>,
+    shapes: HookShapes,
     links: &mut Links,
     own_map_ids: Vec<u32>,
 ) -> Result<Enforcer> {
-    let btf = Btf::from_sys_fs().context("kernel BTF is needed for BPF-LSM")?;
+    let btf = btf.context("kernel BTF is needed for BPF-LSM")?;
     // path_rename gained a `flags` argument in 5.19: load the matching one.
-    let rename = if rename_params == 4 {
+    let rename = if shapes.rename_params == 4 {
         "guardrail_path_rename4"
     } else {
         "guardrail_path_rename5"
     };
     for (program, hook) in HOOKS.iter().chain(&[(rename, "path_rename")]) {
-        attach(ebpf, program, hook, &btf, links)?;
+        attach(ebpf, program, hook, btf, links)?;
     }
     // Path integrity: mounts over what the rules protect. move_mount (the
     // new mount API) is a hook since 5.2; where a kernel lacks it, say so.
-    attach(ebpf, "guardrail_sb_mount", "sb_mount", &btf, links)?;
-    attach(ebpf, "guardrail_sb_pivotroot", "sb_pivotroot", &btf, links)?;
-    if let Err(e) = attach(ebpf, "guardrail_move_mount", "move_mount", &btf, links) {
+    attach(ebpf, "guardrail_sb_mount", "sb_mount", btf, links)?;
+    attach(ebpf, "guardrail_sb_pivotroot", "sb_pivotroot", btf, links)?;
+    if let Err(e) = attach(ebpf, "guardrail_move_mount", "move_mount", btf, links) {
         warn!("mounts made with move_mount(2) cannot be refused on this kernel: {e:#}");
     }
     // And unmounts of what they run through, in the host's namespace.
-    attach(ebpf, "guardrail_sb_umount", "sb_umount", &btf, links)?;
+    attach(ebpf, "guardrail_sb_umount", "sb_umount", btf, links)?;
     // Owner changes: path_chown where the kernel's trampolines take its
     // by-value kuid_t/kgid_t arguments (not 5.10), else inode_setattr.
-    if let Err(e) = attach(ebpf, "guardrail_path_chown", "path_chown", &btf, links) {
-        let setattr = if setattr_params == 2 {
+    if let Err(e) = attach(ebpf, "guardrail_path_chown", "path_chown", btf, links) {
+        let setattr = if shapes.setattr_params == 2 {
             "guardrail_inode_setattr2"
         } else {
             "guardrail_inode_setattr3"
         };
-        attach(ebpf, setattr, "inode_setattr", &btf, links)
+        attach(ebpf, setattr, "inode_setattr", btf, links)
             .with_context(|| format!("path_chown unusable ({e:#}), and so is the fallback"))?;
         info!("owner changes are enforced through inode_setattr on this kernel");
     }
     // Extended attributes (file capabilities among them): inode_setxattr
     // gained a leading mnt_userns (later idmap) argument in 5.12.
-    let setxattr =
-        match super::btf::lsm_hook_params(Path::new(super::btf::VMLINUX), "inode_setxattr") {
-            Some(5) => "guardrail_inode_setxattr5",
-            _ => "guardrail_inode_setxattr6",
-        };
+    let setxattr = if shapes.setxattr_params == 5 {
+        "guardrail_inode_setxattr5"
+    } else {
+        "guardrail_inode_setxattr6"
+    };
     // Not verified in the VMs yet: a kernel that refuses it keeps every
     // other hook.
-    if let Err(e) = attach(ebpf, setxattr, "inode_setxattr", &btf, links) {
+    if let Err(e) = attach(ebpf, setxattr, "inode_setxattr", btf, links) {
         warn!("extended attributes (file capabilities) cannot be refused on this kernel: {e:#}");
     }
     let take =
@@ -404,7 +416,7 @@ fn attach(ebpf: &mut Ebpf, program: &str, hook: &str, btf: &Btf, links: &mut Lin
         .program_mut(program)
         .with_context(|| format!("{program} missing from the object"))?
         .try_into()?;
-    prog.load(hook, btf)
+    super::probes::timed(program, || prog.load(hook, btf))
         .with_context(|| format!("loading the BPF-LSM program for {hook}"))?;
     let id = prog
         .attach()

@@ -1,6 +1,7 @@
 //! Loading the embedded probes, attaching them, and reading their counters.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use aya::{
@@ -10,7 +11,7 @@ use aya::{
 };
 use guardrail_common::{counter, pinned, syscalls, KernelOffsets};
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::enforce::{self, Enforcer};
 use super::pins::{monotonic_ns, Found, Links, StateDir};
@@ -147,7 +148,15 @@ impl Probes {
             "tracefs is not mounted and mounting it at /sys/kernel/tracing failed; \
              mount it with `mount -t tracefs nodev /sys/kernel/tracing`",
         )?;
-        let offsets = match btf::resolve_offsets(Path::new(btf::VMLINUX)) {
+        crate::notify::starting("reading the kernel's BTF");
+        let kernel_btf = btf::read(Path::new(btf::VMLINUX));
+        // The loader's own reading, for relocations and BPF-LSM.
+        let loader_btf = aya::Btf::from_sys_fs().ok();
+        let offsets = match kernel_btf
+            .as_ref()
+            .map_err(ToString::to_string)
+            .and_then(|b| btf::resolve_offsets(b).map_err(|e| e.to_string()))
+        {
             Ok(o) => Some(o),
             Err(e) => {
                 warn!("kernel BTF unavailable ({e}): events will lack ppid, euid/egid and auid");
@@ -165,17 +174,27 @@ impl Probes {
         let uring_create = ["fd", "flags", "sq_entries"]
             .map(|f| tracefs::field_offset(&tracefs, "io_uring", "io_uring_create", f));
         let uring_offsets = uring_create.map(|o| o.unwrap_or(0));
-        let uring_ops = super::uring::resolve(&tracefs);
+        let uring_ops = super::uring::resolve(&tracefs, kernel_btf.as_ref());
         let uring_register = super::uring::register_offsets(&tracefs);
         let agent_tgid = std::process::id();
         let read_opens = u8::from(opts.capture_read_opens);
         let self_protect = u8::from(opts.self_protect);
         let offsets_value = offsets.unwrap_or_default();
-        let rename_params =
-            btf::lsm_hook_params(Path::new(btf::VMLINUX), "path_rename").unwrap_or(5);
-        let setattr_params =
-            btf::lsm_hook_params(Path::new(btf::VMLINUX), "inode_setattr").unwrap_or(3);
+        let hook_params = |hook: &str| {
+            kernel_btf
+                .as_ref()
+                .ok()
+                .and_then(|b| btf::lsm_hook_params(b, hook))
+        };
+        let shapes = enforce::HookShapes {
+            rename_params: hook_params("path_rename").unwrap_or(5),
+            setattr_params: hook_params("inode_setattr").unwrap_or(3),
+            setxattr_params: hook_params("inode_setxattr").unwrap_or(6),
+        };
+        // Everything asked of it: give its memory back.
+        drop(kernel_btf);
         let mut loader = EbpfLoader::new();
+        loader.btf(loader_btf.as_ref());
         if let Some(s) = &state {
             for name in pinned::MAPS {
                 loader.map_pin_path(name, s.map_path(name));
@@ -271,8 +290,7 @@ impl Probes {
                 .program_mut(program)
                 .context("program missing from the object")?
                 .try_into()?;
-            prog.load()
-                .with_context(|| format!("verifying {program}"))?;
+            timed(program, || prog.load()).with_context(|| format!("verifying {program}"))?;
             let id = prog
                 .attach(tp)
                 .with_context(|| format!("attaching raw tracepoint {tp}"))?;
@@ -290,8 +308,8 @@ impl Probes {
             offsets,
             enforce::load(
                 &mut ebpf,
-                rename_params,
-                setattr_params,
+                loader_btf.as_ref(),
+                shapes,
                 &mut links,
                 own_map_ids,
             ),
@@ -450,8 +468,8 @@ pub(super) fn attach_tracepoint(
         .program_mut(program)
         .with_context(|| format!("program {program} missing from the object"))?
         .try_into()?;
-    prog.load()
-        .with_context(|| format!("verifying {program}"))?;
+    timed(program, || prog.load()).with_context(|| format!("verifying {program}"))?;
+    let started = Instant::now();
     for tp in tps {
         let id = prog
             .attach(category, tp)
@@ -459,7 +477,27 @@ pub(super) fn attach_tracepoint(
         keep_tracepoint(links, prog, id, &format!("{program}@{tp}"))?;
         attached.push(format!("{category}/{tp}"));
     }
+    debug!(
+        program,
+        tracepoints = tps.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "attached"
+    );
     Ok(())
+}
+
+/// Run the kernel's verifier on one program (`load`), saying how long it
+/// took: on a slow machine, verification is most of the start-up.
+pub(super) fn timed<T, E>(program: &str, load: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    crate::notify::starting(&format!("verifying {program}"));
+    let started = Instant::now();
+    let result = load();
+    debug!(
+        program,
+        ms = started.elapsed().as_millis() as u64,
+        "verified"
+    );
+    result
 }
 
 /// Pin a tracepoint attachment where the kernel makes it a BPF link;

@@ -17,8 +17,9 @@ use btf_rs::Btf;
 use guardrail_common::{uring_op, UringOffsets};
 use tracing::warn;
 
+use super::btf::{self, BtfError};
 use super::probes::{attach_tracepoint, AttachTo};
-use super::{btf, tracefs};
+use super::tracefs;
 
 /// What the probes need to follow io_uring requests on this kernel.
 #[derive(Clone, Debug, Default)]
@@ -57,9 +58,10 @@ pub fn register_offsets(tracefs: &Path) -> Option<[u32; 4]> {
     ])
 }
 
-/// Locate what the probes read; never fails: what is missing is listed
-/// in `unseen` and left out.
-pub fn resolve(tracefs: &Path) -> UringCapture {
+/// Locate what the probes read, in the tracepoints' formats and the
+/// kernel's BTF (`Err`: why it is unavailable); never fails: what is
+/// missing is listed in `unseen` and left out.
+pub fn resolve(tracefs: &Path, btf: Result<&Btf, &BtfError>) -> UringCapture {
     let mut cap = UringCapture::default();
     let submit = ["io_uring_submit_req", "io_uring_submit_sqe"]
         .into_iter()
@@ -81,7 +83,7 @@ pub fn resolve(tracefs: &Path) -> UringCapture {
         );
         return cap;
     };
-    let btf = match Btf::from_file(btf::VMLINUX) {
+    let btf = match btf {
         Ok(b) => b,
         Err(e) => {
             cap.unseen
@@ -89,7 +91,7 @@ pub fn resolve(tracefs: &Path) -> UringCapture {
             return cap;
         }
     };
-    let m = |s: &str, f: &str| btf::member_offset(&btf, s, f).ok();
+    let m = |s: &str, f: &str| btf::member_offset(btf, s, f).ok();
     let (Some(req_cmd), Some(filename_name)) = (m("io_kiocb", "cmd"), m("filename", "name")) else {
         cap.unseen
             .push("all ops: BTF has no io_kiocb.cmd or filename.name".into());
@@ -234,10 +236,10 @@ mod tests {
             eprintln!("no tracefs: skipped");
             return;
         };
-        if !Path::new(btf::VMLINUX).exists() {
+        let Ok(kernel) = btf::read(Path::new(btf::VMLINUX)) else {
             return;
-        }
-        let cap = resolve(&root);
+        };
+        let cap = resolve(&root, Ok(&kernel));
         for (op, name, _) in OPS {
             let seen = cap.offsets.present & (1 << op) != 0;
             let named = cap
