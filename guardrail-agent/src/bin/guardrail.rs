@@ -48,21 +48,8 @@ enum Command {
     Rules(RulesCommand),
     /// Stream live events.
     Tail {
-        /// Only these kinds (repeatable): exec, file, perm.
-        #[arg(long = "kind", value_name = "KIND")]
-        kinds: Vec<String>,
-        /// Only this process id.
-        #[arg(long)]
-        pid: Option<u32>,
-        /// Only processes whose executable matches this glob.
-        #[arg(long)]
-        exe: Option<String>,
-        /// Only events naming a path that matches this glob (`/etc/**`).
-        #[arg(long)]
-        path: Option<String>,
-        /// Only events a rule decided on (alerts, denials, kills, …).
-        #[arg(long)]
-        alerts: bool,
+        #[command(flatten)]
+        filter: EventFilter,
         /// Print JSON lines instead of the compact human form.
         #[arg(long)]
         json: bool,
@@ -157,21 +144,8 @@ enum FleetCommand {
         /// Only this host (its `host` in the nats output).
         #[arg(long)]
         host: Option<String>,
-        /// Only these kinds (repeatable): exec, file, perm.
-        #[arg(long = "kind", value_name = "KIND")]
-        kinds: Vec<String>,
-        /// Only this process id.
-        #[arg(long)]
-        pid: Option<u32>,
-        /// Only processes whose executable matches this glob.
-        #[arg(long)]
-        exe: Option<String>,
-        /// Only events naming a path that matches this glob (`/etc/**`).
-        #[arg(long)]
-        path: Option<String>,
-        /// Only events a rule decided on.
-        #[arg(long)]
-        alerts: bool,
+        #[command(flatten)]
+        filter: EventFilter,
         /// Print JSON lines (`{"host", "event"}`) instead of the human form.
         #[arg(long)]
         json: bool,
@@ -182,6 +156,38 @@ enum FleetCommand {
         #[arg(long, default_value = guardrail_agent::outputs::nats::DEFAULT_PREFIX)]
         subject_prefix: String,
     },
+}
+
+/// Which live events to show (`tail`, `fleet tail`).
+#[derive(clap::Args, Debug)]
+struct EventFilter {
+    /// Only these kinds (repeatable): exec, file, perm.
+    #[arg(long = "kind", value_name = "KIND")]
+    kinds: Vec<String>,
+    /// Only this process id.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Only processes whose executable matches this glob.
+    #[arg(long)]
+    exe: Option<String>,
+    /// Only events naming a path that matches this glob (`/etc/**`).
+    #[arg(long)]
+    path: Option<String>,
+    /// Only events a rule decided on (alerts, denials, kills, …).
+    #[arg(long)]
+    alerts: bool,
+}
+
+impl From<EventFilter> for TailFilter {
+    fn from(f: EventFilter) -> Self {
+        TailFilter {
+            kinds: f.kinds,
+            pid: f.pid,
+            exe: f.exe,
+            path: f.path,
+            decisions_only: f.alerts,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -403,80 +409,44 @@ enum RulesCommand {
     },
 }
 
-/// Invalid input (bad rules) exits 2, other failures 1.
-#[derive(Debug)]
-struct Invalid;
-
-impl std::fmt::Display for Invalid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("invalid rules")
-    }
+/// Failures whose exit status says which: `main` maps them (anything
+/// else exits 1 with its message).
+#[derive(Debug, thiserror::Error)]
+enum Exit {
+    /// Invalid rules (already printed, with file and line): exit 2.
+    #[error("invalid rules")]
+    Invalid,
+    /// A host where the agent cannot capture: exit 1.
+    #[error("this host cannot run guardrail")]
+    Unfit,
+    /// `rules test --against`: decisions change (already printed): exit 1.
+    #[error("decisions change")]
+    Changed,
+    /// A broken audit log chain (already printed): exit 1.
+    #[error("broken audit log")]
+    Broken,
+    /// A failure where exit 1 means something else (`rules test
+    /// --against`): exit 2, with its message.
+    #[error("{0}")]
+    Fails2(String),
 }
 
-impl std::error::Error for Invalid {}
-
-/// A host where the agent cannot capture exits 1.
-#[derive(Debug)]
-struct Unfit;
-
-impl std::fmt::Display for Unfit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("this host cannot run guardrail")
-    }
+fn exit_is(e: &anyhow::Error, which: fn(&Exit) -> bool) -> bool {
+    e.downcast_ref::<Exit>().is_some_and(which)
 }
-
-impl std::error::Error for Unfit {}
-
-/// `rules test --against`: decisions change, exit 1 (the changes are
-/// printed).
-#[derive(Debug)]
-struct Changed;
-
-impl std::fmt::Display for Changed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("decisions change")
-    }
-}
-
-impl std::error::Error for Changed {}
-
-/// An error that exits 2, where 1 means something else (`rules test
-/// --against`).
-#[derive(Debug)]
-struct Fails2(String);
-
-impl std::fmt::Display for Fails2 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Fails2 {}
-
-/// A broken audit log chain exits 1.
-#[derive(Debug)]
-struct Broken;
-
-impl std::fmt::Display for Broken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("broken audit log")
-    }
-}
-
-impl std::error::Error for Broken {}
 
 fn main() -> std::process::ExitCode {
-    match real_main() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) if e.is::<Invalid>() => std::process::ExitCode::from(2),
-        Err(e) if e.is::<Broken>() || e.is::<Unfit>() || e.is::<Changed>() => {
-            std::process::ExitCode::from(1)
-        }
-        Err(e) if e.is::<Fails2>() => {
-            eprintln!("error: {e}");
+    let Err(e) = real_main() else {
+        return std::process::ExitCode::SUCCESS;
+    };
+    match e.downcast_ref::<Exit>() {
+        Some(Exit::Invalid) => std::process::ExitCode::from(2),
+        Some(Exit::Broken | Exit::Unfit | Exit::Changed) => std::process::ExitCode::from(1),
+        Some(Exit::Fails2(why)) => {
+            eprintln!("error: {why}");
             std::process::ExitCode::from(2)
         }
-        Err(e) => {
+        None => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
@@ -497,7 +467,7 @@ fn verify_log(files: &[PathBuf]) -> Result<()> {
         }
         Err(broken) => {
             eprintln!("BROKEN at {broken}");
-            Err(Broken.into())
+            Err(Exit::Broken.into())
         }
     }
 }
@@ -535,7 +505,7 @@ async fn verify_nats(url: String, n: NatsSource) -> Result<()> {
         }
         Err((seq, why)) => {
             eprintln!("BROKEN at stream {} sequence {seq}: {why}", src.stream);
-            Err(Broken.into())
+            Err(Exit::Broken.into())
         }
     }
 }
@@ -664,7 +634,7 @@ fn run_search(
         Ok(_) => Ok(search),
         Err(SearchError::Broken { place, why }) => {
             eprintln!("BROKEN at {place}: {why}");
-            Err(Broken.into())
+            Err(Exit::Broken.into())
         }
         Err(SearchError::Io { file, source })
             if source.kind() == std::io::ErrorKind::PermissionDenied =>
@@ -960,7 +930,7 @@ fn compare_rules(
         );
     }
     if result.changed > 0 {
-        return Err(Changed.into());
+        return Err(Exit::Changed.into());
     }
     Ok(())
 }
@@ -976,13 +946,13 @@ fn load_or_report(file: &std::path::Path) -> Result<RuleSet> {
     }
     match rules {
         Ok(set) if !bad => Ok(set),
-        Ok(_) => Err(Invalid.into()),
+        Ok(_) => Err(Exit::Invalid.into()),
         Err(e) => {
             for problem in &e.0 {
                 eprintln!("{problem}");
             }
             eprintln!("{} problem(s); nothing was loaded", e.0.len());
-            Err(Invalid.into())
+            Err(Exit::Invalid.into())
         }
     }
 }
@@ -1037,7 +1007,7 @@ async fn rules(socket: &std::path::Path, cmd: RulesCommand) -> Result<()> {
                         "{} problem(s): the agent refuses a configuration that others can change",
                         untrusted.len()
                     );
-                    return Err(Invalid.into());
+                    return Err(Exit::Invalid.into());
                 }
                 // A draft, e.g. in a home directory: fine to check, but
                 // the agent would refuse it where it is.
@@ -1077,10 +1047,10 @@ async fn rules(socket: &std::path::Path, cmd: RulesCommand) -> Result<()> {
                 (None, [current, candidate]) => {
                     // Exit 1 means "decisions change": every failure is 2.
                     compare_rules(current, candidate, &source, enforcement, json).map_err(|e| {
-                        if e.is::<Invalid>() || e.is::<Changed>() {
+                        if exit_is(&e, |x| matches!(x, Exit::Invalid | Exit::Changed)) {
                             e
                         } else {
-                            Fails2(format!("{e:#}")).into()
+                            Exit::Fails2(format!("{e:#}")).into()
                         }
                     })
                 }
@@ -1143,22 +1113,12 @@ fn real_main() -> Result<()> {
                 stats,
             }) => log_report(&files, &range, &select, top, json, stats),
             Command::Tail {
-                kinds,
-                pid,
-                exe,
-                path,
-                alerts,
+                filter,
                 json,
                 count,
                 since,
             } => {
-                let filter = TailFilter {
-                    kinds,
-                    pid,
-                    exe,
-                    path,
-                    decisions_only: alerts,
-                };
+                let filter = TailFilter::from(filter);
                 filter.compile()?;
                 match since {
                     None => tail(&cli.socket, filter, json, count).await,
@@ -1215,7 +1175,7 @@ async fn fleet(args: FleetArgs) -> Result<()> {
             ) {
                 eprintln!("{e}");
                 eprintln!("not pushed: the rule set is invalid");
-                return Err(Invalid.into());
+                return Err(Exit::Invalid.into());
             }
             let client = fleet::connect(&args.url, &creds, "guardrail fleet").await?;
             let revision = fleet::push(client, &args.rules_bucket, &key, &text).await?;
@@ -1236,29 +1196,18 @@ async fn fleet(args: FleetArgs) -> Result<()> {
                 print_fleet(&rows);
             }
             if rows.iter().any(|r| !r.in_sync) {
-                return Err(Changed.into());
+                return Err(Exit::Changed.into());
             }
             Ok(())
         }
         FleetCommand::Tail {
             host,
-            kinds,
-            pid,
-            exe,
-            path,
-            alerts,
+            filter,
             json,
             count,
             subject_prefix,
         } => {
-            let filter = TailFilter {
-                kinds,
-                pid,
-                exe,
-                path,
-                decisions_only: alerts,
-            }
-            .compile()?;
+            let filter = TailFilter::from(filter).compile()?;
             let client = fleet::connect(&args.url, &creds, "guardrail fleet tail").await?;
             let subject = format!("{subject_prefix}.{}.>", host.as_deref().unwrap_or("*"));
             let mut sub = client.subscribe(subject).await?;
@@ -1858,7 +1807,7 @@ async fn doctor(
         }
     }
     if checks.iter().any(|c| c.level == Level::Fail) {
-        return Err(Unfit.into());
+        return Err(Exit::Unfit.into());
     }
     Ok(())
 }
