@@ -169,17 +169,7 @@ impl ProcFs {
     /// attached, so that a process is either seeded here or born in a fork
     /// record that follows.
     pub fn seed(&mut self) {
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return;
-        };
-        for entry in dir.filter_map(Result::ok) {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
-                continue;
-            };
+        for pid in pids() {
             // A fork record processed meanwhile knows better.
             if let std::collections::hash_map::Entry::Vacant(slot) = self.procs.entry(pid) {
                 if let Some(p) = Self::from_proc(pid) {
@@ -458,6 +448,15 @@ fn realpath_in_root(root: &str, path: &str) -> Option<String> {
     // SAFETY: a fresh fd nobody else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     readlink(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// The process ids /proc lists now (none when it is not mounted).
+pub fn pids() -> impl Iterator<Item = u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
 }
 
 #[cfg(test)]

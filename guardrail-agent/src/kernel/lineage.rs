@@ -296,17 +296,7 @@ fn same_process(old: &LineageMark, ticks: u64) -> bool {
 /// Every process /proc shows, with the bits of the program it runs.
 fn read_proc(by_inode: &StdHashMap<ProgramKey, u64>) -> StdHashMap<u32, ProcEntry> {
     let mut out = StdHashMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for pid in crate::procfs::pids() {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             continue;
         };
