@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod nats;
+
 /// A binary of this workspace, next to the test executable's deps folder.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable");

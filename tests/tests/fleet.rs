@@ -7,13 +7,12 @@
 //! and a three-node cluster with an R3 stream loses nothing when a node
 //! is killed during a storm.
 
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use guardrail_tests::nats::{runtime, NatsServer};
 use guardrail_tests::{
     assert_success, bin, free_port, log_verify, trusted_tempdir, wait_until, Agent, Launch,
 };
@@ -22,61 +21,6 @@ use serde_json::Value;
 const DEADLINE: Duration = Duration::from_secs(120);
 const TOKEN: &str = "fleet-s3cret";
 const BUCKET: &str = "guardrail-rules";
-
-/// A nats-server with JetStream on a free port; with `cluster`, one node
-/// of a cluster (its route port and the other nodes' routes).
-struct NatsServer {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl NatsServer {
-    fn start(dir: &Path, args: &[String]) -> Self {
-        let port = free_port();
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server (Debian package nats-server, installed by cargo xtask test)");
-        wait_until("nats-server to accept connections", DEADLINE, || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        Self {
-            child: Some(child),
-            port,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// SIGKILL: no goodbye to the clients or the other nodes.
-    fn kill(&mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// A root-only file holding the token.
 fn token_file(dir: &Path) -> PathBuf {
@@ -206,7 +150,7 @@ fn agent_config(url: &str, token: &Path, host: &str, local: &str) -> String {
 #[test]
 fn pushed_rules_reach_every_agent_and_broken_ones_are_refused_by_all() {
     let dir = trusted_tempdir();
-    let server = NatsServer::start(&dir.path().join("store"), &["--auth".into(), TOKEN.into()]);
+    let server = NatsServer::start(&dir.path().join("store"), &["--auth", TOKEN]);
     let url = server.url();
     let token = token_file(dir.path());
     let files = ["local", "one", "two", "three"].map(|n| {
@@ -398,40 +342,7 @@ fn a_credential_file_others_can_read_is_refused() {
 
 /// Every message of stream GUARDRAIL, in stream order: subject, payload.
 fn read_stream(url: &str) -> Vec<(String, String)> {
-    runtime().block_on(async {
-        let client = async_nats::connect(url)
-            .await
-            .expect("test client connects");
-        let js = async_nats::jetstream::new(client);
-        let Ok(mut stream) = js.get_stream("GUARDRAIL").await else {
-            return vec![];
-        };
-        let Ok(info) = stream.info().await else {
-            return vec![];
-        };
-        let n = info.state.messages as usize;
-        if n == 0 {
-            return vec![];
-        }
-        let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
-            .await
-            .unwrap();
-        let mut messages = consumer.messages().await.unwrap();
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
-                .await
-                .expect("the stream delivers its messages")
-                .unwrap()
-                .unwrap();
-            out.push((
-                m.subject.to_string(),
-                String::from_utf8(m.payload.to_vec()).unwrap(),
-            ));
-        }
-        out
-    })
+    guardrail_tests::nats::read_stream(url, async_nats::ConnectOptions::new())
 }
 
 fn records_of(all: &[(String, String)], host: &str) -> Vec<(String, Value)> {
@@ -466,14 +377,14 @@ fn a_three_node_cluster_with_an_r3_stream_loses_nothing_when_a_node_dies_mid_sto
             NatsServer::start(
                 &dir.path().join(format!("store-{i}")),
                 &[
-                    "--server_name".into(),
-                    format!("n{i}"),
-                    "--cluster_name".into(),
-                    "guardrail-test".into(),
-                    "--cluster".into(),
-                    format!("nats://127.0.0.1:{}", routes[i]),
-                    "--routes".into(),
-                    route_urls.clone(),
+                    "--server_name",
+                    &format!("n{i}"),
+                    "--cluster_name",
+                    "guardrail-test",
+                    "--cluster",
+                    &format!("nats://127.0.0.1:{}", routes[i]),
+                    "--routes",
+                    &route_urls,
                 ],
             )
         })

@@ -10,128 +10,20 @@
 //! runs 1, 2, 3 … without a gap), and the host's chain verifying with
 //! `guardrail log verify` on the exported records.
 
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use guardrail_tests::nats::{read_stream as read_stream_as, runtime, NatsServer, STREAM};
 use guardrail_tests::{
     assert_success, bin, free_port, log_verify, trusted_tempdir, wait_until, Agent, Launch,
 };
 use serde_json::Value;
-
-const STREAM: &str = "GUARDRAIL";
 const DEADLINE: Duration = Duration::from_secs(120);
-
-/// A nats-server with JetStream, on a free port, storing in `dir`.
-struct NatsServer {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-    args: Vec<String>,
-}
-
-impl NatsServer {
-    fn start(dir: &Path, args: &[&str]) -> Self {
-        let mut s = Self {
-            child: None,
-            port: free_port(),
-            dir: dir.to_path_buf(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-        };
-        s.restart();
-        s
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Start (again) on the same port and store.
-    fn restart(&mut self) {
-        assert!(self.child.is_none());
-        let child = Command::new("nats-server")
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(&self.dir)
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server (Debian package nats-server, installed by cargo xtask test)");
-        self.child = Some(child);
-        let port = self.port;
-        wait_until("nats-server to accept connections", DEADLINE, || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-    }
-
-    /// SIGKILL: no goodbye to the clients.
-    fn kill(&mut self) {
-        let mut child = self.child.take().expect("running");
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Every message of the stream, in stream order: subject and payload.
 fn read_stream(url: &str) -> Vec<(String, String)> {
     read_stream_as(url, async_nats::ConnectOptions::new())
-}
-
-fn read_stream_as(url: &str, opts: async_nats::ConnectOptions) -> Vec<(String, String)> {
-    runtime().block_on(async {
-        let client = opts.connect(url).await.expect("test client connects");
-        let js = async_nats::jetstream::new(client);
-        let Ok(mut stream) = js.get_stream(STREAM).await else {
-            return vec![];
-        };
-        let n = stream.info().await.unwrap().state.messages as usize;
-        if n == 0 {
-            return vec![];
-        }
-        let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
-            .await
-            .unwrap();
-        let mut messages = consumer.messages().await.unwrap();
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
-                .await
-                .expect("the stream delivers its messages")
-                .unwrap()
-                .unwrap();
-            out.push((
-                m.subject.to_string(),
-                String::from_utf8(m.payload.to_vec()).unwrap(),
-            ));
-        }
-        out
-    })
 }
 
 /// One host's records, in stream order; each subject names the host and
@@ -476,12 +368,7 @@ fn an_unreachable_server_and_a_full_spool_are_reported_and_the_loss_is_in_the_ch
     );
     // The events go on to the audit log.
     mark(dir.path(), "foxtrot", &dir.path().join("after-full"));
-    let mut server = NatsServer {
-        child: None,
-        port,
-        dir: dir.path().join("store"),
-        args: vec![],
-    };
+    let mut server = NatsServer::not_started(port, &dir.path().join("store"), &[]);
     server.restart();
     let mut records = vec![];
     wait_until("the loss record in the stream", DEADLINE, || {

@@ -1,0 +1,130 @@
+//! A real nats-server (Debian's `nats-server`, installed by `cargo xtask
+//! test`) and a reader of the stream the agents publish to, for the NATS
+//! output's and the fleet's tests.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use crate::{free_port, wait_until};
+
+/// The stream the nats outputs create by default.
+pub const STREAM: &str = "GUARDRAIL";
+
+/// A nats-server with JetStream on a free port of 127.0.0.1, storing in
+/// a directory; extra arguments make it, e.g., one node of a cluster.
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    args: Vec<String>,
+}
+
+impl NatsServer {
+    pub fn start(dir: &Path, args: &[&str]) -> Self {
+        let mut s = Self::not_started(free_port(), dir, args);
+        s.restart();
+        s
+    }
+
+    /// A server that will listen on `port` once [`Self::restart`] starts
+    /// it (agents configured with its URL meanwhile find nobody there).
+    pub fn not_started(port: u16, dir: &Path, args: &[&str]) -> Self {
+        Self {
+            child: None,
+            port,
+            dir: dir.to_path_buf(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Start (again) on the same port and store.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none());
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .arg("-sd")
+            .arg(&self.dir)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server (Debian package nats-server, installed by cargo xtask test)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until(
+            "nats-server to accept connections",
+            Duration::from_secs(120),
+            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
+    }
+
+    /// SIGKILL: no goodbye to the clients or the other nodes.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A runtime for the test's own NATS client calls.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Every message of [`STREAM`] in stream order (subject, payload), read
+/// as the client `opts` makes; none while the stream does not exist or
+/// does not answer.
+pub fn read_stream(url: &str, opts: async_nats::ConnectOptions) -> Vec<(String, String)> {
+    runtime().block_on(async {
+        let client = opts.connect(url).await.expect("test client connects");
+        let js = async_nats::jetstream::new(client);
+        let Ok(mut stream) = js.get_stream(STREAM).await else {
+            return vec![];
+        };
+        let Ok(info) = stream.info().await else {
+            return vec![];
+        };
+        let n = info.state.messages as usize;
+        if n == 0 {
+            return vec![];
+        }
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .await
+            .unwrap();
+        let mut messages = consumer.messages().await.unwrap();
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
+                .await
+                .expect("the stream delivers its messages")
+                .unwrap()
+                .unwrap();
+            out.push((
+                m.subject.to_string(),
+                String::from_utf8(m.payload.to_vec()).unwrap(),
+            ));
+        }
+        out
+    })
+}
