@@ -221,6 +221,33 @@ fn find<'a>(events: &'a [Value], via: &str, op: &str, path: &str) -> &'a Value {
         })
 }
 
+/// Run `program ARGS` in `dir`; it must succeed.
+fn run_in(dir: &std::path::Path, program: &std::path::Path, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} {args:?}: {}{}",
+        program.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Whether the agent follows `op` through io_uring on this kernel, from
+/// its status's `capabilities.uring_unseen` (op by op, or "all ops").
+fn follows_through_uring(unseen: &Value, op: &str) -> bool {
+    !unseen.as_array().is_some_and(|u| {
+        u.iter().any(|s| {
+            let s = s.as_str().unwrap_or("");
+            s.starts_with(&format!("{op}:")) || s.starts_with("all")
+        })
+    })
+}
+
 /// Each file operation the issue lists, made once as a syscall (by the
 /// coreutils a user has) and once through io_uring, with relative paths:
 /// both are captured with the same canonical paths and decided by the same
@@ -238,26 +265,9 @@ fn file_operations_through_io_uring_are_decided_as_their_syscalls() {
         ),
         &[],
     );
-    let kernel_has_ftruncate = agent.status()["capabilities"]["uring_unseen"]
-        .as_array()
-        .is_some_and(|u| {
-            !u.iter()
-                .any(|s| s.as_str().unwrap_or("").starts_with("ftruncate"))
-        });
-    let run = |program: &std::path::Path, args: &[&str]| {
-        let out = Command::new(program)
-            .args(args)
-            .current_dir(&d)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{} {args:?}: {}{}",
-            program.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let unseen = agent.status()["capabilities"]["uring_unseen"].clone();
+    let kernel_has_ftruncate = follows_through_uring(&unseen, "ftruncate");
+    let run = |program: &std::path::Path, args: &[&str]| run_in(&d, program, args);
     let sh = |script: &str| run(std::path::Path::new("/bin/sh"), &["-c", script]);
     let uring = |args: &[&str]| {
         let mut all = vec!["uring"];
@@ -382,27 +392,8 @@ fn extended_attributes_set_through_io_uring_are_decided_as_their_syscalls() {
         &[],
     );
     let unseen = agent.status()["capabilities"]["uring_unseen"].clone();
-    let kernel_has = |op: &str| {
-        !unseen.as_array().is_some_and(|u| {
-            u.iter().any(|s| {
-                let s = s.as_str().unwrap_or("");
-                s.starts_with(&format!("{op}:")) || s.starts_with("all")
-            })
-        })
-    };
-    let run = |args: &[&str]| {
-        let out = Command::new(&helper)
-            .args(args)
-            .current_dir(&d)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let kernel_has = |op: &str| follows_through_uring(&unseen, op);
+    let run = |args: &[&str]| run_in(&d, &helper, args);
     std::fs::write(d.join("x1"), b"").unwrap();
     let cases = [
         ("setxattr", "user.k", "v"),
