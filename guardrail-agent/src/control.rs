@@ -133,6 +133,15 @@ pub struct Status {
     /// The pinned state (None: `--ephemeral`).
     #[serde(default)]
     pub continuity: Option<crate::kernel::probes::Continuity>,
+    /// Processes the kernel could not mark as descendants of an exempt
+    /// ancestor (`ancestor_exe_not`, lineage table full): kill and deny
+    /// rules judge them as not exempt.
+    #[serde(default)]
+    pub lineage_marks_lost: u64,
+    /// The central rules (`[fleet]`): whether NATS is reachable, the set
+    /// in force and the last refused. None without `[fleet]`.
+    #[serde(default)]
+    pub fleet: Option<crate::fleet::FleetSnapshot>,
 }
 
 /// A serialised event shared by every tail client.

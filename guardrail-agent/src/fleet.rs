@@ -92,8 +92,17 @@ fn check_urls(url: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
             if !(u.starts_with("nats://") || u.starts_with("tls://")) {
                 return Err(format!("url {u:?} must start with nats:// or tls://"));
             }
-            u.parse()
-                .map_err(|_| format!("url {u:?} is not a valid server address"))
+            let addr: async_nats::ServerAddr = u
+                .parse()
+                .map_err(|_| format!("url {u:?} is not a valid server address"))?;
+            if addr.has_user_pass() {
+                return Err(format!(
+                    "url {}: credentials in a URL end up in logs and process listings; \
+                     put them in a root-only file (creds, nkey or token_file)",
+                    crate::outputs::nats::shown(std::slice::from_ref(&addr))
+                ));
+            }
+            Ok(addr)
         })
         .collect()
 }
@@ -170,9 +179,9 @@ pub async fn connect(url: &str, creds: &Credentials, name: &str) -> Result<async
         .name(name)
         .connection_timeout(Duration::from_secs(5))
         .request_timeout(Some(Duration::from_secs(5)))
-        .connect(urls)
+        .connect(urls.clone())
         .await
-        .with_context(|| format!("cannot connect to {url}"))
+        .with_context(|| format!("cannot connect to {}", crate::outputs::nats::shown(&urls)))
 }
 
 /// What the watcher saw on the rules key.
@@ -190,8 +199,30 @@ pub struct CentralState {
     pub rejected: Option<Rejected>,
     /// The key was deleted; the last applied set stays in force.
     pub deleted_revision: Option<u64>,
+    /// Watching the rules key now.
+    pub connected: bool,
     /// Why the thread cannot reach the bucket now.
     pub connection_error: Option<String>,
+}
+
+/// The agent's end of the fleet as `guardrail status` shows it: the one
+/// place that can say a host does not reach NATS (`fleet status` only
+/// hears hosts that do).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FleetSnapshot {
+    /// The servers, without credentials.
+    pub servers: String,
+    pub rules_bucket: String,
+    pub rules_key: String,
+    pub connected: bool,
+    /// Why NATS or the rules bucket cannot be reached (retried).
+    pub connection_error: Option<String>,
+    /// The central rule set in force (None: none applied yet).
+    pub rules_hash: Option<String>,
+    pub rules_revision: Option<u64>,
+    /// The latest central set refused, and why.
+    pub rejected_revision: Option<u64>,
+    pub rules_error: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -279,6 +310,9 @@ pub struct Fleet {
     pub updates: mpsc::UnboundedReceiver<Update>,
     pub state: Arc<Mutex<CentralState>>,
     pub origin: PathBuf,
+    servers: String,
+    rules_bucket: String,
+    rules_key: String,
     kick: Arc<Notify>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -324,10 +358,31 @@ impl Fleet {
             updates,
             state,
             origin: origin(&cfg.rules_bucket, &cfg.rules_key),
+            servers: check_urls(&cfg.url)
+                .map(|urls| crate::outputs::nats::shown(&urls))
+                .unwrap_or_default(),
+            rules_bucket: cfg.rules_bucket.clone(),
+            rules_key: cfg.rules_key.clone(),
             kick,
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// What `guardrail status` shows of the fleet.
+    pub fn snapshot(&self) -> FleetSnapshot {
+        let c = self.state.lock().unwrap();
+        FleetSnapshot {
+            servers: self.servers.clone(),
+            rules_bucket: self.rules_bucket.clone(),
+            rules_key: self.rules_key.clone(),
+            connected: c.connected,
+            connection_error: c.connection_error.clone(),
+            rules_hash: c.applied.as_ref().map(|a| a.hash.clone()),
+            rules_revision: c.applied.as_ref().map(|a| a.revision),
+            rejected_revision: c.rejected.as_ref().map(|r| r.revision),
+            rules_error: c.rejected.as_ref().map(|r| r.error.clone()),
+        }
     }
 
     /// Report the status now (after a rule set was applied or refused).
@@ -380,6 +435,7 @@ impl Watcher {
                         if s.connection_error.as_ref() != Some(&e) {
                             warn!("fleet: {e}; retrying");
                         }
+                        s.connected = false;
                         s.connection_error = Some(e);
                     }
                 }
@@ -409,7 +465,11 @@ impl Watcher {
             .watch_with_history(&cfg.rules_key)
             .await
             .with_context(|| format!("watching {}/{}", cfg.rules_bucket, cfg.rules_key))?;
-        self.state.lock().unwrap().connection_error = None;
+        {
+            let mut s = self.state.lock().unwrap();
+            s.connected = true;
+            s.connection_error = None;
+        }
         info!(
             bucket = %cfg.rules_bucket,
             key = %cfg.rules_key,
@@ -576,4 +636,20 @@ pub async fn fleet_status(
         });
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_a_url_are_refused_without_being_repeated() {
+        let err =
+            check_urls("nats://127.0.0.1:4222, nats://ops:hunter2@10.0.0.2:4222").unwrap_err();
+        assert!(err.contains("nats://10.0.0.2:4222"), "{err}");
+        assert!(err.contains("token_file"), "{err}");
+        assert!(!err.contains("hunter2") && !err.contains("ops"), "{err}");
+        assert_eq!(check_urls("nats://a:4222,tls://b:4443").unwrap().len(), 2);
+        assert!(check_urls("http://a:4222").is_err());
+    }
 }

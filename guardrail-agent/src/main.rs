@@ -574,6 +574,7 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
                 }
                 uncommitted.commit(ring.get_mut(), &pipeline);
                 update(&mut probes, &mut pipeline, &status, started);
+                update_periodic(&pipeline, fleet.as_ref(), &status);
             }
             _ = sighup.recv() => {
                 if let Ok(fp) = reload(&mut pipeline, "SIGHUP", central.as_ref()) {
@@ -800,6 +801,16 @@ fn update(
         .as_ref()
         .map(|o| o.snapshot())
         .unwrap_or_default();
+}
+
+/// What changes rarely and costs a map read or a lock to learn: asked on
+/// the drain tick, not after every batch of events.
+fn update_periodic(pipeline: &Pipeline<ProcFs>, fleet: Option<&Fleet>, status: &Mutex<Status>) {
+    let lineage_marks_lost = pipeline.lineage_marks_lost();
+    let fleet = fleet.map(Fleet::snapshot);
+    let mut s = status.lock().unwrap();
+    s.lineage_marks_lost = lineage_marks_lost;
+    s.fleet = fleet;
 }
 
 /// The configured redaction, said out loud when it is off.

@@ -270,6 +270,13 @@ impl<V: ProcessView> Pipeline<V> {
         }
     }
 
+    /// Processes the kernel could not mark for lineage exemptions.
+    pub fn lineage_marks_lost(&self) -> u64 {
+        self.enforcer
+            .as_ref()
+            .map_or(0, Enforcer::lineage_marks_lost)
+    }
+
     /// The kernel enforcer, when this kernel has BPF-LSM.
     pub fn set_enforcer(&mut self, enforcer: Option<Enforcer>) {
         self.enforcer = enforcer;

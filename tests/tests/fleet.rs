@@ -140,6 +140,20 @@ fn wait_refused(url: &str, token: &Path, hosts: &[&str], hash: &str, want: &str)
     rows
 }
 
+/// The `fleet` part of the agent's own status, once `ok` holds of it.
+fn wait_local_fleet(agent: &Agent, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let mut fleet = Value::Null;
+    wait_until(
+        &format!("guardrail status to show {what}"),
+        DEADLINE,
+        || {
+            fleet = agent.status()["fleet"].clone();
+            ok(&fleet)
+        },
+    );
+    fleet
+}
+
 fn agent_config(url: &str, token: &Path, host: &str, local: &str) -> String {
     format!(
         "{local}\n[fleet]\nurl = \"{url}\"\ntoken_file = \"{}\"\nrules_key = \"web\"\nhost = \"{host}\"\nstatus_interval_s = 1\n",
@@ -208,6 +222,15 @@ fn pushed_rules_reach_every_agent_and_broken_ones_are_refused_by_all() {
         assert_eq!(r["rules_key"], "web");
         assert!(r["age_s"].as_u64() < Some(60), "{r}");
         assert!(r["rules_error"].is_null(), "{r}");
+    }
+    // Each host says the same in its own status.
+    for a in &agents {
+        let f = wait_local_fleet(a, "the set in force", |f| {
+            f["rules_hash"] == hash_of(v1.as_bytes())
+        });
+        assert_eq!(f["connected"], true, "{f}");
+        assert_eq!(f["servers"], url.as_str(), "{f}");
+        assert_eq!(f["rules_key"], "web", "{f}");
     }
     for a in &agents {
         assert_eq!(decided_by(a, one, 0o600), "central-one");
@@ -469,4 +492,124 @@ fn a_three_node_cluster_with_an_r3_stream_loses_nothing_when_a_node_dies_mid_sto
     });
     assert_eq!(replicas, 3);
     agent.stop();
+}
+
+/// A host that cannot reach NATS cannot say so to `fleet status`: its own
+/// status says it (without credentials), its local rules stay in force,
+/// and once the server is there and a set is pushed, it connects and
+/// applies it.
+#[test]
+fn an_agent_that_cannot_reach_nats_says_why_in_its_status_and_connects_later() {
+    let dir = trusted_tempdir();
+    let token = token_file(dir.path());
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let local_file = dir.path().join("local");
+    std::fs::write(&local_file, b"").unwrap();
+    let agent = Agent::launch(
+        &agent_config(&url, &token, "november", &rule("local-guard", &local_file)),
+        &[],
+        &Launch::default(),
+    );
+    let f = wait_local_fleet(&agent, "that NATS is unreachable", |f| {
+        f["connection_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("cannot connect to {url}")))
+    });
+    assert_eq!(f["connected"], false, "{f}");
+    assert!(f["rules_hash"].is_null(), "{f}");
+    assert!(!f.to_string().contains(TOKEN), "{f}");
+    let out = agent.cli(&["status"]);
+    assert_success(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("NOT CONNECTED, retrying"), "{text}");
+    assert!(text.contains("local rules only"), "{text}");
+    assert_eq!(decided_by(&agent, &local_file, 0o600), "local-guard");
+
+    // The server comes (on the configured port) without a rules bucket:
+    // that is the error now, with what to do.
+    let mut server = NatsServer::not_started(port, &dir.path().join("store"), &["--auth", TOKEN]);
+    server.restart();
+    wait_local_fleet(&agent, "that no rule set was pushed", |f| {
+        f["connection_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("push a rule set first"))
+    });
+    let central_file = dir.path().join("central");
+    std::fs::write(&central_file, b"").unwrap();
+    let v1 = rule("central-one", &central_file);
+    assert_success(&push(&url, &token, dir.path(), "web", &v1));
+    let f = wait_local_fleet(&agent, "the pushed set in force", |f| {
+        f["rules_hash"] == hash_of(v1.as_bytes())
+    });
+    assert_eq!(f["connected"], true, "{f}");
+    assert!(f["connection_error"].is_null(), "{f}");
+    assert_eq!(decided_by(&agent, &central_file, 0o600), "central-one");
+    agent.stop();
+}
+
+/// `guardrail fleet tail`: every host's live events, from the nats
+/// outputs' subjects; `--host` keeps one host's.
+#[test]
+fn fleet_tail_shows_every_hosts_events_and_host_keeps_one() {
+    let dir = trusted_tempdir();
+    let server = NatsServer::start(&dir.path().join("store"), &[]);
+    let url = server.url();
+    let hosts = ["lima", "mike"];
+    let agents: Vec<Agent> = hosts
+        .iter()
+        .map(|h| {
+            Agent::launch(
+                &format!(
+                    "[[output]]\ntype = \"nats\"\nurl = \"{url}\"\nhost = \"{h}\"\nspool_dir = \"{}\"\n",
+                    dir.path().join(format!("{h}-spool")).display()
+                ),
+                &[],
+                &Launch::default(),
+            )
+        })
+        .collect();
+    let file = dir.path().join("touched");
+    std::fs::write(&file, b"").unwrap();
+    // Live events only: keep making them until the tail has its count.
+    let tail = |extra: &[&str], count: usize| -> Vec<Value> {
+        let mut child = Command::new(bin("guardrail"))
+            .args(["fleet", "--url", &url, "tail", "--json", "--path"])
+            .arg(&file)
+            .args(["-n", &count.to_string()])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("running guardrail fleet tail");
+        let mut mode = 0o600;
+        wait_until("fleet tail to show its events", DEADLINE, || {
+            mode ^= 0o040;
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+            child.try_wait().unwrap().is_some()
+        });
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let all = tail(&[], 20);
+    assert_eq!(all.len(), 20);
+    for h in hosts {
+        assert!(
+            all.iter().any(|l| l["host"] == h),
+            "no event of {h}: {all:#?}"
+        );
+    }
+    for l in &all {
+        assert_eq!(l["event"]["perm"]["path"], file.to_str().unwrap(), "{l}");
+    }
+    let one = tail(&["--host", "lima"], 6);
+    assert_eq!(one.len(), 6);
+    assert!(one.iter().all(|l| l["host"] == "lima"), "{one:#?}");
+    for a in agents {
+        a.stop();
+    }
 }

@@ -1594,10 +1594,21 @@ async fn status(socket: &std::path::Path, json: bool) -> Result<()> {
             ),
         }
     }
+    if s.lineage_marks_lost > 0 {
+        println!(
+            "lineage           {} processes not marked (table full): not exempt by ancestor",
+            s.lineage_marks_lost
+        );
+    }
     println!(
         "pinned state      {}",
         continuity_line(s.continuity.as_ref())
     );
+    if let Some(f) = &s.fleet {
+        for line in fleet_lines(f) {
+            println!("{line}");
+        }
+    }
     println!("tail clients      {}", s.tail_clients);
     println!(
         "redaction         {} ({} events redacted)",
@@ -1617,6 +1628,31 @@ async fn status(socket: &std::path::Path, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The central rules' part of `guardrail status`.
+fn fleet_lines(f: &guardrail_agent::fleet::FleetSnapshot) -> Vec<String> {
+    let mut lines = vec![format!(
+        "fleet             {} ({}/{}): {}",
+        f.servers,
+        f.rules_bucket,
+        f.rules_key,
+        match (&f.connection_error, f.connected) {
+            (Some(e), _) => format!("NOT CONNECTED, retrying: {e}"),
+            (None, true) => "watching".to_string(),
+            (None, false) => "connecting".to_string(),
+        }
+    )];
+    lines.push(match (&f.rules_hash, f.rules_revision) {
+        (Some(hash), Some(rev)) => {
+            format!("                  central rules {hash} (revision {rev}) in force")
+        }
+        _ => "                  no central rule set applied: local rules only".to_string(),
+    });
+    if let (Some(rev), Some(e)) = (f.rejected_revision, &f.rules_error) {
+        lines.push(format!("                  revision {rev} refused: {e}"));
+    }
+    lines
 }
 
 /// What survives the agent, in one line of `guardrail status`.

@@ -636,7 +636,7 @@ impl Publisher {
 }
 
 /// Server addresses without any credentials in them.
-fn shown(urls: &[async_nats::ServerAddr]) -> String {
+pub(crate) fn shown(urls: &[async_nats::ServerAddr]) -> String {
     urls.iter()
         .map(|u| {
             let u = u.clone().into_inner();
