@@ -555,6 +555,9 @@ fn fleet_tail_shows_every_hosts_events_and_host_keeps_one() {
     let dir = trusted_tempdir();
     let server = NatsServer::start(&dir.path().join("store"), &[]);
     let url = server.url();
+    // Made before the agents start: only the chmods below are its events.
+    let file = dir.path().join("touched");
+    std::fs::write(&file, b"").unwrap();
     let hosts = ["lima", "mike"];
     let agents: Vec<Agent> = hosts
         .iter()
@@ -569,8 +572,6 @@ fn fleet_tail_shows_every_hosts_events_and_host_keeps_one() {
             )
         })
         .collect();
-    let file = dir.path().join("touched");
-    std::fs::write(&file, b"").unwrap();
     // Live events only: keep making them until the tail has its count.
     let tail = |extra: &[&str], count: usize| -> Vec<Value> {
         let mut child = Command::new(bin("guardrail"))
