@@ -104,6 +104,10 @@ pub struct Status {
     pub lost_total: u64,
     pub lost_ringbuf: u64,
     pub lost_inflight: u64,
+    /// Ring buffer bytes written and not yet read and committed (at the
+    /// last drain tick): 0 when the agent has caught up.
+    #[serde(default)]
+    pub ring_backlog_bytes: u64,
     /// Fork and exit records the kernel could not deliver (ring buffer
     /// full): the process table asked /proc instead, after the fact.
     #[serde(default)]

@@ -575,6 +575,7 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
                 uncommitted.commit(ring.get_mut(), &pipeline);
                 update(&mut probes, &mut pipeline, &status, started);
                 update_periodic(&pipeline, fleet.as_ref(), &status);
+                status.lock().unwrap().ring_backlog_bytes = ring.get_ref().backlog_bytes();
             }
             _ = sighup.recv() => {
                 if let Ok(fp) = reload(&mut pipeline, "SIGHUP", central.as_ref()) {

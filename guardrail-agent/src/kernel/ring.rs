@@ -105,6 +105,13 @@ impl RingReader {
         unsafe { &*self.producer.ptr.as_ptr().cast::<AtomicUsize>() }.load(Ordering::Acquire)
     }
 
+    /// Bytes the kernel wrote that were not given back yet (records unread,
+    /// or read and not committed): 0 once the agent has caught up.
+    pub fn backlog_bytes(&self) -> u64 {
+        self.producer_pos()
+            .wrapping_sub(self.consumer_pos().load(Ordering::Acquire)) as u64
+    }
+
     /// The next record and the position just past it, without giving its
     /// space back; None when nothing (complete) is waiting.
     pub fn next_record(&mut self) -> Option<(&[u8], usize)> {

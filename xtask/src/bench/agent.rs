@@ -61,20 +61,83 @@ impl Agent {
         })
     }
 
+    /// What `guardrail status --json` shows, asked on the control socket
+    /// directly: a CLI process per question would be events of its own
+    /// (an exec, its opens) in the counts being read.
     pub fn status(&self) -> Result<Value> {
-        let out = Command::new(root().join("target/release/guardrail"))
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(["status", "--json"])
-            .output()?;
-        anyhow::ensure!(out.status.success(), "guardrail status failed");
-        Ok(serde_json::from_slice(&out.stdout)?)
+        let mut conn = std::os::unix::net::UnixStream::connect(&self.socket)
+            .with_context(|| format!("connecting to {}", self.socket.display()))?;
+        conn.write_all(b"{\"cmd\":\"status\"}\n")?;
+        let mut line = String::new();
+        BufReader::new(conn).read_line(&mut line)?;
+        serde_json::from_str(&line).with_context(|| format!("status answer {line:?}"))
     }
 
     /// Resident memory now and at its peak (VmRSS, VmHWM), in KiB.
     pub fn memory(&self) -> Result<Memory> {
         memory(self.child.id())
     }
+
+    /// CPU time (user and system, every thread) the agent used so far.
+    pub fn cpu_time(&self) -> Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command name (which may hold spaces): state is
+        // field 3, utime and stime fields 14 and 15, in USER_HZ (100/s).
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .context("no command name in /proc/PID/stat")?
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| -> Result<u64> {
+            Ok(fields.get(i - 3).context("short /proc/PID/stat")?.parse()?)
+        };
+        Ok(Duration::from_millis((ticks(14)? + ticks(15)?) * 10))
+    }
+
+    /// After a storm: wait until the agent has read everything the kernel
+    /// produced (its ring buffer empty and its counts still for three
+    /// drain ticks), and say how long it needed after the storm ended: a
+    /// backlog is part of the cost, and counters read earlier would call
+    /// queued records neither delivered nor lost.
+    pub fn settle(&self) -> Result<Settled> {
+        const STILL: Duration = Duration::from_millis(150);
+        let end = Instant::now();
+        let deadline = end + Duration::from_secs(120);
+        let mut last = None;
+        let mut moving_until = end;
+        loop {
+            let s = self.status()?;
+            let counts = (
+                s["events_total"].as_u64().unwrap_or(0),
+                s["lost_total"].as_u64().unwrap_or(0),
+            );
+            let empty = s["ring_backlog_bytes"].as_u64() == Some(0);
+            if !empty || last != Some(counts) {
+                moving_until = Instant::now();
+            } else if moving_until.elapsed() >= STILL {
+                return Ok(Settled {
+                    delivered: counts.0,
+                    lost: counts.1,
+                    catch_up: moving_until.saturating_duration_since(end),
+                });
+            }
+            last = Some(counts);
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the agent did not catch up within 120 s of the storm's end: {s}"
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+/// What the agent had done once it caught up after a storm.
+pub struct Settled {
+    pub delivered: u64,
+    pub lost: u64,
+    /// From the storm's end until the agent had read everything.
+    pub catch_up: Duration,
 }
 
 impl Drop for Agent {

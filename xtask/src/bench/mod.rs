@@ -153,6 +153,11 @@ struct Row {
     /// Events the sensor delivered and lost during the measured run (whole
     /// host), when it reports them.
     delivered: Option<Delivered>,
+    /// Median time the agent needed after the storm to read everything.
+    catch_up_ms: Option<f64>,
+    /// Median agent CPU time per delivered event (the whole run's, start
+    /// to caught up, divided by what it delivered).
+    cpu_ns_per_event: Option<f64>,
 }
 
 pub fn median(v: &mut [f64]) -> f64 {
@@ -192,7 +197,8 @@ fn auditctl(args: &[&str]) -> Result<()> {
 /// What runs during the "with" half of a pair; stopped when dropped, after
 /// `finish` has read its counters.
 enum Running {
-    Agent(Agent),
+    /// With its CPU time once started (the start-up's is not the storm's).
+    Agent(Agent, Duration),
     Floor(Floor),
     Auditd(AuditdGuard),
 }
@@ -200,25 +206,44 @@ enum Running {
 /// Events a sensor delivered and lost.
 type Delivered = (u64, u64);
 
+/// What one "with" run showed besides its time.
+#[derive(Default)]
+struct Finished {
+    delivered: Option<Delivered>,
+    memory: Option<agent::Memory>,
+    /// From the storm's end until the agent had read everything.
+    catch_up: Option<Duration>,
+    /// The agent's CPU time from its start to catching up.
+    agent_cpu: Option<Duration>,
+}
+
 impl Running {
-    /// Delivered and lost events, and the agent's peak RSS in KiB.
-    fn finish(self) -> Result<(Option<Delivered>, Option<agent::Memory>)> {
+    fn start_agent(config: &Path, scratch: &Path, extra: &[&str]) -> Result<Running> {
+        let a = Agent::start(config, scratch, extra)?;
+        let cpu = a.cpu_time()?;
+        Ok(Running::Agent(a, cpu))
+    }
+
+    /// What the sensor delivered and lost, once it caught up.
+    fn finish(self) -> Result<Finished> {
         match self {
-            Running::Agent(a) => {
-                // Let the last drain happen before reading the counters.
-                std::thread::sleep(Duration::from_millis(200));
-                let s = a.status()?;
-                let counts = (
-                    s["events_total"].as_u64().unwrap_or(0),
-                    s["lost_total"].as_u64().unwrap_or(0),
-                );
-                Ok((Some(counts), a.memory().ok()))
+            Running::Agent(a, cpu_at_start) => {
+                let settled = a.settle()?;
+                Ok(Finished {
+                    delivered: Some((settled.delivered, settled.lost)),
+                    memory: a.memory().ok(),
+                    catch_up: Some(settled.catch_up),
+                    agent_cpu: Some(a.cpu_time()?.saturating_sub(cpu_at_start)),
+                })
             }
-            Running::Floor(f) => Ok((Some(f.stop()?), None)),
+            Running::Floor(f) => Ok(Finished {
+                delivered: Some(f.stop()?),
+                ..Default::default()
+            }),
             Running::Auditd(guard) => {
                 // Rule removed and auditing put back before the next run.
                 drop(guard);
-                Ok((None, None))
+                Ok(Finished::default())
             }
         }
     }
@@ -308,20 +333,19 @@ fn overhead(
         for w in WORKLOADS {
             let (mut ratios, mut added, mut bare) = (Vec::new(), Vec::new(), Vec::new());
             let mut delivered = Vec::new();
+            let (mut catch_up, mut cpu_per_event) = (Vec::new(), Vec::new());
             for pair in 0..pairs() {
                 let a = time_storm(&setup.storm, w, &setup.scratch)?;
                 let running = match config {
                     Config::DefaultRules => {
-                        Running::Agent(Agent::start(&configs.default, &setup.scratch, &[])?)
+                        Running::start_agent(&configs.default, &setup.scratch, &[])?
                     }
-                    Config::FullCapture => Running::Agent(Agent::start(
+                    Config::FullCapture => Running::start_agent(
                         &configs.full,
                         &setup.scratch,
                         &["--capture-read-opens"],
-                    )?),
-                    Config::Deny50 => {
-                        Running::Agent(Agent::start(&configs.deny50, &setup.scratch, &[])?)
-                    }
+                    )?,
+                    Config::Deny50 => Running::start_agent(&configs.deny50, &setup.scratch, &[])?,
                     Config::Floor => Running::Floor(Floor::start(&configs.full)?),
                     Config::Auditd => {
                         let enabled = AuditState::read()?.enabled;
@@ -337,12 +361,20 @@ fn overhead(
                     }
                 };
                 let b = time_storm(&setup.storm, w, &setup.scratch)?;
-                let (counts, rss) = running.finish()?;
-                if let Some(c) = counts {
+                let finished = running.finish()?;
+                if let Some(c) = finished.delivered {
                     delivered.push(c);
+                    if let Some(cpu) = finished.agent_cpu {
+                        cpu_per_event.push(cpu.as_nanos() as f64 / c.0.max(1) as f64);
+                    }
+                }
+                if let Some(t) = finished.catch_up {
+                    catch_up.push(t.as_secs_f64() * 1e3);
                 }
                 // Memory after the last pair: the agent has seen the whole storm.
-                if let (Some(mem), Config::FullCapture, true) = (rss, config, pair + 1 == pairs()) {
+                if let (Some(mem), Config::FullCapture, true) =
+                    (finished.memory, config, pair + 1 == pairs())
+                {
                     peak_rss.push((format!("under the {} (full capture)", w.name), mem));
                 }
                 // The audit logs grow by every captured event: start afresh.
@@ -377,6 +409,8 @@ fn overhead(
                 added_ns: added,
                 bare_s: median(&mut bare),
                 delivered: delivered.get(delivered.len() / 2).copied(),
+                catch_up_ms: (!catch_up.is_empty()).then(|| median(&mut catch_up)),
+                cpu_ns_per_event: (!cpu_per_event.is_empty()).then(|| median(&mut cpu_per_event)),
             });
         }
     }
@@ -515,7 +549,7 @@ fn report(
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut md = format!(
-        "# guardrail benchmark{}\n\nKernel {}, {cpus} CPUs. Each row: {} pairs of runs, bare then with the configuration, alternating; ratio = with / bare (median, min–max); added cost per loop iteration in ns (median); events delivered and lost by the sensor during the run (median pair; the whole host's events, so a little above the workload's).\n\n| workload | configuration | bare (s) | ratio median | ratio min–max | added ns/op | delivered / lost |\n| --- | --- | --- | --- | --- | --- | --- |\n",
+        "# guardrail benchmark{}\n\nKernel {}, {cpus} CPUs. Each row: {} pairs of runs, bare then with the configuration, alternating; ratio = with / bare (median, min–max); added cost per loop iteration in ns (median); events delivered and lost by the sensor during the run (median pair; the whole host's events, so a little above the workload's), counted once the agent had read everything; how long after the storm's end that took (catch-up); the agent's CPU time per delivered event (its whole run, start-up excluded).\n\n| workload | configuration | bare (s) | ratio median | ratio min–max | added ns/op | delivered / lost | catch-up ms | agent CPU ns/event |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
         if quick() { " (--quick: a check of the harness, not a measurement)" } else { "" },
         kernel.trim(),
         pairs()
@@ -532,15 +566,22 @@ fn report(
         let delivered = r
             .delivered
             .map_or("—".to_string(), |(d, l)| format!("{d} / {l}"));
+        let catch_up = r
+            .catch_up_ms
+            .map_or("—".to_string(), |ms| format!("{ms:.0}"));
+        let cpu = r
+            .cpu_ns_per_event
+            .map_or("—".to_string(), |ns| format!("{ns:.0}"));
         writeln!(
             md,
-            "| {} | {} | {:.3} | {m:.3}× | {lo:.3}–{hi:.3} | {a:.0} | {delivered} |",
+            "| {} | {} | {:.3} | {m:.3}× | {lo:.3}–{hi:.3} | {a:.0} | {delivered} | {catch_up} | {cpu} |",
             r.workload, r.config, r.bare_s
         )?;
         json_rows.push(json!({
             "workload": r.workload, "config": r.config, "bare_s": r.bare_s,
             "ratio_median": m, "ratio_min": lo, "ratio_max": hi, "added_ns": a,
             "delivered": r.delivered.map(|d| d.0), "lost": r.delivered.map(|d| d.1),
+            "catch_up_ms": r.catch_up_ms, "agent_cpu_ns_per_event": r.cpu_ns_per_event,
         }));
     }
     if !lsm {
