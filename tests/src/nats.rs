@@ -5,7 +5,7 @@
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
@@ -92,39 +92,62 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Every message of [`STREAM`] in stream order (subject, payload), read
-/// as the client `opts` makes; none while the stream does not exist or
-/// does not answer.
+/// as the client `opts` makes; none while the stream does not exist. A
+/// server or cluster that does not answer now (a node just died, leaders
+/// being elected, a loaded machine) is asked again, for up to 120 s.
 pub fn read_stream(url: &str, opts: async_nats::ConnectOptions) -> Vec<(String, String)> {
-    runtime().block_on(async {
-        let client = opts.connect(url).await.expect("test client connects");
-        let js = async_nats::jetstream::new(client);
-        let Ok(mut stream) = js.get_stream(STREAM).await else {
-            return vec![];
-        };
-        let Ok(info) = stream.info().await else {
-            return vec![];
-        };
-        let n = info.state.messages as usize;
-        if n == 0 {
-            return vec![];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match runtime().block_on(read_stream_once(url, opts.clone())) {
+            Ok(messages) => return messages,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "reading stream {STREAM} from {url} for 120 s: {e}"
+            ),
         }
-        let consumer = stream
-            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+async fn read_stream_once(
+    url: &str,
+    opts: async_nats::ConnectOptions,
+) -> Result<Vec<(String, String)>, String> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| format!("{what}: {e}");
+    let client = opts
+        .connect(url)
+        .await
+        .map_err(|e| fail("connecting", &e))?;
+    let js = async_nats::jetstream::new(client);
+    let mut stream = match js.get_stream(STREAM).await {
+        Ok(stream) => stream,
+        Err(e) if e.to_string().contains("not found") => return Ok(vec![]),
+        Err(e) => return Err(fail("getting the stream", &e)),
+    };
+    let info = stream.info().await.map_err(|e| fail("stream info", &e))?;
+    let n = info.state.messages as usize;
+    if n == 0 {
+        return Ok(vec![]);
+    }
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+        .await
+        .map_err(|e| fail("creating a consumer", &e))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| fail("consuming", &e))?;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
             .await
-            .unwrap();
-        let mut messages = consumer.messages().await.unwrap();
-        let mut out = Vec::with_capacity(n);
-        while out.len() < n {
-            let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
-                .await
-                .expect("the stream delivers its messages")
-                .unwrap()
-                .unwrap();
-            out.push((
-                m.subject.to_string(),
-                String::from_utf8(m.payload.to_vec()).unwrap(),
-            ));
-        }
-        out
-    })
+            .map_err(|_| format!("message {} of {n} not delivered within 30 s", out.len() + 1))?
+            .ok_or("the consumer ended")?
+            .map_err(|e| fail("a message", &e))?;
+        out.push((
+            m.subject.to_string(),
+            String::from_utf8(m.payload.to_vec()).map_err(|e| fail("payload", &e))?,
+        ));
+    }
+    Ok(out)
 }
