@@ -217,12 +217,23 @@ pub struct FleetSnapshot {
     pub connected: bool,
     /// Why NATS or the rules bucket cannot be reached (retried).
     pub connection_error: Option<String>,
+    #[serde(flatten)]
+    pub central: CentralSummary,
+}
+
+/// The central rule set in force and the last one refused, as both the
+/// host's own status and its report to the fleet show them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CentralSummary {
     /// The central rule set in force (None: none applied yet).
     pub rules_hash: Option<String>,
     pub rules_revision: Option<u64>,
-    /// The latest central set refused, and why.
+    /// The latest central set refused, and why (file:line:column: …).
+    pub rejected_hash: Option<String>,
     pub rejected_revision: Option<u64>,
     pub rules_error: Option<String>,
+    /// The key was deleted; the last applied set stays in force.
+    pub rules_deleted: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -240,6 +251,17 @@ pub struct Rejected {
 }
 
 impl CentralState {
+    pub fn summary(&self) -> CentralSummary {
+        CentralSummary {
+            rules_hash: self.applied.as_ref().map(|a| a.hash.clone()),
+            rules_revision: self.applied.as_ref().map(|a| a.revision),
+            rejected_hash: self.rejected.as_ref().map(|r| r.hash.clone()),
+            rejected_revision: self.rejected.as_ref().map(|r| r.revision),
+            rules_error: self.rejected.as_ref().map(|r| r.error.clone()),
+            rules_deleted: self.deleted_revision.is_some(),
+        }
+    }
+
     /// Whether this revision was already applied or refused (a watcher
     /// delivers the current value again after each reconnection).
     pub fn seen(&self, revision: u64) -> bool {
@@ -262,15 +284,8 @@ pub struct HostStatus {
     /// RFC 3339, when this report was sent.
     pub last_seen: String,
     pub rules_key: String,
-    /// The central rule set in force (None: none applied yet).
-    pub rules_hash: Option<String>,
-    pub rules_revision: Option<u64>,
-    /// The latest central set refused, and why (file:line:column: …).
-    pub rejected_hash: Option<String>,
-    pub rejected_revision: Option<u64>,
-    pub rules_error: Option<String>,
-    /// The key was deleted; the last applied set stays in force.
-    pub rules_deleted: bool,
+    #[serde(flatten)]
+    pub central: CentralSummary,
     /// Rules in force, local and central.
     pub rules_in_force: usize,
     pub bpf_lsm: bool,
@@ -289,12 +304,7 @@ impl HostStatus {
             version: status.version.clone(),
             last_seen: jiff::Timestamp::now().to_string(),
             rules_key: key.into(),
-            rules_hash: central.applied.as_ref().map(|a| a.hash.clone()),
-            rules_revision: central.applied.as_ref().map(|a| a.revision),
-            rejected_hash: central.rejected.as_ref().map(|r| r.hash.clone()),
-            rejected_revision: central.rejected.as_ref().map(|r| r.revision),
-            rules_error: central.rejected.as_ref().map(|r| r.error.clone()),
-            rules_deleted: central.deleted_revision.is_some(),
+            central: central.summary(),
             rules_in_force: status.rules,
             bpf_lsm: status.capabilities.bpf_lsm,
             enforcement: status.enforcement,
@@ -378,10 +388,7 @@ impl Fleet {
             rules_key: self.rules_key.clone(),
             connected: c.connected,
             connection_error: c.connection_error.clone(),
-            rules_hash: c.applied.as_ref().map(|a| a.hash.clone()),
-            rules_revision: c.applied.as_ref().map(|a| a.revision),
-            rejected_revision: c.rejected.as_ref().map(|r| r.revision),
-            rules_error: c.rejected.as_ref().map(|r| r.error.clone()),
+            central: c.summary(),
         }
     }
 
@@ -629,7 +636,7 @@ pub async fn fleet_status(
             .ok()
             .map(|t| now.duration_since(t).as_secs().max(0) as u64);
         rows.push(FleetRow {
-            in_sync: pushed_hash.is_some() && pushed_hash == s.rules_hash,
+            in_sync: pushed_hash.is_some() && pushed_hash == s.central.rules_hash,
             pushed_hash,
             age_s,
             status: s,

@@ -574,8 +574,8 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
                 }
                 uncommitted.commit(ring.get_mut(), &pipeline);
                 update(&mut probes, &mut pipeline, &status, started);
-                update_periodic(&pipeline, fleet.as_ref(), &status);
-                status.lock().unwrap().ring_backlog_bytes = ring.get_ref().backlog_bytes();
+                let backlog = ring.get_ref().backlog_bytes();
+                update_periodic(&pipeline, fleet.as_ref(), backlog, &status);
             }
             _ = sighup.recv() => {
                 if let Ok(fp) = reload(&mut pipeline, "SIGHUP", central.as_ref()) {
@@ -804,12 +804,19 @@ fn update(
         .unwrap_or_default();
 }
 
-/// What changes rarely and costs a map read or a lock to learn: asked on
-/// the drain tick, not after every batch of events.
-fn update_periodic(pipeline: &Pipeline<ProcFs>, fleet: Option<&Fleet>, status: &Mutex<Status>) {
+/// What changes rarely or costs a map read or a lock to learn (and the
+/// ring's backlog once the tick's drain committed): on the drain tick,
+/// not after every batch of events.
+fn update_periodic(
+    pipeline: &Pipeline<ProcFs>,
+    fleet: Option<&Fleet>,
+    ring_backlog_bytes: u64,
+    status: &Mutex<Status>,
+) {
     let lineage_marks_lost = pipeline.lineage_marks_lost();
     let fleet = fleet.map(Fleet::snapshot);
     let mut s = status.lock().unwrap();
+    s.ring_backlog_bytes = ring_backlog_bytes;
     s.lineage_marks_lost = lineage_marks_lost;
     s.fleet = fleet;
 }

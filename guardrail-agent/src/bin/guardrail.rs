@@ -1268,24 +1268,24 @@ fn print_fleet(rows: &[guardrail_agent::fleet::FleetRow]) {
             s.host,
             s.rules_key,
             seen,
-            short(&s.rules_hash),
+            short(&s.central.rules_hash),
             if r.in_sync { "yes" } else { "NO" },
             enforce,
             s.lost_kernel,
             s.lost_outputs,
             s.version
         );
-        if let Some(e) = &s.rules_error {
+        if let Some(e) = &s.central.rules_error {
             println!(
                 "  refused {} (revision {}):",
-                short(&s.rejected_hash),
-                s.rejected_revision.unwrap_or(0)
+                short(&s.central.rejected_hash),
+                s.central.rejected_revision.unwrap_or(0)
             );
             for line in e.lines() {
                 println!("    {line}");
             }
         }
-        if s.rules_deleted {
+        if s.central.rules_deleted {
             println!("  the group's rule set was deleted; the last applied one stays in force");
         }
     }
@@ -1643,13 +1643,13 @@ fn fleet_lines(f: &guardrail_agent::fleet::FleetSnapshot) -> Vec<String> {
             (None, false) => "connecting".to_string(),
         }
     )];
-    lines.push(match (&f.rules_hash, f.rules_revision) {
+    lines.push(match (&f.central.rules_hash, f.central.rules_revision) {
         (Some(hash), Some(rev)) => {
             format!("                  central rules {hash} (revision {rev}) in force")
         }
         _ => "                  no central rule set applied: local rules only".to_string(),
     });
-    if let (Some(rev), Some(e)) = (f.rejected_revision, &f.rules_error) {
+    if let (Some(rev), Some(e)) = (f.central.rejected_revision, &f.central.rules_error) {
         lines.push(format!("                  revision {rev} refused: {e}"));
     }
     lines
