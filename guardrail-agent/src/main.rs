@@ -765,6 +765,7 @@ fn drain_ring(
             }
         }
     }
+    pipeline.hand_over_audit();
     uncommitted.commit(ring, pipeline);
     more
 }

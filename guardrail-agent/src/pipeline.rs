@@ -254,6 +254,13 @@ impl<V: ProcessView> Pipeline<V> {
         self.redactor = redactor;
     }
 
+    /// Hand the audit log writer what was sent to it since the last time.
+    pub fn hand_over_audit(&self) {
+        if let Some(log) = &self.audit {
+            log.hand_over_pending();
+        }
+    }
+
     /// Records handed to the audit log writer, and how many of them it is
     /// done with; (0, 0) without an audit log.
     pub fn audit_progress(&self) -> (u64, u64) {
