@@ -205,6 +205,7 @@ fn main() -> Result<()> {
             package::package_test(&root().join("target/release"))
         }
         Task::Test { args } => {
+            prereqs::warn_if_disk_short(&root());
             prereqs::ensure_build()?;
             prereqs::ensure_test()?;
             let qemu = prereqs::ensure_vm(&vm::private_qemu_root())?;

@@ -349,6 +349,39 @@ pub fn ensure_test() -> Result<()> {
     Ok(())
 }
 
+/// What a full `cargo xtask test` writes under the checkout: builds (debug
+/// and release, probes), Debian kernels and root file systems for the VM
+/// tests, packages.
+const TEST_RUN_BYTES: u64 = 5 << 30;
+
+/// Say so before starting when the disk is too full for a whole run: a
+/// full disk otherwise shows up far into the run as a linker crash (SIGBUS)
+/// or a VM that cannot boot. A warning, not a refusal: parts of a previous
+/// run may already be there.
+pub fn warn_if_disk_short(root: &Path) {
+    let out = Command::new("df").args(["-P", "-B1"]).arg(root).output();
+    let Some(avail) = out.ok().and_then(|o| {
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        text.lines()
+            .nth(1)?
+            .split_whitespace()
+            .nth(3)?
+            .parse::<u64>()
+            .ok()
+    }) else {
+        return;
+    };
+    if avail < TEST_RUN_BYTES {
+        eprintln!(
+            "warning: {:.1} GiB free on the file system of {}; a whole test run writes about {} GiB there. \
+             Free some space (e.g. `cargo clean`) if the run fails in the linker or in a VM.",
+            avail as f64 / (1u64 << 30) as f64,
+            root.display(),
+            TEST_RUN_BYTES >> 30
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
