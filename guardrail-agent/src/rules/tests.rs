@@ -1209,3 +1209,123 @@ mod central {
         );
     }
 }
+
+/// The pre-check that skips most rules without allocating never skips a
+/// rule that matches, for every matcher on numbers it takes over.
+#[test]
+fn the_cheap_pre_check_never_skips_a_match() {
+    let set = rules(
+        r#"
+[[rule]]
+id = "setuid-bit"
+on = ["perm.chmod"]
+mode_set = ["setuid", "setgid"]
+ancestor_exe_not = ["/usr/bin/dpkg"]
+[[rule]]
+id = "world-writable"
+on = ["perm.chmod"]
+path = ["/etc/**"]
+mode_set = ["world_writable"]
+[[rule]]
+id = "to-root"
+on = ["perm.chown"]
+owner = ["root"]
+owner_group = ["root"]
+[[rule]]
+id = "caps"
+on = ["perm.capset"]
+caps_gained = ["any"]
+[[rule]]
+id = "some-cap"
+on = ["perm.capset"]
+caps_gained = ["cap_sys_admin"]
+[[rule]]
+id = "regain"
+on = ["perm.setuid"]
+to_root = true
+[[rule]]
+id = "ids"
+on = ["perm.chmod", "perm.chown", "perm.capset", "perm.setuid"]
+euid = [0]
+auid_not = [1000]
+cgroup_id_not = [8]
+[[rule]]
+id = "cgroup"
+on = ["perm.chmod"]
+cgroup_id = [7]
+gid = ["staff"]
+"#,
+    );
+    let perm = |op: &str, details: PermDetails| {
+        event(Body::Perm {
+            syscall: op.into(),
+            process: process("/usr/bin/x", 0),
+            result: ok(),
+            perm: PermDetails {
+                op: op.into(),
+                path: Some("/etc/x".into()),
+                ..details
+            },
+        })
+    };
+    let mut events = vec![];
+    for mode in ["0644", "4755", "2755", "0777", "0002", "bogus"] {
+        events.push(perm(
+            "chmod",
+            PermDetails {
+                mode: Some(mode.into()),
+                ..Default::default()
+            },
+        ));
+    }
+    for (uid, gid) in [
+        (Some(0), Some(0)),
+        (Some(0), None),
+        (None, Some(0)),
+        (Some(5), Some(0)),
+    ] {
+        events.push(perm(
+            "chown",
+            PermDetails {
+                owner: Some(Owner { uid, gid }),
+                ..Default::default()
+            },
+        ));
+    }
+    for gained in [
+        None,
+        Some(vec![]),
+        Some(vec!["cap_chown"]),
+        Some(vec!["cap_sys_admin"]),
+    ] {
+        events.push(perm(
+            "capset",
+            PermDetails {
+                caps: Some(CapChange {
+                    gained: gained.map(|g| g.into_iter().map(String::from).collect()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ));
+    }
+    events.push(setuid(true));
+    events.push(setuid(false));
+    let mut checked = 0;
+    for e in events {
+        for (euid, gid, auid, cgroup) in
+            [(0, 50, None, 7), (0, 0, Some(1000), 8), (5, 50, Some(1), 7)]
+        {
+            let e = with_process(e.clone(), |p| {
+                p.euid = euid;
+                p.gid = gid;
+                p.auid = auid;
+                p.cgroup_id = cgroup;
+            });
+            let skipped = super::eval::skipped_matches(&set, &e, at("2026-11-27T12:00:00Z"));
+            assert!(skipped.is_empty(), "{skipped:?} skipped for {e:?}");
+            checked += usize::from(decide(&set, &e).is_some());
+        }
+    }
+    assert!(checked > 10, "the grid must include matches ({checked})");
+}
