@@ -53,6 +53,10 @@ enum Task {
         /// machine without the whole 25-minute run.
         #[arg(long)]
         storms_only: bool,
+        /// Only the NATS output's section (agent CPU per event with and
+        /// without a `nats` output, events acknowledged per second).
+        #[arg(long, conflicts_with = "storms_only")]
+        nats_only: bool,
         /// Only these configurations of the storms' table (repeatable):
         /// default, full, deny50, floor, auditd. Default: all.
         #[arg(long = "config", value_name = "NAME")]
@@ -168,11 +172,15 @@ fn main() -> Result<()> {
         Task::Bench {
             quick,
             storms_only,
+            nats_only,
             configs,
         } => {
-            let only = bench::Only::parse(storms_only, &configs)?;
+            let only = bench::Only::parse(storms_only, nats_only, &configs)?;
             prereqs::ensure_build()?;
             prereqs::ensure_bench()?;
+            if !storms_only {
+                prereqs::ensure_nats_server()?;
+            }
             build(true)?;
             bench::bench(quick, &only)
         }

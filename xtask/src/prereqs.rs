@@ -336,9 +336,24 @@ pub fn ensure_bench() -> Result<()> {
 pub fn ensure_test() -> Result<()> {
     let missing = missing_packages(TEST_PACKAGES);
     install_packages(&missing)?;
-    // The tests run nats-server on ports of their own; the system service
-    // the package enables would only listen on the machine's network.
-    if missing.iter().any(|p| p == "nats-server") && Path::new("/run/systemd/system").exists() {
+    quiet_nats_service(&missing);
+    Ok(())
+}
+
+/// nats-server alone, for the benchmark's NATS section.
+pub fn ensure_nats_server() -> Result<()> {
+    let missing = missing_packages(&["nats-server"]);
+    install_packages(&missing)?;
+    quiet_nats_service(&missing);
+    Ok(())
+}
+
+/// The tests and the benchmark run nats-server on ports of their own; the
+/// system service the package enables would only listen on the machine's
+/// network.
+fn quiet_nats_service(installed_now: &[String]) {
+    if installed_now.iter().any(|p| p == "nats-server") && Path::new("/run/systemd/system").exists()
+    {
         eprintln!(
             "xtask: nats-server was installed for the tests only: disabling its system service"
         );
@@ -346,7 +361,6 @@ pub fn ensure_test() -> Result<()> {
             .args(["disable", "--now", "nats-server.service"])
             .status();
     }
-    Ok(())
 }
 
 /// What a full `cargo xtask test` writes under the checkout: builds (debug

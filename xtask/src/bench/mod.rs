@@ -14,6 +14,7 @@
 mod agent;
 mod engine;
 mod footprint;
+mod nats;
 mod throughput;
 
 use std::fmt::Write as _;
@@ -103,11 +104,12 @@ enum Config {
 #[derive(Debug, Default)]
 pub struct Only {
     storms_only: bool,
+    nats_only: bool,
     configs: Vec<Config>,
 }
 
 impl Only {
-    pub fn parse(storms_only: bool, names: &[String]) -> Result<Self> {
+    pub fn parse(storms_only: bool, nats_only: bool, names: &[String]) -> Result<Self> {
         let mut configs = Vec::new();
         for name in names {
             configs.push(match name.as_str() {
@@ -123,6 +125,7 @@ impl Only {
         }
         Ok(Only {
             storms_only,
+            nats_only,
             configs,
         })
     }
@@ -440,6 +443,16 @@ pub fn bench(quick: bool, only: &Only) -> Result<()> {
             .as_bool()
             .unwrap_or(false);
         let mut peak_rss = Vec::new();
+        if only.nats_only {
+            let n = nats::run(&setup)?;
+            let md = nats::markdown(&n);
+            std::fs::write(out.join("report-nats.md"), &md)?;
+            std::fs::write(
+                out.join("report-nats.json"),
+                serde_json::to_string_pretty(&nats::json(&n))? + "\n",
+            )?;
+            return Ok(md);
+        }
         if only.storms_only {
             let rows = overhead(&setup, &configs, only, &mut peak_rss)?;
             return report(&rows, lsm, None, &peak_rss, &out);
@@ -448,8 +461,9 @@ pub fn bench(quick: bool, only: &Only) -> Result<()> {
         let fp = footprint::run(&setup, &configs.default, &mut peak_rss)?;
         let tp = throughput::run(&setup)?;
         let eng = engine::run(&setup)?;
+        let n = nats::run(&setup)?;
         let rows = overhead(&setup, &configs, only, &mut peak_rss)?;
-        report(&rows, lsm, Some((&tp, &eng, &fp)), &peak_rss, &out)
+        report(&rows, lsm, Some((&tp, &eng, &fp, &n)), &peak_rss, &out)
     })();
     let _ = Command::new("umount").arg(&scratch).status();
     let _ = std::fs::remove_dir_all(&scratch);
@@ -539,7 +553,12 @@ fn report(
     rows: &[Row],
     lsm: bool,
     // The other sections; None with `--storms-only`.
-    sections: Option<(&throughput::Results, &engine::Results, &footprint::Results)>,
+    sections: Option<(
+        &throughput::Results,
+        &engine::Results,
+        &footprint::Results,
+        &nats::Results,
+    )>,
     peak_rss: &[(String, agent::Memory)],
     out: &Path,
 ) -> Result<String> {
@@ -593,17 +612,19 @@ fn report(
         "bpf_lsm": lsm,
         "overhead": json_rows,
     });
-    if let Some((tp, eng, fp)) = sections {
+    if let Some((tp, eng, fp, n)) = sections {
         md.push_str(&throughput::markdown(tp));
         md.push_str(&engine::markdown(eng));
         md.push_str(&footprint::markdown(fp, peak_rss));
+        md.push_str(&nats::markdown(n));
         report_json["throughput"] = throughput::json(tp);
         report_json["rule_engine"] = engine::json(eng);
         report_json["footprint"] = footprint::json(fp, peak_rss);
+        report_json["nats_output"] = nats::json(n);
     } else {
         md.push_str(
             "
-(--storms-only: the throughput, rule engine and footprint sections were not measured.)
+(--storms-only: the throughput, rule engine, footprint and NATS output sections were not measured.)
 ",
         );
     }
