@@ -227,8 +227,11 @@ pub struct Process {
     pub parent_id: Option<Arc<str>>,
     /// The processes that led to this one, nearest first (its creator,
     /// then the creator's creator…), up to 8.
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    pub ancestors: Vec<Ancestor>,
+    ///
+    /// Shared: the events of one process carry the same list, built once
+    /// (see `ProcessView::lineage`).
+    #[serde(skip_serializing_if = "no_ancestors", default)]
+    pub ancestors: Arc<[Ancestor]>,
     /// More ancestors exist than `ancestors` lists, or the chain breaks at
     /// a process the agent does not know.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
@@ -249,6 +252,10 @@ pub struct Process {
     /// The container the cgroup shows, with its runtime.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub container: Option<crate::attribution::Container>,
+}
+
+fn no_ancestors(a: &Arc<[Ancestor]>) -> bool {
+    a.is_empty()
 }
 
 /// A file system object by identity rather than by name: the same file

@@ -157,7 +157,8 @@ mod tests {
                 process: Process {
                     pid: 7,
                     exe: Some("/usr/bin/curl".into()),
-                    ancestors: vec![ancestor(6, "/usr/bin/bash"), ancestor(5, "/usr/sbin/sshd")],
+                    ancestors: vec![ancestor(6, "/usr/bin/bash"), ancestor(5, "/usr/sbin/sshd")]
+                        .into(),
                     ..Default::default()
                 },
                 result: SyscallResult::default(),

@@ -52,7 +52,15 @@ pub struct ProcFs {
     cgroups: crate::cgroups::Cgroups,
     users: NamesFile,
     groups: NamesFile,
+    /// Lineages assembled since the table last changed, by pid and depth:
+    /// the events of a busy process share one (building a lineage of 8
+    /// is 9 lookups and ~27 reference counts). Any fork, exec or removal
+    /// forgets them all.
+    lineages: IdMap<u32, (usize, Lineage)>,
 }
+
+/// Bound on the lineage cache; full, it starts over.
+const LINEAGES_MAX: usize = 4096;
 
 /// /etc/passwd or /etc/group as names by id, read again when the file
 /// changes (checked at most once a second).
@@ -137,6 +145,7 @@ impl Default for ProcFs {
             cgroups: Default::default(),
             users: NamesFile::new("/etc/passwd"),
             groups: NamesFile::new("/etc/group"),
+            lineages: IdMap::default(),
         }
     }
 }
@@ -177,6 +186,7 @@ impl ProcFs {
                 }
             }
         }
+        self.lineages.clear();
     }
 
     /// What /proc says of `pid` now (it answers for now, not for the
@@ -204,8 +214,51 @@ impl ProcFs {
         self.prune();
         if let std::collections::hash_map::Entry::Vacant(slot) = self.procs.entry(pid) {
             slot.insert(Self::from_proc(pid)?);
+            self.lineages.clear();
         }
         self.procs.get(&pid)
+    }
+
+    /// [`ProcessView::lineage`] from the table, without the cache.
+    fn assemble_lineage(&mut self, pid: u32, depth: usize) -> Lineage {
+        let Some(me) = self.get(pid) else {
+            return Lineage {
+                truncated: true,
+                ..Lineage::default()
+            };
+        };
+        let mut lineage = Lineage {
+            id: me.id.clone(),
+            ..Lineage::default()
+        };
+        let mut ancestors = Vec::new();
+        let mut next = me.parent;
+        // Ancestors are looked up without /proc: a creator that is gone
+        // and not in the table ends the chain (flagged), it is not guessed.
+        while next != 0 {
+            let Some(p) = self.procs.get(&next) else {
+                lineage.truncated = true;
+                break;
+            };
+            if ancestors.len() == depth {
+                lineage.truncated = true;
+                break;
+            }
+            if ancestors.is_empty() {
+                lineage.parent_id = p.id.clone();
+            }
+            ancestors.push(Ancestor {
+                pid: next,
+                id: p.id.clone(),
+                exe: p.exe.clone(),
+                script: p.script.clone(),
+            });
+            // pid 1's parent is 0; a loop (never in a real table) ends at
+            // the depth limit.
+            next = p.parent;
+        }
+        lineage.ancestors = ancestors.into();
+        lineage
     }
 
     fn prune(&mut self) {
@@ -213,6 +266,7 @@ impl ProcFs {
             return;
         }
         self.last_prune = Instant::now();
+        self.lineages.clear();
         self.procs.retain(|pid, p| match p.exited {
             Some(at) => at.elapsed() < KEEP_EXITED,
             None => {
@@ -240,6 +294,7 @@ impl ProcessView for ProcFs {
     }
 
     fn exec_happened(&mut self, pid: u32, exe: &str) {
+        self.lineages.clear();
         let exe: Arc<str> = exe.into();
         match self.procs.get_mut(&pid) {
             Some(p) => {
@@ -264,12 +319,14 @@ impl ProcessView for ProcFs {
     }
 
     fn script_ran(&mut self, pid: u32, script: &str) {
+        self.lineages.clear();
         if let Some(p) = self.procs.get_mut(&pid) {
             p.script = Some(script.into());
         }
     }
 
     fn forked(&mut self, parent: u32, child: u32, start_ns: u64) {
+        self.lineages.clear();
         let (exe, script) = self
             .get(parent)
             .map(|p| (p.exe.clone(), p.script.clone()))
@@ -295,41 +352,17 @@ impl ProcessView for ProcFs {
     }
 
     fn lineage(&mut self, pid: u32, depth: usize) -> Lineage {
-        let Some(me) = self.get(pid) else {
-            return Lineage {
-                truncated: true,
-                ..Lineage::default()
-            };
-        };
-        let mut lineage = Lineage {
-            id: me.id.clone(),
-            ..Lineage::default()
-        };
-        let mut next = me.parent;
-        // Ancestors are looked up without /proc: a creator that is gone
-        // and not in the table ends the chain (flagged), it is not guessed.
-        while next != 0 {
-            let Some(p) = self.procs.get(&next) else {
-                lineage.truncated = true;
-                break;
-            };
-            if lineage.ancestors.len() == depth {
-                lineage.truncated = true;
-                break;
+        self.prune();
+        if let Some((d, known)) = self.lineages.get(&pid) {
+            if *d == depth {
+                return known.clone();
             }
-            if lineage.ancestors.is_empty() {
-                lineage.parent_id = p.id.clone();
-            }
-            lineage.ancestors.push(Ancestor {
-                pid: next,
-                id: p.id.clone(),
-                exe: p.exe.clone(),
-                script: p.script.clone(),
-            });
-            // pid 1's parent is 0; a loop (never in a real table) ends at
-            // the depth limit.
-            next = p.parent;
         }
+        let lineage = self.assemble_lineage(pid, depth);
+        if self.lineages.len() >= LINEAGES_MAX {
+            self.lineages.clear();
+        }
+        self.lineages.insert(pid, (depth, lineage.clone()));
         lineage
     }
 
@@ -536,6 +569,45 @@ mod tests {
         let l = t.lineage(5_000_004, 8);
         assert_eq!(l.id.as_deref(), Some("5000004@9"));
         assert_eq!(l.ancestors[0].exe.as_deref(), Some("/usr/sbin/sshd"));
+    }
+
+    #[test]
+    fn a_remembered_lineage_follows_every_change_of_the_table() {
+        let mut t = table();
+        let (sshd, bash, curl) = (5_000_002, 5_000_003, 5_000_004);
+        t.forked(bash, curl, 5 * t.ns_per_tick);
+        let exes = |l: &Lineage| -> Vec<Option<String>> {
+            l.ancestors
+                .iter()
+                .map(|a| a.exe.as_deref().map(String::from))
+                .collect()
+        };
+        let first = t.lineage(curl, 8);
+        assert!(
+            std::sync::Arc::ptr_eq(&first.ancestors, &t.lineage(curl, 8).ancestors),
+            "asked again with nothing changed: the same lineage"
+        );
+        // An ancestor execs: its new program in the lineage.
+        t.exec_happened(bash, "/usr/bin/python3");
+        assert_eq!(
+            exes(&t.lineage(curl, 8))[0].as_deref(),
+            Some("/usr/bin/python3")
+        );
+        // ... or turns out to run a script.
+        t.script_ran(bash, "/usr/sbin/adduser");
+        assert_eq!(
+            t.lineage(curl, 8).ancestors[0].script.as_deref(),
+            Some("/usr/sbin/adduser")
+        );
+        // Another depth is another lineage.
+        assert_eq!(t.lineage(curl, 1).ancestors.len(), 1);
+        assert_eq!(t.lineage(curl, 8).ancestors.len(), 3);
+        // The pid is reused by a child of sshd.
+        t.exited(curl);
+        t.forked(sshd, curl, 9 * t.ns_per_tick);
+        let reused = t.lineage(curl, 8);
+        assert_eq!(reused.id.as_deref(), Some("5000004@9"));
+        assert_eq!(exes(&reused)[0].as_deref(), Some("/usr/sbin/sshd"));
     }
 
     #[test]

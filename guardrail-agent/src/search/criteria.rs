@@ -220,7 +220,7 @@ impl Matcher {
             return true;
         }
         between.extend(p.parent_id.iter().cloned());
-        for a in &p.ancestors {
+        for a in p.ancestors.iter() {
             if known(ids, &a.id) {
                 ids.extend(between);
                 return true;

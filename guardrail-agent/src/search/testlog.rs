@@ -59,7 +59,8 @@ fn process(i: usize, exe: &str, uid: u32) -> Process {
             id: Some(Arc::from(root.1)),
             exe: Some(Arc::from("/usr/bin/bash")),
             script: None,
-        }],
+        }]
+        .into(),
         ..Default::default()
     }
 }
