@@ -526,6 +526,23 @@ check lineage-exempt-while-down same /protected/lineage/while-down down
 (echo evil > /protected/lineage/unit) 2>/dev/null
 check lineage-denied-while-down same /protected/lineage/unit pkg
 
+# An agent that died without a clean stop left self-protection in force
+# (above); --lift-self-protection, what the package's upgrade runs when no
+# agent is running, lifts only that: the configuration and the pinned
+# maps may change, every other rule stays enforced.
+/bin/guardrail-agent --lift-self-protection > /tmp/lift.out 2>&1
+check lift-says-what sh -c 'grep -qE "(lifted |, )guardrail-self-protection(,|:)" /tmp/lift.out && grep -q guardrail-self-protection-state /tmp/lift.out'
+grep -q lifted /tmp/lift.out || sed 's/^/GUARDRAIL-VM: log /' /tmp/lift.out
+echo '# edited after the lift' >> /etc/guardrail/guardrail.toml
+check lift-config-editable grep -q "edited after the lift" /etc/guardrail/guardrail.toml
+/bin/vmhelper bpf-access /sys/fs/bpf/guardrail/abi-*/maps/INODE_RULES > /tmp/bpf-access-lifted.out 2>&1
+check lift-maps-writable grep -q "rw=ok errno=0 ro=ok refused_by_id=0" /tmp/bpf-access-lifted.out
+(echo evil > /protected/secret) 2>/dev/null
+check lift-still-denies same /protected/secret original
+/bin/vmhelper write-then /protected/tripwire /tmp/after-tripwire-lifted
+status=$?
+check lift-still-kills [ $status -eq 137 ]
+
 # A new agent adopts the pinned state and delivers, decides and logs what
 # happened while none ran.
 start_agent() {

@@ -81,6 +81,13 @@ struct Args {
     /// runs (stop it first).
     #[arg(long)]
     unload: bool,
+    /// After an agent ended without a clean stop (SIGKILL, the OOM killer,
+    /// a crash) and was not started again: lift only its self-protection,
+    /// as a clean stop does, so that the configuration and the binaries
+    /// may change (the package's upgrade runs this); every other rule
+    /// stays enforced. Refused while an agent runs.
+    #[arg(long, conflicts_with = "unload")]
+    lift_self_protection: bool,
     /// Benchmark only: run the minimal copy-every-syscall probe instead of
     /// guardrail's, print what it received on SIGTERM (`cargo xtask bench`).
     #[arg(long, hide = true)]
@@ -162,6 +169,19 @@ fn real_main() -> Result<()> {
                 Ok(())
             }
         };
+    }
+    if args.lift_self_protection {
+        match pins::lift_self_protection(&args.state_dir, &SELF_PROTECTION_RULES)? {
+            None => println!("nothing pinned at {}", args.state_dir.display()),
+            Some(lifted) if lifted.is_empty() => {
+                println!("self-protection was not in force (the last agent stopped cleanly, or its configuration turned it off)")
+            }
+            Some(lifted) => println!(
+                "lifted {}: the configuration and guardrail's binaries may change; every other rule stays enforced",
+                lifted.join(", ")
+            ),
+        }
+        return Ok(());
     }
     let (config, rules, policy) = load_config(&args)?;
     if args.check_config {

@@ -251,6 +251,29 @@ check unit-never-failed [ "$(show NRestarts)" = 0 ]
 check audit-chain-continuous guardrail log verify /var/log/guardrail/audit.jsonl
 active || agent_diagnostics
 
+# An agent killed without a clean stop (SIGKILL here, as the OOM killer
+# would) and not started again leaves self-protection in force: the
+# configuration and the binaries cannot change. A package upgrade (here
+# a reinstall, which runs the same maintainer scripts) still goes
+# through: preinst lifts only self-protection, every other rule stays
+# enforced, and the new agent adopts the pinned state.
+systemctl kill -s KILL guardrail-agent
+systemctl stop guardrail-agent
+check killed-agent-not-running sh -c '! pgrep -x guardrail-agent'
+protected_config() { ! (echo '# edited' >> /etc/guardrail/guardrail.toml) 2>/dev/null; }
+check killed-self-protection-stays protected_config
+(cd /vm && timeout 900 apt install --reinstall -y "./$UPGRADE") > /tmp/apt-reinstall.log 2>&1
+rc=$?
+check killed-then-upgrade-apt [ $rc -eq 0 ]
+[ $rc -eq 0 ] || diagnose /tmp/apt-reinstall.log
+check killed-then-upgrade-lifted grep -q "lifted guardrail-self-protection" /tmp/apt-reinstall.log
+eventually killed-then-upgrade-active active
+started
+check killed-then-upgrade-adopted logged "$INV" "adopted the pinned state"
+(echo evil > /etc/ld.so.preload) 2>/dev/null
+check killed-then-upgrade-still-denies unchanged_preload
+eventually killed-then-upgrade-protected-again protected_config
+
 # apt remove stops and unloads: nothing of guardrail stays in the kernel;
 # the configuration stays. apt purge removes the rest.
 (timeout 900 apt remove -y guardrail) > /tmp/apt-remove.log 2>&1

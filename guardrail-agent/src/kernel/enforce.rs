@@ -316,6 +316,102 @@ pub struct Enforcer {
     lineage: Lineage,
 }
 
+/// Stop enforcing the rule in kernel slot `i` of `generation`: it stays
+/// in the maps, matching nothing, and no longer protects paths.
+fn lift_slot(
+    krules: &mut Array<MapData, KernelRule>,
+    state: &mut Array<MapData, u64>,
+    generation: u32,
+    i: u32,
+) -> Result<()> {
+    krules.set(rule_slot(generation, i), KernelRule::default(), 0)?;
+    let slot = 6 + (generation & 1);
+    let protecting = state.get(&slot, 0)? & !(1u64 << i);
+    state.set(slot, protecting, 0)?;
+    Ok(())
+}
+
+/// Let only `programs` open the maps `ids` for writing; with no programs,
+/// anyone root may open any of them.
+fn map_guard(
+    exes: &mut HashMap<MapData, ExeKey, u8>,
+    own_maps: &mut HashMap<MapData, u32, u8>,
+    programs: &[ExeKey],
+    ids: &[u32],
+) -> Result<()> {
+    let ids = if programs.is_empty() { &[][..] } else { ids };
+    for p in programs {
+        exes.insert(p, 1, 0)?;
+    }
+    for id in ids {
+        own_maps.insert(id, 1, 0)?;
+    }
+    let stale: Vec<u32> = own_maps
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|id| !ids.contains(id))
+        .collect();
+    for id in &stale {
+        let _ = own_maps.remove(id);
+    }
+    let stale: Vec<ExeKey> = exes
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| k.generation == AGENT_PROGRAM && !programs.contains(k))
+        .collect();
+    for k in &stale {
+        let _ = exes.remove(k);
+    }
+    Ok(())
+}
+
+/// Rule ids by kernel slot of `generation`, as the agent that put them in
+/// force named them.
+fn slot_names(names: &Array<MapData, [u8; RULE_NAME_LEN]>, generation: u32) -> Vec<String> {
+    (0..MAX_KERNEL_RULES)
+        .map_while(|i| {
+            let raw = names.get(&rule_slot(generation, i), 0).ok()?;
+            let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+            (len > 0).then(|| String::from_utf8_lossy(&raw[..len]).into_owned())
+        })
+        .collect()
+}
+
+/// What a clean stop does, for a pinned state whose agent died without
+/// one (SIGKILL, OOM, a crash): lift the self-protection rules `ids`, so
+/// that the configuration and the binaries may change (a package upgrade)
+/// while every other rule stays enforced. `maps` is the state's map
+/// directory; its owner's lock must be held. The rules lifted.
+pub fn lift_pinned(maps: &Path, ids: &[&str]) -> Result<Vec<String>> {
+    let open = |name: &str| -> Result<MapData> {
+        MapData::from_pin(maps.join(name))
+            .with_context(|| format!("opening the pinned map {}", maps.join(name).display()))
+    };
+    let mut state: Array<MapData, u64> =
+        Array::try_from(aya::maps::Map::Array(open("ENFORCE_STATE")?))?;
+    let names: Array<MapData, [u8; RULE_NAME_LEN]> =
+        Array::try_from(aya::maps::Map::Array(open("RULE_NAMES")?))?;
+    let mut krules: Array<MapData, KernelRule> =
+        Array::try_from(aya::maps::Map::Array(open("KRULES")?))?;
+    let generation = state.get(&0, 0)? as u32;
+    let mut lifted = Vec::new();
+    for (i, name) in slot_names(&names, generation & 1).into_iter().enumerate() {
+        if !ids.contains(&name.as_str()) {
+            continue;
+        }
+        lift_slot(&mut krules, &mut state, generation, i as u32)?;
+        if name == SELF_PROTECTION_STATE {
+            let mut exes: HashMap<MapData, ExeKey, u8> =
+                HashMap::try_from(aya::maps::Map::HashMap(open("EXE_RULES")?))?;
+            let mut own_maps: HashMap<MapData, u32, u8> =
+                HashMap::try_from(aya::maps::Map::HashMap(open("OWN_MAPS")?))?;
+            map_guard(&mut exes, &mut own_maps, &[], &[])?;
+        }
+        lifted.push(name);
+    }
+    Ok(lifted)
+}
+
 /// How many parameters the LSM hooks whose signature changed between
 /// kernels take here (their BPF-LSM attach points, from the kernel's BTF).
 #[derive(Clone, Copy, Debug)]
@@ -387,13 +483,7 @@ pub fn load(
     // A pinned state adopted from the previous agent: its generation is
     // in force, and its verdicts must still be named.
     let generation = state.get(&0, 0).unwrap_or(0) as u32 & 1;
-    let adopted_ids = (0..MAX_KERNEL_RULES)
-        .map_while(|i| {
-            let raw = names.get(&rule_slot(generation, i), 0).ok()?;
-            let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-            (len > 0).then(|| String::from_utf8_lossy(&raw[..len]).into_owned())
-        })
-        .collect();
+    let adopted_ids = slot_names(&names, generation);
     let mut ids = [Vec::new(), Vec::new()];
     ids[generation as usize] = adopted_ids;
     Ok(Enforcer {
@@ -539,11 +629,7 @@ impl Enforcer {
         else {
             return Ok(false);
         };
-        self.krules
-            .set(rule_slot(generation, i as u32), KernelRule::default(), 0)?;
-        let slot = 6 + (generation & 1);
-        let protecting = self.state.get(&slot, 0)? & !(1u64 << i);
-        self.state.set(slot, protecting, 0)?;
+        lift_slot(&mut self.krules, &mut self.state, generation, i as u32)?;
         if id == SELF_PROTECTION_STATE {
             self.set_map_guard(&[], &[])?;
         }
@@ -580,32 +666,7 @@ impl Enforcer {
     /// The programs go in first and the maps last, and stale entries go
     /// after that, so the agent is never refused its own maps.
     fn set_map_guard(&mut self, programs: &[ExeKey], ids: &[u32]) -> Result<()> {
-        let ids = if programs.is_empty() { &[][..] } else { ids };
-        for p in programs {
-            self.exes.insert(p, 1, 0)?;
-        }
-        for id in ids {
-            self.own_maps.insert(id, 1, 0)?;
-        }
-        let stale: Vec<u32> = self
-            .own_maps
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|id| !ids.contains(id))
-            .collect();
-        for id in &stale {
-            let _ = self.own_maps.remove(id);
-        }
-        let stale: Vec<ExeKey> = self
-            .exes
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.generation == AGENT_PROGRAM && !programs.contains(k))
-            .collect();
-        for k in &stale {
-            let _ = self.exes.remove(k);
-        }
-        Ok(())
+        map_guard(&mut self.exes, &mut self.own_maps, programs, ids)
     }
 
     /// Remove every entry of `generation` from the enforcement maps.

@@ -340,6 +340,19 @@ pub fn unload(root: &Path) -> Result<bool> {
     Ok(true)
 }
 
+/// `guardrail-agent --lift-self-protection`: the self-protection rules
+/// `ids` of this build's pinned state lifted, as its agent's clean stop
+/// would have (see [`super::enforce::lift_pinned`]). Refused while an
+/// agent owns the state; `None` when nothing is pinned.
+pub fn lift_self_protection(root: &Path, ids: &[&str]) -> Result<Option<Vec<String>>> {
+    let dir = root.join(format!("abi-{ABI_VERSION}"));
+    if !dir.join("maps").exists() {
+        return Ok(None);
+    }
+    let _lock = lock(&dir)?;
+    super::enforce::lift_pinned(&dir.join("maps"), ids).map(Some)
+}
+
 /// Ids of the programs behind the link pins of a state directory.
 fn pinned_programs(dir: &Path) -> Vec<u32> {
     let mut ids = Vec::new();

@@ -294,18 +294,18 @@ impl<'e> Subject<'e> {
                 return false;
             };
             if let Some(mask) = rule.mode_mask {
-                if !self.mode.is_some_and(|m| m & mask != 0) {
+                if self.mode.is_none_or(|m| m & mask == 0) {
                     return false;
                 }
             }
             let owner = perm.owner.as_ref();
             if let Some(uids) = &rule.owner {
-                if !owner.and_then(|o| o.uid).is_some_and(|u| uids.contains(&u)) {
+                if owner.and_then(|o| o.uid).is_none_or(|u| !uids.contains(&u)) {
                     return false;
                 }
             }
             if let Some(gids) = &rule.owner_group {
-                if !owner.and_then(|o| o.gid).is_some_and(|g| gids.contains(&g)) {
+                if owner.and_then(|o| o.gid).is_none_or(|g| !gids.contains(&g)) {
                     return false;
                 }
             }
