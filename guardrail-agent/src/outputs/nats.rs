@@ -167,7 +167,8 @@ fn read_secret(path: &std::path::Path, what: &str) -> Result<String> {
 
 pub struct Nats {
     writer: Writer,
-    host: String,
+    /// The host as a JSON string, quoted and escaped once.
+    host_json: String,
     chain_id: String,
     prev: String,
     seq: u64,
@@ -248,7 +249,7 @@ impl Nats {
             .context("starting the NATS publisher thread")?;
         Ok(Self {
             writer,
-            host,
+            host_json: serde_json::Value::from(host).to_string(),
             chain_id,
             prev,
             seq,
@@ -266,7 +267,7 @@ impl Nats {
         let seq = self.seq + 1;
         let record = format!(
             "{{\"host\":{},\"chain_id\":\"{}\",\"seq\":{seq},\"event\":{event_json}}}",
-            serde_json::Value::from(self.host.as_str()),
+            self.host_json,
             self.chain_id
         );
         let (line, hash) = seal(&self.prev, &record);
