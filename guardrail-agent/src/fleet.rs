@@ -109,7 +109,10 @@ fn check_urls(url: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
 
 /// What identifies a rule set: the SHA-256 of the bytes pushed.
 pub fn rules_hash(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    format!(
+        "sha256:{}",
+        crate::audit::chain::lower_hex(&Sha256::digest(bytes))
+    )
 }
 
 /// How a central rule set is named in errors and in `guardrail rules list`.

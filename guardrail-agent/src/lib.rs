@@ -4,6 +4,7 @@ pub mod attribution;
 pub mod audit;
 pub mod canonical;
 pub mod cgroups;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod decode;

@@ -66,12 +66,14 @@ pub struct Pipeline<V: ProcessView> {
     /// the same directory reached under another name (a bind mount of it
     /// or of an ancestor) holding the same name is the watched path.
     watched_dirs: std::collections::HashMap<(u64, u64), Vec<(String, String)>>,
-    watched_at: Instant,
+    watched_at: Duration,
     /// The `seq` of the latest event published to tail clients, stored
     /// before it is sent: a client that subscribes and then reads it is
     /// sent every later event (`guardrail tail --since` joins the audit
     /// log's history to the live stream there).
     last_published: Arc<std::sync::atomic::AtomicU64>,
+    /// Bytes to reserve for the next event's JSON.
+    json_capacity: usize,
 }
 
 /// How often the identities of watched files are looked up again (an
@@ -160,7 +162,8 @@ impl<V: ProcessView> Pipeline<V> {
             last_published: Arc::default(),
             watched: std::collections::HashMap::new(),
             watched_dirs: std::collections::HashMap::new(),
-            watched_at: Instant::now(),
+            watched_at: crate::clock::coarse(),
+            json_capacity: 1024,
         }
     }
 
@@ -169,7 +172,7 @@ impl<V: ProcessView> Pipeline<V> {
         use std::os::unix::fs::MetadataExt;
         self.watched.clear();
         self.watched_dirs.clear();
-        self.watched_at = Instant::now();
+        self.watched_at = crate::clock::coarse();
         let patterns = self
             .rules
             .rules
@@ -203,7 +206,7 @@ impl<V: ProcessView> Pipeline<V> {
     /// Give an event on a watched file under another name the watched
     /// names as aliases.
     fn add_aliases(&mut self, body: &mut Body) {
-        if self.watched_at.elapsed() >= WATCHED_REFRESH {
+        if crate::clock::since(self.watched_at) >= WATCHED_REFRESH {
             self.refresh_watched();
         }
         let (object, path, new_path, aliases) = match body {
@@ -545,7 +548,15 @@ impl<V: ProcessView> Pipeline<V> {
                 "guardrail rule matched"
             );
         }
-        let json: Arc<str> = match serde_json::to_string(&event) {
+        // Into a buffer as big as the last event's: growing one from
+        // empty was a sixth of the serialisation's time.
+        let mut buf = Vec::with_capacity(self.json_capacity);
+        if let Err(e) = serde_json::to_writer(&mut buf, &event) {
+            warn!("cannot serialise event: {e}");
+            return;
+        }
+        self.json_capacity = buf.len() + 256;
+        let json: Arc<str> = match std::str::from_utf8(&buf) {
             Ok(j) => j.into(),
             Err(e) => {
                 warn!("cannot serialise event: {e}");

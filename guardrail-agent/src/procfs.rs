@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::clock;
 use crate::event::{Ancestor, ObjectId};
 use crate::interpret::{Attribution, Lineage, ProcessView};
 
@@ -39,13 +40,13 @@ pub type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 pub struct ProcFs {
     procs: IdMap<u32, Proc>,
-    last_prune: Instant,
+    last_prune: Duration,
     /// Directories resolved lately: a storm on one file resolves its
     /// directory once, not once per event.
     resolved: HashMap<String, String>,
     /// Objects of paths looked up lately (path, followed), same lifetime.
     objects: HashMap<(String, bool), ObjectId>,
-    resolved_at: Instant,
+    resolved_at: Duration,
     /// Nanoseconds per clock tick (USER_HZ), the unit of start times in
     /// /proc and in process ids.
     ns_per_tick: u64,
@@ -68,7 +69,8 @@ struct NamesFile {
     path: &'static str,
     names: crate::attribution::IdNames,
     mtime: Option<std::time::SystemTime>,
-    checked: Option<Instant>,
+    /// When the file was last looked at ([`clock::coarse`]).
+    checked: Option<Duration>,
 }
 
 impl NamesFile {
@@ -84,9 +86,9 @@ impl NamesFile {
     fn get(&mut self, id: u32) -> Option<Arc<str>> {
         if self
             .checked
-            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+            .is_none_or(|at| clock::since(at) >= Duration::from_secs(1))
         {
-            self.checked = Some(Instant::now());
+            self.checked = Some(clock::coarse());
             let mtime = std::fs::metadata(self.path).and_then(|m| m.modified()).ok();
             if mtime != self.mtime {
                 self.mtime = mtime;
@@ -137,10 +139,10 @@ impl Default for ProcFs {
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         Self {
             procs: IdMap::default(),
-            last_prune: Instant::now(),
+            last_prune: clock::coarse(),
             resolved: HashMap::new(),
             objects: HashMap::new(),
-            resolved_at: Instant::now(),
+            resolved_at: clock::coarse(),
             ns_per_tick: 1_000_000_000 / if hz > 0 { hz as u64 } else { 100 },
             cgroups: Default::default(),
             users: NamesFile::new("/etc/passwd"),
@@ -262,10 +264,10 @@ impl ProcFs {
     }
 
     fn prune(&mut self) {
-        if self.last_prune.elapsed() < PRUNE_EVERY {
+        if clock::since(self.last_prune) < PRUNE_EVERY {
             return;
         }
-        self.last_prune = Instant::now();
+        self.last_prune = clock::coarse();
         self.lineages.clear();
         self.procs.retain(|pid, p| match p.exited {
             Some(at) => at.elapsed() < KEEP_EXITED,
@@ -378,7 +380,7 @@ impl ProcessView for ProcFs {
     }
 
     fn realpath(&mut self, path: &str) -> Option<String> {
-        if self.resolved_at.elapsed() >= RESOLVED_FOR || self.resolved.len() >= RESOLVED_MAX {
+        if clock::since(self.resolved_at) >= RESOLVED_FOR || self.resolved.len() >= RESOLVED_MAX {
             self.paths_changed();
         }
         if let Some(hit) = self.resolved.get(path) {
@@ -404,12 +406,12 @@ impl ProcessView for ProcFs {
     fn paths_changed(&mut self) {
         self.resolved.clear();
         self.objects.clear();
-        self.resolved_at = Instant::now();
+        self.resolved_at = clock::coarse();
     }
 
     fn object_of(&mut self, path: &str, follow: bool) -> Option<ObjectId> {
         use std::os::unix::fs::MetadataExt;
-        if self.resolved_at.elapsed() >= RESOLVED_FOR || self.objects.len() >= RESOLVED_MAX {
+        if clock::since(self.resolved_at) >= RESOLVED_FOR || self.objects.len() >= RESOLVED_MAX {
             self.paths_changed();
         }
         let key = (path.to_string(), follow);

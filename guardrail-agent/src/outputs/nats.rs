@@ -267,8 +267,7 @@ impl Nats {
         let seq = self.seq + 1;
         let record = format!(
             "{{\"host\":{},\"chain_id\":\"{}\",\"seq\":{seq},\"event\":{event_json}}}",
-            self.host_json,
-            self.chain_id
+            self.host_json, self.chain_id
         );
         let (line, hash) = seal(&self.prev, &record);
         self.writer.append(&format!("{seq} {kind} {line}"))?;

@@ -1329,3 +1329,56 @@ gid = ["staff"]
     }
     assert!(checked > 10, "the grid must include matches ({checked})");
 }
+
+/// The rule index (with what it remembers of paths and programs seen)
+/// decides every event as evaluating every rule would, the first time and
+/// the times after.
+#[test]
+fn the_index_and_its_memory_decide_as_every_rule_would() {
+    let text = r#"
+[[rule]]
+id = "etc"
+on = ["file.write", "perm.chmod"]
+path = ["/etc/**"]
+[[rule]]
+id = "shadow"
+on = ["file.write"]
+path = ["/etc/shadow"]
+exe_not = ["/usr/bin/passwd"]
+[[rule]]
+id = "tool"
+on = ["exec", "file.write"]
+exe = ["/opt/tool/*"]
+[[rule]]
+id = "setuid"
+on = ["perm.chmod"]
+mode_set = ["setuid"]
+"#;
+    let indexed = rules(text);
+    let mut unindexed = rules(text);
+    unindexed.index = super::compile::RuleIndex::default();
+    let events = [
+        open("/usr/bin/vi", "/etc/shadow", &["write"]),
+        open("/usr/bin/passwd", "/etc/shadow", &["write"]),
+        open("/opt/tool/x", "/srv/data", &["write"]),
+        open("/usr/bin/vi", "/srv/data", &["write"]),
+        chmod("/etc/hosts", "0644"),
+        chmod("/tmp/x", "4755"),
+        chmod("/tmp/x", "0644"),
+        exec("/opt/tool/run", &["run"]),
+        exec("/usr/bin/ls", &["ls"]),
+    ];
+    for round in 0..3 {
+        for e in &events {
+            let rule = |set: &RuleSet| decide(set, e).map(|d| d.rule);
+            assert_eq!(rule(&indexed), rule(&unindexed), "round {round}: {e:?}");
+        }
+    }
+    assert!(
+        events
+            .iter()
+            .filter(|e| decide(&indexed, e).is_some())
+            .count()
+            >= 5
+    );
+}
