@@ -5,17 +5,17 @@
 //! eight generations deep, which no default rule decides — the ordinary,
 //! uninteresting event that a busy host is made of.
 
-use std::path::Path;
-use std::sync::Arc;
-
 use criterion::{criterion_group, criterion_main, Criterion};
 use guardrail_agent::audit::chain::seal;
 use guardrail_agent::config::RedactionSection;
-use guardrail_agent::event::{Ancestor, Body, Event, PermDetails, Process, SyscallResult};
+use guardrail_agent::event::{
+    Ancestor, Ancestors, Body, Event, PermDetails, Process, SyscallResult,
+};
 use guardrail_agent::redact::Redactor;
 use guardrail_agent::rules::eval::Enforcement;
 use guardrail_agent::rules::users::Names;
 use guardrail_agent::rules::{compile_text, evaluate};
+use std::path::Path;
 
 fn chmod_event() -> Event {
     let exes = [
@@ -28,7 +28,7 @@ fn chmod_event() -> Event {
         "/usr/lib/systemd/systemd",
         "/usr/lib/systemd/systemd",
     ];
-    let ancestors: Arc<[Ancestor]> = exes
+    let ancestors: Ancestors = exes
         .iter()
         .enumerate()
         .map(|(i, exe)| Ancestor {
@@ -101,6 +101,21 @@ fn stages(c: &mut Criterion) {
         )
     });
     group.bench_function("serialise", |b| b.iter(|| serde_json::to_string(&event)));
+    // A process's first event: its ancestors' JSON is made then, and
+    // shared by its later events.
+    group.bench_function("serialise (first event of a process)", |b| {
+        b.iter_batched(
+            || {
+                let mut e = event.clone();
+                if let Body::Perm { process, .. } = &mut e.body {
+                    process.ancestors = process.ancestors.to_vec().into();
+                }
+                e
+            },
+            |e| serde_json::to_string(&e),
+            criterion::BatchSize::SmallInput,
+        )
+    });
     group.bench_function("seal", |b| b.iter(|| seal(&prev, &json)));
     group.finish();
 }

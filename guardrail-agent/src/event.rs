@@ -230,8 +230,8 @@ pub struct Process {
     ///
     /// Shared: the events of one process carry the same list, built once
     /// (see `ProcessView::lineage`).
-    #[serde(skip_serializing_if = "no_ancestors", default)]
-    pub ancestors: Arc<[Ancestor]>,
+    #[serde(skip_serializing_if = "Ancestors::is_empty", default)]
+    pub ancestors: Ancestors,
     /// More ancestors exist than `ancestors` lists, or the chain breaks at
     /// a process the agent does not know.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
@@ -254,8 +254,82 @@ pub struct Process {
     pub container: Option<crate::attribution::Container>,
 }
 
-fn no_ancestors(a: &Arc<[Ancestor]>) -> bool {
-    a.is_empty()
+/// The ancestors of a process, nearest first: one shared list for all
+/// its events (see `ProcessView::lineage`), serialised once — the
+/// ancestors were a third of an event's serialisation.
+#[derive(Clone, Default)]
+pub struct Ancestors(Arc<AncestorList>);
+
+#[derive(Default)]
+struct AncestorList {
+    list: Box<[Ancestor]>,
+    /// The list as JSON, made by the first event that is serialised.
+    json: std::sync::OnceLock<Box<serde_json::value::RawValue>>,
+}
+
+impl Ancestors {
+    /// Whether `a` and `b` are the same shared list.
+    pub fn ptr_eq(a: &Self, b: &Self) -> bool {
+        Arc::ptr_eq(&a.0, &b.0)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.list.is_empty()
+    }
+}
+
+impl std::ops::Deref for Ancestors {
+    type Target = [Ancestor];
+    fn deref(&self) -> &[Ancestor] {
+        &self.0.list
+    }
+}
+
+impl std::fmt::Debug for Ancestors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl PartialEq for Ancestors {
+    fn eq(&self, other: &Self) -> bool {
+        self[..] == other[..]
+    }
+}
+
+impl From<Vec<Ancestor>> for Ancestors {
+    fn from(list: Vec<Ancestor>) -> Self {
+        Ancestors(Arc::new(AncestorList {
+            list: list.into(),
+            json: Default::default(),
+        }))
+    }
+}
+
+impl FromIterator<Ancestor> for Ancestors {
+    fn from_iter<I: IntoIterator<Item = Ancestor>>(iter: I) -> Self {
+        iter.into_iter().collect::<Vec<_>>().into()
+    }
+}
+
+impl Serialize for Ancestors {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let json = match self.0.json.get() {
+            Some(json) => json,
+            None => {
+                let made = serde_json::value::to_raw_value(&self.0.list)
+                    .map_err(serde::ser::Error::custom)?;
+                self.0.json.get_or_init(|| made)
+            }
+        };
+        json.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ancestors {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<Ancestor>::deserialize(d).map(Ancestors::from)
+    }
 }
 
 /// A file system object by identity rather than by name: the same file
@@ -522,4 +596,47 @@ pub struct LossDetails {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_ancestors_serialise_as_a_plain_list_every_time() {
+        let ancestors: Ancestors = [
+            (7, "/usr/bin/bash", None),
+            (1, "/sbin/init", Some("/etc/rc")),
+        ]
+        .into_iter()
+        .map(|(pid, exe, script)| Ancestor {
+            pid,
+            id: Some(format!("{pid}@3").into()),
+            exe: Some(exe.into()),
+            script: script.map(Into::into),
+        })
+        .collect();
+        let process = Process {
+            pid: 9,
+            ancestors: ancestors.clone(),
+            ..Default::default()
+        };
+        let first = serde_json::to_value(&process).unwrap();
+        let again = serde_json::to_string(&process).unwrap();
+        assert_eq!(
+            first["ancestors"],
+            serde_json::json!([
+                {"pid": 7, "id": "7@3", "exe": "/usr/bin/bash"},
+                {"pid": 1, "id": "1@3", "exe": "/sbin/init", "script": "/etc/rc"}
+            ])
+        );
+        let back: Process = serde_json::from_str(&again).unwrap();
+        assert_eq!(back.ancestors, ancestors);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&again).unwrap(),
+            first
+        );
+        let none = serde_json::to_value(Process::default()).unwrap();
+        assert!(none.get("ancestors").is_none(), "an empty list is left out");
+    }
 }

@@ -65,7 +65,7 @@ pub trait ProcessView {
 pub struct Lineage {
     pub id: Option<std::sync::Arc<str>>,
     pub parent_id: Option<std::sync::Arc<str>>,
-    pub ancestors: std::sync::Arc<[Ancestor]>,
+    pub ancestors: crate::event::Ancestors,
     pub truncated: bool,
 }
 

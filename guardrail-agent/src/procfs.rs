@@ -586,7 +586,7 @@ mod tests {
         };
         let first = t.lineage(curl, 8);
         assert!(
-            std::sync::Arc::ptr_eq(&first.ancestors, &t.lineage(curl, 8).ancestors),
+            crate::event::Ancestors::ptr_eq(&first.ancestors, &t.lineage(curl, 8).ancestors),
             "asked again with nothing changed: the same lineage"
         );
         // An ancestor execs: its new program in the lineage.
