@@ -109,7 +109,7 @@ fn one(setup: &Setup, config: &Path, nats: bool) -> Result<(f64, u64, u64, Optio
 fn output(status: &Value) -> Result<&Value> {
     status["outputs"]
         .as_array()
-        .and_then(|o| o.iter().find(|o| o["kind"] == "nats"))
+        .and_then(|o| o.iter().find(|o| o["type"] == "nats"))
         .with_context(|| format!("no nats output in the status: {status}"))
 }
 
