@@ -429,7 +429,7 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
         .complete_handover(opts.ring_buffer_bytes)
         .context("handing the pinned state over to this agent")?;
     pipeline.discarded(discarded);
-    pipeline.hand_over_audit();
+    pipeline.hand_over();
     // Records an agent killed before it could commit them are read again:
     // those already in the audit log are skipped.
     if probes.continuity.as_ref().is_some_and(|c| c.adopted) {
@@ -786,7 +786,7 @@ fn drain_ring(
             }
         }
     }
-    pipeline.hand_over_audit();
+    pipeline.hand_over();
     uncommitted.commit(ring, pipeline);
     more
 }
@@ -806,7 +806,7 @@ fn update(
     };
     pipeline.kernel_counters(counters);
     // A loss record goes to the audit log right behind the events around it.
-    pipeline.hand_over_audit();
+    pipeline.hand_over();
     probes.heartbeat(&pipeline.reported());
     let mut s = status.lock().unwrap();
     s.uptime_s = started.elapsed().as_secs();

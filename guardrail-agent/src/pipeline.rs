@@ -257,10 +257,15 @@ impl<V: ProcessView> Pipeline<V> {
         self.redactor = redactor;
     }
 
-    /// Hand the audit log writer what was sent to it since the last time.
-    pub fn hand_over_audit(&self) {
+    /// A batch of records is handled: hand the audit log writer what was
+    /// sent to it since the last time, and let outputs fed in the event
+    /// path pass theirs on.
+    pub fn hand_over(&self) {
         if let Some(log) = &self.audit {
             log.hand_over_pending();
+        }
+        if let Some(outputs) = &self.outputs {
+            outputs.idle();
         }
     }
 

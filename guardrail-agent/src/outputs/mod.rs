@@ -146,6 +146,23 @@ pub trait Sink: Send + 'static {
     fn confirms_itself(&self) -> bool {
         false
     }
+
+    /// Whether the sink keeps what it is given in a store of its own (the
+    /// nats spool) that is its queue: it is then handed every event in the
+    /// event path, without a thread and queue in front that could drop
+    /// events under a storm; a full store is its only limit, and the ring
+    /// buffer takes the back-pressure, as it does for the audit log.
+    fn stores_itself(&self) -> bool {
+        false
+    }
+}
+
+/// A sink fed in the event path, with whether it is failing (for
+/// warning once per failure).
+struct Inline {
+    sink: Box<dyn Sink>,
+    ctx: Delivery,
+    failing: bool,
 }
 
 /// What a sink may consult while delivering.
@@ -177,6 +194,8 @@ struct Output {
     kind: OutputKind,
     filter: Filter,
     tx: Option<SyncSender<Published>>,
+    /// Instead of `tx` and `thread`, for a sink that stores itself.
+    inline: Option<Mutex<Inline>>,
     stats: Arc<OutputStats>,
     thread: Option<JoinHandle<()>>,
     /// Drops already warned about, and when.
@@ -278,11 +297,28 @@ impl Outputs {
         mut sink: Box<dyn Sink>,
         stats: Arc<OutputStats>,
     ) -> Result<()> {
-        let (tx, rx): (_, Receiver<Published>) = sync_channel(queue);
         let ctx = Delivery {
             stats: stats.clone(),
             stopping: self.stopping.clone(),
         };
+        if sink.stores_itself() {
+            self.outputs.push(Output {
+                name,
+                kind,
+                filter,
+                tx: None,
+                inline: Some(Mutex::new(Inline {
+                    sink,
+                    ctx,
+                    failing: false,
+                })),
+                stats,
+                thread: None,
+                warned: Mutex::new((0, None)),
+            });
+            return Ok(());
+        }
+        let (tx, rx): (_, Receiver<Published>) = sync_channel(queue);
         let label = name.clone();
         let thread = std::thread::Builder::new()
             .name(format!("output-{name}"))
@@ -303,24 +339,7 @@ impl Outputs {
                         }
                     };
                     ctx.stats.queued.fetch_sub(1, Ordering::Relaxed);
-                    match sink.deliver(&p, &ctx) {
-                        Ok(()) => {
-                            if !confirms_itself {
-                                ctx.stats.delivered();
-                            }
-                            if failing {
-                                info!(output = %label, "output delivers again");
-                                failing = false;
-                            }
-                        }
-                        Err(e) => {
-                            if !failing {
-                                warn!(output = %label, "output failed (counted in status; warned once until it works again): {e}");
-                                failing = true;
-                            }
-                            ctx.stats.gave_up(e);
-                        }
-                    }
+                    deliver_one(&mut *sink, &p, &ctx, &label, confirms_itself, &mut failing);
                 }
             })
             .context("starting an output thread")?;
@@ -329,6 +348,7 @@ impl Outputs {
             kind,
             filter,
             tx: Some(tx),
+            inline: None,
             stats,
             thread: Some(thread),
             warned: Mutex::new((0, None)),
@@ -340,6 +360,13 @@ impl Outputs {
     pub fn send(&self, p: &Published) {
         for o in &self.outputs {
             if !o.filter.accepts(&p.event) {
+                continue;
+            }
+            if let Some(inline) = &o.inline {
+                let mut i = inline.lock().unwrap_or_else(|e| e.into_inner());
+                let Inline { sink, ctx, failing } = &mut *i;
+                let confirms_itself = sink.confirms_itself();
+                deliver_one(&mut **sink, p, ctx, &o.name, confirms_itself, failing);
                 continue;
             }
             let Some(tx) = &o.tx else { continue };
@@ -392,11 +419,25 @@ impl Outputs {
             .collect()
     }
 
+    /// The event path has handed over what it had for now: sinks fed in
+    /// it pass it on (the nats spool is flushed for its publisher).
+    pub fn idle(&self) {
+        for o in &self.outputs {
+            if let Some(inline) = &o.inline {
+                let mut i = inline.lock().unwrap_or_else(|e| e.into_inner());
+                let Inline { sink, ctx, .. } = &mut *i;
+                sink.idle(ctx);
+            }
+        }
+    }
+
     /// Close the queues and give the threads `grace` to deliver what is
     /// queued (each remaining attempt is made once, without retries).
+    /// Sinks fed in the event path stop as they are dropped.
     pub fn stop(&mut self, grace: Duration) {
         for o in &mut self.outputs {
             o.tx = None;
+            o.inline = None;
         }
         let deadline = Instant::now() + grace;
         // Retry waits end at once; the first attempt of each queued event
@@ -423,6 +464,36 @@ impl Outputs {
 impl Drop for Outputs {
     fn drop(&mut self) {
         self.stop(STOP_GRACE);
+    }
+}
+
+/// Deliver `p` to `sink`, counting the outcome and warning once per
+/// failure (`failing` remembers it).
+fn deliver_one(
+    sink: &mut dyn Sink,
+    p: &Published,
+    ctx: &Delivery,
+    label: &str,
+    confirms_itself: bool,
+    failing: &mut bool,
+) {
+    match sink.deliver(p, ctx) {
+        Ok(()) => {
+            if !confirms_itself {
+                ctx.stats.delivered();
+            }
+            if *failing {
+                info!(output = %label, "output delivers again");
+                *failing = false;
+            }
+        }
+        Err(e) => {
+            if !*failing {
+                warn!(output = %label, "output failed (counted in status; warned once until it works again): {e}");
+                *failing = true;
+            }
+            ctx.stats.gave_up(e);
+        }
     }
 }
 

@@ -367,6 +367,10 @@ impl Sink for Nats {
     fn confirms_itself(&self) -> bool {
         true
     }
+
+    fn stores_itself(&self) -> bool {
+        true
+    }
 }
 
 impl Drop for Nats {
