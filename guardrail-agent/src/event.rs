@@ -198,6 +198,59 @@ impl Body {
     }
 }
 
+/// How an event changes what paths resolve to, for path integrity: a
+/// rule on a path also decides what would make that path mean another
+/// object, whatever operations it lists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathChange<'e> {
+    /// These directories moved or went away (a rename, an rmdir): every
+    /// path below them now resolves elsewhere, or to nothing.
+    Below(Vec<&'e str>),
+    /// Something was mounted at (or unmounted from) these places: they and
+    /// every path below them may name other objects.
+    AtAndBelow(Vec<&'e str>),
+    /// The root itself was swapped (pivot_root in the host's mount
+    /// namespace): every path may name another object.
+    Everywhere,
+}
+
+impl Body {
+    /// What this event changes about other paths' meaning, if anything.
+    pub fn path_change(&self) -> Option<PathChange<'_>> {
+        let Body::File { file, .. } = self else {
+            return None;
+        };
+        let paths = || {
+            file.path
+                .iter()
+                .chain(&file.new_path)
+                .map(String::as_str)
+                .collect()
+        };
+        if let Some(mount) = &file.mount {
+            if !mount.changes_what_paths_mean() {
+                return None;
+            }
+            let host = mount.namespace.as_deref().is_none_or(|n| n == "host");
+            if file.op == "umount" && !host {
+                // An unmount in a namespace of its own uncovers only that
+                // namespace's view (a container runtime dropping the old
+                // root after pivot_root); the kernel allows it too.
+                return None;
+            }
+            return Some(if file.op == "pivot_root" && host {
+                PathChange::Everywhere
+            } else {
+                PathChange::AtAndBelow(paths())
+            });
+        }
+        match file.op.as_str() {
+            "rename" | "rmdir" => Some(PathChange::Below(paths())),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Process {
     pub pid: u32,
@@ -486,6 +539,50 @@ pub struct FileDetails {
     /// Paths cut at PATH_MAX or unreadable, by field name.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub truncated: Vec<String>,
+    /// mount, umount, move_mount, pivot_root: what was attached where.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mount: Option<MountDetails>,
+}
+
+/// A mount-family call: `path` is the mount point whose meaning changes
+/// (pivot_root: the new root; `new_path` the old root's new place).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MountDetails {
+    /// What is attached: for a bind or a move, and move_mount, the
+    /// canonical path of the tree (`fd:N` for a detached tree from
+    /// fsmount or open_tree); for a new file system, the source as passed
+    /// (a device, or any word: `none`, `tmpfs`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub source: Option<String>,
+    /// The file system type (`mount` of a new file system; its first 15
+    /// bytes).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub fstype: Option<String>,
+    /// Decoded flags: for `mount` bind, move, remount, rec, rdonly,
+    /// nosuid, nodev, noexec, shared, private, slave, unbindable; for
+    /// `umount` force, detach, expire, nofollow.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub flags: Vec<String>,
+    /// The caller's mount namespace: `host` (what every host process
+    /// sees), `private` (a namespace of its own), `service` (a private
+    /// namespace the service manager, PID 1's program, is setting up for
+    /// a service); absent when unknown.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub namespace: Option<String>,
+}
+
+impl MountDetails {
+    /// Whether the call changes what a path resolves to. A remount or a
+    /// propagation change (`--make-private` …) leaves every path naming
+    /// what it named, and the service manager's mounts in a service's
+    /// own namespace are how systemd sandboxes services: neither is a
+    /// threat to a watched path. The kernel's path integrity decides the
+    /// same way (`sb_mount`).
+    pub fn changes_what_paths_mean(&self) -> bool {
+        const SAME_PATHS: [&str; 5] = ["remount", "shared", "private", "slave", "unbindable"];
+        self.namespace.as_deref() != Some("service")
+            && !self.flags.iter().any(|f| SAME_PATHS.contains(&f.as_str()))
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -58,6 +58,10 @@ pub trait ProcessView {
     fn object_of(&mut self, _path: &str, _follow: bool) -> Option<ObjectId> {
         None
     }
+    /// The host's mount namespace (PID 1's), by inode number.
+    fn host_mount_namespace(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 /// A process's identity and ancestry (see [`Process`]).
@@ -283,6 +287,56 @@ fn own_proc(path: &str, pid: u32) -> String {
 const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
 const AT_SYMLINK_FOLLOW: u64 = 0x400;
 const O_NOFOLLOW: u64 = 0o400000;
+const UMOUNT_NOFOLLOW: u64 = 8;
+const MOVE_MOUNT_T_SYMLINKS: u64 = 0x10;
+const MOVE_MOUNT_F_SYMLINKS: u64 = 0x1;
+const MS_BIND: u64 = 4096;
+const MS_MOVE: u64 = 8192;
+const MS_REMOUNT: u64 = 32;
+
+/// mount(2) flags by name (the ones that say what the call does to paths,
+/// and the common restrictions).
+const MOUNT_FLAGS: [(u64, &str); 12] = [
+    (MS_BIND, "bind"),
+    (MS_MOVE, "move"),
+    (MS_REMOUNT, "remount"),
+    (1 << 14, "rec"),
+    (1, "rdonly"),
+    (2, "nosuid"),
+    (4, "nodev"),
+    (8, "noexec"),
+    (1 << 20, "shared"),
+    (1 << 18, "private"),
+    (1 << 19, "slave"),
+    (1 << 17, "unbindable"),
+];
+
+/// umount2(2) flags by name.
+const UMOUNT_FLAGS: [(u64, &str); 4] = [
+    (1, "force"),
+    (2, "detach"),
+    (4, "expire"),
+    (UMOUNT_NOFOLLOW, "nofollow"),
+];
+
+fn flag_names(value: u64, names: &[(u64, &str)]) -> Vec<String> {
+    names
+        .iter()
+        .filter(|(bit, _)| value & bit != 0)
+        .map(|(_, name)| name.to_string())
+        .collect()
+}
+
+/// The file system type the probes copied into a mount record's
+/// arguments (see `syscalls::mount_args`).
+fn fstype(a: &[u64; 6]) -> Option<String> {
+    let mut bytes = Vec::with_capacity(sc::mount_args::FSTYPE_MAX);
+    for i in sc::mount_args::FSTYPE_ARGS {
+        bytes.extend_from_slice(&a[i].to_le_bytes());
+    }
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    (end > 0).then(|| text(&bytes[..end]))
+}
 
 /// Whether call `nr` acts on what a final symlink in its first path
 /// points to, as the kernel does.
@@ -297,6 +351,12 @@ fn final_component(nr: u32, a: &[u64; 6]) -> FinalComponent {
         sc::OPEN => a[1] & O_NOFOLLOW == 0,
         sc::OPENAT | sc::OPENAT2 => a[2] & O_NOFOLLOW == 0,
         sc::CREAT => true,
+        // A mount point is looked up following symlinks, as is the new
+        // root; umount2 unless UMOUNT_NOFOLLOW; move_mount's destination
+        // only with MOVE_MOUNT_T_SYMLINKS.
+        sc::MOUNT | sc::PIVOT_ROOT => true,
+        sc::UMOUNT2 => a[1] & UMOUNT_NOFOLLOW == 0,
+        sc::MOVE_MOUNT => a[4] & MOVE_MOUNT_T_SYMLINKS != 0,
         _ => false,
     };
     if follows {
@@ -973,7 +1033,7 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
     };
     // Rename and link destinations, and a symlink's new name, are names:
     // a symlink there is replaced or refused, never followed.
-    let second = |view: &mut dyn ProcessView| {
+    let second = |view: &mut dyn ProcessView, last: FinalComponent| {
         (layout.path1 != sc::NONE).then(|| {
             resolve(
                 view,
@@ -986,7 +1046,7 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
                     &rec.dir1
                 },
                 kernel_root,
-                FinalComponent::Keep,
+                last,
                 chroot,
             )
         })
@@ -1013,13 +1073,13 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
             }
         }
         sc::RENAME | sc::RENAMEAT | sc::RENAMEAT2 => {
-            let new = second(view);
+            let new = second(view, FinalComponent::Keep);
             file.new_path_source = new.as_ref().and_then(|n| n.source);
             file.new_path = new.map(|n| n.path);
             "rename"
         }
         sc::LINK | sc::LINKAT => {
-            let new = second(view);
+            let new = second(view, FinalComponent::Keep);
             file.new_path_source = new.as_ref().and_then(|n| n.source);
             file.new_path = new.map(|n| n.path);
             "link"
@@ -1027,7 +1087,7 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
         sc::SYMLINK | sc::SYMLINKAT => {
             // The target is stored verbatim; the new link is path1.
             file.target = Some(text(&rec.str0));
-            if let Some(link) = second(view) {
+            if let Some(link) = second(view, FinalComponent::Keep) {
                 file.path = Some(link.path);
                 file.raw_path = link.raw;
                 file.resolved = link.resolved;
@@ -1049,10 +1109,31 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
             file.mode = Some(format!("{:o}", mode));
             "mkdir"
         }
+        sc::MOUNT | sc::UMOUNT2 | sc::PIVOT_ROOT | sc::MOVE_MOUNT => {
+            let (op, mount) = mount_details(rec, view, &process, &mut file, |view, last| {
+                second(view, last)
+            });
+            file.mount = Some(mount);
+            if op != "pivot_root" {
+                file.truncated = truncation(h, ["path", "mount.source"]);
+            }
+            op
+        }
         _ => return None,
     }
     .to_string();
-    if matches!(file.op.as_str(), "rename" | "rmdir" | "unlink" | "symlink") && result.ok {
+    if matches!(
+        file.op.as_str(),
+        "rename"
+            | "rmdir"
+            | "unlink"
+            | "symlink"
+            | "mount"
+            | "umount"
+            | "pivot_root"
+            | "move_mount"
+    ) && result.ok
+    {
         // What later paths resolve through may have changed.
         view.paths_changed();
     }
@@ -1062,6 +1143,83 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
         process,
         result,
     })
+}
+
+/// The operation and details of a mount-family record. `second` resolves
+/// the record's second path (see [`interpret`]).
+fn mount_details(
+    rec: &RawRecord,
+    view: &mut dyn ProcessView,
+    process: &Process,
+    file: &mut FileDetails,
+    second: impl Fn(&mut dyn ProcessView, FinalComponent) -> Option<Resolved>,
+) -> (&'static str, MountDetails) {
+    let h = &rec.header;
+    let a = &h.args;
+    let ns = a[sc::mount_args::MNT_NS_ARG];
+    let host = view.host_mount_namespace();
+    let namespace = match host {
+        _ if ns == 0 => None,
+        None => None,
+        Some(host) if host == ns => Some("host".to_string()),
+        // PID 1's program in a namespace of its own: systemd sandboxing a
+        // service.
+        Some(_) if process.exe.is_some() && process.exe == view.exe(1) => {
+            Some("service".to_string())
+        }
+        Some(_) => Some("private".to_string()),
+    };
+    let mut mount = MountDetails {
+        namespace,
+        ..Default::default()
+    };
+    let resolved_source = |view: &mut dyn ProcessView, last| {
+        second(view, last).map(|s| if s.resolved { s.path } else { text(&rec.str1) })
+    };
+    let op = match h.syscall {
+        sc::MOUNT => {
+            let flags = a[3];
+            mount.flags = flag_names(flags, &MOUNT_FLAGS);
+            // A bind or a move attaches a tree named by a path (followed,
+            // as mount(2) looks it up); anything else names a device or
+            // nothing, kept as passed.
+            mount.source = if flags & (MS_BIND | MS_MOVE) != 0 && flags & MS_REMOUNT == 0 {
+                resolved_source(view, FinalComponent::Follow)
+            } else {
+                (!rec.str1.is_empty()).then(|| text(&rec.str1))
+            };
+            mount.fstype = fstype(a);
+            "mount"
+        }
+        sc::UMOUNT2 => {
+            mount.flags = flag_names(a[1], &UMOUNT_FLAGS);
+            "umount"
+        }
+        sc::PIVOT_ROOT => {
+            // put_old: where the old root goes.
+            if let Some(old) = second(view, FinalComponent::Follow) {
+                file.new_path_source = old.source;
+                file.new_path = Some(old.path);
+            }
+            "pivot_root"
+        }
+        _ => {
+            // move_mount: an empty source path with MOVE_MOUNT_F_EMPTY_PATH
+            // is the tree `from_dfd` holds (fsmount, open_tree).
+            mount.source = if rec.str1.is_empty() {
+                Some(format!("fd:{}", as_fd(a[0])))
+            } else {
+                let last = if a[4] & MOVE_MOUNT_F_SYMLINKS != 0 {
+                    FinalComponent::Follow
+                } else {
+                    FinalComponent::Keep
+                };
+                resolved_source(view, last)
+            };
+            "move_mount"
+        }
+    };
+    (op, mount)
 }
 
 #[cfg(test)]
@@ -1074,9 +1232,13 @@ mod tests {
         cwd: HashMap<u32, String>,
         fds: HashMap<(u32, i32), String>,
         exes: HashMap<u32, String>,
+        host_ns: Option<u64>,
     }
 
     impl ProcessView for Table {
+        fn host_mount_namespace(&mut self) -> Option<u64> {
+            self.host_ns
+        }
         fn dir_of(&mut self, pid: u32, dirfd: Option<i32>) -> Option<String> {
             match dirfd {
                 None => self.cwd.get(&pid).cloned(),
@@ -1171,6 +1333,111 @@ mod tests {
         };
         assert_eq!(file.path.as_deref(), Some("/tmp/jobs/rc"));
         assert!(file.resolved);
+    }
+
+    /// mount(2): the mount point and a bind's source named canonically,
+    /// the file system type and flags decoded, the caller's namespace
+    /// told apart from the host's and from the service manager's.
+    #[test]
+    fn a_mount_names_its_mount_point_source_type_and_namespace() {
+        let mut fstype = [0u8; 16];
+        fstype[..5].copy_from_slice(b"tmpfs");
+        let word = |i: usize| u64::from_le_bytes(fstype[i..i + 8].try_into().unwrap());
+        let mut t = table();
+        t.host_ns = Some(4026531841);
+        t.exes.insert(1, "/usr/lib/systemd/systemd".into());
+        let r = rec(
+            sc::MOUNT,
+            [0, 0, word(0), 0, word(8), 4026531841],
+            0,
+            b"../x//prot/",
+            b"none",
+        );
+        let Some(Body::File { file, .. }) = interpret(&r, &mut t) else {
+            panic!()
+        };
+        assert_eq!(file.op, "mount");
+        assert_eq!(file.path.as_deref(), Some("/home/x/prot"));
+        let m = file.mount.unwrap();
+        assert_eq!(m.fstype.as_deref(), Some("tmpfs"));
+        assert_eq!(m.source.as_deref(), Some("none"));
+        assert_eq!(m.namespace.as_deref(), Some("host"));
+        assert!(m.changes_what_paths_mean());
+
+        const BIND_REC: u64 = 4096 | 1 << 14;
+        let r = rec(
+            sc::MOUNT,
+            [0, 0, 0, BIND_REC, 0, 77],
+            0,
+            b"/srv/b",
+            b"evil/./dir",
+        );
+        let Some(Body::File { file, .. }) = interpret(&r, &mut t) else {
+            panic!()
+        };
+        let m = file.mount.unwrap();
+        assert_eq!(m.source.as_deref(), Some("/home/u/evil/dir"));
+        assert_eq!(m.flags, ["bind", "rec"]);
+        assert_eq!(m.fstype, None);
+        assert_eq!(m.namespace.as_deref(), Some("private"));
+
+        // PID 1's program in a namespace of its own: a service's sandbox.
+        t.exes.insert(10, "/usr/lib/systemd/systemd".into());
+        let r = rec(sc::MOUNT, [0, 0, 0, 4096, 0, 77], 0, b"/etc", b"/etc");
+        let Some(Body::File { file, .. }) = interpret(&r, &mut t) else {
+            panic!()
+        };
+        let m = file.mount.unwrap();
+        assert_eq!(m.namespace.as_deref(), Some("service"));
+        assert!(!m.changes_what_paths_mean());
+
+        // A remount changes no path's meaning.
+        let r = rec(sc::MOUNT, [0, 0, 0, 32 | 1, 0, 0], 0, b"/", b"");
+        let Some(Body::File { file, .. }) = interpret(&r, &mut t) else {
+            panic!()
+        };
+        let m = file.mount.unwrap();
+        assert_eq!(m.flags, ["remount", "rdonly"]);
+        assert_eq!(m.namespace, None);
+        assert!(!m.changes_what_paths_mean());
+    }
+
+    #[test]
+    fn unmount_move_mount_and_pivot_root_name_what_they_change() {
+        let mut t = table();
+        let r = rec(sc::UMOUNT2, [0, 2, 0, 0, 0, 0], 0, b"mnt", b"");
+        let Some(Body::File { file, .. }) = interpret(&r, &mut t) else {
+            panic!()
+        };
+        assert_eq!(
+            (file.op.as_str(), file.path.as_deref()),
+            ("umount", Some("/home/u/mnt"))
+        );
+        assert_eq!(file.mount.unwrap().flags, ["detach"]);
+
+        // move_mount(fd 7, "", AT_FDCWD, "/x/prot", MOVE_MOUNT_F_EMPTY_PATH)
+        let r = rec(
+            sc::MOVE_MOUNT,
+            [7, 0, -100i64 as u64, 0, 4, 0],
+            0,
+            b"/x/prot",
+            b"",
+        );
+        let Some(Body::File { file, .. }) = interpret(&r, &mut t) else {
+            panic!()
+        };
+        assert_eq!(
+            (file.op.as_str(), file.path.as_deref()),
+            ("move_mount", Some("/x/prot"))
+        );
+        assert_eq!(file.mount.unwrap().source.as_deref(), Some("fd:7"));
+
+        let r = rec(sc::PIVOT_ROOT, [0; 6], 0, b"/new", b"/new/old");
+        let Some(Body::File { file, .. }) = interpret(&r, &mut t) else {
+            panic!()
+        };
+        assert_eq!(file.op, "pivot_root");
+        assert_eq!(file.new_path.as_deref(), Some("/new/old"));
     }
 
     #[test]

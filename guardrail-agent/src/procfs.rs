@@ -279,6 +279,21 @@ impl ProcFs {
     }
 }
 
+/// The host's mount namespace, by inode number: PID 1's, or where PID 1
+/// cannot be inspected (a sandbox whose init is not ours), the agent's
+/// own — the service unit gives the agent no namespace of its own. Read
+/// once: neither changes namespace.
+pub fn host_mount_namespace() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    static HOST: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *HOST.get_or_init(|| {
+        ["/proc/1/ns/mnt", "/proc/self/ns/mnt"]
+            .iter()
+            .find_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.ino())
+    })
+}
+
 impl ProcessView for ProcFs {
     fn dir_of(&mut self, pid: u32, dirfd: Option<i32>) -> Option<String> {
         match dirfd {
@@ -407,6 +422,10 @@ impl ProcessView for ProcFs {
         self.resolved.clear();
         self.objects.clear();
         self.resolved_at = clock::coarse();
+    }
+
+    fn host_mount_namespace(&mut self) -> Option<u64> {
+        host_mount_namespace()
     }
 
     fn object_of(&mut self, path: &str, follow: bool) -> Option<ObjectId> {

@@ -44,6 +44,10 @@ pub const RENAMEAT2: u32 = 316;
 pub const EXECVEAT: u32 = 322;
 pub const OPENAT2: u32 = 437;
 pub const FCHMODAT2: u32 = 452;
+pub const PIVOT_ROOT: u32 = 155;
+pub const MOUNT: u32 = 165;
+pub const UMOUNT2: u32 = 166;
+pub const MOVE_MOUNT: u32 = 429;
 
 /// Where a syscall's interesting arguments live. Argument indexes are
 /// 0-based; `NONE` means "not present".
@@ -87,6 +91,12 @@ pub const fn arg_layout(nr: u32) -> Option<ArgLayout> {
         SYMLINK => layout(0, 1, NONE, NONE, NONE),
         SYMLINKAT => layout(0, 2, NONE, 1, NONE),
         FTRUNCATE | FCHMOD | FCHOWN | FSETXATTR => layout(NONE, NONE, NONE, NONE, NONE),
+        // mount(source, target, …): the target is what changes meaning.
+        MOUNT => layout(1, 0, NONE, NONE, NONE),
+        UMOUNT2 => layout(0, NONE, NONE, NONE, NONE),
+        PIVOT_ROOT => layout(0, 1, NONE, NONE, NONE),
+        // move_mount(from_dfd, from, to_dfd, to, flags): the destination first.
+        MOVE_MOUNT => layout(3, 1, 2, 0, NONE),
         EXECVE => layout(0, NONE, NONE, NONE, 1),
         EXECVEAT => layout(1, NONE, 0, NONE, 2),
         SETUID | SETGID | SETREUID | SETREGID | SETRESUID | SETRESGID | SETFSUID | SETFSGID
@@ -111,6 +121,24 @@ pub mod xattr_caps {
     pub const MAGIC_ARG: usize = 2;
     pub const PERMITTED_ARG: usize = 5;
     pub const INHERITABLE_ARG: usize = 1;
+}
+
+/// Calls that attach, detach or swap mounts: what a path resolves to
+/// changes for every process in the mount namespace.
+pub const fn is_mount_family(nr: u32) -> bool {
+    matches!(nr, MOUNT | UMOUNT2 | PIVOT_ROOT | MOVE_MOUNT)
+}
+
+/// What the probes leave in a mount-family record's arguments, which the
+/// agent could not read itself: the caller's mount namespace (inode
+/// number, 0 when unknown) in argument 5, which no mount-family call
+/// uses, and for `mount` the file system type's first 16 bytes (NUL
+/// padded) in arguments 2 and 4 instead of the pointers to it and to the
+/// options.
+pub mod mount_args {
+    pub const MNT_NS_ARG: usize = 5;
+    pub const FSTYPE_ARGS: [usize; 2] = [2, 4];
+    pub const FSTYPE_MAX: usize = 16;
 }
 
 /// True for the exec family, whose records are completed when the new
@@ -194,6 +222,10 @@ pub const WATCHED: &[(u32, &str)] = &[
     (SETFSUID, "setfsuid"),
     (SETFSGID, "setfsgid"),
     (CAPSET, "capset"),
+    (MOUNT, "mount"),
+    (UMOUNT2, "umount"),
+    (PIVOT_ROOT, "pivot_root"),
+    (MOVE_MOUNT, "move_mount"),
     (EXECVE, "execve"),
     (EXECVEAT, "execveat"),
 ];

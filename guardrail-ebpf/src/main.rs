@@ -244,6 +244,9 @@ fn on_enter(ctx: &TracePointContext) -> Result<(), i64> {
         args[4] = d[2] as u64 | (d[5] as u64) << 32;
         args[5] = task::effective_caps();
     }
+    if syscalls::is_mount_family(nr) {
+        mount_facts(nr, &mut args);
+    }
     if let Some(i) = syscalls::open_flags_arg(nr) {
         if args[i as usize] & WRITE_INTENT == 0 && global(&CAPTURE_READ_OPENS) == 0 {
             return Ok(());
@@ -262,6 +265,30 @@ fn on_enter(ctx: &TracePointContext) -> Result<(), i64> {
         count(counter::PENDING_DROPS);
     }
     Ok(())
+}
+
+/// What the agent needs of a mount-family call and cannot read itself
+/// (see `syscalls::mount_args`): the caller's mount namespace, and the
+/// type of file system `mount` attaches.
+#[inline(always)]
+fn mount_facts(nr: u32, args: &mut [u64; 6]) {
+    use syscalls::mount_args::*;
+    if nr == syscalls::MOUNT {
+        let mut fstype = [0u8; FSTYPE_MAX];
+        // NULL for a bind, move or remount: the type stays empty.
+        let _ = unsafe {
+            aya_ebpf::helpers::bpf_probe_read_user_str_bytes(args[2] as *const u8, &mut fstype)
+        };
+        let [a, b] = FSTYPE_ARGS;
+        args[a] = u64::from_le_bytes([
+            fstype[0], fstype[1], fstype[2], fstype[3], fstype[4], fstype[5], fstype[6], fstype[7],
+        ]);
+        args[b] = u64::from_le_bytes([
+            fstype[8], fstype[9], fstype[10], fstype[11], fstype[12], fstype[13], fstype[14],
+            fstype[15],
+        ]);
+    }
+    args[MNT_NS_ARG] = task::current_mnt_ns().unwrap_or(0);
 }
 
 fn on_exit(ctx: &TracePointContext) -> Result<(), i64> {

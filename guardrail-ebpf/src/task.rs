@@ -93,3 +93,25 @@ pub fn arg_area() -> Option<(u64, u64)> {
         ))
     }
 }
+
+/// The inode number of the current task's mount namespace.
+#[inline(always)]
+pub fn current_mnt_ns() -> Option<u64> {
+    if off!(task_nsproxy) == 0 {
+        return None;
+    }
+    unsafe {
+        let nsproxy: u64 = read(bpf_get_current_task(), off!(task_nsproxy)).ok()?;
+        if nsproxy == 0 {
+            return None;
+        }
+        let mnt_ns: u64 = read(nsproxy, off!(nsproxy_mnt_ns)).ok()?;
+        if mnt_ns == 0 {
+            return None;
+        }
+        match read::<u32>(mnt_ns, off!(mnt_ns_inum)).ok()? {
+            0 => None,
+            inum => Some(inum as u64),
+        }
+    }
+}

@@ -578,8 +578,8 @@ impl Enforcer {
         self.state.set(6 + (next & 1), compiled.protecting, 0)?;
         // The host's mount namespace, against which the service manager's
         // own namespaces are told apart.
-        if let Ok(ns) = std::fs::metadata("/proc/1/ns/mnt") {
-            self.state.set(HOST_MNT_NS, ns.ino(), 0)?;
+        if let Some(ns) = crate::procfs::host_mount_namespace() {
+            self.state.set(HOST_MNT_NS, ns, 0)?;
         }
         self.state.set(0, next as u64, 0)?;
         self.state.set(1, compiled.ops as u64, 0)?;

@@ -78,6 +78,10 @@ pub struct PathMatcher {
     globs: Vec<Glob>,
     /// Which pattern each glob of `set` came from.
     origin: Vec<usize>,
+    /// The directories above what the patterns name (see
+    /// [`ancestor_globs`]), and which pattern each came from.
+    above: GlobSet,
+    above_origin: Vec<usize>,
     pub patterns: Vec<String>,
 }
 
@@ -85,6 +89,28 @@ impl PathMatcher {
     /// Whether any of `candidates` matches; allocates nothing.
     pub fn matches_any(&self, candidates: &[&str]) -> bool {
         candidates.iter().any(|c| self.set.is_match(c))
+    }
+
+    /// The first of `candidates` that is a directory above something a
+    /// pattern names (or, with `inclusive`, that thing itself), with the
+    /// pattern: replacing it (a mount, a rename) changes what the pattern
+    /// resolves to.
+    pub fn find_above<'a>(
+        &self,
+        candidates: &[&'a str],
+        inclusive: bool,
+    ) -> Option<(&'a str, &str)> {
+        if inclusive {
+            if let Some(hit) = self.find(candidates) {
+                return Some(hit);
+            }
+        }
+        candidates.iter().find_map(|c| {
+            self.above
+                .matches(c)
+                .first()
+                .map(|&i| (*c, self.patterns[self.above_origin[i]].as_str()))
+        })
     }
 
     /// The first of `candidates` that matches, with the pattern it matched.
@@ -96,6 +122,42 @@ impl PathMatcher {
                 .map(|&i| (*c, self.patterns[self.origin[i]].as_str()))
         })
     }
+}
+
+/// Globs for the directories above what absolute `pattern` names: each
+/// strict ancestor (`/`, `/etc`, `/etc/ssh` for `/etc/ssh/sshd_config`),
+/// and past a `**` in the middle every directory under the part before
+/// it. A `/` inside `{…}` or `[…]` does not split components.
+pub fn ancestor_globs(pattern: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in pattern.char_indices() {
+        match c {
+            '{' | '[' => depth += 1,
+            '}' | ']' => depth = depth.saturating_sub(1),
+            '/' if depth == 0 => {
+                parts.push(&pattern[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&pattern[start..]);
+    // parts[0] is the empty text before the leading `/`; the last part is
+    // the named object itself.
+    let mut out = vec!["/".to_string()];
+    let mut prefix = String::new();
+    let inner = parts.len().saturating_sub(1);
+    for part in parts.iter().take(inner).skip(1) {
+        if part.contains("**") {
+            out.push(format!("{prefix}/**"));
+            break;
+        }
+        prefix.push('/');
+        prefix.push_str(part);
+        out.push(prefix.clone());
+    }
+    out
 }
 
 /// A pattern the kernel can evaluate: an exact path or a `/**` subtree.
@@ -559,10 +621,22 @@ impl Compiler {
             }
         }
         let set = b.build().ok()?;
+        let mut above = GlobSetBuilder::new();
+        let mut above_origin = Vec::new();
+        for (i, p) in expanded.iter().enumerate() {
+            for g in ancestor_globs(p) {
+                if let Ok(glob) = GlobBuilder::new(&g).literal_separator(true).build() {
+                    above.add(glob);
+                    above_origin.push(i);
+                }
+            }
+        }
         Some(PathMatcher {
             set,
             globs: compiled,
             origin,
+            above: above.build().ok()?,
+            above_origin,
             patterns: expanded,
         })
     }

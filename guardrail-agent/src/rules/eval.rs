@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use super::compile::{CapsMatch, PathMatcher, Rule, RuleSet};
 use super::kinds::{mask_of_event, name_in};
 use super::spec::{Action, Fallback, Mode, ResultFilter};
-use crate::event::{Body, Decision, Event};
+use crate::event::{Body, Decision, Event, PathChange};
 
 /// What the kernel can enforce on this host (see `guardrail status`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -51,16 +51,30 @@ pub fn evaluate(
         return None;
     }
     let subject = Subject::of(event)?;
-    let candidates = set
-        .index
-        .candidates(&set.rules, &subject.paths, &subject.exes)
-        .unwrap_or_else(|| (0..set.rules.len()).collect());
+    // A mount or a moved directory can concern any rule's paths, which
+    // the index (by the paths the event names) cannot know: those rare
+    // events are tested against every rule.
+    let change = event.body.path_change();
+    let candidates = match change {
+        Some(_) => None,
+        None => set
+            .index
+            .candidates(&set.rules, &subject.paths, &subject.exes),
+    }
+    .unwrap_or_else(|| (0..set.rules.len()).collect());
     let mut matches: Vec<(&Rule, Matched)> = Vec::new();
     for rule in candidates.into_iter().map(|i| &set.rules[i]) {
-        if rule.kinds & kinds == 0 || !subject.may_match(rule) {
-            continue;
-        }
-        if let Some(m) = matches_rule(set, rule, event, kinds, at) {
+        let named = (rule.kinds & kinds != 0 && subject.may_match(rule))
+            .then(|| matches_rule(set, rule, event, kinds, at, Reach::Named))
+            .flatten();
+        let matched = named.or_else(|| {
+            let change = change.as_ref()?;
+            subject
+                .may_match_changed(rule)
+                .then(|| matches_rule(set, rule, event, kinds, at, Reach::Changed(change)))
+                .flatten()
+        });
+        if let Some(m) = matched {
             matches.push((rule, m));
         }
     }
@@ -204,6 +218,14 @@ pub fn lineage(process: &crate::event::Process) -> String {
     parts.join(" → ")
 }
 
+/// How a rule's paths concern an event: by naming what the event names,
+/// or through path integrity (the event changes what they resolve to).
+#[derive(Clone, Copy)]
+enum Reach<'c> {
+    Named,
+    Changed(&'c PathChange<'c>),
+}
+
 /// What most rules test first, taken from the event once rather than for
 /// every rule.
 struct Subject<'e> {
@@ -245,6 +267,18 @@ impl<'e> Subject<'e> {
     /// most rules fail one of them, and are then skipped before
     /// [`matches_rule`] builds the explanation of a match.
     fn may_match(&self, rule: &Rule) -> bool {
+        let must =
+            |m: &Option<PathMatcher>, of: &[&str]| m.as_ref().is_none_or(|m| m.matches_any(of));
+        must(&rule.path, &self.paths) && self.may_match_but_path(rule)
+    }
+
+    /// [`Self::may_match`] for a rule reached through path integrity:
+    /// whatever its kinds, a rule on paths whose other conditions hold.
+    fn may_match_changed(&self, rule: &Rule) -> bool {
+        rule.path.is_some() && self.may_match_but_path(rule)
+    }
+
+    fn may_match_but_path(&self, rule: &Rule) -> bool {
         let result = match rule.result {
             ResultFilter::Any => true,
             ResultFilter::Ok => self.ok,
@@ -256,7 +290,6 @@ impl<'e> Subject<'e> {
             |m: &Option<PathMatcher>, of: &[&str]| m.as_ref().is_none_or(|m| !m.matches_any(of));
         result
             && self.facts_may_match(rule)
-            && must(&rule.path, &self.paths)
             && must_not(&rule.path_not, &self.paths)
             && must(&rule.exe, &self.exes)
             && must_not(&rule.exe_not, &self.exes)
@@ -375,11 +408,17 @@ fn matches_rule(
     event: &Event,
     kinds: u32,
     at: Timestamp,
+    reach: Reach,
 ) -> Option<Matched> {
     let body = &event.body;
     let process = body.process()?;
     let mut m = Matched::new();
-    m.insert("on".into(), name_in(rule.kinds, kinds).into());
+    let on = match reach {
+        Reach::Named => name_in(rule.kinds, kinds),
+        // Whatever the rule lists: the event's own kind.
+        Reach::Changed(_) => name_in(u32::MAX, kinds),
+    };
+    m.insert("on".into(), on.into());
     let result = body.result()?;
     match rule.result {
         ResultFilter::Any => {}
@@ -387,9 +426,28 @@ fn matches_rule(
         ResultFilter::Failed => check(&mut m, "result", !result.ok, "failed")?,
     }
     let paths = body.paths();
-    if let Some(p) = &rule.path {
-        let (path, _) = p.find(&paths)?;
-        m.insert("path".into(), path.into());
+    match (&rule.path, reach) {
+        (Some(p), Reach::Named) => {
+            let (path, _) = p.find(&paths)?;
+            m.insert("path".into(), path.into());
+        }
+        (Some(p), Reach::Changed(change)) => {
+            let (path, pattern) = match change {
+                PathChange::Below(at) => p.find_above(at, false)?,
+                PathChange::AtAndBelow(at) => p.find_above(at, true)?,
+                PathChange::Everywhere => (
+                    paths.first().copied().unwrap_or("/"),
+                    p.patterns.first()?.as_str(),
+                ),
+            };
+            m.insert("path".into(), path.into());
+            m.insert(
+                "path_integrity".into(),
+                format!("changes what {pattern} resolves to"),
+            );
+        }
+        (None, Reach::Named) => {}
+        (None, Reach::Changed(_)) => return None,
     }
     if let Some(p) = &rule.path_not {
         if p.find(&paths).is_some() {
@@ -562,10 +620,19 @@ pub(super) fn skipped_matches<'s>(set: &'s RuleSet, event: &Event, at: Timestamp
     let Some(subject) = Subject::of(event) else {
         return vec![];
     };
+    let change = event.body.path_change();
     set.rules
         .iter()
-        .filter(|r| r.kinds & kinds != 0)
-        .filter(|r| matches_rule(set, r, event, kinds, at).is_some() && !subject.may_match(r))
+        .filter(|r| {
+            let named = r.kinds & kinds != 0
+                && matches_rule(set, r, event, kinds, at, Reach::Named).is_some()
+                && !subject.may_match(r);
+            let changed = change.as_ref().is_some_and(|c| {
+                matches_rule(set, r, event, kinds, at, Reach::Changed(c)).is_some()
+                    && !subject.may_match_changed(r)
+            });
+            named || changed
+        })
         .map(|r| r.id.as_str())
         .collect()
 }

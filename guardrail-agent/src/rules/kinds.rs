@@ -16,6 +16,7 @@ pub const KINDS: &[&str] = &[
     "file.symlink",
     "file.mknod",
     "file.mkdir",
+    "file.mount",
     "perm.chmod",
     "perm.chown",
     "perm.setuid",
@@ -94,6 +95,8 @@ pub fn mask_of_event(body: &Body) -> u32 {
             // A new directory is a new name in its parent, as the kernel
             // decides it (path_mkdir: create).
             "mkdir" => bit("file.mkdir") | bit("file.create"),
+            // Every call that changes what is mounted where.
+            "mount" | "umount" | "pivot_root" | "move_mount" => bit("file.mount"),
             op => bit(&format!("file.{op}")),
         },
         Body::Perm { perm, .. } => bit(&format!("perm.{}", perm.op)),

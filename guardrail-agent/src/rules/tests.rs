@@ -1382,3 +1382,169 @@ mode_set = ["setuid"]
             >= 5
     );
 }
+
+fn mount_event(op: &str, at: &str, flags: &[&str], namespace: &str) -> Event {
+    event(Body::File {
+        syscall: "mount".into(),
+        process: process("/usr/bin/mount", 0),
+        result: ok(),
+        file: FileDetails {
+            op: op.into(),
+            path: Some(at.into()),
+            resolved: true,
+            mount: Some(MountDetails {
+                source: Some("/tmp/evil".into()),
+                flags: flags.iter().map(|s| s.to_string()).collect(),
+                namespace: Some(namespace.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    })
+}
+
+fn rmdir(path: &str) -> Event {
+    event(Body::File {
+        syscall: "unlinkat".into(),
+        process: process("/usr/bin/rmdir", 0),
+        result: ok(),
+        file: FileDetails {
+            op: "rmdir".into(),
+            path: Some(path.into()),
+            resolved: true,
+            ..Default::default()
+        },
+    })
+}
+
+/// Path integrity for alert rules: whatever a rule lists, what changes
+/// what its paths resolve to — a mount at or above them, a directory above
+/// them moved or removed, the root swapped — is decided by it; what leaves
+/// every path naming the same object is not.
+#[test]
+fn what_changes_what_a_watched_path_means_is_decided_whatever_the_rule_lists() {
+    let set = rules(
+        r#"
+[[rule]]
+id = "prot"
+on = ["file.write"]
+path = ["/x/prot/a.conf", "/srv/tree/**"]
+"#,
+    );
+    let decided = |e: &Event| decide(&set, e).map(|d| (d.rule, d.matched));
+    for (what, e) in [
+        (
+            "bind over the file",
+            mount_event("mount", "/x/prot/a.conf", &["bind"], "host"),
+        ),
+        (
+            "tmpfs over its directory",
+            mount_event("mount", "/x/prot", &[], "host"),
+        ),
+        ("tmpfs over /", mount_event("mount", "/", &[], "private")),
+        (
+            "inside a subtree",
+            mount_event("mount", "/srv/tree/deep/er", &[], "private"),
+        ),
+        (
+            "unmounted from above",
+            mount_event("umount", "/x", &["detach"], "host"),
+        ),
+        (
+            "moved onto its directory",
+            mount_event("move_mount", "/x/prot", &[], "host"),
+        ),
+        (
+            "root swapped on the host",
+            mount_event("pivot_root", "/newroot", &[], "host"),
+        ),
+        ("its directory renamed", rename("/x/prot", "/x/old")),
+        (
+            "a directory renamed onto its directory",
+            rename("/x/evil", "/x/prot"),
+        ),
+        ("its directory's parent removed", rmdir("/x")),
+    ] {
+        let (rule, matched) = decided(&e).unwrap_or_else(|| panic!("{what}: not decided"));
+        assert_eq!(rule, "prot", "{what}");
+        assert!(
+            matched["path_integrity"].contains("resolves to"),
+            "{what}: {matched:?}"
+        );
+    }
+    for (what, e) in [
+        (
+            "a mount elsewhere",
+            mount_event("mount", "/x/other", &[], "host"),
+        ),
+        (
+            "a remount",
+            mount_event("mount", "/x/prot", &["remount", "bind"], "host"),
+        ),
+        (
+            "a propagation change",
+            mount_event("mount", "/", &["private", "rec"], "host"),
+        ),
+        (
+            "a service's sandbox",
+            mount_event("mount", "/x/prot", &["bind"], "service"),
+        ),
+        (
+            "a container's own root",
+            mount_event("pivot_root", "/var/lib/c/rootfs", &[], "private"),
+        ),
+        (
+            "the old root dropped in a namespace",
+            mount_event("umount", "/", &["detach"], "private"),
+        ),
+        ("a sibling renamed", rename("/x/other", "/x/other2")),
+        // Renaming the file itself is a rename of what the rule names,
+        // decided only by rules that list file.rename.
+        (
+            "the file itself renamed",
+            rename("/x/prot/a.conf", "/tmp/a"),
+        ),
+        (
+            "a file in the subtree renamed",
+            rename("/srv/tree/a", "/srv/tree/b"),
+        ),
+    ] {
+        assert_eq!(decided(&e), None, "{what}");
+    }
+    // A rule that lists the kind decides by the name, as before.
+    let named = rules(
+        r#"
+[[rule]]
+id = "mounts"
+on = ["file.mount"]
+path = ["/mnt/**"]
+"#,
+    );
+    let d = decide(&named, &mount_event("mount", "/mnt/usb", &[], "host")).unwrap();
+    assert_eq!(d.matched["on"], "file.mount");
+    assert!(!d.matched.contains_key("path_integrity"));
+    for e in [
+        mount_event("mount", "/x/prot", &[], "host"),
+        rename("/x/prot", "/x/old"),
+    ] {
+        let skipped = super::eval::skipped_matches(&set, &e, at("2026-11-27T12:00:00Z"));
+        assert!(skipped.is_empty(), "{skipped:?} skipped for {e:?}");
+    }
+}
+
+#[test]
+fn the_directories_above_a_pattern_are_its_ancestors() {
+    use super::compile::ancestor_globs;
+    assert_eq!(
+        ancestor_globs("/etc/ssh/sshd_config"),
+        ["/", "/etc", "/etc/ssh"]
+    );
+    assert_eq!(ancestor_globs("/etc/nginx/**"), ["/", "/etc", "/etc/nginx"]);
+    assert_eq!(
+        ancestor_globs("/home/*/.ssh/keys"),
+        ["/", "/home", "/home/*", "/home/*/.ssh"]
+    );
+    assert_eq!(ancestor_globs("/a/**/b.conf"), ["/", "/a", "/a/**"]);
+    assert_eq!(ancestor_globs("/a/{b/c,d}/e"), ["/", "/a", "/a/{b/c,d}"]);
+    assert_eq!(ancestor_globs("/"), ["/"]);
+}

@@ -353,7 +353,7 @@ pub fn map_access_refused(map: u64, writes: bool) -> i32 {
 #[inline(always)]
 pub fn umount_would_change_a_rule(vfsmnt: u64) -> i32 {
     let host = state(HOST_MNT_NS);
-    if host == 0 || current_mnt_ns() != Some(host) {
+    if host == 0 || crate::task::current_mnt_ns() != Some(host) {
         return 0;
     }
     let Some(root) = (unsafe { read::<u64>(vfsmnt, off!(vfsmount_root)) }) else {
@@ -368,24 +368,6 @@ pub fn umount_would_change_a_rule(vfsmnt: u64) -> i32 {
     -EPERM
 }
 
-/// The inode number of the current task's mount namespace.
-#[inline(always)]
-fn current_mnt_ns() -> Option<u64> {
-    unsafe {
-        let nsproxy: u64 = read(bpf_get_current_task(), off!(task_nsproxy))?;
-        if nsproxy == 0 {
-            return None;
-        }
-        let mnt_ns: u64 = read(nsproxy, off!(nsproxy_mnt_ns))?;
-        if mnt_ns == 0 {
-            return None;
-        }
-        match read::<u32>(mnt_ns, off!(mnt_ns_inum))? {
-            0 => None,
-            inum => Some(inum as u64),
-        }
-    }
-}
 
 /// Whether the current task runs the service manager's program (PID 1's
 /// executable, in EXE_RULES under SERVICE_MANAGER) in a mount namespace
@@ -416,7 +398,7 @@ fn outside_host_mount_namespace() -> bool {
     if host == 0 {
         return false;
     }
-    current_mnt_ns().is_some_and(|ns| ns != host)
+    crate::task::current_mnt_ns().is_some_and(|ns| ns != host)
 }
 
 /// Path integrity for `pivot_root(new_root, put_old)`. In the host's mount
