@@ -352,6 +352,16 @@ mkdir sysdir 2>/dev/null
 check mkdir-syscall-denied [ ! -e /protected/uring/sysdir ]
 /bin/vmhelper uring mkdir urdir > /tmp/ur-mkdir.out
 check uring-mkdir-eperm sh -c 'grep -q -e "^res=-1$" -e "^res=-22$" /tmp/ur-mkdir.out && [ ! -e /protected/uring/urdir ]'
+# setxattr (file capabilities among them): the syscalls, and through
+# io_uring from 5.19 (EINVAL before)
+/bin/vmhelper setxattr kept security.capability caps:net_raw > /tmp/xa-set.out
+check setxattr-syscall-eperm grep -q "^res=-1$" /tmp/xa-set.out
+/bin/vmhelper fsetxattr kept user.f v > /tmp/xa-fset.out
+check fsetxattr-syscall-eperm grep -q "^res=-1$" /tmp/xa-fset.out
+/bin/vmhelper uring setxattr kept security.capability caps:net_raw > /tmp/ur-setxattr.out
+check uring-setxattr-eperm grep -q -e "^res=-1$" -e "^res=-22$" /tmp/ur-setxattr.out
+/bin/vmhelper uring fsetxattr kept user.f v > /tmp/ur-fsetxattr.out
+check uring-fsetxattr-eperm grep -q -e "^res=-1$" -e "^res=-22$" /tmp/ur-fsetxattr.out
 check uring-file-unchanged same /protected/uring/kept original
 cd /
 /bin/guardrail status > /tmp/status-uring.txt 2>&1
@@ -369,6 +379,13 @@ else
     eventually uring-event-symlink denied_via io_uring symlink /protected/uring/sl
     eventually uring-event-mkdir-syscall denied_via syscall mkdir /protected/uring/sysdir
     eventually uring-event-mkdir denied_via io_uring mkdir /protected/uring/urdir
+    xattr_denied() { grep "\"via\":\"$1\"" /tmp/events.jsonl | grep "\"syscall\":\"$2\"" | grep '"op":"setxattr","path":"/protected/uring/kept"' | grep "\"name\":\"$3\"" | grep -q '"rule":"protect-uring","action":"deny","mode":"enforce","severity":"medium","outcome":"denied"'; }
+    eventually setxattr-event-syscall xattr_denied syscall setxattr security.capability
+    eventually fsetxattr-event-syscall xattr_denied syscall fsetxattr user.f
+    eventually uring-event-setxattr xattr_denied io_uring setxattr security.capability
+    eventually uring-event-fsetxattr xattr_denied io_uring fsetxattr user.f
+    caps_decoded() { grep '"syscall":"setxattr"' /tmp/events.jsonl | grep -q '"permitted":\["cap_net_raw"\],"inheritable":\[\],"effective":true'; }
+    eventually setxattr-event-file-caps caps_decoded
     if ! grep -q "io_uring unseen    ftruncate" /tmp/status-uring.txt; then
         echo x > /tmp/ur-trunc
         /bin/vmhelper uring truncate /tmp/ur-trunc 0 > /tmp/ur-trunc.out
