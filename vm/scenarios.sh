@@ -307,6 +307,17 @@ mkdir -p /mnt/free
 mount -t tmpfs none /mnt/free
 check integrity-unrelated-mount grep -q " /mnt/free " /proc/mounts
 umount /mnt/free
+# Each refused attempt is an event (file.mount, rename) decided by a rule
+# whose path it would have changed, with the kernel's verdict; what
+# changes no protected path's meaning is reported undecided.
+integrity_event() { grep "\"op\":\"$1\",\"path\":\"$2\"" /tmp/events.jsonl | grep -q '"action":"deny","mode":"enforce","severity":"[a-z]*","outcome":"denied"'; }
+eventually integrity-event-bind-over-file integrity_event mount /protected/secret
+eventually integrity-event-mount-over-dir integrity_event mount /protected/dir
+eventually integrity-event-ancestor-moved integrity_event rename /protected
+eventually integrity-event-pivot-root-host integrity_event pivot_root /mnt/pv
+undecided_mount() { grep "\"op\":\"mount\",\"path\":\"$1\"" /tmp/events.jsonl | grep "$2" | grep -vq '"outcome"'; }
+eventually integrity-event-unrelated-undecided undecided_mount /mnt/free '"fstype":"tmpfs"'
+eventually integrity-event-service-manager-undecided undecided_mount /protected/dir '"namespace":"service"'
 /bin/vmhelper reopen /protected/secret > /tmp/reopen.out
 check bypass-opath-reopen same /protected/secret original
 check reopen-eperm grep -q "opath=1 reopen=-1 errno=1" /tmp/reopen.out

@@ -579,9 +579,13 @@ impl MountDetails {
     /// threat to a watched path. The kernel's path integrity decides the
     /// same way (`sb_mount`).
     pub fn changes_what_paths_mean(&self) -> bool {
-        const SAME_PATHS: [&str; 5] = ["remount", "shared", "private", "slave", "unbindable"];
+        // mount(2) tries remount, then bind, then a propagation change:
+        // a bind with a propagation flag is still a bind.
+        let has = |f: &str| self.flags.iter().any(|x| x == f);
+        const PROPAGATION: [&str; 4] = ["shared", "private", "slave", "unbindable"];
         self.namespace.as_deref() != Some("service")
-            && !self.flags.iter().any(|f| SAME_PATHS.contains(&f.as_str()))
+            && !has("remount")
+            && (has("bind") || !PROPAGATION.iter().any(|p| has(p)))
     }
 }
 

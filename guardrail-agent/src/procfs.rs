@@ -268,7 +268,7 @@ impl ProcFs {
             return;
         }
         self.last_prune = clock::coarse();
-        self.lineages.clear();
+        let before = self.procs.len();
         self.procs.retain(|pid, p| match p.exited {
             Some(at) => at.elapsed() < KEEP_EXITED,
             None => {
@@ -276,6 +276,11 @@ impl ProcFs {
                     || std::path::Path::new(&format!("/proc/{pid}")).exists()
             }
         });
+        // A lineage may name a process just removed; when none was, every
+        // remembered lineage still holds.
+        if self.procs.len() != before {
+            self.lineages.clear();
+        }
     }
 }
 

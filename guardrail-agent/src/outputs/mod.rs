@@ -397,7 +397,7 @@ impl Outputs {
                 if dropped > warned.0 && due {
                     warn!(
                         output = %o.name,
-                        "output dropped {} events ({} in all): its queue (or nats spool) is full; the output is slower than the events",
+                        "output dropped {} events ({} in all): its queue (for nats, its spool) is full; the output is slower than the events",
                         dropped - warned.0,
                         dropped
                     );

@@ -65,13 +65,23 @@ pub fn evaluate(
     let mut matches: Vec<(&Rule, Matched)> = Vec::new();
     for rule in candidates.into_iter().map(|i| &set.rules[i]) {
         let named = (rule.kinds & kinds != 0 && subject.may_match(rule))
-            .then(|| matches_rule(set, rule, event, kinds, at, Reach::Named))
+            .then(|| matches_rule(set, rule, event, &subject, kinds, at, Reach::Named))
             .flatten();
         let matched = named.or_else(|| {
             let change = change.as_ref()?;
             subject
                 .may_match_changed(rule)
-                .then(|| matches_rule(set, rule, event, kinds, at, Reach::Changed(change)))
+                .then(|| {
+                    matches_rule(
+                        set,
+                        rule,
+                        event,
+                        &subject,
+                        kinds,
+                        at,
+                        Reach::Changed(change),
+                    )
+                })
                 .flatten()
         });
         if let Some(m) = matched {
@@ -402,10 +412,14 @@ impl<'e> Subject<'e> {
     }
 }
 
+/// Whether `rule` matches, and why (every matcher it tested). `subject`
+/// holds the lists the pre-check built from the event.
+#[allow(clippy::too_many_arguments)]
 fn matches_rule(
     set: &RuleSet,
     rule: &Rule,
     event: &Event,
+    subject: &Subject,
     kinds: u32,
     at: Timestamp,
     reach: Reach,
@@ -425,10 +439,10 @@ fn matches_rule(
         ResultFilter::Ok => check(&mut m, "result", result.ok, "ok")?,
         ResultFilter::Failed => check(&mut m, "result", !result.ok, "failed")?,
     }
-    let paths = body.paths();
+    let paths = &subject.paths;
     match (&rule.path, reach) {
         (Some(p), Reach::Named) => {
-            let (path, _) = p.find(&paths)?;
+            let (path, _) = p.find(paths)?;
             m.insert("path".into(), path.into());
         }
         (Some(p), Reach::Changed(change)) => {
@@ -450,29 +464,29 @@ fn matches_rule(
         (None, Reach::Changed(_)) => return None,
     }
     if let Some(p) = &rule.path_not {
-        if p.find(&paths).is_some() {
+        if p.find(paths).is_some() {
             return None;
         }
     }
     let exe = process.exe.as_deref();
-    let exes: Vec<&str> = exe.into_iter().collect();
+    let exes = &subject.exes;
     if let Some(p) = &rule.exe {
-        let (e, _) = p.find(&exes)?;
+        let (e, _) = p.find(exes)?;
         m.insert("exe".into(), e.into());
     }
     if let Some(p) = &rule.exe_not {
-        if p.find(&exes).is_some() {
+        if p.find(exes).is_some() {
             return None;
         }
         m.insert("exe_not".into(), exe.unwrap_or("unknown").into());
     }
-    let parents: Vec<&str> = process.parent_exe.as_deref().into_iter().collect();
+    let parents = &subject.parents;
     if let Some(p) = &rule.parent_exe {
-        let (e, _) = p.find(&parents)?;
+        let (e, _) = p.find(parents)?;
         m.insert("parent_exe".into(), e.into());
     }
     if let Some(p) = &rule.parent_exe_not {
-        if p.find(&parents).is_some() {
+        if p.find(parents).is_some() {
             return None;
         }
     }
@@ -500,13 +514,15 @@ fn matches_rule(
         );
     }
     if rule.ancestor_exe.is_some() || rule.ancestor_exe_not.is_some() {
-        let ancestors = ancestor_exes(process);
+        let ancestors = subject
+            .ancestors
+            .get_or_init(|| ancestor_exes(subject.process));
         if let Some(p) = &rule.ancestor_exe {
-            let (e, _) = p.find(&ancestors)?;
+            let (e, _) = p.find(ancestors)?;
             m.insert("ancestor_exe".into(), e.into());
         }
         if let Some(p) = &rule.ancestor_exe_not {
-            if p.find(&ancestors).is_some() {
+            if p.find(ancestors).is_some() {
                 return None;
             }
             m.insert("ancestor_exe_not".into(), lineage(process));
@@ -625,10 +641,10 @@ pub(super) fn skipped_matches<'s>(set: &'s RuleSet, event: &Event, at: Timestamp
         .iter()
         .filter(|r| {
             let named = r.kinds & kinds != 0
-                && matches_rule(set, r, event, kinds, at, Reach::Named).is_some()
+                && matches_rule(set, r, event, &subject, kinds, at, Reach::Named).is_some()
                 && !subject.may_match(r);
             let changed = change.as_ref().is_some_and(|c| {
-                matches_rule(set, r, event, kinds, at, Reach::Changed(c)).is_some()
+                matches_rule(set, r, event, &subject, kinds, at, Reach::Changed(c)).is_some()
                     && !subject.may_match_changed(r)
             });
             named || changed

@@ -304,6 +304,27 @@ pub fn mount_would_change_a_rule(vfsmnt: u64, dentry: u64) -> i32 {
     if service_manager_in_own_namespace(generation) {
         return 0;
     }
+    refuse_for_integrity(rules, generation)
+}
+
+/// Refuse an operation for path integrity, filing the verdict under the
+/// first kill/deny rule among `rules` (the rules whose paths it would
+/// change) so that the operation's record names the rule, as a refused
+/// write's does. Integrity only denies: nobody is killed for it.
+#[inline(always)]
+fn refuse_for_integrity(rules: u64, generation: u32) -> i32 {
+    let concerned = rules & protecting(generation);
+    if concerned != 0 {
+        let verdict = Verdict {
+            rule: concerned.trailing_zeros() + 1,
+            action: action::DENY,
+            generation,
+            op: 0,
+            ktime_ns: unsafe { gen::bpf_ktime_get_ns() },
+        };
+        let key = crate::uring::worker_request().unwrap_or_else(bpf_get_current_pid_tgid);
+        let _ = VERDICTS.insert(&key, &verdict, 0);
+    }
     -EPERM
 }
 
@@ -365,7 +386,7 @@ pub fn umount_would_change_a_rule(vfsmnt: u64) -> i32 {
     if rules & protecting(generation) == 0 {
         return 0;
     }
-    -EPERM
+    refuse_for_integrity(rules, generation)
 }
 
 
@@ -419,7 +440,7 @@ pub fn pivot_would_change_a_rule(
         return 0;
     }
     if !outside_host_mount_namespace() {
-        return -EPERM;
+        return refuse_for_integrity(protecting(generation), generation);
     }
     let r = mount_would_change_a_rule(new_mnt, new_dentry);
     if r != 0 {
@@ -433,10 +454,11 @@ pub fn pivot_would_change_a_rule(
 #[inline(always)]
 pub fn move_would_change_a_rule(dentry: u64) -> i32 {
     let generation = state(0) as u32;
-    if guarding(dentry, generation) & protecting(generation) == 0 {
+    let rules = guarding(dentry, generation);
+    if rules & protecting(generation) == 0 {
         return 0;
     }
-    -EPERM
+    refuse_for_integrity(rules, generation)
 }
 
 /// Rules whose paths run through `dentry` (see `InodeRules::guards`).
