@@ -45,6 +45,21 @@ pub trait Resolve {
     fn realpath_in(&mut self, _root: &str, _path: &str) -> Option<String> {
         None
     }
+    /// `realpath(3)` of directory `dir`, then `name` in it.
+    fn realpath_join(&mut self, dir: &str, name: &str) -> Option<String> {
+        self.realpath(dir).map(|d| join_name(&d, name))
+    }
+}
+
+/// `name` in the canonical directory `dir`.
+pub fn join_name(dir: &str, name: &str) -> String {
+    let mut out = String::with_capacity(dir.len() + 1 + name.len());
+    out.push_str(dir);
+    if !dir.ends_with('/') {
+        out.push('/');
+    }
+    out.push_str(name);
+    out
 }
 
 /// The file system as a process in a chroot at `root` sees it: symlinks
@@ -123,9 +138,8 @@ pub fn complete(path: &str, last: FinalComponent, fs: &mut dyn Resolve) -> (Stri
         };
     }
     let parent = if parent.is_empty() { "/" } else { parent };
-    match fs.realpath(parent) {
-        Some(dir) if dir == "/" => (format!("/{name}"), PathSource::Agent),
-        Some(dir) => (format!("{dir}/{name}"), PathSource::Agent),
+    match fs.realpath_join(parent, name) {
+        Some(named) => (named, PathSource::Agent),
         None => (lexical(path), PathSource::Lexical),
     }
 }

@@ -305,6 +305,13 @@ pub struct Process {
     /// The container the cgroup shows, with its runtime.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub container: Option<crate::attribution::Container>,
+    /// The login session id (audit `ses`, set at login by pam_loginuid);
+    /// omitted when unset.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub session: Option<u32>,
+    /// The controlling terminal (`pts/0`, `tty1`); omitted for none.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tty: Option<Arc<str>>,
 }
 
 /// The ancestors of a process, nearest first: one shared list for all

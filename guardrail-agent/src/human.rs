@@ -37,6 +37,9 @@ pub fn line(event: &Event, colour: bool) -> String {
             p.uid,
             escape(p.exe.as_deref().unwrap_or(&p.comm))
         );
+        if let Some(tty) = &p.tty {
+            let _ = write!(s, " tty={}", escape(tty));
+        }
         // Where it comes from, oldest first: `(sshd → bash → curl)`.
         if !p.ancestors.is_empty() {
             let _ = write!(s, " ({})", escape(&crate::rules::eval::lineage(p)));
@@ -54,6 +57,17 @@ pub fn line(event: &Event, colour: bool) -> String {
             }
             if !file.flags.is_empty() {
                 let _ = write!(s, " ({})", file.flags.join(","));
+            }
+            if let Some(m) = &file.mount {
+                if let Some(source) = &m.source {
+                    let _ = write!(s, " from {}", escape(source));
+                }
+                if let Some(t) = &m.fstype {
+                    let _ = write!(s, " type={}", escape(t));
+                }
+                if !m.flags.is_empty() {
+                    let _ = write!(s, " ({})", m.flags.join(","));
+                }
             }
         }
         Body::Perm { perm, .. } => {

@@ -18,6 +18,9 @@ pub trait ProcessView {
     fn exe(&mut self, pid: u32) -> Option<String>;
     /// Learn that `pid` now runs `exe` (after an exec).
     fn exec_happened(&mut self, pid: u32, exe: &str);
+    /// The login session and controlling terminal (major, minor) of
+    /// `pid` at its exec, as the kernel had them.
+    fn terminal_at_exec(&mut self, _pid: u32, _session: Option<u32>, _tty: Option<(u32, u32)>) {}
     /// Learn that the program `pid` just exec'd is the script `script`
     /// (its exe is the interpreter).
     fn script_ran(&mut self, _pid: u32, _script: &str) {}
@@ -62,6 +65,10 @@ pub trait ProcessView {
     fn host_mount_namespace(&mut self) -> Option<u64> {
         None
     }
+    /// [`Self::realpath`] of directory `dir`, then `name` in it.
+    fn realpath_join(&mut self, dir: &str, name: &str) -> Option<String> {
+        self.realpath(dir).map(|d| canonical::join_name(&d, name))
+    }
 }
 
 /// A process's identity and ancestry (see [`Process`]).
@@ -71,6 +78,9 @@ pub struct Lineage {
     pub parent_id: Option<std::sync::Arc<str>>,
     pub ancestors: crate::event::Ancestors,
     pub truncated: bool,
+    /// The process's login session id and controlling terminal.
+    pub session: Option<u32>,
+    pub tty: Option<std::sync::Arc<str>>,
 }
 
 /// The service, container and names of a process (see [`Process`]).
@@ -95,6 +105,9 @@ impl canonical::Resolve for LiveFs<'_> {
     }
     fn realpath_in(&mut self, root: &str, path: &str) -> Option<String> {
         self.0.realpath_in(root, path)
+    }
+    fn realpath_join(&mut self, dir: &str, name: &str) -> Option<String> {
+        self.0.realpath_join(dir, name)
     }
 }
 
@@ -596,6 +609,8 @@ fn process_of(h: &EventHeader, view: &mut dyn ProcessView, exe: Option<String>) 
         parent_id: lineage.parent_id,
         ancestors: lineage.ancestors,
         ancestors_truncated: lineage.truncated,
+        session: lineage.session,
+        tty: lineage.tty,
         pid: h.pid,
         tid: h.tid,
         ppid,
@@ -813,6 +828,15 @@ pub fn interpret(rec: &RawRecord, view: &mut dyn ProcessView) -> Option<Body> {
             text(&rec.dir1)
         };
         view.exec_happened(h.pid, &exe);
+        if h.flags & flags::EXEC_TERMINAL != 0 {
+            let session = a[sc::exec_args::SESSION_ARG] as u32;
+            let tty = a[sc::exec_args::TTY_ARG] as u32;
+            view.terminal_at_exec(
+                h.pid,
+                (session != u32::MAX).then_some(session),
+                (tty != 0).then_some((tty >> 20, tty & 0xfffff)),
+            );
+        }
         if exe != program.path {
             // A script: its interpreter is the exe, the script is what ran.
             view.script_ran(h.pid, &program.path);

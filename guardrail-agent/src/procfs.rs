@@ -43,9 +43,9 @@ pub struct ProcFs {
     last_prune: Duration,
     /// Directories resolved lately: a storm on one file resolves its
     /// directory once, not once per event.
-    resolved: HashMap<String, String>,
+    resolved: foldhash::HashMap<String, String>,
     /// Objects of paths looked up lately (path, followed), same lifetime.
-    objects: HashMap<(String, bool), ObjectId>,
+    objects: foldhash::HashMap<(String, bool), ObjectId>,
     resolved_at: Duration,
     /// Nanoseconds per clock tick (USER_HZ), the unit of start times in
     /// /proc and in process ids.
@@ -58,7 +58,16 @@ pub struct ProcFs {
     /// is 9 lookups and ~27 reference counts). Any fork, exec or removal
     /// forgets them all.
     lineages: IdMap<u32, (usize, Lineage)>,
+    /// Terminal names by device number.
+    ttys: IdMap<u32, Arc<str>>,
+    /// Program paths, shared: a pool of 30,000 workers of one program
+    /// holds its path once, not 30,000 times.
+    programs: foldhash::HashSet<Arc<str>>,
 }
+
+/// Bound on the shared program paths; full, it starts over (the paths
+/// processes hold stay theirs).
+const PROGRAMS_MAX: usize = 4096;
 
 /// Bound on the lineage cache; full, it starts over.
 const LINEAGES_MAX: usize = 4096;
@@ -122,6 +131,40 @@ struct Proc {
     exited: Option<Instant>,
     /// When the kernel last said something about it (fork, exec).
     learned: Instant,
+    /// Login session and controlling terminal (see [`Terminal`]).
+    terminal: Terminal,
+}
+
+/// A process's login session id and controlling terminal, as of its last
+/// exec (or its creator's, inherited at fork): they change without an
+/// exec only by setsid(2) or TIOCSCTTY, which are not captured.
+#[derive(Clone, Debug, Default)]
+struct Terminal {
+    session: Option<u32>,
+    tty: Option<Arc<str>>,
+}
+
+/// The name of a terminal by device number (`major`, `minor`), as
+/// /dev names it: `pts/3`, `tty1`, `ttyS0`, `console`; `MAJOR:MINOR`
+/// for others.
+pub fn tty_name(major: u32, minor: u32) -> String {
+    match (major, minor) {
+        (136..=143, m) => format!("pts/{}", (major - 136) * 256 + m),
+        (4, m) if m < 64 => format!("tty{m}"),
+        (4, m) => format!("ttyS{}", m - 64),
+        (5, 0) => "tty".into(),
+        (5, 1) => "console".into(),
+        (major, minor) => format!("{major}:{minor}"),
+    }
+}
+
+/// Terminal names by device number: a handful per host, shared by
+/// every process on them.
+fn tty_arc(cache: &mut IdMap<u32, Arc<str>>, major: u32, minor: u32) -> Arc<str> {
+    cache
+        .entry(major << 20 | minor)
+        .or_insert_with(|| tty_name(major, minor).into())
+        .clone()
 }
 
 /// How often the table is pruned.
@@ -140,14 +183,16 @@ impl Default for ProcFs {
         Self {
             procs: IdMap::default(),
             last_prune: clock::coarse(),
-            resolved: HashMap::new(),
-            objects: HashMap::new(),
+            resolved: Default::default(),
+            objects: Default::default(),
             resolved_at: clock::coarse(),
             ns_per_tick: 1_000_000_000 / if hz > 0 { hz as u64 } else { 100 },
             cgroups: Default::default(),
             users: NamesFile::new("/etc/passwd"),
             groups: NamesFile::new("/etc/group"),
             lineages: IdMap::default(),
+            ttys: IdMap::default(),
+            programs: Default::default(),
         }
     }
 }
@@ -167,12 +212,25 @@ fn process_id(pid: u32, start_ticks: u64) -> Arc<str> {
 /// /proc/PID/stat line; the command name in parentheses may hold spaces
 /// and parentheses, so fields are counted after the last `)`.
 pub fn parse_stat(stat: &str) -> Option<(u32, u64)> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state): ppid is field 4, starttime field 22.
+    let fields = stat_fields(stat)?;
+    // The fields start at field 3 (state): ppid is field 4, starttime 22.
     let ppid = fields.get(1)?.parse().ok()?;
     let start = fields.get(19)?.parse().ok()?;
     Some((ppid, start))
+}
+
+/// The fields of a /proc/PID/stat line after the command name.
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    Some(stat[stat.rfind(')')? + 1..].split_whitespace().collect())
+}
+
+/// The controlling terminal in a /proc/PID/stat line (`tty_nr`, field 7),
+/// as (major, minor); None for none.
+pub fn stat_tty(stat: &str) -> Option<(u32, u32)> {
+    let nr: u32 = stat_fields(stat)?.get(4)?.parse().ok()?;
+    let major = (nr >> 8) & 0xfff;
+    let minor = (nr & 0xff) | ((nr >> 12) & 0xfff00);
+    (nr != 0).then_some((major, minor))
 }
 
 impl ProcFs {
@@ -182,9 +240,9 @@ impl ProcFs {
     pub fn seed(&mut self) {
         for pid in pids() {
             // A fork record processed meanwhile knows better.
-            if let std::collections::hash_map::Entry::Vacant(slot) = self.procs.entry(pid) {
-                if let Some(p) = Self::from_proc(pid) {
-                    slot.insert(p);
+            if !self.procs.contains_key(&pid) {
+                if let Some(p) = self.learn_from_proc(pid) {
+                    self.procs.insert(pid, p);
                 }
             }
         }
@@ -193,16 +251,22 @@ impl ProcFs {
 
     /// What /proc says of `pid` now (it answers for now, not for the
     /// moment of an event: only for processes older than the agent).
-    fn from_proc(pid: u32) -> Option<Proc> {
+    fn learn_from_proc(&mut self, pid: u32) -> Option<Proc> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         let (parent, start) = parse_stat(&stat)?;
+        let session = std::fs::read_to_string(format!("/proc/{pid}/sessionid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .filter(|&s| s != u32::MAX);
+        let tty = stat_tty(&stat).map(|(major, minor)| tty_arc(&mut self.ttys, major, minor));
         Some(Proc {
-            exe: readlink(format!("/proc/{pid}/exe")).map(Arc::from),
+            exe: readlink(format!("/proc/{pid}/exe")).map(|e| self.program(&e)),
             script: None,
             id: Some(process_id(pid, start)),
             parent,
             exited: None,
             learned: Instant::now(),
+            terminal: Terminal { session, tty },
         })
     }
 
@@ -214,8 +278,9 @@ impl ProcFs {
     /// The table's entry for `pid`, from /proc if the agent has not met it.
     fn get(&mut self, pid: u32) -> Option<&Proc> {
         self.prune();
-        if let std::collections::hash_map::Entry::Vacant(slot) = self.procs.entry(pid) {
-            slot.insert(Self::from_proc(pid)?);
+        if !self.procs.contains_key(&pid) {
+            let p = self.learn_from_proc(pid)?;
+            self.procs.insert(pid, p);
             self.lineages.clear();
         }
         self.procs.get(&pid)
@@ -231,6 +296,8 @@ impl ProcFs {
         };
         let mut lineage = Lineage {
             id: me.id.clone(),
+            session: me.terminal.session,
+            tty: me.terminal.tty.clone(),
             ..Lineage::default()
         };
         let mut ancestors = Vec::new();
@@ -284,6 +351,38 @@ impl ProcFs {
     }
 }
 
+impl ProcFs {
+    /// `exe` as the table's shared copy.
+    fn program(&mut self, exe: &str) -> Arc<str> {
+        if let Some(known) = self.programs.get(exe) {
+            return known.clone();
+        }
+        if self.programs.len() >= PROGRAMS_MAX {
+            self.programs.clear();
+        }
+        let new: Arc<str> = exe.into();
+        self.programs.insert(new.clone());
+        new
+    }
+
+    /// `realpath(3)` of `path`, remembered for a moment: a storm on one
+    /// file resolves its directory once, not once per event.
+    fn resolved_dir(&mut self, path: &str) -> Option<&str> {
+        if clock::since(self.resolved_at) >= RESOLVED_FOR || self.resolved.len() >= RESOLVED_MAX {
+            self.paths_changed();
+        }
+        if !self.resolved.contains_key(path) {
+            let real = std::fs::canonicalize(path)
+                .ok()
+                .map(|p| crate::interpret::text(p.as_os_str().as_encoded_bytes()))?;
+            // Only what exists is remembered: a directory made a moment
+            // later (mkdir is not an event) must not stay unresolvable.
+            self.resolved.insert(path.to_string(), real);
+        }
+        self.resolved.get(path).map(String::as_str)
+    }
+}
+
 /// The host's mount namespace, by inode number: PID 1's, or where PID 1
 /// cannot be inspected (a sandbox whose init is not ours), the agent's
 /// own — the service unit gives the agent no namespace of its own. Read
@@ -317,7 +416,7 @@ impl ProcessView for ProcFs {
 
     fn exec_happened(&mut self, pid: u32, exe: &str) {
         self.lineages.clear();
-        let exe: Arc<str> = exe.into();
+        let exe = self.program(exe);
         match self.procs.get_mut(&pid) {
             Some(p) => {
                 p.exe = Some(exe);
@@ -326,17 +425,26 @@ impl ProcessView for ProcFs {
             }
             None => {
                 // Met first at its exec: the rest from /proc, while it runs.
-                let mut p = Self::from_proc(pid).unwrap_or(Proc {
+                let mut p = self.learn_from_proc(pid).unwrap_or(Proc {
                     exe: None,
                     script: None,
                     id: None,
                     parent: 0,
                     exited: None,
                     learned: Instant::now(),
+                    terminal: Terminal::default(),
                 });
                 p.exe = Some(exe);
                 self.procs.insert(pid, p);
             }
+        }
+    }
+
+    fn terminal_at_exec(&mut self, pid: u32, session: Option<u32>, tty: Option<(u32, u32)>) {
+        self.lineages.clear();
+        let tty = tty.map(|(major, minor)| tty_arc(&mut self.ttys, major, minor));
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.terminal = Terminal { session, tty };
         }
     }
 
@@ -349,9 +457,9 @@ impl ProcessView for ProcFs {
 
     fn forked(&mut self, parent: u32, child: u32, start_ns: u64) {
         self.lineages.clear();
-        let (exe, script) = self
+        let (exe, script, terminal) = self
             .get(parent)
-            .map(|p| (p.exe.clone(), p.script.clone()))
+            .map(|p| (p.exe.clone(), p.script.clone(), p.terminal.clone()))
             .unwrap_or_default();
         let id = (start_ns != 0).then(|| process_id(child, start_ns / self.ns_per_tick));
         self.procs.insert(
@@ -363,6 +471,7 @@ impl ProcessView for ProcFs {
                 parent,
                 exited: None,
                 learned: Instant::now(),
+                terminal,
             },
         );
     }
@@ -400,19 +509,12 @@ impl ProcessView for ProcFs {
     }
 
     fn realpath(&mut self, path: &str) -> Option<String> {
-        if clock::since(self.resolved_at) >= RESOLVED_FOR || self.resolved.len() >= RESOLVED_MAX {
-            self.paths_changed();
-        }
-        if let Some(hit) = self.resolved.get(path) {
-            return Some(hit.clone());
-        }
-        let real = std::fs::canonicalize(path)
-            .ok()
-            .map(|p| crate::interpret::text(p.as_os_str().as_encoded_bytes()))?;
-        // Only what exists is remembered: a directory made a moment later
-        // (mkdir is not an event) must not stay unresolvable.
-        self.resolved.insert(path.to_string(), real.clone());
-        Some(real)
+        self.resolved_dir(path).map(str::to_string)
+    }
+
+    fn realpath_join(&mut self, dir: &str, name: &str) -> Option<String> {
+        self.resolved_dir(dir)
+            .map(|d| crate::canonical::join_name(d, name))
     }
 
     fn realpath_in(&mut self, root: &str, path: &str) -> Option<String> {
@@ -543,6 +645,7 @@ mod tests {
                 parent: 0,
                 exited: None,
                 learned: Instant::now(),
+                terminal: Terminal::default(),
             },
         );
         t.forked(init, sshd, 0);
@@ -663,5 +766,36 @@ mod tests {
         );
         assert_eq!(realpath_in_root(root_s, "/"), Some(root_s.to_string()));
         assert_eq!(realpath_in_root(root_s, "/missing/x"), None);
+    }
+
+    /// The login session and terminal the kernel reported at exec are the
+    /// process's, inherited by its children; /proc's tty_nr decodes to
+    /// the same names.
+    #[test]
+    fn a_session_and_terminal_follow_exec_and_fork() {
+        let mut t = table();
+        let (bash, child) = (5_000_003, 5_000_010);
+        t.terminal_at_exec(bash, Some(4), Some((136, 2)));
+        let l = t.lineage(bash, 8);
+        assert_eq!((l.session, l.tty.as_deref()), (Some(4), Some("pts/2")));
+        t.forked(bash, child, 3 * t.ns_per_tick);
+        let l = t.lineage(child, 8);
+        assert_eq!((l.session, l.tty.as_deref()), (Some(4), Some("pts/2")));
+        // setsid + exec of a daemon: no terminal any more.
+        t.exec_happened(child, "/usr/sbin/daemon");
+        t.terminal_at_exec(child, Some(4), None);
+        let l = t.lineage(child, 8);
+        assert_eq!((l.session, l.tty), (Some(4), None));
+        assert_eq!(tty_name(4, 1), "tty1");
+        assert_eq!(tty_name(4, 65), "ttyS1");
+        assert_eq!(tty_name(137, 3), "pts/259");
+        assert_eq!(tty_name(5, 1), "console");
+        // tty_nr 34818 = major 136, minor 2; 0 = none.
+        let stat = |nr: u32| {
+            format!("42 (a b) c) S 1 42 42 {nr} 42 4194560 0 0 0 0 0 0 0 0 20 0 1 0 99 0 0")
+        };
+        assert_eq!(stat_tty(&stat(34818)), Some((136, 2)));
+        assert_eq!(stat_tty(&stat(0)), None);
+        assert_eq!(parse_stat(&stat(0)), Some((1, 99)));
     }
 }

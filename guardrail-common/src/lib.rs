@@ -92,6 +92,9 @@ pub mod flags {
     /// first one; a relative second path is then relative to the same
     /// directory as the first (string 2).
     pub const ROOT_IN_STR3: u32 = 1 << 14;
+    /// An exec record's arguments carry the process's login session and
+    /// controlling terminal (see `syscalls::exec_args`).
+    pub const EXEC_TERMINAL: u32 = 1 << 15;
 }
 
 /// Fixed part of every record.
@@ -245,6 +248,18 @@ pub struct KernelOffsets {
     /// `task_struct.group_leader`: whose start a process's lineage mark
     /// is checked against.
     pub task_group_leader: u32,
+    /// `task_struct.sessionid`: the login session (audit) id, 0 without
+    /// CONFIG_AUDIT.
+    pub task_sessionid: u32,
+    /// `task_struct.signal`, `signal_struct.tty`, `tty_struct.index` and
+    /// `.driver`, `tty_driver.major` and `.minor_start`: the controlling
+    /// terminal's device number.
+    pub task_signal: u32,
+    pub signal_tty: u32,
+    pub tty_index: u32,
+    pub tty_driver: u32,
+    pub driver_major: u32,
+    pub driver_minor_start: u32,
 }
 
 /// Where the probes find an io_uring request's prepared command and the

@@ -141,6 +141,16 @@ pub mod mount_args {
     pub const FSTYPE_MAX: usize = 16;
 }
 
+/// What the probes leave in an exec record's arguments, in place of the
+/// argv and envp pointers (argv is read from the new image): the login
+/// session id (`u32::MAX` unset) in argument 2, the controlling terminal's
+/// device number (`major << 20 | minor`, 0: none) in argument 3. Flagged
+/// by `flags::EXEC_TERMINAL`.
+pub mod exec_args {
+    pub const SESSION_ARG: usize = 2;
+    pub const TTY_ARG: usize = 3;
+}
+
 /// True for the exec family, whose records are completed when the new
 /// image starts rather than when the syscall returns.
 pub const fn is_exec(nr: u32) -> bool {

@@ -114,6 +114,13 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     mnt_ns_inum: 0,
     bpf_map_id: 0,
     task_group_leader: 0,
+    task_sessionid: 0,
+    task_signal: 0,
+    signal_tty: 0,
+    tty_index: 0,
+    tty_driver: 0,
+    driver_major: 0,
+    driver_minor_start: 0,
 };
 
 #[map]
@@ -246,6 +253,14 @@ fn on_enter(ctx: &TracePointContext) -> Result<(), i64> {
     }
     if syscalls::is_mount_family(nr) {
         mount_facts(nr, &mut args);
+    }
+    if syscalls::is_exec(nr) {
+        // Unchanged by the exec: read once here, for the new image's
+        // record (whose argv comes from the new image, not these
+        // pointers).
+        let (session, tty) = task::session_and_tty();
+        args[syscalls::exec_args::SESSION_ARG] = session as u64;
+        args[syscalls::exec_args::TTY_ARG] = tty as u64;
     }
     if let Some(i) = syscalls::open_flags_arg(nr) {
         if args[i as usize] & WRITE_INTENT == 0 && global(&CAPTURE_READ_OPENS) == 0 {

@@ -314,6 +314,9 @@ fn start(pending: &PendingSyscall, ret: i64) -> Option<&'static mut Record> {
     h.args = pending.args;
     h.old_ids = pending.old_ids;
     h.ret = ret;
+    if syscalls::is_exec(pending.syscall) {
+        h.flags |= flags::EXEC_TERMINAL;
+    }
     fill_common(h);
     take_verdict(h);
     Some(rec)

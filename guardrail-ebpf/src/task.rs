@@ -115,3 +115,34 @@ pub fn current_mnt_ns() -> Option<u64> {
         }
     }
 }
+
+/// The current task's login session id (`u32::MAX`: unset or unknown) and
+/// controlling terminal's device number (`major << 20 | minor`; 0: none).
+#[inline(always)]
+pub fn session_and_tty() -> (u32, u32) {
+    if off!(task_signal) == 0 {
+        return (u32::MAX, 0);
+    }
+    unsafe {
+        let task = bpf_get_current_task();
+        let session = if off!(task_sessionid) != 0 {
+            read::<u32>(task, off!(task_sessionid)).unwrap_or(u32::MAX)
+        } else {
+            u32::MAX
+        };
+        let tty = (|| -> Result<u32, i64> {
+            let signal: u64 = read(task, off!(task_signal))?;
+            let tty: u64 = read(signal, off!(signal_tty))?;
+            if tty == 0 {
+                return Ok(0);
+            }
+            let index: i32 = read(tty, off!(tty_index))?;
+            let driver: u64 = read(tty, off!(tty_driver))?;
+            let major: i32 = read(driver, off!(driver_major))?;
+            let minor_start: i32 = read(driver, off!(driver_minor_start))?;
+            Ok(((major as u32) << 20) | (minor_start + index) as u32 & 0xfffff)
+        })()
+        .unwrap_or(0);
+        (session, tty)
+    }
+}

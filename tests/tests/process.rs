@@ -178,3 +178,45 @@ fn events_name_the_unit_container_and_user() {
     let e = write_to("outside");
     assert!(e["decision"].is_null(), "{e:#}");
 }
+
+/// A process in a login session on a terminal names both: a shell that
+/// sets its login uid (as pam_loginuid does at login) gets a session id,
+/// and under script(1) a pseudo-terminal; the programs it runs carry them.
+#[test]
+fn events_name_the_login_session_and_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().canonicalize().unwrap();
+    let agent = Agent::start(&[]);
+    let inner = format!(
+        "echo x > {d}/in-session; tty > {d}/tty-name; cat /proc/self/sessionid > {d}/ses",
+        d = d.display()
+    );
+    let script =
+        format!("echo 1000 > /proc/self/loginuid && exec script -qec '{inner}' /dev/null",);
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let done = marker(&d);
+    std::fs::write(&done, b"").unwrap();
+    let events = agent.collect_until(Duration::from_secs(60), |e| is_marker(e, &done));
+    agent.stop();
+    let read = |name: &str| {
+        std::fs::read_to_string(d.join(name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let tty = read("tty-name");
+    let session: u64 = read("ses").parse().unwrap();
+    let path = d.join("in-session");
+    let e = events
+        .iter()
+        .find(|e| e["file"]["path"] == path.to_str().unwrap())
+        .expect("the write in the session");
+    assert_eq!(
+        e["process"]["tty"].as_str().map(|t| format!("/dev/{t}")),
+        Some(tty),
+        "{e:#}"
+    );
+    assert_eq!(e["process"]["session"], session, "{e:#}");
+    assert_eq!(e["process"]["auid"], 1000, "{e:#}");
+}

@@ -84,6 +84,14 @@ pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
             + member_offset(btf, "ns_common", "inum")?,
         bpf_map_id: member_offset(btf, "bpf_map", "id")?,
         task_group_leader: task("group_leader")?,
+        // Absent without CONFIG_AUDIT: the session is then unknown.
+        task_sessionid: task("sessionid").unwrap_or(0),
+        task_signal: task("signal")?,
+        signal_tty: member_offset(btf, "signal_struct", "tty")?,
+        tty_index: member_offset(btf, "tty_struct", "index")?,
+        tty_driver: member_offset(btf, "tty_struct", "driver")?,
+        driver_major: member_offset(btf, "tty_driver", "major")?,
+        driver_minor_start: member_offset(btf, "tty_driver", "minor_start")?,
     })
 }
 

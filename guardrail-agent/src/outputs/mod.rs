@@ -85,6 +85,7 @@ struct Outcomes {
     sent: u64,
     failed: u64,
     last_error: Option<String>,
+    last_drop: Option<String>,
 }
 
 impl OutputStats {
@@ -97,6 +98,15 @@ impl OutputStats {
     /// A problem that lost nothing (yet): shown until the next success.
     fn error(&self, e: String) {
         self.outcomes.lock().unwrap().last_error = Some(e);
+    }
+
+    /// Why events are being dropped: shown as the latest error too, and
+    /// kept as the reason of the latest drop, which no later connection
+    /// error overwrites.
+    fn dropped_because(&self, e: String) {
+        let mut o = self.outcomes.lock().unwrap();
+        o.last_error = Some(e.clone());
+        o.last_drop = Some(e);
     }
 
     fn gave_up(&self, e: String) {
@@ -128,6 +138,10 @@ pub struct OutputSnapshot {
     pub queued: u64,
     /// The latest failure; cleared by the next success.
     pub last_error: Option<String>,
+    /// Why the output last dropped events (nats: the spool was full); kept
+    /// after later errors and successes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drop: Option<String>,
     /// Bytes of the on-disk spool (nats): events waiting for the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spooled_bytes: Option<u64>,
@@ -413,6 +427,7 @@ impl Outputs {
                     retries: s.retries.load(Ordering::Relaxed),
                     queued: s.queued.load(Ordering::Relaxed),
                     last_error: outcomes.last_error,
+                    last_drop: outcomes.last_drop,
                     spooled_bytes: s.spool.get().map(|sp| sp.used()),
                 }
             })

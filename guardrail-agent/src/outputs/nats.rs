@@ -351,7 +351,7 @@ impl Sink for Nats {
                 self.unreported_loss += 1;
                 self.lost_total += 1;
                 ctx.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                ctx.stats.error(e.to_string());
+                ctx.stats.dropped_because(e.to_string());
                 Ok(())
             }
             Err(e) => Err(e.to_string()),

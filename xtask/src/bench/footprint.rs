@@ -4,6 +4,7 @@
 //! the overhead runs).
 
 use std::fmt::Write as _;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,6 +19,98 @@ const STARTS: usize = 5;
 pub struct Results {
     startup_ms: f64,
     startup_1000_ms: f64,
+    table: Table,
+}
+
+/// The process table's memory with many live processes.
+pub struct Table {
+    processes: usize,
+    /// Agent memory (RSS without the ring buffer, KiB) before and after.
+    before_kib: u64,
+    after_kib: u64,
+    tracked_before: u64,
+    tracked_after: u64,
+}
+
+/// Live processes for the table measurement (the figure).
+const TABLE_PROCESSES: usize = 30_000;
+
+/// Sets `kernel.pid_max` while it lives, when it is too small for the
+/// measurement; puts it back after.
+struct PidMax(Option<String>);
+
+impl PidMax {
+    fn at_least(n: usize) -> Result<PidMax> {
+        let path = "/proc/sys/kernel/pid_max";
+        let now = std::fs::read_to_string(path)?;
+        if now.trim().parse::<usize>().unwrap_or(0) >= n {
+            return Ok(PidMax(None));
+        }
+        std::fs::write(path, n.to_string())?;
+        Ok(PidMax(Some(now)))
+    }
+}
+
+impl Drop for PidMax {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            let _ = std::fs::write("/proc/sys/kernel/pid_max", old.trim());
+        }
+    }
+}
+
+/// The agent's memory before and after `TABLE_PROCESSES` processes start
+/// (each a `sleep` run by one shell, as a pool of identical workers), once
+/// its table tracks them.
+fn process_table(config: &Path, setup: &Setup) -> Result<Table> {
+    use std::process::{Command, Stdio};
+    let _pid_max = PidMax::at_least(TABLE_PROCESSES * 2 + 10_000)?;
+    let agent = Agent::start(config, &setup.scratch, &[])?;
+    std::thread::sleep(Duration::from_secs(3));
+    let tracked =
+        |a: &Agent| -> Result<u64> { Ok(a.status()?["processes_tracked"].as_u64().unwrap_or(0)) };
+    let before = agent.memory()?;
+    let tracked_before = tracked(&agent)?;
+    let script =
+        format!("for i in $(seq {TABLE_PROCESSES}); do sleep 3600 & done; echo started; wait");
+    let mut pool = Command::new("sh")
+        .args(["-c", &script])
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let pgid = pool.id();
+    let mut line = String::new();
+    let waited = (|| -> Result<u64> {
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(pool.stdout.take().expect("piped")),
+            &mut line,
+        )?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            let n = tracked(&agent)?;
+            if n >= tracked_before + TABLE_PROCESSES as u64 || std::time::Instant::now() > deadline
+            {
+                return Ok(n);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    })();
+    // Settle, then measure while they all live.
+    std::thread::sleep(Duration::from_secs(2));
+    let after = agent.memory();
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .status();
+    let _ = pool.wait();
+    let tracked_after = waited?;
+    let after = after?;
+    Ok(Table {
+        processes: TABLE_PROCESSES,
+        before_kib: before.rss.saturating_sub(before.ring),
+        after_kib: after.rss.saturating_sub(after.ring),
+        tracked_before,
+        tracked_after,
+    })
 }
 
 fn thousand_rules(setup: &Setup) -> Result<std::path::PathBuf> {
@@ -57,9 +150,11 @@ pub fn run(setup: &Setup, default: &Path, peak_rss: &mut Vec<(String, Memory)>) 
     peak_rss.push(("idle, default rules".into(), idle));
     let (startup_1000_ms, idle_1000) = starts(&thousand_rules(setup)?, setup)?;
     peak_rss.push(("idle, 1000 rules".into(), idle_1000));
+    let table = process_table(default, setup)?;
     Ok(Results {
         startup_ms,
         startup_1000_ms,
+        table,
     })
 }
 
@@ -82,10 +177,29 @@ pub fn markdown(r: &Results, peak_rss: &[(String, Memory)]) -> String {
     md
 }
 
+impl Table {
+    /// Bytes per process the table grew by.
+    fn per_process(&self) -> f64 {
+        let added = self
+            .tracked_after
+            .saturating_sub(self.tracked_before)
+            .max(1);
+        self.after_kib.saturating_sub(self.before_kib) as f64 * 1024.0 / added as f64
+    }
+}
+
 pub fn json(r: &Results, peak_rss: &[(String, Memory)]) -> Value {
     json!({
         "startup_ms": r.startup_ms,
         "startup_1000_rules_ms": r.startup_1000_ms,
+        "process_table": {
+            "processes_started": r.table.processes,
+            "tracked_before": r.table.tracked_before,
+            "tracked_after": r.table.tracked_after,
+            "rss_without_ring_kib_before": r.table.before_kib,
+            "rss_without_ring_kib_after": r.table.after_kib,
+            "bytes_per_process": r.table.per_process(),
+        },
         "memory_kib": peak_rss.iter().map(|(w, m)| json!({"when": w, "rss": m.rss, "ring_buffer": m.ring, "peak": m.peak})).collect::<Vec<_>>(),
     })
 }

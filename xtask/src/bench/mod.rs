@@ -105,6 +105,7 @@ enum Config {
 pub struct Only {
     storms_only: bool,
     nats_only: bool,
+    pub footprint_only: bool,
     configs: Vec<Config>,
 }
 
@@ -126,6 +127,7 @@ impl Only {
         Ok(Only {
             storms_only,
             nats_only,
+            footprint_only: false,
             configs,
         })
     }
@@ -450,6 +452,16 @@ pub fn bench(quick: bool, only: &Only) -> Result<()> {
             std::fs::write(
                 out.join("report-nats.json"),
                 serde_json::to_string_pretty(&nats::json(&n))? + "\n",
+            )?;
+            return Ok(md);
+        }
+        if only.footprint_only {
+            let fp = footprint::run(&setup, &configs.default, &mut peak_rss)?;
+            let md = footprint::markdown(&fp, &peak_rss);
+            std::fs::write(out.join("report-footprint.md"), &md)?;
+            std::fs::write(
+                out.join("report-footprint.json"),
+                serde_json::to_string_pretty(&footprint::json(&fp, &peak_rss))? + "\n",
             )?;
             return Ok(md);
         }
