@@ -180,7 +180,7 @@ fn read_paths(rec: &mut Record, nr: u32, args: &[u64; 6], ret: i64) {
         rec.user_str(1, p, flags::STR1_TRUNCATED, flags::STR1_UNREADABLE);
     }
     let opened = syscalls::returns_opened_fd(nr) && ret >= 0;
-    walk_dirs(rec, nr, args, opened.then_some(ret as i32));
+    walk_dirs(rec, layout, args, opened.then_some(ret as i32));
 }
 
 /// What a setxattr value holds if it is file capabilities (a
@@ -200,10 +200,12 @@ pub fn xattr_caps(rec: &mut Record, value: Option<[u32; 5]>) {
 /// After the names: what an open opened (`opened`, the fd it returned),
 /// else the directories relative names are relative to.
 #[inline(always)]
-pub fn walk_dirs(rec: &mut Record, nr: u32, args: &[u64; 6], opened: Option<i32>) {
-    let Some(layout) = syscalls::arg_layout(nr) else {
-        return;
-    };
+pub fn walk_dirs(
+    rec: &mut Record,
+    layout: syscalls::ArgLayout,
+    args: &[u64; 6],
+    opened: Option<i32>,
+) {
     if let Some(fd) = opened {
         // What was opened, from the fd: however the path was spelled
         // (`..`, `//`, a symlinked directory, a bind mount), this is the

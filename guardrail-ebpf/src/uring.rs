@@ -393,7 +393,9 @@ fn complete(rec: &mut Record, req: u64, ret: i64) {
     let args = rec.header.args;
     let opened = syscalls::returns_opened_fd(nr) && ret >= 0 && args[4] == 0;
     if !matches!(nr, syscalls::FTRUNCATE | syscalls::FSETXATTR) {
-        record::walk_dirs(rec, nr, &args, opened.then_some(ret as i32));
+        if let Some(layout) = syscalls::path_op_layout(nr) {
+            record::walk_dirs(rec, layout, &args, opened.then_some(ret as i32));
+        }
     }
     record::submit(rec);
 }
