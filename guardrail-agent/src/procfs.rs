@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::clock;
 use crate::event::{Ancestor, ObjectId};
@@ -63,6 +63,8 @@ pub struct ProcFs {
     /// Program paths, shared: a pool of 30,000 workers of one program
     /// holds its path once, not 30,000 times.
     programs: foldhash::HashSet<Arc<str>>,
+    /// The table's capacity when memory was last handed back.
+    trimmed_at_capacity: usize,
 }
 
 /// Bound on the shared program paths; full, it starts over (the paths
@@ -126,22 +128,56 @@ struct Proc {
     id: Option<Arc<str>>,
     /// The process that created it (0: unknown).
     parent: u32,
-    /// When its exit record arrived. Kept a while after: records of its
-    /// children (naming it as parent) may still be on their way.
-    exited: Option<Instant>,
-    /// When the kernel last said something about it (fork, exec).
-    learned: Instant,
+    /// When its exit record arrived (seconds of the coarse clock; 0: it
+    /// runs). Kept a while after: records of its children (naming it as
+    /// parent) may still be on their way.
+    exited_at: u32,
+    /// When the kernel last said something about it (fork, exec; seconds
+    /// of the coarse clock).
+    learned_at: u32,
     /// Login session and controlling terminal (see [`Terminal`]).
     terminal: Terminal,
 }
 
+/// Seconds of the coarse clock, as the table keeps its times: a table of
+/// 30,000 processes holds two per process.
+fn now_s() -> u32 {
+    clock::coarse().as_secs() as u32
+}
+
+/// Whether `at` ([`now_s`]) is less than `keep` ago.
+fn within(at: u32, keep: Duration) -> bool {
+    now_s().saturating_sub(at) < keep.as_secs() as u32
+}
+
 /// A process's login session id and controlling terminal, as of its last
 /// exec (or its creator's, inherited at fork): they change without an
-/// exec only by setsid(2) or TIOCSCTTY, which are not captured.
-#[derive(Clone, Debug, Default)]
+/// exec only by setsid(2) or TIOCSCTTY, which are not captured. Numbers,
+/// not names: the table holds one per process.
+#[derive(Clone, Copy, Debug)]
 struct Terminal {
-    session: Option<u32>,
-    tty: Option<Arc<str>>,
+    /// `u32::MAX`: unset.
+    session: u32,
+    /// `major << 20 | minor`; 0: none.
+    tty: u32,
+}
+
+impl Default for Terminal {
+    fn default() -> Self {
+        Terminal {
+            session: u32::MAX,
+            tty: 0,
+        }
+    }
+}
+
+impl Terminal {
+    fn new(session: Option<u32>, tty: Option<(u32, u32)>) -> Terminal {
+        Terminal {
+            session: session.unwrap_or(u32::MAX),
+            tty: tty.map_or(0, |(major, minor)| major << 20 | (minor & 0xfffff)),
+        }
+    }
 }
 
 /// The name of a terminal by device number (`major`, `minor`), as
@@ -158,12 +194,12 @@ pub fn tty_name(major: u32, minor: u32) -> String {
     }
 }
 
-/// Terminal names by device number: a handful per host, shared by
-/// every process on them.
-fn tty_arc(cache: &mut IdMap<u32, Arc<str>>, major: u32, minor: u32) -> Arc<str> {
+/// Terminal names by device number (`major << 20 | minor`): a handful
+/// per host, shared by every process on them.
+fn tty_arc(cache: &mut IdMap<u32, Arc<str>>, dev: u32) -> Arc<str> {
     cache
-        .entry(major << 20 | minor)
-        .or_insert_with(|| tty_name(major, minor).into())
+        .entry(dev)
+        .or_insert_with(|| tty_name(dev >> 20, dev & 0xfffff).into())
         .clone()
 }
 
@@ -193,6 +229,7 @@ impl Default for ProcFs {
             lineages: IdMap::default(),
             ttys: IdMap::default(),
             programs: Default::default(),
+            trimmed_at_capacity: 0,
         }
     }
 }
@@ -258,15 +295,14 @@ impl ProcFs {
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok())
             .filter(|&s| s != u32::MAX);
-        let tty = stat_tty(&stat).map(|(major, minor)| tty_arc(&mut self.ttys, major, minor));
         Some(Proc {
             exe: readlink(format!("/proc/{pid}/exe")).map(|e| self.program(&e)),
             script: None,
             id: Some(process_id(pid, start)),
             parent,
-            exited: None,
-            learned: Instant::now(),
-            terminal: Terminal { session, tty },
+            exited_at: 0,
+            learned_at: now_s(),
+            terminal: Terminal::new(session, stat_tty(&stat)),
         })
     }
 
@@ -294,14 +330,17 @@ impl ProcFs {
                 ..Lineage::default()
             };
         };
+        let terminal = me.terminal;
         let mut lineage = Lineage {
             id: me.id.clone(),
-            session: me.terminal.session,
-            tty: me.terminal.tty.clone(),
+            session: (terminal.session != u32::MAX).then_some(terminal.session),
             ..Lineage::default()
         };
-        let mut ancestors = Vec::new();
         let mut next = me.parent;
+        if terminal.tty != 0 {
+            lineage.tty = Some(tty_arc(&mut self.ttys, terminal.tty));
+        }
+        let mut ancestors = Vec::new();
         // Ancestors are looked up without /proc: a creator that is gone
         // and not in the table ends the chain (flagged), it is not guessed.
         while next != 0 {
@@ -336,17 +375,27 @@ impl ProcFs {
         }
         self.last_prune = clock::coarse();
         let before = self.procs.len();
-        self.procs.retain(|pid, p| match p.exited {
-            Some(at) => at.elapsed() < KEEP_EXITED,
-            None => {
-                p.learned.elapsed() < KEEP_UNSEEN
+        self.procs.retain(|pid, p| match p.exited_at {
+            0 => {
+                within(p.learned_at, KEEP_UNSEEN)
                     || std::path::Path::new(&format!("/proc/{pid}")).exists()
             }
+            at => within(at, KEEP_EXITED),
         });
         // A lineage may name a process just removed; when none was, every
         // remembered lineage still holds.
         if self.procs.len() != before {
             self.lineages.clear();
+            self.procs.shrink_to_fit();
+        }
+        // When the table grew or shrank, give what it freed (its old
+        // storage, the entries of the processes it forgot) back to the
+        // system: the allocator would otherwise keep the peak of a burst
+        // of processes for good.
+        if self.procs.capacity() != self.trimmed_at_capacity {
+            self.trimmed_at_capacity = self.procs.capacity();
+            // SAFETY: no preconditions.
+            unsafe { libc::malloc_trim(0) };
         }
     }
 }
@@ -421,7 +470,7 @@ impl ProcessView for ProcFs {
             Some(p) => {
                 p.exe = Some(exe);
                 p.script = None;
-                p.learned = Instant::now();
+                p.learned_at = now_s();
             }
             None => {
                 // Met first at its exec: the rest from /proc, while it runs.
@@ -430,8 +479,8 @@ impl ProcessView for ProcFs {
                     script: None,
                     id: None,
                     parent: 0,
-                    exited: None,
-                    learned: Instant::now(),
+                    exited_at: 0,
+                    learned_at: now_s(),
                     terminal: Terminal::default(),
                 });
                 p.exe = Some(exe);
@@ -442,9 +491,8 @@ impl ProcessView for ProcFs {
 
     fn terminal_at_exec(&mut self, pid: u32, session: Option<u32>, tty: Option<(u32, u32)>) {
         self.lineages.clear();
-        let tty = tty.map(|(major, minor)| tty_arc(&mut self.ttys, major, minor));
         if let Some(p) = self.procs.get_mut(&pid) {
-            p.terminal = Terminal { session, tty };
+            p.terminal = Terminal::new(session, tty);
         }
     }
 
@@ -459,7 +507,7 @@ impl ProcessView for ProcFs {
         self.lineages.clear();
         let (exe, script, terminal) = self
             .get(parent)
-            .map(|p| (p.exe.clone(), p.script.clone(), p.terminal.clone()))
+            .map(|p| (p.exe.clone(), p.script.clone(), p.terminal))
             .unwrap_or_default();
         let id = (start_ns != 0).then(|| process_id(child, start_ns / self.ns_per_tick));
         self.procs.insert(
@@ -469,8 +517,8 @@ impl ProcessView for ProcFs {
                 script,
                 id,
                 parent,
-                exited: None,
-                learned: Instant::now(),
+                exited_at: 0,
+                learned_at: now_s(),
                 terminal,
             },
         );
@@ -478,7 +526,7 @@ impl ProcessView for ProcFs {
 
     fn exited(&mut self, pid: u32) {
         if let Some(p) = self.procs.get_mut(&pid) {
-            p.exited = Some(Instant::now());
+            p.exited_at = now_s().max(1);
         }
     }
 
@@ -643,8 +691,8 @@ mod tests {
                 script: None,
                 id: Some("5000001@1".into()),
                 parent: 0,
-                exited: None,
-                learned: Instant::now(),
+                exited_at: 0,
+                learned_at: now_s(),
                 terminal: Terminal::default(),
             },
         );

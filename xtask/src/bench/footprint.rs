@@ -95,8 +95,9 @@ fn process_table(config: &Path, setup: &Setup) -> Result<Table> {
             std::thread::sleep(Duration::from_millis(500));
         }
     })();
-    // Settle, then measure while they all live.
-    std::thread::sleep(Duration::from_secs(2));
+    // Settle past the table's upkeep (every 10 s), then measure while
+    // they all live.
+    std::thread::sleep(Duration::from_secs(12));
     let after = agent.memory();
     let _ = Command::new("kill")
         .args(["-KILL", "--", &format!("-{pgid}")])
@@ -174,6 +175,17 @@ pub fn markdown(r: &Results, peak_rss: &[(String, Memory)]) -> String {
             mib(m.peak)
         );
     }
+    let t = &r.table;
+    let _ = write!(
+        md,
+        "\nProcess table: {} processes started (`sleep`, from one shell); the agent tracked {} → {} processes and its memory (RSS without the ring buffer) went {:.1} → {:.1} MiB: **{:.0} bytes per tracked process**.\n",
+        t.processes,
+        t.tracked_before,
+        t.tracked_after,
+        mib(t.before_kib),
+        mib(t.after_kib),
+        t.per_process()
+    );
     md
 }
 
