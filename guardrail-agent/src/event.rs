@@ -203,8 +203,8 @@ impl Body {
 /// object, whatever operations it lists.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PathChange<'e> {
-    /// These directories moved or went away (a rename, an rmdir): every
-    /// path below them now resolves elsewhere, or to nothing.
+    /// These directories moved (a rename, either side): every path below
+    /// them now resolves elsewhere.
     Below(Vec<&'e str>),
     /// Something was mounted at (or unmounted from) these places: they and
     /// every path below them may name other objects.
@@ -244,10 +244,12 @@ impl Body {
                 PathChange::AtAndBelow(paths())
             });
         }
-        match file.op.as_str() {
-            "rename" | "rmdir" => Some(PathChange::Below(paths())),
-            _ => None,
-        }
+        // A directory above a watched path moved away: a write under its
+        // new name, then a move back, would never name the watched path.
+        // (An rmdir is no such threat: the directory had to be empty, so
+        // what it held was removed first, and those are events of their
+        // own; a later re-creation is decided by its path.)
+        (file.op == "rename").then(|| PathChange::Below(paths()))
     }
 }
 
