@@ -419,6 +419,7 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
     }
     notify::starting("putting the rules in force");
     pipeline.set_enforcer(enforcer.ok());
+    pipeline.set_read_watch(probes.read_watch.take());
     pipeline.set_reported(probes.reported);
     pipeline
         .set_rules(rules, enforcement)

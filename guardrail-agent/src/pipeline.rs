@@ -43,6 +43,9 @@ pub struct Pipeline<V: ProcessView> {
     rules: Arc<RuleSet>,
     enforcement: Enforcement,
     enforcer: Option<Enforcer>,
+    /// The kernel's read watch set (`file.read` rules); None in tests and
+    /// replays that run without probes.
+    read_watch: Option<crate::kernel::watch::ReadWatch>,
     /// Indexes of the kernel-enforced rules that name paths, computed when
     /// the rules change rather than for every event.
     kernel_path_rules: Vec<usize>,
@@ -150,6 +153,7 @@ impl<V: ProcessView> Pipeline<V> {
             rules: Arc::new(RuleSet::default()),
             enforcement: Enforcement::default(),
             enforcer: None,
+            read_watch: None,
             kernel_path_rules: Vec::new(),
             baseline: Baseline::default(),
             audit: None,
@@ -173,6 +177,13 @@ impl<V: ProcessView> Pipeline<V> {
         self.watched.clear();
         self.watched_dirs.clear();
         self.watched_at = crate::clock::coarse();
+        // Files and directories created, replaced or removed since: the
+        // kernel's read watch set follows (written only when it changed).
+        if let Some(watch) = &mut self.read_watch {
+            if let Err(e) = watch.refresh(&self.rules) {
+                warn!("refreshing the read watch set failed: {e:#}");
+            }
+        }
         let patterns = self
             .rules
             .rules
@@ -297,6 +308,11 @@ impl<V: ProcessView> Pipeline<V> {
         self.enforcer = enforcer;
     }
 
+    /// The kernel's read watch set.
+    pub fn set_read_watch(&mut self, watch: Option<crate::kernel::watch::ReadWatch>) {
+        self.read_watch = watch;
+    }
+
     /// Put a new rule set in force: in the kernel first (atomically), then
     /// for evaluation here. On error nothing changes.
     pub fn set_rules(
@@ -306,6 +322,9 @@ impl<V: ProcessView> Pipeline<V> {
     ) -> anyhow::Result<()> {
         if let Some(enforcer) = &mut self.enforcer {
             enforcer.apply(&rules)?;
+        }
+        if let Some(watch) = &mut self.read_watch {
+            anyhow::Context::context(watch.apply(&rules), "putting the read watch set in force")?;
         }
         // The revert baseline is needed only where the kernel cannot deny.
         self.baseline = if enforcement.deny {

@@ -9,6 +9,7 @@
 pub mod enforce;
 pub mod lineage;
 pub mod syscalls;
+pub mod watch;
 
 /// Bumped whenever a record layout changes.
 pub const ABI_VERSION: u32 = 5;
@@ -95,6 +96,11 @@ pub mod flags {
     /// An exec record's arguments carry the process's login session and
     /// controlling terminal (see `syscalls::exec_args`).
     pub const EXEC_TERMINAL: u32 = 1 << 15;
+    /// A read-only open of a file in the read watch set, recorded when
+    /// the call returned (its entry was dropped as a plain read): the
+    /// arguments are not known, only the fd it returned, so string 2 holds
+    /// the object walked from that fd and string 0 is empty.
+    pub const WATCHED_READ: u32 = 1 << 16;
 }
 
 /// Fixed part of every record.

@@ -20,6 +20,7 @@ mod floor;
 mod lifecycle;
 mod lineage;
 mod path;
+mod reads;
 mod record;
 mod state;
 mod task;
@@ -312,6 +313,11 @@ fn on_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let ret = tp::<i64>(ctx, TP_RET);
     // SAFETY: only this thread uses its entry; it is removed after use.
     let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }) else {
+        // A read-only open dropped at entry: recorded only if it opened a
+        // watched file (see `reads`).
+        if ret >= 0 && syscalls::returns_opened_fd(nr) && reads::active() {
+            return watched_read(nr, ret, pid_tgid);
+        }
         return Ok(());
     };
     // Enter and exit from different syscalls: the exit of the parked one
@@ -324,6 +330,21 @@ fn on_exit(ctx: &TracePointContext) -> Result<(), i64> {
     };
     let _ = PENDING.remove(&pid_tgid);
     result
+}
+
+/// A read-only open that returned `fd`, dropped at entry: reported if what
+/// it opened is in the read watch set.
+#[inline(never)]
+fn watched_read(nr: u32, fd: i64, pid_tgid: u64) -> Result<(), i64> {
+    let tgid = (pid_tgid >> 32) as u32;
+    let only = global(&ONLY_TGID);
+    if tgid == global(&AGENT_TGID) || (only != 0 && tgid != only) {
+        return Ok(());
+    }
+    if !reads::watched(fd as i32) {
+        return Ok(());
+    }
+    record::emit_watched_read(nr, fd)
 }
 
 /// A successful exec: the new image is in place. The record takes the

@@ -95,9 +95,9 @@ pub fn walk_root((mnt, dentry): (u64, u64)) -> Option<Walked> {
     walk(mnt, dentry)
 }
 
-/// The `struct path` open file `fd` of the current task refers to.
+/// The `struct file` open file `fd` of the current task is.
 #[inline(always)]
-fn fd_path(fd: i32) -> Option<(u64, u64)> {
+pub fn fd_file(fd: i32) -> Option<u64> {
     if fd < 0 {
         return None;
     }
@@ -110,9 +110,15 @@ fn fd_path(fd: i32) -> Option<(u64, u64)> {
         }
         let array: u64 = read(fdt, off!(fdt_fd))?;
         let file: u64 = read(array, fd as u32 * 8)?;
-        if file == 0 {
-            return None;
-        }
+        (file != 0).then_some(file)
+    }
+}
+
+/// The `struct path` open file `fd` of the current task refers to.
+#[inline(always)]
+fn fd_path(fd: i32) -> Option<(u64, u64)> {
+    let file = fd_file(fd)?;
+    unsafe {
         let path = file + off!(file_f_path) as u64;
         Some((read(path, off!(path_mnt))?, read(path, off!(path_dentry))?))
     }

@@ -353,6 +353,29 @@ pub fn emit_syscall(pending: &PendingSyscall, ret: i64) -> Result<(), i64> {
     Ok(())
 }
 
+/// A read-only open of a watched file, from its exit (see
+/// `flags::WATCHED_READ`): the call's arguments are gone, the file it
+/// opened is walked from the returned fd.
+#[inline(never)]
+pub fn emit_watched_read(nr: u32, fd: i64) -> Result<(), i64> {
+    let mut args = [0u64; 6];
+    if nr != syscalls::OPEN {
+        args[0] = path::AT_FDCWD as i64 as u64;
+    }
+    let pending = PendingSyscall {
+        syscall: nr,
+        _pad: 0,
+        enter_ns: unsafe { gen::bpf_ktime_get_ns() },
+        args,
+        old_ids: task::current_ids(),
+    };
+    let rec = start(&pending, fd).ok_or(0)?;
+    rec.header.flags |= flags::WATCHED_READ;
+    walk_dirs(rec, nr, &pending.args, Some(fd as i32));
+    submit(rec);
+    Ok(())
+}
+
 /// Report a successful exec from the new image: the program as the kernel
 /// named it, the argument area, the cwd.
 pub fn emit_exec(pending: &PendingSyscall, filename: *const u8) -> Result<(), i64> {

@@ -68,6 +68,7 @@ pub fn ops_of(kinds: u32) -> u32 {
     for (kind, bits) in [
         ("exec", op::EXEC),
         ("file.open", op::OPEN_READ | op::OPEN_WRITE),
+        ("file.read", op::OPEN_READ),
         ("file.write", op::OPEN_WRITE | op::TRUNCATE | op::CREATE),
         ("file.create", op::CREATE),
         ("file.unlink", op::UNLINK),

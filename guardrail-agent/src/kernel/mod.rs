@@ -10,3 +10,4 @@ pub mod probes;
 pub mod ring;
 pub mod tracefs;
 pub mod uring;
+pub mod watch;

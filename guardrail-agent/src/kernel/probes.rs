@@ -109,6 +109,8 @@ pub struct Probes {
     pub offsets: Option<KernelOffsets>,
     /// io_uring file operations this kernel does not let the probes see.
     pub uring_unseen: Vec<String>,
+    /// The read watch set's maps (`file.read` rules), for the pipeline.
+    pub read_watch: Option<super::watch::ReadWatch>,
 }
 
 impl Probes {
@@ -324,6 +326,7 @@ impl Probes {
                 Err(e) => Err(format!("canary check failed: {e:#}")),
             },
         };
+        let read_watch = super::watch::ReadWatch::take(&mut ebpf)?;
         let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("COUNTERS map")?)?;
         let mut ledger: Array<MapData, u64> =
             Array::try_from(ebpf.take_map("AGENT_STATE").context("AGENT_STATE map")?)?;
@@ -389,6 +392,7 @@ impl Probes {
             missing,
             offsets,
             uring_unseen: uring_ops.unseen,
+            read_watch: Some(read_watch),
         };
         Ok((probes, ring, enforcer))
     }

@@ -211,6 +211,10 @@ pub struct Rule {
     pub fallback: Fallback,
     pub exempts: Vec<String>,
     pub kinds: u32,
+    /// `on` names `file.read`: the rule's paths join the read watch set
+    /// (reads of other files are never captured unless
+    /// `capture.read_opens` is on).
+    pub reads: bool,
     pub result: ResultFilter,
     pub path: Option<PathMatcher>,
     pub path_not: Option<PathMatcher>,
@@ -1013,6 +1017,7 @@ impl Compiler {
                 .unwrap_or_default(),
             exempts,
             kinds,
+            reads: r.on.get_ref().iter().any(|k| k == "file.read"),
             result: r.result,
             path: self.paths(src, "path", &r.path),
             path_not: self.paths(src, "path_not", &r.path_not),
@@ -1053,8 +1058,33 @@ impl Compiler {
                 self.errors.push(src.error(action_span.clone(), format!("{} rule: {problem}", if action == Action::Kill { "a kill" } else { "a deny" }), Some("enforcement happens in the kernel, which cannot evaluate this matcher: use action = \"alert\", or drop the matcher".into())));
             }
         }
+        if rule.reads {
+            self.check_read_paths(src, r, &rule);
+        }
         if r.enabled && self.errors.len() == errors_before {
             self.rules.push(rule);
+        }
+    }
+
+    /// `file.read` rules name the files whose reads are watched: they need
+    /// paths, and paths that do not watch every directory.
+    fn check_read_paths(&mut self, src: &Source, r: &RuleSpec, rule: &Rule) {
+        let Some(paths) = &rule.path else {
+            self.errors.push(src.error(
+                r.on.span(),
+                "`file.read` needs `path`: only reads of the files rules name are captured".into(),
+                Some("add path = [...] with the files or directories to watch".into()),
+            ));
+            return;
+        };
+        for p in &paths.patterns {
+            if let Some(("/", _)) = crate::kernel::watch::watch_base(p) {
+                self.errors.push(src.error(
+                    r.path.as_ref().map_or(r.on.span(), |s| s.span()),
+                    format!("path {p:?}: a `file.read` pattern must start with a directory without wildcards"),
+                    Some("watching reads everywhere costs every open; name the directory (/etc/ssh/*, /home/*/.ssh/** is not possible, ~*/.ssh/* is)".into()),
+                ));
+            }
         }
     }
 

@@ -25,6 +25,8 @@ pub const KINDS: &[&str] = &[
     "perm.setxattr",
     "uring.setup",
     "uring.register",
+    // Last, so that the bits above keep their values.
+    "file.read",
 ];
 
 fn bit(name: &str) -> u32 {
@@ -85,6 +87,8 @@ pub fn mask_of_event(body: &Body) -> u32 {
                 let mut m = bit("file.open");
                 if is_write_flags(&file.flags) {
                     m |= bit("file.write");
+                } else {
+                    m |= bit("file.read");
                 }
                 if file.flags.iter().any(|f| f == "create") {
                     m |= bit("file.create");

@@ -1,0 +1,247 @@
+//! The read watch set: which files' read-only opens the probes report
+//! (rules of kind `file.read`), compiled from the rules into the kernel's
+//! `READ_WATCH` map by device and inode, and put in force with a
+//! generation flip so that a reload never leaves a moment unwatched.
+//!
+//! What a pattern watches (see guardrail_common::watch):
+//! - an exact path: that file, under every name (hard links, renames);
+//! - a glob in the last component (`/root/.ssh/id_*`): its directory, so
+//!   every file directly in it, existing or created later;
+//! - `DIR/**`, or a glob deeper down (`/etc/kubernetes/**/*.key`): every
+//!   directory of the subtree that exists when the set is compiled
+//!   (refreshed every few seconds and on reload).
+//!
+//! Files that exist and match are also watched as themselves, so a hard
+//! link made elsewhere still reports. The agent filters what the kernel
+//! reports with the rule's own globs.
+
+use std::collections::HashMap as StdHashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use aya::maps::{Array, HashMap, MapData};
+use aya::Ebpf;
+use guardrail_common::enforce::InodeKey;
+use guardrail_common::watch;
+use tracing::{info, warn};
+
+use super::enforce::kernel_dev;
+use crate::rules::RuleSet;
+
+/// Entries one generation may hold: half the map, since a reload writes
+/// the new generation before the old one is removed.
+pub const MAX_PER_GENERATION: usize = watch::MAX_ENTRIES as usize / 2;
+
+/// Directories walked below a subtree pattern's base.
+const MAX_SUBTREE_DEPTH: usize = 16;
+
+/// One generation's watch set, by (kernel dev, ino).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WatchSet {
+    pub entries: StdHashMap<(u64, u64), u8>,
+    /// Entries left out because the set was full.
+    pub overflow: usize,
+}
+
+impl WatchSet {
+    pub fn dirs(&self) -> bool {
+        self.entries.values().any(|v| v & watch::CHILDREN != 0)
+    }
+
+    fn add(&mut self, meta: &std::fs::Metadata, bits: u8) {
+        let key = (kernel_dev(meta.dev()), meta.ino());
+        if let Some(v) = self.entries.get_mut(&key) {
+            *v |= bits;
+        } else if self.entries.len() < MAX_PER_GENERATION {
+            self.entries.insert(key, bits);
+        } else {
+            self.overflow += 1;
+        }
+    }
+}
+
+/// The directory part of `pattern` without glob characters, and whether
+/// what follows it reaches below its immediate children (`**`, or a glob
+/// in a directory component). None for an exact path.
+pub fn watch_base(pattern: &str) -> Option<(&str, bool)> {
+    let first_glob = pattern.find(['*', '?', '[', '{'])?;
+    let base_end = pattern[..first_glob].rfind('/')?;
+    let base = if base_end == 0 {
+        "/"
+    } else {
+        &pattern[..base_end]
+    };
+    let rest = &pattern[base_end + 1..];
+    Some((base, rest.contains('/') || rest.contains("**")))
+}
+
+/// Compile the watch set of every enabled rule that names `file.read`.
+pub fn compile(set: &RuleSet) -> WatchSet {
+    let mut out = WatchSet::default();
+    for rule in set.rules.iter().filter(|r| r.reads) {
+        let Some(paths) = &rule.path else { continue };
+        for pattern in &paths.patterns {
+            match watch_base(pattern) {
+                None => {
+                    // The file, and what a symlink there points to.
+                    if let Ok(m) = std::fs::metadata(pattern) {
+                        out.add(&m, watch::FILE);
+                    }
+                }
+                Some((base, deep)) => {
+                    add_dir(&mut out, Path::new(base), deep, 0, &|p: &str| {
+                        paths.matches_any(&[p])
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Watch the files directly in `dir` (and, `deep`, in its subdirectories),
+/// and the matching files that exist as themselves.
+fn add_dir(
+    out: &mut WatchSet,
+    dir: &Path,
+    deep: bool,
+    depth: usize,
+    matches: &dyn Fn(&str) -> bool,
+) {
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    out.add(&meta, watch::CHILDREN);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(m) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if m.is_dir() {
+            if deep && depth < MAX_SUBTREE_DEPTH {
+                add_dir(out, &path, deep, depth + 1, matches);
+            }
+        } else if path.to_str().is_some_and(matches) {
+            out.add(&m, watch::FILE);
+        }
+    }
+}
+
+/// The kernel's watch maps and the set in force.
+pub struct ReadWatch {
+    map: HashMap<MapData, InodeKey, u8>,
+    state: Array<MapData, u64>,
+    generation: u32,
+    current: WatchSet,
+    compiled_at: Instant,
+}
+
+/// How often the set is recompiled from the file system between reloads
+/// (new files and directories under watched directories).
+const REFRESH: Duration = Duration::from_secs(5);
+
+impl ReadWatch {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        let map = HashMap::try_from(ebpf.take_map("READ_WATCH").context("READ_WATCH map")?)?;
+        let state: Array<MapData, u64> = Array::try_from(
+            ebpf.take_map("READ_WATCH_STATE")
+                .context("READ_WATCH_STATE map")?,
+        )?;
+        Ok(ReadWatch {
+            map,
+            state,
+            generation: 0,
+            current: WatchSet::default(),
+            compiled_at: Instant::now(),
+        })
+    }
+
+    /// [`Self::apply`], at most every few seconds.
+    pub fn refresh(&mut self, set: &RuleSet) -> Result<()> {
+        if self.compiled_at.elapsed() < REFRESH {
+            return Ok(());
+        }
+        self.apply(set)
+    }
+
+    /// Compile `set`'s watch set and put it in force, if it changed.
+    pub fn apply(&mut self, set: &RuleSet) -> Result<()> {
+        self.compiled_at = Instant::now();
+        let next = compile(set);
+        if next == self.current {
+            return Ok(());
+        }
+        if next.overflow > 0 {
+            warn!(
+                left_out = next.overflow,
+                "the read watch set is full ({MAX_PER_GENERATION} files and directories): reads of the rest are not seen"
+            );
+        }
+        let generation = self.generation ^ 1;
+        let key = |(dev, ino): (u64, u64), generation| InodeKey {
+            dev,
+            ino,
+            generation,
+            _pad: 0,
+        };
+        for (&id, &bits) in &next.entries {
+            self.map.insert(key(id, generation), bits, 0)?;
+        }
+        let mut word = generation as u64;
+        if !next.entries.is_empty() {
+            word |= watch::ACTIVE;
+        }
+        if next.dirs() {
+            word |= watch::DIRS;
+        }
+        // One update: the new generation is in force, whole.
+        self.state.set(0, word, 0)?;
+        for &id in self.current.entries.keys() {
+            let _ = self.map.remove(&key(id, self.generation));
+        }
+        info!(
+            entries = next.entries.len(),
+            generation, "read watch set in force"
+        );
+        self.generation = generation;
+        self.current = next;
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.current.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.current.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bases_of_patterns() {
+        assert_eq!(watch_base("/etc/shadow"), None);
+        assert_eq!(watch_base("/root/.ssh/id_*"), Some(("/root/.ssh", false)));
+        assert_eq!(
+            watch_base("/root/.config/gcloud/**"),
+            Some(("/root/.config/gcloud", true))
+        );
+        assert_eq!(
+            watch_base("/etc/kubernetes/**/*.key"),
+            Some(("/etc/kubernetes", true))
+        );
+        assert_eq!(watch_base("/etc/*/x"), Some(("/etc", true)));
+        assert_eq!(watch_base("/*"), Some(("/", false)));
+    }
+}

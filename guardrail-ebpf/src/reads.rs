@@ -1,0 +1,96 @@
+//! Reads of watched files (`file.read` rules).
+//!
+//! A read-only open is dropped at syscall entry, before anything but its
+//! flags is read: watching reads must not make every open expensive. When
+//! such an open returns an fd and the watch set is active, the exit side
+//! looks the opened file up by (device, inode), and its parent directory
+//! when the set has directory entries: a few kernel reads and one or two
+//! hash lookups per read-only open, nothing more for unwatched files.
+//! A hit is recorded from the fd (see `flags::WATCHED_READ`).
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::{Array, HashMap};
+use guardrail_common::enforce::InodeKey;
+use guardrail_common::watch;
+
+use crate::{off, path};
+
+/// The watched files and directories of both generations.
+#[map]
+static READ_WATCH: HashMap<InodeKey, u8> = HashMap::with_max_entries(watch::MAX_ENTRIES, 0);
+
+/// One word: the generation in force and whether it watches anything
+/// (`watch::GENERATION | ACTIVE | DIRS`), flipped in one update.
+#[map]
+static READ_WATCH_STATE: Array<u64> = Array::with_max_entries(1, 0);
+
+/// fmode_t bit for "opened for writing".
+const FMODE_WRITE: u32 = 0x2;
+
+#[inline(always)]
+unsafe fn read<T>(base: u64, offset: u32) -> Option<T> {
+    bpf_probe_read_kernel((base + offset as u64) as *const T).ok()
+}
+
+/// Whether any read is watched now (one array lookup).
+#[inline(always)]
+pub fn active() -> bool {
+    READ_WATCH_STATE
+        .get(0)
+        .is_some_and(|s| s & watch::ACTIVE != 0)
+}
+
+/// Whether the file open as `fd` (just opened, read-only) is watched.
+#[inline(never)]
+pub fn watched(fd: i32) -> bool {
+    watched_inner(fd).unwrap_or(false)
+}
+
+#[inline(always)]
+fn watched_inner(fd: i32) -> Option<bool> {
+    let state = *READ_WATCH_STATE.get(0)?;
+    if state & watch::ACTIVE == 0 || off!(dentry_sb) == 0 || off!(task_files) == 0 {
+        return Some(false);
+    }
+    let generation = (state & watch::GENERATION) as u32;
+    let file = path::fd_file(fd)?;
+    let (dev, ino, dentry) = unsafe {
+        let dentry: u64 = read(file + off!(file_f_path) as u64, off!(path_dentry))?;
+        let sb: u64 = read(dentry, off!(dentry_sb))?;
+        let inode: u64 = read(dentry, off!(dentry_inode))?;
+        if inode == 0 {
+            return Some(false);
+        }
+        let dev: u32 = read(sb, off!(sb_dev))?;
+        (dev as u64, read::<u64>(inode, off!(inode_ino))?, dentry)
+    };
+    let mut key = InodeKey {
+        dev,
+        ino,
+        generation,
+        _pad: 0,
+    };
+    let mut hit = unsafe { READ_WATCH.get(&key) }.is_some_and(|v| v & watch::FILE != 0);
+    if !hit && state & watch::DIRS != 0 {
+        // Files directly inside a watched directory (one created after
+        // the set was compiled, too). A file that is the root of its own
+        // mount has itself as parent, and is only watched as itself.
+        key.ino = unsafe {
+            let parent: u64 = read(dentry, off!(dentry_parent))?;
+            let inode: u64 = read(parent, off!(dentry_inode))?;
+            if parent == dentry || inode == 0 {
+                return Some(false);
+            }
+            read(inode, off!(inode_ino))?
+        };
+        hit = unsafe { READ_WATCH.get(&key) }.is_some_and(|v| v & watch::CHILDREN != 0);
+    }
+    if !hit {
+        return Some(false);
+    }
+    // Only now, for a watched file: an open that can write was parked at
+    // entry and reported as such; if its entry was lost it is no read.
+    let mode: u32 = unsafe { read(file, off!(file_f_mode)) }?;
+    Some(mode & FMODE_WRITE == 0)
+}
