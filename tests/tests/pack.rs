@@ -439,3 +439,122 @@ fn every_users_home_from_passwd_keys_history_and_user_units() {
     }
     agent.stop();
 }
+
+/// A file the test needed: written if missing (and removed again), left
+/// as it is if the host has it.
+struct NeededFile(PathBuf, bool);
+
+impl NeededFile {
+    fn at(path: &Path, content: &[u8]) -> NeededFile {
+        let made = !path.exists();
+        if made {
+            std::fs::write(path, content).unwrap();
+        }
+        NeededFile(path.to_path_buf(), made)
+    }
+}
+
+impl Drop for NeededFile {
+    fn drop(&mut self) {
+        if self.1 {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+/// Reads of `path` by `exe` were seen, and none was decided by `rule`.
+fn assert_read_quiet(events: &[Value], rule: &str, path: &str, exe: &str) {
+    let about: Vec<&Value> = events
+        .iter()
+        .filter(|e| names(e, path) && e["process"]["exe"] == exe)
+        .collect();
+    assert!(
+        !about.is_empty(),
+        "no read of {path} by {exe}: the look-alike proves nothing"
+    );
+    let loud: Vec<&&Value> = about.iter().filter(|e| decided_by(e, rule)).collect();
+    assert!(
+        loud.is_empty(),
+        "{rule} fired on {exe} reading {path}: {loud:#?}"
+    );
+}
+
+/// Credential access: secrets read by a script are decided (with the
+/// reading program and its lineage); the same files read by their owners,
+/// and their public neighbours, are not.
+#[test]
+fn credential_reads() {
+    let dir = guardrail_tests::trusted_tempdir();
+    let me = std::process::id();
+    let root = home_of("root");
+    // What the rules watch must exist when the agent compiles its watch
+    // set; made (and removed) where the host lacks it. Locals drop in
+    // reverse order: files before their directories.
+    let _ssh = NeededDir::at(s(&root.join(".ssh")));
+    let _aws = NeededDir::at(s(&root.join(".aws")));
+    let _kube = NeededDir::at(s(&root.join(".kube")));
+    let _config = NeededDir::at(s(&root.join(".config")));
+    let _gcloud = NeededDir::at(s(&root.join(".config/gcloud")));
+    let _k8s = NeededDir::at("/etc/kubernetes");
+    let _pki = NeededDir::at("/etc/kubernetes/pki");
+    let user_key = root.join(format!(".ssh/id_grtest{me}"));
+    let user_pub = root.join(format!(".ssh/id_grtest{me}.pub"));
+    let host_key = PathBuf::from(format!("/etc/ssh/ssh_host_grtest{me}_key"));
+    let host_pub = PathBuf::from(format!("/etc/ssh/ssh_host_grtest{me}_key.pub"));
+    let aws = root.join(".aws/credentials");
+    let kube = root.join(".kube/config");
+    let gcloud = root.join(format!(".config/gcloud/grtest-{me}.db"));
+    let k8s_key = PathBuf::from(format!("/etc/kubernetes/pki/grtest-{me}.key"));
+    let k8s_crt = PathBuf::from(format!("/etc/kubernetes/pki/grtest-{me}.crt"));
+    let _files: Vec<NeededFile> = [
+        &user_key, &user_pub, &host_key, &host_pub, &aws, &kube, &gcloud, &k8s_key, &k8s_crt,
+    ]
+    .into_iter()
+    .map(|p| NeededFile::at(p, b"guardrail test\n"))
+    .collect();
+    let agent = shipped_agent(dir.path());
+
+    // Triggers: a script's cat.
+    let secrets = [
+        ("credential-read", PathBuf::from("/etc/shadow")),
+        ("credential-read", PathBuf::from("/etc/gshadow")),
+        ("ssh-host-key-read", host_key.clone()),
+        ("ssh-private-key-read", user_key.clone()),
+        ("cloud-credential-read", aws.clone()),
+        ("cloud-credential-read", kube.clone()),
+        ("cloud-credential-read", gcloud.clone()),
+        ("cloud-credential-read", k8s_key.clone()),
+    ];
+    for (_, p) in &secrets {
+        run(&["/usr/bin/cat", s(p)]);
+    }
+    // Look-alikes: the owners read the same files; public neighbours in
+    // the same watched directories are read by the same script.
+    run(&["/usr/bin/passwd", "-S", "root"]);
+    run(&["/usr/bin/chage", "-l", "root"]);
+    // ssh-keygen reads the key and refuses it (not a real key): the read
+    // is what counts.
+    let _ = Command::new("/usr/bin/ssh-keygen")
+        .args(["-y", "-f", s(&host_key)])
+        .output()
+        .unwrap();
+    for p in [&user_pub, &host_pub, &k8s_crt] {
+        run(&["/usr/bin/cat", s(p)]);
+    }
+    let events = events_until_now(&agent, dir.path());
+    for (rule, p) in &secrets {
+        assert_decided(&events, rule, s(p));
+    }
+    assert_read_quiet(&events, "credential-read", "/etc/shadow", "/usr/bin/passwd");
+    assert_read_quiet(&events, "credential-read", "/etc/shadow", "/usr/bin/chage");
+    assert_read_quiet(
+        &events,
+        "ssh-host-key-read",
+        s(&host_key),
+        "/usr/bin/ssh-keygen",
+    );
+    assert_quiet(&events, "ssh-host-key-read", s(&host_pub));
+    assert_quiet(&events, "ssh-private-key-read", s(&user_pub));
+    assert_quiet(&events, "cloud-credential-read", s(&k8s_crt));
+    agent.stop();
+}

@@ -988,6 +988,26 @@ mod default_pack {
                 by(exec("/proc/self/fd/3", &["x"]), "/usr/bin/memfd-tool"),
             ),
             (
+                "credential-read",
+                open("/usr/bin/cat", "/etc/shadow", &[]),
+                open("/usr/bin/passwd", "/etc/shadow", &[]),
+            ),
+            (
+                "ssh-host-key-read",
+                open("/usr/bin/cat", "/etc/ssh/ssh_host_ed25519_key", &[]),
+                open("/usr/sbin/sshd", "/etc/ssh/ssh_host_ed25519_key", &[]),
+            ),
+            (
+                "ssh-private-key-read",
+                open("/usr/bin/python3.11", "/root/.ssh/id_ed25519", &[]),
+                open("/usr/bin/python3.11", "/root/.ssh/id_ed25519.pub", &[]),
+            ),
+            (
+                "cloud-credential-read",
+                open("/usr/bin/curl", "/root/.aws/credentials", &[]),
+                open("/usr/local/bin/kubectl", "/root/.kube/config", &[]),
+            ),
+            (
                 "nginx-outside-maintenance",
                 at_time(
                     write("/usr/bin/vi", "/etc/nginx/nginx.conf"),
@@ -1038,6 +1058,9 @@ mod default_pack {
             ),
             ("name-resolution", &["/usr/bin/dash", "/usr/sbin/dhclient"]),
             ("privilege-policy", &["/usr/bin/dash", "/usr/bin/dpkg"]),
+            ("credential-read", &["/usr/bin/dash", "/usr/bin/dpkg"]),
+            ("credential-read", &["/usr/bin/cp", "/usr/sbin/useradd"]),
+            ("ssh-host-key-read", &["/usr/bin/dash", "/usr/bin/dpkg"]),
         ];
         for (id, tree) in lineage_exempt {
             let (_, hit, _) = cases.iter().find(|(c, _, _)| c == id).unwrap();
