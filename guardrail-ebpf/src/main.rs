@@ -314,8 +314,8 @@ fn on_exit(ctx: &TracePointContext) -> Result<(), i64> {
     // SAFETY: only this thread uses its entry; it is removed after use.
     let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }) else {
         // A read-only open dropped at entry: recorded only if it opened a
-        // watched file (see `reads`).
-        if ret >= 0 && syscalls::returns_opened_fd(nr) && reads::active() {
+        // watched file, or the LSM hook refused it (-EPERM; see `reads`).
+        if syscalls::returns_opened_fd(nr) && (ret >= 0 || ret == -1) && reads::active() {
             return watched_read(nr, ret, pid_tgid);
         }
         return Ok(());
@@ -332,10 +332,17 @@ fn on_exit(ctx: &TracePointContext) -> Result<(), i64> {
     result
 }
 
-/// A read-only open that returned `fd`, dropped at entry: reported if what
-/// it opened is in the read watch set.
+/// A read-only open dropped at entry that returned `ret`: reported if what
+/// it opened is in the read watch set, or if the LSM hook refused it.
 #[inline(never)]
-fn watched_read(nr: u32, fd: i64, pid_tgid: u64) -> Result<(), i64> {
+fn watched_read(nr: u32, ret: i64, pid_tgid: u64) -> Result<(), i64> {
+    if ret < 0 {
+        return match reads::take_refused(pid_tgid) {
+            Some(refused) => record::emit_refused_read(nr, ret, &refused),
+            None => Ok(()),
+        };
+    }
+    let fd = ret;
     let tgid = (pid_tgid >> 32) as u32;
     let only = global(&ONLY_TGID);
     if tgid == global(&AGENT_TGID) || (only != 0 && tgid != only) {

@@ -164,7 +164,15 @@ pub fn object_of_fd(fd: i32) -> Option<(u32, u64)> {
     if off!(task_fs) == 0 || off!(dentry_sb) == 0 {
         return None;
     }
-    let (_, dentry) = fd_path(fd)?;
+    object_of(fd_path(fd)?.1)
+}
+
+/// (device, inode) of `dentry`.
+#[inline(always)]
+pub fn object_of(dentry: u64) -> Option<(u32, u64)> {
+    if off!(dentry_sb) == 0 {
+        return None;
+    }
     unsafe {
         let sb: u64 = read(dentry, off!(dentry_sb))?;
         let inode: u64 = read(dentry, off!(dentry_inode))?;
@@ -183,6 +191,15 @@ pub fn of_fd(fd: i32) -> Option<Walked> {
     }
     let (mnt, dentry) = fd_path(fd)?;
     walk(mnt, dentry)
+}
+
+/// What a `struct path` the kernel handed a hook refers to.
+#[inline(always)]
+pub fn of_path(vfsmnt: u64, dentry: u64) -> Option<Walked> {
+    if off!(task_fs) == 0 {
+        return None;
+    }
+    walk(vfsmnt, dentry)
 }
 
 #[inline(never)]

@@ -10,7 +10,8 @@
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 use aya_ebpf::macros::map;
-use aya_ebpf::maps::{Array, HashMap};
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns};
+use aya_ebpf::maps::{Array, HashMap, LruHashMap};
 use guardrail_common::enforce::InodeKey;
 use guardrail_common::watch;
 
@@ -24,6 +25,42 @@ static READ_WATCH: HashMap<InodeKey, u8> = HashMap::with_max_entries(watch::MAX_
 /// (`watch::GENERATION | ACTIVE | DIRS`), flipped in one update.
 #[map]
 static READ_WATCH_STATE: Array<u64> = Array::with_max_entries(1, 0);
+
+/// A read-only open the LSM hook refused: what it would have opened and
+/// when. Its entry was dropped as a plain read and a refused open returns
+/// no fd, so the call's exit reports it from this.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Refused {
+    pub vfsmnt: u64,
+    pub dentry: u64,
+    pub ktime_ns: u64,
+}
+
+/// Refused reads by thread (`pid_tgid`), taken by the call's exit; an LRU
+/// map, so one whose exit never comes cannot fill it.
+#[map]
+static REFUSED: LruHashMap<u64, Refused> = LruHashMap::with_max_entries(4096, 0);
+
+/// Files the current thread's read-only open of (`vfsmnt`, `dentry`) was
+/// refused (called by the `file_open` hook).
+#[inline(always)]
+pub fn note_refused(vfsmnt: u64, dentry: u64) {
+    let refused = Refused {
+        vfsmnt,
+        dentry,
+        ktime_ns: unsafe { bpf_ktime_get_ns() },
+    };
+    let _ = REFUSED.insert(&bpf_get_current_pid_tgid(), &refused, 0);
+}
+
+/// The read-only open of the current thread the LSM hook refused, if any.
+#[inline(always)]
+pub fn take_refused(pid_tgid: u64) -> Option<Refused> {
+    let refused = *unsafe { REFUSED.get(&pid_tgid) }?;
+    let _ = REFUSED.remove(&pid_tgid);
+    Some(refused)
+}
 
 /// fmode_t bit for "opened for writing".
 const FMODE_WRITE: u32 = 0x2;

@@ -370,8 +370,39 @@ pub fn emit_watched_read(nr: u32, fd: i64) -> Result<(), i64> {
         old_ids: task::current_ids(),
     };
     let rec = start(&pending, fd).ok_or(0)?;
-    rec.header.flags |= flags::WATCHED_READ;
-    walk_dirs(rec, nr, &pending.args, Some(fd as i32));
+    rec.header.flags |= flags::WATCHED_READ | flags::OBJECT0_WALKED;
+    rec.walked(2, path::of_fd(fd as i32));
+    object_id(rec, fd as i32);
+    submit(rec);
+    Ok(())
+}
+
+/// A read-only open the LSM hook refused (see `reads::Refused`): like a
+/// watched read, with the verdict, walked from what the hook saw.
+#[inline(never)]
+pub fn emit_refused_read(nr: u32, ret: i64, refused: &crate::reads::Refused) -> Result<(), i64> {
+    let mut args = [0u64; 6];
+    if nr != syscalls::OPEN {
+        args[0] = path::AT_FDCWD as i64 as u64;
+    }
+    // Entered at 0: the verdict the hook filed is this call's (the refusal
+    // was noted with it); the record then says when it was refused.
+    let pending = PendingSyscall {
+        syscall: nr,
+        _pad: 0,
+        enter_ns: 0,
+        args,
+        old_ids: task::current_ids(),
+    };
+    let rec = start(&pending, ret).ok_or(0)?;
+    rec.header.enter_ns = refused.ktime_ns;
+    rec.header.flags |= flags::WATCHED_READ | flags::OBJECT0_WALKED;
+    rec.walked(2, path::of_path(refused.vfsmnt, refused.dentry));
+    if let Some((dev, ino)) = path::object_of(refused.dentry) {
+        rec.header.obj_dev = dev;
+        rec.header.obj_ino = ino;
+        rec.header.flags |= flags::OBJECT_ID;
+    }
     submit(rec);
     Ok(())
 }

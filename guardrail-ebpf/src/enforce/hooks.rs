@@ -59,7 +59,11 @@ pub fn guardrail_file_open(ctx: LsmContext) -> i32 {
     } else {
         op::OPEN_READ
     };
-    verdict(previous, decide(what, mnt, dentry, false))
+    let ours = decide(what, mnt, dentry, false);
+    if ours != 0 && previous == 0 && what == op::OPEN_READ {
+        crate::reads::note_refused(mnt, dentry);
+    }
+    verdict(previous, ours)
 }
 
 #[lsm(hook = "bprm_check_security")]
