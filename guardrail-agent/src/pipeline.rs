@@ -363,13 +363,14 @@ impl<V: ProcessView> Pipeline<V> {
         })
     }
 
-    /// Re-resolve kill/deny rule paths after an event that may have
-    /// replaced a protected file (editors and package managers write a new
-    /// file and rename it over the old one: a new inode).
+    /// Re-resolve kill/deny rule paths, and the read watch set, after an
+    /// event that may have replaced a protected or watched file (editors,
+    /// `passwd` and package managers write a new file and rename it over
+    /// the old one: a new inode, unwatched until then).
     fn refresh_if_touched(&mut self, event: &Event) {
-        let Some(enforcer) = &mut self.enforcer else {
+        if self.enforcer.is_none() && self.read_watch.is_none() {
             return;
-        };
+        }
         let Body::File { file, result, .. } = &event.body else {
             return;
         };
@@ -385,17 +386,27 @@ impl<V: ProcessView> Pipeline<V> {
             return;
         }
         let paths = event.body.paths();
-        let touched = self.kernel_path_rules.iter().any(|&i| {
-            self.rules.rules[i]
-                .path
-                .as_ref()
-                .is_some_and(|p| p.find(&paths).is_some())
-        });
-        if touched {
-            if let Err(e) = enforcer.apply(&self.rules) {
-                warn!(
-                    "refreshing kill/deny rules after a change to a protected path failed: {e:#}"
-                );
+        let touches = |rule: &crate::rules::compile::Rule| {
+            rule.path.as_ref().is_some_and(|p| p.find(&paths).is_some())
+        };
+        if let Some(enforcer) = &mut self.enforcer {
+            if self
+                .kernel_path_rules
+                .iter()
+                .any(|&i| touches(&self.rules.rules[i]))
+            {
+                if let Err(e) = enforcer.apply(&self.rules) {
+                    warn!(
+                        "refreshing kill/deny rules after a change to a protected path failed: {e:#}"
+                    );
+                }
+            }
+        }
+        if let Some(watch) = &mut self.read_watch {
+            if self.rules.rules.iter().any(|r| r.reads && touches(r)) {
+                if let Err(e) = watch.apply(&self.rules) {
+                    warn!("refreshing the read watch set after a change to a watched path failed: {e:#}");
+                }
             }
         }
     }

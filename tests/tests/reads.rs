@@ -147,5 +147,110 @@ fn reads_of_watched_files_are_decided_and_others_are_not_captured() {
         by_sha.iter().all(|e| e["decision"].is_null()),
         "{by_sha:#?}"
     );
+
+    // Replaced as passwd replaces /etc/shadow (a new file renamed over
+    // it: a new inode): once the agent has seen the rename, the new file
+    // is watched, without waiting for the periodic recompile.
+    std::fs::write(d.join("secret.new"), b"n3w\n").unwrap();
+    std::fs::rename(d.join("secret.new"), d.join("secret")).unwrap();
+    let secret = d.join("secret");
+    let secret = secret.to_str().unwrap();
+    agent.collect_until(WAIT, |e| {
+        e["file"]["op"] == "rename" && e["file"]["new_path"] == secret
+    });
+    cat(&d.join("secret"));
+    let events = events_until_now(&agent, d, 1);
+    assert_read_decided(&events, &d.join("secret"));
+    agent.stop();
+}
+
+/// Files one rule watches by exact name in the large-set test.
+const MANY: usize = 10_000;
+
+fn many_files_config(dir: &Path, extra: bool) -> String {
+    let paths: Vec<String> = (0..MANY)
+        .map(|i| format!("\"{}/many/f{i}\"", dir.display()))
+        .collect();
+    let mut config = format!(
+        "[[rule]]\nid = \"many\"\non = [\"file.read\"]\npath = [{}]\n",
+        paths.join(", ")
+    );
+    if extra {
+        config.push_str(&format!(
+            "\n[[rule]]\nid = \"extra\"\non = [\"file.read\"]\npath = [\"{}/extra\"]\n",
+            dir.display()
+        ));
+    }
+    config
+}
+
+#[test]
+fn ten_thousand_watched_files_and_reloads_under_load_miss_no_read() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    let dir = trusted_tempdir();
+    let d = dir.path().to_path_buf();
+    std::fs::create_dir(d.join("many")).unwrap();
+    for i in 0..MANY {
+        std::fs::write(d.join(format!("many/f{i}")), b"x").unwrap();
+    }
+    std::fs::write(d.join("extra"), b"x").unwrap();
+    let agent = Agent::start_with_config(&many_files_config(&d, false), &[]);
+    let rules = |agent: &Agent| agent.status()["rules"].as_u64().unwrap_or(0);
+    assert_eq!(rules(&agent), 1);
+
+    // A reader reads watched files, one every millisecond, all the while
+    // the set is swapped: each reload changes it, so each puts a whole new
+    // generation of 10,000 entries in force.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (stop, reads, d) = (stop.clone(), reads.clone(), d.clone());
+        std::thread::spawn(move || {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                std::fs::read(d.join(format!("many/f{}", (i * 7919) % MANY))).unwrap();
+                reads.fetch_add(1, Ordering::Relaxed);
+                i += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    for round in 1..=6 {
+        let extra = round % 2 == 1;
+        std::fs::write(&agent.config, many_files_config(&d, extra)).unwrap();
+        agent.signal(libc::SIGHUP);
+        let want = if extra { 2 } else { 1 };
+        let deadline = Instant::now() + WAIT;
+        while rules(&agent) != want {
+            assert!(Instant::now() < deadline, "reload {round} not in force");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    let done = reads.load(Ordering::Relaxed);
+    let events = events_until_now(&agent, &d, 0);
+
+    let many = format!("{}/many/f", d.display());
+    let seen = events
+        .iter()
+        .filter(|e| e["kind"] == "file" && e["file"]["op"] == "open")
+        .filter(|e| {
+            e["file"]["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with(&many))
+        })
+        .filter(|e| e["decision"]["rule"] == "many")
+        .count() as u64;
+    let losses: Vec<&Value> = events.iter().filter(|e| e["kind"] == "loss").collect();
+    assert!(losses.is_empty(), "events were lost: {losses:#?}");
+    assert!(done > 100, "the reader read during the reloads ({done})");
+    assert_eq!(
+        seen, done,
+        "every read of a watched file is decided, across 6 reloads"
+    );
     agent.stop();
 }
