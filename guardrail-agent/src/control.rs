@@ -142,6 +142,10 @@ pub struct Status {
     /// rules judge them as not exempt.
     #[serde(default)]
     pub lineage_marks_lost: u64,
+    /// The files `file.read` rules watch in the kernel (None: the probes
+    /// have no read watch set).
+    #[serde(default)]
+    pub read_watch: Option<crate::kernel::watch::WatchStatus>,
     /// The central rules (`[fleet]`): whether NATS is reachable, the set
     /// in force and the last refused. None without `[fleet]`.
     #[serde(default)]

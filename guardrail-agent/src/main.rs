@@ -808,6 +808,7 @@ fn update(
     pipeline.kernel_counters(counters);
     // A loss record goes to the audit log right behind the events around it.
     pipeline.hand_over();
+    pipeline.housekeeping();
     probes.heartbeat(&pipeline.reported());
     let mut s = status.lock().unwrap();
     s.uptime_s = started.elapsed().as_secs();
@@ -843,6 +844,7 @@ fn update_periodic(
     let mut s = status.lock().unwrap();
     s.ring_backlog_bytes = ring_backlog_bytes;
     s.lineage_marks_lost = lineage_marks_lost;
+    s.read_watch = pipeline.read_watch_status();
     s.fleet = fleet;
 }
 

@@ -177,13 +177,6 @@ impl<V: ProcessView> Pipeline<V> {
         self.watched.clear();
         self.watched_dirs.clear();
         self.watched_at = crate::clock::coarse();
-        // Files and directories created, replaced or removed since: the
-        // kernel's read watch set follows (written only when it changed).
-        if let Some(watch) = &mut self.read_watch {
-            if let Err(e) = watch.refresh(&self.rules) {
-                warn!("refreshing the read watch set failed: {e:#}");
-            }
-        }
         let patterns = self
             .rules
             .rules
@@ -308,6 +301,22 @@ impl<V: ProcessView> Pipeline<V> {
         self.enforcer = enforcer;
     }
 
+    /// Periodic work between drains: the read watch set follows files
+    /// created, replaced or removed since it was compiled (written to the
+    /// kernel only when it changed).
+    pub fn housekeeping(&mut self) {
+        if let Some(watch) = &mut self.read_watch {
+            if let Err(e) = watch.refresh(&self.rules) {
+                warn!("refreshing the read watch set failed: {e:#}");
+            }
+        }
+    }
+
+    /// The read watch set, for `guardrail status` (None: not loaded).
+    pub fn read_watch_status(&self) -> Option<crate::kernel::watch::WatchStatus> {
+        self.read_watch.as_ref().map(|w| w.status())
+    }
+
     /// The kernel's read watch set.
     pub fn set_read_watch(&mut self, watch: Option<crate::kernel::watch::ReadWatch>) {
         self.read_watch = watch;
@@ -404,7 +413,7 @@ impl<V: ProcessView> Pipeline<V> {
         }
         if let Some(watch) = &mut self.read_watch {
             if self.rules.rules.iter().any(|r| r.reads && touches(r)) {
-                if let Err(e) = watch.apply(&self.rules) {
+                if let Err(e) = watch.touched(&self.rules) {
                     warn!("refreshing the read watch set after a change to a watched path failed: {e:#}");
                 }
             }

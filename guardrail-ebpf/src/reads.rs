@@ -3,9 +3,8 @@
 //! A read-only open is dropped at syscall entry, before anything but its
 //! flags is read: watching reads must not make every open expensive. When
 //! such an open returns an fd and the watch set is active, the exit side
-//! looks the opened file up by (device, inode), and its parent directory
-//! when the set has directory entries: a few kernel reads and one or two
-//! hash lookups per read-only open, nothing more for unwatched files.
+//! looks the opened file's inode number up (five kernel reads and one hash
+//! lookup for an unwatched file), and only on a hit its device.
 //! A hit is recorded from the fd (see `flags::WATCHED_READ`).
 
 use aya_ebpf::helpers::bpf_probe_read_kernel;
@@ -22,7 +21,7 @@ use crate::{off, path};
 static READ_WATCH: HashMap<InodeKey, u8> = HashMap::with_max_entries(watch::MAX_ENTRIES, 0);
 
 /// One word: the generation in force and whether it watches anything
-/// (`watch::GENERATION | ACTIVE | DIRS`), flipped in one update.
+/// (`watch::GENERATION | ACTIVE`), flipped in one update.
 #[map]
 static READ_WATCH_STATE: Array<u64> = Array::with_max_entries(1, 0);
 
@@ -92,38 +91,28 @@ fn watched_inner(fd: i32) -> Option<bool> {
     }
     let generation = (state & watch::GENERATION) as u32;
     let file = path::fd_file(fd)?;
-    let (dev, ino, dentry) = unsafe {
+    let (ino, dentry) = unsafe {
         let dentry: u64 = read(file + off!(file_f_path) as u64, off!(path_dentry))?;
-        let sb: u64 = read(dentry, off!(dentry_sb))?;
         let inode: u64 = read(dentry, off!(dentry_inode))?;
         if inode == 0 {
             return Some(false);
         }
-        let dev: u32 = read(sb, off!(sb_dev))?;
-        (dev as u64, read::<u64>(inode, off!(inode_ino))?, dentry)
+        (read::<u64>(inode, off!(inode_ino))?, dentry)
     };
+    // By inode number first: the one lookup nearly every read-only open
+    // ends with.
     let mut key = InodeKey {
-        dev,
+        dev: watch::ANY_DEVICE,
         ino,
         generation,
         _pad: 0,
     };
-    let mut hit = unsafe { READ_WATCH.get(&key) }.is_some_and(|v| v & watch::FILE != 0);
-    if !hit && state & watch::DIRS != 0 {
-        // Files directly inside a watched directory (one created after
-        // the set was compiled, too). A file that is the root of its own
-        // mount has itself as parent, and is only watched as itself.
-        key.ino = unsafe {
-            let parent: u64 = read(dentry, off!(dentry_parent))?;
-            let inode: u64 = read(parent, off!(dentry_inode))?;
-            if parent == dentry || inode == 0 {
-                return Some(false);
-            }
-            read(inode, off!(inode_ino))?
-        };
-        hit = unsafe { READ_WATCH.get(&key) }.is_some_and(|v| v & watch::CHILDREN != 0);
-    }
-    if !hit {
+    unsafe { READ_WATCH.get(&key) }?;
+    key.dev = unsafe {
+        let sb: u64 = read(dentry, off!(dentry_sb))?;
+        read::<u32>(sb, off!(sb_dev))? as u64
+    };
+    if !unsafe { READ_WATCH.get(&key) }.is_some_and(|v| v & watch::FILE != 0) {
         return Some(false);
     }
     // Only now, for a watched file: an open that can write was parked at

@@ -26,6 +26,11 @@ exe_not = ["/usr/bin/sha256sum"]
     Agent::start_with_config(&config, &[])
 }
 
+/// Wait until the agent's status shows a read watch set `ok` accepts.
+fn wait_for_watch(agent: &Agent, what: &str, ok: impl Fn(&Value) -> bool) {
+    guardrail_tests::wait_until(what, WAIT, || ok(&agent.status()["read_watch"]));
+}
+
 fn cat(path: &Path) {
     assert_success(&Command::new("/usr/bin/cat").arg(path).output().unwrap());
 }
@@ -91,6 +96,9 @@ fn reads_of_watched_files_are_decided_and_others_are_not_captured() {
     // pattern does not match, the watched file read by the exempted
     // program.
     std::fs::write(d.join("keys/id_new.pub"), b"pub\n").unwrap();
+    // The agent watches what was created once it has seen the creation:
+    // the secret, both keys and the deep key (the public key is excluded).
+    wait_for_watch(&agent, "4 files watched", |w| w["files"] == 4);
     for f in [
         "secret",
         "keys/id_old",
@@ -151,12 +159,11 @@ fn reads_of_watched_files_are_decided_and_others_are_not_captured() {
     // Replaced as passwd replaces /etc/shadow (a new file renamed over
     // it: a new inode): once the agent has seen the rename, the new file
     // is watched, without waiting for the periodic recompile.
+    let swaps = agent.status()["read_watch"]["swaps"].as_u64().unwrap();
     std::fs::write(d.join("secret.new"), b"n3w\n").unwrap();
     std::fs::rename(d.join("secret.new"), d.join("secret")).unwrap();
-    let secret = d.join("secret");
-    let secret = secret.to_str().unwrap();
-    agent.collect_until(WAIT, |e| {
-        e["file"]["op"] == "rename" && e["file"]["new_path"] == secret
+    wait_for_watch(&agent, "the new secret watched", |w| {
+        w["swaps"].as_u64() > Some(swaps)
     });
     cat(&d.join("secret"));
     let events = events_until_now(&agent, d, 1);

@@ -1594,6 +1594,17 @@ async fn status(socket: &std::path::Path, json: bool) -> Result<()> {
             ),
         }
     }
+    if let Some(w) = s.read_watch.filter(|w| w.files > 0 || w.left_out > 0) {
+        let left_out = if w.left_out > 0 {
+            format!(
+                ", {} left out (set full): their reads are not seen",
+                w.left_out
+            )
+        } else {
+            String::new()
+        };
+        println!("watched reads     {} files{left_out}", w.files);
+    }
     if s.lineage_marks_lost > 0 {
         println!(
             "lineage           {} processes not marked (table full): not exempt by ancestor",

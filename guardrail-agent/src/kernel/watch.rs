@@ -3,17 +3,15 @@
 //! `READ_WATCH` map by device and inode, and put in force with a
 //! generation flip so that a reload never leaves a moment unwatched.
 //!
-//! What a pattern watches (see guardrail_common::watch):
-//! - an exact path: that file, under every name (hard links, renames);
-//! - a glob in the last component (`/root/.ssh/id_*`): its directory, so
-//!   every file directly in it, existing or created later;
-//! - `DIR/**`, or a glob deeper down (`/etc/kubernetes/**/*.key`): every
-//!   directory of the subtree that exists when the set is compiled
-//!   (refreshed every few seconds and on reload).
-//!
-//! Files that exist and match are also watched as themselves, so a hard
-//! link made elsewhere still reports. The agent filters what the kernel
-//! reports with the rule's own globs.
+//! What a pattern watches (see guardrail_common::watch): the files that
+//! exist and match it, each under every name (hard links, renames). An
+//! exact path is that file; a glob (`/root/.ssh/id_*`,
+//! `/etc/kubernetes/**/*.key`) the matching files found below its
+//! directory part, 16 levels deep. A file created, renamed or linked to a
+//! watched name is watched once the agent has seen that event (the set is
+//! recompiled then, at most every 100 ms), and the set is recompiled
+//! every 5 s and on reload. The agent filters what the kernel reports
+//! with the rule's own globs.
 
 use std::collections::HashMap as StdHashMap;
 use std::os::unix::fs::MetadataExt;
@@ -30,9 +28,10 @@ use tracing::{info, warn};
 use super::enforce::kernel_dev;
 use crate::rules::RuleSet;
 
-/// Entries one generation may hold: half the map, since a reload writes
-/// the new generation before the old one is removed.
-pub const MAX_PER_GENERATION: usize = watch::MAX_ENTRIES as usize / 2;
+/// Files one generation may watch: a quarter of the map, since each has
+/// two entries and a reload writes the new generation before the old one
+/// is removed.
+pub const MAX_PER_GENERATION: usize = watch::MAX_ENTRIES as usize / 4;
 
 /// Directories walked below a subtree pattern's base.
 const MAX_SUBTREE_DEPTH: usize = 16;
@@ -46,10 +45,6 @@ pub struct WatchSet {
 }
 
 impl WatchSet {
-    pub fn dirs(&self) -> bool {
-        self.entries.values().any(|v| v & watch::CHILDREN != 0)
-    }
-
     fn add(&mut self, meta: &std::fs::Metadata, bits: u8) {
         let key = (kernel_dev(meta.dev()), meta.ino());
         if let Some(v) = self.entries.get_mut(&key) {
@@ -91,8 +86,15 @@ pub fn compile(set: &RuleSet) -> WatchSet {
                     }
                 }
                 Some((base, deep)) => {
+                    // What path_not excludes would be captured only to be
+                    // left undecided.
+                    let excluded = |p: &str| {
+                        rule.path_not
+                            .as_ref()
+                            .is_some_and(|not| not.matches_any(&[p]))
+                    };
                     add_dir(&mut out, Path::new(base), deep, 0, &|p: &str| {
-                        paths.matches_any(&[p])
+                        paths.matches_any(&[p]) && !excluded(p)
                     });
                 }
             }
@@ -101,8 +103,8 @@ pub fn compile(set: &RuleSet) -> WatchSet {
     out
 }
 
-/// Watch the files directly in `dir` (and, `deep`, in its subdirectories),
-/// and the matching files that exist as themselves.
+/// Watch the files in `dir` (and, `deep`, in its subdirectories) that
+/// match.
 fn add_dir(
     out: &mut WatchSet,
     dir: &Path,
@@ -110,13 +112,6 @@ fn add_dir(
     depth: usize,
     matches: &dyn Fn(&str) -> bool,
 ) {
-    let Ok(meta) = std::fs::metadata(dir) else {
-        return;
-    };
-    if !meta.is_dir() {
-        return;
-    }
-    out.add(&meta, watch::CHILDREN);
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -142,7 +137,27 @@ pub struct ReadWatch {
     generation: u32,
     current: WatchSet,
     compiled_at: Instant,
+    /// An event changed a watched name since the last compile.
+    touched: bool,
+    /// Sets put in force since the agent started.
+    swaps: u64,
 }
+
+/// What `guardrail status` shows of the read watch set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WatchStatus {
+    /// Files watched.
+    pub files: usize,
+    /// Files left out because the set was full.
+    pub left_out: usize,
+    /// Sets put in force since the agent started (each reload or change of
+    /// a watched name that changed the set).
+    pub swaps: u64,
+}
+
+/// How soon after an event touched a watched name the set is recompiled
+/// (a burst of creations costs one compile).
+const SOON: Duration = Duration::from_millis(100);
 
 /// How often the set is recompiled from the file system between reloads
 /// (new files and directories under watched directories).
@@ -161,20 +176,40 @@ impl ReadWatch {
             generation: 0,
             current: WatchSet::default(),
             compiled_at: Instant::now(),
+            touched: false,
+            swaps: 0,
         })
     }
 
-    /// [`Self::apply`], at most every few seconds.
+    /// An event created, replaced or removed a watched name: recompile
+    /// now, or soon after the last compile.
+    pub fn touched(&mut self, set: &RuleSet) -> Result<()> {
+        self.touched = true;
+        self.refresh(set)
+    }
+
+    /// [`Self::apply`] when a watched name was touched (at most every
+    /// 100 ms), else every few seconds.
     pub fn refresh(&mut self, set: &RuleSet) -> Result<()> {
-        if self.compiled_at.elapsed() < REFRESH {
+        let since = self.compiled_at.elapsed();
+        if since < REFRESH && !(self.touched && since >= SOON) {
             return Ok(());
         }
         self.apply(set)
     }
 
+    pub fn status(&self) -> WatchStatus {
+        WatchStatus {
+            files: self.current.entries.len(),
+            left_out: self.current.overflow,
+            swaps: self.swaps,
+        }
+    }
+
     /// Compile `set`'s watch set and put it in force, if it changed.
     pub fn apply(&mut self, set: &RuleSet) -> Result<()> {
         self.compiled_at = Instant::now();
+        self.touched = false;
         let next = compile(set);
         if next == self.current {
             return Ok(());
@@ -192,20 +227,22 @@ impl ReadWatch {
             generation,
             _pad: 0,
         };
-        for (&id, &bits) in &next.entries {
-            self.map.insert(key(id, generation), bits, 0)?;
+        for (&(dev, ino), &bits) in &next.entries {
+            self.map
+                .insert(key((watch::ANY_DEVICE, ino), generation), bits, 0)?;
+            self.map.insert(key((dev, ino), generation), bits, 0)?;
         }
         let mut word = generation as u64;
         if !next.entries.is_empty() {
             word |= watch::ACTIVE;
         }
-        if next.dirs() {
-            word |= watch::DIRS;
-        }
         // One update: the new generation is in force, whole.
         self.state.set(0, word, 0)?;
-        for &id in self.current.entries.keys() {
-            let _ = self.map.remove(&key(id, self.generation));
+        for &(dev, ino) in self.current.entries.keys() {
+            let _ = self.map.remove(&key((dev, ino), self.generation));
+            let _ = self
+                .map
+                .remove(&key((watch::ANY_DEVICE, ino), self.generation));
         }
         info!(
             entries = next.entries.len(),
@@ -213,6 +250,7 @@ impl ReadWatch {
         );
         self.generation = generation;
         self.current = next;
+        self.swaps += 1;
         Ok(())
     }
 
