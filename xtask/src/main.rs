@@ -65,6 +65,10 @@ enum Task {
         /// default, full, deny50, floor, auditd. Default: all.
         #[arg(long = "config", value_name = "NAME")]
         configs: Vec<String>,
+        /// Only the storms whose name contains this (repeatable), e.g.
+        /// `--workload open` for the open and watched read storms.
+        #[arg(long = "workload", value_name = "NAME")]
+        workloads: Vec<String>,
     },
     /// Boot Debian kernels with BPF-LSM under QEMU and run the
     /// enforcement scenarios in them.
@@ -179,9 +183,11 @@ fn main() -> Result<()> {
             nats_only,
             footprint_only,
             configs,
+            workloads,
         } => {
             let mut only = bench::Only::parse(storms_only, nats_only, &configs)?;
             only.footprint_only = footprint_only;
+            only.workloads = workloads;
             prereqs::ensure_build()?;
             prereqs::ensure_bench()?;
             if !storms_only && !footprint_only {

@@ -49,6 +49,9 @@ fn pairs() -> usize {
 struct Workload {
     name: &'static str,
     mode: &'static str,
+    /// The file the storm works on (a directory for `write` and
+    /// `uring-create`).
+    target: Target,
     count: u64,
     /// The syscalls auditd is told to record for it.
     syscalls: &'static [&'static str],
@@ -58,24 +61,37 @@ const WORKLOADS: &[Workload] = &[
     Workload {
         name: "open storm",
         mode: "open",
+        target: Target::File,
         count: 1_000_000,
+        syscalls: &["openat"],
+    },
+    // Read-only opens of a file a rule watches (`file.read`): each is
+    // captured and decided, unlike the open storm's.
+    Workload {
+        name: "watched read storm",
+        mode: "open",
+        target: Target::WatchedFile,
+        count: 200_000,
         syscalls: &["openat"],
     },
     Workload {
         name: "write storm",
         mode: "write",
+        target: Target::Scratch,
         count: 200_000,
         syscalls: &["openat"],
     },
     Workload {
         name: "exec storm",
         mode: "exec",
+        target: Target::File,
         count: 2_000,
         syscalls: &["execve"],
     },
     Workload {
         name: "chmod storm",
         mode: "chmod",
+        target: Target::File,
         count: 200_000,
         // glibc's chmod() is the chmod syscall; fchmodat for completeness.
         syscalls: &["chmod", "fchmodat"],
@@ -83,6 +99,7 @@ const WORKLOADS: &[Workload] = &[
     Workload {
         name: "io_uring create storm",
         mode: "uring-create",
+        target: Target::Scratch,
         count: 100_000,
         // auditd records io_uring file ops under io_uring_enter's audit
         // context (5.16+) only with io_uring rules; the syscall itself is
@@ -90,6 +107,19 @@ const WORKLOADS: &[Workload] = &[
         syscalls: &["io_uring_enter"],
     },
 ];
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Target {
+    /// The scratch directory.
+    Scratch,
+    /// A file no rule names.
+    File,
+    /// A file the benchmark's default configuration watches reads of.
+    WatchedFile,
+}
+
+/// The file the default configuration adds a `file.read` rule for.
+const WATCHED_FILE: &str = "watched-file";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Config {
@@ -107,6 +137,8 @@ pub struct Only {
     nats_only: bool,
     pub footprint_only: bool,
     configs: Vec<Config>,
+    /// Substrings of the storms' names to run (empty: all).
+    pub workloads: Vec<String>,
 }
 
 impl Only {
@@ -129,11 +161,16 @@ impl Only {
             nats_only,
             footprint_only: false,
             configs,
+            workloads: Vec::new(),
         })
     }
 
     fn wants(&self, config: Config) -> bool {
         self.configs.is_empty() || self.configs.contains(&config)
+    }
+
+    fn wants_workload(&self, w: &Workload) -> bool {
+        self.workloads.is_empty() || self.workloads.iter().any(|n| w.name.contains(n.as_str()))
     }
 }
 
@@ -179,10 +216,10 @@ fn count(w: &Workload) -> u64 {
 }
 
 fn time_storm(storm: &Path, w: &Workload, scratch: &Path) -> Result<Duration> {
-    let target = scratch.join("target-file");
-    let arg = match w.mode {
-        "write" | "uring-create" => scratch.to_path_buf(),
-        _ => target,
+    let arg = match w.target {
+        Target::Scratch => scratch.to_path_buf(),
+        Target::File => scratch.join("target-file"),
+        Target::WatchedFile => scratch.join(WATCHED_FILE),
     };
     let started = Instant::now();
     let status = Command::new(storm)
@@ -271,13 +308,18 @@ fn write_configs(setup: &Setup) -> Result<Configs> {
     let (out, scratch) = (&setup.out, &setup.scratch);
     let default = scratch.join("default.toml");
     let shipped = std::fs::read_to_string(root().join("config/guardrail.toml"))?;
-    std::fs::write(
-        &default,
-        shipped.replace(
-            "/var/log/guardrail/audit.jsonl",
-            &out.join("audit-default.jsonl").display().to_string(),
-        ),
+    // The shipped pack, and one rule watching reads of the watched read
+    // storm's file.
+    let mut text = shipped.replace(
+        "/var/log/guardrail/audit.jsonl",
+        &out.join("audit-default.jsonl").display().to_string(),
+    );
+    write!(
+        text,
+        "\n[[rule]]\nid = \"bench-watched-read\"\non = [\"file.read\"]\npath = [\"{}\"]\n",
+        scratch.join(WATCHED_FILE).display()
     )?;
+    std::fs::write(&default, text)?;
     let full = scratch.join("full.toml");
     std::fs::write(
         &full,
@@ -335,7 +377,7 @@ fn overhead(
             );
             continue;
         }
-        for w in WORKLOADS {
+        for w in WORKLOADS.iter().filter(|w| only.wants_workload(w)) {
             let (mut ratios, mut added, mut bare) = (Vec::new(), Vec::new(), Vec::new());
             let mut delivered = Vec::new();
             let (mut catch_up, mut cpu_per_event) = (Vec::new(), Vec::new());
@@ -433,6 +475,7 @@ pub fn bench(quick: bool, only: &Only) -> Result<()> {
         .arg(root().join("bench/storm.c")))?;
     let scratch = tempfile_dir(&out)?;
     std::fs::write(scratch.join("target-file"), b"x")?;
+    std::fs::write(scratch.join(WATCHED_FILE), b"x")?;
     let setup = Setup {
         out: out.clone(),
         storm,
