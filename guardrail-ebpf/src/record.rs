@@ -353,22 +353,29 @@ pub fn emit_syscall(pending: &PendingSyscall, ret: i64) -> Result<(), i64> {
     Ok(())
 }
 
+/// A read-only open `nr` seen only at its exit: its arguments are gone
+/// (a relative name's directory was the cwd, as far as the record says).
+#[inline(always)]
+fn read_open(nr: u32, enter_ns: u64) -> PendingSyscall {
+    let mut args = [0u64; 6];
+    if nr != syscalls::OPEN {
+        args[0] = path::AT_FDCWD as i64 as u64;
+    }
+    PendingSyscall {
+        syscall: nr,
+        _pad: 0,
+        enter_ns,
+        args,
+        old_ids: task::current_ids(),
+    }
+}
+
 /// A read-only open of a watched file, from its exit (see
 /// `flags::WATCHED_READ`): the call's arguments are gone, the file it
 /// opened is walked from the returned fd.
 #[inline(never)]
 pub fn emit_watched_read(nr: u32, fd: i64) -> Result<(), i64> {
-    let mut args = [0u64; 6];
-    if nr != syscalls::OPEN {
-        args[0] = path::AT_FDCWD as i64 as u64;
-    }
-    let pending = PendingSyscall {
-        syscall: nr,
-        _pad: 0,
-        enter_ns: unsafe { gen::bpf_ktime_get_ns() },
-        args,
-        old_ids: task::current_ids(),
-    };
+    let pending = read_open(nr, unsafe { gen::bpf_ktime_get_ns() });
     let rec = start(&pending, fd).ok_or(0)?;
     rec.header.flags |= flags::WATCHED_READ | flags::OBJECT0_WALKED;
     rec.walked(2, path::of_fd(fd as i32));
@@ -381,19 +388,9 @@ pub fn emit_watched_read(nr: u32, fd: i64) -> Result<(), i64> {
 /// watched read, with the verdict, walked from what the hook saw.
 #[inline(never)]
 pub fn emit_refused_read(nr: u32, ret: i64, refused: &crate::reads::Refused) -> Result<(), i64> {
-    let mut args = [0u64; 6];
-    if nr != syscalls::OPEN {
-        args[0] = path::AT_FDCWD as i64 as u64;
-    }
     // Entered at 0: the verdict the hook filed is this call's (the refusal
     // was noted with it); the record then says when it was refused.
-    let pending = PendingSyscall {
-        syscall: nr,
-        _pad: 0,
-        enter_ns: 0,
-        args,
-        old_ids: task::current_ids(),
-    };
+    let pending = read_open(nr, 0);
     let rec = start(&pending, ret).ok_or(0)?;
     rec.header.enter_ns = refused.ktime_ns;
     rec.header.flags |= flags::WATCHED_READ | flags::OBJECT0_WALKED;

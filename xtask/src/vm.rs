@@ -39,7 +39,7 @@ pub const KERNELS: &[Kernel] = &[
 
 const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 const MIRROR: &str = "http://deb.debian.org/debian";
-const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(1200);
 
 pub fn vm_dir() -> PathBuf {
     root().join("target/vm")
