@@ -323,17 +323,21 @@ impl<V: ProcessView> Pipeline<V> {
     }
 
     /// Put a new rule set in force: in the kernel first (atomically), then
-    /// for evaluation here. On error nothing changes.
+    /// for evaluation here. On error the rules enforced and evaluated stay
+    /// as they were.
     pub fn set_rules(
         &mut self,
         rules: Arc<RuleSet>,
         enforcement: Enforcement,
     ) -> anyhow::Result<()> {
-        if let Some(enforcer) = &mut self.enforcer {
-            enforcer.apply(&rules)?;
-        }
+        // The watch set first: if it fails, nothing has changed; if the
+        // enforcer then fails, the old rules are enforced and only what is
+        // captured follows the new ones.
         if let Some(watch) = &mut self.read_watch {
             anyhow::Context::context(watch.apply(&rules), "putting the read watch set in force")?;
+        }
+        if let Some(enforcer) = &mut self.enforcer {
+            enforcer.apply(&rules)?;
         }
         // The revert baseline is needed only where the kernel cannot deny.
         self.baseline = if enforcement.deny {

@@ -129,7 +129,7 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
 /// Syscalls between enter and exit, by thread (`pid_tgid`).
 #[map]
-static PENDING: HashMap<u64, PendingSyscall> = HashMap::with_max_entries(16384, 0);
+pub(crate) static PENDING: HashMap<u64, PendingSyscall> = HashMap::with_max_entries(16384, 0);
 
 /// Where records are assembled: too large for the 512-byte BPF stack.
 #[map]
@@ -315,7 +315,9 @@ fn on_exit(ctx: &TracePointContext) -> Result<(), i64> {
     let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }) else {
         // A read-only open dropped at entry: recorded only if it opened a
         // watched file, or the LSM hook refused it (-EPERM; see `reads`).
-        if syscalls::returns_opened_fd(nr) && (ret >= 0 || ret == -1) && reads::active() {
+        // (Refused reads whatever rule refused them: `file.open` deny
+        // rules need no watch set.)
+        if syscalls::returns_opened_fd(nr) && ((ret >= 0 && reads::active()) || ret == -1) {
             return watched_read(nr, ret, pid_tgid);
         }
         return Ok(());

@@ -42,27 +42,46 @@ pub struct Refused {
 static REFUSED: LruHashMap<u64, Refused> = LruHashMap::with_max_entries(4096, 0);
 
 /// Files the current thread's read-only open of (`vfsmnt`, `dentry`) was
-/// refused (called by the `file_open` hook).
+/// refused (called by the `file_open` hook). Only for an open whose
+/// entry was dropped: a parked one (`O_RDONLY|O_CREAT`, exec, every open
+/// with `capture.read_opens`) is reported from its own entry with the
+/// verdict, and an io-wq worker never exits a syscall.
 #[inline(always)]
 pub fn note_refused(vfsmnt: u64, dentry: u64) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if crate::uring::worker_request().is_some()
+        || unsafe { crate::PENDING.get(&pid_tgid) }.is_some()
+    {
+        return;
+    }
     let refused = Refused {
         vfsmnt,
         dentry,
         ktime_ns: unsafe { bpf_ktime_get_ns() },
     };
-    let _ = REFUSED.insert(&bpf_get_current_pid_tgid(), &refused, 0);
+    let _ = REFUSED.insert(&pid_tgid, &refused, 0);
 }
 
-/// The read-only open of the current thread the LSM hook refused, if any.
+/// A refused open returns at once: a note older than this was left by a
+/// call whose exit did not take it (an open submitted inline through
+/// io_uring) and is not this call's.
+pub const REFUSED_MAX_AGE_NS: u64 = 100_000_000;
+
+/// The read-only open of the current thread the LSM hook refused just
+/// now, if any.
 #[inline(always)]
 pub fn take_refused(pid_tgid: u64) -> Option<Refused> {
     let refused = *unsafe { REFUSED.get(&pid_tgid) }?;
     let _ = REFUSED.remove(&pid_tgid);
-    Some(refused)
+    let age = unsafe { bpf_ktime_get_ns() }.saturating_sub(refused.ktime_ns);
+    (age <= REFUSED_MAX_AGE_NS).then_some(refused)
 }
 
-/// fmode_t bit for "opened for writing".
+/// fmode_t bits: opened for reading, for writing; an `O_PATH` handle,
+/// which reads nothing.
+const FMODE_READ: u32 = 0x1;
 const FMODE_WRITE: u32 = 0x2;
+const FMODE_PATH: u32 = 0x4000;
 
 #[inline(always)]
 unsafe fn read<T>(base: u64, offset: u32) -> Option<T> {
@@ -116,7 +135,8 @@ fn watched_inner(fd: i32) -> Option<bool> {
         return Some(false);
     }
     // Only now, for a watched file: an open that can write was parked at
-    // entry and reported as such; if its entry was lost it is no read.
+    // entry and reported as such (if its entry was lost it is no read);
+    // an O_PATH handle (anyone may take one) cannot read the content.
     let mode: u32 = unsafe { read(file, off!(file_f_mode)) }?;
-    Some(mode & FMODE_WRITE == 0)
+    Some(mode & (FMODE_READ | FMODE_WRITE | FMODE_PATH) == FMODE_READ)
 }

@@ -42,7 +42,12 @@ pub struct WatchSet {
     pub entries: StdHashMap<(u64, u64), u8>,
     /// Entries left out because the set was full.
     pub overflow: usize,
+    /// Directory entries looked at by glob patterns' walks.
+    pub visited: usize,
 }
+
+/// Directory entries one compile looks at, at most, for glob patterns.
+const MAX_VISITED: usize = 200_000;
 
 impl WatchSet {
     fn add(&mut self, meta: &std::fs::Metadata, bits: u8) {
@@ -116,16 +121,26 @@ fn add_dir(
         return;
     };
     for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(m) = std::fs::metadata(&path) else {
+        // Bounded: a home directory's subtree is its owner's to fill.
+        out.visited += 1;
+        if out.visited > MAX_VISITED {
+            return;
+        }
+        // Symlinks are not followed: a user's link in a watched subtree
+        // to `/` would make every compile walk the host, one to a file
+        // every process reads would capture every such read.
+        let Ok(kind) = entry.file_type() else {
             continue;
         };
-        if m.is_dir() {
+        let path = entry.path();
+        if kind.is_dir() {
             if deep && depth < MAX_SUBTREE_DEPTH {
                 add_dir(out, &path, deep, depth + 1, matches);
             }
-        } else if path.to_str().is_some_and(matches) {
-            out.add(&m, watch::FILE);
+        } else if kind.is_file() && path.to_str().is_some_and(matches) {
+            if let Ok(m) = entry.metadata() {
+                out.add(&m, watch::FILE);
+            }
         }
     }
 }
@@ -141,6 +156,26 @@ pub struct ReadWatch {
     touched: bool,
     /// Sets put in force since the agent started.
     swaps: u64,
+    /// The set the last swap replaced, its generation and when: removed
+    /// from the kernel a moment later (see [`RETIRE_AFTER`]).
+    retired: Option<(WatchSet, u32, Instant)>,
+    /// A write of the inactive generation failed half-way: it holds
+    /// entries no set names.
+    inactive_dirty: bool,
+}
+
+/// How long a replaced generation stays in the kernel after the flip:
+/// far longer than a probe takes from reading the state word to its
+/// lookups.
+const RETIRE_AFTER: Duration = Duration::from_millis(100);
+
+fn key(dev: u64, ino: u64, generation: u32) -> InodeKey {
+    InodeKey {
+        dev,
+        ino,
+        generation,
+        _pad: 0,
+    }
 }
 
 /// What `guardrail status` shows of the read watch set.
@@ -178,6 +213,8 @@ impl ReadWatch {
             compiled_at: Instant::now(),
             touched: false,
             swaps: 0,
+            retired: None,
+            inactive_dirty: false,
         })
     }
 
@@ -191,6 +228,7 @@ impl ReadWatch {
     /// [`Self::apply`] when a watched name was touched (at most every
     /// 100 ms), else every few seconds.
     pub fn refresh(&mut self, set: &RuleSet) -> Result<()> {
+        self.remove_retired();
         let since = self.compiled_at.elapsed();
         if since < REFRESH && !(self.touched && since >= SOON) {
             return Ok(());
@@ -214,23 +252,25 @@ impl ReadWatch {
         if next == self.current {
             return Ok(());
         }
+        if next.visited > MAX_VISITED {
+            warn!("the read watch set's glob patterns reach more than {MAX_VISITED} directory entries: the walk stopped there, and files beyond are not watched");
+        }
         if next.overflow > 0 {
             warn!(
                 left_out = next.overflow,
-                "the read watch set is full ({MAX_PER_GENERATION} files and directories): reads of the rest are not seen"
+                "the read watch set is full ({MAX_PER_GENERATION} files): reads of the rest are not seen"
             );
         }
         let generation = self.generation ^ 1;
-        let key = |(dev, ino): (u64, u64), generation| InodeKey {
-            dev,
-            ino,
-            generation,
-            _pad: 0,
-        };
+        // The inactive generation is written only once it is empty: what
+        // the last swap retired, or a write that failed, would go live
+        // with it.
+        self.clear(generation);
+        self.inactive_dirty = true;
         for (&(dev, ino), &bits) in &next.entries {
             self.map
-                .insert(key((watch::ANY_DEVICE, ino), generation), bits, 0)?;
-            self.map.insert(key((dev, ino), generation), bits, 0)?;
+                .insert(key(watch::ANY_DEVICE, ino, generation), bits, 0)?;
+            self.map.insert(key(dev, ino, generation), bits, 0)?;
         }
         let mut word = generation as u64;
         if !next.entries.is_empty() {
@@ -238,20 +278,54 @@ impl ReadWatch {
         }
         // One update: the new generation is in force, whole.
         self.state.set(0, word, 0)?;
-        for &(dev, ino) in self.current.entries.keys() {
-            let _ = self.map.remove(&key((dev, ino), self.generation));
-            let _ = self
-                .map
-                .remove(&key((watch::ANY_DEVICE, ino), self.generation));
-        }
+        self.inactive_dirty = false;
         info!(
             entries = next.entries.len(),
             generation, "read watch set in force"
         );
+        // The old generation stays a moment: a probe that read the state
+        // word just before the flip may still look it up.
+        let old = std::mem::replace(&mut self.current, next);
+        self.retired = Some((old, self.generation, Instant::now()));
         self.generation = generation;
-        self.current = next;
         self.swaps += 1;
         Ok(())
+    }
+
+    /// Remove the generation retired by the last swap once no probe can
+    /// still be reading it.
+    fn remove_retired(&mut self) {
+        if self
+            .retired
+            .as_ref()
+            .is_some_and(|(_, _, at)| at.elapsed() >= RETIRE_AFTER)
+        {
+            let generation = self.generation ^ 1;
+            self.clear(generation);
+        }
+    }
+
+    /// Empty `generation` (not the one in force).
+    fn clear(&mut self, generation: u32) {
+        if let Some((old, _, _)) = self.retired.take() {
+            for &(dev, ino) in old.entries.keys() {
+                let _ = self.map.remove(&key(dev, ino, generation));
+                let _ = self.map.remove(&key(watch::ANY_DEVICE, ino, generation));
+            }
+        }
+        if self.inactive_dirty {
+            // A write that failed half-way: whatever it left.
+            let stale: Vec<InodeKey> = self
+                .map
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|k| k.generation == generation)
+                .collect();
+            for k in stale {
+                let _ = self.map.remove(&k);
+            }
+            self.inactive_dirty = false;
+        }
     }
 
     pub fn len(&self) -> usize {
