@@ -33,8 +33,15 @@ pub struct PathBuf {
 #[map]
 static PATHBUF: PerCpuArray<PathBuf> = PerCpuArray::with_max_entries(1, 0);
 
+/// fmode_t bits (`struct file.f_mode`): opened for reading, for
+/// writing; an `O_PATH` handle, which reads nothing.
+pub const FMODE_READ: u32 = 0x1;
+pub const FMODE_WRITE: u32 = 0x2;
+pub const FMODE_PATH: u32 = 0x4000;
+
+/// A `T` at `offset` in the kernel object at `base`.
 #[inline(always)]
-unsafe fn read<T>(base: u64, offset: u32) -> Option<T> {
+pub unsafe fn read<T>(base: u64, offset: u32) -> Option<T> {
     bpf_probe_read_kernel((base + offset as u64) as *const T).ok()
 }
 

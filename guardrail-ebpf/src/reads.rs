@@ -7,14 +7,14 @@
 //! lookup for an unwatched file), and only on a hit its device.
 //! A hit is recorded from the fd (see `flags::WATCHED_READ`).
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
 use aya_ebpf::macros::map;
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns};
 use aya_ebpf::maps::{Array, HashMap, LruHashMap};
 use guardrail_common::enforce::InodeKey;
 use guardrail_common::watch;
 
-use crate::{off, path};
+use crate::path::{self, read, FMODE_PATH, FMODE_READ, FMODE_WRITE};
+use crate::off;
 
 /// The watched files and directories of both generations.
 #[map]
@@ -54,18 +54,24 @@ pub fn note_refused(vfsmnt: u64, dentry: u64) {
     {
         return;
     }
+    // When the verdict was filed (in this hook call, just before): the
+    // exit takes that verdict and no older one.
+    let Some(verdict) = (unsafe { crate::enforce::VERDICTS.get(&pid_tgid) }) else {
+        return;
+    };
     let refused = Refused {
         vfsmnt,
         dentry,
-        ktime_ns: unsafe { bpf_ktime_get_ns() },
+        ktime_ns: verdict.ktime_ns,
     };
     let _ = REFUSED.insert(&pid_tgid, &refused, 0);
 }
 
-/// A refused open returns at once: a note older than this was left by a
+/// A refused open returns at once (well within a second, even in a slow
+/// VM): a note older than this was left by a
 /// call whose exit did not take it (an open submitted inline through
 /// io_uring) and is not this call's.
-pub const REFUSED_MAX_AGE_NS: u64 = 100_000_000;
+pub const REFUSED_MAX_AGE_NS: u64 = 1_000_000_000;
 
 /// The read-only open of the current thread the LSM hook refused just
 /// now, if any.
@@ -75,17 +81,6 @@ pub fn take_refused(pid_tgid: u64) -> Option<Refused> {
     let _ = REFUSED.remove(&pid_tgid);
     let age = unsafe { bpf_ktime_get_ns() }.saturating_sub(refused.ktime_ns);
     (age <= REFUSED_MAX_AGE_NS).then_some(refused)
-}
-
-/// fmode_t bits: opened for reading, for writing; an `O_PATH` handle,
-/// which reads nothing.
-const FMODE_READ: u32 = 0x1;
-const FMODE_WRITE: u32 = 0x2;
-const FMODE_PATH: u32 = 0x4000;
-
-#[inline(always)]
-unsafe fn read<T>(base: u64, offset: u32) -> Option<T> {
-    bpf_probe_read_kernel((base + offset as u64) as *const T).ok()
 }
 
 /// Whether any read is watched now (one array lookup).

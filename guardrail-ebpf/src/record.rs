@@ -353,10 +353,6 @@ pub fn emit_syscall(pending: &PendingSyscall, ret: i64) -> Result<(), i64> {
     Ok(())
 }
 
-/// How long before a refusal was noted its verdict may have been filed
-/// (in the same hook call: microseconds).
-const VERDICT_SLACK_NS: u64 = 1_000_000;
-
 /// A read-only open `nr` seen only at its exit: its arguments are gone
 /// (a relative name's directory was the cwd, as far as the record says).
 #[inline(always)]
@@ -392,9 +388,9 @@ pub fn emit_watched_read(nr: u32, fd: i64) -> Result<(), i64> {
 /// watched read, with the verdict, walked from what the hook saw.
 #[inline(never)]
 pub fn emit_refused_read(nr: u32, ret: i64, refused: &crate::reads::Refused) -> Result<(), i64> {
-    // The verdict the hook filed just before it noted the refusal is this
-    // call's; an older one (a stale entry) is not.
-    let pending = read_open(nr, refused.ktime_ns.saturating_sub(VERDICT_SLACK_NS));
+    // The verdict the hook filed with the refusal is this call's; an
+    // older one (a stale entry) is not.
+    let pending = read_open(nr, refused.ktime_ns);
     let rec = start(&pending, ret).ok_or(0)?;
     rec.header.enter_ns = refused.ktime_ns;
     rec.header.flags |= flags::WATCHED_READ | flags::OBJECT0_WALKED;

@@ -672,15 +672,7 @@ impl Enforcer {
 
     /// Remove every entry of `generation` from the enforcement maps.
     fn purge(&mut self, generation: u32) -> Result<()> {
-        let inodes: Vec<InodeKey> = self
-            .inodes
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.generation == generation)
-            .collect();
-        for k in &inodes {
-            let _ = self.inodes.remove(k);
-        }
+        remove_generation(&mut self.inodes, generation);
         let exes: Vec<ExeKey> = self
             .exes
             .keys()
@@ -718,5 +710,21 @@ impl Enforcer {
         rule.checked_sub(1)
             .and_then(|i| ids.get(i as usize))
             .map(String::as_str)
+    }
+}
+
+/// Remove every entry of `generation` from an inode-keyed map (what a
+/// generation that is not in force holds).
+pub(super) fn remove_generation<V: aya::Pod>(
+    map: &mut HashMap<MapData, InodeKey, V>,
+    generation: u32,
+) {
+    let stale: Vec<InodeKey> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| k.generation == generation)
+        .collect();
+    for k in &stale {
+        let _ = map.remove(k);
     }
 }

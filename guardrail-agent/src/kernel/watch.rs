@@ -25,7 +25,7 @@ use guardrail_common::enforce::InodeKey;
 use guardrail_common::watch;
 use tracing::{info, warn};
 
-use super::enforce::kernel_dev;
+use super::enforce::{kernel_dev, remove_generation};
 use crate::rules::RuleSet;
 
 /// Files one generation may watch: a quarter of the map, since each has
@@ -315,15 +315,7 @@ impl ReadWatch {
         }
         if self.inactive_dirty {
             // A write that failed half-way: whatever it left.
-            let stale: Vec<InodeKey> = self
-                .map
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|k| k.generation == generation)
-                .collect();
-            for k in stale {
-                let _ = self.map.remove(&k);
-            }
+            remove_generation(&mut self.map, generation);
             self.inactive_dirty = false;
         }
     }

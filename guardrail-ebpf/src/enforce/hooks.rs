@@ -14,9 +14,7 @@ use super::{
     pivot_would_change_a_rule, read, umount_would_change_a_rule,
 };
 use crate::off;
-
-/// fmode_t bit for "opened for writing".
-const FMODE_WRITE: u32 = 0x2;
+use crate::path::FMODE_WRITE;
 
 /// The previous LSM's verdict, or ours.
 #[inline(always)]
