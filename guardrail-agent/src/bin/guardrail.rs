@@ -436,6 +436,12 @@ fn exit_is(e: &anyhow::Error, which: fn(&Exit) -> bool) -> bool {
 }
 
 fn main() -> std::process::ExitCode {
+    // `guardrail tail | head` and the like: end quietly when the reader
+    // goes away, as Unix tools do, instead of panicking on EPIPE (Rust
+    // ignores SIGPIPE by default).
+    // SAFETY: restoring a signal's default disposition at start, before
+    // any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let Err(e) = real_main() else {
         return std::process::ExitCode::SUCCESS;
     };
@@ -1540,7 +1546,13 @@ async fn status(socket: &std::path::Path, json: bool) -> Result<()> {
         s.version, s.pid, s.uptime_s
     );
     println!("kernel            {}", c.kernel);
-    println!("tracepoints       {} attached", s.tracepoints_attached);
+    match c.syscall_probes.as_str() {
+        "" => println!("tracepoints       {} attached", s.tracepoints_attached),
+        how => println!(
+            "tracepoints       {} attached (syscalls: {how})",
+            s.tracepoints_attached
+        ),
+    }
     println!("ring buffer       {} bytes", s.ring_buffer_bytes);
     println!("BTF task fields   {}", yes(c.btf));
     println!("BPF-LSM (deny)    {}", yes(c.bpf_lsm));
@@ -1738,6 +1750,7 @@ async fn lsm_evidence(
         self_protect: false,
         // A trial: nothing may outlive it, nor touch the agent's state.
         pin_root: None,
+        syscall_probes: Default::default(),
     };
     match Probes::load(&opts) {
         Ok((probes, _ring, enforcer)) => {
