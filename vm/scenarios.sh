@@ -609,17 +609,19 @@ check continuity-adopted grep -q "adopted the pinned state" /tmp/agent2.log
 /bin/guardrail status --json > /tmp/status2.json 2>&1
 check continuity-status-says grep -q '"adopted":true' /tmp/status2.json
 gap_chmod() { grep '"op":"chmod","path":"/tmp/while-down"' /tmp/events2.jsonl | grep -q '"mode":"4755"'; }
-if grep -q '"not_pinned":\[\]' /tmp/status2.json; then
-    eventually continuity-gap-delivered gap_chmod
-    eventually continuity-gap-denied-named grep -q '"rule":"protect-secret","action":"deny","mode":"enforce","severity":"critical","outcome":"denied"' /tmp/events2.jsonl
-    eventually continuity-gap-killed-named grep -q '"rule":"tripwire","action":"kill","mode":"enforce","severity":"medium","outcome":"killed"' /tmp/events2.jsonl
+# Every attachment is pinned on every kernel: before 5.15, where the
+# per-syscall tracepoints attach through perf events (which cannot be
+# pinned), the syscall and exec probes ride the raw tracepoints instead.
+check continuity-all-pinned grep -q '"not_pinned":\[\]' /tmp/status2.json
+before_5_15() { v=$(uname -r); maj=${v%%.*}; rest=${v#*.}; min=${rest%%.*}; [ "$maj" -lt 5 ] || { [ "$maj" -eq 5 ] && [ "$min" -lt 15 ]; }; }
+if before_5_15; then
+    check continuity-raw-syscall-probes grep -q '"syscall_probes":"raw"' /tmp/status2.json
 else
-    # Before 5.15 syscall tracepoints attach through perf events, which
-    # cannot be pinned: as documented, their capture pauses while no agent
-    # runs (enforcement did not: see above), and status says so.
-    check continuity-unpinnable-said grep -q '"not_pinned":\["guardrail_sys_enter@' /tmp/status2.json
-    check continuity-kernel-before-5.15 sh -c 'v=$(uname -r); maj=${v%%.*}; rest=${v#*.}; min=${rest%%.*}; [ "$maj" -lt 5 ] || { [ "$maj" -eq 5 ] && [ "$min" -lt 15 ]; }'
+    check continuity-tracepoint-probes grep -q '"syscall_probes":"tracepoints"' /tmp/status2.json
 fi
+eventually continuity-gap-delivered gap_chmod
+eventually continuity-gap-denied-named grep -q '"rule":"protect-secret","action":"deny","mode":"enforce","severity":"critical","outcome":"denied"' /tmp/events2.jsonl
+eventually continuity-gap-killed-named grep -q '"rule":"tripwire","action":"kill","mode":"enforce","severity":"medium","outcome":"killed"' /tmp/events2.jsonl
 check continuity-chain-verifies /bin/guardrail log verify /var/log/guardrail/audit.jsonl
 
 # Hand-overs under a loop of forbidden writes: a clean restart, and a

@@ -21,7 +21,7 @@ use guardrail_agent::doctor::{rule_effects, HostFacts, LsmState};
 use guardrail_agent::fleet::{self, Applied, Fleet, Rejected, Update};
 use guardrail_agent::kernel::capabilities::{bpf_lsm_state, kernel_release, Capabilities};
 use guardrail_agent::kernel::pins::{self, DEFAULT_ROOT};
-use guardrail_agent::kernel::probes::{ProbeOptions, Probes};
+use guardrail_agent::kernel::probes::{ProbeOptions, Probes, SyscallProbes};
 use guardrail_agent::kernel::ring::RingReader;
 use guardrail_agent::metrics::Metrics;
 use guardrail_agent::notify::{self, notify};
@@ -88,6 +88,11 @@ struct Args {
     /// stays enforced. Refused while an agent runs.
     #[arg(long, conflicts_with = "unload")]
     lift_self_protection: bool,
+    /// Where the syscall and exec probes attach: `auto` picks `raw` on
+    /// kernels before 5.15, whose per-syscall tracepoints cannot be pinned
+    /// (capture would pause between agents), `tracepoints` elsewhere.
+    #[arg(long, value_enum, default_value = "auto")]
+    syscall_probes: SyscallProbes,
     /// Benchmark only: run the minimal copy-every-syscall probe instead of
     /// guardrail's, print what it received on SIGTERM (`cargo xtask bench`).
     #[arg(long, hide = true)]
@@ -306,6 +311,7 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
         only_tgid: args.only_pid.unwrap_or(0),
         self_protect: config.agent.self_protection,
         pin_root: (!args.ephemeral).then(|| args.state_dir.clone()),
+        syscall_probes: args.syscall_probes,
     };
     let (mut probes, mut ring, enforcer) = Probes::load(&opts)?;
     // Parsing the kernel's BTF needs tens of MiB for a moment; give them
@@ -337,6 +343,7 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
         bpf_lsm_note: bpf_lsm_note.clone(),
         missing_syscalls: probes.missing.iter().map(|s| s.to_string()).collect(),
         uring_unseen: probes.uring_unseen.clone(),
+        syscall_probes: probes.syscall_probes.into(),
     };
     match &bpf_lsm_note {
         None => info!(

@@ -266,6 +266,18 @@ pub struct KernelOffsets {
     pub tty_driver: u32,
     pub driver_major: u32,
     pub driver_minor_start: u32,
+    /// For the raw syscall probes (see `raw_syscalls` in the probes):
+    /// where the task's saved registers (`struct pt_regs`) keep the six
+    /// syscall arguments (x86-64: di, si, dx, r10, r8, r9) and the
+    /// syscall number (`orig_ax`), and where `thread_info.status` (whose
+    /// TS_COMPAT bit marks a 32-bit syscall) sits in `task_struct`.
+    /// All zero: unknown, and the raw probes are not used.
+    pub regs_args: [u32; 6],
+    pub regs_orig_ax: u32,
+    pub task_ti_status: u32,
+    /// `linux_binprm.filename`: the program an exec runs, as the kernel
+    /// resolved it.
+    pub bprm_filename: u32,
 }
 
 /// Where the probes find an io_uring request's prepared command and the

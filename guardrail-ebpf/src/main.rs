@@ -20,6 +20,7 @@ mod floor;
 mod lifecycle;
 mod lineage;
 mod path;
+mod raw_syscalls;
 mod reads;
 mod record;
 mod state;
@@ -122,6 +123,10 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     tty_driver: 0,
     driver_major: 0,
     driver_minor_start: 0,
+    regs_args: [0; 6],
+    regs_orig_ax: 0,
+    task_ti_status: 0,
+    bprm_filename: 0,
 };
 
 #[map]
@@ -208,33 +213,46 @@ pub fn guardrail_exec(ctx: TracePointContext) -> u32 {
 }
 
 fn on_enter(ctx: &TracePointContext) -> Result<(), i64> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
-    if tgid == global(&AGENT_TGID) {
-        return Ok(());
-    }
-    let only = global(&ONLY_TGID);
-    if only != 0 && tgid != only {
-        return Ok(());
-    }
     let nr = tp::<i32>(ctx, TP_SYSCALL_NR) as u32;
-    // The hot path: a read-only open (the commonest syscall we watch) is
-    // dropped before anything else is read.
     // Arguments are read with the helper: a direct load past the smallest
     // attached record (setuid's single argument) makes the kernel refuse
     // to attach the program to that tracepoint.
+    enter(nr, |i| {
+        unsafe { ctx.read_at::<u64>(TP_ARGS + 8 * i) }.map_err(|e| e as i64)
+    })
+}
+
+/// Whether the current thread's syscalls are audited: not the agent's
+/// own, and only those of the one process `--only-pid` names, if any.
+#[inline(always)]
+fn audited(pid_tgid: u64) -> bool {
+    let tgid = (pid_tgid >> 32) as u32;
+    let only = global(&ONLY_TGID);
+    tgid != global(&AGENT_TGID) && (only == 0 || tgid == only)
+}
+
+/// A watched syscall `nr` is entered: park its arguments (`arg(i)` reads
+/// argument `i`) for its exit, unless it is a read-only open nobody asked
+/// for.
+#[inline(always)]
+fn enter(nr: u32, arg: impl Fn(usize) -> Result<u64, i64>) -> Result<(), i64> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !audited(pid_tgid) {
+        return Ok(());
+    }
+    // The hot path: a read-only open (the commonest syscall we watch) is
+    // dropped before anything else is read.
     if let Some(i) = syscalls::open_flags_arg(nr) {
         if nr != syscalls::OPENAT2 && global(&CAPTURE_READ_OPENS) == 0 {
-            let flags =
-                unsafe { ctx.read_at::<u64>(TP_ARGS + 8 * i as usize) }.unwrap_or(WRITE_INTENT);
+            let flags = arg(i as usize).unwrap_or(WRITE_INTENT);
             if flags & WRITE_INTENT == 0 {
                 return Ok(());
             }
         }
     }
     let mut args = [0u64; 6];
-    for (i, arg) in args.iter_mut().enumerate() {
-        *arg = unsafe { ctx.read_at::<u64>(TP_ARGS + 8 * i) }.map_err(|e| e as i64)?;
+    for (i, slot) in args.iter_mut().enumerate() {
+        *slot = arg(i)?;
     }
     if nr == syscalls::OPENAT2 {
         // openat2 passes flags and mode in a `struct open_how` (u64 flags,
@@ -308,9 +326,17 @@ fn mount_facts(nr: u32, args: &mut [u64; 6]) {
 }
 
 fn on_exit(ctx: &TracePointContext) -> Result<(), i64> {
+    exit(
+        tp::<i32>(ctx, TP_SYSCALL_NR) as u32,
+        tp::<i64>(ctx, TP_RET),
+    )
+}
+
+/// A watched syscall `nr` returns `ret`: write the record of what was
+/// parked at its entry.
+#[inline(always)]
+fn exit(nr: u32, ret: i64) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let nr = tp::<i32>(ctx, TP_SYSCALL_NR) as u32;
-    let ret = tp::<i64>(ctx, TP_RET);
     // SAFETY: only this thread uses its entry; it is removed after use.
     let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }) else {
         // A read-only open dropped at entry: recorded only if it opened a
@@ -345,9 +371,7 @@ fn watched_read(nr: u32, ret: i64, pid_tgid: u64) -> Result<(), i64> {
         };
     }
     let fd = ret;
-    let tgid = (pid_tgid >> 32) as u32;
-    let only = global(&ONLY_TGID);
-    if tgid == global(&AGENT_TGID) || (only != 0 && tgid != only) {
+    if !audited(pid_tgid) {
         return Ok(());
     }
     if !reads::watched(fd as i32) {
@@ -363,13 +387,6 @@ fn watched_read(nr: u32, ret: i64, pid_tgid: u64) -> Result<(), i64> {
 fn on_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let old_tid = unsafe { ctx.read_at::<i32>(global(&EXEC_OLD_PID_OFFSET) as usize) }
         .map_err(|e| e as i64)?;
-    let key = (bpf_get_current_pid_tgid() & !0xffff_ffff) | old_tid as u32 as u64;
-    // SAFETY: the value is copied out before the entry is removed.
-    let pending = match unsafe { PENDING.get(&key) } {
-        Some(p) => *p,
-        None => return Ok(()),
-    };
-    let _ = PENDING.remove(&key);
     let filename_loc = unsafe { ctx.read_at::<u32>(global(&EXEC_FILENAME_OFFSET) as usize) }
         .map_err(|e| e as i64)?;
     let filename = unsafe {
@@ -377,6 +394,20 @@ fn on_exec(ctx: &TracePointContext) -> Result<(), i64> {
             .cast::<u8>()
             .add((filename_loc & 0xffff) as usize)
     };
+    exec(old_tid, filename)
+}
+
+/// Thread `old_tid` (the id it had before the exec: the thread that
+/// called it) now runs `filename` (kernel memory).
+#[inline(always)]
+fn exec(old_tid: i32, filename: *const u8) -> Result<(), i64> {
+    let key = (bpf_get_current_pid_tgid() & !0xffff_ffff) | old_tid as u32 as u64;
+    // SAFETY: the value is copied out before the entry is removed.
+    let pending = match unsafe { PENDING.get(&key) } {
+        Some(p) => *p,
+        None => return Ok(()),
+    };
+    let _ = PENDING.remove(&key);
     record::emit_exec(&pending, filename)
 }
 

@@ -15,9 +15,9 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
     maps::HashMap,
-    programs::TracePointContext,
+    programs::{RawTracePointContext, TracePointContext},
 };
 use guardrail_common::{counter, flags, syscalls, uring_op, RecordKind, UringOffsets};
 
@@ -122,13 +122,48 @@ fn watched_process() -> bool {
     tgid != global(&AGENT_TGID) && (only == 0 || only == tgid)
 }
 
+// The same two as raw tracepoints (pinnable before 5.15; see
+// `raw_syscalls`). io_uring_create: TP_PROTO(int fd, void *ctx,
+// u32 sq_entries, u32 cq_entries, u32 flags), unchanged since 5.5.
+#[raw_tracepoint(tracepoint = "io_uring_create")]
+pub fn guardrail_raw_uring_create(ctx: RawTracePointContext) -> i32 {
+    let (fd, entries, flags): (u64, u64, u64) = (ctx.arg(0), ctx.arg(2), ctx.arg(4));
+    let _ = created(fd as u32, flags as u32, entries as u32);
+    0
+}
+
+// io_uring_register: TP_PROTO(void *ctx, unsigned opcode, unsigned
+// nr_files, unsigned nr_bufs, long ret); before 5.18 a `bool eventfd`
+// came before `ret`. The agent attaches the one matching the kernel's
+// prototype (BTF): a raw tracepoint program may not read past its
+// tracepoint's last argument.
+#[raw_tracepoint(tracepoint = "io_uring_register")]
+pub fn guardrail_raw_uring_register(ctx: RawTracePointContext) -> i32 {
+    let (opcode, files, bufs, ret): (u64, u64, u64, i64) =
+        (ctx.arg(1), ctx.arg(2), ctx.arg(3), ctx.arg(4));
+    let _ = registered(opcode as u32, files as u32, bufs as u32, ret);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "io_uring_register")]
+pub fn guardrail_raw_uring_register_eventfd(ctx: RawTracePointContext) -> i32 {
+    let (opcode, files, bufs, ret): (u64, u64, u64, i64) =
+        (ctx.arg(1), ctx.arg(2), ctx.arg(3), ctx.arg(5));
+    let _ = registered(opcode as u32, files as u32, bufs as u32, ret);
+    0
+}
+
 fn on_create(ctx: &TracePointContext) -> Result<(), i64> {
+    let [fd_at, flags_at, entries_at] = global(&URING_CREATE_OFFSETS);
+    let field = |at: u32| unsafe { ctx.read_at::<u32>(at as usize) }.map_err(|e| e as i64);
+    created(field(fd_at)?, field(flags_at)?, field(entries_at)?)
+}
+
+#[inline(always)]
+fn created(fd: u32, flags: u32, entries: u32) -> Result<(), i64> {
     if !watched_process() {
         return Ok(());
     }
-    let [fd_at, flags_at, entries_at] = global(&URING_CREATE_OFFSETS);
-    let field = |at: u32| unsafe { ctx.read_at::<u32>(at as usize) }.map_err(|e| e as i64);
-    let (fd, flags, entries) = (field(fd_at)?, field(flags_at)?, field(entries_at)?);
     record::emit_record(
         RecordKind::UringSetup,
         [
@@ -146,13 +181,18 @@ fn on_create(ctx: &TracePointContext) -> Result<(), i64> {
 /// Files and buffers registered with a ring are used by requests that
 /// name them by index: which the set-up does not show.
 fn on_register(ctx: &TracePointContext) -> Result<(), i64> {
-    if !watched_process() {
-        return Ok(());
-    }
     let [opcode_at, files_at, bufs_at, ret_at] = global(&URING_REGISTER_OFFSETS);
     let field = |at: u32| unsafe { ctx.read_at::<u32>(at as usize) }.map_err(|e| e as i64);
     let (opcode, files, bufs) = (field(opcode_at)?, field(files_at)?, field(bufs_at)?);
     let ret = unsafe { ctx.read_at::<i64>(ret_at as usize) }.map_err(|e| e as i64)?;
+    registered(opcode, files, bufs, ret)
+}
+
+#[inline(always)]
+fn registered(opcode: u32, files: u32, bufs: u32, ret: i64) -> Result<(), i64> {
+    if !watched_process() {
+        return Ok(());
+    }
     record::emit_record(
         RecordKind::UringRegister,
         [opcode as u64, files as u64, bufs as u64, 0, 0, 0],

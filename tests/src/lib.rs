@@ -202,6 +202,14 @@ impl Agent {
                 Some(dir) => vec!["--state-dir".into(), dir.clone().into_os_string()],
             })
             .args(extra)
+            // `cargo xtask test` runs the capture suites a second time with
+            // the raw syscall probes (those kernels before 5.15 use).
+            .args(match std::env::var("GUARDRAIL_TEST_SYSCALL_PROBES") {
+                Ok(how) if !extra.contains(&"--syscall-probes") => {
+                    vec!["--syscall-probes".to_string(), how]
+                }
+                _ => vec![],
+            })
             .env("GUARDRAIL_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()

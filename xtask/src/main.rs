@@ -62,7 +62,8 @@ enum Task {
         #[arg(long, conflicts_with_all = ["storms_only", "nats_only"])]
         footprint_only: bool,
         /// Only these configurations of the storms' table (repeatable):
-        /// default, full, deny50, floor, auditd. Default: all.
+        /// default, raw (default rules, raw syscall probes), full, deny50,
+        /// floor, auditd. Default: all.
         #[arg(long = "config", value_name = "NAME")]
         configs: Vec<String>,
         /// Only the storms whose name contains this (repeatable), e.g.
@@ -146,6 +147,21 @@ fn build(release: bool) -> Result<()> {
     }
     run(&mut cmd)
 }
+
+/// The host suites `cargo xtask test` runs a second time with the agent's
+/// raw syscall probes (`--syscall-probes raw`).
+const RAW_PROBE_SUITES: &[&str] = &[
+    "capture",
+    "paths",
+    "badpaths",
+    "bypass",
+    "identity",
+    "process",
+    "continuity",
+    "integrity",
+    "reads",
+    "uring",
+];
 
 fn main() -> Result<()> {
     match Cli::parse().task {
@@ -231,8 +247,18 @@ fn main() -> Result<()> {
             let qemu = prereqs::ensure_vm(&vm::private_qemu_root())?;
             build(false)?;
             let mut cmd = cargo();
-            cmd.args(["test", "--workspace"]).args(args);
+            cmd.args(["test", "--workspace"]).args(&args);
             run(&mut cmd)?;
+            // The capture suites again with the raw syscall probes, which
+            // kernels before 5.15 use (this host uses per-syscall
+            // tracepoints): the same syscalls must give the same events.
+            let mut raw = cargo();
+            raw.args(["test", "-p", "guardrail-tests"]);
+            for suite in RAW_PROBE_SUITES {
+                raw.args(["--test", suite]);
+            }
+            raw.args(&args).env("GUARDRAIL_TEST_SYSCALL_PROBES", "raw");
+            run(&mut raw)?;
             build(true)?;
             vm::vm_test("all", &root().join("target/release"), &qemu)?;
             package::package_test(&root().join("target/release"))?;

@@ -92,7 +92,57 @@ pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         tty_driver: member_offset(btf, "tty_struct", "driver")?,
         driver_major: member_offset(btf, "tty_driver", "major")?,
         driver_minor_start: member_offset(btf, "tty_driver", "minor_start")?,
+        // Only the raw syscall probes need these: without them those
+        // probes are not used (see `raw_syscall_offsets`).
+        ..raw_syscall_offsets(btf).unwrap_or_default()
     })
+}
+
+/// Where the raw syscall probes read a syscall's number and arguments
+/// (the x86-64 syscall convention: di, si, dx, r10, r8, r9) and whether
+/// it is a 32-bit call; `None` where the kernel's structures differ.
+fn raw_syscall_offsets(btf: &Btf) -> Option<KernelOffsets> {
+    let reg = |m: &str| member_offset(btf, "pt_regs", m).ok();
+    let mut regs_args = [0; 6];
+    for (slot, name) in regs_args
+        .iter_mut()
+        .zip(["di", "si", "dx", "r10", "r8", "r9"])
+    {
+        *slot = reg(name)?;
+    }
+    Some(KernelOffsets {
+        regs_args,
+        regs_orig_ax: reg("orig_ax")?,
+        task_ti_status: member_offset(btf, "task_struct", "thread_info").ok()?
+            + member_offset(btf, "thread_info", "status").ok()?,
+        bprm_filename: member_offset(btf, "linux_binprm", "filename").ok()?,
+        ..KernelOffsets::default()
+    })
+}
+
+/// Whether the raw syscall probes can run with `offsets`.
+pub fn raw_syscalls_resolved(offsets: &KernelOffsets) -> bool {
+    offsets.regs_orig_ax != 0 && offsets.regs_args.iter().all(|&o| o != 0)
+}
+
+/// How many arguments raw tracepoint `tp` passes (its `TP_PROTO`), from
+/// the `btf_trace_<tp>` type the kernel declares for each tracepoint.
+pub fn raw_tracepoint_args(btf: &Btf, tp: &str) -> Option<usize> {
+    let mut t = btf
+        .resolve_types_by_name(&format!("btf_trace_{tp}"))
+        .ok()?
+        .into_iter()
+        .next()?;
+    // typedef → pointer → function prototype (void *__data, args…).
+    for _ in 0..3 {
+        t = match &t {
+            Type::FuncProto(proto) => return proto.parameters.len().checked_sub(1),
+            Type::Typedef(x) => btf.resolve_chained_type(x).ok()?,
+            Type::Ptr(x) => btf.resolve_chained_type(x).ok()?,
+            _ => return None,
+        };
+    }
+    None
 }
 
 /// How many parameters the BPF-LSM attach point of `hook` takes (the

@@ -22,6 +22,11 @@ pub struct Capabilities {
     /// not let the probes see, each with why (empty: all are seen).
     #[serde(default)]
     pub uring_unseen: Vec<String>,
+    /// Where the syscall and exec probes attach: `raw` (raw_syscalls
+    /// `sys_enter`/`sys_exit`, pinnable everywhere) or `tracepoints`
+    /// (one `syscalls:*` tracepoint per watched call).
+    #[serde(default)]
+    pub syscall_probes: String,
 }
 
 pub fn kernel_release() -> String {

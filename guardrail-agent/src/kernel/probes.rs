@@ -41,6 +41,25 @@ pub struct ProbeOptions {
     /// exits, and adopt what is pinned at start (None: everything ends
     /// with the agent).
     pub pin_root: Option<PathBuf>,
+    /// Which tracepoints carry the syscall and exec probes.
+    pub syscall_probes: SyscallProbes,
+}
+
+/// Where the syscall and exec probes attach.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyscallProbes {
+    /// `raw` on kernels that attach tracepoints only through perf events
+    /// (before 5.15: those cannot be pinned, so capture would pause
+    /// between agents), `tracepoints` elsewhere.
+    #[default]
+    Auto,
+    /// The raw `sys_enter`/`sys_exit` and `sched_process_exec`
+    /// tracepoints: pinnable on every supported kernel; run on every
+    /// syscall and check its number first.
+    Raw,
+    /// One `syscalls:sys_{enter,exit}_*` tracepoint per watched syscall
+    /// and `sched:sched_process_exec`.
+    Tracepoints,
 }
 
 /// What the agent knows about the pinned state (`guardrail status`).
@@ -111,6 +130,9 @@ pub struct Probes {
     pub uring_unseen: Vec<String>,
     /// The read watch set's maps (`file.read` rules), for the pipeline.
     pub read_watch: Option<super::watch::ReadWatch>,
+    /// Where the syscall and exec probes are attached: `raw` or
+    /// `tracepoints` (see [`SyscallProbes`]).
+    pub syscall_probes: &'static str,
 }
 
 impl Probes {
@@ -193,6 +215,17 @@ impl Probes {
             setattr_params: hook_params("inode_setattr").unwrap_or(3),
             setxattr_params: hook_params("inode_setxattr").unwrap_or(6),
         };
+        // The raw io_uring tracepoints' prototypes (`raw` probes).
+        let raw_tp_args = |tp: &str| {
+            kernel_btf
+                .as_ref()
+                .ok()
+                .and_then(|b| btf::raw_tracepoint_args(b, tp))
+        };
+        let uring_raw_args = (
+            raw_tp_args("io_uring_create"),
+            raw_tp_args("io_uring_register"),
+        );
         // Everything asked of it: give its memory back.
         drop(kernel_btf);
         let mut loader = EbpfLoader::new();
@@ -230,51 +263,102 @@ impl Probes {
         let mut links = Links::new(state.as_ref());
         let mut attached = Vec::new();
         let mut missing = Vec::new();
-        for (phase, program) in [
-            ("enter", "guardrail_sys_enter"),
-            ("exit", "guardrail_sys_exit"),
-        ] {
-            let mut tps = Vec::new();
-            for (_, name) in syscalls::WATCHED {
-                let tp = format!("sys_{phase}_{name}");
-                if tracefs::exists(&tracefs, "syscalls", &tp) {
-                    tps.push(tp);
-                } else if phase == "enter" {
-                    missing.push(*name);
-                }
+        let raw = match opts.syscall_probes {
+            SyscallProbes::Tracepoints => false,
+            SyscallProbes::Auto => {
+                !aya::features().bpf_perf_link()
+                    && offsets.as_ref().is_some_and(btf::raw_syscalls_resolved)
             }
-            let tps: Vec<&str> = tps.iter().map(String::as_str).collect();
-            let to = &mut (&mut links, &mut attached);
-            attach_tracepoint(&mut ebpf, to, program, "syscalls", &tps)?;
+            SyscallProbes::Raw => {
+                anyhow::ensure!(
+                    offsets.as_ref().is_some_and(btf::raw_syscalls_resolved),
+                    "--syscall-probes raw needs the kernel's BTF to describe pt_regs and \
+                     thread_info (x86-64); use --syscall-probes tracepoints"
+                );
+                true
+            }
+        };
+        for (_, name) in syscalls::WATCHED {
+            if !tracefs::exists(&tracefs, "syscalls", &format!("sys_enter_{name}")) {
+                missing.push(*name);
+            }
         }
         let to = &mut (&mut links, &mut attached);
-        attach_tracepoint(
-            &mut ebpf,
-            to,
-            "guardrail_exec",
-            "sched",
-            &["sched_process_exec"],
-        )?;
-        if uring_create.iter().all(Option::is_some) {
+        if raw {
+            for (program, tp) in [
+                ("guardrail_raw_sys_enter", "sys_enter"),
+                ("guardrail_raw_sys_exit", "sys_exit"),
+                ("guardrail_raw_exec", "sched_process_exec"),
+            ] {
+                attach_raw(&mut ebpf, to, program, tp)?;
+            }
+        } else {
+            for (phase, program) in [
+                ("enter", "guardrail_sys_enter"),
+                ("exit", "guardrail_sys_exit"),
+            ] {
+                let tps: Vec<String> = syscalls::WATCHED
+                    .iter()
+                    .map(|(_, name)| format!("sys_{phase}_{name}"))
+                    .filter(|tp| tracefs::exists(&tracefs, "syscalls", tp))
+                    .collect();
+                let tps: Vec<&str> = tps.iter().map(String::as_str).collect();
+                attach_tracepoint(&mut ebpf, to, program, "syscalls", &tps)?;
+            }
             attach_tracepoint(
                 &mut ebpf,
                 to,
-                "guardrail_uring_create",
-                "io_uring",
-                &["io_uring_create"],
+                "guardrail_exec",
+                "sched",
+                &["sched_process_exec"],
             )?;
+        }
+        let (setup, register) = if raw {
+            // Pinnable where the io_uring tracepoints are not (before 5.15).
+            let setup = uring_raw_args.0 == Some(5);
+            if setup {
+                attach_raw(
+                    &mut ebpf,
+                    to,
+                    "guardrail_raw_uring_create",
+                    "io_uring_create",
+                )?;
+            }
+            let register = match uring_raw_args.1 {
+                Some(5) => Some("guardrail_raw_uring_register"),
+                Some(6) => Some("guardrail_raw_uring_register_eventfd"),
+                _ => None,
+            };
+            if let Some(program) = register {
+                attach_raw(&mut ebpf, to, program, "io_uring_register")?;
+            }
+            (setup, register.is_some())
         } else {
+            let setup = uring_create.iter().all(Option::is_some);
+            if setup {
+                attach_tracepoint(
+                    &mut ebpf,
+                    to,
+                    "guardrail_uring_create",
+                    "io_uring",
+                    &["io_uring_create"],
+                )?;
+            }
+            if uring_register.is_some() {
+                attach_tracepoint(
+                    &mut ebpf,
+                    to,
+                    "guardrail_uring_register",
+                    "io_uring",
+                    &["io_uring_register"],
+                )?;
+            }
+            (setup, uring_register.is_some())
+        };
+        if !setup {
             warn!("this kernel has no io_uring:io_uring_create tracepoint: io_uring set-ups are not reported");
         }
-        if uring_register.is_some() {
-            attach_tracepoint(
-                &mut ebpf,
-                to,
-                "guardrail_uring_register",
-                "io_uring",
-                &["io_uring_register"],
-            )?;
-        } else {
+        if !register {
             warn!("this kernel has no io_uring:io_uring_register tracepoint: files and buffers registered with a ring are not reported");
         }
         super::uring::attach(&mut ebpf, &uring_ops, to)?;
@@ -288,18 +372,7 @@ impl Probes {
             ("guardrail_exit", "sched_process_exit"),
             ("guardrail_lineage_exec", "sched_process_exec"),
         ] {
-            let prog: &mut RawTracePoint = ebpf
-                .program_mut(program)
-                .context("program missing from the object")?
-                .try_into()?;
-            timed(program, || prog.load()).with_context(|| format!("verifying {program}"))?;
-            let id = prog
-                .attach(tp)
-                .with_context(|| format!("attaching raw tracepoint {tp}"))?;
-            if links.pinning() {
-                links.keep(&format!("{program}@{tp}"), prog.take_link(id)?.into())?;
-            }
-            attached.push(format!("raw/{tp}"));
+            attach_raw(&mut ebpf, to, program, tp)?;
         }
 
         let Map::RingBuf(events) = ebpf.take_map("EVENTS").context("EVENTS map")? else {
@@ -332,6 +405,7 @@ impl Probes {
             Array::try_from(ebpf.take_map("AGENT_STATE").context("AGENT_STATE map")?)?;
         info!(
             tracepoints = attached.len(),
+            syscalls = if raw { "raw" } else { "tracepoints" },
             missing = ?missing,
             "probes attached"
         );
@@ -393,6 +467,7 @@ impl Probes {
             offsets,
             uring_unseen: uring_ops.unseen,
             read_watch: Some(read_watch),
+            syscall_probes: if raw { "raw" } else { "tracepoints" },
         };
         Ok((probes, ring, enforcer))
     }
@@ -487,6 +562,29 @@ pub(super) fn attach_tracepoint(
         ms = started.elapsed().as_millis() as u64,
         "attached"
     );
+    Ok(())
+}
+
+/// Load raw tracepoint program `program` and attach it to `tp`, pinned
+/// (raw tracepoints are BPF links on every supported kernel).
+fn attach_raw(
+    ebpf: &mut Ebpf,
+    (links, attached): &mut AttachTo<'_, '_>,
+    program: &str,
+    tp: &str,
+) -> Result<()> {
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(program)
+        .with_context(|| format!("program {program} missing from the object"))?
+        .try_into()?;
+    timed(program, || prog.load()).with_context(|| format!("verifying {program}"))?;
+    let id = prog
+        .attach(tp)
+        .with_context(|| format!("attaching raw tracepoint {tp}"))?;
+    if links.pinning() {
+        links.keep(&format!("{program}@{tp}"), prog.take_link(id)?.into())?;
+    }
+    attached.push(format!("raw/{tp}"));
     Ok(())
 }
 

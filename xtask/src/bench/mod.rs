@@ -124,6 +124,9 @@ const WATCHED_FILE: &str = "watched-file";
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Config {
     DefaultRules,
+    /// The default rules with the syscall probes on raw tracepoints
+    /// (`--syscall-probes raw`, what kernels before 5.15 use).
+    DefaultRaw,
     FullCapture,
     Deny50,
     Floor,
@@ -147,12 +150,13 @@ impl Only {
         for name in names {
             configs.push(match name.as_str() {
                 "default" => Config::DefaultRules,
+                "raw" => Config::DefaultRaw,
                 "full" => Config::FullCapture,
                 "deny50" => Config::Deny50,
                 "floor" => Config::Floor,
                 "auditd" => Config::Auditd,
                 other => {
-                    bail!("--config {other}: expected one of default, full, deny50, floor, auditd")
+                    bail!("--config {other}: expected one of default, raw, full, deny50, floor, auditd")
                 }
             });
         }
@@ -178,6 +182,7 @@ impl Config {
     fn name(self) -> &'static str {
         match self {
             Config::DefaultRules => "guardrail, default rules",
+            Config::DefaultRaw => "guardrail, default rules, raw syscall probes",
             Config::FullCapture => "guardrail, full capture + audit log",
             Config::Deny50 => "guardrail, 50 deny rules elsewhere",
             Config::Floor => "floor: minimal eBPF copy to ring buffer",
@@ -363,6 +368,7 @@ fn overhead(
     let mut rows = Vec::new();
     for config in [
         Config::DefaultRules,
+        Config::DefaultRaw,
         Config::FullCapture,
         Config::Deny50,
         Config::Floor,
@@ -387,6 +393,11 @@ fn overhead(
                     Config::DefaultRules => {
                         Running::start_agent(&configs.default, &setup.scratch, &[])?
                     }
+                    Config::DefaultRaw => Running::start_agent(
+                        &configs.default,
+                        &setup.scratch,
+                        &["--syscall-probes", "raw"],
+                    )?,
                     Config::FullCapture => Running::start_agent(
                         &configs.full,
                         &setup.scratch,
