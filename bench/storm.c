@@ -3,6 +3,8 @@
  *   storm write N DIR    open(O_WRONLY|O_CREAT|O_TRUNC) + write 64 B + close
  *   storm exec  N        fork + execve /bin/true + wait
  *   storm chmod N FILE   chmod alternating 0644 / 0600
+ *   storm unwatched N    getppid: a syscall no rule watches, the fixed
+ *                        cost every syscall pays while probes are attached
  *   storm uring-create N DIR   N file creations through io_uring
  *                              (IORING_OP_OPENAT O_CREAT|O_TRUNC) + close
  *   storm rate R SECONDS FILE   chmod at R per second for SECONDS, paced in
@@ -12,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -57,6 +60,8 @@ int main(int argc, char **argv) {
             if (p == 0) { execl("/bin/true", "true", (char *)0); _exit(127); }
             int st; waitpid(p, &st, 0);
         }
+    } else if (!strcmp(mode, "unwatched")) {
+        for (long i = 0; i < n; i++) if (syscall(SYS_getppid) < 0) return 1;
     } else if (!strcmp(mode, "chmod")) {
         for (long i = 0; i < n; i++) if (chmod(argv[3], (i & 1) ? 0600 : 0644)) return 1;
     } else if (!strcmp(mode, "rate") && argc == 5) {

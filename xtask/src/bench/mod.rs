@@ -96,6 +96,16 @@ const WORKLOADS: &[Workload] = &[
         // glibc's chmod() is the chmod syscall; fchmodat for completeness.
         syscalls: &["chmod", "fchmodat"],
     },
+    // A syscall no probe watches: what attaching the syscall probes
+    // costs every other syscall (per-syscall tracepoints: the kernel's
+    // tracing slow path; raw probes: one short program run as well).
+    Workload {
+        name: "unwatched syscall storm",
+        mode: "unwatched",
+        target: Target::Scratch,
+        count: 5_000_000,
+        syscalls: &["getppid"],
+    },
     Workload {
         name: "io_uring create storm",
         mode: "uring-create",
