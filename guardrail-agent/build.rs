@@ -20,6 +20,10 @@ fn main() {
     }
     println!("cargo:rerun-if-env-changed=GUARDRAIL_EBPF_RUSTC");
     println!("cargo:rerun-if-env-changed=GUARDRAIL_EBPF_CARGO");
+    // `--features upgrade-test-variant`: the probes of the upgrade test's
+    // second build, in a target directory of their own so that neither
+    // build undoes the other's.
+    let variant = env::var_os("CARGO_FEATURE_UPGRADE_TEST_VARIANT").is_some();
 
     let rustc = env::var("GUARDRAIL_EBPF_RUSTC").unwrap_or_else(|_| "/usr/bin/rustc".into());
     let cargo = env::var("GUARDRAIL_EBPF_CARGO").unwrap_or_else(|_| "/usr/bin/cargo".into());
@@ -33,11 +37,19 @@ fn main() {
     }
     // The probes share this workspace's target directory so repeated builds
     // are incremental, but in a folder of their own.
-    let target_dir = root.join("target").join("ebpf");
+    let target_dir = root
+        .join("target")
+        .join(if variant { "ebpf-variant" } else { "ebpf" });
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(&ebpf)
         .args(["build", "--release", "--target-dir"])
         .arg(&target_dir)
+        .args(
+            variant
+                .then_some(["--features", "upgrade-test-variant"])
+                .into_iter()
+                .flatten(),
+        )
         .env("RUSTC", &rustc)
         .env("RUSTC_BOOTSTRAP", "1");
     // What the outer (stable) build set must not leak into the inner one.

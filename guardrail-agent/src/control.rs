@@ -95,6 +95,9 @@ pub struct Status {
     pub uptime_s: u64,
     pub capabilities: Capabilities,
     pub tracepoints_attached: usize,
+    /// Which probes run (see `probes::probes_id`).
+    #[serde(default)]
+    pub probes: String,
     pub ring_buffer_bytes: u32,
     pub events_total: u64,
     /// Events per second over the last few seconds.

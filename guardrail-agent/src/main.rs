@@ -374,6 +374,7 @@ async fn run(args: Args, config: Config, rules: RuleSet, policy: Policy) -> Resu
         pid: std::process::id(),
         capabilities,
         tracepoints_attached: probes.attached.len(),
+        probes: guardrail_agent::kernel::probes::probes_id(),
         ring_buffer_bytes: opts.ring_buffer_bytes,
         config_file: config_file.as_ref().map(|p| p.display().to_string()),
         rules: rules.rules.len(),

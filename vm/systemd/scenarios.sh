@@ -228,6 +228,11 @@ check restart-writes-attempted-across [ "$after" -gt "$before" ]
 check restart-adopted-pinned-state logged "$INV" "adopted the pinned state"
 check restart-none-through unchanged_preload
 
+# The newer package is a build with other probes (xtask builds it with
+# `--features upgrade-test-variant`): the upgrade hands over between two
+# different sets of programs.
+probes() { guardrail status --json 2>/dev/null | grep -o '"probes":"[0-9a-f]*"'; }
+PROBES_BEFORE=$(probes)
 OLD=$PID
 before=$(attempts)
 (cd /vm && timeout 900 apt install -y "./$UPGRADE") > /tmp/apt-upgrade.log 2>&1
@@ -241,6 +246,8 @@ started
 check upgrade-new-process [ "$PID" != "$OLD" ]
 check upgrade-writes-attempted-across [ "$after" -gt "$before" ]
 check upgrade-adopted-pinned-state logged "$INV" "adopted the pinned state"
+upgraded_probes_differ() { p=$(probes); [ -n "$PROBES_BEFORE" ] && [ -n "$p" ] && [ "$p" != "$PROBES_BEFORE" ]; }
+check upgrade-other-probes holds_within_120s upgraded_probes_differ
 check upgrade-keeps-edited-config grep -q 'type = "journald"' /etc/guardrail/guardrail.toml
 touch /tmp/stop-loop
 wait $LOOP

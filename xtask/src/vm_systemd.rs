@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::prereqs::Qemu;
 use crate::vm::{self, BootSpec, KERNELS};
-use crate::{package, root, run};
+use crate::{cargo, package, root, run};
 
 /// Debian 12's own kernel.
 const KERNEL: &str = "6.1";
@@ -159,12 +159,48 @@ struct Packages {
     rules: PathBuf,
 }
 
+/// The upgrade's binaries: the agent built with other probes (feature
+/// `upgrade-test-variant`: other programs, the same maps and records), as
+/// a release whose probes changed would be. Copied aside, then the normal
+/// build is restored in `bin_dir` (both builds stay cached).
+fn variant_bins(bin_dir: &Path) -> Result<PathBuf> {
+    let dir = root().join("target/upgrade-variant");
+    std::fs::create_dir_all(&dir)?;
+    let build = |variant: bool| {
+        let mut cmd = cargo();
+        cmd.args([
+            "build",
+            "--release",
+            "--package",
+            "guardrail-agent",
+            "--bins",
+        ]);
+        if variant {
+            cmd.args(["--features", "upgrade-test-variant"]);
+        }
+        run(&mut cmd)
+    };
+    let normal = std::fs::read(bin_dir.join("guardrail-agent"))?;
+    build(true)?;
+    for bin in ["guardrail-agent", "guardrail"] {
+        std::fs::copy(bin_dir.join(bin), dir.join(bin))
+            .with_context(|| format!("copying {bin} of the variant build"))?;
+    }
+    build(false)?;
+    let variant = std::fs::read(dir.join("guardrail-agent"))?;
+    anyhow::ensure!(
+        variant != normal && std::fs::read(bin_dir.join("guardrail-agent"))? == normal,
+        "the upgrade-test variant build did not give a second, different agent"
+    );
+    Ok(dir)
+}
+
 pub fn vm_test_systemd(bin_dir: &Path, qemu: &Qemu) -> Result<()> {
     let first_version = env!("CARGO_PKG_VERSION").to_string();
     let upgrade_version = format!("{first_version}+upgrade1");
     let packages = Packages {
         first: package::package(bin_dir, Some(&first_version))?,
-        upgrade: package::package(bin_dir, Some(&upgrade_version))?,
+        upgrade: package::package(&variant_bins(bin_dir)?, Some(&upgrade_version))?,
         rules: rules_package()?,
         first_version,
         upgrade_version,

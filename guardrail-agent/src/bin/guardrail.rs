@@ -1546,6 +1546,9 @@ async fn status(socket: &std::path::Path, json: bool) -> Result<()> {
         s.version, s.pid, s.uptime_s
     );
     println!("kernel            {}", c.kernel);
+    if !s.probes.is_empty() {
+        println!("probes            {}", s.probes);
+    }
     match c.syscall_probes.as_str() {
         "" => println!("tracepoints       {} attached", s.tracepoints_attached),
         how => println!(

@@ -25,6 +25,17 @@ const CANARY_DIR: &str = "/run/guardrail";
 pub(crate) static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guardrail.bpf.o"));
 
+/// Which probes this build carries: the start of the SHA-256 of the
+/// embedded object (`guardrail status`), so that an operator — and the
+/// upgrade test — can tell two builds' probes apart.
+pub fn probes_id() -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(OBJECT)[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// How to load the probes.
 #[derive(Clone, Debug)]
 pub struct ProbeOptions {
