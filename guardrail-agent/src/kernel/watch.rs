@@ -12,10 +12,17 @@
 //! recompiled then, at most every 100 ms), and the set is recompiled
 //! every 5 s and on reload. The agent filters what the kernel reports
 //! with the rule's own globs.
+//!
+//! Those refreshes compile on a thread of their own: a compile looks at
+//! up to 16,384 files and walks up to 200,000 directory entries, which
+//! must not hold up the events. Only a reload compiles in place, because
+//! the new watch set must be in force before the new kill/deny rules.
 
 use std::collections::HashMap as StdHashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -162,6 +169,8 @@ pub struct ReadWatch {
     /// A write of the inactive generation failed half-way: it holds
     /// entries no set names.
     inactive_dirty: bool,
+    /// A refresh compiling on its thread, and the rules it compiles.
+    compiling: Option<(Arc<RuleSet>, Receiver<WatchSet>)>,
 }
 
 /// How long a replaced generation stays in the kernel after the flip:
@@ -215,25 +224,56 @@ impl ReadWatch {
             swaps: 0,
             retired: None,
             inactive_dirty: false,
+            compiling: None,
         })
     }
 
     /// An event created, replaced or removed a watched name: recompile
     /// now, or soon after the last compile.
-    pub fn touched(&mut self, set: &RuleSet) -> Result<()> {
+    pub fn touched(&mut self, set: &Arc<RuleSet>) -> Result<()> {
         self.touched = true;
         self.refresh(set)
     }
 
-    /// [`Self::apply`] when a watched name was touched (at most every
-    /// 100 ms), else every few seconds.
-    pub fn refresh(&mut self, set: &RuleSet) -> Result<()> {
+    /// Put a finished refresh in force; start one when a watched name was
+    /// touched (at most every 100 ms), else every few seconds. Called
+    /// between drains: the compile runs on a thread of its own.
+    pub fn refresh(&mut self, set: &Arc<RuleSet>) -> Result<()> {
         self.remove_retired();
+        if let Some((rules, done)) = &self.compiling {
+            match done.try_recv() {
+                Err(TryRecvError::Empty) => return Ok(()),
+                // Compiled for rules a reload has since replaced: the
+                // reload compiled its own.
+                Ok(_) if !Arc::ptr_eq(rules, set) => self.compiling = None,
+                Ok(next) => {
+                    self.compiling = None;
+                    return self.put_in_force(next);
+                }
+                Err(TryRecvError::Disconnected) => {
+                    self.compiling = None;
+                    warn!("compiling the read watch set failed (its thread ended)");
+                }
+            }
+        }
         let since = self.compiled_at.elapsed();
-        if since < REFRESH && !(self.touched && since >= SOON) {
+        // Not while the last swap's generation may still be read: the
+        // next swap writes into it.
+        if self.retired.is_some() || (since < REFRESH && !(self.touched && since >= SOON)) {
             return Ok(());
         }
-        self.apply(set)
+        self.compiled_at = Instant::now();
+        self.touched = false;
+        let (tx, rx) = mpsc::channel();
+        let rules = Arc::clone(set);
+        std::thread::Builder::new()
+            .name("read-watch".into())
+            .spawn(move || {
+                let _ = tx.send(compile(&rules));
+            })
+            .context("starting the read watch set's compile")?;
+        self.compiling = Some((Arc::clone(set), rx));
+        Ok(())
     }
 
     pub fn status(&self) -> WatchStatus {
@@ -244,11 +284,19 @@ impl ReadWatch {
         }
     }
 
-    /// Compile `set`'s watch set and put it in force, if it changed.
+    /// Compile `set`'s watch set here and put it in force, if it changed
+    /// (a reload: a refresh still compiling is for the old rules).
     pub fn apply(&mut self, set: &RuleSet) -> Result<()> {
         self.compiled_at = Instant::now();
         self.touched = false;
-        let next = compile(set);
+        self.compiling = None;
+        self.put_in_force(compile(set))
+    }
+
+    /// Write `next` to the kernel and flip to it, if it differs from the
+    /// set in force.
+    fn put_in_force(&mut self, next: WatchSet) -> Result<()> {
+        self.remove_retired();
         if next == self.current {
             return Ok(());
         }
