@@ -383,6 +383,7 @@ mod pod {
     unsafe impl aya::Pod for super::enforce::Verdict {}
     unsafe impl aya::Pod for super::lineage::ProgramKey {}
     unsafe impl aya::Pod for super::lineage::LineageMark {}
+    unsafe impl aya::Pod for super::watch::Refused {}
 }
 
 /// Kernel state that outlives an agent (issue: continuity): the maps the
@@ -417,6 +418,9 @@ pub mod pinned {
         "LINEAGE_EXEMPT",
         "LINEAGE_STATE",
         "LINEAGE_PATHS",
+        // Reads the LSM hook refused, until the call's exit reports them
+        // (one report, whichever agent's programs take the note).
+        "REFUSED",
     ];
 
     /// `AGENT_STATE[COMPLETE]` holds this once every map and link of the
@@ -466,6 +470,7 @@ pub mod pinned {
             core::mem::size_of::<crate::lineage::LineageMark>(),
             crate::lineage::LINEAGE_PATH_LEN,
             crate::lineage::state::SLOTS as usize,
+            core::mem::size_of::<crate::watch::Refused>(),
         ];
         let mut mark: u64 = 0x6775_6172_6400_0000 | crate::ABI_VERSION as u64;
         let mut i = 0;

@@ -25,3 +25,16 @@ pub const ACTIVE: u64 = 1 << 1;
 /// Entries the kernel map holds, for both generations together (a reload
 /// writes the new set before the old one is removed), two per file.
 pub const MAX_ENTRIES: u32 = 65536;
+
+/// A read-only open the BPF-LSM `file_open` hook refused: what it would
+/// have opened and when (`REFUSED`, by thread). The open was dropped at
+/// entry as a plain read and returns no fd, so the call's exit reports it
+/// from this. Pinned: during a hand-over the old and the new programs
+/// both run, and the first exit to take the note reports it, once.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Refused {
+    pub vfsmnt: u64,
+    pub dentry: u64,
+    pub ktime_ns: u64,
+}

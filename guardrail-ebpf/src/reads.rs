@@ -11,7 +11,7 @@ use aya_ebpf::macros::map;
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns};
 use aya_ebpf::maps::{Array, HashMap, LruHashMap};
 use guardrail_common::enforce::InodeKey;
-use guardrail_common::watch;
+use guardrail_common::watch::{self, Refused};
 
 use crate::path::{self, read, FMODE_PATH, FMODE_READ, FMODE_WRITE};
 use crate::off;
@@ -24,17 +24,6 @@ static READ_WATCH: HashMap<InodeKey, u8> = HashMap::with_max_entries(watch::MAX_
 /// (`watch::GENERATION | ACTIVE`), flipped in one update.
 #[map]
 static READ_WATCH_STATE: Array<u64> = Array::with_max_entries(1, 0);
-
-/// A read-only open the LSM hook refused: what it would have opened and
-/// when. Its entry was dropped as a plain read and a refused open returns
-/// no fd, so the call's exit reports it from this.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct Refused {
-    pub vfsmnt: u64,
-    pub dentry: u64,
-    pub ktime_ns: u64,
-}
 
 /// Refused reads by thread (`pid_tgid`), taken by the call's exit; an LRU
 /// map, so one whose exit never comes cannot fill it.

@@ -384,10 +384,10 @@ pub fn emit_watched_read(nr: u32, fd: i64) -> Result<(), i64> {
     Ok(())
 }
 
-/// A read-only open the LSM hook refused (see `reads::Refused`): like a
+/// A read-only open the LSM hook refused (see `watch::Refused`): like a
 /// watched read, with the verdict, walked from what the hook saw.
 #[inline(never)]
-pub fn emit_refused_read(nr: u32, ret: i64, refused: &crate::reads::Refused) -> Result<(), i64> {
+pub fn emit_refused_read(nr: u32, ret: i64, refused: &guardrail_common::watch::Refused) -> Result<(), i64> {
     // The verdict the hook filed with the refusal is this call's; an
     // older one (a stale entry) is not.
     let pending = read_open(nr, refused.ktime_ns);
