@@ -393,28 +393,32 @@ fn watched_read(nr: u32, ret: i64, pid_tgid: u64) -> Result<(), i64> {
 fn on_exec(ctx: &TracePointContext) -> Result<(), i64> {
     let old_tid = unsafe { ctx.read_at::<i32>(global(&EXEC_OLD_PID_OFFSET) as usize) }
         .map_err(|e| e as i64)?;
-    let filename_loc = unsafe { ctx.read_at::<u32>(global(&EXEC_FILENAME_OFFSET) as usize) }
-        .map_err(|e| e as i64)?;
-    let filename = unsafe {
-        ctx.as_ptr()
-            .cast::<u8>()
-            .add((filename_loc & 0xffff) as usize)
-    };
-    exec(old_tid, filename)
+    exec(old_tid, || {
+        let filename_loc =
+            unsafe { ctx.read_at::<u32>(global(&EXEC_FILENAME_OFFSET) as usize) }
+                .map_err(|e| e as i64)?;
+        Ok(unsafe {
+            ctx.as_ptr()
+                .cast::<u8>()
+                .add((filename_loc & 0xffff) as usize)
+        })
+    })
 }
 
 /// Thread `old_tid` (the id it had before the exec: the thread that
-/// called it) now runs `filename` (kernel memory).
+/// called it) now runs `filename()` (kernel memory).
 #[inline(always)]
-fn exec(old_tid: i32, filename: *const u8) -> Result<(), i64> {
+fn exec(old_tid: i32, filename: impl FnOnce() -> Result<*const u8, i64>) -> Result<(), i64> {
     let key = (bpf_get_current_pid_tgid() & !0xffff_ffff) | old_tid as u32 as u64;
     // SAFETY: the value is copied out before the entry is removed.
     let pending = match unsafe { PENDING.get(&key) } {
         Some(p) => *p,
         None => return Ok(()),
     };
+    // Removed before anything can fail: after an exec from a thread other
+    // than the leader, nothing else would ever remove it.
     let _ = PENDING.remove(&key);
-    record::emit_exec(&pending, filename)
+    record::emit_exec(&pending, filename()?)
 }
 
 /// Fill the fields every record carries from the current task.

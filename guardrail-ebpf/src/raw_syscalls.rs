@@ -12,16 +12,17 @@
 //! differently and skipped, as the `syscalls:*` tracepoints skip them.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_task, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
 use guardrail_common::syscalls;
 
-use crate::off;
+use crate::{off, PENDING};
 
 /// `thread_info.status` bit of a task inside a 32-bit syscall (x86).
 const TS_COMPAT: u32 = 0x0002;
+const ENOSYS: i64 = 38;
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn guardrail_raw_sys_enter(ctx: RawTracePointContext) -> i32 {
@@ -84,14 +85,24 @@ fn on_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
     let Some(nr) = watched(id) else {
         return Ok(());
     };
-    crate::exit(nr, ctx.arg(1))
+    let ret: i64 = ctx.arg(1);
+    if ret == -ENOSYS {
+        // A watched call this kernel does not have (fchmodat2 before 6.6,
+        // which newer C libraries try first): the per-syscall tracepoints
+        // have no tracepoint for it and never see it either.
+        let _ = PENDING.remove(&bpf_get_current_pid_tgid());
+        return Ok(());
+    }
+    crate::exit(nr, ret)
 }
 
 fn on_exec(ctx: &RawTracePointContext) -> Result<(), i64> {
     // TP_PROTO(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
     let old_tid: u64 = ctx.arg(1);
     let bprm: u64 = ctx.arg(2);
-    let filename: u64 =
-        unsafe { bpf_probe_read_kernel((bprm + off!(bprm_filename) as u64) as *const u64) }?;
-    crate::exec(old_tid as i32, filename as *const u8)
+    crate::exec(old_tid as i32, || {
+        let filename: u64 =
+            unsafe { bpf_probe_read_kernel((bprm + off!(bprm_filename) as u64) as *const u64) }?;
+        Ok(filename as *const u8)
+    })
 }

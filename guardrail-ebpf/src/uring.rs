@@ -23,7 +23,7 @@ use guardrail_common::{counter, flags, syscalls, uring_op, RecordKind, UringOffs
 
 use crate::record::{self, Record};
 use crate::{
-    count, global, path, AGENT_TGID, CAPTURE_READ_OPENS, ONLY_TGID, SCRATCH, URING_CREATE_OFFSETS,
+    count, global, path, CAPTURE_READ_OPENS, SCRATCH, URING_CREATE_OFFSETS,
     URING_REGISTER_OFFSETS, WRITE_INTENT,
 };
 
@@ -115,11 +115,10 @@ pub fn guardrail_uring_complete(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// The submitting process is audited (see `crate::audited`).
 #[inline(always)]
 fn watched_process() -> bool {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let only = global(&ONLY_TGID);
-    tgid != global(&AGENT_TGID) && (only == 0 || only == tgid)
+    crate::audited(bpf_get_current_pid_tgid())
 }
 
 // The same two as raw tracepoints (pinnable before 5.15; see

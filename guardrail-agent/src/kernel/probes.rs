@@ -25,6 +25,17 @@ const CANARY_DIR: &str = "/run/guardrail";
 pub(crate) static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guardrail.bpf.o"));
 
+impl SyscallProbes {
+    /// What `guardrail status` says: where the probes are attached.
+    pub fn name(raw: bool) -> &'static str {
+        if raw {
+            "raw"
+        } else {
+            "tracepoints"
+        }
+    }
+}
+
 /// Which probes this build carries: the start of the SHA-256 of the
 /// embedded object (`guardrail status`), so that an operator — and the
 /// upgrade test — can tell two builds' probes apart.
@@ -274,15 +285,24 @@ impl Probes {
         let mut links = Links::new(state.as_ref());
         let mut attached = Vec::new();
         let mut missing = Vec::new();
+        let raw_resolved = offsets.as_ref().is_some_and(btf::raw_syscalls_resolved);
         let raw = match opts.syscall_probes {
             SyscallProbes::Tracepoints => false,
+            SyscallProbes::Auto if aya::features().bpf_perf_link() => false,
             SyscallProbes::Auto => {
-                !aya::features().bpf_perf_link()
-                    && offsets.as_ref().is_some_and(btf::raw_syscalls_resolved)
+                if !raw_resolved {
+                    warn!(
+                        "this kernel attaches syscall tracepoints through perf events, which \
+                         cannot be pinned, and its BTF does not describe pt_regs and \
+                         thread_info for the raw syscall probes: syscall and exec capture \
+                         stops while no agent runs"
+                    );
+                }
+                raw_resolved
             }
             SyscallProbes::Raw => {
                 anyhow::ensure!(
-                    offsets.as_ref().is_some_and(btf::raw_syscalls_resolved),
+                    raw_resolved,
                     "--syscall-probes raw needs the kernel's BTF to describe pt_regs and \
                      thread_info (x86-64); use --syscall-probes tracepoints"
                 );
@@ -324,48 +344,45 @@ impl Probes {
                 &["sched_process_exec"],
             )?;
         }
-        let (setup, register) = if raw {
-            // Pinnable where the io_uring tracepoints are not (before 5.15).
-            let setup = uring_raw_args.0 == Some(5);
-            if setup {
-                attach_raw(
-                    &mut ebpf,
-                    to,
-                    "guardrail_raw_uring_create",
-                    "io_uring_create",
-                )?;
-            }
-            let register = match uring_raw_args.1 {
-                Some(5) => Some("guardrail_raw_uring_register"),
-                Some(6) => Some("guardrail_raw_uring_register_eventfd"),
-                _ => None,
-            };
-            if let Some(program) = register {
-                attach_raw(&mut ebpf, to, program, "io_uring_register")?;
-            }
-            (setup, register.is_some())
-        } else {
-            let setup = uring_create.iter().all(Option::is_some);
-            if setup {
-                attach_tracepoint(
-                    &mut ebpf,
-                    to,
-                    "guardrail_uring_create",
-                    "io_uring",
-                    &["io_uring_create"],
-                )?;
-            }
-            if uring_register.is_some() {
-                attach_tracepoint(
-                    &mut ebpf,
-                    to,
-                    "guardrail_uring_register",
-                    "io_uring",
-                    &["io_uring_register"],
-                )?;
-            }
-            (setup, uring_register.is_some())
-        };
+        // With the raw syscall probes, the io_uring set-up and register
+        // tracepoints as raw ones too (pinnable where the others are not),
+        // when BTF gives their prototypes; else as tracepoints.
+        let raw_register = match uring_raw_args.1 {
+            Some(5) => Some("guardrail_raw_uring_register"),
+            Some(6) => Some("guardrail_raw_uring_register_eventfd"),
+            _ => None,
+        }
+        .filter(|_| raw);
+        let raw_setup = raw && uring_raw_args.0 == Some(5);
+        let setup = raw_setup || uring_create.iter().all(Option::is_some);
+        if raw_setup {
+            attach_raw(
+                &mut ebpf,
+                to,
+                "guardrail_raw_uring_create",
+                "io_uring_create",
+            )?;
+        } else if setup {
+            attach_tracepoint(
+                &mut ebpf,
+                to,
+                "guardrail_uring_create",
+                "io_uring",
+                &["io_uring_create"],
+            )?;
+        }
+        let register = raw_register.is_some() || uring_register.is_some();
+        if let Some(program) = raw_register {
+            attach_raw(&mut ebpf, to, program, "io_uring_register")?;
+        } else if register {
+            attach_tracepoint(
+                &mut ebpf,
+                to,
+                "guardrail_uring_register",
+                "io_uring",
+                &["io_uring_register"],
+            )?;
+        }
         if !setup {
             warn!("this kernel has no io_uring:io_uring_create tracepoint: io_uring set-ups are not reported");
         }
@@ -416,7 +433,7 @@ impl Probes {
             Array::try_from(ebpf.take_map("AGENT_STATE").context("AGENT_STATE map")?)?;
         info!(
             tracepoints = attached.len(),
-            syscalls = if raw { "raw" } else { "tracepoints" },
+            syscalls = SyscallProbes::name(raw),
             missing = ?missing,
             "probes attached"
         );
@@ -478,7 +495,7 @@ impl Probes {
             offsets,
             uring_unseen: uring_ops.unseen,
             read_watch: Some(read_watch),
-            syscall_probes: if raw { "raw" } else { "tracepoints" },
+            syscall_probes: SyscallProbes::name(raw),
         };
         Ok((probes, ring, enforcer))
     }

@@ -104,7 +104,9 @@ const WORKLOADS: &[Workload] = &[
         mode: "unwatched",
         target: Target::Scratch,
         count: 5_000_000,
-        syscalls: &["getppid"],
+        // auditd's rule names a syscall the storm does not make, as
+        // guardrail's probes watch others than getppid.
+        syscalls: &["chmod"],
     },
     Workload {
         name: "io_uring create storm",
