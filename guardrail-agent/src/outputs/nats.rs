@@ -9,10 +9,15 @@
 //! once JetStream acknowledged it. A record is resent after a failure with
 //! the same `Nats-Msg-Id` (`<host>.<chain id>.<seq>`), which the server
 //! deduplicates; and after a reconnection the publisher first asks the
-//! stream for this host's last stored record and skips what it holds, so
-//! an outage longer than the deduplication window duplicates nothing
-//! either. Only a full spool drops records: they are counted, and a `loss`
-//! record naming the output is sealed into the chain before the next one.
+//! stream which of this host's records since the last acknowledged one it
+//! holds, and skips exactly those, so a lost acknowledgement duplicates
+//! nothing even after an outage longer than the deduplication window.
+//! Only what the stream holds is skipped: in a cluster's fail-over a
+//! record can be lost while later ones are stored, and it is sent again.
+//! (After an agent restart, records sent and never acknowledged are sent
+//! again and deduplicated within the server's window.) Only a full spool
+//! drops records: they are counted, and a `loss` record naming the output
+//! is sealed into the chain before the next one.
 //!
 //! The chain: each record is `{"host","chain_id","seq","event"}` sealed as
 //! the audit log's lines are ([`crate::audit::chain`]), so `guardrail log
@@ -20,9 +25,9 @@
 //! this output's own chain (the audit log may be off, filtered differently,
 //! or hold `log_gap` records), continued across restarts from the spool.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -242,6 +247,7 @@ impl Nats {
             stats,
             draining: draining.clone(),
             abort: abort.clone(),
+            acked_at: AtomicU64::new(0),
         };
         let thread = std::thread::Builder::new()
             .name(format!("nats-{name}"))
@@ -398,6 +404,9 @@ struct Publisher {
     stats: Arc<OutputStats>,
     draining: Arc<AtomicBool>,
     abort: Arc<AtomicBool>,
+    /// The stream sequence of the last record JetStream acknowledged (0:
+    /// none yet): what was sent after it may or may not be stored.
+    acked_at: AtomicU64,
 }
 
 impl Publisher {
@@ -536,36 +545,46 @@ impl Publisher {
         }
     }
 
-    /// The seq of this host's last record the stream holds, if it belongs
-    /// to the current chain.
-    async fn stored_up_to(&self, s: &stream::Stream) -> Result<u64, String> {
+    /// This chain's records the stream holds after stream sequence
+    /// `after`: those sent since the last acknowledgement that were
+    /// stored all the same (their acknowledgement was lost). Not a range:
+    /// in a fail-over one can be lost while later ones are stored.
+    async fn stored_after(&self, s: &stream::Stream, after: u64) -> Result<HashSet<u64>, String> {
         let t = &self.target;
-        let last = host_messages(
+        let held = host_messages(
             s,
             &t.prefix,
             &t.host,
-            jetstream::consumer::DeliverPolicy::Last,
+            jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: after + 1,
+            },
         )
         .await
         .map_err(|e| {
             format!(
-                "stream {}: reading this host's last record: {e:#}",
+                "stream {}: reading this host's records since the last acknowledged one: {e:#}",
                 t.stream
             )
         })?;
-        Ok(last
-            .last()
-            .and_then(|(_, m)| std::str::from_utf8(m).ok())
-            .and_then(Continued::from_record)
+        Ok(held
+            .iter()
+            .filter_map(|(_, m)| std::str::from_utf8(m).ok())
+            .filter_map(Continued::from_record)
             .filter(|c| c.chain_id == t.chain_id)
-            .map_or(0, |c| c.seq))
+            .map(|c| c.seq)
+            .collect())
     }
 
     /// One connection: send from the spool until stopped or a failure.
     async fn session(&self) -> Result<(), String> {
         let js = self.connect().await?;
         let stream = self.ensure_stream(&js).await?;
-        let stored = self.stored_up_to(&stream).await?;
+        let stored = match self.acked_at.load(Ordering::Relaxed) {
+            // This agent's first session: what an earlier one sent and
+            // never saw acknowledged is sent again (deduplicated).
+            0 => HashSet::new(),
+            after => self.stored_after(&stream, after).await?,
+        };
         let t = &self.target;
         let mut next = self.spool.acked();
         let mut inflight: VecDeque<(Option<PublishAckFuture>, Pos)> = VecDeque::new();
@@ -595,7 +614,7 @@ impl Publisher {
                             return Err(format!("spool: unreadable record at {next:?}"));
                         };
                         next = end;
-                        if seq.parse::<u64>().is_ok_and(|s| s <= stored) {
+                        if seq.parse::<u64>().is_ok_and(|s| stored.contains(&s)) {
                             // The stream has it (its acknowledgement was lost).
                             inflight.push_back((None, end));
                         } else {
@@ -626,8 +645,10 @@ impl Publisher {
                 continue;
             };
             if let Some(ack) = ack {
-                ack.await
+                let ack = ack
+                    .await
                     .map_err(|e| format!("{}: no acknowledgement: {e}", shown(&t.urls)))?;
+                self.acked_at.store(ack.sequence, Ordering::Relaxed);
                 self.stats.delivered();
             }
             self.spool.ack(end).map_err(|e| e.to_string())?;
