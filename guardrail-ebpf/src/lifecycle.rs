@@ -15,7 +15,7 @@ use aya_ebpf::{
 };
 use guardrail_common::RecordKind;
 
-use crate::{global, off, record, AGENT_TGID, ONLY_TGID};
+use crate::{off, record};
 
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn guardrail_fork(ctx: RawTracePointContext) -> i32 {
@@ -27,14 +27,6 @@ pub fn guardrail_fork(ctx: RawTracePointContext) -> i32 {
 pub fn guardrail_exit(_ctx: RawTracePointContext) -> i32 {
     let _ = on_exit();
     0
-}
-
-/// Whether records about `tgid` are wanted (not the agent's own, and the
-/// one process `--only-pid` names, if any).
-#[inline(always)]
-fn wanted(tgid: u32) -> bool {
-    let only = global(&ONLY_TGID);
-    tgid != global(&AGENT_TGID) && (only == 0 || only == tgid)
 }
 
 fn on_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
@@ -52,7 +44,7 @@ fn on_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
     }
     // Every process, whatever the agent wants recorded.
     crate::lineage::on_fork(child, child_tgid);
-    if !wanted(parent) {
+    if !crate::audited(parent) {
         return Ok(());
     }
     let start = match off!(task_start_boottime) {
@@ -71,7 +63,7 @@ fn on_exit() -> Result<(), i64> {
         return Ok(());
     }
     crate::lineage::on_exit(tgid);
-    if !wanted(tgid) {
+    if !crate::audited(tgid) {
         return Ok(());
     }
     record::emit_lifecycle(RecordKind::Exit, tgid, 0, 0)

@@ -222,11 +222,10 @@ fn on_enter(ctx: &TracePointContext) -> Result<(), i64> {
     })
 }
 
-/// Whether the current thread's syscalls are audited: not the agent's
-/// own, and only those of the one process `--only-pid` names, if any.
+/// Whether process `tgid` is audited: not the agent, and only the one
+/// process `--only-pid` names, if any.
 #[inline(always)]
-fn audited(pid_tgid: u64) -> bool {
-    let tgid = (pid_tgid >> 32) as u32;
+pub(crate) fn audited(tgid: u32) -> bool {
     let only = global(&ONLY_TGID);
     tgid != global(&AGENT_TGID) && (only == 0 || tgid == only)
 }
@@ -237,7 +236,7 @@ fn audited(pid_tgid: u64) -> bool {
 #[inline(always)]
 fn enter(nr: u32, arg: impl Fn(usize) -> Result<u64, i64>) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !audited(pid_tgid) {
+    if !audited((pid_tgid >> 32) as u32) {
         return Ok(());
     }
     // The upgrade test's build: one more comparison, so that the kernel
@@ -377,7 +376,7 @@ fn watched_read(nr: u32, ret: i64, pid_tgid: u64) -> Result<(), i64> {
         };
     }
     let fd = ret;
-    if !audited(pid_tgid) {
+    if !audited((pid_tgid >> 32) as u32) {
         return Ok(());
     }
     if !reads::watched(fd as i32) {

@@ -118,7 +118,7 @@ pub fn guardrail_uring_complete(ctx: TracePointContext) -> u32 {
 /// The submitting process is audited (see `crate::audited`).
 #[inline(always)]
 fn watched_process() -> bool {
-    crate::audited(bpf_get_current_pid_tgid())
+    crate::audited((bpf_get_current_pid_tgid() >> 32) as u32)
 }
 
 // The same two as raw tracepoints (pinnable before 5.15; see

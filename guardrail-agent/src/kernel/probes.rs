@@ -309,8 +309,13 @@ impl Probes {
                 true
             }
         };
+        // Watched syscalls this kernel has (a tracepoint each; the raw
+        // probes drop calls to the others, -ENOSYS).
+        let mut present = Vec::new();
         for (_, name) in syscalls::WATCHED {
-            if !tracefs::exists(&tracefs, "syscalls", &format!("sys_enter_{name}")) {
+            if tracefs::exists(&tracefs, "syscalls", &format!("sys_enter_{name}")) {
+                present.push(*name);
+            } else {
                 missing.push(*name);
             }
         }
@@ -328,10 +333,9 @@ impl Probes {
                 ("enter", "guardrail_sys_enter"),
                 ("exit", "guardrail_sys_exit"),
             ] {
-                let tps: Vec<String> = syscalls::WATCHED
+                let tps: Vec<String> = present
                     .iter()
-                    .map(|(_, name)| format!("sys_{phase}_{name}"))
-                    .filter(|tp| tracefs::exists(&tracefs, "syscalls", tp))
+                    .map(|name| format!("sys_{phase}_{name}"))
                     .collect();
                 let tps: Vec<&str> = tps.iter().map(String::as_str).collect();
                 attach_tracepoint(&mut ebpf, to, program, "syscalls", &tps)?;
