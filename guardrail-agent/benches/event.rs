@@ -6,15 +6,15 @@
 //! uninteresting event that a busy host is made of.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use guardrail_agent::audit::chain::seal;
-use guardrail_agent::config::RedactionSection;
-use guardrail_agent::event::{
+use guardrail_engine::chain::seal;
+use guardrail_engine::event::{
     Ancestor, Ancestors, Body, Event, PermDetails, Process, SyscallResult,
 };
-use guardrail_agent::redact::Redactor;
-use guardrail_agent::rules::eval::Enforcement;
-use guardrail_agent::rules::users::Names;
-use guardrail_agent::rules::{compile_text, evaluate};
+use guardrail_engine::redact::RedactionSection;
+use guardrail_engine::redact::Redactor;
+use guardrail_engine::rules::eval::Enforcement;
+use guardrail_engine::rules::users::Names;
+use guardrail_engine::rules::{compile_text, evaluate};
 use std::path::Path;
 
 fn chmod_event() -> Event {

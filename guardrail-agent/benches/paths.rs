@@ -4,9 +4,9 @@
 //! the lexical clean-up alone.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use guardrail_agent::canonical::{complete, complete_in, lexical, FinalComponent};
-use guardrail_agent::interpret::{LiveFs, ProcessView};
 use guardrail_agent::procfs::ProcFs;
+use guardrail_engine::canonical::{complete, complete_in, lexical, FinalComponent};
+use guardrail_engine::interpret::{LiveFs, ProcessView};
 
 fn completion(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();

@@ -9,10 +9,10 @@
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use guardrail_agent::event::Event;
-use guardrail_agent::rules::eval::Enforcement;
-use guardrail_agent::rules::users::Names;
-use guardrail_agent::rules::{compile_text, evaluate, RuleSet};
+use guardrail_engine::event::Event;
+use guardrail_engine::rules::eval::Enforcement;
+use guardrail_engine::rules::users::Names;
+use guardrail_engine::rules::{compile_text, evaluate, RuleSet};
 
 /// `n` rules, a third each of file, exec and chmod rules.
 pub fn rules(n: usize) -> RuleSet {

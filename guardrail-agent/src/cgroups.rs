@@ -13,7 +13,7 @@ pub struct Cgroups {
     /// Where cgroup2 is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified
     /// on hybrid hosts); None without cgroup v2.
     root: Option<PathBuf>,
-    paths: crate::procfs::IdMap<u64, Arc<Cgroup>>,
+    paths: crate::idmap::IdMap<u64, Arc<Cgroup>>,
     walked: Option<Instant>,
 }
 
@@ -22,14 +22,14 @@ pub struct Cgroups {
 pub struct Cgroup {
     pub path: Arc<str>,
     pub unit: Option<Arc<str>>,
-    pub container: Option<crate::attribution::Container>,
+    pub container: Option<guardrail_engine::attribution::Container>,
 }
 
 impl Cgroup {
     fn new(path: String) -> Cgroup {
         Cgroup {
-            unit: crate::attribution::unit_of(&path).map(Arc::from),
-            container: crate::attribution::container_of(&path),
+            unit: guardrail_engine::attribution::unit_of(&path).map(Arc::from),
+            container: guardrail_engine::attribution::container_of(&path),
             path: path.into(),
         }
     }
@@ -94,7 +94,7 @@ impl Cgroups {
         // Every byte kept (escaped as in events), never replaced.
         let path = format!(
             "/{}",
-            crate::interpret::text(relative.as_os_str().as_encoded_bytes())
+            guardrail_engine::interpret::text(relative.as_os_str().as_encoded_bytes())
         );
         self.paths.insert(meta.ino(), Arc::new(Cgroup::new(path)));
         let Ok(entries) = std::fs::read_dir(dir) else {

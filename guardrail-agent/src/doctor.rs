@@ -9,8 +9,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::rules::spec::{Action, Fallback, Mode};
-use crate::rules::{Rule, RuleSet};
+use guardrail_engine::rules::spec::{Action, Fallback, Mode};
+use guardrail_engine::rules::{Rule, RuleSet};
 
 /// Oldest kernel the VM suite runs (Debian 11's 5.10). Ring buffers need
 /// 5.8; between the two nothing is tested.
@@ -307,7 +307,7 @@ pub fn rule_effects(set: &RuleSet, lsm: &LsmState) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::users::Names;
+    use guardrail_engine::rules::users::Names;
 
     fn healthy() -> HostFacts {
         HostFacts {
@@ -384,7 +384,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.toml");
         std::fs::write(&path, text).unwrap();
-        crate::rules::load_rules(&path, Names::default()).unwrap()
+        guardrail_engine::rules::load_rules(&path, Names::default()).unwrap()
     }
 
     #[test]

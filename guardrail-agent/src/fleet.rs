@@ -23,95 +23,21 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Notify};
 use tracing::{info, warn};
 
+use crate::config::nats::{check_urls, shown};
 use crate::config::FleetSection;
-use crate::control::Status;
-use crate::rules::eval::Enforcement;
+use crate::protocol::Status;
+use crate::protocol::{CentralSummary, FleetSnapshot};
 use crate::trust::{self, Policy, RealFs};
+use guardrail_engine::rules::eval::Enforcement;
 
-pub const DEFAULT_RULES_BUCKET: &str = "guardrail-rules";
-pub const DEFAULT_STATUS_BUCKET: &str = "guardrail-status";
-/// Not the events' `guardrail`: the NATS output's stream takes
-/// `guardrail.>`, and a status report is not part of a host's chain.
-pub const DEFAULT_PREFIX: &str = "guardrail-fleet";
 /// Rule sets kept per key (what was pushed before, for `nats kv history`).
 pub const RULES_HISTORY: i64 = 10;
-
-/// A NATS subject token: no dots, wildcards or white space.
-fn is_token(s: &str) -> bool {
-    !s.is_empty() && !s.contains(['.', '*', '>']) && !s.contains(char::is_whitespace)
-}
-
-/// A bucket name or key as JetStream accepts them.
-fn is_kv_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
-/// Checks of `[fleet]` that need no server; config.rs places the message.
-pub fn check(f: &FleetSection) -> Result<(), String> {
-    check_urls(&f.url)?;
-    for (what, name) in [
-        ("rules_bucket", &f.rules_bucket),
-        ("status_bucket", &f.status_bucket),
-        ("rules_key", &f.rules_key),
-    ] {
-        if !is_kv_name(name) {
-            return Err(format!(
-                "{what} {name:?} may hold only letters, digits, `-` and `_`"
-            ));
-        }
-    }
-    if !f.subject_prefix.split('.').all(is_token) {
-        return Err(format!(
-            "subject_prefix {:?} must be dot-separated tokens without wildcards or spaces",
-            f.subject_prefix
-        ));
-    }
-    if let Some(h) = &f.host {
-        if !is_token(h) {
-            return Err(format!(
-                "host {h:?} must be one subject token (no dots, wildcards or spaces)"
-            ));
-        }
-    }
-    let auth = [&f.creds, &f.nkey, &f.token_file];
-    if auth.iter().filter(|a| a.is_some()).count() > 1 {
-        return Err("give one of `creds`, `nkey`, `token_file`".into());
-    }
-    if !(1..=3600).contains(&f.status_interval_s) {
-        return Err("status_interval_s must be between 1 and 3600".into());
-    }
-    Ok(())
-}
-
-fn check_urls(url: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
-    url.split(',')
-        .map(str::trim)
-        .map(|u| {
-            if !(u.starts_with("nats://") || u.starts_with("tls://")) {
-                return Err(format!("url {u:?} must start with nats:// or tls://"));
-            }
-            let addr: async_nats::ServerAddr = u
-                .parse()
-                .map_err(|_| format!("url {u:?} is not a valid server address"))?;
-            if addr.has_user_pass() {
-                return Err(format!(
-                    "url {}: credentials in a URL end up in logs and process listings; \
-                     put them in a root-only file (creds, nkey or token_file)",
-                    crate::outputs::nats::shown(std::slice::from_ref(&addr))
-                ));
-            }
-            Ok(addr)
-        })
-        .collect()
-}
 
 /// What identifies a rule set: the SHA-256 of the bytes pushed.
 pub fn rules_hash(bytes: &[u8]) -> String {
     format!(
         "sha256:{}",
-        crate::audit::chain::lower_hex(&Sha256::digest(bytes))
+        guardrail_engine::chain::lower_hex(&Sha256::digest(bytes))
     )
 }
 
@@ -184,7 +110,7 @@ pub async fn connect(url: &str, creds: &Credentials, name: &str) -> Result<async
         .request_timeout(Some(Duration::from_secs(5)))
         .connect(urls.clone())
         .await
-        .with_context(|| format!("cannot connect to {}", crate::outputs::nats::shown(&urls)))
+        .with_context(|| format!("cannot connect to {}", shown(&urls)))
 }
 
 /// What the watcher saw on the rules key.
@@ -206,37 +132,6 @@ pub struct CentralState {
     pub connected: bool,
     /// Why the thread cannot reach the bucket now.
     pub connection_error: Option<String>,
-}
-
-/// The agent's end of the fleet as `guardrail status` shows it: the one
-/// place that can say a host does not reach NATS (`fleet status` only
-/// hears hosts that do).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct FleetSnapshot {
-    /// The servers, without credentials.
-    pub servers: String,
-    pub rules_bucket: String,
-    pub rules_key: String,
-    pub connected: bool,
-    /// Why NATS or the rules bucket cannot be reached (retried).
-    pub connection_error: Option<String>,
-    #[serde(flatten)]
-    pub central: CentralSummary,
-}
-
-/// The central rule set in force and the last one refused, as both the
-/// host's own status and its report to the fleet show them.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct CentralSummary {
-    /// The central rule set in force (None: none applied yet).
-    pub rules_hash: Option<String>,
-    pub rules_revision: Option<u64>,
-    /// The latest central set refused, and why (file:line:column: …).
-    pub rejected_hash: Option<String>,
-    pub rejected_revision: Option<u64>,
-    pub rules_error: Option<String>,
-    /// The key was deleted; the last applied set stays in force.
-    pub rules_deleted: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -372,7 +267,7 @@ impl Fleet {
             state,
             origin: origin(&cfg.rules_bucket, &cfg.rules_key),
             servers: check_urls(&cfg.url)
-                .map(|urls| crate::outputs::nats::shown(&urls))
+                .map(|urls| shown(&urls))
                 .unwrap_or_default(),
             rules_bucket: cfg.rules_bucket.clone(),
             rules_key: cfg.rules_key.clone(),

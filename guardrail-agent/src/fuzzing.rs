@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::interpret::ProcessView;
+use guardrail_engine::interpret::ProcessView;
 
 /// The configuration and rules parser on arbitrary text: errors, never
 /// panics, and errors in the file name a line inside it.
@@ -17,9 +17,11 @@ pub fn config(data: &[u8]) {
     // file of the machine is read.
     let path = Path::new("/nonexistent/guardrail-fuzz/guardrail.toml");
     let _ = crate::config::Config::parse(text, path);
-    if let Err(errors) =
-        crate::rules::load::compile_text(path, text, crate::rules::users::Names::default())
-    {
+    if let Err(errors) = guardrail_engine::rules::load::compile_text(
+        path,
+        text,
+        guardrail_engine::rules::users::Names::default(),
+    ) {
         let lines = text.lines().count().max(1);
         for e in errors.0.iter().filter(|e| e.file == path) {
             assert!(e.line >= 1 && e.line <= lines + 1, "{e}");
@@ -46,8 +48,8 @@ impl ProcessView for NoProcesses {
 /// Ring-buffer records from a misbehaving kernel side: decoding and
 /// interpreting never panic, and what decodes serialises to JSON.
 pub fn decoder(data: &[u8]) {
-    if let Ok(raw) = crate::decode::decode(data) {
-        if let Some(body) = crate::interpret::interpret(&raw, &mut NoProcesses) {
+    if let Ok(raw) = guardrail_engine::decode::decode(data) {
+        if let Some(body) = guardrail_engine::interpret::interpret(&raw, &mut NoProcesses) {
             serde_json::to_string(&body).expect("every event serialises");
         }
     }
@@ -67,7 +69,7 @@ pub fn log_verify(data: &[u8]) {
         ("a".to_string(), text[..cut].to_string()),
         ("b".to_string(), text[cut..].to_string()),
     ];
-    if let Ok(n) = crate::audit::chain::verify(&files) {
+    if let Ok(n) = guardrail_engine::chain::verify(&files) {
         let lines: u64 = files.iter().map(|(_, t)| t.lines().count() as u64).sum();
         assert!(n <= lines, "{n} records verified in {lines} lines");
     }
@@ -76,7 +78,7 @@ pub fn log_verify(data: &[u8]) {
 /// A request line from a control-socket client: parsing and filter
 /// compilation never panic.
 pub fn control(data: &[u8]) {
-    if let Ok(crate::control::Request::Tail { filter, .. }) = serde_json::from_slice(data) {
+    if let Ok(crate::protocol::Request::Tail { filter, .. }) = serde_json::from_slice(data) {
         let _ = filter.compile();
     }
 }

@@ -15,8 +15,7 @@ use tracing::{error, info, warn};
 
 use guardrail_agent::audit::AuditLog;
 use guardrail_agent::config::{Config, DEFAULT_PATH};
-use guardrail_agent::control::{Access, ControlServer, ReloadStatus, Status};
-use guardrail_agent::decode;
+use guardrail_agent::control::{Access, ControlServer};
 use guardrail_agent::doctor::{rule_effects, HostFacts, LsmState};
 use guardrail_agent::fleet::{self, Applied, Fleet, Rejected, Update};
 use guardrail_agent::kernel::capabilities::{bpf_lsm_state, kernel_release, Capabilities};
@@ -28,16 +27,18 @@ use guardrail_agent::notify::{self, notify};
 use guardrail_agent::outputs::Outputs;
 use guardrail_agent::pipeline::{Pipeline, Print};
 use guardrail_agent::procfs::ProcFs;
-use guardrail_agent::redact::Redactor;
+use guardrail_agent::protocol::{ReloadStatus, Status};
 use guardrail_agent::reload::{self, Fingerprint};
-use guardrail_agent::rules::builtin::{
+use guardrail_agent::trust::Policy;
+use guardrail_engine::decode;
+use guardrail_engine::redact::Redactor;
+use guardrail_engine::rules::builtin::{
     add_self_protection, add_state_protection, SELF_PROTECTION_RULES,
 };
-use guardrail_agent::rules::eval::Enforcement;
-use guardrail_agent::rules::spec::{Action, Mode};
-use guardrail_agent::rules::users::Names;
-use guardrail_agent::rules::{CentralText, RuleSet};
-use guardrail_agent::trust::Policy;
+use guardrail_engine::rules::eval::Enforcement;
+use guardrail_engine::rules::spec::{Action, Mode};
+use guardrail_engine::rules::users::Names;
+use guardrail_engine::rules::{CentralText, RuleSet};
 
 /// guardrail's host audit sensor: captures exec, file and permission
 /// changes with eBPF and serves them to `guardrail tail`.
@@ -176,7 +177,7 @@ fn real_main() -> Result<()> {
         };
     }
     if args.lift_self_protection {
-        match pins::lift_self_protection(&args.state_dir, &SELF_PROTECTION_RULES)? {
+        match guardrail_agent::kernel::enforce::lift_self_protection(&args.state_dir, &SELF_PROTECTION_RULES)? {
             None => println!("nothing pinned at {}", args.state_dir.display()),
             Some(lifted) if lifted.is_empty() => {
                 println!("self-protection was not in force (the last agent stopped cleanly, or its configuration turned it off)")

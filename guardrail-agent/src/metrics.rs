@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::warn;
 
-use crate::control::Status;
+use crate::protocol::Status;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabel {
@@ -116,7 +116,7 @@ impl Metrics {
         self.events.get_or_create(&KindLabel { kind }).inc();
     }
 
-    pub fn decision(&self, d: &crate::event::Decision) {
+    pub fn decision(&self, d: &guardrail_engine::event::Decision) {
         self.rule_hits
             .get_or_create(&HitLabels {
                 rule: d.rule.clone(),

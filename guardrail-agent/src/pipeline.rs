@@ -7,18 +7,18 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::broadcast;
 use tracing::warn;
 
-use crate::control::Published;
-use crate::decode::decode;
-use crate::event::{Body, Event, LossDetails, Via};
-use crate::interpret::{interpret, ProcessView};
 use crate::kernel::enforce::Enforcer;
 use crate::kernel::probes::KernelCounters;
-use crate::redact::Redactor;
+use crate::outputs::Published;
 use crate::revert::Baseline;
-use crate::rules::eval::Enforcement;
-use crate::rules::{evaluate, RuleSet};
 use guardrail_common::enforce::action;
 use guardrail_common::RecordKind;
+use guardrail_engine::decode::decode;
+use guardrail_engine::event::{Body, Event, LossDetails, Via};
+use guardrail_engine::interpret::{interpret, ProcessView};
+use guardrail_engine::redact::Redactor;
+use guardrail_engine::rules::eval::Enforcement;
+use guardrail_engine::rules::{evaluate, RuleSet};
 
 /// Where events go besides tail clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -101,7 +101,7 @@ fn watched_in_same_dir(
     }
     let (dir, name) = path.rsplit_once('/')?;
     let meta = std::fs::metadata(if dir.is_empty() { "/" } else { dir }).ok()?;
-    let id = crate::event::ObjectId::from_stat(meta.dev(), meta.ino());
+    let id = guardrail_engine::event::ObjectId::from_stat(meta.dev(), meta.ino());
     dirs.get(&(id.dev, id.ino))?
         .iter()
         .find(|(watched, _)| watched == name)
@@ -190,7 +190,7 @@ impl<V: ProcessView> Pipeline<V> {
                 .zip(pattern.rsplit_once('/').map(|(_, name)| name));
             if let Some((dir, name)) = dir_and_name {
                 if let Ok(meta) = std::fs::metadata(dir) {
-                    let id = crate::event::ObjectId::from_stat(meta.dev(), meta.ino());
+                    let id = guardrail_engine::event::ObjectId::from_stat(meta.dev(), meta.ino());
                     self.watched_dirs
                         .entry((id.dev, id.ino))
                         .or_default()
@@ -198,7 +198,7 @@ impl<V: ProcessView> Pipeline<V> {
                 }
             }
             if let Ok(meta) = std::fs::metadata(pattern) {
-                let id = crate::event::ObjectId::from_stat(meta.dev(), meta.ino());
+                let id = guardrail_engine::event::ObjectId::from_stat(meta.dev(), meta.ino());
                 self.watched
                     .entry((id.dev, id.ino))
                     .or_default()
@@ -345,7 +345,7 @@ impl<V: ProcessView> Pipeline<V> {
         } else {
             Baseline::of(&rules)
         };
-        let kernel = crate::kernel::enforce::kernel_rules(&rules);
+        let kernel = guardrail_engine::kernel_maps::kernel_rules(&rules);
         self.kernel_path_rules = (0..rules.rules.len())
             .filter(|&i| {
                 let r = &rules.rules[i];
@@ -363,7 +363,7 @@ impl<V: ProcessView> Pipeline<V> {
     /// that changes (the caller sleeps exactly that long).
     pub fn sync_windows(&mut self) -> Option<Duration> {
         let now = jiff::Timestamp::now();
-        let (active, next) = crate::rules::window::schedule(&self.rules.windows, now);
+        let (active, next) = guardrail_engine::rules::window::schedule(&self.rules.windows, now);
         if let Some(e) = &mut self.enforcer {
             if let Err(err) = e.set_windows(active) {
                 warn!("cannot update window state in the kernel: {err:#}");
@@ -399,7 +399,7 @@ impl<V: ProcessView> Pipeline<V> {
             return;
         }
         let paths = event.body.paths();
-        let touches = |rule: &crate::rules::compile::Rule| {
+        let touches = |rule: &guardrail_engine::rules::compile::Rule| {
             rule.path.as_ref().is_some_and(|p| p.find(&paths).is_some())
         };
         if let Some(enforcer) = &mut self.enforcer {
@@ -454,9 +454,9 @@ impl<V: ProcessView> Pipeline<V> {
             }
             k if k == RecordKind::UringSetup as u32 || k == RecordKind::UringRegister as u32 => {
                 let body = if k == RecordKind::UringSetup as u32 {
-                    crate::interpret::interpret_uring_setup(&raw, &mut self.view)
+                    guardrail_engine::interpret::interpret_uring_setup(&raw, &mut self.view)
                 } else {
-                    crate::interpret::interpret_uring_register(&raw, &mut self.view)
+                    guardrail_engine::interpret::interpret_uring_register(&raw, &mut self.view)
                 };
                 self.emit(
                     raw.header.exit_ns,
@@ -591,7 +591,7 @@ impl<V: ProcessView> Pipeline<V> {
                 kind = event.body.op(),
                 pid = p.map(|p| p.pid),
                 exe = p.and_then(|p| p.exe.as_deref()),
-                lineage = p.map(crate::rules::eval::lineage),
+                lineage = p.map(guardrail_engine::rules::eval::lineage),
                 path = event.body.paths().first().copied(),
                 "guardrail rule matched"
             );
@@ -620,7 +620,7 @@ impl<V: ProcessView> Pipeline<V> {
         match self.print {
             Print::None => {}
             Print::Json => println!("{json}"),
-            Print::Human => println!("{}", crate::human::line(&event, false)),
+            Print::Human => println!("{}", guardrail_engine::human::line(&event, false)),
         }
         let published = Published {
             event: Arc::new(event),
@@ -680,10 +680,11 @@ impl<V: ProcessView> Pipeline<V> {
                         // The kernel acted on a rule the event's paths (as the
                         // program passed them) did not show: name it anyway.
                         let rule = self.rules.rules.iter().find(|r| r.id == id);
-                        *decision = Some(crate::event::Decision {
+                        *decision = Some(guardrail_engine::event::Decision {
                             rule: id.to_string(),
-                            action: rule.map_or(crate::rules::spec::Action::Deny, |r| r.action),
-                            mode: crate::rules::spec::Mode::Enforce,
+                            action: rule
+                                .map_or(guardrail_engine::rules::spec::Action::Deny, |r| r.action),
+                            mode: guardrail_engine::rules::spec::Mode::Enforce,
                             severity: rule.map_or_else(Default::default, |r| r.severity),
                             outcome: outcome.into(),
                             fallback: None,

@@ -5,38 +5,13 @@
 //! their identity after they are gone. /proc is asked only about
 //! processes older than the agent.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock;
-use crate::event::{Ancestor, ObjectId};
-use crate::interpret::{Attribution, Lineage, ProcessView};
-
-/// Hashing for small integer keys (pids, cgroup ids): one multiplication
-/// instead of SipHash, whose flood resistance buys nothing for keys the
-/// kernel hands out (a lineage walk looks up 9 pids per event).
-#[derive(Default)]
-pub struct IdHasher(u64);
-
-impl std::hash::Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(n as u64);
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
-pub type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+use crate::idmap::IdMap;
+use guardrail_engine::event::{Ancestor, ObjectId};
+use guardrail_engine::interpret::{Attribution, Lineage, ProcessView};
 
 pub struct ProcFs {
     procs: IdMap<u32, Proc>,
@@ -78,7 +53,7 @@ const LINEAGES_MAX: usize = 4096;
 /// changes (checked at most once a second).
 struct NamesFile {
     path: &'static str,
-    names: crate::attribution::IdNames,
+    names: guardrail_engine::attribution::IdNames,
     mtime: Option<std::time::SystemTime>,
     /// When the file was last looked at ([`clock::coarse`]).
     checked: Option<Duration>,
@@ -104,7 +79,7 @@ impl NamesFile {
             if mtime != self.mtime {
                 self.mtime = mtime;
                 let text = std::fs::read_to_string(self.path).unwrap_or_default();
-                self.names = crate::attribution::IdNames::parse(&text);
+                self.names = guardrail_engine::attribution::IdNames::parse(&text);
             }
         }
         self.names.get(id)
@@ -237,7 +212,7 @@ impl Default for ProcFs {
 fn readlink(path: String) -> Option<String> {
     std::fs::read_link(path)
         .ok()
-        .map(|p| crate::interpret::text(p.as_os_str().as_encoded_bytes()))
+        .map(|p| guardrail_engine::interpret::text(p.as_os_str().as_encoded_bytes()))
 }
 
 /// `PID@START`.
@@ -423,7 +398,7 @@ impl ProcFs {
         if !self.resolved.contains_key(path) {
             let real = std::fs::canonicalize(path)
                 .ok()
-                .map(|p| crate::interpret::text(p.as_os_str().as_encoded_bytes()))?;
+                .map(|p| guardrail_engine::interpret::text(p.as_os_str().as_encoded_bytes()))?;
             // Only what exists is remembered: a directory made a moment
             // later (mkdir is not an event) must not stay unresolvable.
             self.resolved.insert(path.to_string(), real);
@@ -562,7 +537,7 @@ impl ProcessView for ProcFs {
 
     fn realpath_join(&mut self, dir: &str, name: &str) -> Option<String> {
         self.resolved_dir(dir)
-            .map(|d| crate::canonical::join_name(d, name))
+            .map(|d| guardrail_engine::canonical::join_name(d, name))
     }
 
     fn realpath_in(&mut self, root: &str, path: &str) -> Option<String> {
@@ -761,7 +736,10 @@ mod tests {
         };
         let first = t.lineage(curl, 8);
         assert!(
-            crate::event::Ancestors::ptr_eq(&first.ancestors, &t.lineage(curl, 8).ancestors),
+            guardrail_engine::event::Ancestors::ptr_eq(
+                &first.ancestors,
+                &t.lineage(curl, 8).ancestors
+            ),
             "asked again with nothing changed: the same lineage"
         );
         // An ancestor execs: its new program in the lineage.

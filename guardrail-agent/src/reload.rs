@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::config::Config;
-use crate::rules::users::Names;
-use crate::rules::{compile_with_central, CentralText, RuleSet, RulesError};
 use crate::trust::{self, AdminGroup, Policy, RealFs};
+use guardrail_engine::rules::users::Names;
+use guardrail_engine::rules::{compile_with_central, CentralText, RuleSet, RulesError};
 
 /// The configuration file and the rule set it yields, once it is certain
 /// that only root (and, for rules files, the admin group) can change them
@@ -20,7 +20,7 @@ use crate::trust::{self, AdminGroup, Policy, RealFs};
 /// `[agent]` changes take effect at restart. The policy used is returned.
 ///
 /// `central`: the fleet's rule set, compiled with the local rules
-/// (crate::rules::compile_with_central says how they combine).
+/// (guardrail_engine::rules::compile_with_central says how they combine).
 pub fn load(
     path: &Path,
     in_force: Option<&Policy>,
@@ -44,7 +44,7 @@ pub fn load(
         ),
     };
     let main_text = std::fs::read_to_string(path).map_err(|e| {
-        RulesError(vec![crate::rules::compile::RuleError {
+        RulesError(vec![guardrail_engine::rules::compile::RuleError {
             file: path.to_path_buf(),
             line: 1,
             column: 1,

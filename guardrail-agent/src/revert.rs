@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::event::{Body, Event};
-use crate::rules::compile::{PathMatcher, Rule};
-use crate::rules::spec::{Action, Fallback, Mode};
-use crate::rules::RuleSet;
+use guardrail_engine::event::{Body, Event, Reverted};
+use guardrail_engine::rules::compile::{PathMatcher, Rule};
+use guardrail_engine::rules::spec::{Action, Fallback, Mode};
+use guardrail_engine::rules::RuleSet;
 
 /// Files under one subtree the baseline covers at most.
 const MAX_FILES_PER_TREE: usize = 10_000;
@@ -24,15 +24,6 @@ const MAX_FILES_PER_TREE: usize = 10_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attrs {
     pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-}
-
-/// What a revert did, for the event.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reverted {
-    /// The mode and owner restored (mode as octal).
-    pub mode: String,
     pub uid: u32,
     pub gid: u32,
 }

@@ -14,8 +14,8 @@ use std::ffi::OsString;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
-use crate::rules::users::Names;
-use crate::rules::RuleSet;
+use guardrail_engine::rules::users::Names;
+use guardrail_engine::rules::RuleSet;
 
 const S_IFMT: u32 = 0o170_000;
 const S_IFLNK: u32 = 0o120_000;

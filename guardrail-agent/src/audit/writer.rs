@@ -21,9 +21,9 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use super::chain::{open, seal, GENESIS};
-use crate::config::AuditSection;
+use crate::config::{AuditSection, Fsync};
 use crate::trust::{absolute, check_path, create_private_dir, Policy, RealFs, Role};
+use guardrail_engine::chain::{open, seal, GENESIS};
 
 #[derive(Debug, Default, Serialize, Deserialize, Clone, PartialEq)]
 pub struct AuditSnapshot {
@@ -596,18 +596,6 @@ impl Writer {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Fsync {
-    /// Leave it to the kernel.
-    Never,
-    /// At most a second of records at risk (default).
-    #[default]
-    Interval,
-    /// After every record: safest, slowest.
-    Always,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -674,7 +662,7 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains(r#""n":2"#), "{text}");
         let files = vec![("audit.jsonl".into(), text)];
-        assert_eq!(crate::audit::chain::verify(&files).unwrap(), 2);
+        assert_eq!(guardrail_engine::chain::verify(&files).unwrap(), 2);
     }
 
     #[test]
@@ -707,6 +695,6 @@ mod tests {
             ("audit.jsonl.1".into(), rotated),
             ("audit.jsonl".into(), current),
         ];
-        assert_eq!(crate::audit::chain::verify(&files).unwrap(), 2);
+        assert_eq!(guardrail_engine::chain::verify(&files).unwrap(), 2);
     }
 }

@@ -8,21 +8,20 @@ use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 
 use guardrail_agent::config::{Config, DEFAULT_PATH, DEFAULT_SOCKET};
-use guardrail_agent::control::{
-    request, ErrorReply, Request, RuleSummary, Status, TailSkipped, TailStart,
-};
+use guardrail_agent::control::request;
 use guardrail_agent::doctor::{rule_effects, Check, HostFacts, Level, LsmState};
-use guardrail_agent::event::Event;
-use guardrail_agent::filter::TailFilter;
-use guardrail_agent::human;
 use guardrail_agent::kernel::probes::{ProbeOptions, Probes};
-use guardrail_agent::replay::{events_of, Compare, Comparison, Replay};
-use guardrail_agent::report::Report;
-use guardrail_agent::rules::eval::Enforcement;
-use guardrail_agent::rules::users::Names;
-use guardrail_agent::rules::{load_rules, RuleSet};
-use guardrail_agent::search::{self, Criteria, Flow, Parsed, Query, Search, SearchError};
+use guardrail_agent::protocol::{ErrorReply, Request, RuleSummary, Status, TailSkipped, TailStart};
 use guardrail_agent::trust::{self, AdminGroup, Policy, RealFs};
+use guardrail_engine::event::Event;
+use guardrail_engine::filter::TailFilter;
+use guardrail_engine::human;
+use guardrail_engine::replay::{events_of, Compare, Comparison, Replay};
+use guardrail_engine::report::Report;
+use guardrail_engine::rules::eval::Enforcement;
+use guardrail_engine::rules::users::Names;
+use guardrail_engine::rules::{load_rules, RuleSet};
+use guardrail_engine::search::{self, Criteria, Flow, Parsed, Query, Search, SearchError};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -117,10 +116,10 @@ struct FleetArgs {
     #[arg(long, global = true)]
     token_file: Option<PathBuf>,
     /// The key-value bucket of rule sets (`[fleet] rules_bucket`).
-    #[arg(long, global = true, default_value = guardrail_agent::fleet::DEFAULT_RULES_BUCKET)]
+    #[arg(long, global = true, default_value = guardrail_agent::config::nats::DEFAULT_RULES_BUCKET)]
     rules_bucket: String,
     /// The key-value bucket of host status (`[fleet] status_bucket`).
-    #[arg(long, global = true, default_value = guardrail_agent::fleet::DEFAULT_STATUS_BUCKET)]
+    #[arg(long, global = true, default_value = guardrail_agent::config::nats::DEFAULT_STATUS_BUCKET)]
     status_bucket: String,
     #[command(subcommand)]
     command: FleetCommand,
@@ -466,7 +465,7 @@ fn verify_log(files: &[PathBuf]) -> Result<()> {
             std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         texts.push((f.display().to_string(), text));
     }
-    match guardrail_agent::audit::chain::verify(&texts) {
+    match guardrail_engine::chain::verify(&texts) {
         Ok(n) => {
             println!("{n} records verified: the chain is intact");
             Ok(())
@@ -675,7 +674,7 @@ fn after_search(
         if let Some(set) = config.and_then(|c| load_rules(c, Names::system()).ok()) {
             if !set.rules.iter().any(|r| &r.id == rule) {
                 let ids: Vec<&str> = set.rules.iter().map(|r| r.id.as_str()).collect();
-                let hint = guardrail_agent::rules::kinds::closest(rule, &ids)
+                let hint = guardrail_engine::rules::kinds::closest(rule, &ids)
                     .map_or(String::new(), |c| format!(" (did you mean {c:?}?)"));
                 note += &format!("; {} defines no such rule{hint}", config.unwrap().display());
             }
@@ -851,7 +850,7 @@ impl EventSource {
     }
 }
 
-fn print_example(ex: &guardrail_agent::replay::Example) {
+fn print_example(ex: &guardrail_engine::replay::Example) {
     println!(
         "    #{} {} {} {} {}",
         ex.seq,
@@ -1168,12 +1167,12 @@ async fn fleet(args: FleetArgs) -> Result<()> {
                 .with_context(|| format!("reading {}", file.display()))?;
             // Validated as the agents will: as a central set, with its
             // errors named by the file pushed.
-            let central = guardrail_agent::rules::CentralText {
+            let central = guardrail_engine::rules::CentralText {
                 origin: &file,
                 text: &text,
             };
             let empty = std::path::Path::new("/dev/null");
-            if let Err(e) = guardrail_agent::rules::compile_with_central(
+            if let Err(e) = guardrail_engine::rules::compile_with_central(
                 empty,
                 "",
                 Names::system(),
@@ -1443,7 +1442,7 @@ fn history(
     json: bool,
     count: Option<u64>,
     since: jiff::Timestamp,
-    start: guardrail_agent::control::StreamStart,
+    start: guardrail_agent::protocol::StreamStart,
 ) -> Result<History> {
     let run_started: jiff::Timestamp = start
         .agent_started
@@ -1466,7 +1465,7 @@ fn history(
             Parsed::Event(e) if !filter.matches(e) => return Ok(Flow::Continue),
             Parsed::Event(e) if json => {
                 // As the live stream prints it: without the chain.
-                let line = guardrail_agent::audit::chain::open(f.line)
+                let line = guardrail_engine::chain::open(f.line)
                     .map_or(f.line.to_string(), |o| o.event_json);
                 writeln!(stdout, "{line}")?
             }
@@ -1657,7 +1656,7 @@ async fn status(socket: &std::path::Path, json: bool) -> Result<()> {
 }
 
 /// The central rules' part of `guardrail status`.
-fn fleet_lines(f: &guardrail_agent::fleet::FleetSnapshot) -> Vec<String> {
+fn fleet_lines(f: &guardrail_agent::protocol::FleetSnapshot) -> Vec<String> {
     let mut lines = vec![format!(
         "fleet             {} ({}/{}): {}",
         f.servers,

@@ -1,8 +1,7 @@
 //! The kernel side of kill/deny rules: loading the BPF-LSM programs,
-//! proving they enforce (canary), and compiling rule sets into their maps.
+//! proving they enforce (canary), and writing the maps that
+//! [`guardrail_engine::kernel_maps`] compiles.
 
-use std::collections::HashMap as StdHashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -10,292 +9,17 @@ use aya::maps::{Array, HashMap, MapData};
 use aya::programs::Lsm;
 use aya::{Btf, Ebpf};
 use guardrail_common::enforce::{
-    action, op, rule_flags, rule_slot, ExeKey, InodeKey, InodeRules, KernelRule, AGENT_PROGRAM,
-    HOST_MNT_NS, MAX_KERNEL_RULES, MAX_KERNEL_WINDOWS, SERVICE_MANAGER,
+    rule_slot, ExeKey, InodeKey, InodeRules, KernelRule, AGENT_PROGRAM, HOST_MNT_NS,
+    MAX_KERNEL_RULES,
 };
 use guardrail_common::pinned::RULE_NAME_LEN;
+use guardrail_engine::kernel_maps::{compile, key_of, Compiled, HOOKS};
+use guardrail_engine::rules::builtin::SELF_PROTECTION_STATE;
+use guardrail_engine::rules::RuleSet;
 
 use super::lineage::Lineage;
 use super::pins::Links;
 use tracing::{info, warn};
-
-use crate::rules::builtin::SELF_PROTECTION_STATE;
-use crate::rules::compile::{PathMatcher, Rule};
-use crate::rules::spec::{Action, Mode};
-use crate::rules::RuleSet;
-
-/// (program, hook), one per file in guardrail-ebpf/src/enforce/hooks.rs.
-pub const HOOKS: &[(&str, &str)] = &[
-    ("guardrail_file_open", "file_open"),
-    ("guardrail_bprm_check", "bprm_check_security"),
-    ("guardrail_path_unlink", "path_unlink"),
-    ("guardrail_path_rmdir", "path_rmdir"),
-    ("guardrail_path_mknod", "path_mknod"),
-    ("guardrail_path_mkdir", "path_mkdir"),
-    ("guardrail_path_symlink", "path_symlink"),
-    ("guardrail_path_link", "path_link"),
-    ("guardrail_path_truncate", "path_truncate"),
-    ("guardrail_path_chmod", "path_chmod"),
-    ("guardrail_task_fix_setuid", "task_fix_setuid"),
-    ("guardrail_task_fix_setgid", "task_fix_setgid"),
-    ("guardrail_capset", "capset"),
-    ("guardrail_task_kill", "task_kill"),
-    ("guardrail_ptrace_access_check", "ptrace_access_check"),
-    ("guardrail_bpf_map", "bpf_map"),
-];
-
-/// Kernel `dev_t` (MAJOR << 20 | MINOR) of a userspace `st_dev`.
-pub fn kernel_dev(st_dev: u64) -> u64 {
-    let major = libc::major(st_dev) as u64;
-    let minor = libc::minor(st_dev) as u64;
-    (major << 20) | minor
-}
-
-fn key_of(meta: &std::fs::Metadata, generation: u32) -> InodeKey {
-    InodeKey {
-        dev: kernel_dev(meta.dev()),
-        ino: meta.ino(),
-        generation,
-        _pad: 0,
-    }
-}
-
-/// The operations a rule's `on` kinds cover in the kernel.
-pub fn ops_of(kinds: u32) -> u32 {
-    use crate::rules::kinds::mask_of;
-    let has = |k: &str| mask_of(k).is_some_and(|m| kinds & m != 0);
-    let mut ops = 0;
-    for (kind, bits) in [
-        ("exec", op::EXEC),
-        ("file.open", op::OPEN_READ | op::OPEN_WRITE),
-        ("file.read", op::OPEN_READ),
-        ("file.write", op::OPEN_WRITE | op::TRUNCATE | op::CREATE),
-        ("file.create", op::CREATE),
-        ("file.unlink", op::UNLINK),
-        ("file.rmdir", op::RMDIR),
-        ("file.rename", op::RENAME),
-        ("file.truncate", op::TRUNCATE),
-        ("file.link", op::LINK),
-        ("file.symlink", op::SYMLINK),
-        ("file.mknod", op::MKNOD),
-        ("file.mkdir", op::MKDIR),
-        ("perm.chmod", op::CHMOD),
-        ("perm.chown", op::CHOWN),
-        ("perm.setuid", op::SETUID),
-        ("perm.setgid", op::SETGID),
-        ("perm.capset", op::CAPSET),
-        ("perm.setxattr", op::SETXATTR),
-    ] {
-        if has(kind) {
-            ops |= bits;
-        }
-    }
-    ops
-}
-
-/// What one generation of kernel maps holds.
-#[derive(Debug, Default)]
-pub struct Compiled {
-    pub rules: Vec<KernelRule>,
-    /// Kernel rule index → rule id.
-    pub ids: Vec<String>,
-    pub inodes: StdHashMap<InodeKey, InodeRules>,
-    pub exes: Vec<ExeKey>,
-    pub pathless: u64,
-    /// Rules whose action is kill.
-    pub kills: u64,
-    /// Rules whose action is kill or deny: the ones path integrity serves.
-    pub protecting: u64,
-    pub ops: u32,
-    /// Paths that do not exist now and so protect nothing until they do
-    /// (re-resolved on every rule refresh).
-    pub missing: Vec<String>,
-    /// Per kernel rule index: the programs whose descendants it exempts
-    /// (`ancestor_exe_not`), turned into lineage bits by [`Lineage`].
-    ///
-    /// [`Lineage`]: super::lineage::Lineage
-    pub lineages: Vec<Vec<String>>,
-}
-
-/// Which rules go to the kernel: kill/deny in enforce mode, and the allow
-/// rules that exempt them.
-pub fn kernel_rules(set: &RuleSet) -> Vec<&Rule> {
-    let enforced: Vec<&str> = set
-        .rules
-        .iter()
-        .filter(|r| r.mode == Mode::Enforce && matches!(r.action, Action::Kill | Action::Deny))
-        .map(|r| r.id.as_str())
-        .collect();
-    set.rules
-        .iter()
-        .filter(|r| {
-            enforced.contains(&r.id.as_str())
-                || (r.action == Action::Allow
-                    && r.exempts.iter().any(|e| enforced.contains(&e.as_str())))
-        })
-        .collect()
-}
-
-fn add_paths(out: &mut Compiled, matcher: &PathMatcher, bit: u64, generation: u32, negated: bool) {
-    for pattern in &matcher.patterns {
-        let (base, subtree) = match pattern.strip_suffix("/**") {
-            Some(b) => (if b.is_empty() { "/" } else { b }, true),
-            None => (pattern.as_str(), false),
-        };
-        let mut metas = Vec::new();
-        if let Ok(m) = std::fs::metadata(base) {
-            metas.push(m);
-        }
-        // A symlink is protected as itself and as what it points to.
-        if let Ok(m) = std::fs::symlink_metadata(base) {
-            if m.file_type().is_symlink() {
-                metas.push(m);
-            }
-        }
-        if metas.is_empty() {
-            out.missing.push(base.to_string());
-        }
-        if !negated {
-            guard_path(out, Path::new(base), bit, generation);
-        }
-        for meta in metas {
-            let entry = out.inodes.entry(key_of(&meta, generation)).or_default();
-            let field = match (subtree, negated) {
-                (false, false) => &mut entry.exact,
-                (true, false) => &mut entry.subtree,
-                (false, true) => &mut entry.not_exact,
-                (true, true) => &mut entry.not_subtree,
-            };
-            *field |= bit;
-        }
-    }
-}
-
-/// Path integrity: mark `base` (when it exists) and every directory above
-/// it as guarded by rule `bit`, so that the kernel refuses a mount on them
-/// or a rename of them — which would change what the rule's path
-/// resolves to without touching the protected inode. A symlinked
-/// directory on the way is guarded as the link and as its target.
-fn guard_path(out: &mut Compiled, base: &Path, bit: u64, generation: u32) {
-    for dir in base.ancestors() {
-        let metas = [std::fs::metadata(dir), std::fs::symlink_metadata(dir)];
-        for meta in metas.into_iter().flatten() {
-            out.inodes
-                .entry(key_of(&meta, generation))
-                .or_default()
-                .guards |= bit;
-        }
-    }
-}
-
-/// Compile the kernel-enforced part of `set` for `generation`. The rule
-/// compiler has already refused matchers the kernel cannot evaluate.
-pub fn compile(set: &RuleSet, generation: u32) -> Result<Compiled> {
-    let rules = kernel_rules(set);
-    anyhow::ensure!(
-        rules.len() <= MAX_KERNEL_RULES as usize,
-        "{} kill/deny/allow rules need the kernel; it holds {MAX_KERNEL_RULES}",
-        rules.len()
-    );
-    let mut out = Compiled::default();
-    let index: StdHashMap<&str, u32> = rules
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (r.id.as_str(), i as u32))
-        .collect();
-    for (i, r) in rules.iter().enumerate() {
-        let bit = 1u64 << i;
-        let mut k = KernelRule {
-            ops: ops_of(r.kinds),
-            action: match r.action {
-                Action::Deny => action::DENY,
-                Action::Kill => action::KILL,
-                _ => action::ALLOW,
-            },
-            ..Default::default()
-        };
-        for e in &r.exempts {
-            if let Some(&j) = index.get(e.as_str()) {
-                k.exempts |= 1 << j;
-            }
-        }
-        if let Some(p) = &r.path {
-            k.flags |= rule_flags::HAS_PATH;
-            add_paths(&mut out, p, bit, generation, false);
-        } else {
-            out.pathless |= bit;
-        }
-        if let Some(p) = &r.path_not {
-            add_paths(&mut out, p, bit, generation, true);
-        }
-        for (matcher, flag) in [
-            (&r.exe, rule_flags::EXE_ONLY),
-            (&r.exe_not, rule_flags::EXE_EXCEPT),
-        ] {
-            let Some(m) = matcher else { continue };
-            k.flags |= flag;
-            for pattern in &m.patterns {
-                match std::fs::metadata(pattern) {
-                    Ok(meta) => {
-                        let key = key_of(&meta, generation);
-                        out.exes.push(ExeKey {
-                            dev: key.dev,
-                            ino: key.ino,
-                            generation,
-                            rule: i as u32,
-                        });
-                    }
-                    Err(_) => out.missing.push(pattern.clone()),
-                }
-            }
-        }
-        if r.to_root == Some(true) {
-            k.flags |= rule_flags::TO_ROOT;
-        }
-        out.lineages.push(match (&r.ancestor_exe_not, k.action) {
-            (Some(m), a) if a != action::ALLOW => m.patterns.clone(),
-            _ => Vec::new(),
-        });
-        for (list, bits) in [
-            (&r.in_window, &mut k.windows_in),
-            (&r.outside_window, &mut k.windows_out),
-        ] {
-            for &w in list {
-                anyhow::ensure!(
-                    w < MAX_KERNEL_WINDOWS,
-                    "rule {}: the kernel tracks the first {MAX_KERNEL_WINDOWS} windows only",
-                    r.id
-                );
-                *bits |= 1 << w;
-            }
-        }
-        if k.action != action::ALLOW {
-            out.ops |= k.ops;
-        }
-        if k.action == action::KILL {
-            out.kills |= bit;
-        }
-        if k.action != action::ALLOW {
-            out.protecting |= bit;
-        }
-        out.rules.push(k);
-        out.ids.push(r.id.clone());
-    }
-    // Path integrity must not stop the service manager from setting up
-    // services' private namespaces (see SERVICE_MANAGER).
-    if out.protecting != 0 {
-        if let Ok(meta) = std::fs::metadata("/proc/1/exe") {
-            let key = key_of(&meta, generation);
-            out.exes.push(ExeKey {
-                dev: key.dev,
-                ino: key.ino,
-                generation,
-                rule: SERVICE_MANAGER,
-            });
-        }
-    }
-    Ok(out)
-}
 
 pub struct Enforcer {
     krules: Array<MapData, KernelRule>,
@@ -507,7 +231,7 @@ fn attach(ebpf: &mut Ebpf, program: &str, hook: &str, btf: &Btf, links: &mut Lin
         .program_mut(program)
         .with_context(|| format!("{program} missing from the object"))?
         .try_into()?;
-    super::probes::timed(program, || prog.load(hook, btf))
+    super::attach::timed(program, || prog.load(hook, btf))
         .with_context(|| format!("loading the BPF-LSM program for {hook}"))?;
     let id = prog
         .attach()
@@ -727,4 +451,17 @@ pub(super) fn remove_generation<V: aya::Pod>(
     for k in &stale {
         let _ = map.remove(k);
     }
+}
+
+/// `guardrail-agent --lift-self-protection`: the self-protection rules
+/// `ids` of this build's pinned state lifted, as its agent's clean stop
+/// would have (see [`lift_pinned`]). Refused while an
+/// agent owns the state; `None` when nothing is pinned.
+pub fn lift_self_protection(root: &Path, ids: &[&str]) -> Result<Option<Vec<String>>> {
+    let dir = root.join(format!("abi-{}", guardrail_common::ABI_VERSION));
+    if !dir.join("maps").exists() {
+        return Ok(None);
+    }
+    let _lock = super::pins::lock(&dir)?;
+    lift_pinned(&dir.join("maps"), ids).map(Some)
 }

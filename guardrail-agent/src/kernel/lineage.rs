@@ -15,7 +15,7 @@ use guardrail_common::lineage::{
 };
 use tracing::{info, warn};
 
-use super::enforce::kernel_dev;
+use guardrail_engine::kernel_maps::kernel_dev;
 
 /// Which bit each program path owns.
 pub type Bits = BTreeMap<String, u32>;

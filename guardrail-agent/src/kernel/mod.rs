@@ -1,8 +1,8 @@
 //! Everything that talks to the kernel: BTF, tracefs, loading the probes.
+pub mod attach;
 pub mod btf;
 pub mod capabilities;
 pub mod enforce;
-pub mod enforce_model;
 pub mod floor;
 pub mod lineage;
 pub mod pins;

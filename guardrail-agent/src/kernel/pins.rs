@@ -122,7 +122,7 @@ fn mkdir_private(path: &Path) -> Result<()> {
 }
 
 /// Take the owner lock of `dir`, or say who holds it.
-fn lock(dir: &Path) -> Result<File> {
+pub(super) fn lock(dir: &Path) -> Result<File> {
     let file = File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
     // SAFETY: a valid fd.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
@@ -338,19 +338,6 @@ pub fn unload(root: &Path) -> Result<bool> {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     Ok(true)
-}
-
-/// `guardrail-agent --lift-self-protection`: the self-protection rules
-/// `ids` of this build's pinned state lifted, as its agent's clean stop
-/// would have (see [`super::enforce::lift_pinned`]). Refused while an
-/// agent owns the state; `None` when nothing is pinned.
-pub fn lift_self_protection(root: &Path, ids: &[&str]) -> Result<Option<Vec<String>>> {
-    let dir = root.join(format!("abi-{ABI_VERSION}"));
-    if !dir.join("maps").exists() {
-        return Ok(None);
-    }
-    let _lock = lock(&dir)?;
-    super::enforce::lift_pinned(&dir.join("maps"), ids).map(Some)
 }
 
 /// Ids of the programs behind the link pins of a state directory.

@@ -17,8 +17,8 @@ use btf_rs::Btf;
 use guardrail_common::{uring_op, UringOffsets};
 use tracing::warn;
 
+use super::attach::{attach_tracepoint, AttachTo};
 use super::btf::{self, BtfError};
-use super::probes::{attach_tracepoint, AttachTo};
 use super::tracefs;
 
 /// What the probes need to follow io_uring requests on this kernel.

@@ -18,9 +18,6 @@
 //! must not hold up the events. Only a reload compiles in place, because
 //! the new watch set must be in force before the new kill/deny rules.
 
-use std::collections::HashMap as StdHashMap;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,127 +27,11 @@ use aya::maps::{Array, HashMap, MapData};
 use aya::Ebpf;
 use guardrail_common::enforce::InodeKey;
 use guardrail_common::watch;
+use guardrail_engine::kernel_maps::watch::{compile, WatchSet, MAX_PER_GENERATION, MAX_VISITED};
+use guardrail_engine::rules::RuleSet;
 use tracing::{info, warn};
 
-use super::enforce::{kernel_dev, remove_generation};
-use crate::rules::RuleSet;
-
-/// Files one generation may watch: a quarter of the map, since each has
-/// two entries and a reload writes the new generation before the old one
-/// is removed.
-pub const MAX_PER_GENERATION: usize = watch::MAX_ENTRIES as usize / 4;
-
-/// Directories walked below a subtree pattern's base.
-const MAX_SUBTREE_DEPTH: usize = 16;
-
-/// One generation's watch set, by (kernel dev, ino).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct WatchSet {
-    pub entries: StdHashMap<(u64, u64), u8>,
-    /// Entries left out because the set was full.
-    pub overflow: usize,
-    /// Directory entries looked at by glob patterns' walks.
-    pub visited: usize,
-}
-
-/// Directory entries one compile looks at, at most, for glob patterns.
-const MAX_VISITED: usize = 200_000;
-
-impl WatchSet {
-    fn add(&mut self, meta: &std::fs::Metadata, bits: u8) {
-        let key = (kernel_dev(meta.dev()), meta.ino());
-        if let Some(v) = self.entries.get_mut(&key) {
-            *v |= bits;
-        } else if self.entries.len() < MAX_PER_GENERATION {
-            self.entries.insert(key, bits);
-        } else {
-            self.overflow += 1;
-        }
-    }
-}
-
-/// The directory part of `pattern` without glob characters, and whether
-/// what follows it reaches below its immediate children (`**`, or a glob
-/// in a directory component). None for an exact path.
-pub fn watch_base(pattern: &str) -> Option<(&str, bool)> {
-    let first_glob = pattern.find(['*', '?', '[', '{'])?;
-    let base_end = pattern[..first_glob].rfind('/')?;
-    let base = if base_end == 0 {
-        "/"
-    } else {
-        &pattern[..base_end]
-    };
-    let rest = &pattern[base_end + 1..];
-    Some((base, rest.contains('/') || rest.contains("**")))
-}
-
-/// Compile the watch set of every enabled rule that names `file.read`.
-pub fn compile(set: &RuleSet) -> WatchSet {
-    let mut out = WatchSet::default();
-    for rule in set.rules.iter().filter(|r| r.reads) {
-        let Some(paths) = &rule.path else { continue };
-        for pattern in &paths.patterns {
-            match watch_base(pattern) {
-                None => {
-                    // The file, and what a symlink there points to.
-                    if let Ok(m) = std::fs::metadata(pattern) {
-                        out.add(&m, watch::FILE);
-                    }
-                }
-                Some((base, deep)) => {
-                    // What path_not excludes would be captured only to be
-                    // left undecided.
-                    let excluded = |p: &str| {
-                        rule.path_not
-                            .as_ref()
-                            .is_some_and(|not| not.matches_any(&[p]))
-                    };
-                    add_dir(&mut out, Path::new(base), deep, 0, &|p: &str| {
-                        paths.matches_any(&[p]) && !excluded(p)
-                    });
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Watch the files in `dir` (and, `deep`, in its subdirectories) that
-/// match.
-fn add_dir(
-    out: &mut WatchSet,
-    dir: &Path,
-    deep: bool,
-    depth: usize,
-    matches: &dyn Fn(&str) -> bool,
-) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        // Bounded: a home directory's subtree is its owner's to fill.
-        out.visited += 1;
-        if out.visited > MAX_VISITED {
-            return;
-        }
-        // Symlinks are not followed: a user's link in a watched subtree
-        // to `/` would make every compile walk the host, one to a file
-        // every process reads would capture every such read.
-        let Ok(kind) = entry.file_type() else {
-            continue;
-        };
-        let path = entry.path();
-        if kind.is_dir() {
-            if deep && depth < MAX_SUBTREE_DEPTH {
-                add_dir(out, &path, deep, depth + 1, matches);
-            }
-        } else if kind.is_file() && path.to_str().is_some_and(matches) {
-            if let Ok(m) = entry.metadata() {
-                out.add(&m, watch::FILE);
-            }
-        }
-    }
-}
+use super::enforce::remove_generation;
 
 /// The kernel's watch maps and the set in force.
 pub struct ReadWatch {
@@ -374,26 +255,5 @@ impl ReadWatch {
 
     pub fn is_empty(&self) -> bool {
         self.current.entries.is_empty()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bases_of_patterns() {
-        assert_eq!(watch_base("/etc/shadow"), None);
-        assert_eq!(watch_base("/root/.ssh/id_*"), Some(("/root/.ssh", false)));
-        assert_eq!(
-            watch_base("/root/.config/gcloud/**"),
-            Some(("/root/.config/gcloud", true))
-        );
-        assert_eq!(
-            watch_base("/etc/kubernetes/**/*.key"),
-            Some(("/etc/kubernetes", true))
-        );
-        assert_eq!(watch_base("/etc/*/x"), Some(("/etc", true)));
-        assert_eq!(watch_base("/*"), Some(("/", false)));
     }
 }

@@ -9,8 +9,8 @@ use anyhow::Result;
 
 use super::{priority, severity_name, summary, Delivery, Sink};
 use crate::config::OutputSection;
-use crate::control::Published;
-use crate::event::{Body, Event};
+use crate::outputs::Published;
+use guardrail_engine::event::{Body, Event};
 
 pub const DEFAULT_SOCKET: &str = "/run/systemd/journal/socket";
 

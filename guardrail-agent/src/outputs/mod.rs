@@ -25,9 +25,15 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::config::{OutputKind, OutputSection};
-use crate::control::Published;
-use crate::event::{Body, Event};
-use crate::rules::spec::Severity;
+use guardrail_engine::event::{Body, Event};
+use guardrail_engine::rules::spec::Severity;
+
+/// A serialised event, shared by every output and tail client.
+#[derive(Clone)]
+pub struct Published {
+    pub event: Arc<Event>,
+    pub json: Arc<str>,
+}
 
 /// How long outputs get, when the agent stops, to deliver what is queued.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -567,9 +573,9 @@ pub fn details(event: &Event) -> String {
             decision: None,
             ..event.clone()
         };
-        crate::human::line(&plain, false)
+        guardrail_engine::human::line(&plain, false)
     } else {
-        crate::human::line(event, false)
+        guardrail_engine::human::line(event, false)
     };
     line.split_once(' ')
         .map_or(line.as_str(), |(_, rest)| rest)

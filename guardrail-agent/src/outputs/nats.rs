@@ -20,7 +20,7 @@
 //! is sealed into the chain before the next one.
 //!
 //! The chain: each record is `{"host","chain_id","seq","event"}` sealed as
-//! the audit log's lines are ([`crate::audit::chain`]), so `guardrail log
+//! the audit log's lines are ([`guardrail_engine::chain`]), so `guardrail log
 //! verify` checks an exported stream as it checks the audit log. It is
 //! this output's own chain (the audit log may be off, filtered differently,
 //! or hold `log_gap` records), continued across restarts from the spool.
@@ -38,9 +38,10 @@ use tracing::warn;
 
 use super::spool::{Pos, Spool, SpoolError, Writer};
 use super::{Delivery, OutputStats, Sink};
-use crate::audit::chain::{open, seal, GENESIS};
+use crate::config::nats::{check_output, shown};
 use crate::config::OutputSection;
-use crate::control::Published;
+use crate::outputs::Published;
+use guardrail_engine::chain::{open, seal, GENESIS};
 
 pub const DEFAULT_PREFIX: &str = "guardrail";
 pub const DEFAULT_STREAM: &str = "GUARDRAIL";
@@ -54,66 +55,6 @@ const WINDOW: usize = 1024;
 /// Once stopping, how long the publisher keeps sending what is spooled
 /// (what it could not send stays spooled for the next start).
 const STOP_DRAIN: Duration = Duration::from_secs(2);
-
-/// A NATS subject token: no dots, wildcards or white space.
-fn is_token(s: &str) -> bool {
-    !s.is_empty() && !s.contains(['.', '*', '>']) && !s.contains(char::is_whitespace)
-}
-
-/// Checks of the configuration that need no server; the message is
-/// placed by config.rs.
-pub fn check(o: &OutputSection) -> Result<(), String> {
-    let Some(url) = &o.url else {
-        return Err("`url` is required".into());
-    };
-    for u in url.split(',').map(str::trim) {
-        if !(u.starts_with("nats://") || u.starts_with("tls://")) {
-            return Err(format!("url {u:?} must start with nats:// or tls://"));
-        }
-        if u.parse::<async_nats::ServerAddr>().is_err() {
-            return Err(format!("url {u:?} is not a valid server address"));
-        }
-    }
-    if let Some(p) = &o.subject_prefix {
-        if !p.split('.').all(is_token) {
-            return Err(format!(
-                "subject_prefix {p:?} must be dot-separated tokens without wildcards or spaces"
-            ));
-        }
-    }
-    if let Some(h) = &o.host {
-        if !is_token(h) {
-            return Err(format!(
-                "host {h:?} must be one subject token (no dots, wildcards or spaces)"
-            ));
-        }
-    }
-    if let Some(s) = &o.stream {
-        if !is_token(s) || s.contains(['/', '\\']) {
-            return Err(format!("stream {s:?} is not a valid stream name"));
-        }
-    }
-    let auth = [&o.creds, &o.nkey, &o.token_file];
-    if auth.iter().filter(|a| a.is_some()).count() > 1 {
-        return Err("give one of `creds`, `nkey`, `token_file`".into());
-    }
-    if let Some(d) = &o.spool_dir {
-        if !d.is_absolute() {
-            return Err(format!("spool_dir {} must be absolute", d.display()));
-        }
-    }
-    if o.spool_bytes.is_some_and(|b| b < 1 << 20) {
-        return Err("spool_bytes must be at least 1048576 (1 MiB)".into());
-    }
-    if o.replicas.is_some_and(|r| !(1..=5).contains(&r)) {
-        return Err("replicas must be between 1 and 5".into());
-    }
-    if let Some(a) = &o.max_age {
-        humantime::parse_duration(a)
-            .map_err(|e| format!("max_age {a:?} is not a duration like \"30d\": {e}"))?;
-    }
-    Ok(())
-}
 
 /// The hostname as a subject token.
 pub fn default_host(hostname: &str) -> String {
@@ -193,7 +134,7 @@ impl Nats {
         hostname: &str,
         stats: Arc<OutputStats>,
     ) -> Result<Self> {
-        check(cfg).map_err(anyhow::Error::msg)?;
+        check_output(cfg).map_err(anyhow::Error::msg)?;
         let urls = cfg
             .url
             .as_deref()
@@ -660,22 +601,6 @@ impl Publisher {
     }
 }
 
-/// Server addresses without any credentials in them.
-pub(crate) fn shown(urls: &[async_nats::ServerAddr]) -> String {
-    urls.iter()
-        .map(|u| {
-            let u = u.clone().into_inner();
-            format!(
-                "{}://{}:{}",
-                u.scheme(),
-                u.host_str().unwrap_or(""),
-                u.port().unwrap_or(4222)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// Where to read a host's records from, for `guardrail log verify --nats`.
 pub struct Source {
     pub url: String,
@@ -766,7 +691,7 @@ pub struct HostChain {
 /// record (`prev` of zeros, `seq` 1, another `chain_id`). On failure, the
 /// stream sequence and why.
 pub fn verify_host(host: &str, records: &[(u64, String)]) -> Result<HostChain, (u64, String)> {
-    let mut v = crate::audit::chain::Verifier::new();
+    let mut v = guardrail_engine::chain::Verifier::new();
     let mut out = HostChain::default();
     let mut chain: Option<(String, u64)> = None;
     for (stream_seq, line) in records {
@@ -783,7 +708,7 @@ pub fn verify_host(host: &str, records: &[(u64, String)]) -> Result<HostChain, (
         let fresh = opened.prev == GENESIS && seq == 1;
         match &chain {
             Some((cur, _)) if fresh && cur != id => {
-                v = crate::audit::chain::Verifier::new();
+                v = guardrail_engine::chain::Verifier::new();
                 out.restarts.push(*stream_seq);
             }
             Some((cur, _)) if cur != id => {
@@ -807,6 +732,7 @@ pub fn verify_host(host: &str, records: &[(u64, String)]) -> Result<HostChain, (
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::nats::is_token;
 
     fn chain(id: &str, n: u64) -> Vec<(u64, String)> {
         let mut prev = GENESIS.to_string();

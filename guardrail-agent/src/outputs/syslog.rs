@@ -10,8 +10,8 @@ use anyhow::Result;
 
 use super::{priority, severity_name, summary, Delivery, Sink};
 use crate::config::{syslog_facility, OutputSection};
-use crate::control::Published;
-use crate::event::{Body, Event};
+use crate::outputs::Published;
+use guardrail_engine::event::{Body, Event};
 
 pub const DEFAULT_SOCKET: &str = "/dev/log";
 /// Facility `auth` (4): security and authorisation messages.

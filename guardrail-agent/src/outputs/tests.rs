@@ -3,8 +3,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicUsize;
 
 use super::*;
-use crate::event::{Decision, FileDetails, Process, SyscallResult};
-use crate::rules::spec::{Action, Mode};
+use guardrail_engine::event::{Decision, FileDetails, Process, SyscallResult};
+use guardrail_engine::rules::spec::{Action, Mode};
 
 fn event(seq: u64, decision: Option<(&str, Severity)>) -> Event {
     Event {

@@ -15,8 +15,8 @@ use anyhow::Result;
 
 use super::{details, severity_name, Delivery, Sink};
 use crate::config::{OutputSection, WebhookFormat};
-use crate::control::Published;
-use crate::event::Event;
+use crate::outputs::Published;
+use guardrail_engine::event::Event;
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_RETRIES: u32 = 5;

@@ -1,8 +1,8 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::config::RedactionPattern;
 use crate::event::{Decision, ExecDetails, FileDetails, Process, SyscallResult};
+use crate::redact::RedactionPattern;
 
 const CORPUS: &str = include_str!("corpus.txt");
 

@@ -63,7 +63,7 @@ pub struct Decision {
     pub exempted: Vec<String>,
     /// The `revert` fallback: what was restored.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub reverted: Option<crate::revert::Reverted>,
+    pub reverted: Option<Reverted>,
     /// Why the fallback could not act, when it could not.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub fallback_error: Option<String>,
@@ -749,4 +749,13 @@ mod tests {
         let none = serde_json::to_value(Process::default()).unwrap();
         assert!(none.get("ancestors").is_none(), "an empty list is left out");
     }
+}
+
+/// What a revert did, for the event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reverted {
+    /// The mode and owner restored (mode as octal).
+    pub mode: String,
+    pub uid: u32,
+    pub gid: u32,
 }

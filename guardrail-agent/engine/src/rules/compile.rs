@@ -15,7 +15,7 @@ use super::kinds::{self, closest, KINDS};
 use super::spec::*;
 use super::users::Names;
 use super::window::{parse_day, parse_time, Window, ALL_DAYS};
-use crate::config::line_column;
+use crate::span::line_column;
 
 /// One problem in a rules file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1078,7 +1078,7 @@ impl Compiler {
             return;
         };
         for p in &paths.patterns {
-            if let Some(("/", _)) = crate::kernel::watch::watch_base(p) {
+            if let Some(("/", _)) = crate::kernel_maps::watch::watch_base(p) {
                 self.errors.push(src.error(
                     r.path.as_ref().map_or(r.on.span(), |s| s.span()),
                     format!("path {p:?}: a `file.read` pattern must start with a directory without wildcards"),

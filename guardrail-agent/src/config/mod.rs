@@ -1,8 +1,12 @@
 //! The agent's configuration file (TOML). Every error names the file, line
 //! and column.
 
+pub mod nats;
+
 use std::path::{Path, PathBuf};
 
+use guardrail_engine::redact::RedactionSection;
+use guardrail_engine::span::line_column;
 use serde::Deserialize;
 
 pub const DEFAULT_PATH: &str = "/etc/guardrail/guardrail.toml";
@@ -66,7 +70,7 @@ pub struct AuditSection {
     /// Also rotate once the current file's first record is this old
     /// ("1d", "12h"); absent: size only.
     pub max_age: Option<String>,
-    pub fsync: crate::audit::writer::Fsync,
+    pub fsync: Fsync,
     /// Records held in memory while the disk refuses writes.
     pub buffer_bytes: usize,
 }
@@ -128,46 +132,16 @@ pub struct FleetSection {
 }
 
 fn default_rules_bucket() -> String {
-    crate::fleet::DEFAULT_RULES_BUCKET.into()
+    nats::DEFAULT_RULES_BUCKET.into()
 }
 fn default_status_bucket() -> String {
-    crate::fleet::DEFAULT_STATUS_BUCKET.into()
+    nats::DEFAULT_STATUS_BUCKET.into()
 }
 fn default_fleet_prefix() -> String {
-    crate::fleet::DEFAULT_PREFIX.into()
+    nats::DEFAULT_PREFIX.into()
 }
 fn default_status_interval() -> u64 {
     30
-}
-
-/// Secret redaction before events leave the agent (docs/audit-log.md).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RedactionSection {
-    /// Turning redaction off has to be said: secrets then reach the log,
-    /// tail clients and every output.
-    pub enabled: bool,
-    /// Patterns added to the built-in ones.
-    pub patterns: Vec<RedactionPattern>,
-}
-
-impl Default for RedactionSection {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            patterns: Vec::new(),
-        }
-    }
-}
-
-/// A user pattern: where the regex has a group named `secret`, only that
-/// group is replaced. Spans are kept so that a bad regex is reported at
-/// its line and column.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RedactionPattern {
-    pub name: toml::Spanned<String>,
-    pub regex: toml::Spanned<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, serde::Serialize)]
@@ -216,7 +190,7 @@ pub struct OutputSection {
     pub name: Option<String>,
     /// Only decisions of at least this severity.
     #[serde(default)]
-    pub min_severity: Option<crate::rules::spec::Severity>,
+    pub min_severity: Option<guardrail_engine::rules::spec::Severity>,
     /// Only decisions of these rules.
     #[serde(default)]
     pub rules: Option<Vec<String>>,
@@ -380,12 +354,17 @@ pub enum ConfigError {
     },
 }
 
-/// 1-based line and column of byte `offset` in `text`.
-pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
+/// When the audit log is flushed to disk.
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// Leave it to the kernel.
+    Never,
+    /// At most a second of records at risk (default).
+    #[default]
+    Interval,
+    /// After every record: safest, slowest.
+    Always,
 }
 
 impl Config {
@@ -412,7 +391,7 @@ impl Config {
         config.check_redaction(text, &name)?;
         config.check_outputs(text, &name)?;
         if let Some(f) = &config.fleet {
-            crate::fleet::check(f).map_err(|message| {
+            nats::check_fleet(f).map_err(|message| {
                 let at = text.find("[fleet]").unwrap_or(0);
                 let (line, column) = line_column(text, at);
                 ConfigError::Parse {
@@ -525,7 +504,7 @@ impl Config {
                     }
                 }
                 OutputKind::Nats => {
-                    crate::outputs::nats::check(o).map_err(err)?;
+                    nats::check_output(o).map_err(err)?;
                 }
                 OutputKind::Stdout | OutputKind::Journald => {}
             }
@@ -536,9 +515,13 @@ impl Config {
     /// User redaction patterns must compile; errors point at the value.
     fn check_redaction(&self, text: &str, path: &str) -> Result<(), ConfigError> {
         for (i, p) in self.redaction.patterns.iter().enumerate() {
-            if let Err(e) = crate::redact::compile_user(p.name.get_ref(), p.regex.get_ref()) {
+            if let Err(e) =
+                guardrail_engine::redact::compile_user(p.name.get_ref(), p.regex.get_ref())
+            {
                 let (field, span) = match e {
-                    crate::redact::RedactError::BadName { .. } => ("name", p.name.span()),
+                    guardrail_engine::redact::RedactError::BadName { .. } => {
+                        ("name", p.name.span())
+                    }
                     _ => ("regex", p.regex.span()),
                 };
                 let (line, column) = line_column(text, span.start);

@@ -40,7 +40,7 @@ use std::path::PathBuf;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::chain::{self, Verifier};
+use crate::chain::{self, Verifier};
 use crate::event::{Body, Event};
 pub use criteria::{Criteria, CriteriaError, Matcher};
 use files::Counted;

@@ -12,8 +12,38 @@
 
 use regex::{Regex, RegexSet};
 
-use crate::config::RedactionSection;
 use crate::event::{Body, Event};
+use serde::Deserialize;
+
+/// Secret redaction before events leave the agent (docs/audit-log.md).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactionSection {
+    /// Turning redaction off has to be said: secrets then reach the log,
+    /// tail clients and every output.
+    pub enabled: bool,
+    /// Patterns added to the built-in ones.
+    pub patterns: Vec<RedactionPattern>,
+}
+
+impl Default for RedactionSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            patterns: Vec::new(),
+        }
+    }
+}
+
+/// A user pattern: where the regex has a group named `secret`, only that
+/// group is replaced. Spans are kept so that a bad regex is reported at
+/// its line and column.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionPattern {
+    pub name: toml::Spanned<String>,
+    pub regex: toml::Spanned<String>,
+}
 
 /// Names that mark a value as secret in `key=value`, `--key value` and
 /// JSON `"key": "value"` forms. Deliberately not `pwd` (the shell's

@@ -545,7 +545,7 @@ fn big_log() {
     let n = 1_000_000;
     // About 100 MB a file, as with the default max_bytes.
     let per_file = 200_000;
-    let mut prev = crate::audit::chain::GENESIS.to_string();
+    let mut prev = crate::chain::GENESIS.to_string();
     let chunks = n / per_file;
     let mut files = Vec::new();
     for k in 0..chunks {
@@ -557,7 +557,7 @@ fn big_log() {
         let mut text = String::new();
         for i in k * per_file..(k + 1) * per_file {
             let json = serde_json::to_string(&sample_event(i)).unwrap();
-            let (line, h) = crate::audit::chain::seal(&prev, &json);
+            let (line, h) = crate::chain::seal(&prev, &json);
             prev = h;
             text.push_str(&line);
             text.push('\n');

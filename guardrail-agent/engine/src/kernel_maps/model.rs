@@ -1,11 +1,11 @@
 //! A model of the BPF-LSM decision (guardrail-ebpf/src/enforce/mod.rs,
-//! `decide`) over the maps [`super::enforce::compile`] produces, and a
+//! `decide`) over the maps [`super::compile`] produces, and a
 //! property test that it agrees with the userspace evaluator on every
 //! rule set and event: what the kernel denies is what the rules say.
 
 use guardrail_common::enforce::{action, rule_flags, InodeKey};
 
-use super::enforce::Compiled;
+use super::Compiled;
 
 /// Mirror of `decide`: `chain` is the object then its parent directories
 /// (as (dev, ino), generation 0), `exe` the task's executable.
@@ -92,7 +92,7 @@ mod tests {
 
     use super::*;
     use crate::event::*;
-    use crate::kernel::enforce::{compile, kernel_dev};
+    use crate::kernel_maps::{compile, kernel_dev};
     use crate::rules::compile_text;
     use crate::rules::eval::{evaluate, Enforcement};
     use crate::rules::users::Names;

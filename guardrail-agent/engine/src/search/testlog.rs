@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::audit::chain::{seal, GENESIS};
+use crate::chain::{seal, GENESIS};
 use crate::event::*;
 use crate::rules::spec::{Action, Mode, Severity};
 

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::compile::{Compiler, RuleError, RuleSet, Source};
 use super::spec::{RuleSpec, RulesFile, WindowSpec};
 use super::users::Names;
-use crate::config::line_column;
+use crate::span::line_column;
 
 /// The rules part of the main config file; the agent's own sections are
 /// validated by [`crate::config::Config`].

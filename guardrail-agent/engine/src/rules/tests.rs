@@ -690,7 +690,7 @@ fn kill_and_deny_rules_exempt_a_lineage_in_the_kernel() {
         "{:?}",
         rule.kernel_problems
     );
-    let compiled = crate::kernel::enforce::compile(&set, 0).unwrap();
+    let compiled = crate::kernel_maps::compile(&set, 0).unwrap();
     assert_eq!(
         compiled.lineages,
         vec![vec![
@@ -794,7 +794,7 @@ mod default_pack {
     use super::*;
 
     fn pack() -> RuleSet {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/guardrail.toml");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/guardrail.toml");
         let text = std::fs::read_to_string(&path).unwrap();
         compile_text(&path, &text, names()).unwrap()
     }
