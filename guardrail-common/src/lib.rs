@@ -2,8 +2,12 @@
 //!
 //! Every record the probes submit to the ring buffer starts with an
 //! [`EventHeader`] followed by `data_len` bytes of string data. The layout is
-//! `#[repr(C)]` and versioned by [`ABI_VERSION`] so that the agent refuses an
-//! object built from different sources instead of misreading it.
+//! `#[repr(C)]`. The agent embeds the probes it was built with, so the only
+//! records of another layout it could meet are those of pinned state an
+//! agent of another build left behind: that state lives under
+//! `abi-<ABI_VERSION>`, and an agent adopts it only when its
+//! [`pinned::layout_mark`] (the ABI and the size of every shared record)
+//! matches its own; state of any other layout is never adopted.
 #![cfg_attr(not(feature = "user"), no_std)]
 
 pub mod enforce;

@@ -1,6 +1,6 @@
 //! Parsing ring-buffer bytes into records. Pure: no I/O, safe on any input.
 
-use guardrail_common::{flags, EventHeader, ABI_VERSION, HEADER_SIZE};
+use guardrail_common::{flags, EventHeader, HEADER_SIZE};
 
 /// A record as the probes wrote it: header and its strings (their meaning
 /// is documented on [`EventHeader::str_len`]).
@@ -25,11 +25,6 @@ pub enum DecodeError {
     Length { declared: usize, actual: usize },
     #[error("string lengths {0:?} do not add up to the record's data length {1}")]
     Strings([u32; 4], u32),
-}
-
-/// The probes' record layout version this agent reads.
-pub const fn abi_version() -> u32 {
-    ABI_VERSION
 }
 
 /// Just the header of a record (None when too short).
