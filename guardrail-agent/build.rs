@@ -75,4 +75,6 @@ fn main() {
     assert!(status.success(), "building guardrail-ebpf failed");
     let object = target_dir.join("bpfel-unknown-none/release/guardrail-ebpf");
     std::fs::copy(&object, out.join("guardrail.bpf.o")).expect("copying the eBPF object");
+    let floor = target_dir.join("bpfel-unknown-none/release/guardrail-floor");
+    std::fs::copy(&floor, out.join("guardrail-floor.bpf.o")).expect("copying the floor probe");
 }

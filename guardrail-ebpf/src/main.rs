@@ -16,7 +16,6 @@
 #![no_main]
 
 mod enforce;
-mod floor;
 mod lifecycle;
 mod lineage;
 mod path;

@@ -1,6 +1,6 @@
 //! `guardrail-agent --bench-floor`: the benchmark's floor for full capture.
 //! Loads only the minimal copy-every-syscall probe (guardrail-ebpf's
-//! `floor.rs`) on the same tracepoints the agent watches, drains its ring
+//! `src/bin/floor_probe.rs`, an object of its own) on the same tracepoints the agent watches, drains its ring
 //! buffer on a timer without looking at the records, and on SIGTERM prints
 //! what it received and what the kernel dropped.
 
@@ -13,15 +13,18 @@ use aya::EbpfLoader;
 use guardrail_common::syscalls;
 use tokio::signal::unix::{signal, SignalKind};
 
-use super::probes::OBJECT;
 use super::tracefs;
+
+/// guardrail-ebpf's `guardrail-floor` object (src/bin/floor_probe.rs).
+static FLOOR_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guardrail-floor.bpf.o"));
 
 pub async fn run(ring_buffer_bytes: u32, drain_interval: Duration) -> Result<()> {
     let tracefs = tracefs::root_or_mount().context("tracefs")?;
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("FLOOR_EVENTS", ring_buffer_bytes)
-        .load(OBJECT)
-        .context("loading the probe object")?;
+        .load(FLOOR_OBJECT)
+        .context("loading the floor probe")?;
     let prog: &mut TracePoint = ebpf
         .program_mut("floor_sys_enter")
         .context("floor program missing from the object")?

@@ -273,10 +273,6 @@ impl Probes {
             )
             .override_global("OFFSETS", &offsets_value, true)
             .map_max_entries("EVENTS", opts.ring_buffer_bytes)
-            // The benchmark floor's ring buffer lives in the same object;
-            // the agent never uses it, so it gets the smallest size the
-            // kernel accepts instead of the 16 MiB the floor run asks for.
-            .map_max_entries("FLOOR_EVENTS", 4096)
             .load(OBJECT)
             .context("loading the guardrail probes into the kernel")?;
         let own_map_ids = map_ids(&ebpf);

@@ -2,7 +2,11 @@
 //! a syscall-capturing probe can do — copy each watched syscall's number,
 //! arguments and first path into a ring buffer — with nothing of
 //! guardrail's (no filtering, no exit pairing, no path walks, no rules).
-//! The agent never loads it; only `guardrail-agent --bench-floor` does.
+//! It is an object of its own, so that the agent's probes do not carry its
+//! 16 MiB ring buffer (aya creates every map of an object it loads); only
+//! `guardrail-agent --bench-floor` loads it.
+#![no_std]
+#![no_main]
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated as gen},
@@ -68,3 +72,13 @@ pub fn floor_sys_enter(ctx: TracePointContext) -> u32 {
     entry.submit(BPF_RB_NO_WAKEUP);
     0
 }
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";
