@@ -10,6 +10,7 @@
 //! matches its own; state of any other layout is never adopted.
 #![cfg_attr(not(feature = "user"), no_std)]
 
+pub mod catalogue;
 pub mod enforce;
 pub mod lineage;
 pub mod syscalls;

@@ -8,12 +8,13 @@ use anyhow::{Context, Result};
 use aya::maps::{Array, HashMap, MapData};
 use aya::programs::Lsm;
 use aya::{Btf, Ebpf};
+use guardrail_common::catalogue::{Attach, Hook, HOOKS};
 use guardrail_common::enforce::{
     rule_slot, ExeKey, InodeKey, InodeRules, KernelRule, AGENT_PROGRAM, HOST_MNT_NS,
     MAX_KERNEL_RULES,
 };
 use guardrail_common::pinned::RULE_NAME_LEN;
-use guardrail_engine::kernel_maps::{compile, key_of, Compiled, HOOKS};
+use guardrail_engine::kernel_maps::{compile, key_of, Compiled};
 use guardrail_engine::rules::builtin::SELF_PROTECTION_STATE;
 use guardrail_engine::rules::RuleSet;
 
@@ -149,6 +150,19 @@ pub struct HookShapes {
     pub setxattr_params: usize,
 }
 
+impl HookShapes {
+    /// The program for `hook` that matches this kernel's prototype of it.
+    fn program(&self, hook: &Hook) -> &'static str {
+        let newer = match hook.lsm {
+            "path_rename" => self.rename_params != 4,
+            "inode_setattr" => self.setattr_params != 2,
+            "inode_setxattr" => self.setxattr_params != 5,
+            _ => false,
+        };
+        hook.programs[usize::from(newer).min(hook.programs.len() - 1)]
+    }
+}
+
 /// Load and attach the LSM programs. `Err` says why this kernel cannot
 /// enforce (for the operator).
 pub fn load(
@@ -159,47 +173,27 @@ pub fn load(
     own_map_ids: Vec<u32>,
 ) -> Result<Enforcer> {
     let btf = btf.context("kernel BTF is needed for BPF-LSM")?;
-    // path_rename gained a `flags` argument in 5.19: load the matching one.
-    let rename = if shapes.rename_params == 4 {
-        "guardrail_path_rename4"
-    } else {
-        "guardrail_path_rename5"
-    };
-    for (program, hook) in HOOKS.iter().chain(&[(rename, "path_rename")]) {
-        attach(ebpf, program, hook, btf, links)?;
-    }
-    // Path integrity: mounts over what the rules protect. move_mount (the
-    // new mount API) is a hook since 5.2; where a kernel lacks it, say so.
-    attach(ebpf, "guardrail_sb_mount", "sb_mount", btf, links)?;
-    attach(ebpf, "guardrail_sb_pivotroot", "sb_pivotroot", btf, links)?;
-    if let Err(e) = attach(ebpf, "guardrail_move_mount", "move_mount", btf, links) {
-        warn!("mounts made with move_mount(2) cannot be refused on this kernel: {e:#}");
-    }
-    // And unmounts of what they run through, in the host's namespace.
-    attach(ebpf, "guardrail_sb_umount", "sb_umount", btf, links)?;
-    // Owner changes: path_chown where the kernel's trampolines take its
-    // by-value kuid_t/kgid_t arguments (not 5.10), else inode_setattr.
-    if let Err(e) = attach(ebpf, "guardrail_path_chown", "path_chown", btf, links) {
-        let setattr = if shapes.setattr_params == 2 {
-            "guardrail_inode_setattr2"
-        } else {
-            "guardrail_inode_setattr3"
-        };
-        attach(ebpf, setattr, "inode_setattr", btf, links)
-            .with_context(|| format!("path_chown unusable ({e:#}), and so is the fallback"))?;
-        info!("owner changes are enforced through inode_setattr on this kernel");
-    }
-    // Extended attributes (file capabilities among them): inode_setxattr
-    // gained a leading mnt_userns (later idmap) argument in 5.12.
-    let setxattr = if shapes.setxattr_params == 5 {
-        "guardrail_inode_setxattr5"
-    } else {
-        "guardrail_inode_setxattr6"
-    };
-    // Not verified in the VMs yet: a kernel that refuses it keeps every
-    // other hook.
-    if let Err(e) = attach(ebpf, setxattr, "inode_setxattr", btf, links) {
-        warn!("extended attributes (file capabilities) cannot be refused on this kernel: {e:#}");
+    for hook in HOOKS {
+        let result = attach(ebpf, shapes.program(hook), hook.lsm, btf, links);
+        match (hook.attach, result) {
+            (_, Ok(())) | (Attach::InsteadOf(_), _) => {}
+            (Attach::Optional { lost }, Err(e)) => warn!("{lost}: {e:#}"),
+            (Attach::Required, Err(e)) => {
+                let Some(stand_in) = HOOKS
+                    .iter()
+                    .find(|h| h.attach == Attach::InsteadOf(hook.lsm))
+                else {
+                    return Err(e);
+                };
+                attach(ebpf, shapes.program(stand_in), stand_in.lsm, btf, links).with_context(
+                    || format!("{} unusable ({e:#}), and so is {}", hook.lsm, stand_in.lsm),
+                )?;
+                info!(
+                    "{} is enforced through {} on this kernel",
+                    hook.lsm, stand_in.lsm
+                );
+            }
+        }
     }
     let take =
         |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).with_context(|| format!("{name} map"));

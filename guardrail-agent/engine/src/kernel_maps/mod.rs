@@ -12,34 +12,15 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use anyhow::Result;
+use guardrail_common::catalogue::OPERATIONS;
 use guardrail_common::enforce::{
-    action, op, rule_flags, ExeKey, InodeKey, InodeRules, KernelRule, MAX_KERNEL_RULES,
+    action, rule_flags, ExeKey, InodeKey, InodeRules, KernelRule, MAX_KERNEL_RULES,
     MAX_KERNEL_WINDOWS, SERVICE_MANAGER,
 };
 
 use crate::rules::compile::{PathMatcher, Rule};
 use crate::rules::spec::{Action, Mode};
 use crate::rules::RuleSet;
-
-/// (program, hook), one per file in guardrail-ebpf/src/enforce/hooks.rs.
-pub const HOOKS: &[(&str, &str)] = &[
-    ("guardrail_file_open", "file_open"),
-    ("guardrail_bprm_check", "bprm_check_security"),
-    ("guardrail_path_unlink", "path_unlink"),
-    ("guardrail_path_rmdir", "path_rmdir"),
-    ("guardrail_path_mknod", "path_mknod"),
-    ("guardrail_path_mkdir", "path_mkdir"),
-    ("guardrail_path_symlink", "path_symlink"),
-    ("guardrail_path_link", "path_link"),
-    ("guardrail_path_truncate", "path_truncate"),
-    ("guardrail_path_chmod", "path_chmod"),
-    ("guardrail_task_fix_setuid", "task_fix_setuid"),
-    ("guardrail_task_fix_setgid", "task_fix_setgid"),
-    ("guardrail_capset", "capset"),
-    ("guardrail_task_kill", "task_kill"),
-    ("guardrail_ptrace_access_check", "ptrace_access_check"),
-    ("guardrail_bpf_map", "bpf_map"),
-];
 
 /// Kernel `dev_t` (MAJOR << 20 | MINOR) of a userspace `st_dev`.
 pub fn kernel_dev(st_dev: u64) -> u64 {
@@ -57,37 +38,14 @@ pub fn key_of(meta: &std::fs::Metadata, generation: u32) -> InodeKey {
     }
 }
 
-/// The operations a rule's `on` kinds cover in the kernel.
+/// The operations a rule's `on` kinds cover in the kernel (the catalogue's
+/// kernel bits of each kind in the mask).
 pub fn ops_of(kinds: u32) -> u32 {
-    use crate::rules::kinds::mask_of;
-    let has = |k: &str| mask_of(k).is_some_and(|m| kinds & m != 0);
-    let mut ops = 0;
-    for (kind, bits) in [
-        ("exec", op::EXEC),
-        ("file.open", op::OPEN_READ | op::OPEN_WRITE),
-        ("file.read", op::OPEN_READ),
-        ("file.write", op::OPEN_WRITE | op::TRUNCATE | op::CREATE),
-        ("file.create", op::CREATE),
-        ("file.unlink", op::UNLINK),
-        ("file.rmdir", op::RMDIR),
-        ("file.rename", op::RENAME),
-        ("file.truncate", op::TRUNCATE),
-        ("file.link", op::LINK),
-        ("file.symlink", op::SYMLINK),
-        ("file.mknod", op::MKNOD),
-        ("file.mkdir", op::MKDIR),
-        ("perm.chmod", op::CHMOD),
-        ("perm.chown", op::CHOWN),
-        ("perm.setuid", op::SETUID),
-        ("perm.setgid", op::SETGID),
-        ("perm.capset", op::CAPSET),
-        ("perm.setxattr", op::SETXATTR),
-    ] {
-        if has(kind) {
-            ops |= bits;
-        }
-    }
-    ops
+    OPERATIONS
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| kinds & (1 << bit) != 0)
+        .fold(0, |ops, (_, operation)| ops | operation.ops)
 }
 
 /// What one generation of kernel maps holds.
@@ -292,4 +250,78 @@ pub fn compile(set: &RuleSet, generation: u32) -> Result<Compiled> {
         }
     }
     Ok(out)
+}
+
+/// The operation catalogue against the probes: the same hooks and
+/// programs, the same syscalls, every kernel bit decided somewhere.
+#[cfg(test)]
+mod catalogue {
+    use std::collections::BTreeSet;
+
+    use guardrail_common::catalogue::{Attach, HOOKS, OPERATIONS};
+    use guardrail_common::syscalls::WATCHED;
+
+    /// (hook, program) of every BPF-LSM program in the probes' source.
+    fn programs_in_source() -> BTreeSet<(String, String)> {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../guardrail-ebpf/src/enforce/hooks.rs"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut found = BTreeSet::new();
+        let mut hook = None;
+        for line in text.lines().map(str::trim) {
+            if let Some(rest) = line.strip_prefix("#[lsm(hook = \"") {
+                hook = Some(rest.trim_end_matches("\")]").to_string());
+            } else if let (Some(h), Some(rest)) = (&hook, line.strip_prefix("pub fn ")) {
+                let name = rest.split('(').next().unwrap().to_string();
+                found.insert((h.clone(), name));
+                hook = None;
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn hooks_and_programs_are_the_probes() {
+        let catalogue: BTreeSet<(String, String)> = HOOKS
+            .iter()
+            .flat_map(|h| {
+                h.programs
+                    .iter()
+                    .map(|p| (h.lsm.to_string(), p.to_string()))
+            })
+            .collect();
+        let source = programs_in_source();
+        assert!(source.len() > 20, "{source:?}");
+        assert_eq!(catalogue, source);
+        for h in HOOKS {
+            if let Attach::InsteadOf(other) = h.attach {
+                assert!(
+                    HOOKS.iter().any(|o| o.lsm == other),
+                    "{} stands in for {other}",
+                    h.lsm
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_watched_syscall_performs_an_operation() {
+        let watched: BTreeSet<&str> = WATCHED.iter().map(|(_, name)| *name).collect();
+        let named: BTreeSet<&str> = OPERATIONS
+            .iter()
+            .flat_map(|o| o.syscalls)
+            .copied()
+            .collect();
+        assert_eq!(watched, named);
+    }
+
+    #[test]
+    fn every_kernel_bit_is_decided_by_a_hook() {
+        let ops = OPERATIONS.iter().fold(0, |a, o| a | o.ops);
+        let decided = HOOKS.iter().fold(0, |a, h| a | h.decides);
+        assert_eq!(ops, decided);
+        assert!(OPERATIONS.len() <= 32, "a kind is a bit of a u32 mask");
+    }
 }

@@ -105,7 +105,7 @@ pub fn evaluate(
         .max_by_key(|(r, _)| (strength(r.action), std::cmp::Reverse(index_of(set, r))))
     {
         Some((rule, matched)) => {
-            let revertable = matches!(&event.body, Body::Perm { perm, .. } if perm.op == "chmod" || perm.op == "chown");
+            let revertable = super::kinds::revertable(&event.body);
             let (outcome, fallback) = outcome(rule, enforcement, revertable);
             Decision {
                 rule: rule.id.clone(),

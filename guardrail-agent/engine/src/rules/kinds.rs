@@ -1,33 +1,22 @@
-//! Event kinds as rules name them (`on = ["file.write"]`), as bits.
+//! Event kinds as rules name them (`on = ["file.write"]`), as bits: a
+//! kind's bit is its position in the operation catalogue
+//! ([`guardrail_common::catalogue`]).
+
+use guardrail_common::catalogue::OPERATIONS;
 
 use crate::event::Body;
 use crate::interpret::is_write_flags;
 
-pub const KINDS: &[&str] = &[
-    "exec",
-    "file.open",
-    "file.write",
-    "file.create",
-    "file.unlink",
-    "file.rmdir",
-    "file.rename",
-    "file.truncate",
-    "file.link",
-    "file.symlink",
-    "file.mknod",
-    "file.mkdir",
-    "file.mount",
-    "perm.chmod",
-    "perm.chown",
-    "perm.setuid",
-    "perm.setgid",
-    "perm.capset",
-    "perm.setxattr",
-    "uring.setup",
-    "uring.register",
-    // Last, so that the bits above keep their values.
-    "file.read",
-];
+/// Every kind, in bit order (the operation catalogue's order).
+pub const KINDS: &[&str] = &{
+    let mut kinds = [""; OPERATIONS.len()];
+    let mut i = 0;
+    while i < OPERATIONS.len() {
+        kinds[i] = OPERATIONS[i].kind;
+        i += 1;
+    }
+    kinds
+};
 
 fn bit(name: &str) -> u32 {
     KINDS.iter().position(|k| *k == name).map_or(0, |i| 1 << i)
@@ -107,6 +96,16 @@ pub fn mask_of_event(body: &Body) -> u32 {
         Body::Uring { uring, .. } => bit(&format!("uring.{}", uring.op)),
         Body::Loss { .. } => 0,
     }
+}
+
+/// Whether a deny rule's `fallback = "revert"` can undo the event (the
+/// catalogue's revertable kinds: mode and owner changes).
+pub fn revertable(body: &Body) -> bool {
+    let event = mask_of_event(body);
+    OPERATIONS
+        .iter()
+        .enumerate()
+        .any(|(bit, operation)| operation.revertable && event & (1 << bit) != 0)
 }
 
 /// The name of the first kind in `mask` the event has (for explanations).
