@@ -120,14 +120,14 @@ impl Metrics {
         self.rule_hits
             .get_or_create(&HitLabels {
                 rule: d.rule.clone(),
-                outcome: d.outcome.clone(),
+                outcome: d.outcome.to_string(),
             })
             .inc();
         if let Some(fallback) = &d.fallback {
             self.fallbacks
                 .get_or_create(&FallbackLabels {
                     rule: d.rule.clone(),
-                    fallback: fallback.clone(),
+                    fallback: fallback.to_string(),
                 })
                 .inc();
         }

@@ -14,7 +14,7 @@ use crate::revert::Baseline;
 use guardrail_common::enforce::action;
 use guardrail_common::RecordKind;
 use guardrail_engine::decode::decode;
-use guardrail_engine::event::{Body, Event, LossDetails, Via};
+use guardrail_engine::event::{Body, Event, LossDetails, Outcome, Via};
 use guardrail_engine::interpret::{interpret, ProcessView};
 use guardrail_engine::redact::Redactor;
 use guardrail_engine::rules::eval::Enforcement;
@@ -642,12 +642,12 @@ impl<V: ProcessView> Pipeline<V> {
             return;
         }
         match &mut event.decision {
-            Some(d) if d.outcome == "reverted" => match self.baseline.revert(&event.body) {
+            Some(d) if d.outcome == Outcome::Reverted => match self.baseline.revert(&event.body) {
                 Ok(r) => d.reverted = Some(r),
                 Err(e) => {
                     let shown = self.redactor.redact_str(&e);
                     warn!(rule = %d.rule, "revert failed: {}", shown.as_deref().unwrap_or(&e));
-                    d.outcome = "alerted".into();
+                    d.outcome = Outcome::Alerted;
                     d.fallback_error = Some(e);
                 }
             },
@@ -667,13 +667,13 @@ impl<V: ProcessView> Pipeline<V> {
         match (kernel_rule, &mut event.decision) {
             (Some(id), decision) => {
                 let outcome = if verdict.action == action::KILL {
-                    "killed"
+                    Outcome::Killed
                 } else {
-                    "denied"
+                    Outcome::Denied
                 };
                 match decision {
                     Some(d) if d.rule == id => {
-                        d.outcome = outcome.into();
+                        d.outcome = outcome;
                         d.fallback = None;
                     }
                     _ => {
@@ -686,7 +686,7 @@ impl<V: ProcessView> Pipeline<V> {
                                 .map_or(guardrail_engine::rules::spec::Action::Deny, |r| r.action),
                             mode: guardrail_engine::rules::spec::Mode::Enforce,
                             severity: rule.map_or_else(Default::default, |r| r.severity),
-                            outcome: outcome.into(),
+                            outcome,
                             fallback: None,
                             matched: [(
                                 "kernel".to_string(),
@@ -701,10 +701,10 @@ impl<V: ProcessView> Pipeline<V> {
                     }
                 }
             }
-            (None, Some(d)) if matches!(d.outcome.as_str(), "denied" | "killed") => {
+            (None, Some(d)) if matches!(d.outcome, Outcome::Denied | Outcome::Killed) => {
                 // The rule matched here but the kernel did not act (e.g. the
                 // operation failed before its hook ran): report what happened.
-                d.outcome = "alerted".into();
+                d.outcome = Outcome::Alerted;
                 d.fallback = None;
             }
             _ => {}

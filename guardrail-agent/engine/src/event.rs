@@ -39,6 +39,57 @@ pub enum Via {
     IoUring,
 }
 
+/// What became of an event a rule decided on (docs/rules.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+// In the order of their names, as they sort in reports.
+pub enum Outcome {
+    Alerted,
+    Allowed,
+    Denied,
+    Killed,
+    Reverted,
+    WouldDeny,
+    WouldKill,
+}
+
+impl Outcome {
+    /// Every outcome, as docs/rules.md lists them.
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Alerted,
+        Outcome::Denied,
+        Outcome::Killed,
+        Outcome::Reverted,
+        Outcome::WouldDeny,
+        Outcome::WouldKill,
+        Outcome::Allowed,
+    ];
+
+    /// As the event's JSON spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Alerted => "alerted",
+            Outcome::Denied => "denied",
+            Outcome::Killed => "killed",
+            Outcome::Reverted => "reverted",
+            Outcome::WouldDeny => "would_deny",
+            Outcome::WouldKill => "would_kill",
+            Outcome::Allowed => "allowed",
+        }
+    }
+
+    /// The outcome spelt `name`.
+    pub fn named(name: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A rule's decision on an event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
@@ -47,12 +98,11 @@ pub struct Decision {
     pub action: crate::rules::spec::Action,
     pub mode: crate::rules::spec::Mode,
     pub severity: crate::rules::spec::Severity,
-    /// alerted, denied, killed, would_deny, would_kill, allowed.
-    pub outcome: String,
+    pub outcome: Outcome,
     /// Set when the kernel could not enforce the action here and the
     /// rule's fallback acted instead.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub fallback: Option<String>,
+    pub fallback: Option<crate::rules::spec::Fallback>,
     /// The matchers and the event values that satisfied them.
     pub matched: std::collections::BTreeMap<String, String>,
     /// Other rules that matched too.

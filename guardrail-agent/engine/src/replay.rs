@@ -136,7 +136,7 @@ impl<'s> Replay<'s> {
         report.decided += 1;
         let r = &mut report.rules[self.index[&d.rule]];
         r.hits += 1;
-        *r.outcomes.entry(d.outcome.clone()).or_default() += 1;
+        *r.outcomes.entry(d.outcome.to_string()).or_default() += 1;
         if r.examples.len() < EXAMPLES {
             r.examples.push(Example::of(event));
         }
@@ -160,7 +160,7 @@ pub fn replay(
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Decided {
     pub rule: String,
-    pub outcome: String,
+    pub outcome: crate::event::Outcome,
 }
 
 /// Events decided one way by the current rules and another by the

@@ -76,7 +76,7 @@ impl Report {
         if let Some(d) = &event.decision {
             self.decisions += 1;
             bump(&mut self.by_rule, &d.rule);
-            bump(&mut self.by_outcome, &d.outcome);
+            bump(&mut self.by_outcome, d.outcome.as_str());
         }
         let kind = match &event.body {
             Body::Exec { .. } => "exec".to_string(),

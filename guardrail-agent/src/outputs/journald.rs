@@ -53,7 +53,7 @@ pub fn fields(event: &Event, json: &str) -> Vec<(&'static str, String)> {
     ];
     if let Some(d) = &event.decision {
         f.push(("GUARDRAIL_RULE", d.rule.clone()));
-        f.push(("GUARDRAIL_OUTCOME", d.outcome.clone()));
+        f.push(("GUARDRAIL_OUTCOME", d.outcome.to_string()));
         f.push(("GUARDRAIL_SEVERITY", severity_name(d.severity).into()));
     }
     if let Some(p) = event.body.process() {

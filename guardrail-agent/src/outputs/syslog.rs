@@ -135,7 +135,7 @@ pub fn format(event: &Event, facility: u8, hostname: &str, pid: u32) -> String {
     param("op", event.body.op());
     if let Some(d) = &event.decision {
         param("rule", &d.rule);
-        param("outcome", &d.outcome);
+        param("outcome", d.outcome.as_str());
         param("severity", severity_name(d.severity));
     }
     if let Some(p) = event.body.process() {

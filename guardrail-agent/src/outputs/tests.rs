@@ -3,7 +3,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicUsize;
 
 use super::*;
-use guardrail_engine::event::{Decision, FileDetails, Process, SyscallResult};
+use guardrail_engine::event::{Decision, FileDetails, Outcome, Process, SyscallResult};
 use guardrail_engine::rules::spec::{Action, Mode};
 
 fn event(seq: u64, decision: Option<(&str, Severity)>) -> Event {
@@ -39,7 +39,7 @@ fn event(seq: u64, decision: Option<(&str, Severity)>) -> Event {
             action: Action::Alert,
             mode: Mode::Enforce,
             severity,
-            outcome: "alerted".into(),
+            outcome: Outcome::Alerted,
             fallback: None,
             matched: [("path".to_string(), "/etc/shadow".to_string())].into(),
             also: vec![],

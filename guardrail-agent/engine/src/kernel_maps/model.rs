@@ -267,13 +267,13 @@ mod tests {
             let e = event(&t, kind, file, exe);
             let at = "2026-11-27T12:00:00Z".parse().unwrap();
             let user = evaluate(&set, &e, at, Enforcement { deny: true, kill: true })
-                .filter(|d| d.outcome == "denied" || d.outcome == "killed");
+                .filter(|d| d.outcome == Outcome::Denied || d.outcome == Outcome::Killed);
             let kernel = decide(&compiled, KINDS[kind].1, &chain(&t.root.join(FILES[file])), id(&t.exes[exe]), 0);
             match (&user, kernel) {
                 (None, None) => {}
                 (Some(d), Some((i, act))) => {
                     prop_assert_eq!(&compiled.ids[i], &d.rule);
-                    prop_assert_eq!(act == action::KILL, d.outcome == "killed");
+                    prop_assert_eq!(act == action::KILL, d.outcome == Outcome::Killed);
                 }
                 _ => prop_assert!(false, "userspace {:?} vs kernel {:?}", user, kernel),
             }

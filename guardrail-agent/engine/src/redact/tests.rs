@@ -1,7 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::event::{Decision, ExecDetails, FileDetails, Process, SyscallResult};
+use crate::event::{Decision, ExecDetails, FileDetails, Outcome, Process, SyscallResult};
 use crate::redact::RedactionPattern;
 
 const CORPUS: &str = include_str!("corpus.txt");
@@ -259,7 +259,7 @@ fn decision(matched: &[(&str, &str)]) -> Decision {
         action: crate::rules::spec::Action::Alert,
         mode: crate::rules::spec::Mode::Enforce,
         severity: Default::default(),
-        outcome: "alerted".into(),
+        outcome: Outcome::Alerted,
         fallback: None,
         matched: matched
             .iter()

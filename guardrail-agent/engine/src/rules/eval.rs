@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use super::compile::{CapsMatch, PathMatcher, Rule, RuleSet};
 use super::kinds::{mask_of_event, name_in};
 use super::spec::{Action, Fallback, Mode, ResultFilter};
-use crate::event::{Body, Decision, Event, PathChange};
+use crate::event::{Body, Decision, Event, Outcome, PathChange};
 
 /// What the kernel can enforce on this host (see `guardrail status`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -112,8 +112,8 @@ pub fn evaluate(
                 action: rule.action,
                 mode: rule.mode,
                 severity: rule.severity,
-                outcome: outcome.into(),
-                fallback: fallback.map(str::to_string),
+                outcome,
+                fallback,
                 matched: matched.clone(),
                 also: acting
                     .iter()
@@ -138,7 +138,7 @@ pub fn evaluate(
                 action: Action::Allow,
                 mode: rule.mode,
                 severity: rule.severity,
-                outcome: "allowed".into(),
+                outcome: Outcome::Allowed,
                 fallback: None,
                 matched: matched.clone(),
                 also: vec![],
@@ -168,21 +168,23 @@ fn index_of(set: &RuleSet, rule: &Rule) -> usize {
 /// The outcome the agent can truthfully report, and the fallback used.
 /// Kill and deny happen in the kernel; where the kernel cannot do them the
 /// rule's fallback applies and the event says so.
-fn outcome(rule: &Rule, e: Enforcement, revertable: bool) -> (&'static str, Option<&'static str>) {
+fn outcome(rule: &Rule, e: Enforcement, revertable: bool) -> (Outcome, Option<Fallback>) {
     match (rule.action, rule.mode) {
-        (Action::Alert, _) => ("alerted", None),
-        (Action::Allow, _) => ("allowed", None),
-        (Action::Kill, Mode::Monitor) => ("would_kill", None),
-        (Action::Deny, Mode::Monitor) => ("would_deny", None),
-        (Action::Kill, Mode::Enforce) if e.kill => ("killed", None),
-        (Action::Kill, Mode::Enforce) => ("alerted", Some("alert")),
-        (Action::Deny, Mode::Enforce) if e.deny => ("denied", None),
+        (Action::Alert, _) => (Outcome::Alerted, None),
+        (Action::Allow, _) => (Outcome::Allowed, None),
+        (Action::Kill, Mode::Monitor) => (Outcome::WouldKill, None),
+        (Action::Deny, Mode::Monitor) => (Outcome::WouldDeny, None),
+        (Action::Kill, Mode::Enforce) if e.kill => (Outcome::Killed, None),
+        (Action::Kill, Mode::Enforce) => (Outcome::Alerted, Some(Fallback::Alert)),
+        (Action::Deny, Mode::Enforce) if e.deny => (Outcome::Denied, None),
         (Action::Deny, Mode::Enforce) => match rule.fallback {
-            Fallback::Kill if e.kill => ("killed", Some("kill")),
+            Fallback::Kill if e.kill => (Outcome::Killed, Some(Fallback::Kill)),
             // The agent performs the revert and corrects the outcome if it
             // cannot (see `revert`).
-            Fallback::Revert if revertable => ("reverted", Some("revert")),
-            Fallback::Kill | Fallback::Revert | Fallback::Alert => ("alerted", Some("alert")),
+            Fallback::Revert if revertable => (Outcome::Reverted, Some(Fallback::Revert)),
+            Fallback::Kill | Fallback::Revert | Fallback::Alert => {
+                (Outcome::Alerted, Some(Fallback::Alert))
+            }
         },
     }
 }

@@ -43,6 +43,16 @@ pub enum Fallback {
     Revert,
 }
 
+impl std::fmt::Display for Fallback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Fallback::Alert => "alert",
+            Fallback::Kill => "kill",
+            Fallback::Revert => "revert",
+        })
+    }
+}
+
 #[derive(
     Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, PartialOrd, Ord, serde::Serialize,
 )]

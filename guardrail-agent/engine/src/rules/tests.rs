@@ -161,7 +161,7 @@ fn path_exe_not_and_kind_explain_the_decision() {
     let set = rules(SHADOW);
     let d = decide(&set, &open("/usr/bin/vi", "/etc/shadow", &["write"])).unwrap();
     assert_eq!(d.rule, "shadow");
-    assert_eq!(d.outcome, "alerted");
+    assert_eq!(d.outcome, Outcome::Alerted);
     assert_eq!(d.matched["on"], "file.write");
     assert_eq!(d.matched["path"], "/etc/shadow");
     assert_eq!(d.matched["exe_not"], "/usr/bin/vi");
@@ -344,8 +344,8 @@ fallback = "kill"
     assert_eq!(d.rule, "deny-shadow");
     assert_eq!(d.also, ["log-etc"]);
     // No kernel enforcement on this host: the fallback acts, and says so.
-    assert_eq!(d.outcome, "alerted");
-    assert_eq!(d.fallback.as_deref(), Some("alert"));
+    assert_eq!(d.outcome, Outcome::Alerted);
+    assert_eq!(d.fallback.map(|f| f.to_string()).as_deref(), Some("alert"));
     // With the kernel able to kill: the kill fallback.
     let d = decide_with(
         &set,
@@ -357,7 +357,10 @@ fallback = "kill"
     )
     .unwrap();
     assert_eq!(
-        (d.outcome.as_str(), d.fallback.as_deref()),
+        (
+            d.outcome.as_str(),
+            d.fallback.map(|f| f.to_string()).as_deref()
+        ),
         ("killed", Some("kill"))
     );
     // With BPF-LSM: denied.
@@ -371,7 +374,10 @@ fallback = "kill"
     )
     .unwrap();
     assert_eq!(
-        (d.outcome.as_str(), d.fallback.as_deref()),
+        (
+            d.outcome.as_str(),
+            d.fallback.map(|f| f.to_string()).as_deref()
+        ),
         ("denied", None)
     );
 }
@@ -390,7 +396,7 @@ fn monitor_mode_says_what_would_have_happened() {
         },
     )
     .unwrap();
-    assert_eq!(d.outcome, "would_kill");
+    assert_eq!(d.outcome, Outcome::WouldKill);
 }
 
 #[test]
@@ -418,7 +424,7 @@ exempts = ["etc-writes"]
         &open("/usr/bin/apt", "/etc/apt/sources.list", &["write"]),
     )
     .unwrap();
-    assert_eq!(d.outcome, "allowed");
+    assert_eq!(d.outcome, Outcome::Allowed);
     assert_eq!(d.rule, "apt-may-write-etc");
     assert_eq!(d.exempted, ["etc-writes"]);
     assert_eq!(

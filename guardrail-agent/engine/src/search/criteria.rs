@@ -8,19 +8,19 @@ use std::sync::Arc;
 use globset::GlobMatcher;
 
 use super::Parsed;
-use crate::event::{Body, Process};
+use crate::event::{Body, Outcome, Process};
 use crate::rules::kinds;
 
 /// Decision outcomes (docs/rules.md).
-pub const OUTCOMES: &[&str] = &[
-    "alerted",
-    "denied",
-    "killed",
-    "reverted",
-    "would_deny",
-    "would_kill",
-    "allowed",
-];
+pub const OUTCOMES: &[&str] = &{
+    let mut names = [""; Outcome::ALL.len()];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = Outcome::ALL[i].as_str();
+        i += 1;
+    }
+    names
+};
 
 /// Record families; besides these, `--kind` takes the kinds rules name
 /// (`file.write`, `perm.*`).
@@ -173,7 +173,7 @@ impl Matcher {
             if !c.rules.is_empty() && !c.rules.contains(&d.rule) {
                 return false;
             }
-            if !c.outcomes.is_empty() && !c.outcomes.contains(&d.outcome) {
+            if !c.outcomes.is_empty() && !c.outcomes.iter().any(|o| o == d.outcome.as_str()) {
                 return false;
             }
         }

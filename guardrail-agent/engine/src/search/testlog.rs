@@ -19,13 +19,13 @@ pub fn time_of(i: usize) -> Timestamp {
     t0() + SignedDuration::from_secs(i as i64)
 }
 
-pub fn decision(rule: &str, outcome: &str) -> Decision {
+pub fn decision(rule: &str, outcome: Outcome) -> Decision {
     Decision {
         rule: rule.into(),
         action: Action::Alert,
         mode: Mode::Enforce,
         severity: Severity::High,
-        outcome: outcome.into(),
+        outcome,
         fallback: None,
         matched: Default::default(),
         also: vec![],
@@ -90,7 +90,7 @@ pub fn sample_event(i: usize) -> Event {
                 },
             },
             i.is_multiple_of(8)
-                .then(|| decision("ssh-config", "alerted")),
+                .then(|| decision("ssh-config", Outcome::Alerted)),
         ),
         1 => (
             Body::Perm {
@@ -104,7 +104,7 @@ pub fn sample_event(i: usize) -> Event {
                     ..Default::default()
                 },
             },
-            (i % 12 == 1).then(|| decision("world-writable", "denied")),
+            (i % 12 == 1).then(|| decision("world-writable", Outcome::Denied)),
         ),
         2 => (
             Body::Exec {
