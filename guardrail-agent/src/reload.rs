@@ -44,7 +44,7 @@ pub fn load(
         ),
     };
     let main_text = std::fs::read_to_string(path).map_err(|e| {
-        RulesError(vec![guardrail_engine::rules::compile::RuleError {
+        RulesError(vec![guardrail_engine::rules::diagnostics::RuleError {
             file: path.to_path_buf(),
             line: 1,
             column: 1,

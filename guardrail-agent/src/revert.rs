@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use guardrail_engine::event::{Body, Event, Reverted};
-use guardrail_engine::rules::compile::{PathMatcher, Rule};
+use guardrail_engine::rules::compile::Rule;
+use guardrail_engine::rules::matchers::PathMatcher;
 use guardrail_engine::rules::spec::{Action, Fallback, Mode};
 use guardrail_engine::rules::RuleSet;
 

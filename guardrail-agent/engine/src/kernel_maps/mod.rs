@@ -18,7 +18,8 @@ use guardrail_common::enforce::{
     MAX_KERNEL_WINDOWS, SERVICE_MANAGER,
 };
 
-use crate::rules::compile::{PathMatcher, Rule};
+use crate::rules::compile::Rule;
+use crate::rules::matchers::PathMatcher;
 use crate::rules::spec::{Action, Mode};
 use crate::rules::RuleSet;
 

@@ -12,8 +12,9 @@ use std::sync::atomic::Ordering;
 
 use jiff::Timestamp;
 
-use super::compile::{CapsMatch, PathMatcher, Rule, RuleSet};
+use super::compile::{Rule, RuleSet};
 use super::kinds::{mask_of_event, name_in};
+use super::matchers::{CapsMatch, PathMatcher};
 use super::spec::{Action, Fallback, Mode, ResultFilter};
 use crate::event::{Body, Decision, Event, Outcome, PathChange};
 

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::compile::{Compiler, RuleError, RuleSet, Source};
+use super::compile::{Compiler, RuleSet};
+use super::diagnostics::{RuleError, Source};
 use super::spec::{RuleSpec, RulesFile, WindowSpec};
 use super::users::Names;
 use crate::span::line_column;

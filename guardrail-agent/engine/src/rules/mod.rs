@@ -1,11 +1,15 @@
 //! Guardrail rules: the format ([`spec`]), loading with includes
-//! ([`load`]), validation and compilation ([`compile`]), time windows
-//! ([`window`]), evaluation against events ([`eval`]).
+//! ([`load`]), validation and compilation ([`compile`], into [`matchers`]
+//! and an [`index`], with [`diagnostics`] that name file, line and column),
+//! time windows ([`window`]), evaluation against events ([`eval`]).
 pub mod builtin;
 pub mod compile;
+pub mod diagnostics;
 pub mod eval;
+pub mod index;
 pub mod kinds;
 pub mod load;
+pub mod matchers;
 pub mod spec;
 pub mod users;
 pub mod window;

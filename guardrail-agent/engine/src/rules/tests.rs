@@ -1385,7 +1385,7 @@ mode_set = ["setuid"]
 "#;
     let indexed = rules(text);
     let mut unindexed = rules(text);
-    unindexed.index = super::compile::RuleIndex::default();
+    unindexed.index = super::index::RuleIndex::default();
     let events = [
         open("/usr/bin/vi", "/etc/shadow", &["write"]),
         open("/usr/bin/passwd", "/etc/shadow", &["write"]),
@@ -1565,7 +1565,7 @@ path = ["/mnt/**"]
 
 #[test]
 fn the_directories_above_a_pattern_are_its_ancestors() {
-    use super::compile::ancestor_globs;
+    use super::matchers::ancestor_globs;
     assert_eq!(
         ancestor_globs("/etc/ssh/sshd_config"),
         ["/", "/etc", "/etc/ssh"]
