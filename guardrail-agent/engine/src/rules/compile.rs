@@ -88,7 +88,7 @@ pub struct RuleSet {
 
 impl RuleSet {
     pub fn reindex(&mut self) {
-        self.index = RuleIndex::build(&self.rules);
+        self.index = RuleIndex::build(self.rules.iter().map(|r| (r.path.as_ref(), r.exe.as_ref())));
     }
 }
 

@@ -60,7 +60,7 @@ pub fn evaluate(
         Some(_) => None,
         None => set
             .index
-            .candidates(&set.rules, &subject.paths, &subject.exes),
+            .candidates(set.rules.len(), &subject.paths, &subject.exes),
     }
     .unwrap_or_else(|| (0..set.rules.len()).collect());
     let mut matches: Vec<(&Rule, Matched)> = Vec::new();

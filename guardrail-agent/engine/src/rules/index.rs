@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use globset::{GlobSet, GlobSetBuilder};
 
-use super::compile::Rule;
+use super::matchers::PathMatcher;
 
 /// Which rules an event can concern, found with one glob-set match per
 /// path and executable instead of one per rule: a rule with a `path`
@@ -34,14 +34,18 @@ type Matches = HashMap<Box<str>, Box<[usize]>>;
 const MEMO_MAX: usize = 4096;
 
 impl RuleIndex {
-    pub fn build(rules: &[Rule]) -> Self {
+    /// The index of rules with these `path` and `exe` matchers, in file
+    /// order.
+    pub fn build<'a>(
+        rules: impl ExactSizeIterator<Item = (Option<&'a PathMatcher>, Option<&'a PathMatcher>)>,
+    ) -> Self {
         let (mut paths, mut exes) = (GlobSetBuilder::new(), GlobSetBuilder::new());
         let mut index = RuleIndex {
             rules: rules.len(),
             ..Default::default()
         };
-        for (i, r) in rules.iter().enumerate() {
-            let (builder, owners, matcher) = match (&r.path, &r.exe) {
+        for (i, (path, exe)) in rules.enumerate() {
+            let (builder, owners, matcher) = match (path, exe) {
                 (Some(p), _) => (&mut paths, &mut index.path_rule, p),
                 (None, Some(e)) => (&mut exes, &mut index.exe_rule, e),
                 (None, None) => {
@@ -61,12 +65,12 @@ impl RuleIndex {
     }
 
     /// The rules that may match an event with these paths and executables,
-    /// in file order; None when the index does not describe `rules`.
-    pub fn candidates(&self, rules: &[Rule], paths: &[&str], exes: &[&str]) -> Option<Vec<usize>> {
-        if self.rules != rules.len() {
+    /// in file order; None when the index was not built for `rules` rules.
+    pub fn candidates(&self, rules: usize, paths: &[&str], exes: &[&str]) -> Option<Vec<usize>> {
+        if self.rules != rules {
             return None;
         }
-        let mut hit = vec![false; rules.len()];
+        let mut hit = vec![false; rules];
         for &i in &self.others {
             hit[i] = true;
         }
@@ -94,6 +98,6 @@ impl RuleIndex {
                 memo.insert((*c).into(), matched);
             }
         }
-        Some((0..rules.len()).filter(|&i| hit[i]).collect())
+        Some((0..rules).filter(|&i| hit[i]).collect())
     }
 }
