@@ -29,6 +29,29 @@ fn main() {
     let cargo = env::var("GUARDRAIL_EBPF_CARGO").unwrap_or_else(|_| "/usr/bin/cargo".into());
     let have_linker = Command::new("bpf-linker").arg("--version").output().is_ok();
     if !PathBuf::from(&rustc).exists() || !PathBuf::from(&cargo).exists() || !have_linker {
+        // As in aya's template: without the toolchain, and unless a build
+        // that ships the agent asks for the probes (`cargo xtask` does),
+        // empty objects stand in, so that `cargo check`, clippy and the
+        // unit tests work with a plain stable toolchain. An agent built so
+        // refuses to start and says why.
+        if env::var_os("GUARDRAIL_REQUIRE_PROBES").is_none() {
+            println!(
+                "cargo:warning=the eBPF toolchain is missing: this build has no probes and its \
+                 agent will not start; `cargo xtask build` installs the toolchain and builds them"
+            );
+            for object in ["guardrail.bpf.o", "guardrail-floor.bpf.o"] {
+                std::fs::write(out.join(object), []).expect("writing a stub object");
+            }
+            // Run again on every build until the toolchain is there (a
+            // path that does not exist is never up to date).
+            println!("cargo:rerun-if-env-changed=GUARDRAIL_REQUIRE_PROBES");
+            println!("cargo:rerun-if-env-changed=PATH");
+            println!(
+                "cargo:rerun-if-changed={}",
+                out.join("toolchain-missing").display()
+            );
+            return;
+        }
         panic!(
             "the eBPF toolchain is missing ({rustc}, {cargo} and bpf-linker on PATH are needed).\n\
              Run `cargo xtask build` once: it installs Debian's rustc-web, rust-web-src and \

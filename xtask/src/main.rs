@@ -123,9 +123,11 @@ fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Cargo, for builds that ship or test the agent: they must have the
+/// probes (guardrail-agent's build script never stubs them then).
 fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(root());
+    cmd.current_dir(root()).env("GUARDRAIL_REQUIRE_PROBES", "1");
     cmd
 }
 

@@ -20,6 +20,7 @@ static FLOOR_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guardrail-floor.bpf.o"));
 
 pub async fn run(ring_buffer_bytes: u32, drain_interval: Duration) -> Result<()> {
+    super::probes::require_probes(FLOOR_OBJECT)?;
     let tracefs = tracefs::root_or_mount().context("tracefs")?;
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("FLOOR_EVENTS", ring_buffer_bytes)

@@ -20,6 +20,18 @@ use super::{btf, tracefs};
 /// Where the start-up canary file lives (a tmpfs on systemd hosts).
 const CANARY_DIR: &str = "/run/guardrail";
 
+/// An empty object: this agent was built without the eBPF toolchain
+/// (build.rs stubs the probes then, so that checks and unit tests run).
+pub(crate) fn require_probes(object: &[u8]) -> Result<()> {
+    if object.is_empty() {
+        anyhow::bail!(
+            "this guardrail-agent was built without its probes (the eBPF toolchain was \
+             missing, and cargo warned so); build it with `cargo xtask build`"
+        );
+    }
+    Ok(())
+}
+
 /// The probes' object, built by `build.rs`.
 pub(crate) static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guardrail.bpf.o"));
@@ -161,6 +173,7 @@ impl Probes {
     /// caller can poll it while it also reads the counters.
     /// The third element is the enforcer, or why this kernel cannot enforce.
     pub fn load(opts: &ProbeOptions) -> Result<(Self, RingReader, Result<Enforcer, String>)> {
+        require_probes(OBJECT)?;
         let state = opts
             .pin_root
             .as_deref()
