@@ -117,6 +117,7 @@ pub async fn run(launch: Launch, config: Config, rules: RuleSet, policy: Policy)
                 if !more {
                     guard.clear_ready();
                 }
+                agent.refresh();
                 if more {
                     // Under a storm the ring never empties: let the control
                     // socket and the metrics endpoint run between batches.
@@ -128,6 +129,7 @@ pub async fn run(launch: Launch, config: Config, rules: RuleSet, policy: Policy)
                 // data crosses wakeup_bytes): empty the ring now, a batch
                 // at a time.
                 while agent.drain(ring.get_mut()) {
+                    agent.refresh();
                     tokio::task::yield_now().await;
                 }
                 agent.tick(ring.get_mut(), fleet.as_ref());
@@ -387,26 +389,25 @@ impl Agent {
 
     /// Handle up to a batch of records; true when the ring may hold more.
     fn drain(&mut self, ring: &mut RingReader) -> bool {
-        let more = drain_ring(ring, &mut self.pipeline, &mut self.uncommitted);
+        drain_ring(ring, &mut self.pipeline, &mut self.uncommitted)
+    }
+
+    /// Compare the kernel's counters (a loss is reported right behind the
+    /// events around it) and refresh the status.
+    fn refresh(&mut self) {
         update(
             &mut self.probes,
             &mut self.pipeline,
             &self.status,
             self.started,
         );
-        more
     }
 
     /// The drain timer, once the ring is empty: give back what the audit
     /// log has settled, and refresh what the status reports.
     fn tick(&mut self, ring: &mut RingReader, fleet: Option<&Fleet>) {
         self.uncommitted.commit(ring, &self.pipeline);
-        update(
-            &mut self.probes,
-            &mut self.pipeline,
-            &self.status,
-            self.started,
-        );
+        self.refresh();
         update_periodic(&self.pipeline, fleet, ring.backlog_bytes(), &self.status);
     }
 
@@ -543,13 +544,8 @@ impl Agent {
             info!("self-protection lifted: the configuration may be edited while the agent is stopped");
         }
         // Flush: whatever the kernel wrote before we stop is still delivered.
-        while drain_ring(&mut ring, &mut self.pipeline, &mut self.uncommitted) {}
-        update(
-            &mut self.probes,
-            &mut self.pipeline,
-            &self.status,
-            self.started,
-        );
+        while self.drain(&mut ring) {}
+        self.refresh();
         // Flushes the audit log; outputs get a few seconds to deliver what
         // they hold. Then every record read is handled.
         drop(self.pipeline);

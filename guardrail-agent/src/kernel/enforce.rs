@@ -163,6 +163,42 @@ impl HookShapes {
     }
 }
 
+/// Attach every hook of the catalogue with `attach(program, hook)`: the
+/// program that matches this kernel's prototype; a stand-in only where the
+/// hook it stands in for is refused; an optional hook's refusal said and
+/// survived, a required one's an error.
+fn attach_hooks(
+    shapes: HookShapes,
+    mut attach: impl FnMut(&'static str, &'static str) -> Result<()>,
+) -> Result<()> {
+    for hook in HOOKS {
+        let result = match hook.attach {
+            Attach::InsteadOf(_) => continue,
+            _ => attach(shapes.program(hook), hook.lsm),
+        };
+        match (hook.attach, result) {
+            (_, Ok(())) => {}
+            (Attach::Optional { lost }, Err(e)) => warn!("{lost}: {e:#}"),
+            (_, Err(e)) => {
+                let Some(stand_in) = HOOKS
+                    .iter()
+                    .find(|h| h.attach == Attach::InsteadOf(hook.lsm))
+                else {
+                    return Err(e);
+                };
+                attach(shapes.program(stand_in), stand_in.lsm).with_context(|| {
+                    format!("{} unusable ({e:#}), and so is {}", hook.lsm, stand_in.lsm)
+                })?;
+                info!(
+                    "{} is enforced through {} on this kernel",
+                    hook.lsm, stand_in.lsm
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Load and attach the LSM programs. `Err` says why this kernel cannot
 /// enforce (for the operator).
 pub fn load(
@@ -173,28 +209,9 @@ pub fn load(
     own_map_ids: Vec<u32>,
 ) -> Result<Enforcer> {
     let btf = btf.context("kernel BTF is needed for BPF-LSM")?;
-    for hook in HOOKS {
-        let result = attach(ebpf, shapes.program(hook), hook.lsm, btf, links);
-        match (hook.attach, result) {
-            (_, Ok(())) | (Attach::InsteadOf(_), _) => {}
-            (Attach::Optional { lost }, Err(e)) => warn!("{lost}: {e:#}"),
-            (Attach::Required, Err(e)) => {
-                let Some(stand_in) = HOOKS
-                    .iter()
-                    .find(|h| h.attach == Attach::InsteadOf(hook.lsm))
-                else {
-                    return Err(e);
-                };
-                attach(ebpf, shapes.program(stand_in), stand_in.lsm, btf, links).with_context(
-                    || format!("{} unusable ({e:#}), and so is {}", hook.lsm, stand_in.lsm),
-                )?;
-                info!(
-                    "{} is enforced through {} on this kernel",
-                    hook.lsm, stand_in.lsm
-                );
-            }
-        }
-    }
+    attach_hooks(shapes, |program, lsm| {
+        attach(ebpf, program, lsm, btf, links)
+    })?;
     let take =
         |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).with_context(|| format!("{name} map"));
     let state: Array<MapData, u64> = Array::try_from(take(ebpf, "ENFORCE_STATE")?)?;
@@ -458,4 +475,57 @@ pub fn lift_self_protection(root: &Path, ids: &[&str]) -> Result<Option<Vec<Stri
     }
     let _lock = super::pins::lock(&dir)?;
     lift_pinned(&dir.join("maps"), ids).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NEW: HookShapes = HookShapes {
+        rename_params: 5,
+        setattr_params: 3,
+        setxattr_params: 6,
+    };
+
+    /// The programs attached when the kernel refuses the hooks in `refused`.
+    fn attached(shapes: HookShapes, refused: &[&str]) -> Result<Vec<&'static str>> {
+        let mut done = Vec::new();
+        attach_hooks(shapes, |program, lsm| {
+            if refused.contains(&lsm) {
+                anyhow::bail!("{lsm} refused");
+            }
+            done.push(program);
+            Ok(())
+        })?;
+        Ok(done)
+    }
+
+    #[test]
+    fn a_stand_in_is_attached_only_where_its_hook_is_refused() {
+        let all = attached(NEW, &[]).unwrap();
+        assert!(all.contains(&"guardrail_path_chown"));
+        assert!(!all.iter().any(|p| p.starts_with("guardrail_inode_setattr")));
+        assert!(all.contains(&"guardrail_path_rename5"));
+        assert!(all.contains(&"guardrail_inode_setxattr6"));
+        assert_eq!(all.len(), HOOKS.len() - 1);
+
+        let old = HookShapes {
+            rename_params: 4,
+            setattr_params: 2,
+            setxattr_params: 5,
+        };
+        let on_5_10 = attached(old, &["path_chown"]).unwrap();
+        assert!(on_5_10.contains(&"guardrail_inode_setattr2"));
+        assert!(!on_5_10.contains(&"guardrail_path_chown"));
+        assert!(on_5_10.contains(&"guardrail_path_rename4"));
+        assert!(on_5_10.contains(&"guardrail_inode_setxattr5"));
+    }
+
+    #[test]
+    fn refusals_are_fatal_only_for_required_hooks() {
+        let without = attached(NEW, &["move_mount", "inode_setxattr"]).unwrap();
+        assert_eq!(without.len(), HOOKS.len() - 3);
+        assert!(attached(NEW, &["path_chown", "inode_setattr"]).is_err());
+        assert!(attached(NEW, &["file_open"]).is_err());
+    }
 }
