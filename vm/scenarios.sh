@@ -634,6 +634,7 @@ wait $AGENT
 check agent-stops-cleanly [ $? -eq 0 ]
 start_agent /tmp/events3.jsonl /tmp/agent3.log
 check handover-restart-adopted grep -q "adopted the pinned state" /tmp/agent3.log
+grep -q "adopted the pinned state" /tmp/agent3.log || sed 's/^/GUARDRAIL-VM: log /' /tmp/agent3.log
 kill -TERM $AGENT
 wait $AGENT
 rm -f /sys/fs/bpf/guardrail/abi-*/maps/VERDICTS
