@@ -91,7 +91,8 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Every message of [`STREAM`] in stream order (subject, payload), read
+/// Every record of [`STREAM`] in stream order (subject, record: a message
+/// holds one or more, one per line), read
 /// as the client `opts` makes; none while the stream does not exist. A
 /// server or cluster that does not answer now (a node just died, leaders
 /// being elected, a loaded machine) is asked again, for up to 120 s.
@@ -138,16 +139,20 @@ async fn read_stream_once(
         .await
         .map_err(|e| fail("consuming", &e))?;
     let mut out = Vec::with_capacity(n);
-    while out.len() < n {
+    let mut messages_read = 0;
+    while messages_read < n {
         let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
             .await
-            .map_err(|_| format!("message {} of {n} not delivered within 30 s", out.len() + 1))?
+            .map_err(|_| format!("message {} of {n} not delivered within 30 s", messages_read + 1))?
             .ok_or("the consumer ended")?
             .map_err(|e| fail("a message", &e))?;
-        out.push((
-            m.subject.to_string(),
-            String::from_utf8(m.payload.to_vec()).map_err(|e| fail("payload", &e))?,
-        ));
+        messages_read += 1;
+        let payload = std::str::from_utf8(&m.payload).map_err(|e| fail("payload", &e))?;
+        out.extend(
+            payload
+                .lines()
+                .map(|record| (m.subject.to_string(), record.to_string())),
+        );
     }
     Ok(out)
 }

@@ -95,9 +95,10 @@ struct Outcomes {
 }
 
 impl OutputStats {
-    fn delivered(&self) {
+    /// `events` were delivered (by one send).
+    fn delivered(&self, events: u64) {
         let mut o = self.outcomes.lock().unwrap();
-        o.sent += 1;
+        o.sent += events;
         o.last_error = None;
     }
 
@@ -501,7 +502,7 @@ fn deliver_one(
     match sink.deliver(p, ctx) {
         Ok(()) => {
             if !confirms_itself {
-                ctx.stats.delivered();
+                ctx.stats.delivered(1);
             }
             if *failing {
                 info!(output = %label, "output delivers again");

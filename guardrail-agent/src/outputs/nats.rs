@@ -24,6 +24,17 @@
 //! verify` checks an exported stream as it checks the audit log. It is
 //! this output's own chain (the audit log may be off, filtered differently,
 //! or hold `log_gap` records), continued across restarts from the spool.
+//!
+//! Messages: one message holds one or more consecutive records of one kind,
+//! one per line (JSON lines), on that kind's subject. A message per record
+//! costs a publish and an acknowledgement per event, more agent CPU than
+//! the whole rest of an event's path (docs/performance.md); consecutive
+//! records are therefore spooled together as one entry, up to
+//! [`BATCH_RECORDS`] or [`BATCH_BYTES`], and each entry is one message
+//! whose `Nats-Msg-Id` names its first record. The entry is fixed once
+//! spooled, so a resend is the very same message and the server's
+//! deduplication holds. A quiet host's events still go out one by one: an
+//! entry is closed as soon as the event path has nothing more to hand over.
 
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
@@ -52,6 +63,11 @@ pub const SPOOL_ROOT: &str = "/var/lib/guardrail/spool";
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Publishes waiting for their acknowledgement at most.
 const WINDOW: usize = 1024;
+/// At most this many records in one message.
+pub const BATCH_RECORDS: u64 = 128;
+/// At most about this many bytes in one message (nats-server's default
+/// payload limit is 1 MiB).
+pub const BATCH_BYTES: usize = 64 << 10;
 /// Once stopping, how long the publisher keeps sending what is spooled
 /// (what it could not send stays spooled for the next start).
 const STOP_DRAIN: Duration = Duration::from_secs(2);
@@ -119,6 +135,8 @@ pub struct Nats {
     prev: String,
     seq: u64,
     name: String,
+    /// Sealed records not yet spooled: one message to be.
+    batch: Batch,
     /// Records the full spool refused, not yet reported in the chain.
     unreported_loss: u64,
     lost_total: u64,
@@ -201,6 +219,7 @@ impl Nats {
             prev,
             seq,
             name: name.to_string(),
+            batch: Batch::default(),
             unreported_loss: 0,
             lost_total: 0,
             publisher: Some(thread),
@@ -209,18 +228,53 @@ impl Nats {
         })
     }
 
-    /// Seal `event_json` as the next record and spool it.
-    fn append(&mut self, kind: &str, event_json: &str) -> Result<(), SpoolError> {
+    /// Seal `event_json` as the next record and add it to the message
+    /// being built; refused, with nothing sealed, when the spool has no
+    /// room for it or cannot take the message before it.
+    fn append(&mut self, kind: &'static str, event_json: &str) -> Result<(), SpoolError> {
         let seq = self.seq + 1;
         let record = format!(
             "{{\"host\":{},\"chain_id\":\"{}\",\"seq\":{seq},\"event\":{event_json}}}",
             self.host_json, self.chain_id
         );
+        if !self.batch.takes(kind, record.len()) {
+            self.spool_batch()?;
+        }
+        // The record and its seal (about 150 bytes) must fit with the
+        // message it joins; checked before sealing so that a refused
+        // record leaves no gap in the chain.
+        let header = if self.batch.is_empty() { 24 + kind.len() } else { 0 };
+        self.writer
+            .room(self.batch.entry.len() + header + record.len() + 160)?;
         let (line, hash) = seal(&self.prev, &record);
-        self.writer.append(&format!("{seq} {kind} {line}"))?;
+        self.batch.push(seq, kind, &line);
         self.seq = seq;
         self.prev = hash;
         Ok(())
+    }
+
+    /// Spool the message being built. Its records are sealed: when the
+    /// spool cannot take it (a disk error; room was checked record by
+    /// record) it is kept and tried again, so that the chain has no gap,
+    /// and records after it are refused meanwhile.
+    fn spool_batch(&mut self) -> Result<(), SpoolError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.writer.append(&self.batch.entry)?;
+        self.batch.clear();
+        Ok(())
+    }
+
+    /// Count an event lost to the fleet, for the next `loss` record.
+    fn lose(&mut self, why: &SpoolError, ctx: &Delivery) {
+        if self.unreported_loss == 0 {
+            warn!(output = %self.name, "{why}: events are dropped and counted until the server takes what is spooled");
+        }
+        self.unreported_loss += 1;
+        self.lost_total += 1;
+        ctx.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        ctx.stats.dropped_because(why.to_string());
     }
 
     fn loss_record(&self) -> String {
@@ -237,6 +291,55 @@ impl Nats {
         })
         .to_string()
     }
+}
+
+/// Consecutive records of one kind, to be spooled as one entry
+/// `<first seq> <kind> <record>\t<record>…`: a sealed record is compact
+/// JSON, in which a tab can only appear escaped, so the tab separates
+/// records within the spool's line, and becomes a newline in the message.
+#[derive(Default)]
+struct Batch {
+    entry: String,
+    kind: &'static str,
+    records: u64,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Whether a record of `kind` about `bytes` long may join.
+    fn takes(&self, kind: &str, bytes: usize) -> bool {
+        self.is_empty()
+            || (self.kind == kind
+                && self.records < BATCH_RECORDS
+                && self.entry.len() + bytes + 160 <= BATCH_BYTES)
+    }
+
+    fn push(&mut self, seq: u64, kind: &'static str, line: &str) {
+        use std::fmt::Write;
+        if self.is_empty() {
+            let _ = write!(self.entry, "{seq} {kind} ");
+            self.kind = kind;
+        } else {
+            self.entry.push('\t');
+        }
+        self.entry.push_str(line);
+        self.records += 1;
+    }
+
+    fn clear(&mut self) {
+        self.entry.clear();
+        self.records = 0;
+    }
+}
+
+/// A spooled entry taken apart: its first record's seq, its kind, and its
+/// records separated by tabs (an entry of an older agent holds one).
+fn entry_parts(entry: &str) -> Option<(&str, &str, &str)> {
+    let mut parts = entry.splitn(3, ' ');
+    Some((parts.next()?, parts.next()?, parts.next()?))
 }
 
 /// A chain id: the time this chain began (a fresh spool), in ns, hex;
@@ -257,11 +360,10 @@ struct Continued {
 }
 
 impl Continued {
+    /// From a spooled entry: its last record.
     fn from_spool_line(line: &str) -> Option<Self> {
-        let mut parts = line.splitn(3, ' ');
-        let _seq = parts.next()?;
-        let _kind = parts.next()?;
-        Self::from_record(parts.next()?)
+        let (_, _, records) = entry_parts(line)?;
+        Self::from_record(records.rsplit('\t').next()?)
     }
 
     fn from_record(record: &str) -> Option<Self> {
@@ -292,13 +394,7 @@ impl Sink for Nats {
         match self.append(p.event.body.kind(), &p.json) {
             Ok(()) => Ok(()),
             Err(e @ SpoolError::Full { .. }) => {
-                if self.unreported_loss == 0 {
-                    warn!(output = %self.name, "{e}: events are dropped and counted until the server takes what is spooled");
-                }
-                self.unreported_loss += 1;
-                self.lost_total += 1;
-                ctx.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                ctx.stats.dropped_because(e.to_string());
+                self.lose(&e, ctx);
                 Ok(())
             }
             Err(e) => Err(e.to_string()),
@@ -306,7 +402,7 @@ impl Sink for Nats {
     }
 
     fn idle(&mut self, ctx: &Delivery) {
-        if let Err(e) = self.writer.flush() {
+        if let Err(e) = self.spool_batch().and_then(|()| self.writer.flush()) {
             ctx.stats.error(e.to_string());
         }
     }
@@ -322,6 +418,9 @@ impl Sink for Nats {
 
 impl Drop for Nats {
     fn drop(&mut self) {
+        if let Err(e) = self.spool_batch() {
+            warn!(output = %self.name, "{e}: the last {} events are lost to this output", self.batch.records);
+        }
         if let Err(e) = self.writer.flush() {
             warn!(output = %self.name, "{e}");
         }
@@ -510,6 +609,7 @@ impl Publisher {
         Ok(held
             .iter()
             .filter_map(|(_, m)| std::str::from_utf8(m).ok())
+            .flat_map(str::lines)
             .filter_map(Continued::from_record)
             .filter(|c| c.chain_id == t.chain_id)
             .map(|c| c.seq)
@@ -528,7 +628,9 @@ impl Publisher {
         };
         let t = &self.target;
         let mut next = self.spool.acked();
-        let mut inflight: VecDeque<(Option<PublishAckFuture>, Pos)> = VecDeque::new();
+        // Each message in flight: its acknowledgement and records (none
+        // for one the stream holds already), and the spool after it.
+        let mut inflight: VecDeque<(Option<(PublishAckFuture, u64)>, Pos)> = VecDeque::new();
         let mut saved = Instant::now();
         loop {
             if self.abort.load(Ordering::Relaxed) {
@@ -547,11 +649,8 @@ impl Publisher {
                     if batch.is_empty() {
                         break;
                     }
-                    for (line, end) in batch {
-                        let mut parts = line.splitn(3, ' ');
-                        let (Some(seq), Some(kind), Some(record)) =
-                            (parts.next(), parts.next(), parts.next())
-                        else {
+                    for (entry, end) in batch {
+                        let Some((seq, kind, records)) = entry_parts(&entry) else {
                             return Err(format!("spool: unreadable record at {next:?}"));
                         };
                         next = end;
@@ -559,14 +658,16 @@ impl Publisher {
                             // The stream has it (its acknowledgement was lost).
                             inflight.push_back((None, end));
                         } else {
+                            let lines = records.replace('\t', "\n");
+                            let count = 1 + records.bytes().filter(|&b| b == b'\t').count();
                             let msg = jetstream::message::PublishMessage::build()
                                 .message_id(format!("{}.{}.{seq}", t.host, t.chain_id))
-                                .payload(record.to_string().into());
+                                .payload(lines.into());
                             let ack = js
                                 .send_publish(format!("{}.{}.{kind}", t.prefix, t.host), msg)
                                 .await
                                 .map_err(|e| format!("publish: {e}"))?;
-                            inflight.push_back((Some(ack), end));
+                            inflight.push_back((Some((ack, count as u64)), end));
                         }
                         if inflight.len() >= WINDOW {
                             break;
@@ -585,12 +686,12 @@ impl Publisher {
                 }
                 continue;
             };
-            if let Some(ack) = ack {
+            if let Some((ack, records)) = ack {
                 let ack = ack
                     .await
                     .map_err(|e| format!("{}: no acknowledgement: {e}", shown(&t.urls)))?;
                 self.acked_at.store(ack.sequence, Ordering::Relaxed);
-                self.stats.delivered();
+                self.stats.delivered(records);
             }
             self.spool.ack(end).map_err(|e| e.to_string())?;
             if saved.elapsed() >= Duration::from_millis(200) {
@@ -612,7 +713,8 @@ pub struct Source {
     pub token_file: Option<PathBuf>,
 }
 
-/// A host's records in stream order: (stream sequence, payload).
+/// A host's records in stream order, each with the stream sequence of
+/// the message that holds it.
 pub async fn read_host(src: &Source) -> Result<Vec<(u64, String)>> {
     let opts = if let Some(p) = &src.creds {
         async_nats::ConnectOptions::with_credentials_file(p)
@@ -639,7 +741,12 @@ pub async fn read_host(src: &Source) -> Result<Vec<(u64, String)>> {
     Ok(host_messages(&stream, &src.subject_prefix, &src.host, all)
         .await?
         .into_iter()
-        .map(|(seq, m)| (seq, String::from_utf8_lossy(&m).into_owned()))
+        .flat_map(|(seq, m)| {
+            String::from_utf8_lossy(&m)
+                .lines()
+                .map(|line| (seq, line.to_string()))
+                .collect::<Vec<_>>()
+        })
         .collect())
 }
 
@@ -780,6 +887,34 @@ mod tests {
         let mut repeated = chain("a", 3);
         repeated.push((4, repeated[0].1.clone()));
         assert_eq!(verify_host("h", &repeated).unwrap_err().0, 4);
+    }
+
+    #[test]
+    fn consecutive_records_of_one_kind_share_an_entry_and_a_chain_continues_from_its_last() {
+        let records = chain("a", 3);
+        let mut b = Batch::default();
+        for (seq, line) in &records {
+            assert!(b.takes("file", line.len()));
+            b.push(*seq, "file", line);
+        }
+        assert!(!b.takes("exec", 10), "another kind begins another message");
+        let (first, kind, lines) = entry_parts(&b.entry).unwrap();
+        assert_eq!((first, kind), ("1", "file"));
+        assert_eq!(lines.split('\t').count(), 3);
+        let c = Continued::from_spool_line(&b.entry).unwrap();
+        assert_eq!((c.chain_id.as_str(), c.seq), ("a", 3));
+        // An entry spooled by an agent before batches: one record.
+        let old = format!("1 file {}", records[0].1);
+        assert_eq!(Continued::from_spool_line(&old).unwrap().seq, 1);
+        // Full by count and by size.
+        let mut full = Batch::default();
+        for seq in 1..=BATCH_RECORDS {
+            full.push(seq, "file", "{}");
+        }
+        assert!(!full.takes("file", 2));
+        let mut big = Batch::default();
+        big.push(1, "file", &"x".repeat(BATCH_BYTES - 200));
+        assert!(!big.takes("file", 100));
     }
 
     #[test]

@@ -333,17 +333,23 @@ fn read_cursor(path: &Path) -> Option<Pos> {
 }
 
 impl Writer {
-    /// Append one record (a line without its newline). Refused, and
-    /// nothing written, when it would take the spool over its limit.
-    pub fn append(&mut self, record: &str) -> Result<(), SpoolError> {
-        let size = record.len() as u64 + 1;
+    /// Whether a record of `bytes` (its newline included) would fit.
+    pub fn room(&self, bytes: usize) -> Result<(), SpoolError> {
         let used = self.spool.used() + self.pending;
-        if used + size > self.spool.limit {
+        if used + bytes as u64 > self.spool.limit {
             return Err(SpoolError::Full {
                 used,
                 limit: self.spool.limit,
             });
         }
+        Ok(())
+    }
+
+    /// Append one record (a line without its newline). Refused, and
+    /// nothing written, when it would take the spool over its limit.
+    pub fn append(&mut self, record: &str) -> Result<(), SpoolError> {
+        let size = record.len() as u64 + 1;
+        self.room(size as usize)?;
         if self.written > 0 && self.written + size > self.spool.segment_bytes {
             self.roll()?;
         }

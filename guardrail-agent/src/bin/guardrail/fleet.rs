@@ -145,28 +145,35 @@ pub(crate) async fn fleet(args: FleetArgs) -> Result<()> {
             let colour = std::io::stdout().is_terminal();
             let mut seen = 0;
             use futures_util::StreamExt;
+            // A message holds one or more records, one per line.
             while let Some(m) = sub.next().await {
-                let Ok(record) = serde_json::from_slice::<serde_json::Value>(&m.payload) else {
+                let Ok(text) = std::str::from_utf8(&m.payload) else {
                     continue;
                 };
-                let Ok(event) = serde_json::from_value::<Event>(record["event"].clone()) else {
-                    continue;
-                };
-                if !filter.matches(&event) {
-                    continue;
-                }
-                let host = record["host"].as_str().unwrap_or("-");
-                let mut stdout = std::io::stdout().lock();
-                if json {
-                    let line = serde_json::json!({"host": host, "event": record["event"]});
-                    writeln!(stdout, "{line}")?;
-                } else {
-                    writeln!(stdout, "{host:<16} {}", human::line(&event, colour))?;
-                }
-                stdout.flush()?;
-                seen += 1;
-                if count.is_some_and(|c| seen >= c) {
-                    break;
+                for line in text.lines() {
+                    let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else {
+                        continue;
+                    };
+                    let Ok(event) = serde_json::from_value::<Event>(record["event"].clone())
+                    else {
+                        continue;
+                    };
+                    if !filter.matches(&event) {
+                        continue;
+                    }
+                    let host = record["host"].as_str().unwrap_or("-");
+                    let mut stdout = std::io::stdout().lock();
+                    if json {
+                        let line = serde_json::json!({"host": host, "event": record["event"]});
+                        writeln!(stdout, "{line}")?;
+                    } else {
+                        writeln!(stdout, "{host:<16} {}", human::line(&event, colour))?;
+                    }
+                    stdout.flush()?;
+                    seen += 1;
+                    if count.is_some_and(|c| seen >= c) {
+                        return Ok(());
+                    }
                 }
             }
             Ok(())
