@@ -262,6 +262,17 @@ fn a_storm_faster_than_the_server_is_spooled_and_delivered_whole() {
     // agent fell behind the kernel, is one of them) is there once.
     assert_events_exactly_once(&records, "storm", upto);
     assert!(upto > 20_000, "the storm's events are in it ({upto})");
+    // A burst shares messages (a publish per event would cost more agent
+    // CPU than the rest of the event path).
+    let messages = runtime().block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+        js.get_stream(STREAM).await.unwrap().info().await.unwrap().state.messages
+    });
+    assert!(
+        messages * 4 < records.len() as u64,
+        "{messages} messages for {} records: the storm's records were not batched",
+        records.len()
+    );
     agent.stop();
 }
 
