@@ -41,6 +41,19 @@ pub fn seal(prev: &str, event_json: &str) -> (String, String) {
     (format!("{body}{MARK}{prev}\",\"hash\":\"{h}\"}}}}"), h)
 }
 
+/// [`seal`] in place: the JSON object that ends `out`, from `start`, gets
+/// its chain member appended (no copy of the object); returns its hash.
+pub fn seal_in_place(out: &mut String, start: usize, prev: &str) -> String {
+    let h = hash(prev, &out[start..]);
+    if out.ends_with('}') {
+        out.pop();
+    }
+    for part in [MARK, prev, "\",\"hash\":\"", &h, "\"}}"] {
+        out.push_str(part);
+    }
+    h
+}
+
 /// A line taken apart: the event JSON it seals, and its prev and hash.
 pub struct Opened<'a> {
     pub event_json: String,
@@ -151,6 +164,17 @@ mod tests {
             d.iter().map(|b| format!("{b:02x}")).collect::<String>()
         };
         assert_eq!(hash(GENESIS, "{}"), expected);
+    }
+
+    #[test]
+    fn sealing_in_place_gives_the_sealed_line() {
+        let event = "{\"seq\":7,\"kind\":\"file\"}";
+        let (line, h) = seal(GENESIS, event);
+        let mut out = String::from("prefix\t");
+        let start = out.len();
+        out.push_str(event);
+        assert_eq!(seal_in_place(&mut out, start, GENESIS), h);
+        assert_eq!(out, format!("prefix\t{line}"));
     }
 
     fn log(n: usize) -> Vec<String> {

@@ -52,7 +52,7 @@ use super::{Delivery, OutputStats, Sink};
 use crate::config::nats::{check_output, shown};
 use crate::config::OutputSection;
 use crate::outputs::Published;
-use guardrail_engine::chain::{open, seal, GENESIS};
+use guardrail_engine::chain::{open, seal_in_place, GENESIS};
 
 pub const DEFAULT_PREFIX: &str = "guardrail";
 pub const DEFAULT_STREAM: &str = "GUARDRAIL";
@@ -232,24 +232,32 @@ impl Nats {
     /// being built; refused, with nothing sealed, when the spool has no
     /// room for it or cannot take the message before it.
     fn append(&mut self, kind: &'static str, event_json: &str) -> Result<(), SpoolError> {
+        use std::fmt::Write;
         let seq = self.seq + 1;
-        let record = format!(
-            "{{\"host\":{},\"chain_id\":\"{}\",\"seq\":{seq},\"event\":{event_json}}}",
-            self.host_json, self.chain_id
-        );
-        if !self.batch.takes(kind, record.len()) {
+        if !self.batch.takes(kind, event_json.len() + 100) {
             self.spool_batch()?;
         }
-        // The record and its seal (about 150 bytes) must fit with the
-        // message it joins; checked before sealing so that a refused
-        // record leaves no gap in the chain.
-        let header = if self.batch.is_empty() { 24 + kind.len() } else { 0 };
-        self.writer
-            .room(self.batch.entry.len() + header + record.len() + 160)?;
-        let (line, hash) = seal(&self.prev, &record);
-        self.batch.push(seq, kind, &line);
+        // Written straight into the message and sealed there.
+        let before = self.batch.entry.len();
+        let start = self.batch.open(seq, kind);
+        let entry = &mut self.batch.entry;
+        let _ = write!(
+            entry,
+            "{{\"host\":{},\"chain_id\":\"{}\",\"seq\":{seq},\"event\":",
+            self.host_json, self.chain_id
+        );
+        entry.push_str(event_json);
+        entry.push('}');
+        // The message with this record and its seal (about 150 bytes) must
+        // fit; checked before sealing so that a refused record leaves no
+        // gap in the chain.
+        if let Err(e) = self.writer.room(entry.len() + 160) {
+            entry.truncate(before);
+            return Err(e);
+        }
+        self.prev = seal_in_place(entry, start, &self.prev);
+        self.batch.taken(kind);
         self.seq = seq;
-        self.prev = hash;
         Ok(())
     }
 
@@ -317,16 +325,31 @@ impl Batch {
                 && self.entry.len() + bytes + 160 <= BATCH_BYTES)
     }
 
-    fn push(&mut self, seq: u64, kind: &'static str, line: &str) {
+    /// Begin a record: the entry's header or a separator; returns where
+    /// the record starts. Until [`Self::taken`], truncating the entry to
+    /// its length before undoes it.
+    fn open(&mut self, seq: u64, kind: &str) -> usize {
         use std::fmt::Write;
         if self.is_empty() {
+            self.entry.clear();
             let _ = write!(self.entry, "{seq} {kind} ");
-            self.kind = kind;
         } else {
             self.entry.push('\t');
         }
-        self.entry.push_str(line);
+        self.entry.len()
+    }
+
+    /// The record begun by [`Self::open`] is whole.
+    fn taken(&mut self, kind: &'static str) {
+        self.kind = kind;
         self.records += 1;
+    }
+
+    #[cfg(test)]
+    fn push(&mut self, seq: u64, kind: &'static str, line: &str) {
+        self.open(seq, kind);
+        self.entry.push_str(line);
+        self.taken(kind);
     }
 
     fn clear(&mut self) {
@@ -340,6 +363,22 @@ impl Batch {
 fn entry_parts(entry: &str) -> Option<(&str, &str, &str)> {
     let mut parts = entry.splitn(3, ' ');
     Some((parts.next()?, parts.next()?, parts.next()?))
+}
+
+/// A spooled entry as a message: its first record's seq, its kind, the
+/// payload (records one per line) and how many records it holds.
+fn entry_message(entry: &[u8]) -> Option<(u64, &str, bytes::Bytes, u64)> {
+    let seq_end = memchr::memchr(b' ', entry)?;
+    let kind_end = seq_end + 1 + memchr::memchr(b' ', &entry[seq_end + 1..])?;
+    let seq = std::str::from_utf8(&entry[..seq_end]).ok()?.parse().ok()?;
+    let kind = std::str::from_utf8(&entry[seq_end + 1..kind_end]).ok()?;
+    let mut payload = entry[kind_end + 1..].to_vec();
+    let mut records = 1;
+    for tab in memchr::memchr_iter(b'\t', &entry[kind_end + 1..]) {
+        payload[tab] = b'\n';
+        records += 1;
+    }
+    Some((seq, kind, payload.into(), records))
 }
 
 /// A chain id: the time this chain began (a fresh spool), in ns, hex;
@@ -650,24 +689,22 @@ impl Publisher {
                         break;
                     }
                     for (entry, end) in batch {
-                        let Some((seq, kind, records)) = entry_parts(&entry) else {
+                        let Some((seq, kind, payload, records)) = entry_message(&entry) else {
                             return Err(format!("spool: unreadable record at {next:?}"));
                         };
                         next = end;
-                        if seq.parse::<u64>().is_ok_and(|s| stored.contains(&s)) {
+                        if stored.contains(&seq) {
                             // The stream has it (its acknowledgement was lost).
                             inflight.push_back((None, end));
                         } else {
-                            let lines = records.replace('\t', "\n");
-                            let count = 1 + records.bytes().filter(|&b| b == b'\t').count();
                             let msg = jetstream::message::PublishMessage::build()
                                 .message_id(format!("{}.{}.{seq}", t.host, t.chain_id))
-                                .payload(lines.into());
+                                .payload(payload);
                             let ack = js
                                 .send_publish(format!("{}.{}.{kind}", t.prefix, t.host), msg)
                                 .await
                                 .map_err(|e| format!("publish: {e}"))?;
-                            inflight.push_back((Some((ack, count as u64)), end));
+                            inflight.push_back((Some((ack, records)), end));
                         }
                         if inflight.len() >= WINDOW {
                             break;
@@ -839,6 +876,7 @@ pub fn verify_host(host: &str, records: &[(u64, String)]) -> Result<HostChain, (
 #[cfg(test)]
 mod tests {
     use super::*;
+    use guardrail_engine::chain::seal;
     use crate::config::nats::is_token;
 
     fn chain(id: &str, n: u64) -> Vec<(u64, String)> {
@@ -898,9 +936,15 @@ mod tests {
             b.push(*seq, "file", line);
         }
         assert!(!b.takes("exec", 10), "another kind begins another message");
-        let (first, kind, lines) = entry_parts(&b.entry).unwrap();
-        assert_eq!((first, kind), ("1", "file"));
-        assert_eq!(lines.split('\t').count(), 3);
+        let (seq, kind, payload, count) = entry_message(b.entry.as_bytes()).unwrap();
+        assert_eq!((seq, kind, count), (1, "file", 3));
+        let lines: Vec<(u64, String)> = std::str::from_utf8(&payload)
+            .unwrap()
+            .lines()
+            .enumerate()
+            .map(|(i, l)| (i as u64 + 1, l.to_string()))
+            .collect();
+        assert_eq!(lines, records, "the message is the records, one per line");
         let c = Continued::from_spool_line(&b.entry).unwrap();
         assert_eq!((c.chain_id.as_str(), c.seq), ("a", 3));
         // An entry spooled by an agent before batches: one record.

@@ -20,6 +20,8 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+
 /// A place in the spool: a segment and a byte offset in it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Pos {
@@ -216,8 +218,9 @@ impl Spool {
     }
 
     /// Whole records from `pos` on, at most about `max_bytes` of them (at
-    /// least one), each with the position after it.
-    pub fn read(&self, pos: Pos, max_bytes: usize) -> Result<Vec<(String, Pos)>, SpoolError> {
+    /// least one), each with the position after it: slices of one buffer,
+    /// as written (the writer appends `&str`s, so they are UTF-8).
+    pub fn read(&self, pos: Pos, max_bytes: usize) -> Result<Vec<(Bytes, Pos)>, SpoolError> {
         let mut pos = pos;
         let (seg, len, next) = {
             let s = self.shared.lock().unwrap();
@@ -260,18 +263,19 @@ impl Spool {
             whole = rest.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
             buf = rest;
         }
+        buf.truncate(whole);
+        let buf = Bytes::from(buf);
         let mut out = Vec::new();
-        let mut offset = pos.offset;
-        for line in buf[..whole].split_inclusive(|&b| b == b'\n') {
-            offset += line.len() as u64;
-            let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', &buf) {
             out.push((
-                text,
+                buf.slice(start..end),
                 Pos {
                     segment: seg,
-                    offset,
+                    offset: pos.offset + end as u64 + 1,
                 },
             ));
+            start = end + 1;
         }
         Ok(out)
     }
@@ -414,7 +418,11 @@ mod tests {
             let batch = spool.read(pos, 100).unwrap();
             let Some(last) = batch.last() else { break };
             pos = last.1;
-            out.extend(batch.into_iter().map(|(r, _)| r));
+            out.extend(
+                batch
+                    .into_iter()
+                    .map(|(r, _)| String::from_utf8(r.to_vec()).unwrap()),
+            );
         }
         out
     }
