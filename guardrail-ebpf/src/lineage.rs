@@ -102,7 +102,7 @@ pub fn guardrail_lineage_exec(_ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn on_exec() {
-    let bits = match crate::enforce::current_exe() {
+    let bits = match crate::inode::current_exe() {
         Some((dev, ino)) => unsafe { LINEAGE_PROGRAMS.get(&ProgramKey { dev, ino }) }
             .copied()
             .unwrap_or(0),

@@ -16,6 +16,7 @@
 #![no_main]
 
 mod enforce;
+mod inode;
 mod lifecycle;
 mod lineage;
 mod path;
@@ -25,6 +26,7 @@ mod record;
 mod state;
 mod task;
 mod uring;
+mod verdicts;
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},

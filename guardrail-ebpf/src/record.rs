@@ -336,13 +336,13 @@ pub fn take_verdict(h: &mut EventHeader) {
 #[inline(always)]
 pub fn take_verdict_of(h: &mut EventHeader, key: u64) {
     let tid = key;
-    if let Some(v) = unsafe { crate::enforce::VERDICTS.get(&tid) } {
+    if let Some(v) = unsafe { crate::verdicts::VERDICTS.get(&tid) } {
         if v.ktime_ns >= h.enter_ns {
             h.verdict_rule = v.rule;
             h.verdict_action = v.action;
             h.verdict_generation = v.generation;
         }
-        let _ = crate::enforce::VERDICTS.remove(&tid);
+        let _ = crate::verdicts::VERDICTS.remove(&tid);
     }
 }
 

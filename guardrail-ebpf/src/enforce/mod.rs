@@ -18,7 +18,9 @@ use guardrail_common::enforce::{
     AGENT_PROGRAM, ENFORCE_STATE_SLOTS, HOST_MNT_NS, MAX_KERNEL_RULES, SERVICE_MANAGER,
 };
 
+use crate::inode::{current_exe, dentry_key};
 use crate::off;
+use crate::verdicts::VERDICTS;
 
 /// Kill/deny/allow rules of both generations.
 #[map]
@@ -37,10 +39,6 @@ static INODE_RULES: HashMap<InodeKey, InodeRules> = HashMap::with_max_entries(16
 
 #[map]
 static EXE_RULES: HashMap<ExeKey, u8> = HashMap::with_max_entries(4096, 0);
-
-/// What enforcement did to each thread's current syscall, for its record.
-#[map]
-pub static VERDICTS: HashMap<u64, Verdict> = HashMap::with_max_entries(16384, 0);
 
 /// The start-up canary: opening this (dev, ino) for writing is denied, so
 /// the agent can prove that the LSM programs really run.
@@ -98,28 +96,6 @@ fn state(i: u32) -> u64 {
     ENFORCE_STATE.get(i).copied().unwrap_or(0)
 }
 
-/// (dev, ino) of a dentry; ino 0 for a negative dentry (a name being
-/// created).
-#[inline(always)]
-fn dentry_key(dentry: u64, generation: u32) -> Option<InodeKey> {
-    unsafe {
-        let sb: u64 = read(dentry, off!(dentry_sb))?;
-        let dev: u32 = read(sb, off!(sb_dev))?;
-        let inode: u64 = read(dentry, off!(dentry_inode))?;
-        let ino: u64 = if inode == 0 {
-            0
-        } else {
-            read(inode, off!(inode_ino))?
-        };
-        Some(InodeKey {
-            dev: dev as u64,
-            ino,
-            generation,
-            _pad: 0,
-        })
-    }
-}
-
 /// Rules that name `dentry` itself or a directory above it. `vfsmnt`
 /// (0 when the hook gives none) lets the walk cross mount points.
 #[inline(never)]
@@ -168,21 +144,6 @@ fn path_candidates(mut vfsmnt: u64, mut dentry: u64, generation: u32) -> u64 {
         vfsmnt = mount_parent + off!(mount_mnt) as u64;
     }
     acc_get(ACC_YES) & !acc_get(ACC_NO)
-}
-
-/// The current task's executable, as an exe-map key prefix.
-#[inline(always)]
-pub(crate) fn current_exe() -> Option<(u64, u64)> {
-    unsafe {
-        let mm: u64 = read(bpf_get_current_task(), off!(task_mm))?;
-        if mm == 0 {
-            return None;
-        }
-        let file: u64 = read(mm, off!(mm_exe_file))?;
-        let dentry: u64 = read(file + off!(file_f_path) as u64, off!(path_dentry))?;
-        let key = dentry_key(dentry, 0)?;
-        Some((key.dev, key.ino))
-    }
 }
 
 /// Whether operation `op` on the object (`vfsmnt`, `dentry`; dentry 0 for
