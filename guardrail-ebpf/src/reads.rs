@@ -45,7 +45,7 @@ pub fn note_refused(vfsmnt: u64, dentry: u64) {
     }
     // When the verdict was filed (in this hook call, just before): the
     // exit takes that verdict and no older one.
-    let Some(verdict) = (unsafe { crate::enforce::VERDICTS.get(&pid_tgid) }) else {
+    let Some(verdict) = (unsafe { crate::verdicts::VERDICTS.get(&pid_tgid) }) else {
         return;
     };
     let refused = Refused {

@@ -9,7 +9,7 @@
 pub mod hooks;
 
 use aya_ebpf::helpers::{
-    bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel, generated as gen,
+    bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated as gen,
 };
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::{Array, HashMap, PerCpuArray};
