@@ -492,13 +492,17 @@ fn log_verify_nats_finds_a_missing_an_edited_and_a_reordered_record() {
         &[],
         &quiet(),
     );
-    let marker = dir.path().join("marker");
-    let upto = mark(dir.path(), "hotel", &marker);
-    wait_until("the marker in the stream", DEADLINE, || {
-        records_of(&read_stream(&server.url()), "hotel")
-            .iter()
-            .any(|(_, v)| v["event"]["seq"].as_u64() >= Some(upto))
-    });
+    // Markers one at a time, each in the stream before the next: the
+    // agent hands each over alone, so the stream holds several messages
+    // (records handed over together share one).
+    for i in 0..4 {
+        let upto = mark(dir.path(), "hotel", &dir.path().join(format!("marker-{i}")));
+        wait_until("the marker in the stream", DEADLINE, || {
+            records_of(&read_stream(&server.url()), "hotel")
+                .iter()
+                .any(|(_, v)| v["event"]["seq"].as_u64() >= Some(upto))
+        });
+    }
     agent.stop();
     assert_success(&verify_nats(&server.url(), "hotel"));
     let broken = |what: &str, want: &str| {
