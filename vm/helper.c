@@ -70,6 +70,18 @@ static int uring_main(int argc, char **argv) {
             printf("write=%d ", ring_run(&s));
             close(res);
         }
+    } else if (!strcmp(op, "read") && argc == 4) {
+        /* A read-only open, then a read of what it opened; prints the
+         * bytes read (bytes=N) before the open's result. */
+        static char buf[4096];
+        s = sqe(IORING_OP_OPENAT, AT_FDCWD, argv[3], 0, 0);
+        s.open_flags = O_RDONLY;
+        res = ring_run(&s);
+        if (res >= 0) {
+            s = sqe(IORING_OP_READ, res, buf, sizeof buf, 0);
+            printf("bytes=%d ", ring_run(&s));
+            close(res);
+        }
     } else if (!strcmp(op, "rename") && argc == 5) {
         s = sqe(IORING_OP_RENAMEAT, AT_FDCWD, argv[3], AT_FDCWD, (unsigned long)argv[4]);
         res = ring_run(&s);
@@ -118,7 +130,7 @@ static int uring_main(int argc, char **argv) {
             close(res);
         }
     } else {
-        fprintf(stderr, "usage: uring open|open2 PATH | rename OLD NEW | unlink PATH | mkdir PATH | "
+        fprintf(stderr, "usage: uring open|open2|read PATH | rename OLD NEW | unlink PATH | mkdir PATH | "
                         "setxattr|fsetxattr PATH NAME VALUE | "
                         "symlink TARGET LINK | link OLD NEW | truncate PATH LEN | "
                         "create-storm DIR N\n");

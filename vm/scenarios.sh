@@ -396,6 +396,10 @@ check uring-setxattr-eperm grep -q -e "^res=-1$" -e "^res=-22$" /tmp/ur-setxattr
 /bin/vmhelper uring fsetxattr kept user.f v > /tmp/ur-fsetxattr.out
 check uring-fsetxattr-eperm grep -q -e "^res=-1$" -e "^res=-22$" /tmp/ur-fsetxattr.out
 check uring-file-unchanged same /protected/uring/kept original
+# A read-only open of the read-watched key through a ring: refused as
+# cat's open is, nothing read.
+/bin/vmhelper uring read /protected/read/key > /tmp/ur-read.out
+check uring-read-eperm sh -c 'grep -q "^res=-1$" /tmp/ur-read.out && ! grep -q "bytes=" /tmp/ur-read.out'
 cd /
 /bin/guardrail status > /tmp/status-uring.txt 2>&1
 if grep -q "io_uring unseen    all ops" /tmp/status-uring.txt; then
@@ -412,6 +416,8 @@ else
     eventually uring-event-symlink denied_via io_uring symlink /protected/uring/sl
     eventually uring-event-mkdir-syscall denied_via syscall mkdir /protected/uring/sysdir
     eventually uring-event-mkdir denied_via io_uring mkdir /protected/uring/urdir
+    read_denied_uring() { grep '"via":"io_uring"' /tmp/events.jsonl | grep '"op":"open","path":"/protected/read/key"' | grep '"errno":"EPERM"' | grep -q '"rule":"read-key","action":"deny","mode":"enforce","severity":"[a-z]*","outcome":"denied"'; }
+    eventually uring-event-read read_denied_uring
     xattr_denied() { grep "\"via\":\"$1\"" /tmp/events.jsonl | grep "\"syscall\":\"$2\"" | grep '"op":"setxattr","path":"/protected/uring/kept"' | grep "\"name\":\"$3\"" | grep -q '"rule":"protect-uring","action":"deny","mode":"enforce","severity":"medium","outcome":"denied"'; }
     eventually setxattr-event-syscall xattr_denied syscall setxattr security.capability
     eventually fsetxattr-event-syscall xattr_denied syscall fsetxattr user.f

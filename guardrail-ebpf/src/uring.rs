@@ -248,11 +248,13 @@ fn on_submit(ctx: &TracePointContext) -> Result<(), i64> {
     }
     let req = unsafe { ctx.read_at::<u64>(uoff!(tp_submit_req) as usize) }.map_err(|e| e as i64)?;
     let cmd = req + uoff!(req_cmd) as u64;
-    // Read-only opens are dropped here, as at syscall entry.
+    // Read-only opens are dropped here, as at syscall entry, unless reads
+    // are watched: then the completion keeps one that opened a watched
+    // file or was refused ([`read_unwatched`]).
     let mut open_flags = 0u64;
     if opcode == uring_op::OPENAT || opcode == uring_op::OPENAT2 {
         open_flags = unsafe { kread::<u64>(cmd, uoff!(open_how))? };
-        if open_flags & WRITE_INTENT == 0 && global(&CAPTURE_READ_OPENS) == 0 {
+        if read_only_open(open_flags) && !crate::reads::active() {
             return Ok(());
         }
     }
@@ -402,6 +404,32 @@ fn request_fd(rec: &mut Record, req: u64) -> Result<(), i64> {
     Ok(())
 }
 
+/// An open that only reads, not captured for itself (`capture.read_opens`
+/// is off).
+#[inline(always)]
+fn read_only_open(open_flags: u64) -> bool {
+    open_flags & WRITE_INTENT == 0 && global(&CAPTURE_READ_OPENS) == 0
+}
+
+/// A read-only open kept only for the read watch is dropped unless the
+/// LSM hook refused it or it opened a watched file, as its syscall form
+/// is (`crate::watched_read`). A registered slot (`file_index`) is not
+/// looked up: only its refusal is reported.
+#[inline(always)]
+fn read_unwatched(rec: &Record, ret: i64) -> bool {
+    let args = rec.header.args;
+    if !syscalls::returns_opened_fd(rec.header.syscall) || !read_only_open(args[2]) {
+        return false;
+    }
+    if rec.header.verdict_rule != 0 {
+        // An inline submission's refusal also left a note for a syscall
+        // exit that will not come: not another call's.
+        let _ = crate::reads::take_refused(bpf_get_current_pid_tgid());
+        return false;
+    }
+    !(ret >= 0 && args[4] == 0 && crate::reads::watched(ret as i32))
+}
+
 fn on_complete(ctx: &TracePointContext) -> Result<(), i64> {
     let req =
         unsafe { ctx.read_at::<u64>(uoff!(tp_complete_req) as usize) }.map_err(|e| e as i64)?;
@@ -427,6 +455,9 @@ fn complete(rec: &mut Record, req: u64, ret: i64) {
     record::take_verdict_of(&mut rec.header, req);
     if rec.header.verdict_rule == 0 {
         record::take_verdict(&mut rec.header);
+    }
+    if read_unwatched(rec, ret) {
+        return;
     }
     let nr = rec.header.syscall;
     let args = rec.header.args;

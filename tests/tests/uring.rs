@@ -466,3 +466,63 @@ fn extended_attributes_set_through_io_uring_are_decided_as_their_syscalls() {
     );
     assert_eq!(caps["effective"], true, "{caps:#}");
 }
+
+/// A read-only open of a watched file through io_uring is a `file.read`
+/// event as `cat`'s open is: same canonical path, rule and outcome, with
+/// `"via":"io_uring"`; a read-only open of any other file is not reported
+/// either way (the read watch, not every read).
+#[test]
+fn reads_of_watched_files_through_io_uring_are_decided_as_their_syscalls() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().canonicalize().unwrap();
+    std::fs::write(d.join("secret"), b"private\n").unwrap();
+    std::fs::write(d.join("other"), b"public\n").unwrap();
+    let tools = tempfile::tempdir().unwrap();
+    let helper = helper(tools.path());
+    let agent = Agent::start_with_config(
+        &format!(
+            "[[rule]]\nid = \"watch-secret\"\non = [\"file.read\"]\npath = [\"{}/secret\"]\nseverity = \"high\"\n",
+            d.display()
+        ),
+        &[],
+    );
+    if !follows_through_uring(&agent.status()["capabilities"]["uring_unseen"], "openat") {
+        agent.stop();
+        eprintln!("this kernel's io_uring tracepoints carry no request: nothing to compare");
+        return;
+    }
+    let run = |program: &std::path::Path, args: &[&str]| run_in(&d, program, args);
+    run(std::path::Path::new("/bin/cat"), &["secret"]);
+    run(&helper, &["uring", "read", "secret"]);
+    run(std::path::Path::new("/bin/cat"), &["other"]);
+    run(&helper, &["uring", "read", "other"]);
+    let done = marker(&d);
+    std::fs::write(&done, b"").unwrap();
+    let events = agent.collect_until(Duration::from_secs(60), |e| is_marker(e, &done));
+    agent.stop();
+    let secret = d.join("secret").display().to_string();
+    let by_syscall = find(&events, "syscall", "open", &secret);
+    let by_uring = find(&events, "io_uring", "open", &secret);
+    for field in [
+        "/file/path",
+        "/result/ok",
+        "/decision/rule",
+        "/decision/outcome",
+        "/file/object",
+    ] {
+        assert_eq!(
+            by_syscall.pointer(field),
+            by_uring.pointer(field),
+            "{field}: syscall {by_syscall:#} io_uring {by_uring:#}"
+        );
+    }
+    assert_eq!(by_uring["decision"]["rule"], "watch-secret", "{by_uring:#}");
+    assert_eq!(by_uring["syscall"], "openat", "{by_uring:#}");
+    assert_eq!(by_uring["process"]["exe"], helper.display().to_string());
+    let other = d.join("other").display().to_string();
+    let reported: Vec<_> = events
+        .iter()
+        .filter(|e| e["file"]["path"] == other.as_str())
+        .collect();
+    assert!(reported.is_empty(), "unwatched reads reported: {reported:#?}");
+}
