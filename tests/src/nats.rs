@@ -143,7 +143,12 @@ async fn read_stream_once(
     while messages_read < n {
         let m = tokio::time::timeout(Duration::from_secs(30), messages.next())
             .await
-            .map_err(|_| format!("message {} of {n} not delivered within 30 s", messages_read + 1))?
+            .map_err(|_| {
+                format!(
+                    "message {} of {n} not delivered within 30 s",
+                    messages_read + 1
+                )
+            })?
             .ok_or("the consumer ended")?
             .map_err(|e| fail("a message", &e))?;
         messages_read += 1;

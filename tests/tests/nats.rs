@@ -266,7 +266,14 @@ fn a_storm_faster_than_the_server_is_spooled_and_delivered_whole() {
     // CPU than the rest of the event path).
     let messages = runtime().block_on(async {
         let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
-        js.get_stream(STREAM).await.unwrap().info().await.unwrap().state.messages
+        js.get_stream(STREAM)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages
     });
     assert!(
         messages * 4 < records.len() as u64,

@@ -524,5 +524,8 @@ fn reads_of_watched_files_through_io_uring_are_decided_as_their_syscalls() {
         .iter()
         .filter(|e| e["file"]["path"] == other.as_str())
         .collect();
-    assert!(reported.is_empty(), "unwatched reads reported: {reported:#?}");
+    assert!(
+        reported.is_empty(),
+        "unwatched reads reported: {reported:#?}"
+    );
 }

@@ -876,8 +876,8 @@ pub fn verify_host(host: &str, records: &[(u64, String)]) -> Result<HostChain, (
 #[cfg(test)]
 mod tests {
     use super::*;
-    use guardrail_engine::chain::seal;
     use crate::config::nats::is_token;
+    use guardrail_engine::chain::seal;
 
     fn chain(id: &str, n: u64) -> Vec<(u64, String)> {
         let mut prev = GENESIS.to_string();

@@ -154,8 +154,7 @@ pub(crate) async fn fleet(args: FleetArgs) -> Result<()> {
                     let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else {
                         continue;
                     };
-                    let Ok(event) = serde_json::from_value::<Event>(record["event"].clone())
-                    else {
+                    let Ok(event) = serde_json::from_value::<Event>(record["event"].clone()) else {
                         continue;
                     };
                     if !filter.matches(&event) {
