@@ -57,6 +57,20 @@ fn assert_chain(dir: &Path, host: &str, records: &[(String, Value)]) {
     }
 }
 
+/// [`STREAM`] as the server describes it now.
+fn stream_info(url: &str) -> async_nats::jetstream::stream::Info {
+    runtime().block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+        js.get_stream(STREAM)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .clone()
+    })
+}
+
 fn nats_output(agent: &Agent) -> Value {
     agent.status()["outputs"]
         .as_array()
@@ -264,17 +278,7 @@ fn a_storm_faster_than_the_server_is_spooled_and_delivered_whole() {
     assert!(upto > 20_000, "the storm's events are in it ({upto})");
     // A burst shares messages (a publish per event would cost more agent
     // CPU than the rest of the event path).
-    let messages = runtime().block_on(async {
-        let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
-        js.get_stream(STREAM)
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .messages
-    });
+    let messages = stream_info(&server.url()).state.messages;
     assert!(
         messages * 4 < records.len() as u64,
         "{messages} messages for {} records: the storm's records were not batched",
@@ -470,17 +474,7 @@ fn a_stream_with_other_settings_is_not_changed_and_the_output_says_why() {
             .as_str()
             .is_some_and(|e| e.contains("exists with other settings") && e.contains("max_age 1h"))
     });
-    let max_age = runtime().block_on(async {
-        let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
-        js.get_stream(STREAM)
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .config
-            .max_age
-    });
+    let max_age = stream_info(&server.url()).config.max_age;
     assert_eq!(
         max_age,
         Duration::from_secs(3600),

@@ -36,13 +36,14 @@ pub fn lower_hex(bytes: &[u8]) -> String {
 /// The line for `event_json` (a JSON object) chained after `prev`, and its
 /// hash.
 pub fn seal(prev: &str, event_json: &str) -> (String, String) {
-    let h = hash(prev, event_json);
-    let body = event_json.strip_suffix('}').unwrap_or(event_json);
-    (format!("{body}{MARK}{prev}\",\"hash\":\"{h}\"}}}}"), h)
+    let mut line = String::with_capacity(event_json.len() + MARK.len() + 150);
+    line.push_str(event_json);
+    let h = seal_in_place(&mut line, 0, prev);
+    (line, h)
 }
 
-/// [`seal`] in place: the JSON object that ends `out`, from `start`, gets
-/// its chain member appended (no copy of the object); returns its hash.
+/// [`seal`] without a copy: the JSON object that ends `out`, from `start`,
+/// gets its chain member appended; returns its hash.
 pub fn seal_in_place(out: &mut String, start: usize, prev: &str) -> String {
     let h = hash(prev, &out[start..]);
     if out.ends_with('}') {
