@@ -45,6 +45,55 @@ pub unsafe fn read<T>(base: u64, offset: u32) -> Option<T> {
     bpf_probe_read_kernel((base + offset as u64) as *const T).ok()
 }
 
+/// The (vfsmount, dentry) of the `struct path` at `path`.
+#[inline(always)]
+unsafe fn read_path(path: u64) -> Option<(u64, u64)> {
+    let (mnt, dentry) = (off!(path_mnt), off!(path_dentry));
+    if dentry == mnt + 8 {
+        // Neighbours in `struct path` on every kernel: one helper call.
+        let both: [u64; 2] = read(path, mnt)?;
+        return Some((both[0], both[1]));
+    }
+    Some((read(path, mnt)?, read(path, dentry)?))
+}
+
+/// What a mount (`vfsmnt`) says of itself.
+struct MountView {
+    /// Its root dentry.
+    root: u64,
+    /// Its `struct mount`.
+    mount: u64,
+    /// The `struct mount` it is attached to: itself for a tree's root.
+    parent: u64,
+    /// The dentry of `parent` it is attached at.
+    mountpoint: u64,
+}
+
+#[inline(always)]
+unsafe fn read_mount(vfsmnt: u64) -> Option<MountView> {
+    let mount = vfsmnt - off!(mount_mnt) as u64;
+    let (parent_at, point_at) = (off!(mount_parent), off!(mount_mountpoint));
+    let root_at = off!(mount_mnt) + off!(vfsmount_root);
+    if point_at == parent_at + 8 && root_at == point_at + 8 {
+        // Neighbours in `struct mount` (`mnt_parent`, `mnt_mountpoint`,
+        // then the `vfsmount` that starts with its root) on every kernel:
+        // one helper call instead of three.
+        let m: [u64; 3] = read(mount, parent_at)?;
+        return Some(MountView {
+            root: m[2],
+            mount,
+            parent: m[0],
+            mountpoint: m[1],
+        });
+    }
+    Some(MountView {
+        root: read(vfsmnt, off!(vfsmount_root))?,
+        mount,
+        parent: read(mount, parent_at)?,
+        mountpoint: read(mount, point_at)?,
+    })
+}
+
 /// A walked path: `len` bytes in the per-CPU buffer starting at `start`.
 pub struct Walked {
     pub start: *const u8,
@@ -58,7 +107,7 @@ fn cwd() -> Option<(u64, u64)> {
     unsafe {
         let fs: u64 = read(bpf_get_current_task(), off!(task_fs))?;
         let pwd = fs + off!(fs_pwd) as u64;
-        Some((read(pwd, off!(path_mnt))?, read(pwd, off!(path_dentry))?))
+        read_path(pwd)
     }
 }
 
@@ -73,24 +122,21 @@ pub fn changed_root() -> Option<(u64, u64)> {
     unsafe {
         let fs: u64 = read(bpf_get_current_task(), off!(task_fs))?;
         let root = fs + off!(fs_root) as u64;
-        let root_mnt: u64 = read(root, off!(path_mnt))?;
-        let root_dentry: u64 = read(root, off!(path_dentry))?;
+        let (root_mnt, root_dentry) = read_path(root)?;
         // The root of the mount tree is reached by crossing mount roots
         // only (the host's / is itself mounted on the initial rootfs);
         // any directory that is not a mount root on the way is a chroot.
         let (mut mnt, mut dentry) = (root_mnt, root_dentry);
         for _ in 0..8 {
-            let mnt_root: u64 = read(mnt, off!(vfsmount_root))?;
-            if dentry != mnt_root {
+            let m = read_mount(mnt)?;
+            if dentry != m.root {
                 return Some((root_mnt, root_dentry));
             }
-            let mount = mnt - off!(mount_mnt) as u64;
-            let mount_parent: u64 = read(mount, off!(mount_parent))?;
-            if mount_parent == mount {
+            if m.parent == m.mount {
                 return None;
             }
-            dentry = read(mount, off!(mount_mountpoint))?;
-            mnt = mount_parent + off!(mount_mnt) as u64;
+            dentry = m.mountpoint;
+            mnt = m.parent + off!(mount_mnt) as u64;
         }
         Some((root_mnt, root_dentry))
     }
@@ -111,11 +157,18 @@ pub fn fd_file(fd: i32) -> Option<u64> {
     unsafe {
         let files: u64 = read(bpf_get_current_task(), off!(task_files))?;
         let fdt: u64 = read(files, off!(files_fdt))?;
-        let max: u32 = read(fdt, off!(fdt_max_fds))?;
+        let (max_at, array_at) = (off!(fdt_max_fds), off!(fdt_fd));
+        let (max, array) = if max_at == 0 && array_at == 8 {
+            // `struct fdtable` starts with both on every kernel: one
+            // helper call.
+            let head: [u64; 2] = read(fdt, 0)?;
+            (head[0] as u32, head[1])
+        } else {
+            (read::<u32>(fdt, max_at)?, read::<u64>(fdt, array_at)?)
+        };
         if fd as u32 >= max {
             return None;
         }
-        let array: u64 = read(fdt, off!(fdt_fd))?;
         let file: u64 = read(array, fd as u32 * 8)?;
         (file != 0).then_some(file)
     }
@@ -123,11 +176,15 @@ pub fn fd_file(fd: i32) -> Option<u64> {
 
 /// The `struct path` open file `fd` of the current task refers to.
 #[inline(always)]
-fn fd_path(fd: i32) -> Option<(u64, u64)> {
+pub fn fd_path(fd: i32) -> Option<(u64, u64)> {
+    if off!(task_fs) == 0 {
+        // The task's offsets are unknown on this kernel.
+        return None;
+    }
     let file = fd_file(fd)?;
     unsafe {
         let path = file + off!(file_f_path) as u64;
-        Some((read(path, off!(path_mnt))?, read(path, off!(path_dentry))?))
+        read_path(path)
     }
 }
 
@@ -159,19 +216,9 @@ pub fn of_exe() -> Option<Walked> {
             return None;
         }
         let path = file + off!(file_f_path) as u64;
-        (read(path, off!(path_mnt))?, read(path, off!(path_dentry))?)
+        read_path(path)?
     };
     walk(mnt, dentry)
-}
-
-/// The device (`s_dev`) and inode number of what open file `fd` refers
-/// to.
-#[inline(always)]
-pub fn object_of_fd(fd: i32) -> Option<(u32, u64)> {
-    if off!(task_fs) == 0 || off!(dentry_sb) == 0 {
-        return None;
-    }
-    object_of(fd_path(fd)?.1)
 }
 
 /// (device, inode) of `dentry`.
@@ -190,16 +237,6 @@ pub fn object_of(dentry: u64) -> Option<(u32, u64)> {
     }
 }
 
-/// What open file `fd` refers to.
-#[inline(always)]
-pub fn of_fd(fd: i32) -> Option<Walked> {
-    if off!(task_fs) == 0 {
-        return None;
-    }
-    let (mnt, dentry) = fd_path(fd)?;
-    walk(mnt, dentry)
-}
-
 /// What a `struct path` the kernel handed a hook refers to.
 #[inline(always)]
 pub fn of_path(vfsmnt: u64, dentry: u64) -> Option<Walked> {
@@ -210,7 +247,7 @@ pub fn of_path(vfsmnt: u64, dentry: u64) -> Option<Walked> {
 }
 
 #[inline(never)]
-fn walk(mut vfsmnt: u64, mut dentry: u64) -> Option<Walked> {
+fn walk(vfsmnt: u64, mut dentry: u64) -> Option<Walked> {
     let buf = PATHBUF.get_ptr_mut(0)?;
     let pos_slot = unsafe { core::ptr::addr_of_mut!((*buf).pos) };
     let bytes = unsafe { core::ptr::addr_of_mut!((*buf).bytes).cast::<u8>() };
@@ -220,31 +257,40 @@ fn walk(mut vfsmnt: u64, mut dentry: u64) -> Option<Walked> {
     // The path ends at bytes[PATH_MAX - 1], which is never written: the
     // walk writes "/name" pieces in front of the current start.
     let mut complete = false;
+    // `d_parent` and `d_name` (hash, length, name) are neighbours in
+    // `struct dentry` on every kernel: one helper call per component
+    // reads all three instead of three calls.
+    let (parent_at, name_at) = (off!(dentry_parent), off!(dentry_name));
+    let together = name_at == parent_at + 8 && off!(qstr_len) == 4 && off!(qstr_name) == 8;
+    // A mount is read once, not once per component.
+    let mut m = unsafe { read_mount(vfsmnt)? };
     for _ in 0..MAX_DEPTH {
-        let (mnt_root, parent) = unsafe {
-            (
-                read::<u64>(vfsmnt, off!(vfsmount_root))?,
-                read::<u64>(dentry, off!(dentry_parent))?,
-            )
+        let (parent, len, ptr) = if together {
+            let d: [u64; 3] = unsafe { read(dentry, parent_at)? };
+            (d[0], (d[1] >> 32) as usize & NAME_MAX, d[2])
+        } else {
+            let name = dentry + name_at as u64;
+            unsafe {
+                (
+                    read::<u64>(dentry, parent_at)?,
+                    read::<u32>(name, off!(qstr_len))? as usize & NAME_MAX,
+                    read::<u64>(name, off!(qstr_name))?,
+                )
+            }
         };
         // Its own parent but no mount root: a pseudo file (memfd, the
         // files behind anonymous mappings) or a detached tree. Its own name
         // is all the path there is ("/memfd:payload"), as /proc shows it.
-        let detached = dentry == parent && dentry != mnt_root;
-        if dentry == mnt_root {
-            let mount = vfsmnt - off!(mount_mnt) as u64;
-            let mount_parent: u64 = unsafe { read(mount, off!(mount_parent))? };
-            if mount_parent == mount {
+        let detached = dentry == parent && dentry != m.root;
+        if dentry == m.root {
+            if m.parent == m.mount {
                 complete = true;
                 break;
             }
-            dentry = unsafe { read(mount, off!(mount_mountpoint))? };
-            vfsmnt = mount_parent + off!(mount_mnt) as u64;
+            dentry = m.mountpoint;
+            m = unsafe { read_mount(m.parent + off!(mount_mnt) as u64)? };
             continue;
         }
-        let name = dentry + off!(dentry_name) as u64;
-        let len = unsafe { read::<u32>(name, off!(qstr_len))? } as usize & NAME_MAX;
-        let ptr: u64 = unsafe { read(name, off!(qstr_name))? };
         let pos = get_pos();
         if len + 1 > pos {
             break;

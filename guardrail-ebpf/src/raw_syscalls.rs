@@ -71,9 +71,17 @@ fn on_enter(ctx: &RawTracePointContext) -> Result<(), i64> {
         return Ok(());
     };
     let regs: u64 = ctx.arg(0);
-    crate::enter(nr, |i| {
+    let arg = |i: usize| {
         unsafe { bpf_probe_read_kernel((regs + arg_offset(i) as u64) as *const u64) }
             .map_err(i64::from)
+    };
+    // The argument registers are not in order in `pt_regs`: one read each.
+    crate::enter(nr, arg, || {
+        let mut args = [0u64; 6];
+        for (i, slot) in args.iter_mut().enumerate() {
+            *slot = arg(i)?;
+        }
+        Ok(args)
     })
 }
 

@@ -136,13 +136,19 @@ impl Record {
 /// The object open file `fd` refers to, by device and inode: the same
 /// file under every name (hard links, bind mounts).
 #[inline(always)]
-pub fn object_id(rec: &mut Record, fd: i32) {
-    if let Some((dev, ino)) = path::object_of_fd(fd) {
+/// Open file `fd` as string `slot`, walked from the fd, and its (device,
+/// inode): the fd is looked up once for both.
+#[inline(always)]
+pub fn walked_fd(rec: &mut Record, slot: usize, fd: i32) {
+    let path = path::fd_path(fd);
+    rec.walked(slot, path.and_then(|(mnt, dentry)| path::of_path(mnt, dentry)));
+    if let Some((dev, ino)) = path.and_then(|(_, dentry)| path::object_of(dentry)) {
         rec.header.obj_dev = dev;
         rec.header.obj_ino = ino;
         rec.header.flags |= flags::OBJECT_ID;
     }
 }
+
 
 /// The dirfd argument at `index`, AT_FDCWD for calls without one.
 #[inline(always)]
@@ -164,8 +170,7 @@ fn read_paths(rec: &mut Record, nr: u32, args: &[u64; 6], ret: i64) {
         nr,
         syscalls::FTRUNCATE | syscalls::FCHMOD | syscalls::FCHOWN | syscalls::FSETXATTR
     ) {
-        rec.walked(0, path::of_fd(args[0] as i32));
-        object_id(rec, args[0] as i32);
+        walked_fd(rec, 0, args[0] as i32);
     }
     if syscalls::is_setxattr(nr) {
         rec.user_str(1, args[1], flags::STR1_TRUNCATED, flags::STR1_UNREADABLE);
@@ -211,8 +216,7 @@ pub fn walk_dirs(
         // (`..`, `//`, a symlinked directory, a bind mount), this is the
         // file the kernel opened.
         rec.header.flags |= flags::OBJECT0_WALKED;
-        rec.walked(2, path::of_fd(fd));
-        object_id(rec, fd);
+        walked_fd(rec, 2, fd);
         return;
     }
     // In a chroot, an absolute path starts at the process's root, and a
@@ -316,10 +320,14 @@ fn start(pending: &PendingSyscall, ret: i64) -> Option<&'static mut Record> {
     h.args = pending.args;
     h.old_ids = pending.old_ids;
     h.ret = ret;
-    if syscalls::is_exec(pending.syscall) {
+    let exec = syscalls::is_exec(pending.syscall);
+    if exec {
         h.flags |= flags::EXEC_TERMINAL;
     }
-    fill_common(h);
+    // The ids read when the call was entered are still the thread's,
+    // unless the call changes credentials (an exec may too).
+    let unchanged = !exec && !syscalls::is_cred_change(pending.syscall);
+    fill_common(h, unchanged.then_some(pending.old_ids));
     take_verdict(h);
     Some(rec)
 }
@@ -378,8 +386,7 @@ pub fn emit_watched_read(nr: u32, fd: i64) -> Result<(), i64> {
     let pending = read_open(nr, unsafe { gen::bpf_ktime_get_ns() });
     let rec = start(&pending, fd).ok_or(0)?;
     rec.header.flags |= flags::WATCHED_READ | flags::OBJECT0_WALKED;
-    rec.walked(2, path::of_fd(fd as i32));
-    object_id(rec, fd as i32);
+    walked_fd(rec, 2, fd as i32);
     submit(rec);
     Ok(())
 }
@@ -431,7 +438,7 @@ pub fn emit_exec(pending: &PendingSyscall, filename: *const u8) -> Result<(), i6
 pub fn header_only(kind: guardrail_common::RecordKind) -> Option<&'static mut Record> {
     let rec = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
     unsafe { core::ptr::write_bytes(&mut rec.header as *mut EventHeader, 0, 1) };
-    fill_common(&mut rec.header);
+    fill_common(&mut rec.header, None);
     rec.header.kind = kind as u32;
     Some(rec)
 }

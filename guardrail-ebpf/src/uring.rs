@@ -395,8 +395,7 @@ fn request_fd(rec: &mut Record, req: u64) -> Result<(), i64> {
     if req_flags & REQ_F_FIXED_FILE == 0 {
         let fd: i32 = unsafe { kread(req, uoff!(req_cqe_fd))? };
         rec.header.args[0] = fd as i64 as u64;
-        rec.walked(0, path::of_fd(fd));
-        record::object_id(rec, fd);
+        record::walked_fd(rec, 0, fd);
     } else {
         rec.header.args[0] = u64::MAX;
         rec.header.flags |= flags::walk_incomplete(0);
