@@ -122,21 +122,24 @@ pub fn changed_root() -> Option<(u64, u64)> {
     unsafe {
         let fs: u64 = read(bpf_get_current_task(), off!(task_fs))?;
         let root = fs + off!(fs_root) as u64;
-        let (root_mnt, root_dentry) = read_path(root)?;
+        let root_mnt: u64 = read(root, off!(path_mnt))?;
+        let root_dentry: u64 = read(root, off!(path_dentry))?;
         // The root of the mount tree is reached by crossing mount roots
         // only (the host's / is itself mounted on the initial rootfs);
         // any directory that is not a mount root on the way is a chroot.
         let (mut mnt, mut dentry) = (root_mnt, root_dentry);
         for _ in 0..8 {
-            let m = read_mount(mnt)?;
-            if dentry != m.root {
+            let mnt_root: u64 = read(mnt, off!(vfsmount_root))?;
+            if dentry != mnt_root {
                 return Some((root_mnt, root_dentry));
             }
-            if m.parent == m.mount {
+            let mount = mnt - off!(mount_mnt) as u64;
+            let mount_parent: u64 = read(mount, off!(mount_parent))?;
+            if mount_parent == mount {
                 return None;
             }
-            dentry = m.mountpoint;
-            mnt = m.parent + off!(mount_mnt) as u64;
+            dentry = read(mount, off!(mount_mountpoint))?;
+            mnt = mount_parent + off!(mount_mnt) as u64;
         }
         Some((root_mnt, root_dentry))
     }
