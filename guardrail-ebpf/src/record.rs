@@ -133,11 +133,9 @@ impl Record {
     }
 }
 
-/// The object open file `fd` refers to, by device and inode: the same
-/// file under every name (hard links, bind mounts).
-#[inline(always)]
-/// Open file `fd` as string `slot`, walked from the fd, and its (device,
-/// inode): the fd is looked up once for both.
+/// Open file `fd` as string `slot`, walked from the fd, and the object it
+/// refers to by device and inode (the same file under every name: hard
+/// links, bind mounts). The fd is looked up once for both.
 #[inline(always)]
 pub fn walked_fd(rec: &mut Record, slot: usize, fd: i32) {
     let path = path::fd_path(fd);
@@ -148,7 +146,6 @@ pub fn walked_fd(rec: &mut Record, slot: usize, fd: i32) {
         rec.header.flags |= flags::OBJECT_ID;
     }
 }
-
 
 /// The dirfd argument at `index`, AT_FDCWD for calls without one.
 #[inline(always)]
