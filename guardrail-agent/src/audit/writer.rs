@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use crate::config::{AuditSection, Fsync};
 use crate::trust::{absolute, check_path, create_private_dir, Policy, RealFs, Role};
-use guardrail_engine::chain::{open, seal, GENESIS};
+use guardrail_engine::chain::{open, seal, seal_in_place, GENESIS};
 
 #[derive(Debug, Default, Serialize, Deserialize, Clone, PartialEq)]
 pub struct AuditSnapshot {
@@ -495,20 +495,21 @@ impl Writer {
             // of the agent's CPU under a storm. The batch ends where the
             // file reaches its rotation size, as one record at a time did.
             let room = self.cfg.max_bytes.saturating_sub(self.size).max(1) as usize;
-            let mut batch = Vec::with_capacity(room.min(WRITE_BATCH_BYTES) + 4096);
+            let mut text = String::with_capacity(room.min(WRITE_BATCH_BYTES) + 4096);
             let mut prev = self.prev.clone();
             let mut records = 0;
             for (rec, _) in &self.pending {
-                let (line, hash) = seal(&prev, rec);
-                batch.extend_from_slice(line.as_bytes());
-                batch.push(b'\n');
-                prev = hash;
+                // Sealed where it will be written: no line of its own.
+                let start = text.len();
+                text.push_str(rec);
+                prev = seal_in_place(&mut text, start, &prev);
+                text.push('\n');
                 records += 1;
-                if batch.len() >= room || batch.len() >= WRITE_BATCH_BYTES {
+                if text.len() >= room || text.len() >= WRITE_BATCH_BYTES {
                     break;
                 }
             }
-            if let Err(e) = self.write_sealed(&batch) {
+            if let Err(e) = self.write_sealed(text.as_bytes()) {
                 self.failed(e);
                 return false;
             }
