@@ -10,6 +10,7 @@ use guardrail_engine::chain::seal;
 use guardrail_engine::event::{
     Ancestor, Ancestors, Body, Event, PermDetails, Process, SyscallResult,
 };
+use guardrail_engine::process_json::ProcessJsonCache;
 use guardrail_engine::redact::RedactionSection;
 use guardrail_engine::redact::Redactor;
 use guardrail_engine::rules::eval::Enforcement;
@@ -101,6 +102,20 @@ fn stages(c: &mut Criterion) {
         )
     });
     group.bench_function("serialise", |b| b.iter(|| serde_json::to_string(&event)));
+    // What the event path does for a thread's later events: its process
+    // object's JSON is looked up (compared with the last one) and reused.
+    let mut cache = ProcessJsonCache::default();
+    cache.attach(&mut event.clone().body);
+    group.bench_function("serialise (process as the thread's last event)", |b| {
+        b.iter_batched(
+            || event.clone(),
+            |mut e| {
+                cache.attach(&mut e.body);
+                serde_json::to_string(&e)
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
     // A process's first event: its ancestors' JSON is made then, and
     // shared by its later events.
     group.bench_function("serialise (first event of a process)", |b| {

@@ -77,6 +77,7 @@ pub struct Pipeline<V: ProcessView> {
     last_published: Arc<std::sync::atomic::AtomicU64>,
     /// Bytes to reserve for the next event's JSON.
     json_capacity: usize,
+    process_json: guardrail_engine::process_json::ProcessJsonCache,
 }
 
 /// How often the identities of watched files are looked up again (an
@@ -168,6 +169,7 @@ impl<V: ProcessView> Pipeline<V> {
             watched_dirs: std::collections::HashMap::new(),
             watched_at: crate::clock::coarse(),
             json_capacity: 1024,
+            process_json: Default::default(),
         }
     }
 
@@ -575,6 +577,7 @@ impl<V: ProcessView> Pipeline<V> {
         }
         // Rules and fallbacks saw the real values; nothing below may.
         self.redactor.redact_event(&mut event);
+        self.process_json.attach(&mut event.body);
         if !event.redacted.is_empty() {
             self.redacted_events += 1;
         }
@@ -604,13 +607,10 @@ impl<V: ProcessView> Pipeline<V> {
             return;
         }
         self.json_capacity = buf.len() + 256;
-        let json: Arc<str> = match std::str::from_utf8(&buf) {
-            Ok(j) => j.into(),
-            Err(e) => {
-                warn!("cannot serialise event: {e}");
-                return;
-            }
-        };
+        // SAFETY: serde_json writes UTF-8 only (its own `to_string` relies
+        // on the same); checking a kilobyte per event again cost 1.5% of
+        // the agent's CPU under a storm.
+        let json: Arc<str> = unsafe { std::str::from_utf8_unchecked(&buf) }.into();
         if let Some(m) = &self.metrics {
             m.delayed(monotonic_ns().saturating_sub(ktime_ns));
         }

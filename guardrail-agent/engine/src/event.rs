@@ -124,18 +124,21 @@ pub struct Decision {
 pub enum Body {
     Exec {
         syscall: String,
+        #[serde(serialize_with = "Process::serialize_cached")]
         process: Process,
         result: SyscallResult,
         exec: ExecDetails,
     },
     File {
         syscall: String,
+        #[serde(serialize_with = "Process::serialize_cached")]
         process: Process,
         result: SyscallResult,
         file: FileDetails,
     },
     Perm {
         syscall: String,
+        #[serde(serialize_with = "Process::serialize_cached")]
         process: Process,
         result: SyscallResult,
         perm: PermDetails,
@@ -144,6 +147,7 @@ pub enum Body {
     /// through it bypass the syscall tracepoints (docs/events.md#io_uring).
     Uring {
         syscall: String,
+        #[serde(serialize_with = "Process::serialize_cached")]
         process: Process,
         result: SyscallResult,
         uring: UringDetails,
@@ -193,6 +197,16 @@ impl Body {
             Body::Perm { .. } => "perm",
             Body::Uring { .. } => "uring",
             Body::Loss { .. } => "loss",
+        }
+    }
+
+    pub fn process_mut(&mut self) -> Option<&mut Process> {
+        match self {
+            Body::Exec { process, .. }
+            | Body::File { process, .. }
+            | Body::Perm { process, .. }
+            | Body::Uring { process, .. } => Some(process),
+            Body::Loss { .. } => None,
         }
     }
 
@@ -364,6 +378,55 @@ pub struct Process {
     /// The controlling terminal (`pts/0`, `tty1`); omitted for none.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub tty: Option<Arc<str>>,
+    /// This object's JSON when an equal process was serialised before
+    /// (see [`ProcessJson`]); not part of the process.
+    #[serde(skip)]
+    pub json: ProcessJson,
+}
+
+impl Process {
+    /// As its JSON cache holds it, else field by field.
+    fn serialize_cached<S: serde::Serializer>(p: &Process, s: S) -> Result<S::Ok, S::Error> {
+        match &p.json.0 {
+            Some(json) => json.serialize(s),
+            None => p.serialize(s),
+        }
+    }
+
+    /// Serialise this process once: the event path attaches the result to
+    /// the next events whose process is equal (a process's events repeat
+    /// its object; it was a third of an event's serialisation).
+    pub fn make_json(&mut self) -> serde_json::Result<Arc<serde_json::value::RawValue>> {
+        self.json = ProcessJson(None);
+        let json: Arc<serde_json::value::RawValue> = serde_json::value::to_raw_value(self)?.into();
+        self.json = ProcessJson(Some(json.clone()));
+        Ok(json)
+    }
+}
+
+/// A process object's JSON, made by [`Process::make_json`] and valid for
+/// every process equal to the one it was made from. A cache, so it never
+/// makes two processes unequal; set it only on a process that will not
+/// change before it is serialised (after redaction).
+#[derive(Clone, Default)]
+pub struct ProcessJson(Option<Arc<serde_json::value::RawValue>>);
+
+impl ProcessJson {
+    pub fn of(json: Arc<serde_json::value::RawValue>) -> ProcessJson {
+        ProcessJson(Some(json))
+    }
+}
+
+impl PartialEq for ProcessJson {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for ProcessJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "cached" } else { "none" })
+    }
 }
 
 /// The ancestors of a process, nearest first: one shared list for all
@@ -405,7 +468,7 @@ impl std::fmt::Debug for Ancestors {
 
 impl PartialEq for Ancestors {
     fn eq(&self, other: &Self) -> bool {
-        self[..] == other[..]
+        Ancestors::ptr_eq(self, other) || self[..] == other[..]
     }
 }
 

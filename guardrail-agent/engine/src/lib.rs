@@ -20,6 +20,7 @@ pub mod filter;
 pub mod human;
 pub mod interpret;
 pub mod kernel_maps;
+pub mod process_json;
 pub mod redact;
 pub mod replay;
 pub mod report;

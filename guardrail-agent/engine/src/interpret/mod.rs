@@ -199,6 +199,7 @@ fn process_of(h: &EventHeader, view: &mut dyn ProcessView, exe: Option<String>) 
         exe,
         parent_exe: ppid.filter(|&p| p != 0).and_then(|p| view.exe(p)),
         cgroup_id: h.cgroup_id,
+        json: Default::default(),
     }
 }
 
