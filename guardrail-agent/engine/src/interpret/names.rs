@@ -79,7 +79,12 @@ pub fn is_write_flags(flags: &[String]) -> bool {
 }
 
 pub fn octal(mode: u64) -> String {
-    format!("{:04o}", mode & 0o7777)
+    // Four digits hold every permission bit; no formatter per event.
+    let mode = mode & 0o7777;
+    (0..4)
+        .rev()
+        .map(|digit| char::from(b'0' + ((mode >> (3 * digit)) & 7) as u8))
+        .collect()
 }
 
 pub fn mode_bits(mode: u64) -> Vec<String> {

@@ -120,7 +120,7 @@ pub(super) fn resolve(
     };
     // /proc/self is the agent's own when the agent resolves it: name the
     // process's instead.
-    let absolute = absolute.map(|p| own_proc(&p, pid));
+    let absolute = absolute.map(|p| own_proc(&p, pid).unwrap_or(p));
     match absolute.filter(|p| p.starts_with('/')) {
         Some(absolute) => {
             let (path, source) = canonical::complete(&absolute, last, &mut LiveFs(view));
@@ -151,19 +151,23 @@ pub(super) fn inside_root(root: &str, dir: &str) -> Option<String> {
 
 /// `path` with a leading `/proc/self` (and `/proc/thread-self`, as the
 /// process's main thread: the record names no other) made
-/// `/proc/PID`, which means the same to the process and to the agent.
-pub(super) fn own_proc(path: &str, pid: u32) -> String {
-    for (prefix, with) in [
-        ("/proc/thread-self", format!("/proc/{pid}/task/{pid}")),
-        ("/proc/self", format!("/proc/{pid}")),
-    ] {
-        if let Some(rest) = path.strip_prefix(prefix) {
-            if rest.is_empty() || rest.starts_with('/') {
-                return format!("{with}{rest}");
-            }
-        }
+/// `/proc/PID`, which means the same to the process and to the agent;
+/// `None` for a path that starts with neither.
+pub(super) fn own_proc(path: &str, pid: u32) -> Option<String> {
+    // Checked before anything is made: this runs for every path.
+    let rest = path.strip_prefix("/proc/")?;
+    let (task, rest) = match rest.strip_prefix("thread-self") {
+        Some(rest) => (true, rest),
+        None => (false, rest.strip_prefix("self")?),
+    };
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return None;
     }
-    path.to_string()
+    Some(if task {
+        format!("/proc/{pid}/task/{pid}{rest}")
+    } else {
+        format!("/proc/{pid}{rest}")
+    })
 }
 
 /// Whether call `nr` acts on what a final symlink in its first path
@@ -198,9 +202,13 @@ pub(super) fn join(dir: &str, rel: &str) -> String {
     let rel = rel.strip_prefix("./").unwrap_or(rel);
     if rel.is_empty() {
         dir.to_string()
-    } else if dir.ends_with('/') {
-        format!("{dir}{rel}")
     } else {
-        format!("{dir}/{rel}")
+        let mut path = String::with_capacity(dir.len() + 1 + rel.len());
+        path.push_str(dir);
+        if !dir.ends_with('/') {
+            path.push('/');
+        }
+        path.push_str(rel);
+        path
     }
 }

@@ -381,13 +381,15 @@ fn non_utf8_bytes_are_escaped_not_replaced() {
 
 #[test]
 fn proc_self_names_the_process_not_the_agent() {
-    assert_eq!(own_proc("/proc/self/exe", 42), "/proc/42/exe");
-    assert_eq!(own_proc("/proc/self", 42), "/proc/42");
+    assert_eq!(own_proc("/proc/self/exe", 42).unwrap(), "/proc/42/exe");
+    assert_eq!(own_proc("/proc/self", 42).unwrap(), "/proc/42");
     assert_eq!(
-        own_proc("/proc/thread-self/fd/3", 42),
+        own_proc("/proc/thread-self/fd/3", 42).unwrap(),
         "/proc/42/task/42/fd/3"
     );
-    assert_eq!(own_proc("/proc/selfish", 42), "/proc/selfish");
+    assert_eq!(own_proc("/proc/selfish", 42), None);
+    assert_eq!(own_proc("/proc/7/exe", 42), None);
+    assert_eq!(own_proc("/etc/passwd", 42), None);
     let r = rec(
         sc::CHMOD,
         [0, 0o600, 0, 0, 0, 0],
@@ -407,4 +409,13 @@ fn a_backslash_is_escaped_so_no_two_names_share_a_text() {
     assert_eq!(text(b"a\\xffb"), "a\\\\xffb");
     assert_ne!(text(b"a\\xffb"), text(b"a\xffb"));
     assert_eq!(text("é\\".as_bytes()), "é\\\\");
+}
+
+#[test]
+fn a_mode_is_four_octal_digits_of_its_permission_bits() {
+    use crate::interpret::octal;
+    assert_eq!(octal(0o100644), "0644");
+    assert_eq!(octal(0o4755), "4755");
+    assert_eq!(octal(0o7777), "7777");
+    assert_eq!(octal(0), "0000");
 }

@@ -22,6 +22,15 @@ fn bit(name: &str) -> u32 {
     KINDS.iter().position(|k| *k == name).map_or(0, |i| 1 << i)
 }
 
+/// The bit of `prefix` + `op` (`perm.` + `chmod`), without making the
+/// name: this runs for every event.
+fn bit_of(prefix: &str, op: &str) -> u32 {
+    KINDS
+        .iter()
+        .position(|k| k.strip_prefix(prefix) == Some(op))
+        .map_or(0, |i| 1 << i)
+}
+
 /// The bits of a name from `on`: a kind, `file.*`, `perm.*` or `*`.
 pub fn mask_of(name: &str) -> Option<u32> {
     match name {
@@ -90,10 +99,10 @@ pub fn mask_of_event(body: &Body) -> u32 {
             "mkdir" => bit("file.mkdir") | bit("file.create"),
             // Every call that changes what is mounted where.
             "mount" | "umount" | "pivot_root" | "move_mount" => bit("file.mount"),
-            op => bit(&format!("file.{op}")),
+            op => bit_of("file.", op),
         },
-        Body::Perm { perm, .. } => bit(&format!("perm.{}", perm.op)),
-        Body::Uring { uring, .. } => bit(&format!("uring.{}", uring.op)),
+        Body::Perm { perm, .. } => bit_of("perm.", &perm.op),
+        Body::Uring { uring, .. } => bit_of("uring.", &uring.op),
         Body::Loss { .. } => 0,
     }
 }
