@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use aya::programs::{links::FdLink, RawTracePoint, TracePoint};
+use aya::programs::{links::FdLink, Program, RawTracePoint, TracePoint};
 use aya::Ebpf;
 use tracing::debug;
 
@@ -30,7 +30,9 @@ pub(super) fn attach_tracepoint(
         .program_mut(program)
         .with_context(|| format!("program {program} missing from the object"))?
         .try_into()?;
-    timed(program, || prog.load()).with_context(|| format!("verifying {program}"))?;
+    if prog.fd().is_err() {
+        timed(program, || prog.load()).with_context(|| format!("verifying {program}"))?;
+    }
     let started = Instant::now();
     for tp in tps {
         let id = prog
@@ -60,7 +62,9 @@ pub(super) fn attach_raw(
         .program_mut(program)
         .with_context(|| format!("program {program} missing from the object"))?
         .try_into()?;
-    timed(program, || prog.load()).with_context(|| format!("verifying {program}"))?;
+    if prog.fd().is_err() {
+        timed(program, || prog.load()).with_context(|| format!("verifying {program}"))?;
+    }
     let id = prog
         .attach(tp)
         .with_context(|| format!("attaching raw tracepoint {tp}"))?;
@@ -69,6 +73,47 @@ pub(super) fn attach_raw(
     }
     attached.push(format!("raw/{tp}"));
     Ok(())
+}
+
+/// Verify tracepoint and raw tracepoint programs before they are
+/// attached, the first of `programs` on a thread of its own and the rest
+/// on this one: the kernel verifies programs independently, and the
+/// syscall exit's program alone was most of the start-up. The attach
+/// functions above then skip the loading.
+pub(super) fn verify_ahead(ebpf: &mut Ebpf, programs: &[&str]) -> Result<()> {
+    let Some(first) = programs.first() else {
+        return Ok(());
+    };
+    let (mut alone, rest): (Vec<_>, Vec<_>) = ebpf
+        .programs_mut()
+        .filter(|(name, _)| programs.contains(name))
+        .partition(|(name, _)| name == first);
+    std::thread::scope(|threads| {
+        let alone = alone.pop().map(|(name, prog)| {
+            std::thread::Builder::new()
+                .name("verify".into())
+                .spawn_scoped(threads, move || verify(name, prog))
+        });
+        let rest = rest
+            .into_iter()
+            .try_for_each(|(name, prog)| verify(name, prog));
+        if let Some(alone) = alone {
+            alone
+                .context("starting a verifier thread")?
+                .join()
+                .map_err(|_| anyhow::anyhow!("the verifier thread panicked"))??;
+        }
+        rest
+    })
+}
+
+fn verify(name: &str, prog: &mut Program) -> Result<()> {
+    match prog {
+        Program::TracePoint(p) => timed(name, || p.load()),
+        Program::RawTracePoint(p) => timed(name, || p.load()),
+        _ => anyhow::bail!("{name} is not a tracepoint program"),
+    }
+    .with_context(|| format!("verifying {name}"))
 }
 
 /// Run the kernel's verifier on one program (`load`), saying how long it

@@ -209,6 +209,15 @@ pub fn resolve(tracefs: &Path, btf: Result<&Btf, &BtfError>) -> UringCapture {
 
 /// Attach the request-following programs when this kernel has what they
 /// read; warn about what is not seen either way.
+/// The programs [`attach`] loads on this kernel.
+pub fn programs(cap: &UringCapture) -> &'static [&'static str] {
+    if cap.submit.is_some() && cap.offsets.present != 0 {
+        &["guardrail_uring_complete", "guardrail_uring_submit"]
+    } else {
+        &[]
+    }
+}
+
 pub fn attach(ebpf: &mut Ebpf, cap: &UringCapture, to: &mut AttachTo<'_, '_>) -> Result<()> {
     for unseen in &cap.unseen {
         warn!("file operations submitted through io_uring are not reported for {unseen}");
