@@ -203,12 +203,6 @@ pub(super) fn join(dir: &str, rel: &str) -> String {
     if rel.is_empty() {
         dir.to_string()
     } else {
-        let mut path = String::with_capacity(dir.len() + 1 + rel.len());
-        path.push_str(dir);
-        if !dir.ends_with('/') {
-            path.push('/');
-        }
-        path.push_str(rel);
-        path
+        canonical::join_name(dir, rel)
     }
 }
