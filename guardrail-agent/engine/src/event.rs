@@ -397,8 +397,9 @@ impl Process {
     /// the next events whose process is equal (a process's events repeat
     /// its object; it was a third of an event's serialisation).
     pub fn make_json(&mut self) -> serde_json::Result<Arc<serde_json::value::RawValue>> {
-        self.json = ProcessJson(None);
-        let json: Arc<serde_json::value::RawValue> = serde_json::value::to_raw_value(self)?.into();
+        // Field by field: the derived form never reads `json`.
+        let json: Arc<serde_json::value::RawValue> =
+            serde_json::value::to_raw_value(&*self)?.into();
         self.json = ProcessJson(Some(json.clone()));
         Ok(json)
     }

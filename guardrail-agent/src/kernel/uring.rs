@@ -207,22 +207,27 @@ pub fn resolve(tracefs: &Path, btf: Result<&Btf, &BtfError>) -> UringCapture {
     cap
 }
 
-/// Attach the request-following programs when this kernel has what they
-/// read; warn about what is not seen either way.
+/// The submit tracepoint to follow requests from, when this kernel has
+/// what the request-following programs read.
+fn submit_tracepoint(cap: &UringCapture) -> Option<&'static str> {
+    cap.submit.filter(|_| cap.offsets.present != 0)
+}
+
 /// The programs [`attach`] loads on this kernel.
 pub fn programs(cap: &UringCapture) -> &'static [&'static str] {
-    if cap.submit.is_some() && cap.offsets.present != 0 {
-        &["guardrail_uring_complete", "guardrail_uring_submit"]
-    } else {
-        &[]
+    match submit_tracepoint(cap) {
+        Some(_) => &["guardrail_uring_complete", "guardrail_uring_submit"],
+        None => &[],
     }
 }
 
+/// Attach the request-following programs when this kernel has what they
+/// read; warn about what is not seen either way.
 pub fn attach(ebpf: &mut Ebpf, cap: &UringCapture, to: &mut AttachTo<'_, '_>) -> Result<()> {
     for unseen in &cap.unseen {
         warn!("file operations submitted through io_uring are not reported for {unseen}");
     }
-    let Some(submit) = cap.submit.filter(|_| cap.offsets.present != 0) else {
+    let Some(submit) = submit_tracepoint(cap) else {
         return Ok(());
     };
     attach_tracepoint(ebpf, to, "guardrail_uring_submit", "io_uring", &[submit])?;
