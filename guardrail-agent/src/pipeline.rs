@@ -84,6 +84,15 @@ pub struct Pipeline<V: ProcessView> {
 /// editor or package manager replaces a file with a new inode).
 const WATCHED_REFRESH: Duration = Duration::from_secs(1);
 
+/// Whether `name` is, now, the file with identity `object`.
+fn still_names(name: &str, object: guardrail_engine::event::ObjectId) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(name).is_ok_and(|meta| {
+        let id = guardrail_engine::event::ObjectId::from_stat(meta.dev(), meta.ino());
+        (id.dev, id.ino) == (object.dev, object.ino)
+    })
+}
+
 /// Whether a rule pattern names one file (no glob, no subtree).
 fn is_exact(pattern: &str) -> bool {
     !pattern.ends_with("/**") && !pattern.contains(['*', '?', '[', '{'])
@@ -243,13 +252,28 @@ impl<V: ProcessView> Pipeline<V> {
         let Some(names) = self.watched.get(&(object.dev, object.ino)) else {
             return;
         };
+        let mut stale = false;
         for name in names {
-            if path != Some(name.as_str())
-                && new_path != Some(name.as_str())
-                && !aliases.contains(name)
+            if path == Some(name.as_str())
+                || new_path == Some(name.as_str())
+                || aliases.contains(name)
             {
-                aliases.push(name.clone());
+                continue;
             }
+            // The map may be up to a refresh old, and a replaced file's
+            // inode number is soon reused (useradd renames /etc/shadow+
+            // over /etc/shadow; the next new /etc/passwd+ may get the old
+            // number): the name is an alias only while it still names
+            // this object. The look-up is paid only by events on a
+            // watched object.
+            if still_names(name, object) {
+                aliases.push(name.clone());
+            } else {
+                stale = true;
+            }
+        }
+        if stale {
+            self.refresh_watched();
         }
     }
 

@@ -295,3 +295,50 @@ fn another_name_for_a_watched_file_is_decided_as_the_file() {
         assert!(e[section]["object"]["ino"].is_u64(), "{e:#}");
     }
 }
+
+/// A watched file replaced by a new one (an editor's or useradd's rename
+/// over it) leaves its old inode behind: a name that still holds that
+/// inode, or a new file that reuses its number, is another file now and
+/// must not be decided as the watched one.
+#[test]
+fn the_old_inode_of_a_replaced_watched_file_is_not_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().canonicalize().unwrap();
+    layout(&d);
+    std::fs::write(d.join("prot/i.conf"), b"original\n").unwrap();
+    std::fs::hard_link(d.join("prot/i.conf"), d.join("elsewhere/old-i")).unwrap();
+    let watched = d.join("prot/i.conf");
+    let agent = Agent::start_with_config(
+        &format!(
+            "[[rule]]\nid = \"guard\"\non = [\"file.write\"]\npath = [\"{}\"]\n",
+            watched.display()
+        ),
+        &[],
+    );
+    // Replaced, then the old inode written to at once: well inside the
+    // agent's one-second refresh of watched identities.
+    let script =
+        "echo new > prot/i.conf+ && mv prot/i.conf+ prot/i.conf && echo x >> elsewhere/old-i";
+    let status = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(&d)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let done = marker(&d);
+    std::fs::write(&done, b"").unwrap();
+    let events = agent.collect_until(WAIT, |e| is_marker(e, &done));
+    agent.stop();
+    let old = d.join("elsewhere/old-i");
+    let e = events
+        .iter()
+        .find(|e| e["file"]["op"] == "open" && e["file"]["path"] == old.to_str().unwrap())
+        .unwrap_or_else(|| panic!("no open event on {}", old.display()));
+    assert!(
+        e["file"]["aliases"]
+            .as_array()
+            .is_none_or(|a| a.iter().all(|n| n != watched.to_str().unwrap())),
+        "{e:#}"
+    );
+    assert!(e["decision"].is_null(), "{e:#}");
+}
