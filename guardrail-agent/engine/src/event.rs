@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::canonical::PathSource;
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Read back in one pass by `event_json` rather than by a derived form.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Event {
     /// Per-agent sequence number, starting at 1; a gap never happens
     /// silently: lost records are reported by `loss` events.

@@ -16,6 +16,7 @@ pub mod canonical;
 pub mod chain;
 pub mod decode;
 pub mod event;
+mod event_json;
 pub mod filter;
 pub mod human;
 pub mod interpret;
