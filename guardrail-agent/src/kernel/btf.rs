@@ -6,13 +6,20 @@
 
 use std::path::Path;
 
-use btf_rs::{Btf, Type};
 use guardrail_common::KernelOffsets;
+
+pub use super::btf_format::Btf;
+use super::btf_format::{FormatError, Kind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
     #[error("cannot read BTF from {path}: {source}")]
-    Read { path: String, source: btf_rs::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot read BTF from {path}: {source}")]
+    Format { path: String, source: FormatError },
     #[error("BTF has no struct {0}")]
     NoStruct(String),
     #[error("BTF struct {strukt} has no member {member}")]
@@ -21,11 +28,14 @@ pub enum BtfError {
 
 pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
-/// Read the BTF file at `path` (the kernel's: [`VMLINUX`]). Parsing it
-/// takes a noticeable share of start-up (seconds on an emulated CPU) and
-/// tens of MiB for a moment: read it once and ask it everything.
+/// Read the BTF file at `path` (the kernel's: [`VMLINUX`]) and ask it
+/// everything before dropping it: the loader reads it again its own way.
 pub fn read(path: &Path) -> Result<Btf, BtfError> {
-    Btf::from_file(path).map_err(|source| BtfError::Read {
+    let bytes = std::fs::read(path).map_err(|source| BtfError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Btf::parse(bytes).map_err(|source| BtfError::Format {
         path: path.display().to_string(),
         source,
     })
@@ -128,69 +138,59 @@ pub fn raw_syscalls_resolved(offsets: &KernelOffsets) -> bool {
 /// How many arguments raw tracepoint `tp` passes (its `TP_PROTO`), from
 /// the `btf_trace_<tp>` type the kernel declares for each tracepoint.
 pub fn raw_tracepoint_args(btf: &Btf, tp: &str) -> Option<usize> {
-    let mut t = btf
-        .resolve_types_by_name(&format!("btf_trace_{tp}"))
-        .ok()?
-        .into_iter()
-        .next()?;
     // typedef → pointer → function prototype (void *__data, args…).
-    for _ in 0..3 {
-        t = match &t {
-            Type::FuncProto(proto) => return proto.parameters.len().checked_sub(1),
-            Type::Typedef(x) => btf.resolve_chained_type(x).ok()?,
-            Type::Ptr(x) => btf.resolve_chained_type(x).ok()?,
-            _ => return None,
-        };
+    let (_, typedef) = btf.find(Kind::Typedef, &format!("btf_trace_{tp}"))?;
+    let ptr = btf.skip_modifiers(typedef.size_or_type)?;
+    if ptr.kind != Kind::Ptr {
+        return None;
     }
-    None
+    let proto = btf.skip_modifiers(ptr.size_or_type)?;
+    (proto.kind == Kind::FuncProto)
+        .then(|| proto.vlen().checked_sub(1))
+        .flatten()
 }
 
 /// How many parameters the BPF-LSM attach point of `hook` takes (the
 /// previous verdict is passed after them). `None` without BPF-LSM.
 pub fn lsm_hook_params(btf: &Btf, hook: &str) -> Option<usize> {
-    let func = btf
-        .resolve_types_by_name(&format!("bpf_lsm_{hook}"))
-        .ok()?
-        .into_iter()
-        .find_map(|t| match t {
-            Type::Func(f) => Some(f),
-            _ => None,
-        })?;
-    match btf.resolve_chained_type(&func).ok()? {
-        Type::FuncProto(proto) => Some(proto.parameters.len()),
-        _ => None,
-    }
+    let (_, func) = btf.find(Kind::Func, &format!("bpf_lsm_{hook}"))?;
+    let proto = btf.type_by_id(func.size_or_type)?;
+    (proto.kind == Kind::FuncProto).then(|| proto.vlen())
 }
 
 /// Byte offset of `member` in struct `strukt`, looking through anonymous
 /// nested structs and unions (where `task_struct` keeps many fields).
 pub fn member_offset(btf: &Btf, strukt: &str, member: &str) -> Result<u32, BtfError> {
-    let types = btf
-        .resolve_types_by_name(strukt)
-        .map_err(|_| BtfError::NoStruct(strukt.into()))?;
-    let s = types
-        .into_iter()
-        .find_map(|t| match t {
-            Type::Struct(s) => Some(s),
-            _ => None,
-        })
+    let (_, s) = btf
+        .find(Kind::Struct, strukt)
         .ok_or_else(|| BtfError::NoStruct(strukt.into()))?;
-    find_member(btf, &s, member, 0).ok_or_else(|| BtfError::NoMember {
+    find_member(btf, &s, member, 0, 0).ok_or_else(|| BtfError::NoMember {
         strukt: strukt.into(),
         member: member.into(),
     })
 }
 
-fn find_member(btf: &Btf, s: &btf_rs::Struct, wanted: &str, base_bits: u32) -> Option<u32> {
-    for m in &s.members {
-        let bits = base_bits + m.bit_offset();
-        let name = btf.resolve_name(m).unwrap_or_default();
+/// Anonymous structs and unions nest a few levels deep; a deeper chain
+/// is a loop in a damaged file.
+const MAX_NESTING: u32 = 16;
+
+fn find_member(
+    btf: &Btf,
+    s: &super::btf_format::Type,
+    wanted: &str,
+    base_bits: u32,
+    depth: u32,
+) -> Option<u32> {
+    for m in btf.members(s) {
+        let bits = base_bits + m.bit_offset;
+        let name = btf.name(m.name_off);
         if name == wanted {
             return Some(bits / 8);
         }
-        if name.is_empty() {
-            if let Ok(Type::Struct(inner) | Type::Union(inner)) = btf.resolve_chained_type(m) {
-                if let Some(found) = find_member(btf, &inner, wanted, bits) {
+        if name.is_empty() && depth < MAX_NESTING {
+            let inner = btf.skip_modifiers(m.type_id)?;
+            if matches!(inner.kind, Kind::Struct | Kind::Union) {
+                if let Some(found) = find_member(btf, &inner, wanted, bits, depth + 1) {
                     return Some(found);
                 }
             }
@@ -223,11 +223,180 @@ mod tests {
         if !path.exists() {
             return;
         }
-        let btf = Btf::from_file(path).unwrap();
+        let btf = read(path).unwrap();
         let err = member_offset(&btf, "cred", "no_such_field").unwrap_err();
         assert_eq!(
             err.to_string(),
             "BTF struct cred has no member no_such_field"
         );
+        assert_eq!(
+            member_offset(&btf, "no_such_struct", "x")
+                .unwrap_err()
+                .to_string(),
+            "BTF has no struct no_such_struct"
+        );
+    }
+
+    /// The answer of a general BTF library (btf-rs), for comparison.
+    fn oracle(btf: &btf_rs::Btf, strukt: &str, member: &str) -> Option<u32> {
+        fn walk(btf: &btf_rs::Btf, s: &btf_rs::Struct, wanted: &str, base: u32) -> Option<u32> {
+            for m in &s.members {
+                let bits = base + m.bit_offset();
+                let name = btf.resolve_name(m).unwrap_or_default();
+                if name == wanted {
+                    return Some(bits / 8);
+                }
+                if name.is_empty() {
+                    if let Ok(btf_rs::Type::Struct(i) | btf_rs::Type::Union(i)) =
+                        btf.resolve_chained_type(m)
+                    {
+                        if let Some(found) = walk(btf, &i, wanted, bits) {
+                            return Some(found);
+                        }
+                    }
+                }
+            }
+            None
+        }
+        let s = btf
+            .resolve_types_by_name(strukt)
+            .ok()?
+            .into_iter()
+            .find_map(|t| match t {
+                btf_rs::Type::Struct(s) => Some(s),
+                _ => None,
+            })?;
+        walk(btf, &s, member, 0)
+    }
+
+    /// Every member of the structures the probes read (and of every
+    /// structure nested in them, anonymous ones included) is found where
+    /// a general BTF library finds it; so are the tracepoint and LSM
+    /// prototypes.
+    #[test]
+    fn reads_the_running_kernel_as_a_general_btf_library_does() {
+        let path = Path::new(VMLINUX);
+        if !path.exists() {
+            eprintln!("no {VMLINUX}: skipped");
+            return;
+        }
+        let ours = read(path).unwrap();
+        let theirs = btf_rs::Btf::from_file(path).unwrap();
+        let structs = [
+            "task_struct",
+            "cred",
+            "mm_struct",
+            "fs_struct",
+            "files_struct",
+            "fdtable",
+            "file",
+            "path",
+            "dentry",
+            "qstr",
+            "mount",
+            "vfsmount",
+            "inode",
+            "super_block",
+            "linux_binprm",
+            "iattr",
+            "nsproxy",
+            "mnt_namespace",
+            "ns_common",
+            "bpf_map",
+            "signal_struct",
+            "tty_struct",
+            "tty_driver",
+            "pt_regs",
+            "thread_info",
+            "io_kiocb",
+            "filename",
+            "io_open",
+            "open_how",
+            "io_rename",
+            "io_unlink",
+            "io_hardlink",
+            "io_mkdir",
+            "io_xattr",
+            "xattr_name",
+            "io_worker",
+            "io_wq_work",
+            "io_ftrunc",
+        ];
+        let mut compared = 0;
+        for strukt in structs {
+            let Some((_, s)) = ours.find(Kind::Struct, strukt) else {
+                assert!(oracle(&theirs, strukt, "").is_none(), "{strukt} missed");
+                continue;
+            };
+            let mut names = Vec::new();
+            let mut stack = vec![s];
+            while let Some(t) = stack.pop() {
+                for m in ours.members(&t) {
+                    match ours.name(m.name_off) {
+                        "" => stack.extend(
+                            ours.skip_modifiers(m.type_id)
+                                .filter(|i| matches!(i.kind, Kind::Struct | Kind::Union)),
+                        ),
+                        name => names.push(name.to_string()),
+                    }
+                }
+            }
+            assert!(!names.is_empty(), "{strukt}");
+            for name in names {
+                assert_eq!(
+                    member_offset(&ours, strukt, &name).ok(),
+                    oracle(&theirs, strukt, &name),
+                    "{strukt}.{name}"
+                );
+                compared += 1;
+            }
+        }
+        assert!(compared > 300, "{compared} members");
+        for tp in [
+            "io_uring_create",
+            "io_uring_register",
+            "sys_enter",
+            "sched_process_exec",
+        ] {
+            let proto = theirs
+                .resolve_types_by_name(&format!("btf_trace_{tp}"))
+                .ok()
+                .and_then(|t| t.into_iter().next());
+            let expected = proto.and_then(|t| {
+                let btf_rs::Type::Typedef(t) = t else {
+                    return None;
+                };
+                let btf_rs::Type::Ptr(p) = theirs.resolve_chained_type(&t).ok()? else {
+                    return None;
+                };
+                let btf_rs::Type::FuncProto(f) = theirs.resolve_chained_type(&p).ok()? else {
+                    return None;
+                };
+                f.parameters.len().checked_sub(1)
+            });
+            assert_eq!(raw_tracepoint_args(&ours, tp), expected, "{tp}");
+        }
+        assert_eq!(raw_tracepoint_args(&ours, "sys_enter"), Some(2));
+        for hook in [
+            "path_rename",
+            "inode_setattr",
+            "inode_setxattr",
+            "file_open",
+        ] {
+            let expected = theirs
+                .resolve_types_by_name(&format!("bpf_lsm_{hook}"))
+                .ok()
+                .and_then(|t| {
+                    t.into_iter().find_map(|t| match t {
+                        btf_rs::Type::Func(f) => Some(f),
+                        _ => None,
+                    })
+                })
+                .and_then(|f| match theirs.resolve_chained_type(&f).ok()? {
+                    btf_rs::Type::FuncProto(p) => Some(p.parameters.len()),
+                    _ => None,
+                });
+            assert_eq!(lsm_hook_params(&ours, hook), expected, "{hook}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Everything that talks to the kernel: BTF, tracefs, loading the probes.
 pub mod attach;
 pub mod btf;
+mod btf_format;
 pub mod capabilities;
 pub mod enforce;
 pub mod floor;

@@ -208,8 +208,6 @@ impl Probes {
         )?;
         crate::notify::starting("reading the kernel's BTF");
         let kernel_btf = btf::read(Path::new(btf::VMLINUX));
-        // The loader's own reading, for relocations and BPF-LSM.
-        let loader_btf = aya::Btf::from_sys_fs().ok();
         let offsets = match kernel_btf
             .as_ref()
             .map_err(ToString::to_string)
@@ -260,10 +258,12 @@ impl Probes {
             raw_tp_args("io_uring_create"),
             raw_tp_args("io_uring_register"),
         );
-        // Everything asked of it: give its memory back.
+        // Everything asked of it: give its memory back before the loader
+        // reads the BTF its own way (relocations), so that two parsed
+        // copies are never held at once (they are the start-up peak).
         drop(kernel_btf);
+        let register_offsets = uring_register.unwrap_or_default();
         let mut loader = EbpfLoader::new();
-        loader.btf(loader_btf.as_ref());
         if let Some(s) = &state {
             for name in pinned::MAPS {
                 loader.map_pin_path(name, s.map_path(name));
@@ -279,15 +279,12 @@ impl Probes {
             .override_global("EXEC_FILENAME_OFFSET", &filename_offset, true)
             .override_global("URING_CREATE_OFFSETS", &uring_offsets[..], true)
             .override_global("URING", &uring_ops.offsets, true)
-            .override_global(
-                "URING_REGISTER_OFFSETS",
-                &uring_register.unwrap_or_default()[..],
-                true,
-            )
+            .override_global("URING_REGISTER_OFFSETS", &register_offsets[..], true)
             .override_global("OFFSETS", &offsets_value, true)
             .map_max_entries("EVENTS", opts.ring_buffer_bytes)
             .load(OBJECT)
             .context("loading the guardrail probes into the kernel")?;
+        drop(loader);
         let own_map_ids = map_ids(&ebpf);
 
         let mut links = Links::new(state.as_ref());
@@ -437,16 +434,19 @@ impl Probes {
             anyhow::bail!("EVENTS is not a ring buffer");
         };
         let ring = RingReader::new(events, opts.ring_buffer_bytes)?;
-        let enforcer = match (
-            offsets,
-            enforce::load(
-                &mut ebpf,
-                loader_btf.as_ref(),
-                shapes,
-                &mut links,
-                own_map_ids,
-            ),
-        ) {
+        // Read again for the BPF-LSM programs, now that the loader's copy
+        // is gone.
+        let loader_btf = aya::Btf::from_sys_fs().ok();
+        let loaded = enforce::load(
+            &mut ebpf,
+            loader_btf.as_ref(),
+            shapes,
+            &mut links,
+            own_map_ids,
+        );
+        // The last use of the loader's BTF.
+        drop(loader_btf);
+        let enforcer = match (offsets, loaded) {
             (None, _) => Err("kernel BTF is unavailable".to_string()),
             (_, Err(e)) => Err(format!("{e:#}")),
             (Some(_), Ok(enforcer)) => match enforce::canary(&mut ebpf, Path::new(CANARY_DIR)) {

@@ -11,9 +11,9 @@
 
 use std::path::Path;
 
+use super::btf::Btf;
 use anyhow::Result;
 use aya::Ebpf;
-use btf_rs::Btf;
 use guardrail_common::{uring_op, UringOffsets};
 use tracing::warn;
 
