@@ -241,6 +241,21 @@ fn monitor_mode_sees_every_spelling_too() {
     }
 }
 
+/// Run `script` in `d` under `agent`; every event up to the marker after it.
+fn run_script(agent: Agent, d: &Path, script: &str) -> Vec<Value> {
+    let status = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(d)
+        .status()
+        .unwrap();
+    assert!(status.success(), "{script}");
+    let done = marker(d);
+    std::fs::write(&done, b"").unwrap();
+    let events = agent.collect_until(WAIT, |e| is_marker(e, &done));
+    agent.stop();
+    events
+}
+
 /// The same file under another name — a hard link, a bind mount of its
 /// directory — is the same object: the event names it as reached and
 /// carries the watched name as an alias, and the rule decides it.
@@ -266,16 +281,7 @@ fn another_name_for_a_watched_file_is_decided_as_the_file() {
     );
     let script = "echo x >> elsewhere/hard-i; chmod 600 elsewhere/hard-i; \
                   mount --bind prot bind && echo x >> bind/j.conf; umount bind";
-    let status = Command::new("sh")
-        .args(["-c", script])
-        .current_dir(&d)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let done = marker(&d);
-    std::fs::write(&done, b"").unwrap();
-    let events = agent.collect_until(WAIT, |e| is_marker(e, &done));
-    agent.stop();
+    let events = run_script(agent, &d, script);
     for (section, op, reached, watched) in [
         ("file", "open", "elsewhere/hard-i", "prot/i.conf"),
         ("perm", "chmod", "elsewhere/hard-i", "prot/i.conf"),
@@ -319,16 +325,7 @@ fn the_old_inode_of_a_replaced_watched_file_is_not_the_file() {
     // agent's one-second refresh of watched identities.
     let script =
         "echo new > prot/i.conf+ && mv prot/i.conf+ prot/i.conf && echo x >> elsewhere/old-i";
-    let status = Command::new("sh")
-        .args(["-c", script])
-        .current_dir(&d)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let done = marker(&d);
-    std::fs::write(&done, b"").unwrap();
-    let events = agent.collect_until(WAIT, |e| is_marker(e, &done));
-    agent.stop();
+    let events = run_script(agent, &d, script);
     let old = d.join("elsewhere/old-i");
     let e = events
         .iter()
