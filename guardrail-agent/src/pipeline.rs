@@ -84,13 +84,13 @@ pub struct Pipeline<V: ProcessView> {
 /// editor or package manager replaces a file with a new inode).
 const WATCHED_REFRESH: Duration = Duration::from_secs(1);
 
-/// Whether `name` is, now, the file with identity `object`.
-fn still_names(name: &str, object: guardrail_engine::event::ObjectId) -> bool {
+/// The identity (device as events give it, inode) of the file `path`
+/// names now (stat(2)), as the watched maps key it.
+fn identity(path: impl AsRef<std::path::Path>) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(name).is_ok_and(|meta| {
-        let id = guardrail_engine::event::ObjectId::from_stat(meta.dev(), meta.ino());
-        (id.dev, id.ino) == (object.dev, object.ino)
-    })
+    let meta = std::fs::metadata(path).ok()?;
+    let id = guardrail_engine::event::ObjectId::from_stat(meta.dev(), meta.ino());
+    Some((id.dev, id.ino))
 }
 
 /// Whether a rule pattern names one file (no glob, no subtree).
@@ -104,15 +104,12 @@ fn watched_in_same_dir(
     dirs: &std::collections::HashMap<(u64, u64), Vec<(String, String)>>,
     path: &str,
 ) -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
     // An escaped name (`\\`, `\xNN`) names no file as it is written.
     if dirs.is_empty() || path.contains('\\') {
         return None;
     }
     let (dir, name) = path.rsplit_once('/')?;
-    let meta = std::fs::metadata(if dir.is_empty() { "/" } else { dir }).ok()?;
-    let id = guardrail_engine::event::ObjectId::from_stat(meta.dev(), meta.ino());
-    dirs.get(&(id.dev, id.ino))?
+    dirs.get(&identity(if dir.is_empty() { "/" } else { dir })?)?
         .iter()
         .find(|(watched, _)| watched == name)
         .map(|(_, pattern)| pattern.clone())
@@ -184,7 +181,6 @@ impl<V: ProcessView> Pipeline<V> {
 
     /// Look up the identity of every file an exact-path rule names.
     fn refresh_watched(&mut self) {
-        use std::os::unix::fs::MetadataExt;
         self.watched.clear();
         self.watched_dirs.clear();
         self.watched_at = crate::clock::coarse();
@@ -200,20 +196,15 @@ impl<V: ProcessView> Pipeline<V> {
                 .parent()
                 .zip(pattern.rsplit_once('/').map(|(_, name)| name));
             if let Some((dir, name)) = dir_and_name {
-                if let Ok(meta) = std::fs::metadata(dir) {
-                    let id = guardrail_engine::event::ObjectId::from_stat(meta.dev(), meta.ino());
+                if let Some(id) = identity(dir) {
                     self.watched_dirs
-                        .entry((id.dev, id.ino))
+                        .entry(id)
                         .or_default()
                         .push((name.to_string(), pattern.clone()));
                 }
             }
-            if let Ok(meta) = std::fs::metadata(pattern) {
-                let id = guardrail_engine::event::ObjectId::from_stat(meta.dev(), meta.ino());
-                self.watched
-                    .entry((id.dev, id.ino))
-                    .or_default()
-                    .push(pattern.clone());
+            if let Some(id) = identity(pattern) {
+                self.watched.entry(id).or_default().push(pattern.clone());
             }
         }
     }
@@ -266,7 +257,7 @@ impl<V: ProcessView> Pipeline<V> {
             // number): the name is an alias only while it still names
             // this object. The look-up is paid only by events on a
             // watched object.
-            if still_names(name, object) {
+            if identity(name) == Some((object.dev, object.ino)) {
                 aliases.push(name.clone());
             } else {
                 stale = true;
