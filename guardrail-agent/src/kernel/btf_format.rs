@@ -229,13 +229,13 @@ impl Btf {
     }
 
     /// The first type of `kind` named `name`.
-    pub fn find(&self, kind: Kind, name: &str) -> Option<(u32, Type)> {
+    pub fn find(&self, kind: Kind, name: &str) -> Option<Type> {
         let key = self.key(kind, name.as_bytes());
         let first = self.by_name.partition_point(|&(k, _)| k < key);
         let same = self.by_name[first..].iter().take_while(|&&(k, _)| k == key);
         same.into_iter().find_map(|&(_, id)| {
             let t = self.type_by_id(id)?;
-            (t.kind == kind && self.name_bytes(t.name_off) == name.as_bytes()).then_some((id, t))
+            (t.kind == kind && self.name_bytes(t.name_off) == name.as_bytes()).then_some(t)
         })
     }
 
@@ -327,14 +327,14 @@ mod tests {
     #[test]
     fn types_members_and_names_are_read_from_the_bytes() {
         let btf = Btf::parse(sample()).unwrap();
-        let (id, s) = btf.find(Kind::Struct, "s").unwrap();
-        assert_eq!(id, 2);
+        let s = btf.find(Kind::Struct, "s").unwrap();
+        assert_eq!(s.vlen(), 2);
         let members: Vec<(String, u32)> = btf
             .members(&s)
             .map(|m| (btf.name(m.name_off).to_string(), m.bit_offset))
             .collect();
         assert_eq!(members, [("a".to_string(), 0), (String::new(), 32)]);
-        let (_, t) = btf.find(Kind::Typedef, "t").unwrap();
+        let t = btf.find(Kind::Typedef, "t").unwrap();
         let ptr = btf.skip_modifiers(5).unwrap();
         assert_eq!(ptr.kind, Kind::Ptr);
         assert_eq!(t.size_or_type, 4);

@@ -11,14 +11,13 @@
 
 use std::path::Path;
 
-use super::btf::Btf;
 use anyhow::Result;
 use aya::Ebpf;
 use guardrail_common::{uring_op, UringOffsets};
 use tracing::warn;
 
 use super::attach::{attach_tracepoint, AttachTo};
-use super::btf::{self, BtfError};
+use super::btf::{self, Btf, BtfError};
 use super::tracefs;
 
 /// What the probes need to follow io_uring requests on this kernel.
