@@ -39,7 +39,7 @@ pub const KERNELS: &[Kernel] = &[
 
 const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 const MIRROR: &str = "http://deb.debian.org/debian";
-const BOOT_TIMEOUT: Duration = Duration::from_secs(1200);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(2400);
 
 pub fn vm_dir() -> PathBuf {
     root().join("target/vm")
@@ -223,6 +223,9 @@ struct Outcome {
     pub finished: bool,
     /// The kernel reached our init (it printed the first line).
     pub booted: bool,
+    /// What the scenario printed to explain a failed check (its
+    /// `GUARDRAIL-VM: log` lines: an agent's log, a status).
+    pub logs: Vec<String>,
 }
 
 /// Boots that never reach init, retried: QEMU's TCG emulation has now and
@@ -304,6 +307,7 @@ fn boot(qemu: &Qemu, kernel: &Path, initrd: &Path, log: &Path, spec: &BootSpec) 
         failed: vec![],
         finished: false,
         booted: false,
+        logs: vec![],
     };
     for line in text.lines() {
         let Some(rest) = line.trim_end_matches('\r').split("GUARDRAIL-VM: ").nth(1) else {
@@ -317,10 +321,15 @@ fn boot(qemu: &Qemu, kernel: &Path, initrd: &Path, log: &Path, spec: &BootSpec) 
             outcome.failed.push(name.to_string());
         } else if rest.starts_with("DONE") {
             outcome.finished = true;
+        } else if let Some(text) = rest.strip_prefix("log ") {
+            outcome.logs.push(text.to_string());
         }
     }
     Ok(outcome)
 }
+
+/// The scenario's explanations carried into a failure report, at most.
+const MAX_LOG_LINES: usize = 80;
 
 /// What a VM run found, after retries: the checks that passed and
 /// failed, and every reason to fail the task (failed checks, an
@@ -389,6 +398,22 @@ pub fn run_boot(
         ));
     }
     failures.extend(o.failed.iter().map(|f| format!("{label}: {f}")));
+    // The explanation goes with the failures, at the end of the output
+    // (where a CI log is read), not only in the serial log.
+    if !failures.is_empty() && !o.logs.is_empty() {
+        let skipped = o.logs.len().saturating_sub(MAX_LOG_LINES);
+        if skipped > 0 {
+            failures.push(format!(
+                "{label}: log: ({skipped} earlier lines in {})",
+                log.display()
+            ));
+        }
+        failures.extend(
+            o.logs[skipped..]
+                .iter()
+                .map(|l| format!("{label}: log: {l}")),
+        );
+    }
     Ok(Run {
         passed: o.passed,
         failed: o.failed,
