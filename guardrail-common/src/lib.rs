@@ -356,6 +356,23 @@ pub struct UringOffsets {
     pub xattr_kvalue: u32,
     pub xattr_size: u32,
     pub xattr_name_name: u32,
+    /// struct io_symlink (linkat's own struct io_hardlink has the
+    /// `link_*` fields) where the kernel has them apart (the io_uring of
+    /// Linux 5.15 as carried by 5.10's stable kernels); struct io_link's
+    /// fields otherwise.
+    pub symlink_new_dfd: u32,
+    pub symlink_oldpath: u32,
+    pub symlink_newpath: u32,
+    /// Where the completion tracepoint carries no request (the io_uring
+    /// of 5.15, as in 5.10's stable kernels): a request is matched to its
+    /// completion by its ring and `user_data` instead, from these offsets
+    /// in the submission and completion records. Zero
+    /// `complete_by_user_data`: by request.
+    pub complete_by_user_data: u32,
+    pub tp_submit_ctx: u32,
+    pub tp_submit_user_data: u32,
+    pub tp_complete_ctx: u32,
+    pub tp_complete_user_data: u32,
     pub _pad: u32,
 }
 

@@ -9,9 +9,10 @@
 //! submitter cannot change them afterwards. The record is parked by request
 //! and completed with the result when the request completes
 //! (`io_uring_complete`), the way syscall records are parked from enter to
-//! exit. Every offset comes from the running kernel's BTF
-//! ([`UringOffsets`]); kernels whose tracepoints carry no request pointer
-//! (before 5.15) get neither program.
+//! exit; where the completion does not name the request (5.10's later
+//! stable kernels), by its ring and `user_data`. Every offset comes from
+//! the running kernel's BTF ([`UringOffsets`]); kernels whose submission
+//! tracepoint carries no request pointer get neither program.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
@@ -70,6 +71,14 @@ static URING: UringOffsets = UringOffsets {
     xattr_kvalue: 0,
     xattr_size: 0,
     xattr_name_name: 0,
+    symlink_new_dfd: 0,
+    symlink_oldpath: 0,
+    symlink_newpath: 0,
+    complete_by_user_data: 0,
+    tp_submit_ctx: 0,
+    tp_submit_user_data: 0,
+    tp_complete_ctx: 0,
+    tp_complete_user_data: 0,
     _pad: 0,
 };
 
@@ -246,7 +255,56 @@ fn on_submit(ctx: &TracePointContext) -> Result<(), i64> {
     if opcode >= 64 || uoff!(present) & (1u64 << opcode) == 0 {
         return Ok(());
     }
-    let req = unsafe { ctx.read_at::<u64>(uoff!(tp_submit_req) as usize) }.map_err(|e| e as i64)?;
+    let read = |at: u32| unsafe { ctx.read_at::<u64>(at as usize) }.map_err(|e| e as i64);
+    let req = read(uoff!(tp_submit_req))?;
+    let key = if uoff!(complete_by_user_data) == 0 {
+        req
+    } else {
+        user_data_key(read(uoff!(tp_submit_ctx))?, read(uoff!(tp_submit_user_data))?)
+    };
+    submitted(opcode, req, key)
+}
+
+/// The submission as a raw tracepoint (pinnable before 5.15), where the
+/// kernel has the io_uring of 5.15: TP_PROTO(void *ctx, void *req,
+/// u8 opcode, u64 user_data, u32 flags, bool force_nonblock,
+/// bool sq_thread). Its completions name no request.
+#[raw_tracepoint(tracepoint = "io_uring_submit_sqe")]
+pub fn guardrail_raw_uring_submit(ctx: RawTracePointContext) -> i32 {
+    if !watched_process() {
+        return 0;
+    }
+    let (ring, req, opcode, data): (u64, u64, u64, u64) =
+        (ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.arg(3));
+    let opcode = opcode as u8 as u32;
+    if opcode < 64 && uoff!(present) & (1u64 << opcode) != 0 {
+        let _ = submitted(opcode, req, user_data_key(ring, data));
+    }
+    0
+}
+
+/// Its completion: TP_PROTO(void *ctx, u64 user_data, int res,
+/// unsigned cflags).
+#[raw_tracepoint(tracepoint = "io_uring_complete")]
+pub fn guardrail_raw_uring_complete(ctx: RawTracePointContext) -> i32 {
+    let (ring, data, res): (u64, u64, u64) = (ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    completed(user_data_key(ring, data), worker_request().unwrap_or(0), res as i32);
+    0
+}
+
+/// What a request is parked under where the completion record does not
+/// name it: its ring and the `user_data` the submitter gave it (mixed
+/// with the ring's address, which the submitter does not know, so that
+/// rings do not collide).
+#[inline(always)]
+fn user_data_key(ring: u64, data: u64) -> u64 {
+    ring ^ data
+}
+
+/// Park the record of request `req` (op `opcode`, one the probes read)
+/// under `key` until it completes.
+#[inline(always)]
+fn submitted(opcode: u32, req: u64, key: u64) -> Result<(), i64> {
     let cmd = req + uoff!(req_cmd) as u64;
     // Read-only opens are dropped here, as at syscall entry, unless reads
     // are watched: then the completion keeps one that opened a watched
@@ -302,33 +360,27 @@ fn on_submit(ctx: &TracePointContext) -> Result<(), i64> {
                 flags::STR0_UNREADABLE,
             );
         }
-        uring_op::RENAMEAT | uring_op::LINKAT | uring_op::SYMLINKAT => {
+        uring_op::RENAMEAT | uring_op::LINKAT => {
             // Two paths, each relative to its own dirfd: struct io_rename
             // and struct io_link have the same fields.
             let rename = opcode == uring_op::RENAMEAT;
             let at = |in_rename: u32, in_link: u32| if rename { in_rename } else { in_link };
             let old: i32 = unsafe { kread(cmd, at(uoff!(rename_old_dfd), uoff!(link_old_dfd)))? };
             let new: i32 = unsafe { kread(cmd, at(uoff!(rename_new_dfd), uoff!(link_new_dfd)))? };
-            if opcode == uring_op::SYMLINKAT {
-                // symlinkat(target, newdirfd, linkpath)
-                rec.header.syscall = syscalls::SYMLINKAT;
-                rec.header.args = [0, new as i64 as u64, 0, 0, 0, 0];
+            let fl: i32 = unsafe { kread(cmd, at(uoff!(rename_flags), uoff!(link_flags)))? };
+            rec.header.syscall = if rename {
+                syscalls::RENAMEAT2
             } else {
-                let fl: i32 = unsafe { kread(cmd, at(uoff!(rename_flags), uoff!(link_flags)))? };
-                rec.header.syscall = if rename {
-                    syscalls::RENAMEAT2
-                } else {
-                    syscalls::LINKAT
-                };
-                rec.header.args = [
-                    old as i64 as u64,
-                    0,
-                    new as i64 as u64,
-                    0,
-                    fl as u32 as u64,
-                    0,
-                ];
-            }
+                syscalls::LINKAT
+            };
+            rec.header.args = [
+                old as i64 as u64,
+                0,
+                new as i64 as u64,
+                0,
+                fl as u32 as u64,
+                0,
+            ];
             let (oldpath, newpath) = if rename {
                 (uoff!(rename_oldpath), uoff!(rename_newpath))
             } else {
@@ -336,6 +388,16 @@ fn on_submit(ctx: &TracePointContext) -> Result<(), i64> {
             };
             rec.kernel_str(0, filename(cmd, oldpath), flags::STR0_UNREADABLE);
             rec.kernel_str(1, filename(cmd, newpath), flags::STR1_UNREADABLE);
+        }
+        uring_op::SYMLINKAT => {
+            // symlinkat(target, newdirfd, linkpath)
+            let new: i32 = unsafe { kread(cmd, uoff!(symlink_new_dfd))? };
+            rec.header.syscall = syscalls::SYMLINKAT;
+            rec.header.args = [0, new as i64 as u64, 0, 0, 0, 0];
+            let target = filename(cmd, uoff!(symlink_oldpath));
+            rec.kernel_str(0, target, flags::STR0_UNREADABLE);
+            let link = filename(cmd, uoff!(symlink_newpath));
+            rec.kernel_str(1, link, flags::STR1_UNREADABLE);
         }
         uring_op::FTRUNCATE => {
             let len: u64 = unsafe { kread(cmd, uoff!(ftrunc_len))? };
@@ -379,8 +441,14 @@ fn on_submit(ctx: &TracePointContext) -> Result<(), i64> {
     let Some(rec) = SCRATCH.get_ptr(0) else {
         return Ok(());
     };
+    // A request still parked under the same key: the submitter reused
+    // its `user_data` on a ring before the first request completed (only
+    // where requests are matched by it). Its record is lost: counted.
+    if uoff!(complete_by_user_data) != 0 && unsafe { URING_PENDING.get(&key) }.is_some() {
+        count(counter::PENDING_DROPS);
+    }
     // SAFETY: this CPU's record, assembled above.
-    if URING_PENDING.insert(&req, unsafe { &*rec }, 0).is_err() {
+    if URING_PENDING.insert(&key, unsafe { &*rec }, 0).is_err() {
         count(counter::PENDING_DROPS);
     }
     Ok(())
@@ -430,18 +498,33 @@ fn read_unwatched(rec: &Record, ret: i64) -> bool {
 }
 
 fn on_complete(ctx: &TracePointContext) -> Result<(), i64> {
-    let req =
-        unsafe { ctx.read_at::<u64>(uoff!(tp_complete_req) as usize) }.map_err(|e| e as i64)?;
-    let Some(rec) = URING_PENDING.get_ptr_mut(&req) else {
-        return Ok(());
+    let read = |at: u32| unsafe { ctx.read_at::<u64>(at as usize) }.map_err(|e| e as i64);
+    let (key, req) = if uoff!(complete_by_user_data) == 0 {
+        let req = read(uoff!(tp_complete_req))?;
+        (req, req)
+    } else {
+        // The request is known only to the io-wq worker performing it
+        // (which posts its completion); an inline completion's verdict is
+        // the thread's.
+        let key = user_data_key(read(uoff!(tp_complete_ctx))?, read(uoff!(tp_complete_user_data))?);
+        (key, worker_request().unwrap_or(0))
     };
-    // SAFETY: the entry is this request's until it is removed below.
-    let rec = unsafe { &mut *rec };
     let res =
         unsafe { ctx.read_at::<i32>(uoff!(tp_complete_res) as usize) }.map_err(|e| e as i64)?;
-    complete(rec, req, res as i64);
-    let _ = URING_PENDING.remove(&req);
+    completed(key, req, res);
     Ok(())
+}
+
+/// The request parked under `key` (request `req`, 0 where unknown)
+/// completed with `res`: its record goes out.
+#[inline(always)]
+fn completed(key: u64, req: u64, res: i32) {
+    let Some(rec) = URING_PENDING.get_ptr_mut(&key) else {
+        return;
+    };
+    // SAFETY: the entry is this request's until it is removed below.
+    complete(unsafe { &mut *rec }, req, res as i64);
+    let _ = URING_PENDING.remove(&key);
 }
 
 #[inline(always)]

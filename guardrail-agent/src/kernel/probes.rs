@@ -340,7 +340,7 @@ impl Probes {
                 "guardrail_exec",
             ]
         };
-        ahead.extend(super::uring::programs(&uring_ops));
+        ahead.extend(super::uring::programs(&uring_ops, raw));
         super::attach::verify_ahead(&mut ebpf, &ahead)?;
         let to = &mut (&mut links, &mut attached);
         if raw {
@@ -416,7 +416,7 @@ impl Probes {
         if !register {
             warn!("this kernel has no io_uring:io_uring_register tracepoint: files and buffers registered with a ring are not reported");
         }
-        super::uring::attach(&mut ebpf, &uring_ops, to)?;
+        super::uring::attach(&mut ebpf, &uring_ops, raw, to)?;
         // Forks and exits keep the agent's process table true to the
         // kernel; without BTF offsets the probes cannot tell threads from
         // processes and stay silent.

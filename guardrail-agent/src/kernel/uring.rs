@@ -16,7 +16,7 @@ use aya::Ebpf;
 use guardrail_common::{uring_op, UringOffsets};
 use tracing::warn;
 
-use super::attach::{attach_tracepoint, AttachTo};
+use super::attach::{attach_raw, attach_tracepoint, AttachTo};
 use super::btf::{self, Btf, BtfError};
 use super::tracefs;
 
@@ -29,6 +29,26 @@ pub struct UringCapture {
     submit: Option<&'static str>,
     /// Ops this kernel cannot report, and why.
     pub unseen: Vec<String>,
+    /// The raw tracepoint programs fit this kernel's prototypes (the
+    /// io_uring of 5.15, matched by user_data): they are used with the
+    /// raw syscall probes, pinnable where tracepoints are not.
+    raw_fits: bool,
+}
+
+/// How a completion is matched to the submission it ends (offsets in the
+/// tracepoint records).
+enum Matched {
+    /// `io_uring_complete` names the request (as on Debian's 6.1).
+    ByRequest(u32),
+    /// It names only the ring and the submitter's `user_data` (the
+    /// io_uring of 5.15, which 5.10's later stable kernels carry: Debian's
+    /// 5.10.223).
+    ByUserData {
+        submit_ctx: u32,
+        submit_user_data: u32,
+        complete_ctx: u32,
+        complete_user_data: u32,
+    },
 }
 
 /// The ops reported, with the command struct each is read from.
@@ -38,8 +58,8 @@ const OPS: &[(u32, &str, &str)] = &[
     (uring_op::RENAMEAT, "renameat", "io_rename"),
     (uring_op::UNLINKAT, "unlinkat", "io_unlink"),
     (uring_op::MKDIRAT, "mkdirat", "io_mkdir"),
-    (uring_op::SYMLINKAT, "symlinkat", "io_link"),
-    (uring_op::LINKAT, "linkat", "io_link"),
+    (uring_op::SYMLINKAT, "symlinkat", "io_link (io_symlink)"),
+    (uring_op::LINKAT, "linkat", "io_link (io_hardlink)"),
     (uring_op::FTRUNCATE, "ftruncate", "io_ftrunc"),
     (uring_op::SETXATTR, "setxattr", "io_xattr"),
     (uring_op::FSETXATTR, "fsetxattr", "io_xattr"),
@@ -66,18 +86,30 @@ pub fn resolve(tracefs: &Path, btf: Result<&Btf, &BtfError>) -> UringCapture {
         .into_iter()
         .find(|tp| tracefs::exists(tracefs, "io_uring", tp));
     let field = |tp: &str, f: &str| tracefs::field_offset(tracefs, "io_uring", tp, f);
+    let complete = |f: &str| field("io_uring_complete", f);
+    // A completion is matched to its submission by the request where the
+    // completion record names it, by ring and user_data otherwise.
+    let matched = |tp: &str| match complete("req") {
+        Some(req) => Some(Matched::ByRequest(req)),
+        None => Some(Matched::ByUserData {
+            submit_ctx: field(tp, "ctx")?,
+            submit_user_data: field(tp, "user_data")?,
+            complete_ctx: complete("ctx")?,
+            complete_user_data: complete("user_data")?,
+        }),
+    };
     let tps = submit.and_then(|tp| {
         Some((
             field(tp, "req")?,
             field(tp, "opcode")?,
-            field("io_uring_complete", "req")?,
-            field("io_uring_complete", "res")?,
+            matched(tp)?,
+            complete("res")?,
         ))
     });
-    let Some((sreq, sop, creq, cres)) = tps else {
+    let Some((sreq, sop, matched, cres)) = tps else {
         cap.unseen.push(
             "all ops: the io_uring tracepoints of this kernel do not carry the request \
-             (before Linux 5.15) or are absent"
+             (before Linux 5.15, but for 5.10's later stable kernels) or are absent"
                 .into(),
         );
         return cap;
@@ -91,9 +123,12 @@ pub fn resolve(tracefs: &Path, btf: Result<&Btf, &BtfError>) -> UringCapture {
         }
     };
     let m = |s: &str, f: &str| btf::member_offset(btf, s, f).ok();
-    let (Some(req_cmd), Some(filename_name)) = (m("io_kiocb", "cmd"), m("filename", "name")) else {
+    // The op's command: `io_kiocb.cmd`, or on older kernels a union of
+    // per-op structs in its place (`open` is one of them).
+    let req_cmd = m("io_kiocb", "cmd").or_else(|| m("io_kiocb", "open"));
+    let (Some(req_cmd), Some(filename_name)) = (req_cmd, m("filename", "name")) else {
         cap.unseen
-            .push("all ops: BTF has no io_kiocb.cmd or filename.name".into());
+            .push("all ops: BTF has no io_kiocb.cmd (or .open) or filename.name".into());
         return cap;
     };
     let o = &mut cap.offsets;
@@ -101,11 +136,25 @@ pub fn resolve(tracefs: &Path, btf: Result<&Btf, &BtfError>) -> UringCapture {
         req_cmd,
         tp_submit_req: sreq,
         tp_submit_opcode: sop,
-        tp_complete_req: creq,
         tp_complete_res: cres,
         filename_name,
         ..Default::default()
     };
+    match matched {
+        Matched::ByRequest(req) => o.tp_complete_req = req,
+        Matched::ByUserData {
+            submit_ctx,
+            submit_user_data,
+            complete_ctx,
+            complete_user_data,
+        } => {
+            o.complete_by_user_data = 1;
+            o.tp_submit_ctx = submit_ctx;
+            o.tp_submit_user_data = submit_user_data;
+            o.tp_complete_ctx = complete_ctx;
+            o.tp_complete_user_data = complete_user_data;
+        }
+    }
     let mut found = |op: u32, fields: Option<()>| {
         if fields.is_some() {
             o.present |= 1 << op;
@@ -138,12 +187,21 @@ pub fn resolve(tracefs: &Path, btf: Result<&Btf, &BtfError>) -> UringCapture {
         o.mkdir_filename = m("io_mkdir", "filename")?;
         Some(())
     })();
+    // One struct io_link for both, or (older) io_hardlink and io_symlink.
+    let hardlink = |f: &str| m("io_link", f).or_else(|| m("io_hardlink", f));
     let link = (|| {
-        o.link_old_dfd = m("io_link", "old_dfd")?;
-        o.link_new_dfd = m("io_link", "new_dfd")?;
-        o.link_oldpath = m("io_link", "oldpath")?;
-        o.link_newpath = m("io_link", "newpath")?;
-        o.link_flags = m("io_link", "flags")?;
+        o.link_old_dfd = hardlink("old_dfd")?;
+        o.link_new_dfd = hardlink("new_dfd")?;
+        o.link_oldpath = hardlink("oldpath")?;
+        o.link_newpath = hardlink("newpath")?;
+        o.link_flags = hardlink("flags")?;
+        Some(())
+    })();
+    let symlink_field = |f: &str| m("io_link", f).or_else(|| m("io_symlink", f));
+    let symlink = (|| {
+        o.symlink_new_dfd = symlink_field("new_dfd")?;
+        o.symlink_oldpath = symlink_field("oldpath")?;
+        o.symlink_newpath = symlink_field("newpath")?;
         Some(())
     })();
     // The fd a request names until it is issued (ftruncate, fsetxattr).
@@ -188,7 +246,7 @@ pub fn resolve(tracefs: &Path, btf: Result<&Btf, &BtfError>) -> UringCapture {
     found(uring_op::RENAMEAT, rename);
     found(uring_op::UNLINKAT, unlink);
     found(uring_op::MKDIRAT, mkdir);
-    found(uring_op::SYMLINKAT, link);
+    found(uring_op::SYMLINKAT, symlink);
     found(uring_op::LINKAT, link);
     found(uring_op::FTRUNCATE, ftrunc);
     found(uring_op::SETXATTR, xattr);
@@ -203,6 +261,10 @@ pub fn resolve(tracefs: &Path, btf: Result<&Btf, &BtfError>) -> UringCapture {
         }
     }
     cap.submit = submit;
+    cap.raw_fits = submit == Some("io_uring_submit_sqe")
+        && cap.offsets.complete_by_user_data != 0
+        && btf::raw_tracepoint_args(btf, "io_uring_submit_sqe") == Some(7)
+        && btf::raw_tracepoint_args(btf, "io_uring_complete") == Some(4);
     cap
 }
 
@@ -212,23 +274,48 @@ fn submit_tracepoint(cap: &UringCapture) -> Option<&'static str> {
     cap.submit.filter(|_| cap.offsets.present != 0)
 }
 
-/// The programs [`attach`] loads on this kernel.
-pub fn programs(cap: &UringCapture) -> &'static [&'static str] {
+/// Whether the raw tracepoint programs follow requests: with the raw
+/// syscall probes (`raw`), where they fit the kernel.
+fn uses_raw(cap: &UringCapture, raw: bool) -> bool {
+    raw && cap.raw_fits
+}
+
+/// The programs [`attach`] loads on this kernel (`raw`: the syscall
+/// probes are raw tracepoints).
+pub fn programs(cap: &UringCapture, raw: bool) -> &'static [&'static str] {
     match submit_tracepoint(cap) {
+        Some(_) if uses_raw(cap, raw) => {
+            &["guardrail_raw_uring_complete", "guardrail_raw_uring_submit"]
+        }
         Some(_) => &["guardrail_uring_complete", "guardrail_uring_submit"],
         None => &[],
     }
 }
 
 /// Attach the request-following programs when this kernel has what they
-/// read; warn about what is not seen either way.
-pub fn attach(ebpf: &mut Ebpf, cap: &UringCapture, to: &mut AttachTo<'_, '_>) -> Result<()> {
+/// read (as raw tracepoints with the raw syscall probes, where they fit);
+/// warn about what is not seen either way.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    cap: &UringCapture,
+    raw: bool,
+    to: &mut AttachTo<'_, '_>,
+) -> Result<()> {
     for unseen in &cap.unseen {
         warn!("file operations submitted through io_uring are not reported for {unseen}");
     }
     let Some(submit) = submit_tracepoint(cap) else {
         return Ok(());
     };
+    if uses_raw(cap, raw) {
+        attach_raw(ebpf, to, "guardrail_raw_uring_submit", submit)?;
+        return attach_raw(
+            ebpf,
+            to,
+            "guardrail_raw_uring_complete",
+            "io_uring_complete",
+        );
+    }
     attach_tracepoint(ebpf, to, "guardrail_uring_submit", "io_uring", &[submit])?;
     attach_tracepoint(
         ebpf,
