@@ -11,6 +11,7 @@
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use guardrail_tests::{assert_success, is_marker, marker, Agent};
@@ -342,11 +343,24 @@ impl Drop for TestUser {
     }
 }
 
+/// Held by the tests that add and remove accounts and by those that read
+/// the account files: useradd and userdel replace /etc/shadow (a new file
+/// renamed over it), and a read of the new file in the moments before the
+/// agent has put it in the read watch set is not captured, as documented.
+/// The tests in this file run in parallel threads; these do not overlap.
+static ACCOUNT_FILES: Mutex<()> = Mutex::new(());
+
+fn account_files() -> MutexGuard<'static, ()> {
+    // A test that failed while holding it does not fail the others.
+    ACCOUNT_FILES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A user added while the agent runs: its home comes from /etc/passwd on
 /// the reload the change causes, and then its authorized_keys, shell
 /// history and user units are watched like root's.
 #[test]
 fn every_users_home_from_passwd_keys_history_and_user_units() {
+    let _accounts = account_files();
     let dir = guardrail_tests::trusted_tempdir();
     let agent = shipped_agent(dir.path());
     let user = TestUser::add(&format!("grtest-h{}", std::process::id() % 100_000));
@@ -484,6 +498,7 @@ fn assert_read_quiet(events: &[Value], rule: &str, path: &str, exe: &str) {
 /// and their public neighbours, are not.
 #[test]
 fn credential_reads() {
+    let _accounts = account_files();
     let dir = guardrail_tests::trusted_tempdir();
     let me = std::process::id();
     let root = home_of("root");
