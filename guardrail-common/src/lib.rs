@@ -321,7 +321,7 @@ pub struct UringOffsets {
     pub unlink_dfd: u32,
     pub unlink_flags: u32,
     pub unlink_filename: u32,
-    /// struct io_link (linkat and symlinkat).
+    /// struct io_link (struct io_hardlink where linkat has its own).
     pub link_old_dfd: u32,
     pub link_new_dfd: u32,
     pub link_oldpath: u32,

@@ -92,7 +92,8 @@ macro_rules! uoff {
     }};
 }
 
-/// Records of submitted requests until they complete, by request address.
+/// Records of submitted requests until they complete, by request address
+/// (or ring and user_data: [`user_data_key`]).
 /// Allocated on use: a parked record is as large as a record can be.
 #[map]
 static URING_PENDING: HashMap<u64, Record> = HashMap::with_max_entries(4096, BPF_F_NO_PREALLOC);
@@ -247,6 +248,14 @@ fn filename(cmd: u64, at: u32) -> u64 {
 }
 
 fn on_submit(ctx: &TracePointContext) -> Result<(), i64> {
+    let read = |at: u32| unsafe { ctx.read_at::<u64>(at as usize) }.map_err(|e| e as i64);
+    let by_user_data = if uoff!(complete_by_user_data) == 0 {
+        None
+    } else {
+        let key = user_data_key(read(uoff!(tp_submit_ctx))?, read(uoff!(tp_submit_user_data))?);
+        forget_reused(key);
+        Some(key)
+    };
     if !watched_process() {
         return Ok(());
     }
@@ -255,14 +264,8 @@ fn on_submit(ctx: &TracePointContext) -> Result<(), i64> {
     if opcode >= 64 || uoff!(present) & (1u64 << opcode) == 0 {
         return Ok(());
     }
-    let read = |at: u32| unsafe { ctx.read_at::<u64>(at as usize) }.map_err(|e| e as i64);
     let req = read(uoff!(tp_submit_req))?;
-    let key = if uoff!(complete_by_user_data) == 0 {
-        req
-    } else {
-        user_data_key(read(uoff!(tp_submit_ctx))?, read(uoff!(tp_submit_user_data))?)
-    };
-    submitted(opcode, req, key)
+    submitted(opcode, req, by_user_data.unwrap_or(req))
 }
 
 /// The submission as a raw tracepoint (pinnable before 5.15), where the
@@ -271,14 +274,16 @@ fn on_submit(ctx: &TracePointContext) -> Result<(), i64> {
 /// bool sq_thread). Its completions name no request.
 #[raw_tracepoint(tracepoint = "io_uring_submit_sqe")]
 pub fn guardrail_raw_uring_submit(ctx: RawTracePointContext) -> i32 {
+    let (ring, req, opcode, data): (u64, u64, u64, u64) =
+        (ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.arg(3));
+    let key = user_data_key(ring, data);
+    forget_reused(key);
     if !watched_process() {
         return 0;
     }
-    let (ring, req, opcode, data): (u64, u64, u64, u64) =
-        (ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.arg(3));
     let opcode = opcode as u8 as u32;
     if opcode < 64 && uoff!(present) & (1u64 << opcode) != 0 {
-        let _ = submitted(opcode, req, user_data_key(ring, data));
+        let _ = submitted(opcode, req, key);
     }
     0
 }
@@ -293,12 +298,24 @@ pub fn guardrail_raw_uring_complete(ctx: RawTracePointContext) -> i32 {
 }
 
 /// What a request is parked under where the completion record does not
-/// name it: its ring and the `user_data` the submitter gave it (mixed
-/// with the ring's address, which the submitter does not know, so that
-/// rings do not collide).
+/// name it: its ring and the `user_data` the submitter gave it. The ring's
+/// address is scrambled first (Fibonacci hashing): rings allocated side by
+/// side differ in a few low bits, which small user_data values would
+/// otherwise cancel (0 on one ring and 0x800 on its neighbour).
 #[inline(always)]
 fn user_data_key(ring: u64, data: u64) -> u64 {
-    ring ^ data
+    ring.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ data
+}
+
+/// A submission, of any op and by any process, under the key of a record
+/// still parked: its submitter reused the user_data on that ring before
+/// the earlier request completed, and either completion could take the
+/// record. It is removed, and counted as lost (`pending_drops`).
+#[inline(always)]
+fn forget_reused(key: u64) {
+    if URING_PENDING.remove(&key).is_ok() {
+        count(counter::PENDING_DROPS);
+    }
 }
 
 /// Park the record of request `req` (op `opcode`, one the probes read)
@@ -441,12 +458,6 @@ fn submitted(opcode: u32, req: u64, key: u64) -> Result<(), i64> {
     let Some(rec) = SCRATCH.get_ptr(0) else {
         return Ok(());
     };
-    // A request still parked under the same key: the submitter reused
-    // its `user_data` on a ring before the first request completed (only
-    // where requests are matched by it). Its record is lost: counted.
-    if uoff!(complete_by_user_data) != 0 && unsafe { URING_PENDING.get(&key) }.is_some() {
-        count(counter::PENDING_DROPS);
-    }
     // SAFETY: this CPU's record, assembled above.
     if URING_PENDING.insert(&key, unsafe { &*rec }, 0).is_err() {
         count(counter::PENDING_DROPS);
