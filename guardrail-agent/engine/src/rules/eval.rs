@@ -60,7 +60,7 @@ pub fn evaluate(
         Some(_) => None,
         None => set
             .index
-            .candidates(set.rules.len(), &subject.paths, &subject.exes),
+            .candidates(set.rules.len(), &subject.paths, subject.exe.as_slice()),
     }
     .unwrap_or_else(|| (0..set.rules.len()).collect());
     let mut matches: Vec<(&Rule, Matched)> = Vec::new();
@@ -244,8 +244,10 @@ enum Reach<'c> {
 struct Subject<'e> {
     ok: bool,
     paths: Vec<&'e str>,
-    exes: Vec<&'e str>,
-    parents: Vec<&'e str>,
+    /// The process's executable and its parent's, as lists of at most
+    /// one (matchers take lists); held in place, not allocated per event.
+    exe: Option<&'e str>,
+    parent: Option<&'e str>,
     process: &'e crate::event::Process,
     perm: Option<&'e crate::event::PermDetails>,
     /// A chmod's new mode, parsed once.
@@ -265,8 +267,8 @@ impl<'e> Subject<'e> {
         Some(Self {
             ok,
             paths: event.body.paths(),
-            exes: process.exe.as_deref().into_iter().collect(),
-            parents: process.parent_exe.as_deref().into_iter().collect(),
+            exe: process.exe.as_deref(),
+            parent: process.parent_exe.as_deref(),
             process,
             perm,
             mode: perm
@@ -304,10 +306,10 @@ impl<'e> Subject<'e> {
         result
             && self.facts_may_match(rule)
             && must_not(&rule.path_not, &self.paths)
-            && must(&rule.exe, &self.exes)
-            && must_not(&rule.exe_not, &self.exes)
-            && must(&rule.parent_exe, &self.parents)
-            && must_not(&rule.parent_exe_not, &self.parents)
+            && must(&rule.exe, self.exe.as_slice())
+            && must_not(&rule.exe_not, self.exe.as_slice())
+            && must(&rule.parent_exe, self.parent.as_slice())
+            && must_not(&rule.parent_exe_not, self.parent.as_slice())
             && self.lineage_may_match(rule)
             && self.service_may_match(rule)
     }
@@ -472,7 +474,7 @@ fn matches_rule(
         }
     }
     let exe = process.exe.as_deref();
-    let exes = &subject.exes;
+    let exes = subject.exe.as_slice();
     if let Some(p) = &rule.exe {
         let (e, _) = p.find(exes)?;
         m.insert("exe".into(), e.into());
@@ -483,7 +485,7 @@ fn matches_rule(
         }
         m.insert("exe_not".into(), exe.unwrap_or("unknown").into());
     }
-    let parents = &subject.parents;
+    let parents = subject.parent.as_slice();
     if let Some(p) = &rule.parent_exe {
         let (e, _) = p.find(parents)?;
         m.insert("parent_exe".into(), e.into());

@@ -66,38 +66,44 @@ impl RuleIndex {
 
     /// The rules that may match an event with these paths and executables,
     /// in file order; None when the index was not built for `rules` rules.
+    ///
+    /// The rules found are gathered and sorted rather than marked in a
+    /// table of every rule: an event concerns a few rules, and walking a
+    /// thousand-rule table per event cost more than matching.
     pub fn candidates(&self, rules: usize, paths: &[&str], exes: &[&str]) -> Option<Vec<usize>> {
         if self.rules != rules {
             return None;
         }
-        let mut hit = vec![false; rules];
-        for &i in &self.others {
-            hit[i] = true;
-        }
+        let mut hit = Vec::with_capacity(self.others.len() + 8);
+        hit.extend_from_slice(&self.others);
         let mut found = Vec::new();
         for (memo, set, owners, of) in [
             (&self.memo[0], &self.by_path, &self.path_rule, paths),
             (&self.memo[1], &self.by_exe, &self.exe_rule, exes),
         ] {
+            if of.is_empty() {
+                continue;
+            }
             let mut memo = memo.lock().unwrap_or_else(|e| e.into_inner());
             for c in of {
                 if let Some(matched) = memo.get(*c) {
-                    for &i in matched.iter() {
-                        hit[i] = true;
-                    }
+                    hit.extend_from_slice(matched);
                     continue;
                 }
                 set.matches_into(c, &mut found);
-                let matched: Box<[usize]> = found.iter().map(|&g| owners[g]).collect();
-                for &i in matched.iter() {
-                    hit[i] = true;
-                }
+                let mut matched: Vec<usize> = found.iter().map(|&g| owners[g]).collect();
+                // A rule with several globs that match counts once.
+                matched.sort_unstable();
+                matched.dedup();
+                hit.extend_from_slice(&matched);
                 if memo.len() >= MEMO_MAX {
                     memo.clear();
                 }
-                memo.insert((*c).into(), matched);
+                memo.insert((*c).into(), matched.into_boxed_slice());
             }
         }
-        Some((0..rules).filter(|&i| hit[i]).collect())
+        hit.sort_unstable();
+        hit.dedup();
+        Some(hit)
     }
 }
