@@ -364,7 +364,11 @@ action = "alert"
             let (mut again, mut skipped_again) = (Vec::new(), 0);
             let reader = std::io::BufReader::with_capacity(capacity, &input[..]);
             events_of(reader, &mut skipped_again, |e| again.push(e.seq)).unwrap();
-            assert_eq!((&again, skipped_again), (&seen, skipped), "fills of {capacity}");
+            assert_eq!(
+                (&again, skipped_again),
+                (&seen, skipped),
+                "fills of {capacity}"
+            );
         }
     }
 
