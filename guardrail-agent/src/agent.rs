@@ -285,7 +285,7 @@ impl Agent {
         }
         if !config.output.is_empty() {
             let sections: Vec<_> = config.output.iter().map(|o| o.get_ref()).collect();
-            pipeline.outputs = Some(Outputs::start(&sections)?);
+            pipeline.outputs = Some(Outputs::start(&sections, pipeline.audit.as_ref())?);
         }
         notify::starting("putting the rules in force");
         pipeline.set_enforcer(enforcer.ok());

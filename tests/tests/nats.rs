@@ -15,9 +15,7 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use guardrail_tests::nats::{read_stream as read_stream_as, runtime, NatsServer, STREAM};
-use guardrail_tests::{
-    assert_success, bin, free_port, log_verify, trusted_tempdir, wait_until, Agent, Launch,
-};
+use guardrail_tests::{assert_success, bin, free_port, trusted_tempdir, wait_until, Agent, Launch};
 use serde_json::Value;
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -26,34 +24,62 @@ fn read_stream(url: &str) -> Vec<(String, String)> {
     read_stream_as(url, async_nats::ConnectOptions::new())
 }
 
-/// One host's records, in stream order; each subject names the host and
-/// the event's kind.
+/// One host's records, in stream order, each with its event; each
+/// subject names the host and the event's kind.
 fn records_of(all: &[(String, String)], host: &str) -> Vec<(String, Value)> {
     let prefix = format!("guardrail.{host}.");
     all.iter()
         .filter_map(|(subject, payload)| {
             let kind = subject.strip_prefix(&prefix)?;
             let v: Value = serde_json::from_str(payload).unwrap();
-            assert_eq!(v["event"]["kind"], kind, "{subject}: {payload}");
+            assert_eq!(v["kind"], kind, "{subject}: {payload}");
             Some((payload.clone(), v))
         })
         .collect()
 }
 
-/// The host's records form one chain: `guardrail log verify` on them,
-/// exported to a file, and their own `seq` runs 1, 2, 3 … exactly once.
-fn assert_chain(dir: &Path, host: &str, records: &[(String, Value)]) {
-    let export = dir.join(format!("{host}.jsonl"));
-    let text: String = records.iter().map(|(p, _)| format!("{p}\n")).collect();
-    std::fs::write(&export, text).unwrap();
-    assert_success(&log_verify(&[&export]));
-    for (i, (_, v)) in records.iter().enumerate() {
-        assert_eq!(v["host"], host);
-        assert_eq!(
-            v["seq"],
-            i as u64 + 1,
-            "{host}: record {i} out of order or repeated"
-        );
+/// The host's records are its audit log's own lines, in the log's order,
+/// none missing or repeated except where a `loss` message says lines were
+/// lost; and `guardrail log verify --nats` finds the chain intact.
+fn assert_chain(url: &str, dir: &Path, host: &str, records: &[(String, Value)]) {
+    assert_chain_with(url, &[], dir, host, records)
+}
+
+/// [`assert_chain`], `log verify --nats` given `args` (credentials).
+fn assert_chain_with(
+    url: &str,
+    args: &[&str],
+    dir: &Path,
+    host: &str,
+    records: &[(String, Value)],
+) {
+    let verified = verify_nats_with(url, host, args);
+    assert_success(&verified);
+    assert!(
+        String::from_utf8_lossy(&verified.stdout).contains("the chain is intact"),
+        "{verified:?}"
+    );
+    let log = std::fs::read_to_string(dir.join(format!("{host}-audit.jsonl"))).unwrap();
+    let at: std::collections::HashMap<&str, usize> =
+        log.lines().enumerate().map(|(i, l)| (l, i)).collect();
+    let mut last: Option<usize> = None;
+    let mut after_loss = false;
+    for (i, (line, v)) in records.iter().enumerate() {
+        if v["kind"] == "loss" && v.get("chain").is_none() {
+            after_loss = true;
+            continue;
+        }
+        let Some(&here) = at.get(line.as_str()) else {
+            panic!("{host}: record {i} is not a line of the audit log: {line}");
+        };
+        if let Some(last) = last {
+            assert!(
+                here == last + 1 || (after_loss && here > last),
+                "{host}: record {i} is audit log line {here} after line {last}: missing, repeated or out of order"
+            );
+        }
+        last = Some(here);
+        after_loss = false;
     }
 }
 
@@ -135,7 +161,7 @@ fn storm(file: &Path, seconds: u32) -> Child {
 fn assert_events_exactly_once(records: &[(String, Value)], host: &str, upto: u64) {
     let seqs: Vec<u64> = records
         .iter()
-        .map(|(_, v)| v["event"]["seq"].as_u64().unwrap())
+        .map(|(_, v)| v["seq"].as_u64().unwrap())
         .take_while(|&s| s <= upto)
         .collect();
     let want: Vec<u64> = (1..=upto).collect();
@@ -155,8 +181,13 @@ fn assert_events_exactly_once(records: &[(String, Value)], host: &str, upto: u64
 
 /// `guardrail log verify --nats URL --host HOST`.
 fn verify_nats(url: &str, host: &str) -> std::process::Output {
+    verify_nats_with(url, host, &[])
+}
+
+fn verify_nats_with(url: &str, host: &str, args: &[&str]) -> std::process::Output {
     Command::new(bin("guardrail"))
         .args(["log", "verify", "--nats", url, "--host", host])
+        .args(args)
         .output()
         .expect("running guardrail log verify --nats")
 }
@@ -167,7 +198,7 @@ fn first_run(records: &[(String, Value)]) -> Vec<(String, Value)> {
     records
         .iter()
         .scan(0, |last, r| {
-            let seq = r.1["event"]["seq"].as_u64().unwrap();
+            let seq = r.1["seq"].as_u64().unwrap();
             (seq > *last).then(|| {
                 *last = seq;
                 r.clone()
@@ -220,22 +251,16 @@ fn three_agents_deliver_every_event_once_in_order_through_a_server_kill() {
         hosts.iter().zip(&upto).all(|(h, u)| {
             records_of(&all, h)
                 .iter()
-                .any(|(_, v)| v["event"]["seq"].as_u64() >= Some(*u))
+                .any(|(_, v)| v["seq"].as_u64() >= Some(*u))
         })
     });
     for ((host, upto), agent) in hosts.iter().zip(&upto).zip(&agents) {
         let records = records_of(&all, host);
-        assert_chain(dir.path(), host, &records);
+        assert_chain(&server.url(), dir.path(), host, &records);
         assert_events_exactly_once(&records, host, *upto);
         let out = nats_output(agent);
         assert_eq!(out["dropped"], 0, "{host}: {out}");
         assert_eq!(out["failed"], 0, "{host}: {out}");
-        let verified = verify_nats(&server.url(), host);
-        assert_success(&verified);
-        assert!(
-            String::from_utf8_lossy(&verified.stdout).contains("the chain is intact"),
-            "{verified:?}"
-        );
     }
     for a in agents {
         a.stop();
@@ -266,9 +291,7 @@ fn a_storm_faster_than_the_server_is_spooled_and_delivered_whole() {
     let mut records = vec![];
     wait_until("every event of the storm in the stream", DEADLINE, || {
         records = records_of(&read_stream(&server.url()), "storm");
-        records
-            .iter()
-            .any(|(_, v)| v["event"]["seq"].as_u64() >= Some(upto))
+        records.iter().any(|(_, v)| v["seq"].as_u64() >= Some(upto))
     });
     let out = nats_output(&agent);
     assert_eq!(out["dropped"], 0, "{out}");
@@ -297,7 +320,7 @@ fn an_agent_restarted_while_the_server_is_down_delivers_its_spool_later() {
     wait_until("the first marker in the stream", DEADLINE, || {
         records_of(&read_stream(&server.url()), "delta")
             .iter()
-            .any(|(_, v)| v["event"]["seq"].as_u64() >= Some(first))
+            .any(|(_, v)| v["seq"].as_u64() >= Some(first))
     });
     server.kill();
     let second = mark(dir.path(), "delta", &dir.path().join("second"));
@@ -316,14 +339,14 @@ fn an_agent_restarted_while_the_server_is_down_delivers_its_spool_later() {
         records = records_of(&read_stream(&server.url()), "delta");
         records
             .iter()
-            .any(|(_, v)| v["event"]["file"]["path"] == third.to_str().unwrap())
+            .any(|(_, v)| v["file"]["path"] == third.to_str().unwrap())
     });
     // One chain across both runs of the agent, each record once.
-    assert_chain(dir.path(), "delta", &records);
+    assert_chain(&server.url(), dir.path(), "delta", &records);
     let second_path = dir.path().join("second");
     let seconds = records
         .iter()
-        .filter(|(_, v)| v["event"]["file"]["path"] == second_path.to_str().unwrap())
+        .filter(|(_, v)| v["file"]["path"] == second_path.to_str().unwrap())
         .count();
     assert_eq!(seconds, 1, "the event spooled while the server was down");
     // The first run's events are all there: seq 1 … through the second
@@ -381,16 +404,22 @@ fn a_wrong_credential_is_reported_and_the_spool_is_sent_once_it_is_right() {
             records = records_of(&read_stream_as(&server.url(), opts), "echo");
             records
                 .iter()
-                .any(|(_, v)| v["event"]["file"]["path"] == marker.to_str().unwrap())
+                .any(|(_, v)| v["file"]["path"] == marker.to_str().unwrap())
         },
     );
-    assert_chain(dir.path(), "echo", &records);
+    assert_chain_with(
+        &server.url(),
+        &["--token-file", token.to_str().unwrap()],
+        dir.path(),
+        "echo",
+        &records,
+    );
     assert_events_exactly_once(&first_run(&records), "echo", upto);
     agent.stop();
 }
 
 #[test]
-fn an_unreachable_server_and_a_full_spool_are_reported_and_the_loss_is_in_the_chain() {
+fn an_unreachable_server_and_a_full_spool_are_reported_and_the_loss_is_in_the_stream() {
     let dir = trusted_tempdir();
     // Nothing listens there yet.
     let port = free_port();
@@ -436,14 +465,16 @@ fn an_unreachable_server_and_a_full_spool_are_reported_and_the_loss_is_in_the_ch
     let mut records = vec![];
     wait_until("the loss record in the stream", DEADLINE, || {
         records = records_of(&read_stream(&url), "foxtrot");
-        records.iter().any(|(_, v)| v["event"]["kind"] == "loss")
+        records.iter().any(|(_, v)| v["kind"] == "loss")
     });
-    assert_chain(dir.path(), "foxtrot", &records);
-    let loss = &records
-        .iter()
-        .find(|(_, v)| v["event"]["kind"] == "loss")
-        .unwrap()
-        .1["event"]["loss"];
+    assert_chain(&url, dir.path(), "foxtrot", &records);
+    // `log verify --nats` says where the host reported the loss.
+    let verified = verify_nats(&url, "foxtrot");
+    assert!(
+        String::from_utf8_lossy(&verified.stdout).contains("could not send"),
+        "{verified:?}"
+    );
+    let loss = &records.iter().find(|(_, v)| v["kind"] == "loss").unwrap().1["loss"];
     assert_eq!(loss["output"], "nats");
     assert!(loss["count"].as_u64() > Some(0), "{loss}");
     agent.stop();
@@ -501,7 +532,7 @@ fn log_verify_nats_finds_a_missing_an_edited_and_a_reordered_record() {
         wait_until("the marker in the stream", DEADLINE, || {
             records_of(&read_stream(&server.url()), "hotel")
                 .iter()
-                .any(|(_, v)| v["event"]["seq"].as_u64() >= Some(upto))
+                .any(|(_, v)| v["seq"].as_u64() >= Some(upto))
         });
     }
     agent.stop();

@@ -55,6 +55,16 @@ pub fn seal_in_place(out: &mut String, start: usize, prev: &str) -> String {
     h
 }
 
+/// The hash a sealed line ends with, without taking the line apart (no
+/// check that it matches: [`Verifier`] does that).
+pub fn sealed_hash(line: &str) -> Option<&str> {
+    let body = line.strip_suffix("\"}}")?;
+    let hash = body.get(body.len().checked_sub(64)?..)?;
+    body[..body.len() - 64]
+        .ends_with("\",\"hash\":\"")
+        .then_some(hash)
+}
+
 /// A line taken apart: the event JSON it seals, and its prev and hash.
 pub struct Opened<'a> {
     pub event_json: String,
@@ -154,6 +164,14 @@ pub fn verify(files: &[(String, String)]) -> Result<u64, Broken> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hash_a_line_ends_with_is_found_without_opening_it() {
+        let (line, h) = seal(GENESIS, r#"{"kind":"file","n":1}"#);
+        assert_eq!(sealed_hash(&line), Some(h.as_str()));
+        assert_eq!(sealed_hash(r#"{"kind":"loss"}"#), None);
+        assert_eq!(sealed_hash(&line[..line.len() - 1]), None);
+    }
 
     #[test]
     fn hex_is_two_lower_case_digits_per_byte() {

@@ -69,7 +69,34 @@ pub struct AuditLog {
     unreported: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
     path: PathBuf,
+    taps: Taps,
 }
+
+/// Readers of the sealed lines as they are written, shared with the writer.
+type Taps = Arc<Mutex<Vec<TapEnd>>>;
+
+/// The writer's end of a [`Tap`].
+struct TapEnd {
+    tx: SyncSender<bytes::Bytes>,
+    missed: Arc<AtomicU64>,
+    queued_bytes: Arc<AtomicU64>,
+}
+
+/// A reader of the audit log's sealed lines as the writer writes them
+/// (the NATS output, which sends them as they are: one hash per event
+/// for the log and the stream). Each successful write is handed over
+/// whole — complete lines, without a copy — in the order written. A tap
+/// that falls [`TAP_BYTES`] behind is not waited for: the lines of the
+/// writes it misses are counted in `missed`, for it to report.
+pub struct Tap {
+    pub lines: Receiver<bytes::Bytes>,
+    pub missed: Arc<AtomicU64>,
+    /// Bytes handed over and not yet taken: the tap takes them off.
+    pub queued_bytes: Arc<AtomicU64>,
+}
+
+/// How far behind the writer a tap may fall.
+pub const TAP_BYTES: u64 = 16 << 20;
 
 const QUEUE: usize = 65_536;
 /// Records per hand-over, at most (the pipeline also hands over what it
@@ -230,7 +257,9 @@ impl AuditLog {
         let stats = Arc::new(AuditStats::default());
         let unreported = Arc::new(AtomicU64::new(0));
         let settled = Arc::new(AtomicU64::new(0));
+        let taps = Taps::default();
         let mut w = Writer {
+            taps: taps.clone(),
             settled: settled.clone(),
             failing: false,
             cfg: cfg.clone(),
@@ -270,7 +299,25 @@ impl AuditLog {
             unreported,
             thread: Some(thread),
             path,
+            taps,
         })
+    }
+
+    /// A new reader of the sealed lines written from now on.
+    pub fn tap(&self) -> Tap {
+        let (tx, lines) = sync_channel(1024);
+        let missed = Arc::new(AtomicU64::new(0));
+        let queued_bytes = Arc::new(AtomicU64::new(0));
+        self.taps.lock().unwrap().push(TapEnd {
+            tx,
+            missed: missed.clone(),
+            queued_bytes: queued_bytes.clone(),
+        });
+        Tap {
+            lines,
+            missed,
+            queued_bytes,
+        }
     }
 
     /// Hand a record to the writer (with the next batch); never blocks.
@@ -362,6 +409,7 @@ impl Drop for AuditLog {
 }
 
 struct Writer {
+    taps: Taps,
     cfg: AuditSection,
     /// The admin group, which may read the files the writer creates.
     reader: Option<u32>,
@@ -456,7 +504,31 @@ impl Writer {
         bytes.push(b'\n');
         self.write_sealed(&bytes)?;
         self.prev = hash;
+        self.hand_to_taps(bytes, 1);
         Ok(())
+    }
+
+    /// Hand written lines (`records` of them) to every tap, without a
+    /// copy and without waiting.
+    fn hand_to_taps(&self, written: Vec<u8>, records: u64) {
+        let taps = self.taps.lock().unwrap();
+        if taps.is_empty() {
+            return;
+        }
+        let len = written.len() as u64;
+        let written = bytes::Bytes::from(written);
+        for t in taps.iter() {
+            let behind = t.queued_bytes.load(Ordering::Relaxed) + len > TAP_BYTES;
+            if behind {
+                t.missed.fetch_add(records, Ordering::Relaxed);
+                continue;
+            }
+            t.queued_bytes.fetch_add(len, Ordering::Relaxed);
+            if t.tx.try_send(written.clone()).is_err() {
+                t.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                t.missed.fetch_add(records, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Append whole sealed lines; on failure nothing of them stays (a
@@ -514,6 +586,7 @@ impl Writer {
                 return false;
             }
             self.prev = prev;
+            self.hand_to_taps(text.into_bytes(), records as u64);
             for (rec, settled) in self.pending.drain(..records) {
                 self.pending_bytes -= rec.len();
                 if !settled {
@@ -639,6 +712,58 @@ mod tests {
             let meta = std::fs::metadata(p).unwrap();
             assert_eq!((meta.mode() & 0o7777, meta.gid()), (0o640, gid), "{p:?}");
         }
+    }
+
+    #[test]
+    fn a_tap_is_handed_the_lines_as_written_and_counts_what_it_falls_behind_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let cfg = AuditSection {
+            path: path.clone(),
+            max_bytes: 4096,
+            max_files: 3,
+            ..Default::default()
+        };
+        let log = AuditLog::start(&cfg, &Policy::agent(None)).unwrap();
+        let tap = log.tap();
+        for n in 0..60 {
+            log.send(format!(r#"{{"kind":"test","n":{n}}}"#).into());
+        }
+        drop(log);
+        // Whole lines, in the order written, across rotations: the log's
+        // files, oldest first, hold exactly what the tap was handed.
+        let handed: Vec<u8> = tap.lines.iter().flat_map(|b| b.to_vec()).collect();
+        let mut files = Vec::new();
+        for f in [".2", ".1", ""] {
+            let p = format!("{}{f}", path.display());
+            files.extend(std::fs::read(p).unwrap_or_default());
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&handed),
+            String::from_utf8_lossy(&files)
+        );
+        assert_eq!(tap.missed.load(Ordering::Relaxed), 0);
+        // Counted as waiting until the tap takes them off.
+        assert_eq!(
+            tap.queued_bytes.load(Ordering::Relaxed) as usize,
+            handed.len()
+        );
+
+        // A tap that does not take what it is handed is not waited for:
+        // what it misses is counted.
+        let path = dir.path().join("behind.jsonl");
+        let cfg = AuditSection {
+            path: path.clone(),
+            ..Default::default()
+        };
+        let log = AuditLog::start(&cfg, &Policy::agent(None)).unwrap();
+        let tap = log.tap();
+        tap.queued_bytes.store(TAP_BYTES, Ordering::Relaxed);
+        log.send(r#"{"kind":"test","n":1}"#.into());
+        drop(log);
+        assert_eq!(tap.missed.load(Ordering::Relaxed), 1);
+        assert!(tap.lines.try_recv().is_err());
+        assert!(std::fs::read_to_string(&path).unwrap().contains(r#""n":1"#));
     }
 
     #[test]

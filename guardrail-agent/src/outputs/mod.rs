@@ -24,6 +24,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use crate::audit::AuditLog;
 use crate::config::{OutputKind, OutputSection};
 use guardrail_engine::event::{Body, Event};
 use guardrail_engine::rules::spec::Severity;
@@ -59,11 +60,16 @@ impl Filter {
         }
     }
 
+    /// Whether every event passes.
+    pub fn takes_all(&self) -> bool {
+        !self.alerts_only && self.min_severity.is_none() && self.rules.is_none()
+    }
+
     /// An event without a decision has no severity and no rule: it passes
     /// only a filter that asks for neither.
     pub fn accepts(&self, event: &Event) -> bool {
         match &event.decision {
-            None => !self.alerts_only && self.min_severity.is_none() && self.rules.is_none(),
+            None => self.takes_all(),
             Some(d) => {
                 self.min_severity.is_none_or(|min| d.severity >= min)
                     && self.rules.as_ref().is_none_or(|r| r.contains(&d.rule))
@@ -162,6 +168,12 @@ pub trait Sink: Send + 'static {
     /// The queue is empty for now (a sink that batches sends its batch).
     fn idle(&mut self, _ctx: &Delivery) {}
 
+    /// Whether the sink is handed events at all (a nats output fed with
+    /// the audit log's lines is not).
+    fn takes_events(&self) -> bool {
+        true
+    }
+
     /// Whether the sink counts deliveries itself (`deliver` only takes the
     /// event in; the server's acknowledgement comes later).
     fn confirms_itself(&self) -> bool {
@@ -213,6 +225,8 @@ impl Delivery {
 struct Output {
     name: String,
     kind: OutputKind,
+    /// Whether it is handed events (see [`Sink::takes_events`]).
+    events: bool,
     filter: Filter,
     tx: Option<SyncSender<Published>>,
     /// Instead of `tx` and `thread`, for a sink that stores itself.
@@ -257,7 +271,10 @@ fn names(cfgs: &[&OutputSection]) -> Vec<String> {
 }
 
 impl Outputs {
-    pub fn start(cfgs: &[&OutputSection]) -> Result<Self> {
+    /// The outputs `cfgs` configures. A nats output that takes every
+    /// event sends the lines of `audit`, when the audit log is on, rather
+    /// than sealing each event a second time.
+    pub fn start(cfgs: &[&OutputSection], audit: Option<&AuditLog>) -> Result<Self> {
         let host = hostname();
         let mut me = Self::empty();
         for (cfg, name) in cfgs.iter().zip(names(cfgs)) {
@@ -275,10 +292,15 @@ impl Outputs {
                     webhook::Webhook::new(cfg, host.clone())
                         .with_context(|| format!("output {name}"))?,
                 ),
-                OutputKind::Nats => Box::new(
-                    nats::Nats::new(cfg, &name, &host, stats.clone())
-                        .with_context(|| format!("output {name}"))?,
-                ),
+                OutputKind::Nats => {
+                    let tap = audit
+                        .filter(|_| Filter::of(cfg).takes_all())
+                        .map(AuditLog::tap);
+                    Box::new(
+                        nats::Nats::new(cfg, &name, &host, stats.clone(), tap)
+                            .with_context(|| format!("output {name}"))?,
+                    )
+                }
             };
             me.add_with_stats(name, cfg.kind, Filter::of(cfg), cfg.queue, sink, stats)?;
         }
@@ -326,6 +348,7 @@ impl Outputs {
             self.outputs.push(Output {
                 name,
                 kind,
+                events: sink.takes_events(),
                 filter,
                 tx: None,
                 inline: Some(Mutex::new(Inline {
@@ -367,6 +390,7 @@ impl Outputs {
         self.outputs.push(Output {
             name,
             kind,
+            events: true,
             filter,
             tx: Some(tx),
             inline: None,
@@ -380,7 +404,7 @@ impl Outputs {
     /// Hand `p` to every output that takes it, without waiting.
     pub fn send(&self, p: &Published) {
         for o in &self.outputs {
-            if !o.filter.accepts(&p.event) {
+            if !o.events || !o.filter.accepts(&p.event) {
                 continue;
             }
             if let Some(inline) = &o.inline {

@@ -3,11 +3,11 @@
 //! chain so that the stream can be verified centrally.
 //!
 //! Guarantee (docs/outputs.md#nats): at least once, exactly once after the
-//! server's deduplication. The output's thread seals each event and appends
-//! it to an on-disk spool ([`super::spool`]); a publisher thread sends from
+//! server's deduplication. Records are appended to an on-disk spool
+//! ([`super::spool`]); a publisher thread sends from
 //! the spool with many acknowledgements in flight and forgets a record only
 //! once JetStream acknowledged it. A record is resent after a failure with
-//! the same `Nats-Msg-Id` (`<host>.<chain id>.<seq>`), which the server
+//! the same `Nats-Msg-Id` (below), which the server
 //! deduplicates; and after a reconnection the publisher first asks the
 //! stream which of this host's records since the last acknowledged one it
 //! holds, and skips exactly those, so a lost acknowledgement duplicates
@@ -17,13 +17,27 @@
 //! (After an agent restart, records sent and never acknowledged are sent
 //! again and deduplicated within the server's window.) Only a full spool
 //! drops records: they are counted, and a `loss` record naming the output
-//! is sealed into the chain before the next one.
+//! goes into the stream before the next one.
 //!
-//! The chain: each record is `{"host","chain_id","seq","event"}` sealed as
-//! the audit log's lines are ([`guardrail_engine::chain`]), so `guardrail log
-//! verify` checks an exported stream as it checks the audit log. It is
-//! this output's own chain (the audit log may be off, filtered differently,
-//! or hold `log_gap` records), continued across restarts from the spool.
+//! What the stream carries: an output that takes every event (the
+//! default) while the audit log is on sends **the audit log's own sealed
+//! lines**, handed over by the log's writer as it writes them
+//! ([`crate::audit::Tap`]): one hash per event for the log and the
+//! stream, and nothing of the output's in the event path. A message's id
+//! is then `<host>.<hash of its first line>`, unique in the host's chain.
+//! Lines the spool cannot take, or that the output fell too far behind
+//! the log to be handed, are counted, and a `loss` message (outside the
+//! chain, with an `id`) says how many before the next lines; `guardrail
+//! log verify --nats` lets the chain skip only there, or where a new
+//! audit log began.
+//!
+//! Otherwise (an output with filters, or no audit log) each record is
+//! `{"host","chain_id","seq","event"}` sealed as the audit log's lines
+//! are ([`guardrail_engine::chain`]), in this output's own chain,
+//! continued across restarts from the spool, and `guardrail log verify`
+//! checks an exported stream as it checks the audit log; a message's id
+//! is `<host>.<chain id>.<seq of its first record>`, and a `loss` record
+//! is sealed into that chain.
 //!
 //! Messages: one message holds one or more consecutive records of one kind,
 //! one per line (JSON lines), on that kind's subject. A message per record
@@ -34,7 +48,8 @@
 //! whose `Nats-Msg-Id` names its first record. The entry is fixed once
 //! spooled, so a resend is the very same message and the server's
 //! deduplication holds. A quiet host's events still go out one by one: an
-//! entry is closed as soon as the event path has nothing more to hand over.
+//! entry is closed as soon as the event path (or the audit log's writer)
+//! has nothing more to hand over.
 
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
@@ -49,10 +64,11 @@ use tracing::warn;
 
 use super::spool::{Pos, Spool, SpoolError, Writer};
 use super::{Delivery, OutputStats, Sink};
-use crate::config::nats::{check_output, shown};
+use crate::audit::Tap;
+use crate::config::nats::{check_output, is_token, shown};
 use crate::config::OutputSection;
 use crate::outputs::Published;
-use guardrail_engine::chain::{open, seal_in_place, GENESIS};
+use guardrail_engine::chain::{open, seal_in_place, sealed_hash, GENESIS};
 
 pub const DEFAULT_PREFIX: &str = "guardrail";
 pub const DEFAULT_STREAM: &str = "GUARDRAIL";
@@ -128,29 +144,36 @@ fn read_secret(path: &std::path::Path, what: &str) -> Result<String> {
 }
 
 pub struct Nats {
-    writer: Writer,
-    /// The host as a JSON string, quoted and escaped once.
-    host_json: String,
-    chain_id: String,
-    prev: String,
-    seq: u64,
-    name: String,
-    /// Sealed records not yet spooled: one message to be.
-    batch: Batch,
-    /// Records the full spool refused, not yet reported in the chain.
-    unreported_loss: u64,
-    lost_total: u64,
+    feed: Feed,
     publisher: Option<JoinHandle<()>>,
     draining: Arc<AtomicBool>,
     abort: Arc<AtomicBool>,
 }
 
+/// What fills the spool.
+enum Feed {
+    /// Events handed over by the event path, sealed in this output's own
+    /// chain: an output that takes some events only, or an agent without
+    /// an audit log.
+    Events(Box<Sealer>),
+    /// The audit log's own sealed lines, spooled by a thread of their
+    /// own; taken when the output stops.
+    AuditLog {
+        thread: Option<JoinHandle<()>>,
+        stop: Arc<AtomicBool>,
+    },
+}
+
 impl Nats {
+    /// The output; fed with the audit log's sealed lines through `tap`
+    /// when given one (the output takes every event and the audit log is
+    /// on), else with the events the event path hands over.
     pub fn new(
         cfg: &OutputSection,
         name: &str,
         hostname: &str,
         stats: Arc<OutputStats>,
+        tap: Option<Tap>,
     ) -> Result<Self> {
         check_output(cfg).map_err(anyhow::Error::msg)?;
         let urls = cfg
@@ -180,6 +203,8 @@ impl Nats {
         let (spool, writer, last) =
             Spool::open(&dir, cfg.spool_bytes.unwrap_or(DEFAULT_SPOOL_BYTES))?;
         let _ = stats.spool.set(spool.clone());
+        // Entries of this output's own chain may wait in the spool (also
+        // when it is now fed by the audit log: spooled by an older agent).
         let (chain_id, prev, seq) = match last.as_deref().and_then(Continued::from_spool_line) {
             Some(c) => (c.chain_id, c.hash, c.seq),
             None => (new_chain_id(), GENESIS.to_string(), 0),
@@ -200,6 +225,37 @@ impl Nats {
         };
         let draining = Arc::new(AtomicBool::new(false));
         let abort = Arc::new(AtomicBool::new(false));
+        let feed = match tap {
+            Some(tap) => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let feed = AuditFeed {
+                    writer,
+                    batch: Batch::default(),
+                    name: name.to_string(),
+                    stats: stats.clone(),
+                    losses: Losses::default(),
+                    stop: stop.clone(),
+                };
+                let thread = std::thread::Builder::new()
+                    .name(format!("nats-feed-{name}"))
+                    .spawn(move || feed.run(tap))
+                    .context("starting the NATS output's feed thread")?;
+                Feed::AuditLog {
+                    thread: Some(thread),
+                    stop,
+                }
+            }
+            None => Feed::Events(Box::new(Sealer {
+                writer,
+                host_json: serde_json::Value::from(host).to_string(),
+                chain_id,
+                prev,
+                seq,
+                name: name.to_string(),
+                batch: Batch::default(),
+                losses: Losses::default(),
+            })),
+        };
         let publisher = Publisher {
             target,
             spool: spool.clone(),
@@ -213,25 +269,74 @@ impl Nats {
             .spawn(move || publisher.run())
             .context("starting the NATS publisher thread")?;
         Ok(Self {
-            writer,
-            host_json: serde_json::Value::from(host).to_string(),
-            chain_id,
-            prev,
-            seq,
-            name: name.to_string(),
-            batch: Batch::default(),
-            unreported_loss: 0,
-            lost_total: 0,
+            feed,
             publisher: Some(thread),
             draining,
             abort,
         })
     }
+}
 
+/// Events lost to the fleet (the spool was full, or the feed fell behind
+/// the audit log), for the next `loss` record.
+#[derive(Default)]
+struct Losses {
+    unreported: u64,
+    total: u64,
+    reason: String,
+}
+
+impl Losses {
+    fn count(&mut self, n: u64, why: &str, name: &str, stats: &OutputStats) {
+        if self.unreported == 0 {
+            warn!(output = %name, "{why}: events are dropped and counted until the server takes what is spooled");
+        }
+        self.unreported += n;
+        self.total += n;
+        self.reason = why.to_string();
+        stats.dropped.fetch_add(n, Ordering::Relaxed);
+        stats.dropped_because(why.to_string());
+    }
+
+    /// The `loss` record; `id` names it when it travels outside a chain.
+    fn record(&self, name: &str, reason: &str, id: Option<&str>) -> String {
+        let mut record = serde_json::json!({
+            "kind": "loss",
+            "time": jiff::Timestamp::now().to_string(),
+            "loss": {
+                "output": name,
+                "count": self.unreported,
+                "total": self.total,
+                "reason": reason,
+            }
+        });
+        if let Some(id) = id {
+            record["id"] = id.into();
+        }
+        record.to_string()
+    }
+}
+
+/// Seals the events the event path hands over in this output's own
+/// chain, and spools them.
+struct Sealer {
+    writer: Writer,
+    /// The host as a JSON string, quoted and escaped once.
+    host_json: String,
+    chain_id: String,
+    prev: String,
+    seq: u64,
+    name: String,
+    /// Sealed records not yet spooled: one message to be.
+    batch: Batch,
+    losses: Losses,
+}
+
+impl Sealer {
     /// Seal `event_json` as the next record and add it to the message
     /// being built; refused, with nothing sealed, when the spool has no
     /// room for it or cannot take the message before it.
-    fn append(&mut self, kind: &'static str, event_json: &str) -> Result<(), SpoolError> {
+    fn append(&mut self, kind: &str, event_json: &str) -> Result<(), SpoolError> {
         use std::fmt::Write;
         let seq = self.seq + 1;
         if !self.batch.takes(kind, event_json.len() + 100) {
@@ -274,41 +379,182 @@ impl Nats {
         Ok(())
     }
 
-    /// Count an event lost to the fleet, for the next `loss` record.
-    fn lose(&mut self, why: &SpoolError, ctx: &Delivery) {
-        if self.unreported_loss == 0 {
-            warn!(output = %self.name, "{why}: events are dropped and counted until the server takes what is spooled");
+    fn deliver(&mut self, p: &Published, ctx: &Delivery) -> Result<(), String> {
+        if self.losses.unreported > 0 {
+            let loss = self.losses.record(&self.name, "spool full", None);
+            if self.append("loss", &loss).is_ok() {
+                self.losses.unreported = 0;
+            }
         }
-        self.unreported_loss += 1;
-        self.lost_total += 1;
-        ctx.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        ctx.stats.dropped_because(why.to_string());
+        if self.losses.unreported > 0 {
+            self.losses.unreported += 1;
+            self.losses.total += 1;
+            ctx.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        match self.append(p.event.body.kind(), &p.json) {
+            Ok(()) => Ok(()),
+            Err(e @ SpoolError::Full { .. }) => {
+                self.losses.count(1, &e.to_string(), &self.name, &ctx.stats);
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
     }
 
-    fn loss_record(&self) -> String {
-        let now = jiff::Timestamp::now();
-        serde_json::json!({
-            "kind": "loss",
-            "time": now.to_string(),
-            "loss": {
-                "output": self.name,
-                "count": self.unreported_loss,
-                "total": self.lost_total,
-                "reason": "spool full",
-            }
-        })
-        .to_string()
+    fn idle(&mut self, ctx: &Delivery) {
+        if let Err(e) = self.spool_batch().and_then(|()| self.writer.flush()) {
+            ctx.stats.error(e.to_string());
+        }
+    }
+
+    /// Spool and flush what is left, when the output stops.
+    fn finish(&mut self) {
+        if let Err(e) = self.spool_batch() {
+            warn!(output = %self.name, "{e}: the last {} events are lost to this output", self.batch.records);
+        }
+        if let Err(e) = self.writer.flush() {
+            warn!(output = %self.name, "{e}");
+        }
     }
 }
 
+/// Spools the audit log's sealed lines as they are written: no second
+/// chain, no second hash of each event, nothing in the event path. A
+/// message holds consecutive lines of one kind, its id the hash of its
+/// first line (unique in the host's chain). Lines the spool cannot take,
+/// or that the feed fell too far behind the log to be handed, are
+/// counted, and a `loss` message outside the chain says how many before
+/// the next lines (`guardrail log verify --nats` then finds the gap it
+/// explains).
+struct AuditFeed {
+    writer: Writer,
+    batch: Batch,
+    name: String,
+    stats: Arc<OutputStats>,
+    losses: Losses,
+    stop: Arc<AtomicBool>,
+}
+
+impl AuditFeed {
+    /// Until the audit log closes (or the output stops without it).
+    fn run(mut self, tap: Tap) {
+        loop {
+            let first = match tap.lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(lines) => Some(lines),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut next = first;
+            while let Some(lines) = next {
+                tap.queued_bytes
+                    .fetch_sub(lines.len() as u64, Ordering::Relaxed);
+                self.take(&lines, &tap.missed);
+                next = tap.lines.try_recv().ok();
+            }
+            // Nothing more for now: what is gathered goes out.
+            self.close_message();
+            if let Err(e) = self.writer.flush() {
+                self.stats.error(e.to_string());
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+        }
+        self.close_message();
+        if let Err(e) = self.writer.flush() {
+            warn!(output = %self.name, "{e}");
+        }
+    }
+
+    /// Add the complete lines of one write of the audit log.
+    fn take(&mut self, lines: &[u8], missed: &AtomicU64) {
+        let missed = missed.swap(0, Ordering::Relaxed);
+        if missed > 0 {
+            self.close_message();
+            self.losses.count(
+                missed,
+                "the NATS output fell behind the audit log",
+                &self.name,
+                &self.stats,
+            );
+        }
+        let Ok(text) = std::str::from_utf8(lines) else {
+            return;
+        };
+        for line in text.split_terminator('\n') {
+            // Every line the writer writes is sealed.
+            let Some(hash) = sealed_hash(line) else {
+                continue;
+            };
+            if self.losses.unreported > 0 && !self.report_losses() {
+                self.losses
+                    .count(1, &self.losses.reason.clone(), &self.name, &self.stats);
+                continue;
+            }
+            let kind = line_kind(line).filter(|k| is_token(k)).unwrap_or("other");
+            if !self.batch.takes(kind, line.len()) {
+                self.close_message();
+            }
+            self.batch.open(hash, kind);
+            self.batch.entry.push_str(line);
+            self.batch.taken(kind);
+        }
+    }
+
+    /// Spool the message being built; what the spool cannot take is lost
+    /// to the fleet, counted.
+    fn close_message(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        if let Err(e) = self.writer.append(&self.batch.entry) {
+            let n = self.batch.records;
+            self.losses
+                .count(n, &e.to_string(), &self.name, &self.stats);
+        }
+        self.batch.clear();
+    }
+
+    /// Spool a `loss` message for what was lost; false if it found no room.
+    fn report_losses(&mut self) -> bool {
+        self.close_message();
+        let id = format!("loss.{}", new_chain_id());
+        let reason = if self.losses.reason.contains("spool full") {
+            "spool full".to_string()
+        } else {
+            self.losses.reason.clone()
+        };
+        let record = self.losses.record(&self.name, &reason, Some(&id));
+        let entry = format!("{id} loss {record}");
+        if self.writer.append(&entry).is_err() {
+            return false;
+        }
+        self.losses.unreported = 0;
+        true
+    }
+}
+
+/// The top-level `kind` of an event's JSON line: the first `"kind":"`
+/// member (the event's own comes before its nested objects; a string
+/// value cannot hold it unescaped).
+fn line_kind(line: &str) -> Option<&str> {
+    const KEY: &str = "\"kind\":\"";
+    let at = memchr::memmem::find(line.as_bytes(), KEY.as_bytes())? + KEY.len();
+    let len = memchr::memchr(b'"', &line.as_bytes()[at..])?;
+    Some(&line[at..at + len])
+}
+
 /// Consecutive records of one kind, to be spooled as one entry
-/// `<first seq> <kind> <record>\t<record>…`: a sealed record is compact
-/// JSON, in which a tab can only appear escaped, so the tab separates
-/// records within the spool's line, and becomes a newline in the message.
+/// `<first> <kind> <record>\t<record>…`, `<first>` naming the message: the
+/// seq of its first record in this output's own chain, or the hash of its
+/// first audit log line. A sealed record is compact JSON, in which a tab
+/// can only appear escaped, so the tab separates records within the
+/// spool's line, and becomes a newline in the message.
 #[derive(Default)]
 struct Batch {
     entry: String,
-    kind: &'static str,
+    kind: String,
     records: u64,
 }
 
@@ -328,11 +574,11 @@ impl Batch {
     /// Begin a record: the entry's header or a separator; returns where
     /// the record starts. Until [`Self::taken`], truncating the entry to
     /// its length before undoes it.
-    fn open(&mut self, seq: u64, kind: &str) -> usize {
+    fn open(&mut self, first: impl std::fmt::Display, kind: &str) -> usize {
         use std::fmt::Write;
         if self.is_empty() {
             self.entry.clear();
-            let _ = write!(self.entry, "{seq} {kind} ");
+            let _ = write!(self.entry, "{first} {kind} ");
         } else {
             self.entry.push('\t');
         }
@@ -340,14 +586,17 @@ impl Batch {
     }
 
     /// The record begun by [`Self::open`] is whole.
-    fn taken(&mut self, kind: &'static str) {
-        self.kind = kind;
+    fn taken(&mut self, kind: &str) {
+        if self.kind != kind {
+            self.kind.clear();
+            self.kind.push_str(kind);
+        }
         self.records += 1;
     }
 
     #[cfg(test)]
-    fn push(&mut self, seq: u64, kind: &'static str, line: &str) {
-        self.open(seq, kind);
+    fn push(&mut self, first: impl std::fmt::Display, kind: &str, line: &str) {
+        self.open(first, kind);
         self.entry.push_str(line);
         self.taken(kind);
     }
@@ -358,27 +607,57 @@ impl Batch {
     }
 }
 
-/// A spooled entry taken apart: its first record's seq, its kind, and its
+/// A spooled entry taken apart: what names its message, its kind, and its
 /// records separated by tabs (an entry of an older agent holds one).
 fn entry_parts(entry: &str) -> Option<(&str, &str, &str)> {
     let mut parts = entry.splitn(3, ' ');
     Some((parts.next()?, parts.next()?, parts.next()?))
 }
 
-/// A spooled entry as a message: its first record's seq, its kind, the
-/// payload (records one per line) and how many records it holds.
-fn entry_message(entry: &[u8]) -> Option<(u64, &str, bytes::Bytes, u64)> {
-    let seq_end = memchr::memchr(b' ', entry)?;
-    let kind_end = seq_end + 1 + memchr::memchr(b' ', &entry[seq_end + 1..])?;
-    let seq = std::str::from_utf8(&entry[..seq_end]).ok()?.parse().ok()?;
-    let kind = std::str::from_utf8(&entry[seq_end + 1..kind_end]).ok()?;
+/// A spooled entry as a message: what names it (see [`Batch`]), its kind,
+/// the payload (records one per line) and how many records it holds.
+fn entry_message(entry: &[u8]) -> Option<(&str, &str, bytes::Bytes, u64)> {
+    let first_end = memchr::memchr(b' ', entry)?;
+    let kind_end = first_end + 1 + memchr::memchr(b' ', &entry[first_end + 1..])?;
+    let first = std::str::from_utf8(&entry[..first_end]).ok()?;
+    let kind = std::str::from_utf8(&entry[first_end + 1..kind_end]).ok()?;
     let mut payload = entry[kind_end + 1..].to_vec();
     let mut records = 1;
     for tab in memchr::memchr_iter(b'\t', &entry[kind_end + 1..]) {
         payload[tab] = b'\n';
         records += 1;
     }
-    Some((seq, kind, payload.into(), records))
+    Some((first, kind, payload.into(), records))
+}
+
+/// The `Nats-Msg-Id` of a message: `<host>.<chain id>.<seq>` in this
+/// output's own chain, `<host>.<first>` otherwise (an audit log line's
+/// hash, or a `loss` message's own id).
+fn message_id(host: &str, chain_id: &str, first: &str) -> String {
+    if first.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{host}.{chain_id}.{first}")
+    } else {
+        format!("{host}.{first}")
+    }
+}
+
+/// What names each message of this output that a stored message holds
+/// (see [`message_id`]): its records' seqs in chain `chain_id`, its lines'
+/// hashes, or a `loss` message's id.
+fn names_in(payload: &str, chain_id: &str) -> Vec<String> {
+    payload
+        .lines()
+        .filter_map(|line| {
+            if let Some(hash) = sealed_hash(line) {
+                if let Some(c) = Continued::from_record(line) {
+                    return (c.chain_id == chain_id).then(|| c.seq.to_string());
+                }
+                return Some(hash.to_string());
+            }
+            let v: serde_json::Value = serde_json::from_str(line).ok()?;
+            v["id"].as_str().map(str::to_string)
+        })
+        .collect()
 }
 
 /// A chain id: the time this chain began (a fresh spool), in ns, hex;
@@ -418,32 +697,20 @@ impl Continued {
 
 impl Sink for Nats {
     fn deliver(&mut self, p: &Published, ctx: &Delivery) -> Result<(), String> {
-        if self.unreported_loss > 0 {
-            let loss = self.loss_record();
-            if self.append("loss", &loss).is_ok() {
-                self.unreported_loss = 0;
-            }
-        }
-        if self.unreported_loss > 0 {
-            self.unreported_loss += 1;
-            self.lost_total += 1;
-            ctx.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
-        }
-        match self.append(p.event.body.kind(), &p.json) {
-            Ok(()) => Ok(()),
-            Err(e @ SpoolError::Full { .. }) => {
-                self.lose(&e, ctx);
-                Ok(())
-            }
-            Err(e) => Err(e.to_string()),
+        match &mut self.feed {
+            Feed::Events(s) => s.deliver(p, ctx),
+            Feed::AuditLog { .. } => Ok(()),
         }
     }
 
     fn idle(&mut self, ctx: &Delivery) {
-        if let Err(e) = self.spool_batch().and_then(|()| self.writer.flush()) {
-            ctx.stats.error(e.to_string());
+        if let Feed::Events(s) = &mut self.feed {
+            s.idle(ctx);
         }
+    }
+
+    fn takes_events(&self) -> bool {
+        matches!(self.feed, Feed::Events(_))
     }
 
     fn confirms_itself(&self) -> bool {
@@ -457,11 +724,21 @@ impl Sink for Nats {
 
 impl Drop for Nats {
     fn drop(&mut self) {
-        if let Err(e) = self.spool_batch() {
-            warn!(output = %self.name, "{e}: the last {} events are lost to this output", self.batch.records);
-        }
-        if let Err(e) = self.writer.flush() {
-            warn!(output = %self.name, "{e}");
+        match &mut self.feed {
+            Feed::Events(s) => s.finish(),
+            Feed::AuditLog { thread, stop } => {
+                // The feed ends once the audit log has written its last
+                // lines and closed (it stops before the outputs); should
+                // the log outlive the output, it is told to stop.
+                let end = Instant::now() + STOP_DRAIN;
+                while thread.as_ref().is_some_and(|t| !t.is_finished()) && Instant::now() < end {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                stop.store(true, Ordering::Relaxed);
+                if let Some(t) = thread.take() {
+                    let _ = t.join();
+                }
+            }
         }
         // The publisher sends what it can for a moment; the rest stays in
         // the spool for the next start.
@@ -628,7 +905,11 @@ impl Publisher {
     /// `after`: those sent since the last acknowledgement that were
     /// stored all the same (their acknowledgement was lost). Not a range:
     /// in a fail-over one can be lost while later ones are stored.
-    async fn stored_after(&self, s: &stream::Stream, after: u64) -> Result<HashSet<u64>, String> {
+    async fn stored_after(
+        &self,
+        s: &stream::Stream,
+        after: u64,
+    ) -> Result<HashSet<String>, String> {
         let t = &self.target;
         let held = host_messages(
             s,
@@ -648,10 +929,7 @@ impl Publisher {
         Ok(held
             .iter()
             .filter_map(|(_, m)| std::str::from_utf8(m).ok())
-            .flat_map(str::lines)
-            .filter_map(Continued::from_record)
-            .filter(|c| c.chain_id == t.chain_id)
-            .map(|c| c.seq)
+            .flat_map(|m| names_in(m, &t.chain_id))
             .collect())
     }
 
@@ -689,16 +967,16 @@ impl Publisher {
                         break;
                     }
                     for (entry, end) in batch {
-                        let Some((seq, kind, payload, records)) = entry_message(&entry) else {
+                        let Some((first, kind, payload, records)) = entry_message(&entry) else {
                             return Err(format!("spool: unreadable record at {next:?}"));
                         };
                         next = end;
-                        if stored.contains(&seq) {
+                        if stored.contains(first) {
                             // The stream has it (its acknowledgement was lost).
                             inflight.push_back((None, end));
                         } else {
                             let msg = jetstream::message::PublishMessage::build()
-                                .message_id(format!("{}.{}.{seq}", t.host, t.chain_id))
+                                .message_id(message_id(&t.host, &t.chain_id, first))
                                 .payload(payload);
                             let ack = js
                                 .send_publish(format!("{}.{}.{kind}", t.prefix, t.host), msg)
@@ -826,23 +1104,60 @@ async fn host_messages(
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct HostChain {
     pub records: u64,
-    /// Stream sequences where a new chain began (a spool started afresh).
+    /// Stream sequences where a new chain began (a spool or audit log
+    /// started afresh).
     pub restarts: Vec<u64>,
+    /// `loss` messages: their stream sequence and how many records the
+    /// host said it could not send there.
+    pub losses: Vec<(u64, u64)>,
 }
 
-/// Check a host's records in stream order: each sealed, naming `host`,
-/// following the one before it; a new chain may begin only at its first
-/// record (`prev` of zeros, `seq` 1, another `chain_id`). On failure, the
-/// stream sequence and why.
+/// Check a host's records in stream order. Two forms may be there: the
+/// audit log's own lines (each following the one before it; a new chain
+/// may begin only with a new log, its `prev` of zeros, and the chain may
+/// skip only where a `loss` message says records were lost), and records
+/// of an output's own chain (each naming `host`, a new chain beginning
+/// only at its first record: `prev` of zeros, `seq` 1, another
+/// `chain_id`). On failure, the stream sequence and why.
 pub fn verify_host(host: &str, records: &[(u64, String)]) -> Result<HostChain, (u64, String)> {
-    let mut v = guardrail_engine::chain::Verifier::new();
     let mut out = HostChain::default();
+    // The audit log's chain: checked, and whether a `loss` came since.
+    let mut audit: Option<guardrail_engine::chain::Verifier> = None;
+    let mut after_loss = false;
+    // An output's own chain.
+    let mut v = guardrail_engine::chain::Verifier::new();
     let mut chain: Option<(String, u64)> = None;
     for (stream_seq, line) in records {
         let fail = |why: &str| (*stream_seq, why.to_string());
-        let opened = open(line).ok_or_else(|| fail("not a sealed record"))?;
+        let Some(opened) = open(line) else {
+            let value: serde_json::Value =
+                serde_json::from_str(line).map_err(|_| fail("not a sealed record"))?;
+            if value["kind"] != "loss" || !value["id"].is_string() {
+                return Err(fail("not a sealed record"));
+            }
+            out.losses
+                .push((*stream_seq, value["loss"]["count"].as_u64().unwrap_or(0)));
+            after_loss = true;
+            continue;
+        };
         let value: serde_json::Value = serde_json::from_str(&opened.event_json)
             .map_err(|_| fail("the record is not JSON: it was edited"))?;
+        if value.get("chain_id").is_none() {
+            // An audit log line.
+            let restart = opened.prev == GENESIS && audit.is_some();
+            if restart {
+                out.restarts.push(*stream_seq);
+            }
+            if restart || after_loss || audit.is_none() {
+                audit = Some(guardrail_engine::chain::Verifier::new());
+            }
+            if let Some(a) = audit.as_mut() {
+                a.check(line).map_err(fail)?;
+            }
+            after_loss = false;
+            out.records += 1;
+            continue;
+        }
         if value["host"] != host {
             return Err(fail(&format!("the record names host {}", value["host"])));
         }
@@ -876,7 +1191,6 @@ pub fn verify_host(host: &str, records: &[(u64, String)]) -> Result<HostChain, (
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::nats::is_token;
     use guardrail_engine::chain::seal;
 
     fn chain(id: &str, n: u64) -> Vec<(u64, String)> {
@@ -937,7 +1251,7 @@ mod tests {
         }
         assert!(!b.takes("exec", 10), "another kind begins another message");
         let (seq, kind, payload, count) = entry_message(b.entry.as_bytes()).unwrap();
-        assert_eq!((seq, kind, count), (1, "file", 3));
+        assert_eq!((seq, kind, count), ("1", "file", 3));
         let lines: Vec<(u64, String)> = std::str::from_utf8(&payload)
             .unwrap()
             .lines()
@@ -959,6 +1273,88 @@ mod tests {
         let mut big = Batch::default();
         big.push(1, "file", &"x".repeat(BATCH_BYTES - 200));
         assert!(!big.takes("file", 100));
+    }
+
+    /// Audit log lines as the writer seals them, after `prev`.
+    fn audit_lines(prev: &str, kinds: &[&str]) -> Vec<String> {
+        let mut prev = prev.to_string();
+        kinds
+            .iter()
+            .enumerate()
+            .map(|(i, kind)| {
+                let (line, hash) = seal(&prev, &format!("{{\"seq\":{i},\"kind\":\"{kind}\"}}"));
+                prev = hash;
+                line
+            })
+            .collect()
+    }
+
+    fn numbered(lines: &[String]) -> Vec<(u64, String)> {
+        lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (i as u64 + 1, l.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn audit_lines_verify_and_only_a_loss_record_or_a_new_log_explains_a_break() {
+        let lines = audit_lines(GENESIS, &["exec", "file", "file", "perm", "file"]);
+        let ok = verify_host("h", &numbered(&lines)).unwrap();
+        assert_eq!((ok.records, ok.restarts.len()), (5, 0));
+        // A line missing, edited, repeated or moved is found.
+        let mut missing = lines.clone();
+        missing.remove(2);
+        assert_eq!(verify_host("h", &numbered(&missing)).unwrap_err().0, 3);
+        let mut edited = lines.clone();
+        edited[1] = edited[1].replace("\"file\"", "\"exec\"");
+        assert!(verify_host("h", &numbered(&edited))
+            .unwrap_err()
+            .1
+            .contains("edited"));
+        let mut repeated = lines.clone();
+        repeated.insert(2, lines[1].clone());
+        assert_eq!(verify_host("h", &numbered(&repeated)).unwrap_err().0, 3);
+        let mut moved = lines.clone();
+        moved.swap(1, 2);
+        assert_eq!(verify_host("h", &numbered(&moved)).unwrap_err().0, 2);
+        // A loss message explains the gap after it, and is reported.
+        let loss = r#"{"kind":"loss","id":"loss.1","loss":{"output":"nats","count":1,"total":1}}"#;
+        let mut lost = lines.clone();
+        lost[2] = loss.to_string();
+        let ok = verify_host("h", &numbered(&lost)).unwrap();
+        assert_eq!((ok.records, ok.losses), (4, vec![(3, 1)]));
+        // An unsealed line that is no loss message is not accepted.
+        let mut foreign = lines.clone();
+        foreign[2] = r#"{"kind":"file"}"#.to_string();
+        assert!(verify_host("h", &numbered(&foreign)).is_err());
+        // A new audit log begins a new chain.
+        let mut renewed = lines.clone();
+        renewed.extend(audit_lines(GENESIS, &["exec"]));
+        assert_eq!(
+            verify_host("h", &numbered(&renewed)).unwrap().restarts,
+            vec![6]
+        );
+    }
+
+    #[test]
+    fn audit_lines_are_named_by_their_hash_and_grouped_by_kind() {
+        let lines = audit_lines(GENESIS, &["exec", "file", "file"]);
+        assert_eq!(line_kind(&lines[1]), Some("file"));
+        let hashes: Vec<&str> = lines.iter().map(|l| sealed_hash(l).unwrap()).collect();
+        assert_eq!(message_id("h", "c", hashes[0]), format!("h.{}", hashes[0]));
+        assert_eq!(message_id("h", "c", "17"), "h.c.17");
+        let mut b = Batch::default();
+        b.push(hashes[1], "file", &lines[1]);
+        assert!(b.takes("file", lines[2].len()));
+        b.push(hashes[1], "file", &lines[2]);
+        let (first, kind, payload, count) = entry_message(b.entry.as_bytes()).unwrap();
+        assert_eq!((first, kind, count), (hashes[1], "file", 2));
+        // The stream's copy of that message names both lines.
+        let held = names_in(std::str::from_utf8(&payload).unwrap(), "c");
+        assert_eq!(held, vec![hashes[1].to_string(), hashes[2].to_string()]);
+        let loss = r#"{"kind":"loss","id":"loss.9","loss":{}}"#;
+        assert_eq!(names_in(loss, "c"), vec!["loss.9".to_string()]);
     }
 
     #[test]

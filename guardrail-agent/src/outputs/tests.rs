@@ -141,7 +141,7 @@ fn syslog_reaches_a_local_datagram_socket() {
         "[[output]]\ntype = \"syslog\"\nsocket = \"{}\"\nfacility = \"local3\"\n",
         path.display()
     ));
-    let mut outputs = Outputs::start(&[&cfg]).unwrap();
+    let mut outputs = Outputs::start(&[&cfg], None).unwrap();
     outputs.send(&published(event(1, None)));
     outputs.send(&alert(2));
     let mut buf = vec![0u8; 65536];
@@ -205,7 +205,7 @@ fn journald_reaches_a_local_socket() {
         "[[output]]\ntype = \"journald\"\nsocket = \"{}\"\n",
         path.display()
     ));
-    let outputs = Outputs::start(&[&cfg]).unwrap();
+    let outputs = Outputs::start(&[&cfg], None).unwrap();
     outputs.send(&alert(5));
     let mut buf = vec![0u8; 65536];
     let n = server.recv(&mut buf).unwrap();
@@ -309,7 +309,7 @@ fn webhook_section(url: &str, extra: &str) -> OutputSection {
 fn a_webhook_that_fails_then_recovers_gets_every_alert_once_in_order() {
     let srv = server(4, 503);
     let cfg = webhook_section(&format!("http://{}/hook", srv.addr), "retries = 5\n");
-    let outputs = Outputs::start(&[&cfg]).unwrap();
+    let outputs = Outputs::start(&[&cfg], None).unwrap();
     for seq in 1..=10 {
         outputs.send(&alert(seq));
     }
@@ -346,7 +346,7 @@ fn a_webhook_that_fails_then_recovers_gets_every_alert_once_in_order() {
 fn a_webhook_gives_up_after_its_retries_and_does_not_retry_a_client_error() {
     let srv = server(usize::MAX, 500);
     let cfg = webhook_section(&format!("http://{}/hook", srv.addr), "retries = 2\n");
-    let outputs = Outputs::start(&[&cfg]).unwrap();
+    let outputs = Outputs::start(&[&cfg], None).unwrap();
     outputs.send(&alert(1));
     wait_for("a failure", || outputs.snapshot()[0].failed == 1);
     let s = &outputs.snapshot()[0];
@@ -359,7 +359,7 @@ fn a_webhook_gives_up_after_its_retries_and_does_not_retry_a_client_error() {
 
     let srv = server(usize::MAX, 400);
     let cfg = webhook_section(&format!("http://{}/hook", srv.addr), "retries = 2\n");
-    let outputs = Outputs::start(&[&cfg]).unwrap();
+    let outputs = Outputs::start(&[&cfg], None).unwrap();
     outputs.send(&alert(1));
     wait_for("a failure", || outputs.snapshot()[0].failed == 1);
     assert_eq!(srv.requests.load(Ordering::SeqCst), 1);
@@ -376,7 +376,7 @@ fn a_dead_webhook_is_retried_then_failed_and_its_url_path_is_not_shown() {
         &format!("http://{addr}/services/T000/B000/SECRETPART"),
         "retries = 1\n",
     );
-    let outputs = Outputs::start(&[&cfg]).unwrap();
+    let outputs = Outputs::start(&[&cfg], None).unwrap();
     outputs.send(&alert(1));
     wait_for("a failure", || outputs.snapshot()[0].failed == 1);
     let err = outputs.snapshot()[0].last_error.clone().unwrap();
@@ -503,7 +503,7 @@ fn an_https_webhook_speaks_tls() {
         b[0]
     });
     let cfg = webhook_section(&format!("https://{addr}/hook"), "retries = 0\n");
-    let outputs = Outputs::start(&[&cfg]).unwrap();
+    let outputs = Outputs::start(&[&cfg], None).unwrap();
     outputs.send(&alert(1));
     assert_eq!(first.join().unwrap(), 0x16);
     wait_for("the failure", || outputs.snapshot()[0].failed == 1);

@@ -150,20 +150,30 @@ pub(crate) async fn fleet(args: FleetArgs) -> Result<()> {
                 let Ok(text) = std::str::from_utf8(&m.payload) else {
                     continue;
                 };
+                // The host as the subject names it: `<prefix>.<host>.<kind>`.
+                let subject_host = m
+                    .subject
+                    .strip_prefix(subject_prefix.as_str())
+                    .and_then(|r| r.strip_prefix('.'))
+                    .and_then(|r| r.rsplit_once('.'))
+                    .map_or("-", |(h, _)| h);
                 for line in text.lines() {
                     let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else {
                         continue;
                     };
-                    let Ok(event) = serde_json::from_value::<Event>(record["event"].clone()) else {
+                    // An audit log line is the event itself; a record of
+                    // an output's own chain wraps it.
+                    let event_json = record.get("event").unwrap_or(&record);
+                    let Ok(event) = serde_json::from_value::<Event>(event_json.clone()) else {
                         continue;
                     };
                     if !filter.matches(&event) {
                         continue;
                     }
-                    let host = record["host"].as_str().unwrap_or("-");
+                    let host = record["host"].as_str().unwrap_or(subject_host);
                     let mut stdout = std::io::stdout().lock();
                     if json {
-                        let line = serde_json::json!({"host": host, "event": record["event"]});
+                        let line = serde_json::json!({"host": host, "event": event_json});
                         writeln!(stdout, "{line}")?;
                     } else {
                         writeln!(stdout, "{host:<16} {}", human::line(&event, colour))?;

@@ -275,7 +275,12 @@ pub(crate) async fn verify_nats(url: String, n: NatsSource) -> Result<()> {
             );
             for s in c.restarts {
                 println!(
-                    "a new chain begins at stream sequence {s} (the output's spool started afresh)"
+                    "a new chain begins at stream sequence {s} (a new audit log, or the output's spool started afresh)"
+                );
+            }
+            for (s, count) in c.losses {
+                println!(
+                    "at stream sequence {s} the host reports {count} records it could not send (a loss record; the chain may skip them there)"
                 );
             }
             Ok(())
