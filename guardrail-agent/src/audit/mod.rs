@@ -4,4 +4,4 @@
 //! path.
 pub mod writer;
 
-pub use writer::{AuditLog, AuditStats, Tap};
+pub use writer::{AuditLog, AuditStats, Tap, Written};

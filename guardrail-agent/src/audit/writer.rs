@@ -77,22 +77,35 @@ type Taps = Arc<Mutex<Vec<TapEnd>>>;
 
 /// The writer's end of a [`Tap`].
 struct TapEnd {
-    tx: SyncSender<bytes::Bytes>,
-    missed: Arc<AtomicU64>,
+    tx: SyncSender<Written>,
+    /// Lines of writes the tap missed, not yet handed over.
+    missed: u64,
     queued_bytes: Arc<AtomicU64>,
+}
+
+/// One write of the audit log as a tap is handed it.
+pub struct Written {
+    /// Lines the tap missed just before these (it fell behind): the gap
+    /// comes in order with the lines, where it is.
+    pub missed_before: u64,
+    /// Whole sealed lines, as written (UTF-8: the writer writes strings).
+    pub lines: bytes::Bytes,
 }
 
 /// A reader of the audit log's sealed lines as the writer writes them
 /// (the NATS output, which sends them as they are: one hash per event
 /// for the log and the stream). Each successful write is handed over
 /// whole — complete lines, without a copy — in the order written. A tap
-/// that falls [`TAP_BYTES`] behind is not waited for: the lines of the
-/// writes it misses are counted in `missed`, for it to report.
+/// that falls [`TAP_BYTES`] behind is not waited for: how many lines it
+/// missed comes with the next write it is handed, or, when the log
+/// closes, alone.
 pub struct Tap {
-    pub lines: Receiver<bytes::Bytes>,
-    pub missed: Arc<AtomicU64>,
+    pub writes: Receiver<Written>,
     /// Bytes handed over and not yet taken: the tap takes them off.
     pub queued_bytes: Arc<AtomicU64>,
+    /// The log's path (its rotated files are `<path>.1`, `<path>.2` …):
+    /// where a tap finds lines written before it was there.
+    pub path: PathBuf,
 }
 
 /// How far behind the writer a tap may fall.
@@ -305,18 +318,17 @@ impl AuditLog {
 
     /// A new reader of the sealed lines written from now on.
     pub fn tap(&self) -> Tap {
-        let (tx, lines) = sync_channel(1024);
-        let missed = Arc::new(AtomicU64::new(0));
+        let (tx, writes) = sync_channel(1024);
         let queued_bytes = Arc::new(AtomicU64::new(0));
         self.taps.lock().unwrap().push(TapEnd {
             tx,
-            missed: missed.clone(),
+            missed: 0,
             queued_bytes: queued_bytes.clone(),
         });
         Tap {
-            lines,
-            missed,
+            writes,
             queued_bytes,
+            path: self.path.clone(),
         }
     }
 
@@ -470,6 +482,7 @@ impl Writer {
             }
             self.maybe_sync(closed);
             if closed {
+                self.close_taps();
                 if !self.pending.is_empty() {
                     warn!(
                         records = self.pending.len(),
@@ -511,22 +524,43 @@ impl Writer {
     /// Hand written lines (`records` of them) to every tap, without a
     /// copy and without waiting.
     fn hand_to_taps(&self, written: Vec<u8>, records: u64) {
-        let taps = self.taps.lock().unwrap();
+        let mut taps = self.taps.lock().unwrap();
         if taps.is_empty() {
             return;
         }
         let len = written.len() as u64;
-        let written = bytes::Bytes::from(written);
-        for t in taps.iter() {
+        let lines = bytes::Bytes::from(written);
+        for t in taps.iter_mut() {
             let behind = t.queued_bytes.load(Ordering::Relaxed) + len > TAP_BYTES;
             if behind {
-                t.missed.fetch_add(records, Ordering::Relaxed);
+                t.missed += records;
                 continue;
             }
             t.queued_bytes.fetch_add(len, Ordering::Relaxed);
-            if t.tx.try_send(written.clone()).is_err() {
-                t.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-                t.missed.fetch_add(records, Ordering::Relaxed);
+            let w = Written {
+                missed_before: t.missed,
+                lines: lines.clone(),
+            };
+            match t.tx.try_send(w) {
+                Ok(()) => t.missed = 0,
+                Err(_) => {
+                    t.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                    t.missed += records;
+                }
+            }
+        }
+    }
+
+    /// The log closes: each tap learns what it missed last (waiting for
+    /// it to take that in, as it is draining what it was handed).
+    fn close_taps(&self) {
+        for t in self.taps.lock().unwrap().iter_mut() {
+            if t.missed > 0 {
+                let w = Written {
+                    missed_before: std::mem::take(&mut t.missed),
+                    lines: bytes::Bytes::new(),
+                };
+                let _ = t.tx.send(w);
             }
         }
     }
@@ -732,7 +766,14 @@ mod tests {
         drop(log);
         // Whole lines, in the order written, across rotations: the log's
         // files, oldest first, hold exactly what the tap was handed.
-        let handed: Vec<u8> = tap.lines.iter().flat_map(|b| b.to_vec()).collect();
+        let handed: Vec<u8> = tap
+            .writes
+            .iter()
+            .flat_map(|w| {
+                assert_eq!(w.missed_before, 0);
+                w.lines.to_vec()
+            })
+            .collect();
         let mut files = Vec::new();
         for f in [".2", ".1", ""] {
             let p = format!("{}{f}", path.display());
@@ -742,7 +783,6 @@ mod tests {
             String::from_utf8_lossy(&handed),
             String::from_utf8_lossy(&files)
         );
-        assert_eq!(tap.missed.load(Ordering::Relaxed), 0);
         // Counted as waiting until the tap takes them off.
         assert_eq!(
             tap.queued_bytes.load(Ordering::Relaxed) as usize,
@@ -750,7 +790,8 @@ mod tests {
         );
 
         // A tap that does not take what it is handed is not waited for:
-        // what it misses is counted.
+        // what it misses is counted, and comes with the next write it is
+        // handed (where the gap is), or alone when the log closes.
         let path = dir.path().join("behind.jsonl");
         let cfg = AuditSection {
             path: path.clone(),
@@ -758,12 +799,32 @@ mod tests {
         };
         let log = AuditLog::start(&cfg, &Policy::agent(None)).unwrap();
         let tap = log.tap();
+        let written = |n: u32| {
+            let want = format!(r#""n":{n}"#);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !std::fs::read_to_string(&path).unwrap().contains(&want) {
+                assert!(Instant::now() < deadline, "record {n} never written");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
         tap.queued_bytes.store(TAP_BYTES, Ordering::Relaxed);
         log.send(r#"{"kind":"test","n":1}"#.into());
+        log.hand_over_pending();
+        written(1);
+        tap.queued_bytes.store(0, Ordering::Relaxed);
+        log.send(r#"{"kind":"test","n":2}"#.into());
+        log.hand_over_pending();
+        written(2);
+        tap.queued_bytes.store(TAP_BYTES, Ordering::Relaxed);
+        log.send(r#"{"kind":"test","n":3}"#.into());
         drop(log);
-        assert_eq!(tap.missed.load(Ordering::Relaxed), 1);
-        assert!(tap.lines.try_recv().is_err());
-        assert!(std::fs::read_to_string(&path).unwrap().contains(r#""n":1"#));
+        let got: Vec<Written> = tap.writes.iter().collect();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].missed_before, 1);
+        assert!(std::str::from_utf8(&got[0].lines)
+            .unwrap()
+            .contains(r#""n":2"#));
+        assert_eq!((got[1].missed_before, got[1].lines.len()), (1, 0));
     }
 
     #[test]

@@ -64,7 +64,7 @@ use tracing::warn;
 
 use super::spool::{Pos, Spool, SpoolError, Writer};
 use super::{Delivery, OutputStats, Sink};
-use crate::audit::Tap;
+use crate::audit::{Tap, Written};
 use crate::config::nats::{check_output, is_token, shown};
 use crate::config::OutputSection;
 use crate::outputs::Published;
@@ -117,7 +117,6 @@ struct Target {
     stream: String,
     replicas: usize,
     max_age: Duration,
-    chain_id: String,
     name: String,
 }
 
@@ -220,7 +219,6 @@ impl Nats {
             stream: cfg.stream.clone().unwrap_or_else(|| DEFAULT_STREAM.into()),
             replicas: cfg.replicas.unwrap_or(1),
             max_age: humantime::parse_duration(cfg.max_age.as_deref().unwrap_or(DEFAULT_MAX_AGE))?,
-            chain_id: chain_id.clone(),
             name: name.to_string(),
         };
         let draining = Arc::new(AtomicBool::new(false));
@@ -228,8 +226,17 @@ impl Nats {
         let feed = match tap {
             Some(tap) => {
                 let stop = Arc::new(AtomicBool::new(false));
+                let resume_after = last
+                    .as_deref()
+                    .and_then(entry_parts)
+                    .and_then(|(_, _, records)| records.rsplit('\t').next())
+                    .and_then(sealed_hash)
+                    .filter(|_| Continued::from_spool_line(last.as_deref().unwrap_or("")).is_none())
+                    .map(str::to_string);
                 let feed = AuditFeed {
                     writer,
+                    resume_after,
+                    audit_path: tap.path.clone(),
                     batch: Batch::default(),
                     name: name.to_string(),
                     stats: stats.clone(),
@@ -284,9 +291,16 @@ struct Losses {
     unreported: u64,
     total: u64,
     reason: String,
+    /// Some were lost, how many is not known (reported with count 0).
+    unknown: bool,
 }
 
 impl Losses {
+    /// Whether a `loss` record is due.
+    fn due(&self) -> bool {
+        self.unreported > 0 || self.unknown
+    }
+
     fn count(&mut self, n: u64, why: &str, name: &str, stats: &OutputStats) {
         if self.unreported == 0 {
             warn!(output = %name, "{why}: events are dropped and counted until the server takes what is spooled");
@@ -429,6 +443,11 @@ impl Sealer {
 /// explains).
 struct AuditFeed {
     writer: Writer,
+    /// The hash of the last audit log line spooled before this start, if
+    /// the spool ends with one: lines after it that the log wrote before
+    /// the first one this output is handed were missed, and are caught up.
+    resume_after: Option<String>,
+    audit_path: PathBuf,
     batch: Batch,
     name: String,
     stats: Arc<OutputStats>,
@@ -440,17 +459,17 @@ impl AuditFeed {
     /// Until the audit log closes (or the output stops without it).
     fn run(mut self, tap: Tap) {
         loop {
-            let first = match tap.lines.recv_timeout(Duration::from_millis(100)) {
-                Ok(lines) => Some(lines),
+            let first = match tap.writes.recv_timeout(Duration::from_millis(100)) {
+                Ok(w) => Some(w),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             };
             let mut next = first;
-            while let Some(lines) = next {
+            while let Some(w) = next {
                 tap.queued_bytes
-                    .fetch_sub(lines.len() as u64, Ordering::Relaxed);
-                self.take(&lines, &tap.missed);
-                next = tap.lines.try_recv().ok();
+                    .fetch_sub(w.lines.len() as u64, Ordering::Relaxed);
+                self.take(&w);
+                next = tap.writes.try_recv().ok();
             }
             // Nothing more for now: what is gathered goes out.
             self.close_message();
@@ -462,44 +481,109 @@ impl AuditFeed {
             }
         }
         self.close_message();
+        // What was lost last is said before the next start's lines.
+        if self.losses.due() && !self.report_losses() {
+            warn!(output = %self.name, "{} events lost to this output could not be reported in the stream: the spool is full", self.losses.unreported);
+        }
         if let Err(e) = self.writer.flush() {
             warn!(output = %self.name, "{e}");
         }
     }
 
     /// Add the complete lines of one write of the audit log.
-    fn take(&mut self, lines: &[u8], missed: &AtomicU64) {
-        let missed = missed.swap(0, Ordering::Relaxed);
-        if missed > 0 {
+    fn take(&mut self, w: &Written) {
+        if w.missed_before > 0 {
             self.close_message();
             self.losses.count(
-                missed,
+                w.missed_before,
                 "the NATS output fell behind the audit log",
                 &self.name,
                 &self.stats,
             );
         }
-        let Ok(text) = std::str::from_utf8(lines) else {
+        let Ok(text) = std::str::from_utf8(&w.lines) else {
             return;
         };
-        for line in text.split_terminator('\n') {
-            // Every line the writer writes is sealed.
-            let Some(hash) = sealed_hash(line) else {
-                continue;
-            };
-            if self.losses.unreported > 0 && !self.report_losses() {
-                self.losses
-                    .count(1, &self.losses.reason.clone(), &self.name, &self.stats);
-                continue;
+        if let Some(after) = self.resume_after.take() {
+            let first_prev = text
+                .lines()
+                .next()
+                .and_then(open)
+                .map(|o| o.prev.to_string());
+            if let Some(until) = first_prev.filter(|p| *p != after) {
+                self.catch_up(&after, &until);
             }
-            let kind = line_kind(line).filter(|k| is_token(k)).unwrap_or("other");
-            if !self.batch.takes(kind, line.len()) {
-                self.close_message();
-            }
-            self.batch.open(hash, kind);
-            self.batch.entry.push_str(line);
-            self.batch.taken(kind);
         }
+        for line in text.split_terminator('\n') {
+            self.add_line(line);
+        }
+    }
+
+    /// The lines the audit log holds after the one sealed `after` through
+    /// the one sealed `until`: written while this output was not there to
+    /// be handed them (an agent killed before it spooled what the log had
+    /// written). Spooled now, in order; if the log no longer holds them
+    /// (rotated away), a `loss` message says so.
+    fn catch_up(&mut self, after: &str, until: &str) {
+        // The current file and the one rotated last: an agent's restart
+        // is quick, and the log rotates at `max_bytes` (100 MiB).
+        let files = [
+            PathBuf::from(format!("{}.1", self.audit_path.display())),
+            self.audit_path.clone(),
+        ];
+        let text: String = files
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .collect();
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.iter().position(|l| sealed_hash(l) == Some(after));
+        let to = lines.iter().position(|l| sealed_hash(l) == Some(until));
+        let Some(to) = to else {
+            self.unknown_loss();
+            return;
+        };
+        let from = match from {
+            Some(from) if from < to => from + 1,
+            _ => {
+                // The older of them are gone with the files rotated away.
+                self.unknown_loss();
+                0
+            }
+        };
+        for line in &lines[from..=to] {
+            self.add_line(line);
+        }
+    }
+
+    /// Lines lost, how many unknown: a `loss` message says so (count 0).
+    fn unknown_loss(&mut self) {
+        self.close_message();
+        let why = "an unknown number of lines the audit log wrote before this start were neither spooled nor found in its files";
+        warn!(output = %self.name, "{why}");
+        self.losses.reason = why.to_string();
+        self.losses.unknown = true;
+    }
+
+    /// Add one sealed line of the audit log to the message being built.
+    fn add_line(&mut self, line: &str) {
+        // Every line the writer writes is sealed.
+        let Some(hash) = sealed_hash(line) else {
+            return;
+        };
+        let kind = line_kind(line).filter(|k| is_token(k)).unwrap_or("other");
+        if !self.batch.takes(kind, line.len()) {
+            self.close_message();
+        }
+        // After that close, which may itself have lost lines: a loss
+        // goes into the stream before the next line, never after it.
+        if self.losses.due() && !self.report_losses() {
+            self.losses
+                .count(1, &self.losses.reason.clone(), &self.name, &self.stats);
+            return;
+        }
+        self.batch.open(hash, kind);
+        self.batch.entry.push_str(line);
+        self.batch.taken(kind);
     }
 
     /// Spool the message being built; what the spool cannot take is lost
@@ -531,6 +615,7 @@ impl AuditFeed {
             return false;
         }
         self.losses.unreported = 0;
+        self.losses.unknown = false;
         true
     }
 }
@@ -630,27 +715,36 @@ fn entry_message(entry: &[u8]) -> Option<(&str, &str, bytes::Bytes, u64)> {
     Some((first, kind, payload.into(), records))
 }
 
-/// The `Nats-Msg-Id` of a message: `<host>.<chain id>.<seq>` in this
-/// output's own chain, `<host>.<first>` otherwise (an audit log line's
-/// hash, or a `loss` message's own id).
-fn message_id(host: &str, chain_id: &str, first: &str) -> String {
-    if first.bytes().all(|b| b.is_ascii_digit()) {
-        format!("{host}.{chain_id}.{first}")
-    } else {
-        format!("{host}.{first}")
+/// What names a spooled message after `<host>.` in its `Nats-Msg-Id`:
+/// `<chain id>.<seq>` of its first record in an output's own chain (the
+/// chain its record names: an older agent's may wait in the spool), else
+/// `first` itself (an audit log line's hash, or a `loss` message's id).
+fn entry_name(first: &str, payload: &[u8]) -> String {
+    let own_seq = first.len() <= 20 && first.bytes().all(|b| b.is_ascii_digit());
+    if !own_seq {
+        return first.to_string();
+    }
+    let record = payload.split(|&b| b == b'\n').next().unwrap_or_default();
+    match std::str::from_utf8(record)
+        .ok()
+        .and_then(Continued::from_record)
+    {
+        Some(c) => format!("{}.{first}", c.chain_id),
+        None => first.to_string(),
     }
 }
 
-/// What names each message of this output that a stored message holds
-/// (see [`message_id`]): its records' seqs in chain `chain_id`, its lines'
-/// hashes, or a `loss` message's id.
-fn names_in(payload: &str, chain_id: &str) -> Vec<String> {
+/// The names (see [`entry_name`]) of every record a stored message
+/// holds: `<chain id>.<seq>` of an own chain's, an audit line's hash, a
+/// `loss` message's id. A message of this output is held if its first
+/// record's name is among them.
+fn names_in(payload: &str) -> Vec<String> {
     payload
         .lines()
         .filter_map(|line| {
             if let Some(hash) = sealed_hash(line) {
                 if let Some(c) = Continued::from_record(line) {
-                    return (c.chain_id == chain_id).then(|| c.seq.to_string());
+                    return Some(format!("{}.{}", c.chain_id, c.seq));
                 }
                 return Some(hash.to_string());
             }
@@ -929,7 +1023,7 @@ impl Publisher {
         Ok(held
             .iter()
             .filter_map(|(_, m)| std::str::from_utf8(m).ok())
-            .flat_map(|m| names_in(m, &t.chain_id))
+            .flat_map(names_in)
             .collect())
     }
 
@@ -971,12 +1065,13 @@ impl Publisher {
                             return Err(format!("spool: unreadable record at {next:?}"));
                         };
                         next = end;
-                        if stored.contains(first) {
+                        let name = entry_name(first, &payload);
+                        if stored.contains(&name) {
                             // The stream has it (its acknowledgement was lost).
                             inflight.push_back((None, end));
                         } else {
                             let msg = jetstream::message::PublishMessage::build()
-                                .message_id(message_id(&t.host, &t.chain_id, first))
+                                .message_id(format!("{}.{name}", t.host))
                                 .payload(payload);
                             let ack = js
                                 .send_publish(format!("{}.{}.{kind}", t.prefix, t.host), msg)
@@ -1121,9 +1216,12 @@ pub struct HostChain {
 /// `chain_id`). On failure, the stream sequence and why.
 pub fn verify_host(host: &str, records: &[(u64, String)]) -> Result<HostChain, (u64, String)> {
     let mut out = HostChain::default();
-    // The audit log's chain: checked, and whether a `loss` came since.
+    // The audit log's chain: checked, and whether a `loss` came since;
+    // and every line seen (a line's first 8 bytes of hash), so that a
+    // line repeated where the chain may skip is found all the same.
     let mut audit: Option<guardrail_engine::chain::Verifier> = None;
     let mut after_loss = false;
+    let mut seen = HashSet::new();
     // An output's own chain.
     let mut v = guardrail_engine::chain::Verifier::new();
     let mut chain: Option<(String, u64)> = None;
@@ -1144,6 +1242,12 @@ pub fn verify_host(host: &str, records: &[(u64, String)]) -> Result<HostChain, (
             .map_err(|_| fail("the record is not JSON: it was edited"))?;
         if value.get("chain_id").is_none() {
             // An audit log line.
+            let short = u64::from_str_radix(&opened.hash[..16], 16).unwrap_or(0);
+            if !seen.insert(short) {
+                return Err(fail(
+                    "a record repeated: a record is missing, repeated or out of order",
+                ));
+            }
             let restart = opened.prev == GENESIS && audit.is_some();
             if restart {
                 out.restarts.push(*stream_seq);
@@ -1158,6 +1262,9 @@ pub fn verify_host(host: &str, records: &[(u64, String)]) -> Result<HostChain, (
             out.records += 1;
             continue;
         }
+        // A record of an output's own chain (an output with filters, or
+        // no audit log, for a while): audit lines after it begin anew.
+        audit = None;
         if value["host"] != host {
             return Err(fail(&format!("the record names host {}", value["host"])));
         }
@@ -1330,7 +1437,7 @@ mod tests {
         assert!(verify_host("h", &numbered(&foreign)).is_err());
         // A new audit log begins a new chain.
         let mut renewed = lines.clone();
-        renewed.extend(audit_lines(GENESIS, &["exec"]));
+        renewed.extend(audit_lines(GENESIS, &["agent"]));
         assert_eq!(
             verify_host("h", &numbered(&renewed)).unwrap().restarts,
             vec![6]
@@ -1342,8 +1449,11 @@ mod tests {
         let lines = audit_lines(GENESIS, &["exec", "file", "file"]);
         assert_eq!(line_kind(&lines[1]), Some("file"));
         let hashes: Vec<&str> = lines.iter().map(|l| sealed_hash(l).unwrap()).collect();
-        assert_eq!(message_id("h", "c", hashes[0]), format!("h.{}", hashes[0]));
-        assert_eq!(message_id("h", "c", "17"), "h.c.17");
+        assert_eq!(entry_name(hashes[0], lines[0].as_bytes()), hashes[0]);
+        // A record of an own chain is named by the chain it names.
+        let own = &chain("c7", 2)[1].1;
+        assert_eq!(entry_name("2", own.as_bytes()), "c7.2");
+        assert_eq!(names_in(own), vec!["c7.2".to_string()]);
         let mut b = Batch::default();
         b.push(hashes[1], "file", &lines[1]);
         assert!(b.takes("file", lines[2].len()));
@@ -1351,10 +1461,129 @@ mod tests {
         let (first, kind, payload, count) = entry_message(b.entry.as_bytes()).unwrap();
         assert_eq!((first, kind, count), (hashes[1], "file", 2));
         // The stream's copy of that message names both lines.
-        let held = names_in(std::str::from_utf8(&payload).unwrap(), "c");
+        let held = names_in(std::str::from_utf8(&payload).unwrap());
         assert_eq!(held, vec![hashes[1].to_string(), hashes[2].to_string()]);
         let loss = r#"{"kind":"loss","id":"loss.9","loss":{}}"#;
-        assert_eq!(names_in(loss, "c"), vec!["loss.9".to_string()]);
+        assert_eq!(names_in(loss), vec!["loss.9".to_string()]);
+    }
+
+    #[test]
+    fn a_repeated_line_is_found_even_where_the_chain_may_skip() {
+        let lines = audit_lines(GENESIS, &["exec", "file", "file", "perm"]);
+        let loss = r#"{"kind":"loss","id":"loss.1","loss":{"count":1}}"#.to_string();
+        // After a loss message, a line seen before is no skip.
+        let replayed = vec![lines[0].clone(), lines[1].clone(), loss, lines[1].clone()];
+        let e = verify_host("h", &numbered(&replayed)).unwrap_err();
+        assert_eq!(e.0, 4, "{}", e.1);
+        // A log's first line again is no new log.
+        let again = vec![lines[0].clone(), lines[1].clone(), lines[0].clone()];
+        assert_eq!(verify_host("h", &numbered(&again)).unwrap_err().0, 3);
+        // An output's own chain for a while (filters configured), then the
+        // audit log's lines again: each verifies.
+        let mut mixed = lines[..2].to_vec();
+        mixed.extend(chain("own", 2).into_iter().map(|(_, l)| l));
+        mixed.extend(lines[3..].iter().cloned());
+        assert_eq!(verify_host("h", &numbered(&mixed)).unwrap().records, 5);
+    }
+
+    /// The spool's entries as the stream would hold them: one record per
+    /// line, with the stream sequence of its message.
+    fn spooled(spool: &Spool) -> Vec<(u64, String)> {
+        let mut out = Vec::new();
+        for (i, (entry, _)) in spool
+            .read(spool.acked(), 1 << 20)
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
+            let (_, _, payload, _) = entry_message(entry).unwrap();
+            for line in std::str::from_utf8(&payload).unwrap().lines() {
+                out.push((i as u64 + 1, line.to_string()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn lines_the_log_wrote_before_a_start_and_never_spooled_are_caught_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines = audit_lines(GENESIS, &["file", "file", "exec", "file", "file", "perm"]);
+        let audit_path = dir.path().join("audit.jsonl");
+        // The log holds lines 1-5 when the agent starts; the spool ends
+        // with line 2 (the agent before was killed before spooling 3-5).
+        let on_disk: String = lines[..5].iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(&audit_path, on_disk).unwrap();
+        for (resume_after, want) in [
+            (sealed_hash(&lines[1]).unwrap().to_string(), &lines[2..]),
+            // The line spooled last is no longer in the log's files: all
+            // it holds is sent, after a loss message.
+            ("f".repeat(64), &lines[..]),
+        ] {
+            let spool_dir = tempfile::tempdir().unwrap();
+            let (spool, writer, _) = Spool::open(spool_dir.path(), 1 << 20).unwrap();
+            let mut feed = AuditFeed {
+                writer,
+                resume_after: Some(resume_after),
+                audit_path: audit_path.clone(),
+                batch: Batch::default(),
+                name: "nats".into(),
+                stats: Arc::new(OutputStats::default()),
+                losses: Losses::default(),
+                stop: Arc::new(AtomicBool::new(false)),
+            };
+            // The first write this start's output is handed: line 6.
+            feed.take(&Written {
+                missed_before: 0,
+                lines: format!("{}\n", lines[5]).into(),
+            });
+            feed.close_message();
+            feed.writer.flush().unwrap();
+            let stream = spooled(&spool);
+            let sealed: Vec<&String> = stream
+                .iter()
+                .map(|(_, l)| l)
+                .filter(|l| sealed_hash(l).is_some())
+                .collect();
+            assert_eq!(sealed, want.iter().collect::<Vec<_>>());
+            let losses = verify_host("h", &stream).unwrap().losses;
+            assert_eq!(losses.len(), usize::from(want.len() == 6), "{stream:#?}");
+        }
+    }
+
+    #[test]
+    fn lines_the_feed_missed_are_reported_where_they_are_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, writer, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+        let mut feed = AuditFeed {
+            writer,
+            resume_after: None,
+            audit_path: dir.path().join("audit.jsonl"),
+            batch: Batch::default(),
+            name: "nats".into(),
+            stats: Arc::new(OutputStats::default()),
+            losses: Losses::default(),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let lines = audit_lines(GENESIS, &["file"; 7]);
+        let write = |missed_before: u64, lines: &[String]| Written {
+            missed_before,
+            lines: lines
+                .iter()
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
+                .into(),
+        };
+        feed.take(&write(0, &lines[..3]));
+        // Lines 4 and 5 were written while the feed was too far behind.
+        feed.take(&write(2, &lines[5..]));
+        feed.close_message();
+        feed.writer.flush().unwrap();
+        let stream = spooled(&spool);
+        assert_eq!(stream.len(), 6, "{stream:#?}");
+        assert!(stream[3].1.contains(r#""kind":"loss""#), "{stream:#?}");
+        let ok = verify_host("h", &stream).unwrap();
+        assert_eq!((ok.records, ok.losses.len()), (5, 1));
+        assert_eq!(feed.stats.dropped.load(Ordering::Relaxed), 2);
     }
 
     #[test]
