@@ -64,6 +64,7 @@ use tracing::warn;
 
 use super::spool::{Pos, Spool, SpoolError, Writer};
 use super::{Delivery, OutputStats, Sink};
+use crate::audit::writer::TAP_BYTES;
 use crate::audit::{Tap, Written};
 use crate::config::nats::{check_output, is_token, shown};
 use crate::config::OutputSection;
@@ -226,15 +227,11 @@ impl Nats {
         let feed = match tap {
             Some(tap) => {
                 let stop = Arc::new(AtomicBool::new(false));
-                let resume_after = last
-                    .as_deref()
-                    .and_then(entry_parts)
-                    .and_then(|(_, _, records)| records.rsplit('\t').next())
-                    .and_then(sealed_hash)
-                    .filter(|_| Continued::from_spool_line(last.as_deref().unwrap_or("")).is_none())
-                    .map(str::to_string);
+                let resume_after = last.as_deref().and_then(resume_point);
                 let feed = AuditFeed {
                     writer,
+                    last_spooled: resume_after.clone(),
+                    batch_last: String::new(),
                     resume_after,
                     audit_path: tap.path.clone(),
                     batch: Batch::default(),
@@ -326,6 +323,10 @@ impl Losses {
         });
         if let Some(id) = id {
             record["id"] = id.into();
+        }
+        if self.unknown {
+            // `count` is then at least what was lost.
+            record["loss"]["unknown"] = true.into();
         }
         record.to_string()
     }
@@ -448,6 +449,10 @@ struct AuditFeed {
     /// the first one this output is handed were missed, and are caught up.
     resume_after: Option<String>,
     audit_path: PathBuf,
+    /// The hash of the last line spooled, and of the last line of the
+    /// message being built.
+    last_spooled: Option<String>,
+    batch_last: String,
     batch: Batch,
     name: String,
     stats: Arc<OutputStats>,
@@ -525,33 +530,29 @@ impl AuditFeed {
     /// written). Spooled now, in order; if the log no longer holds them
     /// (rotated away), a `loss` message says so.
     fn catch_up(&mut self, after: &str, until: &str) {
-        // The current file and the one rotated last: an agent's restart
-        // is quick, and the log rotates at `max_bytes` (100 MiB).
-        let files = [
-            PathBuf::from(format!("{}.1", self.audit_path.display())),
-            self.audit_path.clone(),
-        ];
-        let text: String = files
-            .iter()
-            .filter_map(|f| std::fs::read_to_string(f).ok())
-            .collect();
+        // The tail of the current file and, if need be, of the one
+        // rotated last: what was in flight when the agent died is at most
+        // what a tap may fall behind by and what the spool had not
+        // flushed, far less than this.
+        const TAIL: u64 = 4 * TAP_BYTES;
+        let mut text = tail(&self.audit_path, TAIL);
+        if sealed_line_at(&text, after).is_none() && (text.len() as u64) < TAIL {
+            let rotated = PathBuf::from(format!("{}.1", self.audit_path.display()));
+            text = tail(&rotated, TAIL - text.len() as u64) + &text;
+        }
         let lines: Vec<&str> = text.lines().collect();
-        let from = lines.iter().position(|l| sealed_hash(l) == Some(after));
+        let from = sealed_line_at(&text, after)
+            .and_then(|_| lines.iter().position(|l| sealed_hash(l) == Some(after)));
         let to = lines.iter().position(|l| sealed_hash(l) == Some(until));
-        let Some(to) = to else {
-            self.unknown_loss();
-            return;
-        };
-        let from = match from {
-            Some(from) if from < to => from + 1,
-            _ => {
-                // The older of them are gone with the files rotated away.
-                self.unknown_loss();
-                0
+        match (from, to) {
+            (Some(from), Some(to)) if from < to => {
+                for line in &lines[from + 1..=to] {
+                    self.add_line(line);
+                }
             }
-        };
-        for line in &lines[from..=to] {
-            self.add_line(line);
+            // Not found where they were written: say so rather than send
+            // lines the stream may hold already.
+            _ => self.unknown_loss(),
         }
     }
 
@@ -584,6 +585,8 @@ impl AuditFeed {
         self.batch.open(hash, kind);
         self.batch.entry.push_str(line);
         self.batch.taken(kind);
+        self.batch_last.clear();
+        self.batch_last.push_str(hash);
     }
 
     /// Spool the message being built; what the spool cannot take is lost
@@ -592,10 +595,13 @@ impl AuditFeed {
         if self.batch.is_empty() {
             return;
         }
-        if let Err(e) = self.writer.append(&self.batch.entry) {
-            let n = self.batch.records;
-            self.losses
-                .count(n, &e.to_string(), &self.name, &self.stats);
+        match self.writer.append(&self.batch.entry) {
+            Ok(()) => self.last_spooled = Some(self.batch_last.clone()),
+            Err(e) => {
+                let n = self.batch.records;
+                self.losses
+                    .count(n, &e.to_string(), &self.name, &self.stats);
+            }
         }
         self.batch.clear();
     }
@@ -609,7 +615,13 @@ impl AuditFeed {
         } else {
             self.losses.reason.clone()
         };
-        let record = self.losses.record(&self.name, &reason, Some(&id));
+        let mut record = self.losses.record(&self.name, &reason, Some(&id));
+        if let Some(after) = &self.last_spooled {
+            // Where the next start resumes, should this be the spool's
+            // last entry (see `resume_point`).
+            record.pop();
+            record.push_str(&format!(",\"after\":\"{after}\"}}"));
+        }
         let entry = format!("{id} loss {record}");
         if self.writer.append(&entry).is_err() {
             return false;
@@ -618,6 +630,51 @@ impl AuditFeed {
         self.losses.unknown = false;
         true
     }
+}
+
+/// Where an audit log feed resumes, from the spool's last entry: the hash
+/// of the last audit line it holds, or the one a `loss` entry names as
+/// the last spooled before it. None for an own chain's entry.
+fn resume_point(entry: &str) -> Option<String> {
+    let (_, kind, records) = entry_parts(entry)?;
+    let last = records.rsplit('\t').next()?;
+    if kind == "loss" && sealed_hash(last).is_none() {
+        let v: serde_json::Value = serde_json::from_str(last).ok()?;
+        return v["after"].as_str().map(str::to_string);
+    }
+    let hash = sealed_hash(last)?;
+    Continued::from_record(last)
+        .is_none()
+        .then(|| hash.to_string())
+}
+
+/// At most the last `max` bytes of `path`, from its first whole line on
+/// (empty if it cannot be read).
+fn tail(path: &std::path::Path, max: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map_or(0, |m| m.len());
+    let start = len.saturating_sub(max);
+    let mut bytes = Vec::new();
+    if f.seek(SeekFrom::Start(start)).is_err() || f.read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    if start > 0 {
+        let first = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(bytes.len(), |i| i + 1);
+        bytes.drain(..first);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Where in `text` a line sealed with `hash` is, if one is.
+fn sealed_line_at(text: &str, hash: &str) -> Option<usize> {
+    let needle = format!("\"hash\":\"{hash}\"}}}}");
+    memchr::memmem::find(text.as_bytes(), needle.as_bytes())
 }
 
 /// The top-level `kind` of an event's JSON line: the first `"kind":"`
@@ -1263,7 +1320,8 @@ pub fn verify_host(host: &str, records: &[(u64, String)]) -> Result<HostChain, (
             continue;
         }
         // A record of an output's own chain (an output with filters, or
-        // no audit log, for a while): audit lines after it begin anew.
+        // no audit log, for a while): audit lines after it begin anew,
+        // their link to the lines before that stretch unchecked.
         audit = None;
         if value["host"] != host {
             return Err(fail(&format!("the record names host {}", value["host"])));
@@ -1515,9 +1573,10 @@ mod tests {
         std::fs::write(&audit_path, on_disk).unwrap();
         for (resume_after, want) in [
             (sealed_hash(&lines[1]).unwrap().to_string(), &lines[2..]),
-            // The line spooled last is no longer in the log's files: all
-            // it holds is sent, after a loss message.
-            ("f".repeat(64), &lines[..]),
+            // The line spooled last is not in the log's files: a loss
+            // message says lines were lost there, rather than sending
+            // lines the stream may hold already.
+            ("f".repeat(64), &lines[5..]),
         ] {
             let spool_dir = tempfile::tempdir().unwrap();
             let (spool, writer, _) = Spool::open(spool_dir.path(), 1 << 20).unwrap();
@@ -1525,6 +1584,8 @@ mod tests {
                 writer,
                 resume_after: Some(resume_after),
                 audit_path: audit_path.clone(),
+                last_spooled: None,
+                batch_last: String::new(),
                 batch: Batch::default(),
                 name: "nats".into(),
                 stats: Arc::new(OutputStats::default()),
@@ -1546,7 +1607,7 @@ mod tests {
                 .collect();
             assert_eq!(sealed, want.iter().collect::<Vec<_>>());
             let losses = verify_host("h", &stream).unwrap().losses;
-            assert_eq!(losses.len(), usize::from(want.len() == 6), "{stream:#?}");
+            assert_eq!(losses.len(), usize::from(want.len() == 1), "{stream:#?}");
         }
     }
 
@@ -1558,6 +1619,8 @@ mod tests {
             writer,
             resume_after: None,
             audit_path: dir.path().join("audit.jsonl"),
+            last_spooled: None,
+            batch_last: String::new(),
             batch: Batch::default(),
             name: "nats".into(),
             stats: Arc::new(OutputStats::default()),
@@ -1584,6 +1647,17 @@ mod tests {
         let ok = verify_host("h", &stream).unwrap();
         assert_eq!((ok.records, ok.losses.len()), (5, 1));
         assert_eq!(feed.stats.dropped.load(Ordering::Relaxed), 2);
+        // The loss entry names the last line spooled before it: should it
+        // be the spool's last, the next start resumes there.
+        let entries = spool.read(spool.acked(), 1 << 20).unwrap();
+        let loss_entry = std::str::from_utf8(&entries[1].0).unwrap();
+        assert_eq!(resume_point(loss_entry).as_deref(), sealed_hash(&lines[2]));
+        let last = std::str::from_utf8(&entries[2].0).unwrap();
+        assert_eq!(resume_point(last).as_deref(), sealed_hash(&lines[6]));
+        // An own chain's entry is no place to resume the audit log's lines.
+        let mut own = Batch::default();
+        own.push(1, "file", &chain("c", 1)[0].1);
+        assert_eq!(resume_point(&own.entry), None);
     }
 
     #[test]

@@ -80,6 +80,20 @@ pub struct Writer {
     pending: u64,
 }
 
+/// The last whole record of a segment (within its last 1 MiB: entries
+/// are at most about 64 KiB), if it has one.
+fn last_whole_record(path: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(1 << 20))).ok()?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail).ok()?;
+    let whole = tail.iter().rposition(|&b| b == b'\n')?;
+    let line = tail[..whole].rsplit(|&b| b == b'\n').next()?;
+    (!line.is_empty()).then(|| String::from_utf8_lossy(line).into_owned())
+}
+
 fn seg_name(id: u64) -> String {
     format!("{id:012}.seg")
 }
@@ -113,6 +127,13 @@ impl Spool {
         let acked = read_cursor(&dir.join("cursor")).unwrap_or_default();
         let mut segments = VecDeque::new();
         let mut last_record = None;
+        // Should the newest segment be empty (just begun), the last record
+        // is the one before it: read before sent segments are removed.
+        let before_newest = ids
+            .iter()
+            .rev()
+            .skip(1)
+            .find_map(|&id| last_whole_record(&dir.join(seg_name(id))));
         for (i, &id) in ids.iter().enumerate() {
             let path = dir.join(seg_name(id));
             let newest = i + 1 == ids.len();
@@ -144,6 +165,7 @@ impl Spool {
             }
             segments.push_back((id, len));
         }
+        let last_record = last_record.or(before_newest);
         let segment = segments.back().map_or(1, |(id, _)| *id);
         if segments.is_empty() {
             segments.push_back((segment, 0));
@@ -499,5 +521,11 @@ mod tests {
         let (spool, _, last) = Spool::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(last.as_deref(), Some("two"));
         assert_eq!(all(&spool), ["one", "two"]);
+        drop(spool);
+        // A segment just begun, still empty: the last record is the one
+        // before it.
+        std::fs::write(dir.path().join(seg_name(2)), b"").unwrap();
+        let (_, _, last) = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(last.as_deref(), Some("two"));
     }
 }
