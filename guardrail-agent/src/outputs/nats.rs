@@ -1357,6 +1357,7 @@ pub fn verify_host(host: &str, records: &[(u64, String)]) -> Result<HostChain, (
 mod tests {
     use super::*;
     use guardrail_engine::chain::seal;
+    use std::path::Path;
 
     fn chain(id: &str, n: u64) -> Vec<(u64, String)> {
         let mut prev = GENESIS.to_string();
@@ -1562,6 +1563,23 @@ mod tests {
         out
     }
 
+    /// A feed of output `nats` into `writer`'s spool, from the audit log
+    /// at `audit_path`.
+    fn test_feed(writer: Writer, audit_path: &Path, resume_after: Option<String>) -> AuditFeed {
+        AuditFeed {
+            writer,
+            last_spooled: resume_after.clone(),
+            resume_after,
+            audit_path: audit_path.to_path_buf(),
+            batch_last: String::new(),
+            batch: Batch::default(),
+            name: "nats".into(),
+            stats: Arc::new(OutputStats::default()),
+            losses: Losses::default(),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
     #[test]
     fn lines_the_log_wrote_before_a_start_and_never_spooled_are_caught_up() {
         let dir = tempfile::tempdir().unwrap();
@@ -1580,18 +1598,7 @@ mod tests {
         ] {
             let spool_dir = tempfile::tempdir().unwrap();
             let (spool, writer, _) = Spool::open(spool_dir.path(), 1 << 20).unwrap();
-            let mut feed = AuditFeed {
-                writer,
-                resume_after: Some(resume_after),
-                audit_path: audit_path.clone(),
-                last_spooled: None,
-                batch_last: String::new(),
-                batch: Batch::default(),
-                name: "nats".into(),
-                stats: Arc::new(OutputStats::default()),
-                losses: Losses::default(),
-                stop: Arc::new(AtomicBool::new(false)),
-            };
+            let mut feed = test_feed(writer, &audit_path, Some(resume_after));
             // The first write this start's output is handed: line 6.
             feed.take(&Written {
                 missed_before: 0,
@@ -1615,18 +1622,7 @@ mod tests {
     fn lines_the_feed_missed_are_reported_where_they_are_missing() {
         let dir = tempfile::tempdir().unwrap();
         let (spool, writer, _) = Spool::open(dir.path(), 1 << 20).unwrap();
-        let mut feed = AuditFeed {
-            writer,
-            resume_after: None,
-            audit_path: dir.path().join("audit.jsonl"),
-            last_spooled: None,
-            batch_last: String::new(),
-            batch: Batch::default(),
-            name: "nats".into(),
-            stats: Arc::new(OutputStats::default()),
-            losses: Losses::default(),
-            stop: Arc::new(AtomicBool::new(false)),
-        };
+        let mut feed = test_feed(writer, &dir.path().join("audit.jsonl"), None);
         let lines = audit_lines(GENESIS, &["file"; 7]);
         let write = |missed_before: u64, lines: &[String]| Written {
             missed_before,
