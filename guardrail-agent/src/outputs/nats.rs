@@ -231,7 +231,6 @@ impl Nats {
                 let feed = AuditFeed {
                     writer,
                     last_spooled: resume_after.clone(),
-                    batch_last: String::new(),
                     resume_after,
                     audit_path: tap.path.clone(),
                     batch: Batch::default(),
@@ -310,7 +309,7 @@ impl Losses {
     }
 
     /// The `loss` record; `id` names it when it travels outside a chain.
-    fn record(&self, name: &str, reason: &str, id: Option<&str>) -> String {
+    fn record(&self, name: &str, reason: &str, id: Option<&str>) -> serde_json::Value {
         let mut record = serde_json::json!({
             "kind": "loss",
             "time": jiff::Timestamp::now().to_string(),
@@ -328,7 +327,7 @@ impl Losses {
             // `count` is then at least what was lost.
             record["loss"]["unknown"] = true.into();
         }
-        record.to_string()
+        record
     }
 }
 
@@ -397,7 +396,7 @@ impl Sealer {
     fn deliver(&mut self, p: &Published, ctx: &Delivery) -> Result<(), String> {
         if self.losses.unreported > 0 {
             let loss = self.losses.record(&self.name, "spool full", None);
-            if self.append("loss", &loss).is_ok() {
+            if self.append("loss", &loss.to_string()).is_ok() {
                 self.losses.unreported = 0;
             }
         }
@@ -449,10 +448,8 @@ struct AuditFeed {
     /// the first one this output is handed were missed, and are caught up.
     resume_after: Option<String>,
     audit_path: PathBuf,
-    /// The hash of the last line spooled, and of the last line of the
-    /// message being built.
+    /// The hash of the last line spooled.
     last_spooled: Option<String>,
-    batch_last: String,
     batch: Batch,
     name: String,
     stats: Arc<OutputStats>,
@@ -541,8 +538,7 @@ impl AuditFeed {
             text = tail(&rotated, TAIL - text.len() as u64) + &text;
         }
         let lines: Vec<&str> = text.lines().collect();
-        let from = sealed_line_at(&text, after)
-            .and_then(|_| lines.iter().position(|l| sealed_hash(l) == Some(after)));
+        let from = lines.iter().position(|l| sealed_hash(l) == Some(after));
         let to = lines.iter().position(|l| sealed_hash(l) == Some(until));
         match (from, to) {
             (Some(from), Some(to)) if from < to => {
@@ -585,8 +581,6 @@ impl AuditFeed {
         self.batch.open(hash, kind);
         self.batch.entry.push_str(line);
         self.batch.taken(kind);
-        self.batch_last.clear();
-        self.batch_last.push_str(hash);
     }
 
     /// Spool the message being built; what the spool cannot take is lost
@@ -596,7 +590,11 @@ impl AuditFeed {
             return;
         }
         match self.writer.append(&self.batch.entry) {
-            Ok(()) => self.last_spooled = Some(self.batch_last.clone()),
+            Ok(()) => {
+                self.last_spooled = last_record(&self.batch.entry)
+                    .and_then(|(_, line)| sealed_hash(line))
+                    .map(str::to_string)
+            }
             Err(e) => {
                 let n = self.batch.records;
                 self.losses
@@ -619,8 +617,7 @@ impl AuditFeed {
         if let Some(after) = &self.last_spooled {
             // Where the next start resumes, should this be the spool's
             // last entry (see `resume_point`).
-            record.pop();
-            record.push_str(&format!(",\"after\":\"{after}\"}}"));
+            record["after"] = after.as_str().into();
         }
         let entry = format!("{id} loss {record}");
         if self.writer.append(&entry).is_err() {
@@ -636,8 +633,7 @@ impl AuditFeed {
 /// of the last audit line it holds, or the one a `loss` entry names as
 /// the last spooled before it. None for an own chain's entry.
 fn resume_point(entry: &str) -> Option<String> {
-    let (_, kind, records) = entry_parts(entry)?;
-    let last = records.rsplit('\t').next()?;
+    let (kind, last) = last_record(entry)?;
     if kind == "loss" && sealed_hash(last).is_none() {
         let v: serde_json::Value = serde_json::from_str(last).ok()?;
         return v["after"].as_str().map(str::to_string);
@@ -756,6 +752,12 @@ fn entry_parts(entry: &str) -> Option<(&str, &str, &str)> {
     Some((parts.next()?, parts.next()?, parts.next()?))
 }
 
+/// A spooled entry's kind and last record.
+fn last_record(entry: &str) -> Option<(&str, &str)> {
+    let (_, kind, records) = entry_parts(entry)?;
+    Some((kind, records.rsplit('\t').next()?))
+}
+
 /// A spooled entry as a message: what names it (see [`Batch`]), its kind,
 /// the payload (records one per line) and how many records it holds.
 fn entry_message(entry: &[u8]) -> Option<(&str, &str, bytes::Bytes, u64)> {
@@ -831,8 +833,7 @@ struct Continued {
 impl Continued {
     /// From a spooled entry: its last record.
     fn from_spool_line(line: &str) -> Option<Self> {
-        let (_, _, records) = entry_parts(line)?;
-        Self::from_record(records.rsplit('\t').next()?)
+        Self::from_record(last_record(line)?.1)
     }
 
     fn from_record(record: &str) -> Option<Self> {
@@ -877,31 +878,28 @@ impl Drop for Nats {
     fn drop(&mut self) {
         match &mut self.feed {
             Feed::Events(s) => s.finish(),
-            Feed::AuditLog { thread, stop } => {
-                // The feed ends once the audit log has written its last
-                // lines and closed (it stops before the outputs); should
-                // the log outlive the output, it is told to stop.
-                let end = Instant::now() + STOP_DRAIN;
-                while thread.as_ref().is_some_and(|t| !t.is_finished()) && Instant::now() < end {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                stop.store(true, Ordering::Relaxed);
-                if let Some(t) = thread.take() {
-                    let _ = t.join();
-                }
-            }
+            // The feed ends once the audit log has written its last
+            // lines and closed (it stops before the outputs); should the
+            // log outlive the output, it is told to stop.
+            Feed::AuditLog { thread, stop } => join_within(thread, STOP_DRAIN, stop),
         }
         // The publisher sends what it can for a moment; the rest stays in
         // the spool for the next start.
         self.draining.store(true, Ordering::Relaxed);
-        let end = Instant::now() + STOP_DRAIN;
-        while self.publisher.as_ref().is_some_and(|t| !t.is_finished()) && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.abort.store(true, Ordering::Relaxed);
-        if let Some(t) = self.publisher.take() {
-            let _ = t.join();
-        }
+        join_within(&mut self.publisher, STOP_DRAIN, &self.abort);
+    }
+}
+
+/// Let `thread` finish on its own for up to `grace`, then raise `stop`
+/// and wait for it.
+fn join_within(thread: &mut Option<JoinHandle<()>>, grace: Duration, stop: &AtomicBool) {
+    let end = Instant::now() + grace;
+    while thread.as_ref().is_some_and(|t| !t.is_finished()) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    if let Some(t) = thread.take() {
+        let _ = t.join();
     }
 }
 
@@ -1309,12 +1307,13 @@ pub fn verify_host(host: &str, records: &[(u64, String)]) -> Result<HostChain, (
             if restart {
                 out.restarts.push(*stream_seq);
             }
-            if restart || after_loss || audit.is_none() {
-                audit = Some(guardrail_engine::chain::Verifier::new());
+            if restart || after_loss {
+                audit = None;
             }
-            if let Some(a) = audit.as_mut() {
-                a.check(line).map_err(fail)?;
-            }
+            audit
+                .get_or_insert_with(guardrail_engine::chain::Verifier::new)
+                .check(line)
+                .map_err(fail)?;
             after_loss = false;
             out.records += 1;
             continue;
@@ -1571,7 +1570,6 @@ mod tests {
             last_spooled: resume_after.clone(),
             resume_after,
             audit_path: audit_path.to_path_buf(),
-            batch_last: String::new(),
             batch: Batch::default(),
             name: "nats".into(),
             stats: Arc::new(OutputStats::default()),

@@ -127,18 +127,13 @@ impl Spool {
         let acked = read_cursor(&dir.join("cursor")).unwrap_or_default();
         let mut segments = VecDeque::new();
         let mut last_record = None;
-        // Should the newest segment be empty (just begun), the last record
-        // is the one before it: read before sent segments are removed.
-        let before_newest = ids
-            .iter()
-            .rev()
-            .skip(1)
-            .find_map(|&id| last_whole_record(&dir.join(seg_name(id))));
+        // Sent segments, removed once the last record is known.
+        let mut sent = Vec::new();
         for (i, &id) in ids.iter().enumerate() {
             let path = dir.join(seg_name(id));
             let newest = i + 1 == ids.len();
             if id < acked.segment && !newest {
-                std::fs::remove_file(&path).map_err(io("cannot remove a sent segment"))?;
+                sent.push(path);
                 continue;
             }
             let mut len = std::fs::metadata(&path)
@@ -165,7 +160,18 @@ impl Spool {
             }
             segments.push_back((id, len));
         }
-        let last_record = last_record.or(before_newest);
+        if last_record.is_none() {
+            // The newest segment holds no whole record (just begun): the
+            // last record is in the one before it.
+            last_record = ids
+                .iter()
+                .rev()
+                .skip(1)
+                .find_map(|&id| last_whole_record(&dir.join(seg_name(id))));
+        }
+        for path in sent {
+            std::fs::remove_file(&path).map_err(io("cannot remove a sent segment"))?;
+        }
         let segment = segments.back().map_or(1, |(id, _)| *id);
         if segments.is_empty() {
             segments.push_back((segment, 0));
