@@ -263,8 +263,14 @@ impl AuditLog {
                 warn!(path = %path.display(), "cannot check the audit log's last record: {e}")
             }
         }
-        let prev = last_hash(&path).unwrap_or_else(|| GENESIS.to_string());
-        let last_logged = last_logged_record(&path);
+        // A log just rotated (by age, with nothing written since) holds no
+        // record yet: its chain and the record last handled are in the
+        // file it was rotated to.
+        let rotated = PathBuf::from(format!("{}.1", path.display()));
+        let prev = last_hash(&path)
+            .or_else(|| last_hash(&rotated))
+            .unwrap_or_else(|| GENESIS.to_string());
+        let last_logged = last_logged_record(&path).or_else(|| last_logged_record(&rotated));
         let (tx, rx) = sync_channel(QUEUE);
         let in_flight = Arc::new(AtomicU64::new(0));
         let stats = Arc::new(AuditStats::default());
@@ -852,24 +858,39 @@ mod tests {
         assert_eq!(guardrail_engine::chain::verify(&files).unwrap(), 2);
     }
 
-    #[test]
-    fn an_old_file_is_rotated_and_the_chain_continues() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let cfg = AuditSection {
-            path: path.clone(),
+    /// Waits for `path` to exist, as a writer's rotation is asynchronous.
+    fn wait_for(path: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !path.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "{} never appeared",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn age_rotated(dir: &Path) -> AuditSection {
+        AuditSection {
+            path: dir.join("audit.jsonl"),
             // Below what the config accepts, to keep the test short.
             max_age: Some("1s".into()),
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn an_old_file_is_rotated_and_the_chain_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = age_rotated(dir.path());
+        let path = cfg.path.clone();
         let log = AuditLog::start(&cfg, &Policy::agent(None)).unwrap();
         // As the pipeline does after each drain of the ring buffer.
         log.send(r#"{"kind":"test","n":1}"#.into());
         log.hand_over_pending();
-        std::thread::sleep(Duration::from_millis(2200));
+        wait_for(&dir.path().join("audit.jsonl.1"));
         log.send(r#"{"kind":"test","n":2}"#.into());
-        log.hand_over_pending();
-        std::thread::sleep(Duration::from_millis(700));
         drop(log);
         let rotated = std::fs::read_to_string(dir.path().join("audit.jsonl.1")).unwrap();
         let current = std::fs::read_to_string(&path).unwrap();
@@ -881,6 +902,34 @@ mod tests {
         let files = vec![
             ("audit.jsonl.1".into(), rotated),
             ("audit.jsonl".into(), current),
+        ];
+        assert_eq!(guardrail_engine::chain::verify(&files).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_restart_just_after_a_rotation_continues_the_rotated_files_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = age_rotated(dir.path());
+        let path = cfg.path.clone();
+        let log = AuditLog::start(&cfg, &Policy::agent(None)).unwrap();
+        log.send(r#"{"kind":"test","n":1,"ktime_ns":7,"process":{"tid":3}}"#.into());
+        log.hand_over_pending();
+        wait_for(&dir.path().join("audit.jsonl.1"));
+        drop(log);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        let log = AuditLog::start(&cfg, &Policy::agent(None)).unwrap();
+        assert_eq!(log.last_logged(), Some((7, 3)));
+        log.send(r#"{"kind":"test","n":2}"#.into());
+        drop(log);
+        let files = vec![
+            (
+                "audit.jsonl.1".into(),
+                std::fs::read_to_string(dir.path().join("audit.jsonl.1")).unwrap(),
+            ),
+            (
+                "audit.jsonl".into(),
+                std::fs::read_to_string(&path).unwrap(),
+            ),
         ];
         assert_eq!(guardrail_engine::chain::verify(&files).unwrap(), 2);
     }
