@@ -265,7 +265,9 @@ impl Nats {
             stats,
             draining: draining.clone(),
             abort: abort.clone(),
-            acked_at: AtomicU64::new(0),
+            // Where an earlier run's acknowledgements ended: its first
+            // session asks the stream what it holds after that.
+            acked_at: AtomicU64::new(spool.stored_through()),
         };
         let thread = std::thread::Builder::new()
             .name(format!("nats-{name}"))
@@ -1087,8 +1089,9 @@ impl Publisher {
         let js = self.connect().await?;
         let stream = self.ensure_stream(&js).await?;
         let stored = match self.acked_at.load(Ordering::Relaxed) {
-            // This agent's first session: what an earlier one sent and
-            // never saw acknowledged is sent again (deduplicated).
+            // Nothing acknowledged on record (a new spool): all is sent,
+            // and the server drops what it holds within its duplicate
+            // window.
             0 => HashSet::new(),
             after => self.stored_after(&stream, after).await?,
         };
@@ -1156,6 +1159,7 @@ impl Publisher {
                     .await
                     .map_err(|e| format!("{}: no acknowledgement: {e}", shown(&t.urls)))?;
                 self.acked_at.store(ack.sequence, Ordering::Relaxed);
+                self.spool.note_stored(ack.sequence);
                 self.stats.delivered(records);
             }
             self.spool.ack(end).map_err(|e| e.to_string())?;

@@ -5,7 +5,8 @@
 //! thread, and what was not yet acknowledged is still there after the
 //! agent restarts. Records are lines in numbered segment files
 //! (`000000000001.seg` …); `cursor` names the first record the server has
-//! not acknowledged. Fully acknowledged segments are deleted, except the
+//! not acknowledged, and the stream sequence the server gave the last one
+//! it did (where a restart asks the stream what it holds already). Fully acknowledged segments are deleted, except the
 //! newest: its last record is where the output's chain continues after a
 //! restart.
 //!
@@ -48,6 +49,8 @@ struct Shared {
     segments: VecDeque<(u64, u64)>,
     /// The first record not yet acknowledged.
     acked: Pos,
+    /// The stream sequence of the last record acknowledged (0: unknown).
+    stored_through: u64,
     /// Acknowledged since the cursor file was last written.
     unsaved: bool,
 }
@@ -124,7 +127,10 @@ impl Spool {
             })
             .collect();
         ids.sort_unstable();
-        let acked = read_cursor(&dir.join("cursor")).unwrap_or_default();
+        let Cursor {
+            acked,
+            stored_through,
+        } = read_cursor(&dir.join("cursor")).unwrap_or_default();
         let mut segments = VecDeque::new();
         let mut last_record = None;
         // Sent segments, removed once the last record is known.
@@ -200,6 +206,7 @@ impl Spool {
             shared: Mutex::new(Shared {
                 segments,
                 acked,
+                stored_through,
                 unsaved: false,
             }),
             flushed: tokio::sync::Notify::new(),
@@ -238,6 +245,18 @@ impl Spool {
     /// The first record not acknowledged.
     pub fn acked(&self) -> Pos {
         self.shared.lock().unwrap().acked
+    }
+
+    /// The stream sequence of the last record acknowledged, kept across
+    /// restarts (0: none known).
+    pub fn stored_through(&self) -> u64 {
+        self.shared.lock().unwrap().stored_through
+    }
+
+    /// The server stored the record about to be acknowledged at stream
+    /// sequence `seq`.
+    pub fn note_stored(&self, seq: u64) {
+        self.shared.lock().unwrap().stored_through = seq;
     }
 
     /// Completes once records were flushed since the last such wait.
@@ -340,27 +359,44 @@ impl Spool {
     /// this resends at most what was acknowledged since; the server drops
     /// those resends as duplicates).
     pub fn save_cursor(&self) -> Result<(), SpoolError> {
-        let acked = {
+        let (acked, seq) = {
             let mut s = self.shared.lock().unwrap();
             if !s.unsaved {
                 return Ok(());
             }
             s.unsaved = false;
-            s.acked
+            (s.acked, s.stored_through)
         };
         let tmp = self.dir.join("cursor.tmp");
-        std::fs::write(&tmp, format!("{} {}\n", acked.segment, acked.offset))
+        let text = format!("{} {} {seq}\n", acked.segment, acked.offset);
+        std::fs::write(&tmp, text)
             .and_then(|()| std::fs::rename(&tmp, self.dir.join("cursor")))
             .map_err(self.io("cannot write the cursor"))
     }
 }
 
-fn read_cursor(path: &Path) -> Option<Pos> {
+#[derive(Default)]
+struct Cursor {
+    acked: Pos,
+    stored_through: u64,
+}
+
+/// `segment offset [stream sequence]`: a cursor written before the
+/// sequence was kept has only the first two.
+fn read_cursor(path: &Path) -> Option<Cursor> {
     let text = std::fs::read_to_string(path).ok()?;
-    let (s, o) = text.trim().split_once(' ')?;
-    Some(Pos {
-        segment: s.parse().ok()?,
-        offset: o.parse().ok()?,
+    let mut fields = text.split_whitespace().map(str::parse::<u64>);
+    let acked = Pos {
+        segment: fields.next()?.ok()?,
+        offset: fields.next()?.ok()?,
+    };
+    let stored_through = match fields.next() {
+        Some(seq) => seq.ok()?,
+        None => 0,
+    };
+    Some(Cursor {
+        acked,
+        stored_through,
     })
 }
 
@@ -483,11 +519,13 @@ mod tests {
             pos = batch[0].1;
             n += 1;
         }
+        spool.note_stored(4242);
         spool.ack(pos).unwrap();
         spool.save_cursor().unwrap();
         drop((spool, w));
         let (spool, _w, last) = Spool::open(dir.path(), 32 << 10).unwrap();
         assert_eq!(last.as_deref(), Some("record 499"));
+        assert_eq!(spool.stored_through(), 4242);
         let got = all(&spool);
         assert_eq!(got.first().map(String::as_str), Some("record 200"));
         assert_eq!(got.len(), 300);
@@ -533,5 +571,24 @@ mod tests {
         std::fs::write(dir.path().join(seg_name(2)), b"").unwrap();
         let (_, _, last) = Spool::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(last.as_deref(), Some("two"));
+    }
+
+    #[test]
+    fn a_cursor_written_before_the_stream_sequence_was_kept_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (spool, mut w, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+        w.append("one").unwrap();
+        w.append("two").unwrap();
+        w.flush().unwrap();
+        let (_, end) = spool.read(Pos::default(), 1).unwrap()[0].clone();
+        drop((spool, w));
+        std::fs::write(
+            dir.path().join("cursor"),
+            format!("{} {}\n", end.segment, end.offset),
+        )
+        .unwrap();
+        let (spool, _, _) = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(spool.stored_through(), 0);
+        assert_eq!(all(&spool), ["two"]);
     }
 }
