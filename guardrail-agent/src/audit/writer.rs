@@ -125,14 +125,12 @@ fn last_hash(path: &Path) -> Option<String> {
     // otherwise read it all.
     let start = len.saturating_sub(1 << 16);
     r.seek(SeekFrom::Start(start)).ok()?;
-    let mut last = None;
-    for line in r.lines().map_while(Result::ok) {
-        if !line.trim().is_empty() {
-            last = Some(line);
-        }
-    }
-    let last = last?;
-    open(&last).map(|o| o.hash.to_string())
+    let mut bytes = Vec::new();
+    r.read_to_end(&mut bytes).ok()?;
+    // The cut may fall inside a character: only the last line is used.
+    let text = String::from_utf8_lossy(&bytes);
+    let last = text.lines().rev().find(|l| !l.trim().is_empty())?;
+    open(last).map(|o| o.hash.to_string())
 }
 
 /// (ktime_ns, tid) of the last event in the log that came from a kernel
@@ -266,11 +264,16 @@ impl AuditLog {
         // A log just rotated (by age, with nothing written since) holds no
         // record yet: its chain and the record last handled are in the
         // file it was rotated to.
-        let rotated = PathBuf::from(format!("{}.1", path.display()));
-        let prev = last_hash(&path)
-            .or_else(|| last_hash(&rotated))
-            .unwrap_or_else(|| GENESIS.to_string());
-        let last_logged = last_logged_record(&path).or_else(|| last_logged_record(&rotated));
+        // (Only a log with no byte in it: one whose last line cannot be
+        // read begins a new chain, which `log verify` shows as such.)
+        let empty = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
+        let continued = if empty {
+            PathBuf::from(format!("{}.1", path.display()))
+        } else {
+            path.clone()
+        };
+        let prev = last_hash(&continued).unwrap_or_else(|| GENESIS.to_string());
+        let last_logged = last_logged_record(&continued);
         let (tx, rx) = sync_channel(QUEUE);
         let in_flight = Arc::new(AtomicU64::new(0));
         let stats = Arc::new(AuditStats::default());
@@ -856,6 +859,31 @@ mod tests {
         assert!(!text.contains(r#""n":2"#), "{text}");
         let files = vec![("audit.jsonl".into(), text)];
         assert_eq!(guardrail_engine::chain::verify(&files).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_restart_continues_the_chain_when_the_tail_read_cuts_a_character() {
+        // The last 64 KiB are read for the chain: with a long record of
+        // two-byte characters before the last one, one of these two
+        // paddings puts the cut inside a character.
+        for pad in ["", "x"] {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = AuditSection {
+                path: dir.path().join("audit.jsonl"),
+                ..Default::default()
+            };
+            let long = "é".repeat(40_000);
+            let log = AuditLog::start(&cfg, &Policy::agent(None)).unwrap();
+            log.send(format!(r#"{{"kind":"test","n":1,"s":"{pad}{long}"}}"#).into());
+            log.send(r#"{"kind":"test","n":2}"#.into());
+            drop(log);
+            let log = AuditLog::start(&cfg, &Policy::agent(None)).unwrap();
+            log.send(r#"{"kind":"test","n":3}"#.into());
+            drop(log);
+            let text = std::fs::read_to_string(&cfg.path).unwrap();
+            let files = vec![("audit.jsonl".into(), text)];
+            assert_eq!(guardrail_engine::chain::verify(&files).unwrap(), 3);
+        }
     }
 
     /// Waits for `path` to exist, as a writer's rotation is asynchronous.
