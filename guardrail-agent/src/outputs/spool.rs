@@ -5,8 +5,10 @@
 //! thread, and what was not yet acknowledged is still there after the
 //! agent restarts. Records are lines in numbered segment files
 //! (`000000000001.seg` …); `cursor` names the first record the server has
-//! not acknowledged, and the stream sequence the server gave the last one
-//! it did (where a restart asks the stream what it holds already). Fully acknowledged segments are deleted, except the
+//! not acknowledged, and `stored-through` the stream sequence the server
+//! gave the last one it did (where a restart asks the stream what it holds
+//! already; a file of its own, so that an older agent still reads
+//! `cursor`). Fully acknowledged segments are deleted, except the
 //! newest: its last record is where the output's chain continues after a
 //! restart.
 //!
@@ -130,7 +132,7 @@ impl Spool {
         let Cursor {
             acked,
             stored_through,
-        } = read_cursor(&dir.join("cursor")).unwrap_or_default();
+        } = read_cursor(dir).unwrap_or_default();
         let mut segments = VecDeque::new();
         let mut last_record = None;
         // Sent segments, removed once the last record is known.
@@ -367,10 +369,18 @@ impl Spool {
             s.unsaved = false;
             (s.acked, s.stored_through)
         };
-        let tmp = self.dir.join("cursor.tmp");
-        let text = format!("{} {} {seq}\n", acked.segment, acked.offset);
+        // The sequence first: should the cursor not follow, a restart
+        // asks the stream from a later sequence than the cursor's and
+        // resends what it does not find, never skips.
+        self.replace("stored-through", &format!("{seq}\n"))?;
+        self.replace("cursor", &format!("{} {}\n", acked.segment, acked.offset))
+    }
+
+    /// Replace file `name` of the spool with `text`, whole or not at all.
+    fn replace(&self, name: &str, text: &str) -> Result<(), SpoolError> {
+        let tmp = self.dir.join(format!("{name}.tmp"));
         std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, self.dir.join("cursor")))
+            .and_then(|()| std::fs::rename(&tmp, self.dir.join(name)))
             .map_err(self.io("cannot write the cursor"))
     }
 }
@@ -381,19 +391,19 @@ struct Cursor {
     stored_through: u64,
 }
 
-/// `segment offset [stream sequence]`: a cursor written before the
-/// sequence was kept has only the first two.
-fn read_cursor(path: &Path) -> Option<Cursor> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let mut fields = text.split_whitespace().map(str::parse::<u64>);
+/// `cursor`: `segment offset`; `stored-through`: the stream sequence
+/// (missing in a spool an older agent wrote).
+fn read_cursor(dir: &Path) -> Option<Cursor> {
+    let text = std::fs::read_to_string(dir.join("cursor")).ok()?;
+    let (s, o) = text.trim().split_once(' ')?;
     let acked = Pos {
-        segment: fields.next()?.ok()?,
-        offset: fields.next()?.ok()?,
+        segment: s.parse().ok()?,
+        offset: o.parse().ok()?,
     };
-    let stored_through = match fields.next() {
-        Some(seq) => seq.ok()?,
-        None => 0,
-    };
+    let stored_through = std::fs::read_to_string(dir.join("stored-through"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
     Some(Cursor {
         acked,
         stored_through,
@@ -522,6 +532,9 @@ mod tests {
         spool.note_stored(4242);
         spool.ack(pos).unwrap();
         spool.save_cursor().unwrap();
+        // `cursor` keeps the form an older agent reads.
+        let cursor = std::fs::read_to_string(dir.path().join("cursor")).unwrap();
+        assert_eq!(cursor, format!("{} {}\n", pos.segment, pos.offset));
         drop((spool, w));
         let (spool, _w, last) = Spool::open(dir.path(), 32 << 10).unwrap();
         assert_eq!(last.as_deref(), Some("record 499"));
@@ -574,7 +587,7 @@ mod tests {
     }
 
     #[test]
-    fn a_cursor_written_before_the_stream_sequence_was_kept_still_reads() {
+    fn a_spool_written_before_the_stream_sequence_was_kept_still_reads() {
         let dir = tempfile::tempdir().unwrap();
         let (spool, mut w, _) = Spool::open(dir.path(), 1 << 20).unwrap();
         w.append("one").unwrap();
