@@ -51,7 +51,7 @@
 //! entry is closed as soon as the event path (or the audit log's writer)
 //! has nothing more to hand over.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -80,10 +80,6 @@ pub const SPOOL_ROOT: &str = "/var/lib/guardrail/spool";
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Publishes waiting for their acknowledgement at most.
 const WINDOW: usize = 1024;
-/// At most this many of the host's messages are read back to learn which
-/// of those sent since the last acknowledgement the stream holds: more
-/// than the publish window means the stream is not the one acknowledged.
-const STORED_AFTER_MAX: usize = 4 * WINDOW;
 /// At most this many records in one message.
 pub const BATCH_RECORDS: u64 = 128;
 /// At most about this many bytes in one message (nats-server's default
@@ -269,9 +265,7 @@ impl Nats {
             stats,
             draining: draining.clone(),
             abort: abort.clone(),
-            // Where an earlier run's acknowledgements ended: its first
-            // session asks the stream what it holds after that.
-            acked_at: AtomicU64::new(spool.stored_through()),
+            acked_at: AtomicU64::new(0),
         };
         let thread = std::thread::Builder::new()
             .name(format!("nats-{name}"))
@@ -799,40 +793,24 @@ fn entry_name(first: &str, payload: &[u8]) -> String {
     }
 }
 
-/// Every record a stored message holds: its name (see [`entry_name`]:
-/// `<chain id>.<seq>` of an own chain's, an audit line's hash, a `loss`
-/// message's id) and its seal (none for a `loss` message). A message of
-/// this output is held if its first record's name is among them with the
-/// same seal: an own chain's name alone could be a record the spool lost
-/// (power lost before it reached the disk) and the chain sealed anew.
-fn held_in(payload: &str) -> Vec<(String, Option<String>)> {
+/// The names (see [`entry_name`]) of every record a stored message
+/// holds: `<chain id>.<seq>` of an own chain's, an audit line's hash, a
+/// `loss` message's id. A message of this output is held if its first
+/// record's name is among them.
+fn names_in(payload: &str) -> Vec<String> {
     payload
         .lines()
         .filter_map(|line| {
             if let Some(hash) = sealed_hash(line) {
-                let name = match Continued::from_record(line) {
-                    Some(c) => format!("{}.{}", c.chain_id, c.seq),
-                    None => hash.to_string(),
-                };
-                return Some((name, Some(hash.to_string())));
+                if let Some(c) = Continued::from_record(line) {
+                    return Some(format!("{}.{}", c.chain_id, c.seq));
+                }
+                return Some(hash.to_string());
             }
             let v: serde_json::Value = serde_json::from_str(line).ok()?;
-            Some((v["id"].as_str()?.to_string(), None))
+            v["id"].as_str().map(str::to_string)
         })
         .collect()
-}
-
-/// Whether the stream holds the message `name` of `payload`: its first
-/// record under that name, with the same seal.
-fn already_held(held: &HashMap<String, Option<String>>, name: &str, payload: &[u8]) -> bool {
-    held.get(name)
-        .is_some_and(|seal| seal.as_deref() == first_seal(payload))
-}
-
-/// The seal of a message's first record (none for a `loss` message).
-fn first_seal(payload: &[u8]) -> Option<&str> {
-    let first = payload.split(|&b| b == b'\n').next()?;
-    sealed_hash(std::str::from_utf8(first).ok()?)
 }
 
 /// A chain id: the time this chain began (a fresh spool), in ns, hex;
@@ -1075,15 +1053,12 @@ impl Publisher {
     /// This chain's records the stream holds after stream sequence
     /// `after`: those sent since the last acknowledgement that were
     /// stored all the same (their acknowledgement was lost). Not a range:
-    /// in a fail-over one can be lost while later ones are stored. None
-    /// if the stream holds more of this host's messages since than a
-    /// spool could have sent (`after` is not this stream's: a spool
-    /// restored from a backup, an output moved to another stream).
+    /// in a fail-over one can be lost while later ones are stored.
     async fn stored_after(
         &self,
         s: &stream::Stream,
         after: u64,
-    ) -> Result<Option<HashMap<String, Option<String>>>, String> {
+    ) -> Result<HashSet<String>, String> {
         let t = &self.target;
         let held = host_messages(
             s,
@@ -1092,7 +1067,6 @@ impl Publisher {
             jetstream::consumer::DeliverPolicy::ByStartSequence {
                 start_sequence: after + 1,
             },
-            Some(STORED_AFTER_MAX),
         )
         .await
         .map_err(|e| {
@@ -1101,12 +1075,11 @@ impl Publisher {
                 t.stream
             )
         })?;
-        Ok(held.map(|held| {
-            held.iter()
-                .filter_map(|(_, m)| std::str::from_utf8(m).ok())
-                .flat_map(held_in)
-                .collect()
-        }))
+        Ok(held
+            .iter()
+            .filter_map(|(_, m)| std::str::from_utf8(m).ok())
+            .flat_map(names_in)
+            .collect())
     }
 
     /// One connection: send from the spool until stopped or a failure.
@@ -1114,17 +1087,10 @@ impl Publisher {
         let js = self.connect().await?;
         let stream = self.ensure_stream(&js).await?;
         let stored = match self.acked_at.load(Ordering::Relaxed) {
-            // Nothing acknowledged on record (a new spool): all is sent,
-            // and the server drops what it holds within its duplicate
-            // window.
-            0 => HashMap::new(),
-            after => match self.stored_after(&stream, after).await? {
-                Some(stored) => stored,
-                None => {
-                    warn!(output = %self.target.name, "the stream holds more of this host's messages after the last one acknowledged than this output could have sent: sending what is spooled again (the server drops what it holds within its duplicate window)");
-                    HashMap::new()
-                }
-            },
+            // This agent's first session: what an earlier one sent and
+            // never saw acknowledged is sent again (deduplicated).
+            0 => HashSet::new(),
+            after => self.stored_after(&stream, after).await?,
         };
         let t = &self.target;
         let mut next = self.spool.acked();
@@ -1155,7 +1121,7 @@ impl Publisher {
                         };
                         next = end;
                         let name = entry_name(first, &payload);
-                        if already_held(&stored, &name, &payload) {
+                        if stored.contains(&name) {
                             // The stream has it (its acknowledgement was lost).
                             inflight.push_back((None, end));
                         } else {
@@ -1190,7 +1156,6 @@ impl Publisher {
                     .await
                     .map_err(|e| format!("{}: no acknowledgement: {e}", shown(&t.urls)))?;
                 self.acked_at.store(ack.sequence, Ordering::Relaxed);
-                self.spool.note_stored(ack.sequence);
                 self.stats.delivered(records);
             }
             self.spool.ack(end).map_err(|e| e.to_string())?;
@@ -1238,32 +1203,28 @@ pub async fn read_host(src: &Source) -> Result<Vec<(u64, String)>> {
         .await
         .with_context(|| format!("stream {}", src.stream))?;
     let all = jetstream::consumer::DeliverPolicy::All;
-    Ok(
-        host_messages(&stream, &src.subject_prefix, &src.host, all, None)
-            .await?
-            .unwrap_or_default()
-            .into_iter()
-            .flat_map(|(seq, m)| {
-                String::from_utf8_lossy(&m)
-                    .lines()
-                    .map(|line| (seq, line.to_string()))
-                    .collect::<Vec<_>>()
-            })
-            .collect(),
-    )
+    Ok(host_messages(&stream, &src.subject_prefix, &src.host, all)
+        .await?
+        .into_iter()
+        .flat_map(|(seq, m)| {
+            String::from_utf8_lossy(&m)
+                .lines()
+                .map(|line| (seq, line.to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect())
 }
 
 /// A host's messages (`<prefix>.<host>.>`) as the stream holds them now,
-/// in stream order: stream sequence and payload; none if there are more
-/// than `max`. (A consumer rather than a direct get: nats-server 2.9
-/// finds no last message for a wildcard subject.)
+/// in stream order: stream sequence and payload. (A consumer rather than
+/// a direct get: nats-server 2.9 finds no last message for a wildcard
+/// subject.)
 async fn host_messages(
     stream: &stream::Stream,
     prefix: &str,
     host: &str,
     policy: jetstream::consumer::DeliverPolicy,
-    max: Option<usize>,
-) -> Result<Option<Vec<(u64, Vec<u8>)>>> {
+) -> Result<Vec<(u64, Vec<u8>)>> {
     use futures_util::StreamExt;
     let consumer = stream
         .create_consumer(jetstream::consumer::pull::OrderedConfig {
@@ -1273,12 +1234,9 @@ async fn host_messages(
         })
         .await?;
     let n = consumer.cached_info().num_pending as usize;
-    if max.is_some_and(|max| n > max) {
-        return Ok(None);
-    }
     let mut out = Vec::with_capacity(n);
     if n == 0 {
-        return Ok(Some(out));
+        return Ok(out);
     }
     let mut messages = consumer.messages().await?;
     while out.len() < n {
@@ -1289,7 +1247,7 @@ async fn host_messages(
         let seq = m.info().map_err(anyhow::Error::msg)?.stream_sequence;
         out.push((seq, m.payload.to_vec()));
     }
-    Ok(Some(out))
+    Ok(out)
 }
 
 /// What a host's records in a stream hold.
@@ -1553,18 +1511,7 @@ mod tests {
         // A record of an own chain is named by the chain it names.
         let own = &chain("c7", 2)[1].1;
         assert_eq!(entry_name("2", own.as_bytes()), "c7.2");
-        let own_seal = sealed_hash(own).map(str::to_string);
-        assert_eq!(held_in(own), vec![("c7.2".to_string(), own_seal)]);
-        // The same name sealed otherwise (a record the spool lost, and
-        // the chain sealed anew after a power loss) is not held.
-        let held: HashMap<_, _> = held_in(own).into_iter().collect();
-        assert!(already_held(&held, "c7.2", own.as_bytes()));
-        let (resealed, _) = seal(
-            GENESIS,
-            r#"{"host":"h","chain_id":"c7","seq":2,"event":{"seq":2,"kind":"exec"}}"#,
-        );
-        assert_eq!(entry_name("2", resealed.as_bytes()), "c7.2");
-        assert!(!already_held(&held, "c7.2", resealed.as_bytes()));
+        assert_eq!(names_in(own), vec!["c7.2".to_string()]);
         let mut b = Batch::default();
         b.push(hashes[1], "file", &lines[1]);
         assert!(b.takes("file", lines[2].len()));
@@ -1572,13 +1519,10 @@ mod tests {
         let (first, kind, payload, count) = entry_message(b.entry.as_bytes()).unwrap();
         assert_eq!((first, kind, count), (hashes[1], "file", 2));
         // The stream's copy of that message names both lines.
-        let held = held_in(std::str::from_utf8(&payload).unwrap());
-        let named = |h: &str| (h.to_string(), Some(h.to_string()));
-        assert_eq!(held, vec![named(hashes[1]), named(hashes[2])]);
-        assert_eq!(first_seal(&payload), Some(hashes[1]));
+        let held = names_in(std::str::from_utf8(&payload).unwrap());
+        assert_eq!(held, vec![hashes[1].to_string(), hashes[2].to_string()]);
         let loss = r#"{"kind":"loss","id":"loss.9","loss":{}}"#;
-        assert_eq!(held_in(loss), vec![("loss.9".to_string(), None)]);
-        assert_eq!(first_seal(loss.as_bytes()), None);
+        assert_eq!(names_in(loss), vec!["loss.9".to_string()]);
     }
 
     #[test]

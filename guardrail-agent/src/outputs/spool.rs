@@ -5,10 +5,7 @@
 //! thread, and what was not yet acknowledged is still there after the
 //! agent restarts. Records are lines in numbered segment files
 //! (`000000000001.seg` …); `cursor` names the first record the server has
-//! not acknowledged, and `stored-through` the stream sequence the server
-//! gave the last one it did (where a restart asks the stream what it holds
-//! already; a file of its own, so that an older agent still reads
-//! `cursor`). Fully acknowledged segments are deleted, except the
+//! not acknowledged. Fully acknowledged segments are deleted, except the
 //! newest: its last record is where the output's chain continues after a
 //! restart.
 //!
@@ -51,8 +48,6 @@ struct Shared {
     segments: VecDeque<(u64, u64)>,
     /// The first record not yet acknowledged.
     acked: Pos,
-    /// The stream sequence of the last record acknowledged (0: unknown).
-    stored_through: u64,
     /// Acknowledged since the cursor file was last written.
     unsaved: bool,
 }
@@ -129,10 +124,7 @@ impl Spool {
             })
             .collect();
         ids.sort_unstable();
-        let Cursor {
-            acked,
-            stored_through,
-        } = read_cursor(dir).unwrap_or_default();
+        let acked = read_cursor(&dir.join("cursor")).unwrap_or_default();
         let mut segments = VecDeque::new();
         let mut last_record = None;
         // Sent segments, removed once the last record is known.
@@ -208,7 +200,6 @@ impl Spool {
             shared: Mutex::new(Shared {
                 segments,
                 acked,
-                stored_through,
                 unsaved: false,
             }),
             flushed: tokio::sync::Notify::new(),
@@ -247,18 +238,6 @@ impl Spool {
     /// The first record not acknowledged.
     pub fn acked(&self) -> Pos {
         self.shared.lock().unwrap().acked
-    }
-
-    /// The stream sequence of the last record acknowledged, kept across
-    /// restarts (0: none known).
-    pub fn stored_through(&self) -> u64 {
-        self.shared.lock().unwrap().stored_through
-    }
-
-    /// The server stored the record about to be acknowledged at stream
-    /// sequence `seq`.
-    pub fn note_stored(&self, seq: u64) {
-        self.shared.lock().unwrap().stored_through = seq;
     }
 
     /// Completes once records were flushed since the last such wait.
@@ -361,52 +340,27 @@ impl Spool {
     /// this resends at most what was acknowledged since; the server drops
     /// those resends as duplicates).
     pub fn save_cursor(&self) -> Result<(), SpoolError> {
-        let (acked, seq) = {
+        let acked = {
             let mut s = self.shared.lock().unwrap();
             if !s.unsaved {
                 return Ok(());
             }
             s.unsaved = false;
-            (s.acked, s.stored_through)
+            s.acked
         };
-        // The sequence first: should the cursor not follow, a restart
-        // asks the stream from a later sequence than the cursor's and
-        // resends what it does not find, never skips.
-        self.replace("stored-through", &format!("{seq}\n"))?;
-        self.replace("cursor", &format!("{} {}\n", acked.segment, acked.offset))
-    }
-
-    /// Replace file `name` of the spool with `text`, whole or not at all.
-    fn replace(&self, name: &str, text: &str) -> Result<(), SpoolError> {
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, self.dir.join(name)))
+        let tmp = self.dir.join("cursor.tmp");
+        std::fs::write(&tmp, format!("{} {}\n", acked.segment, acked.offset))
+            .and_then(|()| std::fs::rename(&tmp, self.dir.join("cursor")))
             .map_err(self.io("cannot write the cursor"))
     }
 }
 
-#[derive(Default)]
-struct Cursor {
-    acked: Pos,
-    stored_through: u64,
-}
-
-/// `cursor`: `segment offset`; `stored-through`: the stream sequence
-/// (missing in a spool an older agent wrote).
-fn read_cursor(dir: &Path) -> Option<Cursor> {
-    let text = std::fs::read_to_string(dir.join("cursor")).ok()?;
+fn read_cursor(path: &Path) -> Option<Pos> {
+    let text = std::fs::read_to_string(path).ok()?;
     let (s, o) = text.trim().split_once(' ')?;
-    let acked = Pos {
+    Some(Pos {
         segment: s.parse().ok()?,
         offset: o.parse().ok()?,
-    };
-    let stored_through = std::fs::read_to_string(dir.join("stored-through"))
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(0);
-    Some(Cursor {
-        acked,
-        stored_through,
     })
 }
 
@@ -529,16 +483,11 @@ mod tests {
             pos = batch[0].1;
             n += 1;
         }
-        spool.note_stored(4242);
         spool.ack(pos).unwrap();
         spool.save_cursor().unwrap();
-        // `cursor` keeps the form an older agent reads.
-        let cursor = std::fs::read_to_string(dir.path().join("cursor")).unwrap();
-        assert_eq!(cursor, format!("{} {}\n", pos.segment, pos.offset));
         drop((spool, w));
         let (spool, _w, last) = Spool::open(dir.path(), 32 << 10).unwrap();
         assert_eq!(last.as_deref(), Some("record 499"));
-        assert_eq!(spool.stored_through(), 4242);
         let got = all(&spool);
         assert_eq!(got.first().map(String::as_str), Some("record 200"));
         assert_eq!(got.len(), 300);
@@ -584,24 +533,5 @@ mod tests {
         std::fs::write(dir.path().join(seg_name(2)), b"").unwrap();
         let (_, _, last) = Spool::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(last.as_deref(), Some("two"));
-    }
-
-    #[test]
-    fn a_spool_written_before_the_stream_sequence_was_kept_still_reads() {
-        let dir = tempfile::tempdir().unwrap();
-        let (spool, mut w, _) = Spool::open(dir.path(), 1 << 20).unwrap();
-        w.append("one").unwrap();
-        w.append("two").unwrap();
-        w.flush().unwrap();
-        let (_, end) = spool.read(Pos::default(), 1).unwrap()[0].clone();
-        drop((spool, w));
-        std::fs::write(
-            dir.path().join("cursor"),
-            format!("{} {}\n", end.segment, end.offset),
-        )
-        .unwrap();
-        let (spool, _, _) = Spool::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(spool.stored_through(), 0);
-        assert_eq!(all(&spool), ["two"]);
     }
 }
