@@ -116,19 +116,38 @@ const QUEUE: usize = 65_536;
 /// has after each drain of the ring buffer).
 const BATCH: usize = 512;
 
-/// The hash of the last sealed record of `path`, to continue its chain.
-fn last_hash(path: &Path) -> Option<String> {
-    let f = File::open(path).ok()?;
-    let len = f.metadata().ok()?.len();
-    let mut r = BufReader::new(f);
-    // The last line is within the last 64 KiB unless events are huge;
-    // otherwise read it all.
-    let start = len.saturating_sub(1 << 16);
-    r.seek(SeekFrom::Start(start)).ok()?;
+/// Rotated file `i` of the log at `path`: `<path>.<i>`.
+pub fn rotated(path: &Path, i: usize) -> PathBuf {
+    PathBuf::from(format!("{}.{i}", path.display()))
+}
+
+/// At most the last `max` bytes of `path`, from its first whole line on
+/// (empty if it cannot be read): the line the cut falls in, and with it
+/// a character the cut may split, is left out.
+pub fn tail(path: &Path, max: u64) -> String {
+    let Ok(mut f) = File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map_or(0, |m| m.len());
+    let start = len.saturating_sub(max);
     let mut bytes = Vec::new();
-    r.read_to_end(&mut bytes).ok()?;
-    // The cut may fall inside a character: only the last line is used.
-    let text = String::from_utf8_lossy(&bytes);
+    if f.seek(SeekFrom::Start(start)).is_err() || f.read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    if start > 0 {
+        let first = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(bytes.len(), |i| i + 1);
+        bytes.drain(..first);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The hash of the last sealed record of `path`, to continue its chain
+/// (if it is within the last 64 KiB: records are far smaller).
+fn last_hash(path: &Path) -> Option<String> {
+    let text = tail(path, 1 << 16);
     let last = text.lines().rev().find(|l| !l.trim().is_empty())?;
     open(last).map(|o| o.hash.to_string())
 }
@@ -136,23 +155,13 @@ fn last_hash(path: &Path) -> Option<String> {
 /// (ktime_ns, tid) of the last event in the log that came from a kernel
 /// record (loss and gap records have neither), within the last 256 KiB.
 fn last_logged_record(path: &Path) -> Option<(u64, u32)> {
-    let mut f = File::open(path).ok()?;
-    let len = f.metadata().ok()?.len();
-    f.seek(SeekFrom::Start(len.saturating_sub(1 << 18))).ok()?;
-    let mut bytes = Vec::new();
-    f.read_to_end(&mut bytes).ok()?;
-    // The cut may fall inside a character (and a line): the first line
-    // is not used unless it is whole.
-    String::from_utf8_lossy(&bytes)
-        .lines()
-        .rev()
-        .find_map(|line| {
-            let event: serde_json::Value = serde_json::from_str(&open(line)?.event_json).ok()?;
-            Some((
-                event["ktime_ns"].as_u64()?,
-                event["process"]["tid"].as_u64()? as u32,
-            ))
-        })
+    tail(path, 1 << 18).lines().rev().find_map(|line| {
+        let event: serde_json::Value = serde_json::from_str(&open(line)?.event_json).ok()?;
+        Some((
+            event["ktime_ns"].as_u64()?,
+            event["process"]["tid"].as_u64()? as u32,
+        ))
+    })
 }
 
 /// A record is one line: bytes after the last newline are a record whose
@@ -268,7 +277,7 @@ impl AuditLog {
         // read begins a new chain, which `log verify` shows as such.)
         let empty = std::fs::metadata(&path).map_or(true, |m| m.len() == 0);
         let continued = if empty {
-            PathBuf::from(format!("{}.1", path.display()))
+            rotated(&path, 1)
         } else {
             path.clone()
         };
@@ -678,7 +687,7 @@ impl Writer {
     fn rotate(&mut self) -> std::io::Result<()> {
         self.file.sync_all()?;
         let path = &self.cfg.path;
-        let name = |i: usize| PathBuf::from(format!("{}.{i}", path.display()));
+        let name = |i: usize| rotated(path, i);
         let keep = self.cfg.max_files.max(1);
         let _ = std::fs::remove_file(name(keep));
         for i in (1..keep).rev() {

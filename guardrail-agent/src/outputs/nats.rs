@@ -64,7 +64,7 @@ use tracing::warn;
 
 use super::spool::{Pos, Spool, SpoolError, Writer};
 use super::{Delivery, OutputStats, Sink};
-use crate::audit::writer::TAP_BYTES;
+use crate::audit::writer::{rotated, tail, TAP_BYTES};
 use crate::audit::{Tap, Written};
 use crate::config::nats::{check_output, is_token, shown};
 use crate::config::OutputSection;
@@ -534,7 +534,7 @@ impl AuditFeed {
         const TAIL: u64 = 4 * TAP_BYTES;
         let mut text = tail(&self.audit_path, TAIL);
         if sealed_line_at(&text, after).is_none() && (text.len() as u64) < TAIL {
-            let rotated = PathBuf::from(format!("{}.1", self.audit_path.display()));
+            let rotated = rotated(&self.audit_path, 1);
             text = tail(&rotated, TAIL - text.len() as u64) + &text;
         }
         let lines: Vec<&str> = text.lines().collect();
@@ -642,29 +642,6 @@ fn resume_point(entry: &str) -> Option<String> {
     Continued::from_record(last)
         .is_none()
         .then(|| hash.to_string())
-}
-
-/// At most the last `max` bytes of `path`, from its first whole line on
-/// (empty if it cannot be read).
-fn tail(path: &std::path::Path, max: u64) -> String {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return String::new();
-    };
-    let len = f.metadata().map_or(0, |m| m.len());
-    let start = len.saturating_sub(max);
-    let mut bytes = Vec::new();
-    if f.seek(SeekFrom::Start(start)).is_err() || f.read_to_end(&mut bytes).is_err() {
-        return String::new();
-    }
-    if start > 0 {
-        let first = bytes
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(bytes.len(), |i| i + 1);
-        bytes.drain(..first);
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Where in `text` a line sealed with `hash` is, if one is.
