@@ -35,6 +35,7 @@ pub struct ProcFs {
     lineages: IdMap<u32, (usize, Lineage)>,
     /// Terminal names by device number.
     ttys: IdMap<u32, Arc<str>>,
+    ids: ProcessIds,
     /// Program paths, shared: a pool of 30,000 workers of one program
     /// holds its path once, not 30,000 times.
     programs: foldhash::HashSet<Arc<str>>,
@@ -99,8 +100,11 @@ struct Proc {
     exe: Option<Arc<str>>,
     /// The script it runs, when `exe` is an interpreter.
     script: Option<Arc<str>>,
-    /// `PID@START`; None when the start time is unknown.
-    id: Option<Arc<str>>,
+    /// Start time in clock ticks since boot ([`UNKNOWN_START`]: unknown),
+    /// the second half of its `PID@START` id. The id's text is made when a
+    /// lineage names the process (see [`ProcessIds`]): a table of 30,000
+    /// idle processes held 30,000 of them, 48 bytes of heap each.
+    start: u64,
     /// The process that created it (0: unknown).
     parent: u32,
     /// When its exit record arrived (seconds of the coarse clock; 0: it
@@ -203,6 +207,7 @@ impl Default for ProcFs {
             groups: NamesFile::new("/etc/group"),
             lineages: IdMap::default(),
             ttys: IdMap::default(),
+            ids: ProcessIds::default(),
             programs: Default::default(),
             trimmed_at_capacity: 0,
         }
@@ -215,9 +220,42 @@ fn readlink(path: String) -> Option<String> {
         .map(|p| guardrail_engine::interpret::text(p.as_os_str().as_encoded_bytes()))
 }
 
+/// [`Proc::start`] of a process whose start time is unknown (no id).
+const UNKNOWN_START: u64 = u64::MAX;
+
 /// `PID@START`.
 fn process_id(pid: u32, start_ticks: u64) -> Arc<str> {
     format!("{pid}@{start_ticks}").into()
+}
+
+/// Bound on the remembered process ids; full, it starts over.
+const IDS_MAX: usize = 4096;
+
+/// The `PID@START` ids lineages named lately, by pid: the ancestors of a
+/// busy process (its shell, sshd, systemd) are named in every lineage
+/// assembled, and their ids are made once, not per lineage. The start
+/// time is kept with each, so a reused pid gets its own id.
+#[derive(Default)]
+struct ProcessIds(IdMap<u32, (u64, Arc<str>)>);
+
+impl ProcessIds {
+    /// The id of `pid` started at `start`; None when the start is unknown.
+    fn of(&mut self, pid: u32, start: u64) -> Option<Arc<str>> {
+        if start == UNKNOWN_START {
+            return None;
+        }
+        if let Some((known, id)) = self.0.get(&pid) {
+            if *known == start {
+                return Some(id.clone());
+            }
+        }
+        if self.0.len() >= IDS_MAX {
+            self.0.clear();
+        }
+        let id = process_id(pid, start);
+        self.0.insert(pid, (start, id.clone()));
+        Some(id)
+    }
 }
 
 /// The parent pid and start time (clock ticks since boot) in a
@@ -273,7 +311,7 @@ impl ProcFs {
         Some(Proc {
             exe: readlink(format!("/proc/{pid}/exe")).map(|e| self.program(&e)),
             script: None,
-            id: Some(process_id(pid, start)),
+            start,
             parent,
             exited_at: 0,
             learned_at: now_s(),
@@ -305,13 +343,12 @@ impl ProcFs {
                 ..Lineage::default()
             };
         };
-        let terminal = me.terminal;
+        let (terminal, start, mut next) = (me.terminal, me.start, me.parent);
         let mut lineage = Lineage {
-            id: me.id.clone(),
+            id: self.ids.of(pid, start),
             session: (terminal.session != u32::MAX).then_some(terminal.session),
             ..Lineage::default()
         };
-        let mut next = me.parent;
         if terminal.tty != 0 {
             lineage.tty = Some(tty_arc(&mut self.ttys, terminal.tty));
         }
@@ -327,12 +364,13 @@ impl ProcFs {
                 lineage.truncated = true;
                 break;
             }
+            let id = self.ids.of(next, p.start);
             if ancestors.is_empty() {
-                lineage.parent_id = p.id.clone();
+                lineage.parent_id = id.clone();
             }
             ancestors.push(Ancestor {
                 pid: next,
-                id: p.id.clone(),
+                id,
                 exe: p.exe.clone(),
                 script: p.script.clone(),
             });
@@ -452,7 +490,7 @@ impl ProcessView for ProcFs {
                 let mut p = self.learn_from_proc(pid).unwrap_or(Proc {
                     exe: None,
                     script: None,
-                    id: None,
+                    start: UNKNOWN_START,
                     parent: 0,
                     exited_at: 0,
                     learned_at: now_s(),
@@ -484,13 +522,16 @@ impl ProcessView for ProcFs {
             .get(parent)
             .map(|p| (p.exe.clone(), p.script.clone(), p.terminal))
             .unwrap_or_default();
-        let id = (start_ns != 0).then(|| process_id(child, start_ns / self.ns_per_tick));
+        let start = match start_ns {
+            0 => UNKNOWN_START,
+            ns => ns / self.ns_per_tick,
+        };
         self.procs.insert(
             child,
             Proc {
                 exe,
                 script,
-                id,
+                start,
                 parent,
                 exited_at: 0,
                 learned_at: now_s(),
@@ -664,7 +705,7 @@ mod tests {
             Proc {
                 exe: Some("/usr/lib/systemd/systemd".into()),
                 script: None,
-                id: Some("5000001@1".into()),
+                start: 1,
                 parent: 0,
                 exited_at: 0,
                 learned_at: now_s(),
@@ -763,6 +804,32 @@ mod tests {
         let reused = t.lineage(curl, 8);
         assert_eq!(reused.id.as_deref(), Some("5000004@9"));
         assert_eq!(exes(&reused)[0].as_deref(), Some("/usr/sbin/sshd"));
+    }
+
+    #[test]
+    fn an_entry_of_the_table_stays_small() {
+        // The table holds every process of the host (docs/performance.md:
+        // bytes per tracked process); an entry is its only cost, the
+        // program paths being shared and ids made when a lineage names
+        // the process.
+        assert!(std::mem::size_of::<(u32, Proc)>() <= 72);
+    }
+
+    #[test]
+    fn an_id_is_made_once_and_not_kept_for_a_reused_pid() {
+        let mut t = table();
+        t.forked(5_000_003, 5_000_004, 5 * t.ns_per_tick);
+        let first = t.lineage(5_000_004, 8).parent_id.unwrap();
+        t.exec_happened(5_000_004, "/usr/bin/curl");
+        let again = t.lineage(5_000_004, 8).parent_id.unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "the parent's id made once");
+        t.exited(5_000_003);
+        t.forked(5_000_002, 5_000_003, 7 * t.ns_per_tick);
+        t.forked(5_000_003, 5_000_005, 8 * t.ns_per_tick);
+        assert_eq!(
+            t.lineage(5_000_005, 8).parent_id.as_deref(),
+            Some("5000003@7")
+        );
     }
 
     #[test]
