@@ -75,32 +75,39 @@ pub fn container_of(cgroup: &str) -> Option<Container> {
     None
 }
 
-/// Names by numeric id, from /etc/passwd or /etc/group text.
+/// Names by numeric id, from /etc/passwd or /etc/group text: a list
+/// sorted by id (a host's files list tens of ids; a binary search is
+/// quicker than hashing, and every event names its user and group).
 #[derive(Clone, Debug, Default)]
 pub struct IdNames {
-    names: std::collections::HashMap<u32, Arc<str>>,
+    names: Vec<(u32, Arc<str>)>,
 }
 
 impl IdNames {
     /// The first name listed for each id (`name:x:id:…` lines).
     pub fn parse(text: &str) -> IdNames {
-        let mut names = std::collections::HashMap::new();
+        let mut names = Vec::new();
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let mut f = line.split(':');
             let (Some(name), Some(id)) = (f.next(), f.nth(1)) else {
                 continue;
             };
             if let Ok(id) = id.parse::<u32>() {
-                names.entry(id).or_insert_with(|| Arc::from(name));
+                names.push((id, Arc::from(name)));
             }
         }
+        // A stable sort keeps each id's names in file order, and dedup
+        // keeps the first of them.
+        names.sort_by_key(|(id, _)| *id);
+        names.dedup_by_key(|(id, _)| *id);
         IdNames { names }
     }
 
     /// The name of `id`; None for ids the file does not list (shown as
     /// the number only, never guessed).
     pub fn get(&self, id: u32) -> Option<Arc<str>> {
-        self.names.get(&id).cloned()
+        let at = self.names.binary_search_by_key(&id, |(id, _)| *id).ok()?;
+        Some(self.names[at].1.clone())
     }
 }
 
