@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use async_nats::jetstream::{self, kv};
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Notify};
@@ -502,12 +502,9 @@ pub async fn fleet_status(
         .await
         .with_context(|| format!("status bucket {status_bucket}: no host has reported yet"))?;
     let rules = js.get_key_value(rules_bucket).await.ok();
-    let mut keys: Vec<String> = status
-        .keys()
-        .await?
-        .filter_map(|k| async move { k.ok() })
-        .collect()
-        .await;
+    let mut keys = bucket_keys(&status)
+        .await
+        .with_context(|| format!("listing the hosts in {status_bucket}"))?;
     keys.sort();
     let now = jiff::Timestamp::now();
     let mut pushed: std::collections::HashMap<String, Option<String>> = Default::default();
@@ -541,6 +538,27 @@ pub async fn fleet_status(
         });
     }
     Ok(rows)
+}
+
+/// The keys of `store`, from its stream's subjects in one request per
+/// page. `Store::keys` reads them with an ordered consumer that ends on a
+/// message with nothing pending, and hosts replace their status every few
+/// seconds: a message counted as pending can be replaced before it is
+/// delivered, and the listing then waits for the client's check on an idle
+/// heartbeat. A `fleet status` in the fleet suite never returned, most
+/// likely this way; a stream info request has no such wait.
+async fn bucket_keys(store: &kv::Store) -> Result<Vec<String>> {
+    let filter = format!("{}>", store.prefix);
+    let subjects: Vec<(String, usize)> = store
+        .stream
+        .info_with_subjects(&filter)
+        .await?
+        .try_collect()
+        .await?;
+    Ok(subjects
+        .into_iter()
+        .filter_map(|(subject, _)| subject.strip_prefix(&store.prefix).map(str::to_string))
+        .collect())
 }
 
 #[cfg(test)]

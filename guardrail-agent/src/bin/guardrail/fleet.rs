@@ -30,8 +30,28 @@ pub(crate) struct FleetArgs {
     /// The key-value bucket of host status (`[fleet] status_bucket`).
     #[arg(long, global = true, default_value = guardrail_agent::config::nats::DEFAULT_STATUS_BUCKET)]
     pub(crate) status_bucket: String,
+    /// Give up on the server after this many seconds (`rules push` and
+    /// `status`; `tail` runs until stopped).
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 30)]
+    pub(crate) timeout: u64,
     #[command(subcommand)]
     pub(crate) command: FleetCommand,
+}
+
+/// `work` within `seconds`, or an error naming the server and the limit:
+/// a server that accepts the connection and never answers must not hang
+/// an operator's shell or a script.
+async fn bounded<T>(
+    url: &str,
+    seconds: u64,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let limit = std::time::Duration::from_secs(seconds);
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        Err(anyhow::anyhow!(
+            "{url} did not answer within {seconds} s (raise it with --timeout)"
+        ))
+    })
 }
 
 #[derive(Subcommand, Debug)]
@@ -108,8 +128,11 @@ pub(crate) async fn fleet(args: FleetArgs) -> Result<()> {
                 eprintln!("not pushed: the rule set is invalid");
                 return Err(Exit::Invalid.into());
             }
-            let client = fleet::connect(&args.url, &creds, "guardrail fleet").await?;
-            let revision = fleet::push(client, &args.rules_bucket, &key, &text).await?;
+            let revision = bounded(&args.url, args.timeout, async {
+                let client = fleet::connect(&args.url, &creds, "guardrail fleet").await?;
+                fleet::push(client, &args.rules_bucket, &key, &text).await
+            })
+            .await?;
             println!(
                 "pushed {} as {}/{key} (revision {revision}, {})",
                 file.display(),
@@ -119,8 +142,11 @@ pub(crate) async fn fleet(args: FleetArgs) -> Result<()> {
             Ok(())
         }
         FleetCommand::Status { json } => {
-            let client = fleet::connect(&args.url, &creds, "guardrail fleet").await?;
-            let rows = fleet::fleet_status(client, &args.rules_bucket, &args.status_bucket).await?;
+            let rows = bounded(&args.url, args.timeout, async {
+                let client = fleet::connect(&args.url, &creds, "guardrail fleet").await?;
+                fleet::fleet_status(client, &args.rules_bucket, &args.status_bucket).await
+            })
+            .await?;
             if json {
                 println!("{}", serde_json::to_string(&rows)?);
             } else {
