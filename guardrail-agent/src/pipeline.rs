@@ -1,6 +1,7 @@
 //! From ring-buffer records to published events: decode, interpret,
 //! number, report losses, fan out.
 
+use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -632,10 +633,21 @@ impl<V: ProcessView> Pipeline<V> {
         if let Some(log) = &self.audit {
             log.send(json.clone());
         }
-        match self.print {
-            Print::None => {}
-            Print::Json => println!("{json}"),
-            Print::Human => println!("{}", guardrail_engine::human::line(&event, false)),
+        let printed = match self.print {
+            Print::None => Ok(()),
+            Print::Json => writeln!(std::io::stdout().lock(), "{json}"),
+            Print::Human => writeln!(
+                std::io::stdout().lock(),
+                "{}",
+                guardrail_engine::human::line(&event, false)
+            ),
+        };
+        if let Err(e) = printed {
+            // A closed pipe (the reader of `--print` went away) must not
+            // stop the agent: the log and the outputs still get every
+            // event.
+            warn!("--print: cannot write to standard output ({e}); events are no longer printed");
+            self.print = Print::None;
         }
         let published = Published {
             event: Arc::new(event),

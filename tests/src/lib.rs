@@ -287,6 +287,18 @@ impl Agent {
         seen
     }
 
+    /// Stop reading what the agent prints: the reader drops its end of
+    /// the pipe at the next line, as a `guardrail-agent --print json | head`
+    /// does.
+    pub fn stop_reading(&mut self) {
+        self.events = mpsc::channel().1;
+    }
+
+    /// The agent process has not exited.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     /// SIGTERM, and the agent must exit 0 with its socket removed.
     pub fn stop(mut self) {
         // SAFETY: signalling our own child.

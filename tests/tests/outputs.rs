@@ -164,3 +164,30 @@ severity = "high"
     drop(stuck);
     agent.stop();
 }
+
+/// A reader of `--print` that goes away (`guardrail-agent --print json |
+/// head`) does not stop the agent: it goes on capturing and answering.
+#[test]
+fn a_closed_print_pipe_does_not_stop_the_agent() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = guardrail_tests::trusted_tempdir();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"").unwrap();
+    let mut agent = Agent::launch("", &[], &guardrail_tests::Launch::default());
+    agent.stop_reading();
+    let before = agent.status()["events_total"].as_u64().unwrap();
+    // The reader drops the pipe at the first of these; the agent writes
+    // the rest into a closed pipe.
+    let made = 200;
+    for i in 0..made {
+        let mode = if i % 2 == 0 { 0o600 } else { 0o640 };
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    guardrail_tests::wait_until(
+        "the agent to count the chmods made after its reader left",
+        Duration::from_secs(120),
+        || agent.status()["events_total"].as_u64().unwrap() >= before + made,
+    );
+    assert!(agent.alive(), "the agent exited when its reader left");
+    agent.stop();
+}
