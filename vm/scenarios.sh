@@ -147,11 +147,26 @@ pass agent-start
 check lsm-active grep -q "BPF-LSM (deny)    yes" /tmp/status.txt
 grep -q "BPF-LSM (deny)    yes" /tmp/status.txt || sed 's/^/GUARDRAIL-VM: log /' /tmp/status.txt /tmp/agent.log
 
+# What the kernel could not deliver while the agent started (kept in the
+# serial log: a start slow enough to fill the ring shows here first).
+/bin/guardrail status 2>&1 | grep -E "^(lost|events) " | sed 's/^/GUARDRAIL-VM: log status at start: /'
+
 # Capture still works.
 touch /tmp/captured
 chmod 4755 /tmp/captured
 captured_chmod() { grep '"op":"chmod","path":"/tmp/captured"' /tmp/events.jsonl | grep -q '"mode":"4755"'; }
 eventually capture-chmod captured_chmod
+if ! captured_chmod; then
+    # What the agent printed about the file, what it printed at all, and
+    # its log: enough to tell a missing event from a differently spelled
+    # one.
+    echo "GUARDRAIL-VM: log events: $(wc -l < /tmp/events.jsonl) lines, $(grep -c '"op":"chmod"' /tmp/events.jsonl) chmods"
+    grep '/tmp/captured' /tmp/events.jsonl | sed 's/^/GUARDRAIL-VM: log event: /'
+    grep '"op":"chmod"' /tmp/events.jsonl | head -20 | sed 's/^/GUARDRAIL-VM: log chmod: /'
+    head -5 /tmp/events.jsonl | sed 's/^/GUARDRAIL-VM: log first: /'
+    tail -40 /tmp/agent.log | sed 's/^/GUARDRAIL-VM: log agent: /'
+    /bin/guardrail status 2>&1 | sed 's/^/GUARDRAIL-VM: log status: /'
+fi
 
 # Paths are canonical, from the kernel for an open: `..` resolved, the
 # spelling kept.
