@@ -28,6 +28,40 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// How long a command a test runs may take: any longer and it hangs.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(600);
+
+/// [`Command::output`] that cannot hang a run: after [`COMMAND_DEADLINE`]
+/// the command is killed and the test fails naming it. One `guardrail
+/// fleet status` that never returned used up a whole CI run's time, and
+/// with it every later suite's result.
+pub trait BoundedOutput {
+    fn bounded_output(&mut self) -> std::io::Result<std::process::Output>;
+}
+
+impl BoundedOutput for Command {
+    fn bounded_output(&mut self) -> std::io::Result<std::process::Output> {
+        let child = self
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let pid = child.id();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(COMMAND_DEADLINE) {
+            Ok(output) => output,
+            Err(_) => {
+                // SAFETY: signalling a child this test started, not yet reaped.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                panic!("{self:?} did not finish within {COMMAND_DEADLINE:?}")
+            }
+        }
+    }
+}
+
 /// Panic with what the command printed unless it succeeded.
 pub fn assert_success(out: &std::process::Output) {
     assert!(
@@ -64,7 +98,7 @@ pub fn rules_test(candidate: &Path, events: &Path) -> Value {
         .arg("--events")
         .arg(events)
         .arg("--json")
-        .output()
+        .bounded_output()
         .expect("running guardrail rules test");
     assert_success(&out);
     serde_json::from_slice(&out.stdout).expect("rules test --json prints JSON")
@@ -75,7 +109,7 @@ pub fn log_verify<P: AsRef<Path>>(files: &[P]) -> std::process::Output {
     Command::new(bin("guardrail"))
         .args(["log", "verify"])
         .args(files.iter().map(|f| f.as_ref()))
-        .output()
+        .bounded_output()
         .expect("running guardrail log verify")
 }
 
@@ -342,7 +376,7 @@ impl Agent {
             .arg("--socket")
             .arg(&self.socket)
             .args(args)
-            .output()
+            .bounded_output()
             .expect("running guardrail")
     }
 

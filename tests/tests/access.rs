@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use guardrail_tests::{bin, Agent};
+use guardrail_tests::{bin, Agent, BoundedOutput};
 
 /// The CLI copied where any user can run it: the checkout may sit in a
 /// directory other users cannot enter, which must not decide these tests.
@@ -31,7 +31,7 @@ fn status_as(agent: &Agent, uid: u32, gid: u32) -> Output {
         .args(["status", "--json"])
         .uid(uid)
         .gid(gid)
-        .output()
+        .bounded_output()
         .unwrap()
 }
 

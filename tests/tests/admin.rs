@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use guardrail_tests::{is_marker, marker, Agent};
+use guardrail_tests::{is_marker, marker, Agent, BoundedOutput};
 use serde_json::Value;
 
 const PACKAGE: &str = "anacron";
@@ -34,7 +34,7 @@ fn admin(what: &str, args: &[&str]) {
     let out = Command::new(args[0])
         .args(&args[1..])
         .env("DEBIAN_FRONTEND", "noninteractive")
-        .output()
+        .bounded_output()
         .unwrap_or_else(|e| panic!("{what}: cannot run {}: {e}", args[0]));
     assert!(
         out.status.success(),
@@ -52,7 +52,7 @@ fn sh(what: &str, script: &str) {
 fn installed(package: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", package])
-        .output()
+        .bounded_output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
 }
 
@@ -86,7 +86,7 @@ fn administration_is_quiet_and_the_same_changes_by_hand_are_decided() {
         assert!(
             Command::new("sh")
                 .args(["-c", &format!("command -v {tool}")])
-                .output()
+                .bounded_output()
                 .unwrap()
                 .status
                 .success(),
@@ -96,7 +96,7 @@ fn administration_is_quiet_and_the_same_changes_by_hand_are_decided() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().canonicalize().unwrap();
     let agent = Agent::start_with_config(&shipped_config(&d.join("audit.jsonl")), &[]);
-    let _ = Command::new("userdel").args(["-r", USER]).output();
+    let _ = Command::new("userdel").args(["-r", USER]).bounded_output();
 
     // A package with a unit, a cron file and a conffile, in and out.
     let was_installed = installed(PACKAGE);

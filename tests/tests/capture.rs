@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use guardrail_tests::{cstr, gettid, is_marker, marker, Agent};
+use guardrail_tests::{cstr, gettid, is_marker, marker, Agent, BoundedOutput};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -379,7 +379,7 @@ fn tail_and_status_over_the_socket() {
         .arg("--socket")
         .arg(&agent.socket)
         .args(["status", "--json"])
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(status.status.success());
     let s: Value = serde_json::from_slice(&status.stdout).unwrap();

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use guardrail_tests::{
-    assert_success, bin, trusted_tempdir, wait_until, Agent, ChmodStorm, Launch,
+    assert_success, bin, trusted_tempdir, wait_until, Agent, BoundedOutput, ChmodStorm, Launch,
 };
 use serde_json::Value;
 
@@ -30,7 +30,7 @@ impl PinnedState {
             .arg("--state-dir")
             .arg(&self.0)
             .arg("--unload")
-            .output()
+            .bounded_output()
             .unwrap();
         assert_success(&out);
     }
@@ -59,7 +59,7 @@ impl Drop for PinnedState {
             .arg("--state-dir")
             .arg(&self.0)
             .arg("--unload")
-            .output();
+            .bounded_output();
     }
 }
 
@@ -173,7 +173,7 @@ fn sigkill_mid_storm_loses_nothing() {
     let out = Command::new(bin("guardrail"))
         .args(["log", "verify"])
         .arg(&log)
-        .output()
+        .bounded_output()
         .unwrap();
     assert_success(&out);
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use guardrail_tests::{assert_success, bin, require_root, trusted_tempdir, Agent};
+use guardrail_tests::{assert_success, bin, require_root, trusted_tempdir, Agent, BoundedOutput};
 use serde_json::Value;
 
 /// The shipped configuration, copied where only root can change it, as
@@ -33,7 +33,7 @@ fn doctor(extra: &[&str]) -> (std::process::Output, Value) {
         .arg("--config")
         .arg(&config)
         .args(extra)
-        .output()
+        .bounded_output()
         .unwrap();
     let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -115,7 +115,7 @@ fn doctor_rejects_an_invalid_config_with_its_position() {
         ])
         .arg("--config")
         .arg(&bad)
-        .output()
+        .bounded_output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -129,7 +129,7 @@ fn check_config_explains_each_rule() {
         .arg("--check-config")
         .arg("--config")
         .arg(&config)
-        .output()
+        .bounded_output()
         .unwrap();
     assert_success(&out);
     let text = String::from_utf8_lossy(&out.stdout);

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use guardrail_tests::nats::{runtime, NatsServer};
 use guardrail_tests::{
-    assert_success, bin, free_port, log_verify, trusted_tempdir, wait_until, Agent, Launch,
+    assert_success, bin, free_port, log_verify, trusted_tempdir, wait_until, Agent, BoundedOutput,
+    Launch,
 };
 use serde_json::Value;
 
@@ -36,7 +37,7 @@ fn fleet(url: &str, token: &Path, args: &[&str]) -> Output {
         .args(["fleet", "--url", url, "--token-file"])
         .arg(token)
         .args(args)
-        .output()
+        .bounded_output()
         .expect("running guardrail fleet")
 }
 
@@ -346,7 +347,7 @@ fn a_credential_file_others_can_read_is_refused() {
             .arg("--config")
             .arg(&config)
             .arg("--check-config")
-            .output()
+            .bounded_output()
             .unwrap()
     };
     let out = check();

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use guardrail_tests::{assert_success, is_marker, marker, rules_test, Agent};
+use guardrail_tests::{assert_success, is_marker, marker, rules_test, Agent, BoundedOutput};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -32,7 +32,7 @@ fn run(cwd: &Path, program: &str, args: &[&str]) {
     let out = Command::new(program)
         .args(args)
         .current_dir(cwd)
-        .output()
+        .bounded_output()
         .unwrap_or_else(|e| panic!("running {program}: {e}"));
     assert_success(&out);
 }

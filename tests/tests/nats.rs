@@ -15,7 +15,9 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use guardrail_tests::nats::{read_stream as read_stream_as, runtime, NatsServer, STREAM};
-use guardrail_tests::{assert_success, bin, free_port, trusted_tempdir, wait_until, Agent, Launch};
+use guardrail_tests::{
+    assert_success, bin, free_port, trusted_tempdir, wait_until, Agent, BoundedOutput, Launch,
+};
 use serde_json::Value;
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -188,7 +190,7 @@ fn verify_nats_with(url: &str, host: &str, args: &[&str]) -> std::process::Outpu
     Command::new(bin("guardrail"))
         .args(["log", "verify", "--nats", url, "--host", host])
         .args(args)
-        .output()
+        .bounded_output()
         .expect("running guardrail log verify --nats")
 }
 

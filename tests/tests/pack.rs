@@ -14,7 +14,7 @@ use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use guardrail_tests::{assert_success, is_marker, marker, Agent};
+use guardrail_tests::{assert_success, is_marker, marker, Agent, BoundedOutput};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -139,7 +139,7 @@ impl Drop for NeededDir {
 fn run(args: &[&str]) -> std::process::Output {
     let out = Command::new(args[0])
         .args(&args[1..])
-        .output()
+        .bounded_output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", args[0]));
     assert_success(&out);
     out
@@ -312,7 +312,7 @@ fn dpkg(args: &[&str]) {
         let out = Command::new("dpkg")
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
-            .output()
+            .bounded_output()
             .unwrap();
         if out.status.success() {
             return;
@@ -331,7 +331,7 @@ struct TestUser(String);
 
 impl TestUser {
     fn add(name: &str) -> TestUser {
-        let _ = Command::new("userdel").args(["-r", name]).output();
+        let _ = Command::new("userdel").args(["-r", name]).bounded_output();
         run(&["useradd", "-m", "-s", "/bin/sh", name]);
         TestUser(name.into())
     }
@@ -339,7 +339,9 @@ impl TestUser {
 
 impl Drop for TestUser {
     fn drop(&mut self) {
-        let _ = Command::new("userdel").args(["-r", &self.0]).output();
+        let _ = Command::new("userdel")
+            .args(["-r", &self.0])
+            .bounded_output();
     }
 }
 
@@ -551,7 +553,7 @@ fn credential_reads() {
     // is what counts.
     let _ = Command::new("/usr/bin/ssh-keygen")
         .args(["-y", "-f", s(&host_key)])
-        .output()
+        .bounded_output()
         .unwrap();
     for p in [&user_pub, &host_pub, &k8s_crt] {
         run(&["/usr/bin/cat", s(p)]);

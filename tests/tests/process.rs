@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use guardrail_tests::{is_marker, marker, Agent};
+use guardrail_tests::{is_marker, marker, Agent, BoundedOutput};
 
 const ROUNDS: usize = 150;
 
@@ -193,7 +193,10 @@ fn events_name_the_login_session_and_terminal() {
     );
     let script =
         format!("echo 1000 > /proc/self/loginuid && exec script -qec '{inner}' /dev/null",);
-    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .bounded_output()
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     let done = marker(&d);
     std::fs::write(&done, b"").unwrap();

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use guardrail_tests::{assert_success, is_marker, marker, trusted_tempdir, Agent};
+use guardrail_tests::{assert_success, is_marker, marker, trusted_tempdir, Agent, BoundedOutput};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -32,7 +32,12 @@ fn wait_for_watch(agent: &Agent, what: &str, ok: impl Fn(&Value) -> bool) {
 }
 
 fn cat(path: &Path) {
-    assert_success(&Command::new("/usr/bin/cat").arg(path).output().unwrap());
+    assert_success(
+        &Command::new("/usr/bin/cat")
+            .arg(path)
+            .bounded_output()
+            .unwrap(),
+    );
 }
 
 /// Events up to a fresh marker.
@@ -127,7 +132,7 @@ fn reads_of_watched_files_are_decided_and_others_are_not_captured() {
     assert_success(
         &Command::new("/usr/bin/sha256sum")
             .arg(d.join("secret"))
-            .output()
+            .bounded_output()
             .unwrap(),
     );
     let events = events_until_now(&agent, d, 0);

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use guardrail_tests::{bin, is_marker, marker, rules_test, setuid_decision, Agent};
+use guardrail_tests::{bin, is_marker, marker, rules_test, setuid_decision, Agent, BoundedOutput};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -121,7 +121,7 @@ fn rules_check_reports_every_problem_and_exits_2() {
     let out = Command::new(bin("guardrail"))
         .args(["rules", "check"])
         .arg(&file)
-        .output()
+        .bounded_output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -139,7 +139,7 @@ fn rules_check_reports_every_problem_and_exits_2() {
     let ok = Command::new(bin("guardrail"))
         .args(["rules", "check"])
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/guardrail.toml"))
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(
         ok.status.success(),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use guardrail_tests::{assert_success, bin, marker, wait_until, Agent, Launch};
+use guardrail_tests::{assert_success, bin, marker, wait_until, Agent, BoundedOutput, Launch};
 
 fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
@@ -225,7 +225,7 @@ fn log_search_by_path_on_a_real_log() {
         let out = Command::new(bin("guardrail"))
             .args(["log", "search", "--config", &config])
             .args(args)
-            .output()
+            .bounded_output()
             .unwrap();
         assert_success(&out);
         let found: Vec<Value> = String::from_utf8(out.stdout)
@@ -269,7 +269,7 @@ fn log_search_by_path_on_a_real_log() {
     let (lines, _) = {
         let out = Command::new(bin("guardrail"))
             .args(["log", "search", "--config", &config, "--path", c_glob])
-            .output()
+            .bounded_output()
             .unwrap();
         assert_success(&out);
         (String::from_utf8(out.stdout).unwrap(), ())
@@ -285,7 +285,7 @@ fn log_search_by_path_on_a_real_log() {
         .args([
             "log", "report", "--config", &config, "--json", "--path", &all,
         ])
-        .output()
+        .bounded_output()
         .unwrap();
     assert_success(&out);
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -351,7 +351,7 @@ fn rules_test_against_gates_a_rule_change() {
         if json {
             c.arg("--json");
         }
-        c.output().unwrap()
+        c.bounded_output().unwrap()
     };
     let same = test("current.toml", "same.toml", false);
     assert_eq!(same.status.code(), Some(0), "{same:?}");
@@ -405,7 +405,7 @@ fn rules_test_against_gates_a_rule_change() {
             "current.toml",
             "candidate.toml",
         ])
-        .output()
+        .bounded_output()
         .unwrap();
     assert_eq!(no_events.status.code(), Some(2), "{no_events:?}");
     assert!(String::from_utf8_lossy(&no_events.stderr).contains("nothing.jsonl"));
@@ -427,7 +427,7 @@ fn log_search_answers_empty_ranges_unknown_rules_and_bad_lines_plainly() {
             .args(["log", "search", "--file"])
             .arg(&log)
             .args(args)
-            .output()
+            .bounded_output()
             .unwrap()
     };
     let name = log.display();

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::time::Duration;
 
-use guardrail_tests::{assert_success, Agent, Launch};
+use guardrail_tests::{assert_success, Agent, BoundedOutput, Launch};
 
 const UNIT: &str = include_str!("../../packaging/guardrail-agent.service");
 
@@ -78,7 +78,7 @@ fn the_units_capabilities_are_enough_to_capture_and_revert() {
             "4777",
         ])
         .arg(&file)
-        .output()
+        .bounded_output()
         .unwrap();
     assert_success(&out);
     let path = file.to_str().unwrap();

@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use guardrail_tests::{assert_success, bin, setuid_decision, trusted_tempdir, wait_until, Agent};
+use guardrail_tests::{
+    assert_success, bin, setuid_decision, trusted_tempdir, wait_until, Agent, BoundedOutput,
+};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -64,7 +66,7 @@ fn check_config(config: &Path) -> Output {
         .arg("--check-config")
         .arg("--config")
         .arg(config)
-        .output()
+        .bounded_output()
         .unwrap()
 }
 
@@ -72,7 +74,7 @@ fn rules_check(config: &Path) -> Output {
     Command::new(bin("guardrail"))
         .args(["--socket", "/nonexistent/guardrail.sock", "rules", "check"])
         .arg(config)
-        .output()
+        .bounded_output()
         .unwrap()
 }
 
@@ -112,7 +114,7 @@ fn a_world_writable_configuration_is_refused_by_agent_check_config_and_doctor() 
         ])
         .arg("--config")
         .arg(&config)
-        .output()
+        .bounded_output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();

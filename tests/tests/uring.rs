@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use guardrail_tests::{is_marker, marker, Agent};
+use guardrail_tests::{is_marker, marker, Agent, BoundedOutput};
 use serde_json::Value;
 
 /// Perl (in every Debian) calling io_uring_setup(2) directly: `flags` go
@@ -15,7 +15,10 @@ fn set_up_a_ring(perl: &std::path::Path, flags: u32) -> u32 {
         "my $p = \"\\0\" x 120; substr($p, 8, 4) = pack(\"L\", {flags}); \
          my $fd = syscall(425, 8, $p); die \"io_uring_setup: $!\\n\" if $fd < 0; print \"$$\\n\";"
     );
-    let out = Command::new(perl).args(["-e", &script]).output().unwrap();
+    let out = Command::new(perl)
+        .args(["-e", &script])
+        .bounded_output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -100,7 +103,7 @@ fn registering_files_and_buffers_with_a_ring_is_an_event() {
          print \"$$\\n\";";
     let out = Command::new("/usr/bin/perl")
         .args(["-e", script])
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(
         out.status.success(),
@@ -160,13 +163,13 @@ fn the_default_pack_is_quiet_for_qemu_img_and_alerts_on_others() {
         .args(["create", "-f", "raw"])
         .arg(&image)
         .arg("1M")
-        .output()
+        .bounded_output()
         .expect("qemu-img (qemu-utils, a test prerequisite)");
     assert!(out.status.success());
     let out = Command::new("qemu-img")
         .args(["bench", "-i", "io_uring", "-c", "16", "-f", "raw"])
         .arg(&image)
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(
         out.status.success(),
@@ -226,7 +229,7 @@ fn run_in(dir: &std::path::Path, program: &std::path::Path, args: &[&str]) {
     let out = Command::new(program)
         .args(args)
         .current_dir(dir)
-        .output()
+        .bounded_output()
         .unwrap();
     assert!(
         out.status.success(),
