@@ -693,6 +693,8 @@ start_agent /tmp/events3.jsonl /tmp/agent3.log
 check handover-restart-adopted grep -q "adopted the pinned state" /tmp/agent3.log
 grep -q "adopted the pinned state" /tmp/agent3.log || { sed 's/^/GUARDRAIL-VM: log /' /tmp/agent3.log; ls -R /sys/fs/bpf/guardrail | sed 's/^/GUARDRAIL-VM: log pins: /'; }
 stop_agent
+echo "GUARDRAIL-VM: log agent 3 exit status $?"
+grep -E "lifted|could not be lifted|rules compiled|reload|stopped|panicked|ERROR" /tmp/agent3.log | tail -20 | sed 's/^/GUARDRAIL-VM: log agent3: /'
 rm -f /sys/fs/bpf/guardrail/abi-*/maps/VERDICTS
 start_agent /tmp/events4.jsonl /tmp/agent4.log
 check handover-replaced grep -q "is not adopted: half-written" /tmp/agent4.log
@@ -707,6 +709,8 @@ eventually handover-old-links-gone sh -c '[ "$(ls -d /sys/fs/bpf/guardrail/abi-*
 # edited; --unload really stops.
 kill -TERM $AGENT
 wait $AGENT
+echo "GUARDRAIL-VM: log agent 4 exit status $?"
+grep -E "lifted|could not be lifted|rules compiled|reload|stopped|panicked|ERROR" /tmp/agent4.log | tail -20 | sed 's/^/GUARDRAIL-VM: log agent4: /'
 (echo evil > /protected/secret) 2>/dev/null
 check stopped-still-enforces same /protected/secret original
 echo '# edited while stopped' >> /etc/guardrail/guardrail.toml
