@@ -730,6 +730,7 @@ fn drain_ring(
             }
         }
     }
+    pipeline.refresh_touched();
     pipeline.hand_over();
     uncommitted.commit(ring, pipeline);
     more

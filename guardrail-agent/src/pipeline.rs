@@ -50,6 +50,13 @@ pub struct Pipeline<V: ProcessView> {
     /// Indexes of the kernel-enforced rules that name paths, computed when
     /// the rules change rather than for every event.
     kernel_path_rules: Vec<usize>,
+    /// A protected (or watched) path was replaced in the batch being
+    /// handled: its rules are re-resolved once, at the end of the batch
+    /// ([`Pipeline::refresh_touched`]), not once per event. A backlog full
+    /// of such changes (an adopted ring after a package upgrade) made one
+    /// full recompile per event.
+    kernel_paths_touched: bool,
+    watched_paths_touched: bool,
     baseline: Baseline,
     pub audit: Option<crate::audit::AuditLog>,
     pub decisions: u64,
@@ -163,6 +170,8 @@ impl<V: ProcessView> Pipeline<V> {
             enforcer: None,
             read_watch: None,
             kernel_path_rules: Vec::new(),
+            kernel_paths_touched: false,
+            watched_paths_touched: false,
             baseline: Baseline::default(),
             audit: None,
             decisions: 0,
@@ -420,12 +429,25 @@ impl<V: ProcessView> Pipeline<V> {
         let touches = |rule: &guardrail_engine::rules::compile::Rule| {
             rule.path.as_ref().is_some_and(|p| p.find(&paths).is_some())
         };
-        if let Some(enforcer) = &mut self.enforcer {
-            if self
+        if self.enforcer.is_some()
+            && self
                 .kernel_path_rules
                 .iter()
                 .any(|&i| touches(&self.rules.rules[i]))
-            {
+        {
+            self.kernel_paths_touched = true;
+        }
+        if self.read_watch.is_some() && self.rules.rules.iter().any(|r| r.reads && touches(r)) {
+            self.watched_paths_touched = true;
+        }
+    }
+
+    /// End of a batch: re-resolve the kill/deny rules and the read watch
+    /// set if the batch changed a path they name (see
+    /// [`Pipeline::refresh_if_touched`]).
+    pub fn refresh_touched(&mut self) {
+        if std::mem::take(&mut self.kernel_paths_touched) {
+            if let Some(enforcer) = &mut self.enforcer {
                 if let Err(e) = enforcer.apply(&self.rules) {
                     warn!(
                         "refreshing kill/deny rules after a change to a protected path failed: {e:#}"
@@ -433,8 +455,8 @@ impl<V: ProcessView> Pipeline<V> {
                 }
             }
         }
-        if let Some(watch) = &mut self.read_watch {
-            if self.rules.rules.iter().any(|r| r.reads && touches(r)) {
+        if std::mem::take(&mut self.watched_paths_touched) {
+            if let Some(watch) = &mut self.read_watch {
                 if let Err(e) = watch.touched(&self.rules) {
                     warn!("refreshing the read watch set after a change to a watched path failed: {e:#}");
                 }
