@@ -533,6 +533,13 @@ impl Agent {
     /// state.
     fn stop(mut self, mut ring: RingReader) {
         let _ = notify("STOPPING=1");
+        // Flush: whatever the kernel wrote before we stop is still delivered.
+        while self.drain(&mut ring) {}
+        self.refresh();
+        // Only now: a drained event that replaced a protected path
+        // re-resolves the kill/deny rules, and that put the lifted rule
+        // back in force (a 6.12 hand-over found the pinned state still
+        // protected after a clean stop).
         let mut lifted = false;
         for rule in SELF_PROTECTION_RULES {
             match self.pipeline.lift_kernel_rule(rule) {
@@ -543,9 +550,6 @@ impl Agent {
         if lifted {
             info!("self-protection lifted: the configuration may be edited while the agent is stopped");
         }
-        // Flush: whatever the kernel wrote before we stop is still delivered.
-        while self.drain(&mut ring) {}
-        self.refresh();
         // Flushes the audit log; outputs get a few seconds to deliver what
         // they hold. Then every record read is handled.
         drop(self.pipeline);
