@@ -73,19 +73,82 @@ pub struct Opened<'a> {
 }
 
 pub fn open(line: &str) -> Option<Opened<'_>> {
-    let at = line.rfind(MARK)?;
-    let rest = &line[at + MARK.len()..];
-    let prev = rest.get(..64)?;
-    let rest = rest.get(64..)?.strip_prefix("\",\"hash\":\"")?;
-    let hash = rest.get(..64)?;
-    if rest.get(64..)? != "\"}}" {
-        return None;
-    }
+    let (at, prev, hash) = parts(line)?;
     Some(Opened {
         event_json: format!("{}}}", &line[..at]),
         prev,
         hash,
     })
+}
+
+/// Where a sealed line's chain member begins, and its prev and hash.
+fn parts(line: &str) -> Option<(usize, &str, &str)> {
+    let at = line.rfind(MARK)?;
+    let rest = &line[at + MARK.len()..];
+    let prev = rest.get(..64)?;
+    let rest = rest.get(64..)?.strip_prefix("\",\"hash\":\"")?;
+    let hash = rest.get(..64)?;
+    (rest.get(64..)? == "\"}}").then_some((at, prev, hash))
+}
+
+/// The order in which stored `lines` form their chains, and which of them
+/// were stored late. A sealed line is placed right after the line its
+/// `prev` names, wherever that one was stored; every other line (a first
+/// line, a line whose predecessor is not there, an unsealed line) keeps
+/// its place. A JetStream cluster can store a host's records out of
+/// order: in a leader fail-over a message in flight is lost while later
+/// ones are stored, and its resend lands after them. The chain, not the
+/// stream, says where it belongs. Returns the indices of `lines` in chain
+/// order, and the indices of the lines stored after lines that follow
+/// them. Content is not checked here: [`Verifier`] does that, in this
+/// order.
+pub fn chain_order<S: AsRef<str>>(lines: &[S]) -> (Vec<usize>, Vec<usize>) {
+    let links: Vec<Option<(&str, &str)>> = lines
+        .iter()
+        .map(|l| parts(l.as_ref()).map(|(_, prev, hash)| (prev, hash)))
+        .collect();
+    // The lines that follow each hash, in stored order (a repeated line
+    // follows the same hash twice; the second is found by the verifier).
+    let mut after: std::collections::HashMap<&str, std::collections::VecDeque<usize>> =
+        std::collections::HashMap::new();
+    for (i, link) in links.iter().enumerate() {
+        if let Some((prev, _)) = link.filter(|(prev, _)| *prev != GENESIS) {
+            after.entry(prev).or_default().push_back(i);
+        }
+    }
+    let mut placed = vec![false; lines.len()];
+    let mut order = Vec::with_capacity(lines.len());
+    let mut late = Vec::new();
+    // The first sealed line not yet placed: a line placed while an
+    // earlier one waits was stored late. (An unsealed line, a `loss`
+    // message, has no place in the chain to be late for.)
+    let mut first_waiting = 0;
+    for start in 0..lines.len() {
+        let mut at = start;
+        while !placed[at] {
+            placed[at] = true;
+            order.push(at);
+            while first_waiting < lines.len()
+                && (placed[first_waiting] || links[first_waiting].is_none())
+            {
+                first_waiting += 1;
+            }
+            if at > first_waiting {
+                late.push(at);
+            }
+            let Some((_, hash)) = links[at] else { break };
+            let Some(next) = after.get_mut(hash).and_then(|q| {
+                while q.front().is_some_and(|&i| placed[i]) {
+                    q.pop_front();
+                }
+                q.pop_front()
+            }) else {
+                break;
+            };
+            at = next;
+        }
+    }
+    (order, late)
 }
 
 /// The first problem in a sequence of log files, in order.
@@ -164,6 +227,35 @@ pub fn verify(files: &[(String, String)]) -> Result<u64, Broken> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_stored_out_of_order_are_put_back_in_chain_order_and_named_late() {
+        let lines = log(6);
+        // A fail-over: line 2 lost in flight, 3 and 4 stored, 2 resent.
+        let stored = [
+            &lines[0], &lines[1], &lines[3], &lines[4], &lines[2], &lines[5],
+        ];
+        let (order, late) = chain_order(&stored);
+        assert_eq!(order, vec![0, 1, 4, 2, 3, 5]);
+        assert_eq!(late, vec![4]);
+        // In order: nothing moves, nothing is late.
+        let (order, late) = chain_order(&lines);
+        assert_eq!((order, late), ((0..6).collect(), vec![]));
+        // A gap, an unsealed line, a repeat and a new log keep their place.
+        let (first, h) = seal(GENESIS, "{\"kind\":\"agent\"}");
+        let (second, _) = seal(&h, "{\"kind\":\"file\"}");
+        let loss = "{\"kind\":\"loss\"}".to_string();
+        let mixed = [
+            &lines[0], &lines[2], &loss, &lines[4], &lines[5], &lines[5], &first, &second,
+        ];
+        let (order, late) = chain_order(&mixed);
+        assert_eq!((order, late), ((0..8).collect(), vec![]));
+        // A late line after a loss message is still put back; the loss
+        // message, explaining no break in this run, comes after it.
+        let after_loss = [&lines[0], &loss, &lines[2], &lines[1], &lines[3]];
+        let (order, late) = chain_order(&after_loss);
+        assert_eq!((order, late), (vec![0, 3, 2, 4, 1], vec![3]));
+    }
 
     #[test]
     fn the_hash_a_line_ends_with_is_found_without_opening_it() {

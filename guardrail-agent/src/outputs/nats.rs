@@ -69,7 +69,7 @@ use crate::audit::{Tap, Written};
 use crate::config::nats::{check_output, is_token, shown};
 use crate::config::OutputSection;
 use crate::outputs::Published;
-use guardrail_engine::chain::{open, seal_in_place, sealed_hash, GENESIS};
+use guardrail_engine::chain::{chain_order, open, seal_in_place, sealed_hash, GENESIS};
 
 pub const DEFAULT_PREFIX: &str = "guardrail";
 pub const DEFAULT_STREAM: &str = "GUARDRAIL";
@@ -1203,13 +1203,31 @@ async fn host_messages(
     policy: jetstream::consumer::DeliverPolicy,
 ) -> Result<Vec<(u64, Vec<u8>)>> {
     use futures_util::StreamExt;
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::OrderedConfig {
-            filter_subject: format!("{prefix}.{host}.>"),
-            deliver_policy: policy,
-            ..Default::default()
-        })
-        .await?;
+    // A cluster that lost a node answers no consumer request while it
+    // elects a new metadata leader (seconds): ask again, for up to 30 s.
+    let mut attempts = 0;
+    let consumer = loop {
+        let asked = stream
+            .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                filter_subject: format!("{prefix}.{host}.>"),
+                deliver_policy: policy,
+                ..Default::default()
+            })
+            .await;
+        match asked {
+            Ok(consumer) => break consumer,
+            Err(e) if e.kind() == stream::ConsumerErrorKind::TimedOut && attempts < 5 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                return Err(e).context(format!(
+                    "creating a consumer of {prefix}.{host}.> (after {} attempts)",
+                    attempts + 1
+                ))
+            }
+        }
+    };
     let n = consumer.cached_info().num_pending as usize;
     let mut out = Vec::with_capacity(n);
     if n == 0 {
@@ -1237,9 +1255,15 @@ pub struct HostChain {
     /// `loss` messages: their stream sequence and how many records the
     /// host said it could not send there.
     pub losses: Vec<(u64, u64)>,
+    /// Stream sequences of records stored after records that follow them
+    /// in the chain: resent after a cluster fail-over (checked in chain
+    /// order all the same).
+    pub late: Vec<u64>,
 }
 
-/// Check a host's records in stream order. Two forms may be there: the
+/// Check a host's records in chain order (each placed after the record
+/// its `prev` names, wherever the stream stored it; see
+/// [`guardrail_engine::chain::chain_order`]). Two forms may be there: the
 /// audit log's own lines (each following the one before it; a new chain
 /// may begin only with a new log, its `prev` of zeros, and the chain may
 /// skip only where a `loss` message says records were lost), and records
@@ -1257,7 +1281,15 @@ pub fn verify_host(host: &str, records: &[(u64, String)]) -> Result<HostChain, (
     // An output's own chain.
     let mut v = guardrail_engine::chain::Verifier::new();
     let mut chain: Option<(String, u64)> = None;
-    for (stream_seq, line) in records {
+    let (order, late) = chain_order(
+        records
+            .iter()
+            .map(|(_, l)| l)
+            .collect::<Vec<_>>()
+            .as_slice(),
+    );
+    out.late = late.into_iter().map(|i| records[i].0).collect();
+    for (stream_seq, line) in order.into_iter().map(|i| &records[i]) {
         let fail = |why: &str| (*stream_seq, why.to_string());
         let Some(opened) = open(line) else {
             let value: serde_json::Value =
@@ -1374,9 +1406,12 @@ mod tests {
         let e = verify_host("h", &edited).unwrap_err();
         assert_eq!(e.0, 2);
         assert!(e.1.contains("edited"), "{}", e.1);
+        // Stored out of order (a resend after a fail-over): verified in
+        // chain order, and named.
         let mut reordered = chain("a", 5);
         reordered.swap(1, 2);
-        assert_eq!(verify_host("h", &reordered).unwrap_err().0, 3);
+        let ok = verify_host("h", &reordered).unwrap();
+        assert_eq!((ok.records, ok.late), (5, vec![2]));
         // A repeated first record is no restart: the same chain id.
         let mut repeated = chain("a", 3);
         repeated.push((4, repeated[0].1.clone()));
@@ -1444,7 +1479,8 @@ mod tests {
         let lines = audit_lines(GENESIS, &["exec", "file", "file", "perm", "file"]);
         let ok = verify_host("h", &numbered(&lines)).unwrap();
         assert_eq!((ok.records, ok.restarts.len()), (5, 0));
-        // A line missing, edited, repeated or moved is found.
+        // A line missing, edited or repeated is found; one stored late is
+        // named.
         let mut missing = lines.clone();
         missing.remove(2);
         assert_eq!(verify_host("h", &numbered(&missing)).unwrap_err().0, 3);
@@ -1459,7 +1495,7 @@ mod tests {
         assert_eq!(verify_host("h", &numbered(&repeated)).unwrap_err().0, 3);
         let mut moved = lines.clone();
         moved.swap(1, 2);
-        assert_eq!(verify_host("h", &numbered(&moved)).unwrap_err().0, 2);
+        assert_eq!(verify_host("h", &numbered(&moved)).unwrap().late, vec![3]);
         // A loss message explains the gap after it, and is reported.
         let loss = r#"{"kind":"loss","id":"loss.1","loss":{"output":"nats","count":1,"total":1}}"#;
         let mut lost = lines.clone();

@@ -278,6 +278,17 @@ pub(crate) async fn verify_nats(url: String, n: NatsSource) -> Result<()> {
                     "a new chain begins at stream sequence {s} (a new audit log, or the output's spool started afresh)"
                 );
             }
+            if !c.late.is_empty() {
+                println!(
+                    "{} records were stored after records that follow them (resent after a cluster fail-over; verified in chain order): stream sequences {}",
+                    c.late.len(),
+                    c.late
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
             for (s, count) in c.losses {
                 println!(
                     "at stream sequence {s} the host reports {count} records it could not send (a loss record; the chain may skip them there)"
