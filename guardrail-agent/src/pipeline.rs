@@ -408,7 +408,11 @@ impl<V: ProcessView> Pipeline<V> {
     /// `passwd` and package managers write a new file and rename it over
     /// the old one: a new inode, unwatched until then).
     fn refresh_if_touched(&mut self, event: &Event) {
-        if self.enforcer.is_none() && self.read_watch.is_none() {
+        // Nothing to find out: no such rules, or this batch already
+        // re-resolves them.
+        let kernel = self.enforcer.is_some() && !self.kernel_paths_touched;
+        let watched = self.read_watch.is_some() && !self.watched_paths_touched;
+        if !kernel && !watched {
             return;
         }
         let Body::File { file, result, .. } = &event.body else {
@@ -429,7 +433,7 @@ impl<V: ProcessView> Pipeline<V> {
         let touches = |rule: &guardrail_engine::rules::compile::Rule| {
             rule.path.as_ref().is_some_and(|p| p.find(&paths).is_some())
         };
-        if self.enforcer.is_some()
+        if kernel
             && self
                 .kernel_path_rules
                 .iter()
@@ -437,7 +441,7 @@ impl<V: ProcessView> Pipeline<V> {
         {
             self.kernel_paths_touched = true;
         }
-        if self.read_watch.is_some() && self.rules.rules.iter().any(|r| r.reads && touches(r)) {
+        if watched && self.rules.rules.iter().any(|r| r.reads && touches(r)) {
             self.watched_paths_touched = true;
         }
     }
