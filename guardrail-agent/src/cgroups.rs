@@ -13,7 +13,7 @@ pub struct Cgroups {
     /// Where cgroup2 is mounted (/sys/fs/cgroup, or /sys/fs/cgroup/unified
     /// on hybrid hosts); None without cgroup v2.
     root: Option<PathBuf>,
-    paths: crate::idmap::IdMap<u64, Arc<Cgroup>>,
+    paths: crate::idmap::IdMap<u64, Cgroup>,
     walked: Option<Instant>,
 }
 
@@ -22,14 +22,16 @@ pub struct Cgroups {
 pub struct Cgroup {
     pub path: Arc<str>,
     pub unit: Option<Arc<str>>,
-    pub container: Option<guardrail_engine::attribution::Container>,
+    /// Shared with every event of the cgroup (its two strings were
+    /// copied per event).
+    pub container: Option<Arc<guardrail_engine::attribution::Container>>,
 }
 
 impl Cgroup {
     fn new(path: String) -> Cgroup {
         Cgroup {
             unit: guardrail_engine::attribution::unit_of(&path).map(Arc::from),
-            container: guardrail_engine::attribution::container_of(&path),
+            container: guardrail_engine::attribution::container_of(&path).map(Arc::new),
             path: path.into(),
         }
     }
@@ -66,21 +68,23 @@ impl Default for Cgroups {
 impl Cgroups {
     /// The path of cgroup `id`, relative to the cgroup2 root (`/` for the
     /// root cgroup).
-    pub fn get(&mut self, id: u64) -> Option<Arc<Cgroup>> {
-        if let Some(p) = self.paths.get(&id) {
-            return Some(p.clone());
+    pub fn get(&mut self, id: u64) -> Option<&Cgroup> {
+        // Borrowed, not shared: an event takes the names it shows, and a
+        // reference count per event for the cgroup itself was one more
+        // pair of atomic operations.
+        if !self.paths.contains_key(&id) {
+            let due = self
+                .walked
+                .is_none_or(|at| at.elapsed() >= WALK_AT_MOST_EVERY);
+            if !due {
+                return None;
+            }
+            self.walked = Some(Instant::now());
+            let root = self.root.clone()?;
+            self.paths.clear();
+            self.walk(&root, &root);
         }
-        let due = self
-            .walked
-            .is_none_or(|at| at.elapsed() >= WALK_AT_MOST_EVERY);
-        if !due {
-            return None;
-        }
-        self.walked = Some(Instant::now());
-        let root = self.root.clone()?;
-        self.paths.clear();
-        self.walk(&root, &root);
-        self.paths.get(&id).cloned()
+        self.paths.get(&id)
     }
 
     fn walk(&mut self, root: &Path, dir: &Path) {
@@ -96,7 +100,7 @@ impl Cgroups {
             "/{}",
             guardrail_engine::interpret::text(relative.as_os_str().as_encoded_bytes())
         );
-        self.paths.insert(meta.ino(), Arc::new(Cgroup::new(path)));
+        self.paths.insert(meta.ino(), Cgroup::new(path));
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };

@@ -566,9 +566,9 @@ impl ProcessView for ProcFs {
         Attribution {
             user: self.users.get(uid),
             group: self.groups.get(gid),
-            cgroup: cgroup.as_ref().map(|c| c.path.clone()),
-            unit: cgroup.as_ref().and_then(|c| c.unit.clone()),
-            container: cgroup.as_ref().and_then(|c| c.container.clone()),
+            cgroup: cgroup.map(|c| c.path.clone()),
+            unit: cgroup.and_then(|c| c.unit.clone()),
+            container: cgroup.and_then(|c| c.container.clone()),
         }
     }
 

@@ -371,7 +371,7 @@ pub struct Process {
     pub unit: Option<Arc<str>>,
     /// The container the cgroup shows, with its runtime.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub container: Option<crate::attribution::Container>,
+    pub container: Option<Arc<crate::attribution::Container>>,
     /// The login session id (audit `ses`, set at login by pam_loginuid);
     /// omitted when unset.
     #[serde(skip_serializing_if = "Option::is_none", default)]

@@ -105,7 +105,7 @@ pub struct Attribution {
     pub group: Option<std::sync::Arc<str>>,
     pub cgroup: Option<std::sync::Arc<str>>,
     pub unit: Option<std::sync::Arc<str>>,
-    pub container: Option<crate::attribution::Container>,
+    pub container: Option<std::sync::Arc<crate::attribution::Container>>,
 }
 
 /// Ancestors listed in each event.

@@ -397,7 +397,7 @@ impl<'e> Subject<'e> {
             && rule
                 .container
                 .as_ref()
-                .is_none_or(|m| m.matches(self.process.container.as_ref()))
+                .is_none_or(|m| m.matches(self.process.container.as_deref()))
     }
 
     /// Ancestor matchers, whose list is built only for the rules that
@@ -507,7 +507,7 @@ fn matches_rule(
         m.insert("unit_not".into(), unit.unwrap_or("none").into());
     }
     if let Some(c) = &rule.container {
-        if !c.matches(process.container.as_ref()) {
+        if !c.matches(process.container.as_deref()) {
             return None;
         }
         m.insert(

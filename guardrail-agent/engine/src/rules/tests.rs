@@ -670,10 +670,10 @@ fn units_and_containers_judge_a_process_by_its_service() {
     );
     assert!(decide(&set, &in_unit("/usr/bin/sh", "session-4.scope")).is_none());
     let contained = with_process(exec("/usr/bin/curl", &["curl"]), |p| {
-        p.container = Some(crate::attribution::Container {
+        p.container = Some(std::sync::Arc::new(crate::attribution::Container {
             runtime: "docker".into(),
             id: "ab".repeat(32),
-        })
+        }))
     });
     assert_eq!(decide(&set, &contained).unwrap().rule, "in-containers");
     assert!(decide(&set, &exec("/usr/bin/curl", &["curl"])).is_none());
