@@ -57,10 +57,13 @@ fn chmod_event() -> Event {
                 id: Some("4242@90".into()),
                 parent_id: Some("1000@50".into()),
                 ancestors,
-                user: Some("root".into()),
-                group: Some("root".into()),
-                cgroup: Some("/user.slice/user-0.slice/session-3.scope".into()),
-                unit: Some("session-3.scope".into()),
+                who: std::sync::Arc::new(guardrail_engine::event::Attribution {
+                    user: Some("root".into()),
+                    group: Some("root".into()),
+                    cgroup: Some("/user.slice/user-0.slice/session-3.scope".into()),
+                    unit: Some("session-3.scope".into()),
+                    container: None,
+                }),
                 ..Default::default()
             },
             result: SyscallResult {

@@ -15,6 +15,8 @@ pub struct Cgroups {
     root: Option<PathBuf>,
     paths: crate::idmap::IdMap<u64, Cgroup>,
     walked: Option<Instant>,
+    /// Walks so far: what was derived from the table is stale after one.
+    walks: u64,
 }
 
 /// One cgroup, with what its path says, worked out once.
@@ -61,6 +63,7 @@ impl Default for Cgroups {
             root,
             paths: Default::default(),
             walked: None,
+            walks: 0,
         }
     }
 }
@@ -81,10 +84,16 @@ impl Cgroups {
             }
             self.walked = Some(Instant::now());
             let root = self.root.clone()?;
+            self.walks += 1;
             self.paths.clear();
             self.walk(&root, &root);
         }
         self.paths.get(&id)
+    }
+
+    /// How many times the cgroup tree was read.
+    pub fn walks(&self) -> u64 {
+        self.walks
     }
 
     fn walk(&mut self, root: &Path, dir: &Path) {

@@ -28,6 +28,11 @@ pub struct ProcFs {
     cgroups: crate::cgroups::Cgroups,
     users: NamesFile,
     groups: NamesFile,
+    /// Attributions made, by cgroup id, uid and gid: the events of one
+    /// service share one (its five names were five reference counts per
+    /// event). Emptied when the names or the cgroups are read again, and
+    /// when full.
+    attributions: IdMap<(u64, u32, u32), Arc<Attribution>>,
     /// Lineages assembled since the table last changed, by pid and depth:
     /// the events of a busy process share one (building a lineage of 8
     /// is 9 lookups and ~27 reference counts). Any fork, exec or removal
@@ -70,22 +75,33 @@ impl NamesFile {
         }
     }
 
-    fn get(&mut self, id: u32) -> Option<Arc<str>> {
+    /// Read the file again if it changed (looked at once a second);
+    /// whether it was read.
+    fn refresh(&mut self) -> bool {
         if self
             .checked
-            .is_none_or(|at| clock::since(at) >= Duration::from_secs(1))
+            .is_some_and(|at| clock::since(at) < Duration::from_secs(1))
         {
-            self.checked = Some(clock::coarse());
-            let mtime = std::fs::metadata(self.path).and_then(|m| m.modified()).ok();
-            if mtime != self.mtime {
-                self.mtime = mtime;
-                let text = std::fs::read_to_string(self.path).unwrap_or_default();
-                self.names = guardrail_engine::attribution::IdNames::parse(&text);
-            }
+            return false;
         }
+        self.checked = Some(clock::coarse());
+        let mtime = std::fs::metadata(self.path).and_then(|m| m.modified()).ok();
+        if mtime == self.mtime {
+            return false;
+        }
+        self.mtime = mtime;
+        let text = std::fs::read_to_string(self.path).unwrap_or_default();
+        self.names = guardrail_engine::attribution::IdNames::parse(&text);
+        true
+    }
+
+    fn get(&self, id: u32) -> Option<Arc<str>> {
         self.names.get(id)
     }
 }
+
+/// Bound on the attributions remembered; full, they start over.
+const ATTRIBUTIONS_MAX: usize = 4096;
 
 /// How long resolved directories are trusted without an event that says
 /// a directory changed (mounts, for one, are not events).
@@ -205,6 +221,7 @@ impl Default for ProcFs {
             cgroups: Default::default(),
             users: NamesFile::new("/etc/passwd"),
             groups: NamesFile::new("/etc/group"),
+            attributions: IdMap::default(),
             lineages: IdMap::default(),
             ttys: IdMap::default(),
             ids: ProcessIds::default(),
@@ -561,15 +578,36 @@ impl ProcessView for ProcFs {
         lineage
     }
 
-    fn attribution(&mut self, cgroup_id: u64, uid: u32, gid: u32) -> Attribution {
+    fn attribution(&mut self, cgroup_id: u64, uid: u32, gid: u32) -> Arc<Attribution> {
+        let reread = self.users.refresh() | self.groups.refresh();
+        if reread || self.attributions.len() >= ATTRIBUTIONS_MAX {
+            self.attributions.clear();
+        }
+        let key = (cgroup_id, uid, gid);
+        if let Some(known) = self.attributions.get(&key) {
+            return known.clone();
+        }
+        let walks = self.cgroups.walks();
         let cgroup = self.cgroups.get(cgroup_id);
-        Attribution {
+        let known_cgroup = cgroup.is_some();
+        let made = Arc::new(Attribution {
             user: self.users.get(uid),
             group: self.groups.get(gid),
             cgroup: cgroup.map(|c| c.path.clone()),
             unit: cgroup.and_then(|c| c.unit.clone()),
             container: cgroup.and_then(|c| c.container.clone()),
+        });
+        if self.cgroups.walks() != walks {
+            // The cgroups were read again: what was made before may name
+            // a path that is no longer there.
+            self.attributions.clear();
         }
+        // An unknown cgroup is not remembered: its next event asks the
+        // cgroup table again, which reads the cgroups anew when due.
+        if known_cgroup {
+            self.attributions.insert(key, made.clone());
+        }
+        made
     }
 
     fn realpath(&mut self, path: &str) -> Option<String> {
@@ -694,6 +732,28 @@ mod tests {
             "4242 (a) b (c)) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
         assert_eq!(parse_stat(stat), Some((17, 98765)));
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn events_with_the_same_cgroup_and_ids_share_one_attribution() {
+        let mut t = ProcFs::default();
+        let root = std::fs::read_to_string("/proc/self/mountinfo")
+            .ok()
+            .and_then(|m| crate::cgroups::cgroup2_root(&m))
+            .expect("cgroup v2 is mounted");
+        let root_id = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(root).unwrap());
+        let a = t.attribution(root_id, 0, 0);
+        assert_eq!(a.cgroup.as_deref(), Some("/"));
+        assert_eq!(a.user.as_deref(), Some("root"));
+        assert!(Arc::ptr_eq(&a, &t.attribution(root_id, 0, 0)));
+        let other = t.attribution(root_id, 0, 1);
+        assert!(!Arc::ptr_eq(&a, &other));
+        assert_eq!(other.user.as_deref(), Some("root"));
+        // An unknown cgroup is asked for again each time (a new walk may
+        // find it), not remembered as unknown.
+        let unknown = t.attribution(u64::MAX, 0, 0);
+        assert_eq!(unknown.cgroup, None);
+        assert!(!Arc::ptr_eq(&unknown, &t.attribution(u64::MAX, 0, 0)));
     }
 
     fn table() -> ProcFs {

@@ -318,7 +318,50 @@ impl Body {
     }
 }
 
+/// Who a process acts as and where it runs: names for its ids, its
+/// cgroup, service and container. Shared by the events of every process
+/// with the same cgroup, uid and gid (see `ProcessView::attribution`): one
+/// reference count per event instead of one per name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Attribution {
+    /// The name of `uid` (/etc/passwd); omitted for ids it does not list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<Arc<str>>,
+    /// The name of `gid` (/etc/group).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<Arc<str>>,
+    /// The cgroup (v2) path of `cgroup_id`, e.g. `/system.slice/nginx.service`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<Arc<str>>,
+    /// The systemd unit the cgroup belongs to (`nginx.service`,
+    /// `session-4.scope`, `user@1000.service`…).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<Arc<str>>,
+    /// The container the cgroup shows, with its runtime.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Arc<crate::attribution::Container>>,
+}
+
+impl Attribution {
+    /// Shared; one allocation for all that name nothing (a replay of a
+    /// log written without names).
+    pub fn shared(self) -> Arc<Attribution> {
+        static NOTHING: std::sync::LazyLock<Arc<Attribution>> =
+            std::sync::LazyLock::new(Default::default);
+        if self == Attribution::default() {
+            NOTHING.clone()
+        } else {
+            Arc::new(self)
+        }
+    }
+}
+
+/// A process in an event. In JSON the attribution's members are the
+/// process's own (`process.user`, `process.unit`…): written flattened,
+/// read through [`ProcessJsonForm`] (a derived reader of a flattened
+/// member would buffer every member of the process first).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(from = "ProcessJsonForm")]
 pub struct Process {
     pub pid: u32,
     pub tid: u32,
@@ -356,22 +399,9 @@ pub struct Process {
     /// a process the agent does not know.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub ancestors_truncated: bool,
-    /// The name of `uid` (/etc/passwd); omitted for ids it does not list.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub user: Option<Arc<str>>,
-    /// The name of `gid` (/etc/group).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub group: Option<Arc<str>>,
-    /// The cgroup (v2) path of `cgroup_id`, e.g. `/system.slice/nginx.service`.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub cgroup: Option<Arc<str>>,
-    /// The systemd unit the cgroup belongs to (`nginx.service`,
-    /// `session-4.scope`, `user@1000.service`…).
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub unit: Option<Arc<str>>,
-    /// The container the cgroup shows, with its runtime.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub container: Option<Arc<crate::attribution::Container>>,
+    /// User and group names, cgroup, unit and container.
+    #[serde(flatten)]
+    pub who: Arc<Attribution>,
     /// The login session id (audit `ses`, set at login by pam_loginuid);
     /// omitted when unset.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -383,6 +413,81 @@ pub struct Process {
     /// (see [`ProcessJson`]); not part of the process.
     #[serde(skip)]
     pub json: ProcessJson,
+}
+
+/// A process as its JSON holds it: the attribution's members among the
+/// process's own. Read with serde's derived reader (one pass, as before
+/// the attribution was shared), then made a [`Process`].
+#[derive(Deserialize)]
+struct ProcessJsonForm {
+    pid: u32,
+    tid: u32,
+    ppid: Option<u32>,
+    uid: u32,
+    gid: u32,
+    euid: u32,
+    egid: u32,
+    auid: Option<u32>,
+    comm: String,
+    exe: Option<String>,
+    parent_exe: Option<String>,
+    cgroup_id: u64,
+    #[serde(default)]
+    id: Option<Arc<str>>,
+    #[serde(default)]
+    parent_id: Option<Arc<str>>,
+    #[serde(default)]
+    ancestors: Ancestors,
+    #[serde(default)]
+    ancestors_truncated: bool,
+    #[serde(default)]
+    user: Option<Arc<str>>,
+    #[serde(default)]
+    group: Option<Arc<str>>,
+    #[serde(default)]
+    cgroup: Option<Arc<str>>,
+    #[serde(default)]
+    unit: Option<Arc<str>>,
+    #[serde(default)]
+    container: Option<Arc<crate::attribution::Container>>,
+    #[serde(default)]
+    session: Option<u32>,
+    #[serde(default)]
+    tty: Option<Arc<str>>,
+}
+
+impl From<ProcessJsonForm> for Process {
+    fn from(f: ProcessJsonForm) -> Process {
+        Process {
+            pid: f.pid,
+            tid: f.tid,
+            ppid: f.ppid,
+            uid: f.uid,
+            gid: f.gid,
+            euid: f.euid,
+            egid: f.egid,
+            auid: f.auid,
+            comm: f.comm,
+            exe: f.exe,
+            parent_exe: f.parent_exe,
+            cgroup_id: f.cgroup_id,
+            id: f.id,
+            parent_id: f.parent_id,
+            ancestors: f.ancestors,
+            ancestors_truncated: f.ancestors_truncated,
+            who: Attribution {
+                user: f.user,
+                group: f.group,
+                cgroup: f.cgroup,
+                unit: f.unit,
+                container: f.container,
+            }
+            .shared(),
+            session: f.session,
+            tty: f.tty,
+            json: ProcessJson::default(),
+        }
+    }
 }
 
 impl Process {

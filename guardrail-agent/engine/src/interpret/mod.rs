@@ -68,9 +68,14 @@ pub trait ProcessView {
     /// what was resolved before.
     fn paths_changed(&mut self) {}
     /// Who and what a process acting as `uid`/`gid` in cgroup `cgroup_id`
-    /// is: names and service.
-    fn attribution(&mut self, _cgroup_id: u64, _uid: u32, _gid: u32) -> Attribution {
-        Attribution::default()
+    /// is: names and service, shared by the events that have the same.
+    fn attribution(
+        &mut self,
+        _cgroup_id: u64,
+        _uid: u32,
+        _gid: u32,
+    ) -> std::sync::Arc<Attribution> {
+        Default::default()
     }
     /// The object `path` names now (stat(2), or lstat(2) unless `follow`).
     fn object_of(&mut self, _path: &str, _follow: bool) -> Option<ObjectId> {
@@ -98,15 +103,7 @@ pub struct Lineage {
     pub tty: Option<std::sync::Arc<str>>,
 }
 
-/// The service, container and names of a process (see [`Process`]).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Attribution {
-    pub user: Option<std::sync::Arc<str>>,
-    pub group: Option<std::sync::Arc<str>>,
-    pub cgroup: Option<std::sync::Arc<str>>,
-    pub unit: Option<std::sync::Arc<str>>,
-    pub container: Option<std::sync::Arc<crate::attribution::Container>>,
-}
+pub use crate::event::Attribution;
 
 /// Ancestors listed in each event.
 pub const LINEAGE_DEPTH: usize = 8;
@@ -174,13 +171,8 @@ fn process_of(h: &EventHeader, view: &mut dyn ProcessView, exe: Option<String>) 
     let task_fields = h.flags & flags::TASK_FIELDS != 0;
     let ppid = task_fields.then_some(h.ppid);
     let lineage = view.lineage(h.pid, LINEAGE_DEPTH);
-    let who = view.attribution(h.cgroup_id, h.uid, h.gid);
     Process {
-        user: who.user,
-        group: who.group,
-        cgroup: who.cgroup,
-        unit: who.unit,
-        container: who.container,
+        who: view.attribution(h.cgroup_id, h.uid, h.gid),
         id: lineage.id,
         parent_id: lineage.parent_id,
         ancestors: lineage.ancestors,

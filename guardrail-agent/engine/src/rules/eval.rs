@@ -386,7 +386,7 @@ impl<'e> Subject<'e> {
 
     /// Unit and container matchers.
     fn service_may_match(&self, rule: &Rule) -> bool {
-        let unit = self.process.unit.as_deref();
+        let unit = self.process.who.unit.as_deref();
         rule.unit
             .as_ref()
             .is_none_or(|set| unit.is_some_and(|u| set.is_match(u)))
@@ -397,7 +397,7 @@ impl<'e> Subject<'e> {
             && rule
                 .container
                 .as_ref()
-                .is_none_or(|m| m.matches(self.process.container.as_deref()))
+                .is_none_or(|m| m.matches(self.process.who.container.as_deref()))
     }
 
     /// Ancestor matchers, whose list is built only for the rules that
@@ -495,7 +495,7 @@ fn matches_rule(
             return None;
         }
     }
-    let unit = process.unit.as_deref();
+    let unit = process.who.unit.as_deref();
     if let Some(set) = &rule.unit {
         let u = unit.filter(|u| set.is_match(u))?;
         m.insert("unit".into(), u.into());
@@ -507,12 +507,13 @@ fn matches_rule(
         m.insert("unit_not".into(), unit.unwrap_or("none").into());
     }
     if let Some(c) = &rule.container {
-        if !c.matches(process.container.as_deref()) {
+        if !c.matches(process.who.container.as_deref()) {
             return None;
         }
         m.insert(
             "container".into(),
             process
+                .who
                 .container
                 .as_ref()
                 .map_or("none".into(), |c| format!("{} {}", c.runtime, c.id)),

@@ -652,8 +652,11 @@ fn units_and_containers_judge_a_process_by_its_service() {
          [[rule]]\nid = \"host-shells\"\non = [\"exec\"]\nexe = [\"/usr/bin/sh\"]\ncontainer = [\"none\"]\nunit_not = [\"session-*.scope\"]\n\n\
          [[rule]]\nid = \"in-containers\"\non = [\"exec\"]\nexe = [\"/usr/bin/curl\"]\ncontainer = [\"any\"]\n",
     );
-    let in_unit =
-        |exe: &str, unit: &str| with_process(exec(exe, &["x"]), |p| p.unit = Some(unit.into()));
+    let in_unit = |exe: &str, unit: &str| {
+        with_process(exec(exe, &["x"]), |p| {
+            std::sync::Arc::make_mut(&mut p.who).unit = Some(unit.into())
+        })
+    };
     assert_eq!(
         decide(&set, &in_unit("/usr/bin/id", "nginx.service"))
             .unwrap()
@@ -670,10 +673,11 @@ fn units_and_containers_judge_a_process_by_its_service() {
     );
     assert!(decide(&set, &in_unit("/usr/bin/sh", "session-4.scope")).is_none());
     let contained = with_process(exec("/usr/bin/curl", &["curl"]), |p| {
-        p.container = Some(std::sync::Arc::new(crate::attribution::Container {
-            runtime: "docker".into(),
-            id: "ab".repeat(32),
-        }))
+        std::sync::Arc::make_mut(&mut p.who).container =
+            Some(std::sync::Arc::new(crate::attribution::Container {
+                runtime: "docker".into(),
+                id: "ab".repeat(32),
+            }))
     });
     assert_eq!(decide(&set, &contained).unwrap().rule, "in-containers");
     assert!(decide(&set, &exec("/usr/bin/curl", &["curl"])).is_none());
