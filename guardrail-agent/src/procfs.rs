@@ -589,7 +589,6 @@ impl ProcessView for ProcFs {
         }
         let walks = self.cgroups.walks();
         let cgroup = self.cgroups.get(cgroup_id);
-        let known_cgroup = cgroup.is_some();
         let made = Arc::new(Attribution {
             user: self.users.get(uid),
             group: self.groups.get(gid),
@@ -604,7 +603,7 @@ impl ProcessView for ProcFs {
         }
         // An unknown cgroup is not remembered: its next event asks the
         // cgroup table again, which reads the cgroups anew when due.
-        if known_cgroup {
+        if made.cgroup.is_some() {
             self.attributions.insert(key, made.clone());
         }
         made

@@ -113,6 +113,15 @@ pub fn log_verify<P: AsRef<Path>>(files: &[P]) -> std::process::Output {
         .expect("running guardrail log verify")
 }
 
+/// `guardrail log verify --nats URL --host HOST`, with more arguments.
+pub fn log_verify_nats(url: &str, host: &str, args: &[&str]) -> std::process::Output {
+    Command::new(bin("guardrail"))
+        .args(["log", "verify", "--nats", url, "--host", host])
+        .args(args)
+        .bounded_output()
+        .expect("running guardrail log verify --nats")
+}
+
 /// Poll `ok` every 100 ms until it holds; panic naming `what` after
 /// `timeout`. Deadlines are generous: a loaded 2-core machine must not
 /// fail a check that is about correctness, not speed.

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use guardrail_tests::nats::{runtime, NatsServer};
 use guardrail_tests::{
-    assert_success, bin, free_port, log_verify, trusted_tempdir, wait_until, Agent, BoundedOutput,
-    Launch,
+    assert_success, bin, free_port, log_verify, log_verify_nats, trusted_tempdir, wait_until,
+    Agent, BoundedOutput, Launch,
 };
 use serde_json::Value;
 
@@ -484,10 +484,7 @@ fn a_three_node_cluster_with_an_r3_stream_loses_nothing_when_a_node_dies_mid_sto
         .count();
     // The stream verifies as one chain, and `log verify` names the
     // records stored late, if any.
-    let verified = Command::new(bin("guardrail"))
-        .args(["log", "verify", "--nats", &survivor, "--host", "kilo"])
-        .bounded_output()
-        .unwrap();
+    let verified = log_verify_nats(&survivor, "kilo", &[]);
     assert_success(&verified);
     let said = String::from_utf8_lossy(&verified.stdout).to_string();
     eprintln!("log verify --nats: {said}");

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use guardrail_tests::nats::{read_stream as read_stream_as, runtime, NatsServer, STREAM};
 use guardrail_tests::{
-    assert_success, bin, free_port, trusted_tempdir, wait_until, Agent, BoundedOutput, Launch,
+    assert_success, free_port, log_verify_nats, trusted_tempdir, wait_until, Agent, Launch,
 };
 use serde_json::Value;
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -55,7 +55,7 @@ fn assert_chain_with(
     host: &str,
     records: &[(String, Value)],
 ) {
-    let verified = verify_nats_with(url, host, args);
+    let verified = log_verify_nats(url, host, args);
     assert_success(&verified);
     assert!(
         String::from_utf8_lossy(&verified.stdout).contains("the chain is intact"),
@@ -183,15 +183,7 @@ fn assert_events_exactly_once(records: &[(String, Value)], host: &str, upto: u64
 
 /// `guardrail log verify --nats URL --host HOST`.
 fn verify_nats(url: &str, host: &str) -> std::process::Output {
-    verify_nats_with(url, host, &[])
-}
-
-fn verify_nats_with(url: &str, host: &str, args: &[&str]) -> std::process::Output {
-    Command::new(bin("guardrail"))
-        .args(["log", "verify", "--nats", url, "--host", host])
-        .args(args)
-        .bounded_output()
-        .expect("running guardrail log verify --nats")
+    log_verify_nats(url, host, &[])
 }
 
 /// The records of the agent's first run: its events' `seq` rises until
