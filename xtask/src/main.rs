@@ -287,9 +287,19 @@ fn main() -> Result<()> {
             raw.args(&args).env("GUARDRAIL_TEST_SYSCALL_PROBES", "raw");
             run(&mut raw)?;
             build(true)?;
-            vm::vm_test("all", &root().join("target/release"), &qemu)?;
-            package::package_test(&root().join("target/release"))?;
-            vm_systemd::vm_test_systemd(&root().join("target/release"), &qemu)
+            let bin_dir = root().join("target/release");
+            package::package_test(&bin_dir)?;
+            // Every VM is prepared (builds included) before any boots;
+            // then they run side by side, one per CPU, the longest (the
+            // systemd VM's) first.
+            let mut boots = vec![vm_systemd::prepare(&bin_dir)?];
+            boots.extend(vm::scenario_boots("all", &bin_dir)?);
+            let mut runs = vm::run_boots(&qemu, &boots)?;
+            let systemd = runs.remove(0);
+            match (vm::report_scenarios(&runs), vm_systemd::report(&systemd)) {
+                (Err(a), Err(b)) => Err(anyhow::anyhow!("{a:#}\n{b:#}")),
+                (a, b) => a.and(b),
+            }
         }
     }
 }

@@ -10,6 +10,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -340,6 +342,57 @@ pub struct Run {
     pub failures: Vec<String>,
 }
 
+/// One VM to boot: `kernel` with `initrd`, its checks reported under
+/// `label`, its serial log kept in `log`.
+pub struct Boot {
+    pub label: String,
+    pub kernel: &'static Kernel,
+    pub initrd: PathBuf,
+    pub log: PathBuf,
+    pub spec: BootSpec<'static>,
+}
+
+/// How many VMs run at once: each emulates one CPU on one host thread, so
+/// one per host CPU; `XTASK_VM_JOBS` sets another number.
+fn vm_jobs() -> usize {
+    std::env::var("XTASK_VM_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1)
+}
+
+/// Run `boots`, as many at once as [`vm_jobs`] says, in the order given
+/// (put the longest first, so that the last to start is a short one);
+/// their runs, in the same order. Kernels are fetched first, one at a
+/// time.
+pub fn run_boots(qemu: &Qemu, boots: &[Boot]) -> Result<Vec<Run>> {
+    for b in boots {
+        kernel_image(b.kernel)?;
+    }
+    let jobs = vm_jobs().min(boots.len()).max(1);
+    if jobs > 1 {
+        eprintln!("xtask: {} VMs, {jobs} at a time", boots.len());
+    }
+    let next = AtomicUsize::new(0);
+    let runs: Mutex<Vec<Option<Result<Run>>>> = Mutex::new(boots.iter().map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(b) = boots.get(i) else { break };
+                let run = run_boot(qemu, b.kernel, &b.label, &b.initrd, &b.log, &b.spec);
+                runs.lock().unwrap()[i] = Some(run);
+            });
+        }
+    });
+    runs.into_inner()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.expect("every boot was run"))
+        .collect()
+}
+
 /// Boot `k` with `initrd` (again when it did not reach init), print each
 /// check and the totals, prefixed with `label`; the serial log is kept in
 /// `log`.
@@ -372,18 +425,22 @@ pub fn run_boot(
         );
         o = boot(qemu, &image, initrd, log, spec)?;
     }
+    // One write, so that the reports of VMs running side by side do not
+    // interleave.
+    let mut report = String::new();
     for p in &o.passed {
-        eprintln!("  [{label}] PASS {p}");
+        report += &format!("  [{label}] PASS {p}\n");
     }
     for f in &o.failed {
-        eprintln!("  [{label}] FAIL {f}");
+        report += &format!("  [{label}] FAIL {f}\n");
     }
-    eprintln!(
-        "xtask: {label}: {} passed, {} failed in {:.0}s",
+    report += &format!(
+        "xtask: {label}: {} passed, {} failed in {:.0}s\n",
         o.passed.len(),
         o.failed.len(),
         started.elapsed().as_secs_f64()
     );
+    eprint!("{report}");
     let mut failures = Vec::new();
     if !o.finished {
         failures.push(format!(
@@ -421,8 +478,10 @@ pub fn run_boot(
     })
 }
 
-pub fn vm_test(which: &str, bin_dir: &Path, qemu: &Qemu) -> Result<()> {
-    let kernels: Vec<&Kernel> = match which {
+/// The busybox scenario boots of `which` kernel ("all": every one), with
+/// an initramfs holding the binaries of `bin_dir`.
+pub fn scenario_boots(which: &str, bin_dir: &Path) -> Result<Vec<Boot>> {
+    let kernels: Vec<&'static Kernel> = match which {
         "all" => KERNELS.iter().collect(),
         name => vec![KERNELS
             .iter()
@@ -430,24 +489,38 @@ pub fn vm_test(which: &str, bin_dir: &Path, qemu: &Qemu) -> Result<()> {
             .with_context(|| format!("unknown kernel {name}: use 5.10, 6.1, 6.12 or all"))?],
     };
     let initrd = initramfs(bin_dir)?;
-    let mut failures = Vec::new();
-    let (mut passed, mut failed) = (0, 0);
-    for k in kernels {
-        let o = run_boot(
-            qemu,
-            k,
-            k.name,
-            &initrd,
-            &vm_dir().join(format!("boot-{}.log", k.name)),
-            &SCENARIOS_BOOT,
-        )?;
-        passed += o.passed.len();
-        failed += o.failed.len();
-        failures.extend(o.failures);
-    }
+    Ok(kernels
+        .into_iter()
+        .map(|k| Boot {
+            label: k.name.to_string(),
+            kernel: k,
+            initrd: initrd.clone(),
+            log: vm_dir().join(format!("boot-{}.log", k.name)),
+            spec: SCENARIOS_BOOT,
+        })
+        .collect())
+}
+
+/// Print the scenario boots' totals; fail naming every failure.
+pub fn report_scenarios(runs: &[Run]) -> Result<()> {
+    let passed: usize = runs.iter().map(|r| r.passed.len()).sum();
+    let failed: usize = runs.iter().map(|r| r.failed.len()).sum();
     println!("vm: {passed} passed, {failed} failed");
+    let failures: Vec<&String> = runs.iter().flat_map(|r| &r.failures).collect();
     if !failures.is_empty() {
-        bail!("VM tests failed:\n  {}", failures.join("\n  "));
+        bail!(
+            "VM tests failed:\n  {}",
+            failures
+                .iter()
+                .map(|f| f.as_str())
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        );
     }
     Ok(())
+}
+
+pub fn vm_test(which: &str, bin_dir: &Path, qemu: &Qemu) -> Result<()> {
+    let boots = scenario_boots(which, bin_dir)?;
+    report_scenarios(&run_boots(qemu, &boots)?)
 }

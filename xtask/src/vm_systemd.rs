@@ -195,7 +195,9 @@ fn variant_bins(bin_dir: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
-pub fn vm_test_systemd(bin_dir: &Path, qemu: &Qemu) -> Result<()> {
+/// The systemd VM's boot: the packages built from `bin_dir`'s binaries
+/// (and an upgrade variant) in a debootstrapped root with systemd as PID 1.
+pub fn prepare(bin_dir: &Path) -> Result<vm::Boot> {
     let first_version = env!("CARGO_PKG_VERSION").to_string();
     let upgrade_version = format!("{first_version}+upgrade1");
     let packages = Packages {
@@ -210,29 +212,36 @@ pub fn vm_test_systemd(bin_dir: &Path, qemu: &Qemu) -> Result<()> {
         .iter()
         .find(|k| k.name == KERNEL)
         .context("Debian 12's kernel is not in the list")?;
-    let spec = BootSpec {
-        // Debian's default LSM list, on purpose: no lsm=.
-        append: "console=ttyS0 panic=-1 loglevel=4 systemd.show_status=false",
-        // The root file system lives in memory.
-        memory_mib: 2048,
-        timeout: TIMEOUT,
-    };
-    let label = format!("systemd {KERNEL}");
-    let o = vm::run_boot(
-        qemu,
+    Ok(vm::Boot {
+        label: format!("systemd {KERNEL}"),
         kernel,
-        &label,
-        &initrd,
-        &vm::vm_dir().join("boot-systemd.log"),
-        &spec,
-    )?;
+        initrd,
+        log: vm::vm_dir().join("boot-systemd.log"),
+        spec: BootSpec {
+            // Debian's default LSM list, on purpose: no lsm=.
+            append: "console=ttyS0 panic=-1 loglevel=4 systemd.show_status=false",
+            // The root file system lives in memory.
+            memory_mib: 2048,
+            timeout: TIMEOUT,
+        },
+    })
+}
+
+/// Print the systemd VM's totals; fail naming every failure.
+pub fn report(run: &vm::Run) -> Result<()> {
     println!(
         "vm-systemd: {} passed, {} failed",
-        o.passed.len(),
-        o.failed.len()
+        run.passed.len(),
+        run.failed.len()
     );
-    if !o.failures.is_empty() {
-        bail!("systemd VM test failed:\n  {}", o.failures.join("\n  "));
+    if !run.failures.is_empty() {
+        bail!("systemd VM test failed:\n  {}", run.failures.join("\n  "));
     }
     Ok(())
+}
+
+pub fn vm_test_systemd(bin_dir: &Path, qemu: &Qemu) -> Result<()> {
+    let boot = prepare(bin_dir)?;
+    let runs = vm::run_boots(qemu, std::slice::from_ref(&boot))?;
+    report(&runs[0])
 }
