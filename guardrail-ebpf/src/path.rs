@@ -145,12 +145,6 @@ pub fn changed_root() -> Option<(u64, u64)> {
     }
 }
 
-/// A root [`changed_root`] returned, walked from the host's root.
-#[inline(always)]
-pub fn walk_root((mnt, dentry): (u64, u64)) -> Option<Walked> {
-    walk(mnt, dentry)
-}
-
 /// The `struct file` open file `fd` of the current task is.
 #[inline(always)]
 pub fn fd_file(fd: i32) -> Option<u64> {
@@ -191,18 +185,25 @@ pub fn fd_path(fd: i32) -> Option<(u64, u64)> {
     }
 }
 
-/// The directory a `*at` call's relative path is relative to: `dirfd`, or
-/// the cwd for AT_FDCWD (which the non-`at` calls pass too).
+/// The directory a `*at` call's relative path is relative to, as
+/// (vfsmount, dentry): `dirfd`, or the cwd for AT_FDCWD (which the
+/// non-`at` calls pass too).
 #[inline(always)]
-pub fn dir_of(dirfd: i32) -> Option<Walked> {
+pub fn dir_at(dirfd: i32) -> Option<(u64, u64)> {
     if off!(task_fs) == 0 {
         return None;
     }
-    let (mnt, dentry) = if dirfd == AT_FDCWD {
-        cwd()?
+    if dirfd == AT_FDCWD {
+        cwd()
     } else {
-        fd_path(dirfd)?
-    };
+        fd_path(dirfd)
+    }
+}
+
+/// [`dir_at`], walked.
+#[inline(always)]
+pub fn dir_of(dirfd: i32) -> Option<Walked> {
+    let (mnt, dentry) = dir_at(dirfd)?;
     walk(mnt, dentry)
 }
 

@@ -555,9 +555,12 @@ fn complete(rec: &mut Record, req: u64, ret: i64) {
     let nr = rec.header.syscall;
     let args = rec.header.args;
     let opened = syscalls::returns_opened_fd(nr) && ret >= 0 && args[4] == 0;
+    // String 0 of an fd's operation was walked at submission.
     if !matches!(nr, syscalls::FTRUNCATE | syscalls::FSETXATTR) {
         if let Some(layout) = syscalls::path_op_layout(nr) {
-            record::walk_dirs(rec, layout, &args, opened.then_some(ret as i32));
+            record::clear_plan();
+            record::walk_dirs(rec, layout, &args, opened.then_some(ret as i32), false);
+            record::walk_planned(rec);
         }
     }
     record::submit(rec);
