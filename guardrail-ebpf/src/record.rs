@@ -176,13 +176,19 @@ impl Record {
             2 => 1,
             _ => 2,
         };
-        match (at, WALK_PLAN.get_ptr_mut(0)) {
-            (Some((mnt, dentry)), Some(p)) if dentry != 0 => {
-                // SAFETY: this CPU's plan.
-                unsafe { core::ptr::write_volatile(&mut (*p).at[i], [mnt, dentry]) }
+        // The path is looked at before the plan is: looked up first, the
+        // plan's pointer made the compiler read a `None`'s (unwritten)
+        // value, which kernels before 6.3 refuse.
+        if let Some((mnt, dentry)) = at {
+            if dentry != 0 {
+                if let Some(p) = WALK_PLAN.get_ptr_mut(0) {
+                    // SAFETY: this CPU's plan.
+                    unsafe { core::ptr::write_volatile(&mut (*p).at[i], [mnt, dentry]) };
+                    return;
+                }
             }
-            _ => self.header.flags |= flags::walk_incomplete(slot),
         }
+        self.header.flags |= flags::walk_incomplete(slot);
     }
 }
 
@@ -295,7 +301,7 @@ fn read_paths(rec: &mut Record, nr: u32, args: &[u64; 6], ret: i64) {
         rec.user_str(1, p, flags::STR1_TRUNCATED, flags::STR1_UNREADABLE);
     }
     let opened = syscalls::returns_opened_fd(nr) && ret >= 0;
-    walk_dirs(rec, layout, args, opened.then_some(ret as i32), by_fd);
+    walk_dirs(rec, layout, args, if opened { ret as i32 } else { -1 }, by_fd);
 }
 
 /// What a setxattr value holds if it is file capabilities (a
@@ -313,18 +319,19 @@ pub fn xattr_caps(rec: &mut Record, value: Option<[u32; 5]>) {
 }
 
 /// After the names, plan the walks of what an open opened (`opened`, the
-/// fd it returned), else of the directories relative names are relative
-/// to; `by_fd`: string 0 is an fd's path, planned but not walked yet (an
-/// absolute path).
+/// fd it returned; negative for none), else of the directories relative
+/// names are relative to; `by_fd`: string 0 is an fd's path, planned but
+/// not walked yet (an absolute path).
 #[inline(always)]
 pub fn walk_dirs(
     rec: &mut Record,
     layout: syscalls::ArgLayout,
     args: &[u64; 6],
-    opened: Option<i32>,
+    opened: i32,
     by_fd: bool,
 ) {
-    if let Some(fd) = opened {
+    if opened >= 0 {
+        let fd = opened;
         // What was opened, from the fd: however the path was spelled
         // (`..`, `//`, a symlinked directory, a bind mount), this is the
         // file the kernel opened.

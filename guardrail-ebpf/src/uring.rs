@@ -552,16 +552,25 @@ fn complete(rec: &mut Record, req: u64, ret: i64) {
     if read_unwatched(rec, ret) {
         return;
     }
+    walk_paths(rec, ret);
+    record::submit(rec);
+}
+
+/// Plan and walk the directories of a completed request's relative paths,
+/// or what its open opened (`ret`: its result).
+#[inline(never)]
+fn walk_paths(rec: &mut Record, ret: i64) {
     let nr = rec.header.syscall;
+    // String 0 of an fd's operation was walked at submission.
+    if matches!(nr, syscalls::FTRUNCATE | syscalls::FSETXATTR) {
+        return;
+    }
+    let Some(layout) = syscalls::path_op_layout(nr) else {
+        return;
+    };
     let args = rec.header.args;
     let opened = syscalls::returns_opened_fd(nr) && ret >= 0 && args[4] == 0;
-    // String 0 of an fd's operation was walked at submission.
-    if !matches!(nr, syscalls::FTRUNCATE | syscalls::FSETXATTR) {
-        if let Some(layout) = syscalls::path_op_layout(nr) {
-            record::clear_plan();
-            record::walk_dirs(rec, layout, &args, opened.then_some(ret as i32), false);
-            record::walk_planned(rec);
-        }
-    }
-    record::submit(rec);
+    record::clear_plan();
+    record::walk_dirs(rec, layout, &args, if opened { ret as i32 } else { -1 }, false);
+    record::walk_planned(rec);
 }
