@@ -381,7 +381,7 @@ pub fn run_boots(qemu: &Qemu, boots: &[Boot]) -> Result<Vec<Run>> {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(b) = boots.get(i) else { break };
-                let run = run_boot(qemu, b.kernel, &b.label, &b.initrd, &b.log, &b.spec);
+                let run = run_boot(qemu, b);
                 runs.lock().unwrap()[i] = Some(run);
             });
         }
@@ -393,17 +393,16 @@ pub fn run_boots(qemu: &Qemu, boots: &[Boot]) -> Result<Vec<Run>> {
         .collect()
 }
 
-/// Boot `k` with `initrd` (again when it did not reach init), print each
-/// check and the totals, prefixed with `label`; the serial log is kept in
-/// `log`.
-pub fn run_boot(
-    qemu: &Qemu,
-    k: &Kernel,
-    label: &str,
-    initrd: &Path,
-    log: &Path,
-    spec: &BootSpec,
-) -> Result<Run> {
+/// Boot `b` (again when it did not reach init), print each check and the
+/// totals, prefixed with its label.
+fn run_boot(qemu: &Qemu, b: &Boot) -> Result<Run> {
+    let Boot {
+        label,
+        kernel: k,
+        initrd,
+        log,
+        spec,
+    } = b;
     let image = kernel_image(k)?;
     let package = std::fs::read_to_string(vm_dir().join(format!("kernel-{}/package", k.name)))
         .unwrap_or_default();
@@ -506,16 +505,12 @@ pub fn report_scenarios(runs: &[Run]) -> Result<()> {
     let passed: usize = runs.iter().map(|r| r.passed.len()).sum();
     let failed: usize = runs.iter().map(|r| r.failed.len()).sum();
     println!("vm: {passed} passed, {failed} failed");
-    let failures: Vec<&String> = runs.iter().flat_map(|r| &r.failures).collect();
+    let failures: Vec<&str> = runs
+        .iter()
+        .flat_map(|r| r.failures.iter().map(String::as_str))
+        .collect();
     if !failures.is_empty() {
-        bail!(
-            "VM tests failed:\n  {}",
-            failures
-                .iter()
-                .map(|f| f.as_str())
-                .collect::<Vec<_>>()
-                .join("\n  ")
-        );
+        bail!("VM tests failed:\n  {}", failures.join("\n  "));
     }
     Ok(())
 }
