@@ -24,7 +24,7 @@ use guardrail_common::{counter, flags, syscalls, uring_op, RecordKind, UringOffs
 
 use crate::record::{self, Record};
 use crate::{
-    count, global, path, CAPTURE_READ_OPENS, SCRATCH, URING_CREATE_OFFSETS,
+    count, global, CAPTURE_READ_OPENS, SCRATCH, URING_CREATE_OFFSETS,
     URING_REGISTER_OFFSETS, WRITE_INTENT,
 };
 

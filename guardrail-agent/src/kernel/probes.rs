@@ -341,6 +341,13 @@ impl Probes {
             ]
         };
         ahead.extend(super::uring::programs(&uring_ops, raw));
+        // The BPF-LSM programs need the kernel's BTF as aya reads it (the
+        // loader's copy is gone): read it while the verifier works, on
+        // the CPU the shorter half of the verification leaves idle.
+        let lsm_btf = std::thread::Builder::new()
+            .name("btf".into())
+            .spawn(|| aya::Btf::from_sys_fs().ok())
+            .context("starting the BTF reader thread")?;
         super::attach::verify_ahead(&mut ebpf, &ahead)?;
         let to = &mut (&mut links, &mut attached);
         if raw {
@@ -434,9 +441,9 @@ impl Probes {
             anyhow::bail!("EVENTS is not a ring buffer");
         };
         let ring = RingReader::new(events, opts.ring_buffer_bytes)?;
-        // Read again for the BPF-LSM programs, now that the loader's copy
-        // is gone.
-        let loader_btf = aya::Btf::from_sys_fs().ok();
+        let loader_btf = lsm_btf
+            .join()
+            .map_err(|_| anyhow::anyhow!("the BTF reader thread panicked"))?;
         let loaded = enforce::load(
             &mut ebpf,
             loader_btf.as_ref(),
