@@ -5,7 +5,11 @@
 //! (with `RUSTC_BOOTSTRAP`) and `bpf-linker` can. `cargo xtask build`
 //! installs both; this script only uses them, and says how to get them when
 //! they are missing.
-use std::{env, path::PathBuf, process::Command};
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 fn main() {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -96,8 +100,33 @@ fn main() {
     }
     let status = cmd.status().expect("running cargo for the eBPF probes");
     assert!(status.success(), "building guardrail-ebpf failed");
-    let object = target_dir.join("bpfel-unknown-none/release/guardrail-ebpf");
-    std::fs::copy(&object, out.join("guardrail.bpf.o")).expect("copying the eBPF object");
-    let floor = target_dir.join("bpfel-unknown-none/release/guardrail-floor");
-    std::fs::copy(&floor, out.join("guardrail-floor.bpf.o")).expect("copying the floor probe");
+    for (built, embedded) in [
+        ("guardrail-ebpf", "guardrail.bpf.o"),
+        ("guardrail-floor", "guardrail-floor.bpf.o"),
+    ] {
+        let object = target_dir.join("bpfel-unknown-none/release").join(built);
+        embed(&object, &out.join(embedded));
+    }
+}
+
+/// Copy the probes' object to where the agent embeds it, without its
+/// DWARF: the probes are built with full debug information only because
+/// their BTF (kept) is made from it, and the DWARF would add 2.5 MB to
+/// the agent. LLVM's `llvm-objcopy` comes with the toolchain; without it
+/// the object is embedded as built.
+fn embed(object: &Path, to: &Path) {
+    let objcopy = ["/usr/lib/llvm-22/bin/llvm-objcopy", "llvm-objcopy"]
+        .into_iter()
+        .find(|tool| Command::new(tool).arg("--version").output().is_ok());
+    let stripped = objcopy.is_some_and(|tool| {
+        Command::new(tool)
+            .arg("--strip-debug")
+            .arg(object)
+            .arg(to)
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !stripped {
+        std::fs::copy(object, to).expect("copying the eBPF object");
+    }
 }
