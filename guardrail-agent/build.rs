@@ -100,24 +100,25 @@ fn main() {
     }
     let status = cmd.status().expect("running cargo for the eBPF probes");
     assert!(status.success(), "building guardrail-ebpf failed");
+    // LLVM's `llvm-objcopy` comes with the toolchain (Debian's llvm-22).
+    let objcopy = ["/usr/lib/llvm-22/bin/llvm-objcopy", "llvm-objcopy"]
+        .into_iter()
+        .find(|tool| Command::new(tool).arg("--version").output().is_ok());
     for (built, embedded) in [
         ("guardrail-ebpf", "guardrail.bpf.o"),
         ("guardrail-floor", "guardrail-floor.bpf.o"),
     ] {
         let object = target_dir.join("bpfel-unknown-none/release").join(built);
-        embed(&object, &out.join(embedded));
+        embed(objcopy, &object, &out.join(embedded));
     }
 }
 
 /// Copy the probes' object to where the agent embeds it, without its
 /// DWARF: the probes are built with full debug information only because
 /// their BTF (kept) is made from it, and the DWARF would add 2.5 MB to
-/// the agent. LLVM's `llvm-objcopy` comes with the toolchain; without it
-/// the object is embedded as built.
-fn embed(object: &Path, to: &Path) {
-    let objcopy = ["/usr/lib/llvm-22/bin/llvm-objcopy", "llvm-objcopy"]
-        .into_iter()
-        .find(|tool| Command::new(tool).arg("--version").output().is_ok());
+/// the agent. Without `objcopy` (or when it fails) the object is embedded
+/// as built, with a warning.
+fn embed(objcopy: Option<&str>, object: &Path, to: &Path) {
     let stripped = objcopy.is_some_and(|tool| {
         Command::new(tool)
             .arg("--strip-debug")
@@ -127,6 +128,10 @@ fn embed(object: &Path, to: &Path) {
             .is_ok_and(|s| s.success())
     });
     if !stripped {
+        println!(
+            "cargo:warning={} is embedded with its debug information (no working llvm-objcopy)",
+            object.display()
+        );
         std::fs::copy(object, to).expect("copying the eBPF object");
     }
 }

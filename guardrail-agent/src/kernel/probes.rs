@@ -441,18 +441,12 @@ impl Probes {
             anyhow::bail!("EVENTS is not a ring buffer");
         };
         let ring = RingReader::new(events, opts.ring_buffer_bytes)?;
-        let loader_btf = lsm_btf
+        let lsm_btf = lsm_btf
             .join()
             .map_err(|_| anyhow::anyhow!("the BTF reader thread panicked"))?;
-        let loaded = enforce::load(
-            &mut ebpf,
-            loader_btf.as_ref(),
-            shapes,
-            &mut links,
-            own_map_ids,
-        );
-        // The last use of the loader's BTF.
-        drop(loader_btf);
+        let loaded = enforce::load(&mut ebpf, lsm_btf.as_ref(), shapes, &mut links, own_map_ids);
+        // The last use of the BPF-LSM programs' BTF.
+        drop(lsm_btf);
         let enforcer = match (offsets, loaded) {
             (None, _) => Err("kernel BTF is unavailable".to_string()),
             (_, Err(e)) => Err(format!("{e:#}")),
