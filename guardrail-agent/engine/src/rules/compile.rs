@@ -11,13 +11,13 @@ use regex::RegexSet;
 use toml::Spanned;
 
 use super::diagnostics::{RuleError, Source};
+use super::globs::Globs;
 use super::index::RuleIndex;
 use super::kinds::{self, closest, KINDS};
 use super::matchers::*;
 use super::spec::*;
 use super::users::Names;
 use super::window::{parse_day, parse_time, Window, ALL_DAYS};
-use crate::span::line_column;
 
 /// A compiled rule.
 #[derive(Debug)]
@@ -210,11 +210,7 @@ impl Compiler {
                     ));
                 }
             }
-            let here = format!(
-                "{}:{}",
-                src.path.display(),
-                line_column(src.text, w.name.span().start).0
-            );
+            let here = src.here(w.name.span().start);
             self.window_names.insert(w.name.get_ref().clone(), here);
             if let (true, Some(start), Some(end), Some(tz)) = (ok, start, end, tz) {
                 self.windows.push(Window {
@@ -283,7 +279,6 @@ impl Compiler {
         spec: &Option<Spanned<Vec<String>>>,
     ) -> Option<PathMatcher> {
         let spec = spec.as_ref()?;
-        let mut b = GlobSetBuilder::new();
         let mut compiled = Vec::new();
         let mut origin = Vec::new();
         let mut expanded = Vec::new();
@@ -318,7 +313,6 @@ impl Compiler {
             for g in globs {
                 match GlobBuilder::new(&g).literal_separator(true).build() {
                     Ok(glob) => {
-                        b.add(glob.clone());
                         compiled.push(glob);
                         origin.push(i);
                     }
@@ -330,22 +324,35 @@ impl Compiler {
                 }
             }
         }
-        let set = b.build().ok()?;
-        let mut above = GlobSetBuilder::new();
+        let mut above = Vec::new();
         let mut above_origin = Vec::new();
         for (i, p) in expanded.iter().enumerate() {
             for g in ancestor_globs(p) {
                 if let Ok(glob) = GlobBuilder::new(&g).literal_separator(true).build() {
-                    above.add(glob);
+                    above.push(glob);
                     above_origin.push(i);
                 }
             }
         }
+        // A set too large to build (regex size limits) is an error here:
+        // without its matcher the rule would match every path.
+        let built = Globs::new(&compiled).and_then(|set| Ok((set, Globs::new(&above)?)));
+        let (set, above) = match built {
+            Ok(built) => built,
+            Err(e) => {
+                self.errors.push(src.error(
+                    spec.span(),
+                    format!("{field}: the patterns cannot be compiled together: {e}"),
+                    Some("split them over several rules".into()),
+                ));
+                return None;
+            }
+        };
         Some(PathMatcher {
             set,
             globs: compiled,
             origin,
-            above: above.build().ok()?,
+            above,
             above_origin,
             patterns: expanded,
         })
@@ -492,11 +499,7 @@ impl Compiler {
     fn add_rule(&mut self, src: &Source, r: &RuleSpec) {
         let errors_before = self.errors.len();
         let id = r.id.get_ref().clone();
-        let here = format!(
-            "{}:{}",
-            src.path.display(),
-            line_column(src.text, r.id.span().start).0
-        );
+        let here = src.here(r.id.span().start);
         if id.is_empty()
             || !id
                 .chars()

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::span::line_column;
+use crate::span::LineIndex;
 
 /// One problem in a rules file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,17 +35,33 @@ impl fmt::Display for RuleError {
 /// A source file's text, for turning spans into lines and columns.
 pub struct Source<'a> {
     pub path: &'a Path,
-    pub text: &'a str,
+    lines: LineIndex<'a>,
 }
 
-impl Source<'_> {
+impl<'a> Source<'a> {
+    pub fn new(path: &'a Path, text: &'a str) -> Source<'a> {
+        Source {
+            path,
+            lines: LineIndex::new(text),
+        }
+    }
+
+    /// `path:line` of a byte offset: where a rule or window is defined.
+    pub fn here(&self, offset: usize) -> String {
+        format!(
+            "{}:{}",
+            self.path.display(),
+            self.lines.line_column(offset).0
+        )
+    }
+
     pub fn error(
         &self,
         span: std::ops::Range<usize>,
         message: String,
         hint: Option<String>,
     ) -> RuleError {
-        let (line, column) = line_column(self.text, span.start);
+        let (line, column) = self.lines.line_column(span.start);
         RuleError {
             file: self.path.to_path_buf(),
             line,

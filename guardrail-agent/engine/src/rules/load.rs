@@ -218,10 +218,10 @@ pub fn compile_with_central(
         compiler.push_error(e);
     }
     for (path, text, f) in &files {
-        compiler.add_windows(&Source { path, text }, &f.window);
+        compiler.add_windows(&Source::new(path, text), &f.window);
     }
     for (path, text, f) in &files {
-        compiler.add_rules(&Source { path, text }, &f.rule);
+        compiler.add_rules(&Source::new(path, text), &f.rule);
     }
     let origin = central.map(|c| c.origin.to_path_buf());
     let mut set = compiler

@@ -4,19 +4,21 @@
 
 use globset::{Glob, GlobSet};
 
+use super::globs::Globs;
+
 /// Paths and executables: exact (`/etc/shadow`), a subtree
 /// (`/etc/nginx/**`, which includes `/etc/nginx` itself) or a glob (`*`
 /// does not cross `/`).
 #[derive(Clone, Debug)]
 pub struct PathMatcher {
-    pub(super) set: GlobSet,
+    pub(super) set: Globs,
     /// The globs of `set`, for the rule set's index.
     pub(super) globs: Vec<Glob>,
     /// Which pattern each glob of `set` came from.
     pub(super) origin: Vec<usize>,
     /// The directories above what the patterns name (see
     /// [`ancestor_globs`]), and which pattern each came from.
-    pub(super) above: GlobSet,
+    pub(super) above: Globs,
     pub(super) above_origin: Vec<usize>,
     pub patterns: Vec<String>,
 }
@@ -43,9 +45,8 @@ impl PathMatcher {
         }
         candidates.iter().find_map(|c| {
             self.above
-                .matches(c)
-                .first()
-                .map(|&i| (*c, self.patterns[self.above_origin[i]].as_str()))
+                .first(c)
+                .map(|i| (*c, self.patterns[self.above_origin[i]].as_str()))
         })
     }
 
@@ -53,9 +54,8 @@ impl PathMatcher {
     pub fn find<'a>(&self, candidates: &[&'a str]) -> Option<(&'a str, &str)> {
         candidates.iter().find_map(|c| {
             self.set
-                .matches(c)
-                .first()
-                .map(|&i| (*c, self.patterns[self.origin[i]].as_str()))
+                .first(c)
+                .map(|i| (*c, self.patterns[self.origin[i]].as_str()))
         })
     }
 }

@@ -6,6 +6,7 @@ pub mod builtin;
 pub mod compile;
 pub mod diagnostics;
 pub mod eval;
+pub mod globs;
 pub mod index;
 pub mod kinds;
 pub mod load;
