@@ -176,10 +176,6 @@ impl Agent {
             syscall_probes: launch.syscall_probes,
         };
         let (mut probes, mut ring, enforcer) = Probes::load(&opts)?;
-        // Parsing the kernel's BTF needs tens of MiB for a moment; give them
-        // back to the system instead of keeping them in the heap for good.
-        // SAFETY: no arguments that could be invalid.
-        unsafe { libc::malloc_trim(0) };
         let (lsm_listed, lsm_note) = bpf_lsm_state();
         let (bpf_lsm, bpf_lsm_note) = match &enforcer {
             Ok(_) => (true, None),

@@ -437,16 +437,24 @@ impl Probes {
             attach_raw(&mut ebpf, to, program, tp)?;
         }
 
-        let Map::RingBuf(events) = ebpf.take_map("EVENTS").context("EVENTS map")? else {
-            anyhow::bail!("EVENTS is not a ring buffer");
-        };
-        let ring = RingReader::new(events, opts.ring_buffer_bytes)?;
         let lsm_btf = lsm_btf
             .join()
             .map_err(|_| anyhow::anyhow!("the BTF reader thread panicked"))?;
         let loaded = enforce::load(&mut ebpf, lsm_btf.as_ref(), shapes, &mut links, own_map_ids);
-        // The last use of the BPF-LSM programs' BTF.
+        // The last use of the BPF-LSM programs' BTF. Parsing it needs tens
+        // of MiB for a moment: they go back to the system before the ring
+        // buffer is mapped (as many MiB again, for good), so that the two
+        // are never resident at once — together they were the agent's
+        // peak memory.
         drop(lsm_btf);
+        // SAFETY: no arguments that could be invalid.
+        unsafe { libc::malloc_trim(0) };
+        // Records written meanwhile wait in the kernel's ring: mapping it
+        // later loses none.
+        let Map::RingBuf(events) = ebpf.take_map("EVENTS").context("EVENTS map")? else {
+            anyhow::bail!("EVENTS is not a ring buffer");
+        };
+        let ring = RingReader::new(events, opts.ring_buffer_bytes)?;
         let enforcer = match (offsets, loaded) {
             (None, _) => Err("kernel BTF is unavailable".to_string()),
             (_, Err(e)) => Err(format!("{e:#}")),
