@@ -35,14 +35,14 @@ pub struct Rule {
     /// `capture.read_opens` is on).
     pub reads: bool,
     pub result: ResultFilter,
-    pub path: Option<PathMatcher>,
-    pub path_not: Option<PathMatcher>,
-    pub exe: Option<PathMatcher>,
-    pub exe_not: Option<PathMatcher>,
-    pub parent_exe: Option<PathMatcher>,
-    pub parent_exe_not: Option<PathMatcher>,
-    pub ancestor_exe: Option<PathMatcher>,
-    pub ancestor_exe_not: Option<PathMatcher>,
+    pub path: Option<Box<PathMatcher>>,
+    pub path_not: Option<Box<PathMatcher>>,
+    pub exe: Option<Box<PathMatcher>>,
+    pub exe_not: Option<Box<PathMatcher>>,
+    pub parent_exe: Option<Box<PathMatcher>>,
+    pub parent_exe_not: Option<Box<PathMatcher>>,
+    pub ancestor_exe: Option<Box<PathMatcher>>,
+    pub ancestor_exe_not: Option<Box<PathMatcher>>,
     pub unit: Option<GlobSet>,
     pub unit_not: Option<GlobSet>,
     pub container: Option<ContainerMatcher>,
@@ -88,7 +88,11 @@ pub struct RuleSet {
 
 impl RuleSet {
     pub fn reindex(&mut self) {
-        self.index = RuleIndex::build(self.rules.iter().map(|r| (r.path.as_ref(), r.exe.as_ref())));
+        self.index = RuleIndex::build(
+            self.rules
+                .iter()
+                .map(|r| (r.path.as_deref(), r.exe.as_deref())),
+        );
     }
 }
 
@@ -277,7 +281,7 @@ impl Compiler {
         src: &Source,
         field: &str,
         spec: &Option<Spanned<Vec<String>>>,
-    ) -> Option<PathMatcher> {
+    ) -> Option<Box<PathMatcher>> {
         let spec = spec.as_ref()?;
         let mut compiled = Vec::new();
         let mut origin = Vec::new();
@@ -348,14 +352,16 @@ impl Compiler {
                 return None;
             }
         };
-        Some(PathMatcher {
+        // Boxed: a rule has eight such fields, most of them unset, and a
+        // thousand-rule set held 4 MB of empty matchers inline.
+        Some(Box::new(PathMatcher {
             set,
             globs: compiled,
             origin,
             above,
             above_origin,
             patterns: expanded,
-        })
+        }))
     }
 
     /// `~*/rest` → `HOME/rest` for every home directory in /etc/passwd;

@@ -282,8 +282,9 @@ impl<'e> Subject<'e> {
     /// most rules fail one of them, and are then skipped before
     /// [`matches_rule`] builds the explanation of a match.
     fn may_match(&self, rule: &Rule) -> bool {
-        let must =
-            |m: &Option<PathMatcher>, of: &[&str]| m.as_ref().is_none_or(|m| m.matches_any(of));
+        let must = |m: &Option<Box<PathMatcher>>, of: &[&str]| {
+            m.as_ref().is_none_or(|m| m.matches_any(of))
+        };
         must(&rule.path, &self.paths) && self.may_match_but_path(rule)
     }
 
@@ -299,10 +300,12 @@ impl<'e> Subject<'e> {
             ResultFilter::Ok => self.ok,
             ResultFilter::Failed => !self.ok,
         };
-        let must =
-            |m: &Option<PathMatcher>, of: &[&str]| m.as_ref().is_none_or(|m| m.matches_any(of));
-        let must_not =
-            |m: &Option<PathMatcher>, of: &[&str]| m.as_ref().is_none_or(|m| !m.matches_any(of));
+        let must = |m: &Option<Box<PathMatcher>>, of: &[&str]| {
+            m.as_ref().is_none_or(|m| m.matches_any(of))
+        };
+        let must_not = |m: &Option<Box<PathMatcher>>, of: &[&str]| {
+            m.as_ref().is_none_or(|m| !m.matches_any(of))
+        };
         result
             && self.facts_may_match(rule)
             && must_not(&rule.path_not, &self.paths)
