@@ -217,11 +217,17 @@ pub fn compile_with_central(
     for e in errors {
         compiler.push_error(e);
     }
-    for (path, text, f) in &files {
-        compiler.add_windows(&Source::new(path, text), &f.window);
+    // Every window first (rules name them), each file's line index built
+    // once for both passes.
+    let sources: Vec<Source> = files
+        .iter()
+        .map(|(path, text, _)| Source::new(path, text))
+        .collect();
+    for (src, (_, _, f)) in sources.iter().zip(&files) {
+        compiler.add_windows(src, &f.window);
     }
-    for (path, text, f) in &files {
-        compiler.add_rules(&Source::new(path, text), &f.rule);
+    for (src, (_, _, f)) in sources.iter().zip(&files) {
+        compiler.add_rules(src, &f.rule);
     }
     let origin = central.map(|c| c.origin.to_path_buf());
     let mut set = compiler
