@@ -19,3 +19,4 @@ pub mod protocol;
 pub mod reload;
 pub mod revert;
 pub mod trust;
+pub mod wall_time;

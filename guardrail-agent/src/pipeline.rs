@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 use tracing::warn;
@@ -83,8 +83,11 @@ pub struct Pipeline<V: ProcessView> {
     /// sent every later event (`guardrail tail --since` joins the audit
     /// log's history to the live stream there).
     last_published: Arc<std::sync::atomic::AtomicU64>,
-    /// Bytes to reserve for the next event's JSON.
-    json_capacity: usize,
+    /// Each event's JSON is written here, then copied out once to be
+    /// shared: a buffer allocated per event (~1 KB, freed again) cost a
+    /// malloc, a free and a consolidation of glibc's small chunks each.
+    json: Vec<u8>,
+    wall_times: crate::wall_time::WallTimes,
     process_json: guardrail_engine::process_json::ProcessJsonCache,
 }
 
@@ -184,7 +187,8 @@ impl<V: ProcessView> Pipeline<V> {
             watched: std::collections::HashMap::new(),
             watched_dirs: std::collections::HashMap::new(),
             watched_at: crate::clock::coarse(),
-            json_capacity: 1024,
+            json: Vec::with_capacity(4096),
+            wall_times: Default::default(),
             process_json: Default::default(),
         }
     }
@@ -468,10 +472,9 @@ impl<V: ProcessView> Pipeline<V> {
         }
     }
 
-    fn wall_time(&self, ktime_ns: u64) -> String {
-        let ns = ktime_ns as i128 + self.wall_offset_ns;
-        let t = SystemTime::UNIX_EPOCH + Duration::from_nanos(ns.max(0) as u64);
-        humantime::format_rfc3339_nanos(t).to_string()
+    fn wall_time(&mut self, ktime_ns: u64) -> String {
+        self.wall_times
+            .format(ktime_ns as i128 + self.wall_offset_ns)
     }
 
     /// Handle one ring-buffer record.
@@ -641,18 +644,15 @@ impl<V: ProcessView> Pipeline<V> {
                 "guardrail rule matched"
             );
         }
-        // Into a buffer as big as the last event's: growing one from
-        // empty was a sixth of the serialisation's time.
-        let mut buf = Vec::with_capacity(self.json_capacity);
-        if let Err(e) = serde_json::to_writer(&mut buf, &event) {
+        self.json.clear();
+        if let Err(e) = serde_json::to_writer(&mut self.json, &event) {
             warn!("cannot serialise event: {e}");
             return;
         }
-        self.json_capacity = buf.len() + 256;
         // SAFETY: serde_json writes UTF-8 only (its own `to_string` relies
         // on the same); checking a kilobyte per event again cost 1.5% of
         // the agent's CPU under a storm.
-        let json: Arc<str> = unsafe { std::str::from_utf8_unchecked(&buf) }.into();
+        let json: Arc<str> = unsafe { std::str::from_utf8_unchecked(&self.json) }.into();
         if let Some(m) = &self.metrics {
             m.delayed(monotonic_ns().saturating_sub(ktime_ns));
         }
@@ -675,6 +675,14 @@ impl<V: ProcessView> Pipeline<V> {
             warn!("--print: cannot write to standard output ({e}); events are no longer printed");
             self.print = Print::None;
         }
+        self.last_published
+            .store(self.seq, std::sync::atomic::Ordering::SeqCst);
+        // Nobody tailing and no outputs: nothing to share the event with.
+        // A client that subscribes from here on reads `last_published`
+        // afterwards, so it does not expect this event from the stream.
+        if self.outputs.is_none() && self.publish.receiver_count() == 0 {
+            return;
+        }
         let published = Published {
             event: Arc::new(event),
             json,
@@ -682,8 +690,6 @@ impl<V: ProcessView> Pipeline<V> {
         if let Some(outputs) = &self.outputs {
             outputs.send(&published);
         }
-        self.last_published
-            .store(self.seq, std::sync::atomic::Ordering::SeqCst);
         // No subscriber is not an error: nobody is tailing.
         let _ = self.publish.send(published);
     }

@@ -1,0 +1,106 @@
+//! Each event's wall-clock time in RFC 3339 (`2026-12-05T14:05:43.156740807Z`),
+//! as `humantime::format_rfc3339_nanos` writes it. Events come in bursts
+//! within the same second: the date and time of day are worked out once
+//! per second and only the nanoseconds per event. Formatting through
+//! humantime's `Display` was 2.5% of the agent's CPU under a chmod storm.
+
+/// Formats times since the Unix epoch, remembering the last second's text.
+#[derive(Default)]
+pub struct WallTimes {
+    /// The second `prefix` spells, if any yet.
+    second: Option<u64>,
+    /// `YYYY-MM-DDTHH:MM:SS` of `second`.
+    prefix: [u8; 19],
+}
+
+impl WallTimes {
+    /// The time `ns` nanoseconds after the epoch (before it: the epoch).
+    pub fn format(&mut self, ns: i128) -> String {
+        let ns = ns.max(0) as u128;
+        let second = (ns / 1_000_000_000) as u64;
+        let nanos = (ns % 1_000_000_000) as u32;
+        if self.second != Some(second) {
+            self.prefix = civil(second);
+            self.second = Some(second);
+        }
+        let mut text = [0u8; 30];
+        text[..19].copy_from_slice(&self.prefix);
+        text[19] = b'.';
+        digits(&mut text[20..29], nanos);
+        text[29] = b'Z';
+        // Only ASCII digits and punctuation were written.
+        String::from_utf8(text.to_vec()).expect("ASCII")
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a second since the epoch (proleptic Gregorian,
+/// days to civil date as in Howard Hinnant's `civil_from_days`).
+fn civil(second: u64) -> [u8; 19] {
+    let days = second / 86_400;
+    let of_day = second % 86_400;
+    // Days since 0000-03-01, in 400-year eras of 146,097 days.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    let mut out = *b"0000-00-00T00:00:00";
+    digits(&mut out[0..4], (year % 10_000) as u32);
+    digits(&mut out[5..7], month as u32);
+    digits(&mut out[8..10], day as u32);
+    digits(&mut out[11..13], (of_day / 3_600) as u32);
+    digits(&mut out[14..16], (of_day / 60 % 60) as u32);
+    digits(&mut out[17..19], (of_day % 60) as u32);
+    out
+}
+
+/// `value` in decimal, zero-padded to fill `out`.
+fn digits(out: &mut [u8], mut value: u32) {
+    for b in out.iter_mut().rev() {
+        *b = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WallTimes;
+    use proptest::prelude::*;
+    use std::time::{Duration, SystemTime};
+
+    fn humantime(ns: u64) -> String {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_nanos(ns);
+        humantime::format_rfc3339_nanos(t).to_string()
+    }
+
+    #[test]
+    fn known_times() {
+        let mut w = WallTimes::default();
+        assert_eq!(w.format(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(w.format(-5), "1970-01-01T00:00:00.000000000Z");
+        // A leap day, then the next second in the same formatter.
+        let leap = 1_709_164_799_123_456_789i128; // 2024-02-28T23:59:59
+        assert_eq!(w.format(leap), "2024-02-28T23:59:59.123456789Z");
+        assert_eq!(
+            w.format(leap + 1_000_000_000),
+            "2024-02-29T00:00:00.123456789Z"
+        );
+    }
+
+    proptest! {
+        /// The same text as humantime for any time up to the year 2554
+        /// (u64 nanoseconds), whether or not the second was cached.
+        #[test]
+        fn as_humantime_writes_it(ns in any::<u64>(), step in 0u64..3_000_000_000) {
+            let mut w = WallTimes::default();
+            prop_assert_eq!(w.format(ns as i128), humantime(ns));
+            let next = ns.saturating_add(step);
+            prop_assert_eq!(w.format(next as i128), humantime(next));
+        }
+    }
+}
