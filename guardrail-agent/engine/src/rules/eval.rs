@@ -282,9 +282,6 @@ impl<'e> Subject<'e> {
     /// most rules fail one of them, and are then skipped before
     /// [`matches_rule`] builds the explanation of a match.
     fn may_match(&self, rule: &Rule) -> bool {
-        let must = |m: &Option<Box<PathMatcher>>, of: &[&str]| {
-            m.as_ref().is_none_or(|m| m.matches_any(of))
-        };
         must(&rule.path, &self.paths) && self.may_match_but_path(rule)
     }
 
@@ -299,12 +296,6 @@ impl<'e> Subject<'e> {
             ResultFilter::Any => true,
             ResultFilter::Ok => self.ok,
             ResultFilter::Failed => !self.ok,
-        };
-        let must = |m: &Option<Box<PathMatcher>>, of: &[&str]| {
-            m.as_ref().is_none_or(|m| m.matches_any(of))
-        };
-        let must_not = |m: &Option<Box<PathMatcher>>, of: &[&str]| {
-            m.as_ref().is_none_or(|m| !m.matches_any(of))
         };
         result
             && self.facts_may_match(rule)
@@ -635,6 +626,16 @@ fn matches_rule(
         }
     }
     Some(m)
+}
+
+/// A rule's matcher, if it has one, matches one of `of`.
+fn must(m: &Option<Box<PathMatcher>>, of: &[&str]) -> bool {
+    m.as_ref().is_none_or(|m| m.matches_any(of))
+}
+
+/// A rule's exclusion, if it has one, matches none of `of`.
+fn must_not(m: &Option<Box<PathMatcher>>, of: &[&str]) -> bool {
+    m.as_ref().is_none_or(|m| !m.matches_any(of))
 }
 
 /// The rules that match `event` but that the allocation-free pre-check
