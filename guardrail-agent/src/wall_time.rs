@@ -33,29 +33,21 @@ impl WallTimes {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS` of a second since the epoch (proleptic Gregorian,
-/// days to civil date as in Howard Hinnant's `civil_from_days`).
+/// `YYYY-MM-DDTHH:MM:SS` (UTC) of a second since the epoch; the calendar
+/// is jiff's, once per second.
 fn civil(second: u64) -> [u8; 19] {
-    let days = second / 86_400;
-    let of_day = second % 86_400;
-    // Days since 0000-03-01, in 400-year eras of 146,097 days.
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z % 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    let at = i64::try_from(second)
+        .ok()
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .unwrap_or(jiff::Timestamp::MAX);
+    let t = jiff::tz::Offset::UTC.to_datetime(at);
     let mut out = *b"0000-00-00T00:00:00";
-    digits(&mut out[0..4], (year % 10_000) as u32);
-    digits(&mut out[5..7], month as u32);
-    digits(&mut out[8..10], day as u32);
-    digits(&mut out[11..13], (of_day / 3_600) as u32);
-    digits(&mut out[14..16], (of_day / 60 % 60) as u32);
-    digits(&mut out[17..19], (of_day % 60) as u32);
+    digits(&mut out[0..4], t.year() as u32);
+    digits(&mut out[5..7], t.month() as u32);
+    digits(&mut out[8..10], t.day() as u32);
+    digits(&mut out[11..13], t.hour() as u32);
+    digits(&mut out[14..16], t.minute() as u32);
+    digits(&mut out[17..19], t.second() as u32);
     out
 }
 
