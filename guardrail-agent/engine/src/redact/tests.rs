@@ -353,6 +353,39 @@ fn disabled_redaction_changes_nothing() {
     assert_eq!(e, before);
 }
 
+#[test]
+fn a_stream_of_events_is_redacted_as_each_event_alone() {
+    // Names repeat, change, change back, become empty, carry a secret and
+    // lose it again: each event must come out as it would on its own.
+    let names = [
+        ("bash", "/usr/bin/bash"),
+        ("bash", "/usr/bin/bash"),
+        ("curl", "/tmp/AKIAIOSFODNN7EXAMPLE/curl"),
+        ("curl", "/tmp/AKIAIOSFODNN7EXAMPLE/curl"),
+        ("", "/usr/bin/bash"),
+        ("AKIAIOSFODNN7EXAMPLE", "/usr/bin/bash"),
+        ("bash", "/usr/bin/bash"),
+    ];
+    let r = Redactor::default();
+    let mut recent = Recent::default();
+    let mut redacted = vec![];
+    for (i, (comm, exe)) in names.into_iter().enumerate() {
+        let mut e = exec_event(&["true"]);
+        let Body::Exec { process, .. } = &mut e.body else {
+            unreachable!()
+        };
+        process.comm = comm.into();
+        process.exe = Some(exe.into());
+        process.parent_exe = Some(names[names.len() - 1 - i].1.into());
+        let mut alone = e.clone();
+        r.redact_event(&mut alone);
+        r.redact_event_after(&mut e, &mut recent);
+        assert_eq!(e, alone, "event {i}");
+        redacted.push(e.redacted.len());
+    }
+    assert_eq!(redacted, [0, 0, 1, 2, 1, 1, 0]);
+}
+
 /// A secret in one of the shapes the agent knows, for the property test.
 fn secret_argv() -> impl Strategy<Value = (String, Vec<String>)> {
     // Characters a shell argument or URL userinfo may carry unquoted;
