@@ -64,6 +64,8 @@ pub struct Pipeline<V: ProcessView> {
     alert_log: AlertLogLimit,
     /// Applied after the rules, before anything leaves the agent.
     redactor: Arc<Redactor>,
+    /// The process names `redactor` last looked at (see `Recent`).
+    redacted_recently: guardrail_engine::redact::Recent,
     /// Events in which something was redacted.
     pub redacted_events: u64,
     /// `[[output]]`s; each drains its own bounded queue.
@@ -181,6 +183,7 @@ impl<V: ProcessView> Pipeline<V> {
             metrics: None,
             alert_log: AlertLogLimit::default(),
             redactor: Arc::new(Redactor::default()),
+            redacted_recently: Default::default(),
             redacted_events: 0,
             outputs: None,
             last_published: Arc::default(),
@@ -290,6 +293,7 @@ impl<V: ProcessView> Pipeline<V> {
     /// Redaction patterns in force (the built-in ones until set).
     pub fn set_redactor(&mut self, redactor: Arc<Redactor>) {
         self.redactor = redactor;
+        self.redacted_recently = Default::default();
     }
 
     /// A batch of records is handled: hand the audit log writer what was
@@ -621,7 +625,8 @@ impl<V: ProcessView> Pipeline<V> {
             }
         }
         // Rules and fallbacks saw the real values; nothing below may.
-        self.redactor.redact_event(&mut event);
+        self.redactor
+            .redact_event_after(&mut event, &mut self.redacted_recently);
         self.process_json.attach(&mut event.body);
         if !event.redacted.is_empty() {
             self.redacted_events += 1;
@@ -652,12 +657,12 @@ impl<V: ProcessView> Pipeline<V> {
         // SAFETY: serde_json writes UTF-8 only (its own `to_string` relies
         // on the same); checking a kilobyte per event again cost 1.5% of
         // the agent's CPU under a storm.
-        let json: Arc<str> = unsafe { std::str::from_utf8_unchecked(&self.json) }.into();
+        let json = unsafe { std::str::from_utf8_unchecked(&self.json) };
         if let Some(m) = &self.metrics {
             m.delayed(monotonic_ns().saturating_sub(ktime_ns));
         }
         if let Some(log) = &self.audit {
-            log.send(json.clone());
+            log.send(json);
         }
         let printed = match self.print {
             Print::None => Ok(()),
@@ -685,7 +690,7 @@ impl<V: ProcessView> Pipeline<V> {
         }
         let published = Published {
             event: Arc::new(event),
-            json,
+            json: json.into(),
         };
         if let Some(outputs) = &self.outputs {
             outputs.send(&published);

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use crate::config::{AuditSection, Fsync};
 use crate::trust::{absolute, check_path, create_private_dir, Policy, RealFs, Role};
-use guardrail_engine::chain::{open, seal, seal_in_place, GENESIS};
+use guardrail_engine::chain::{open, seal, seal_in_place, HexDigest, GENESIS};
 
 #[derive(Debug, Default, Serialize, Deserialize, Clone, PartialEq)]
 pub struct AuditSnapshot {
@@ -48,11 +48,13 @@ pub struct AuditStats {
 }
 
 pub struct AuditLog {
-    tx: Option<SyncSender<Vec<Arc<str>>>>,
+    tx: Option<SyncSender<Records>>,
     /// Records not handed over yet: they go to the writer a batch at a
     /// time (a wake-up of its thread per record was a tenth of the
     /// agent's CPU under a storm).
-    batch: std::sync::Mutex<Vec<Arc<str>>>,
+    batch: std::sync::Mutex<Records>,
+    /// Batches the writer is done with, for the next hand-overs.
+    spares: Spares,
     /// Records handed over that the writer has not taken yet.
     in_flight: Arc<AtomicU64>,
     stats: Arc<AuditStats>,
@@ -71,6 +73,60 @@ pub struct AuditLog {
     path: PathBuf,
     taps: Taps,
 }
+
+/// Records handed over together: their JSON end to end in one buffer.
+/// A string per record (a kilobyte allocated by the event path, freed by
+/// the writer's thread) was a tenth of the agent's CPU under a storm.
+#[derive(Default)]
+struct Records {
+    text: String,
+    /// Where each record ends in `text`.
+    ends: Vec<usize>,
+}
+
+impl Records {
+    fn with_capacity(records: usize) -> Records {
+        Records {
+            text: String::with_capacity(records * 1024),
+            ends: Vec::with_capacity(records),
+        }
+    }
+
+    fn push(&mut self, json: &str) {
+        self.text.push_str(json);
+        self.ends.push(self.text.len());
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get(&self, i: usize) -> &str {
+        let start = i.checked_sub(1).map_or(0, |before| self.ends[before]);
+        &self.text[start..self.ends[i]]
+    }
+
+    /// The length of records `from..to`.
+    fn bytes(&self, from: usize, to: usize) -> usize {
+        if from == to {
+            return 0;
+        }
+        let start = from.checked_sub(1).map_or(0, |before| self.ends[before]);
+        self.ends[to - 1] - start
+    }
+
+    /// Keep the first `n` records.
+    fn truncate(&mut self, n: usize) {
+        self.text
+            .truncate(n.checked_sub(1).map_or(0, |last| self.ends[last]));
+        self.ends.truncate(n);
+    }
+}
+
+/// Emptied batches, handed back by the writer: at most a few are kept.
+type Spares = Arc<Mutex<Vec<Records>>>;
+
+const SPARES: usize = 4;
 
 /// Readers of the sealed lines as they are written, shared with the writer.
 type Taps = Arc<Mutex<Vec<TapEnd>>>;
@@ -289,8 +345,10 @@ impl AuditLog {
         let unreported = Arc::new(AtomicU64::new(0));
         let settled = Arc::new(AtomicU64::new(0));
         let taps = Taps::default();
+        let spares = Spares::default();
         let mut w = Writer {
             taps: taps.clone(),
+            spares: spares.clone(),
             settled: settled.clone(),
             failing: false,
             cfg: cfg.clone(),
@@ -321,7 +379,8 @@ impl AuditLog {
         info!(path = %path.display(), "audit log open");
         Ok(AuditLog {
             tx: Some(tx),
-            batch: std::sync::Mutex::new(Vec::with_capacity(BATCH)),
+            batch: std::sync::Mutex::new(Records::with_capacity(BATCH)),
+            spares,
             in_flight,
             stats,
             handed: AtomicU64::new(0),
@@ -350,8 +409,9 @@ impl AuditLog {
         }
     }
 
-    /// Hand a record to the writer (with the next batch); never blocks.
-    pub fn send(&self, json: Arc<str>) {
+    /// Hand a record to the writer (with the next batch, as a copy);
+    /// never blocks.
+    pub fn send(&self, json: &str) {
         if self.tx.is_none() {
             return;
         }
@@ -369,7 +429,7 @@ impl AuditLog {
         self.hand_over(&mut batch);
     }
 
-    fn hand_over(&self, batch: &mut Vec<Arc<str>>) {
+    fn hand_over(&self, batch: &mut Records) {
         let n = batch.len() as u64;
         let Some(tx) = &self.tx else { return };
         if n == 0 {
@@ -378,7 +438,9 @@ impl AuditLog {
         let queued = self.in_flight.load(Ordering::Relaxed);
         let sent = queued + n <= QUEUE as u64 && {
             self.in_flight.fetch_add(n, Ordering::Relaxed);
-            match tx.try_send(std::mem::replace(batch, Vec::with_capacity(BATCH))) {
+            let spare = self.spares.lock().unwrap().pop();
+            let next = spare.unwrap_or_else(|| Records::with_capacity(BATCH));
+            match tx.try_send(std::mem::replace(batch, next)) {
                 Ok(()) => true,
                 Err(TrySendError::Full(b) | TrySendError::Disconnected(b)) => {
                     self.in_flight.fetch_sub(n, Ordering::Relaxed);
@@ -391,7 +453,7 @@ impl AuditLog {
             // The writer is that far behind: these are lost, said in the
             // log's next gap record; they count as settled (nothing more
             // will happen to them).
-            batch.clear();
+            batch.truncate(0);
             self.unreported.fetch_add(n, Ordering::Relaxed);
             self.stats.lost.fetch_add(n, Ordering::Relaxed);
             self.settled.fetch_add(n, Ordering::Release);
@@ -440,14 +502,15 @@ impl Drop for AuditLog {
 
 struct Writer {
     taps: Taps,
+    spares: Spares,
     cfg: AuditSection,
     /// The admin group, which may read the files the writer creates.
     reader: Option<u32>,
     file: File,
     size: u64,
     prev: String,
-    /// Records to write, each with whether it is already settled.
-    pending: VecDeque<(Arc<str>, bool)>,
+    /// Records to write, a batch at a time.
+    pending: VecDeque<Pending>,
     pending_bytes: usize,
     settled: Arc<AtomicU64>,
     /// The disk refuses writes: records are settled as they are buffered,
@@ -464,18 +527,31 @@ struct Writer {
     first_record_at: Option<std::time::SystemTime>,
 }
 
+/// A batch of records being written.
+struct Pending {
+    records: Records,
+    /// The first record not written yet.
+    next: usize,
+    /// Whether its records are already settled (see `Writer::failed`).
+    settled: bool,
+}
+
+impl Pending {
+    fn left(&self) -> usize {
+        self.records.len() - self.next
+    }
+}
+
 /// At most this many bytes of sealed records per write(2).
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
 impl Writer {
-    fn run(&mut self, rx: Receiver<Vec<Arc<str>>>, in_flight: &AtomicU64) {
+    fn run(&mut self, rx: Receiver<Records>, in_flight: &AtomicU64) {
         let mut retry_at = Instant::now();
         loop {
-            let mut take = |batch: Vec<Arc<str>>| {
+            let mut take = |batch: Records| {
                 in_flight.fetch_sub(batch.len() as u64, Ordering::Relaxed);
-                for rec in batch {
-                    self.enqueue(rec);
-                }
+                self.enqueue(batch);
             };
             let closed = match rx.recv_timeout(Duration::from_millis(500)) {
                 Ok(batch) => {
@@ -503,7 +579,7 @@ impl Writer {
                 self.close_taps();
                 if !self.pending.is_empty() {
                     warn!(
-                        records = self.pending.len(),
+                        records = self.pending.iter().map(Pending::left).sum::<usize>(),
                         "audit log: records not written at shutdown"
                     );
                 }
@@ -512,21 +588,48 @@ impl Writer {
         }
     }
 
-    fn enqueue(&mut self, rec: Arc<str>) {
-        if self.pending_bytes + rec.len() > self.cfg.buffer_bytes {
-            self.gap += 1;
-            self.stats.lost.fetch_add(1, Ordering::Relaxed);
-            self.settled.fetch_add(1, Ordering::Release);
+    /// Buffer the records of `batch` that fit in the memory allowed; the
+    /// rest (from the first that does not fit) are lost, counted.
+    fn enqueue(&mut self, mut batch: Records) {
+        let mut bytes = 0;
+        let fit = (0..batch.len())
+            .take_while(|&i| {
+                bytes += batch.get(i).len();
+                self.pending_bytes + bytes <= self.cfg.buffer_bytes
+            })
+            .count();
+        let lost = (batch.len() - fit) as u64;
+        if lost > 0 {
+            self.gap += lost;
+            self.stats.lost.fetch_add(lost, Ordering::Relaxed);
+            self.settled.fetch_add(lost, Ordering::Release);
+            batch.truncate(fit);
+        }
+        if fit == 0 {
+            self.recycle(batch);
             return;
         }
-        self.pending_bytes += rec.len();
+        self.pending_bytes += batch.text.len();
         if self.failing {
-            self.settled.fetch_add(1, Ordering::Release);
+            self.settled.fetch_add(fit as u64, Ordering::Release);
         }
-        self.pending.push_back((rec, self.failing));
+        self.pending.push_back(Pending {
+            records: batch,
+            next: 0,
+            settled: self.failing,
+        });
         self.stats
             .buffered_bytes
             .store(self.pending_bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Hand an emptied batch back for reuse.
+    fn recycle(&self, mut batch: Records) {
+        batch.truncate(0);
+        let mut spares = self.spares.lock().unwrap();
+        if spares.len() < SPARES {
+            spares.push(batch);
+        }
     }
 
     fn write_line(&mut self, event_json: &str) -> std::io::Result<()> {
@@ -620,31 +723,31 @@ impl Writer {
             // file reaches its rotation size, as one record at a time did.
             let room = self.cfg.max_bytes.saturating_sub(self.size).max(1) as usize;
             let mut text = String::with_capacity(room.min(WRITE_BATCH_BYTES) + 4096);
-            let mut prev = self.prev.clone();
+            let mut last = None;
             let mut records = 0;
-            for (rec, _) in &self.pending {
-                // Sealed where it will be written: no line of its own.
-                let start = text.len();
-                text.push_str(rec);
-                prev = seal_in_place(&mut text, start, &prev);
-                text.push('\n');
-                records += 1;
-                if text.len() >= room || text.len() >= WRITE_BATCH_BYTES {
-                    break;
+            'fill: for p in &self.pending {
+                for i in p.next..p.records.len() {
+                    // Sealed where it will be written: no line of its own.
+                    let start = text.len();
+                    text.push_str(p.records.get(i));
+                    let prev = last.as_ref().map_or(self.prev.as_str(), HexDigest::as_str);
+                    last = Some(seal_in_place(&mut text, start, prev));
+                    text.push('\n');
+                    records += 1;
+                    if text.len() >= room || text.len() >= WRITE_BATCH_BYTES {
+                        break 'fill;
+                    }
                 }
             }
             if let Err(e) = self.write_sealed(text.as_bytes()) {
                 self.failed(e);
                 return false;
             }
-            self.prev = prev;
-            self.hand_to_taps(text.into_bytes(), records as u64);
-            for (rec, settled) in self.pending.drain(..records) {
-                self.pending_bytes -= rec.len();
-                if !settled {
-                    self.settled.fetch_add(1, Ordering::Release);
-                }
+            if let Some(last) = last {
+                self.prev = last.as_str().to_owned();
             }
+            self.hand_to_taps(text.into_bytes(), records as u64);
+            self.written(records);
             self.stats
                 .written
                 .fetch_add(records as u64, Ordering::Relaxed);
@@ -663,12 +766,33 @@ impl Writer {
         true
     }
 
+    /// The first `records` pending records were written.
+    fn written(&mut self, mut records: usize) {
+        while records > 0 {
+            let p = self
+                .pending
+                .front_mut()
+                .expect("written records were pending");
+            let n = p.left().min(records);
+            self.pending_bytes -= p.records.bytes(p.next, p.next + n);
+            if !p.settled {
+                self.settled.fetch_add(n as u64, Ordering::Release);
+            }
+            p.next += n;
+            records -= n;
+            if p.left() == 0 {
+                let done = self.pending.pop_front().expect("just looked at");
+                self.recycle(done.records);
+            }
+        }
+    }
+
     fn failed(&mut self, e: std::io::Error) {
         if !self.failing {
             self.failing = true;
-            for (_, settled) in self.pending.iter_mut().filter(|(_, s)| !*s) {
-                *settled = true;
-                self.settled.fetch_add(1, Ordering::Release);
+            for p in self.pending.iter_mut().filter(|p| !p.settled) {
+                p.settled = true;
+                self.settled.fetch_add(p.left() as u64, Ordering::Release);
             }
         }
         self.stats.failed_writes.fetch_add(1, Ordering::Relaxed);
@@ -755,7 +879,7 @@ mod tests {
         let log = AuditLog::start(&cfg, &admin).unwrap();
         // Enough to rotate: the new file is the admin group's too.
         for n in 0..100 {
-            log.send(format!(r#"{{"kind":"test","n":{n}}}"#).into());
+            log.send(&format!(r#"{{"kind":"test","n":{n}}}"#));
         }
         drop(log);
         assert_eq!(mode(path.parent().unwrap()), 0o750);
@@ -779,7 +903,7 @@ mod tests {
         let log = AuditLog::start(&cfg, &Policy::agent(None)).unwrap();
         let tap = log.tap();
         for n in 0..60 {
-            log.send(format!(r#"{{"kind":"test","n":{n}}}"#).into());
+            log.send(&format!(r#"{{"kind":"test","n":{n}}}"#));
         }
         drop(log);
         // Whole lines, in the order written, across rotations: the log's
@@ -826,15 +950,15 @@ mod tests {
             }
         };
         tap.queued_bytes.store(TAP_BYTES, Ordering::Relaxed);
-        log.send(r#"{"kind":"test","n":1}"#.into());
+        log.send(r#"{"kind":"test","n":1}"#);
         log.hand_over_pending();
         written(1);
         tap.queued_bytes.store(0, Ordering::Relaxed);
-        log.send(r#"{"kind":"test","n":2}"#.into());
+        log.send(r#"{"kind":"test","n":2}"#);
         log.hand_over_pending();
         written(2);
         tap.queued_bytes.store(TAP_BYTES, Ordering::Relaxed);
-        log.send(r#"{"kind":"test","n":3}"#.into());
+        log.send(r#"{"kind":"test","n":3}"#);
         drop(log);
         let got: Vec<Written> = tap.writes.iter().collect();
         assert_eq!(got.len(), 2);
@@ -854,7 +978,7 @@ mod tests {
             ..Default::default()
         };
         let log = AuditLog::start(&cfg, &Policy::agent(None)).unwrap();
-        log.send(r#"{"kind":"test","n":1}"#.into());
+        log.send(r#"{"kind":"test","n":1}"#);
         drop(log);
         // A killed writer leaves half a line.
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
@@ -862,7 +986,7 @@ mod tests {
             .unwrap();
         drop(f);
         let log = AuditLog::start(&cfg, &Policy::agent(None)).unwrap();
-        log.send(r#"{"kind":"test","n":3}"#.into());
+        log.send(r#"{"kind":"test","n":3}"#);
         drop(log);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains(r#""n":2"#), "{text}");
@@ -883,11 +1007,11 @@ mod tests {
             };
             let long = "é".repeat(40_000);
             let log = AuditLog::start(&cfg, &Policy::agent(None)).unwrap();
-            log.send(format!(r#"{{"kind":"test","n":1,"s":"{pad}{long}"}}"#).into());
-            log.send(r#"{"kind":"test","n":2}"#.into());
+            log.send(&format!(r#"{{"kind":"test","n":1,"s":"{pad}{long}"}}"#));
+            log.send(r#"{"kind":"test","n":2}"#);
             drop(log);
             let log = AuditLog::start(&cfg, &Policy::agent(None)).unwrap();
-            log.send(r#"{"kind":"test","n":3}"#.into());
+            log.send(r#"{"kind":"test","n":3}"#);
             drop(log);
             let text = std::fs::read_to_string(&cfg.path).unwrap();
             let files = vec![("audit.jsonl".into(), text)];
@@ -924,10 +1048,10 @@ mod tests {
         let path = cfg.path.clone();
         let log = AuditLog::start(&cfg, &Policy::agent(None)).unwrap();
         // As the pipeline does after each drain of the ring buffer.
-        log.send(r#"{"kind":"test","n":1}"#.into());
+        log.send(r#"{"kind":"test","n":1}"#);
         log.hand_over_pending();
         wait_for(&dir.path().join("audit.jsonl.1"));
-        log.send(r#"{"kind":"test","n":2}"#.into());
+        log.send(r#"{"kind":"test","n":2}"#);
         drop(log);
         let rotated = std::fs::read_to_string(dir.path().join("audit.jsonl.1")).unwrap();
         let current = std::fs::read_to_string(&path).unwrap();
@@ -949,14 +1073,14 @@ mod tests {
         let cfg = age_rotated(dir.path());
         let path = cfg.path.clone();
         let log = AuditLog::start(&cfg, &Policy::agent(None)).unwrap();
-        log.send(r#"{"kind":"test","n":1,"ktime_ns":7,"process":{"tid":3}}"#.into());
+        log.send(r#"{"kind":"test","n":1,"ktime_ns":7,"process":{"tid":3}}"#);
         log.hand_over_pending();
         wait_for(&dir.path().join("audit.jsonl.1"));
         drop(log);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
         let log = AuditLog::start(&cfg, &Policy::agent(None)).unwrap();
         assert_eq!(log.last_logged(), Some((7, 3)));
-        log.send(r#"{"kind":"test","n":2}"#.into());
+        log.send(r#"{"kind":"test","n":2}"#);
         drop(log);
         let files = vec![
             (

@@ -374,7 +374,7 @@ impl Sealer {
             entry.truncate(before);
             return Err(e);
         }
-        self.prev = seal_in_place(entry, start, &self.prev);
+        self.prev = seal_in_place(entry, start, &self.prev).as_str().to_owned();
         self.batch.taken(kind);
         self.seq = seq;
         Ok(())
