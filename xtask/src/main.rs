@@ -70,6 +70,10 @@ enum Task {
         /// `--workload open` for the open and watched read storms.
         #[arg(long = "workload", value_name = "NAME")]
         workloads: Vec<String>,
+        /// Pairs of runs (bare, then with the configuration) per row: more
+        /// to decide a ratio whose pairs spread wider than the margin.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+        pairs: u64,
     },
     /// Boot Debian kernels with BPF-LSM under QEMU and run the
     /// enforcement scenarios in them.
@@ -223,6 +227,7 @@ fn main() -> Result<()> {
             footprint_only,
             configs,
             workloads,
+            pairs,
         } => {
             let mut only = bench::Only::parse(storms_only, nats_only, &configs)?;
             only.footprint_only = footprint_only;
@@ -233,7 +238,7 @@ fn main() -> Result<()> {
                 prereqs::ensure_nats_server()?;
             }
             build(true)?;
-            bench::bench(quick, &only)
+            bench::bench(quick, pairs as usize, &only)
         }
         Task::VmTest { kernel } => {
             prereqs::ensure_build()?;

@@ -28,8 +28,6 @@ use serde_json::{json, Value};
 use crate::{root, run};
 use agent::{Agent, Floor};
 
-const PAIRS: usize = 5;
-
 /// `--quick`: one pair, a tenth of the work, to check the harness itself;
 /// its figures are not a measurement.
 static QUICK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -38,11 +36,14 @@ pub fn quick() -> bool {
     *QUICK.get().unwrap_or(&false)
 }
 
+/// Pairs per row, as `--pairs` asks.
+static PAIRS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
 fn pairs() -> usize {
     if quick() {
         1
     } else {
-        PAIRS
+        *PAIRS.get().unwrap_or(&5)
     }
 }
 
@@ -487,8 +488,9 @@ fn overhead(
     Ok(rows)
 }
 
-pub fn bench(quick: bool, only: &Only) -> Result<()> {
+pub fn bench(quick: bool, pairs: usize, only: &Only) -> Result<()> {
     QUICK.set(quick).ok();
+    PAIRS.set(pairs).ok();
     let out = root().join("target/bench");
     std::fs::create_dir_all(&out)?;
     let storm = out.join("storm");
