@@ -157,8 +157,6 @@ struct Pattern {
     group: usize,
 }
 
-/// Compiled redaction patterns. Cheap to share: build once, use for every
-/// event.
 /// The last process names a [`Redactor`] looked at, and what it made of
 /// them: the events of a storm come from a few processes, and checking
 /// their names against every pattern again was 3% of the agent's CPU.
@@ -176,6 +174,8 @@ struct Seen {
     redacted: Option<String>,
 }
 
+/// Compiled redaction patterns. Cheap to share: build once, use for every
+/// event.
 pub struct Redactor {
     enabled: bool,
     patterns: Vec<Pattern>,

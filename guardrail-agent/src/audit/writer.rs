@@ -85,13 +85,6 @@ struct Records {
 }
 
 impl Records {
-    fn with_capacity(records: usize) -> Records {
-        Records {
-            text: String::with_capacity(records * 1024),
-            ends: Vec::with_capacity(records),
-        }
-    }
-
     fn push(&mut self, json: &str) {
         self.text.push_str(json);
         self.ends.push(self.text.len());
@@ -115,6 +108,13 @@ impl Records {
         self.ends[to - 1] - start
     }
 
+    /// Add the records of `other` after these.
+    fn append(&mut self, other: &Records) {
+        let base = self.text.len();
+        self.text.push_str(&other.text);
+        self.ends.extend(other.ends.iter().map(|end| base + end));
+    }
+
     /// Keep the first `n` records.
     fn truncate(&mut self, n: usize) {
         self.text
@@ -123,10 +123,28 @@ impl Records {
     }
 }
 
-/// Emptied batches, handed back by the writer: at most a few are kept.
+/// Emptied batches, handed back by the writer for their memory: at most a
+/// few are kept. A new batch starts empty and grows with its records, so
+/// that batches waiting for a refusing disk hold about what their records
+/// need (`buffer_bytes` bounds the records).
 type Spares = Arc<Mutex<Vec<Records>>>;
 
 const SPARES: usize = 4;
+
+/// Keep `batch`'s memory for a later batch, if fewer than [`SPARES`] are
+/// kept.
+fn give_back(spares: &Spares, mut batch: Records) {
+    batch.truncate(0);
+    let mut spares = spares.lock().unwrap();
+    if spares.len() < SPARES {
+        spares.push(batch);
+    }
+}
+
+/// A batch this small is added to the batch before it while that one
+/// waits (events trickling in while the disk refuses): one allocation per
+/// few records, not per hand-over.
+const MERGE_BELOW: usize = 16;
 
 /// Readers of the sealed lines as they are written, shared with the writer.
 type Taps = Arc<Mutex<Vec<TapEnd>>>;
@@ -379,7 +397,7 @@ impl AuditLog {
         info!(path = %path.display(), "audit log open");
         Ok(AuditLog {
             tx: Some(tx),
-            batch: std::sync::Mutex::new(Records::with_capacity(BATCH)),
+            batch: std::sync::Mutex::new(Records::default()),
             spares,
             in_flight,
             stats,
@@ -439,12 +457,11 @@ impl AuditLog {
         let sent = queued + n <= QUEUE as u64 && {
             self.in_flight.fetch_add(n, Ordering::Relaxed);
             let spare = self.spares.lock().unwrap().pop();
-            let next = spare.unwrap_or_else(|| Records::with_capacity(BATCH));
-            match tx.try_send(std::mem::replace(batch, next)) {
+            match tx.try_send(std::mem::replace(batch, spare.unwrap_or_default())) {
                 Ok(()) => true,
                 Err(TrySendError::Full(b) | TrySendError::Disconnected(b)) => {
                     self.in_flight.fetch_sub(n, Ordering::Relaxed);
-                    *batch = b;
+                    give_back(&self.spares, std::mem::replace(batch, b));
                     false
                 }
             }
@@ -588,48 +605,46 @@ impl Writer {
         }
     }
 
-    /// Buffer the records of `batch` that fit in the memory allowed; the
-    /// rest (from the first that does not fit) are lost, counted.
+    /// Buffer each record of `batch` that fits in the memory allowed
+    /// (`buffer_bytes`); one that does not is lost, counted.
     fn enqueue(&mut self, mut batch: Records) {
-        let mut bytes = 0;
-        let fit = (0..batch.len())
-            .take_while(|&i| {
-                bytes += batch.get(i).len();
-                self.pending_bytes + bytes <= self.cfg.buffer_bytes
-            })
-            .count();
-        let lost = (batch.len() - fit) as u64;
-        if lost > 0 {
+        if self.pending_bytes + batch.text.len() > self.cfg.buffer_bytes {
+            let mut kept = Records::default();
+            for i in 0..batch.len() {
+                let rec = batch.get(i);
+                if self.pending_bytes + kept.text.len() + rec.len() <= self.cfg.buffer_bytes {
+                    kept.push(rec);
+                }
+            }
+            let lost = (batch.len() - kept.len()) as u64;
             self.gap += lost;
             self.stats.lost.fetch_add(lost, Ordering::Relaxed);
             self.settled.fetch_add(lost, Ordering::Release);
-            batch.truncate(fit);
+            give_back(&self.spares, std::mem::replace(&mut batch, kept));
         }
-        if fit == 0 {
-            self.recycle(batch);
+        let records = batch.len();
+        if records == 0 {
+            give_back(&self.spares, batch);
             return;
         }
         self.pending_bytes += batch.text.len();
         if self.failing {
-            self.settled.fetch_add(fit as u64, Ordering::Release);
+            self.settled.fetch_add(records as u64, Ordering::Release);
         }
-        self.pending.push_back(Pending {
-            records: batch,
-            next: 0,
-            settled: self.failing,
-        });
+        match self.pending.back_mut() {
+            Some(last) if records < MERGE_BELOW && last.settled == self.failing => {
+                last.records.append(&batch);
+                give_back(&self.spares, batch);
+            }
+            _ => self.pending.push_back(Pending {
+                records: batch,
+                next: 0,
+                settled: self.failing,
+            }),
+        }
         self.stats
             .buffered_bytes
             .store(self.pending_bytes as u64, Ordering::Relaxed);
-    }
-
-    /// Hand an emptied batch back for reuse.
-    fn recycle(&self, mut batch: Records) {
-        batch.truncate(0);
-        let mut spares = self.spares.lock().unwrap();
-        if spares.len() < SPARES {
-            spares.push(batch);
-        }
     }
 
     fn write_line(&mut self, event_json: &str) -> std::io::Result<()> {
@@ -711,6 +726,8 @@ impl Writer {
             let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now());
             let record = format!("{{\"kind\":\"log_gap\",\"time\":\"{now}\",\"lost\":{gap}}}");
             if let Err(e) = self.write_line(&record) {
+                // All of it is reported next time, from `unreported`.
+                self.gap = 0;
                 self.unreported.fetch_add(gap, Ordering::Relaxed);
                 self.failed(e);
                 return false;
@@ -782,7 +799,7 @@ impl Writer {
             records -= n;
             if p.left() == 0 {
                 let done = self.pending.pop_front().expect("just looked at");
-                self.recycle(done.records);
+                give_back(&self.spares, done.records);
             }
         }
     }
@@ -1017,6 +1034,93 @@ mod tests {
             let files = vec![("audit.jsonl".into(), text)];
             assert_eq!(guardrail_engine::chain::verify(&files).unwrap(), 3);
         }
+    }
+
+    fn records(texts: &[&str]) -> Records {
+        let mut r = Records::default();
+        for t in texts {
+            r.push(t);
+        }
+        r
+    }
+
+    #[test]
+    fn records_lie_end_to_end_and_are_cut_and_joined_whole() {
+        let mut r = records(&["{\"n\":1}", "", "{\"n\":333}"]);
+        assert_eq!(
+            (r.len(), r.get(0), r.get(1), r.get(2)),
+            (3, "{\"n\":1}", "", "{\"n\":333}")
+        );
+        assert_eq!((r.bytes(0, 3), r.bytes(1, 3), r.bytes(2, 2)), (16, 9, 0));
+        r.append(&records(&["{\"n\":4}"]));
+        assert_eq!((r.len(), r.get(3)), (4, "{\"n\":4}"));
+        r.truncate(1);
+        assert_eq!((r.len(), r.text.as_str()), (1, "{\"n\":1}"));
+        r.truncate(0);
+        assert_eq!((r.len(), r.text.as_str()), (0, ""));
+    }
+
+    /// A writer whose disk refuses: records wait in memory, up to
+    /// `buffer_bytes`.
+    fn refusing(dir: &Path, buffer_bytes: usize) -> Writer {
+        let cfg = AuditSection {
+            path: dir.join("audit.jsonl"),
+            buffer_bytes,
+            ..Default::default()
+        };
+        Writer {
+            taps: Default::default(),
+            spares: Default::default(),
+            file: open_log(&cfg.path, None).unwrap(),
+            cfg,
+            reader: None,
+            size: 0,
+            prev: GENESIS.into(),
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            settled: Default::default(),
+            failing: true,
+            gap: 0,
+            stats: Default::default(),
+            unreported: Default::default(),
+            last_sync: Instant::now(),
+            dirty: false,
+            max_age: None,
+            first_record_at: None,
+        }
+    }
+
+    #[test]
+    fn a_record_beyond_the_memory_allowed_is_lost_alone_and_the_rest_written_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = refusing(dir.path(), 100);
+        let [a, b, c] = [60, 50, 30].map(|len| format!("{{\"n\":\"{}\"}}", "x".repeat(len - 8)));
+        // 60 fits, 60 + 50 does not, 60 + 30 does.
+        w.enqueue(records(&[&a, &b, &c]));
+        assert_eq!((w.pending_bytes, w.gap), (90, 1));
+        // A few more records join the waiting batch.
+        w.enqueue(records(&["{\"n\":1}"]));
+        assert_eq!((w.pending.len(), w.pending_bytes), (1, 97));
+        // Lost or buffered while the disk refuses: all settled, once.
+        assert_eq!(w.settled.load(Ordering::Relaxed), 4);
+        assert_eq!(w.stats.lost.load(Ordering::Relaxed), 1);
+        // The disk is back.
+        assert!(w.flush());
+        assert_eq!((w.pending.len(), w.pending_bytes, w.gap), (0, 0, 0));
+        assert_eq!(w.settled.load(Ordering::Relaxed), 4);
+        let text = std::fs::read_to_string(&w.cfg.path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("{\"kind\":\"log_gap\""), "{text}");
+        assert!(lines[0].contains("\"lost\":1"), "{text}");
+        for (line, rec) in lines[1..].iter().zip([&a, &c, &"{\"n\":1}".to_string()]) {
+            assert!(
+                line.starts_with(&rec[..rec.len() - 1]),
+                "{line} is not {rec}"
+            );
+        }
+        assert_eq!(lines.len(), 4);
+        let files = vec![("audit.jsonl".into(), text.clone())];
+        assert_eq!(guardrail_engine::chain::verify(&files).unwrap(), 4);
     }
 
     /// Waits for `path` to exist, as a writer's rotation is asynchronous.
