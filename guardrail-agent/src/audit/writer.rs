@@ -131,9 +131,18 @@ type Spares = Arc<Mutex<Vec<Records>>>;
 
 const SPARES: usize = 4;
 
+/// A batch that grew past this (records merged while the disk refused) is
+/// freed rather than kept: a spare may end up holding a few records that
+/// wait, and must not hold megabytes for them.
+const SPARE_BYTES: usize = 1 << 20;
+
 /// Keep `batch`'s memory for a later batch, if fewer than [`SPARES`] are
-/// kept.
+/// kept and it is worth keeping.
 fn give_back(spares: &Spares, mut batch: Records) {
+    let capacity = batch.text.capacity();
+    if capacity == 0 || capacity > SPARE_BYTES || batch.ends.capacity() > 2 * BATCH {
+        return;
+    }
     batch.truncate(0);
     let mut spares = spares.lock().unwrap();
     if spares.len() < SPARES {
@@ -143,7 +152,9 @@ fn give_back(spares: &Spares, mut batch: Records) {
 
 /// A batch this small is added to the batch before it while that one
 /// waits (events trickling in while the disk refuses): one allocation per
-/// few records, not per hand-over.
+/// few records, not per hand-over. Only to a batch none of whose records
+/// is written yet (written ones are freed with their batch), and up to
+/// [`WRITE_BATCH_BYTES`].
 const MERGE_BELOW: usize = 16;
 
 /// Readers of the sealed lines as they are written, shared with the writer.
@@ -632,7 +643,12 @@ impl Writer {
             self.settled.fetch_add(records as u64, Ordering::Release);
         }
         match self.pending.back_mut() {
-            Some(last) if records < MERGE_BELOW && last.settled == self.failing => {
+            Some(last)
+                if records < MERGE_BELOW
+                    && last.next == 0
+                    && last.settled == self.failing
+                    && last.records.text.len() + batch.text.len() <= WRITE_BATCH_BYTES =>
+            {
                 last.records.append(&batch);
                 give_back(&self.spares, batch);
             }
@@ -704,8 +720,16 @@ impl Writer {
     /// Append whole sealed lines; on failure nothing of them stays (a
     /// partial line would break the chain for good).
     fn write_sealed(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        if let Err(e) = self.file.write_all(bytes) {
-            // A partial line would break the chain for good: cut it off.
+        let synced = self.file.write_all(bytes).and_then(|()| {
+            if self.cfg.fsync == Fsync::Always {
+                self.file.sync_data()?;
+            }
+            Ok(())
+        });
+        if let Err(e) = synced {
+            // A partial line would break the chain for good, and lines
+            // written but not synced would be written again by the retry
+            // (sealed from the same `prev`): cut them off.
             let _ = self.file.set_len(self.size);
             return Err(e);
         }
@@ -713,9 +737,6 @@ impl Writer {
         self.first_record_at
             .get_or_insert_with(std::time::SystemTime::now);
         self.dirty = true;
-        if self.cfg.fsync == Fsync::Always {
-            self.file.sync_data()?;
-        }
         Ok(())
     }
 
@@ -1121,6 +1142,57 @@ mod tests {
         assert_eq!(lines.len(), 4);
         let files = vec![("audit.jsonl".into(), text.clone())];
         assert_eq!(guardrail_engine::chain::verify(&files).unwrap(), 4);
+    }
+
+    #[test]
+    fn a_gap_record_the_disk_refuses_is_reported_once_when_it_takes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = refusing(dir.path(), 1000);
+        w.gap = 1;
+        // Writes fail with ENOSPC, twice.
+        w.file = OpenOptions::new().append(true).open("/dev/full").unwrap();
+        assert!(!w.flush());
+        assert!(!w.flush());
+        assert_eq!((w.gap, w.unreported.load(Ordering::Relaxed)), (0, 1));
+        w.file = open_log(&w.cfg.path, None).unwrap();
+        assert!(w.flush());
+        let text = std::fs::read_to_string(&w.cfg.path).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.contains("\"kind\":\"log_gap\"") && text.contains("\"lost\":1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn records_join_only_a_waiting_batch_with_nothing_written_and_big_batches_are_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = refusing(dir.path(), 1 << 20);
+        let small = || records(&["{\"n\":1}"]);
+        w.enqueue(small());
+        w.enqueue(small());
+        assert_eq!(w.pending.len(), 1, "a small batch joins the one waiting");
+        w.pending[0].next = 1;
+        w.pending_bytes -= 7;
+        w.enqueue(small());
+        assert_eq!(w.pending.len(), 2, "not a batch partly written");
+        let many: Vec<String> = (0..MERGE_BELOW).map(|n| format!("{{\"n\":{n}}}")).collect();
+        w.enqueue(records(
+            &many.iter().map(String::as_str).collect::<Vec<_>>(),
+        ));
+        assert_eq!(w.pending.len(), 3, "a batch of {MERGE_BELOW} stands alone");
+        // The merged batches' memory was kept.
+        assert_eq!(w.spares.lock().unwrap().len(), 1);
+        w.spares.lock().unwrap().clear();
+        let mut big = Records::default();
+        big.text.reserve(SPARE_BYTES + 1);
+        give_back(&w.spares, big);
+        give_back(&w.spares, Records::default());
+        assert!(w.spares.lock().unwrap().is_empty());
+        let mut kept = Records::default();
+        kept.push("{}");
+        give_back(&w.spares, kept);
+        assert_eq!(w.spares.lock().unwrap()[0].len(), 0);
     }
 
     /// Waits for `path` to exist, as a writer's rotation is asynchronous.
