@@ -94,18 +94,18 @@ impl Records {
         self.ends.len()
     }
 
+    /// Where record `i` starts in `text` (for `i == len()`: its end).
+    fn start(&self, i: usize) -> usize {
+        i.checked_sub(1).map_or(0, |before| self.ends[before])
+    }
+
     fn get(&self, i: usize) -> &str {
-        let start = i.checked_sub(1).map_or(0, |before| self.ends[before]);
-        &self.text[start..self.ends[i]]
+        &self.text[self.start(i)..self.ends[i]]
     }
 
     /// The length of records `from..to`.
     fn bytes(&self, from: usize, to: usize) -> usize {
-        if from == to {
-            return 0;
-        }
-        let start = from.checked_sub(1).map_or(0, |before| self.ends[before]);
-        self.ends[to - 1] - start
+        self.start(to) - self.start(from)
     }
 
     /// Add the records of `other` after these.
@@ -117,8 +117,7 @@ impl Records {
 
     /// Keep the first `n` records.
     fn truncate(&mut self, n: usize) {
-        self.text
-            .truncate(n.checked_sub(1).map_or(0, |last| self.ends[last]));
+        self.text.truncate(self.start(n));
         self.ends.truncate(n);
     }
 }
