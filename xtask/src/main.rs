@@ -72,7 +72,7 @@ enum Task {
         workloads: Vec<String>,
         /// Pairs of runs (bare, then with the configuration) per row: more
         /// to decide a ratio whose pairs spread wider than the margin.
-        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100))]
+        #[arg(long, default_value_t = bench::DEFAULT_PAIRS as u64, value_parser = clap::value_parser!(u64).range(1..=100))]
         pairs: u64,
     },
     /// Boot Debian kernels with BPF-LSM under QEMU and run the

@@ -36,6 +36,9 @@ pub fn quick() -> bool {
     *QUICK.get().unwrap_or(&false)
 }
 
+/// Pairs per row unless `--pairs` says otherwise.
+pub const DEFAULT_PAIRS: usize = 5;
+
 /// Pairs per row, as `--pairs` asks.
 static PAIRS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
 
@@ -43,7 +46,7 @@ fn pairs() -> usize {
     if quick() {
         1
     } else {
-        *PAIRS.get().unwrap_or(&5)
+        *PAIRS.get().unwrap_or(&DEFAULT_PAIRS)
     }
 }
 
