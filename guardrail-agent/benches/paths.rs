@@ -63,6 +63,20 @@ fn identity(c: &mut Criterion) {
     group.bench_function("lineage, 8 ancestors", |b| {
         b.iter(|| table.lineage(leaf, 8))
     });
+    // An exec storm: each child is new, forked and exec'd by the same
+    // parent; its lineage and the ancestors' JSON its event carries.
+    let mut n = 0u32;
+    group.bench_function("lineage and ancestors' JSON of a new child", |b| {
+        b.iter(|| {
+            n += 1;
+            let child = base + 100 + n % 1000;
+            table.forked(leaf, child, (100 + n as u64) * 10_000_000);
+            table.exec_happened(child, "/usr/bin/true");
+            let lineage = table.lineage(child, 8);
+            table.exited(child);
+            serde_json::to_string(&lineage.ancestors)
+        })
+    });
     group.bench_function("attribution", |b| {
         b.iter(|| table.attribution(cgroup_root_id, 0, 0))
     });

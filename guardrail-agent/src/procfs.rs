@@ -38,6 +38,10 @@ pub struct ProcFs {
     /// is 9 lookups and ~27 reference counts). Any fork, exec or removal
     /// forgets them all.
     lineages: IdMap<u32, (usize, Lineage)>,
+    /// The ancestors each process's children see, by the process's pid
+    /// (see [`Family`]): siblings share one list and its JSON. Checked
+    /// against the table when used, so no change needs to forget them.
+    families: IdMap<u32, Family>,
     /// Terminal names by device number.
     ttys: IdMap<u32, Arc<str>>,
     ids: ProcessIds,
@@ -54,6 +58,23 @@ const PROGRAMS_MAX: usize = 4096;
 
 /// Bound on the lineage cache; full, it starts over.
 const LINEAGES_MAX: usize = 4096;
+
+/// The ancestors a process's children see: the process itself, then its
+/// ancestors, nearest first, to a depth. An exec storm's children (or a
+/// pool's workers) were each given a list built afresh and serialised
+/// afresh, a quarter of the agent's work per exec; built once per parent,
+/// one list and its JSON serve them all.
+struct Family {
+    depth: usize,
+    ancestors: guardrail_engine::event::Ancestors,
+    /// Start time of each ancestor (`ancestors[i]`): with pid, program
+    /// and script, what makes the list still true of the table.
+    starts: Box<[u64]>,
+    truncated: bool,
+}
+
+/// Bound on the families remembered; full, they start over.
+const FAMILIES_MAX: usize = 4096;
 
 /// /etc/passwd or /etc/group as names by id, read again when the file
 /// changes (checked at most once a second).
@@ -223,6 +244,7 @@ impl Default for ProcFs {
             groups: NamesFile::new("/etc/group"),
             attributions: IdMap::default(),
             lineages: IdMap::default(),
+            families: IdMap::default(),
             ttys: IdMap::default(),
             ids: ProcessIds::default(),
             programs: Default::default(),
@@ -360,7 +382,7 @@ impl ProcFs {
                 ..Lineage::default()
             };
         };
-        let (terminal, start, mut next) = (me.terminal, me.start, me.parent);
+        let (terminal, start, parent) = (me.terminal, me.start, me.parent);
         let mut lineage = Lineage {
             id: self.ids.of(pid, start),
             session: (terminal.session != u32::MAX).then_some(terminal.session),
@@ -369,34 +391,95 @@ impl ProcFs {
         if terminal.tty != 0 {
             lineage.tty = Some(tty_arc(&mut self.ttys, terminal.tty));
         }
+        let (ancestors, truncated) = self.ancestors_from(parent, depth);
+        lineage.parent_id = ancestors.first().and_then(|a| a.id.clone());
+        lineage.ancestors = ancestors;
+        lineage.truncated = truncated;
+        lineage
+    }
+
+    /// The ancestors the children of `first` see, to `depth` (and whether
+    /// the chain goes on beyond them): the remembered [`Family`] while
+    /// the table still says the same, otherwise built anew.
+    fn ancestors_from(
+        &mut self,
+        first: u32,
+        depth: usize,
+    ) -> (guardrail_engine::event::Ancestors, bool) {
+        if let Some(known) = self.families.get(&first) {
+            if known.depth == depth && self.still_true(first, known) {
+                return (known.ancestors.clone(), known.truncated);
+            }
+        }
         let mut ancestors = Vec::new();
+        let mut starts = Vec::new();
+        let mut truncated = false;
+        let mut next = first;
         // Ancestors are looked up without /proc: a creator that is gone
         // and not in the table ends the chain (flagged), it is not guessed.
         while next != 0 {
             let Some(p) = self.procs.get(&next) else {
-                lineage.truncated = true;
+                truncated = true;
                 break;
             };
             if ancestors.len() == depth {
-                lineage.truncated = true;
+                truncated = true;
                 break;
-            }
-            let id = self.ids.of(next, p.start);
-            if ancestors.is_empty() {
-                lineage.parent_id = id.clone();
             }
             ancestors.push(Ancestor {
                 pid: next,
-                id,
+                id: self.ids.of(next, p.start),
                 exe: p.exe.clone(),
                 script: p.script.clone(),
             });
+            starts.push(p.start);
             // pid 1's parent is 0; a loop (never in a real table) ends at
             // the depth limit.
             next = p.parent;
         }
-        lineage.ancestors = ancestors.into();
-        lineage
+        let ancestors: guardrail_engine::event::Ancestors = ancestors.into();
+        if self.families.len() >= FAMILIES_MAX {
+            self.families.clear();
+        }
+        self.families.insert(
+            first,
+            Family {
+                depth,
+                ancestors: ancestors.clone(),
+                starts: starts.into(),
+                truncated,
+            },
+        );
+        (ancestors, truncated)
+    }
+
+    /// Whether the walk from `first` would build `family` again: the same
+    /// processes (pid and start time) running the same programs, and the
+    /// chain ending where it ended.
+    fn still_true(&self, first: u32, family: &Family) -> bool {
+        let mut next = first;
+        for (a, &start) in family.ancestors.iter().zip(&family.starts[..]) {
+            match self.procs.get(&next) {
+                Some(p)
+                    if a.pid == next
+                        && p.start == start
+                        && p.exe == a.exe
+                        && p.script == a.script =>
+                {
+                    next = p.parent
+                }
+                _ => return false,
+            }
+        }
+        let truncated = if next == 0 {
+            false
+        } else if !self.procs.contains_key(&next) || family.ancestors.len() == family.depth {
+            true
+        } else {
+            // The chain now goes on where it ended (a creator learned).
+            return false;
+        };
+        truncated == family.truncated
     }
 
     fn prune(&mut self) {
@@ -863,6 +946,57 @@ mod tests {
         let reused = t.lineage(curl, 8);
         assert_eq!(reused.id.as_deref(), Some("5000004@9"));
         assert_eq!(exes(&reused)[0].as_deref(), Some("/usr/sbin/sshd"));
+    }
+
+    #[test]
+    fn children_of_one_process_share_one_list_of_ancestors_while_it_holds() {
+        let mut t = table();
+        let (sshd, bash) = (5_000_002, 5_000_003);
+        let (a, b, c) = (5_000_010, 5_000_011, 5_000_012);
+        t.forked(bash, a, 5 * t.ns_per_tick);
+        t.exec_happened(a, "/usr/bin/true");
+        let first = t.lineage(a, 8);
+        // A sibling forked and exec'd after it (every fork and exec
+        // forgets the lineages made): the same list, not a copy.
+        t.forked(bash, b, 6 * t.ns_per_tick);
+        t.exec_happened(b, "/usr/bin/false");
+        let second = t.lineage(b, 8);
+        assert!(guardrail_engine::event::Ancestors::ptr_eq(
+            &first.ancestors,
+            &second.ancestors
+        ));
+        assert_eq!(second.id.as_deref(), Some("5000011@6"));
+        assert_eq!(second.parent_id.as_deref(), Some("5000003@2"));
+        // The parent execs: its next children see its new program.
+        t.exec_happened(bash, "/usr/bin/python3");
+        t.forked(bash, c, 7 * t.ns_per_tick);
+        let third = t.lineage(c, 8);
+        assert_eq!(third.ancestors[0].exe.as_deref(), Some("/usr/bin/python3"));
+        assert_eq!(third.ancestors.len(), 3);
+        // The parent's pid is reused by another child of sshd: the list
+        // names the new process, not the old one.
+        t.exited(bash);
+        t.forked(sshd, bash, 8 * t.ns_per_tick);
+        t.forked(bash, a, 9 * t.ns_per_tick);
+        let reused = t.lineage(a, 8);
+        assert_eq!(reused.parent_id.as_deref(), Some("5000003@8"));
+        assert_eq!(reused.ancestors.len(), 3);
+        // A list cut at an unknown creator is made again once the table
+        // knows the creator.
+        t.forked(5_100_000, 5_100_001, 10 * t.ns_per_tick);
+        t.forked(5_100_001, 5_100_002, 11 * t.ns_per_tick);
+        let cut = t.lineage(5_100_002, 8);
+        assert_eq!(cut.ancestors.len(), 1);
+        assert!(cut.truncated);
+        t.forked(bash, 5_100_000, 3 * t.ns_per_tick);
+        let whole = t.lineage(5_100_002, 8);
+        assert_eq!(whole.ancestors.len(), 5);
+        assert!(!whole.truncated);
+        // A shorter depth is another list, cut and flagged.
+        let short = t.lineage(5_100_002, 2);
+        assert_eq!(short.ancestors.len(), 2);
+        assert!(short.truncated);
+        assert_eq!(t.lineage(5_100_002, 8).ancestors.len(), 5);
     }
 
     #[test]
