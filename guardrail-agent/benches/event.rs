@@ -107,11 +107,34 @@ fn stages(c: &mut Criterion) {
     group.bench_function("serialise", |b| b.iter(|| serde_json::to_string(&event)));
     // What the event path does for a thread's later events: its process
     // object's JSON is looked up (compared with the last one) and reused.
+    // (A thread's first event is serialised with its process; its second
+    // makes the JSON kept for the rest.)
     let mut cache = ProcessJsonCache::default();
+    cache.attach(&mut event.clone().body);
     cache.attach(&mut event.clone().body);
     group.bench_function("serialise (process as the thread's last event)", |b| {
         b.iter_batched(
             || event.clone(),
+            |mut e| {
+                cache.attach(&mut e.body);
+                serde_json::to_string(&e)
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    // An exec storm, or a host's short-lived commands: each event is its
+    // thread's first (and only) one.
+    let mut tid = 0u32;
+    group.bench_function("attach and serialise (a thread's only event)", |b| {
+        b.iter_batched(
+            || {
+                tid += 1;
+                let mut e = event.clone();
+                if let Body::Perm { process, .. } = &mut e.body {
+                    process.tid = tid;
+                }
+                e
+            },
             |mut e| {
                 cache.attach(&mut e.body);
                 serde_json::to_string(&e)

@@ -16,20 +16,39 @@ const THREADS: usize = 1024;
 
 #[derive(Default)]
 pub struct ProcessJsonCache {
-    by_tid: HashMap<u32, (Process, Arc<RawValue>)>,
+    by_tid: HashMap<u32, Seen>,
+}
+
+/// What the cache knows of a thread.
+enum Seen {
+    /// One event so far, its process serialised with it: most processes
+    /// of an exec storm (or a busy host's short-lived commands) have only
+    /// one event, and making their JSON apart, then copying it into the
+    /// event and keeping a copy of the process, was a third of the cost
+    /// of the process object for nothing.
+    Once,
+    /// The thread's last process and its JSON.
+    Made(Box<Process>, Arc<RawValue>),
 }
 
 impl ProcessJsonCache {
     /// Give the event's process its JSON: the one made for an equal
-    /// process of the same thread, else a new one. Call it once nothing
-    /// will change the event's process any more (after redaction).
+    /// process of the same thread, else, from a thread's second event on,
+    /// a new one. Call it once nothing will change the event's process
+    /// any more (after redaction).
     pub fn attach(&mut self, body: &mut Body) {
         let Some(process) = body.process_mut() else {
             return;
         };
-        if let Some((known, json)) = self.by_tid.get(&process.tid) {
-            if known == process {
+        match self.by_tid.get(&process.tid) {
+            Some(Seen::Made(known, json)) if **known == *process => {
                 process.json = ProcessJson::of(json.clone());
+                return;
+            }
+            Some(_) => {}
+            None => {
+                self.make_room();
+                self.by_tid.insert(process.tid, Seen::Once);
                 return;
             }
         }
@@ -38,10 +57,15 @@ impl ProcessJsonCache {
         let Ok(json) = process.make_json() else {
             return;
         };
+        self.make_room();
+        self.by_tid
+            .insert(process.tid, Seen::Made(Box::new(process.clone()), json));
+    }
+
+    fn make_room(&mut self) {
         if self.by_tid.len() >= THREADS {
             self.by_tid.clear();
         }
-        self.by_tid.insert(process.tid, (process.clone(), json));
     }
 }
 
@@ -72,13 +96,23 @@ mod tests {
     #[test]
     fn an_event_serialises_as_it_would_without_the_cache() {
         let mut cache = ProcessJsonCache::default();
-        for body in [chmod(7, "/bin/a"), chmod(7, "/bin/a"), chmod(8, "/bin/b")] {
+        let events = [
+            chmod(7, "/bin/a"),
+            chmod(7, "/bin/a"),
+            chmod(7, "/bin/a"),
+            chmod(8, "/bin/b"),
+        ];
+        let mut attached = Vec::new();
+        for body in events {
             let plain = json(&body);
             let mut cached = body.clone();
             cache.attach(&mut cached);
-            assert!(format!("{:?}", cached.process().unwrap().json) == "cached");
+            attached.push(format!("{:?}", cached.process().unwrap().json));
             assert_eq!(json(&cached), plain);
         }
+        // A thread's first event is serialised with its process; from the
+        // second on, the process's JSON is made once and shared.
+        assert_eq!(attached, ["none", "cached", "cached", "none"]);
     }
 
     #[test]
