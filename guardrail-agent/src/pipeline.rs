@@ -208,17 +208,25 @@ impl<V: ProcessView> Pipeline<V> {
             .filter_map(|r| r.path.as_ref())
             .flat_map(|m| m.patterns.iter())
             .filter(|p| is_exact(p));
+        // Each directory is looked up once: the shipped rules name about
+        // twenty files under every home directory of /etc/passwd, which
+        // was 850 stat(2) calls a second, most of them for directories
+        // already looked up or not there.
+        let mut dirs: std::collections::HashMap<&std::path::Path, Option<(u64, u64)>> =
+            std::collections::HashMap::new();
         for pattern in patterns {
             let dir_and_name = std::path::Path::new(pattern)
                 .parent()
                 .zip(pattern.rsplit_once('/').map(|(_, name)| name));
             if let Some((dir, name)) = dir_and_name {
-                if let Some(id) = identity(dir) {
-                    self.watched_dirs
-                        .entry(id)
-                        .or_default()
-                        .push((name.to_string(), pattern.clone()));
-                }
+                let Some(id) = *dirs.entry(dir).or_insert_with(|| identity(dir)) else {
+                    // No directory, no file in it.
+                    continue;
+                };
+                self.watched_dirs
+                    .entry(id)
+                    .or_default()
+                    .push((name.to_string(), pattern.clone()));
             }
             if let Some(id) = identity(pattern) {
                 self.watched.entry(id).or_default().push(pattern.clone());
