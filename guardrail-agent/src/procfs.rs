@@ -433,19 +433,17 @@ impl ProcFs {
         }
         let mut ancestors = Vec::new();
         let mut starts = Vec::new();
-        let mut truncated = false;
+        let truncated;
         let mut next = first;
         // Ancestors are looked up without /proc: a creator that is gone
         // and not in the table ends the chain (flagged), it is not guessed.
-        while next != 0 {
-            let Some(p) = self.procs.get(&next) else {
-                truncated = true;
-                break;
-            };
-            if ancestors.len() == depth {
-                truncated = true;
+        loop {
+            let p = self.procs.get(&next);
+            if let Some(cut) = walk_ends(next, p.is_some(), ancestors.len(), depth) {
+                truncated = cut;
                 break;
             }
+            let p = p.expect("walk_ends ends the walk at a process not in the table");
             ancestors.push(Ancestor {
                 pid: next,
                 id: self.ids.of(next, p.start),
@@ -491,15 +489,9 @@ impl ProcFs {
                 _ => return false,
             }
         }
-        let truncated = if next == 0 {
-            false
-        } else if !self.procs.contains_key(&next) || family.ancestors.len() == family.depth {
-            true
-        } else {
-            // The chain now goes on where it ended (a creator learned).
-            return false;
-        };
-        truncated == family.truncated
+        // Ending elsewhere, or going on (a creator learned), is another list.
+        let known = self.procs.contains_key(&next);
+        walk_ends(next, known, family.ancestors.len(), family.depth) == Some(family.truncated)
     }
 
     fn prune(&mut self) {
@@ -530,6 +522,20 @@ impl ProcFs {
             // SAFETY: no preconditions.
             unsafe { libc::malloc_trim(0) };
         }
+    }
+}
+
+/// Whether a walk up the chain that has listed `walked` ancestors ends
+/// at `next` (`known`: the table has it): Some(cut) if it does (cut: the
+/// chain goes on beyond what is listed), None if `next` is listed too.
+fn walk_ends(next: u32, known: bool, walked: usize, depth: usize) -> Option<bool> {
+    if next == 0 {
+        // pid 1's parent: the whole chain is listed.
+        Some(false)
+    } else if !known || walked == depth {
+        Some(true)
+    } else {
+        None
     }
 }
 
