@@ -8,8 +8,12 @@
 //! next agent reads them again instead of losing them.
 //!
 //! Layout (kernel/bpf/ringbuf.c): page 0 holds the consumer position
-//! (read-write), page 1 the producer position, then the data pages,
-//! mapped twice in a row so that a record never wraps.
+//! (read-write), page 1 the producer position, then the data pages. The
+//! kernel offers the data pages twice in a row, so that a record never
+//! appears to wrap; the agent maps them once, because every page mapped
+//! counts in its resident memory (a 16 MiB ring would show as 32 MiB), and
+//! copies the rare record that runs past the end of the data (about one
+//! per lap of the ring) into a buffer of its own.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::ptr::NonNull;
@@ -62,7 +66,11 @@ pub struct RingReader {
     consumer: Mapping,
     producer: Mapping,
     page: usize,
+    /// Bytes of data (a power of two).
+    size: usize,
     mask: usize,
+    /// A record that runs past the end of the data, joined.
+    wrapped: Vec<u8>,
     /// Where the next record starts (read, maybe not committed).
     read: usize,
     /// What the kernel has been told it may reuse.
@@ -80,13 +88,15 @@ impl RingReader {
         let size = byte_size as usize;
         let fd = map.fd().as_fd();
         let consumer = Mapping::new(fd, page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
-        let producer = Mapping::new(fd, page + 2 * size, libc::PROT_READ, page)?;
+        let producer = Mapping::new(fd, page + size, libc::PROT_READ, page)?;
         let mut reader = Self {
             map,
             consumer,
             producer,
             page,
+            size,
             mask: size - 1,
+            wrapped: Vec::new(),
             read: 0,
             committed: 0,
         };
@@ -120,25 +130,40 @@ impl RingReader {
                 return None;
             }
             let offset = self.page + (self.read & self.mask);
-            // SAFETY: offset is within the first copy of the data pages;
-            // the header is 8-byte aligned.
+            // SAFETY: offset is within the data pages; the header is
+            // 8-byte aligned, and so never runs past their end.
             let header = unsafe { &*self.producer.ptr.as_ptr().add(offset).cast::<AtomicU32>() };
             let len_flags = header.load(Ordering::Acquire);
             if len_flags & BUSY != 0 {
                 return None;
             }
             let len = (len_flags & !(BUSY | DISCARD)) as usize;
+            let start = (self.read + HEADER) & self.mask;
             let end = self.read + (HEADER + len).next_multiple_of(8);
+            self.read = end;
             if len_flags & DISCARD != 0 {
-                self.read = end;
                 continue;
             }
-            self.read = end;
-            // SAFETY: the record lies within the double mapping.
-            let data = unsafe {
-                std::slice::from_raw_parts(self.producer.ptr.as_ptr().add(offset + HEADER), len)
+            let data = self.page + start;
+            let first = len.min(self.size - start);
+            // SAFETY: both parts lie within the data pages, which the
+            // kernel wrote before it cleared BUSY (acquired above).
+            let record = unsafe {
+                let base = self.producer.ptr.as_ptr();
+                if first == len {
+                    std::slice::from_raw_parts(base.add(data), len)
+                } else {
+                    self.wrapped.clear();
+                    self.wrapped
+                        .extend_from_slice(std::slice::from_raw_parts(base.add(data), first));
+                    self.wrapped.extend_from_slice(std::slice::from_raw_parts(
+                        base.add(self.page),
+                        len - first,
+                    ));
+                    &self.wrapped[..]
+                }
             };
-            return Some((data, end));
+            return Some((record, end));
         }
     }
 

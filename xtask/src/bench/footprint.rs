@@ -161,7 +161,7 @@ pub fn run(setup: &Setup, default: &Path, peak_rss: &mut Vec<(String, Memory)>) 
 
 pub fn markdown(r: &Results, peak_rss: &[(String, Memory)]) -> String {
     let mut md = format!(
-        "\n## Start-up and memory\n\nStart-up (process start → probes attached, rules in force; median of {STARTS}): **{:.0} ms** with the default rules, {:.0} ms with 1000 rules.\n\nResident memory: now (VmRSS), of which the mapped ring buffer (kernel memory the agent maps to read events, sized by `capture.ring_buffer_bytes`, 16 MiB mapped twice), and the peak since start (VmHWM, which includes parsing the kernel's BTF at start-up).\n\n| agent | RSS | of it ring buffer | RSS without it | peak (VmHWM) |\n| --- | --- | --- | --- | --- |\n",
+        "\n## Start-up and memory\n\nStart-up (process start → probes attached, rules in force; median of {STARTS}): **{:.0} ms** with the default rules, {:.0} ms with 1000 rules.\n\nResident memory: now (VmRSS), of which the mapped ring buffer (kernel memory the agent maps to read events, sized by `capture.ring_buffer_bytes`, 16 MiB by default, mapped once), and the peak since start (VmHWM, which includes parsing the kernel's BTF at start-up).\n\n| agent | RSS | of it ring buffer | RSS without it | peak (VmHWM) |\n| --- | --- | --- | --- | --- |\n",
         r.startup_ms, r.startup_1000_ms
     );
     let mib = |k: u64| k as f64 / 1024.0;
