@@ -66,8 +66,7 @@ pub struct RingReader {
     consumer: Mapping,
     producer: Mapping,
     page: usize,
-    /// Bytes of data (a power of two).
-    size: usize,
+    /// Bytes of data less one (their number is a power of two).
     mask: usize,
     /// A record that runs past the end of the data, joined.
     wrapped: Vec<u8>,
@@ -94,7 +93,6 @@ impl RingReader {
             consumer,
             producer,
             page,
-            size,
             mask: size - 1,
             wrapped: Vec::new(),
             read: 0,
@@ -145,7 +143,7 @@ impl RingReader {
                 continue;
             }
             let data = self.page + start;
-            let first = len.min(self.size - start);
+            let first = len.min(self.mask + 1 - start);
             // SAFETY: both parts lie within the data pages, which the
             // kernel wrote before it cleared BUSY (acquired above).
             let record = unsafe {
