@@ -415,8 +415,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A child process that chmods a file `calls` times once released, and
-/// exits: a storm whose size the test knows exactly.
+/// A child process that changes file modes when released, and exits: a
+/// storm whose size the test knows exactly.
 pub struct ChmodStorm {
     pub pid: i32,
     go: i32,
@@ -435,25 +435,64 @@ impl ChmodStorm {
 
     pub fn new(file: &Path, calls: usize) -> ChmodStorm {
         let path = cstr(file);
+        // The child waits until released, then bursts.
+        ChmodStorm::spawn(|go| {
+            let mut b = 0u8;
+            // SAFETY: async-signal-safe calls on our own pipe and path.
+            unsafe {
+                libc::read(go, (&mut b as *mut u8).cast(), 1);
+                for i in 0..calls {
+                    libc::chmod(path.as_ptr(), if i % 2 == 0 { 0o644 } else { 0o600 });
+                }
+            }
+            0
+        })
+    }
+
+    /// A child that sets mode 0600 on `per_release` of `files` each time it
+    /// is released, in order, and exits after the last (1 if the test went
+    /// away before releasing them all).
+    pub fn paced(files: &[PathBuf], per_release: usize) -> ChmodStorm {
+        let paths: Vec<std::ffi::CString> = files.iter().map(|f| cstr(f)).collect();
+        ChmodStorm::spawn(|go| {
+            let mut b = 0u8;
+            for batch in paths.chunks(per_release) {
+                // SAFETY: async-signal-safe calls on our own pipe and paths.
+                unsafe {
+                    if libc::read(go, (&mut b as *mut u8).cast(), 1) != 1 {
+                        return 1;
+                    }
+                    for p in batch {
+                        libc::chmod(p.as_ptr(), 0o600);
+                    }
+                }
+            }
+            0
+        })
+    }
+
+    /// Fork a child that runs `child` with the reading end of the pipe
+    /// [`ChmodStorm::release`] writes to, then exits with what it returns.
+    /// `child` must use only async-signal-safe calls (the test is
+    /// multi-threaded).
+    fn spawn(child: impl FnOnce(i32) -> i32) -> ChmodStorm {
         let mut pipe = [0i32; 2];
         // SAFETY: creating a pipe into a local array.
         assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
-        // The child waits until released, then bursts. It uses only
-        // async-signal-safe calls.
-        // SAFETY: see above.
+        // SAFETY: the child only runs `child` and exits.
         let pid = unsafe {
             match libc::fork() {
                 0 => {
-                    let mut b = 0u8;
-                    libc::read(pipe[0], (&mut b as *mut u8).cast(), 1);
-                    for i in 0..calls {
-                        libc::chmod(path.as_ptr(), if i % 2 == 0 { 0o644 } else { 0o600 });
-                    }
-                    libc::_exit(0);
+                    // Only the test holds the writing end: should it go
+                    // away, the child reads the end of the pipe.
+                    libc::close(pipe[1]);
+                    libc::_exit(child(pipe[0]));
                 }
                 pid => pid,
             }
         };
+        // SAFETY: closing the reading end, which is the child's.
+        unsafe { libc::close(pipe[0]) };
         ChmodStorm { pid, go: pipe[1] }
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use guardrail_tests::{cstr, Agent, ChmodStorm};
+use guardrail_tests::{Agent, ChmodStorm};
 
 #[test]
 fn every_syscall_is_delivered_or_counted_as_lost() {
@@ -60,41 +60,12 @@ fn records_that_wrap_around_the_ring_read_back_whole() {
     for f in &files {
         std::fs::write(f, b"").unwrap();
     }
-    let paths: Vec<std::ffi::CString> = files.iter().map(|f| cstr(f)).collect();
-    let mut pipe = [0i32; 2];
-    // SAFETY: creating a pipe into a local array.
-    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
-    // The child changes one batch of modes per byte it reads, using only
-    // async-signal-safe calls.
-    // SAFETY: see above.
-    let pid = unsafe {
-        match libc::fork() {
-            0 => {
-                // Only the test holds the writing end: should it fail,
-                // this child reads the end of the pipe and leaves.
-                libc::close(pipe[1]);
-                let mut b = 0u8;
-                for batch in paths.chunks(PER_BATCH) {
-                    if libc::read(pipe[0], (&mut b as *mut u8).cast(), 1) != 1 {
-                        libc::_exit(1);
-                    }
-                    for p in batch {
-                        libc::chmod(p.as_ptr(), 0o600);
-                    }
-                }
-                libc::_exit(0);
-            }
-            pid => pid,
-        }
-    };
-    // SAFETY: closing the reading end, which is the child's.
-    unsafe { libc::close(pipe[0]) };
-    let pid_s = pid.to_string();
+    let child = ChmodStorm::paced(&files, PER_BATCH);
+    let (pid, pid_s) = (child.pid, child.pid.to_string());
     let agent = Agent::start(&["--only-pid", &pid_s, "--ring-buffer-bytes", "8192"]);
     let mut seen = Vec::new();
     for batch in 0..BATCHES {
-        // SAFETY: writing one byte to our pipe.
-        unsafe { libc::write(pipe[1], b"x".as_ptr().cast(), 1) };
+        child.release();
         let want = (batch + 1) * PER_BATCH;
         let deadline = Instant::now() + Duration::from_secs(60);
         while seen.len() < want && Instant::now() < deadline {
@@ -114,9 +85,6 @@ fn records_that_wrap_around_the_ring_read_back_whole() {
     }
     let expected: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
     assert_eq!(seen, expected);
-    let mut status = 0;
-    // SAFETY: reaping our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(status, 0);
+    child.wait();
     agent.stop();
 }
