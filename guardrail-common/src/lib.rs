@@ -226,6 +226,9 @@ pub struct KernelOffsets {
     pub fdt_fd: u32,
     pub fdt_max_fds: u32,
     pub file_f_path: u32,
+    /// `file.f_inode`: the inode, one read instead of two through the
+    /// path's dentry.
+    pub file_f_inode: u32,
     pub path_mnt: u32,
     pub path_dentry: u32,
     pub dentry_parent: u32,
@@ -241,6 +244,8 @@ pub struct KernelOffsets {
     pub dentry_inode: u32,
     pub dentry_sb: u32,
     pub inode_ino: u32,
+    /// `inode.i_sb`: the device of a file reached by its inode.
+    pub inode_sb: u32,
     pub sb_dev: u32,
     pub file_f_mode: u32,
     pub bprm_file: u32,

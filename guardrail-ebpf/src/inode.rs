@@ -2,7 +2,7 @@
 //! the current task's executable. Shared by enforcement (rules on files
 //! and programs) and lineage (marks set at exec of listed programs).
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use aya_ebpf::helpers::bpf_probe_read_kernel;
 use guardrail_common::enforce::InodeKey;
 
 use crate::off;
@@ -38,11 +38,11 @@ pub(crate) fn dentry_key(dentry: u64, generation: u32) -> Option<InodeKey> {
 #[inline(always)]
 pub(crate) fn current_exe() -> Option<(u64, u64)> {
     unsafe {
-        let mm: u64 = read(bpf_get_current_task(), off!(task_mm))?;
+        let mm: u64 = crate::task::field(crate::task::current(), off!(task_mm)).ok()?;
         if mm == 0 {
             return None;
         }
-        let file: u64 = read(mm, off!(mm_exe_file))?;
+        let file: u64 = crate::task::field(mm, off!(mm_exe_file)).ok()?;
         let dentry: u64 = read(file + off!(file_f_path) as u64, off!(path_dentry))?;
         let key = dentry_key(dentry, 0)?;
         Some((key.dev, key.ino))

@@ -10,7 +10,7 @@
 //! full, unreadable task) leaves a process unmarked, which means not
 //! exempt: the rule applies.
 
-use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel};
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel};
 use aya_ebpf::macros::{map, raw_tracepoint};
 use aya_ebpf::maps::{Array, HashMap};
 use aya_ebpf::programs::RawTracePointContext;
@@ -19,7 +19,7 @@ use guardrail_common::lineage::{
     state, LineageMark, ProgramKey, LINEAGE_PATH_LEN, MAX_LINEAGE_PROGRAMS, MAX_MARKED,
 };
 
-use crate::off;
+use crate::{off, task};
 
 /// Listed programs' executables → their bits. Several inodes per program
 /// path while a replaced binary's old inode is still known.
@@ -45,22 +45,17 @@ static LINEAGE_STATE: Array<u64> = Array::with_max_entries(state::SLOTS, 0);
 static LINEAGE_PATHS: Array<[u8; LINEAGE_PATH_LEN]> =
     Array::with_max_entries(MAX_LINEAGE_PROGRAMS, 0);
 
+/// `start_boottime` of the current thread-group leader (None: unknown,
+/// and then no mark is ever trusted).
 #[inline(always)]
-unsafe fn read<T>(base: u64, offset: u32) -> Option<T> {
-    bpf_probe_read_kernel((base + offset as u64) as *const T).ok()
-}
-
-/// `start_boottime` of `task`'s thread-group leader (None: unknown, and
-/// then no mark is ever trusted).
-#[inline(always)]
-fn leader_start(task: u64) -> Option<u64> {
+fn leader_start() -> Option<u64> {
     let (leader_at, start_at) = (off!(task_group_leader), off!(task_start_boottime));
     if leader_at == 0 || start_at == 0 {
         return None;
     }
     unsafe {
-        let leader: u64 = read(task, leader_at)?;
-        read(leader, start_at)
+        let leader: u64 = task::field(task::current(), leader_at).ok()?;
+        task::field(leader, start_at).ok()
     }
 }
 
@@ -68,7 +63,7 @@ fn leader_start(task: u64) -> Option<u64> {
 #[inline(always)]
 fn current_mark() -> Option<(u32, LineageMark, u64)> {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let start = leader_start(unsafe { bpf_get_current_task() } as u64)?;
+    let start = leader_start()?;
     let mark = unsafe { LINEAGE_MARKS.get(&tgid) }.copied()?;
     mark.belongs_to(start).then_some((tgid, mark, start))
 }
@@ -121,7 +116,7 @@ fn on_exec() {
         return;
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(start) = leader_start(unsafe { bpf_get_current_task() } as u64) else {
+    let Some(start) = leader_start() else {
         return;
     };
     let mark = LineageMark {
@@ -148,7 +143,7 @@ pub fn on_fork(child: u64, child_tgid: u32) {
     }
     let Some(start) = (match off!(task_start_boottime) {
         0 => None,
-        at => unsafe { read::<u64>(child, at) },
+        at => unsafe { bpf_probe_read_kernel((child + at as u64) as *const u64) }.ok(),
     }) else {
         return;
     };

@@ -49,6 +49,12 @@ static SELF_PROTECT: u8 = 0;
 /// When non-zero, capture only this thread group (`guardrail-agent --only-pid`).
 #[no_mangle]
 static ONLY_TGID: u32 = 0;
+/// Non-zero where the kernel has `bpf_get_current_task_btf` (5.11+): the
+/// current task is then a typed pointer whose fields the program loads
+/// directly, with no helper call per field (see `task`). Zero on older
+/// kernels, where those branches are dead code the verifier drops.
+#[no_mangle]
+static TASK_BTF: u8 = 0;
 /// Read-only opens are dropped in the kernel unless a rule asks for them.
 #[no_mangle]
 static CAPTURE_READ_OPENS: u8 = 0;
@@ -92,6 +98,7 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     fdt_fd: 0,
     fdt_max_fds: 0,
     file_f_path: 0,
+    file_f_inode: 0,
     path_mnt: 0,
     path_dentry: 0,
     dentry_parent: 0,
@@ -106,6 +113,7 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     dentry_inode: 0,
     dentry_sb: 0,
     inode_ino: 0,
+    inode_sb: 0,
     sb_dev: 0,
     file_f_mode: 0,
     bprm_file: 0,
@@ -170,7 +178,7 @@ macro_rules! off {
 pub(crate) use off;
 
 #[inline(always)]
-fn global<T: Copy>(value: &T) -> T {
+pub(crate) fn global<T: Copy>(value: &T) -> T {
     // SAFETY: globals live in .rodata, which the agent fills in before load;
     // the volatile read stops the compiler from folding the default.
     unsafe { core::ptr::read_volatile(value) }

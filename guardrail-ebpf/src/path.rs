@@ -7,12 +7,12 @@
 //! path as seen from the host's root, also for processes in a chroot or
 //! mount namespace.
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel, generated as gen};
+use aya_ebpf::helpers::{bpf_probe_read_kernel, generated as gen};
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::PerCpuArray;
 use guardrail_common::PATH_MAX;
 
-use crate::off;
+use crate::{off, task};
 
 /// Path components plus mount crossings walked before giving up.
 const MAX_DEPTH: u32 = 40;
@@ -105,7 +105,7 @@ pub struct Walked {
 #[inline(always)]
 fn cwd() -> Option<(u64, u64)> {
     unsafe {
-        let fs: u64 = read(bpf_get_current_task(), off!(task_fs))?;
+        let fs: u64 = task::field(task::current(), off!(task_fs)).ok()?;
         let pwd = fs + off!(fs_pwd) as u64;
         read_path(pwd)
     }
@@ -120,10 +120,9 @@ pub fn changed_root() -> Option<(u64, u64)> {
         return None;
     }
     unsafe {
-        let fs: u64 = read(bpf_get_current_task(), off!(task_fs))?;
-        let root = fs + off!(fs_root) as u64;
-        let root_mnt: u64 = read(root, off!(path_mnt))?;
-        let root_dentry: u64 = read(root, off!(path_dentry))?;
+        let fs: u64 = task::field(task::current(), off!(task_fs)).ok()?;
+        let root_mnt: u64 = task::field(fs, off!(fs_root) + off!(path_mnt)).ok()?;
+        let root_dentry: u64 = task::field(fs, off!(fs_root) + off!(path_dentry)).ok()?;
         // The root of the mount tree is reached by crossing mount roots
         // only (the host's / is itself mounted on the initial rootfs);
         // any directory that is not a mount root on the way is a chroot.
@@ -152,8 +151,20 @@ pub fn fd_file(fd: i32) -> Option<u64> {
         return None;
     }
     unsafe {
-        let files: u64 = read(bpf_get_current_task(), off!(task_files))?;
-        let fdt: u64 = read(files, off!(files_fdt))?;
+        let files: u64 = task::field(task::current(), off!(task_files)).ok()?;
+        let fdt: u64 = task::field(files, off!(files_fdt)).ok()?;
+        if task::typed() {
+            // Plain loads down to the array of slots (see `task`). The
+            // array is a pointer to pointers, which the verifier does not
+            // type: its slot is read by the helper.
+            let max: u32 = task::field(fdt, off!(fdt_max_fds)).ok()?;
+            if fd as u32 >= max {
+                return None;
+            }
+            let array: u64 = task::field(fdt, off!(fdt_fd)).ok()?;
+            let file: u64 = read(array, fd as u32 * 8)?;
+            return (file != 0).then_some(file);
+        }
         let (max_at, array_at) = (off!(fdt_max_fds), off!(fdt_fd));
         let (max, array) = if max_at == 0 && array_at == 8 {
             // `struct fdtable` starts with both on every kernel: one
@@ -214,8 +225,8 @@ pub fn of_exe() -> Option<Walked> {
         return None;
     }
     let (mnt, dentry) = unsafe {
-        let mm: u64 = read(bpf_get_current_task(), off!(task_mm))?;
-        let file: u64 = read(mm, off!(mm_exe_file))?;
+        let mm: u64 = task::field(task::current(), off!(task_mm)).ok()?;
+        let file: u64 = task::field(mm, off!(mm_exe_file)).ok()?;
         if file == 0 {
             return None;
         }

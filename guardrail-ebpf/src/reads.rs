@@ -3,8 +3,10 @@
 //! A read-only open is dropped at syscall entry, before anything but its
 //! flags is read: watching reads must not make every open expensive. When
 //! such an open returns an fd and the watch set is active, the exit side
-//! looks the opened file's inode number up (five kernel reads and one hash
-//! lookup for an unwatched file), and only on a hit its device.
+//! looks the opened file's inode number up, and only on a hit its device.
+//! For an unwatched file that is the fd table (plain loads where the task
+//! is typed, 5.11+: see `task`), three kernel reads (the fd's slot, the
+//! file's inode, its number) and one hash lookup.
 //! A hit is recorded from the fd (see `flags::WATCHED_READ`).
 
 use aya_ebpf::macros::map;
@@ -94,13 +96,12 @@ fn watched_inner(fd: i32) -> Option<bool> {
     }
     let generation = (state & watch::GENERATION) as u32;
     let file = path::fd_file(fd)?;
-    let (ino, dentry) = unsafe {
-        let dentry: u64 = read(file + off!(file_f_path) as u64, off!(path_dentry))?;
-        let inode: u64 = read(dentry, off!(dentry_inode))?;
+    let (ino, inode) = unsafe {
+        let inode: u64 = read(file, off!(file_f_inode))?;
         if inode == 0 {
             return Some(false);
         }
-        (read::<u64>(inode, off!(inode_ino))?, dentry)
+        (read::<u64>(inode, off!(inode_ino))?, inode)
     };
     // By inode number first: the one lookup nearly every read-only open
     // ends with.
@@ -112,7 +113,7 @@ fn watched_inner(fd: i32) -> Option<bool> {
     };
     unsafe { READ_WATCH.get(&key) }?;
     key.dev = unsafe {
-        let sb: u64 = read(dentry, off!(dentry_sb))?;
+        let sb: u64 = read(inode, off!(inode_sb))?;
         read::<u32>(sb, off!(sb_dev))? as u64
     };
     if !unsafe { READ_WATCH.get(&key) }.is_some_and(|v| v & watch::FILE != 0) {

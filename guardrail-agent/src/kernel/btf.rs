@@ -65,6 +65,7 @@ pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         fdt_fd: member_offset(btf, "fdtable", "fd")?,
         fdt_max_fds: member_offset(btf, "fdtable", "max_fds")?,
         file_f_path: member_offset(btf, "file", "f_path")?,
+        file_f_inode: member_offset(btf, "file", "f_inode")?,
         path_mnt: member_offset(btf, "path", "mnt")?,
         path_dentry: member_offset(btf, "path", "dentry")?,
         dentry_parent: member_offset(btf, "dentry", "d_parent")?,
@@ -79,6 +80,7 @@ pub fn resolve_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         dentry_inode: member_offset(btf, "dentry", "d_inode")?,
         dentry_sb: member_offset(btf, "dentry", "d_sb")?,
         inode_ino: member_offset(btf, "inode", "i_ino")?,
+        inode_sb: member_offset(btf, "inode", "i_sb")?,
         sb_dev: member_offset(btf, "super_block", "s_dev")?,
         file_f_mode: member_offset(btf, "file", "f_mode")?,
         bprm_file: member_offset(btf, "linux_binprm", "file")?,
@@ -150,6 +152,14 @@ pub fn raw_tracepoint_args(btf: &Btf, tp: &str) -> Option<usize> {
         .flatten()
 }
 
+/// Whether this kernel's BPF programs may call helper `name` (as in
+/// `bpf_get_current_task_btf`): its id is in the kernel's own list.
+pub fn has_helper(btf: &Btf, name: &str) -> bool {
+    let id = format!("BPF_FUNC_{}", name.trim_start_matches("bpf_"));
+    btf.find(Kind::Enum, "bpf_func_id")
+        .is_some_and(|e| btf.enumerator_names(&e).any(|n| n == id))
+}
+
 /// How many parameters the BPF-LSM attach point of `hook` takes (the
 /// previous verdict is passed after them). `None` without BPF-LSM.
 pub fn lsm_hook_params(btf: &Btf, hook: &str) -> Option<usize> {
@@ -219,6 +229,20 @@ mod tests {
         assert!(o.task_real_parent > o.task_tgid, "{o:?}");
         assert!(o.cred_egid > o.cred_euid, "{o:?}");
         assert_ne!(o.task_cred, 0);
+    }
+
+    /// 6.18 (this machine) has the typed current task (5.11+), and no
+    /// kernel has a helper of a made-up name.
+    #[test]
+    fn knows_which_helpers_the_running_kernel_has() {
+        let path = Path::new(VMLINUX);
+        if !path.exists() {
+            return;
+        }
+        let btf = read(path).unwrap();
+        assert!(has_helper(&btf, "bpf_get_current_task_btf"));
+        assert!(has_helper(&btf, "bpf_probe_read_kernel"));
+        assert!(!has_helper(&btf, "bpf_no_such_helper"));
     }
 
     #[test]

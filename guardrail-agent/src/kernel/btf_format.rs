@@ -79,7 +79,7 @@ impl Kind {
     fn indexed(self) -> bool {
         matches!(
             self,
-            Kind::Struct | Kind::Union | Kind::Typedef | Kind::Func
+            Kind::Struct | Kind::Union | Kind::Typedef | Kind::Func | Kind::Enum
         )
     }
 }
@@ -252,6 +252,16 @@ impl Btf {
             }
         }
         None
+    }
+
+    /// An enum's enumerators' names, in order (none for other kinds).
+    pub fn enumerator_names(&self, t: &Type) -> impl Iterator<Item = &str> + '_ {
+        // `struct btf_enum { name_off, val }`.
+        let (start, n) = match t.kind {
+            Kind::Enum => (t.trailer, t.vlen),
+            _ => (t.trailer, 0),
+        };
+        (0..n).filter_map(move |i| Some(self.name(u32_at(&self.data, start + 8 * i).ok()?)))
     }
 
     /// A struct's or union's members, in order.

@@ -236,6 +236,13 @@ impl Probes {
         let read_opens = u8::from(opts.capture_read_opens);
         let self_protect = u8::from(opts.self_protect);
         let offsets_value = offsets.unwrap_or_default();
+        // Only with the offsets: they are what the typed loads add.
+        let task_btf = u8::from(
+            offsets.is_some()
+                && kernel_btf
+                    .as_ref()
+                    .is_ok_and(|b| btf::has_helper(b, "bpf_get_current_task_btf")),
+        );
         let hook_params = |hook: &str| {
             kernel_btf
                 .as_ref()
@@ -274,6 +281,7 @@ impl Probes {
             .override_global("ONLY_TGID", &opts.only_tgid, true)
             .override_global("CAPTURE_READ_OPENS", &read_opens, true)
             .override_global("SELF_PROTECT", &self_protect, true)
+            .override_global("TASK_BTF", &task_btf, true)
             .override_global("WAKEUP_BYTES", &opts.wakeup_bytes, true)
             .override_global("EXEC_OLD_PID_OFFSET", &old_pid_offset, true)
             .override_global("EXEC_FILENAME_OFFSET", &filename_offset, true)
