@@ -37,12 +37,8 @@ pub(crate) fn dentry_key(dentry: u64, generation: u32) -> Option<InodeKey> {
 /// The current task's executable, as an exe-map key prefix.
 #[inline(always)]
 pub(crate) fn current_exe() -> Option<(u64, u64)> {
+    let file = crate::task::exe_file()?;
     unsafe {
-        let mm: u64 = crate::task::field(crate::task::current(), off!(task_mm)).ok()?;
-        if mm == 0 {
-            return None;
-        }
-        let file: u64 = crate::task::field(mm, off!(mm_exe_file)).ok()?;
         let dentry: u64 = read(file + off!(file_f_path) as u64, off!(path_dentry))?;
         let key = dentry_key(dentry, 0)?;
         Some((key.dev, key.ino))

@@ -221,18 +221,11 @@ pub fn dir_of(dirfd: i32) -> Option<Walked> {
 /// The current task's executable (`mm->exe_file`).
 #[inline(always)]
 pub fn of_exe() -> Option<Walked> {
-    if off!(task_fs) == 0 || off!(task_mm) == 0 {
+    if off!(task_fs) == 0 {
         return None;
     }
-    let (mnt, dentry) = unsafe {
-        let mm: u64 = task::field(task::current(), off!(task_mm)).ok()?;
-        let file: u64 = task::field(mm, off!(mm_exe_file)).ok()?;
-        if file == 0 {
-            return None;
-        }
-        let path = file + off!(file_f_path) as u64;
-        read_path(path)?
-    };
+    let file = task::exe_file()?;
+    let (mnt, dentry) = unsafe { read_path(file + off!(file_f_path) as u64)? };
     walk(mnt, dentry)
 }
 

@@ -91,7 +91,7 @@ pub fn watched(fd: i32) -> bool {
 #[inline(always)]
 fn watched_inner(fd: i32) -> Option<bool> {
     let state = *READ_WATCH_STATE.get(0)?;
-    if state & watch::ACTIVE == 0 || off!(dentry_sb) == 0 || off!(task_files) == 0 {
+    if state & watch::ACTIVE == 0 || off!(inode_sb) == 0 || off!(task_files) == 0 {
         return Some(false);
     }
     let generation = (state & watch::GENERATION) as u32;

@@ -149,6 +149,24 @@ pub fn arg_area() -> Option<(u64, u64)> {
     }
 }
 
+/// The current task's executable file (`mm->exe_file`); None for a
+/// kernel thread, which has no memory map, and when the offsets are
+/// unknown.
+#[inline(always)]
+pub fn exe_file() -> Option<u64> {
+    if off!(task_mm) == 0 {
+        return None;
+    }
+    unsafe {
+        let mm: u64 = field(current(), off!(task_mm)).ok()?;
+        if mm == 0 {
+            return None;
+        }
+        let file: u64 = field(mm, off!(mm_exe_file)).ok()?;
+        (file != 0).then_some(file)
+    }
+}
+
 /// The inode number of the current task's mount namespace.
 #[inline(always)]
 pub fn current_mnt_ns() -> Option<u64> {
