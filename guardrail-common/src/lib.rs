@@ -12,6 +12,7 @@
 
 pub mod catalogue;
 pub mod enforce;
+pub mod kfunc;
 pub mod lineage;
 pub mod syscalls;
 pub mod watch;

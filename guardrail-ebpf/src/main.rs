@@ -17,6 +17,7 @@
 
 mod enforce;
 mod inode;
+mod kfunc;
 mod lifecycle;
 mod lineage;
 mod path;
@@ -55,6 +56,16 @@ static ONLY_TGID: u32 = 0;
 /// kernels, where those branches are dead code the verifier drops.
 #[no_mangle]
 static TASK_BTF: u8 = 0;
+/// Where the kernel has the kfunc `bpf_rdonly_cast` (6.2+), and
+/// `TASK_BTF` is set: the BTF id of a struct with a `struct file *`
+/// member at [`FILE_CAST_OFFSET`] (`struct kiocb`'s `ki_filp`). An fd's
+/// slot in the fd table, cast as that struct, gives its file as a typed
+/// pointer: the file and its inode are then plain loads instead of helper
+/// calls (see `reads`). Zero elsewhere.
+#[no_mangle]
+static FILE_CAST_BTF_ID: u32 = 0;
+#[no_mangle]
+static FILE_CAST_OFFSET: u32 = 0;
 /// Read-only opens are dropped in the kernel unless a rule asks for them.
 #[no_mangle]
 static CAPTURE_READ_OPENS: u8 = 0;

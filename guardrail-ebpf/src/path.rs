@@ -182,6 +182,33 @@ pub fn fd_file(fd: i32) -> Option<u64> {
     }
 }
 
+/// Like [`fd_file`], as a pointer the verifier types (a `struct file`,
+/// read-only), whose fields and whose objects' fields are plain loads;
+/// None unless the kernel has the cast for it (`FILE_CAST_BTF_ID`, which
+/// the agent sets only with `TASK_BTF`).
+#[inline(always)]
+pub fn fd_file_typed(fd: i32) -> Option<u64> {
+    let cast_id = crate::global(&crate::FILE_CAST_BTF_ID);
+    if cast_id == 0 || fd < 0 {
+        return None;
+    }
+    unsafe {
+        let files: u64 = task::field(task::current(), off!(task_files)).ok()?;
+        let fdt: u64 = task::field(files, off!(files_fdt)).ok()?;
+        let max: u32 = task::field(fdt, off!(fdt_max_fds)).ok()?;
+        if fd as u32 >= max {
+            return None;
+        }
+        let array: u64 = task::field(fdt, off!(fdt_fd)).ok()?;
+        // The slot is a `struct file *` in an array the verifier does not
+        // type: cast it as the member of a struct it does.
+        let at = crate::global(&crate::FILE_CAST_OFFSET);
+        let holder = crate::kfunc::rdonly_cast(array + fd as u64 * 8 - at as u64, cast_id);
+        let file: u64 = task::field(holder, at).ok()?;
+        (file != 0).then_some(file)
+    }
+}
+
 /// The `struct path` open file `fd` of the current task refers to.
 #[inline(always)]
 pub fn fd_path(fd: i32) -> Option<(u64, u64)> {

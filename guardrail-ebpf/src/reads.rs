@@ -6,7 +6,8 @@
 //! looks the opened file's inode number up, and only on a hit its device.
 //! For an unwatched file that is the fd table (plain loads where the task
 //! is typed, 5.11+: see `task`), three kernel reads (the fd's slot, the
-//! file's inode, its number) and one hash lookup.
+//! file's inode, its number: plain loads too where the kernel can type
+//! the slot, 6.2+, see `path::fd_file_typed`) and one hash lookup.
 //! A hit is recorded from the fd (see `flags::WATCHED_READ`).
 
 use aya_ebpf::macros::map;
@@ -16,6 +17,7 @@ use guardrail_common::enforce::InodeKey;
 use guardrail_common::watch::{self, Refused};
 
 use crate::path::{self, read, FMODE_PATH, FMODE_READ, FMODE_WRITE};
+use crate::task;
 use crate::off;
 
 /// The watched files and directories of both generations.
@@ -95,14 +97,25 @@ fn watched_inner(fd: i32) -> Option<bool> {
         return Some(false);
     }
     let generation = (state & watch::GENERATION) as u32;
-    let file = path::fd_file(fd)?;
-    let (ino, inode) = unsafe {
-        let inode: u64 = read(file, off!(file_f_inode))?;
-        if inode == 0 {
-            return Some(false);
-        }
-        (read::<u64>(inode, off!(inode_ino))?, inode)
+    // A typed file where the kernel can cast its fd's slot (6.2+): every
+    // read below is then a plain load; else a helper call each.
+    let (file, typed) = match path::fd_file_typed(fd) {
+        Some(file) => (file, true),
+        None if crate::global(&crate::FILE_CAST_BTF_ID) != 0 => return Some(false),
+        None => (path::fd_file(fd)?, false),
     };
+    let load = |base: u64, offset: u32| -> Option<u64> {
+        if typed {
+            unsafe { task::field::<u64>(base, offset) }.ok()
+        } else {
+            unsafe { read::<u64>(base, offset) }
+        }
+    };
+    let inode = load(file, off!(file_f_inode))?;
+    if inode == 0 {
+        return Some(false);
+    }
+    let ino = load(inode, off!(inode_ino))?;
     // By inode number first: the one lookup nearly every read-only open
     // ends with.
     let mut key = InodeKey {
@@ -112,16 +125,26 @@ fn watched_inner(fd: i32) -> Option<bool> {
         _pad: 0,
     };
     unsafe { READ_WATCH.get(&key) }?;
+    let sb = load(inode, off!(inode_sb))?;
     key.dev = unsafe {
-        let sb: u64 = read(inode, off!(inode_sb))?;
-        read::<u32>(sb, off!(sb_dev))? as u64
-    };
+        if typed {
+            task::field::<u32>(sb, off!(sb_dev)).ok()?
+        } else {
+            read::<u32>(sb, off!(sb_dev))?
+        }
+    } as u64;
     if !unsafe { READ_WATCH.get(&key) }.is_some_and(|v| v & watch::FILE != 0) {
         return Some(false);
     }
     // Only now, for a watched file: an open that can write was parked at
     // entry and reported as such (if its entry was lost it is no read);
     // an O_PATH handle (anyone may take one) cannot read the content.
-    let mode: u32 = unsafe { read(file, off!(file_f_mode)) }?;
+    let mode: u32 = unsafe {
+        if typed {
+            task::field(file, off!(file_f_mode)).ok()?
+        } else {
+            read(file, off!(file_f_mode))?
+        }
+    };
     Some(mode & (FMODE_READ | FMODE_WRITE | FMODE_PATH) == FMODE_READ)
 }

@@ -230,12 +230,18 @@ impl Btf {
 
     /// The first type of `kind` named `name`.
     pub fn find(&self, kind: Kind, name: &str) -> Option<Type> {
+        self.find_with_id(kind, name).map(|(_, t)| t)
+    }
+
+    /// The same with its id (what a BPF program names a kernel type or
+    /// function by).
+    pub fn find_with_id(&self, kind: Kind, name: &str) -> Option<(u32, Type)> {
         let key = self.key(kind, name.as_bytes());
         let first = self.by_name.partition_point(|&(k, _)| k < key);
         let same = self.by_name[first..].iter().take_while(|&&(k, _)| k == key);
         same.into_iter().find_map(|&(_, id)| {
             let t = self.type_by_id(id)?;
-            (t.kind == kind && self.name_bytes(t.name_off) == name.as_bytes()).then_some(t)
+            (t.kind == kind && self.name_bytes(t.name_off) == name.as_bytes()).then_some((id, t))
         })
     }
 

@@ -5,6 +5,7 @@ mod btf_format;
 pub mod capabilities;
 pub mod enforce;
 pub mod floor;
+mod kfunc;
 pub mod lineage;
 pub mod pins;
 pub mod probes;

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::attach::{attach_raw, attach_tracepoint};
 use super::enforce::{self, Enforcer};
+use super::kfunc;
 use super::pins::{monotonic_ns, Found, Links, StateDir};
 use super::ring::RingReader;
 use super::{btf, tracefs};
@@ -243,6 +244,19 @@ impl Probes {
                     .as_ref()
                     .is_ok_and(|b| btf::has_helper(b, "bpf_get_current_task_btf")),
         );
+        // Typed files for the read watch (see `kfunc`): only with typed
+        // tasks, whose loads lead to the fd table.
+        let file_cast = kernel_btf
+            .as_ref()
+            .ok()
+            .filter(|_| task_btf == 1)
+            .and_then(kfunc::file_cast);
+        let (cast_id, cast_offset) = file_cast.map_or((0, 0), |c| (c.holder, c.offset));
+        let (object, _) = kfunc::bind_rdonly_cast(
+            OBJECT,
+            file_cast.map_or(kfunc::Binding::Absent, |c| kfunc::Binding::Kfunc(c.kfunc)),
+        )
+        .context("binding the probes' kernel function calls")?;
         let hook_params = |hook: &str| {
             kernel_btf
                 .as_ref()
@@ -282,6 +296,8 @@ impl Probes {
             .override_global("CAPTURE_READ_OPENS", &read_opens, true)
             .override_global("SELF_PROTECT", &self_protect, true)
             .override_global("TASK_BTF", &task_btf, true)
+            .override_global("FILE_CAST_BTF_ID", &cast_id, true)
+            .override_global("FILE_CAST_OFFSET", &cast_offset, true)
             .override_global("WAKEUP_BYTES", &opts.wakeup_bytes, true)
             .override_global("EXEC_OLD_PID_OFFSET", &old_pid_offset, true)
             .override_global("EXEC_FILENAME_OFFSET", &filename_offset, true)
@@ -290,7 +306,7 @@ impl Probes {
             .override_global("URING_REGISTER_OFFSETS", &register_offsets[..], true)
             .override_global("OFFSETS", &offsets_value, true)
             .map_max_entries("EVENTS", opts.ring_buffer_bytes)
-            .load(OBJECT)
+            .load(object.bytes())
             .context("loading the guardrail probes into the kernel")?;
         drop(loader);
         let own_map_ids = map_ids(&ebpf);
@@ -482,6 +498,8 @@ impl Probes {
             tracepoints = attached.len(),
             syscalls = SyscallProbes::name(raw),
             missing = ?missing,
+            typed_tasks = task_btf == 1,
+            typed_files = file_cast.is_some(),
             "probes attached"
         );
         let slot = |ledger: &Array<MapData, u64>, i: u32| ledger.get(&i, 0).unwrap_or(0);
