@@ -7,7 +7,8 @@
 //! For an unwatched file that is the fd table (plain loads where the task
 //! is typed, 5.11+: see `task`), three kernel reads (the fd's slot, the
 //! file's inode, its number: plain loads too where the kernel can type
-//! the slot, 6.2+, see `path::fd_file_typed`) and one hash lookup.
+//! the slot, 6.2+, see `path::fd_file_typed`) and one bitmap load (the
+//! rare number whose bit is set pays a hash lookup).
 //! A hit is recorded from the fd (see `flags::WATCHED_READ`).
 
 use aya_ebpf::macros::map;
@@ -23,6 +24,11 @@ use crate::off;
 /// The watched files and directories of both generations.
 #[map]
 static READ_WATCH: HashMap<InodeKey, u8> = HashMap::with_max_entries(watch::MAX_ENTRIES, 0);
+
+/// Each generation's bitmap over the inode numbers it watches (see
+/// `watch::BITMAP_WORDS`), checked before `READ_WATCH`.
+#[map]
+static READ_WATCH_BITS: Array<u64> = Array::with_max_entries(2 * watch::BITMAP_WORDS, 0);
 
 /// One word: the generation in force and whether it watches anything
 /// (`watch::GENERATION | ACTIVE`), flipped in one update.
@@ -116,8 +122,13 @@ fn watched_inner(fd: i32) -> Option<bool> {
         return Some(false);
     }
     let ino = load(inode, off!(inode_ino))?;
-    // By inode number first: the one lookup nearly every read-only open
-    // ends with.
+    // By inode number first, in the bitmap: the one load nearly every
+    // read-only open ends with; then in the map.
+    let bit = watch::bit_of(ino);
+    let word = READ_WATCH_BITS.get(generation * watch::BITMAP_WORDS + (bit >> 6))?;
+    if *word & (1 << (bit & 63)) == 0 {
+        return Some(false);
+    }
     let mut key = InodeKey {
         dev: watch::ANY_DEVICE,
         ino,

@@ -37,6 +37,10 @@ use super::enforce::remove_generation;
 pub struct ReadWatch {
     map: HashMap<MapData, InodeKey, u8>,
     state: Array<MapData, u64>,
+    /// `READ_WATCH_BITS`, and what this agent wrote to each generation's
+    /// words (the map starts zeroed and is this agent's own).
+    bits: Array<MapData, u64>,
+    written_bits: [Vec<u64>; 2],
     generation: u32,
     current: WatchSet,
     compiled_at: Instant,
@@ -95,9 +99,16 @@ impl ReadWatch {
             ebpf.take_map("READ_WATCH_STATE")
                 .context("READ_WATCH_STATE map")?,
         )?;
+        let bits = Array::try_from(
+            ebpf.take_map("READ_WATCH_BITS")
+                .context("READ_WATCH_BITS map")?,
+        )?;
+        let zeroed = || vec![0; watch::BITMAP_WORDS as usize];
         Ok(ReadWatch {
             map,
             state,
+            bits,
+            written_bits: [zeroed(), zeroed()],
             generation: 0,
             current: WatchSet::default(),
             compiled_at: Instant::now(),
@@ -201,6 +212,7 @@ impl ReadWatch {
                 .insert(key(watch::ANY_DEVICE, ino, generation), bits, 0)?;
             self.map.insert(key(dev, ino, generation), bits, 0)?;
         }
+        self.write_bits(generation, &next)?;
         let mut word = generation as u64;
         if !next.entries.is_empty() {
             word |= watch::ACTIVE;
@@ -218,6 +230,21 @@ impl ReadWatch {
         self.retired = Some((old, self.generation, Instant::now()));
         self.generation = generation;
         self.swaps += 1;
+        Ok(())
+    }
+
+    /// Write `generation`'s bitmap (not the one in force) for `set`: the
+    /// words that differ from what it holds.
+    fn write_bits(&mut self, generation: u32, set: &WatchSet) -> Result<()> {
+        let next = set.bitmap();
+        let written = &mut self.written_bits[generation as usize];
+        for (i, (&word, old)) in next.iter().zip(written.iter_mut()).enumerate() {
+            if word != *old {
+                let index = generation * watch::BITMAP_WORDS + i as u32;
+                self.bits.set(index, word, 0)?;
+                *old = word;
+            }
+        }
         Ok(())
     }
 

@@ -33,6 +33,19 @@ pub struct WatchSet {
 pub const MAX_VISITED: usize = 200_000;
 
 impl WatchSet {
+    /// The bitmap of its watched files' inode numbers, as the probes check
+    /// it before the map (`guardrail_common::watch::BITMAP_WORDS`).
+    pub fn bitmap(&self) -> Vec<u64> {
+        let mut words = vec![0u64; watch::BITMAP_WORDS as usize];
+        for (&(_, ino), &bits) in &self.entries {
+            if bits & watch::FILE != 0 {
+                let bit = watch::bit_of(ino);
+                words[(bit >> 6) as usize] |= 1 << (bit & 63);
+            }
+        }
+        words
+    }
+
     fn add(&mut self, meta: &std::fs::Metadata, bits: u8) {
         let key = (kernel_dev(meta.dev()), meta.ino());
         if let Some(v) = self.entries.get_mut(&key) {
@@ -131,6 +144,31 @@ fn add_dir(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every watched file's number finds its bit set (a miss would hide
+    /// a read); directories, which reads are not reported for, set none;
+    /// and a thousand files leave nearly every other number clear.
+    #[test]
+    fn the_bitmap_passes_every_watched_file_and_few_others() {
+        let mut set = WatchSet::default();
+        for ino in (1..=1000u64).map(|i| i * 7919) {
+            set.entries.insert((2049, ino), watch::FILE);
+        }
+        set.entries.insert((2049, 424_242), 0); // a watched directory
+        let words = set.bitmap();
+        let is_set = |ino: u64| {
+            let bit = watch::bit_of(ino);
+            words[(bit >> 6) as usize] & (1 << (bit & 63)) != 0
+        };
+        for &(_, ino) in set.entries.keys().filter(|k| k.1 != 424_242) {
+            assert!(is_set(ino), "watched inode {ino} not in the bitmap");
+        }
+        let others = (10_000_000..10_100_000u64).filter(|&i| is_set(i)).count();
+        assert!(others < 3_000, "{others} of 100,000 unwatched numbers pass");
+        let mut directories = WatchSet::default();
+        directories.entries.insert((2049, 424_242), 0);
+        assert!(directories.bitmap().iter().all(|&w| w == 0));
+    }
 
     #[test]
     fn bases_of_patterns() {
