@@ -19,8 +19,13 @@ pub struct FileCast {
     pub offset: u32,
 }
 
-/// The cast, where this kernel has `bpf_rdonly_cast` (6.2+).
+/// The cast, where this kernel has `bpf_rdonly_cast` (6.2+) and may call
+/// it: the kernel refuses every kfunc call, dead code's too, from a
+/// program it does not compile to machine code (`bpf_jit_enable` 0).
 pub fn file_cast(btf: &Btf) -> Option<FileCast> {
+    if !jit_enabled() {
+        return None;
+    }
     let (kfunc, _) = btf.find_with_id(Kind::Func, "bpf_rdonly_cast")?;
     let (holder, _) = btf.find_with_id(Kind::Struct, "kiocb")?;
     let offset = member_offset(btf, "kiocb", "ki_filp").ok()?;
@@ -29,6 +34,13 @@ pub fn file_cast(btf: &Btf) -> Option<FileCast> {
         holder,
         offset,
     })
+}
+
+/// Whether BPF programs are compiled to machine code (on with
+/// `CONFIG_BPF_JIT_ALWAYS_ON`, and by default on the kernels guardrail
+/// supports; the file is absent without a JIT).
+fn jit_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/net/core/bpf_jit_enable").is_ok_and(|v| v.trim() != "0")
 }
 
 /// What a placeholder call becomes.
@@ -212,7 +224,7 @@ mod tests {
         let btf = Btf::parse(data).unwrap();
         let has = btf.find(Kind::Func, "bpf_rdonly_cast").is_some();
         let cast = file_cast(&btf);
-        assert_eq!(cast.is_some(), has);
+        assert_eq!(cast.is_some(), has && jit_enabled());
         if let Some(cast) = cast {
             assert_eq!(btf.type_by_id(cast.holder).unwrap().kind, Kind::Struct);
             assert_eq!(btf.type_by_id(cast.kfunc).unwrap().kind, Kind::Func);

@@ -251,12 +251,14 @@ impl Probes {
             .ok()
             .filter(|_| task_btf == 1)
             .and_then(kfunc::file_cast);
-        let (cast_id, cast_offset) = file_cast.map_or((0, 0), |c| (c.holder, c.offset));
-        let (object, _) = kfunc::bind_rdonly_cast(
+        let (object, calls) = kfunc::bind_rdonly_cast(
             OBJECT,
             file_cast.map_or(kfunc::Binding::Absent, |c| kfunc::Binding::Kfunc(c.kfunc)),
         )
         .context("binding the probes' kernel function calls")?;
+        // A build whose probes never cast has nothing to turn on.
+        let file_cast = file_cast.filter(|_| calls > 0);
+        let (cast_id, cast_offset) = file_cast.map_or((0, 0), |c| (c.holder, c.offset));
         let hook_params = |hook: &str| {
             kernel_btf
                 .as_ref()
