@@ -147,6 +147,12 @@ pass agent-start
 check lsm-active grep -q "BPF-LSM (deny)    yes" /tmp/status.txt
 grep -q "BPF-LSM (deny)    yes" /tmp/status.txt || sed 's/^/GUARDRAIL-VM: log /' /tmp/status.txt /tmp/agent.log
 
+# The read watch types the opened file by the kfunc bpf_rdonly_cast
+# exactly where the kernel has it (6.12, not 5.10 or 6.1): the agent
+# binds the probes' call to it before load (kernel/kfunc.rs).
+if grep -q bpf_rdonly_cast /sys/kernel/btf/vmlinux; then typed_files=true; else typed_files=false; fi
+check probes-typed-files-as-the-kernel-allows grep -q "probes attached.*typed_files=$typed_files" /tmp/agent.log
+
 # What the kernel could not deliver while the agent started (kept in the
 # serial log: a start slow enough to fill the ring shows here first).
 /bin/guardrail status 2>&1 | grep -E "^(lost|events) " | sed 's/^/GUARDRAIL-VM: log status at start: /'

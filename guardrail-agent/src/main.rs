@@ -148,6 +148,9 @@ fn real_main() -> Result<()> {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours on a terminal only: the journal and log files would
+        // keep the escape codes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     if let Some(dir) = &args.man {
