@@ -47,10 +47,12 @@ pub struct Refused {
 /// of other inode numbers share a set bit and pay the lookup.
 pub const BITMAP_WORDS: u32 = 1024;
 
-/// The bit of inode number `ino` in a generation's bitmap (of
-/// `BITMAP_WORDS * 64`): the top bits of a multiplicative hash, so that
-/// neighbouring numbers spread.
+/// Where inode number `ino` is in a generation's bitmap (of
+/// `BITMAP_WORDS * 64` bits): its word and the bit in that word, from
+/// the top bits of a multiplicative hash, so that neighbouring numbers
+/// spread.
 #[inline(always)]
-pub const fn bit_of(ino: u64) -> u32 {
-    (ino.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as u32
+pub const fn bit_of(ino: u64) -> (u32, u64) {
+    let bit = (ino.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as u32;
+    (bit >> 6, 1 << (bit & 63))
 }

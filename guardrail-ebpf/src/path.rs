@@ -154,15 +154,9 @@ pub fn fd_file(fd: i32) -> Option<u64> {
         let files: u64 = task::field(task::current(), off!(task_files)).ok()?;
         let fdt: u64 = task::field(files, off!(files_fdt)).ok()?;
         if task::typed() {
-            // Plain loads down to the array of slots (see `task`). The
-            // array is a pointer to pointers, which the verifier does not
-            // type: its slot is read by the helper.
-            let max: u32 = task::field(fdt, off!(fdt_max_fds)).ok()?;
-            if fd as u32 >= max {
-                return None;
-            }
-            let array: u64 = task::field(fdt, off!(fdt_fd)).ok()?;
-            let file: u64 = read(array, fd as u32 * 8)?;
+            // The slot is a pointer in an array the verifier does not
+            // type: read by the helper.
+            let file: u64 = read(typed_slot(fdt, fd)?, 0)?;
             return (file != 0).then_some(file);
         }
         let (max_at, array_at) = (off!(fdt_max_fds), off!(fdt_fd));
@@ -195,18 +189,25 @@ pub fn fd_file_typed(fd: i32) -> Option<u64> {
     unsafe {
         let files: u64 = task::field(task::current(), off!(task_files)).ok()?;
         let fdt: u64 = task::field(files, off!(files_fdt)).ok()?;
-        let max: u32 = task::field(fdt, off!(fdt_max_fds)).ok()?;
-        if fd as u32 >= max {
-            return None;
-        }
-        let array: u64 = task::field(fdt, off!(fdt_fd)).ok()?;
         // The slot is a `struct file *` in an array the verifier does not
         // type: cast it as the member of a struct it does.
         let at = crate::global(&crate::FILE_CAST_OFFSET);
-        let holder = crate::kfunc::rdonly_cast(array + fd as u64 * 8 - at as u64, cast_id);
+        let holder = crate::kfunc::rdonly_cast(typed_slot(fdt, fd)? - at as u64, cast_id);
         let file: u64 = task::field(holder, at).ok()?;
         (file != 0).then_some(file)
     }
+}
+
+/// The address of `fd`'s slot in the typed fd table `fdt` (plain loads,
+/// see `task`); None past its end.
+#[inline(always)]
+unsafe fn typed_slot(fdt: u64, fd: i32) -> Option<u64> {
+    let max: u32 = task::field(fdt, off!(fdt_max_fds)).ok()?;
+    if fd as u32 >= max {
+        return None;
+    }
+    let array: u64 = task::field(fdt, off!(fdt_fd)).ok()?;
+    Some(array + fd as u64 * 8)
 }
 
 /// The `struct path` open file `fd` of the current task refers to.

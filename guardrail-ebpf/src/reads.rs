@@ -110,23 +110,15 @@ fn watched_inner(fd: i32) -> Option<bool> {
         None if crate::global(&crate::FILE_CAST_BTF_ID) != 0 => return Some(false),
         None => (path::fd_file(fd)?, false),
     };
-    let load = |base: u64, offset: u32| -> Option<u64> {
-        if typed {
-            unsafe { task::field::<u64>(base, offset) }.ok()
-        } else {
-            unsafe { read::<u64>(base, offset) }
-        }
-    };
-    let inode = load(file, off!(file_f_inode))?;
+    let inode: u64 = load(typed, file, off!(file_f_inode))?;
     if inode == 0 {
         return Some(false);
     }
-    let ino = load(inode, off!(inode_ino))?;
+    let ino: u64 = load(typed, inode, off!(inode_ino))?;
     // By inode number first, in the bitmap: the one load nearly every
     // read-only open ends with; then in the map.
-    let bit = watch::bit_of(ino);
-    let word = READ_WATCH_BITS.get(generation * watch::BITMAP_WORDS + (bit >> 6))?;
-    if *word & (1 << (bit & 63)) == 0 {
+    let (word, bit) = watch::bit_of(ino);
+    if *READ_WATCH_BITS.get(generation * watch::BITMAP_WORDS + word)? & bit == 0 {
         return Some(false);
     }
     let mut key = InodeKey {
@@ -136,26 +128,27 @@ fn watched_inner(fd: i32) -> Option<bool> {
         _pad: 0,
     };
     unsafe { READ_WATCH.get(&key) }?;
-    let sb = load(inode, off!(inode_sb))?;
-    key.dev = unsafe {
-        if typed {
-            task::field::<u32>(sb, off!(sb_dev)).ok()?
-        } else {
-            read::<u32>(sb, off!(sb_dev))?
-        }
-    } as u64;
+    let sb: u64 = load(typed, inode, off!(inode_sb))?;
+    key.dev = load::<u32>(typed, sb, off!(sb_dev))? as u64;
     if !unsafe { READ_WATCH.get(&key) }.is_some_and(|v| v & watch::FILE != 0) {
         return Some(false);
     }
     // Only now, for a watched file: an open that can write was parked at
     // entry and reported as such (if its entry was lost it is no read);
     // an O_PATH handle (anyone may take one) cannot read the content.
-    let mode: u32 = unsafe {
-        if typed {
-            task::field(file, off!(file_f_mode)).ok()?
-        } else {
-            read(file, off!(file_f_mode))?
-        }
-    };
+    let mode: u32 = load(typed, file, off!(file_f_mode))?;
     Some(mode & (FMODE_READ | FMODE_WRITE | FMODE_PATH) == FMODE_READ)
+}
+
+/// The `T` at `offset` in `base`: a plain load where `base` was reached
+/// from a typed file, else a helper read.
+#[inline(always)]
+fn load<T: Copy>(typed: bool, base: u64, offset: u32) -> Option<T> {
+    unsafe {
+        if typed {
+            task::field(base, offset).ok()
+        } else {
+            read(base, offset)
+        }
+    }
 }

@@ -55,6 +55,13 @@ pub unsafe fn field<T: Copy>(base: u64, offset: u32) -> Result<T, i64> {
     }
 }
 
+/// The pointer member at `offset` in `base` (as [`field`]); None when
+/// it is null.
+#[inline(always)]
+unsafe fn pointer(base: u64, offset: u32) -> Option<u64> {
+    field::<u64>(base, offset).ok().filter(|&p| p != 0)
+}
+
 /// (uid, gid, euid, egid) of the current task; euid/egid fall back to the
 /// real ids when the kernel's offsets are unknown.
 #[inline(always)]
@@ -138,10 +145,7 @@ pub fn arg_area() -> Option<(u64, u64)> {
         return None;
     }
     unsafe {
-        let mm: u64 = field(current(), off!(task_mm)).ok()?;
-        if mm == 0 {
-            return None;
-        }
+        let mm = pointer(current(), off!(task_mm))?;
         Some((
             field(mm, off!(mm_arg_start)).ok()?,
             field(mm, off!(mm_arg_end)).ok()?,
@@ -157,14 +161,7 @@ pub fn exe_file() -> Option<u64> {
     if off!(task_mm) == 0 {
         return None;
     }
-    unsafe {
-        let mm: u64 = field(current(), off!(task_mm)).ok()?;
-        if mm == 0 {
-            return None;
-        }
-        let file: u64 = field(mm, off!(mm_exe_file)).ok()?;
-        (file != 0).then_some(file)
-    }
+    unsafe { pointer(pointer(current(), off!(task_mm))?, off!(mm_exe_file)) }
 }
 
 /// The inode number of the current task's mount namespace.
@@ -174,14 +171,8 @@ pub fn current_mnt_ns() -> Option<u64> {
         return None;
     }
     unsafe {
-        let nsproxy: u64 = field(current(), off!(task_nsproxy)).ok()?;
-        if nsproxy == 0 {
-            return None;
-        }
-        let mnt_ns: u64 = field(nsproxy, off!(nsproxy_mnt_ns)).ok()?;
-        if mnt_ns == 0 {
-            return None;
-        }
+        let nsproxy = pointer(current(), off!(task_nsproxy))?;
+        let mnt_ns = pointer(nsproxy, off!(nsproxy_mnt_ns))?;
         match field::<u32>(mnt_ns, off!(mnt_ns_inum)).ok()? {
             0 => None,
             inum => Some(inum as u64),

@@ -39,8 +39,8 @@ impl WatchSet {
         let mut words = vec![0u64; watch::BITMAP_WORDS as usize];
         for (&(_, ino), &bits) in &self.entries {
             if bits & watch::FILE != 0 {
-                let bit = watch::bit_of(ino);
-                words[(bit >> 6) as usize] |= 1 << (bit & 63);
+                let (word, bit) = watch::bit_of(ino);
+                words[word as usize] |= bit;
             }
         }
         words
@@ -157,8 +157,8 @@ mod tests {
         set.entries.insert((2049, 424_242), 0); // a watched directory
         let words = set.bitmap();
         let is_set = |ino: u64| {
-            let bit = watch::bit_of(ino);
-            words[(bit >> 6) as usize] & (1 << (bit & 63)) != 0
+            let (word, bit) = watch::bit_of(ino);
+            words[word as usize] & bit != 0
         };
         for &(_, ino) in set.entries.keys().filter(|k| k.1 != 424_242) {
             assert!(is_set(ino), "watched inode {ino} not in the bitmap");
