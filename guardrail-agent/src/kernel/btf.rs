@@ -213,18 +213,28 @@ fn find_member(
     None
 }
 
+/// The running kernel's BTF, for tests that read it; None (and a note)
+/// on a kernel without it.
+#[cfg(test)]
+pub(super) fn running_kernel() -> Option<Btf> {
+    let path = Path::new(VMLINUX);
+    if !path.exists() {
+        eprintln!("no {VMLINUX}: skipped");
+        return None;
+    }
+    Some(read(path).unwrap())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn resolves_offsets_of_the_running_kernel() {
-        let path = Path::new(VMLINUX);
-        if !path.exists() {
-            eprintln!("no {VMLINUX}: skipped");
+        let Some(btf) = running_kernel() else {
             return;
-        }
-        let o = resolve_offsets(&read(path).unwrap()).expect("offsets");
+        };
+        let o = resolve_offsets(&btf).expect("offsets");
         // Fields exist and lie inside the structures, in their declared order.
         assert!(o.task_real_parent > o.task_tgid, "{o:?}");
         assert!(o.cred_egid > o.cred_euid, "{o:?}");
@@ -235,11 +245,9 @@ mod tests {
     /// kernel has a helper of a made-up name.
     #[test]
     fn knows_which_helpers_the_running_kernel_has() {
-        let path = Path::new(VMLINUX);
-        if !path.exists() {
+        let Some(btf) = running_kernel() else {
             return;
-        }
-        let btf = read(path).unwrap();
+        };
         assert!(has_helper(&btf, "bpf_get_current_task_btf"));
         assert!(has_helper(&btf, "bpf_probe_read_kernel"));
         assert!(!has_helper(&btf, "bpf_no_such_helper"));
@@ -247,11 +255,9 @@ mod tests {
 
     #[test]
     fn unknown_member_is_an_error_that_names_it() {
-        let path = Path::new(VMLINUX);
-        if !path.exists() {
+        let Some(btf) = running_kernel() else {
             return;
-        }
-        let btf = read(path).unwrap();
+        };
         let err = member_offset(&btf, "cred", "no_such_field").unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -306,13 +312,10 @@ mod tests {
     /// prototypes.
     #[test]
     fn reads_the_running_kernel_as_a_general_btf_library_does() {
-        let path = Path::new(VMLINUX);
-        if !path.exists() {
-            eprintln!("no {VMLINUX}: skipped");
+        let Some(ours) = running_kernel() else {
             return;
-        }
-        let ours = read(path).unwrap();
-        let theirs = btf_rs::Btf::from_file(path).unwrap();
+        };
+        let theirs = btf_rs::Btf::from_file(VMLINUX).unwrap();
         let structs = [
             "task_struct",
             "cred",
