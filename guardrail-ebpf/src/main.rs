@@ -374,8 +374,16 @@ fn exit(nr: u32, ret: i64) -> Result<(), i64> {
         // watched file, or the LSM hook refused it (-EPERM; see `reads`).
         // (Refused reads whatever rule refused them: `file.open` deny
         // rules need no watch set.)
-        if syscalls::returns_opened_fd(nr) && ((ret >= 0 && reads::active()) || ret == -1) {
-            return watched_read(nr, ret, pid_tgid);
+        if !syscalls::returns_opened_fd(nr) {
+            return Ok(());
+        }
+        if ret == -1 {
+            return refused_read(nr, ret, pid_tgid);
+        }
+        if ret >= 0 {
+            if let Some(generation) = reads::watching() {
+                return watched_read(nr, ret, pid_tgid, generation);
+            }
         }
         return Ok(());
     };
@@ -391,21 +399,21 @@ fn exit(nr: u32, ret: i64) -> Result<(), i64> {
     result
 }
 
-/// A read-only open dropped at entry that returned `ret`: reported if what
-/// it opened is in the read watch set, or if the LSM hook refused it.
+/// A read-only open dropped at entry that the LSM hook refused (`ret`,
+/// -EPERM): reported if the hook noted it (see `reads`).
 #[inline(never)]
-fn watched_read(nr: u32, ret: i64, pid_tgid: u64) -> Result<(), i64> {
-    if ret < 0 {
-        return match reads::take_refused(pid_tgid) {
-            Some(refused) => record::emit_refused_read(nr, ret, &refused),
-            None => Ok(()),
-        };
+fn refused_read(nr: u32, ret: i64, pid_tgid: u64) -> Result<(), i64> {
+    match reads::take_refused(pid_tgid) {
+        Some(refused) => record::emit_refused_read(nr, ret, &refused),
+        None => Ok(()),
     }
-    let fd = ret;
-    if !audited((pid_tgid >> 32) as u32) {
-        return Ok(());
-    }
-    if !reads::watched(fd as i32) {
+}
+
+/// A read-only open dropped at entry that returned fd `fd` while watch
+/// set `generation` is in force: reported if what it opened is watched.
+#[inline(always)]
+fn watched_read(nr: u32, fd: i64, pid_tgid: u64, generation: u32) -> Result<(), i64> {
+    if !audited((pid_tgid >> 32) as u32) || !reads::watched_in(generation, fd as i32) {
         return Ok(());
     }
     record::emit_watched_read(nr, fd)

@@ -82,27 +82,41 @@ pub fn take_refused(pid_tgid: u64) -> Option<Refused> {
     (age <= REFUSED_MAX_AGE_NS).then_some(refused)
 }
 
-/// Whether any read is watched now (one array lookup).
+/// The generation of the watch set in force, if it watches anything (one
+/// array lookup). Read once per call: the exit path hands it to
+/// [`watched_in`] rather than reading it again.
+#[inline(always)]
+pub fn watching() -> Option<u32> {
+    let state = *READ_WATCH_STATE.get(0)?;
+    (state & watch::ACTIVE != 0).then_some((state & watch::GENERATION) as u32)
+}
+
+/// Whether any read is watched now.
 #[inline(always)]
 pub fn active() -> bool {
-    READ_WATCH_STATE
-        .get(0)
-        .is_some_and(|s| s & watch::ACTIVE != 0)
+    watching().is_some()
 }
 
-/// Whether the file open as `fd` (just opened, read-only) is watched.
-#[inline(never)]
+/// Whether the file open as `fd` (just opened, read-only) is watched by
+/// the generation in force.
+#[inline(always)]
 pub fn watched(fd: i32) -> bool {
-    watched_inner(fd).unwrap_or(false)
+    watching().is_some_and(|generation| watched_in(generation, fd))
+}
+
+/// Whether the file open as `fd` (just opened, read-only) is watched by
+/// `generation`. Inline, as is everything up to it on the exit path: a
+/// call there costs more than the checks it holds (docs/performance.md).
+#[inline(always)]
+pub fn watched_in(generation: u32, fd: i32) -> bool {
+    watched_inner(generation, fd).unwrap_or(false)
 }
 
 #[inline(always)]
-fn watched_inner(fd: i32) -> Option<bool> {
-    let state = *READ_WATCH_STATE.get(0)?;
-    if state & watch::ACTIVE == 0 || off!(inode_sb) == 0 || off!(task_files) == 0 {
+fn watched_inner(generation: u32, fd: i32) -> Option<bool> {
+    if off!(inode_sb) == 0 || off!(task_files) == 0 {
         return Some(false);
     }
-    let generation = (state & watch::GENERATION) as u32;
     // A typed file where the kernel can cast its fd's slot (6.2+): every
     // read below is then a plain load; else a helper call each.
     let (file, typed) = match path::fd_file_typed(fd) {
