@@ -202,6 +202,8 @@ impl Agent {
             missing_syscalls: probes.missing.iter().map(|s| s.to_string()).collect(),
             uring_unseen: probes.uring_unseen.clone(),
             syscall_probes: probes.syscall_probes.into(),
+            typed_tasks: probes.typed_tasks,
+            typed_files: probes.typed_files,
         };
         match &bpf_lsm_note {
             None => info!(

@@ -295,3 +295,39 @@ fn ten_thousand_watched_files_and_reloads_under_load_miss_no_read() {
     );
     agent.stop();
 }
+
+/// A kernel that has `bpf_rdonly_cast` but refuses the probes' call of it
+/// (a debug agent is made to call a function that is not a kfunc, which
+/// every verifier refuses): the agent loads its probes again with helper
+/// reads, says so, and watched reads are still decided.
+#[test]
+fn a_kernel_refusing_typed_file_loads_still_watches_reads() {
+    let dir = trusted_tempdir();
+    let d = dir.path();
+    std::fs::write(d.join("secret"), b"s3cret\n").unwrap();
+    std::fs::write(d.join("plain"), b"nothing\n").unwrap();
+    let config = format!(
+        "[[rule]]\nid = \"secret-read\"\non = [\"file.read\"]\npath = [\"{}/secret\"]\n",
+        d.display()
+    );
+    let launch = guardrail_tests::Launch {
+        env: vec![("GUARDRAIL_TEST_RDONLY_CAST".into(), "vfs_open".into())],
+        ..Default::default()
+    };
+    let agent = Agent::launch(&config, &[], &launch);
+    let capabilities = &agent.status()["capabilities"];
+    assert_eq!(
+        capabilities["typed_files"], false,
+        "the refused cast is not in force: {capabilities:#}"
+    );
+    wait_for_watch(&agent, "1 file watched", |w| w["files"] == 1);
+    cat(&d.join("secret"));
+    cat(&d.join("plain"));
+    let events = events_until_now(&agent, d, 0);
+    assert_read_decided(&events, &d.join("secret"));
+    assert!(
+        reads_of(&events, &d.join("plain")).is_empty(),
+        "an unwatched read was captured"
+    );
+    agent.stop();
+}

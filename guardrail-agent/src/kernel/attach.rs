@@ -107,6 +107,20 @@ pub(super) fn verify_ahead(ebpf: &mut Ebpf, programs: &[&str]) -> Result<()> {
     })
 }
 
+/// The line of a refused load's verifier log that says why: the last one
+/// before the verifier's statistics (the log runs to thousands of lines,
+/// too many for a warning).
+pub(super) fn verifier_verdict(log: &str) -> &str {
+    let statistics = ["verification time", "stack depth", "processed "];
+    log.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| {
+            !l.is_empty() && !l.starts_with(':') && !statistics.iter().any(|s| l.starts_with(s))
+        })
+        .unwrap_or(log)
+}
+
 fn verify(name: &str, prog: &mut Program) -> Result<()> {
     match prog {
         Program::TracePoint(p) => timed(name, || p.load()),
@@ -150,4 +164,26 @@ fn keep_tracepoint(
         .try_into()
         .with_context(|| format!("{name} is not a BPF link"))?;
     links.keep(name, link)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verifier_verdict;
+
+    #[test]
+    fn a_refusal_is_told_by_the_verifier_line_that_says_why() {
+        let log = "verifying guardrail_sys_exit: the BPF_PROG_LOAD syscall returned \
+                   Permission denied (os error 13). Verifier output: 0: R1=ctx() R10=fp0\n\
+                   ; return refused_read(nr, ret, pid_tgid); @ main.rs:381\n\
+                   calling kernel function vfs_open is not allowed\n\
+                   verification time 257485 usec\n\
+                   stack depth 56+104+0\n\
+                   processed 28731 insns (limit 1000000) max_states_per_insn 15\n\
+                   : Permission denied (os error 13)";
+        assert_eq!(
+            verifier_verdict(log),
+            "calling kernel function vfs_open is not allowed"
+        );
+        assert_eq!(verifier_verdict("no log at all"), "no log at all");
+    }
 }

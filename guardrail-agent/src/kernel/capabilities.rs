@@ -27,6 +27,14 @@ pub struct Capabilities {
     /// (one `syscalls:*` tracepoint per watched call).
     #[serde(default)]
     pub syscall_probes: String,
+    /// The probes read the current task's fields with plain loads, not
+    /// helper calls (5.11+: `bpf_get_current_task_btf`).
+    #[serde(default)]
+    pub typed_tasks: bool,
+    /// The read watch reads an opened file with plain loads, not helper
+    /// calls (6.2+: `bpf_rdonly_cast`, where the kernel accepts it).
+    #[serde(default)]
+    pub typed_files: bool,
 }
 
 pub fn kernel_release() -> String {

@@ -26,7 +26,7 @@ pub fn file_cast(btf: &Btf) -> Option<FileCast> {
     if !jit_enabled() {
         return None;
     }
-    let (kfunc, _) = btf.find_with_id(Kind::Func, "bpf_rdonly_cast")?;
+    let (kfunc, _) = btf.find_with_id(Kind::Func, &rdonly_cast_function())?;
     let (holder, _) = btf.find_with_id(Kind::Struct, "kiocb")?;
     let offset = member_offset(btf, "kiocb", "ki_filp").ok()?;
     Some(FileCast {
@@ -34,6 +34,17 @@ pub fn file_cast(btf: &Btf) -> Option<FileCast> {
         holder,
         offset,
     })
+}
+
+/// The kernel function the probes' casts call: `bpf_rdonly_cast`. A debug
+/// build takes another from `GUARDRAIL_TEST_RDONLY_CAST`, for the test
+/// that a kernel refusing the call still gets the read watch (a function
+/// that is not a kfunc is refused by every verifier).
+fn rdonly_cast_function() -> String {
+    let test = cfg!(debug_assertions)
+        .then(|| std::env::var("GUARDRAIL_TEST_RDONLY_CAST").ok())
+        .flatten();
+    test.unwrap_or_else(|| "bpf_rdonly_cast".to_string())
 }
 
 /// Whether BPF programs are compiled to machine code (on with

@@ -9,7 +9,7 @@ use aya::{
 };
 use guardrail_common::{counter, pinned, syscalls, KernelOffsets};
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::attach::{attach_raw, attach_tracepoint};
 use super::enforce::{self, Enforcer};
@@ -167,6 +167,12 @@ pub struct Probes {
     /// Where the syscall and exec probes are attached: `raw` or
     /// `tracepoints` (see [`SyscallProbes`]).
     pub syscall_probes: &'static str,
+    /// The probes read the current task's fields with plain loads (a
+    /// typed task, 5.11+) rather than helper calls.
+    pub typed_tasks: bool,
+    /// The read watch reads an opened file with plain loads (the fd's
+    /// slot cast by `bpf_rdonly_cast`, 6.2+).
+    pub typed_files: bool,
 }
 
 impl Probes {
@@ -251,14 +257,6 @@ impl Probes {
             .ok()
             .filter(|_| task_btf == 1)
             .and_then(kfunc::file_cast);
-        let (object, calls) = kfunc::bind_rdonly_cast(
-            OBJECT,
-            file_cast.map_or(kfunc::Binding::Absent, |c| kfunc::Binding::Kfunc(c.kfunc)),
-        )
-        .context("binding the probes' kernel function calls")?;
-        // A build whose probes never cast has nothing to turn on.
-        let file_cast = file_cast.filter(|_| calls > 0);
-        let (cast_id, cast_offset) = file_cast.map_or((0, 0), |c| (c.holder, c.offset));
         let hook_params = |hook: &str| {
             kernel_btf
                 .as_ref()
@@ -285,36 +283,6 @@ impl Probes {
         // reads the BTF its own way (relocations), so that two parsed
         // copies are never held at once (they are the start-up peak).
         drop(kernel_btf);
-        let register_offsets = uring_register.unwrap_or_default();
-        let mut loader = EbpfLoader::new();
-        if let Some(s) = &state {
-            for name in pinned::MAPS {
-                loader.map_pin_path(name, s.map_path(name));
-            }
-        }
-        let mut ebpf = loader
-            .override_global("AGENT_TGID", &agent_tgid, true)
-            .override_global("ONLY_TGID", &opts.only_tgid, true)
-            .override_global("CAPTURE_READ_OPENS", &read_opens, true)
-            .override_global("SELF_PROTECT", &self_protect, true)
-            .override_global("TASK_BTF", &task_btf, true)
-            .override_global("FILE_CAST_BTF_ID", &cast_id, true)
-            .override_global("FILE_CAST_OFFSET", &cast_offset, true)
-            .override_global("WAKEUP_BYTES", &opts.wakeup_bytes, true)
-            .override_global("EXEC_OLD_PID_OFFSET", &old_pid_offset, true)
-            .override_global("EXEC_FILENAME_OFFSET", &filename_offset, true)
-            .override_global("URING_CREATE_OFFSETS", &uring_offsets[..], true)
-            .override_global("URING", &uring_ops.offsets, true)
-            .override_global("URING_REGISTER_OFFSETS", &register_offsets[..], true)
-            .override_global("OFFSETS", &offsets_value, true)
-            .map_max_entries("EVENTS", opts.ring_buffer_bytes)
-            .load(object.bytes())
-            .context("loading the guardrail probes into the kernel")?;
-        drop(loader);
-        let own_map_ids = map_ids(&ebpf);
-
-        let mut links = Links::new(state.as_ref());
-        let mut attached = Vec::new();
         let mut missing = Vec::new();
         let raw_resolved = offsets.as_ref().is_some_and(btf::raw_syscalls_resolved);
         let raw = match opts.syscall_probes {
@@ -367,6 +335,45 @@ impl Probes {
             ]
         };
         ahead.extend(super::uring::programs(&uring_ops, raw));
+        let register_offsets = uring_register.unwrap_or_default();
+        // The probe object with its kfunc calls bound for `file_cast`, its
+        // maps created (or the pinned ones reused) and its globals set.
+        let load = |file_cast: Option<kfunc::FileCast>| -> Result<(Ebpf, Option<kfunc::FileCast>)> {
+            let (object, calls) = kfunc::bind_rdonly_cast(
+                OBJECT,
+                file_cast.map_or(kfunc::Binding::Absent, |c| kfunc::Binding::Kfunc(c.kfunc)),
+            )
+            .context("binding the probes' kernel function calls")?;
+            // A build whose probes never cast has nothing to turn on.
+            let file_cast = file_cast.filter(|_| calls > 0);
+            let (cast_id, cast_offset) = file_cast.map_or((0, 0), |c| (c.holder, c.offset));
+            let mut loader = EbpfLoader::new();
+            if let Some(s) = &state {
+                for name in pinned::MAPS {
+                    loader.map_pin_path(name, s.map_path(name));
+                }
+            }
+            let ebpf = loader
+                .override_global("AGENT_TGID", &agent_tgid, true)
+                .override_global("ONLY_TGID", &opts.only_tgid, true)
+                .override_global("CAPTURE_READ_OPENS", &read_opens, true)
+                .override_global("SELF_PROTECT", &self_protect, true)
+                .override_global("TASK_BTF", &task_btf, true)
+                .override_global("FILE_CAST_BTF_ID", &cast_id, true)
+                .override_global("FILE_CAST_OFFSET", &cast_offset, true)
+                .override_global("WAKEUP_BYTES", &opts.wakeup_bytes, true)
+                .override_global("EXEC_OLD_PID_OFFSET", &old_pid_offset, true)
+                .override_global("EXEC_FILENAME_OFFSET", &filename_offset, true)
+                .override_global("URING_CREATE_OFFSETS", &uring_offsets[..], true)
+                .override_global("URING", &uring_ops.offsets, true)
+                .override_global("URING_REGISTER_OFFSETS", &register_offsets[..], true)
+                .override_global("OFFSETS", &offsets_value, true)
+                .map_max_entries("EVENTS", opts.ring_buffer_bytes)
+                .load(object.bytes())
+                .context("loading the guardrail probes into the kernel")?;
+            Ok((ebpf, file_cast))
+        };
+        let (mut ebpf, mut file_cast) = load(file_cast)?;
         // The BPF-LSM programs need the kernel's BTF as aya reads it (the
         // loader's copy is gone): read it while the verifier works, on
         // the CPU the shorter half of the verification leaves idle.
@@ -374,7 +381,28 @@ impl Probes {
             .name("btf".into())
             .spawn(|| aya::Btf::from_sys_fs().ok())
             .context("starting the BTF reader thread")?;
-        super::attach::verify_ahead(&mut ebpf, &ahead)?;
+        // A kernel that has `bpf_rdonly_cast` yet refuses the probes' call of
+        // it (a verifier of 6.2 to 6.11 this was not tried on) still gets
+        // the read watch, by helper reads: the probes are loaded again
+        // with the calls left out, rather than the agent not starting.
+        if let Err(refused) = super::attach::verify_ahead(&mut ebpf, &ahead) {
+            if file_cast.is_none() {
+                return Err(refused);
+            }
+            let log = format!("{refused:#}");
+            warn!(
+                "the kernel refused the read watch's typed file loads (bpf_rdonly_cast: {}); \
+                 loading the probes again with helper reads instead",
+                super::attach::verifier_verdict(&log)
+            );
+            debug!("{log}");
+            drop(ebpf);
+            (ebpf, file_cast) = load(None)?;
+            super::attach::verify_ahead(&mut ebpf, &ahead)?;
+        }
+        let own_map_ids = map_ids(&ebpf);
+        let mut links = Links::new(state.as_ref());
+        let mut attached = Vec::new();
         let to = &mut (&mut links, &mut attached);
         if raw {
             for (program, tp) in [
@@ -563,6 +591,8 @@ impl Probes {
             uring_unseen: uring_ops.unseen,
             read_watch: Some(read_watch),
             syscall_probes: SyscallProbes::name(raw),
+            typed_tasks: task_btf == 1,
+            typed_files: file_cast.is_some(),
         };
         Ok((probes, ring, enforcer))
     }

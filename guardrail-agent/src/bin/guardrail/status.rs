@@ -28,6 +28,11 @@ pub(crate) async fn status(socket: &std::path::Path, json: bool) -> Result<()> {
     }
     println!("ring buffer       {} bytes", s.ring_buffer_bytes);
     println!("BTF task fields   {}", yes(c.btf));
+    println!(
+        "plain loads       tasks {}, files {}",
+        yes(c.typed_tasks),
+        yes(c.typed_files)
+    );
     println!("BPF-LSM (deny)    {}", yes(c.bpf_lsm));
     if let Some(note) = &c.bpf_lsm_note {
         println!("                  {note}");
