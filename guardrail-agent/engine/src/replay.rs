@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::event::{Body, Event};
 use crate::rules::eval::Enforcement;
-use crate::rules::{evaluate, RuleSet};
+use crate::rules::{decide, RuleSet};
 
 /// What one rule would have done over the replayed events.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -120,7 +120,6 @@ fn replayable(event: &Event) -> Option<jiff::Timestamp> {
 pub struct Replay<'s> {
     set: &'s RuleSet,
     enforcement: Enforcement,
-    index: BTreeMap<String, usize>,
     pub report: Report,
 }
 
@@ -131,12 +130,6 @@ impl<'s> Replay<'s> {
         Replay {
             set,
             enforcement,
-            index: set
-                .rules
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (r.id.clone(), i))
-                .collect(),
             report: Report {
                 rules: set
                     .rules
@@ -161,13 +154,19 @@ impl<'s> Replay<'s> {
             report.skipped_lines += 1;
             return;
         };
-        let Some(d) = evaluate(self.set, event, at, self.enforcement) else {
+        // Counted, not explained: what the rule matched is not reported.
+        let Some(v) = decide(self.set, event, at, self.enforcement) else {
             return;
         };
         report.decided += 1;
-        let r = &mut report.rules[self.index[&d.rule]];
+        let r = &mut report.rules[v.rule];
         r.hits += 1;
-        *r.outcomes.entry(d.outcome.to_string()).or_default() += 1;
+        match r.outcomes.get_mut(v.outcome.as_str()) {
+            Some(n) => *n += 1,
+            None => {
+                r.outcomes.insert(v.outcome.to_string(), 1);
+            }
+        }
         if r.examples.len() < EXAMPLES {
             r.examples.push(Example::of(event));
         }
@@ -248,9 +247,9 @@ fn decided(
     at: jiff::Timestamp,
     enforcement: Enforcement,
 ) -> Option<Decided> {
-    evaluate(set, event, at, enforcement).map(|d| Decided {
-        rule: d.rule,
-        outcome: d.outcome,
+    decide(set, event, at, enforcement).map(|v| Decided {
+        rule: set.rules[v.rule].id.clone(),
+        outcome: v.outcome,
     })
 }
 

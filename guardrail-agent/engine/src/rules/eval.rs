@@ -47,6 +47,84 @@ pub fn evaluate(
     at: Timestamp,
     enforcement: Enforcement,
 ) -> Option<Decision> {
+    let Judgement {
+        mut matches,
+        exempted,
+        decider,
+    } = judge::<Matched>(set, event, at)?;
+    let rule = matches[decider].1;
+    rule.hits.fetch_add(1, Ordering::Relaxed);
+    let is_exempted = |r: &Rule| exempted.contains(&r.id.as_str());
+    let ids = |keep: &dyn Fn(&Rule) -> bool| -> Vec<String> {
+        matches
+            .iter()
+            .filter(|(_, r, _)| keep(r))
+            .map(|(_, r, _)| r.id.clone())
+            .collect()
+    };
+    let (also, exempted) = if rule.action == Action::Allow {
+        // Only exceptions acted: the decision names the first, so that
+        // every use of an exception is auditable.
+        (vec![], ids(&|r| r.action != Action::Allow))
+    } else {
+        (
+            ids(&|r| r.action != Action::Allow && !is_exempted(r) && r.id != rule.id),
+            ids(&is_exempted),
+        )
+    };
+    let (outcome, fallback) = outcome(rule, enforcement, super::kinds::revertable(&event.body));
+    Some(Decision {
+        rule: rule.id.clone(),
+        action: rule.action,
+        mode: rule.mode,
+        severity: rule.severity,
+        outcome,
+        fallback,
+        matched: std::mem::take(&mut matches[decider].2),
+        also,
+        exempted,
+        reverted: None,
+        fallback_error: None,
+    })
+}
+
+/// What [`evaluate`] decides, without the explanation: the deciding rule
+/// (its position in the set) and the outcome. Replay counts only these,
+/// and a match that need not explain itself formats nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub rule: usize,
+    pub outcome: Outcome,
+}
+
+/// [`evaluate`]'s decision, by the same rules, without explaining it (and
+/// without counting it in the rule's `hits`).
+pub fn decide(
+    set: &RuleSet,
+    event: &Event,
+    at: Timestamp,
+    enforcement: Enforcement,
+) -> Option<Verdict> {
+    let j = judge::<Quiet>(set, event, at)?;
+    let (rule, r, _) = j.matches[j.decider];
+    let (outcome, _) = outcome(r, enforcement, super::kinds::revertable(&event.body));
+    Some(Verdict { rule, outcome })
+}
+
+/// The rules that match an event, what they exempt, and which decides.
+struct Judgement<'s, W> {
+    /// Each matching rule: its position in the set, the rule, and why it
+    /// matched.
+    matches: Vec<(usize, &'s Rule, W)>,
+    /// The rules the matching `allow` rules exempt, by id.
+    exempted: Vec<&'s str>,
+    /// The deciding match (a position in `matches`): the strongest rule
+    /// that acts (not an exception, not exempted), first in file order
+    /// among equals; when only exceptions acted, the first of them.
+    decider: usize,
+}
+
+fn judge<'s, W: Why>(set: &'s RuleSet, event: &Event, at: Timestamp) -> Option<Judgement<'s, W>> {
     let kinds = mask_of_event(&event.body);
     if kinds == 0 {
         return None;
@@ -63,8 +141,9 @@ pub fn evaluate(
             .candidates(set.rules.len(), &subject.paths, subject.exe.as_slice()),
     }
     .unwrap_or_else(|| (0..set.rules.len()).collect());
-    let mut matches: Vec<(&Rule, Matched)> = Vec::new();
-    for rule in candidates.into_iter().map(|i| &set.rules[i]) {
+    let mut matches = Vec::new();
+    for i in candidates {
+        let rule = &set.rules[i];
         let named = (rule.kinds & kinds != 0 && subject.may_match(rule))
             .then(|| matches_rule(set, rule, event, &subject, kinds, at, Reach::Named))
             .flatten();
@@ -85,8 +164,8 @@ pub fn evaluate(
                 })
                 .flatten()
         });
-        if let Some(m) = matched {
-            matches.push((rule, m));
+        if let Some(why) = matched {
+            matches.push((i, rule, why));
         }
     }
     if matches.is_empty() {
@@ -94,76 +173,25 @@ pub fn evaluate(
     }
     let exempted: Vec<&str> = matches
         .iter()
-        .filter(|(r, _)| r.action == Action::Allow)
-        .flat_map(|(r, _)| r.exempts.iter().map(String::as_str))
+        .filter(|(_, r, _)| r.action == Action::Allow)
+        .flat_map(|(_, r, _)| r.exempts.iter().map(String::as_str))
         .collect();
-    let acting: Vec<&(&Rule, Matched)> = matches
+    let decider = matches
         .iter()
-        .filter(|(r, _)| r.action != Action::Allow && !exempted.contains(&r.id.as_str()))
-        .collect();
-    let decision = match acting
-        .iter()
-        .max_by_key(|(r, _)| (strength(r.action), std::cmp::Reverse(index_of(set, r))))
-    {
-        Some((rule, matched)) => {
-            let revertable = super::kinds::revertable(&event.body);
-            let (outcome, fallback) = outcome(rule, enforcement, revertable);
-            Decision {
-                rule: rule.id.clone(),
-                action: rule.action,
-                mode: rule.mode,
-                severity: rule.severity,
-                outcome,
-                fallback,
-                matched: matched.clone(),
-                also: acting
-                    .iter()
-                    .filter(|(r, _)| r.id != rule.id)
-                    .map(|(r, _)| r.id.clone())
-                    .collect(),
-                exempted: matches
-                    .iter()
-                    .filter(|(r, _)| exempted.contains(&r.id.as_str()))
-                    .map(|(r, _)| r.id.clone())
-                    .collect(),
-                reverted: None,
-                fallback_error: None,
-            }
-        }
-        None => {
-            // Only exceptions acted: record which one, so that every use of
-            // an exception is auditable.
-            let (rule, matched) = matches.iter().find(|(r, _)| r.action == Action::Allow)?;
-            Decision {
-                rule: rule.id.clone(),
-                action: Action::Allow,
-                mode: rule.mode,
-                severity: rule.severity,
-                outcome: Outcome::Allowed,
-                fallback: None,
-                matched: matched.clone(),
-                also: vec![],
-                exempted: matches
-                    .iter()
-                    .filter(|(r, _)| r.action != Action::Allow)
-                    .map(|(r, _)| r.id.clone())
-                    .collect(),
-                reverted: None,
-                fallback_error: None,
-            }
-        }
-    };
-    if let Some(rule) = set.rules.iter().find(|r| r.id == decision.rule) {
-        rule.hits.fetch_add(1, Ordering::Relaxed);
-    }
-    Some(decision)
-}
-
-fn index_of(set: &RuleSet, rule: &Rule) -> usize {
-    set.rules
-        .iter()
-        .position(|r| std::ptr::eq(r, rule))
-        .unwrap_or(usize::MAX)
+        .enumerate()
+        .filter(|(_, (_, r, _))| r.action != Action::Allow && !exempted.contains(&r.id.as_str()))
+        .max_by_key(|(_, (i, r, _))| (strength(r.action), std::cmp::Reverse(*i)))
+        .map(|(at, _)| at)
+        .or_else(|| {
+            matches
+                .iter()
+                .position(|(_, r, _)| r.action == Action::Allow)
+        })?;
+    Some(Judgement {
+        matches,
+        exempted,
+        decider,
+    })
 }
 
 /// The outcome the agent can truthfully report, and the fallback used.
@@ -190,9 +218,30 @@ fn outcome(rule: &Rule, e: Enforcement, revertable: bool) -> (Outcome, Option<Fa
     }
 }
 
-fn check(matched: &mut Matched, field: &str, ok: bool, value: impl Into<String>) -> Option<()> {
+/// What a match tells of itself: every matcher it tested and what met it
+/// (`Matched`, a live event's decision), or nothing (`Quiet`, replay's
+/// counts, whose values are then never formatted).
+trait Why: Default {
+    fn note(&mut self, field: &str, value: impl FnOnce() -> String);
+}
+
+impl Why for Matched {
+    fn note(&mut self, field: &str, value: impl FnOnce() -> String) {
+        self.insert(field.into(), value());
+    }
+}
+
+#[derive(Default)]
+struct Quiet;
+
+impl Why for Quiet {
+    #[inline(always)]
+    fn note(&mut self, _: &str, _: impl FnOnce() -> String) {}
+}
+
+fn check<W: Why>(why: &mut W, field: &str, ok: bool, value: impl FnOnce() -> String) -> Option<()> {
     if ok {
-        matched.insert(field.into(), value.into());
+        why.note(field, value);
         Some(())
     } else {
         None
@@ -414,7 +463,7 @@ impl<'e> Subject<'e> {
 /// Whether `rule` matches, and why (every matcher it tested). `subject`
 /// holds the lists the pre-check built from the event.
 #[allow(clippy::too_many_arguments)]
-fn matches_rule(
+fn matches_rule<W: Why>(
     set: &RuleSet,
     rule: &Rule,
     event: &Event,
@@ -422,27 +471,27 @@ fn matches_rule(
     kinds: u32,
     at: Timestamp,
     reach: Reach,
-) -> Option<Matched> {
+) -> Option<W> {
     let body = &event.body;
     let process = body.process()?;
-    let mut m = Matched::new();
+    let mut m = W::default();
     let on = match reach {
         Reach::Named => name_in(rule.kinds, kinds),
         // Whatever the rule lists: the event's own kind.
         Reach::Changed(_) => name_in(u32::MAX, kinds),
     };
-    m.insert("on".into(), on.into());
+    m.note("on", || on.into());
     let result = body.result()?;
     match rule.result {
         ResultFilter::Any => {}
-        ResultFilter::Ok => check(&mut m, "result", result.ok, "ok")?,
-        ResultFilter::Failed => check(&mut m, "result", !result.ok, "failed")?,
+        ResultFilter::Ok => check(&mut m, "result", result.ok, || "ok".into())?,
+        ResultFilter::Failed => check(&mut m, "result", !result.ok, || "failed".into())?,
     }
     let paths = &subject.paths;
     match (&rule.path, reach) {
         (Some(p), Reach::Named) => {
             let (path, _) = p.find(paths)?;
-            m.insert("path".into(), path.into());
+            m.note("path", || path.into());
         }
         (Some(p), Reach::Changed(change)) => {
             let (path, pattern) = match change {
@@ -453,11 +502,10 @@ fn matches_rule(
                     p.patterns.first()?.as_str(),
                 ),
             };
-            m.insert("path".into(), path.into());
-            m.insert(
-                "path_integrity".into(),
-                format!("changes what {pattern} resolves to"),
-            );
+            m.note("path", || path.into());
+            m.note("path_integrity", || {
+                format!("changes what {pattern} resolves to")
+            });
         }
         (None, Reach::Named) => {}
         (None, Reach::Changed(_)) => return None,
@@ -471,18 +519,18 @@ fn matches_rule(
     let exes = subject.exe.as_slice();
     if let Some(p) = &rule.exe {
         let (e, _) = p.find(exes)?;
-        m.insert("exe".into(), e.into());
+        m.note("exe", || e.into());
     }
     if let Some(p) = &rule.exe_not {
         if p.find(exes).is_some() {
             return None;
         }
-        m.insert("exe_not".into(), exe.unwrap_or("unknown").into());
+        m.note("exe_not", || exe.unwrap_or("unknown").into());
     }
     let parents = subject.parent.as_slice();
     if let Some(p) = &rule.parent_exe {
         let (e, _) = p.find(parents)?;
-        m.insert("parent_exe".into(), e.into());
+        m.note("parent_exe", || e.into());
     }
     if let Some(p) = &rule.parent_exe_not {
         if p.find(parents).is_some() {
@@ -492,26 +540,25 @@ fn matches_rule(
     let unit = process.who.unit.as_deref();
     if let Some(set) = &rule.unit {
         let u = unit.filter(|u| set.is_match(u))?;
-        m.insert("unit".into(), u.into());
+        m.note("unit", || u.into());
     }
     if let Some(set) = &rule.unit_not {
         if unit.is_some_and(|u| set.is_match(u)) {
             return None;
         }
-        m.insert("unit_not".into(), unit.unwrap_or("none").into());
+        m.note("unit_not", || unit.unwrap_or("none").into());
     }
     if let Some(c) = &rule.container {
         if !c.matches(process.who.container.as_deref()) {
             return None;
         }
-        m.insert(
-            "container".into(),
+        m.note("container", || {
             process
                 .who
                 .container
                 .as_ref()
-                .map_or("none".into(), |c| format!("{} {}", c.runtime, c.id)),
-        );
+                .map_or("none".into(), |c| format!("{} {}", c.runtime, c.id))
+        });
     }
     if rule.ancestor_exe.is_some() || rule.ancestor_exe_not.is_some() {
         let ancestors = subject
@@ -519,13 +566,13 @@ fn matches_rule(
             .get_or_init(|| ancestor_exes(subject.process));
         if let Some(p) = &rule.ancestor_exe {
             let (e, _) = p.find(ancestors)?;
-            m.insert("ancestor_exe".into(), e.into());
+            m.note("ancestor_exe", || e.into());
         }
         if let Some(p) = &rule.ancestor_exe_not {
             if p.find(ancestors).is_some() {
                 return None;
             }
-            m.insert("ancestor_exe_not".into(), lineage(process));
+            m.note("ancestor_exe_not", || lineage(process));
         }
     }
     if !rule.argv_contains.is_empty() || rule.argv_matches.is_some() {
@@ -537,11 +584,11 @@ fn matches_rule(
                 .argv_contains
                 .iter()
                 .find(|needle| exec.argv.iter().any(|a| a.contains(needle.as_str())))?;
-            m.insert("argv_contains".into(), hit.clone());
+            m.note("argv_contains", || hit.clone());
         }
         if let Some(re) = &rule.argv_matches {
             let joined = exec.argv.join(" ");
-            check(&mut m, "argv_matches", re.is_match(&joined), joined.clone())?;
+            check(&mut m, "argv_matches", re.is_match(&joined), || joined)?;
         }
     }
     for (field, matcher, id) in [
@@ -551,8 +598,8 @@ fn matches_rule(
         ("auid", &rule.auid, process.auid),
     ] {
         if matcher.is_set() {
-            let v = id.map_or("unset".to_string(), |i| i.to_string());
-            check(&mut m, field, matcher.matches(id), v)?;
+            let value = || id.map_or("unset".to_string(), |i| i.to_string());
+            check(&mut m, field, matcher.matches(id), value)?;
         }
     }
     if let Some(mask) = rule.mode_mask {
@@ -560,7 +607,8 @@ fn matches_rule(
             return None;
         };
         let mode = u32::from_str_radix(perm.mode.as_deref()?, 8).ok()?;
-        check(&mut m, "mode", mode & mask != 0, perm.mode.clone()?)?;
+        let text = perm.mode.as_deref()?;
+        check(&mut m, "mode", mode & mask != 0, || text.into())?;
     }
     if rule.owner.is_some() || rule.owner_group.is_some() {
         let Body::Perm { perm, .. } = body else {
@@ -569,11 +617,13 @@ fn matches_rule(
         let owner = perm.owner.as_ref()?;
         if let Some(uids) = &rule.owner {
             let uid = owner.uid?;
-            check(&mut m, "owner", uids.contains(&uid), uid.to_string())?;
+            check(&mut m, "owner", uids.contains(&uid), || uid.to_string())?;
         }
         if let Some(gids) = &rule.owner_group {
             let gid = owner.gid?;
-            check(&mut m, "owner_group", gids.contains(&gid), gid.to_string())?;
+            check(&mut m, "owner_group", gids.contains(&gid), || {
+                gid.to_string()
+            })?;
         }
     }
     if let Some(want) = rule.to_root {
@@ -581,7 +631,7 @@ fn matches_rule(
             return None;
         };
         let to_root = perm.ids.as_ref()?.to_root;
-        check(&mut m, "to_root", to_root == want, to_root.to_string())?;
+        check(&mut m, "to_root", to_root == want, || to_root.to_string())?;
     }
     if let Some(caps) = &rule.caps_gained {
         let Body::Perm { perm, .. } = body else {
@@ -592,7 +642,7 @@ fn matches_rule(
             CapsMatch::Any => gained.first(),
             CapsMatch::AnyOf(names) => gained.iter().find(|g| names.contains(g)),
         }?;
-        m.insert("caps_gained".into(), hit.clone());
+        m.note("caps_gained", || hit.clone());
     }
     if !rule.in_window.is_empty() {
         let w = rule
@@ -600,7 +650,7 @@ fn matches_rule(
             .iter()
             .map(|&i| &set.windows[i])
             .find(|w| w.is_active(at))?;
-        m.insert("in_window".into(), w.name.clone());
+        m.note("in_window", || w.name.clone());
     }
     if rule
         .outside_window
@@ -610,14 +660,14 @@ fn matches_rule(
         return None;
     }
     if !rule.outside_window.is_empty() {
-        m.insert("outside_window".into(), "yes".into());
+        m.note("outside_window", || "yes".into());
     }
     if let Some(ids) = &rule.cgroup_id {
         check(
             &mut m,
             "cgroup_id",
             ids.contains(&process.cgroup_id),
-            process.cgroup_id.to_string(),
+            || process.cgroup_id.to_string(),
         )?;
     }
     if let Some(ids) = &rule.cgroup_id_not {
@@ -651,10 +701,12 @@ pub(super) fn skipped_matches<'s>(set: &'s RuleSet, event: &Event, at: Timestamp
         .iter()
         .filter(|r| {
             let named = r.kinds & kinds != 0
-                && matches_rule(set, r, event, &subject, kinds, at, Reach::Named).is_some()
+                && matches_rule::<Matched>(set, r, event, &subject, kinds, at, Reach::Named)
+                    .is_some()
                 && !subject.may_match(r);
             let changed = change.as_ref().is_some_and(|c| {
-                matches_rule(set, r, event, &subject, kinds, at, Reach::Changed(c)).is_some()
+                matches_rule::<Matched>(set, r, event, &subject, kinds, at, Reach::Changed(c))
+                    .is_some()
                     && !subject.may_match_changed(r)
             });
             named || changed

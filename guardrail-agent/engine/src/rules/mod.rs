@@ -16,7 +16,7 @@ pub mod users;
 pub mod window;
 
 pub use compile::{Rule, RuleSet};
-pub use eval::evaluate;
+pub use eval::{decide, evaluate, Verdict};
 pub use load::{compile_text, compile_with_central, load_rules, CentralText, RulesError};
 
 #[cfg(test)]

@@ -140,11 +140,20 @@ fn at(s: &str) -> Timestamp {
 }
 
 fn decide(set: &RuleSet, e: &Event) -> Option<Decision> {
-    evaluate(set, e, at(&e.time), Enforcement::default())
+    decide_with(set, e, Enforcement::default())
 }
 
+/// The decision, checked against the unexplained one replay counts:
+/// every test of the rules tests both.
 fn decide_with(set: &RuleSet, e: &Event, enf: Enforcement) -> Option<Decision> {
-    evaluate(set, e, at(&e.time), enf)
+    let decision = evaluate(set, e, at(&e.time), enf);
+    let verdict = super::eval::decide(set, e, at(&e.time), enf);
+    assert_eq!(
+        verdict.map(|v| (set.rules[v.rule].id.as_str(), v.outcome)),
+        decision.as_ref().map(|d| (d.rule.as_str(), d.outcome)),
+        "decide and evaluate disagree on {e:?}"
+    );
+    decision
 }
 
 const SHADOW: &str = r#"
