@@ -62,7 +62,8 @@ enum Task {
         #[arg(long, conflicts_with_all = ["storms_only", "nats_only"])]
         footprint_only: bool,
         /// Only these configurations of the storms' table (repeatable):
-        /// default, raw (default rules, raw syscall probes), full, deny50,
+        /// default, noreads (default rules without file.read rules: no read
+        /// watch), raw (default rules, raw syscall probes), full, deny50,
         /// floor, auditd. Default: all.
         #[arg(long = "config", value_name = "NAME")]
         configs: Vec<String>,

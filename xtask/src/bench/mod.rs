@@ -140,6 +140,9 @@ const WATCHED_FILE: &str = "watched-file";
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Config {
     DefaultRules,
+    /// The default rules without their `file.read` rules: no read watch
+    /// set, the baseline of what watching reads costs.
+    DefaultNoReads,
     /// The default rules with the syscall probes on raw tracepoints
     /// (`--syscall-probes raw`, what kernels before 5.15 use).
     DefaultRaw,
@@ -166,13 +169,14 @@ impl Only {
         for name in names {
             configs.push(match name.as_str() {
                 "default" => Config::DefaultRules,
+                "noreads" => Config::DefaultNoReads,
                 "raw" => Config::DefaultRaw,
                 "full" => Config::FullCapture,
                 "deny50" => Config::Deny50,
                 "floor" => Config::Floor,
                 "auditd" => Config::Auditd,
                 other => {
-                    bail!("--config {other}: expected one of default, raw, full, deny50, floor, auditd")
+                    bail!("--config {other}: expected one of default, noreads, raw, full, deny50, floor, auditd")
                 }
             });
         }
@@ -198,6 +202,7 @@ impl Config {
     fn name(self) -> &'static str {
         match self {
             Config::DefaultRules => "guardrail, default rules",
+            Config::DefaultNoReads => "guardrail, default rules without file.read (no read watch)",
             Config::DefaultRaw => "guardrail, default rules, raw syscall probes",
             Config::FullCapture => "guardrail, full capture + audit log",
             Config::Deny50 => "guardrail, 50 deny rules elsewhere",
@@ -321,8 +326,30 @@ pub struct Setup {
 /// The config files each configuration runs with.
 struct Configs {
     default: PathBuf,
+    no_reads: PathBuf,
     full: PathBuf,
     deny50: PathBuf,
+}
+
+/// `config` without its `file.read` rules (each table, from its header to
+/// the next, that says `on = ["file.read"]`).
+fn without_read_rules(config: &str) -> String {
+    let mut kept = String::new();
+    let mut table = String::new();
+    let end_table = |table: &mut String, kept: &mut String| {
+        if !table.contains("on = [\"file.read\"]") {
+            kept.push_str(table);
+        }
+        table.clear();
+    };
+    for line in config.split_inclusive('\n') {
+        if line.starts_with('[') {
+            end_table(&mut table, &mut kept);
+        }
+        table.push_str(line);
+    }
+    end_table(&mut table, &mut kept);
+    kept
 }
 
 fn write_configs(setup: &Setup) -> Result<Configs> {
@@ -341,6 +368,16 @@ fn write_configs(setup: &Setup) -> Result<Configs> {
         scratch.join(WATCHED_FILE).display()
     )?;
     std::fs::write(&default, text)?;
+    let no_reads = scratch.join("noreads.toml");
+    let text = without_read_rules(&shipped).replace(
+        "/var/log/guardrail/audit.jsonl",
+        &out.join("audit-noreads.jsonl").display().to_string(),
+    );
+    anyhow::ensure!(
+        text.len() < shipped.len(),
+        "config/guardrail.toml has no `on = [\"file.read\"]` rule to leave out"
+    );
+    std::fs::write(&no_reads, text)?;
     let full = scratch.join("full.toml");
     std::fs::write(
         &full,
@@ -369,6 +406,7 @@ fn write_configs(setup: &Setup) -> Result<Configs> {
     std::fs::write(&deny50, text)?;
     Ok(Configs {
         default,
+        no_reads,
         full,
         deny50,
     })
@@ -384,6 +422,7 @@ fn overhead(
     let mut rows = Vec::new();
     for config in [
         Config::DefaultRules,
+        Config::DefaultNoReads,
         Config::DefaultRaw,
         Config::FullCapture,
         Config::Deny50,
@@ -408,6 +447,9 @@ fn overhead(
                 let running = match config {
                     Config::DefaultRules => {
                         Running::start_agent(&configs.default, &setup.scratch, &[])?
+                    }
+                    Config::DefaultNoReads => {
+                        Running::start_agent(&configs.no_reads, &setup.scratch, &[])?
                     }
                     Config::DefaultRaw => Running::start_agent(
                         &configs.default,
@@ -454,6 +496,7 @@ fn overhead(
                 // The audit logs grow by every captured event: start afresh.
                 for log in [
                     "audit-default.jsonl",
+                    "audit-noreads.jsonl",
                     "audit-full.jsonl",
                     "audit-deny.jsonl",
                 ] {
