@@ -246,13 +246,30 @@ impl Verifier {
     }
 }
 
+/// The end of a log file that is not a whole line yet: the record the
+/// agent is writing at this moment (or one a crash cut short). Nothing
+/// follows it to check it against, and it may not be whole: it is not a
+/// record to verify yet. (Cutting it is no way to hide an edit: removing
+/// a log's last records is what a hash chain cannot see anyway.)
+pub fn unfinished_tail(text: &str) -> Option<&str> {
+    let start = text.rfind('\n').map_or(0, |i| i + 1);
+    (start < text.len()).then(|| &text[start..])
+}
+
 /// Verify files given oldest first. The first record of the first file may
 /// continue an older, no longer present file (its `prev` is taken as
-/// given); everything after must chain. Returns the records checked.
+/// given); everything after must chain, up to the newest file's
+/// [`unfinished_tail`], which is left out. Returns the records checked.
 pub fn verify(files: &[(String, String)]) -> Result<u64, Broken> {
     let mut v = Verifier::new();
-    for (name, text) in files {
-        for (i, line) in text.lines().enumerate() {
+    for (n, (name, text)) in files.iter().enumerate() {
+        // Only the newest file is being written: a rotated file ends with
+        // its last whole record, and a cut line there is broken.
+        let whole = match unfinished_tail(text).filter(|_| n + 1 == files.len()) {
+            Some(tail) => &text[..text.len() - tail.len()],
+            None => text.as_str(),
+        };
+        for (i, line) in whole.lines().enumerate() {
             v.check(line).map_err(|why| Broken {
                 file: name.clone(),
                 line: i + 1,
@@ -340,8 +357,29 @@ mod tests {
             .collect()
     }
 
+    /// A file of these lines, as the agent writes them (each ended).
+    fn file(lines: &[String]) -> String {
+        lines.iter().map(|l| format!("{l}\n")).collect()
+    }
+
     fn check(lines: &[String]) -> Result<u64, Broken> {
-        verify(&[("audit.jsonl".into(), lines.join("\n"))])
+        verify(&[("audit.jsonl".into(), file(lines))])
+    }
+
+    #[test]
+    fn the_line_being_written_is_left_for_later_only_in_the_newest_file() {
+        let l = log(4);
+        // The agent is writing the fourth record: half of it is there.
+        let mut text = file(&l[..3]);
+        text.push_str(&l[3][..l[3].len() / 2]);
+        assert_eq!(unfinished_tail(&text), Some(&l[3][..l[3].len() / 2]));
+        assert_eq!(verify(&[("audit.jsonl".into(), text.clone())]), Ok(3));
+        assert_eq!(unfinished_tail(&file(&l)), None);
+        assert_eq!(check(&l), Ok(4));
+        // A rotated file is whole: a line cut there is broken.
+        let newest = ("audit.jsonl".to_string(), String::new());
+        let e = verify(&[("audit.jsonl.1".into(), text), newest]).unwrap_err();
+        assert_eq!((e.file.as_str(), e.line), ("audit.jsonl.1", 4));
     }
 
     #[test]
@@ -379,11 +417,11 @@ mod tests {
     #[test]
     fn the_chain_runs_across_rotated_files() {
         let l = log(6);
-        let old = ("audit.jsonl.1".to_string(), l[..3].join("\n"));
-        let new = ("audit.jsonl".to_string(), l[3..].join("\n"));
+        let old = ("audit.jsonl.1".to_string(), file(&l[..3]));
+        let new = ("audit.jsonl".to_string(), file(&l[3..]));
         assert_eq!(verify(&[old.clone(), new.clone()]), Ok(6));
         // A missing middle file is a break at the first record after it.
-        let newest = ("audit.jsonl".to_string(), l[5..].join("\n"));
+        let newest = ("audit.jsonl".to_string(), file(&l[5..]));
         let e = verify(&[old, newest]).unwrap_err();
         assert_eq!((e.file.as_str(), e.line), ("audit.jsonl", 1));
     }

@@ -240,6 +240,16 @@ pub(crate) fn verify_log(files: &[PathBuf]) -> Result<()> {
     match guardrail_engine::chain::verify(&texts) {
         Ok(n) => {
             println!("{n} records verified: the chain is intact");
+            let newest = texts.last();
+            if let Some((file, tail)) =
+                newest.and_then(|(f, t)| Some((f, guardrail_engine::chain::unfinished_tail(t)?)))
+            {
+                println!(
+                    "{file} ends with {} bytes of a record still being written (or cut \
+                     short by a crash): not verified",
+                    tail.len()
+                );
+            }
             Ok(())
         }
         Err(broken) => {
