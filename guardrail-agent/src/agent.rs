@@ -204,6 +204,7 @@ impl Agent {
             syscall_probes: probes.syscall_probes.into(),
             typed_tasks: probes.typed_tasks,
             typed_files: probes.typed_files,
+            typed_files_note: probes.typed_files_note.clone(),
         };
         match &bpf_lsm_note {
             None => info!(

@@ -35,6 +35,10 @@ pub struct Capabilities {
     /// calls (6.2+: `bpf_rdonly_cast`, where the kernel accepts it).
     #[serde(default)]
     pub typed_files: bool,
+    /// Why files are not typed where the kernel has the cast (its
+    /// verifier refused the probes with it).
+    #[serde(default)]
+    pub typed_files_note: Option<String>,
 }
 
 pub fn kernel_release() -> String {

@@ -173,6 +173,8 @@ pub struct Probes {
     /// The read watch reads an opened file with plain loads (the fd's
     /// slot cast by `bpf_rdonly_cast`, 6.2+).
     pub typed_files: bool,
+    /// Why files are not typed although the kernel has the cast.
+    pub typed_files_note: Option<String>,
 }
 
 impl Probes {
@@ -381,24 +383,40 @@ impl Probes {
             .name("btf".into())
             .spawn(|| aya::Btf::from_sys_fs().ok())
             .context("starting the BTF reader thread")?;
-        // A kernel that has `bpf_rdonly_cast` yet refuses the probes' call of
-        // it (a verifier of 6.2 to 6.11 this was not tried on) still gets
-        // the read watch, by helper reads: the probes are loaded again
-        // with the calls left out, rather than the agent not starting.
+        // A kernel that has `bpf_rdonly_cast` yet refuses the probes with
+        // their call of it (a verifier of 6.2 to 6.11 this was not tried
+        // on) still gets the read watch, by helper reads: the probes are
+        // loaded again with the calls left out, rather than the agent not
+        // starting. The calls are only in programs of `ahead` (the syscall
+        // exits and the io_uring completions reach `reads::watched_in`),
+        // so this is where such a refusal comes. On this rare path the
+        // loader parses the kernel's BTF again while the BTF thread may
+        // hold its own copy: a higher start-up peak, once.
+        let mut typed_files_note = None;
         if let Err(refused) = super::attach::verify_ahead(&mut ebpf, &ahead) {
-            if file_cast.is_none() {
+            let log = format!("{refused:#}");
+            // Only the verifier's refusal: anything else (a thread that
+            // would not start) would fail the same way again.
+            if file_cast.is_none() || !log.contains("BPF_PROG_LOAD") {
                 return Err(refused);
             }
-            let log = format!("{refused:#}");
+            let verdict = super::attach::verifier_verdict(&log).to_string();
             warn!(
-                "the kernel refused the read watch's typed file loads (bpf_rdonly_cast: {}); \
-                 loading the probes again with helper reads instead",
-                super::attach::verifier_verdict(&log)
+                "the kernel refused the probes with the read watch's typed file loads \
+                 (bpf_rdonly_cast): {verdict}; loading them again with helper reads"
             );
             debug!("{log}");
             drop(ebpf);
             (ebpf, file_cast) = load(None)?;
-            super::attach::verify_ahead(&mut ebpf, &ahead)?;
+            super::attach::verify_ahead(&mut ebpf, &ahead).with_context(|| {
+                format!(
+                    "loading the probes with helper reads, after the kernel refused them \
+                     with typed file loads ({verdict})"
+                )
+            })?;
+            typed_files_note = Some(format!(
+                "refused by this kernel ({verdict}): helper reads instead"
+            ));
         }
         let own_map_ids = map_ids(&ebpf);
         let mut links = Links::new(state.as_ref());
@@ -593,6 +611,7 @@ impl Probes {
             syscall_probes: SyscallProbes::name(raw),
             typed_tasks: task_btf == 1,
             typed_files: file_cast.is_some(),
+            typed_files_note,
         };
         Ok((probes, ring, enforcer))
     }

@@ -33,6 +33,9 @@ pub(crate) async fn status(socket: &std::path::Path, json: bool) -> Result<()> {
         yes(c.typed_tasks),
         yes(c.typed_files)
     );
+    if let Some(note) = &c.typed_files_note {
+        println!("                  files: {note}");
+    }
     println!("BPF-LSM (deny)    {}", yes(c.bpf_lsm));
     if let Some(note) = &c.bpf_lsm_note {
         println!("                  {note}");
