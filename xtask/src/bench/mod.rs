@@ -362,10 +362,13 @@ fn write_configs(setup: &Setup) -> Result<Configs> {
     let shipped = std::fs::read_to_string(root().join("config/guardrail.toml"))?;
     // The shipped pack, and one rule watching reads of the watched read
     // storm's file.
-    let mut text = shipped.replace(
-        "/var/log/guardrail/audit.jsonl",
-        &out.join("audit-default.jsonl").display().to_string(),
-    );
+    let own_log = |config: &str, name: &str| {
+        config.replace(
+            "/var/log/guardrail/audit.jsonl",
+            &out.join(name).display().to_string(),
+        )
+    };
+    let mut text = own_log(&shipped, "audit-default.jsonl");
     write!(
         text,
         "\n[[rule]]\nid = \"bench-watched-read\"\non = [\"file.read\"]\npath = [\"{}\"]\n",
@@ -373,15 +376,12 @@ fn write_configs(setup: &Setup) -> Result<Configs> {
     )?;
     std::fs::write(&default, text)?;
     let no_reads = scratch.join("noreads.toml");
-    let text = without_read_rules(&shipped).replace(
-        "/var/log/guardrail/audit.jsonl",
-        &out.join("audit-noreads.jsonl").display().to_string(),
-    );
+    let without = without_read_rules(&shipped);
     anyhow::ensure!(
-        text.len() < shipped.len(),
-        "config/guardrail.toml has no `on = [\"file.read\"]` rule to leave out"
+        without.len() < shipped.len(),
+        "config/guardrail.toml has no `file.read` rule to leave out"
     );
-    std::fs::write(&no_reads, text)?;
+    std::fs::write(&no_reads, own_log(&without, "audit-noreads.jsonl"))?;
     let full = scratch.join("full.toml");
     std::fs::write(
         &full,
