@@ -61,6 +61,11 @@ enum Task {
         /// idle, with 1000 rules, and with 30,000 live processes).
         #[arg(long, conflicts_with_all = ["storms_only", "nats_only"])]
         footprint_only: bool,
+        /// Only the throughput section (the highest paced event rate
+        /// without loss, one generator process per CPU, per ring-buffer
+        /// size, with the agent's share of CPU; event delay).
+        #[arg(long, conflicts_with_all = ["storms_only", "nats_only", "footprint_only"])]
+        throughput_only: bool,
         /// Only these configurations of the storms' table (repeatable):
         /// default, noreads (default rules without file.read rules: no read
         /// watch; the open storm only), raw (default rules, raw syscall
@@ -226,16 +231,18 @@ fn main() -> Result<()> {
             storms_only,
             nats_only,
             footprint_only,
+            throughput_only,
             configs,
             workloads,
             pairs,
         } => {
             let mut only = bench::Only::parse(storms_only, nats_only, &configs)?;
             only.footprint_only = footprint_only;
+            only.throughput_only = throughput_only;
             only.workloads = workloads;
             prereqs::ensure_build()?;
             prereqs::ensure_bench()?;
-            if !storms_only && !footprint_only {
+            if !storms_only && !footprint_only && !throughput_only {
                 prereqs::ensure_nats_server()?;
             }
             build(true)?;

@@ -158,6 +158,7 @@ pub struct Only {
     storms_only: bool,
     nats_only: bool,
     pub footprint_only: bool,
+    pub throughput_only: bool,
     configs: Vec<Config>,
     /// Substrings of the storms' names to run (empty: all).
     pub workloads: Vec<String>,
@@ -184,6 +185,7 @@ impl Only {
             storms_only,
             nats_only,
             footprint_only: false,
+            throughput_only: false,
             configs,
             workloads: Vec::new(),
         })
@@ -586,6 +588,16 @@ pub fn bench(quick: bool, pairs: usize, only: &Only) -> Result<()> {
             std::fs::write(
                 out.join("report-footprint.json"),
                 serde_json::to_string_pretty(&footprint::json(&fp, &peak_rss))? + "\n",
+            )?;
+            return Ok(md);
+        }
+        if only.throughput_only {
+            let tp = throughput::run(&setup)?;
+            let md = throughput::markdown(&tp);
+            std::fs::write(out.join("report-throughput.md"), &md)?;
+            std::fs::write(
+                out.join("report-throughput.json"),
+                serde_json::to_string_pretty(&throughput::json(&tp))? + "\n",
             )?;
             return Ok(md);
         }
