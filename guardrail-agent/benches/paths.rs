@@ -83,5 +83,39 @@ fn identity(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, completion, identity);
+/// A chmod record turned into an event body, as under a chmod storm: the
+/// process (this one, its table entry warm), the path completed on the
+/// live file system and its identity looked up, the mode named.
+fn interpretation(c: &mut Criterion) {
+    use guardrail_common::{syscalls as sc, EventHeader};
+    use guardrail_engine::decode::RawRecord;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().canonicalize().unwrap().join("f");
+    std::fs::write(&file, b"x").unwrap();
+    let pid = std::process::id();
+    let mut comm = [0u8; 16];
+    comm[..5].copy_from_slice(b"storm");
+    let record = RawRecord {
+        header: EventHeader {
+            syscall: sc::CHMOD,
+            args: [0, 0o644, 0, 0, 0, 0],
+            pid,
+            tid: pid,
+            comm,
+            ..Default::default()
+        },
+        str0: file.to_str().unwrap().as_bytes().to_vec(),
+        str1: vec![],
+        dir0: vec![],
+        dir1: vec![],
+    };
+    let mut procfs = ProcFs::default();
+    let mut group = c.benchmark_group("interpret");
+    group.bench_function("chmod record", |b| {
+        b.iter(|| guardrail_engine::interpret::interpret(&record, &mut procfs))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, completion, identity, interpretation);
 criterion_main!(benches);

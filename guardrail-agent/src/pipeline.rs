@@ -436,7 +436,7 @@ impl<V: ProcessView> Pipeline<V> {
         };
         if !result.ok
             || !matches!(
-                file.op.as_str(),
+                file.op.as_ref(),
                 "rename" | "open" | "link" | "symlink" | "unlink" | "mknod" | "mkdir"
             )
         {

@@ -7,6 +7,12 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::canonical::PathSource;
 
+/// A name from a fixed set (a syscall, an operation, an errno): borrowed
+/// from the agent's tables when an event is made, owned only when one is
+/// read back from JSON. An owned string per name was two allocations and
+/// two frees per event.
+pub type Name = std::borrow::Cow<'static, str>;
+
 /// Read back in one pass by `event_json` rather than by a derived form.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Event {
@@ -124,21 +130,21 @@ pub struct Decision {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Body {
     Exec {
-        syscall: String,
+        syscall: Name,
         #[serde(serialize_with = "Process::serialize_cached")]
         process: Process,
         result: SyscallResult,
         exec: ExecDetails,
     },
     File {
-        syscall: String,
+        syscall: Name,
         #[serde(serialize_with = "Process::serialize_cached")]
         process: Process,
         result: SyscallResult,
         file: FileDetails,
     },
     Perm {
-        syscall: String,
+        syscall: Name,
         #[serde(serialize_with = "Process::serialize_cached")]
         process: Process,
         result: SyscallResult,
@@ -147,7 +153,7 @@ pub enum Body {
     /// A process set up an io_uring instance: file operations submitted
     /// through it bypass the syscall tracepoints (docs/events.md#io_uring).
     Uring {
-        syscall: String,
+        syscall: Name,
         #[serde(serialize_with = "Process::serialize_cached")]
         process: Process,
         result: SyscallResult,
@@ -161,7 +167,7 @@ pub enum Body {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct UringDetails {
     /// `setup` or `register`.
-    pub op: String,
+    pub op: Name,
     /// `setup`: the ring's file descriptor.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub fd: Option<i32>,
@@ -702,7 +708,7 @@ pub struct SyscallResult {
     /// The syscall's return value (negative errno on failure).
     pub ret: i64,
     /// Symbolic errno on failure, e.g. `EACCES`.
-    pub errno: Option<String>,
+    pub errno: Option<Name>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -731,7 +737,7 @@ pub struct ExecDetails {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FileDetails {
     /// open, unlink, rename, truncate, link, symlink, mknod, mkdir
-    pub op: String,
+    pub op: Name,
     /// Canonical absolute path of the file acted on (no `.`, `..` or
     /// `//`, symlinked directories resolved); null when only an fd was
     /// given and it could not be resolved.
@@ -831,7 +837,7 @@ impl MountDetails {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PermDetails {
     /// chmod, chown, setuid, setgid, capset, setxattr
-    pub op: String,
+    pub op: Name,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]

@@ -68,7 +68,7 @@ struct Fields {
     ktime_ns: Option<u64>,
     via: Option<Via>,
     kind: Option<Kind>,
-    syscall: Option<String>,
+    syscall: Option<crate::event::Name>,
     process: Option<Process>,
     result: Option<SyscallResult>,
     exec: Option<ExecDetails>,

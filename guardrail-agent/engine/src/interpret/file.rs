@@ -99,9 +99,9 @@ pub(super) fn body(
         }
         _ => return None,
     }
-    .to_string();
+    .into();
     if matches!(
-        file.op.as_str(),
+        file.op.as_ref(),
         "rename"
             | "rmdir"
             | "unlink"

@@ -203,7 +203,7 @@ struct Call<'r> {
     nr: u32,
     a: [u64; 6],
     layout: sc::ArgLayout,
-    syscall: String,
+    syscall: crate::event::Name,
     result: SyscallResult,
     /// The process runs in a chroot (see `flags::ROOT_CHANGED`).
     chroot: bool,
@@ -222,7 +222,7 @@ impl<'r> Call<'r> {
             nr,
             a: h.args,
             layout: sc::arg_layout(nr)?,
-            syscall: sc::name(nr)?.to_string(),
+            syscall: sc::name(nr)?.into(),
             result: SyscallResult {
                 ok: h.ret >= 0,
                 ret: h.ret,

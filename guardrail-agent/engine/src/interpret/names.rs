@@ -1,7 +1,7 @@
 //! Names for the numbers in records: errno values, open flags, modes,
 //! capabilities and flag sets.
 
-pub fn errno_name(errno: i64) -> String {
+pub fn errno_name(errno: i64) -> crate::event::Name {
     let name = match errno {
         1 => "EPERM",
         2 => "ENOENT",
@@ -34,9 +34,9 @@ pub fn errno_name(errno: i64) -> String {
         40 => "ELOOP",
         95 => "EOPNOTSUPP",
         122 => "EDQUOT",
-        _ => return format!("E{errno}"),
+        _ => return format!("E{errno}").into(),
     };
-    name.to_string()
+    name.into()
 }
 
 pub fn open_flags(f: u64) -> Vec<String> {

@@ -186,7 +186,7 @@ fn unmount_move_mount_and_pivot_root_name_what_they_change() {
         panic!()
     };
     assert_eq!(
-        (file.op.as_str(), file.path.as_deref()),
+        (file.op.as_ref(), file.path.as_deref()),
         ("umount", Some("/home/u/mnt"))
     );
     assert_eq!(file.mount.unwrap().flags, ["detach"]);
@@ -203,7 +203,7 @@ fn unmount_move_mount_and_pivot_root_name_what_they_change() {
         panic!()
     };
     assert_eq!(
-        (file.op.as_str(), file.path.as_deref()),
+        (file.op.as_ref(), file.path.as_deref()),
         ("move_mount", Some("/x/prot"))
     );
     assert_eq!(file.mount.unwrap().source.as_deref(), Some("fd:7"));

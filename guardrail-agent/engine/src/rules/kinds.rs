@@ -80,7 +80,7 @@ fn distance(a: &str, b: &str) -> usize {
 pub fn mask_of_event(body: &Body) -> u32 {
     match body {
         Body::Exec { .. } => bit("exec"),
-        Body::File { file, .. } => match file.op.as_str() {
+        Body::File { file, .. } => match file.op.as_ref() {
             "open" => {
                 let mut m = bit("file.open");
                 if is_write_flags(&file.flags) {

@@ -861,11 +861,11 @@ mod default_pack {
     /// destination in `new_path`.
     fn file_op(op: &str, path: &str, new_path: Option<&str>) -> Event {
         event(Body::File {
-            syscall: op.into(),
+            syscall: op.to_owned().into(),
             process: process("/usr/bin/x", 0),
             result: ok(),
             file: FileDetails {
-                op: op.into(),
+                op: op.to_owned().into(),
                 path: Some(path.into()),
                 new_path: new_path.map(Into::into),
                 resolved: true,
@@ -1300,11 +1300,11 @@ gid = ["staff"]
     );
     let perm = |op: &str, details: PermDetails| {
         event(Body::Perm {
-            syscall: op.into(),
+            syscall: op.to_owned().into(),
             process: process("/usr/bin/x", 0),
             result: ok(),
             perm: PermDetails {
-                op: op.into(),
+                op: op.to_owned().into(),
                 path: Some("/etc/x".into()),
                 ..details
             },
@@ -1431,7 +1431,7 @@ fn mount_event(op: &str, at: &str, flags: &[&str], namespace: &str) -> Event {
         process: process("/usr/bin/mount", 0),
         result: ok(),
         file: FileDetails {
-            op: op.into(),
+            op: op.to_owned().into(),
             path: Some(at.into()),
             resolved: true,
             mount: Some(MountDetails {
