@@ -573,33 +573,20 @@ pub fn bench(quick: bool, pairs: usize, only: &Only) -> Result<()> {
         let mut peak_rss = Vec::new();
         if only.nats_only {
             let n = nats::run(&setup)?;
-            let md = nats::markdown(&n);
-            std::fs::write(out.join("report-nats.md"), &md)?;
-            std::fs::write(
-                out.join("report-nats.json"),
-                serde_json::to_string_pretty(&nats::json(&n))? + "\n",
-            )?;
-            return Ok(md);
+            return section(&out, "nats", nats::markdown(&n), nats::json(&n));
         }
         if only.footprint_only {
             let fp = footprint::run(&setup, &configs.default, &mut peak_rss)?;
-            let md = footprint::markdown(&fp, &peak_rss);
-            std::fs::write(out.join("report-footprint.md"), &md)?;
-            std::fs::write(
-                out.join("report-footprint.json"),
-                serde_json::to_string_pretty(&footprint::json(&fp, &peak_rss))? + "\n",
-            )?;
-            return Ok(md);
+            let (md, json) = (
+                footprint::markdown(&fp, &peak_rss),
+                footprint::json(&fp, &peak_rss),
+            );
+            return section(&out, "footprint", md, json);
         }
         if only.throughput_only {
             let tp = throughput::run(&setup)?;
-            let md = throughput::markdown(&tp);
-            std::fs::write(out.join("report-throughput.md"), &md)?;
-            std::fs::write(
-                out.join("report-throughput.json"),
-                serde_json::to_string_pretty(&throughput::json(&tp))? + "\n",
-            )?;
-            return Ok(md);
+            let (md, json) = (throughput::markdown(&tp), throughput::json(&tp));
+            return section(&out, "throughput", md, json);
         }
         if only.storms_only {
             let rows = overhead(&setup, &configs, only, &mut peak_rss)?;
@@ -617,6 +604,17 @@ pub fn bench(quick: bool, pairs: usize, only: &Only) -> Result<()> {
     let _ = std::fs::remove_dir_all(&scratch);
     println!("{}", result?);
     Ok(())
+}
+
+/// One section measured alone: its report written to
+/// `report-NAME.md` and `.json`, the markdown returned to be printed.
+fn section(out: &Path, name: &str, md: String, json: serde_json::Value) -> Result<String> {
+    std::fs::write(out.join(format!("report-{name}.md")), &md)?;
+    std::fs::write(
+        out.join(format!("report-{name}.json")),
+        serde_json::to_string_pretty(&json)? + "\n",
+    )?;
+    Ok(md)
 }
 
 /// The kernel audit state before the benchmark touched it, to put back.

@@ -32,10 +32,21 @@ pub struct Ring {
     sustained: Option<u64>,
     /// The agent's CPU at that rate.
     cpu: Option<AgentCpu>,
-    /// No loss even at the fastest rate the generator reached.
-    generator_bound: bool,
+    /// What ended the climb of rates.
+    limit: Limit,
     /// At twice the sustained rate: the rate reached and the share lost.
     at_double: Option<(u64, f64)>,
+}
+
+/// Why no higher rate was sustained.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    /// The next rate lost events.
+    Loss,
+    /// No loss, but the generators could not reach the rate asked.
+    Generators,
+    /// No loss at the highest rate asked (`--quick` asks only two).
+    HighestRateAsked,
 }
 
 pub struct Delay {
@@ -143,18 +154,19 @@ pub fn run(setup: &Setup) -> Result<Results> {
     for &mib in sizes {
         let mut sustained = None;
         let mut cpu = None;
-        let mut generator_bound = true;
+        let mut limit = Limit::HighestRateAsked;
         let rates = if super::quick() { &RATES[..2] } else { RATES };
         for &rate in rates {
             let p = probe(setup, mib, rate, false)?;
             if p.lost > 0 {
-                generator_bound = false;
+                limit = Limit::Loss;
                 break;
             }
             sustained = Some(p.achieved);
             cpu = Some(p.cpu);
             if (p.achieved as f64) < 0.95 * rate as f64 {
-                // The generator (slowed by the capture) cannot go faster.
+                // The generators (slowed by the capture) cannot go faster.
+                limit = Limit::Generators;
                 break;
             }
         }
@@ -170,7 +182,7 @@ pub fn run(setup: &Setup) -> Result<Results> {
             mib,
             sustained,
             cpu,
-            generator_bound,
+            limit,
             at_double,
         });
     }
@@ -201,9 +213,12 @@ pub fn markdown(r: &Results) -> String {
         generators()
     );
     for ring in &r.rings {
-        let sustained = match (ring.sustained, ring.generator_bound) {
-            (Some(s), true) => format!("≥ {s} (the generator's limit: no loss)"),
-            (Some(s), false) => s.to_string(),
+        let sustained = match (ring.sustained, ring.limit) {
+            (Some(s), Limit::Generators) => format!("≥ {s} (the generators' limit: no loss)"),
+            (Some(s), Limit::HighestRateAsked) => {
+                format!("≥ {s} (the highest rate asked: no loss)")
+            }
+            (Some(s), Limit::Loss) => s.to_string(),
             (None, _) => format!("< {} (lost at the lowest rate)", RATES[0]),
         };
         let double = ring.at_double.map_or("—".into(), |(reached, lost)| {
@@ -237,7 +252,12 @@ pub fn json(r: &Results) -> Value {
         "rings": r.rings.iter().map(|ring| json!({
             "mib": ring.mib,
             "sustained_per_s": ring.sustained,
-            "generator_bound": ring.generator_bound,
+            "generator_bound": ring.limit == Limit::Generators,
+            "limit": match ring.limit {
+                Limit::Loss => "loss",
+                Limit::Generators => "generators",
+                Limit::HighestRateAsked => "highest_rate_asked",
+            },
             "generators": generators(),
             "agent_cpu_share_of_one_cpu": ring.cpu.map(|c| c.share_of_one_cpu),
             "agent_cpu_ns_per_event": ring.cpu.map(|c| c.per_event_ns),
