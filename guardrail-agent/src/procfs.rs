@@ -19,8 +19,11 @@ pub struct ProcFs {
     /// Directories resolved lately: a storm on one file resolves its
     /// directory once, not once per event.
     resolved: foldhash::HashMap<String, String>,
-    /// Objects of paths looked up lately (path, followed), same lifetime.
-    objects: foldhash::HashMap<(String, bool), ObjectId>,
+    /// Objects of paths looked up lately, same lifetime: the final
+    /// symlink not followed (`[0]`) and followed (`[1]`), so that a hit
+    /// is looked up by the borrowed path (a key made per event was an
+    /// allocation and a free per event).
+    objects: [foldhash::HashMap<String, ObjectId>; 2],
     resolved_at: Duration,
     /// Nanoseconds per clock tick (USER_HZ), the unit of start times in
     /// /proc and in process ids.
@@ -737,7 +740,7 @@ impl ProcessView for ProcFs {
 
     fn paths_changed(&mut self) {
         self.resolved.clear();
-        self.objects.clear();
+        self.objects.iter_mut().for_each(|o| o.clear());
         self.resolved_at = clock::coarse();
     }
 
@@ -747,11 +750,11 @@ impl ProcessView for ProcFs {
 
     fn object_of(&mut self, path: &str, follow: bool) -> Option<ObjectId> {
         use std::os::unix::fs::MetadataExt;
-        if clock::since(self.resolved_at) >= RESOLVED_FOR || self.objects.len() >= RESOLVED_MAX {
+        let cached = self.objects.iter().map(|o| o.len()).sum::<usize>();
+        if clock::since(self.resolved_at) >= RESOLVED_FOR || cached >= RESOLVED_MAX {
             self.paths_changed();
         }
-        let key = (path.to_string(), follow);
-        if let Some(hit) = self.objects.get(&key) {
+        if let Some(hit) = self.objects[follow as usize].get(path) {
             return Some(*hit);
         }
         let meta = if follow {
@@ -761,7 +764,7 @@ impl ProcessView for ProcFs {
         }
         .ok()?;
         let id = ObjectId::from_stat(meta.dev(), meta.ino());
-        self.objects.insert(key, id);
+        self.objects[follow as usize].insert(path.to_string(), id);
         Some(id)
     }
 }
