@@ -397,7 +397,13 @@ impl Probes {
             let log = format!("{refused:#}");
             // Only the verifier's refusal: anything else (a thread that
             // would not start) would fail the same way again.
-            if file_cast.is_none() || !log.contains("BPF_PROG_LOAD") {
+            let verifier_refused = refused.chain().any(|e| {
+                matches!(
+                    e.downcast_ref::<aya::programs::ProgramError>(),
+                    Some(aya::programs::ProgramError::LoadError { .. })
+                )
+            });
+            if file_cast.is_none() || !verifier_refused {
                 return Err(refused);
             }
             let verdict = super::attach::verifier_verdict(&log).to_string();
