@@ -367,10 +367,23 @@ impl Attribution {
 /// read through [`ProcessJsonForm`] (a derived reader of a flattened
 /// member would buffer every member of the process first).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(from = "ProcessJsonForm")]
+#[serde(try_from = "ProcessJsonForm")]
 pub struct Process {
     pub pid: u32,
     pub tid: u32,
+    /// Boot-unique identity, `PID@START` (START: the process's start time
+    /// in clock ticks since boot, as /proc/PID/stat and `ps` show it): the
+    /// same process in every event, a reused pid never confused with it.
+    /// Omitted when unknown. First after `pid` and `tid`: an audit log
+    /// naming a process by reference writes these members only (see
+    /// [`crate::process_join`]).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub id: Option<Arc<str>>,
+    /// The process version this object defines or names, in an audit log
+    /// that writes each version in full once per file (see
+    /// [`crate::process_join`]); absent elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pv: Option<u64>,
     /// Parent's pid; null when the kernel's BTF was unavailable.
     pub ppid: Option<u32>,
     pub uid: u32,
@@ -385,12 +398,6 @@ pub struct Process {
     pub exe: Option<String>,
     pub parent_exe: Option<String>,
     pub cgroup_id: u64,
-    /// Boot-unique identity, `PID@START` (START: the process's start time
-    /// in clock ticks since boot, as /proc/PID/stat and `ps` show it): the
-    /// same process in every event, a reused pid never confused with it.
-    /// Null when unknown.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub id: Option<Arc<str>>,
     /// The `id` of the process that created this one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub parent_id: Option<Arc<str>>,
@@ -419,6 +426,11 @@ pub struct Process {
     /// (see [`ProcessJson`]); not part of the process.
     #[serde(skip)]
     pub json: ProcessJson,
+    /// Read from a reference (`pid`, `tid`, `id` and `pv` only) whose
+    /// definition was not found: every other member is a default, not the
+    /// process's (see [`crate::process_join::ProcessJoin`]).
+    #[serde(skip)]
+    pub unjoined: bool,
 }
 
 /// A process as its JSON holds it: the attribution's members among the
@@ -428,18 +440,31 @@ pub struct Process {
 struct ProcessJsonForm {
     pid: u32,
     tid: u32,
-    ppid: Option<u32>,
-    uid: u32,
-    gid: u32,
-    euid: u32,
-    egid: u32,
-    auid: Option<u32>,
-    comm: String,
-    exe: Option<String>,
-    parent_exe: Option<String>,
-    cgroup_id: u64,
     #[serde(default)]
     id: Option<Arc<str>>,
+    #[serde(default)]
+    pv: Option<u64>,
+    // Required in a whole process, absent from a reference.
+    #[serde(default)]
+    ppid: Option<u32>,
+    #[serde(default)]
+    uid: Option<u32>,
+    #[serde(default)]
+    gid: Option<u32>,
+    #[serde(default)]
+    euid: Option<u32>,
+    #[serde(default)]
+    egid: Option<u32>,
+    #[serde(default)]
+    auid: Option<u32>,
+    #[serde(default)]
+    comm: Option<String>,
+    #[serde(default)]
+    exe: Option<String>,
+    #[serde(default)]
+    parent_exe: Option<String>,
+    #[serde(default)]
+    cgroup_id: Option<u64>,
     #[serde(default)]
     parent_id: Option<Arc<str>>,
     #[serde(default)]
@@ -462,22 +487,42 @@ struct ProcessJsonForm {
     tty: Option<Arc<str>>,
 }
 
-impl From<ProcessJsonForm> for Process {
-    fn from(f: ProcessJsonForm) -> Process {
-        Process {
+impl TryFrom<ProcessJsonForm> for Process {
+    type Error = String;
+
+    fn try_from(f: ProcessJsonForm) -> Result<Process, String> {
+        // A reference: the version's definition, earlier in the log,
+        // holds the rest.
+        if f.uid.is_none() && f.comm.is_none() {
+            if let (Some(pv), Some(id)) = (f.pv, f.id.clone()) {
+                return Ok(Process {
+                    pid: f.pid,
+                    tid: f.tid,
+                    id: Some(id),
+                    pv: Some(pv),
+                    unjoined: true,
+                    ..Default::default()
+                });
+            }
+        }
+        fn required<T>(v: Option<T>, name: &str) -> Result<T, String> {
+            v.ok_or_else(|| format!("missing field `{name}`"))
+        }
+        Ok(Process {
             pid: f.pid,
             tid: f.tid,
             ppid: f.ppid,
-            uid: f.uid,
-            gid: f.gid,
-            euid: f.euid,
-            egid: f.egid,
+            uid: required(f.uid, "uid")?,
+            gid: required(f.gid, "gid")?,
+            euid: required(f.euid, "euid")?,
+            egid: required(f.egid, "egid")?,
             auid: f.auid,
-            comm: f.comm,
+            comm: required(f.comm, "comm")?,
             exe: f.exe,
             parent_exe: f.parent_exe,
-            cgroup_id: f.cgroup_id,
+            cgroup_id: required(f.cgroup_id, "cgroup_id")?,
             id: f.id,
+            pv: f.pv,
             parent_id: f.parent_id,
             ancestors: f.ancestors,
             ancestors_truncated: f.ancestors_truncated,
@@ -492,16 +537,26 @@ impl From<ProcessJsonForm> for Process {
             session: f.session,
             tty: f.tty,
             json: ProcessJson::default(),
-        }
+            unjoined: false,
+        })
     }
 }
 
 impl Process {
     /// As its JSON cache holds it, else field by field.
     fn serialize_cached<S: serde::Serializer>(p: &Process, s: S) -> Result<S::Ok, S::Error> {
-        match &p.json.0 {
-            Some(json) => json.serialize(s),
-            None => p.serialize(s),
+        match &p.json {
+            ProcessJson::Whole(json) => json.serialize(s),
+            ProcessJson::Ref { pv, .. } => {
+                use serde::ser::SerializeStruct;
+                let mut r = s.serialize_struct("Process", 4)?;
+                r.serialize_field("pid", &p.pid)?;
+                r.serialize_field("tid", &p.tid)?;
+                r.serialize_field("id", &p.id)?;
+                r.serialize_field("pv", pv)?;
+                r.end()
+            }
+            ProcessJson::None => p.serialize(s),
         }
     }
 
@@ -512,21 +567,56 @@ impl Process {
         // Field by field: the derived form never reads `json`.
         let json: Arc<serde_json::value::RawValue> =
             serde_json::value::to_raw_value(&*self)?.into();
-        self.json = ProcessJson(Some(json.clone()));
+        self.json = ProcessJson::Whole(json.clone());
         Ok(json)
+    }
+
+    /// The members a reference leaves out, as they follow `"pv":N,` in a
+    /// definition: the process's JSON after `pid`, `tid`, `id` and `pv`,
+    /// without the closing brace. None for a process without `id`, which
+    /// cannot be named by reference.
+    pub fn shared_members(&self) -> Option<String> {
+        let id = self.id.as_ref()?;
+        let mut whole = serde_json::to_string(self).ok()?;
+        let mut prefix = format!(
+            "{{\"pid\":{},\"tid\":{},\"id\":{},",
+            self.pid,
+            self.tid,
+            serde_json::to_string(id).ok()?
+        );
+        if let Some(pv) = self.pv {
+            prefix.push_str(&format!("\"pv\":{pv},"));
+        }
+        if !whole.starts_with(&prefix) || !whole.ends_with('}') {
+            return None;
+        }
+        whole.pop();
+        Some(whole.split_off(prefix.len()))
     }
 }
 
-/// A process object's JSON, made by [`Process::make_json`] and valid for
-/// every process equal to the one it was made from. A cache, so it never
-/// makes two processes unequal; set it only on a process that will not
-/// change before it is serialised (after redaction).
+/// How an event writes its process: field by field, as JSON made before
+/// for an equal process (a cache, valid for every process equal to the one
+/// it was made from, so it never makes two processes unequal), or as a
+/// reference to a process version defined earlier in the audit log. Set
+/// only on a process that will not change before it is serialised (after
+/// redaction).
 #[derive(Clone, Default)]
-pub struct ProcessJson(Option<Arc<serde_json::value::RawValue>>);
+pub enum ProcessJson {
+    #[default]
+    None,
+    Whole(Arc<serde_json::value::RawValue>),
+    /// `{"pid","tid","id","pv"}`; `shared` holds the rest (see
+    /// [`Process::shared_members`]), for whoever needs the whole object.
+    Ref {
+        pv: u64,
+        shared: Arc<str>,
+    },
+}
 
 impl ProcessJson {
     pub fn of(json: Arc<serde_json::value::RawValue>) -> ProcessJson {
-        ProcessJson(Some(json))
+        ProcessJson::Whole(json)
     }
 }
 
@@ -538,7 +628,11 @@ impl PartialEq for ProcessJson {
 
 impl std::fmt::Debug for ProcessJson {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "cached" } else { "none" })
+        f.write_str(match self {
+            ProcessJson::None => "none",
+            ProcessJson::Whole(_) => "cached",
+            ProcessJson::Ref { .. } => "reference",
+        })
     }
 }
 

@@ -21,6 +21,7 @@ pub mod filter;
 pub mod human;
 pub mod interpret;
 pub mod kernel_maps;
+pub mod process_join;
 pub mod process_json;
 pub mod redact;
 pub mod replay;

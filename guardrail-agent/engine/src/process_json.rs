@@ -2,11 +2,14 @@
 //! stays the same: a thread's events repeat its process (ids, names,
 //! programs, cgroup, ancestors), and writing that object was a third of
 //! an event's serialisation.
+//!
+//! For an audit log that names processes by reference, the JSON attached
+//! is a reference instead: `{"pid","tid","id","pv"}`, `pv` numbering the
+//! distinct process states (versions) of this run, with the rest of the
+//! object beside it for the writer, which writes a version in full the
+//! first time a file uses it (see [`crate::process_join`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
-
-use serde_json::value::RawValue;
 
 use crate::event::{Body, Process, ProcessJson};
 
@@ -17,6 +20,10 @@ const THREADS: usize = 1024;
 #[derive(Default)]
 pub struct ProcessJsonCache {
     by_tid: HashMap<u32, Seen>,
+    /// Attach references rather than whole objects.
+    by_reference: bool,
+    /// The last process version numbered.
+    last_pv: u64,
 }
 
 /// What the cache knows of a thread.
@@ -28,10 +35,18 @@ enum Seen {
     /// of the process object for nothing.
     Once,
     /// The thread's last process and its JSON.
-    Made(Box<Process>, Arc<RawValue>),
+    Made(Box<Process>, ProcessJson),
 }
 
 impl ProcessJsonCache {
+    /// A cache that attaches references to numbered process versions.
+    pub fn by_reference() -> Self {
+        ProcessJsonCache {
+            by_reference: true,
+            ..Default::default()
+        }
+    }
+
     /// Give the event's process its JSON: the one made for an equal
     /// process of the same thread, else, from a thread's second event on,
     /// a new one. Call it once nothing will change the event's process
@@ -42,7 +57,7 @@ impl ProcessJsonCache {
         };
         match self.by_tid.get(&process.tid) {
             Some(Seen::Made(known, json)) if **known == *process => {
-                process.json = ProcessJson::of(json.clone());
+                process.json = json.clone();
                 return;
             }
             Some(_) => {}
@@ -54,9 +69,20 @@ impl ProcessJsonCache {
         }
         // A process that cannot be serialised is left to fail where the
         // whole event is, with its error.
-        let Ok(json) = process.make_json() else {
+        let Ok(whole) = process.make_json() else {
             return;
         };
+        let json = match process.shared_members().filter(|_| self.by_reference) {
+            Some(shared) => {
+                self.last_pv += 1;
+                ProcessJson::Ref {
+                    pv: self.last_pv,
+                    shared: shared.into(),
+                }
+            }
+            None => ProcessJson::of(whole),
+        };
+        process.json = json.clone();
         self.make_room();
         self.by_tid
             .insert(process.tid, Seen::Made(Box::new(process.clone()), json));

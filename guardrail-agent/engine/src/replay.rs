@@ -7,6 +7,7 @@ use std::io::BufRead;
 use serde::Serialize;
 
 use crate::event::{Body, Event};
+use crate::process_join::{Joined, ProcessJoin};
 use crate::rules::eval::Enforcement;
 use crate::rules::{decide, RuleSet};
 
@@ -35,6 +36,11 @@ pub struct Report {
     pub events: u64,
     /// Lines that were not events (bad JSON, other records).
     pub skipped_lines: u64,
+    /// Events not replayed because they name their process by a reference
+    /// whose definition was not in the input (see
+    /// [`crate::process_join`]): a rule on the program or the user could
+    /// not be judged.
+    pub unjoined: u64,
     /// Events some rule decided on.
     pub decided: u64,
     /// Every rule of the set, in file order, including those that never
@@ -56,13 +62,24 @@ impl Example {
     }
 }
 
-/// The events of JSON lines, in order; lines that are not events
-/// (invalid UTF-8 included) are counted in `skipped`.
+/// Lines read and not handed on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NotHanded {
+    /// Not events (invalid UTF-8 included).
+    pub lines: u64,
+    /// Events naming a process version not defined before them in the
+    /// input.
+    pub unjoined: u64,
+}
+
+/// The events of JSON lines, in order, each with its whole process (see
+/// [`crate::process_join`]); what was not handed on is counted in `not`.
 pub fn events_of(
     mut input: impl BufRead,
-    skipped: &mut u64,
+    not: &mut NotHanded,
     mut each: impl FnMut(&Event),
 ) -> std::io::Result<()> {
+    let mut join = ProcessJoin::default();
     let mut one = |line: &[u8]| {
         if line.trim_ascii().is_empty() {
             return;
@@ -73,8 +90,11 @@ pub fn events_of(
             .ok()
             .and_then(|text| serde_json::from_str::<Event>(text).ok());
         match event {
-            Some(event) => each(&event),
-            None => *skipped += 1,
+            Some(mut event) => match join.join(&mut event) {
+                Joined::Missing => not.unjoined += 1,
+                _ => each(&event),
+            },
+            None => not.lines += 1,
         }
     };
     // Lines are parsed where they lie in the reader's buffer; only a line
@@ -180,9 +200,10 @@ pub fn replay(
     enforcement: Enforcement,
 ) -> std::io::Result<Report> {
     let mut replay = Replay::new(set, enforcement);
-    let mut skipped = 0;
-    events_of(input, &mut skipped, |e| replay.event(e))?;
-    replay.report.skipped_lines += skipped;
+    let mut not = NotHanded::default();
+    events_of(input, &mut not, |e| replay.event(e))?;
+    replay.report.skipped_lines += not.lines;
+    replay.report.unjoined += not.unjoined;
     Ok(replay.report)
 }
 
@@ -235,6 +256,9 @@ pub struct Comparison {
     pub events: u64,
     /// Lines that were not events, and events without a readable time.
     pub skipped_lines: u64,
+    /// Events naming a process whose definition was not read (see
+    /// [`Report::unjoined`]).
+    pub unjoined: u64,
     /// Events whose decision changes.
     pub changed: u64,
     /// Grouped by rule, then by what changed.
@@ -354,13 +378,13 @@ action = "alert"
         }
         // The last line without its newline.
         input.extend_from_slice(&event);
-        let (mut seen, mut skipped) = (Vec::new(), 0);
+        let (mut seen, mut skipped) = (Vec::new(), NotHanded::default());
         events_of(&input[..], &mut skipped, |e| seen.push(e.seq)).unwrap();
         assert_eq!(seen.len(), 3);
-        assert_eq!(skipped, 2);
+        assert_eq!(skipped.lines, 2);
         // Lines cut across the reader's fills, at every size of fill.
         for capacity in 1..=input.len() + 1 {
-            let (mut again, mut skipped_again) = (Vec::new(), 0);
+            let (mut again, mut skipped_again) = (Vec::new(), NotHanded::default());
             let reader = std::io::BufReader::with_capacity(capacity, &input[..]);
             events_of(reader, &mut skipped_again, |e| again.push(e.seq)).unwrap();
             assert_eq!(
@@ -369,6 +393,48 @@ action = "alert"
                 "fills of {capacity}"
             );
         }
+    }
+
+    fn replayed(lines: &[String]) -> Report {
+        let text = lines.join("\n");
+        let set = rules(&format!("{ALERT}{USERS}"));
+        replay(&set, text.as_bytes(), Enforcement::default()).unwrap()
+    }
+
+    /// A rule on the program and one on the user: what a reference hides.
+    const USERS: &str = r#"
+[[rule]]
+id = "curl-by-1001"
+on = ["exec"]
+exe = ["/usr/bin/curl"]
+uid = [1001]
+action = "alert"
+"#;
+
+    #[test]
+    fn a_log_naming_processes_by_reference_replays_as_its_whole_form_does() {
+        let events = crate::search::testlog::busy_threads(400);
+        let whole = replayed(&crate::search::testlog::json(&events));
+        let lines = crate::search::testlog::compact(&events, 150);
+        assert!(lines
+            .iter()
+            .any(|l| l.contains("\"pv\":") && !l.contains("\"exe\"")));
+        let compact = replayed(&lines);
+        assert!(whole.rules.iter().all(|r| r.hits > 0), "{whole:#?}");
+        assert_eq!(compact, whole);
+        assert_eq!(compact.unjoined, 0);
+    }
+
+    #[test]
+    fn references_without_their_definition_are_counted_not_decided() {
+        let lines =
+            crate::search::testlog::compact(&crate::search::testlog::busy_threads(400), 400);
+        // Without the first 100 lines, which define most versions.
+        let report = replayed(&lines[100..]);
+        assert!(report.unjoined > 0);
+        let all = replayed(&lines);
+        assert_eq!(report.events + report.unjoined, 300);
+        assert!(all.decided > report.decided);
     }
 
     fn compare(current: &str, candidate: &str) -> Comparison {

@@ -191,7 +191,9 @@ fn process_of(h: &EventHeader, view: &mut dyn ProcessView, exe: Option<String>) 
         exe,
         parent_exe: ppid.filter(|&p| p != 0).and_then(|p| view.exe(p)),
         cgroup_id: h.cgroup_id,
+        pv: None,
         json: Default::default(),
+        unjoined: false,
     }
 }
 

@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chain::{self, Verifier};
 use crate::event::{Body, Event};
+use crate::process_join::{self, Joined, ProcessJoin, REDEFINED_WITHIN};
 pub use criteria::{Criteria, CriteriaError, Matcher};
 use files::Counted;
 
@@ -176,6 +177,9 @@ pub struct Stats {
     pub lost: u64,
     /// Records whose chain was checked (`--verify`).
     pub verified: u64,
+    /// Events in the range naming their process by a reference whose
+    /// definition was not found: not matched, not handed on.
+    pub unjoined: u64,
 }
 
 /// A record that matched.
@@ -184,6 +188,35 @@ pub struct Found<'a> {
     pub line: &'a str,
     pub record: &'a Parsed,
     pub place: &'a Place,
+}
+
+impl Found<'_> {
+    /// The event as JSON in full, without its `chain` member: the stored
+    /// line, with the members of a process named by reference put back.
+    pub fn event_json(&self) -> String {
+        let stored = chain::open(self.line).map_or(self.line.to_string(), |o| o.event_json);
+        match self.record {
+            Parsed::Event(e) => e
+                .body
+                .process()
+                .and_then(|p| process_join::full_line(&stored, p))
+                .unwrap_or(stored),
+            Parsed::Gap { .. } => stored,
+        }
+    }
+
+    /// The line as stored, with the members of a process named by
+    /// reference put back (its `chain` member then no longer verifies).
+    pub fn full_line(&self) -> std::borrow::Cow<'_, str> {
+        match self.record {
+            Parsed::Event(e) => e
+                .body
+                .process()
+                .and_then(|p| process_join::full_line(self.line, p))
+                .map_or(self.line.into(), Into::into),
+            Parsed::Gap { .. } => self.line.into(),
+        }
+    }
 }
 
 /// What the consumer of found records wants next.
@@ -218,6 +251,23 @@ pub struct Search {
     pub last_seen: Option<(u64, Timestamp)>,
     /// Past `--until`, or the consumer asked to stop.
     stopped: bool,
+    /// The process versions defined in the lines read.
+    join: ProcessJoin,
+    /// Where to look for definitions of the file being read before where
+    /// reading began, once a reference needs one.
+    behind: Option<Behind>,
+}
+
+/// The part of a file before where a search began reading it (after a
+/// binary search), where the definitions of the versions its first
+/// references name are.
+struct Behind {
+    file: Counted,
+    /// Reading began here.
+    start: u64,
+    /// Definitions older than this are not looked for: the writer defines
+    /// a version again in every file and at least once an hour.
+    oldest: Timestamp,
 }
 
 /// The `seq` (events only) and `time` of a line written by the agent,
@@ -275,6 +325,8 @@ impl Search {
             rules_seen: BTreeSet::new(),
             last_seen: None,
             stopped: false,
+            join: ProcessJoin::default(),
+            behind: None,
         }
     }
 
@@ -309,6 +361,18 @@ impl Search {
                     (0, At::Line(1))
                 }
                 Start::At(offset, at) => {
+                    self.behind = match (offset, self.query.since, file.file.try_clone()) {
+                        (1.., Some(since), Ok(dup)) => Some(Behind {
+                            file: Counted {
+                                file: dup,
+                                len: file.len,
+                                bytes_read: 0,
+                            },
+                            start: offset,
+                            oldest: since - REDEFINED_WITHIN - SLACK,
+                        }),
+                        _ => None,
+                    };
                     let last_file = Some(path) == files.last();
                     let note_unfinished = !(self.query.follow && last_file);
                     self.scan(&name, &mut file, offset, at, note_unfinished, sink)?
@@ -316,6 +380,7 @@ impl Search {
             };
             self.stats.bytes_read += file.bytes_read;
             file.bytes_read = 0;
+            self.forget_behind();
             last = Some(Position {
                 path: path.clone(),
                 name,
@@ -545,8 +610,18 @@ impl Search {
         };
         if let Some(seq) = seq {
             self.last_seen = Some((seq, time));
+            if self.join.saw(seq) {
+                // What lies behind was written by another run.
+                self.forget_behind();
+            }
         }
         if self.query.since.is_some_and(|s| time < s) {
+            // Not in the range, but what it defines may be named in it.
+            if process_join::defines_a_version(bytes) {
+                if let Ok(Parsed::Event(mut e)) = Parsed::parse(text) {
+                    self.join.join(&mut e);
+                }
+            }
             return Ok(());
         }
         if let Some(until) = self.query.until {
@@ -556,7 +631,7 @@ impl Search {
                 return Ok(());
             }
         }
-        let record = match parsed {
+        let mut record = match parsed {
             Some(p) => p,
             None => match Parsed::parse(text) {
                 Ok(p) => p,
@@ -567,6 +642,15 @@ impl Search {
                 }
             },
         };
+        if let Parsed::Event(e) = &mut record {
+            if self.join.join(e) == Joined::Missing {
+                self.look_behind(place)?;
+                if self.join.join(e) == Joined::Missing {
+                    self.stats.unjoined += 1;
+                    return Ok(());
+                }
+            }
+        }
         self.stats.in_range += 1;
         self.stats.lost += record.lost();
         if let Parsed::Event(e) = &record {
@@ -588,6 +672,95 @@ impl Search {
             }
         }
         Ok(())
+    }
+}
+
+impl Search {
+    fn forget_behind(&mut self) {
+        if let Some(b) = self.behind.take() {
+            self.stats.bytes_read += b.file.bytes_read;
+        }
+    }
+
+    /// Learn the definitions in the part of the file before where reading
+    /// began, latest first, back to its start, to where an earlier run of
+    /// the agent wrote (its versions are others), or to definitions too
+    /// old to be named any more. Once per file.
+    fn look_behind(&mut self, place: &Place) -> Result<(), SearchError> {
+        let Some(mut behind) = self.behind.take() else {
+            return Ok(());
+        };
+        let mut end = behind.start;
+        let mut carry: Vec<u8> = Vec::new();
+        // The run reading began in: that of the line it began at.
+        let first = behind
+            .file
+            .line_at(behind.start)
+            .map_err(io_error(&place.file))?;
+        let mut later_seq = first
+            .and_then(|(line, _)| quick_time(std::str::from_utf8(&line).ok()?))
+            .and_then(|(seq, _)| seq);
+        let mut chunk = vec![0u8; 1 << 16];
+        'back: while end > 0 {
+            let from = end.saturating_sub(chunk.len() as u64);
+            let want = (end - from) as usize;
+            let n = behind
+                .file
+                .read_at(&mut chunk[..want], from)
+                .map_err(io_error(&place.file))?;
+            if n < want {
+                break;
+            }
+            // `carry` is the start of a line whose beginning is in this
+            // chunk (or the file's first line).
+            let mut block = chunk[..want].to_vec();
+            block.extend_from_slice(&carry);
+            let mut line_end = block.len();
+            for nl in memchr::memrchr_iter(b'\n', &block) {
+                let line = &block[nl + 1..line_end];
+                line_end = nl;
+                if self.behind_line(line, &mut later_seq, behind.oldest) {
+                    break 'back;
+                }
+            }
+            carry = block[..line_end].to_vec();
+            if from == 0 {
+                if self.behind_line(&carry, &mut later_seq, behind.oldest) {
+                    break;
+                }
+                carry.clear();
+            }
+            end = from;
+        }
+        self.stats.bytes_read += behind.file.bytes_read;
+        Ok(())
+    }
+
+    /// Learn from one line read backwards; true to stop there.
+    fn behind_line(&mut self, line: &[u8], later_seq: &mut Option<u64>, oldest: Timestamp) -> bool {
+        let Ok(text) = std::str::from_utf8(line) else {
+            return false;
+        };
+        let Some((seq, time)) = quick_time(text) else {
+            return false;
+        };
+        if time < oldest {
+            return true;
+        }
+        if let Some(seq) = seq {
+            // Going back, `seq` falls; where it rises, a new run began
+            // after this line, which named other versions by these numbers.
+            if later_seq.is_some_and(|later| seq >= later) {
+                return true;
+            }
+            *later_seq = Some(seq);
+        }
+        if process_join::defines_a_version(line) {
+            if let Ok(Parsed::Event(e)) = Parsed::parse(text) {
+                self.join.learn_earlier(&e);
+            }
+        }
+        false
     }
 }
 

@@ -157,6 +157,18 @@ pub fn sample(n: usize) -> Vec<Event> {
     (0..n).map(sample_event).collect()
 }
 
+/// `sample(n)` with the processes of its first 8 events only: threads
+/// with many events, as a storm has.
+pub fn busy_threads(n: usize) -> Vec<Event> {
+    let first = sample(8);
+    let mut events = sample(n);
+    for (i, e) in events.iter_mut().enumerate() {
+        let p = first[i % 8].body.process().unwrap().clone();
+        *e.body.process_mut().unwrap() = p;
+    }
+    events
+}
+
 /// Seal `records` (JSON objects) in one chain and write them as a rotated
 /// log in `dir`, `per_file` a file: `audit.jsonl.K` … `audit.jsonl`.
 /// The files, oldest first.
@@ -190,4 +202,36 @@ pub fn json(events: &[Event]) -> Vec<String> {
         .iter()
         .map(|e| serde_json::to_string(e).unwrap())
         .collect()
+}
+
+/// `events` as an audit log with `process = "ref"` writes them, `per_file`
+/// lines a file (see [`write_log`]): a thread's process whole in its first
+/// event, numbered from its second, defined in the first line of each file
+/// that names its version.
+pub fn compact(events: &[Event], per_file: usize) -> Vec<String> {
+    use crate::process_join::{push_defined, reference_end};
+    let mut cache = crate::process_json::ProcessJsonCache::by_reference();
+    let mut defined = std::collections::HashSet::new();
+    let mut lines = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        if i % per_file == 0 {
+            defined.clear();
+        }
+        let mut event = event.clone();
+        cache.attach(&mut event.body);
+        let json = serde_json::to_string(&event).unwrap();
+        let reference = match event.body.process().map(|p| &p.json) {
+            Some(crate::event::ProcessJson::Ref { pv, shared }) => Some((*pv, shared.clone())),
+            _ => None,
+        };
+        match reference {
+            Some((pv, shared)) if defined.insert((pv, event.body.kind())) => {
+                let mut line = String::new();
+                push_defined(&mut line, &json, reference_end(&json, pv).unwrap(), &shared);
+                lines.push(line);
+            }
+            _ => lines.push(json),
+        }
+    }
+    lines
 }

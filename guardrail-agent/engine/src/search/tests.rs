@@ -590,3 +590,124 @@ fn big_log() {
         );
     }
 }
+
+/// Found events, their JSON in full made an event again.
+fn found_events(files: &[PathBuf], query: Query, criteria: &Criteria) -> (Vec<Event>, Search) {
+    let mut search = Search::new(query, criteria.compile().unwrap());
+    let mut found = Vec::new();
+    search
+        .run(files, &mut |f| {
+            found.push(serde_json::from_str::<Event>(&f.event_json()).unwrap());
+            Ok(Flow::Continue)
+        })
+        .unwrap();
+    (found, search)
+}
+
+#[test]
+fn a_log_naming_processes_by_reference_is_searched_as_its_whole_form() {
+    let events = busy_threads(2000);
+    let (whole_dir, compact_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let whole = write_log(whole_dir.path(), &json(&events), 400);
+    let lines = compact(&events, 400);
+    // Each of the 8 threads: whole once, then defined once per file.
+    let defined = lines
+        .iter()
+        .filter(|l| crate::process_join::defines_a_version(l.as_bytes()));
+    assert_eq!(defined.count(), 5 * 8);
+    let compact = write_log(compact_dir.path(), &lines, 400);
+    let range = Query {
+        since: since(1300),
+        until: since(1900),
+        ..Default::default()
+    };
+    for criteria in [
+        Criteria::default(),
+        Criteria {
+            exe: Some("/usr/bin/c*".into()),
+            ..Default::default()
+        },
+        Criteria {
+            uid: Some(1001),
+            ..Default::default()
+        },
+        Criteria {
+            lineage: Some("500@1".into()),
+            ..Default::default()
+        },
+    ] {
+        let (want, _) = found_events(&whole, range.clone(), &criteria);
+        assert!(
+            !want.is_empty(),
+            "{criteria:?} selects nothing: a weak case"
+        );
+        // From a binary search into the middle of a file, and from the
+        // start (verifying).
+        for verify in [false, true] {
+            let query = Query {
+                verify,
+                ..range.clone()
+            };
+            let (mut found, search) = found_events(&compact, query, &criteria);
+            assert_eq!(search.stats.unjoined, 0, "{criteria:?}");
+            for e in &mut found {
+                e.body.process_mut().unwrap().pv = None;
+            }
+            assert_eq!(found, want, "{criteria:?}, verify {verify}");
+        }
+    }
+}
+
+#[test]
+fn definitions_behind_an_earlier_run_of_the_agent_are_not_taken() {
+    let events = busy_threads(400);
+    let lines = compact(&events, 400);
+    // The agent restarted after line 200: its version numbers start over,
+    // naming other process states (the same processes, another program),
+    // and the first lines of the new run are lost with their definitions
+    // (a writer bug this reader must not hide).
+    let mut restarted = lines[..200].to_vec();
+    let mut run2 = compact(&events[200..], 400);
+    for (k, line) in run2.iter_mut().enumerate() {
+        *line = line.replacen(
+            &format!("{{\"seq\":{}", 201 + k),
+            &format!("{{\"seq\":{}", 1 + k),
+            1,
+        );
+        *line = line.replace("/usr/bin/", "/opt/new/");
+    }
+    let lost = |l: &String| {
+        crate::process_join::defines_a_version(l.as_bytes())
+            && (l.contains("\"pid\":1000,") || l.contains("\"pid\":1002,"))
+    };
+    let before = run2.len();
+    run2.retain(|l| !lost(l));
+    assert_eq!(run2.len(), before - 2);
+    restarted.extend(run2);
+    let dir = tempfile::tempdir().unwrap();
+    let files = write_log(dir.path(), &restarted, 1000);
+    // From before the restart (reading on across it), and from after it
+    // (looking back across it for definitions).
+    for from in [150, 300, 380] {
+        let query = Query {
+            since: since(from),
+            ..Default::default()
+        };
+        let (found, search) = found_events(&files, query, &Criteria::default());
+        assert!(search.stats.unjoined > 0, "from {from}: {:?}", search.stats);
+        assert!(
+            !found.is_empty(),
+            "from {from}: {:?} {:?}",
+            search.stats,
+            search.notes
+        );
+        for e in found.iter().filter(|e| e.time >= events[200].time) {
+            let exe = e.body.process().unwrap().exe.clone().unwrap();
+            assert!(
+                !exe.starts_with("/usr/bin/"),
+                "from {from}: {}: {exe}, from the run before",
+                e.seq
+            );
+        }
+    }
+}

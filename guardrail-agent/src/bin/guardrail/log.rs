@@ -392,6 +392,12 @@ pub(crate) fn after_search(
             search.stats.lost
         );
     }
+    if search.stats.unjoined > 0 {
+        eprintln!(
+            "guardrail: note: {} events in this range name their process by a reference whose definition was not found (cut from the file, or written by a faulty writer): they were left out",
+            search.stats.unjoined
+        );
+    }
     for rule in &criteria.rules {
         if search.rules_seen.contains(rule) {
             continue;
@@ -447,7 +453,8 @@ pub(crate) fn print_record(
     day: &mut String,
 ) -> std::io::Result<Flow> {
     let written = if json {
-        writeln!(out, "{}", found.line)
+        // As stored, with a process named by reference written in full.
+        writeln!(out, "{}", found.full_line())
     } else {
         // The human line shows the time of day: say when the day changes.
         let date = found.record.time().get(..10).unwrap_or_default();

@@ -64,9 +64,10 @@ pub(crate) struct EventSource {
 }
 
 impl EventSource {
-    /// Hand every event to `each`; lines that were not events.
-    pub(crate) fn each(&self, each: &mut dyn FnMut(&Event)) -> Result<u64> {
-        let mut skipped = 0;
+    /// Hand every event to `each`, its process whole; what was not
+    /// handed on.
+    pub(crate) fn each(&self, each: &mut dyn FnMut(&Event)) -> Result<NotHanded> {
+        let mut not = NotHanded::default();
         match &self.events {
             Some(events) => {
                 let input: Box<dyn std::io::BufRead> = if events.as_os_str() == "-" {
@@ -76,7 +77,7 @@ impl EventSource {
                         .with_context(|| format!("opening {}", events.display()))?;
                     Box::new(std::io::BufReader::with_capacity(1 << 20, f))
                 };
-                events_of(input, &mut skipped, each)
+                events_of(input, &mut not, each)
                     .with_context(|| format!("reading {}", events.display()))?;
             }
             None => {
@@ -93,11 +94,19 @@ impl EventSource {
                     }
                     Ok(Flow::Continue)
                 })?;
-                skipped += search.notes.len() as u64;
+                not.lines += search.notes.len() as u64;
+                not.unjoined += search.stats.unjoined;
             }
         }
-        Ok(skipped)
+        Ok(not)
     }
+}
+
+/// Why events were not replayed, and what to do about it.
+fn unjoined_note(n: u64) -> String {
+    format!(
+        "{n} events were not replayed: they name their process by a reference whose definition is not in the input (give whole audit-log files, not a part of one)"
+    )
 }
 
 pub(crate) fn print_example(ex: &guardrail_engine::replay::Example) {
@@ -120,9 +129,10 @@ pub(crate) fn rules_test(
     let set = load_or_report(file)?;
     let started = std::time::Instant::now();
     let mut replay = Replay::new(&set, enforcement);
-    let skipped = source.each(&mut |e| replay.event(e))?;
+    let not = source.each(&mut |e| replay.event(e))?;
     let mut report = replay.report;
-    report.skipped_lines += skipped;
+    report.skipped_lines += not.lines;
+    report.unjoined += not.unjoined;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -134,6 +144,9 @@ pub(crate) fn rules_test(
         report.decided,
         report.skipped_lines
     );
+    if report.unjoined > 0 {
+        println!("{}", unjoined_note(report.unjoined));
+    }
     for r in &report.rules {
         let outcomes: Vec<String> = r.outcomes.iter().map(|(k, v)| format!("{k} {v}")).collect();
         println!("{:<32} {:>8} hits  {}", r.rule, r.hits, outcomes.join(", "));
@@ -152,9 +165,10 @@ pub(crate) fn compare_rules(
     let current_set = load_or_report(current)?;
     let candidate_set = load_or_report(candidate)?;
     let mut compare = Compare::new(&current_set, &candidate_set, enforcement);
-    let skipped = source.each(&mut |e| compare.event(e))?;
+    let not = source.each(&mut |e| compare.event(e))?;
     let mut result: Comparison = compare.finish();
-    result.skipped_lines += skipped;
+    result.skipped_lines += not.lines;
+    result.unjoined += not.unjoined;
     if json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else if result.changes.is_empty() {
@@ -183,6 +197,9 @@ pub(crate) fn compare_rules(
             "guardrail: {} lines were not events and were skipped",
             result.skipped_lines
         );
+    }
+    if result.unjoined > 0 {
+        eprintln!("guardrail: {}", unjoined_note(result.unjoined));
     }
     if result.changed > 0 {
         return Err(Exit::Changed.into());

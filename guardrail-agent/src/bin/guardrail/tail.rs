@@ -202,12 +202,9 @@ pub(crate) fn history(
     let mut sink = |f: &search::Found| -> std::io::Result<Flow> {
         match f.record {
             Parsed::Event(e) if !filter.matches(e) => return Ok(Flow::Continue),
-            Parsed::Event(e) if json => {
-                // As the live stream prints it: without the chain.
-                let line = guardrail_engine::chain::open(f.line)
-                    .map_or(f.line.to_string(), |o| o.event_json);
-                writeln!(stdout, "{line}")?
-            }
+            // As the live stream prints it: without the chain, its
+            // process whole.
+            Parsed::Event(_) if json => writeln!(stdout, "{}", f.event_json())?,
             Parsed::Event(e) => writeln!(stdout, "{}", human::line(e, colour))?,
             Parsed::Gap { time, lost } if json => writeln!(
                 stdout,
