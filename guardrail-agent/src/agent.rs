@@ -281,6 +281,9 @@ impl Agent {
         pipeline.set_redactor(redactor(&config)?);
         if config.audit_log.enabled {
             pipeline.audit = Some(AuditLog::start(&config.audit_log, &policy)?);
+            if config.audit_log.process == guardrail_agent::config::ProcessForm::Ref {
+                pipeline.name_processes_by_reference();
+            }
         }
         if !config.output.is_empty() {
             let sections: Vec<_> = config.output.iter().map(|o| o.get_ref()).collect();

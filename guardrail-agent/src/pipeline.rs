@@ -15,8 +15,10 @@ use crate::revert::Baseline;
 use guardrail_common::enforce::action;
 use guardrail_common::RecordKind;
 use guardrail_engine::decode::decode;
-use guardrail_engine::event::{Body, Event, LossDetails, Outcome, Via};
+use guardrail_engine::event::{Body, Event, LossDetails, Outcome, ProcessJson, Via};
 use guardrail_engine::interpret::{interpret, ProcessView};
+use guardrail_engine::process_join::{push_defined, reference_end};
+use guardrail_engine::process_json::ProcessJsonCache;
 use guardrail_engine::redact::Redactor;
 use guardrail_engine::rules::eval::Enforcement;
 use guardrail_engine::rules::{evaluate, RuleSet};
@@ -89,8 +91,11 @@ pub struct Pipeline<V: ProcessView> {
     /// shared: a buffer allocated per event (~1 KB, freed again) cost a
     /// malloc, a free and a consolidation of glibc's small chunks each.
     json: Vec<u8>,
+    /// The event's JSON with its process whole, when `json` names it by
+    /// reference and someone other than the audit log wants the event.
+    full_json: String,
     wall_times: crate::wall_time::WallTimes,
-    process_json: guardrail_engine::process_json::ProcessJsonCache,
+    process_json: ProcessJsonCache,
 }
 
 /// How often the identities of watched files are looked up again (an
@@ -191,6 +196,7 @@ impl<V: ProcessView> Pipeline<V> {
             watched_dirs: std::collections::HashMap::new(),
             watched_at: crate::clock::coarse(),
             json: Vec::with_capacity(4096),
+            full_json: String::new(),
             wall_times: Default::default(),
             process_json: Default::default(),
         }
@@ -594,6 +600,12 @@ impl<V: ProcessView> Pipeline<V> {
         self.emit(monotonic_ns(), body, KernelVerdict::default(), None);
     }
 
+    /// Name processes by reference in the audit log (`[audit_log] process
+    /// = "ref"`); everyone else still gets them whole.
+    pub fn name_processes_by_reference(&mut self) {
+        self.process_json = ProcessJsonCache::by_reference();
+    }
+
     fn emit(&mut self, ktime_ns: u64, body: Body, verdict: KernelVerdict, via: Option<Via>) {
         self.seq += 1;
         if !matches!(body, Body::Loss { .. }) {
@@ -665,12 +677,38 @@ impl<V: ProcessView> Pipeline<V> {
         // SAFETY: serde_json writes UTF-8 only (its own `to_string` relies
         // on the same); checking a kilobyte per event again cost 1.5% of
         // the agent's CPU under a storm.
-        let json = unsafe { std::str::from_utf8_unchecked(&self.json) };
+        let mut json = unsafe { std::str::from_utf8_unchecked(&self.json) };
         if let Some(m) = &self.metrics {
             m.delayed(monotonic_ns().saturating_sub(ktime_ns));
         }
+        // A reference is for the audit log alone: whoever serialises the
+        // published event gets the process whole.
+        let kind = event.body.kind();
+        let reference = match event.body.process_mut() {
+            Some(p) => match std::mem::take(&mut p.json) {
+                ProcessJson::Ref { pv, shared } => {
+                    reference_end(json, pv).map(|at| crate::audit::Reference {
+                        at,
+                        pv,
+                        kind,
+                        shared,
+                    })
+                }
+                cached => {
+                    p.json = cached;
+                    None
+                }
+            },
+            None => None,
+        };
         if let Some(log) = &self.audit {
-            log.send(json);
+            log.send_with(json, reference.clone());
+        }
+        // Everyone but the audit log gets the process whole.
+        if let Some(r) = &reference {
+            self.full_json.clear();
+            push_defined(&mut self.full_json, json, r.at, &r.shared);
+            json = &self.full_json;
         }
         let printed = match self.print {
             Print::None => Ok(()),

@@ -190,3 +190,97 @@ fn a_full_disk_is_survived_and_reported() {
     );
     assert!(!text.contains("log_gap"));
 }
+
+/// `[audit_log] process = "ref"`: the log writes a thread's process whole
+/// once, then names it by reference, and is about half the size; every
+/// reader still sees each event as the agent printed it, whole, and the
+/// chain verifies.
+#[test]
+fn a_log_naming_processes_by_reference_reads_back_as_the_events_were() {
+    use guardrail_tests::{bin, is_marker, marker, rules_test, BoundedOutput};
+    use serde_json::Value;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().canonicalize().unwrap();
+    let log = d.join("log").join("audit.jsonl");
+    let rules = d.join("rules.toml");
+    let me = std::env::current_exe().unwrap().canonicalize().unwrap();
+    let rule = format!(
+        "[[rule]]\nid = \"mine\"\non = [\"file.write\"]\nexe = [\"{}\"]\naction = \"alert\"\n",
+        me.display()
+    );
+    std::fs::write(&rules, &rule).unwrap();
+    let agent = Agent::start_with_config(
+        &format!(
+            "[audit_log]\npath = \"{}\"\nprocess = \"ref\"\n{rule}",
+            log.display()
+        ),
+        &[],
+    );
+    let work = d.join("work");
+    std::fs::create_dir(&work).unwrap();
+    let inside = format!("{}/", work.display());
+    churn(&work, 100);
+    let end = marker(&work);
+    std::fs::write(&end, b"x").unwrap();
+    let printed: Vec<Value> = agent
+        .collect_until(Duration::from_secs(60), |e| is_marker(e, &end))
+        .into_iter()
+        .filter(|e| {
+            [&e["file"]["path"], &e["perm"]["path"]]
+                .iter()
+                .any(|p| p.as_str().is_some_and(|p| p.starts_with(&inside)))
+        })
+        .collect();
+    wait_for("the marker in the log", || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains(end.to_str().unwrap()))
+    });
+    agent.stop();
+    assert_success(&log_verify(&[&log]));
+    // Printed whole: the program on every event.
+    assert!(printed.len() > 100, "{} events", printed.len());
+    assert!(printed
+        .iter()
+        .all(|e| e["process"]["exe"] == me.to_str().unwrap()));
+    // Stored by reference, mostly.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let ours: Vec<&str> = text.lines().filter(|l| l.contains(&inside)).collect();
+    let references = ours
+        .iter()
+        .filter(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["process"].get("pv").is_some() && v["process"].get("exe").is_none()
+        })
+        .count();
+    assert!(
+        references * 10 > ours.len() * 9,
+        "{references} of {} lines name their process by reference",
+        ours.len()
+    );
+    // `log search --json` gives each event back as printed.
+    let out = Command::new(bin("guardrail"))
+        .args(["log", "search", "--json", "--path"])
+        .arg(format!("{inside}*"))
+        .arg("--file")
+        .arg(&log)
+        .bounded_output()
+        .unwrap();
+    assert_success(&out);
+    let found: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("chain");
+            v
+        })
+        .collect();
+    assert_eq!(found, printed);
+    // A replay judges the program on every event.
+    let report = rules_test(&rules, &log);
+    assert_eq!(report["unjoined"], 0);
+    let writes = printed
+        .iter()
+        .filter(|e| e["file"]["flags"].to_string().contains("write"))
+        .count();
+    assert_eq!(report["rules"][0]["hits"], writes as u64, "{report}");
+}

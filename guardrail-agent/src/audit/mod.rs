@@ -4,4 +4,4 @@
 //! path.
 pub mod writer;
 
-pub use writer::{AuditLog, AuditStats, Tap, Written};
+pub use writer::{AuditLog, AuditStats, Reference, Tap, Written};

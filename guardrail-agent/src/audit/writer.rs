@@ -6,12 +6,12 @@
 //! record that fits neither the queue nor the buffer is counted, and the
 //! next record written is preceded by a `log_gap` record with the count.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -24,6 +24,7 @@ use tracing::{info, warn};
 use crate::config::{AuditSection, Fsync};
 use crate::trust::{absolute, check_path, create_private_dir, Policy, RealFs, Role};
 use guardrail_engine::chain::{open, seal, seal_in_place, HexDigest, GENESIS};
+use guardrail_engine::process_join::{push_defined, REDEFINED_WITHIN};
 
 #[derive(Debug, Default, Serialize, Deserialize, Clone, PartialEq)]
 pub struct AuditSnapshot {
@@ -72,6 +73,8 @@ pub struct AuditLog {
     thread: Option<JoinHandle<()>>,
     path: PathBuf,
     taps: Taps,
+    /// A tap was added: the versions defined so far are not in its stream.
+    new_tap: Arc<AtomicBool>,
 }
 
 /// Records handed over together: their JSON end to end in one buffer.
@@ -82,12 +85,36 @@ struct Records {
     text: String,
     /// Where each record ends in `text`.
     ends: Vec<usize>,
+    /// For each record, the reference its process is, if it is one.
+    references: Vec<Option<Reference>>,
+}
+
+/// A record whose process is named by reference (`[audit_log] process =
+/// "ref"`): what the writer needs to write it as the version's definition
+/// instead, which it does the first time a file uses the version (see
+/// `guardrail_engine::process_join`).
+#[derive(Clone)]
+pub struct Reference {
+    /// Where the reference's `}` is in the record.
+    pub at: usize,
+    pub pv: u64,
+    /// The event's kind: a version is defined once per kind, so that each
+    /// kind's lines (a NATS subject each) hold their own definitions.
+    pub kind: &'static str,
+    /// The members the definition adds.
+    pub shared: Arc<str>,
 }
 
 impl Records {
+    #[cfg(test)]
     fn push(&mut self, json: &str) {
+        self.push_with(json, None);
+    }
+
+    fn push_with(&mut self, json: &str, reference: Option<Reference>) {
         self.text.push_str(json);
         self.ends.push(self.text.len());
+        self.references.push(reference);
     }
 
     fn len(&self) -> usize {
@@ -113,12 +140,14 @@ impl Records {
         let base = self.text.len();
         self.text.push_str(&other.text);
         self.ends.extend(other.ends.iter().map(|end| base + end));
+        self.references.extend(other.references.iter().cloned());
     }
 
     /// Keep the first `n` records.
     fn truncate(&mut self, n: usize) {
         self.text.truncate(self.start(n));
         self.ends.truncate(n);
+        self.references.truncate(n);
     }
 }
 
@@ -374,7 +403,11 @@ impl AuditLog {
         let settled = Arc::new(AtomicU64::new(0));
         let taps = Taps::default();
         let spares = Spares::default();
+        let new_tap = Arc::new(AtomicBool::new(false));
         let mut w = Writer {
+            defined: HashSet::new(),
+            epoch_started: Instant::now(),
+            new_tap: new_tap.clone(),
             taps: taps.clone(),
             spares: spares.clone(),
             settled: settled.clone(),
@@ -418,6 +451,7 @@ impl AuditLog {
             thread: Some(thread),
             path,
             taps,
+            new_tap,
         })
     }
 
@@ -430,6 +464,7 @@ impl AuditLog {
             missed: 0,
             queued_bytes: queued_bytes.clone(),
         });
+        self.new_tap.store(true, Ordering::Relaxed);
         Tap {
             writes,
             queued_bytes,
@@ -440,12 +475,17 @@ impl AuditLog {
     /// Hand a record to the writer (with the next batch, as a copy);
     /// never blocks.
     pub fn send(&self, json: &str) {
+        self.send_with(json, None);
+    }
+
+    /// Hand a record whose process is a reference (see [`Reference`]).
+    pub fn send_with(&self, json: &str, reference: Option<Reference>) {
         if self.tx.is_none() {
             return;
         }
         self.handed.fetch_add(1, Ordering::Relaxed);
         let mut batch = self.batch.lock().unwrap();
-        batch.push(json);
+        batch.push_with(json, reference);
         if batch.len() >= BATCH {
             self.hand_over(&mut batch);
         }
@@ -528,6 +568,12 @@ impl Drop for AuditLog {
 }
 
 struct Writer {
+    /// The process versions (and kinds) defined in the current file since
+    /// the epoch began: a record naming one of them by reference is
+    /// written as it is, any other reference as a definition.
+    defined: HashSet<(u64, &'static str)>,
+    epoch_started: Instant,
+    new_tap: Arc<AtomicBool>,
     taps: Taps,
     spares: Spares,
     cfg: AuditSection,
@@ -568,6 +614,13 @@ impl Pending {
         self.records.len() - self.next
     }
 }
+
+/// Every version named is defined again at least this often, so that a
+/// reader starting in the middle of a file finds definitions close behind.
+const REDEFINE_EVERY: Duration = REDEFINED_WITHIN.unsigned_abs();
+
+/// Versions remembered as defined, at most (one a line at worst).
+const DEFINED_MAX: usize = 1 << 20;
 
 /// At most this many bytes of sealed records per write(2).
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
@@ -623,7 +676,7 @@ impl Writer {
             for i in 0..batch.len() {
                 let rec = batch.get(i);
                 if self.pending_bytes + kept.text.len() + rec.len() <= self.cfg.buffer_bytes {
-                    kept.push(rec);
+                    kept.push_with(rec, batch.references[i].clone());
                 }
             }
             let lost = (batch.len() - kept.len()) as u64;
@@ -673,18 +726,21 @@ impl Writer {
     }
 
     /// Hand written lines (`records` of them) to every tap, without a
-    /// copy and without waiting.
-    fn hand_to_taps(&self, written: Vec<u8>, records: u64) {
+    /// copy and without waiting. A tap that misses them misses the
+    /// definitions in them too: every version is defined again.
+    fn hand_to_taps(&mut self, written: Vec<u8>, records: u64) {
         let mut taps = self.taps.lock().unwrap();
         if taps.is_empty() {
             return;
         }
+        let mut missed = false;
         let len = written.len() as u64;
         let lines = bytes::Bytes::from(written);
         for t in taps.iter_mut() {
             let behind = t.queued_bytes.load(Ordering::Relaxed) + len > TAP_BYTES;
             if behind {
                 t.missed += records;
+                missed = true;
                 continue;
             }
             t.queued_bytes.fetch_add(len, Ordering::Relaxed);
@@ -697,8 +753,13 @@ impl Writer {
                 Err(_) => {
                     t.queued_bytes.fetch_sub(len, Ordering::Relaxed);
                     t.missed += records;
+                    missed = true;
                 }
             }
+        }
+        drop(taps);
+        if missed {
+            self.defined.clear();
         }
     }
 
@@ -754,6 +815,12 @@ impl Writer {
             }
             self.gap = 0;
         }
+        if self.new_tap.swap(false, Ordering::Relaxed)
+            || self.epoch_started.elapsed() >= REDEFINE_EVERY
+            || self.defined.len() > DEFINED_MAX
+        {
+            self.new_epoch();
+        }
         while !self.pending.is_empty() {
             // Many records per write(2): one call per record was a third
             // of the agent's CPU under a storm. The batch ends where the
@@ -762,11 +829,20 @@ impl Writer {
             let mut text = String::with_capacity(room.min(WRITE_BATCH_BYTES) + 4096);
             let mut last = None;
             let mut records = 0;
+            // Versions this write defines: not defined if it fails.
+            let mut fresh = Vec::new();
             'fill: for p in &self.pending {
                 for i in p.next..p.records.len() {
                     // Sealed where it will be written: no line of its own.
                     let start = text.len();
-                    text.push_str(p.records.get(i));
+                    let record = p.records.get(i);
+                    match &p.records.references[i] {
+                        Some(r) if self.defined.insert((r.pv, r.kind)) => {
+                            push_defined(&mut text, record, r.at, &r.shared);
+                            fresh.push((r.pv, r.kind));
+                        }
+                        _ => text.push_str(record),
+                    }
                     let prev = last.as_ref().map_or(self.prev.as_str(), HexDigest::as_str);
                     last = Some(seal_in_place(&mut text, start, prev));
                     text.push('\n');
@@ -777,6 +853,9 @@ impl Writer {
                 }
             }
             if let Err(e) = self.write_sealed(text.as_bytes()) {
+                for key in &fresh {
+                    self.defined.remove(key);
+                }
                 self.failed(e);
                 return false;
             }
@@ -860,7 +939,15 @@ impl Writer {
         self.file = file;
         self.size = 0;
         self.first_record_at = None;
+        // A reader of one file never needs another.
+        self.new_epoch();
         Ok(())
+    }
+
+    /// Define every version again from the next record on.
+    fn new_epoch(&mut self) {
+        self.defined.clear();
+        self.epoch_started = Instant::now();
     }
 
     fn too_old(&self) -> bool {
@@ -1089,6 +1176,9 @@ mod tests {
             ..Default::default()
         };
         Writer {
+            defined: HashSet::new(),
+            epoch_started: Instant::now(),
+            new_tap: Default::default(),
             taps: Default::default(),
             spares: Default::default(),
             file: open_log(&cfg.path, None).unwrap(),
@@ -1268,5 +1358,111 @@ mod tests {
             ),
         ];
         assert_eq!(guardrail_engine::chain::verify(&files).unwrap(), 2);
+    }
+
+    /// Event `seq` of thread 7, naming process version `pv` by reference.
+    fn referencing(batch: &mut Records, seq: u64, pv: u64, kind: &'static str) {
+        let json = format!(
+            r#"{{"seq":{seq},"kind":"{kind}","process":{{"pid":7,"tid":7,"id":"7@1","pv":{pv}}}}}"#
+        );
+        let at = guardrail_engine::process_join::reference_end(&json, pv).unwrap();
+        let shared = format!(r#""uid":0,"exe":"/bin/v{pv}""#).into();
+        batch.push_with(
+            &json,
+            Some(Reference {
+                at,
+                pv,
+                kind,
+                shared,
+            }),
+        );
+    }
+
+    /// The lines of `path` that define a version.
+    fn definitions(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .filter(|l| guardrail_engine::process_join::defines_a_version(l.as_bytes()))
+            .map(|l| guardrail_engine::chain::open(l).unwrap().event_json)
+            .collect()
+    }
+
+    #[test]
+    fn a_version_is_written_whole_once_per_file_and_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = refusing(dir.path(), 1 << 20);
+        let mut batch = Records::default();
+        for (seq, pv, kind) in [
+            (1, 1, "perm"),
+            (2, 1, "perm"),
+            (3, 2, "perm"),
+            (4, 1, "file"),
+            (5, 1, "perm"),
+        ] {
+            referencing(&mut batch, seq, pv, kind);
+        }
+        w.enqueue(batch);
+        assert!(w.flush());
+        assert_eq!(
+            definitions(&w.cfg.path),
+            [
+                r#"{"seq":1,"kind":"perm","process":{"pid":7,"tid":7,"id":"7@1","pv":1,"uid":0,"exe":"/bin/v1"}}"#,
+                r#"{"seq":3,"kind":"perm","process":{"pid":7,"tid":7,"id":"7@1","pv":2,"uid":0,"exe":"/bin/v2"}}"#,
+                r#"{"seq":4,"kind":"file","process":{"pid":7,"tid":7,"id":"7@1","pv":1,"uid":0,"exe":"/bin/v1"}}"#,
+            ]
+        );
+        let text = std::fs::read_to_string(&w.cfg.path).unwrap();
+        assert_eq!(text.lines().count(), 5);
+        let files = vec![("audit.jsonl".into(), text)];
+        assert_eq!(guardrail_engine::chain::verify(&files).unwrap(), 5);
+        // A new file defines again what it names.
+        w.rotate().unwrap();
+        let mut batch = Records::default();
+        referencing(&mut batch, 6, 1, "perm");
+        referencing(&mut batch, 7, 1, "perm");
+        w.enqueue(batch);
+        assert!(w.flush());
+        let defined = definitions(&w.cfg.path);
+        assert_eq!(defined.len(), 1);
+        assert!(defined[0].starts_with(r#"{"seq":6,"#), "{defined:?}");
+    }
+
+    #[test]
+    fn a_write_that_fails_defines_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = refusing(dir.path(), 1 << 20);
+        let mut batch = Records::default();
+        referencing(&mut batch, 1, 1, "perm");
+        referencing(&mut batch, 2, 1, "perm");
+        w.enqueue(batch);
+        // Writes fail with ENOSPC, then the disk takes them.
+        w.file = OpenOptions::new().append(true).open("/dev/full").unwrap();
+        assert!(!w.flush());
+        w.file = open_log(&w.cfg.path, None).unwrap();
+        assert!(w.flush());
+        let defined = definitions(&w.cfg.path);
+        assert_eq!(defined.len(), 1);
+        assert!(defined[0].starts_with(r#"{"seq":1,"#), "{defined:?}");
+    }
+
+    #[test]
+    fn a_new_reader_of_the_lines_is_given_the_definitions_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = refusing(dir.path(), 1 << 20);
+        let mut batch = Records::default();
+        referencing(&mut batch, 1, 1, "perm");
+        w.enqueue(batch);
+        assert!(w.flush());
+        // As `AuditLog::tap` does.
+        w.new_tap.store(true, Ordering::Relaxed);
+        let mut batch = Records::default();
+        referencing(&mut batch, 2, 1, "perm");
+        referencing(&mut batch, 3, 1, "perm");
+        w.enqueue(batch);
+        assert!(w.flush());
+        let defined = definitions(&w.cfg.path);
+        assert_eq!(defined.len(), 2, "{defined:?}");
+        assert!(defined[1].starts_with(r#"{"seq":2,"#), "{defined:?}");
     }
 }

@@ -73,6 +73,9 @@ pub struct AuditSection {
     pub fsync: Fsync,
     /// Records held in memory while the disk refuses writes.
     pub buffer_bytes: usize,
+    /// How events write their process: whole in every event, or whole
+    /// once per file and version and by reference after (docs/audit-log.md).
+    pub process: ProcessForm,
 }
 
 impl Default for AuditSection {
@@ -85,6 +88,7 @@ impl Default for AuditSection {
             max_age: None,
             fsync: Default::default(),
             buffer_bytes: 64 << 20,
+            process: ProcessForm::default(),
         }
     }
 }
@@ -352,6 +356,18 @@ pub enum ConfigError {
         field: &'static str,
         message: String,
     },
+}
+
+/// How the audit log writes an event's process (docs/audit-log.md).
+#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessForm {
+    /// The whole object in every event (default).
+    #[default]
+    Full,
+    /// The whole object the first time a file names a process version,
+    /// then `{"pid","tid","id","pv"}`: about half the bytes per event.
+    Ref,
 }
 
 /// When the audit log is flushed to disk.
