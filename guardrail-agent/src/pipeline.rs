@@ -23,6 +23,24 @@ use guardrail_engine::redact::Redactor;
 use guardrail_engine::rules::eval::Enforcement;
 use guardrail_engine::rules::{evaluate, RuleSet};
 
+/// An event's JSON with its process whole: `json` itself, or, when it
+/// names its process by reference (for the audit log), `json` with the
+/// definition's members put in, made in `full`.
+fn whole_json<'j>(
+    json: &'j str,
+    reference: Option<&crate::audit::Reference>,
+    full: &'j mut String,
+) -> &'j str {
+    match reference {
+        Some(r) => {
+            full.clear();
+            push_defined(full, json, r.at, &r.shared);
+            full
+        }
+        None => json,
+    }
+}
+
 /// Where events go besides tail clients.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Print {
@@ -677,7 +695,7 @@ impl<V: ProcessView> Pipeline<V> {
         // SAFETY: serde_json writes UTF-8 only (its own `to_string` relies
         // on the same); checking a kilobyte per event again cost 1.5% of
         // the agent's CPU under a storm.
-        let mut json = unsafe { std::str::from_utf8_unchecked(&self.json) };
+        let json = unsafe { std::str::from_utf8_unchecked(&self.json) };
         if let Some(m) = &self.metrics {
             m.delayed(monotonic_ns().saturating_sub(ktime_ns));
         }
@@ -704,15 +722,13 @@ impl<V: ProcessView> Pipeline<V> {
         if let Some(log) = &self.audit {
             log.send_with(json, reference.clone());
         }
-        // Everyone but the audit log gets the process whole.
-        if let Some(r) = &reference {
-            self.full_json.clear();
-            push_defined(&mut self.full_json, json, r.at, &r.shared);
-            json = &self.full_json;
-        }
         let printed = match self.print {
             Print::None => Ok(()),
-            Print::Json => writeln!(std::io::stdout().lock(), "{json}"),
+            Print::Json => writeln!(
+                std::io::stdout().lock(),
+                "{}",
+                whole_json(json, reference.as_ref(), &mut self.full_json)
+            ),
             Print::Human => writeln!(
                 std::io::stdout().lock(),
                 "{}",
@@ -736,7 +752,7 @@ impl<V: ProcessView> Pipeline<V> {
         }
         let published = Published {
             event: Arc::new(event),
-            json: json.into(),
+            json: whole_json(json, reference.as_ref(), &mut self.full_json).into(),
         };
         if let Some(outputs) = &self.outputs {
             outputs.send(&published);

@@ -204,8 +204,12 @@ fn a_log_naming_processes_by_reference_reads_back_as_the_events_were() {
     let log = d.join("log").join("audit.jsonl");
     let rules = d.join("rules.toml");
     let me = std::env::current_exe().unwrap().canonicalize().unwrap();
+    let work = d.join("work");
+    std::fs::create_dir(&work).unwrap();
+    let inside = format!("{}/", work.display());
+    // The other tests of this binary write too: only this one's writes.
     let rule = format!(
-        "[[rule]]\nid = \"mine\"\non = [\"file.write\"]\nexe = [\"{}\"]\naction = \"alert\"\n",
+        "[[rule]]\nid = \"mine\"\non = [\"file.write\"]\nexe = [\"{}\"]\npath = [\"{inside}**\"]\naction = \"alert\"\n",
         me.display()
     );
     std::fs::write(&rules, &rule).unwrap();
@@ -216,9 +220,6 @@ fn a_log_naming_processes_by_reference_reads_back_as_the_events_were() {
         ),
         &[],
     );
-    let work = d.join("work");
-    std::fs::create_dir(&work).unwrap();
-    let inside = format!("{}/", work.display());
     churn(&work, 100);
     let end = marker(&work);
     std::fs::write(&end, b"x").unwrap();
@@ -235,7 +236,11 @@ fn a_log_naming_processes_by_reference_reads_back_as_the_events_were() {
         std::fs::read_to_string(&log).is_ok_and(|t| t.contains(end.to_str().unwrap()))
     });
     agent.stop();
-    assert_success(&log_verify(&[&log]));
+    let verified = log_verify(&[&log]);
+    assert_success(&verified);
+    // Every reference is defined before it in the file.
+    let said = String::from_utf8_lossy(&verified.stdout);
+    assert!(!said.contains("note:"), "{said}");
     // Printed whole: the program on every event.
     assert!(printed.len() > 100, "{} events", printed.len());
     assert!(printed
@@ -275,6 +280,25 @@ fn a_log_naming_processes_by_reference_reads_back_as_the_events_were() {
         })
         .collect();
     assert_eq!(found, printed);
+    // A reference whose definition is cut away is named at its line.
+    let lines: Vec<&str> = text.lines().collect();
+    let first_definition = lines
+        .iter()
+        .position(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            if !l.contains(&inside) {
+                return false;
+            }
+            v["process"].get("pv").is_some() && v["process"].get("exe").is_some()
+        })
+        .unwrap();
+    let cut = d.join("cut.jsonl");
+    std::fs::write(&cut, lines[first_definition + 1..].join("\n") + "\n").unwrap();
+    let said = String::from_utf8_lossy(&log_verify(&[&cut]).stdout).to_string();
+    assert!(
+        said.contains("note: ") && said.contains("cut.jsonl:"),
+        "{said}"
+    );
     // A replay judges the program on every event.
     let report = rules_test(&rules, &log);
     assert_eq!(report["unjoined"], 0);

@@ -142,11 +142,19 @@ pub fn full_line(line: &str, process: &Process) -> Option<String> {
 }
 
 /// Where the reference to `pv` in a serialised event closes: the offset of
-/// its `}`. `,"pv":N}` occurs once in an event: no other member is named
+/// its `}`. `,"pv":` occurs once in an event: no other member is named
 /// `pv`, and a string cannot hold an unescaped `"`.
 pub fn reference_end(json: &str, pv: u64) -> Option<usize> {
-    let closing = format!(",\"pv\":{pv}}}");
-    Some(memchr::memmem::find(json.as_bytes(), closing.as_bytes())? + closing.len() - 1)
+    static PV: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b",\"pv\":"));
+    let digits_at = PV.find(json.as_bytes())? + 6;
+    let rest = &json.as_bytes()[digits_at..];
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let named = std::str::from_utf8(&rest[..digits])
+        .ok()?
+        .parse::<u64>()
+        .ok()?;
+    (named == pv && rest.get(digits) == Some(&b'}')).then_some(digits_at + digits)
 }
 
 /// Append `json` with the reference closing at `at` made a definition:
@@ -156,6 +164,28 @@ pub fn push_defined(out: &mut String, json: &str, at: usize, shared: &str) {
     out.push(',');
     out.push_str(shared);
     out.push_str(&json[at..]);
+}
+
+/// The lines (numbered from 1) of one audit-log file that name a process
+/// version no earlier line of the file defines for the same process, and
+/// that version. A writer bug or a file cut by hand, not tampering: the
+/// chain says whether lines were removed.
+pub fn undefined_references(text: &str) -> Vec<(usize, u64)> {
+    let mut join = ProcessJoin::default();
+    let mut found = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if memchr::memmem::find(line.as_bytes(), b",\"pv\":").is_none() {
+            continue;
+        }
+        let Ok(mut event) = serde_json::from_str::<Event>(line) else {
+            continue;
+        };
+        if join.join(&mut event) == Joined::Missing {
+            let pv = event.body.process().and_then(|p| p.pv).unwrap_or(0);
+            found.push((i + 1, pv));
+        }
+    }
+    found
 }
 
 /// Whether a stored line defines a process version: `"pv":N` followed by
@@ -262,6 +292,18 @@ mod tests {
         let full = full_line(&stored, e.body.process().unwrap()).unwrap();
         assert_eq!(full, defining(&later, 4));
         assert!(full_line(&whole, event(&whole).body.process().unwrap()).is_none());
+    }
+
+    #[test]
+    fn a_file_s_references_without_definition_are_found_at_their_line() {
+        let text = [
+            defining(&line(1, 7, 7, "/bin/a"), 1),
+            naming(&line(2, 7, 7, "/bin/a"), 1),
+            naming(&line(3, 7, 7, "/bin/a"), 2),
+            line(4, 8, 8, "/bin/b"),
+        ]
+        .join("\n");
+        assert_eq!(undefined_references(&text), [(3, 2)]);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! record that fits neither the queue nor the buffer is counted, and the
 //! next record written is preceded by a `log_gap` record with the count.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -405,7 +405,7 @@ impl AuditLog {
         let spares = Spares::default();
         let new_tap = Arc::new(AtomicBool::new(false));
         let mut w = Writer {
-            defined: HashSet::new(),
+            defined: Default::default(),
             epoch_started: Instant::now(),
             new_tap: new_tap.clone(),
             taps: taps.clone(),
@@ -571,7 +571,7 @@ struct Writer {
     /// The process versions (and kinds) defined in the current file since
     /// the epoch began: a record naming one of them by reference is
     /// written as it is, any other reference as a definition.
-    defined: HashSet<(u64, &'static str)>,
+    defined: foldhash::HashSet<(u64, &'static str)>,
     epoch_started: Instant,
     new_tap: Arc<AtomicBool>,
     taps: Taps,
@@ -1176,7 +1176,7 @@ mod tests {
             ..Default::default()
         };
         Writer {
-            defined: HashSet::new(),
+            defined: Default::default(),
             epoch_started: Instant::now(),
             new_tap: Default::default(),
             taps: Default::default(),

@@ -143,6 +143,9 @@ enum Config {
     /// The default rules without their `file.read` rules: no read watch
     /// set, the baseline of what watching reads costs.
     DefaultNoReads,
+    /// The default rules, the audit log naming processes by reference
+    /// (`[audit_log] process = "ref"`).
+    DefaultRef,
     /// The default rules with the syscall probes on raw tracepoints
     /// (`--syscall-probes raw`, what kernels before 5.15 use).
     DefaultRaw,
@@ -171,13 +174,14 @@ impl Only {
             configs.push(match name.as_str() {
                 "default" => Config::DefaultRules,
                 "noreads" => Config::DefaultNoReads,
+                "ref" => Config::DefaultRef,
                 "raw" => Config::DefaultRaw,
                 "full" => Config::FullCapture,
                 "deny50" => Config::Deny50,
                 "floor" => Config::Floor,
                 "auditd" => Config::Auditd,
                 other => {
-                    bail!("--config {other}: expected one of default, noreads, raw, full, deny50, floor, auditd")
+                    bail!("--config {other}: expected one of default, noreads, ref, raw, full, deny50, floor, auditd")
                 }
             });
         }
@@ -205,6 +209,7 @@ impl Config {
         match self {
             Config::DefaultRules => "guardrail, default rules",
             Config::DefaultNoReads => "guardrail, default rules without file.read (no read watch)",
+            Config::DefaultRef => "guardrail, default rules, log naming processes by reference",
             Config::DefaultRaw => "guardrail, default rules, raw syscall probes",
             Config::FullCapture => "guardrail, full capture + audit log",
             Config::Deny50 => "guardrail, 50 deny rules elsewhere",
@@ -329,6 +334,7 @@ pub struct Setup {
 struct Configs {
     default: PathBuf,
     no_reads: PathBuf,
+    by_reference: PathBuf,
     full: PathBuf,
     deny50: PathBuf,
 }
@@ -376,7 +382,18 @@ fn write_configs(setup: &Setup) -> Result<Configs> {
         "\n[[rule]]\nid = \"bench-watched-read\"\non = [\"file.read\"]\npath = [\"{}\"]\n",
         scratch.join(WATCHED_FILE).display()
     )?;
-    std::fs::write(&default, text)?;
+    std::fs::write(&default, &text)?;
+    let by_reference = scratch.join("ref.toml");
+    let text = text.replacen("[audit_log]\n", "[audit_log]\nprocess = \"ref\"\n", 1);
+    anyhow::ensure!(
+        text.contains("process = \"ref\""),
+        "config/guardrail.toml has no [audit_log] section"
+    );
+    let text = text.replace(
+        &out.join("audit-default.jsonl").display().to_string(),
+        &out.join("audit-ref.jsonl").display().to_string(),
+    );
+    std::fs::write(&by_reference, text)?;
     let no_reads = scratch.join("noreads.toml");
     let without = without_read_rules(&shipped);
     anyhow::ensure!(
@@ -413,6 +430,7 @@ fn write_configs(setup: &Setup) -> Result<Configs> {
     Ok(Configs {
         default,
         no_reads,
+        by_reference,
         full,
         deny50,
     })
@@ -429,6 +447,7 @@ fn overhead(
     for config in [
         Config::DefaultRules,
         Config::DefaultNoReads,
+        Config::DefaultRef,
         Config::DefaultRaw,
         Config::FullCapture,
         Config::Deny50,
@@ -450,6 +469,12 @@ fn overhead(
             // Without a watch set only opens cost less: the baseline of
             // the open storm alone.
             .filter(|w| config != Config::DefaultNoReads || w.name == "open storm")
+            // A process named by reference changes what each event the
+            // agent receives costs: the storms whose events reach it.
+            .filter(|w| {
+                config != Config::DefaultRef
+                    || matches!(w.name, "chmod storm" | "write storm" | "exec storm")
+            })
         {
             let (mut ratios, mut added, mut bare) = (Vec::new(), Vec::new(), Vec::new());
             let mut delivered = Vec::new();
@@ -462,6 +487,9 @@ fn overhead(
                     }
                     Config::DefaultNoReads => {
                         Running::start_agent(&configs.no_reads, &setup.scratch, &[])?
+                    }
+                    Config::DefaultRef => {
+                        Running::start_agent(&configs.by_reference, &setup.scratch, &[])?
                     }
                     Config::DefaultRaw => Running::start_agent(
                         &configs.default,
@@ -508,6 +536,7 @@ fn overhead(
                 // The audit logs grow by every captured event: start afresh.
                 for log in [
                     "audit-default.jsonl",
+                    "audit-ref.jsonl",
                     "audit-noreads.jsonl",
                     "audit-full.jsonl",
                     "audit-deny.jsonl",

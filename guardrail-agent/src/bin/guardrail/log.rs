@@ -250,6 +250,16 @@ pub(crate) fn verify_log(files: &[PathBuf]) -> Result<()> {
                     tail.len()
                 );
             }
+            // Each file holds the definitions its references name.
+            for (file, text) in &texts {
+                let missing = guardrail_engine::process_join::undefined_references(text);
+                if let Some((line, pv)) = missing.first() {
+                    println!(
+                        "note: {file}:{line}: names process version {pv}, which no earlier line of the file defines ({} such lines in the file): readers leave them out",
+                        missing.len()
+                    );
+                }
+            }
             Ok(())
         }
         Err(broken) => {
