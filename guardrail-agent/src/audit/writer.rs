@@ -1465,4 +1465,159 @@ mod tests {
         assert_eq!(defined.len(), 2, "{defined:?}");
         assert!(defined[1].starts_with(r#"{"seq":2,"#), "{defined:?}");
     }
+
+    mod by_reference {
+        use super::*;
+        use guardrail_engine::event::{Body, Event, Process, ProcessJson};
+        use guardrail_engine::process_join::{
+            reference_end, undefined_references, Joined, ProcessJoin,
+        };
+        use guardrail_engine::process_json::ProcessJsonCache;
+        use proptest::prelude::*;
+
+        #[derive(Clone, Debug)]
+        enum Step {
+            /// An event of thread `thread` in process state `state`.
+            Event {
+                thread: u32,
+                state: u32,
+                perm: bool,
+            },
+            Rotate,
+            /// The next event's first write fails (a full disk).
+            FailNext,
+            /// The agent restarts: a new writer and numbering.
+            Restart,
+        }
+
+        fn step() -> impl Strategy<Value = Step> {
+            prop_oneof![
+                12 => (0u32..4, 0u32..3, any::<bool>())
+                    .prop_map(|(thread, state, perm)| Step::Event { thread, state, perm }),
+                1 => Just(Step::Rotate),
+                1 => Just(Step::FailNext),
+                1 => Just(Step::Restart),
+            ]
+        }
+
+        fn process(thread: u32, state: u32) -> Process {
+            Process {
+                pid: 100 + thread,
+                tid: 100 + thread,
+                id: Some(format!("{}@1", 100 + thread).into()),
+                uid: state,
+                comm: format!("c{state}"),
+                exe: Some(format!("/bin/s{state}")),
+                ..Default::default()
+            }
+        }
+
+        fn writer(dir: &Path, prev: String) -> Writer {
+            let mut w = refusing(dir, 1 << 20);
+            w.cfg.max_files = 10_000;
+            w.size = std::fs::metadata(&w.cfg.path).map_or(0, |m| m.len());
+            w.prev = prev;
+            w
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            /// Whatever the interleaving of threads, process changes,
+            /// rotations, failed writes and restarts, every reference is
+            /// defined earlier in its own file, and joins to the process
+            /// its event was written for.
+            #[test]
+            fn every_reference_joins_to_the_process_it_was_written_for(
+                steps in proptest::collection::vec(step(), 1..150)
+            ) {
+                let dir = tempfile::tempdir().unwrap();
+                let mut w = writer(dir.path(), GENESIS.into());
+                let mut cache = ProcessJsonCache::by_reference();
+                let (mut seq, mut fail_next) = (0, false);
+                let mut written = Vec::new();
+                for step in steps {
+                    match step {
+                        Step::Event { thread, state, perm } => {
+                            seq += 1;
+                            let p = process(thread, state);
+                            let mut body = if perm {
+                                Body::Perm {
+                                    syscall: "chmod".into(),
+                                    process: p.clone(),
+                                    result: Default::default(),
+                                    perm: Default::default(),
+                                }
+                            } else {
+                                Body::File {
+                                    syscall: "openat".into(),
+                                    process: p.clone(),
+                                    result: Default::default(),
+                                    file: Default::default(),
+                                }
+                            };
+                            cache.attach(&mut body);
+                            let event = Event {
+                                seq,
+                                time: "2026-12-06T10:00:00Z".into(),
+                                ktime_ns: seq,
+                                via: None,
+                                body,
+                                decision: None,
+                                redacted: vec![],
+                            };
+                            let json = serde_json::to_string(&event).unwrap();
+                            let reference = match &event.body.process().unwrap().json {
+                                ProcessJson::Ref { pv, shared } => Some(Reference {
+                                    at: reference_end(&json, *pv).unwrap(),
+                                    pv: *pv,
+                                    kind: event.body.kind(),
+                                    shared: shared.clone(),
+                                }),
+                                _ => None,
+                            };
+                            let mut batch = Records::default();
+                            batch.push_with(&json, reference);
+                            w.enqueue(batch);
+                            if std::mem::take(&mut fail_next) {
+                                w.file = OpenOptions::new().append(true).open("/dev/full").unwrap();
+                                prop_assert!(!w.flush());
+                                w.file = open_log(&w.cfg.path, None).unwrap();
+                            }
+                            prop_assert!(w.flush());
+                            written.push(p);
+                        }
+                        Step::Rotate => w.rotate().unwrap(),
+                        Step::FailNext => fail_next = true,
+                        Step::Restart => {
+                            w = writer(dir.path(), w.prev.clone());
+                            cache = ProcessJsonCache::by_reference();
+                            seq = 0;
+                        }
+                    }
+                }
+                // Oldest file first, as readers take them.
+                let path = dir.path().join("audit.jsonl");
+                let mut files: Vec<PathBuf> = (1..10_000)
+                    .map(|i| rotated(&path, i))
+                    .take_while(|f| f.exists())
+                    .collect();
+                files.reverse();
+                files.push(path);
+                let mut join = ProcessJoin::default();
+                let mut read = Vec::new();
+                for f in &files {
+                    let text = std::fs::read_to_string(f).unwrap();
+                    prop_assert_eq!(undefined_references(&text), vec![]);
+                    for line in text.lines() {
+                        let mut e: Event = serde_json::from_str(line).unwrap();
+                        prop_assert_ne!(join.join(&mut e), Joined::Missing);
+                        let mut p = e.body.process().unwrap().clone();
+                        p.pv = None;
+                        read.push(p);
+                    }
+                }
+                prop_assert_eq!(read, written);
+            }
+        }
+    }
 }
