@@ -22,6 +22,11 @@ use super::{median, pairs, time_storm, Setup, WORKLOADS};
 pub struct Round {
     plain_ns: f64,
     nats_ns: f64,
+    /// The same two with the audit log naming processes by reference
+    /// (`[audit_log] process = "ref"`): the NATS output sends the log's
+    /// lines, about half the bytes.
+    plain_ref_ns: f64,
+    nats_ref_ns: f64,
     /// Events acknowledged per second, from the storm's start to the last
     /// acknowledgement.
     acked_per_s: f64,
@@ -106,6 +111,16 @@ fn one(setup: &Setup, config: &Path, nats: bool) -> Result<(f64, u64, u64, Optio
     Ok((per_event, settled.delivered, lost, acked_per_s))
 }
 
+/// Remove the audit log at `path` and its rotated files.
+fn remove_log(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    for i in 1.. {
+        if std::fs::remove_file(format!("{}.{i}", path.display())).is_err() {
+            break;
+        }
+    }
+}
+
 fn output(status: &Value) -> Result<&Value> {
     status["outputs"]
         .as_array()
@@ -123,6 +138,17 @@ pub fn run(setup: &Setup) -> Result<Results> {
         &plain,
         format!("[audit_log]\npath = \"{}\"\n", audit.display()),
     )?;
+    // The same, the log naming processes by reference.
+    let by_reference = |config: &Path| -> Result<std::path::PathBuf> {
+        let text = std::fs::read_to_string(config)?;
+        let to = config.with_extension("ref.toml");
+        std::fs::write(
+            &to,
+            text.replacen("[audit_log]\n", "[audit_log]\nprocess = \"ref\"\n", 1),
+        )?;
+        Ok(to)
+    };
+    let plain_ref = by_reference(&plain)?;
     let mut rounds = Vec::new();
     for i in 0..pairs() {
         // A new spool each round: every run starts with nothing to send.
@@ -138,14 +164,36 @@ pub fn run(setup: &Setup) -> Result<Results> {
                 spool.display()
             ),
         )?;
-        let (plain_ns, _, plain_lost, _) = one(setup, &plain, false)?;
-        let (nats_ns, _, nats_lost, acked) = one(setup, &with, true)?;
-        let _ = std::fs::remove_dir_all(&spool);
+        let with_ref = by_reference(&with)?;
+        // Each run starts with an empty log; the order alternates, so that
+        // neither form always runs after a NATS run (the server is still
+        // writing its store then).
+        let run = |config: &Path, nats: bool| {
+            remove_log(&audit);
+            let result = one(setup, config, nats);
+            let _ = std::fs::remove_dir_all(&spool);
+            result
+        };
+        let (plain_ns, plain_lost, plain_ref_ns, plain_ref_lost);
+        let (nats_ns, nats_lost, acked, nats_ref_ns, nats_ref_lost);
+        if i % 2 == 0 {
+            (plain_ns, _, plain_lost, _) = run(&plain, false)?;
+            (plain_ref_ns, _, plain_ref_lost, _) = run(&plain_ref, false)?;
+            (nats_ns, _, nats_lost, acked) = run(&with, true)?;
+            (nats_ref_ns, _, nats_ref_lost, _) = run(&with_ref, true)?;
+        } else {
+            (plain_ref_ns, _, plain_ref_lost, _) = run(&plain_ref, false)?;
+            (plain_ns, _, plain_lost, _) = run(&plain, false)?;
+            (nats_ref_ns, _, nats_ref_lost, _) = run(&with_ref, true)?;
+            (nats_ns, _, nats_lost, acked) = run(&with, true)?;
+        }
         rounds.push(Round {
             plain_ns,
             nats_ns,
+            plain_ref_ns,
+            nats_ref_ns,
             acked_per_s: acked.unwrap_or(0.0),
-            lost: plain_lost + nats_lost,
+            lost: plain_lost + nats_lost + plain_ref_lost + nats_ref_lost,
         });
     }
     drop(server);
@@ -158,6 +206,13 @@ fn medians(r: &Results) -> (f64, f64, f64) {
     let mut nats: Vec<f64> = r.rounds.iter().map(|r| r.nats_ns).collect();
     let mut acked: Vec<f64> = r.rounds.iter().map(|r| r.acked_per_s).collect();
     (median(&mut plain), median(&mut nats), median(&mut acked))
+}
+
+/// Medians of the runs with the log naming processes by reference.
+fn medians_by_reference(r: &Results) -> (f64, f64) {
+    let mut plain: Vec<f64> = r.rounds.iter().map(|r| r.plain_ref_ns).collect();
+    let mut nats: Vec<f64> = r.rounds.iter().map(|r| r.nats_ref_ns).collect();
+    (median(&mut plain), median(&mut nats))
 }
 
 pub fn markdown(r: &Results) -> String {
@@ -174,6 +229,18 @@ pub fn markdown(r: &Results) -> String {
         (nats / plain - 1.0) * 100.0,
         acked
     );
+    let (plain_ref, nats_ref) = medians_by_reference(r);
+    let _ = writeln!(
+        md,
+        "| audit log naming processes by reference | {:.1} µs | | |",
+        plain_ref / 1000.0
+    );
+    let _ = writeln!(
+        md,
+        "| the same + NATS output | {:.1} µs (+{:.0} %) | | |",
+        nats_ref / 1000.0,
+        (nats_ref / plain_ref - 1.0) * 100.0
+    );
     md
 }
 
@@ -183,6 +250,11 @@ pub fn json(r: &Results) -> Value {
         "cpu_ns_per_event_plain": plain,
         "cpu_ns_per_event_nats": nats,
         "added_share": nats / plain - 1.0,
+        "by_reference": {
+            "cpu_ns_per_event_plain": medians_by_reference(r).0,
+            "cpu_ns_per_event_nats": medians_by_reference(r).1,
+            "added_share": medians_by_reference(r).1 / medians_by_reference(r).0 - 1.0,
+        },
         "acked_per_s": acked,
         "lost": r.rounds.iter().map(|r| r.lost).sum::<u64>(),
     })
