@@ -104,6 +104,23 @@ pub fn rules_test(candidate: &Path, events: &Path) -> Value {
     serde_json::from_slice(&out.stdout).expect("rules test --json prints JSON")
 }
 
+/// `guardrail log search ARGS…` (it must succeed): the JSON lines it
+/// printed, and what it said on standard error.
+pub fn log_search(args: &[&str]) -> (Vec<Value>, String) {
+    let out = Command::new(bin("guardrail"))
+        .args(["log", "search"])
+        .args(args)
+        .bounded_output()
+        .expect("running guardrail log search");
+    assert_success(&out);
+    let found = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("log search --json prints JSON lines"))
+        .collect();
+    (found, String::from_utf8(out.stderr).unwrap())
+}
+
 /// `guardrail log verify FILE…`, oldest file first.
 pub fn log_verify<P: AsRef<Path>>(files: &[P]) -> std::process::Output {
     Command::new(bin("guardrail"))

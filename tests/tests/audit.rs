@@ -197,7 +197,7 @@ fn a_full_disk_is_survived_and_reported() {
 /// chain verifies.
 #[test]
 fn a_log_naming_processes_by_reference_reads_back_as_the_events_were() {
-    use guardrail_tests::{bin, is_marker, marker, rules_test, BoundedOutput};
+    use guardrail_tests::{is_marker, log_search, marker, rules_test};
     use serde_json::Value;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().canonicalize().unwrap();
@@ -262,23 +262,12 @@ fn a_log_naming_processes_by_reference_reads_back_as_the_events_were() {
         ours.len()
     );
     // `log search --json` gives each event back as printed.
-    let out = Command::new(bin("guardrail"))
-        .args(["log", "search", "--json", "--path"])
-        .arg(format!("{inside}*"))
-        .arg("--file")
-        .arg(&log)
-        .bounded_output()
-        .unwrap();
-    assert_success(&out);
-    let found: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(l).unwrap();
-            v.as_object_mut().unwrap().remove("chain");
-            v
-        })
-        .collect();
+    let pattern = format!("{inside}*");
+    let log_arg = log.to_str().unwrap();
+    let (mut found, _) = log_search(&["--json", "--path", &pattern, "--file", log_arg]);
+    for v in &mut found {
+        v.as_object_mut().unwrap().remove("chain");
+    }
     assert_eq!(found, printed);
     // A reference whose definition is cut away is named at its line.
     let lines: Vec<&str> = text.lines().collect();

@@ -222,18 +222,9 @@ fn log_search_by_path_on_a_real_log() {
     });
     let config = agent.config.to_str().unwrap().to_string();
     let search = |args: &[&str]| {
-        let out = Command::new(bin("guardrail"))
-            .args(["log", "search", "--config", &config])
-            .args(args)
-            .bounded_output()
-            .unwrap();
-        assert_success(&out);
-        let found: Vec<Value> = String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        (found, String::from_utf8(out.stderr).unwrap())
+        let mut all = vec!["--config", &config];
+        all.extend_from_slice(args);
+        guardrail_tests::log_search(&all)
     };
     let c_glob = c.to_str().unwrap();
     // The rename's destination is a path the event names.
