@@ -695,7 +695,7 @@ impl<V: ProcessView> Pipeline<V> {
         // SAFETY: serde_json writes UTF-8 only (its own `to_string` relies
         // on the same); checking a kilobyte per event again cost 1.5% of
         // the agent's CPU under a storm.
-        let json = unsafe { std::str::from_utf8_unchecked(&self.json) };
+        let mut json = unsafe { std::str::from_utf8_unchecked(&self.json) };
         if let Some(m) = &self.metrics {
             m.delayed(monotonic_ns().saturating_sub(ktime_ns));
         }
@@ -704,14 +704,26 @@ impl<V: ProcessView> Pipeline<V> {
         let kind = event.body.kind();
         let reference = match event.body.process_mut() {
             Some(p) => match std::mem::take(&mut p.json) {
-                ProcessJson::Ref { pv, shared } => {
-                    reference_end(json, pv).map(|at| crate::audit::Reference {
+                ProcessJson::Ref { pv, shared } => match reference_end(json, pv) {
+                    Some(at) => Some(crate::audit::Reference {
                         at,
                         pv,
                         kind,
                         shared,
-                    })
-                }
+                    }),
+                    // Cannot happen (nothing before the process can hold
+                    // `,"pv":`); were it to, the event is written whole
+                    // rather than as a reference nobody could complete.
+                    None => {
+                        debug_assert!(false, "no reference to splice in {json}");
+                        self.json.clear();
+                        if serde_json::to_writer(&mut self.json, &event).is_err() {
+                            return;
+                        }
+                        json = unsafe { std::str::from_utf8_unchecked(&self.json) };
+                        None
+                    }
+                },
                 cached => {
                     p.json = cached;
                     None

@@ -29,7 +29,17 @@ pub fn line(event: &Event, colour: bool) -> String {
         (true, _) => ("\x1b[31;1m", "\x1b[0m"),
     };
     let mut s = format!("{time} {paint}{:<4} {:<8}{reset}", body.kind(), body.op());
-    if let Some(p) = body.process() {
+    if let Some(p) = body.process().filter(|p| p.unjoined) {
+        // Named by reference, its definition not read: nothing but its
+        // ids is known.
+        let _ = write!(
+            s,
+            " pid={} process {} v{} (not joined: its definition was not read)",
+            p.pid,
+            escape(p.id.as_deref().unwrap_or("?")),
+            p.pv.unwrap_or(0)
+        );
+    } else if let Some(p) = body.process() {
         let _ = write!(
             s,
             " pid={} uid={} {}",

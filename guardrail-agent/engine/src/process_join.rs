@@ -25,6 +25,11 @@ pub const REDEFINED_WITHIN: jiff::SignedDuration = jiff::SignedDuration::from_se
 /// version used again within the last 64k learnt is always found.
 const GENERATION: usize = 1 << 16;
 
+/// The writer defines every version again once it has defined this many
+/// since the last time: a reference's definition is always among the
+/// last [`GENERATION`] a reader learnt from the file.
+pub const DEFINED_AT_MOST: usize = GENERATION / 2;
+
 /// The process versions defined so far in the lines read, to complete the
 /// references that follow.
 #[derive(Default)]
@@ -103,6 +108,12 @@ impl ProcessJoin {
                 self.learn(pv, p.clone());
             }
         }
+    }
+
+    /// As many versions as a file defines between two redefinitions are
+    /// known: learning more (backwards) would forget the nearest.
+    pub fn full(&self) -> bool {
+        self.recent.len() + self.older.len() >= GENERATION
     }
 
     /// Whether a definition of `pv` is known.
@@ -276,6 +287,17 @@ mod tests {
         let text = line(1, 7, 7, "/bin/a").replace("\"uid\":0,", "");
         let e = serde_json::from_str::<Event>(&text).unwrap_err();
         assert!(e.to_string().contains("missing field `uid`"), "{e}");
+    }
+
+    #[test]
+    fn an_unjoined_process_is_shown_as_not_joined_not_as_root() {
+        let unjoined = event(&naming(&line(1, 7, 7, "/bin/a"), 3));
+        let shown = crate::human::line(&unjoined, false);
+        assert!(
+            shown.contains("pid=7 process 7@9 v3 (not joined"),
+            "{shown}"
+        );
+        assert!(!shown.contains("uid="), "{shown}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 use crate::config::{AuditSection, Fsync};
 use crate::trust::{absolute, check_path, create_private_dir, Policy, RealFs, Role};
 use guardrail_engine::chain::{open, seal, seal_in_place, HexDigest, GENESIS};
-use guardrail_engine::process_join::{push_defined, REDEFINED_WITHIN};
+use guardrail_engine::process_join::{push_defined, DEFINED_AT_MOST, REDEFINED_WITHIN};
 
 #[derive(Debug, Default, Serialize, Deserialize, Clone, PartialEq)]
 pub struct AuditSnapshot {
@@ -73,8 +73,9 @@ pub struct AuditLog {
     thread: Option<JoinHandle<()>>,
     path: PathBuf,
     taps: Taps,
-    /// A tap was added: the versions defined so far are not in its stream.
-    new_tap: Arc<AtomicBool>,
+    /// A tap was added, or lost lines of its own: the versions defined so
+    /// far are not (all) in its stream.
+    define_again: Arc<AtomicBool>,
 }
 
 /// Records handed over together: their JSON end to end in one buffer.
@@ -219,6 +220,9 @@ pub struct Tap {
     /// The log's path (its rotated files are `<path>.1`, `<path>.2` …):
     /// where a tap finds lines written before it was there.
     pub path: PathBuf,
+    /// Set when the tap loses lines it was handed: the writer then defines
+    /// every process version again (see `Writer::defined`).
+    pub define_again: Arc<AtomicBool>,
 }
 
 /// How far behind the writer a tap may fall.
@@ -403,11 +407,11 @@ impl AuditLog {
         let settled = Arc::new(AtomicU64::new(0));
         let taps = Taps::default();
         let spares = Spares::default();
-        let new_tap = Arc::new(AtomicBool::new(false));
+        let define_again = Arc::new(AtomicBool::new(false));
         let mut w = Writer {
             defined: Default::default(),
             epoch_started: Instant::now(),
-            new_tap: new_tap.clone(),
+            define_again: define_again.clone(),
             taps: taps.clone(),
             spares: spares.clone(),
             settled: settled.clone(),
@@ -451,7 +455,7 @@ impl AuditLog {
             thread: Some(thread),
             path,
             taps,
-            new_tap,
+            define_again,
         })
     }
 
@@ -464,11 +468,12 @@ impl AuditLog {
             missed: 0,
             queued_bytes: queued_bytes.clone(),
         });
-        self.new_tap.store(true, Ordering::Relaxed);
+        self.define_again.store(true, Ordering::Relaxed);
         Tap {
             writes,
             queued_bytes,
             path: self.path.clone(),
+            define_again: self.define_again.clone(),
         }
     }
 
@@ -573,7 +578,7 @@ struct Writer {
     /// written as it is, any other reference as a definition.
     defined: foldhash::HashSet<(u64, &'static str)>,
     epoch_started: Instant,
-    new_tap: Arc<AtomicBool>,
+    define_again: Arc<AtomicBool>,
     taps: Taps,
     spares: Spares,
     cfg: AuditSection,
@@ -619,8 +624,9 @@ impl Pending {
 /// reader starting in the middle of a file finds definitions close behind.
 const REDEFINE_EVERY: Duration = REDEFINED_WITHIN.unsigned_abs();
 
-/// Versions remembered as defined, at most (one a line at worst).
-const DEFINED_MAX: usize = 1 << 20;
+/// Versions remembered as defined, at most: readers keep at least as many
+/// (with room for a write batch's worth past it).
+const DEFINED_MAX: usize = DEFINED_AT_MOST - 4096;
 
 /// At most this many bytes of sealed records per write(2).
 const WRITE_BATCH_BYTES: usize = 256 * 1024;
@@ -815,7 +821,7 @@ impl Writer {
             }
             self.gap = 0;
         }
-        if self.new_tap.swap(false, Ordering::Relaxed)
+        if self.define_again.swap(false, Ordering::Relaxed)
             || self.epoch_started.elapsed() >= REDEFINE_EVERY
             || self.defined.len() > DEFINED_MAX
         {
@@ -1178,7 +1184,7 @@ mod tests {
         Writer {
             defined: Default::default(),
             epoch_started: Instant::now(),
-            new_tap: Default::default(),
+            define_again: Default::default(),
             taps: Default::default(),
             spares: Default::default(),
             file: open_log(&cfg.path, None).unwrap(),
@@ -1455,7 +1461,7 @@ mod tests {
         w.enqueue(batch);
         assert!(w.flush());
         // As `AuditLog::tap` does.
-        w.new_tap.store(true, Ordering::Relaxed);
+        w.define_again.store(true, Ordering::Relaxed);
         let mut batch = Records::default();
         referencing(&mut batch, 2, 1, "perm");
         referencing(&mut batch, 3, 1, "perm");

@@ -238,6 +238,7 @@ impl Nats {
                     stats: stats.clone(),
                     losses: Losses::default(),
                     stop: stop.clone(),
+                    define_again: tap.define_again.clone(),
                 };
                 let thread = std::thread::Builder::new()
                     .name(format!("nats-feed-{name}"))
@@ -455,6 +456,11 @@ struct AuditFeed {
     stats: Arc<OutputStats>,
     losses: Losses,
     stop: Arc<AtomicBool>,
+    /// Set when lines are lost here: the lines that follow may name
+    /// process versions the lost ones defined, so the log defines them
+    /// again (a moment later: lines already handed over may still name
+    /// them).
+    define_again: Arc<AtomicBool>,
 }
 
 impl AuditFeed {
@@ -555,6 +561,7 @@ impl AuditFeed {
     /// Lines lost, how many unknown: a `loss` message says so (count 0).
     fn unknown_loss(&mut self) {
         self.close_message();
+        self.define_again.store(true, Ordering::Relaxed);
         let why = "an unknown number of lines the audit log wrote before this start were neither spooled nor found in its files";
         warn!(output = %self.name, "{why}");
         self.losses.reason = why.to_string();
@@ -576,6 +583,7 @@ impl AuditFeed {
         if self.losses.due() && !self.report_losses() {
             self.losses
                 .count(1, &self.losses.reason.clone(), &self.name, &self.stats);
+            self.define_again.store(true, Ordering::Relaxed);
             return;
         }
         self.batch.open(hash, kind);
@@ -599,6 +607,7 @@ impl AuditFeed {
                 let n = self.batch.records;
                 self.losses
                     .count(n, &e.to_string(), &self.name, &self.stats);
+                self.define_again.store(true, Ordering::Relaxed);
             }
         }
         self.batch.clear();
@@ -1588,6 +1597,7 @@ mod tests {
             stats: Arc::new(OutputStats::default()),
             losses: Losses::default(),
             stop: Arc::new(AtomicBool::new(false)),
+            define_again: Default::default(),
         }
     }
 

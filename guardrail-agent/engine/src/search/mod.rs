@@ -350,6 +350,10 @@ impl Search {
             }
             let name = path.display().to_string();
             let mut file = Counted::open(path).map_err(io_error(&name))?;
+            // Each file defines the versions it names: another file's
+            // definitions (another host's log, or before a clock step)
+            // must never complete this one's references.
+            self.join = ProcessJoin::default();
             let start = self.start(&name, &mut file)?;
             let (offset, at) = match start {
                 Start::Skip(end) => {
@@ -369,7 +373,10 @@ impl Search {
                                 bytes_read: 0,
                             },
                             start: offset,
-                            oldest: since - REDEFINED_WITHIN - SLACK,
+                            // Twice the writer's hour: it counts the hour
+                            // on a clock that stops in a suspend, and
+                            // records wait while the disk refuses them.
+                            oldest: since - REDEFINED_WITHIN * 2 - SLACK,
                         }),
                         _ => None,
                     };
@@ -380,7 +387,10 @@ impl Search {
             };
             self.stats.bytes_read += file.bytes_read;
             file.bytes_read = 0;
-            self.forget_behind();
+            // Reading on (`tail --since`) may still need what lies behind.
+            if !(self.query.follow && Some(path) == files.last()) {
+                self.forget_behind();
+            }
             last = Some(Position {
                 path: path.clone(),
                 name,
@@ -419,6 +429,8 @@ impl Search {
             }
             pos.file = Counted::open(&pos.path).map_err(io_error(&pos.name))?;
             (pos.offset, pos.at) = (0, At::Line(1));
+            self.join = ProcessJoin::default();
+            self.forget_behind();
         }
     }
 
@@ -626,6 +638,12 @@ impl Search {
         }
         if let Some(until) = self.query.until {
             if time > until {
+                // What it defines may be named by a record still in range.
+                if process_join::defines_a_version(bytes) {
+                    if let Ok(Parsed::Event(mut e)) = Parsed::parse(text) {
+                        self.join.join(&mut e);
+                    }
+                }
                 // Records up to SLACK later may still be in range.
                 self.stopped = time > until + SLACK;
                 return Ok(());
@@ -758,6 +776,11 @@ impl Search {
         if process_join::defines_a_version(line) {
             if let Ok(Parsed::Event(e)) = Parsed::parse(text) {
                 self.join.learn_earlier(&e);
+            }
+            // The nearest definitions are the ones named: stop before
+            // learning more would forget them.
+            if self.join.full() {
+                return true;
             }
         }
         false

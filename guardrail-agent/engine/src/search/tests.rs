@@ -711,3 +711,38 @@ fn definitions_behind_an_earlier_run_of_the_agent_are_not_taken() {
         }
     }
 }
+
+#[test]
+fn one_file_s_definitions_never_complete_another_s_references() {
+    // Two hosts' logs searched together: the same version numbers, the
+    // same process ids (cloned images), other programs; host B's `seq`
+    // higher, so no new run shows between them.
+    let events = busy_threads(400);
+    let host_a = compact(&events, 400);
+    let host_b: Vec<String> = compact(&events, 400)
+        .iter()
+        .enumerate()
+        .map(|(k, l)| {
+            l.replacen(
+                &format!("{{\"seq\":{}", k + 1),
+                &format!("{{\"seq\":{}", k + 1001),
+                1,
+            )
+            .replace("/usr/bin/", "/opt/b/")
+        })
+        .collect();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut files = write_log(a.path(), &host_a, 400);
+    files.extend(write_log(b.path(), &host_b, 400));
+    let query = Query {
+        since: since(300),
+        ..Default::default()
+    };
+    let (found, search) = found_events(&files, query, &Criteria::default());
+    assert_eq!(search.stats.unjoined, 0);
+    assert_eq!(found.len(), 200);
+    for e in &found[100..] {
+        let exe = e.body.process().unwrap().exe.clone().unwrap();
+        assert!(!exe.starts_with("/usr/bin/"), "{}: {exe}, host A's", e.seq);
+    }
+}

@@ -249,6 +249,12 @@ pub(crate) fn history(
                 .map_err(fail)?;
         }
     }
+    if search.stats.unjoined > 0 {
+        eprintln!(
+            "guardrail: {} events of the log name their process by a reference whose definition was not found: left out",
+            search.stats.unjoined
+        );
+    }
     for note in &search.notes {
         eprintln!("guardrail: {note}");
     }
