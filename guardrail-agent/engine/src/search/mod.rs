@@ -194,15 +194,8 @@ impl Found<'_> {
     /// The event as JSON in full, without its `chain` member: the stored
     /// line, with the members of a process named by reference put back.
     pub fn event_json(&self) -> String {
-        let stored = chain::open(self.line).map_or(self.line.to_string(), |o| o.event_json);
-        match self.record {
-            Parsed::Event(e) => e
-                .body
-                .process()
-                .and_then(|p| process_join::full_line(&stored, p))
-                .unwrap_or(stored),
-            Parsed::Gap { .. } => stored,
-        }
+        let full = self.full_line();
+        chain::open(&full).map_or_else(|| full.to_string(), |o| o.event_json)
     }
 
     /// The line as stored, with the members of a process named by
@@ -629,21 +622,13 @@ impl Search {
         }
         if self.query.since.is_some_and(|s| time < s) {
             // Not in the range, but what it defines may be named in it.
-            if process_join::defines_a_version(bytes) {
-                if let Ok(Parsed::Event(mut e)) = Parsed::parse(text) {
-                    self.join.join(&mut e);
-                }
-            }
+            self.learn_definition(bytes, text);
             return Ok(());
         }
         if let Some(until) = self.query.until {
             if time > until {
                 // What it defines may be named by a record still in range.
-                if process_join::defines_a_version(bytes) {
-                    if let Ok(Parsed::Event(mut e)) = Parsed::parse(text) {
-                        self.join.join(&mut e);
-                    }
-                }
+                self.learn_definition(bytes, text);
                 // Records up to SLACK later may still be in range.
                 self.stopped = time > until + SLACK;
                 return Ok(());
@@ -694,6 +679,15 @@ impl Search {
 }
 
 impl Search {
+    /// Learn the process version a line passed over defines, if it does.
+    fn learn_definition(&mut self, bytes: &[u8], text: &str) {
+        if process_join::defines_a_version(bytes) {
+            if let Ok(Parsed::Event(mut e)) = Parsed::parse(text) {
+                self.join.join(&mut e);
+            }
+        }
+    }
+
     fn forget_behind(&mut self) {
         if let Some(b) = self.behind.take() {
             self.stats.bytes_read += b.file.bytes_read;
