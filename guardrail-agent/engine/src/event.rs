@@ -576,8 +576,13 @@ impl Process {
     /// without the closing brace. None for a process without `id`, which
     /// cannot be named by reference.
     pub fn shared_members(&self) -> Option<String> {
+        self.shared_members_in(&serde_json::to_string(self).ok()?)
+    }
+
+    /// [`Process::shared_members`] cut from `whole`, this process's JSON
+    /// as serialised field by field.
+    pub fn shared_members_in(&self, whole: &str) -> Option<String> {
         let id = self.id.as_ref()?;
-        let mut whole = serde_json::to_string(self).ok()?;
         let mut prefix = format!(
             "{{\"pid\":{},\"tid\":{},\"id\":{},",
             self.pid,
@@ -587,11 +592,8 @@ impl Process {
         if let Some(pv) = self.pv {
             prefix.push_str(&format!("\"pv\":{pv},"));
         }
-        if !whole.starts_with(&prefix) || !whole.ends_with('}') {
-            return None;
-        }
-        whole.pop();
-        Some(whole.split_off(prefix.len()))
+        let shared = whole.strip_prefix(&prefix)?.strip_suffix('}')?;
+        Some(shared.to_string())
     }
 }
 

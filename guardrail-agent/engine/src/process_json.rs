@@ -72,7 +72,13 @@ impl ProcessJsonCache {
         let Ok(whole) = process.make_json() else {
             return;
         };
-        let json = match process.shared_members().filter(|_| self.by_reference) {
+        // The members a reference leaves out, cut from the JSON just made
+        // (and only for an audit log that names processes by reference).
+        let shared = match self.by_reference {
+            true => process.shared_members_in(whole.get()),
+            false => None,
+        };
+        let json = match shared {
             Some(shared) => {
                 self.last_pv += 1;
                 ProcessJson::Ref {
