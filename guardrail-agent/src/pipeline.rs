@@ -17,7 +17,7 @@ use guardrail_common::RecordKind;
 use guardrail_engine::decode::decode;
 use guardrail_engine::event::{Body, Event, LossDetails, Outcome, ProcessJson, Via};
 use guardrail_engine::interpret::{interpret, ProcessView};
-use guardrail_engine::process_join::{push_defined, reference_end};
+use guardrail_engine::process_join::push_defined;
 use guardrail_engine::process_json::ProcessJsonCache;
 use guardrail_engine::redact::Redactor;
 use guardrail_engine::rules::eval::Enforcement;
@@ -688,48 +688,38 @@ impl<V: ProcessView> Pipeline<V> {
             );
         }
         self.json.clear();
-        if let Err(e) = serde_json::to_writer(&mut self.json, &event) {
-            warn!("cannot serialise event: {e}");
-            return;
-        }
-        // SAFETY: serde_json writes UTF-8 only (its own `to_string` relies
-        // on the same); checking a kilobyte per event again cost 1.5% of
-        // the agent's CPU under a storm.
-        let mut json = unsafe { std::str::from_utf8_unchecked(&self.json) };
+        let reference_at = match event.write_json(&mut self.json) {
+            Ok(at) => at,
+            Err(e) => {
+                warn!("cannot serialise event: {e}");
+                return;
+            }
+        };
+        // SAFETY: the event writer writes UTF-8 only, as serde_json does
+        // (its own `to_string` relies on the same); checking a kilobyte
+        // per event again cost 1.5% of the agent's CPU under a storm.
+        let json = unsafe { std::str::from_utf8_unchecked(&self.json) };
         if let Some(m) = &self.metrics {
             m.delayed(monotonic_ns().saturating_sub(ktime_ns));
         }
         // A reference is for the audit log alone: whoever serialises the
-        // published event gets the process whole.
+        // published event gets the process whole. The writer says where
+        // the reference closes exactly when it wrote one.
         let kind = event.body.kind();
-        let reference = match event.body.process_mut() {
-            Some(p) => match std::mem::take(&mut p.json) {
-                ProcessJson::Ref { pv, shared } => match reference_end(json, pv) {
-                    Some(at) => Some(crate::audit::Reference {
-                        at,
-                        pv,
-                        kind,
-                        shared,
-                    }),
-                    // Cannot happen (nothing before the process can hold
-                    // `,"pv":`); were it to, the event is written whole
-                    // rather than as a reference nobody could complete.
-                    None => {
-                        debug_assert!(false, "no reference to splice in {json}");
-                        self.json.clear();
-                        if serde_json::to_writer(&mut self.json, &event).is_err() {
-                            return;
-                        }
-                        json = unsafe { std::str::from_utf8_unchecked(&self.json) };
-                        None
-                    }
-                },
+        let reference = match (event.body.process_mut(), reference_at) {
+            (Some(p), Some(at)) => match std::mem::take(&mut p.json) {
+                ProcessJson::Ref { pv, shared } => Some(crate::audit::Reference {
+                    at,
+                    pv,
+                    kind,
+                    shared,
+                }),
                 cached => {
                     p.json = cached;
                     None
                 }
             },
-            None => None,
+            _ => None,
         };
         if let Some(log) = &self.audit {
             log.send_with(json, reference.clone());

@@ -17,6 +17,7 @@ pub mod chain;
 pub mod decode;
 pub mod event;
 mod event_json;
+mod event_write;
 pub mod filter;
 pub mod human;
 pub mod interpret;
