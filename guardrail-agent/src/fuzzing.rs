@@ -39,7 +39,7 @@ impl ProcessView for NoProcesses {
     fn fd_path(&mut self, _: u32, _: i32) -> Option<String> {
         None
     }
-    fn exe(&mut self, _: u32) -> Option<String> {
+    fn exe(&mut self, _: u32) -> Option<std::sync::Arc<str>> {
         None
     }
     fn exec_happened(&mut self, _: u32, _: &str) {}

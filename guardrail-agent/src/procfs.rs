@@ -601,8 +601,8 @@ impl ProcessView for ProcFs {
         readlink(format!("/proc/{pid}/fd/{fd}"))
     }
 
-    fn exe(&mut self, pid: u32) -> Option<String> {
-        self.get(pid)?.exe.as_deref().map(String::from)
+    fn exe(&mut self, pid: u32) -> Option<Arc<str>> {
+        self.get(pid)?.exe.clone()
     }
 
     fn exec_happened(&mut self, pid: u32, exe: &str) {

@@ -395,8 +395,10 @@ pub struct Process {
     pub comm: String,
     /// Executable of the process; null when it exited before it could be
     /// looked up.
-    pub exe: Option<String>,
-    pub parent_exe: Option<String>,
+    /// Shared with the agent's process table: the same text for every
+    /// event of the process, counted rather than copied.
+    pub exe: Option<Arc<str>>,
+    pub parent_exe: Option<Arc<str>>,
     pub cgroup_id: u64,
     /// The `id` of the process that created this one.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -460,9 +462,9 @@ struct ProcessJsonForm {
     #[serde(default)]
     comm: Option<String>,
     #[serde(default)]
-    exe: Option<String>,
+    exe: Option<Arc<str>>,
     #[serde(default)]
-    parent_exe: Option<String>,
+    parent_exe: Option<Arc<str>>,
     #[serde(default)]
     cgroup_id: Option<u64>,
     #[serde(default)]

@@ -397,21 +397,20 @@ impl Redactor {
     }
 
     /// [`Self::field`], answered from `seen` when `value` is the value it
-    /// last saw.
-    fn field_again(
-        &self,
-        fields: &mut Vec<String>,
-        name: &str,
-        value: &mut String,
-        seen: &mut Seen,
-    ) {
-        if !seen.valid || seen.value != *value {
-            seen.value.clone_from(value);
+    /// last saw. For owned text and for text shared with the process
+    /// table alike (an `exe`).
+    fn field_again<V>(&self, fields: &mut Vec<String>, name: &str, value: &mut V, seen: &mut Seen)
+    where
+        V: std::ops::Deref<Target = str> + for<'a> From<&'a str>,
+    {
+        if !seen.valid || seen.value != **value {
+            seen.value.clear();
+            seen.value.push_str(value);
             seen.redacted = self.redact_str(value);
             seen.valid = true;
         }
         if let Some(r) = &seen.redacted {
-            value.clone_from(r);
+            *value = V::from(r.as_str());
             fields.push(name.to_string());
         }
     }

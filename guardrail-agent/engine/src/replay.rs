@@ -56,7 +56,10 @@ impl Example {
             seq: event.seq,
             time: event.time.clone(),
             op: event.body.op().to_string(),
-            exe: event.body.process().and_then(|p| p.exe.clone()),
+            exe: event
+                .body
+                .process()
+                .and_then(|p| p.exe.as_deref().map(String::from)),
             path: event.body.paths().first().map(|p| p.to_string()),
         }
     }

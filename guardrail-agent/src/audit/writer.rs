@@ -1513,7 +1513,7 @@ mod tests {
                 id: Some(format!("{}@1", 100 + thread).into()),
                 uid: state,
                 comm: format!("c{state}"),
-                exe: Some(format!("/bin/s{state}")),
+                exe: Some(format!("/bin/s{state}").into()),
                 ..Default::default()
             }
         }

@@ -60,7 +60,7 @@ pub fn fields(event: &Event, json: &str) -> Vec<(&'static str, String)> {
         f.push(("GUARDRAIL_PID", p.pid.to_string()));
         f.push(("GUARDRAIL_UID", p.uid.to_string()));
         if let Some(exe) = &p.exe {
-            f.push(("GUARDRAIL_EXE", exe.clone()));
+            f.push(("GUARDRAIL_EXE", exe.to_string()));
         }
     }
     if let Some(path) = event.body.paths().first() {

@@ -71,7 +71,7 @@ fn process() -> BoxedStrategy<Process> {
                 tid,
                 id: id.map(Arc::from),
                 comm,
-                exe,
+                exe: exe.map(Into::into),
                 ..Default::default()
             };
             match form {

@@ -65,7 +65,9 @@ pub(super) fn body(call: &Call, path0: Option<Resolved>, view: &mut dyn ProcessV
             view.script_ran(h.pid, &program.path);
         }
     }
-    let exe_now = view.exe(h.pid).or_else(|| Some(program.path.clone()));
+    let exe_now = view
+        .exe(h.pid)
+        .or_else(|| Some(program.path.as_str().into()));
     let process = process_of(h, view, exe_now);
     // The argument area is NUL-terminated arguments; a cut one has no
     // final NUL.

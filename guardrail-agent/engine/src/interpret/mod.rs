@@ -30,7 +30,7 @@ pub trait ProcessView {
     /// What open fd `fd` of `pid` refers to.
     fn fd_path(&mut self, pid: u32, fd: i32) -> Option<String>;
     /// The executable of `pid`.
-    fn exe(&mut self, pid: u32) -> Option<String>;
+    fn exe(&mut self, pid: u32) -> Option<std::sync::Arc<str>>;
     /// Learn that `pid` now runs `exe` (after an exec).
     fn exec_happened(&mut self, pid: u32, exe: &str);
     /// The login session and controlling terminal (major, minor) of
@@ -167,7 +167,11 @@ fn truncation(h: &EventHeader, names: [&str; 2]) -> Vec<String> {
 
 /// The process a record is about, as the table knows it now (for this
 /// moment: records are handled in the order the kernel wrote them).
-fn process_of(h: &EventHeader, view: &mut dyn ProcessView, exe: Option<String>) -> Process {
+fn process_of(
+    h: &EventHeader,
+    view: &mut dyn ProcessView,
+    exe: Option<std::sync::Arc<str>>,
+) -> Process {
     let task_fields = h.flags & flags::TASK_FIELDS != 0;
     let ppid = task_fields.then_some(h.ppid);
     let lineage = view.lineage(h.pid, LINEAGE_DEPTH);

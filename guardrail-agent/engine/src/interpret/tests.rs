@@ -24,8 +24,8 @@ impl ProcessView for Table {
     fn fd_path(&mut self, pid: u32, fd: i32) -> Option<String> {
         self.fds.get(&(pid, fd)).cloned()
     }
-    fn exe(&mut self, pid: u32) -> Option<String> {
-        self.exes.get(&pid).cloned()
+    fn exe(&mut self, pid: u32) -> Option<std::sync::Arc<str>> {
+        self.exes.get(&pid).map(|e| e.as_str().into())
     }
     fn exec_happened(&mut self, pid: u32, exe: &str) {
         self.exes.insert(pid, exe.into());

@@ -203,7 +203,7 @@ mod tests {
     fn event(t: &Tree, kind: usize, file: usize, exe: usize) -> Event {
         let path = t.root.join(FILES[file]).display().to_string();
         let process = Process {
-            exe: Some(t.exes[exe].display().to_string()),
+            exe: Some(t.exes[exe].display().to_string().into()),
             ..Default::default()
         };
         let result = SyscallResult {

@@ -124,6 +124,12 @@ struct Judgement<'s, W> {
     decider: usize,
 }
 
+thread_local! {
+    /// The rules [`judge`] considers for an event: one list per thread,
+    /// reused, rather than one allocated per event.
+    static CANDIDATES: std::cell::Cell<Vec<usize>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 fn judge<'s, W: Why>(set: &'s RuleSet, event: &Event, at: Timestamp) -> Option<Judgement<'s, W>> {
     let kinds = mask_of_event(&event.body);
     if kinds == 0 {
@@ -134,15 +140,20 @@ fn judge<'s, W: Why>(set: &'s RuleSet, event: &Event, at: Timestamp) -> Option<J
     // the index (by the paths the event names) cannot know: those rare
     // events are tested against every rule.
     let change = event.body.path_change();
-    let candidates = match change {
-        Some(_) => None,
-        None => set
-            .index
-            .candidates(set.rules.len(), &subject.paths, subject.exe.as_slice()),
+    let mut candidates = CANDIDATES.take();
+    let indexed = change.is_none()
+        && set.index.candidates(
+            set.rules.len(),
+            &subject.paths,
+            subject.exe.as_slice(),
+            &mut candidates,
+        );
+    if !indexed {
+        candidates.clear();
+        candidates.extend(0..set.rules.len());
     }
-    .unwrap_or_else(|| (0..set.rules.len()).collect());
     let mut matches = Vec::new();
-    for i in candidates {
+    for &i in &candidates {
         let rule = &set.rules[i];
         let named = (rule.kinds & kinds != 0 && subject.may_match(rule))
             .then(|| matches_rule(set, rule, event, &subject, kinds, at, Reach::Named))
@@ -168,6 +179,7 @@ fn judge<'s, W: Why>(set: &'s RuleSet, event: &Event, at: Timestamp) -> Option<J
             matches.push((i, rule, why));
         }
     }
+    CANDIDATES.set(candidates);
     if matches.is_empty() {
         return None;
     }

@@ -27,8 +27,9 @@ pub struct RuleIndex {
     memo: [std::sync::Mutex<Matches>; 2],
 }
 
-/// Rule indices by the string that matched them.
-type Matches = HashMap<Box<str>, Box<[usize]>>;
+/// Rule indices by the string that matched them. Looked up for every
+/// event: foldhash, not SipHash (the keys are the host's own paths).
+type Matches = HashMap<Box<str>, Box<[usize]>, foldhash::fast::RandomState>;
 
 /// Strings remembered per glob set; full, it starts over.
 const MEMO_MAX: usize = 4096;
@@ -65,16 +66,23 @@ impl RuleIndex {
     }
 
     /// The rules that may match an event with these paths and executables,
-    /// in file order; None when the index was not built for `rules` rules.
+    /// in file order, into `hit`; false when the index was not built for
+    /// `rules` rules. `hit` is the caller's, kept from event to event.
     ///
     /// The rules found are gathered and sorted rather than marked in a
     /// table of every rule: an event concerns a few rules, and walking a
     /// thousand-rule table per event cost more than matching.
-    pub fn candidates(&self, rules: usize, paths: &[&str], exes: &[&str]) -> Option<Vec<usize>> {
+    pub fn candidates(
+        &self,
+        rules: usize,
+        paths: &[&str],
+        exes: &[&str],
+        hit: &mut Vec<usize>,
+    ) -> bool {
         if self.rules != rules {
-            return None;
+            return false;
         }
-        let mut hit = Vec::with_capacity(self.others.len() + 8);
+        hit.clear();
         hit.extend_from_slice(&self.others);
         let mut found = Vec::new();
         for (memo, set, owners, of) in [
@@ -104,6 +112,6 @@ impl RuleIndex {
         }
         hit.sort_unstable();
         hit.dedup();
-        Some(hit)
+        true
     }
 }
