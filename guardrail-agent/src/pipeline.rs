@@ -113,6 +113,8 @@ pub struct Pipeline<V: ProcessView> {
     /// reference and someone other than the audit log wants the event.
     full_json: String,
     wall_times: crate::wall_time::WallTimes,
+    /// The time text of an event nobody else took, for the next event's.
+    spare_time: String,
     process_json: ProcessJsonCache,
 }
 
@@ -216,6 +218,7 @@ impl<V: ProcessView> Pipeline<V> {
             json: Vec::with_capacity(4096),
             full_json: String::new(),
             wall_times: Default::default(),
+            spare_time: String::new(),
             process_json: Default::default(),
         }
     }
@@ -508,9 +511,13 @@ impl<V: ProcessView> Pipeline<V> {
         }
     }
 
+    /// In the memory of the last event's time, when that event was not
+    /// shared.
     fn wall_time(&mut self, ktime_ns: u64) -> String {
+        let mut time = std::mem::take(&mut self.spare_time);
         self.wall_times
-            .format(ktime_ns as i128 + self.wall_offset_ns)
+            .format_into(ktime_ns as i128 + self.wall_offset_ns, &mut time);
+        time
     }
 
     /// Handle one ring-buffer record.
@@ -750,6 +757,7 @@ impl<V: ProcessView> Pipeline<V> {
         // A client that subscribes from here on reads `last_published`
         // afterwards, so it does not expect this event from the stream.
         if self.outputs.is_none() && self.publish.receiver_count() == 0 {
+            self.spare_time = event.time;
             return;
         }
         let published = Published {

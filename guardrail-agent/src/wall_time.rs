@@ -16,6 +16,13 @@ pub struct WallTimes {
 impl WallTimes {
     /// The time `ns` nanoseconds after the epoch (before it: the epoch).
     pub fn format(&mut self, ns: i128) -> String {
+        let mut text = String::new();
+        self.format_into(ns, &mut text);
+        text
+    }
+
+    /// [`Self::format`] into `into` (emptied first), reusing its memory.
+    pub fn format_into(&mut self, ns: i128, into: &mut String) {
         let ns = ns.max(0) as u128;
         let second = (ns / 1_000_000_000) as u64;
         let nanos = (ns % 1_000_000_000) as u32;
@@ -23,13 +30,14 @@ impl WallTimes {
             self.prefix = civil(second);
             self.second = Some(second);
         }
-        let mut text = [0u8; 30];
-        text[..19].copy_from_slice(&self.prefix);
-        text[19] = b'.';
-        digits(&mut text[20..29], nanos);
-        text[29] = b'Z';
+        let mut digits_text = [0u8; 30];
+        digits_text[..19].copy_from_slice(&self.prefix);
+        digits_text[19] = b'.';
+        digits(&mut digits_text[20..29], nanos);
+        digits_text[29] = b'Z';
         // Only ASCII digits and punctuation were written.
-        String::from_utf8(text.to_vec()).expect("ASCII")
+        into.clear();
+        into.push_str(std::str::from_utf8(&digits_text).expect("ASCII"));
     }
 }
 

@@ -145,6 +145,15 @@ pub fn text(bytes: &[u8]) -> String {
     out
 }
 
+/// [`text`], borrowed when the bytes are UTF-8 without a backslash (as
+/// nearly every path is): nothing to escape, nothing to allocate.
+pub fn text_cow(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) if !s.contains('\\') => std::borrow::Cow::Borrowed(s),
+        _ => std::borrow::Cow::Owned(text(bytes)),
+    }
+}
+
 fn comm(h: &EventHeader) -> String {
     let end = h.comm.iter().position(|&b| b == 0).unwrap_or(h.comm.len());
     text(&h.comm[..end])

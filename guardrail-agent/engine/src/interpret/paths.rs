@@ -4,7 +4,9 @@
 
 use guardrail_common::syscalls as sc;
 
-use super::{text, LiveFs, ProcessView, AT_FDCWD};
+use std::borrow::Cow;
+
+use super::{text, text_cow, LiveFs, ProcessView, AT_FDCWD};
 use crate::canonical::{self, FinalComponent, PathSource};
 
 const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
@@ -55,10 +57,11 @@ pub(super) fn resolve(
     last: FinalComponent,
     chroot: bool,
 ) -> Resolved {
-    let raw_text = text(raw);
-    let unresolved = |raw_text: String| Resolved {
-        path: raw_text.clone(),
-        raw: Some(raw_text),
+    // Borrowed from the record until something must differ from it.
+    let raw_text = text_cow(raw);
+    let unresolved = |raw_text: Cow<str>| Resolved {
+        path: raw_text.to_string(),
+        raw: Some(raw_text.into_owned()),
         resolved: false,
         source: None,
     };
@@ -75,17 +78,17 @@ pub(super) fn resolve(
         };
         let (path, source) = canonical::complete_in(&root, &raw_text, last, &mut LiveFs(view));
         return Resolved {
-            raw: (raw_text != path).then_some(raw_text),
+            raw: (raw_text != path).then(|| raw_text.into_owned()),
             path,
             resolved: true,
             source: Some(source),
         };
     }
-    let absolute = if raw.first() == Some(&b'/') {
-        Some(raw_text.clone())
+    let absolute: Option<Cow<str>> = if raw.first() == Some(&b'/') {
+        Some(Cow::Borrowed(&raw_text))
     } else if kernel_dir.is_empty() {
         view.dir_of(pid, dirfd.filter(|&fd| fd != AT_FDCWD))
-            .map(|dir| join(&dir, &raw_text))
+            .map(|dir| join(&dir, &raw_text).into())
     } else if chroot {
         // Relative inside a chroot: resolved inside the root, where an
         // absolute symlink on the way starts and `..` stops.
@@ -102,7 +105,7 @@ pub(super) fn resolve(
             let (path, source) =
                 canonical::complete_in(&root, &join(&in_root, &raw_text), last, &mut LiveFs(view));
             return Resolved {
-                raw: (raw_text != path).then_some(raw_text),
+                raw: (raw_text != path).then(|| raw_text.into_owned()),
                 path,
                 resolved: true,
                 source: Some(source),
@@ -110,22 +113,23 @@ pub(super) fn resolve(
         }
         // The root unknown, or the directory outside it (a chroot without
         // chdir): the host's file system decides.
-        Some(join(&dir, &raw_text))
+        Some(join(&dir, &raw_text).into())
     } else {
         // The walked directory is canonical: its `..` are its parents by
         // the text, even if it was removed and its path re-created as
         // something else since.
         let (dir, rest) = canonical::climb(&text(kernel_dir), &raw_text);
-        Some(join(&dir, rest))
+        Some(join(&dir, rest).into())
     };
     // /proc/self is the agent's own when the agent resolves it: name the
     // process's instead.
-    let absolute = absolute.map(|p| own_proc(&p, pid).unwrap_or(p));
+    let absolute = absolute.map(|p| own_proc(&p, pid).map_or(p, Cow::Owned));
     match absolute.filter(|p| p.starts_with('/')) {
         Some(absolute) => {
             let (path, source) = canonical::complete(&absolute, last, &mut LiveFs(view));
+            drop(absolute);
             Resolved {
-                raw: (raw_text != path).then_some(raw_text),
+                raw: (raw_text != path).then(|| raw_text.into_owned()),
                 path,
                 resolved: true,
                 source: Some(source),

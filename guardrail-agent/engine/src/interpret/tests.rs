@@ -412,6 +412,26 @@ fn a_backslash_is_escaped_so_no_two_names_share_a_text() {
 }
 
 #[test]
+fn text_is_borrowed_only_when_it_would_be_the_same() {
+    for bytes in [
+        &b"/etc/passwd"[..],
+        b"a\\xffb",
+        b"a\xffb",
+        "é\\".as_bytes(),
+        "é".as_bytes(),
+        b"",
+    ] {
+        let cow = text_cow(bytes);
+        assert_eq!(cow, text(bytes));
+        assert_eq!(
+            matches!(cow, std::borrow::Cow::Borrowed(_)),
+            std::str::from_utf8(bytes).is_ok_and(|s| !s.contains('\\')),
+            "{bytes:?}"
+        );
+    }
+}
+
+#[test]
 fn a_mode_is_four_octal_digits_of_its_permission_bits() {
     use crate::interpret::octal;
     assert_eq!(octal(0o100644), "0644");
