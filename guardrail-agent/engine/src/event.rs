@@ -884,7 +884,7 @@ pub struct FileDetails {
     pub truncated: Vec<String>,
     /// mount, umount, move_mount, pivot_root: what was attached where.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub mount: Option<MountDetails>,
+    pub mount: Option<Box<MountDetails>>,
 }
 
 /// A mount-family call: `path` is the mount point whose meaning changes
@@ -932,6 +932,9 @@ impl MountDetails {
     }
 }
 
+/// The members few calls have (ids, capabilities, an attribute) are
+/// boxed: every event is moved whole a few times on its way, and a chmod
+/// need not carry a setuid's room.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PermDetails {
     /// chmod, chown, setuid, setgid, capset, setxattr
@@ -958,12 +961,12 @@ pub struct PermDetails {
     pub owner: Option<Owner>,
     /// setuid family: ids requested (-1 = unchanged), before and after.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub ids: Option<IdChange>,
+    pub ids: Option<Box<IdChange>>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub caps: Option<CapChange>,
+    pub caps: Option<Box<CapChange>>,
     /// setxattr: the attribute set.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub xattr: Option<Xattr>,
+    pub xattr: Option<Box<Xattr>>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub truncated: Vec<String>,
 }

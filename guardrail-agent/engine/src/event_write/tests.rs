@@ -143,7 +143,7 @@ fn file() -> BoxedStrategy<FileDetails> {
                 fd,
                 length,
                 truncated,
-                mount,
+                mount: mount.map(Box::new),
             },
         )
         .boxed()

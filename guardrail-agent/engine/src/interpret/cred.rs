@@ -26,12 +26,12 @@ pub(super) fn body(call: &Call, process: Process) -> Body {
             syscall,
             perm: PermDetails {
                 op: "capset".into(),
-                caps: Some(CapChange {
+                caps: Some(Box::new(CapChange {
                     effective: cap_names(a[2]),
                     permitted: cap_names(a[3]),
                     inheritable: cap_names(a[4]),
                     gained: known_old.then(|| cap_names(a[2] & !a[5])),
-                }),
+                })),
                 ..Default::default()
             },
             process,
@@ -56,12 +56,12 @@ pub(super) fn body(call: &Call, process: Process) -> Body {
         syscall,
         perm: PermDetails {
             op: op.into(),
-            ids: Some(IdChange {
+            ids: Some(Box::new(IdChange {
                 requested,
                 old,
                 new,
                 to_root,
-            }),
+            })),
             ..Default::default()
         },
         process,

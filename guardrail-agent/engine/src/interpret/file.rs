@@ -91,7 +91,7 @@ pub(super) fn body(
             let (op, mount) = mount_details(rec, view, &process, &mut file, |view, last| {
                 call.second_path(view, last)
             });
-            file.mount = Some(mount);
+            file.mount = Some(Box::new(mount));
             if op != "pivot_root" {
                 file.truncated = truncation(h, ["path", "mount.source"]);
             }

@@ -40,7 +40,7 @@ pub(super) fn body(call: &Call, op: &'static str, target: Target, process: Proce
             }
         }
         "setxattr" => PermDetails {
-            xattr: Some(xattr(call.rec)),
+            xattr: Some(Box::new(xattr(call.rec))),
             truncated: truncation(h, ["path", "xattr.name"]),
             ..base
         },

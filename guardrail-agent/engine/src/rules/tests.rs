@@ -126,10 +126,10 @@ fn setuid(to_root: bool) -> Event {
         result: ok(),
         perm: PermDetails {
             op: "setuid".into(),
-            ids: Some(IdChange {
+            ids: Some(Box::new(IdChange {
                 to_root,
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         },
     })
@@ -778,10 +778,10 @@ caps_gained = ["cap_sys_admin"]
             result: ok(),
             perm: PermDetails {
                 op: "capset".into(),
-                caps: Some(CapChange {
+                caps: Some(Box::new(CapChange {
                     gained: Some(gained.into_iter().map(String::from).collect()),
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             },
         })
@@ -833,10 +833,10 @@ mod default_pack {
             result: ok(),
             perm: PermDetails {
                 op: "capset".into(),
-                caps: Some(CapChange {
+                caps: Some(Box::new(CapChange {
                     gained: Some(gained.iter().map(|s| s.to_string()).collect()),
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             },
         })
@@ -1343,10 +1343,10 @@ gid = ["staff"]
         events.push(perm(
             "capset",
             PermDetails {
-                caps: Some(CapChange {
+                caps: Some(Box::new(CapChange {
                     gained: gained.map(|g| g.into_iter().map(String::from).collect()),
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             },
         ));
@@ -1434,12 +1434,12 @@ fn mount_event(op: &str, at: &str, flags: &[&str], namespace: &str) -> Event {
             op: op.to_owned().into(),
             path: Some(at.into()),
             resolved: true,
-            mount: Some(MountDetails {
+            mount: Some(Box::new(MountDetails {
                 source: Some("/tmp/evil".into()),
                 flags: flags.iter().map(|s| s.to_string()).collect(),
                 namespace: Some(namespace.into()),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         },
     })
