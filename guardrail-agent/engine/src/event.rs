@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use crate::canonical::PathSource;
+pub use crate::event_json::ProcessMemo;
 
 /// A name from a fixed set (a syscall, an operation, an errno): borrowed
 /// from the agent's tables when an event is made, owned only when one is

@@ -10,6 +10,7 @@
 //! form, fields it does not know are skipped, and so are another kind's
 //! sections.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
@@ -22,7 +23,78 @@ use crate::event::{
 
 impl<'de> Deserialize<'de> for Event {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(EventVisitor)
+        d.deserialize_map(EventVisitor { memo: None })
+    }
+}
+
+impl Event {
+    /// An event from its JSON line, as `serde_json::from_str` reads it,
+    /// each distinct process object parsed once for all the lines `memo`
+    /// sees: a log repeats a process's object in each of its events, and
+    /// that object was most of a line to parse.
+    pub fn from_line(line: &str, memo: &mut ProcessMemo) -> serde_json::Result<Event> {
+        let memo = memo.consulted();
+        let mut d = serde_json::Deserializer::from_str(line);
+        let event = d.deserialize_map(EventVisitor { memo })?;
+        d.end()?;
+        Ok(event)
+    }
+}
+
+/// Processes read lately, by their JSON text (see [`Event::from_line`]).
+///
+/// A miss costs more than reading the line without the memo (the object
+/// is scanned to its end, then read), so the memo steps aside for a
+/// while when it misses most of the time: a log of many processes
+/// interleaved reads as fast as without it.
+#[derive(Default)]
+pub struct ProcessMemo {
+    read: HashMap<Box<str>, Process, foldhash::fast::RandomState>,
+    /// Lookups and hits since the last judgement of the hit rate.
+    lookups: u32,
+    hits: u32,
+    /// Lines still to read without the memo.
+    resting: u32,
+}
+
+/// Process objects remembered; full, the memo starts over.
+const MEMO_MAX: usize = 1024;
+/// Lookups per judgement; fewer hits than [`MEMO_WORTH`] of them, and
+/// the memo rests for [`MEMO_REST`] lines.
+const MEMO_JUDGED: u32 = 256;
+const MEMO_WORTH: u32 = 64;
+const MEMO_REST: u32 = 65536;
+
+impl ProcessMemo {
+    /// Self to read the next line with, or None while resting.
+    fn consulted(&mut self) -> Option<&mut Self> {
+        if self.resting > 0 {
+            self.resting -= 1;
+            return None;
+        }
+        Some(self)
+    }
+
+    fn process(&mut self, json: &str) -> serde_json::Result<Process> {
+        self.lookups += 1;
+        if self.lookups == MEMO_JUDGED {
+            if self.hits < MEMO_WORTH {
+                self.resting = MEMO_REST;
+                self.read.clear();
+            }
+            self.lookups = 0;
+            self.hits = 0;
+        }
+        if let Some(p) = self.read.get(json) {
+            self.hits += 1;
+            return Ok(p.clone());
+        }
+        let p: Process = serde_json::from_str(json)?;
+        if self.read.len() >= MEMO_MAX {
+            self.read.clear();
+        }
+        self.read.insert(json.into(), p.clone());
+        Ok(p)
     }
 }
 
@@ -107,16 +179,20 @@ fn required<T, E: de::Error>(value: Option<T>, name: &'static str) -> Result<T, 
     value.ok_or_else(|| de::Error::missing_field(name))
 }
 
-struct EventVisitor;
+struct EventVisitor<'m> {
+    /// Set only when reading with serde_json from a string, whose values
+    /// can be borrowed as text.
+    memo: Option<&'m mut ProcessMemo>,
+}
 
-impl<'de> Visitor<'de> for EventVisitor {
+impl<'de> Visitor<'de> for EventVisitor<'_> {
     type Value = Event;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a guardrail event (a JSON object)")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Event, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Event, A::Error> {
         let mut f = Fields::default();
         while let Some(field) = map.next_key::<Field>()? {
             match field {
@@ -127,7 +203,16 @@ impl<'de> Visitor<'de> for EventVisitor {
                 Field::Via => f.via = map.next_value()?,
                 Field::Kind => take(&mut f.kind, "kind", &mut map)?,
                 Field::Syscall => take(&mut f.syscall, "syscall", &mut map)?,
-                Field::Process => take(&mut f.process, "process", &mut map)?,
+                Field::Process => match self.memo.as_deref_mut() {
+                    Some(memo) => {
+                        if f.process.is_some() {
+                            return Err(de::Error::duplicate_field("process"));
+                        }
+                        let json: &'de serde_json::value::RawValue = map.next_value()?;
+                        f.process = Some(memo.process(json.get()).map_err(de::Error::custom)?);
+                    }
+                    None => take(&mut f.process, "process", &mut map)?,
+                },
                 Field::Result => take(&mut f.result, "result", &mut map)?,
                 Field::Exec if f.wants(Kind::Exec) => take(&mut f.exec, "exec", &mut map)?,
                 Field::File if f.wants(Kind::File) => take(&mut f.file, "file", &mut map)?,
@@ -269,6 +354,40 @@ mod tests {
             let again: Event =
                 serde_json::from_str(&serde_json::to_string(&event).unwrap()).unwrap();
             assert_eq!(again, event);
+        }
+    }
+
+    #[test]
+    fn a_line_read_with_the_process_memo_is_the_line_read_without() {
+        let mut memo = ProcessMemo::default();
+        let mut lines = lines();
+        // A process object of its own, the same again, a process that is
+        // not one, the process named twice, a line cut short.
+        lines.push(lines[2].replace(r#""pid":7,"tid":7"#, r#""pid":8,"tid":8"#));
+        lines.push(lines[2].clone());
+        lines.push(lines[2].replace(r#""uid":0,"#, r#""uid":-1,"#));
+        lines.push(lines[2].replace(
+            r#""syscall":"chmod","#,
+            &format!(r#""syscall":"chmod",{PROCESS},"#),
+        ));
+        lines.push(lines[2][..lines[2].len() - 1].to_string());
+        lines.push(format!("{} x", lines[2]));
+        for line in lines.iter().chain(&lines) {
+            let plain = serde_json::from_str::<Event>(line).map_err(|e| e.to_string());
+            let memo = Event::from_line(line, &mut memo).map_err(|e| e.to_string());
+            match (&plain, &memo) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{line}"),
+                (Err(_), Err(_)) => {}
+                _ => panic!("{plain:?} but {memo:?}: {line}"),
+            }
+        }
+        // Full, it starts over (and rests, missing each time) and still
+        // reads each process right.
+        for pid in 0..MEMO_MAX as u32 + 10 {
+            let line = lines[2].replace(r#""pid":7,"#, &format!(r#""pid":{pid},"#));
+            let event = Event::from_line(&line, &mut memo).unwrap();
+            assert_eq!(event.body.process().unwrap().pid, pid);
+            assert!(memo.read.len() <= MEMO_MAX);
         }
     }
 

@@ -83,6 +83,7 @@ pub fn events_of(
     mut each: impl FnMut(&Event),
 ) -> std::io::Result<()> {
     let mut join = ProcessJoin::default();
+    let mut memo = crate::event::ProcessMemo::default();
     let mut one = |line: &[u8]| {
         if line.trim_ascii().is_empty() {
             return;
@@ -91,7 +92,7 @@ pub fn events_of(
         // string).
         let event = std::str::from_utf8(line)
             .ok()
-            .and_then(|text| serde_json::from_str::<Event>(text).ok());
+            .and_then(|text| Event::from_line(text, &mut memo).ok());
         match event {
             Some(mut event) => match join.join(&mut event) {
                 Joined::Missing => not.unjoined += 1,
