@@ -85,6 +85,16 @@ impl Parsed {
         }
     }
 
+    /// [`Parsed::parse`], each distinct process object parsed once for
+    /// the lines `memo` sees (see [`Event::from_line`]). Why a line is not
+    /// a record is said by the plain reader, in its words.
+    pub fn parse_with(text: &str, memo: &mut crate::event::ProcessMemo) -> Result<Parsed, String> {
+        match Event::from_line(text, memo) {
+            Ok(e) => Ok(Parsed::Event(Box::new(e))),
+            Err(_) => Parsed::parse(text),
+        }
+    }
+
     pub fn time(&self) -> &str {
         match self {
             Parsed::Event(e) => &e.time,
@@ -246,6 +256,8 @@ pub struct Search {
     stopped: bool,
     /// The process versions defined in the lines read.
     join: ProcessJoin,
+    /// The processes of recent lines, each object parsed once.
+    memo: crate::event::ProcessMemo,
     /// Where to look for definitions of the file being read before where
     /// reading began, once a reference needs one.
     behind: Option<Behind>,
@@ -319,6 +331,7 @@ impl Search {
             last_seen: None,
             stopped: false,
             join: ProcessJoin::default(),
+            memo: Default::default(),
             behind: None,
         }
     }
@@ -590,7 +603,7 @@ impl Search {
         let mut parsed = None;
         let (seq, time) = match quick_time(text) {
             Some(st) => st,
-            None => match Parsed::parse(text) {
+            None => match Parsed::parse_with(text, &mut self.memo) {
                 Ok(p) => match p.time().parse::<Timestamp>() {
                     Ok(t) => {
                         let seq = match &p {
@@ -636,7 +649,7 @@ impl Search {
         }
         let mut record = match parsed {
             Some(p) => p,
-            None => match Parsed::parse(text) {
+            None => match Parsed::parse_with(text, &mut self.memo) {
                 Ok(p) => p,
                 Err(why) => {
                     self.notes
