@@ -70,6 +70,9 @@ pub struct Pipeline<V: ProcessView> {
     /// Indexes of the kernel-enforced rules that name paths, computed when
     /// the rules change rather than for every event.
     kernel_path_rules: Vec<usize>,
+    /// The rules an event's paths touch (see `refresh_if_touched`): one
+    /// list, reused.
+    rules_touched: Vec<usize>,
     /// A protected (or watched) path was replaced in the batch being
     /// handled: its rules are re-resolved once, at the end of the batch
     /// ([`Pipeline::refresh_touched`]), not once per event. A backlog full
@@ -200,6 +203,7 @@ impl<V: ProcessView> Pipeline<V> {
             enforcer: None,
             read_watch: None,
             kernel_path_rules: Vec::new(),
+            rules_touched: Vec::new(),
             kernel_paths_touched: false,
             watched_paths_touched: false,
             baseline: Baseline::default(),
@@ -472,21 +476,20 @@ impl<V: ProcessView> Pipeline<V> {
         if file.op == "open" && !file.flags.iter().any(|f| f == "create") {
             return;
         }
-        let paths = event.body.paths();
-        let touches = |rule: &guardrail_engine::rules::compile::Rule| {
-            rule.path.as_ref().is_some_and(|p| p.find(&paths).is_some())
-        };
+        let mut touched = std::mem::take(&mut self.rules_touched);
+        self.rules.rules_on_paths(&event.body.paths(), &mut touched);
+        // `kernel_path_rules` is in file order, as `touched` is.
         if kernel
-            && self
-                .kernel_path_rules
+            && touched
                 .iter()
-                .any(|&i| touches(&self.rules.rules[i]))
+                .any(|i| self.kernel_path_rules.binary_search(i).is_ok())
         {
             self.kernel_paths_touched = true;
         }
-        if watched && self.rules.rules.iter().any(|r| r.reads && touches(r)) {
+        if watched && touched.iter().any(|&i| self.rules.rules[i].reads) {
             self.watched_paths_touched = true;
         }
+        self.rules_touched = touched;
     }
 
     /// End of a batch: re-resolve the kill/deny rules and the read watch

@@ -87,6 +87,24 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
+    /// The rules whose `path` matches one of `paths`, in file order, into
+    /// `out`: one match of the index's glob set per path (remembered per
+    /// path), then each rule it names checked on its own — rather than
+    /// every rule's globs in turn.
+    pub fn rules_on_paths(&self, paths: &[&str], out: &mut Vec<usize>) {
+        let on = |i: &usize| {
+            self.rules[*i]
+                .path
+                .as_ref()
+                .is_some_and(|p| p.find(paths).is_some())
+        };
+        if !self.index.candidates(self.rules.len(), paths, &[], out) {
+            out.clear();
+            out.extend(0..self.rules.len());
+        }
+        out.retain(on);
+    }
+
     pub fn reindex(&mut self) {
         self.index = RuleIndex::build(
             self.rules

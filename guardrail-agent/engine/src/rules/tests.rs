@@ -1592,3 +1592,71 @@ fn the_directories_above_a_pattern_are_its_ancestors() {
     assert_eq!(ancestor_globs("/a/{b/c,d}/e"), ["/", "/a", "/a/{b/c,d}"]);
     assert_eq!(ancestor_globs("/"), ["/"]);
 }
+
+#[test]
+fn the_rules_on_a_path_are_those_whose_own_globs_match_it() {
+    let mut set = rules(
+        r#"
+[[rule]]
+id = "exact"
+on = ["file.write"]
+path = ["/etc/shadow"]
+[[rule]]
+id = "below"
+on = ["file.write"]
+path = ["/etc/**", "/usr/lib/**"]
+[[rule]]
+id = "homes"
+on = ["file.read"]
+path = ["~*/.ssh/id_*"]
+[[rule]]
+id = "middle"
+on = ["file.write"]
+path = ["/srv/*/conf/**/*.conf"]
+[[rule]]
+id = "no-path"
+on = ["perm.chmod"]
+mode_set = ["setuid"]
+[[rule]]
+id = "exe-only"
+on = ["exec"]
+exe = ["/tmp/**"]
+"#,
+    );
+    let paths = [
+        "/etc/shadow",
+        "/etc/passwd",
+        "/usr/lib/x",
+        "/home/alice/.ssh/id_rsa",
+        "/root/.ssh/id_ed25519",
+        "/home/bob/.ssh/id_rsa",
+        "/srv/a/conf/b/c.conf",
+        "/srv/a/conf/c.txt",
+        "/tmp/x",
+        "/",
+    ];
+    let mut out = vec![99];
+    let check = |set: &RuleSet, out: &mut Vec<usize>| {
+        for a in paths {
+            for b in paths {
+                let ps = [a, b];
+                set.rules_on_paths(&ps, out);
+                let every: Vec<usize> = (0..set.rules.len())
+                    .filter(|&i| {
+                        set.rules[i]
+                            .path
+                            .as_ref()
+                            .is_some_and(|p| p.find(&ps).is_some())
+                    })
+                    .collect();
+                assert_eq!(*out, every, "{ps:?}");
+            }
+        }
+    };
+    check(&set, &mut out);
+    set.rules_on_paths(&["/etc/shadow", "/root/.ssh/id_x"], &mut out);
+    assert_eq!(out, [0, 1, 2]);
+    // An index not rebuilt after a change: every rule is checked.
+    set.rules.truncate(4);
+    check(&set, &mut out);
+}
