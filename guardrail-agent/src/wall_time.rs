@@ -14,14 +14,16 @@ pub struct WallTimes {
 }
 
 impl WallTimes {
-    /// The time `ns` nanoseconds after the epoch (before it: the epoch).
-    pub fn format(&mut self, ns: i128) -> String {
+    /// [`Self::format_into`] into a new string.
+    #[cfg(test)]
+    fn format(&mut self, ns: i128) -> String {
         let mut text = String::new();
         self.format_into(ns, &mut text);
         text
     }
 
-    /// [`Self::format`] into `into` (emptied first), reusing its memory.
+    /// The time `ns` nanoseconds after the epoch (before it: the epoch),
+    /// into `into` (emptied first), reusing its memory.
     pub fn format_into(&mut self, ns: i128, into: &mut String) {
         let ns = ns.max(0) as u128;
         let second = (ns / 1_000_000_000) as u64;

@@ -92,17 +92,28 @@ impl RuleSet {
     /// path), then each rule it names checked on its own — rather than
     /// every rule's globs in turn.
     pub fn rules_on_paths(&self, paths: &[&str], out: &mut Vec<usize>) {
-        let on = |i: &usize| {
-            self.rules[*i]
+        self.candidates(paths, &[], out);
+        out.retain(|&i| {
+            self.rules[i]
                 .path
                 .as_ref()
                 .is_some_and(|p| p.find(paths).is_some())
-        };
-        if !self.index.candidates(self.rules.len(), paths, &[], out) {
-            out.clear();
-            out.extend(0..self.rules.len());
+        });
+    }
+
+    /// The rules an event with these paths and executables may concern,
+    /// in file order, into `out`: the index's answer, or every rule when
+    /// the index was not built for this set.
+    pub fn candidates(&self, paths: &[&str], exes: &[&str], out: &mut Vec<usize>) {
+        if !self.index.candidates(self.rules.len(), paths, exes, out) {
+            self.every_rule(out);
         }
-        out.retain(on);
+    }
+
+    /// Every rule, in file order, into `out`.
+    pub fn every_rule(&self, out: &mut Vec<usize>) {
+        out.clear();
+        out.extend(0..self.rules.len());
     }
 
     pub fn reindex(&mut self) {

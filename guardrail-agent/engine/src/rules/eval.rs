@@ -141,16 +141,9 @@ fn judge<'s, W: Why>(set: &'s RuleSet, event: &Event, at: Timestamp) -> Option<J
     // events are tested against every rule.
     let change = event.body.path_change();
     let mut candidates = CANDIDATES.take();
-    let indexed = change.is_none()
-        && set.index.candidates(
-            set.rules.len(),
-            &subject.paths,
-            subject.exe.as_slice(),
-            &mut candidates,
-        );
-    if !indexed {
-        candidates.clear();
-        candidates.extend(0..set.rules.len());
+    match change {
+        None => set.candidates(&subject.paths, subject.exe.as_slice(), &mut candidates),
+        Some(_) => set.every_rule(&mut candidates),
     }
     let mut matches = Vec::new();
     for &i in &candidates {
