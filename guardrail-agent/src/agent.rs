@@ -281,9 +281,11 @@ impl Agent {
         pipeline.set_redactor(redactor(&config)?);
         if config.audit_log.enabled {
             pipeline.audit = Some(AuditLog::start(&config.audit_log, &policy)?);
-            if config.audit_log.process == guardrail_agent::config::ProcessForm::Ref {
+            let form = guardrail_agent::outputs::log_process_form(&config);
+            if form == guardrail_agent::config::ProcessForm::Ref {
                 pipeline.name_processes_by_reference();
             }
+            info!(process = ?form, "audit log: each event's process written so");
         }
         if !config.output.is_empty() {
             let sections: Vec<_> = config.output.iter().map(|o| o.get_ref()).collect();

@@ -191,10 +191,10 @@ fn a_full_disk_is_survived_and_reported() {
     assert!(!text.contains("log_gap"));
 }
 
-/// `[audit_log] process = "ref"`: the log writes a thread's process whole
-/// once, then names it by reference, and is about half the size; every
-/// reader still sees each event as the agent printed it, whole, and the
-/// chain verifies.
+/// By default (`[audit_log] process` unset, no stream of the log's lines)
+/// the log writes a thread's process whole once, then names it by
+/// reference, and is about half the size; every reader still sees each
+/// event as the agent printed it, whole, and the chain verifies.
 #[test]
 fn a_log_naming_processes_by_reference_reads_back_as_the_events_were() {
     use guardrail_tests::{is_marker, log_search, marker, rules_test};
@@ -214,10 +214,7 @@ fn a_log_naming_processes_by_reference_reads_back_as_the_events_were() {
     );
     std::fs::write(&rules, &rule).unwrap();
     let agent = Agent::start_with_config(
-        &format!(
-            "[audit_log]\npath = \"{}\"\nprocess = \"ref\"\n{rule}",
-            log.display()
-        ),
+        &format!("[audit_log]\npath = \"{}\"\n{rule}", log.display()),
         &[],
     );
     churn(&work, 100);

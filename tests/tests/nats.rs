@@ -71,6 +71,13 @@ fn assert_chain_with(
             after_loss = true;
             continue;
         }
+        // The stream's readers take each message alone: unless told
+        // otherwise, a log whose lines a stream carries writes processes
+        // whole, never by reference.
+        assert!(
+            v.get("process").is_none() || v["process"].get("ppid").is_some(),
+            "{host}: record {i} names its process by reference: {line}"
+        );
         let Some(&here) = at.get(line.as_str()) else {
             panic!("{host}: record {i} is not a line of the audit log: {line}");
         };

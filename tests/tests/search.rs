@@ -25,7 +25,9 @@ fn log_records(agent: &Agent) -> Vec<Value> {
     ))
 }
 
-/// Every record of the audit log `live` and its rotated files.
+/// Every record of the audit log `live` and its rotated files, each
+/// process named by reference replaced by the object that defined it
+/// earlier in its file (what readers of the log show).
 fn records_of(live: &Path) -> Vec<Value> {
     let live = live.to_path_buf();
     let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(live.parent().unwrap())
@@ -41,10 +43,23 @@ fn records_of(live: &Path) -> Vec<Value> {
     files
         .iter()
         .flat_map(|(_, f)| {
+            let mut defined = std::collections::HashMap::new();
             std::fs::read_to_string(f)
                 .unwrap()
                 .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
+                .map(|l| {
+                    let mut e: Value = serde_json::from_str(l).unwrap();
+                    let p = &e["process"];
+                    if let Some(pv) = p["pv"].as_u64() {
+                        let key = (p["id"].as_str().unwrap().to_string(), pv);
+                        if p.get("ppid").is_some() {
+                            defined.insert(key, p.clone());
+                        } else {
+                            e["process"] = defined[&key].clone();
+                        }
+                    }
+                    e
+                })
                 .collect::<Vec<Value>>()
         })
         .collect()

@@ -68,8 +68,8 @@ enum Task {
         throughput_only: bool,
         /// Only these configurations of the storms' table (repeatable):
         /// default, noreads (default rules without file.read rules: no read
-        /// watch; the open storm only), ref (default rules, the audit log
-        /// naming processes by reference; the chmod, write and exec
+        /// watch; the open storm only), whole (default rules, the audit log
+        /// writing every event's process whole; the chmod, write and exec
         /// storms), raw (default rules, raw syscall probes), full, deny50,
         /// floor, auditd. Default: all.
         #[arg(long = "config", value_name = "NAME")]

@@ -75,7 +75,9 @@ pub struct AuditSection {
     pub buffer_bytes: usize,
     /// How events write their process: whole in every event, or whole
     /// once per file and version and by reference after (docs/audit-log.md).
-    pub process: ProcessForm,
+    /// Unset: by reference, unless an output reads the log's own lines
+    /// (`outputs::log_process_form`).
+    pub process: Option<ProcessForm>,
 }
 
 impl Default for AuditSection {
@@ -88,7 +90,7 @@ impl Default for AuditSection {
             max_age: None,
             fsync: Default::default(),
             buffer_bytes: 64 << 20,
-            process: ProcessForm::default(),
+            process: None,
         }
     }
 }
@@ -359,11 +361,10 @@ pub enum ConfigError {
 }
 
 /// How the audit log writes an event's process (docs/audit-log.md).
-#[derive(Clone, Copy, Debug, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum ProcessForm {
-    /// The whole object in every event (default).
-    #[default]
+    /// The whole object in every event.
     Full,
     /// The whole object the first time a file names a process version,
     /// then `{"pid","tid","id","pv"}`: about half the bytes per event.

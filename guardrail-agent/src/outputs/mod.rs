@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::audit::AuditLog;
-use crate::config::{OutputKind, OutputSection};
+use crate::config::{Config, OutputKind, OutputSection, ProcessForm};
 use guardrail_engine::event::{Body, Event};
 use guardrail_engine::rules::spec::Severity;
 
@@ -38,6 +38,29 @@ pub struct Published {
 
 /// How long outputs get, when the agent stops, to deliver what is queued.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Whether an output is handed the audit log's own sealed lines (while
+/// the log is on) rather than events: a nats output taking every event,
+/// so that the stream carries the log's chain (outputs/nats.rs).
+pub fn reads_the_log(cfg: &OutputSection) -> bool {
+    cfg.kind == OutputKind::Nats && Filter::of(cfg).takes_all()
+}
+
+/// How the audit log writes an event's process: as `[audit_log] process`
+/// says; unset, by reference (half the bytes to hash and write per
+/// event), unless an output reads the log's own lines. Those lines reach
+/// `guardrail fleet tail` and other readers of the stream one message at
+/// a time, and a reference means nothing without the line that defined
+/// it, which such a reader may never have seen.
+pub fn log_process_form(config: &Config) -> ProcessForm {
+    config.audit_log.process.unwrap_or_else(|| {
+        if config.output.iter().any(|o| reads_the_log(o.get_ref())) {
+            ProcessForm::Full
+        } else {
+            ProcessForm::Ref
+        }
+    })
+}
 
 /// Which events an output takes.
 #[derive(Clone, Debug, Default)]
@@ -293,9 +316,7 @@ impl Outputs {
                         .with_context(|| format!("output {name}"))?,
                 ),
                 OutputKind::Nats => {
-                    let tap = audit
-                        .filter(|_| Filter::of(cfg).takes_all())
-                        .map(AuditLog::tap);
+                    let tap = audit.filter(|_| reads_the_log(cfg)).map(AuditLog::tap);
                     Box::new(
                         nats::Nats::new(cfg, &name, &host, stats.clone(), tap)
                             .with_context(|| format!("output {name}"))?,

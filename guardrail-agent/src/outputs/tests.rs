@@ -104,6 +104,31 @@ fn filters_take_severity_rules_and_plain_events_as_configured() {
 }
 
 #[test]
+fn the_log_names_processes_by_reference_unless_a_stream_carries_its_lines() {
+    let form = |text: &str| {
+        let config = Config::parse(text, std::path::Path::new("test.toml")).unwrap();
+        log_process_form(&config)
+    };
+    let nats = "[[output]]\ntype = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\nhost = \"h\"\n";
+    assert_eq!(form(""), ProcessForm::Ref);
+    // Outputs handed events take them whole, whatever the log writes.
+    assert_eq!(form("[[output]]\ntype = \"stdout\"\n"), ProcessForm::Ref);
+    // A stream of the log's own lines: whole processes.
+    assert_eq!(form(nats), ProcessForm::Full);
+    // A filtered stream is sent events, sealed in its own chain.
+    assert_eq!(
+        form(&format!("{nats}alerts_only = true\n")),
+        ProcessForm::Ref
+    );
+    // Said: as said.
+    assert_eq!(
+        form(&format!("[audit_log]\nprocess = \"ref\"\n\n{nats}")),
+        ProcessForm::Ref
+    );
+    assert_eq!(form("[audit_log]\nprocess = \"full\"\n"), ProcessForm::Full);
+}
+
+#[test]
 fn an_rfc5424_line_has_priority_header_structured_data_and_summary() {
     let e = event(7, Some(("shadow-writers", Severity::High)));
     // auth (4) * 8 + err (3)

@@ -143,9 +143,10 @@ enum Config {
     /// The default rules without their `file.read` rules: no read watch
     /// set, the baseline of what watching reads costs.
     DefaultNoReads,
-    /// The default rules, the audit log naming processes by reference
-    /// (`[audit_log] process = "ref"`).
-    DefaultRef,
+    /// The default rules, the audit log writing every event's process
+    /// whole (`[audit_log] process = "full"`; the default names them by
+    /// reference).
+    DefaultWhole,
     /// The default rules with the syscall probes on raw tracepoints
     /// (`--syscall-probes raw`, what kernels before 5.15 use).
     DefaultRaw,
@@ -174,14 +175,14 @@ impl Only {
             configs.push(match name.as_str() {
                 "default" => Config::DefaultRules,
                 "noreads" => Config::DefaultNoReads,
-                "ref" => Config::DefaultRef,
+                "whole" => Config::DefaultWhole,
                 "raw" => Config::DefaultRaw,
                 "full" => Config::FullCapture,
                 "deny50" => Config::Deny50,
                 "floor" => Config::Floor,
                 "auditd" => Config::Auditd,
                 other => {
-                    bail!("--config {other}: expected one of default, noreads, ref, raw, full, deny50, floor, auditd")
+                    bail!("--config {other}: expected one of default, noreads, whole, raw, full, deny50, floor, auditd")
                 }
             });
         }
@@ -209,7 +210,7 @@ impl Config {
         match self {
             Config::DefaultRules => "guardrail, default rules",
             Config::DefaultNoReads => "guardrail, default rules without file.read (no read watch)",
-            Config::DefaultRef => "guardrail, default rules, log naming processes by reference",
+            Config::DefaultWhole => "guardrail, default rules, log writing processes whole",
             Config::DefaultRaw => "guardrail, default rules, raw syscall probes",
             Config::FullCapture => "guardrail, full capture + audit log",
             Config::Deny50 => "guardrail, 50 deny rules elsewhere",
@@ -334,7 +335,7 @@ pub struct Setup {
 struct Configs {
     default: PathBuf,
     no_reads: PathBuf,
-    by_reference: PathBuf,
+    whole_process: PathBuf,
     full: PathBuf,
     deny50: PathBuf,
 }
@@ -383,17 +384,17 @@ fn write_configs(setup: &Setup) -> Result<Configs> {
         scratch.join(WATCHED_FILE).display()
     )?;
     std::fs::write(&default, &text)?;
-    let by_reference = scratch.join("ref.toml");
-    let text = text.replacen("[audit_log]\n", "[audit_log]\nprocess = \"ref\"\n", 1);
+    let whole_process = scratch.join("whole.toml");
+    let text = text.replacen("[audit_log]\n", "[audit_log]\nprocess = \"full\"\n", 1);
     anyhow::ensure!(
-        text.contains("process = \"ref\""),
+        text.contains("process = \"full\""),
         "config/guardrail.toml has no [audit_log] section"
     );
     let text = text.replace(
         &out.join("audit-default.jsonl").display().to_string(),
-        &out.join("audit-ref.jsonl").display().to_string(),
+        &out.join("audit-whole.jsonl").display().to_string(),
     );
-    std::fs::write(&by_reference, text)?;
+    std::fs::write(&whole_process, text)?;
     let no_reads = scratch.join("noreads.toml");
     let without = without_read_rules(&shipped);
     anyhow::ensure!(
@@ -430,7 +431,7 @@ fn write_configs(setup: &Setup) -> Result<Configs> {
     Ok(Configs {
         default,
         no_reads,
-        by_reference,
+        whole_process,
         full,
         deny50,
     })
@@ -447,7 +448,7 @@ fn overhead(
     for config in [
         Config::DefaultRules,
         Config::DefaultNoReads,
-        Config::DefaultRef,
+        Config::DefaultWhole,
         Config::DefaultRaw,
         Config::FullCapture,
         Config::Deny50,
@@ -469,10 +470,10 @@ fn overhead(
             // Without a watch set only opens cost less: the baseline of
             // the open storm alone.
             .filter(|w| config != Config::DefaultNoReads || w.name == "open storm")
-            // A process named by reference changes what each event the
-            // agent receives costs: the storms whose events reach it.
+            // A process written whole changes what each event the agent
+            // receives costs: the storms whose events reach it.
             .filter(|w| {
-                config != Config::DefaultRef
+                config != Config::DefaultWhole
                     || matches!(w.name, "chmod storm" | "write storm" | "exec storm")
             })
         {
@@ -488,8 +489,8 @@ fn overhead(
                     Config::DefaultNoReads => {
                         Running::start_agent(&configs.no_reads, &setup.scratch, &[])?
                     }
-                    Config::DefaultRef => {
-                        Running::start_agent(&configs.by_reference, &setup.scratch, &[])?
+                    Config::DefaultWhole => {
+                        Running::start_agent(&configs.whole_process, &setup.scratch, &[])?
                     }
                     Config::DefaultRaw => Running::start_agent(
                         &configs.default,

@@ -134,9 +134,14 @@ pub fn run(setup: &Setup) -> Result<Results> {
     let server = Server::start(&store)?;
     let audit = setup.out.join("audit-nats.jsonl");
     let plain = setup.scratch.join("nats-plain.toml");
+    // Processes whole, as a log whose lines a stream carries writes them
+    // by default: the NATS output is the only difference in the pair.
     std::fs::write(
         &plain,
-        format!("[audit_log]\npath = \"{}\"\n", audit.display()),
+        format!(
+            "[audit_log]\npath = \"{}\"\nprocess = \"full\"\n",
+            audit.display()
+        ),
     )?;
     // The same, the log naming processes by reference.
     let by_reference = |config: &Path| -> Result<std::path::PathBuf> {
@@ -144,7 +149,7 @@ pub fn run(setup: &Setup) -> Result<Results> {
         let to = config.with_extension("ref.toml");
         std::fs::write(
             &to,
-            text.replacen("[audit_log]\n", "[audit_log]\nprocess = \"ref\"\n", 1),
+            text.replacen("process = \"full\"", "process = \"ref\"", 1),
         )?;
         Ok(to)
     };
@@ -158,7 +163,7 @@ pub fn run(setup: &Setup) -> Result<Results> {
         std::fs::write(
             &with,
             format!(
-                "[audit_log]\npath = \"{}\"\n[[output]]\nname = \"fleet\"\ntype = \"nats\"\nurl = \"nats://127.0.0.1:{}\"\nspool_dir = \"{}\"\n",
+                "[audit_log]\npath = \"{}\"\nprocess = \"full\"\n[[output]]\nname = \"fleet\"\ntype = \"nats\"\nurl = \"nats://127.0.0.1:{}\"\nspool_dir = \"{}\"\n",
                 audit.display(),
                 server.port,
                 spool.display()
