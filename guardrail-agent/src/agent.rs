@@ -284,6 +284,8 @@ impl Agent {
             let form = guardrail_agent::outputs::log_process_form(&config);
             if form == guardrail_agent::config::ProcessForm::Ref {
                 pipeline.name_processes_by_reference();
+            } else if let Some(log) = &mut pipeline.audit {
+                log.set_process_form(form);
             }
             info!(process = ?form, "audit log: each event's process written so");
         }

@@ -232,6 +232,8 @@ fn a_log_naming_processes_by_reference_reads_back_as_the_events_were() {
     wait_for("the marker in the log", || {
         std::fs::read_to_string(&log).is_ok_and(|t| t.contains(end.to_str().unwrap()))
     });
+    // The status says which form the log is in.
+    assert_eq!(agent.status()["audit_log"]["process"], "ref");
     agent.stop();
     let verified = log_verify(&[&log]);
     assert_success(&verified);

@@ -21,7 +21,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::config::{AuditSection, Fsync};
+use crate::config::{AuditSection, Fsync, ProcessForm};
 use crate::trust::{absolute, check_path, create_private_dir, Policy, RealFs, Role};
 use guardrail_engine::chain::{open, seal, seal_in_place, HexDigest, GENESIS};
 use guardrail_engine::process_join::{push_defined, DEFINED_AT_MOST, REDEFINED_WITHIN};
@@ -37,6 +37,10 @@ pub struct AuditSnapshot {
     pub failed_writes: u64,
     pub buffered_bytes: u64,
     pub last_error: Option<String>,
+    /// How events write their process (`[audit_log] process`, or what
+    /// unset came to); absent from agents before 2026-12-07.
+    #[serde(default)]
+    pub process: Option<ProcessForm>,
 }
 
 #[derive(Default)]
@@ -76,6 +80,9 @@ pub struct AuditLog {
     /// A tap was added, or lost lines of its own: the versions defined so
     /// far are not (all) in its stream.
     define_again: Arc<AtomicBool>,
+    /// How the events handed over write their process (the pipeline
+    /// decides; reported in the status).
+    process: ProcessForm,
 }
 
 /// Records handed over together: their JSON end to end in one buffer.
@@ -456,7 +463,13 @@ impl AuditLog {
             path,
             taps,
             define_again,
+            process: cfg.process.unwrap_or(ProcessForm::Full),
         })
+    }
+
+    /// Say how the events handed over write their process.
+    pub fn set_process_form(&mut self, form: ProcessForm) {
+        self.process = form;
     }
 
     /// A new reader of the sealed lines written from now on.
@@ -557,6 +570,7 @@ impl AuditLog {
             failed_writes: s.failed_writes.load(Ordering::Relaxed),
             buffered_bytes: s.buffered_bytes.load(Ordering::Relaxed),
             last_error: s.last_error.lock().unwrap().clone(),
+            process: Some(self.process),
         }
     }
 }

@@ -113,6 +113,23 @@ pub(crate) async fn status(socket: &std::path::Path, json: bool) -> Result<()> {
             println!("{line}");
         }
     }
+    match &s.audit_log {
+        None => println!("audit log         off"),
+        Some(a) => {
+            let form = match a.process {
+                Some(guardrail_agent::config::ProcessForm::Ref) => ", processes by reference",
+                Some(guardrail_agent::config::ProcessForm::Full) => ", processes whole",
+                None => "",
+            };
+            println!(
+                "audit log         {}: {} written, {} lost{form}",
+                a.path, a.written, a.lost
+            );
+            if let Some(e) = &a.last_error {
+                println!("                  last error: {e}");
+            }
+        }
+    }
     println!("tail clients      {}", s.tail_clients);
     println!(
         "redaction         {} ({} events redacted)",
