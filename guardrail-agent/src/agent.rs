@@ -728,7 +728,13 @@ fn drain_ring(
     uncommitted: &mut Uncommitted,
 ) -> bool {
     let mut more = true;
-    for _ in 0..DRAIN_BATCH {
+    // One clock reading per 256 records for the caches' and the process
+    // table's checks (the clock is coarse: it ticks every few ms).
+    let clock = guardrail_agent::clock::Held::new();
+    for i in 0..DRAIN_BATCH {
+        if i % 256 == 255 {
+            clock.refresh();
+        }
         match ring.next_record() {
             Some((data, end)) => {
                 pipeline.record(data);
