@@ -730,7 +730,7 @@ fn drain_ring(
     let mut more = true;
     // One clock reading per 256 records for the caches' and the process
     // table's checks (the clock is coarse: it ticks every few ms).
-    let clock = guardrail_agent::clock::Held::new();
+    let clock = guardrail_agent::clock::hold();
     for i in 0..DRAIN_BATCH {
         if i % 256 == 255 {
             clock.refresh();

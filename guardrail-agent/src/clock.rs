@@ -25,12 +25,13 @@ pub fn coarse() -> Duration {
 /// every few hundred events, so that a long burst does not stop time.
 pub struct Held(PhantomData<*const ()>);
 
-impl Held {
-    pub fn new() -> Held {
-        HELD.with(|h| h.set(Some(read())));
-        Held(PhantomData)
-    }
+/// Hold a reading for this thread until the [`Held`] is dropped.
+pub fn hold() -> Held {
+    HELD.with(|h| h.set(Some(read())));
+    Held(PhantomData)
+}
 
+impl Held {
     /// Read the clock again.
     pub fn refresh(&self) {
         HELD.with(|h| h.set(Some(read())));
@@ -63,7 +64,7 @@ mod tests {
     #[test]
     fn a_held_reading_stands_until_refreshed_or_dropped() {
         use std::time::Duration;
-        let held = super::Held::new();
+        let held = super::hold();
         let a = super::coarse();
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(super::coarse(), a, "held");
