@@ -6,6 +6,9 @@
 #
 #   bench/builds.sh ROUNDS "STORM ARGS" BIN_A CONF_A BIN_B CONF_B [B_FLAGS]
 #
+# STORM ARGS are bench/storm.c's arguments, the second being the storm's
+# iterations N (open, write, exec, chmod, unwatched, uring-create).
+#
 # e.g. the open storm of docs/performance.md, a 2026-11-27 build against
 # today's (configurations in a root-only directory, each with its own
 # audit log path):
@@ -20,7 +23,7 @@
 # and loaded seconds, their ratio. Then each build's median ratio and
 # added nanoseconds per storm iteration.
 set -euo pipefail
-[ $# -ge 6 ] || { sed -n 2,19p "$0"; exit 2; }
+[ $# -ge 6 ] || { sed -n '2,/^set -euo/p' "$0" | grep '^#'; exit 2; }
 ROUNDS=$1 STORM=$2 BIN_A=$3 CONF_A=$4 BIN_B=$5 CONF_B=$6 B_FLAGS=${7:-}
 STORM_BIN=${STORM_BIN:-/tmp/storm}
 N=$(echo "$STORM" | awk '{print $2}')
@@ -37,12 +40,16 @@ seconds() {
 }
 
 # Under an agent: started, ready (its control socket), the storm, stopped.
+# Run in a subshell (`$(under …)`): its trap stops the agent however the
+# subshell ends (an error, a timeout, Ctrl-C).
 under() {
     local bin=$1 conf=$2 flags=$3 pid t
     rm -f "$RUN/sock"
     # shellcheck disable=SC2086
     "$bin" --config "$conf" --socket "$RUN/sock" $flags >"$RUN/agent.out" 2>&1 &
     pid=$!
+    # shellcheck disable=SC2064 # this agent's pid, now
+    trap "kill -INT $pid 2>/dev/null; wait $pid 2>/dev/null" EXIT
     for _ in $(seq 600); do
         [ -S "$RUN/sock" ] && break
         kill -0 "$pid" 2>/dev/null || { cat "$RUN/agent.out" >&2; exit 1; }
@@ -50,8 +57,6 @@ under() {
     done
     [ -S "$RUN/sock" ] || { echo "$bin: no control socket after 60 s" >&2; exit 1; }
     t=$(seconds)
-    kill -INT "$pid"
-    wait "$pid" || true
     echo "$t"
 }
 

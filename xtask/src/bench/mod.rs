@@ -537,7 +537,7 @@ fn overhead(
                 // The audit logs grow by every captured event: start afresh.
                 for log in [
                     "audit-default.jsonl",
-                    "audit-ref.jsonl",
+                    "audit-whole.jsonl",
                     "audit-noreads.jsonl",
                     "audit-full.jsonl",
                     "audit-deny.jsonl",
