@@ -280,12 +280,12 @@ impl Agent {
         pipeline.metrics = metrics.clone();
         pipeline.set_redactor(redactor(&config)?);
         if config.audit_log.enabled {
-            pipeline.audit = Some(AuditLog::start(&config.audit_log, &policy)?);
             let form = guardrail_agent::outputs::log_process_form(&config);
+            let mut log = AuditLog::start(&config.audit_log, &policy)?;
+            log.set_process_form(form);
+            pipeline.audit = Some(log);
             if form == guardrail_agent::config::ProcessForm::Ref {
                 pipeline.name_processes_by_reference();
-            } else if let Some(log) = &mut pipeline.audit {
-                log.set_process_form(form);
             }
             info!(process = ?form, "audit log: each event's process written so");
         }

@@ -632,9 +632,6 @@ impl<V: ProcessView> Pipeline<V> {
     /// = "ref"`); everyone else still gets them whole.
     pub fn name_processes_by_reference(&mut self) {
         self.process_json = ProcessJsonCache::by_reference();
-        if let Some(log) = &mut self.audit {
-            log.set_process_form(crate::config::ProcessForm::Ref);
-        }
     }
 
     fn emit(&mut self, ktime_ns: u64, body: Body, verdict: KernelVerdict, via: Option<Via>) {

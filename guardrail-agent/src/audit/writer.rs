@@ -80,8 +80,9 @@ pub struct AuditLog {
     /// A tap was added, or lost lines of its own: the versions defined so
     /// far are not (all) in its stream.
     define_again: Arc<AtomicBool>,
-    /// How the events handed over write their process (the pipeline
-    /// decides; reported in the status).
+    /// How the events handed over write their process (the agent decides,
+    /// `outputs::log_process_form`; reported in the status). Whole until
+    /// told: nothing hands this log references unless it was.
     process: ProcessForm,
 }
 
@@ -463,7 +464,7 @@ impl AuditLog {
             path,
             taps,
             define_again,
-            process: cfg.process.unwrap_or(ProcessForm::Full),
+            process: ProcessForm::Full,
         })
     }
 
