@@ -20,6 +20,7 @@ mod event_json;
 mod event_write;
 pub mod filter;
 pub mod human;
+pub mod instants;
 pub mod interpret;
 pub mod kernel_maps;
 pub mod process_join;

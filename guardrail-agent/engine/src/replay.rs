@@ -7,9 +7,10 @@ use std::io::BufRead;
 use serde::Serialize;
 
 use crate::event::{Body, Event};
+use crate::instants::Instants;
 use crate::process_join::{Joined, ProcessJoin};
 use crate::rules::eval::Enforcement;
-use crate::rules::{decide, RuleSet};
+use crate::rules::{decide_facts, Facts, RuleSet};
 
 /// What one rule would have done over the replayed events.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -131,19 +132,11 @@ pub fn events_of(
     }
 }
 
-/// The instant to evaluate a recorded event at: its own time. None for
-/// `loss` reports and events without a readable time.
-fn replayable(event: &Event) -> Option<jiff::Timestamp> {
-    if matches!(event.body, Body::Loss { .. }) {
-        return None;
-    }
-    event.time.parse().ok()
-}
-
 /// Replays events one at a time against one rule set.
 pub struct Replay<'s> {
     set: &'s RuleSet,
     enforcement: Enforcement,
+    instants: Instants,
     pub report: Report,
 }
 
@@ -154,6 +147,7 @@ impl<'s> Replay<'s> {
         Replay {
             set,
             enforcement,
+            instants: Instants::default(),
             report: Report {
                 rules: set
                     .rules
@@ -174,12 +168,15 @@ impl<'s> Replay<'s> {
             return;
         }
         report.events += 1;
-        let Some(at) = replayable(event) else {
+        // The instant a recorded event is judged at: its own time.
+        let Some(at) = self.instants.of(&event.time) else {
             report.skipped_lines += 1;
             return;
         };
         // Counted, not explained: what the rule matched is not reported.
-        let Some(v) = decide(self.set, event, at, self.enforcement) else {
+        let Some(v) =
+            Facts::of(event).and_then(|facts| decide_facts(self.set, &facts, at, self.enforcement))
+        else {
             return;
         };
         report.decided += 1;
@@ -269,16 +266,16 @@ pub struct Comparison {
     pub changes: Vec<Change>,
 }
 
-fn decided(
-    set: &RuleSet,
-    event: &Event,
+/// A set's decision on `facts`: its rule's id and the outcome, borrowed
+/// (most events are decided alike by both sets, and then nothing is
+/// copied).
+fn decided<'s>(
+    set: &'s RuleSet,
+    facts: &Facts,
     at: jiff::Timestamp,
     enforcement: Enforcement,
-) -> Option<Decided> {
-    decide(set, event, at, enforcement).map(|v| Decided {
-        rule: set.rules[v.rule].id.clone(),
-        outcome: v.outcome,
-    })
+) -> Option<(&'s str, crate::event::Outcome)> {
+    decide_facts(set, facts, at, enforcement).map(|v| (set.rules[v.rule].id.as_str(), v.outcome))
 }
 
 /// Replays events against the rules in force and a candidate, keeping
@@ -287,6 +284,7 @@ pub struct Compare<'s> {
     current: &'s RuleSet,
     candidate: &'s RuleSet,
     enforcement: Enforcement,
+    instants: Instants,
     groups: BTreeMap<(String, Option<Decided>, Option<Decided>), Change>,
     pub result: Comparison,
 }
@@ -297,6 +295,7 @@ impl<'s> Compare<'s> {
             current,
             candidate,
             enforcement,
+            instants: Instants::default(),
             groups: BTreeMap::new(),
             result: Comparison::default(),
         }
@@ -307,17 +306,26 @@ impl<'s> Compare<'s> {
             return;
         }
         self.result.events += 1;
-        let Some(at) = replayable(event) else {
+        let Some(at) = self.instants.of(&event.time) else {
             self.result.skipped_lines += 1;
             return;
         };
-        let (from, to) = (
-            decided(self.current, event, at, self.enforcement),
-            decided(self.candidate, event, at, self.enforcement),
-        );
+        let facts = Facts::of(event);
+        let [from, to] = [self.current, self.candidate].map(|set| {
+            facts
+                .as_ref()
+                .and_then(|facts| decided(set, facts, at, self.enforcement))
+        });
         if from == to {
             return;
         }
+        let owned = |d: Option<(&str, crate::event::Outcome)>| {
+            d.map(|(rule, outcome)| Decided {
+                rule: rule.to_string(),
+                outcome,
+            })
+        };
+        let (from, to) = (owned(from), owned(to));
         self.result.changed += 1;
         let rule = to.as_ref().or(from.as_ref()).map(|d| d.rule.clone());
         let key = (rule.unwrap_or_default(), from, to);

@@ -13,10 +13,11 @@ use std::sync::atomic::Ordering;
 use jiff::Timestamp;
 
 use super::compile::{Rule, RuleSet};
-use super::kinds::{mask_of_event, name_in};
+use super::facts::{lineage_of, Facts};
+use super::kinds::name_in;
 use super::matchers::{CapsMatch, PathMatcher};
 use super::spec::{Action, Fallback, Mode, ResultFilter};
-use crate::event::{Body, Decision, Event, Outcome, PathChange};
+use crate::event::{Decision, Event, Outcome, PathChange};
 
 /// What the kernel can enforce on this host (see `guardrail status`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -47,11 +48,12 @@ pub fn evaluate(
     at: Timestamp,
     enforcement: Enforcement,
 ) -> Option<Decision> {
+    let facts = Facts::of(event)?;
     let Judgement {
         mut matches,
         exempted,
         decider,
-    } = judge::<Matched>(set, event, at)?;
+    } = judge::<Matched>(set, &facts, at)?;
     let rule = matches[decider].1;
     rule.hits.fetch_add(1, Ordering::Relaxed);
     let is_exempted = |r: &Rule| exempted.contains(&r.id.as_str());
@@ -72,7 +74,7 @@ pub fn evaluate(
             ids(&is_exempted),
         )
     };
-    let (outcome, fallback) = outcome(rule, enforcement, super::kinds::revertable(&event.body));
+    let (outcome, fallback) = outcome(rule, enforcement, facts.revertable());
     Some(Decision {
         rule: rule.id.clone(),
         action: rule.action,
@@ -105,9 +107,19 @@ pub fn decide(
     at: Timestamp,
     enforcement: Enforcement,
 ) -> Option<Verdict> {
-    let j = judge::<Quiet>(set, event, at)?;
+    decide_facts(set, &Facts::of(event)?, at, enforcement)
+}
+
+/// [`decide`] on an event's facts, however they were read.
+pub fn decide_facts(
+    set: &RuleSet,
+    facts: &Facts,
+    at: Timestamp,
+    enforcement: Enforcement,
+) -> Option<Verdict> {
+    let j = judge::<Quiet>(set, facts, at)?;
     let (rule, r, _) = j.matches[j.decider];
-    let (outcome, _) = outcome(r, enforcement, super::kinds::revertable(&event.body));
+    let (outcome, _) = outcome(r, enforcement, facts.revertable());
     Some(Verdict { rule, outcome })
 }
 
@@ -130,42 +142,29 @@ thread_local! {
     static CANDIDATES: std::cell::Cell<Vec<usize>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-fn judge<'s, W: Why>(set: &'s RuleSet, event: &Event, at: Timestamp) -> Option<Judgement<'s, W>> {
-    let kinds = mask_of_event(&event.body);
-    if kinds == 0 {
-        return None;
-    }
-    let subject = Subject::of(event)?;
+fn judge<'s, W: Why>(set: &'s RuleSet, facts: &Facts, at: Timestamp) -> Option<Judgement<'s, W>> {
+    let kinds = facts.kinds;
+    let subject = Subject::of(facts);
     // A mount or a moved directory can concern any rule's paths, which
     // the index (by the paths the event names) cannot know: those rare
     // events are tested against every rule.
-    let change = event.body.path_change();
+    let change = &facts.change;
     let mut candidates = CANDIDATES.take();
     match change {
-        None => set.candidates(&subject.paths, subject.exe.as_slice(), &mut candidates),
+        None => set.candidates(&facts.paths, facts.exe.as_slice(), &mut candidates),
         Some(_) => set.every_rule(&mut candidates),
     }
     let mut matches = Vec::new();
     for &i in &candidates {
         let rule = &set.rules[i];
         let named = (rule.kinds & kinds != 0 && subject.may_match(rule))
-            .then(|| matches_rule(set, rule, event, &subject, kinds, at, Reach::Named))
+            .then(|| matches_rule(set, rule, &subject, kinds, at, Reach::Named))
             .flatten();
         let matched = named.or_else(|| {
             let change = change.as_ref()?;
             subject
                 .may_match_changed(rule)
-                .then(|| {
-                    matches_rule(
-                        set,
-                        rule,
-                        event,
-                        &subject,
-                        kinds,
-                        at,
-                        Reach::Changed(change),
-                    )
-                })
+                .then(|| matches_rule(set, rule, &subject, kinds, at, Reach::Changed(change)))
                 .flatten()
         });
         if let Some(why) = matched {
@@ -253,36 +252,14 @@ fn check<W: Why>(why: &mut W, field: &str, ok: bool, value: impl FnOnce() -> Str
     }
 }
 
-/// The programs of a process's ancestors, nearest first: each one's exe,
-/// and the script it ran when the exe is an interpreter (`adduser`,
-/// `deb-systemd-helper` and `unattended-upgrade` are scripts).
-fn ancestor_exes(process: &crate::event::Process) -> Vec<&str> {
-    process
-        .ancestors
-        .iter()
-        .flat_map(|a| [a.exe.as_deref(), a.script.as_deref()])
-        .flatten()
-        .collect()
-}
-
-/// A lineage as people read it, oldest first: `sshd → bash → curl`.
+/// A process's lineage as people read it, oldest first: `sshd → bash →
+/// curl`.
 pub fn lineage(process: &crate::event::Process) -> String {
-    let name = |exe: Option<&str>| {
-        exe.map_or("?".to_string(), |e| {
-            e.rsplit('/').next().unwrap_or(e).to_string()
-        })
-    };
-    let mut parts: Vec<String> = process
-        .ancestors
-        .iter()
-        .rev()
-        .map(|a| name(a.script.as_deref().or(a.exe.as_deref())))
-        .collect();
-    if process.ancestors_truncated {
-        parts.insert(0, "…".into());
-    }
-    parts.push(name(process.exe.as_deref()));
-    parts.join(" → ")
+    lineage_of(
+        &process.ancestors,
+        process.ancestors_truncated,
+        process.exe.as_deref(),
+    )
 }
 
 /// How a rule's paths concern an event: by naming what the event names,
@@ -293,50 +270,37 @@ enum Reach<'c> {
     Changed(&'c PathChange<'c>),
 }
 
-/// What most rules test first, taken from the event once rather than for
-/// every rule.
-struct Subject<'e> {
-    ok: bool,
-    paths: Vec<&'e str>,
-    /// The process's executable and its parent's, as lists of at most
-    /// one (matchers take lists); held in place, not allocated per event.
-    exe: Option<&'e str>,
-    parent: Option<&'e str>,
-    process: &'e crate::event::Process,
-    perm: Option<&'e crate::event::PermDetails>,
+/// An event's facts, with what rules derive from them worked out once for
+/// all the rules that ask rather than once per rule.
+struct Subject<'f, 'e> {
+    facts: &'f Facts<'e>,
     /// A chmod's new mode, parsed once.
     mode: Option<u32>,
     /// The ancestors' programs, listed once for all the rules that ask.
     ancestors: std::cell::OnceCell<Vec<&'e str>>,
 }
 
-impl<'e> Subject<'e> {
-    fn of(event: &'e Event) -> Option<Self> {
-        let process = event.body.process()?;
-        let ok = event.body.result()?.ok;
-        let perm = match &event.body {
-            Body::Perm { perm, .. } => Some(perm),
-            _ => None,
-        };
-        Some(Self {
-            ok,
-            paths: event.body.paths(),
-            exe: process.exe.as_deref(),
-            parent: process.parent_exe.as_deref(),
-            process,
-            perm,
-            mode: perm
-                .and_then(|p| p.mode.as_deref())
+impl<'f, 'e> Subject<'f, 'e> {
+    fn of(facts: &'f Facts<'e>) -> Self {
+        Self {
+            facts,
+            mode: facts
+                .perm
+                .and_then(|p| p.mode)
                 .and_then(|m| u32::from_str_radix(m, 8).ok()),
             ancestors: std::cell::OnceCell::new(),
-        })
+        }
+    }
+
+    fn ancestors(&self) -> &[&'e str] {
+        self.ancestors.get_or_init(|| self.facts.ancestor_exes())
     }
 
     /// Conditions a matching rule must meet, checked without allocating:
     /// most rules fail one of them, and are then skipped before
     /// [`matches_rule`] builds the explanation of a match.
     fn may_match(&self, rule: &Rule) -> bool {
-        must(&rule.path, &self.paths) && self.may_match_but_path(rule)
+        must(&rule.path, &self.facts.paths) && self.may_match_but_path(rule)
     }
 
     /// [`Self::may_match`] for a rule reached through path integrity:
@@ -346,18 +310,19 @@ impl<'e> Subject<'e> {
     }
 
     fn may_match_but_path(&self, rule: &Rule) -> bool {
+        let f = self.facts;
         let result = match rule.result {
             ResultFilter::Any => true,
-            ResultFilter::Ok => self.ok,
-            ResultFilter::Failed => !self.ok,
+            ResultFilter::Ok => f.ok,
+            ResultFilter::Failed => !f.ok,
         };
         result
             && self.facts_may_match(rule)
-            && must_not(&rule.path_not, &self.paths)
-            && must(&rule.exe, self.exe.as_slice())
-            && must_not(&rule.exe_not, self.exe.as_slice())
-            && must(&rule.parent_exe, self.parent.as_slice())
-            && must_not(&rule.parent_exe_not, self.parent.as_slice())
+            && must_not(&rule.path_not, &f.paths)
+            && must(&rule.exe, f.exe.as_slice())
+            && must_not(&rule.exe_not, f.exe.as_slice())
+            && must(&rule.parent_exe, f.parent.as_slice())
+            && must_not(&rule.parent_exe_not, f.parent.as_slice())
             && self.lineage_may_match(rule)
             && self.service_may_match(rule)
     }
@@ -368,7 +333,7 @@ impl<'e> Subject<'e> {
     /// so they go before globs over paths and lineages. Each says no
     /// exactly when [`matches_rule`] would.
     fn facts_may_match(&self, rule: &Rule) -> bool {
-        let p = self.process;
+        let p = self.facts;
         let ids_ok = [
             (&rule.uid, Some(p.uid)),
             (&rule.euid, Some(p.euid)),
@@ -386,7 +351,7 @@ impl<'e> Subject<'e> {
             || rule.to_root.is_some()
             || rule.caps_gained.is_some();
         if needs_perm {
-            let Some(perm) = self.perm else {
+            let Some(perm) = p.perm else {
                 return false;
             };
             if let Some(mask) = rule.mode_mask {
@@ -394,24 +359,31 @@ impl<'e> Subject<'e> {
                     return false;
                 }
             }
-            let owner = perm.owner.as_ref();
             if let Some(uids) = &rule.owner {
-                if owner.and_then(|o| o.uid).is_none_or(|u| !uids.contains(&u)) {
+                if perm
+                    .owner
+                    .and_then(|(uid, _)| uid)
+                    .is_none_or(|u| !uids.contains(&u))
+                {
                     return false;
                 }
             }
             if let Some(gids) = &rule.owner_group {
-                if owner.and_then(|o| o.gid).is_none_or(|g| !gids.contains(&g)) {
+                if perm
+                    .owner
+                    .and_then(|(_, gid)| gid)
+                    .is_none_or(|g| !gids.contains(&g))
+                {
                     return false;
                 }
             }
             if let Some(want) = rule.to_root {
-                if perm.ids.as_ref().is_none_or(|ids| ids.to_root != want) {
+                if perm.to_root != Some(want) {
                     return false;
                 }
             }
             if let Some(caps) = &rule.caps_gained {
-                let Some(gained) = perm.caps.as_ref().and_then(|c| c.gained.as_ref()) else {
+                let Some(gained) = perm.gained else {
                     return false;
                 };
                 let hit = match caps {
@@ -434,7 +406,7 @@ impl<'e> Subject<'e> {
 
     /// Unit and container matchers.
     fn service_may_match(&self, rule: &Rule) -> bool {
-        let unit = self.process.who.unit.as_deref();
+        let unit = self.facts.unit;
         rule.unit
             .as_ref()
             .is_none_or(|set| unit.is_some_and(|u| set.is_match(u)))
@@ -445,7 +417,7 @@ impl<'e> Subject<'e> {
             && rule
                 .container
                 .as_ref()
-                .is_none_or(|m| m.matches(self.process.who.container.as_deref()))
+                .is_none_or(|m| m.matches(self.facts.container))
     }
 
     /// Ancestor matchers, whose list is built only for the rules that
@@ -454,7 +426,7 @@ impl<'e> Subject<'e> {
         if rule.ancestor_exe.is_none() && rule.ancestor_exe_not.is_none() {
             return true;
         }
-        let ancestors = self.ancestors.get_or_init(|| ancestor_exes(self.process));
+        let ancestors = self.ancestors();
         rule.ancestor_exe
             .as_ref()
             .is_none_or(|m| m.matches_any(ancestors))
@@ -465,20 +437,16 @@ impl<'e> Subject<'e> {
     }
 }
 
-/// Whether `rule` matches, and why (every matcher it tested). `subject`
-/// holds the lists the pre-check built from the event.
-#[allow(clippy::too_many_arguments)]
+/// Whether `rule` matches, and why (every matcher it tested).
 fn matches_rule<W: Why>(
     set: &RuleSet,
     rule: &Rule,
-    event: &Event,
     subject: &Subject,
     kinds: u32,
     at: Timestamp,
     reach: Reach,
 ) -> Option<W> {
-    let body = &event.body;
-    let process = body.process()?;
+    let facts = subject.facts;
     let mut m = W::default();
     let on = match reach {
         Reach::Named => name_in(rule.kinds, kinds),
@@ -486,13 +454,12 @@ fn matches_rule<W: Why>(
         Reach::Changed(_) => name_in(u32::MAX, kinds),
     };
     m.note("on", || on.into());
-    let result = body.result()?;
     match rule.result {
         ResultFilter::Any => {}
-        ResultFilter::Ok => check(&mut m, "result", result.ok, || "ok".into())?,
-        ResultFilter::Failed => check(&mut m, "result", !result.ok, || "failed".into())?,
+        ResultFilter::Ok => check(&mut m, "result", facts.ok, || "ok".into())?,
+        ResultFilter::Failed => check(&mut m, "result", !facts.ok, || "failed".into())?,
     }
-    let paths = &subject.paths;
+    let paths = &facts.paths;
     match (&rule.path, reach) {
         (Some(p), Reach::Named) => {
             let (path, _) = p.find(paths)?;
@@ -520,8 +487,8 @@ fn matches_rule<W: Why>(
             return None;
         }
     }
-    let exe = process.exe.as_deref();
-    let exes = subject.exe.as_slice();
+    let exe = facts.exe;
+    let exes = facts.exe.as_slice();
     if let Some(p) = &rule.exe {
         let (e, _) = p.find(exes)?;
         m.note("exe", || e.into());
@@ -532,7 +499,7 @@ fn matches_rule<W: Why>(
         }
         m.note("exe_not", || exe.unwrap_or("unknown").into());
     }
-    let parents = subject.parent.as_slice();
+    let parents = facts.parent.as_slice();
     if let Some(p) = &rule.parent_exe {
         let (e, _) = p.find(parents)?;
         m.note("parent_exe", || e.into());
@@ -542,7 +509,7 @@ fn matches_rule<W: Why>(
             return None;
         }
     }
-    let unit = process.who.unit.as_deref();
+    let unit = facts.unit;
     if let Some(set) = &rule.unit {
         let u = unit.filter(|u| set.is_match(u))?;
         m.note("unit", || u.into());
@@ -554,21 +521,17 @@ fn matches_rule<W: Why>(
         m.note("unit_not", || unit.unwrap_or("none").into());
     }
     if let Some(c) = &rule.container {
-        if !c.matches(process.who.container.as_deref()) {
+        if !c.matches(facts.container) {
             return None;
         }
         m.note("container", || {
-            process
-                .who
+            facts
                 .container
-                .as_ref()
                 .map_or("none".into(), |c| format!("{} {}", c.runtime, c.id))
         });
     }
     if rule.ancestor_exe.is_some() || rule.ancestor_exe_not.is_some() {
-        let ancestors = subject
-            .ancestors
-            .get_or_init(|| ancestor_exes(subject.process));
+        let ancestors = subject.ancestors();
         if let Some(p) = &rule.ancestor_exe {
             let (e, _) = p.find(ancestors)?;
             m.note("ancestor_exe", || e.into());
@@ -577,30 +540,28 @@ fn matches_rule<W: Why>(
             if p.find(ancestors).is_some() {
                 return None;
             }
-            m.note("ancestor_exe_not", || lineage(process));
+            m.note("ancestor_exe_not", || facts.lineage());
         }
     }
     if !rule.argv_contains.is_empty() || rule.argv_matches.is_some() {
-        let Body::Exec { exec, .. } = body else {
-            return None;
-        };
+        let argv = facts.argv?;
         if !rule.argv_contains.is_empty() {
             let hit = rule
                 .argv_contains
                 .iter()
-                .find(|needle| exec.argv.iter().any(|a| a.contains(needle.as_str())))?;
+                .find(|needle| argv.iter().any(|a| a.contains(needle.as_str())))?;
             m.note("argv_contains", || hit.clone());
         }
         if let Some(re) = &rule.argv_matches {
-            let joined = exec.argv.join(" ");
+            let joined = argv.join(" ");
             check(&mut m, "argv_matches", re.is_match(&joined), || joined)?;
         }
     }
     for (field, matcher, id) in [
-        ("uid", &rule.uid, Some(process.uid)),
-        ("euid", &rule.euid, Some(process.euid)),
-        ("gid", &rule.gid, Some(process.gid)),
-        ("auid", &rule.auid, process.auid),
+        ("uid", &rule.uid, Some(facts.uid)),
+        ("euid", &rule.euid, Some(facts.euid)),
+        ("gid", &rule.gid, Some(facts.gid)),
+        ("auid", &rule.auid, facts.auid),
     ] {
         if matcher.is_set() {
             let value = || id.map_or("unset".to_string(), |i| i.to_string());
@@ -608,41 +569,29 @@ fn matches_rule<W: Why>(
         }
     }
     if let Some(mask) = rule.mode_mask {
-        let Body::Perm { perm, .. } = body else {
-            return None;
-        };
-        let mode = u32::from_str_radix(perm.mode.as_deref()?, 8).ok()?;
-        let text = perm.mode.as_deref()?;
+        let text = facts.perm?.mode?;
+        let mode = subject.mode?;
         check(&mut m, "mode", mode & mask != 0, || text.into())?;
     }
     if rule.owner.is_some() || rule.owner_group.is_some() {
-        let Body::Perm { perm, .. } = body else {
-            return None;
-        };
-        let owner = perm.owner.as_ref()?;
+        let owner = facts.perm?.owner?;
         if let Some(uids) = &rule.owner {
-            let uid = owner.uid?;
+            let uid = owner.0?;
             check(&mut m, "owner", uids.contains(&uid), || uid.to_string())?;
         }
         if let Some(gids) = &rule.owner_group {
-            let gid = owner.gid?;
+            let gid = owner.1?;
             check(&mut m, "owner_group", gids.contains(&gid), || {
                 gid.to_string()
             })?;
         }
     }
     if let Some(want) = rule.to_root {
-        let Body::Perm { perm, .. } = body else {
-            return None;
-        };
-        let to_root = perm.ids.as_ref()?.to_root;
+        let to_root = facts.perm?.to_root?;
         check(&mut m, "to_root", to_root == want, || to_root.to_string())?;
     }
     if let Some(caps) = &rule.caps_gained {
-        let Body::Perm { perm, .. } = body else {
-            return None;
-        };
-        let gained = perm.caps.as_ref()?.gained.as_ref()?;
+        let gained = facts.perm?.gained?;
         let hit = match caps {
             CapsMatch::Any => gained.first(),
             CapsMatch::AnyOf(names) => gained.iter().find(|g| names.contains(g)),
@@ -668,15 +617,12 @@ fn matches_rule<W: Why>(
         m.note("outside_window", || "yes".into());
     }
     if let Some(ids) = &rule.cgroup_id {
-        check(
-            &mut m,
-            "cgroup_id",
-            ids.contains(&process.cgroup_id),
-            || process.cgroup_id.to_string(),
-        )?;
+        check(&mut m, "cgroup_id", ids.contains(&facts.cgroup_id), || {
+            facts.cgroup_id.to_string()
+        })?;
     }
     if let Some(ids) = &rule.cgroup_id_not {
-        if ids.contains(&process.cgroup_id) {
+        if ids.contains(&facts.cgroup_id) {
             return None;
         }
     }
@@ -697,21 +643,20 @@ fn must_not(m: &Option<Box<PathMatcher>>, of: &[&str]) -> bool {
 /// would have skipped (must be none: a skipped match is a missed decision).
 #[cfg(test)]
 pub(super) fn skipped_matches<'s>(set: &'s RuleSet, event: &Event, at: Timestamp) -> Vec<&'s str> {
-    let kinds = mask_of_event(&event.body);
-    let Some(subject) = Subject::of(event) else {
+    let Some(facts) = Facts::of(event) else {
         return vec![];
     };
-    let change = event.body.path_change();
+    let kinds = facts.kinds;
+    let subject = Subject::of(&facts);
+    let change = &facts.change;
     set.rules
         .iter()
         .filter(|r| {
             let named = r.kinds & kinds != 0
-                && matches_rule::<Matched>(set, r, event, &subject, kinds, at, Reach::Named)
-                    .is_some()
+                && matches_rule::<Matched>(set, r, &subject, kinds, at, Reach::Named).is_some()
                 && !subject.may_match(r);
             let changed = change.as_ref().is_some_and(|c| {
-                matches_rule::<Matched>(set, r, event, &subject, kinds, at, Reach::Changed(c))
-                    .is_some()
+                matches_rule::<Matched>(set, r, &subject, kinds, at, Reach::Changed(c)).is_some()
                     && !subject.may_match_changed(r)
             });
             named || changed

@@ -107,10 +107,9 @@ pub fn mask_of_event(body: &Body) -> u32 {
     }
 }
 
-/// Whether a deny rule's `fallback = "revert"` can undo the event (the
-/// catalogue's revertable kinds: mode and owner changes).
-pub fn revertable(body: &Body) -> bool {
-    let event = mask_of_event(body);
+/// Whether a deny rule's `fallback = "revert"` can undo an event of these
+/// kinds (the catalogue's revertable kinds: mode and owner changes).
+pub fn revertable_mask(event: u32) -> bool {
     OPERATIONS
         .iter()
         .enumerate()

@@ -148,11 +148,11 @@ pub enum ContainerMatcher {
 }
 
 impl ContainerMatcher {
-    pub fn matches(&self, container: Option<&crate::attribution::Container>) -> bool {
+    pub fn matches(&self, container: Option<super::facts::ContainerRef>) -> bool {
         match (self, container) {
             (ContainerMatcher::Any, c) => c.is_some(),
             (ContainerMatcher::None, c) => c.is_none(),
-            (ContainerMatcher::Ids(set), Some(c)) => set.is_match(&c.id),
+            (ContainerMatcher::Ids(set), Some(c)) => set.is_match(c.id),
             (ContainerMatcher::Ids(_), None) => false,
         }
     }
