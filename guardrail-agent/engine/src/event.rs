@@ -292,36 +292,76 @@ impl Body {
         let Body::File { file, .. } = self else {
             return None;
         };
-        let paths = || {
-            file.path
-                .iter()
-                .chain(&file.new_path)
-                .map(String::as_str)
-                .collect()
-        };
-        if let Some(mount) = &file.mount {
-            if !mount.changes_what_paths_mean() {
-                return None;
-            }
-            let host = mount.namespace.as_deref().is_none_or(|n| n == "host");
-            if file.op == "umount" && !host {
-                // An unmount in a namespace of its own uncovers only that
-                // namespace's view (a container runtime dropping the old
-                // root after pivot_root); the kernel allows it too.
-                return None;
-            }
-            return Some(if file.op == "pivot_root" && host {
-                PathChange::Everywhere
-            } else {
-                PathChange::AtAndBelow(paths())
-            });
+        path_change_of(
+            &file.op,
+            file.mount.as_deref().map(MountDetails::facts),
+            file.path.as_deref(),
+            file.new_path.as_deref(),
+        )
+    }
+}
+
+/// [`Body::path_change`] of a file event from what decides it: its `op`,
+/// its mount details, and its paths.
+pub fn path_change_of<'e>(
+    op: &str,
+    mount: Option<MountFacts>,
+    path: Option<&'e str>,
+    new_path: Option<&'e str>,
+) -> Option<PathChange<'e>> {
+    let paths = || path.into_iter().chain(new_path).collect();
+    if let Some(mount) = mount {
+        if !mount.changes_what_paths_mean() {
+            return None;
         }
-        // A directory above a watched path moved away: a write under its
-        // new name, then a move back, would never name the watched path.
-        // (An rmdir is no such threat: the directory had to be empty, so
-        // what it held was removed first, and those are events of their
-        // own; a later re-creation is decided by its path.)
-        (file.op == "rename").then(|| PathChange::Below(paths()))
+        let host = mount.namespace.is_none_or(|n| n == "host");
+        if op == "umount" && !host {
+            // An unmount in a namespace of its own uncovers only that
+            // namespace's view (a container runtime dropping the old
+            // root after pivot_root); the kernel allows it too.
+            return None;
+        }
+        return Some(if op == "pivot_root" && host {
+            PathChange::Everywhere
+        } else {
+            PathChange::AtAndBelow(paths())
+        });
+    }
+    // A directory above a watched path moved away: a write under its
+    // new name, then a move back, would never name the watched path.
+    // (An rmdir is no such threat: the directory had to be empty, so
+    // what it held was removed first, and those are events of their
+    // own; a later re-creation is decided by its path.)
+    (op == "rename").then(|| PathChange::Below(paths()))
+}
+
+/// What decides whether a mount-family call changes what paths mean (see
+/// [`MountFacts::changes_what_paths_mean`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MountFacts<'e> {
+    /// The caller's mount namespace (`host`, `private`, `service`).
+    pub namespace: Option<&'e str>,
+    /// The flags name `remount`, `bind`, or a propagation change
+    /// (`shared`, `private`, `slave`, `unbindable`).
+    pub remount: bool,
+    pub bind: bool,
+    pub propagation: bool,
+}
+
+/// The propagation changes among mount flags.
+pub const PROPAGATION_FLAGS: [&str; 4] = ["shared", "private", "slave", "unbindable"];
+
+impl MountFacts<'_> {
+    /// Whether the call changes what a path resolves to. A remount or a
+    /// propagation change (`--make-private` …) leaves every path naming
+    /// what it named, and the service manager's mounts in a service's
+    /// own namespace are how systemd sandboxes services: neither is a
+    /// threat to a watched path. The kernel's path integrity decides the
+    /// same way (`sb_mount`).
+    pub fn changes_what_paths_mean(&self) -> bool {
+        // mount(2) tries remount, then bind, then a propagation change:
+        // a bind with a propagation flag is still a bind.
+        self.namespace != Some("service") && !self.remount && (self.bind || !self.propagation)
     }
 }
 
@@ -916,20 +956,21 @@ pub struct MountDetails {
 }
 
 impl MountDetails {
-    /// Whether the call changes what a path resolves to. A remount or a
-    /// propagation change (`--make-private` …) leaves every path naming
-    /// what it named, and the service manager's mounts in a service's
-    /// own namespace are how systemd sandboxes services: neither is a
-    /// threat to a watched path. The kernel's path integrity decides the
-    /// same way (`sb_mount`).
-    pub fn changes_what_paths_mean(&self) -> bool {
-        // mount(2) tries remount, then bind, then a propagation change:
-        // a bind with a propagation flag is still a bind.
+    /// What decides whether the call changes what paths mean.
+    pub fn facts(&self) -> MountFacts<'_> {
         let has = |f: &str| self.flags.iter().any(|x| x == f);
-        const PROPAGATION: [&str; 4] = ["shared", "private", "slave", "unbindable"];
-        self.namespace.as_deref() != Some("service")
-            && !has("remount")
-            && (has("bind") || !PROPAGATION.iter().any(|p| has(p)))
+        MountFacts {
+            namespace: self.namespace.as_deref(),
+            remount: has("remount"),
+            bind: has("bind"),
+            propagation: PROPAGATION_FLAGS.iter().any(|p| has(p)),
+        }
+    }
+
+    /// Whether the call changes what a path resolves to (see
+    /// [`MountFacts::changes_what_paths_mean`]).
+    pub fn changes_what_paths_mean(&self) -> bool {
+        self.facts().changes_what_paths_mean()
     }
 }
 

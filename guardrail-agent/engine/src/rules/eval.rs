@@ -256,7 +256,7 @@ fn check<W: Why>(why: &mut W, field: &str, ok: bool, value: impl FnOnce() -> Str
 /// curl`.
 pub fn lineage(process: &crate::event::Process) -> String {
     lineage_of(
-        &process.ancestors,
+        super::facts::Lineage::Event(&process.ancestors),
         process.ancestors_truncated,
         process.exe.as_deref(),
     )
@@ -388,7 +388,7 @@ impl<'f, 'e> Subject<'f, 'e> {
                 };
                 let hit = match caps {
                     CapsMatch::Any => !gained.is_empty(),
-                    CapsMatch::AnyOf(names) => gained.iter().any(|g| names.contains(g)),
+                    CapsMatch::AnyOf(names) => gained.iter().any(|g| names.iter().any(|n| n == g)),
                 };
                 if !hit {
                     return false;
@@ -553,7 +553,7 @@ fn matches_rule<W: Why>(
             m.note("argv_contains", || hit.clone());
         }
         if let Some(re) = &rule.argv_matches {
-            let joined = argv.join(" ");
+            let joined = argv.iter().collect::<Vec<_>>().join(" ");
             check(&mut m, "argv_matches", re.is_match(&joined), || joined)?;
         }
     }
@@ -594,9 +594,9 @@ fn matches_rule<W: Why>(
         let gained = facts.perm?.gained?;
         let hit = match caps {
             CapsMatch::Any => gained.first(),
-            CapsMatch::AnyOf(names) => gained.iter().find(|g| names.contains(g)),
+            CapsMatch::AnyOf(names) => gained.iter().find(|g| names.iter().any(|n| n == g)),
         }?;
-        m.note("caps_gained", || hit.clone());
+        m.note("caps_gained", || hit.into());
     }
     if !rule.in_window.is_empty() {
         let w = rule

@@ -5,6 +5,8 @@
 //! Matchers read only this, so a rule cannot depend on a field one reader
 //! fills and the other does not.
 
+use std::borrow::Cow;
+
 use crate::event::{Ancestor, Body, Event, PathChange};
 
 use super::kinds::mask_of_event;
@@ -23,7 +25,7 @@ pub struct Facts<'e> {
     pub exe: Option<&'e str>,
     pub parent: Option<&'e str>,
     /// The process's ancestors, nearest first.
-    pub ancestors: &'e [Ancestor],
+    pub ancestors: Lineage<'e>,
     /// More ancestors exist than `ancestors` lists.
     pub ancestors_truncated: bool,
     pub uid: u32,
@@ -35,7 +37,7 @@ pub struct Facts<'e> {
     pub unit: Option<&'e str>,
     pub container: Option<ContainerRef<'e>>,
     /// An exec's arguments (none for other kinds).
-    pub argv: Option<&'e [String]>,
+    pub argv: Option<Strs<'e>>,
     /// A permission change's details (none for other kinds).
     pub perm: Option<PermFacts<'e>>,
     /// How the event changes what other paths resolve to.
@@ -50,7 +52,7 @@ pub struct ContainerRef<'e> {
 }
 
 /// What rules read of a permission change.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct PermFacts<'e> {
     /// chmod: the new mode, as written (octal).
     pub mode: Option<&'e str>,
@@ -60,7 +62,72 @@ pub struct PermFacts<'e> {
     pub to_root: Option<bool>,
     /// capset: the effective capabilities gained; none when the old set is
     /// unknown.
-    pub gained: Option<&'e [String]>,
+    pub gained: Option<Strs<'e>>,
+}
+
+/// A list of strings, as an event holds it or as a line was read.
+#[derive(Clone, Copy, Debug)]
+pub enum Strs<'e> {
+    Event(&'e [String]),
+    Read(&'e [Cow<'e, str>]),
+}
+
+impl<'e> Strs<'e> {
+    pub fn iter(self) -> impl Iterator<Item = &'e str> {
+        let (event, read) = match self {
+            Strs::Event(list) => (list, &[][..]),
+            Strs::Read(list) => (&[][..], list),
+        };
+        event
+            .iter()
+            .map(String::as_str)
+            .chain(read.iter().map(|s| &**s))
+    }
+
+    pub fn first(self) -> Option<&'e str> {
+        self.iter().next()
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.first().is_none()
+    }
+}
+
+impl PartialEq for Strs<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+/// An ancestor's program as a line was read: its `exe` and `script`.
+pub type AncestorRead<'e> = (Option<Cow<'e, str>>, Option<Cow<'e, str>>);
+
+/// A process's ancestors, nearest first, as an event holds them or as a
+/// line was read: what rules read of each is its `exe` and `script`.
+#[derive(Clone, Copy, Debug)]
+pub enum Lineage<'e> {
+    Event(&'e [Ancestor]),
+    Read(&'e [AncestorRead<'e>]),
+}
+
+impl<'e> Lineage<'e> {
+    /// Each ancestor's `exe` and `script`, nearest first.
+    pub fn programs(self) -> impl Iterator<Item = (Option<&'e str>, Option<&'e str>)> {
+        let (event, read) = match self {
+            Lineage::Event(list) => (list, &[][..]),
+            Lineage::Read(list) => (&[][..], list),
+        };
+        event
+            .iter()
+            .map(|a| (a.exe.as_deref(), a.script.as_deref()))
+            .chain(read.iter().map(|(e, s)| (e.as_deref(), s.as_deref())))
+    }
+}
+
+impl PartialEq for Lineage<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.programs().eq(other.programs())
+    }
 }
 
 impl<'e> Facts<'e> {
@@ -75,14 +142,18 @@ impl<'e> Facts<'e> {
         let process = body.process()?;
         let ok = body.result()?.ok;
         let (argv, perm) = match body {
-            Body::Exec { exec, .. } => (Some(exec.argv.as_slice()), None),
+            Body::Exec { exec, .. } => (Some(Strs::Event(&exec.argv)), None),
             Body::Perm { perm, .. } => (
                 None,
                 Some(PermFacts {
                     mode: perm.mode.as_deref(),
                     owner: perm.owner.as_ref().map(|o| (o.uid, o.gid)),
                     to_root: perm.ids.as_ref().map(|ids| ids.to_root),
-                    gained: perm.caps.as_ref().and_then(|c| c.gained.as_deref()),
+                    gained: perm
+                        .caps
+                        .as_ref()
+                        .and_then(|c| c.gained.as_deref())
+                        .map(Strs::Event),
                 }),
             ),
             _ => (None, None),
@@ -93,7 +164,7 @@ impl<'e> Facts<'e> {
             paths: body.paths(),
             exe: process.exe.as_deref(),
             parent: process.parent_exe.as_deref(),
-            ancestors: &process.ancestors,
+            ancestors: Lineage::Event(&process.ancestors),
             ancestors_truncated: process.ancestors_truncated,
             uid: process.uid,
             euid: process.euid,
@@ -122,8 +193,8 @@ impl<'e> Facts<'e> {
     /// scripts).
     pub fn ancestor_exes(&self) -> Vec<&'e str> {
         self.ancestors
-            .iter()
-            .flat_map(|a| [a.exe.as_deref(), a.script.as_deref()])
+            .programs()
+            .flat_map(|(exe, script)| [exe, script])
             .flatten()
             .collect()
     }
@@ -137,17 +208,17 @@ impl<'e> Facts<'e> {
 /// `ancestors` (nearest first) and the process's own `exe` as people read
 /// them, oldest first: `sshd → bash → curl`; `…` first when the list was
 /// cut.
-pub fn lineage_of(ancestors: &[Ancestor], truncated: bool, exe: Option<&str>) -> String {
+pub fn lineage_of(ancestors: Lineage, truncated: bool, exe: Option<&str>) -> String {
     let name = |exe: Option<&str>| {
         exe.map_or("?".to_string(), |e| {
             e.rsplit('/').next().unwrap_or(e).to_string()
         })
     };
     let mut parts: Vec<String> = ancestors
-        .iter()
-        .rev()
-        .map(|a| name(a.script.as_deref().or(a.exe.as_deref())))
+        .programs()
+        .map(|(exe, script)| name(script.or(exe)))
         .collect();
+    parts.reverse();
     if truncated {
         parts.insert(0, "…".into());
     }

@@ -79,16 +79,42 @@ fn distance(a: &str, b: &str) -> usize {
 /// `file.write`; a truncate is `file.truncate` and `file.write`.
 pub fn mask_of_event(body: &Body) -> u32 {
     match body {
-        Body::Exec { .. } => bit("exec"),
-        Body::File { file, .. } => match file.op.as_ref() {
+        Body::Exec { .. } => mask_of_op(BodyKind::Exec, "exec", false, false),
+        Body::File { file, .. } => mask_of_op(
+            BodyKind::File,
+            &file.op,
+            is_write_flags(&file.flags),
+            file.flags.iter().any(|f| f == "create"),
+        ),
+        Body::Perm { perm, .. } => mask_of_op(BodyKind::Perm, &perm.op, false, false),
+        Body::Uring { uring, .. } => mask_of_op(BodyKind::Uring, &uring.op, false, false),
+        Body::Loss { .. } => 0,
+    }
+}
+
+/// The kinds of events that carry a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    Exec,
+    File,
+    Perm,
+    Uring,
+}
+
+/// [`mask_of_event`] from what decides it: the event's kind, its `op`,
+/// and for an open whether its flags write (`write`) and create.
+pub fn mask_of_op(kind: BodyKind, op: &str, write: bool, create: bool) -> u32 {
+    match kind {
+        BodyKind::Exec => bit("exec"),
+        BodyKind::File => match op {
             "open" => {
                 let mut m = bit("file.open");
-                if is_write_flags(&file.flags) {
+                if write {
                     m |= bit("file.write");
                 } else {
                     m |= bit("file.read");
                 }
-                if file.flags.iter().any(|f| f == "create") {
+                if create {
                     m |= bit("file.create");
                 }
                 m
@@ -101,9 +127,8 @@ pub fn mask_of_event(body: &Body) -> u32 {
             "mount" | "umount" | "pivot_root" | "move_mount" => bit("file.mount"),
             op => bit_of("file.", op),
         },
-        Body::Perm { perm, .. } => bit_of("perm.", &perm.op),
-        Body::Uring { uring, .. } => bit_of("uring.", &uring.op),
-        Body::Loss { .. } => 0,
+        BodyKind::Perm => bit_of("perm.", op),
+        BodyKind::Uring => bit_of("uring.", op),
     }
 }
 
