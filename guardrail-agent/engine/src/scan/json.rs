@@ -1,0 +1,672 @@
+//! The scanner's JSON primitives: a cursor over one line that reads keys,
+//! strings, numbers and literals in place and skips values of keys it does
+//! not know, accepting only what serde_json would accept with the same
+//! meaning.
+//!
+//! Every primitive answers [`Bail`] on anything else: bailing is always
+//! correct (the caller hands the line to serde_json), accepting is correct
+//! only if serde agrees, which the tests below check against serde_json
+//! itself. So where serde's answer depends on more than the bytes at hand
+//! (a lone surrogate is an error in a `String` but not in an ignored
+//! value; `-0` is a float to serde_json), the cursor bails.
+
+use std::borrow::Cow;
+
+use memchr::memchr2;
+
+/// "Let serde decide": not a verdict that the line is invalid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bail;
+
+/// How deep [`Cursor::skip_value`] follows nested arrays and objects.
+/// serde_json stops at 128, so whatever the scanner walks, serde would.
+pub const MAX_DEPTH: u32 = 64;
+
+/// What one pass over a line found out, before any JSON is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pre<'a> {
+    /// UTF-8 without control bytes: what the agent writes, and all a
+    /// [`Cursor`] needs to know.
+    Clean(Clean<'a>),
+    /// UTF-8 with a control byte: a tab or CR between tokens, which serde
+    /// skips, or one inside a string, which serde rejects. Serde decides.
+    Unusual(&'a str),
+    /// Not UTF-8: the serde reader skips such lines unread.
+    NotUtf8,
+}
+
+/// A line [`precheck`] found clean. Only `precheck` makes one, so a
+/// cursor never meets a raw control byte inside a string (serde rejects
+/// those; memchr would not see them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clean<'a>(&'a str);
+
+impl<'a> Clean<'a> {
+    pub fn as_str(self) -> &'a str {
+        self.0
+    }
+}
+
+/// Sorts a line in one pass. A single trailing `\r` is dropped first, so
+/// CRLF logs stay clean: to serde it is whitespace after the object.
+pub fn precheck(line: &[u8]) -> Pre<'_> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let (mut any, mut least) = (0u8, u8::MAX);
+    // Fixed-size chunks of plain or/min let the compiler vectorise this.
+    let mut chunks = line.chunks_exact(16);
+    for chunk in &mut chunks {
+        for &b in chunk {
+            any |= b;
+            least = least.min(b);
+        }
+    }
+    for &b in chunks.remainder() {
+        any |= b;
+        least = least.min(b);
+    }
+    let text = if any < 0x80 {
+        // SAFETY: every byte is below 0x80, and ASCII is UTF-8.
+        unsafe { std::str::from_utf8_unchecked(line) }
+    } else {
+        match std::str::from_utf8(line) {
+            Ok(text) => text,
+            Err(_) => return Pre::NotUtf8,
+        }
+    };
+    if least < 0x20 {
+        Pre::Unusual(text)
+    } else {
+        Pre::Clean(Clean(text))
+    }
+}
+
+/// A position in a clean line. Every reading method first skips the
+/// spaces before its token (the only whitespace a clean line can hold)
+/// and leaves the cursor right after the token; on [`Bail`] the position
+/// is unspecified, since the caller abandons the line.
+#[derive(Debug, Clone)]
+pub struct Cursor<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn new(line: Clean<'a>) -> Cursor<'a> {
+        Cursor {
+            text: line.0,
+            at: 0,
+        }
+    }
+
+    /// The byte offset of the next unread byte.
+    pub fn position(&self) -> usize {
+        self.at
+    }
+
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    fn byte(&self) -> Option<u8> {
+        self.bytes().get(self.at).copied()
+    }
+
+    pub fn ws(&mut self) {
+        while self.byte() == Some(b' ') {
+            self.at += 1;
+        }
+    }
+
+    /// The first byte of the next token, not consumed.
+    pub fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.byte()
+    }
+
+    /// True if only spaces remain (serde's check after the last value).
+    pub fn at_end(&mut self) -> bool {
+        self.peek().is_none()
+    }
+
+    pub fn expect(&mut self, byte: u8) -> Result<(), Bail> {
+        if self.peek() == Some(byte) {
+            self.at += 1;
+            Ok(())
+        } else {
+            Err(Bail)
+        }
+    }
+
+    /// Opens an array or object (`open` is `[` or `{`); true if it holds
+    /// anything, false if it was empty and is now closed too.
+    pub fn begin(&mut self, open: u8, close: u8) -> Result<bool, Bail> {
+        self.expect(open)?;
+        if self.peek() == Some(close) {
+            self.at += 1;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// After an item: true if a `,` announces another, false if `close`
+    /// ended the container. A trailing comma bails at the next item.
+    pub fn more(&mut self, close: u8) -> Result<bool, Bail> {
+        match self.peek() {
+            Some(b',') => {
+                self.at += 1;
+                Ok(true)
+            }
+            Some(b) if b == close => {
+                self.at += 1;
+                Ok(false)
+            }
+            _ => Err(Bail),
+        }
+    }
+
+    /// An object's key and its `:`. An escaped key bails: serde decodes
+    /// it (`"se\u0071"` is `seq`), and comparing raw bytes would not.
+    pub fn key(&mut self) -> Result<&'a [u8], Bail> {
+        self.expect(b'"')?;
+        let (start, bytes) = (self.at, self.bytes());
+        let end = start + memchr2(b'"', b'\\', &bytes[start..]).ok_or(Bail)?;
+        if bytes[end] != b'"' {
+            return Err(Bail);
+        }
+        self.at = end + 1;
+        self.expect(b':')?;
+        Ok(&bytes[start..end])
+    }
+
+    /// A string as serde_json decodes it into a `String`: borrowed from
+    /// the line unless it holds an escape.
+    pub fn string(&mut self) -> Result<Cow<'a, str>, Bail> {
+        self.expect(b'"')?;
+        let (start, bytes) = (self.at, self.bytes());
+        let stop = start + memchr2(b'"', b'\\', &bytes[start..]).ok_or(Bail)?;
+        if bytes[stop] == b'"' {
+            self.at = stop + 1;
+            // Both ends sit next to an ASCII quote: char boundaries.
+            return Ok(Cow::Borrowed(&self.text[start..stop]));
+        }
+        self.unescape(start, stop).map(Cow::Owned)
+    }
+
+    /// The rest of a string whose first `\` is at `stop`.
+    #[cold]
+    fn unescape(&mut self, start: usize, mut stop: usize) -> Result<String, Bail> {
+        let bytes = self.bytes();
+        let mut out = String::with_capacity(stop - start + 16);
+        let mut from = start;
+        loop {
+            out.push_str(&self.text[from..stop]);
+            self.at = stop + 1;
+            if bytes[stop] == b'"' {
+                return Ok(out);
+            }
+            out.push(self.escape()?);
+            from = self.at;
+            stop = from + memchr2(b'"', b'\\', &bytes[from..]).ok_or(Bail)?;
+        }
+    }
+
+    /// One escape, its `\` already read, as serde_json decodes it into a
+    /// `String`: a surrogate must be a high one followed by `\u` and a low
+    /// one, which together are one char.
+    fn escape(&mut self) -> Result<char, Bail> {
+        let c = self.byte().ok_or(Bail)?;
+        self.at += 1;
+        Ok(match c {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let code = match self.hex4()? {
+                    high @ 0xD800..=0xDBFF => {
+                        if !self.bytes()[self.at..].starts_with(b"\\u") {
+                            return Err(Bail);
+                        }
+                        self.at += 2;
+                        let low = self.hex4()?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return Err(Bail);
+                        }
+                        0x1_0000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+                    }
+                    code => code,
+                };
+                // A lone low surrogate is the only value left to refuse.
+                return char::from_u32(code).ok_or(Bail);
+            }
+            _ => return Err(Bail),
+        })
+    }
+
+    fn hex4(&mut self) -> Result<u32, Bail> {
+        let digits = self.bytes().get(self.at..self.at + 4).ok_or(Bail)?;
+        let mut code = 0;
+        for &d in digits {
+            code = code * 16 + char::from(d).to_digit(16).ok_or(Bail)?;
+        }
+        self.at += 4;
+        Ok(code)
+    }
+
+    /// An unsigned integer in JSON's own form, `0|[1-9][0-9]*`, that fits
+    /// `T`. A sign, fraction or exponent bails (serde_json reads those as
+    /// floats, which may or may not convert).
+    pub fn uint<T: TryFrom<u64>>(&mut self) -> Result<T, Bail> {
+        self.ws();
+        T::try_from(self.magnitude()?).map_err(|_| Bail)
+    }
+
+    /// A signed integer, likewise. `-0` bails: serde_json reads it as the
+    /// float -0.0, which no integer type takes.
+    pub fn int<T: TryFrom<i64>>(&mut self) -> Result<T, Bail> {
+        self.ws();
+        let negative = self.byte() == Some(b'-');
+        self.at += usize::from(negative);
+        let magnitude = self.magnitude()?;
+        let value = match negative {
+            true if magnitude == 0 => return Err(Bail),
+            true => 0i64.checked_sub_unsigned(magnitude).ok_or(Bail)?,
+            false => i64::try_from(magnitude).map_err(|_| Bail)?,
+        };
+        T::try_from(value).map_err(|_| Bail)
+    }
+
+    /// Digits without sign, which must end where a value may end.
+    fn magnitude(&mut self) -> Result<u64, Bail> {
+        let bytes = self.bytes();
+        let mut value: u64 = 0;
+        match self.byte() {
+            Some(b'0') => self.at += 1,
+            Some(b'1'..=b'9') => {
+                while let Some(d @ b'0'..=b'9') = self.byte() {
+                    value = value
+                        .checked_mul(10)
+                        .and_then(|v| v.checked_add(u64::from(d - b'0')))
+                        .ok_or(Bail)?;
+                    self.at += 1;
+                }
+            }
+            _ => return Err(Bail),
+        }
+        match bytes.get(self.at) {
+            None | Some(b',' | b'}' | b']' | b' ') => Ok(value),
+            _ => Err(Bail),
+        }
+    }
+
+    /// `true`, `false` or `null`, as `word`.
+    pub fn literal(&mut self, word: &[u8]) -> Result<(), Bail> {
+        self.ws();
+        if self.bytes()[self.at..].starts_with(word) {
+            self.at += word.len();
+            Ok(())
+        } else {
+            Err(Bail)
+        }
+    }
+
+    pub fn bool(&mut self) -> Result<bool, Bail> {
+        match self.peek() {
+            Some(b't') => self.literal(b"true").map(|()| true),
+            Some(b'f') => self.literal(b"false").map(|()| false),
+            _ => Err(Bail),
+        }
+    }
+
+    pub fn null(&mut self) -> Result<(), Bail> {
+        self.literal(b"null")
+    }
+
+    /// Reads a `null` if one comes next (an `Option`'s `None`); otherwise
+    /// reads nothing and answers false.
+    pub fn opt_null(&mut self) -> bool {
+        self.null().is_ok()
+    }
+
+    /// Checks and skips any JSON value, as serde_json's `IgnoredAny` does
+    /// for keys a struct does not know. `depth` is how many arrays and
+    /// objects are open around it; a value nested deeper than
+    /// [`MAX_DEPTH`] bails.
+    pub fn skip_value(&mut self, depth: u32) -> Result<(), Bail> {
+        match self.peek() {
+            Some(b'"') => self.skip_string(),
+            Some(open @ (b'[' | b'{')) => {
+                if depth >= MAX_DEPTH {
+                    return Err(Bail);
+                }
+                let (close, object) = if open == b'{' {
+                    (b'}', true)
+                } else {
+                    (b']', false)
+                };
+                let mut more = self.begin(open, close)?;
+                while more {
+                    if object {
+                        self.skip_string()?;
+                        self.expect(b':')?;
+                    }
+                    self.skip_value(depth + 1)?;
+                    more = self.more(close)?;
+                }
+                Ok(())
+            }
+            Some(b't') => self.literal(b"true"),
+            Some(b'f') => self.literal(b"false"),
+            Some(b'n') => self.literal(b"null"),
+            Some(b'-' | b'0'..=b'9') => self.skip_number(),
+            _ => Err(Bail),
+        }
+    }
+
+    /// A string checked as [`Cursor::string`] checks it, decoded nowhere.
+    /// serde's `IgnoredAny` takes lone surrogates too; they bail here.
+    fn skip_string(&mut self) -> Result<(), Bail> {
+        self.expect(b'"')?;
+        let bytes = self.bytes();
+        loop {
+            self.at += memchr2(b'"', b'\\', &bytes[self.at..]).ok_or(Bail)? + 1;
+            if bytes[self.at - 1] == b'"' {
+                return Ok(());
+            }
+            self.escape()?;
+        }
+    }
+
+    /// RFC 8259's number, of any size: an ignored number is never
+    /// converted, so serde_json takes `1e999` and 30-digit integers there.
+    fn skip_number(&mut self) -> Result<(), Bail> {
+        let bytes = self.bytes();
+        let digits_from = |at: usize| {
+            let count = bytes[at..]
+                .iter()
+                .take_while(|d| d.is_ascii_digit())
+                .count();
+            if count == 0 {
+                Err(Bail)
+            } else {
+                Ok(at + count)
+            }
+        };
+        let mut at = self.at + usize::from(self.byte() == Some(b'-'));
+        // Leading zeros: `01` stops after `0`, and the container bails at `1`.
+        at = if bytes.get(at) == Some(&b'0') {
+            at + 1
+        } else {
+            digits_from(at)?
+        };
+        if bytes.get(at) == Some(&b'.') {
+            at = digits_from(at + 1)?;
+        }
+        if let Some(b'e' | b'E') = bytes.get(at) {
+            at += 1;
+            at += usize::from(matches!(bytes.get(at), Some(b'+' | b'-')));
+            at = digits_from(at)?;
+        }
+        self.at = at;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::de::IgnoredAny;
+
+    fn cursor(text: &str) -> Cursor<'_> {
+        match precheck(text.as_bytes()) {
+            Pre::Clean(line) => Cursor::new(line),
+            other => panic!("{text:?} is not clean: {other:?}"),
+        }
+    }
+
+    /// Reads one token from `text` and insists nothing else follows.
+    fn whole<'a, T>(
+        text: &'a str,
+        read: impl FnOnce(&mut Cursor<'a>) -> Result<T, Bail>,
+    ) -> Result<T, Bail> {
+        let mut c = cursor(text);
+        let value = read(&mut c)?;
+        if c.at_end() {
+            Ok(value)
+        } else {
+            Err(Bail)
+        }
+    }
+
+    #[test]
+    fn precheck_sorts_lines() {
+        let clean = |t: &str| match precheck(t.as_bytes()) {
+            Pre::Clean(line) => Some(line.as_str().to_owned()),
+            _ => None,
+        };
+        assert_eq!(clean(r#"{"a":1}"#).as_deref(), Some(r#"{"a":1}"#));
+        assert_eq!(clean("").as_deref(), Some(""));
+        assert_eq!(clean("{\"é\":\"😀\"}").as_deref(), Some("{\"é\":\"😀\"}"));
+        assert_eq!(clean("{\"a\":1}\r").as_deref(), Some("{\"a\":1}"));
+        let long = format!("{{\"k\":\"{}\"}}", "x".repeat(40));
+        assert_eq!(clean(&format!("{long}\r")), Some(long.clone()));
+        assert!(matches!(precheck(b"{}\r\r"), Pre::Unusual("{}\r")));
+        assert!(matches!(precheck(b"{\r}"), Pre::Unusual(_)));
+        assert!(matches!(precheck(b"{\"a\":\t1}"), Pre::Unusual(_)));
+        // In a full 16-byte chunk and in the remainder.
+        let tab_early = format!("\t{long}");
+        let tab_late = format!("{long}\t ");
+        assert!(matches!(precheck(tab_early.as_bytes()), Pre::Unusual(_)));
+        assert!(matches!(precheck(tab_late.as_bytes()), Pre::Unusual(_)));
+        assert!(matches!(precheck(b"\"\x00\""), Pre::Unusual(_)));
+        assert_eq!(precheck(b"{\"a\":\"\xff\"}"), Pre::NotUtf8);
+        assert_eq!(precheck(b"{\"a\":\"\xc3\"}"), Pre::NotUtf8);
+        // Not UTF-8 wins over a control byte: the serde reader skips both.
+        assert_eq!(precheck(b"\t\xed\xa0\x80"), Pre::NotUtf8);
+    }
+
+    #[test]
+    fn keys() {
+        let key = |t| whole(t, |c| c.key()).map(|k| k.to_vec());
+        assert_eq!(key(r#""seq":"#), Ok(b"seq".to_vec()));
+        assert_eq!(key(r#"  "seq"  :  "#), Ok(b"seq".to_vec()));
+        assert_eq!(key(r#""":"#), Ok(b"".to_vec()));
+        assert_eq!(key(r#""é":"#), Ok("é".as_bytes().to_vec()));
+        assert_eq!(key(r#""se\u0071":"#), Err(Bail));
+        assert_eq!(key(r#""a\"b":"#), Err(Bail));
+        assert_eq!(key(r#""seq" 1"#), Err(Bail));
+        assert_eq!(key(r#""seq"#), Err(Bail));
+        assert_eq!(key(r#"seq:"#), Err(Bail));
+    }
+
+    #[test]
+    fn strings() {
+        let string = |t| whole(t, |c| c.string()).map(Cow::into_owned);
+        assert!(matches!(
+            cursor(r#""/usr/bin/ls""#).string(),
+            Ok(Cow::Borrowed("/usr/bin/ls"))
+        ));
+        assert!(matches!(
+            cursor("\"é😀\"").string(),
+            Ok(Cow::Borrowed("é😀"))
+        ));
+        assert_eq!(string(r#""""#), Ok(String::new()));
+        assert_eq!(
+            string(r#""a\"b\\c\/d\be\ff\ng\rh\ti""#),
+            Ok("a\"b\\c/d\u{8}e\u{c}f\ng\rh\ti".into())
+        );
+        assert_eq!(string(r#""\u00e9\u00E9\u0000""#), Ok("éé\0".into()));
+        assert_eq!(string(r#""x\ud83d\ude00y""#), Ok("x😀y".into()));
+        assert_eq!(string(r#""\uDBFF\uDFFF""#), Ok("\u{10FFFF}".into()));
+        for lone in [
+            r#""\ud83d""#,
+            r#""\ude00""#,
+            r#""\ud83dx""#,
+            r#""\ud83d\n""#,
+            r#""\ud83d\u0041""#,
+            r#""\ud83d\ud83d""#,
+        ] {
+            assert_eq!(string(lone), Err(Bail), "{lone}");
+        }
+        for bad in [
+            r#""\x""#,
+            r#""\u12""#,
+            r#""\u12g4""#,
+            r#""\U0041""#,
+            r#""\"#,
+            r#""abc"#,
+            r#""a\""#,
+            "abc",
+            r#""a" "b""#,
+        ] {
+            assert_eq!(string(bad), Err(Bail), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unsigned_integers() {
+        let u32_ = |t| whole(t, |c| c.uint::<u32>());
+        let u64_ = |t| whole(t, |c| c.uint::<u64>());
+        assert_eq!(u32_("0"), Ok(0));
+        assert_eq!(u32_(" 42 "), Ok(42));
+        assert_eq!(u32_("4294967295"), Ok(u32::MAX));
+        assert_eq!(u32_("4294967296"), Err(Bail));
+        assert_eq!(u64_("4294967296"), Ok(1 << 32));
+        assert_eq!(u64_("18446744073709551615"), Ok(u64::MAX));
+        assert_eq!(u64_("18446744073709551616"), Err(Bail));
+        assert_eq!(u64_("99999999999999999999"), Err(Bail));
+        for bad in [
+            "01", "00", "-0", "-1", "+1", "1.0", "1e3", "1E3", "0.5", "", " ", "x", "1x", "1-",
+        ] {
+            assert_eq!(u64_(bad), Err(Bail), "{bad}");
+        }
+        // A number ends where a value may end.
+        for (text, end) in [("7,", 1), ("7}", 1), ("7]", 1), ("7 ,", 1)] {
+            let mut c = cursor(text);
+            assert_eq!(c.uint::<u32>(), Ok(7));
+            assert_eq!(c.position(), end);
+        }
+    }
+
+    #[test]
+    fn signed_integers() {
+        let i64_ = |t| whole(t, |c| c.int::<i64>());
+        let i32_ = |t| whole(t, |c| c.int::<i32>());
+        assert_eq!(i64_("-9223372036854775808"), Ok(i64::MIN));
+        assert_eq!(i64_("-9223372036854775809"), Err(Bail));
+        assert_eq!(i64_("9223372036854775807"), Ok(i64::MAX));
+        assert_eq!(i64_("9223372036854775808"), Err(Bail));
+        assert_eq!(i32_("-2147483648"), Ok(i32::MIN));
+        assert_eq!(i32_("-2147483649"), Err(Bail));
+        assert_eq!(i32_("-5"), Ok(-5));
+        assert_eq!(i32_("0"), Ok(0));
+        for bad in ["-0", "-", "- 5", "--5", "-01", "01", "-1.5", "-1e2", "+5"] {
+            assert_eq!(i64_(bad), Err(Bail), "{bad}");
+        }
+    }
+
+    #[test]
+    fn literals() {
+        assert_eq!(whole("true", |c| c.bool()), Ok(true));
+        assert_eq!(whole(" false", |c| c.bool()), Ok(false));
+        assert_eq!(whole("null", |c| c.bool()), Err(Bail));
+        assert_eq!(whole("tru", |c| c.bool()), Err(Bail));
+        assert_eq!(whole("null", |c| c.null()), Ok(()));
+        assert_eq!(whole("nul", |c| c.null()), Err(Bail));
+        let mut c = cursor("null,\"x\"");
+        assert!(c.opt_null());
+        c.expect(b',').unwrap();
+        assert!(!c.opt_null());
+        assert_eq!(c.string().as_deref(), Ok("x"));
+    }
+
+    #[test]
+    fn containers() {
+        let mut c = cursor(r#"[ ] , { "a" : 1 , "b":2 }"#);
+        assert_eq!(c.begin(b'[', b']'), Ok(false));
+        c.expect(b',').unwrap();
+        assert_eq!(c.begin(b'{', b'}'), Ok(true));
+        assert_eq!(c.key(), Ok(&b"a"[..]));
+        assert_eq!(c.uint::<u32>(), Ok(1));
+        assert_eq!(c.more(b'}'), Ok(true));
+        assert_eq!(c.key(), Ok(&b"b"[..]));
+        assert_eq!(c.uint::<u32>(), Ok(2));
+        assert_eq!(c.more(b'}'), Ok(false));
+        assert!(c.at_end());
+    }
+
+    #[test]
+    fn skips_values() {
+        let skip = |t| whole(t, |c| c.skip_value(0));
+        for good in [
+            "0",
+            "-0",
+            "-0.0e-0",
+            "1E+5",
+            "12.50",
+            "123456789012345678901234567890",
+            "1e99999",
+            r#""""#,
+            r#""a\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00""#,
+            "true",
+            "false",
+            "null",
+            "[]",
+            "{}",
+            "[ 1 , [ ] , { } ]",
+            r#"{"x":[1,{"y":null}],"x":"dup"}"#,
+            r#"{"a\u0062":1}"#,
+        ] {
+            assert_eq!(skip(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "-",
+            "+1",
+            ".5",
+            "1.",
+            "1.e5",
+            "1e",
+            "1e+",
+            "01",
+            "[01]",
+            "0x10",
+            "NaN",
+            "tru",
+            "[1,]",
+            "[,1]",
+            "[1 2]",
+            r#"{"a":1,}"#,
+            "{,}",
+            r#"{"a"}"#,
+            r#"{"a":}"#,
+            "{1:2}",
+            "[",
+            "{",
+            r#"{"a":1"#,
+            "]",
+            r#""\x""#,
+            r#""\ud800""#,
+            r#""\udc00""#,
+            r#"{"\ud800":1}"#,
+        ] {
+            assert_eq!(skip(bad), Err(Bail), "{bad}");
+        }
+    }
+
+    #[test]
+    fn skipping_stops_at_the_depth_limit() {
+        let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert_eq!(whole(&nested(64), |c| c.skip_value(0)), Ok(()));
+        assert_eq!(whole(&nested(65), |c| c.skip_value(0)), Err(Bail));
+        assert_eq!(whole(&nested(60), |c| c.skip_value(4)), Ok(()));
+        assert_eq!(whole(&nested(61), |c| c.skip_value(4)), Err(Bail));
+        let objects = format!("{}1{}", r#"{"a":"#.repeat(64), "}".repeat(64));
+        assert_eq!(whole(&objects, |c| c.skip_value(0)), Ok(()));
+        assert!(serde_json::from_str::<IgnoredAny>(&nested(64)).is_ok());
+    }
+}
