@@ -419,7 +419,8 @@ impl<'a> Cursor<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde::de::IgnoredAny;
+    use proptest::prelude::*;
+    use serde::de::{DeserializeOwned, IgnoredAny};
 
     fn cursor(text: &str) -> Cursor<'_> {
         match precheck(text.as_bytes()) {
@@ -668,5 +669,296 @@ mod tests {
         let objects = format!("{}1{}", r#"{"a":"#.repeat(64), "}".repeat(64));
         assert_eq!(whole(&objects, |c| c.skip_value(0)), Ok(()));
         assert!(serde_json::from_str::<IgnoredAny>(&nested(64)).is_ok());
+    }
+
+    /// A JSON value, written by hand so that numbers keep any valid form
+    /// and spaces can go between any two tokens.
+    #[derive(Debug, Clone)]
+    enum Json {
+        Literal(&'static str),
+        Number(String),
+        Str(String),
+        Array(Vec<Json>),
+        Object(Vec<(String, Json)>),
+    }
+
+    impl Json {
+        fn depth(&self) -> usize {
+            match self {
+                Json::Array(items) => 1 + items.iter().map(Json::depth).max().unwrap_or(0),
+                Json::Object(members) => {
+                    1 + members.iter().map(|(_, v)| v.depth()).max().unwrap_or(0)
+                }
+                _ => 0,
+            }
+        }
+
+        /// Serialises as serde_json would, with `spaces` (cycled) spaces
+        /// before each token.
+        fn write(&self, out: &mut String, spaces: &[u8], token: &mut usize) {
+            let pad = |out: &mut String, token: &mut usize| {
+                if !spaces.is_empty() {
+                    out.extend(std::iter::repeat_n(
+                        ' ',
+                        usize::from(spaces[*token % spaces.len()]),
+                    ));
+                }
+                *token += 1;
+            };
+            pad(out, token);
+            match self {
+                Json::Literal(word) => out.push_str(word),
+                Json::Number(text) => out.push_str(text),
+                Json::Str(s) => out.push_str(&serde_json::to_string(s).unwrap()),
+                Json::Array(items) => {
+                    out.push('[');
+                    for (i, item) in items.iter().enumerate() {
+                        if i > 0 {
+                            pad(out, token);
+                            out.push(',');
+                        }
+                        item.write(out, spaces, token);
+                    }
+                    pad(out, token);
+                    out.push(']');
+                }
+                Json::Object(members) => {
+                    out.push('{');
+                    for (i, (key, value)) in members.iter().enumerate() {
+                        if i > 0 {
+                            pad(out, token);
+                            out.push(',');
+                        }
+                        pad(out, token);
+                        out.push_str(&serde_json::to_string(key).unwrap());
+                        pad(out, token);
+                        out.push(':');
+                        value.write(out, spaces, token);
+                    }
+                    pad(out, token);
+                    out.push('}');
+                }
+            }
+        }
+    }
+
+    fn arb_string() -> impl Strategy<Value = String> {
+        let char_ = prop_oneof![
+            4 => prop::char::range('a', 'z'),
+            1 => prop::sample::select(vec!['"', '\\', '/', 'é', '😀', ' ', '\u{7f}', '\u{2028}']),
+            1 => (0u8..0x20).prop_map(char::from),
+            1 => any::<char>(),
+        ];
+        prop::collection::vec(char_, 0..10).prop_map(String::from_iter)
+    }
+
+    fn arb_number() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "-?(0|[1-9][0-9]{0,30})(\\.[0-9]{1,8})?([eE][+-]?[0-9]{1,5})?",
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(|f| serde_json::to_string(&f).unwrap()),
+        ]
+    }
+
+    fn arb_json() -> impl Strategy<Value = Json> {
+        let leaf = prop_oneof![
+            prop::sample::select(vec!["null", "true", "false"]).prop_map(Json::Literal),
+            arb_number().prop_map(Json::Number),
+            arb_string().prop_map(Json::Str),
+        ];
+        leaf.prop_recursive(8, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Json::Array),
+                prop::collection::vec((arb_string(), inner), 0..6).prop_map(Json::Object),
+            ]
+        })
+    }
+
+    /// Spaces before tokens: mostly none, as the agent writes.
+    fn arb_spaces() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(vec![]),
+            prop::collection::vec(prop_oneof![3 => Just(0u8), 1 => 1u8..3], 1..8)
+        ]
+    }
+
+    /// Where the scanner ends the first value of `input` if a `,` follows
+    /// it, as it would in an object.
+    fn scanner_end(input: &str) -> Option<usize> {
+        let Pre::Clean(line) = precheck(input.as_bytes()) else {
+            return None;
+        };
+        let mut c = Cursor::new(line);
+        c.skip_value(0).ok()?;
+        let end = c.position();
+        c.expect(b',').ok()?;
+        Some(end)
+    }
+
+    /// The same for serde_json's `IgnoredAny`.
+    fn serde_end(input: &str) -> Option<usize> {
+        let mut values = serde_json::Deserializer::from_str(input).into_iter::<IgnoredAny>();
+        values.next()?.ok()?;
+        let end = values.byte_offset();
+        input[end..].trim_start().starts_with(',').then_some(end)
+    }
+
+    /// A `\uXXXX` escape of a surrogate, or what looks like one.
+    fn has_surrogate_escape(text: &str) -> bool {
+        text.match_indices("\\u").any(|(i, _)| {
+            text.get(i + 2..i + 6)
+                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+                .is_some_and(|code| (0xD800..0xE000).contains(&code))
+        })
+    }
+
+    /// `text` with a few characters deleted, replaced or inserted.
+    fn arb_mutated(text: String) -> impl Strategy<Value = String> {
+        let len = text.chars().count();
+        let alphabet = prop::sample::select(
+            r#"[]{}",: 0123456789-+.eEu\/abfnrtlsxD8C"#
+                .chars()
+                .collect::<Vec<_>>(),
+        );
+        prop::collection::vec((0..=len, 0u8..3, alphabet), 1..4).prop_map(move |edits| {
+            let mut chars: Vec<char> = text.chars().collect();
+            for (at, how, c) in edits {
+                let at = at.min(chars.len());
+                match how {
+                    0 if at < chars.len() => drop(chars.remove(at)),
+                    1 if at < chars.len() => chars[at] = c,
+                    _ => chars.insert(at, c),
+                }
+            }
+            chars.into_iter().collect()
+        })
+    }
+
+    fn agrees_on_number<T>(
+        text: &str,
+        read: impl FnOnce(&mut Cursor<'_>) -> Result<T, Bail>,
+    ) -> Result<(), TestCaseError>
+    where
+        T: DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let theirs = serde_json::from_str::<T>(text).ok();
+        if let Pre::Clean(line) = precheck(text.as_bytes()) {
+            let mut c = Cursor::new(line);
+            if let Some(ours) = read(&mut c).ok().filter(|_| c.at_end()) {
+                prop_assert_eq!(Some(ours), theirs, "{:?}", text);
+            }
+        }
+        Ok(())
+    }
+
+    fn arb_escapes() -> impl Strategy<Value = String> {
+        let hex = prop_oneof![any::<u16>(), 0xD800u16..0xE000, 0u16..0x80];
+        let piece = prop_oneof![
+            prop::sample::select(vec![
+                "a", "é", "😀", " ", "/", r#"\""#, r#"\\"#, r#"\/"#, r#"\b"#, r#"\f"#, r#"\n"#,
+                r#"\r"#, r#"\t"#
+            ])
+            .prop_map(String::from),
+            (hex, any::<bool>()).prop_map(|(n, upper)| if upper {
+                format!("\\u{n:04X}")
+            } else {
+                format!("\\u{n:04x}")
+            }),
+            prop::sample::select(vec![
+                r#"\x"#,
+                r#"\u12"#,
+                r#"\U0041"#,
+                r#"\"#,
+                r#"""#,
+                r#"\u"#,
+                r#"\ud83d\"#
+            ])
+            .prop_map(String::from),
+        ];
+        prop::collection::vec(piece, 0..8).prop_map(|pieces| format!("\"{}\"", pieces.concat()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn skips_what_serde_ignores(value in arb_json(), spaces in arb_spaces()) {
+            let mut text = String::new();
+            value.write(&mut text, &spaces, &mut 0);
+            let input = format!("{text} ,");
+            let theirs = serde_end(&input);
+            prop_assert!(theirs.is_some(), "serde rejects {:?}", input);
+            prop_assert!(value.depth() <= 8);
+            // serde_json writes no \u surrogates and the depth is small: no bail.
+            prop_assert_eq!(scanner_end(&input), theirs, "{:?}", input);
+        }
+
+        #[test]
+        fn skips_nothing_serde_rejects(text in arb_json().prop_flat_map(|value| {
+            let mut text = String::new();
+            value.write(&mut text, &[], &mut 0);
+            arb_mutated(text)
+        })) {
+            let input = format!("{text} ,");
+            let (ours, theirs) = (scanner_end(&input), serde_end(&input));
+            if ours.is_some() {
+                prop_assert_eq!(ours, theirs, "{:?}", input);
+            } else if theirs.is_some() {
+                prop_assert!(has_surrogate_escape(&input), "bailed on {:?}", input);
+            }
+        }
+
+        #[test]
+        fn skips_no_token_soup_serde_rejects(text in r#"[\[\]{}",: 0-9.eE+\-\\uadfnrtlsD8C]{0,10}"#) {
+            let input = format!("{text} ,");
+            let (ours, theirs) = (scanner_end(&input), serde_end(&input));
+            if ours.is_some() {
+                prop_assert_eq!(ours, theirs, "{:?}", input);
+            } else if theirs.is_some() {
+                prop_assert!(has_surrogate_escape(&input), "bailed on {:?}", input);
+            }
+        }
+
+        #[test]
+        fn reads_back_what_serde_writes(s in any::<String>(), t in arb_string()) {
+            for s in [s, t] {
+                let text = serde_json::to_string(&s).unwrap();
+                prop_assert_eq!(whole(&text, |c| c.string()).map(Cow::into_owned), Ok(s));
+            }
+        }
+
+        #[test]
+        fn decodes_escapes_as_serde_does(text in arb_escapes()) {
+            let ours = whole(&text, |c| c.string()).map(Cow::into_owned).ok();
+            let theirs = serde_json::from_str::<String>(&text).ok();
+            prop_assert_eq!(ours, theirs, "{:?}", text);
+        }
+
+        #[test]
+        fn reads_numbers_as_serde_does(
+            text in prop_oneof![
+                "-?[0-9]{0,22}(\\.[0-9]{0,3})?([eE][+-]?[0-9]{0,3})? ?",
+                // Short forms, so that `-0`, `01` and `0.` come up often.
+                " ?[-+]?0?[0-9]?[.eE]?[0-9]? ?",
+                (prop::sample::select(vec![0i128, 1 << 31, 1 << 32, 1 << 63, 1 << 64, -(1 << 31), -(1 << 63)]), -2i128..=2)
+                    .prop_map(|(edge, offset)| (edge + offset).to_string()),
+            ],
+        ) {
+            agrees_on_number::<u32>(&text, |c| c.uint())?;
+            agrees_on_number::<u64>(&text, |c| c.uint())?;
+            agrees_on_number::<i32>(&text, |c| c.int())?;
+            agrees_on_number::<i64>(&text, |c| c.int())?;
+        }
+
+        #[test]
+        fn reads_every_integer_serde_writes(u in any::<u64>(), i in any::<i64>()) {
+            prop_assert_eq!(whole(&u.to_string(), |c| c.uint::<u64>()), Ok(u));
+            prop_assert_eq!(whole(&i.to_string(), |c| c.int::<i64>()), Ok(i));
+            prop_assert_eq!(whole(&(u as u32).to_string(), |c| c.uint::<u32>()), Ok(u as u32));
+            prop_assert_eq!(whole(&(i as i32).to_string(), |c| c.int::<i32>()), Ok(i as i32));
+        }
     }
 }
