@@ -36,8 +36,8 @@ pub enum Pre<'a> {
 }
 
 /// A line [`precheck`] found clean. Only `precheck` makes one, so a
-/// cursor never meets a raw control byte inside a string (serde rejects
-/// those; memchr would not see them).
+/// cursor never meets a raw control byte inside a string: serde rejects
+/// those, and the cursor's string search looks only for `"` and `\`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Clean<'a>(&'a str);
 
@@ -51,20 +51,22 @@ impl<'a> Clean<'a> {
 /// CRLF logs stay clean: to serde it is whitespace after the object.
 pub fn precheck(line: &[u8]) -> Pre<'_> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let (mut any, mut least) = (0u8, u8::MAX);
-    // Fixed-size chunks of plain or/min let the compiler vectorise this.
-    let mut chunks = line.chunks_exact(16);
-    for chunk in &mut chunks {
-        for &b in chunk {
-            any |= b;
-            least = least.min(b);
-        }
+    // Eight bytes at a time: `any` collects the high bits (not ASCII), and
+    // `(x - 0x20…) & !x` sets a byte's high bit only if some byte of `x`
+    // is below 0x20 (borrows start only there) — the classic `hasless`.
+    const SPACES: u64 = u64::from_ne_bytes([b' '; 8]);
+    const HIGH_BITS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let (words, tail) = line.as_chunks::<8>();
+    let mut last = [b' '; 8];
+    last[..tail.len()].copy_from_slice(tail);
+    let (mut any, mut below) = (0u64, 0u64);
+    for word in words.iter().chain([&last]) {
+        let x = u64::from_ne_bytes(*word);
+        any |= x;
+        below |= x.wrapping_sub(SPACES) & !x;
     }
-    for &b in chunks.remainder() {
-        any |= b;
-        least = least.min(b);
-    }
-    let text = if any < 0x80 {
+    let (ascii, controls) = (any & HIGH_BITS == 0, below & HIGH_BITS != 0);
+    let text = if ascii {
         // SAFETY: every byte is below 0x80, and ASCII is UTF-8.
         unsafe { std::str::from_utf8_unchecked(line) }
     } else {
@@ -73,7 +75,7 @@ pub fn precheck(line: &[u8]) -> Pre<'_> {
             Err(_) => return Pre::NotUtf8,
         }
     };
-    if least < 0x20 {
+    if controls {
         Pre::Unusual(text)
     } else {
         Pre::Clean(Clean(text))
@@ -107,20 +109,14 @@ impl<'a> Cursor<'a> {
         self.text.as_bytes()
     }
 
-    fn byte(&self) -> Option<u8> {
-        self.bytes().get(self.at).copied()
-    }
-
     pub fn ws(&mut self) {
-        while self.byte() == Some(b' ') {
-            self.at += 1;
-        }
+        self.at = spaces(self.bytes(), self.at);
     }
 
     /// The first byte of the next token, not consumed.
     pub fn peek(&mut self) -> Option<u8> {
         self.ws();
-        self.byte()
+        self.bytes().get(self.at).copied()
     }
 
     /// True if only spaces remain (serde's check after the last value).
@@ -169,7 +165,7 @@ impl<'a> Cursor<'a> {
     pub fn key(&mut self) -> Result<&'a [u8], Bail> {
         self.expect(b'"')?;
         let (start, bytes) = (self.at, self.bytes());
-        let end = start + memchr2(b'"', b'\\', &bytes[start..]).ok_or(Bail)?;
+        let end = quote_or_backslash(bytes, start)?;
         if bytes[end] != b'"' {
             return Err(Bail);
         }
@@ -183,7 +179,7 @@ impl<'a> Cursor<'a> {
     pub fn string(&mut self) -> Result<Cow<'a, str>, Bail> {
         self.expect(b'"')?;
         let (start, bytes) = (self.at, self.bytes());
-        let stop = start + memchr2(b'"', b'\\', &bytes[start..]).ok_or(Bail)?;
+        let stop = quote_or_backslash(bytes, start)?;
         if bytes[stop] == b'"' {
             self.at = stop + 1;
             // Both ends sit next to an ASCII quote: char boundaries.
@@ -198,63 +194,16 @@ impl<'a> Cursor<'a> {
         let bytes = self.bytes();
         let mut out = String::with_capacity(stop - start + 16);
         let mut from = start;
-        loop {
+        while bytes[stop] == b'\\' {
             out.push_str(&self.text[from..stop]);
-            self.at = stop + 1;
-            if bytes[stop] == b'"' {
-                return Ok(out);
-            }
-            out.push(self.escape()?);
-            from = self.at;
-            stop = from + memchr2(b'"', b'\\', &bytes[from..]).ok_or(Bail)?;
+            let (c, after) = escape(bytes, stop + 1)?;
+            out.push(c);
+            from = after;
+            stop = quote_or_backslash(bytes, from)?;
         }
-    }
-
-    /// One escape, its `\` already read, as serde_json decodes it into a
-    /// `String`: a surrogate must be a high one followed by `\u` and a low
-    /// one, which together are one char.
-    fn escape(&mut self) -> Result<char, Bail> {
-        let c = self.byte().ok_or(Bail)?;
-        self.at += 1;
-        Ok(match c {
-            b'"' => '"',
-            b'\\' => '\\',
-            b'/' => '/',
-            b'b' => '\u{8}',
-            b'f' => '\u{c}',
-            b'n' => '\n',
-            b'r' => '\r',
-            b't' => '\t',
-            b'u' => {
-                let code = match self.hex4()? {
-                    high @ 0xD800..=0xDBFF => {
-                        if !self.bytes()[self.at..].starts_with(b"\\u") {
-                            return Err(Bail);
-                        }
-                        self.at += 2;
-                        let low = self.hex4()?;
-                        if !(0xDC00..=0xDFFF).contains(&low) {
-                            return Err(Bail);
-                        }
-                        0x1_0000 + ((high - 0xD800) << 10) + (low - 0xDC00)
-                    }
-                    code => code,
-                };
-                // A lone low surrogate is the only value left to refuse.
-                return char::from_u32(code).ok_or(Bail);
-            }
-            _ => return Err(Bail),
-        })
-    }
-
-    fn hex4(&mut self) -> Result<u32, Bail> {
-        let digits = self.bytes().get(self.at..self.at + 4).ok_or(Bail)?;
-        let mut code = 0;
-        for &d in digits {
-            code = code * 16 + char::from(d).to_digit(16).ok_or(Bail)?;
-        }
-        self.at += 4;
-        Ok(code)
+        out.push_str(&self.text[from..stop]);
+        self.at = stop + 1;
+        Ok(out)
     }
 
     /// An unsigned integer in JSON's own form, `0|[1-9][0-9]*`, that fits
@@ -262,16 +211,17 @@ impl<'a> Cursor<'a> {
     /// floats, which may or may not convert).
     pub fn uint<T: TryFrom<u64>>(&mut self) -> Result<T, Bail> {
         self.ws();
-        T::try_from(self.magnitude()?).map_err(|_| Bail)
+        let (magnitude, end) = magnitude(self.bytes(), self.at)?;
+        self.at = end;
+        T::try_from(magnitude).map_err(|_| Bail)
     }
 
     /// A signed integer, likewise. `-0` bails: serde_json reads it as the
     /// float -0.0, which no integer type takes.
     pub fn int<T: TryFrom<i64>>(&mut self) -> Result<T, Bail> {
-        self.ws();
-        let negative = self.byte() == Some(b'-');
-        self.at += usize::from(negative);
-        let magnitude = self.magnitude()?;
+        let negative = self.peek() == Some(b'-');
+        let (magnitude, end) = magnitude(self.bytes(), self.at + usize::from(negative))?;
+        self.at = end;
         let value = match negative {
             true if magnitude == 0 => return Err(Bail),
             true => 0i64.checked_sub_unsigned(magnitude).ok_or(Bail)?,
@@ -280,38 +230,11 @@ impl<'a> Cursor<'a> {
         T::try_from(value).map_err(|_| Bail)
     }
 
-    /// Digits without sign, which must end where a value may end.
-    fn magnitude(&mut self) -> Result<u64, Bail> {
-        let bytes = self.bytes();
-        let mut value: u64 = 0;
-        match self.byte() {
-            Some(b'0') => self.at += 1,
-            Some(b'1'..=b'9') => {
-                while let Some(d @ b'0'..=b'9') = self.byte() {
-                    value = value
-                        .checked_mul(10)
-                        .and_then(|v| v.checked_add(u64::from(d - b'0')))
-                        .ok_or(Bail)?;
-                    self.at += 1;
-                }
-            }
-            _ => return Err(Bail),
-        }
-        match bytes.get(self.at) {
-            None | Some(b',' | b'}' | b']' | b' ') => Ok(value),
-            _ => Err(Bail),
-        }
-    }
-
     /// `true`, `false` or `null`, as `word`.
     pub fn literal(&mut self, word: &[u8]) -> Result<(), Bail> {
         self.ws();
-        if self.bytes()[self.at..].starts_with(word) {
-            self.at += word.len();
-            Ok(())
-        } else {
-            Err(Bail)
-        }
+        self.at = word_end(self.bytes(), self.at, word)?;
+        Ok(())
     }
 
     pub fn bool(&mut self) -> Result<bool, Bail> {
@@ -336,83 +259,234 @@ impl<'a> Cursor<'a> {
     /// for keys a struct does not know. `depth` is how many arrays and
     /// objects are open around it; a value nested deeper than
     /// [`MAX_DEPTH`] bails.
+    ///
+    /// A loop over one position rather than a recursion over the cursor:
+    /// it runs over every byte of `chain` and future fields, and a local
+    /// position stays in a register.
     pub fn skip_value(&mut self, depth: u32) -> Result<(), Bail> {
-        match self.peek() {
-            Some(b'"') => self.skip_string(),
-            Some(open @ (b'[' | b'{')) => {
-                if depth >= MAX_DEPTH {
-                    return Err(Bail);
-                }
-                let (close, object) = if open == b'{' {
-                    (b'}', true)
-                } else {
-                    (b']', false)
-                };
-                let mut more = self.begin(open, close)?;
-                while more {
-                    if object {
-                        self.skip_string()?;
-                        self.expect(b':')?;
-                    }
-                    self.skip_value(depth + 1)?;
-                    more = self.more(close)?;
-                }
-                Ok(())
-            }
-            Some(b't') => self.literal(b"true"),
-            Some(b'f') => self.literal(b"false"),
-            Some(b'n') => self.literal(b"null"),
-            Some(b'-' | b'0'..=b'9') => self.skip_number(),
-            _ => Err(Bail),
-        }
-    }
-
-    /// A string checked as [`Cursor::string`] checks it, decoded nowhere.
-    /// serde's `IgnoredAny` takes lone surrogates too; they bail here.
-    fn skip_string(&mut self) -> Result<(), Bail> {
-        self.expect(b'"')?;
         let bytes = self.bytes();
+        let mut at = self.at;
+        // The open containers, innermost in bit 0, set for an object:
+        // MAX_DEPTH of them fit.
+        let (mut open, mut objects) = (0u32, 0u64);
         loop {
-            self.at += memchr2(b'"', b'\\', &bytes[self.at..]).ok_or(Bail)? + 1;
-            if bytes[self.at - 1] == b'"' {
-                return Ok(());
+            // A value starts here.
+            at = spaces(bytes, at);
+            match bytes.get(at) {
+                Some(b'"') => at = string_end(bytes, at + 1)?,
+                Some(&c @ (b'[' | b'{')) => {
+                    if depth.saturating_add(open) >= MAX_DEPTH {
+                        return Err(Bail);
+                    }
+                    let object = c == b'{';
+                    (open, objects) = (open + 1, objects << 1 | u64::from(object));
+                    at = spaces(bytes, at + 1);
+                    // `]` and `}` are two after their openers.
+                    if bytes.get(at) != Some(&(c + 2)) {
+                        if object {
+                            at = member_key_end(bytes, at)?;
+                        }
+                        continue;
+                    }
+                    (open, objects, at) = (open - 1, objects >> 1, at + 1);
+                }
+                Some(b't') => at = word_end(bytes, at, b"true")?,
+                Some(b'f') => at = word_end(bytes, at, b"false")?,
+                Some(b'n') => at = word_end(bytes, at, b"null")?,
+                Some(b'-' | b'0'..=b'9') => at = number_end(bytes, at)?,
+                _ => return Err(Bail),
             }
-            self.escape()?;
+            // A value ended: close what it ends, up to the next item.
+            loop {
+                if open == 0 {
+                    self.at = at;
+                    return Ok(());
+                }
+                at = spaces(bytes, at);
+                let object = objects & 1 == 1;
+                match (bytes.get(at), object) {
+                    (Some(b','), _) => {
+                        at += 1;
+                        if object {
+                            at = member_key_end(bytes, at)?;
+                        }
+                        break;
+                    }
+                    (Some(b'}'), true) | (Some(b']'), false) => {
+                        (open, objects, at) = (open - 1, objects >> 1, at + 1);
+                    }
+                    _ => return Err(Bail),
+                }
+            }
         }
     }
+}
 
-    /// RFC 8259's number, of any size: an ignored number is never
-    /// converted, so serde_json takes `1e999` and 30-digit integers there.
-    fn skip_number(&mut self) -> Result<(), Bail> {
-        let bytes = self.bytes();
-        let digits_from = |at: usize| {
-            let count = bytes[at..]
-                .iter()
-                .take_while(|d| d.is_ascii_digit())
-                .count();
-            if count == 0 {
-                Err(Bail)
-            } else {
-                Ok(at + count)
+// The scanning steps: each takes the bytes and a position and answers the
+// position after what it read.
+
+fn spaces(bytes: &[u8], mut at: usize) -> usize {
+    while bytes.get(at) == Some(&b' ') {
+        at += 1;
+    }
+    at
+}
+
+/// Where the next `"` or `\` is, from `from` on. Most strings in a line
+/// are short (keys, `comm`, flags): a word at a time beats memchr2's
+/// setup there, which pays off on long paths and arguments.
+fn quote_or_backslash(bytes: &[u8], from: usize) -> Result<usize, Bail> {
+    const SHORT_WORDS: usize = 4;
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH_BITS: u64 = u64::from_le_bytes([0x80; 8]);
+    // `(v - 0x01…) & !v` flags a zero byte of `v`; above the first zero
+    // byte a borrow may flag more, so the lowest flag is exact.
+    let zeros = |v: u64| v.wrapping_sub(ONES) & !v;
+    let rest = bytes.get(from..).ok_or(Bail)?;
+    let (words, _) = rest.as_chunks::<8>();
+    for (n, word) in words.iter().take(SHORT_WORDS).enumerate() {
+        let x = u64::from_le_bytes(*word);
+        let found = (zeros(x ^ (ONES * 0x22)) | zeros(x ^ (ONES * 0x5c))) & HIGH_BITS;
+        if found != 0 {
+            return Ok(from + n * 8 + found.trailing_zeros() as usize / 8);
+        }
+    }
+    let skipped = words.len().min(SHORT_WORDS) * 8;
+    memchr2(b'"', b'\\', &rest[skipped..])
+        .map(|i| from + skipped + i)
+        .ok_or(Bail)
+}
+
+/// The end of a string opened before `at`, its escapes checked as
+/// [`Cursor::string`] checks them. serde's `IgnoredAny` takes lone
+/// surrogates too; they bail here.
+fn string_end(bytes: &[u8], mut at: usize) -> Result<usize, Bail> {
+    loop {
+        let stop = quote_or_backslash(bytes, at)?;
+        if bytes[stop] == b'"' {
+            return Ok(stop + 1);
+        }
+        at = escape(bytes, stop + 1)?.1;
+    }
+}
+
+/// A key of an object being skipped, and its `:`.
+fn member_key_end(bytes: &[u8], at: usize) -> Result<usize, Bail> {
+    let at = spaces(bytes, at);
+    if bytes.get(at) != Some(&b'"') {
+        return Err(Bail);
+    }
+    let at = spaces(bytes, string_end(bytes, at + 1)?);
+    if bytes.get(at) != Some(&b':') {
+        return Err(Bail);
+    }
+    Ok(at + 1)
+}
+
+/// One escape, its `\` before `at`, as serde_json decodes it into a
+/// `String`: a surrogate must be a high one followed by `\u` and a low
+/// one, which together are one char.
+fn escape(bytes: &[u8], at: usize) -> Result<(char, usize), Bail> {
+    let simple = match bytes.get(at) {
+        Some(b'"') => '"',
+        Some(b'\\') => '\\',
+        Some(b'/') => '/',
+        Some(b'b') => '\u{8}',
+        Some(b'f') => '\u{c}',
+        Some(b'n') => '\n',
+        Some(b'r') => '\r',
+        Some(b't') => '\t',
+        Some(b'u') => {
+            let (code, at) = match hex4(bytes, at + 1)? {
+                high @ 0xD800..=0xDBFF => {
+                    if bytes.get(at + 5..at + 7) != Some(b"\\u") {
+                        return Err(Bail);
+                    }
+                    let low = hex4(bytes, at + 7)?;
+                    if !(0xDC00..=0xDFFF).contains(&low) {
+                        return Err(Bail);
+                    }
+                    (0x1_0000 + ((high - 0xD800) << 10) + (low - 0xDC00), at + 11)
+                }
+                code => (code, at + 5),
+            };
+            // A lone low surrogate is the only value left to refuse.
+            return Ok((char::from_u32(code).ok_or(Bail)?, at));
+        }
+        _ => return Err(Bail),
+    };
+    Ok((simple, at + 1))
+}
+
+fn hex4(bytes: &[u8], at: usize) -> Result<u32, Bail> {
+    let digits = bytes.get(at..at + 4).ok_or(Bail)?;
+    digits.iter().try_fold(0, |code, &d| {
+        Ok(code * 16 + char::from(d).to_digit(16).ok_or(Bail)?)
+    })
+}
+
+/// Digits without sign, in JSON's form and within u64, which must end
+/// where a value may end.
+fn magnitude(bytes: &[u8], mut at: usize) -> Result<(u64, usize), Bail> {
+    let mut value: u64 = 0;
+    match bytes.get(at) {
+        Some(b'0') => at += 1,
+        Some(b'1'..=b'9') => {
+            while let Some(&d @ b'0'..=b'9') = bytes.get(at) {
+                value = value
+                    .checked_mul(10)
+                    .and_then(|v| v.checked_add(u64::from(d - b'0')))
+                    .ok_or(Bail)?;
+                at += 1;
             }
-        };
-        let mut at = self.at + usize::from(self.byte() == Some(b'-'));
-        // Leading zeros: `01` stops after `0`, and the container bails at `1`.
-        at = if bytes.get(at) == Some(&b'0') {
-            at + 1
+        }
+        _ => return Err(Bail),
+    }
+    match bytes.get(at) {
+        None | Some(b',' | b'}' | b']' | b' ') => Ok((value, at)),
+        _ => Err(Bail),
+    }
+}
+
+/// RFC 8259's number, of any size: an ignored number is never
+/// converted, so serde_json takes `1e999` and 30-digit integers there.
+fn number_end(bytes: &[u8], at: usize) -> Result<usize, Bail> {
+    let digits_from = |at: usize| {
+        let count = bytes
+            .get(at..)
+            .unwrap_or_default()
+            .iter()
+            .take_while(|d| d.is_ascii_digit())
+            .count();
+        if count == 0 {
+            Err(Bail)
         } else {
-            digits_from(at)?
-        };
-        if bytes.get(at) == Some(&b'.') {
-            at = digits_from(at + 1)?;
+            Ok(at + count)
         }
-        if let Some(b'e' | b'E') = bytes.get(at) {
-            at += 1;
-            at += usize::from(matches!(bytes.get(at), Some(b'+' | b'-')));
-            at = digits_from(at)?;
-        }
-        self.at = at;
-        Ok(())
+    };
+    let mut at = at + usize::from(bytes.get(at) == Some(&b'-'));
+    // Leading zeros: `01` stops after `0`, and the container bails at `1`.
+    at = if bytes.get(at) == Some(&b'0') {
+        at + 1
+    } else {
+        digits_from(at)?
+    };
+    if bytes.get(at) == Some(&b'.') {
+        at = digits_from(at + 1)?;
+    }
+    if let Some(b'e' | b'E') = bytes.get(at) {
+        at += 1;
+        at += usize::from(matches!(bytes.get(at), Some(b'+' | b'-')));
+        at = digits_from(at)?;
+    }
+    Ok(at)
+}
+
+fn word_end(bytes: &[u8], at: usize, word: &[u8]) -> Result<usize, Bail> {
+    if bytes.get(at..at + word.len()) == Some(word) {
+        Ok(at + word.len())
+    } else {
+        Err(Bail)
     }
 }
 
@@ -466,6 +540,20 @@ mod tests {
         assert!(matches!(precheck(b"\"\x00\""), Pre::Unusual(_)));
         assert_eq!(precheck(b"{\"a\":\"\xff\"}"), Pre::NotUtf8);
         assert_eq!(precheck(b"{\"a\":\"\xc3\"}"), Pre::NotUtf8);
+        // Every byte value, at every place in a word and in the tail.
+        for byte in 0..=u8::MAX {
+            for at in 0..20 {
+                let mut line = vec![b'a'; 20];
+                line[at] = byte;
+                let found = precheck(&line);
+                match byte {
+                    0x80.. => assert_eq!(found, Pre::NotUtf8),
+                    _ if at == 19 && byte == b'\r' => assert!(matches!(found, Pre::Clean(_))),
+                    0..0x20 => assert!(matches!(found, Pre::Unusual(_)), "{byte} at {at}"),
+                    _ => assert!(matches!(found, Pre::Clean(_)), "{byte} at {at}"),
+                }
+            }
+        }
         // Not UTF-8 wins over a control byte: the serde reader skips both.
         assert_eq!(precheck(b"\t\xed\xa0\x80"), Pre::NotUtf8);
     }
@@ -920,6 +1008,38 @@ mod tests {
             } else if theirs.is_some() {
                 prop_assert!(has_surrogate_escape(&input), "bailed on {:?}", input);
             }
+        }
+
+        #[test]
+        fn precheck_agrees_with_the_plain_checks(
+            pieces in prop::collection::vec(prop_oneof![
+                8 => (0x20u8..0x7f).prop_map(|b| vec![b]),
+                1 => (0u8..0x20).prop_map(|b| vec![b]),
+                1 => prop::sample::select(vec!["é", "😀", "\r"]).prop_map(|s| s.as_bytes().to_vec()),
+                1 => any::<u8>().prop_map(|b| vec![b]),
+            ], 0..70),
+        ) {
+            let bytes = pieces.concat();
+            let line = bytes.strip_suffix(b"\r").unwrap_or(&bytes);
+            let expected = match std::str::from_utf8(line) {
+                Err(_) => Pre::NotUtf8,
+                Ok(text) if line.iter().any(|&b| b < 0x20) => Pre::Unusual(text),
+                Ok(text) => Pre::Clean(Clean(text)),
+            };
+            prop_assert_eq!(precheck(&bytes), expected);
+        }
+
+        #[test]
+        fn finds_the_first_quote_or_backslash(
+            text in prop::collection::vec(prop::sample::select(vec!["a", "\"", "\\", "é", "😀", " "]), 0..90),
+            from in 0usize..100,
+        ) {
+            let bytes = text.concat().into_bytes();
+            let expected = bytes
+                .get(from..)
+                .and_then(|rest| rest.iter().position(|&b| b == b'"' || b == b'\\'))
+                .map(|i| from + i);
+            prop_assert_eq!(quote_or_backslash(&bytes, from).ok(), expected);
         }
 
         #[test]
