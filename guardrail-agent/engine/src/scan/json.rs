@@ -495,6 +495,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use serde::de::{DeserializeOwned, IgnoredAny};
+    use std::hint::black_box;
 
     fn cursor(text: &str) -> Cursor<'_> {
         match precheck(text.as_bytes()) {
@@ -1080,5 +1081,95 @@ mod tests {
             prop_assert_eq!(whole(&(u as u32).to_string(), |c| c.uint::<u32>()), Ok(u as u32));
             prop_assert_eq!(whole(&(i as i32).to_string(), |c| c.int::<i32>()), Ok(i as i32));
         }
+    }
+
+    /// The first line of the bench's mixed log (`xtask` `write_events`).
+    const BENCH_LINE: &str = r#"{"seq":0,"time":"2026-11-27T12:00:00.000000000Z","ktime_ns":0,"kind":"exec","syscall":"execve","process":{"pid":1000,"tid":1000,"ppid":1,"uid":0,"gid":0,"euid":0,"egid":0,"auid":null,"comm":"x","exe":"/usr/bin/x","parent_exe":"/usr/bin/bash","cgroup_id":1},"result":{"ok":true,"ret":0,"errno":null},"exec":{"path":"/usr/bin/ls","argv":["ls","-l"],"argv_truncated":false,"cwd":"/root"}}"#;
+
+    /// Keys plus values, containers counted once.
+    fn tokens(value: &serde_json::Value) -> usize {
+        use serde_json::Value;
+        1 + match value {
+            Value::Array(items) => items.iter().map(tokens).sum(),
+            Value::Object(members) => members.values().map(|v| 1 + tokens(v)).sum(),
+            _ => 0,
+        }
+    }
+
+    /// Reads every key and value with the typed readers, as the schema
+    /// walkers will; answers how many tokens it read.
+    fn read_all(c: &mut Cursor<'_>) -> Result<usize, Bail> {
+        let mut tokens = 1;
+        match c.peek() {
+            Some(b'"') => drop(black_box(c.string()?)),
+            Some(b't' | b'f') => drop(black_box(c.bool()?)),
+            Some(b'n') => c.null()?,
+            Some(b'0'..=b'9') => drop(black_box(c.uint::<u64>()?)),
+            Some(open @ (b'{' | b'[')) => {
+                let close = open + 2;
+                let mut more = c.begin(open, close)?;
+                while more {
+                    if open == b'{' {
+                        black_box(c.key()?);
+                        tokens += 1;
+                    }
+                    tokens += read_all(c)?;
+                    more = c.more(close)?;
+                }
+            }
+            _ => return Err(Bail),
+        }
+        Ok(tokens)
+    }
+
+    /// Not a test: `cargo test --release -p guardrail-engine scan -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn measure_skip_value() {
+        use std::time::Instant;
+        let count = tokens(&serde_json::from_str(BENCH_LINE).unwrap());
+        let Pre::Clean(clean) = precheck(BENCH_LINE.as_bytes()) else {
+            panic!("the bench line is clean");
+        };
+        assert_eq!(read_all(&mut Cursor::new(clean)), Ok(count));
+        let rounds = 200_000;
+        let time = |what: &str, f: &dyn Fn() -> bool| {
+            assert!(f());
+            // The best of many short runs: the machine is shared, and a
+            // run another process interrupts only counts if none is spared.
+            let ns = (0..15)
+                .map(|_| {
+                    let start = Instant::now();
+                    for _ in 0..rounds {
+                        black_box(f());
+                    }
+                    start.elapsed().as_nanos() as f64 / rounds as f64
+                })
+                .fold(f64::INFINITY, f64::min);
+            println!(
+                "{what}: {ns:.0} ns/line, {:.2} ns/token ({count} tokens, {} B)",
+                ns / count as f64,
+                BENCH_LINE.len()
+            );
+        };
+        time("precheck", &|| {
+            matches!(precheck(black_box(BENCH_LINE).as_bytes()), Pre::Clean(_))
+        });
+        time("skip_value", &|| {
+            Cursor::new(black_box(clean)).skip_value(0).is_ok()
+        });
+        time("key, string, uint, bool, null", &|| {
+            read_all(&mut Cursor::new(black_box(clean))).is_ok()
+        });
+        time(
+            "precheck + skip_value",
+            &|| match precheck(black_box(BENCH_LINE).as_bytes()) {
+                Pre::Clean(line) => Cursor::new(line).skip_value(0).is_ok(),
+                _ => false,
+            },
+        );
+        time("serde IgnoredAny", &|| {
+            serde_json::from_str::<IgnoredAny>(black_box(BENCH_LINE)).is_ok()
+        });
     }
 }
