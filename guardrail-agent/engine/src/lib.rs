@@ -6,8 +6,9 @@
 //! made canonical by [`canonical`]) → [`rules`] (the decision) →
 //! [`redact`] (what may leave the host) → [`chain`] (the audit log's seal).
 //! Beside it: [`kernel_maps`] compiles the rules into the maps the kernel
-//! decides on, [`replay`] and [`search`] read recorded logs, [`human`],
-//! [`filter`] and [`report`] serve the operator.
+//! decides on, [`replay`] and [`search`] read recorded logs ([`scan`] is
+//! replay's line scanner), [`human`], [`filter`] and [`report`] serve the
+//! operator.
 //!
 //! The agent (`guardrail-agent`) does the I/O around it: loading the
 //! probes, reading the ring buffer, writing maps, files and outputs.
@@ -29,5 +30,6 @@ pub mod redact;
 pub mod replay;
 pub mod report;
 pub mod rules;
+pub mod scan;
 pub mod search;
 pub mod span;
