@@ -46,12 +46,36 @@ impl ProcessView for NoProcesses {
 }
 
 /// Ring-buffer records from a misbehaving kernel side: decoding and
-/// interpreting never panic, and what decodes serialises to JSON.
+/// interpreting never panic, what decodes serialises to JSON, and replay
+/// reads that line in place as serde reads it.
 pub fn decoder(data: &[u8]) {
+    use guardrail_engine::event::{Body, Event};
     if let Ok(raw) = guardrail_engine::decode::decode(data) {
         if let Some(body) = guardrail_engine::interpret::interpret(&raw, &mut NoProcesses) {
-            serde_json::to_string(&body).expect("every event serialises");
+            let loss = matches!(body, Body::Loss { .. });
+            let event = Event {
+                seq: 1,
+                time: "2026-12-07T03:00:00.123456789Z".into(),
+                ktime_ns: 1,
+                via: None,
+                body,
+                decision: None,
+                redacted: vec![],
+            };
+            let line = serde_json::to_string(&event).expect("every event serialises");
+            match guardrail_engine::scan::agrees_with_serde(line.as_bytes()) {
+                Ok(in_place) => assert!(in_place || loss, "left to serde: {line}"),
+                Err(e) => panic!("{e}"),
+            }
         }
+    }
+}
+
+/// Replay's line scanner on arbitrary lines: what it reads in place,
+/// serde's reader reads alike (`guardrail_engine::scan::agrees_with_serde`).
+pub fn replay_line(data: &[u8]) {
+    if let Err(e) = guardrail_engine::scan::agrees_with_serde(data) {
+        panic!("{e}");
     }
 }
 
@@ -92,6 +116,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("decoder", decoder),
     ("log_verify", log_verify),
     ("control", control),
+    ("replay_line", replay_line),
 ];
 
 #[cfg(test)]

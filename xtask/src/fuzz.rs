@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 
 use crate::{cargo, root, run};
 
-const TARGETS: &[&str] = &["config", "decoder", "log_verify", "control"];
+const TARGETS: &[&str] = &["config", "decoder", "log_verify", "control", "replay_line"];
 
 fn ensure_cargo_fuzz() -> Result<()> {
     let installed = cargo()

@@ -96,7 +96,7 @@ enum Task {
     /// restart and upgrade without a window, journald, stop, remove, purge.
     VmTestSystemd,
     /// Fuzz the parsers of untrusted input (config, decoder, log_verify,
-    /// control) with cargo-fuzz; new interesting inputs are kept in
+    /// control, replay_line) with cargo-fuzz; new interesting inputs are kept in
     /// fuzz/corpus/TARGET, crashes in fuzz/artifacts/TARGET.
     Fuzz {
         /// One target, or all of them one after another.

@@ -817,13 +817,17 @@ mod dev_text {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        let text = String::deserialize(d)?;
-        let (major, minor) = text
-            .split_once(':')
-            .ok_or_else(|| serde::de::Error::custom("dev is MAJOR:MINOR"))?;
-        let n = |t: &str| t.parse::<u64>().map_err(serde::de::Error::custom);
-        Ok((n(major)? << 20) | n(minor)?)
+        super::dev_from_text(&String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
+}
+
+/// A kernel dev number from its `MAJOR:MINOR` text.
+pub fn dev_from_text(text: &str) -> Result<u64, String> {
+    let (major, minor) = text
+        .split_once(':')
+        .ok_or_else(|| "dev is MAJOR:MINOR".to_string())?;
+    let n = |t: &str| t.parse::<u64>().map_err(|e| e.to_string());
+    Ok((n(major)? << 20) | n(minor)?)
 }
 
 /// One process of a lineage.

@@ -84,6 +84,12 @@ impl ProcessJoin {
         }
     }
 
+    /// The definition of `pv` a reference naming the process `id` takes
+    /// (as [`Self::join`] completes one); none when it was not read.
+    pub fn resolve(&mut self, pv: u64, id: &str) -> Option<Arc<Process>> {
+        self.find(pv).filter(|def| def.id.as_deref() == Some(id))
+    }
+
     /// An event passed over (not joined) had this `seq`: where `seq` falls,
     /// the versions known are forgotten. True there: a new run began.
     pub fn saw(&mut self, seq: u64) -> bool {

@@ -6,11 +6,12 @@ use std::io::BufRead;
 
 use serde::Serialize;
 
-use crate::event::{Body, Event};
+use crate::event::{Body, Event, Process};
 use crate::instants::Instants;
 use crate::process_join::{Joined, ProcessJoin};
 use crate::rules::eval::Enforcement;
 use crate::rules::{decide_facts, Facts, RuleSet};
+use crate::scan::{EventView, Scan};
 
 /// What one rule would have done over the replayed events.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
@@ -52,7 +53,7 @@ pub struct Report {
 const EXAMPLES: usize = 3;
 
 impl Example {
-    fn of(event: &Event) -> Self {
+    pub(crate) fn of(event: &Event) -> Self {
         Example {
             seq: event.seq,
             time: event.time.clone(),
@@ -79,27 +80,108 @@ pub struct NotHanded {
 /// The events of JSON lines, in order, each with its whole process (see
 /// [`crate::process_join`]); what was not handed on is counted in `not`.
 pub fn events_of(
-    mut input: impl BufRead,
+    input: impl BufRead,
     not: &mut NotHanded,
     mut each: impl FnMut(&Event),
 ) -> std::io::Result<()> {
-    let mut join = ProcessJoin::default();
-    let mut memo = crate::event::ProcessMemo::default();
-    let mut one = |line: &[u8]| {
-        if line.trim_ascii().is_empty() {
-            return;
-        }
+    let mut reader = SerdeReader::default();
+    lines_of(input, |line| {
         // The line's UTF-8 is checked once, whole (faster than string by
         // string).
-        let event = std::str::from_utf8(line)
-            .ok()
-            .and_then(|text| Event::from_line(text, &mut memo).ok());
-        match event {
-            Some(mut event) => match join.join(&mut event) {
+        match std::str::from_utf8(line) {
+            Ok(text) => reader.read(text, not, &mut each),
+            Err(_) => not.lines += 1,
+        }
+    })
+}
+
+/// Reads lines into whole events with serde, joining references.
+#[derive(Default)]
+struct SerdeReader {
+    join: ProcessJoin,
+    memo: crate::event::ProcessMemo,
+}
+
+impl SerdeReader {
+    fn read(&mut self, text: &str, not: &mut NotHanded, each: &mut impl FnMut(&Event)) {
+        match Event::from_line(text, &mut self.memo) {
+            Ok(mut event) => match self.join.join(&mut event) {
                 Joined::Missing => not.unjoined += 1,
                 _ => each(&event),
             },
-            None => not.lines += 1,
+            Err(_) => not.lines += 1,
+        }
+    }
+}
+
+/// An event as replay gets it: read whole by serde, or read in place by
+/// the scanner ([`crate::scan`]) with the definition of the process it
+/// names by reference, if it does.
+#[derive(Clone, Copy)]
+pub enum Recorded<'r> {
+    Event(&'r Event),
+    Read(&'r EventView<'r>, Option<&'r Process>),
+}
+
+impl<'r> Recorded<'r> {
+    fn is_loss(self) -> bool {
+        matches!(self, Recorded::Event(e) if matches!(e.body, Body::Loss { .. }))
+    }
+
+    fn time(self) -> &'r str {
+        match self {
+            Recorded::Event(e) => &e.time,
+            Recorded::Read(view, _) => &view.time,
+        }
+    }
+
+    fn facts(self) -> Option<Facts<'r>> {
+        match self {
+            Recorded::Event(e) => Facts::of(e),
+            Recorded::Read(view, joined) => view.facts(joined),
+        }
+    }
+
+    fn example(self) -> Example {
+        match self {
+            Recorded::Event(e) => Example::of(e),
+            Recorded::Read(view, joined) => view.example(joined),
+        }
+    }
+}
+
+/// [`events_of`] for replay: each line read in place by the scanner when
+/// it can, by serde when it cannot, with the same events, joins and counts
+/// either way.
+pub fn records_of(
+    input: impl BufRead,
+    not: &mut NotHanded,
+    mut each: impl FnMut(Recorded),
+) -> std::io::Result<()> {
+    let mut serde = SerdeReader::default();
+    lines_of(input, |line| match crate::scan::read(line) {
+        Scan::View(view) => {
+            // As `ProcessJoin::join` does for every event.
+            serde.join.saw(view.seq);
+            match view.reference() {
+                None => each(Recorded::Read(&view, None)),
+                Some((pv, id)) => match serde.join.resolve(pv, id) {
+                    Some(process) => each(Recorded::Read(&view, Some(&process))),
+                    None => not.unjoined += 1,
+                },
+            }
+        }
+        Scan::Serde(text) => serde.read(text, not, &mut |e| each(Recorded::Event(e))),
+        Scan::NotUtf8 => not.lines += 1,
+    })
+}
+
+/// Hands each line of `input` that is not blank to `one`, without its
+/// newline.
+fn lines_of(mut input: impl BufRead, mut one: impl FnMut(&[u8])) -> std::io::Result<()> {
+    let mut one = |line: &[u8]| {
+        if !line.trim_ascii().is_empty() {
+            one(line)
         }
     };
     // Lines are parsed where they lie in the reader's buffer; only a line
@@ -163,19 +245,24 @@ impl<'s> Replay<'s> {
     }
 
     pub fn event(&mut self, event: &Event) {
+        self.record(Recorded::Event(event))
+    }
+
+    pub fn record(&mut self, event: Recorded) {
         let report = &mut self.report;
-        if matches!(event.body, Body::Loss { .. }) {
+        if event.is_loss() {
             return;
         }
         report.events += 1;
         // The instant a recorded event is judged at: its own time.
-        let Some(at) = self.instants.of(&event.time) else {
+        let Some(at) = self.instants.of(event.time()) else {
             report.skipped_lines += 1;
             return;
         };
         // Counted, not explained: what the rule matched is not reported.
-        let Some(v) =
-            Facts::of(event).and_then(|facts| decide_facts(self.set, &facts, at, self.enforcement))
+        let Some(v) = event
+            .facts()
+            .and_then(|facts| decide_facts(self.set, &facts, at, self.enforcement))
         else {
             return;
         };
@@ -189,7 +276,7 @@ impl<'s> Replay<'s> {
             }
         }
         if r.examples.len() < EXAMPLES {
-            r.examples.push(Example::of(event));
+            r.examples.push(event.example());
         }
     }
 }
@@ -202,7 +289,7 @@ pub fn replay(
 ) -> std::io::Result<Report> {
     let mut replay = Replay::new(set, enforcement);
     let mut not = NotHanded::default();
-    events_of(input, &mut not, |e| replay.event(e))?;
+    records_of(input, &mut not, |e| replay.record(e))?;
     replay.report.skipped_lines += not.lines;
     replay.report.unjoined += not.unjoined;
     Ok(replay.report)
@@ -302,15 +389,19 @@ impl<'s> Compare<'s> {
     }
 
     pub fn event(&mut self, event: &Event) {
-        if matches!(event.body, Body::Loss { .. }) {
+        self.record(Recorded::Event(event))
+    }
+
+    pub fn record(&mut self, event: Recorded) {
+        if event.is_loss() {
             return;
         }
         self.result.events += 1;
-        let Some(at) = self.instants.of(&event.time) else {
+        let Some(at) = self.instants.of(event.time()) else {
             self.result.skipped_lines += 1;
             return;
         };
-        let facts = Facts::of(event);
+        let facts = event.facts();
         let [from, to] = [self.current, self.candidate].map(|set| {
             facts
                 .as_ref()
@@ -338,7 +429,7 @@ impl<'s> Compare<'s> {
         });
         change.events += 1;
         if change.examples.len() < EXAMPLES {
-            change.examples.push(Example::of(event));
+            change.examples.push(event.example());
         }
     }
 
@@ -394,6 +485,10 @@ action = "alert"
         events_of(&input[..], &mut skipped, |e| seen.push(e.seq)).unwrap();
         assert_eq!(seen.len(), 3);
         assert_eq!(skipped.lines, 2);
+        let seq = |r: Recorded| match r {
+            Recorded::Event(e) => e.seq,
+            Recorded::Read(view, _) => view.seq,
+        };
         // Lines cut across the reader's fills, at every size of fill.
         for capacity in 1..=input.len() + 1 {
             let (mut again, mut skipped_again) = (Vec::new(), NotHanded::default());
@@ -404,13 +499,32 @@ action = "alert"
                 (&seen, skipped),
                 "fills of {capacity}"
             );
+            let (mut scanned, mut skipped_scanning) = (Vec::new(), NotHanded::default());
+            let reader = std::io::BufReader::with_capacity(capacity, &input[..]);
+            records_of(reader, &mut skipped_scanning, |r| scanned.push(seq(r))).unwrap();
+            assert_eq!(
+                (&scanned, skipped_scanning),
+                (&seen, skipped),
+                "scanned, fills of {capacity}"
+            );
         }
     }
 
+    /// The report, which both readers of lines must give alike.
     fn replayed(lines: &[String]) -> Report {
         let text = lines.join("\n");
         let set = rules(&format!("{ALERT}{USERS}"));
-        replay(&set, text.as_bytes(), Enforcement::default()).unwrap()
+        let scanned = replay(&set, text.as_bytes(), Enforcement::default()).unwrap();
+        let mut serde = Replay::new(&set, Enforcement::default());
+        let mut not = NotHanded::default();
+        events_of(text.as_bytes(), &mut not, |e| serde.event(e)).unwrap();
+        serde.report.skipped_lines += not.lines;
+        serde.report.unjoined += not.unjoined;
+        assert_eq!(
+            scanned, serde.report,
+            "the scanner and serde replay differently"
+        );
+        scanned
     }
 
     /// A rule on the program and one on the user: what a reference hides.

@@ -22,6 +22,8 @@ pub struct Results {
     /// (what, median ns) of canonical-path completion.
     paths: Vec<(String, f64)>,
     replay_per_s: f64,
+    /// The same log read whole by serde (`--reader serde`).
+    replay_serde_per_s: f64,
 }
 
 /// `n` rules like the criterion bench's, and one that matches the web
@@ -143,33 +145,45 @@ pub fn run(setup: &Setup) -> Result<Results> {
     write_events(&events)?;
     let rules = setup.scratch.join("replay-rules.toml");
     std::fs::write(&rules, rules_text(REPLAY_RULES))?;
-    let started = Instant::now();
-    let out = Command::new("taskset")
-        .args(["-c", "0"])
-        .arg(root().join("target/release/guardrail"))
-        .args(["rules", "test"])
-        .arg(&rules)
-        .arg("--events")
-        .arg(&events)
-        .arg("--json")
-        .output()?;
-    let took = started.elapsed().as_secs_f64();
+    // Each line read in place (the default), then every line by serde:
+    // the reports must be the same bytes.
+    let replay = |reader: &str| -> Result<(Vec<u8>, f64)> {
+        let started = Instant::now();
+        let out = Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(root().join("target/release/guardrail"))
+            .args(["rules", "test"])
+            .arg(&rules)
+            .arg("--events")
+            .arg(&events)
+            .args(["--json", "--reader", reader])
+            .output()?;
+        let took = started.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            out.status.success(),
+            "replay failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: Value = serde_json::from_slice(&out.stdout)?;
+        anyhow::ensure!(
+            report["events"].as_u64() == Some(replay_events() as u64),
+            "replay read {} events",
+            report["events"]
+        );
+        Ok((out.stdout, replay_events() as f64 / took))
+    };
+    let (scanned, replay_per_s) = replay("scan")?;
+    let (read_whole, replay_serde_per_s) = replay("serde")?;
     anyhow::ensure!(
-        out.status.success(),
-        "replay failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout)?;
-    anyhow::ensure!(
-        report["events"].as_u64() == Some(replay_events() as u64),
-        "replay read {} events",
-        report["events"]
+        scanned == read_whole,
+        "replay reports differ between the scanner and serde"
     );
     let _ = std::fs::remove_file(&events);
     Ok(Results {
         evaluation,
         paths,
-        replay_per_s: replay_events() as f64 / took,
+        replay_per_s,
+        replay_serde_per_s,
     })
 }
 
@@ -180,9 +194,10 @@ pub fn markdown(r: &Results) -> String {
     }
     let _ = writeln!(
         md,
-        "\n`guardrail rules test` on a recorded {}-event log (JSON lines) with {REPLAY_RULES} rules, pinned to one core: **{:.0} events/s**.",
+        "\n`guardrail rules test` on a recorded {}-event log (JSON lines) with {REPLAY_RULES} rules, pinned to one core: **{:.0} events/s** (each line read in place; {:.0} events/s reading every line whole with serde, the same report).",
         replay_events(),
-        r.replay_per_s
+        r.replay_per_s,
+        r.replay_serde_per_s
     );
     md.push_str("\nCanonical paths and process identity: what completing a path-based call's path (`/d/sub/../prot/./a.conf`, directories resolved on the live file system with the agent's cache warm) and naming the process (lineage of 8 ancestors; cgroup, unit, container, user and group names) cost the agent per event, criterion median:\n\n| step | ns per event |\n| --- | --- |\n");
     for (what, ns) in &r.paths {
@@ -195,6 +210,7 @@ pub fn json(r: &Results) -> Value {
     json!({
         "evaluation_ns": r.evaluation.iter().map(|(e, n, ns)| json!({"event": e, "rules": n, "median_ns": ns})).collect::<Vec<_>>(),
         "replay_events_per_s": r.replay_per_s,
+        "replay_serde_events_per_s": r.replay_serde_per_s,
         "path_completion_ns": r.paths.iter().map(|(w, ns)| json!({"step": w, "median_ns": ns})).collect::<Vec<_>>(),
     })
 }

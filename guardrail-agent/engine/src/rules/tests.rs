@@ -153,6 +153,18 @@ fn decide_with(set: &RuleSet, e: &Event, enf: Enforcement) -> Option<Decision> {
         decision.as_ref().map(|d| (d.rule.as_str(), d.outcome)),
         "decide and evaluate disagree on {e:?}"
     );
+    // Replay reads the event's line in place: the same verdict.
+    let line = serde_json::to_string(e).unwrap();
+    let crate::scan::Scan::View(view) = crate::scan::read(line.as_bytes()) else {
+        panic!("the scanner left {line} to serde");
+    };
+    let read = view
+        .facts(None)
+        .and_then(|facts| super::decide_facts(set, &facts, at(&e.time), enf));
+    assert_eq!(
+        read, verdict,
+        "the line read in place is decided otherwise: {line}"
+    );
     decision
 }
 

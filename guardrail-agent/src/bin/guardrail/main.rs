@@ -23,7 +23,9 @@ use guardrail_agent::trust::{self, AdminGroup, Policy, RealFs};
 use guardrail_engine::event::Event;
 use guardrail_engine::filter::TailFilter;
 use guardrail_engine::human;
-use guardrail_engine::replay::{events_of, Compare, Comparison, NotHanded, Replay};
+use guardrail_engine::replay::{
+    events_of, records_of, Compare, Comparison, NotHanded, Recorded, Replay,
+};
 use guardrail_engine::report::Report;
 use guardrail_engine::rules::eval::Enforcement;
 use guardrail_engine::rules::users::Names;

@@ -36,6 +36,11 @@ pub(crate) enum RulesCommand {
         /// The recorded events; `-` for standard input.
         #[arg(long, conflicts_with_all = ["files", "since", "until"])]
         events: Option<PathBuf>,
+        /// How --events lines are read: `scan` (in place, serde for any
+        /// line it is unsure of) or `serde` (every line whole). The same
+        /// report either way; for comparing the two.
+        #[arg(long, hide = true, value_enum, default_value_t = Reader::Scan)]
+        reader: Reader,
         #[command(flatten)]
         log: LogFiles,
         #[command(flatten)]
@@ -56,17 +61,25 @@ pub(crate) enum RulesCommand {
     },
 }
 
+/// How `rules test --events` reads its lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Reader {
+    Scan,
+    Serde,
+}
+
 /// Where `rules test` takes its events from.
 pub(crate) struct EventSource {
     pub(crate) events: Option<PathBuf>,
+    pub(crate) reader: Reader,
     pub(crate) log: LogFiles,
     pub(crate) range: Range,
 }
 
 impl EventSource {
-    /// Hand every event to `each`, its process whole; what was not
-    /// handed on.
-    pub(crate) fn each(&self, each: &mut dyn FnMut(&Event)) -> Result<NotHanded> {
+    /// Hand every event to `each`, its process whole (joined); what was
+    /// not handed on.
+    pub(crate) fn each(&self, each: &mut dyn FnMut(Recorded)) -> Result<NotHanded> {
         let mut not = NotHanded::default();
         match &self.events {
             Some(events) => {
@@ -77,8 +90,11 @@ impl EventSource {
                         .with_context(|| format!("opening {}", events.display()))?;
                     Box::new(std::io::BufReader::with_capacity(1 << 20, f))
                 };
-                events_of(input, &mut not, each)
-                    .with_context(|| format!("reading {}", events.display()))?;
+                match self.reader {
+                    Reader::Scan => records_of(input, &mut not, each),
+                    Reader::Serde => events_of(input, &mut not, |e| each(Recorded::Event(e))),
+                }
+                .with_context(|| format!("reading {}", events.display()))?;
             }
             None => {
                 let (since, until) = self.range.resolve()?;
@@ -90,7 +106,7 @@ impl EventSource {
                 };
                 let search = run_search(&files, query, &Criteria::default(), &mut |f| {
                     if let Parsed::Event(e) = f.record {
-                        each(e);
+                        each(Recorded::Event(e));
                     }
                     Ok(Flow::Continue)
                 })?;
@@ -129,7 +145,7 @@ pub(crate) fn rules_test(
     let set = load_or_report(file)?;
     let started = std::time::Instant::now();
     let mut replay = Replay::new(&set, enforcement);
-    let not = source.each(&mut |e| replay.event(e))?;
+    let not = source.each(&mut |e| replay.record(e))?;
     let mut report = replay.report;
     report.skipped_lines += not.lines;
     report.unjoined += not.unjoined;
@@ -165,7 +181,7 @@ pub(crate) fn compare_rules(
     let current_set = load_or_report(current)?;
     let candidate_set = load_or_report(candidate)?;
     let mut compare = Compare::new(&current_set, &candidate_set, enforcement);
-    let not = source.each(&mut |e| compare.event(e))?;
+    let not = source.each(&mut |e| compare.record(e))?;
     let mut result: Comparison = compare.finish();
     result.skipped_lines += not.lines;
     result.unjoined += not.unjoined;
@@ -304,6 +320,7 @@ pub(crate) async fn rules(socket: &std::path::Path, cmd: RulesCommand) -> Result
             file,
             against,
             events,
+            reader,
             log,
             range,
             json,
@@ -313,7 +330,12 @@ pub(crate) async fn rules(socket: &std::path::Path, cmd: RulesCommand) -> Result
                 deny: !no_enforcement,
                 kill: !no_enforcement,
             };
-            let source = EventSource { events, log, range };
+            let source = EventSource {
+                events,
+                reader,
+                log,
+                range,
+            };
             match (file, against.as_slice()) {
                 (Some(file), _) => rules_test(&file, &source, enforcement, json),
                 (None, [current, candidate]) => {

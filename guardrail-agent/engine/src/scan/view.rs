@@ -1,0 +1,601 @@
+//! An event line read in place: what rules and replay's report need,
+//! borrowed from the line, every other member checked as serde's reader
+//! checks it (see [`super::schema`]).
+//!
+//! The top level mirrors `event_json::EventVisitor`: `via` and `decision`
+//! may repeat (the last wins), every other known member may not; a section
+//! of another kind than `kind` is skipped unread once `kind` is known and
+//! checked while it is not.
+
+use std::borrow::Cow;
+
+use super::json::{Bail, Cursor};
+use super::schema::{self, list, object, validate};
+use crate::event::{path_change_of, MountFacts, Process, PROPAGATION_FLAGS};
+use crate::replay::Example;
+use crate::rules::facts::{AncestorRead, ContainerRef, Facts, Lineage, PermFacts, Strs};
+use crate::rules::kinds::{mask_of_op, BodyKind};
+
+/// A line's process: whole, or a reference to a version defined earlier.
+#[derive(Debug, Default)]
+pub struct ProcessRead<'a> {
+    id: Option<Cow<'a, str>>,
+    pv: Option<u64>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    euid: Option<u32>,
+    egid: Option<u32>,
+    auid: Option<u32>,
+    comm: bool,
+    exe: Option<Cow<'a, str>>,
+    parent_exe: Option<Cow<'a, str>>,
+    cgroup_id: Option<u64>,
+    ancestors: Vec<AncestorRead<'a>>,
+    ancestors_truncated: bool,
+    unit: Option<Cow<'a, str>>,
+    container: Option<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+#[derive(Debug)]
+struct ExecRead<'a> {
+    path: Cow<'a, str>,
+    argv: Vec<Cow<'a, str>>,
+}
+
+#[derive(Debug)]
+struct FileRead<'a> {
+    op: Cow<'a, str>,
+    path: Option<Cow<'a, str>>,
+    new_path: Option<Cow<'a, str>>,
+    aliases: Vec<Cow<'a, str>>,
+    /// An open's flags write (`interpret::is_write_flags`) and create.
+    write: bool,
+    create: bool,
+    mount: Option<MountRead<'a>>,
+}
+
+#[derive(Debug)]
+struct MountRead<'a> {
+    namespace: Option<Cow<'a, str>>,
+    remount: bool,
+    bind: bool,
+    propagation: bool,
+}
+
+#[derive(Debug)]
+struct PermRead<'a> {
+    op: Cow<'a, str>,
+    path: Option<Cow<'a, str>>,
+    aliases: Vec<Cow<'a, str>>,
+    mode: Option<Cow<'a, str>>,
+    owner: Option<(Option<u32>, Option<u32>)>,
+    to_root: Option<bool>,
+    gained: Option<Vec<Cow<'a, str>>>,
+}
+
+/// The section of the line's kind.
+#[derive(Debug)]
+enum Section<'a> {
+    Exec(ExecRead<'a>),
+    File(FileRead<'a>),
+    Perm(PermRead<'a>),
+    Uring(Cow<'a, str>),
+}
+
+/// An event line as replay reads it.
+#[derive(Debug)]
+pub struct EventView<'a> {
+    pub seq: u64,
+    pub time: Cow<'a, str>,
+    ok: bool,
+    process: ProcessRead<'a>,
+    section: Section<'a>,
+}
+
+/// The sections read, by kind.
+#[derive(Default)]
+struct Sections<'a> {
+    exec: Option<ExecRead<'a>>,
+    file: Option<FileRead<'a>>,
+    perm: Option<PermRead<'a>>,
+    uring: Option<Cow<'a, str>>,
+}
+
+/// Takes a member's value, refusing a second one (as `event_json::take`).
+fn once<T>(slot: &mut Option<T>, value: Result<T, Bail>) -> Result<(), Bail> {
+    if slot.is_some() {
+        return Err(Bail);
+    }
+    *slot = Some(value?);
+    Ok(())
+}
+
+/// The value of an `Option<String>` member.
+fn opt_string<'a>(c: &mut Cursor<'a>) -> Result<Option<Cow<'a, str>>, Bail> {
+    if c.opt_null() {
+        return Ok(None);
+    }
+    c.string().map(Some)
+}
+
+fn opt_uint<'a, T: TryFrom<u64>>(c: &mut Cursor<'a>) -> Result<Option<T>, Bail> {
+    if c.opt_null() {
+        return Ok(None);
+    }
+    c.uint().map(Some)
+}
+
+fn strings<'a>(c: &mut Cursor<'a>, depth: u32) -> Result<Vec<Cow<'a, str>>, Bail> {
+    let mut out = Vec::new();
+    list(c, depth, |c| {
+        out.push(c.string()?);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Each string of a list to `each`, kept nowhere.
+fn each_string<'a>(c: &mut Cursor<'a>, depth: u32, mut each: impl FnMut(&str)) -> Result<(), Bail> {
+    list(c, depth, |c| {
+        each(&c.string()?);
+        Ok(())
+    })
+}
+
+/// Reads `line`'s event, or bails when serde must decide (see
+/// [`super::json::Bail`]).
+pub fn event<'a>(c: &mut Cursor<'a>) -> Result<EventView<'a>, Bail> {
+    let (mut seq, mut time, mut ktime_ns, mut kind) = (None, None, None, None);
+    let (mut syscall, mut process, mut ok, mut redacted) = (None, None, None, None);
+    let mut sections = Sections::default();
+    let wants = |kind: Option<BodyKind>, of: BodyKind| kind.is_none_or(|k| k == of);
+    if !c.begin(b'{', b'}')? {
+        return Err(Bail);
+    }
+    loop {
+        match c.key()? {
+            b"seq" => once(&mut seq, c.uint::<u64>())?,
+            b"time" => once(&mut time, c.string())?,
+            b"ktime_ns" => once(&mut ktime_ns, c.uint::<u64>())?,
+            b"via" => validate(c, &schema::VIA, 1)?,
+            b"kind" => once(&mut kind, c.string().and_then(|k| kind_of(&k)))?,
+            b"syscall" => once(&mut syscall, c.string().map(drop))?,
+            b"process" => once(&mut process, process_of(c))?,
+            b"result" => once(&mut ok, result_of(c))?,
+            b"exec" if wants(kind, BodyKind::Exec) => once(&mut sections.exec, exec_of(c))?,
+            b"file" if wants(kind, BodyKind::File) => once(&mut sections.file, file_of(c))?,
+            b"perm" if wants(kind, BodyKind::Perm) => once(&mut sections.perm, perm_of(c))?,
+            b"uring" if wants(kind, BodyKind::Uring) => once(&mut sections.uring, uring_of(c))?,
+            // A loss report, which replay does not judge: serde reads it.
+            b"loss" if kind.is_none() => return Err(Bail),
+            b"decision" => validate(c, &schema::DECISION, 1)?,
+            b"redacted" => once(&mut redacted, validate(c, &schema::REDACTED, 1))?,
+            _ => c.skip_value(1)?,
+        }
+        if !c.more(b'}')? {
+            break;
+        }
+    }
+    if !c.at_end() {
+        return Err(Bail);
+    }
+    let (Some(seq), Some(time), Some(_), Some(kind), Some(_), Some(process), Some(ok)) =
+        (seq, time, ktime_ns, kind, syscall, process, ok)
+    else {
+        return Err(Bail);
+    };
+    let section = match kind {
+        BodyKind::Exec => Section::Exec(sections.exec.ok_or(Bail)?),
+        BodyKind::File => Section::File(sections.file.ok_or(Bail)?),
+        BodyKind::Perm => Section::Perm(sections.perm.ok_or(Bail)?),
+        BodyKind::Uring => Section::Uring(sections.uring.ok_or(Bail)?),
+    };
+    Ok(EventView {
+        seq,
+        time,
+        ok,
+        process,
+        section,
+    })
+}
+
+/// `kind`, but for `loss` (and anything unknown), which serde decides.
+fn kind_of(name: &str) -> Result<BodyKind, Bail> {
+    match name {
+        "exec" => Ok(BodyKind::Exec),
+        "file" => Ok(BodyKind::File),
+        "perm" => Ok(BodyKind::Perm),
+        "uring" => Ok(BodyKind::Uring),
+        _ => Err(Bail),
+    }
+}
+
+/// The line's process, as `Process::try_from` would take it: whole
+/// without `pv`, or a reference. A definition (whole with `pv`) bails:
+/// the serde reader learns it for the references that follow.
+fn process_of<'a>(c: &mut Cursor<'a>) -> Result<ProcessRead<'a>, Bail> {
+    use schema::process::M;
+    let mut p = ProcessRead::default();
+    object(c, &schema::process::SCHEMA, 1, |c, i| {
+        match i {
+            i if i == M::Id as usize => p.id = opt_string(c)?,
+            i if i == M::Pv as usize => p.pv = opt_uint(c)?,
+            i if i == M::Uid as usize => p.uid = opt_uint(c)?,
+            i if i == M::Gid as usize => p.gid = opt_uint(c)?,
+            i if i == M::Euid as usize => p.euid = opt_uint(c)?,
+            i if i == M::Egid as usize => p.egid = opt_uint(c)?,
+            i if i == M::Auid as usize => p.auid = opt_uint(c)?,
+            i if i == M::Comm as usize => p.comm = opt_string(c)?.is_some(),
+            i if i == M::Exe as usize => p.exe = opt_string(c)?,
+            i if i == M::ParentExe as usize => p.parent_exe = opt_string(c)?,
+            i if i == M::CgroupId as usize => p.cgroup_id = opt_uint(c)?,
+            i if i == M::Ancestors as usize => {
+                list(c, 2, |c| {
+                    let (mut exe, mut script) = (None, None);
+                    object(c, &schema::ancestor::SCHEMA, 3, |c, i| {
+                        use schema::ancestor::M;
+                        match i {
+                            i if i == M::Exe as usize => exe = opt_string(c)?,
+                            i if i == M::Script as usize => script = opt_string(c)?,
+                            _ => return Ok(false),
+                        }
+                        Ok(true)
+                    })?;
+                    p.ancestors.push((exe, script));
+                    Ok(())
+                })?;
+            }
+            i if i == M::AncestorsTruncated as usize => p.ancestors_truncated = c.bool()?,
+            i if i == M::Unit as usize => p.unit = opt_string(c)?,
+            i if i == M::Container as usize => {
+                if !c.opt_null() {
+                    let (mut runtime, mut id) = (None, None);
+                    object(c, &schema::container::SCHEMA, 2, |c, i| {
+                        use schema::container::M;
+                        match i {
+                            i if i == M::Runtime as usize => runtime = Some(c.string()?),
+                            _ => id = Some(c.string()?),
+                        }
+                        Ok(true)
+                    })?;
+                    p.container = runtime.zip(id);
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    let reference = p.uid.is_none() && !p.comm;
+    if reference {
+        // `Process::try_from`: a reference has `pv` and `id`; without
+        // them the missing members are an error, which serde reports.
+        return match (p.pv, &p.id) {
+            (Some(_), Some(_)) => Ok(p),
+            _ => Err(Bail),
+        };
+    }
+    let whole = p.uid.is_some()
+        && p.gid.is_some()
+        && p.euid.is_some()
+        && p.egid.is_some()
+        && p.comm
+        && p.cgroup_id.is_some();
+    if !whole || p.pv.is_some() {
+        return Err(Bail);
+    }
+    Ok(p)
+}
+
+/// `result.ok`.
+fn result_of(c: &mut Cursor) -> Result<bool, Bail> {
+    let mut ok = None;
+    object(c, &schema::result::SCHEMA, 1, |c, i| {
+        if i != schema::result::M::Ok as usize {
+            return Ok(false);
+        }
+        ok = Some(c.bool()?);
+        Ok(true)
+    })?;
+    ok.ok_or(Bail)
+}
+
+fn exec_of<'a>(c: &mut Cursor<'a>) -> Result<ExecRead<'a>, Bail> {
+    use schema::exec::M;
+    let (mut path, mut argv) = (None, None);
+    object(c, &schema::exec::SCHEMA, 1, |c, i| {
+        match i {
+            i if i == M::Path as usize => path = Some(c.string()?),
+            i if i == M::Argv as usize => argv = Some(strings(c, 2)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    Ok(ExecRead {
+        path: path.ok_or(Bail)?,
+        argv: argv.ok_or(Bail)?,
+    })
+}
+
+fn file_of<'a>(c: &mut Cursor<'a>) -> Result<FileRead<'a>, Bail> {
+    use schema::file::M;
+    let (mut op, mut path, mut new_path, mut aliases) = (None, None, None, Vec::new());
+    let (mut write, mut create, mut mount) = (false, false, None);
+    object(c, &schema::file::SCHEMA, 1, |c, i| {
+        match i {
+            i if i == M::Op as usize => op = Some(c.string()?),
+            i if i == M::Path as usize => path = opt_string(c)?,
+            i if i == M::NewPath as usize => new_path = opt_string(c)?,
+            i if i == M::Aliases as usize => aliases = strings(c, 2)?,
+            i if i == M::Flags as usize => each_string(c, 2, |f| {
+                write |= matches!(
+                    f,
+                    "write" | "read_write" | "create" | "truncate" | "append" | "tmpfile"
+                );
+                create |= f == "create";
+            })?,
+            i if i == M::Mount as usize => {
+                if !c.opt_null() {
+                    mount = Some(mount_of(c)?);
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    Ok(FileRead {
+        op: op.ok_or(Bail)?,
+        path,
+        new_path,
+        aliases,
+        write,
+        create,
+        mount,
+    })
+}
+
+fn mount_of<'a>(c: &mut Cursor<'a>) -> Result<MountRead<'a>, Bail> {
+    use schema::mount::M;
+    let mut m = MountRead {
+        namespace: None,
+        remount: false,
+        bind: false,
+        propagation: false,
+    };
+    object(c, &schema::mount::SCHEMA, 2, |c, i| {
+        match i {
+            i if i == M::Namespace as usize => m.namespace = opt_string(c)?,
+            i if i == M::Flags as usize => each_string(c, 3, |f| {
+                m.remount |= f == "remount";
+                m.bind |= f == "bind";
+                m.propagation |= PROPAGATION_FLAGS.contains(&f);
+            })?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    Ok(m)
+}
+
+fn perm_of<'a>(c: &mut Cursor<'a>) -> Result<PermRead<'a>, Bail> {
+    use schema::perm::M;
+    let mut p = PermRead {
+        op: Cow::Borrowed(""),
+        path: None,
+        aliases: Vec::new(),
+        mode: None,
+        owner: None,
+        to_root: None,
+        gained: None,
+    };
+    let mut op = None;
+    object(c, &schema::perm::SCHEMA, 1, |c, i| {
+        match i {
+            i if i == M::Op as usize => op = Some(c.string()?),
+            i if i == M::Path as usize => p.path = opt_string(c)?,
+            i if i == M::Aliases as usize => p.aliases = strings(c, 2)?,
+            i if i == M::Mode as usize => p.mode = opt_string(c)?,
+            i if i == M::Owner as usize => {
+                if !c.opt_null() {
+                    let (mut uid, mut gid) = (None, None);
+                    object(c, &schema::owner::SCHEMA, 2, |c, i| {
+                        if i == schema::owner::M::Uid as usize {
+                            uid = opt_uint(c)?;
+                        } else {
+                            gid = opt_uint(c)?;
+                        }
+                        Ok(true)
+                    })?;
+                    p.owner = Some((uid, gid));
+                }
+            }
+            i if i == M::Ids as usize => {
+                if !c.opt_null() {
+                    let mut to_root = None;
+                    object(c, &schema::id_change::SCHEMA, 2, |c, i| {
+                        if i != schema::id_change::M::ToRoot as usize {
+                            return Ok(false);
+                        }
+                        to_root = Some(c.bool()?);
+                        Ok(true)
+                    })?;
+                    p.to_root = Some(to_root.ok_or(Bail)?);
+                }
+            }
+            i if i == M::Caps as usize => {
+                if !c.opt_null() {
+                    object(c, &schema::cap_change::SCHEMA, 2, |c, i| {
+                        if i != schema::cap_change::M::Gained as usize {
+                            return Ok(false);
+                        }
+                        p.gained = if c.opt_null() {
+                            None
+                        } else {
+                            Some(strings(c, 3)?)
+                        };
+                        Ok(true)
+                    })?;
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    p.op = op.ok_or(Bail)?;
+    Ok(p)
+}
+
+fn uring_of<'a>(c: &mut Cursor<'a>) -> Result<Cow<'a, str>, Bail> {
+    let mut op = None;
+    object(c, &schema::uring::SCHEMA, 1, |c, i| {
+        if i != schema::uring::M::Op as usize {
+            return Ok(false);
+        }
+        op = Some(c.string()?);
+        Ok(true)
+    })?;
+    op.ok_or(Bail)
+}
+
+impl<'a> EventView<'a> {
+    /// The version a reference names, with its process's `id`; none for a
+    /// whole process.
+    pub fn reference(&self) -> Option<(u64, &str)> {
+        let p = &self.process;
+        if p.uid.is_some() {
+            return None;
+        }
+        Some((p.pv?, p.id.as_deref()?))
+    }
+
+    /// The event's facts; `joined` is the definition of the process a
+    /// reference names (see [`Self::reference`]), unused for a whole one.
+    pub fn facts<'v>(&'v self, joined: Option<&'v Process>) -> Option<Facts<'v>> {
+        let (kind, op, write, create) = match &self.section {
+            Section::Exec(_) => (BodyKind::Exec, "exec", false, false),
+            Section::File(f) => (BodyKind::File, &*f.op, f.write, f.create),
+            Section::Perm(p) => (BodyKind::Perm, &*p.op, false, false),
+            Section::Uring(op) => (BodyKind::Uring, &**op, false, false),
+        };
+        let kinds = mask_of_op(kind, op, write, create);
+        if kinds == 0 {
+            return None;
+        }
+        let mut paths: Vec<&str> = Vec::new();
+        let (mut argv, mut perm, mut change) = (None, None, None);
+        match &self.section {
+            Section::Exec(e) => {
+                paths.push(&e.path);
+                argv = Some(Strs::Read(&e.argv));
+            }
+            Section::File(f) => {
+                paths.extend(f.path.as_deref());
+                paths.extend(f.new_path.as_deref());
+                paths.extend(f.aliases.iter().map(|a| &**a));
+                change = path_change_of(
+                    &f.op,
+                    f.mount.as_ref().map(|m| MountFacts {
+                        namespace: m.namespace.as_deref(),
+                        remount: m.remount,
+                        bind: m.bind,
+                        propagation: m.propagation,
+                    }),
+                    f.path.as_deref(),
+                    f.new_path.as_deref(),
+                );
+            }
+            Section::Perm(p) => {
+                paths.extend(p.path.as_deref());
+                paths.extend(p.aliases.iter().map(|a| &**a));
+                perm = Some(PermFacts {
+                    mode: p.mode.as_deref(),
+                    owner: p.owner,
+                    to_root: p.to_root,
+                    gained: p.gained.as_deref().map(Strs::Read),
+                });
+            }
+            Section::Uring(_) => {}
+        }
+        let mut facts = Facts {
+            kinds,
+            ok: self.ok,
+            paths,
+            exe: None,
+            parent: None,
+            ancestors: Lineage::Read(&[]),
+            ancestors_truncated: false,
+            uid: 0,
+            euid: 0,
+            gid: 0,
+            auid: None,
+            cgroup_id: 0,
+            unit: None,
+            container: None,
+            argv,
+            perm,
+            change,
+        };
+        match (self.reference(), joined) {
+            (None, _) => {
+                let p = &self.process;
+                facts.exe = p.exe.as_deref();
+                facts.parent = p.parent_exe.as_deref();
+                facts.ancestors = Lineage::Read(&p.ancestors);
+                facts.ancestors_truncated = p.ancestors_truncated;
+                facts.uid = p.uid?;
+                facts.euid = p.euid?;
+                facts.gid = p.gid?;
+                facts.auid = p.auid;
+                facts.cgroup_id = p.cgroup_id?;
+                facts.unit = p.unit.as_deref();
+                facts.container = p
+                    .container
+                    .as_ref()
+                    .map(|(runtime, id)| ContainerRef { runtime, id });
+            }
+            (Some(_), Some(p)) => {
+                facts.exe = p.exe.as_deref();
+                facts.parent = p.parent_exe.as_deref();
+                facts.ancestors = Lineage::Event(&p.ancestors);
+                facts.ancestors_truncated = p.ancestors_truncated;
+                facts.uid = p.uid;
+                facts.euid = p.euid;
+                facts.gid = p.gid;
+                facts.auid = p.auid;
+                facts.cgroup_id = p.cgroup_id;
+                facts.unit = p.who.unit.as_deref();
+                facts.container = p.who.container.as_deref().map(|c| ContainerRef {
+                    runtime: &c.runtime,
+                    id: &c.id,
+                });
+            }
+            (Some(_), None) => return None,
+        }
+        Some(facts)
+    }
+
+    /// The line as a report's example.
+    pub fn example(&self, joined: Option<&Process>) -> Example {
+        let (op, path) = match &self.section {
+            Section::Exec(e) => ("exec", Some(&*e.path)),
+            Section::File(f) => (&*f.op, f.path.as_deref().or(f.new_path.as_deref())),
+            Section::Perm(p) => (&*p.op, p.path.as_deref()),
+            Section::Uring(op) => (&**op, None),
+        };
+        let path = path.or_else(|| match &self.section {
+            Section::File(f) => f.aliases.first().map(|a| &**a),
+            Section::Perm(p) => p.aliases.first().map(|a| &**a),
+            _ => None,
+        });
+        let exe = match joined {
+            Some(p) if self.reference().is_some() => p.exe.as_deref(),
+            _ => self.process.exe.as_deref(),
+        };
+        Example {
+            seq: self.seq,
+            time: self.time.to_string(),
+            op: op.to_string(),
+            exe: exe.map(String::from),
+            path: path.map(String::from),
+        }
+    }
+}
