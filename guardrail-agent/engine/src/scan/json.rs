@@ -174,6 +174,30 @@ impl<'a> Cursor<'a> {
         Ok(&bytes[start..end])
     }
 
+    /// If the next key is `key` as the agent writes it — no escape, no
+    /// space before its colon — reads it and its colon. Most keys come in
+    /// the order the writer puts them: this one comparison replaces
+    /// finding the key's end, then looking it up.
+    pub fn key_is(&mut self, key: &KnownKey) -> bool {
+        let bytes = self.bytes();
+        let at = spaces(bytes, self.at);
+        let rest = &bytes[at..];
+        let hit = match rest.first_chunk::<16>() {
+            Some(chunk) if key.len <= 16 => u128::from_le_bytes(*chunk) & key.mask == key.word,
+            _ => {
+                let name = key.name.as_bytes();
+                rest.len() >= key.len
+                    && rest[0] == b'"'
+                    && &rest[1..=name.len()] == name
+                    && rest[name.len() + 1..key.len] == *b"\":"
+            }
+        };
+        if hit {
+            self.at = at + key.len;
+        }
+        hit
+    }
+
     /// A string as serde_json decodes it into a `String`: borrowed from
     /// the line unless it holds an escape.
     pub fn string(&mut self) -> Result<Cow<'a, str>, Bail> {
@@ -330,6 +354,47 @@ fn spaces(bytes: &[u8], mut at: usize) -> usize {
         at += 1;
     }
     at
+}
+
+/// An object's key known in advance (see [`Cursor::key_is`]): as it is
+/// written, `"name":`, in the first 16 bytes of a word.
+#[derive(Clone, Copy, Debug)]
+pub struct KnownKey {
+    pub name: &'static str,
+    /// Bytes of `"name":`.
+    len: usize,
+    /// `"name":` little-endian, and the mask of its bytes; used when it
+    /// fits in 16 bytes.
+    word: u128,
+    mask: u128,
+}
+
+impl KnownKey {
+    pub const fn new(name: &'static str) -> KnownKey {
+        let len = name.len() + 3;
+        let (mut word, mut mask) = (0u128, 0u128);
+        if len <= 16 {
+            let mut i = 0;
+            while i < len {
+                let byte = if i == 0 || i == len - 2 {
+                    b'"'
+                } else if i == len - 1 {
+                    b':'
+                } else {
+                    name.as_bytes()[i - 1]
+                };
+                word |= (byte as u128) << (8 * i);
+                mask |= 0xff << (8 * i);
+                i += 1;
+            }
+        }
+        KnownKey {
+            name,
+            len,
+            word,
+            mask,
+        }
+    }
 }
 
 /// Where the next `"` or `\` is, from `from` on. Most strings in a line
@@ -496,6 +561,33 @@ mod tests {
     use proptest::prelude::*;
     use serde::de::{DeserializeOwned, IgnoredAny};
     use std::hint::black_box;
+
+    #[test]
+    fn a_known_key_is_read_only_as_written() {
+        let read = |line: &str, name: &'static str| {
+            let Pre::Clean(clean) = precheck(line.as_bytes()) else {
+                panic!("{line}");
+            };
+            let mut c = Cursor::new(clean);
+            let hit = c.key_is(&KnownKey::new(name));
+            (hit, c.position())
+        };
+        for name in ["pid", "ancestors_truncated", "new_path_source", "x"] {
+            for tail in ["1}", "1,\"padding to 16 bytes\":0}"] {
+                let line = format!("\"{name}\":{tail}");
+                assert_eq!(read(&line, name), (true, name.len() + 3), "{line}");
+                assert_eq!(read(&format!("  {line}"), name), (true, name.len() + 5));
+                for other in [
+                    format!("\"{name}s\":{tail}"),
+                    format!("\"{name}\" :{tail}"),
+                    format!("\"{}\":{tail}", &name[..name.len() - 1]),
+                    format!("\"{name}\\u0020\":{tail}"),
+                ] {
+                    assert_eq!(read(&other, name), (false, 0), "{other}");
+                }
+            }
+        }
+    }
 
     fn cursor(text: &str) -> Cursor<'_> {
         match precheck(text.as_bytes()) {

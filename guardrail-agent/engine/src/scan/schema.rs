@@ -11,7 +11,7 @@
 use serde::de::value::{Error as ValueError, StrDeserializer};
 use serde::Deserialize;
 
-use super::json::{Bail, Cursor};
+use super::json::{Bail, Cursor, KnownKey};
 use crate::canonical::PathSource;
 use crate::event::{Outcome, Via};
 use crate::rules::spec::{Action, Fallback, Mode, Severity};
@@ -39,7 +39,7 @@ pub enum Shape {
 
 /// One member of an object.
 pub struct Member {
-    pub key: &'static str,
+    pub key: KnownKey,
     pub shape: Shape,
     pub required: bool,
 }
@@ -64,16 +64,18 @@ impl Schema {
         Schema { members, required }
     }
 
-    /// The position of `key`, looked for at `hint` first.
-    fn find(&self, key: &[u8], hint: usize) -> Option<usize> {
-        if self
-            .members
-            .get(hint)
-            .is_some_and(|m| m.key.as_bytes() == key)
-        {
-            return Some(hint);
+    /// Reads the next key: the position of its member, or none for a key
+    /// the object does not know. The member at `hint` (the one after the
+    /// last, in the writer's order) is tried first.
+    pub fn member(&self, c: &mut Cursor, hint: usize) -> Result<Option<usize>, Bail> {
+        if self.members.get(hint).is_some_and(|m| c.key_is(&m.key)) {
+            return Ok(Some(hint));
         }
-        self.members.iter().position(|m| m.key.as_bytes() == key)
+        let key = c.key()?;
+        Ok(self
+            .members
+            .iter()
+            .position(|m| m.key.name.as_bytes() == key))
     }
 }
 
@@ -84,7 +86,7 @@ fn is<T: for<'de> Deserialize<'de>>(name: &str) -> bool {
 
 const fn req(key: &'static str, shape: Shape) -> Member {
     Member {
-        key,
+        key: KnownKey::new(key),
         shape,
         required: true,
     }
@@ -94,7 +96,7 @@ const fn req(key: &'static str, shape: Shape) -> Member {
 /// option as none) and every member with a default.
 const fn opt(key: &'static str, shape: Shape) -> Member {
     Member {
-        key,
+        key: KnownKey::new(key),
         shape,
         required: false,
     }
@@ -413,6 +415,35 @@ pub mod reverted {
     ]);
 }
 
+/// An event's top-level members (`event_json::Field`), which
+/// `view::event` reads by the rules of `event_json::EventVisitor`, not as
+/// a schema's: the shapes here are those of the members it checks
+/// alike.
+pub mod top {
+    use super::*;
+    members!(
+        Seq, Time, KtimeNs, Via, Kind, Syscall, Process, Result, Exec, File, Perm, Uring, Loss,
+        Decision, Redacted,
+    );
+    pub static SCHEMA: Schema = Schema::new(&[
+        req("seq", Shape::U64),
+        req("time", STR),
+        req("ktime_ns", Shape::U64),
+        opt("via", VIA),
+        req("kind", STR),
+        req("syscall", STR),
+        req("process", Shape::Obj(&process::SCHEMA)),
+        req("result", Shape::Obj(&result::SCHEMA)),
+        opt("exec", Shape::Obj(&exec::SCHEMA)),
+        opt("file", Shape::Obj(&file::SCHEMA)),
+        opt("perm", Shape::Obj(&perm::SCHEMA)),
+        opt("uring", Shape::Obj(&uring::SCHEMA)),
+        opt("loss", Shape::Obj(&Schema::new(&[]))),
+        opt("decision", DECISION),
+        opt("redacted", REDACTED),
+    ]);
+}
+
 /// `via`: `null` or one of its names.
 pub const VIA: Shape = Shape::Opt(&Shape::Enum(is::<Via>));
 /// `decision`: `null` or a decision.
@@ -497,8 +528,7 @@ pub fn object<'a>(
     if c.begin(b'{', b'}')? {
         let mut hint = 0;
         loop {
-            let key = c.key()?;
-            match schema.find(key, hint) {
+            match schema.member(c, hint)? {
                 Some(i) => {
                     if seen & (1 << i) != 0 {
                         return Err(Bail);

@@ -152,24 +152,41 @@ pub fn event<'a>(c: &mut Cursor<'a>) -> Result<EventView<'a>, Bail> {
     if !c.begin(b'{', b'}')? {
         return Err(Bail);
     }
+    let mut hint = 0;
     loop {
-        match c.key()? {
-            b"seq" => once(&mut seq, c.uint::<u64>())?,
-            b"time" => once(&mut time, c.string())?,
-            b"ktime_ns" => once(&mut ktime_ns, c.uint::<u64>())?,
-            b"via" => validate(c, &schema::VIA, 1)?,
-            b"kind" => once(&mut kind, c.string().and_then(|k| kind_of(&k)))?,
-            b"syscall" => once(&mut syscall, c.string().map(drop))?,
-            b"process" => once(&mut process, process_of(c))?,
-            b"result" => once(&mut ok, result_of(c))?,
-            b"exec" if wants(kind, BodyKind::Exec) => once(&mut sections.exec, exec_of(c))?,
-            b"file" if wants(kind, BodyKind::File) => once(&mut sections.file, file_of(c))?,
-            b"perm" if wants(kind, BodyKind::Perm) => once(&mut sections.perm, perm_of(c))?,
-            b"uring" if wants(kind, BodyKind::Uring) => once(&mut sections.uring, uring_of(c))?,
+        use schema::top::M;
+        let member = schema::top::SCHEMA.member(c, hint)?;
+        hint = member.map_or(hint, |i| i + 1);
+        match member {
+            Some(i) if i == M::Seq as usize => once(&mut seq, c.uint::<u64>())?,
+            Some(i) if i == M::Time as usize => once(&mut time, c.string())?,
+            Some(i) if i == M::KtimeNs as usize => once(&mut ktime_ns, c.uint::<u64>())?,
+            Some(i) if i == M::Via as usize => validate(c, &schema::VIA, 1)?,
+            Some(i) if i == M::Kind as usize => {
+                once(&mut kind, c.string().and_then(|k| kind_of(&k)))?
+            }
+            Some(i) if i == M::Syscall as usize => once(&mut syscall, c.string().map(drop))?,
+            Some(i) if i == M::Process as usize => once(&mut process, process_of(c))?,
+            Some(i) if i == M::Result as usize => once(&mut ok, result_of(c))?,
+            Some(i) if i == M::Exec as usize && wants(kind, BodyKind::Exec) => {
+                once(&mut sections.exec, exec_of(c))?
+            }
+            Some(i) if i == M::File as usize && wants(kind, BodyKind::File) => {
+                once(&mut sections.file, file_of(c))?
+            }
+            Some(i) if i == M::Perm as usize && wants(kind, BodyKind::Perm) => {
+                once(&mut sections.perm, perm_of(c))?
+            }
+            Some(i) if i == M::Uring as usize && wants(kind, BodyKind::Uring) => {
+                once(&mut sections.uring, uring_of(c))?
+            }
             // A loss report, which replay does not judge: serde reads it.
-            b"loss" if kind.is_none() => return Err(Bail),
-            b"decision" => validate(c, &schema::DECISION, 1)?,
-            b"redacted" => once(&mut redacted, validate(c, &schema::REDACTED, 1))?,
+            Some(i) if i == M::Loss as usize && kind.is_none() => return Err(Bail),
+            Some(i) if i == M::Decision as usize => validate(c, &schema::DECISION, 1)?,
+            Some(i) if i == M::Redacted as usize => {
+                once(&mut redacted, validate(c, &schema::REDACTED, 1))?
+            }
+            // Unknown, or another kind's section once `kind` is known.
             _ => c.skip_value(1)?,
         }
         if !c.more(b'}')? {
