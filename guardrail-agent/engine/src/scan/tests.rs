@@ -580,3 +580,209 @@ fn mutations_keep_many_lines_in_place_and_break_many() {
         "{in_place} in place, {refused} refused"
     );
 }
+
+/// The members each reader of the event types knows, as serde's derived
+/// readers list them: a member added to a type and not to its table
+/// would be skipped by the scanner while serde checks it.
+mod drift {
+    use std::cell::Cell;
+
+    use serde::de::{self, Deserialize, Deserializer, Visitor};
+
+    use super::super::schema::{self, Schema};
+    use crate::attribution::Container;
+    use crate::event::*;
+
+    /// Records the member names a derived reader asks for, then stops it.
+    struct Recorder<'r>(&'r Cell<Option<&'static [&'static str]>>);
+
+    impl<'de> Deserializer<'de> for Recorder<'_> {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("a struct was expected"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0.set(Some(fields));
+            Err(de::Error::custom("recorded"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+
+    fn members_of<T: for<'de> Deserialize<'de>>() -> Vec<&'static str> {
+        let fields = Cell::new(None);
+        let _ = T::deserialize(Recorder(&fields));
+        fields.get().expect("a derived struct reader").to_vec()
+    }
+
+    fn names(schema: &Schema) -> Vec<&'static str> {
+        schema.members.iter().map(|m| m.key.name).collect()
+    }
+
+    #[test]
+    fn every_table_lists_its_type_s_members_in_the_writer_s_order() {
+        let tables: [(&str, &Schema, Vec<&str>); 19] = [
+            ("process", &schema::process::SCHEMA, members_of::<Process>()),
+            (
+                "ancestor",
+                &schema::ancestor::SCHEMA,
+                members_of::<Ancestor>(),
+            ),
+            (
+                "container",
+                &schema::container::SCHEMA,
+                members_of::<Container>(),
+            ),
+            (
+                "result",
+                &schema::result::SCHEMA,
+                members_of::<SyscallResult>(),
+            ),
+            ("exec", &schema::exec::SCHEMA, members_of::<ExecDetails>()),
+            ("file", &schema::file::SCHEMA, members_of::<FileDetails>()),
+            ("object", &schema::object::SCHEMA, members_of::<ObjectId>()),
+            (
+                "mount",
+                &schema::mount::SCHEMA,
+                members_of::<MountDetails>(),
+            ),
+            ("perm", &schema::perm::SCHEMA, members_of::<PermDetails>()),
+            ("owner", &schema::owner::SCHEMA, members_of::<Owner>()),
+            ("ids", &schema::ids::SCHEMA, members_of::<Ids>()),
+            (
+                "id_change",
+                &schema::id_change::SCHEMA,
+                members_of::<IdChange>(),
+            ),
+            (
+                "cap_change",
+                &schema::cap_change::SCHEMA,
+                members_of::<CapChange>(),
+            ),
+            ("xattr", &schema::xattr::SCHEMA, members_of::<Xattr>()),
+            (
+                "file_caps",
+                &schema::file_caps::SCHEMA,
+                members_of::<FileCaps>(),
+            ),
+            (
+                "uring",
+                &schema::uring::SCHEMA,
+                members_of::<UringDetails>(),
+            ),
+            (
+                "uring_register",
+                &schema::uring_register::SCHEMA,
+                members_of::<UringRegister>(),
+            ),
+            (
+                "decision",
+                &schema::decision::SCHEMA,
+                members_of::<Decision>(),
+            ),
+            (
+                "reverted",
+                &schema::reverted::SCHEMA,
+                members_of::<Reverted>(),
+            ),
+        ];
+        for (name, table, members) in tables {
+            assert_eq!(names(table), members, "the {name} table");
+        }
+    }
+
+    fn reads<T: for<'de> Deserialize<'de>>(value: &serde_json::Value) -> bool {
+        T::deserialize(value).is_ok()
+    }
+
+    /// A member a table says may be missing is one serde's reader does
+    /// without, and the others it requires. (The process is judged whole
+    /// or a reference after reading, by `Process::try_from`: the scanner
+    /// follows it, and the lines above test it.)
+    #[test]
+    fn members_a_table_requires_are_those_serde_requires() {
+        type Reads = fn(&serde_json::Value) -> bool;
+        let objects: [(&str, &Schema, Reads); 18] = [
+            (
+                "/process/ancestors/0",
+                &schema::ancestor::SCHEMA,
+                reads::<Ancestor>,
+            ),
+            (
+                "/process/container",
+                &schema::container::SCHEMA,
+                reads::<Container>,
+            ),
+            ("/result", &schema::result::SCHEMA, reads::<SyscallResult>),
+            ("/exec", &schema::exec::SCHEMA, reads::<ExecDetails>),
+            ("/file", &schema::file::SCHEMA, reads::<FileDetails>),
+            ("/file/object", &schema::object::SCHEMA, reads::<ObjectId>),
+            ("/file/mount", &schema::mount::SCHEMA, reads::<MountDetails>),
+            ("/perm", &schema::perm::SCHEMA, reads::<PermDetails>),
+            ("/perm/owner", &schema::owner::SCHEMA, reads::<Owner>),
+            ("/perm/ids", &schema::id_change::SCHEMA, reads::<IdChange>),
+            ("/perm/ids/old", &schema::ids::SCHEMA, reads::<Ids>),
+            (
+                "/perm/caps",
+                &schema::cap_change::SCHEMA,
+                reads::<CapChange>,
+            ),
+            ("/perm/xattr", &schema::xattr::SCHEMA, reads::<Xattr>),
+            (
+                "/perm/xattr/file_caps",
+                &schema::file_caps::SCHEMA,
+                reads::<FileCaps>,
+            ),
+            ("/uring", &schema::uring::SCHEMA, reads::<UringDetails>),
+            (
+                "/uring/register",
+                &schema::uring_register::SCHEMA,
+                reads::<UringRegister>,
+            ),
+            ("/decision", &schema::decision::SCHEMA, reads::<Decision>),
+            (
+                "/decision/reverted",
+                &schema::reverted::SCHEMA,
+                reads::<Reverted>,
+            ),
+        ];
+        let events: Vec<serde_json::Value> = super::every_member()
+            .iter()
+            .map(|e| serde_json::to_value(e).unwrap())
+            .collect();
+        for (at, table, reads) in objects {
+            let mut judged = 0;
+            for event in &events {
+                let Some(object) = event.pointer(at).and_then(|o| o.as_object()) else {
+                    continue;
+                };
+                assert!(reads(&object.clone().into()), "{at}: {object:?}");
+                for member in table.members {
+                    let mut without = object.clone();
+                    if without.remove(member.key.name).is_none() {
+                        continue;
+                    }
+                    assert_eq!(
+                        reads(&without.into()),
+                        !member.required,
+                        "{at}: without {}",
+                        member.key.name
+                    );
+                    judged += 1;
+                }
+            }
+            assert!(judged > 0, "no line holds {at}");
+        }
+    }
+}
