@@ -603,9 +603,12 @@ impl<'a> EventView<'a> {
             Section::Perm(p) => p.aliases.first().map(|a| &**a),
             _ => None,
         });
-        let exe = match joined {
-            Some(p) if self.reference().is_some() => p.exe.as_deref(),
-            _ => self.process.exe.as_deref(),
+        // A reference's own members other than its id are not the
+        // process's (serde drops them): only its definition names the exe.
+        let exe = match (self.reference(), joined) {
+            (None, _) => self.process.exe.as_deref(),
+            (Some(_), Some(p)) => p.exe.as_deref(),
+            (Some(_), None) => None,
         };
         Example {
             seq: self.seq,
