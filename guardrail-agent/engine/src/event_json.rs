@@ -50,44 +50,70 @@ impl Event {
 #[derive(Default)]
 pub struct ProcessMemo {
     read: HashMap<Box<str>, Process, foldhash::fast::RandomState>,
-    /// Lookups and hits since the last judgement of the hit rate.
-    lookups: u32,
-    hits: u32,
-    /// Lines still to read without the memo.
-    resting: u32,
+    worth: MemoWorth,
 }
 
-/// Process objects remembered; full, the memo starts over.
-const MEMO_MAX: usize = 1024;
+/// Process objects remembered; full, a memo starts over.
+pub(crate) const MEMO_MAX: usize = 1024;
 /// Lookups per judgement; fewer hits than [`MEMO_WORTH`] of them, and
 /// the memo rests for [`MEMO_REST`] lines.
 const MEMO_JUDGED: u32 = 256;
 const MEMO_WORTH: u32 = 64;
 const MEMO_REST: u32 = 65536;
 
+/// Whether a memo of the processes read lately is worth its misses:
+/// judged every [`MEMO_JUDGED`] lookups, and resting for a while when it
+/// hits too rarely (a log of many processes interleaved).
+#[derive(Default)]
+pub(crate) struct MemoWorth {
+    /// Lookups and hits since the last judgement.
+    lookups: u32,
+    hits: u32,
+    /// Lines still to read without the memo.
+    resting: u32,
+}
+
+impl MemoWorth {
+    /// Whether to consult the memo for the next line.
+    pub(crate) fn consult(&mut self) -> bool {
+        if self.resting > 0 {
+            self.resting -= 1;
+            return false;
+        }
+        true
+    }
+
+    /// Counts a lookup; true when the memo was just judged not worth
+    /// keeping (its owner empties it).
+    pub(crate) fn looked_up(&mut self, hit: bool) -> bool {
+        self.lookups += 1;
+        self.hits += u32::from(hit);
+        if self.lookups < MEMO_JUDGED {
+            return false;
+        }
+        let worthless = self.hits < MEMO_WORTH;
+        if worthless {
+            self.resting = MEMO_REST;
+        }
+        self.lookups = 0;
+        self.hits = 0;
+        worthless
+    }
+}
+
 impl ProcessMemo {
     /// Self to read the next line with, or None while resting.
     fn consulted(&mut self) -> Option<&mut Self> {
-        if self.resting > 0 {
-            self.resting -= 1;
-            return None;
-        }
-        Some(self)
+        self.worth.consult().then_some(self)
     }
 
     fn process(&mut self, json: &str) -> serde_json::Result<Process> {
-        self.lookups += 1;
-        if self.lookups == MEMO_JUDGED {
-            if self.hits < MEMO_WORTH {
-                self.resting = MEMO_REST;
-                self.read.clear();
-            }
-            self.lookups = 0;
-            self.hits = 0;
+        let known = self.read.get(json).cloned();
+        if self.worth.looked_up(known.is_some()) {
+            self.read.clear();
         }
-        if let Some(p) = self.read.get(json) {
-            self.hits += 1;
-            return Ok(p.clone());
+        if let Some(p) = known {
+            return Ok(p);
         }
         let p: Process = serde_json::from_str(json)?;
         if self.read.len() >= MEMO_MAX {

@@ -159,7 +159,8 @@ pub fn records_of(
     mut each: impl FnMut(Recorded),
 ) -> std::io::Result<()> {
     let mut serde = SerdeReader::default();
-    lines_of(input, |line| match crate::scan::read(line) {
+    let mut memo = crate::scan::RecentProcesses::default();
+    lines_of(input, |line| match crate::scan::read(line, &mut memo) {
         Scan::View(view) => {
             // As `ProcessJoin::join` does for every event.
             serde.join.saw(view.seq);

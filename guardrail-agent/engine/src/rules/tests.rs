@@ -155,7 +155,8 @@ fn decide_with(set: &RuleSet, e: &Event, enf: Enforcement) -> Option<Decision> {
     );
     // Replay reads the event's line in place: the same verdict.
     let line = serde_json::to_string(e).unwrap();
-    let crate::scan::Scan::View(view) = crate::scan::read(line.as_bytes()) else {
+    let crate::scan::Scan::View(view) = crate::scan::read(line.as_bytes(), &mut Default::default())
+    else {
         panic!("the scanner left {line} to serde");
     };
     let read = view

@@ -105,6 +105,17 @@ impl<'a> Cursor<'a> {
         self.at
     }
 
+    /// The whole line.
+    pub fn text(&self) -> &'a str {
+        self.text
+    }
+
+    /// Passes over `n` bytes another reading of the same bytes checked
+    /// (a memo's), which must end on a char boundary.
+    pub fn pass(&mut self, n: usize) {
+        self.at += n;
+    }
+
     fn bytes(&self) -> &'a [u8] {
         self.text.as_bytes()
     }

@@ -9,9 +9,11 @@
 //! parse the line would have had anyway.
 
 pub mod json;
+pub mod memo;
 pub mod schema;
 pub mod view;
 
+pub use memo::RecentProcesses;
 pub use view::EventView;
 
 /// What the scanner made of a line.
@@ -30,13 +32,15 @@ pub enum Scan<'a> {
     NotUtf8,
 }
 
-/// Reads one line (without its `\n`).
-pub fn read(line: &[u8]) -> Scan<'_> {
+/// Reads one line (without its `\n`), its process through `memo`.
+pub fn read<'a>(line: &'a [u8], memo: &mut RecentProcesses) -> Scan<'a> {
     match json::precheck(line) {
-        json::Pre::Clean(clean) => match view::event(&mut json::Cursor::new(clean)) {
-            Ok(view) => Scan::View(view),
-            Err(json::Bail) => Scan::Serde(clean.as_str()),
-        },
+        json::Pre::Clean(clean) => {
+            match view::event(&mut json::Cursor::new(clean), memo.consulted()) {
+                Ok(view) => Scan::View(view),
+                Err(json::Bail) => Scan::Serde(clean.as_str()),
+            }
+        }
         json::Pre::Unusual(text) => Scan::Serde(text),
         json::Pre::NotUtf8 => Scan::NotUtf8,
     }
@@ -53,7 +57,7 @@ pub fn agrees_with_serde(line: &[u8]) -> Result<bool, String> {
     let serde = std::str::from_utf8(line)
         .ok()
         .and_then(|text| Event::from_line(text, &mut ProcessMemo::default()).ok());
-    let view = match read(line) {
+    let view = match read(line, &mut RecentProcesses::default()) {
         Scan::View(view) => view,
         Scan::Serde(_) => return Ok(false),
         Scan::NotUtf8 if serde.is_none() => return Ok(false),

@@ -371,7 +371,10 @@ fn what_serde_refuses_is_never_read_in_place() {
         1,
     );
     assert_eq!(agrees_with_serde(unknown.as_bytes()), Ok(true));
-    assert!(matches!(read(b"\xff\n"), Scan::NotUtf8));
+    assert!(matches!(
+        read(b"\xff\n", &mut Default::default()),
+        Scan::NotUtf8
+    ));
 }
 
 /// What a mutation inserts: members known and unknown, values of every
@@ -785,4 +788,56 @@ mod drift {
             assert!(judged > 0, "no line holds {at}");
         }
     }
+}
+
+/// A thread's process read through the memo of recent processes reads as
+/// it does alone: the same process again, the thread after an exec (its
+/// exe changed), an exe that extends the last one, a lineage cut or not.
+#[test]
+fn lines_read_through_the_memo_read_as_without_it() {
+    use super::RecentProcesses;
+    let mut events = crate::search::testlog::busy_threads(400);
+    for (i, e) in events.iter_mut().enumerate() {
+        let p = e.body.process_mut().unwrap();
+        if i % 50 == 0 {
+            p.exe = Some(format!("{}b", p.exe.as_deref().unwrap_or("/x")).into());
+        }
+        if i % 7 == 0 {
+            p.ancestors_truncated = !p.ancestors_truncated;
+        }
+    }
+    for _ in 0..20 {
+        events.extend(every_member());
+    }
+    let mut memo = RecentProcesses::default();
+    let mut in_place = 0;
+    for e in &events {
+        let line = serde_json::to_string(e).unwrap();
+        let (with, alone) = (
+            read(line.as_bytes(), &mut memo),
+            read(line.as_bytes(), &mut RecentProcesses::default()),
+        );
+        match (with, alone) {
+            (Scan::View(with), Scan::View(alone)) => {
+                assert_eq!(with.reference(), alone.reference(), "{line}");
+                assert_eq!(
+                    with.facts(Some(&Process::default())),
+                    alone.facts(Some(&Process::default())),
+                    "{line}"
+                );
+                assert_eq!(with.facts(None), alone.facts(None), "{line}");
+                assert_eq!(with.example(None), alone.example(None), "{line}");
+                in_place += 1;
+            }
+            (Scan::Serde(_), Scan::Serde(_)) => {}
+            (with, alone) => panic!("{with:?} with the memo, {alone:?} alone: {line}"),
+        }
+    }
+    assert!(in_place > events.len() * 9 / 10);
+    // The memo was used: the last line's process is the one remembered.
+    let line = serde_json::to_string(events.last().unwrap()).unwrap();
+    let at = line.find("\"process\":").unwrap() + "\"process\":".len();
+    let object = &line.as_bytes()[at..];
+    let tid = super::memo::tid_of(object).unwrap();
+    assert!(memo.find(tid, object).is_some());
 }

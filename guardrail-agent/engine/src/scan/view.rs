@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 
 use super::json::{Bail, Cursor};
+use super::memo::{tid_of, RecentProcesses};
 use super::schema::{self, list, object, validate};
 use crate::event::{path_change_of, MountFacts, Process, PROPAGATION_FLAGS};
 use crate::replay::Example;
@@ -34,6 +35,99 @@ pub struct ProcessRead<'a> {
     ancestors_truncated: bool,
     unit: Option<Cow<'a, str>>,
     container: Option<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+/// Where a text lies in a process object: its start and end.
+type Span = (u32, u32);
+
+/// A [`ProcessRead`] of a process object with each text as where it lies
+/// in the object, for the memo; only of objects without escapes (each
+/// text borrowed).
+#[derive(Debug)]
+pub struct ProcessSpans {
+    numbers: ProcessRead<'static>,
+    id: Option<Span>,
+    exe: Option<Span>,
+    parent_exe: Option<Span>,
+    ancestors: Vec<(Option<Span>, Option<Span>)>,
+    unit: Option<Span>,
+    container: Option<(Span, Span)>,
+}
+
+impl<'a> ProcessRead<'a> {
+    /// Where each of this reading's texts lies in `object`, if each is
+    /// borrowed from it.
+    fn spans(&self, object: &'a str) -> Option<ProcessSpans> {
+        let base = object.as_ptr() as usize;
+        let span = |text: &Cow<'a, str>| match text {
+            Cow::Borrowed(t) => {
+                let start = (t.as_ptr() as usize).checked_sub(base)?;
+                (start + t.len() <= object.len())
+                    .then_some((start as u32, (start + t.len()) as u32))
+            }
+            Cow::Owned(_) => None,
+        };
+        let opt = |text: &Option<Cow<'a, str>>| match text {
+            Some(t) => span(t).map(Some),
+            None => Some(None),
+        };
+        let mut ancestors = Vec::with_capacity(self.ancestors.len());
+        for (exe, script) in &self.ancestors {
+            ancestors.push((opt(exe)?, opt(script)?));
+        }
+        Some(ProcessSpans {
+            numbers: ProcessRead {
+                pv: self.pv,
+                uid: self.uid,
+                gid: self.gid,
+                euid: self.euid,
+                egid: self.egid,
+                auid: self.auid,
+                comm: self.comm,
+                cgroup_id: self.cgroup_id,
+                ancestors_truncated: self.ancestors_truncated,
+                ..Default::default()
+            },
+            id: opt(&self.id)?,
+            exe: opt(&self.exe)?,
+            parent_exe: opt(&self.parent_exe)?,
+            ancestors,
+            unit: opt(&self.unit)?,
+            container: match &self.container {
+                Some((runtime, id)) => Some((span(runtime)?, span(id)?)),
+                None => None,
+            },
+        })
+    }
+
+    /// The reading `spans` describes, of `object`.
+    fn at(spans: &ProcessSpans, object: &'a str) -> ProcessRead<'a> {
+        let text = |(start, end): Span| Cow::Borrowed(&object[start as usize..end as usize]);
+        let n = &spans.numbers;
+        ProcessRead {
+            id: spans.id.map(text),
+            pv: n.pv,
+            uid: n.uid,
+            gid: n.gid,
+            euid: n.euid,
+            egid: n.egid,
+            auid: n.auid,
+            comm: n.comm,
+            exe: spans.exe.map(text),
+            parent_exe: spans.parent_exe.map(text),
+            cgroup_id: n.cgroup_id,
+            ancestors: spans
+                .ancestors
+                .iter()
+                .map(|(exe, script)| (exe.map(text), script.map(text)))
+                .collect(),
+            ancestors_truncated: n.ancestors_truncated,
+            unit: spans.unit.map(text),
+            container: spans
+                .container
+                .map(|(runtime, id)| (text(runtime), text(id))),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -144,7 +238,10 @@ fn each_string<'a>(c: &mut Cursor<'a>, depth: u32, mut each: impl FnMut(&str)) -
 
 /// Reads `line`'s event, or bails when serde must decide (see
 /// [`super::json::Bail`]).
-pub fn event<'a>(c: &mut Cursor<'a>) -> Result<EventView<'a>, Bail> {
+pub fn event<'a>(
+    c: &mut Cursor<'a>,
+    mut memo: Option<&mut RecentProcesses>,
+) -> Result<EventView<'a>, Bail> {
     let (mut seq, mut time, mut ktime_ns, mut kind) = (None, None, None, None);
     let (mut syscall, mut process, mut ok, mut redacted) = (None, None, None, None);
     let mut sections = Sections::default();
@@ -166,7 +263,9 @@ pub fn event<'a>(c: &mut Cursor<'a>) -> Result<EventView<'a>, Bail> {
                 once(&mut kind, c.string().and_then(|k| kind_of(&k)))?
             }
             Some(i) if i == M::Syscall as usize => once(&mut syscall, c.string().map(drop))?,
-            Some(i) if i == M::Process as usize => once(&mut process, process_of(c))?,
+            Some(i) if i == M::Process as usize => {
+                once(&mut process, process_with(c, memo.as_deref_mut()))?
+            }
             Some(i) if i == M::Result as usize => once(&mut ok, result_of(c))?,
             Some(i) if i == M::Exec as usize && wants(kind, BodyKind::Exec) => {
                 once(&mut sections.exec, exec_of(c))?
@@ -301,6 +400,31 @@ fn process_of<'a>(c: &mut Cursor<'a>) -> Result<ProcessRead<'a>, Bail> {
         return Err(Bail);
     }
     Ok(p)
+}
+
+/// [`process_of`], through the memo of the processes read lately.
+fn process_with<'a>(
+    c: &mut Cursor<'a>,
+    memo: Option<&mut RecentProcesses>,
+) -> Result<ProcessRead<'a>, Bail> {
+    let Some(memo) = memo else {
+        return process_of(c);
+    };
+    c.ws();
+    let (line, start) = (c.text(), c.position());
+    let Some(tid) = tid_of(&line.as_bytes()[start..]) else {
+        return process_of(c);
+    };
+    if let Some((len, spans)) = memo.find(tid, &line.as_bytes()[start..]) {
+        c.pass(len);
+        return Ok(ProcessRead::at(spans, &line[start..start + len]));
+    }
+    let read = process_of(c)?;
+    let object = &line[start..c.position()];
+    if let Some(spans) = read.spans(object) {
+        memo.learn(tid, object.as_bytes(), spans);
+    }
+    Ok(read)
 }
 
 /// `result.ok`.
