@@ -1073,6 +1073,19 @@ mod tests {
         prop::collection::vec(piece, 0..8).prop_map(|pieces| format!("\"{}\"", pieces.concat()))
     }
 
+    /// `text` then ` ,`: whatever the scanner skips, serde skips to the
+    /// same byte; it bails only on a surrogate escape serde would take.
+    fn skips_as_serde_does(text: &str) -> Result<(), TestCaseError> {
+        let input = format!("{text} ,");
+        let (ours, theirs) = (scanner_end(&input), serde_end(&input));
+        if ours.is_some() {
+            prop_assert_eq!(ours, theirs, "{:?}", input);
+        } else if theirs.is_some() {
+            prop_assert!(has_surrogate_escape(&input), "bailed on {:?}", input);
+        }
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(1024))]
 
@@ -1094,24 +1107,12 @@ mod tests {
             value.write(&mut text, &[], &mut 0);
             arb_mutated(text)
         })) {
-            let input = format!("{text} ,");
-            let (ours, theirs) = (scanner_end(&input), serde_end(&input));
-            if ours.is_some() {
-                prop_assert_eq!(ours, theirs, "{:?}", input);
-            } else if theirs.is_some() {
-                prop_assert!(has_surrogate_escape(&input), "bailed on {:?}", input);
-            }
+            skips_as_serde_does(&text)?;
         }
 
         #[test]
         fn skips_no_token_soup_serde_rejects(text in r#"[\[\]{}",: 0-9.eE+\-\\uadfnrtlsD8C]{0,10}"#) {
-            let input = format!("{text} ,");
-            let (ours, theirs) = (scanner_end(&input), serde_end(&input));
-            if ours.is_some() {
-                prop_assert_eq!(ours, theirs, "{:?}", input);
-            } else if theirs.is_some() {
-                prop_assert!(has_surrogate_escape(&input), "bailed on {:?}", input);
-            }
+            skips_as_serde_does(&text)?;
         }
 
         #[test]

@@ -427,17 +427,30 @@ fn process_with<'a>(
     Ok(read)
 }
 
-/// `result.ok`.
-fn result_of(c: &mut Cursor) -> Result<bool, Bail> {
-    let mut ok = None;
-    object(c, &schema::result::SCHEMA, 1, |c, i| {
-        if i != schema::result::M::Ok as usize {
+/// Reads an object of `schema`, keeping one member's value (read by
+/// `read`); none when the object has not that member.
+fn only<'a, T>(
+    c: &mut Cursor<'a>,
+    schema: &schema::Schema,
+    depth: u32,
+    member: usize,
+    mut read: impl FnMut(&mut Cursor<'a>) -> Result<T, Bail>,
+) -> Result<Option<T>, Bail> {
+    let mut value = None;
+    object(c, schema, depth, |c, i| {
+        if i != member {
             return Ok(false);
         }
-        ok = Some(c.bool()?);
+        value = Some(read(c)?);
         Ok(true)
     })?;
-    ok.ok_or(Bail)
+    Ok(value)
+}
+
+/// `result.ok`.
+fn result_of(c: &mut Cursor) -> Result<bool, Bail> {
+    let ok = schema::result::M::Ok as usize;
+    only(c, &schema::result::SCHEMA, 1, ok, Cursor::bool)?.ok_or(Bail)
 }
 
 fn exec_of<'a>(c: &mut Cursor<'a>) -> Result<ExecRead<'a>, Bail> {
@@ -551,30 +564,23 @@ fn perm_of<'a>(c: &mut Cursor<'a>) -> Result<PermRead<'a>, Bail> {
             }
             i if i == M::Ids as usize => {
                 if !c.opt_null() {
-                    let mut to_root = None;
-                    object(c, &schema::id_change::SCHEMA, 2, |c, i| {
-                        if i != schema::id_change::M::ToRoot as usize {
-                            return Ok(false);
-                        }
-                        to_root = Some(c.bool()?);
-                        Ok(true)
-                    })?;
-                    p.to_root = Some(to_root.ok_or(Bail)?);
+                    let to_root = schema::id_change::M::ToRoot as usize;
+                    let ids = &schema::id_change::SCHEMA;
+                    p.to_root = Some(only(c, ids, 2, to_root, Cursor::bool)?.ok_or(Bail)?);
                 }
             }
             i if i == M::Caps as usize => {
                 if !c.opt_null() {
-                    object(c, &schema::cap_change::SCHEMA, 2, |c, i| {
-                        if i != schema::cap_change::M::Gained as usize {
-                            return Ok(false);
-                        }
-                        p.gained = if c.opt_null() {
-                            None
+                    let gained = schema::cap_change::M::Gained as usize;
+                    let caps = &schema::cap_change::SCHEMA;
+                    let list = |c: &mut Cursor<'a>| {
+                        if c.opt_null() {
+                            Ok(None)
                         } else {
-                            Some(strings(c, 3)?)
-                        };
-                        Ok(true)
-                    })?;
+                            strings(c, 3).map(Some)
+                        }
+                    };
+                    p.gained = only(c, caps, 2, gained, list)?.flatten();
                 }
             }
             _ => return Ok(false),
@@ -586,15 +592,8 @@ fn perm_of<'a>(c: &mut Cursor<'a>) -> Result<PermRead<'a>, Bail> {
 }
 
 fn uring_of<'a>(c: &mut Cursor<'a>) -> Result<Cow<'a, str>, Bail> {
-    let mut op = None;
-    object(c, &schema::uring::SCHEMA, 1, |c, i| {
-        if i != schema::uring::M::Op as usize {
-            return Ok(false);
-        }
-        op = Some(c.string()?);
-        Ok(true)
-    })?;
-    op.ok_or(Bail)
+    let op = schema::uring::M::Op as usize;
+    only(c, &schema::uring::SCHEMA, 1, op, Cursor::string)?.ok_or(Bail)
 }
 
 impl<'a> EventView<'a> {
