@@ -145,7 +145,16 @@ impl<'r> Recorded<'r> {
     fn example(self) -> Example {
         match self {
             Recorded::Event(e) => Example::of(e),
-            Recorded::Read(view, joined) => view.example(joined),
+            Recorded::Read(view, joined) => {
+                let summary = view.summary(joined);
+                Example {
+                    seq: view.seq,
+                    time: view.time.to_string(),
+                    op: summary.op.to_string(),
+                    exe: summary.exe.map(String::from),
+                    path: summary.path.map(String::from),
+                }
+            }
         }
     }
 }

@@ -290,6 +290,22 @@ impl<'a> Cursor<'a> {
         self.null().is_ok()
     }
 
+    /// The value of an `Option<String>` member.
+    pub fn opt_string(&mut self) -> Result<Option<Cow<'a, str>>, Bail> {
+        if self.opt_null() {
+            return Ok(None);
+        }
+        self.string().map(Some)
+    }
+
+    /// The value of an `Option` of an unsigned integer member.
+    pub fn opt_uint<T: TryFrom<u64>>(&mut self) -> Result<Option<T>, Bail> {
+        if self.opt_null() {
+            return Ok(None);
+        }
+        self.uint().map(Some)
+    }
+
     /// Checks and skips any JSON value, as serde_json's `IgnoredAny` does
     /// for keys a struct does not know. `depth` is how many arrays and
     /// objects are open around it; a value nested deeper than

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use super::view::ProcessSpans;
+use super::process::ProcessSpans;
 use crate::event_json::{MemoWorth, MEMO_MAX};
 
 /// A process object remembered: its bytes, and its reading.

@@ -10,6 +10,7 @@
 
 pub mod json;
 pub mod memo;
+pub mod process;
 pub mod schema;
 pub mod view;
 
@@ -48,11 +49,10 @@ pub fn read<'a>(line: &'a [u8], memo: &mut RecentProcesses) -> Scan<'a> {
 
 /// The scanner's contract, checked on one line against serde's reader:
 /// a line serde refuses is never read in place, and a line read in place
-/// has the event's facts, example, `seq` and `time`. True when the line
+/// has the event's facts, summary, `seq` and `time`. True when the line
 /// was read in place. For the tests and the `replay_line` fuzz target.
 pub fn agrees_with_serde(line: &[u8]) -> Result<bool, String> {
     use crate::event::{Event, ProcessMemo};
-    use crate::replay::Example;
     use crate::rules::Facts;
     let serde = std::str::from_utf8(line)
         .ok()
@@ -97,9 +97,14 @@ pub fn agrees_with_serde(line: &[u8]) -> Result<bool, String> {
     if scanned != read {
         return differ("facts", &scanned, &read);
     }
-    let (scanned, read) = (view.example(joined), Example::of(&event));
+    let read = view::Summary {
+        op: event.body.op(),
+        exe: event.body.process().and_then(|p| p.exe.as_deref()),
+        path: event.body.paths().first().copied(),
+    };
+    let scanned = view.summary(joined);
     if scanned != read {
-        return differ("example", &scanned, &read);
+        return differ("summary", &scanned, &read);
     }
     Ok(true)
 }

@@ -826,7 +826,7 @@ fn lines_read_through_the_memo_read_as_without_it() {
                     "{line}"
                 );
                 assert_eq!(with.facts(None), alone.facts(None), "{line}");
-                assert_eq!(with.example(None), alone.example(None), "{line}");
+                assert_eq!(with.summary(None), alone.summary(None), "{line}");
                 in_place += 1;
             }
             (Scan::Serde(_), Scan::Serde(_)) => {}

@@ -11,124 +11,11 @@ use std::borrow::Cow;
 
 use super::json::{Bail, Cursor};
 use super::memo::{tid_of, RecentProcesses};
+use super::process::{process_of, ProcessRead};
 use super::schema::{self, list, object, validate};
 use crate::event::{path_change_of, MountFacts, Process, PROPAGATION_FLAGS};
-use crate::replay::Example;
-use crate::rules::facts::{AncestorRead, ContainerRef, Facts, Lineage, PermFacts, Strs};
+use crate::rules::facts::{ContainerRef, Facts, Lineage, PermFacts, Strs};
 use crate::rules::kinds::{mask_of_op, BodyKind};
-
-/// A line's process: whole, or a reference to a version defined earlier.
-#[derive(Debug, Default)]
-pub struct ProcessRead<'a> {
-    id: Option<Cow<'a, str>>,
-    pv: Option<u64>,
-    uid: Option<u32>,
-    gid: Option<u32>,
-    euid: Option<u32>,
-    egid: Option<u32>,
-    auid: Option<u32>,
-    comm: bool,
-    exe: Option<Cow<'a, str>>,
-    parent_exe: Option<Cow<'a, str>>,
-    cgroup_id: Option<u64>,
-    ancestors: Vec<AncestorRead<'a>>,
-    ancestors_truncated: bool,
-    unit: Option<Cow<'a, str>>,
-    container: Option<(Cow<'a, str>, Cow<'a, str>)>,
-}
-
-/// Where a text lies in a process object: its start and end.
-type Span = (u32, u32);
-
-/// A [`ProcessRead`] of a process object with each text as where it lies
-/// in the object, for the memo; only of objects without escapes (each
-/// text borrowed).
-#[derive(Debug)]
-pub struct ProcessSpans {
-    numbers: ProcessRead<'static>,
-    id: Option<Span>,
-    exe: Option<Span>,
-    parent_exe: Option<Span>,
-    ancestors: Vec<(Option<Span>, Option<Span>)>,
-    unit: Option<Span>,
-    container: Option<(Span, Span)>,
-}
-
-impl<'a> ProcessRead<'a> {
-    /// Where each of this reading's texts lies in `object`, if each is
-    /// borrowed from it.
-    fn spans(&self, object: &'a str) -> Option<ProcessSpans> {
-        let base = object.as_ptr() as usize;
-        let span = |text: &Cow<'a, str>| match text {
-            Cow::Borrowed(t) => {
-                let start = (t.as_ptr() as usize).checked_sub(base)?;
-                (start + t.len() <= object.len())
-                    .then_some((start as u32, (start + t.len()) as u32))
-            }
-            Cow::Owned(_) => None,
-        };
-        let opt = |text: &Option<Cow<'a, str>>| match text {
-            Some(t) => span(t).map(Some),
-            None => Some(None),
-        };
-        let mut ancestors = Vec::with_capacity(self.ancestors.len());
-        for (exe, script) in &self.ancestors {
-            ancestors.push((opt(exe)?, opt(script)?));
-        }
-        Some(ProcessSpans {
-            numbers: ProcessRead {
-                pv: self.pv,
-                uid: self.uid,
-                gid: self.gid,
-                euid: self.euid,
-                egid: self.egid,
-                auid: self.auid,
-                comm: self.comm,
-                cgroup_id: self.cgroup_id,
-                ancestors_truncated: self.ancestors_truncated,
-                ..Default::default()
-            },
-            id: opt(&self.id)?,
-            exe: opt(&self.exe)?,
-            parent_exe: opt(&self.parent_exe)?,
-            ancestors,
-            unit: opt(&self.unit)?,
-            container: match &self.container {
-                Some((runtime, id)) => Some((span(runtime)?, span(id)?)),
-                None => None,
-            },
-        })
-    }
-
-    /// The reading `spans` describes, of `object`.
-    fn at(spans: &ProcessSpans, object: &'a str) -> ProcessRead<'a> {
-        let text = |(start, end): Span| Cow::Borrowed(&object[start as usize..end as usize]);
-        let n = &spans.numbers;
-        ProcessRead {
-            id: spans.id.map(text),
-            pv: n.pv,
-            uid: n.uid,
-            gid: n.gid,
-            euid: n.euid,
-            egid: n.egid,
-            auid: n.auid,
-            comm: n.comm,
-            exe: spans.exe.map(text),
-            parent_exe: spans.parent_exe.map(text),
-            cgroup_id: n.cgroup_id,
-            ancestors: spans
-                .ancestors
-                .iter()
-                .map(|(exe, script)| (exe.map(text), script.map(text)))
-                .collect(),
-            ancestors_truncated: n.ancestors_truncated,
-            unit: spans.unit.map(text),
-            container: spans
-                .container
-                .map(|(runtime, id)| (text(runtime), text(id))),
-        }
-    }
-}
 
 #[derive(Debug)]
 struct ExecRead<'a> {
@@ -176,6 +63,14 @@ enum Section<'a> {
     Uring(Cow<'a, str>),
 }
 
+/// What a report shows of an event: its operation, exe and first path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Summary<'v> {
+    pub op: &'v str,
+    pub exe: Option<&'v str>,
+    pub path: Option<&'v str>,
+}
+
 /// An event line as replay reads it.
 #[derive(Debug)]
 pub struct EventView<'a> {
@@ -202,21 +97,6 @@ fn once<T>(slot: &mut Option<T>, value: Result<T, Bail>) -> Result<(), Bail> {
     }
     *slot = Some(value?);
     Ok(())
-}
-
-/// The value of an `Option<String>` member.
-fn opt_string<'a>(c: &mut Cursor<'a>) -> Result<Option<Cow<'a, str>>, Bail> {
-    if c.opt_null() {
-        return Ok(None);
-    }
-    c.string().map(Some)
-}
-
-fn opt_uint<'a, T: TryFrom<u64>>(c: &mut Cursor<'a>) -> Result<Option<T>, Bail> {
-    if c.opt_null() {
-        return Ok(None);
-    }
-    c.uint().map(Some)
 }
 
 fn strings<'a>(c: &mut Cursor<'a>, depth: u32) -> Result<Vec<Cow<'a, str>>, Bail> {
@@ -326,82 +206,6 @@ fn kind_of(name: &str) -> Result<BodyKind, Bail> {
     }
 }
 
-/// The line's process, as `Process::try_from` would take it: whole
-/// without `pv`, or a reference. A definition (whole with `pv`) bails:
-/// the serde reader learns it for the references that follow.
-fn process_of<'a>(c: &mut Cursor<'a>) -> Result<ProcessRead<'a>, Bail> {
-    use schema::process::M;
-    let mut p = ProcessRead::default();
-    object(c, &schema::process::SCHEMA, 1, |c, i| {
-        match i {
-            i if i == M::Id as usize => p.id = opt_string(c)?,
-            i if i == M::Pv as usize => p.pv = opt_uint(c)?,
-            i if i == M::Uid as usize => p.uid = opt_uint(c)?,
-            i if i == M::Gid as usize => p.gid = opt_uint(c)?,
-            i if i == M::Euid as usize => p.euid = opt_uint(c)?,
-            i if i == M::Egid as usize => p.egid = opt_uint(c)?,
-            i if i == M::Auid as usize => p.auid = opt_uint(c)?,
-            i if i == M::Comm as usize => p.comm = opt_string(c)?.is_some(),
-            i if i == M::Exe as usize => p.exe = opt_string(c)?,
-            i if i == M::ParentExe as usize => p.parent_exe = opt_string(c)?,
-            i if i == M::CgroupId as usize => p.cgroup_id = opt_uint(c)?,
-            i if i == M::Ancestors as usize => {
-                list(c, 2, |c| {
-                    let (mut exe, mut script) = (None, None);
-                    object(c, &schema::ancestor::SCHEMA, 3, |c, i| {
-                        use schema::ancestor::M;
-                        match i {
-                            i if i == M::Exe as usize => exe = opt_string(c)?,
-                            i if i == M::Script as usize => script = opt_string(c)?,
-                            _ => return Ok(false),
-                        }
-                        Ok(true)
-                    })?;
-                    p.ancestors.push((exe, script));
-                    Ok(())
-                })?;
-            }
-            i if i == M::AncestorsTruncated as usize => p.ancestors_truncated = c.bool()?,
-            i if i == M::Unit as usize => p.unit = opt_string(c)?,
-            i if i == M::Container as usize => {
-                if !c.opt_null() {
-                    let (mut runtime, mut id) = (None, None);
-                    object(c, &schema::container::SCHEMA, 2, |c, i| {
-                        use schema::container::M;
-                        match i {
-                            i if i == M::Runtime as usize => runtime = Some(c.string()?),
-                            _ => id = Some(c.string()?),
-                        }
-                        Ok(true)
-                    })?;
-                    p.container = runtime.zip(id);
-                }
-            }
-            _ => return Ok(false),
-        }
-        Ok(true)
-    })?;
-    let reference = p.uid.is_none() && !p.comm;
-    if reference {
-        // `Process::try_from`: a reference has `pv` and `id`; without
-        // them the missing members are an error, which serde reports.
-        return match (p.pv, &p.id) {
-            (Some(_), Some(_)) => Ok(p),
-            _ => Err(Bail),
-        };
-    }
-    let whole = p.uid.is_some()
-        && p.gid.is_some()
-        && p.euid.is_some()
-        && p.egid.is_some()
-        && p.comm
-        && p.cgroup_id.is_some();
-    if !whole || p.pv.is_some() {
-        return Err(Bail);
-    }
-    Ok(p)
-}
-
 /// [`process_of`], through the memo of the processes read lately.
 fn process_with<'a>(
     c: &mut Cursor<'a>,
@@ -477,8 +281,8 @@ fn file_of<'a>(c: &mut Cursor<'a>) -> Result<FileRead<'a>, Bail> {
     object(c, &schema::file::SCHEMA, 1, |c, i| {
         match i {
             i if i == M::Op as usize => op = Some(c.string()?),
-            i if i == M::Path as usize => path = opt_string(c)?,
-            i if i == M::NewPath as usize => new_path = opt_string(c)?,
+            i if i == M::Path as usize => path = c.opt_string()?,
+            i if i == M::NewPath as usize => new_path = c.opt_string()?,
             i if i == M::Aliases as usize => aliases = strings(c, 2)?,
             i if i == M::Flags as usize => each_string(c, 2, |f| {
                 write |= matches!(
@@ -517,7 +321,7 @@ fn mount_of<'a>(c: &mut Cursor<'a>) -> Result<MountRead<'a>, Bail> {
     };
     object(c, &schema::mount::SCHEMA, 2, |c, i| {
         match i {
-            i if i == M::Namespace as usize => m.namespace = opt_string(c)?,
+            i if i == M::Namespace as usize => m.namespace = c.opt_string()?,
             i if i == M::Flags as usize => each_string(c, 3, |f| {
                 m.remount |= f == "remount";
                 m.bind |= f == "bind";
@@ -545,17 +349,17 @@ fn perm_of<'a>(c: &mut Cursor<'a>) -> Result<PermRead<'a>, Bail> {
     object(c, &schema::perm::SCHEMA, 1, |c, i| {
         match i {
             i if i == M::Op as usize => op = Some(c.string()?),
-            i if i == M::Path as usize => p.path = opt_string(c)?,
+            i if i == M::Path as usize => p.path = c.opt_string()?,
             i if i == M::Aliases as usize => p.aliases = strings(c, 2)?,
-            i if i == M::Mode as usize => p.mode = opt_string(c)?,
+            i if i == M::Mode as usize => p.mode = c.opt_string()?,
             i if i == M::Owner as usize => {
                 if !c.opt_null() {
                     let (mut uid, mut gid) = (None, None);
                     object(c, &schema::owner::SCHEMA, 2, |c, i| {
                         if i == schema::owner::M::Uid as usize {
-                            uid = opt_uint(c)?;
+                            uid = c.opt_uint()?;
                         } else {
-                            gid = opt_uint(c)?;
+                            gid = c.opt_uint()?;
                         }
                         Ok(true)
                     })?;
@@ -713,8 +517,9 @@ impl<'a> EventView<'a> {
         Some(facts)
     }
 
-    /// The line as a report's example.
-    pub fn example(&self, joined: Option<&Process>) -> Example {
+    /// The operation (`exec`, `open`, `chmod`…), the exe and the first
+    /// path the event names: what a report shows of an example.
+    pub fn summary<'v>(&'v self, joined: Option<&'v Process>) -> Summary<'v> {
         let (op, path) = match &self.section {
             Section::Exec(e) => ("exec", Some(&*e.path)),
             Section::File(f) => (&*f.op, f.path.as_deref().or(f.new_path.as_deref())),
@@ -733,12 +538,6 @@ impl<'a> EventView<'a> {
             (Some(_), Some(p)) => p.exe.as_deref(),
             (Some(_), None) => None,
         };
-        Example {
-            seq: self.seq,
-            time: self.time.to_string(),
-            op: op.to_string(),
-            exe: exe.map(String::from),
-            path: path.map(String::from),
-        }
+        Summary { op, exe, path }
     }
 }
