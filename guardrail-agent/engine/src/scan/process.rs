@@ -6,12 +6,12 @@ use std::borrow::Cow;
 
 use super::json::{Bail, Cursor};
 use super::schema::{self, list, object};
-use crate::rules::facts::AncestorRead;
 
-/// A line's process: whole, or a reference to a version defined earlier.
+/// A line's process: whole, or a reference to a version defined earlier;
+/// each text as `T`.
 #[derive(Debug, Default)]
-pub struct ProcessRead<'a> {
-    pub(super) id: Option<Cow<'a, str>>,
+pub struct ProcessOf<T> {
+    pub(super) id: Option<T>,
     pub(super) pv: Option<u64>,
     pub(super) uid: Option<u32>,
     pub(super) gid: Option<u32>,
@@ -19,30 +19,68 @@ pub struct ProcessRead<'a> {
     pub(super) egid: Option<u32>,
     pub(super) auid: Option<u32>,
     pub(super) comm: bool,
-    pub(super) exe: Option<Cow<'a, str>>,
-    pub(super) parent_exe: Option<Cow<'a, str>>,
+    pub(super) exe: Option<T>,
+    pub(super) parent_exe: Option<T>,
     pub(super) cgroup_id: Option<u64>,
-    pub(super) ancestors: Vec<AncestorRead<'a>>,
+    /// Each ancestor's exe and script, nearest first.
+    pub(super) ancestors: Vec<(Option<T>, Option<T>)>,
     pub(super) ancestors_truncated: bool,
-    pub(super) unit: Option<Cow<'a, str>>,
-    pub(super) container: Option<(Cow<'a, str>, Cow<'a, str>)>,
+    pub(super) unit: Option<T>,
+    /// The container's runtime and id.
+    pub(super) container: Option<(T, T)>,
 }
+
+/// A line's process, its texts borrowed from the line where they hold no
+/// escape.
+pub type ProcessRead<'a> = ProcessOf<Cow<'a, str>>;
 
 /// Where a text lies in a process object: its start and end.
 type Span = (u32, u32);
 
-/// A [`ProcessRead`] of a process object with each text as where it lies
-/// in the object, for the memo; only of objects without escapes (each
-/// text borrowed).
-#[derive(Debug)]
-pub struct ProcessSpans {
-    numbers: ProcessRead<'static>,
-    id: Option<Span>,
-    exe: Option<Span>,
-    parent_exe: Option<Span>,
-    ancestors: Vec<(Option<Span>, Option<Span>)>,
-    unit: Option<Span>,
-    container: Option<(Span, Span)>,
+/// A process object's reading with each text as where it lies in the
+/// object, for the memo; only of objects without escapes.
+pub type ProcessSpans = ProcessOf<Span>;
+
+impl<T> ProcessOf<T> {
+    /// The same reading with each text made by `text`; none when `text`
+    /// makes none of one.
+    fn map_texts<U>(&self, mut text: impl FnMut(&T) -> Option<U>) -> Option<ProcessOf<U>> {
+        let container = match &self.container {
+            Some((runtime, id)) => Some((text(runtime)?, text(id)?)),
+            None => None,
+        };
+        let mut opt = |t: &Option<T>| match t {
+            Some(t) => text(t).map(Some),
+            None => Some(None),
+        };
+        let mut ancestors = Vec::with_capacity(self.ancestors.len());
+        for (exe, script) in &self.ancestors {
+            ancestors.push((opt(exe)?, opt(script)?));
+        }
+        let (id, exe, parent_exe, unit) = (
+            opt(&self.id)?,
+            opt(&self.exe)?,
+            opt(&self.parent_exe)?,
+            opt(&self.unit)?,
+        );
+        Some(ProcessOf {
+            id,
+            pv: self.pv,
+            uid: self.uid,
+            gid: self.gid,
+            euid: self.euid,
+            egid: self.egid,
+            auid: self.auid,
+            comm: self.comm,
+            exe,
+            parent_exe,
+            cgroup_id: self.cgroup_id,
+            ancestors,
+            ancestors_truncated: self.ancestors_truncated,
+            unit,
+            container,
+        })
+    }
 }
 
 impl<'a> ProcessRead<'a> {
@@ -50,74 +88,21 @@ impl<'a> ProcessRead<'a> {
     /// borrowed from it.
     pub(super) fn spans(&self, object: &'a str) -> Option<ProcessSpans> {
         let base = object.as_ptr() as usize;
-        let span = |text: &Cow<'a, str>| match text {
+        self.map_texts(|text| match text {
             Cow::Borrowed(t) => {
                 let start = (t.as_ptr() as usize).checked_sub(base)?;
                 (start + t.len() <= object.len())
                     .then_some((start as u32, (start + t.len()) as u32))
             }
             Cow::Owned(_) => None,
-        };
-        let opt = |text: &Option<Cow<'a, str>>| match text {
-            Some(t) => span(t).map(Some),
-            None => Some(None),
-        };
-        let mut ancestors = Vec::with_capacity(self.ancestors.len());
-        for (exe, script) in &self.ancestors {
-            ancestors.push((opt(exe)?, opt(script)?));
-        }
-        Some(ProcessSpans {
-            numbers: ProcessRead {
-                pv: self.pv,
-                uid: self.uid,
-                gid: self.gid,
-                euid: self.euid,
-                egid: self.egid,
-                auid: self.auid,
-                comm: self.comm,
-                cgroup_id: self.cgroup_id,
-                ancestors_truncated: self.ancestors_truncated,
-                ..Default::default()
-            },
-            id: opt(&self.id)?,
-            exe: opt(&self.exe)?,
-            parent_exe: opt(&self.parent_exe)?,
-            ancestors,
-            unit: opt(&self.unit)?,
-            container: match &self.container {
-                Some((runtime, id)) => Some((span(runtime)?, span(id)?)),
-                None => None,
-            },
         })
     }
 
     /// The reading `spans` describes, of `object`.
     pub(super) fn at(spans: &ProcessSpans, object: &'a str) -> ProcessRead<'a> {
-        let text = |(start, end): Span| Cow::Borrowed(&object[start as usize..end as usize]);
-        let n = &spans.numbers;
-        ProcessRead {
-            id: spans.id.map(text),
-            pv: n.pv,
-            uid: n.uid,
-            gid: n.gid,
-            euid: n.euid,
-            egid: n.egid,
-            auid: n.auid,
-            comm: n.comm,
-            exe: spans.exe.map(text),
-            parent_exe: spans.parent_exe.map(text),
-            cgroup_id: n.cgroup_id,
-            ancestors: spans
-                .ancestors
-                .iter()
-                .map(|(exe, script)| (exe.map(text), script.map(text)))
-                .collect(),
-            ancestors_truncated: n.ancestors_truncated,
-            unit: spans.unit.map(text),
-            container: spans
-                .container
-                .map(|(runtime, id)| (text(runtime), text(id))),
-        }
+        spans
+            .map_texts(|&(start, end)| Some(Cow::Borrowed(&object[start as usize..end as usize])))
+            .expect("every span makes a text")
     }
 }
 
