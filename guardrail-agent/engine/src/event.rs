@@ -349,9 +349,16 @@ pub struct MountFacts<'e> {
 }
 
 /// The propagation changes among mount flags.
-pub const PROPAGATION_FLAGS: [&str; 4] = ["shared", "private", "slave", "unbindable"];
+const PROPAGATION_FLAGS: [&str; 4] = ["shared", "private", "slave", "unbindable"];
 
 impl MountFacts<'_> {
+    /// Notes one of the call's flags.
+    pub fn flag(&mut self, flag: &str) {
+        self.remount |= flag == "remount";
+        self.bind |= flag == "bind";
+        self.propagation |= PROPAGATION_FLAGS.contains(&flag);
+    }
+
     /// Whether the call changes what a path resolves to. A remount or a
     /// propagation change (`--make-private` …) leaves every path naming
     /// what it named, and the service manager's mounts in a service's
@@ -962,13 +969,12 @@ pub struct MountDetails {
 impl MountDetails {
     /// What decides whether the call changes what paths mean.
     pub fn facts(&self) -> MountFacts<'_> {
-        let has = |f: &str| self.flags.iter().any(|x| x == f);
-        MountFacts {
+        let mut facts = MountFacts {
             namespace: self.namespace.as_deref(),
-            remount: has("remount"),
-            bind: has("bind"),
-            propagation: PROPAGATION_FLAGS.iter().any(|p| has(p)),
-        }
+            ..Default::default()
+        };
+        self.flags.iter().for_each(|f| facts.flag(f));
+        facts
     }
 
     /// Whether the call changes what a path resolves to (see

@@ -18,7 +18,9 @@ use crate::canonical::{self, FinalComponent, PathSource};
 use crate::decode::RawRecord;
 use crate::event::*;
 
-pub use names::{cap_names, errno_name, is_write_flags, mode_bits, octal, open_flags, CAP_NAMES};
+pub use names::{
+    cap_names, errno_name, is_write_flag, is_write_flags, mode_bits, octal, open_flags, CAP_NAMES,
+};
 use paths::{final_component, resolve, Resolved};
 pub use uring::{interpret_uring_register, interpret_uring_setup};
 

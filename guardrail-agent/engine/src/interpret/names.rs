@@ -70,12 +70,15 @@ pub fn open_flags(f: u64) -> Vec<String> {
 /// Whether decoded open flags may change the file (what `file.write`
 /// rules match).
 pub fn is_write_flags(flags: &[String]) -> bool {
-    flags.iter().any(|f| {
-        matches!(
-            f.as_str(),
-            "write" | "read_write" | "create" | "truncate" | "append" | "tmpfile"
-        )
-    })
+    flags.iter().any(|f| is_write_flag(f))
+}
+
+/// One open flag that makes an open a write (see [`is_write_flags`]).
+pub fn is_write_flag(flag: &str) -> bool {
+    matches!(
+        flag,
+        "write" | "read_write" | "create" | "truncate" | "append" | "tmpfile"
+    )
 }
 
 pub fn octal(mode: u64) -> String {

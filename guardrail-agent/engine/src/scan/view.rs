@@ -13,7 +13,8 @@ use super::json::{Bail, Cursor};
 use super::memo::{tid_of, RecentProcesses};
 use super::process::{process_of, ProcessRead};
 use super::schema::{self, list, object, validate};
-use crate::event::{path_change_of, MountFacts, Process, PROPAGATION_FLAGS};
+use crate::event::{path_change_of, MountFacts, Process};
+use crate::interpret::is_write_flag;
 use crate::rules::facts::{ContainerRef, Facts, Lineage, PermFacts, Strs};
 use crate::rules::kinds::{mask_of_op, BodyKind};
 
@@ -29,7 +30,7 @@ struct FileRead<'a> {
     path: Option<Cow<'a, str>>,
     new_path: Option<Cow<'a, str>>,
     aliases: Vec<Cow<'a, str>>,
-    /// An open's flags write (`interpret::is_write_flags`) and create.
+    /// An open's flags write (`interpret::is_write_flag`) and create.
     write: bool,
     create: bool,
     mount: Option<MountRead<'a>>,
@@ -38,9 +39,8 @@ struct FileRead<'a> {
 #[derive(Debug)]
 struct MountRead<'a> {
     namespace: Option<Cow<'a, str>>,
-    remount: bool,
-    bind: bool,
-    propagation: bool,
+    /// What the flags say (its namespace left unset).
+    flags: MountFacts<'static>,
 }
 
 #[derive(Debug)]
@@ -285,10 +285,7 @@ fn file_of<'a>(c: &mut Cursor<'a>) -> Result<FileRead<'a>, Bail> {
             i if i == M::NewPath as usize => new_path = c.opt_string()?,
             i if i == M::Aliases as usize => aliases = strings(c, 2)?,
             i if i == M::Flags as usize => each_string(c, 2, |f| {
-                write |= matches!(
-                    f,
-                    "write" | "read_write" | "create" | "truncate" | "append" | "tmpfile"
-                );
+                write |= is_write_flag(f);
                 create |= f == "create";
             })?,
             i if i == M::Mount as usize => {
@@ -315,18 +312,12 @@ fn mount_of<'a>(c: &mut Cursor<'a>) -> Result<MountRead<'a>, Bail> {
     use schema::mount::M;
     let mut m = MountRead {
         namespace: None,
-        remount: false,
-        bind: false,
-        propagation: false,
+        flags: MountFacts::default(),
     };
     object(c, &schema::mount::SCHEMA, 2, |c, i| {
         match i {
             i if i == M::Namespace as usize => m.namespace = c.opt_string()?,
-            i if i == M::Flags as usize => each_string(c, 3, |f| {
-                m.remount |= f == "remount";
-                m.bind |= f == "bind";
-                m.propagation |= PROPAGATION_FLAGS.contains(&f);
-            })?,
+            i if i == M::Flags as usize => each_string(c, 3, |f| m.flags.flag(f))?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -439,9 +430,7 @@ impl<'a> EventView<'a> {
                     &f.op,
                     f.mount.as_ref().map(|m| MountFacts {
                         namespace: m.namespace.as_deref(),
-                        remount: m.remount,
-                        bind: m.bind,
-                        propagation: m.propagation,
+                        ..m.flags
                     }),
                     f.path.as_deref(),
                     f.new_path.as_deref(),
