@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use crate::event::{Ancestor, Body, Event, PathChange};
+use crate::event::{Ancestor, Body, Event, PathChange, Process};
 
 use super::kinds::mask_of_event;
 
@@ -158,10 +158,46 @@ impl<'e> Facts<'e> {
             ),
             _ => (None, None),
         };
-        Some(Facts {
+        Some(
+            Facts::without_process(kinds, ok, body.paths(), argv, perm, body.path_change())
+                .with_process(process),
+        )
+    }
+
+    /// The facts of an event but its process's, which [`Self::with_process`]
+    /// or the caller fills in.
+    pub fn without_process(
+        kinds: u32,
+        ok: bool,
+        paths: Vec<&'e str>,
+        argv: Option<Strs<'e>>,
+        perm: Option<PermFacts<'e>>,
+        change: Option<PathChange<'e>>,
+    ) -> Self {
+        Facts {
             kinds,
             ok,
-            paths: body.paths(),
+            paths,
+            exe: None,
+            parent: None,
+            ancestors: Lineage::Event(&[]),
+            ancestors_truncated: false,
+            uid: 0,
+            euid: 0,
+            gid: 0,
+            auid: None,
+            cgroup_id: 0,
+            unit: None,
+            container: None,
+            argv,
+            perm,
+            change,
+        }
+    }
+
+    /// These facts, of `process`.
+    pub fn with_process(self, process: &'e Process) -> Self {
+        Facts {
             exe: process.exe.as_deref(),
             parent: process.parent_exe.as_deref(),
             ancestors: Lineage::Event(&process.ancestors),
@@ -176,10 +212,8 @@ impl<'e> Facts<'e> {
                 runtime: &c.runtime,
                 id: &c.id,
             }),
-            argv,
-            perm,
-            change: body.path_change(),
-        })
+            ..self
+        }
     }
 
     /// Whether a deny rule's `fallback = "revert"` can undo the event.

@@ -448,62 +448,29 @@ impl<'a> EventView<'a> {
             }
             Section::Uring(_) => {}
         }
-        let mut facts = Facts {
-            kinds,
-            ok: self.ok,
-            paths,
-            exe: None,
-            parent: None,
-            ancestors: Lineage::Read(&[]),
-            ancestors_truncated: false,
-            uid: 0,
-            euid: 0,
-            gid: 0,
-            auid: None,
-            cgroup_id: 0,
-            unit: None,
-            container: None,
-            argv,
-            perm,
-            change,
-        };
-        match (self.reference(), joined) {
-            (None, _) => {
-                let p = &self.process;
-                facts.exe = p.exe.as_deref();
-                facts.parent = p.parent_exe.as_deref();
-                facts.ancestors = Lineage::Read(&p.ancestors);
-                facts.ancestors_truncated = p.ancestors_truncated;
-                facts.uid = p.uid?;
-                facts.euid = p.euid?;
-                facts.gid = p.gid?;
-                facts.auid = p.auid;
-                facts.cgroup_id = p.cgroup_id?;
-                facts.unit = p.unit.as_deref();
-                facts.container = p
-                    .container
-                    .as_ref()
-                    .map(|(runtime, id)| ContainerRef { runtime, id });
-            }
-            (Some(_), Some(p)) => {
-                facts.exe = p.exe.as_deref();
-                facts.parent = p.parent_exe.as_deref();
-                facts.ancestors = Lineage::Event(&p.ancestors);
-                facts.ancestors_truncated = p.ancestors_truncated;
-                facts.uid = p.uid;
-                facts.euid = p.euid;
-                facts.gid = p.gid;
-                facts.auid = p.auid;
-                facts.cgroup_id = p.cgroup_id;
-                facts.unit = p.who.unit.as_deref();
-                facts.container = p.who.container.as_deref().map(|c| ContainerRef {
-                    runtime: &c.runtime,
-                    id: &c.id,
-                });
-            }
+        let facts = Facts::without_process(kinds, self.ok, paths, argv, perm, change);
+        let p = match (self.reference(), joined) {
+            (None, _) => &self.process,
+            (Some(_), Some(joined)) => return Some(facts.with_process(joined)),
             (Some(_), None) => return None,
-        }
-        Some(facts)
+        };
+        Some(Facts {
+            exe: p.exe.as_deref(),
+            parent: p.parent_exe.as_deref(),
+            ancestors: Lineage::Read(&p.ancestors),
+            ancestors_truncated: p.ancestors_truncated,
+            uid: p.uid?,
+            euid: p.euid?,
+            gid: p.gid?,
+            auid: p.auid,
+            cgroup_id: p.cgroup_id?,
+            unit: p.unit.as_deref(),
+            container: p
+                .container
+                .as_ref()
+                .map(|(runtime, id)| ContainerRef { runtime, id }),
+            ..facts
+        })
     }
 
     /// The operation (`exec`, `open`, `chmod`…), the exe and the first
