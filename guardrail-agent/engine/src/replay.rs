@@ -11,6 +11,7 @@ use crate::instants::Instants;
 use crate::process_join::{Joined, ProcessJoin};
 use crate::rules::eval::Enforcement;
 use crate::rules::{decide_facts, Facts, RuleSet};
+use crate::scan::view::Summary;
 use crate::scan::{EventView, Scan};
 
 /// What one rule would have done over the replayed events.
@@ -53,16 +54,17 @@ pub struct Report {
 const EXAMPLES: usize = 3;
 
 impl Example {
-    pub(crate) fn of(event: &Event) -> Self {
+    fn of(event: &Event) -> Self {
+        Example::new(event.seq, &event.time, Summary::of(event))
+    }
+
+    fn new(seq: u64, time: &str, summary: Summary) -> Self {
         Example {
-            seq: event.seq,
-            time: event.time.clone(),
-            op: event.body.op().to_string(),
-            exe: event
-                .body
-                .process()
-                .and_then(|p| p.exe.as_deref().map(String::from)),
-            path: event.body.paths().first().map(|p| p.to_string()),
+            seq,
+            time: time.to_string(),
+            op: summary.op.to_string(),
+            exe: summary.exe.map(String::from),
+            path: summary.path.map(String::from),
         }
     }
 }
@@ -146,14 +148,7 @@ impl<'r> Recorded<'r> {
         match self {
             Recorded::Event(e) => Example::of(e),
             Recorded::Read(view, joined) => {
-                let summary = view.summary(joined);
-                Example {
-                    seq: view.seq,
-                    time: view.time.to_string(),
-                    op: summary.op.to_string(),
-                    exe: summary.exe.map(String::from),
-                    path: summary.path.map(String::from),
-                }
+                Example::new(view.seq, &view.time, view.summary(joined))
             }
         }
     }

@@ -97,12 +97,7 @@ pub fn agrees_with_serde(line: &[u8]) -> Result<bool, String> {
     if scanned != read {
         return differ("facts", &scanned, &read);
     }
-    let read = view::Summary {
-        op: event.body.op(),
-        exe: event.body.process().and_then(|p| p.exe.as_deref()),
-        path: event.body.paths().first().copied(),
-    };
-    let scanned = view.summary(joined);
+    let (scanned, read) = (view.summary(joined), view::Summary::of(&event));
     if scanned != read {
         return differ("summary", &scanned, &read);
     }

@@ -71,6 +71,17 @@ pub struct Summary<'v> {
     pub path: Option<&'v str>,
 }
 
+impl<'v> Summary<'v> {
+    /// What a report shows of an event read whole.
+    pub fn of(event: &'v crate::event::Event) -> Self {
+        Summary {
+            op: event.body.op(),
+            exe: event.body.process().and_then(|p| p.exe.as_deref()),
+            path: event.body.paths().first().copied(),
+        }
+    }
+}
+
 /// An event line as replay reads it.
 #[derive(Debug)]
 pub struct EventView<'a> {
