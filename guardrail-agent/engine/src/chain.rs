@@ -97,11 +97,19 @@ pub fn seal_in_place(out: &mut String, start: usize, prev: &str) -> HexDigest {
 /// The hash a sealed line ends with, without taking the line apart (no
 /// check that it matches: [`Verifier`] does that).
 pub fn sealed_hash(line: &str) -> Option<&str> {
-    let body = line.strip_suffix("\"}}")?;
-    let hash = body.get(body.len().checked_sub(64)?..)?;
-    body[..body.len() - 64]
-        .ends_with("\",\"hash\":\"")
-        .then_some(hash)
+    sealed_hash_of(line.as_bytes())
+}
+
+/// [`sealed_hash`] of a line as bytes read from a file: only the hash is
+/// checked to be text (a reader of many lines need not check all of
+/// every line).
+pub fn sealed_hash_of(line: &[u8]) -> Option<&str> {
+    let body = line.strip_suffix(b"\"}}")?;
+    let at = body.len().checked_sub(64)?;
+    body[..at]
+        .ends_with(b"\",\"hash\":\"")
+        .then(|| std::str::from_utf8(&body[at..]).ok())
+        .flatten()
 }
 
 /// A line taken apart: the event JSON it seals, and its prev and hash.
