@@ -61,7 +61,20 @@ fn assert_chain_with(
         String::from_utf8_lossy(&verified.stdout).contains("the chain is intact"),
         "{verified:?}"
     );
-    let log = std::fs::read_to_string(dir.join(format!("{host}-audit.jsonl"))).unwrap();
+    // The log's files on disk, oldest first. Lines of files rotated away
+    // since (the output sent them from its open descriptors) are older
+    // than all of them.
+    let path = dir.join(format!("{host}-audit.jsonl"));
+    let mut log = String::new();
+    for i in (1..)
+        .take_while(|i| path.with_extension(format!("jsonl.{i}")).exists())
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
+        log.push_str(&std::fs::read_to_string(path.with_extension(format!("jsonl.{i}"))).unwrap());
+    }
+    log.push_str(&std::fs::read_to_string(&path).unwrap());
     let at: std::collections::HashMap<&str, usize> =
         log.lines().enumerate().map(|(i, l)| (l, i)).collect();
     let mut last: Option<usize> = None;
@@ -79,7 +92,11 @@ fn assert_chain_with(
             "{host}: record {i} names its process by reference: {line}"
         );
         let Some(&here) = at.get(line.as_str()) else {
-            panic!("{host}: record {i} is not a line of the audit log: {line}");
+            assert!(
+                last.is_none(),
+                "{host}: record {i} is not a line of the audit log's files: {line}"
+            );
+            continue;
         };
         if let Some(last) = last {
             assert!(
@@ -362,15 +379,12 @@ fn an_agent_restarted_while_the_server_is_down_delivers_its_spool_later() {
 }
 
 /// An agent SIGKILLed mid-storm loses nothing on the way to the stream:
-/// the lines its audit log wrote that its spool never took are sent by
-/// the next start, from the log. The stream then holds every line of the
-/// host's audit log, once, in order, without a `loss` message. (The
-/// window between the log's write and the spool's is microseconds wide
-/// and a run rarely kills the agent inside it; the unit test
-/// `lines_the_log_wrote_before_a_start_and_never_spooled_are_caught_up`
-/// forces that case.)
+/// the next start reads the audit log on from the first line the server
+/// had not acknowledged (the output's cursor), and skips the lines sent
+/// since that the stream holds. The stream then holds every line of the
+/// host's audit log, once, in order, without a `loss` message.
 #[test]
-fn an_agent_killed_mid_storm_sends_what_its_log_wrote_and_its_spool_never_took() {
+fn an_agent_killed_mid_storm_sends_every_line_its_log_wrote_once() {
     let dir = trusted_tempdir();
     let server = NatsServer::start(&dir.path().join("store"), &[]);
     let cfg = config(&server.url(), "india", dir.path(), "");
@@ -381,7 +395,7 @@ fn an_agent_killed_mid_storm_sends_what_its_log_wrote_and_its_spool_never_took()
     wait_until("the output to publish", DEADLINE, || {
         nats_output(&agent)["sent"].as_u64() > Some(500)
     });
-    // SIGKILL: whatever the feed held is gone with the process.
+    // SIGKILL: messages in flight, the cursor maybe not saved.
     drop(agent);
     load.kill().unwrap();
     load.wait().unwrap();
@@ -418,6 +432,86 @@ fn an_agent_killed_mid_storm_sends_what_its_log_wrote_and_its_spool_never_took()
         "lines of the log missing in the stream"
     );
     assert!(sent == logged, "the stream is not the log's lines in order");
+    agent.stop();
+}
+
+/// The audit log's files are the output's queue: through an outage across
+/// many rotations, with the log keeping only its two last files, the files
+/// rotated out unsent are held (within `spool_bytes`), across an agent
+/// restart too, and delivered: every event once, in order, nothing lost;
+/// then they are removed.
+#[test]
+fn an_outage_across_many_rotations_and_a_restart_delivers_the_files_rotated_out_once() {
+    let dir = trusted_tempdir();
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let cfg = config(&url, "golf", dir.path(), "spool_bytes = 67108864\n").replacen(
+        "[audit_log]\n",
+        "[audit_log]\nmax_bytes = 262144\nmax_files = 2\n",
+        1,
+    );
+    let agent = Agent::launch(&cfg, &[], &quiet());
+    wait_until(
+        "the output to report the unreachable server",
+        DEADLINE,
+        || !nats_output(&agent)["last_error"].is_null(),
+    );
+    let file = dir.path().join("target");
+    std::fs::write(&file, b"").unwrap();
+    let c_path = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
+    for i in 0..10_000 {
+        let mode = if i % 2 == 0 { 0o600 } else { 0o644 };
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::chmod(c_path.as_ptr(), mode) }, 0);
+    }
+    let upto = mark(dir.path(), "golf", &dir.path().join("ended"));
+    let rotated = |i: u32| dir.path().join(format!("golf-audit.jsonl.{i}"));
+    assert!(!rotated(3).exists() && rotated(2).exists());
+    let kept: u64 = [rotated(2), rotated(1), dir.path().join("golf-audit.jsonl")]
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    wait_until(
+        "the files rotated away unsent to be held (spooled_bytes)",
+        DEADLINE,
+        || nats_output(&agent)["spooled_bytes"].as_u64() > Some(kept),
+    );
+    let held = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().starts_with("golf-audit.jsonl.held.")
+            })
+            .count()
+    };
+    assert!(held() > 0, "held on disk, beside the log");
+    agent.stop();
+    let agent = Agent::launch(&cfg, &[], &quiet());
+    let restarted = dir.path().join("restarted");
+    std::fs::write(&restarted, b"").unwrap();
+    let mut server = NatsServer::not_started(port, &dir.path().join("store"), &[]);
+    server.restart();
+    let mut records = vec![];
+    wait_until("the events of both runs in the stream", DEADLINE, || {
+        records = records_of(&read_stream(&url), "golf");
+        records
+            .iter()
+            .any(|(_, v)| v["file"]["path"] == restarted.to_str().unwrap())
+    });
+    assert!(
+        !records.iter().any(|(_, v)| v["kind"] == "loss"),
+        "nothing was lost"
+    );
+    let first = first_run(&records);
+    assert_events_exactly_once(&first, "golf", upto);
+    assert!(upto > 10_000, "the storm's events are in it ({upto})");
+    assert_chain(&url, dir.path(), "golf", &records);
+    let out = nats_output(&agent);
+    assert_eq!(out["dropped"], 0, "{out}");
+    wait_until("the held files to be sent and removed", DEADLINE, || {
+        held() == 0 && nats_output(&agent)["spooled_bytes"].as_u64() == Some(0)
+    });
     agent.stop();
 }
 
@@ -485,7 +579,14 @@ fn an_unreachable_server_and_a_full_spool_are_reported_and_the_loss_is_in_the_st
     // Nothing listens there yet.
     let port = free_port();
     let url = format!("nats://127.0.0.1:{port}");
-    let cfg = config(&url, "foxtrot", dir.path(), "spool_bytes = 1048576\n");
+    // Small audit log files, few of them: the log's files are the
+    // output's queue, and those rotated away unsent are held up to
+    // spool_bytes.
+    let cfg = config(&url, "foxtrot", dir.path(), "spool_bytes = 1048576\n").replacen(
+        "[audit_log]\n",
+        "[audit_log]\nmax_bytes = 65536\nmax_files = 2\n",
+        1,
+    );
     let agent = Agent::launch(&cfg, &[], &quiet());
     wait_until(
         "the output to report the unreachable server",

@@ -4,4 +4,4 @@
 //! path.
 pub mod writer;
 
-pub use writer::{AuditLog, AuditStats, Reference, Tap, Written};
+pub use writer::{file_id, held_files, AuditLog, AuditStats, FeedFile, FileId, LogFeed, Reference};

@@ -8,6 +8,7 @@
 //! 10 s per output).
 
 pub mod journald;
+pub mod logsource;
 pub mod nats;
 pub mod spool;
 pub mod syslog;
@@ -109,6 +110,10 @@ pub struct OutputStats {
     pub queued: AtomicU64,
     /// The output's on-disk spool, if it has one.
     spool: std::sync::OnceLock<Arc<spool::Spool>>,
+    /// The output reads the audit log's files (nats): `held_bytes` of
+    /// files rotated away are waiting for the server.
+    reads_log: std::sync::atomic::AtomicBool,
+    held_bytes: AtomicU64,
     /// What became of each delivery, under one lock: a reader never sees a
     /// failure counted without its error, or an error that a later success
     /// has already cleared.
@@ -316,9 +321,9 @@ impl Outputs {
                         .with_context(|| format!("output {name}"))?,
                 ),
                 OutputKind::Nats => {
-                    let tap = audit.filter(|_| reads_the_log(cfg)).map(AuditLog::tap);
+                    let feed = audit.filter(|_| reads_the_log(cfg)).map(AuditLog::feed);
                     Box::new(
-                        nats::Nats::new(cfg, &name, &host, stats.clone(), tap)
+                        nats::Nats::new(cfg, &name, &host, stats.clone(), feed)
                             .with_context(|| format!("output {name}"))?,
                     )
                 }
@@ -480,7 +485,14 @@ impl Outputs {
                     queued: s.queued.load(Ordering::Relaxed),
                     last_error: outcomes.last_error,
                     last_drop: outcomes.last_drop,
-                    spooled_bytes: s.spool.get().map(|sp| sp.used()),
+                    spooled_bytes: if s.reads_log.load(Ordering::Relaxed) {
+                        Some(
+                            s.spool.get().map_or(0, |sp| sp.used())
+                                + s.held_bytes.load(Ordering::Relaxed),
+                        )
+                    } else {
+                        s.spool.get().map(|sp| sp.used())
+                    },
                 }
             })
             .collect()

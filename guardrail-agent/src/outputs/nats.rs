@@ -21,15 +21,16 @@
 //!
 //! What the stream carries: an output that takes every event (the
 //! default) while the audit log is on sends **the audit log's own sealed
-//! lines**, handed over by the log's writer as it writes them
-//! ([`crate::audit::Tap`]): one hash per event for the log and the
-//! stream, and nothing of the output's in the event path. A message's id
-//! is then `<host>.<hash of its first line>`, unique in the host's chain.
-//! Lines the spool cannot take, or that the output fell too far behind
-//! the log to be handed, are counted, and a `loss` message (outside the
-//! chain, with an `id`) says how many before the next lines; `guardrail
-//! log verify --nats` lets the chain skip only there, or where a new
-//! audit log began.
+//! lines**, read from the log's files ([`super::logsource`]): one hash
+//! per event for the log and the stream, nothing of the output's in the
+//! event path, and no copy of the lines in a spool of its own (the log's
+//! files are the queue). A message's id is then `<host>.<hash of its
+//! first line>`, unique in the host's chain. Lines the output had to give
+//! up (files rotated away unsent beyond `spool_bytes`, or lines after the
+//! last one sent that no file holds any more at a start) are counted, and
+//! a `loss` message (outside the chain, with an `id`) says how many
+//! before the next lines; `guardrail log verify --nats` lets the chain
+//! skip only there, or where a new audit log began.
 //!
 //! Otherwise (an output with filters, or no audit log) each record is
 //! `{"host","chain_id","seq","event"}` sealed as the audit log's lines
@@ -53,7 +54,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -62,11 +63,11 @@ use anyhow::{Context, Result};
 use async_nats::jetstream::{self, context::PublishAckFuture, stream};
 use tracing::warn;
 
+use super::logsource::{LogSource, Message};
 use super::spool::{Pos, Spool, SpoolError, Writer};
 use super::{Delivery, OutputStats, Sink};
-use crate::audit::writer::{rotated, tail, TAP_BYTES};
-use crate::audit::{Tap, Written};
-use crate::config::nats::{check_output, is_token, shown};
+use crate::audit::LogFeed;
+use crate::config::nats::{check_output, shown};
 use crate::config::OutputSection;
 use crate::outputs::Published;
 use guardrail_engine::chain::{chain_order, open, seal_in_place, sealed_hash, GENESIS};
@@ -150,30 +151,27 @@ pub struct Nats {
     abort: Arc<AtomicBool>,
 }
 
-/// What fills the spool.
+/// What feeds the publisher.
 enum Feed {
     /// Events handed over by the event path, sealed in this output's own
-    /// chain: an output that takes some events only, or an agent without
-    /// an audit log.
+    /// chain and spooled: an output that takes some events only, or an
+    /// agent without an audit log.
     Events(Box<Sealer>),
-    /// The audit log's own sealed lines, spooled by a thread of their
-    /// own; taken when the output stops.
-    AuditLog {
-        thread: Option<JoinHandle<()>>,
-        stop: Arc<AtomicBool>,
-    },
+    /// The audit log's files, read by the publisher itself.
+    AuditLog,
 }
 
 impl Nats {
-    /// The output; fed with the audit log's sealed lines through `tap`
-    /// when given one (the output takes every event and the audit log is
-    /// on), else with the events the event path hands over.
+    /// The output; it publishes the audit log's sealed lines from the
+    /// log's files when given its `feed` (the output takes every event
+    /// and the audit log is on), else the events the event path hands
+    /// over.
     pub fn new(
         cfg: &OutputSection,
         name: &str,
         hostname: &str,
         stats: Arc<OutputStats>,
-        tap: Option<Tap>,
+        feed: Option<Arc<LogFeed>>,
     ) -> Result<Self> {
         check_output(cfg).map_err(anyhow::Error::msg)?;
         let urls = cfg
@@ -200,15 +198,7 @@ impl Nats {
             .spool_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from(SPOOL_ROOT).join(name));
-        let (spool, writer, last) =
-            Spool::open(&dir, cfg.spool_bytes.unwrap_or(DEFAULT_SPOOL_BYTES))?;
-        let _ = stats.spool.set(spool.clone());
-        // Entries of this output's own chain may wait in the spool (also
-        // when it is now fed by the audit log: spooled by an older agent).
-        let (chain_id, prev, seq) = match last.as_deref().and_then(Continued::from_spool_line) {
-            Some(c) => (c.chain_id, c.hash, c.seq),
-            None => (new_chain_id(), GENESIS.to_string(), 0),
-        };
+        let spool_bytes = cfg.spool_bytes.unwrap_or(DEFAULT_SPOOL_BYTES);
         let target = Target {
             urls,
             auth,
@@ -222,51 +212,86 @@ impl Nats {
             max_age: humantime::parse_duration(cfg.max_age.as_deref().unwrap_or(DEFAULT_MAX_AGE))?,
             name: name.to_string(),
         };
+        let (feed, queue) = match feed {
+            Some(log_feed) => {
+                // An older agent's spool: sent first, and the log is read
+                // on from the last line it held.
+                let old = if has_segments(&dir) {
+                    let (spool, _, last) = Spool::open(&dir, spool_bytes)?;
+                    let after = last.as_deref().and_then(resume_point);
+                    let old = (!spool.is_drained()).then_some(spool);
+                    if old.is_none() {
+                        remove_segments(&dir);
+                    }
+                    Some((old, after))
+                } else {
+                    None
+                };
+                let (old, after) = old.unwrap_or((None, None));
+                if let Some(old) = &old {
+                    let _ = stats.spool.set(old.clone());
+                }
+                stats.reads_log.store(true, Ordering::Relaxed);
+                let log = LogSource::open(
+                    log_feed,
+                    &dir,
+                    spool_bytes,
+                    after.as_deref(),
+                    name,
+                    stats.clone(),
+                )
+                .with_context(|| {
+                    format!(
+                        "reading the audit log for the NATS output (spool_dir {})",
+                        dir.display()
+                    )
+                })?;
+                (
+                    Feed::AuditLog,
+                    Queue::Log {
+                        old: old.map(|spool| SpoolQueue::new(spool, dir.clone())),
+                        log: Box::new(log),
+                    },
+                )
+            }
+            None => {
+                let (spool, writer, last) = Spool::open(&dir, spool_bytes)?;
+                let _ = stats.spool.set(spool.clone());
+                // Entries of this output's own chain may wait in the spool.
+                let (chain_id, prev, seq) =
+                    match last.as_deref().and_then(Continued::from_spool_line) {
+                        Some(c) => (c.chain_id, c.hash, c.seq),
+                        None => (new_chain_id(), GENESIS.to_string(), 0),
+                    };
+                let sealer = Sealer {
+                    writer,
+                    host_json: serde_json::Value::from(host).to_string(),
+                    chain_id,
+                    prev,
+                    seq,
+                    name: name.to_string(),
+                    batch: Batch::default(),
+                    losses: Losses::default(),
+                };
+                (
+                    Feed::Events(Box::new(sealer)),
+                    Queue::Spool(SpoolQueue::new(spool, dir.clone())),
+                )
+            }
+        };
         let draining = Arc::new(AtomicBool::new(false));
         let abort = Arc::new(AtomicBool::new(false));
-        let feed = match tap {
-            Some(tap) => {
-                let stop = Arc::new(AtomicBool::new(false));
-                let resume_after = last.as_deref().and_then(resume_point);
-                let feed = AuditFeed {
-                    writer,
-                    last_spooled: resume_after.clone(),
-                    resume_after,
-                    audit_path: tap.path.clone(),
-                    batch: Batch::default(),
-                    name: name.to_string(),
-                    stats: stats.clone(),
-                    losses: Losses::default(),
-                    stop: stop.clone(),
-                    define_again: tap.define_again.clone(),
-                };
-                let thread = std::thread::Builder::new()
-                    .name(format!("nats-feed-{name}"))
-                    .spawn(move || feed.run(tap))
-                    .context("starting the NATS output's feed thread")?;
-                Feed::AuditLog {
-                    thread: Some(thread),
-                    stop,
-                }
-            }
-            None => Feed::Events(Box::new(Sealer {
-                writer,
-                host_json: serde_json::Value::from(host).to_string(),
-                chain_id,
-                prev,
-                seq,
-                name: name.to_string(),
-                batch: Batch::default(),
-                losses: Losses::default(),
-            })),
+        let acked_at = match &queue {
+            Queue::Log { log, .. } => log.acked_at(),
+            Queue::Spool(_) => 0,
         };
         let publisher = Publisher {
             target,
-            spool: spool.clone(),
+            queue,
             stats,
             draining: draining.clone(),
             abort: abort.clone(),
-            acked_at: AtomicU64::new(0),
+            acked_at,
         };
         let thread = std::thread::Builder::new()
             .name(format!("nats-{name}"))
@@ -281,24 +306,43 @@ impl Nats {
     }
 }
 
-/// Events lost to the fleet (the spool was full, or the feed fell behind
-/// the audit log), for the next `loss` record.
+/// Whether `dir` holds spool segments (an older agent's, or this output's
+/// own chain's).
+fn has_segments(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().ends_with(".seg"))
+    })
+}
+
+/// An older agent's spool, all sent: its files go.
+fn remove_segments(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".seg") || name == "cursor" {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// Events lost to the fleet (the spool was full, or lines of the audit log
+/// were given up), for the next `loss` record.
 #[derive(Default)]
-struct Losses {
-    unreported: u64,
-    total: u64,
-    reason: String,
+pub(super) struct Losses {
+    pub unreported: u64,
+    pub total: u64,
+    pub reason: String,
     /// Some were lost, how many is not known (reported with count 0).
-    unknown: bool,
+    pub unknown: bool,
 }
 
 impl Losses {
-    /// Whether a `loss` record is due.
-    fn due(&self) -> bool {
-        self.unreported > 0 || self.unknown
-    }
-
-    fn count(&mut self, n: u64, why: &str, name: &str, stats: &OutputStats) {
+    pub fn count(&mut self, n: u64, why: &str, name: &str, stats: &OutputStats) {
         if self.unreported == 0 {
             warn!(output = %name, "{why}: events are dropped and counted until the server takes what is spooled");
         }
@@ -310,7 +354,7 @@ impl Losses {
     }
 
     /// The `loss` record; `id` names it when it travels outside a chain.
-    fn record(&self, name: &str, reason: &str, id: Option<&str>) -> serde_json::Value {
+    pub fn record(&self, name: &str, reason: &str, id: Option<&str>) -> serde_json::Value {
         let mut record = serde_json::json!({
             "kind": "loss",
             "time": jiff::Timestamp::now().to_string(),
@@ -434,211 +478,7 @@ impl Sealer {
     }
 }
 
-/// Spools the audit log's sealed lines as they are written: no second
-/// chain, no second hash of each event, nothing in the event path. A
-/// message holds consecutive lines of one kind, its id the hash of its
-/// first line (unique in the host's chain). Lines the spool cannot take,
-/// or that the feed fell too far behind the log to be handed, are
-/// counted, and a `loss` message outside the chain says how many before
-/// the next lines (`guardrail log verify --nats` then finds the gap it
-/// explains).
-struct AuditFeed {
-    writer: Writer,
-    /// The hash of the last audit log line spooled before this start, if
-    /// the spool ends with one: lines after it that the log wrote before
-    /// the first one this output is handed were missed, and are caught up.
-    resume_after: Option<String>,
-    audit_path: PathBuf,
-    /// The hash of the last line spooled.
-    last_spooled: Option<String>,
-    batch: Batch,
-    name: String,
-    stats: Arc<OutputStats>,
-    losses: Losses,
-    stop: Arc<AtomicBool>,
-    /// Set when lines are lost here: the lines that follow may name
-    /// process versions the lost ones defined, so the log defines them
-    /// again (a moment later: lines already handed over may still name
-    /// them).
-    define_again: Arc<AtomicBool>,
-}
-
-impl AuditFeed {
-    /// Until the audit log closes (or the output stops without it).
-    fn run(mut self, tap: Tap) {
-        loop {
-            let first = match tap.writes.recv_timeout(Duration::from_millis(100)) {
-                Ok(w) => Some(w),
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-            };
-            let mut next = first;
-            while let Some(w) = next {
-                tap.queued_bytes
-                    .fetch_sub(w.lines.len() as u64, Ordering::Relaxed);
-                self.take(&w);
-                next = tap.writes.try_recv().ok();
-            }
-            // Nothing more for now: what is gathered goes out.
-            self.close_message();
-            if let Err(e) = self.writer.flush() {
-                self.stats.error(e.to_string());
-            }
-            if self.stop.load(Ordering::Relaxed) {
-                break;
-            }
-        }
-        self.close_message();
-        // What was lost last is said before the next start's lines.
-        if self.losses.due() && !self.report_losses() {
-            warn!(output = %self.name, "{} events lost to this output could not be reported in the stream: the spool is full", self.losses.unreported);
-        }
-        if let Err(e) = self.writer.flush() {
-            warn!(output = %self.name, "{e}");
-        }
-    }
-
-    /// Add the complete lines of one write of the audit log.
-    fn take(&mut self, w: &Written) {
-        if w.missed_before > 0 {
-            self.close_message();
-            self.losses.count(
-                w.missed_before,
-                "the NATS output fell behind the audit log",
-                &self.name,
-                &self.stats,
-            );
-        }
-        let Ok(text) = std::str::from_utf8(&w.lines) else {
-            return;
-        };
-        if let Some(after) = self.resume_after.take() {
-            let first_prev = text
-                .lines()
-                .next()
-                .and_then(open)
-                .map(|o| o.prev.to_string());
-            if let Some(until) = first_prev.filter(|p| *p != after) {
-                self.catch_up(&after, &until);
-            }
-        }
-        for line in text.split_terminator('\n') {
-            self.add_line(line);
-        }
-    }
-
-    /// The lines the audit log holds after the one sealed `after` through
-    /// the one sealed `until`: written while this output was not there to
-    /// be handed them (an agent killed before it spooled what the log had
-    /// written). Spooled now, in order; if the log no longer holds them
-    /// (rotated away), a `loss` message says so.
-    fn catch_up(&mut self, after: &str, until: &str) {
-        // The tail of the current file and, if need be, of the one
-        // rotated last: what was in flight when the agent died is at most
-        // what a tap may fall behind by and what the spool had not
-        // flushed, far less than this.
-        const TAIL: u64 = 4 * TAP_BYTES;
-        let mut text = tail(&self.audit_path, TAIL);
-        if sealed_line_at(&text, after).is_none() && (text.len() as u64) < TAIL {
-            let rotated = rotated(&self.audit_path, 1);
-            text = tail(&rotated, TAIL - text.len() as u64) + &text;
-        }
-        let lines: Vec<&str> = text.lines().collect();
-        let from = lines.iter().position(|l| sealed_hash(l) == Some(after));
-        let to = lines.iter().position(|l| sealed_hash(l) == Some(until));
-        match (from, to) {
-            (Some(from), Some(to)) if from < to => {
-                for line in &lines[from + 1..=to] {
-                    self.add_line(line);
-                }
-            }
-            // Not found where they were written: say so rather than send
-            // lines the stream may hold already.
-            _ => self.unknown_loss(),
-        }
-    }
-
-    /// Lines lost, how many unknown: a `loss` message says so (count 0).
-    fn unknown_loss(&mut self) {
-        self.close_message();
-        self.define_again.store(true, Ordering::Relaxed);
-        let why = "an unknown number of lines the audit log wrote before this start were neither spooled nor found in its files";
-        warn!(output = %self.name, "{why}");
-        self.losses.reason = why.to_string();
-        self.losses.unknown = true;
-    }
-
-    /// Add one sealed line of the audit log to the message being built.
-    fn add_line(&mut self, line: &str) {
-        // Every line the writer writes is sealed.
-        let Some(hash) = sealed_hash(line) else {
-            return;
-        };
-        let kind = line_kind(line).filter(|k| is_token(k)).unwrap_or("other");
-        if !self.batch.takes(kind, line.len()) {
-            self.close_message();
-        }
-        // After that close, which may itself have lost lines: a loss
-        // goes into the stream before the next line, never after it.
-        if self.losses.due() && !self.report_losses() {
-            self.losses
-                .count(1, &self.losses.reason.clone(), &self.name, &self.stats);
-            self.define_again.store(true, Ordering::Relaxed);
-            return;
-        }
-        self.batch.open(hash, kind);
-        self.batch.entry.push_str(line);
-        self.batch.taken(kind);
-    }
-
-    /// Spool the message being built; what the spool cannot take is lost
-    /// to the fleet, counted.
-    fn close_message(&mut self) {
-        if self.batch.is_empty() {
-            return;
-        }
-        match self.writer.append(&self.batch.entry) {
-            Ok(()) => {
-                self.last_spooled = last_record(&self.batch.entry)
-                    .and_then(|(_, line)| sealed_hash(line))
-                    .map(str::to_string)
-            }
-            Err(e) => {
-                let n = self.batch.records;
-                self.losses
-                    .count(n, &e.to_string(), &self.name, &self.stats);
-                self.define_again.store(true, Ordering::Relaxed);
-            }
-        }
-        self.batch.clear();
-    }
-
-    /// Spool a `loss` message for what was lost; false if it found no room.
-    fn report_losses(&mut self) -> bool {
-        self.close_message();
-        let id = format!("loss.{}", new_chain_id());
-        let reason = if self.losses.reason.contains("spool full") {
-            "spool full".to_string()
-        } else {
-            self.losses.reason.clone()
-        };
-        let mut record = self.losses.record(&self.name, &reason, Some(&id));
-        if let Some(after) = &self.last_spooled {
-            // Where the next start resumes, should this be the spool's
-            // last entry (see `resume_point`).
-            record["after"] = after.as_str().into();
-        }
-        let entry = format!("{id} loss {record}");
-        if self.writer.append(&entry).is_err() {
-            return false;
-        }
-        self.losses.unreported = 0;
-        self.losses.unknown = false;
-        true
-    }
-}
-
-/// Where an audit log feed resumes, from the spool's last entry: the hash
+/// Where the log is read on from, after an older agent's spool: the hash
 /// of the last audit line it holds, or the one a `loss` entry names as
 /// the last spooled before it. None for an own chain's entry.
 fn resume_point(entry: &str) -> Option<String> {
@@ -653,20 +493,17 @@ fn resume_point(entry: &str) -> Option<String> {
         .then(|| hash.to_string())
 }
 
-/// Where in `text` a line sealed with `hash` is, if one is.
-fn sealed_line_at(text: &str, hash: &str) -> Option<usize> {
-    let needle = format!("\"hash\":\"{hash}\"}}}}");
-    memchr::memmem::find(text.as_bytes(), needle.as_bytes())
-}
-
 /// The top-level `kind` of an event's JSON line: the first `"kind":"`
 /// member (the event's own comes before its nested objects; a string
 /// value cannot hold it unescaped).
-fn line_kind(line: &str) -> Option<&str> {
-    const KEY: &str = "\"kind\":\"";
-    let at = memchr::memmem::find(line.as_bytes(), KEY.as_bytes())? + KEY.len();
-    let len = memchr::memchr(b'"', &line.as_bytes()[at..])?;
-    Some(&line[at..at + len])
+pub(super) fn kind_of(line: &[u8]) -> Option<&str> {
+    // Built once: building a searcher per line was a twentieth of the
+    // publisher's time.
+    static KIND: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"kind\":\""));
+    let at = KIND.find(line)? + KIND.needle().len();
+    let len = memchr::memchr(b'"', &line[at..])?;
+    std::str::from_utf8(&line[at..at + len]).ok()
 }
 
 /// Consecutive records of one kind, to be spooled as one entry
@@ -802,7 +639,7 @@ fn names_in(payload: &str) -> Vec<String> {
 /// A chain id: the time this chain began (a fresh spool), in ns, hex;
 /// with the host in the message id, unique unless the host's clock goes
 /// back to the same nanosecond.
-fn new_chain_id() -> String {
+pub(super) fn new_chain_id() -> String {
     let ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -837,7 +674,7 @@ impl Sink for Nats {
     fn deliver(&mut self, p: &Published, ctx: &Delivery) -> Result<(), String> {
         match &mut self.feed {
             Feed::Events(s) => s.deliver(p, ctx),
-            Feed::AuditLog { .. } => Ok(()),
+            Feed::AuditLog => Ok(()),
         }
     }
 
@@ -862,15 +699,11 @@ impl Sink for Nats {
 
 impl Drop for Nats {
     fn drop(&mut self) {
-        match &mut self.feed {
-            Feed::Events(s) => s.finish(),
-            // The feed ends once the audit log has written its last
-            // lines and closed (it stops before the outputs); should the
-            // log outlive the output, it is told to stop.
-            Feed::AuditLog { thread, stop } => join_within(thread, STOP_DRAIN, stop),
+        if let Feed::Events(s) = &mut self.feed {
+            s.finish();
         }
         // The publisher sends what it can for a moment; the rest stays in
-        // the spool for the next start.
+        // the spool (or the log) for the next start.
         self.draining.store(true, Ordering::Relaxed);
         join_within(&mut self.publisher, STOP_DRAIN, &self.abort);
     }
@@ -889,19 +722,188 @@ fn join_within(thread: &mut Option<JoinHandle<()>>, grace: Duration, stop: &Atom
     }
 }
 
+/// What the publisher sends from.
+enum Queue {
+    /// This output's spool (its own chain's records).
+    Spool(SpoolQueue),
+    /// The audit log's files; first what an older agent spooled from
+    /// them and never sent.
+    Log {
+        old: Option<SpoolQueue>,
+        log: Box<LogSource>,
+    },
+}
+
+/// Where a message ends, to acknowledge it.
+enum End {
+    Spool(Pos),
+    Log(Message),
+}
+
+/// A spool read from the first entry not acknowledged.
+struct SpoolQueue {
+    spool: Arc<Spool>,
+    dir: PathBuf,
+    next: Pos,
+}
+
+impl SpoolQueue {
+    fn new(spool: Arc<Spool>, dir: PathBuf) -> Self {
+        let next = spool.acked();
+        SpoolQueue { spool, dir, next }
+    }
+
+    /// The next entries as messages (None: held by the stream already).
+    fn read(&mut self, stored: &HashSet<String>) -> Result<Vec<(Option<Outgoing>, End)>, String> {
+        let batch = self
+            .spool
+            .read(self.next, 256 << 10)
+            .map_err(|e| e.to_string())?;
+        let mut out = vec![];
+        for (entry, end) in batch {
+            let Some((first, kind, payload, records)) = entry_message(&entry) else {
+                return Err(format!("spool: unreadable record at {:?}", self.next));
+            };
+            self.next = end;
+            let name = entry_name(first, &payload);
+            let outgoing = (!stored.contains(&name)).then(|| Outgoing {
+                kind: kind.to_string(),
+                name,
+                payload,
+                records,
+            });
+            out.push((outgoing, End::Spool(end)));
+        }
+        Ok(out)
+    }
+}
+
+/// A message to publish.
+struct Outgoing {
+    kind: String,
+    name: String,
+    payload: bytes::Bytes,
+    records: u64,
+}
+
+impl Queue {
+    fn rewind(&mut self) {
+        match self {
+            Queue::Spool(q) => q.next = q.spool.acked(),
+            Queue::Log { old, log } => {
+                if let Some(q) = old {
+                    q.next = q.spool.acked();
+                }
+                log.rewind();
+            }
+        }
+    }
+
+    /// The next messages, with where each ends; empty when nothing more
+    /// is there for now.
+    fn read(&mut self, stored: &HashSet<String>) -> Result<Vec<(Option<Outgoing>, End)>, String> {
+        match self {
+            Queue::Spool(q) => q.read(stored),
+            Queue::Log { old, log } => {
+                if let Some(q) = old {
+                    let out = q.read(stored)?;
+                    if !out.is_empty() {
+                        return Ok(out);
+                    }
+                }
+                let messages = log
+                    .read(256 << 10, stored)
+                    .map_err(|e| format!("reading the audit log: {e}"))?;
+                Ok(messages
+                    .into_iter()
+                    .map(|mut m| {
+                        let outgoing = m.payload.take().map(|payload| Outgoing {
+                            kind: std::mem::take(&mut m.kind),
+                            name: std::mem::take(&mut m.name),
+                            payload,
+                            records: m.records,
+                        });
+                        (outgoing, End::Log(m))
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Everything up to `end` is stored (at stream sequence `at`; 0 when
+    /// the stream held it already).
+    fn ack(&mut self, end: &End, at: u64) -> Result<(), String> {
+        match (self, end) {
+            (Queue::Spool(q), End::Spool(pos)) => q.spool.ack(*pos).map_err(|e| e.to_string()),
+            (Queue::Log { old, .. }, End::Spool(pos)) => {
+                let Some(q) = old else { return Ok(()) };
+                q.spool.ack(*pos).map_err(|e| e.to_string())?;
+                if q.spool.is_drained() && q.next >= *pos {
+                    // The older agent's spool is sent: the log goes on.
+                    remove_segments(&q.dir);
+                    *old = None;
+                }
+                Ok(())
+            }
+            (Queue::Log { log, .. }, End::Log(m)) => {
+                log.ack(m.end, m.last_hash.as_deref(), at);
+                Ok(())
+            }
+            (Queue::Spool(_), End::Log(_)) => Ok(()),
+        }
+    }
+
+    fn save_cursor(&mut self, acked_at: u64) -> Result<(), String> {
+        match self {
+            Queue::Spool(q) => q.spool.save_cursor().map_err(|e| e.to_string()),
+            Queue::Log { old, log } => {
+                if let Some(q) = old {
+                    q.spool.save_cursor().map_err(|e| e.to_string())?;
+                }
+                log.save_cursor(acked_at)
+                    .map_err(|e| format!("spool: cannot write the cursor: {e}"))
+            }
+        }
+    }
+
+    /// Take in what the log's writer did (see `LogSource::refresh`).
+    fn refresh(&mut self) {
+        if let Queue::Log { log, .. } = self {
+            log.refresh();
+        }
+    }
+
+    fn is_drained(&mut self) -> bool {
+        match self {
+            Queue::Spool(q) => q.spool.is_drained(),
+            Queue::Log { old, log } => {
+                old.as_ref().is_none_or(|q| q.spool.is_drained()) && log.is_drained()
+            }
+        }
+    }
+
+    /// Completes when there may be more to read.
+    async fn more(&self) {
+        match self {
+            Queue::Spool(q) => q.spool.flushed().await,
+            Queue::Log { log, .. } => log.feed().changed().await,
+        }
+    }
+}
+
 struct Publisher {
     target: Target,
-    spool: Arc<Spool>,
+    queue: Queue,
     stats: Arc<OutputStats>,
     draining: Arc<AtomicBool>,
     abort: Arc<AtomicBool>,
     /// The stream sequence of the last record JetStream acknowledged (0:
-    /// none yet): what was sent after it may or may not be stored.
-    acked_at: AtomicU64,
+    /// none known): what was sent after it may or may not be stored.
+    acked_at: u64,
 }
 
 impl Publisher {
-    fn run(self) {
+    fn run(mut self) {
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -914,17 +916,17 @@ impl Publisher {
             }
         };
         rt.block_on(self.publish());
-        if let Err(e) = self.spool.save_cursor() {
+        if let Err(e) = self.queue.save_cursor(self.acked_at) {
             warn!(output = %self.target.name, "{e}");
         }
     }
 
-    fn done(&self) -> bool {
+    fn done(&mut self) -> bool {
         self.abort.load(Ordering::Relaxed)
-            || (self.draining.load(Ordering::Relaxed) && self.spool.is_drained())
+            || (self.draining.load(Ordering::Relaxed) && self.queue.is_drained())
     }
 
-    async fn publish(&self) {
+    async fn publish(&mut self) {
         let mut backoff = Duration::from_millis(250);
         let mut failing = false;
         while !self.done() {
@@ -940,6 +942,8 @@ impl Publisher {
             }
             let end = Instant::now() + backoff;
             while Instant::now() < end && !self.done() {
+                // Files rotated away meanwhile count against the bound.
+                self.queue.refresh();
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -1068,21 +1072,22 @@ impl Publisher {
             .collect())
     }
 
-    /// One connection: send from the spool until stopped or a failure.
-    async fn session(&self) -> Result<(), String> {
+    /// One connection: send from the queue until stopped or a failure.
+    async fn session(&mut self) -> Result<(), String> {
         let js = self.connect().await?;
         let stream = self.ensure_stream(&js).await?;
-        let stored = match self.acked_at.load(Ordering::Relaxed) {
-            // This agent's first session: what an earlier one sent and
-            // never saw acknowledged is sent again (deduplicated).
+        let stored = match self.acked_at {
+            // Nothing acknowledged is known: what an earlier agent sent
+            // and never saw acknowledged is sent again (deduplicated).
             0 => HashSet::new(),
             after => self.stored_after(&stream, after).await?,
         };
-        let t = &self.target;
-        let mut next = self.spool.acked();
+        self.queue.rewind();
+        let prefix = format!("{}.{}.", self.target.prefix, self.target.host);
+        let id_prefix = format!("{}.", self.target.host);
         // Each message in flight: its acknowledgement and records (none
-        // for one the stream holds already), and the spool after it.
-        let mut inflight: VecDeque<(Option<(PublishAckFuture, u64)>, Pos)> = VecDeque::new();
+        // for one the stream holds already), and where it ends.
+        let mut inflight: VecDeque<(Option<(PublishAckFuture, u64)>, End)> = VecDeque::new();
         let mut saved = Instant::now();
         loop {
             if self.abort.load(Ordering::Relaxed) {
@@ -1094,35 +1099,23 @@ impl Publisher {
             // rest (about 0.5 ms of CPU per record sent, docs/performance.md).
             if inflight.len() <= WINDOW / 2 {
                 while inflight.len() < WINDOW {
-                    let batch = self
-                        .spool
-                        .read(next, 256 << 10)
-                        .map_err(|e| e.to_string())?;
+                    let batch = self.queue.read(&stored)?;
                     if batch.is_empty() {
                         break;
                     }
-                    for (entry, end) in batch {
-                        let Some((first, kind, payload, records)) = entry_message(&entry) else {
-                            return Err(format!("spool: unreadable record at {next:?}"));
-                        };
-                        next = end;
-                        let name = entry_name(first, &payload);
-                        if stored.contains(&name) {
-                            // The stream has it (its acknowledgement was lost).
+                    for (outgoing, end) in batch {
+                        let Some(m) = outgoing else {
                             inflight.push_back((None, end));
-                        } else {
-                            let msg = jetstream::message::PublishMessage::build()
-                                .message_id(format!("{}.{name}", t.host))
-                                .payload(payload);
-                            let ack = js
-                                .send_publish(format!("{}.{}.{kind}", t.prefix, t.host), msg)
-                                .await
-                                .map_err(|e| format!("publish: {e}"))?;
-                            inflight.push_back((Some((ack, records)), end));
-                        }
-                        if inflight.len() >= WINDOW {
-                            break;
-                        }
+                            continue;
+                        };
+                        let msg = jetstream::message::PublishMessage::build()
+                            .message_id(format!("{id_prefix}{}", m.name))
+                            .payload(m.payload);
+                        let ack = js
+                            .send_publish(format!("{prefix}{}", m.kind), msg)
+                            .await
+                            .map_err(|e| format!("publish: {e}"))?;
+                        inflight.push_back((Some((ack, m.records)), end));
                     }
                 }
             }
@@ -1130,23 +1123,28 @@ impl Publisher {
                 if self.done() {
                     return Ok(());
                 }
-                self.spool.save_cursor().map_err(|e| e.to_string())?;
+                if saved.elapsed() >= Duration::from_millis(200) {
+                    self.queue.save_cursor(self.acked_at)?;
+                    saved = Instant::now();
+                }
                 tokio::select! {
-                    () = self.spool.flushed() => {}
+                    () = self.queue.more() => {}
                     () = tokio::time::sleep(Duration::from_millis(100)) => {}
                 }
                 continue;
             };
+            let mut at = 0;
             if let Some((ack, records)) = ack {
-                let ack = ack
-                    .await
-                    .map_err(|e| format!("{}: no acknowledgement: {e}", shown(&t.urls)))?;
-                self.acked_at.store(ack.sequence, Ordering::Relaxed);
+                let ack = ack.await.map_err(|e| {
+                    format!("{}: no acknowledgement: {e}", shown(&self.target.urls))
+                })?;
+                self.acked_at = ack.sequence;
+                at = ack.sequence;
                 self.stats.delivered(records);
             }
-            self.spool.ack(end).map_err(|e| e.to_string())?;
+            self.queue.ack(&end, at)?;
             if saved.elapsed() >= Duration::from_millis(200) {
-                self.spool.save_cursor().map_err(|e| e.to_string())?;
+                self.queue.save_cursor(self.acked_at)?;
                 saved = Instant::now();
             }
         }
@@ -1374,7 +1372,6 @@ pub fn verify_host(host: &str, records: &[(u64, String)]) -> Result<HostChain, (
 mod tests {
     use super::*;
     use guardrail_engine::chain::seal;
-    use std::path::Path;
 
     fn chain(id: &str, n: u64) -> Vec<(u64, String)> {
         let mut prev = GENESIS.to_string();
@@ -1388,6 +1385,15 @@ mod tests {
                 (seq, line)
             })
             .collect()
+    }
+
+    #[test]
+    fn a_lines_kind_is_found_first_or_anywhere() {
+        assert_eq!(kind_of(br#"{"kind":"exec","a":1}"#), Some("exec"));
+        assert_eq!(kind_of(br#"{"time":"x","kind":"file"}"#), Some("file"));
+        assert_eq!(kind_of(br#"{"time":"x"}"#), None);
+        assert_eq!(kind_of(b""), None);
+        assert_eq!(kind_of(br#"{"kind":"#), None);
     }
 
     #[test]
@@ -1527,7 +1533,7 @@ mod tests {
     #[test]
     fn audit_lines_are_named_by_their_hash_and_grouped_by_kind() {
         let lines = audit_lines(GENESIS, &["exec", "file", "file"]);
-        assert_eq!(line_kind(&lines[1]), Some("file"));
+        assert_eq!(kind_of(lines[1].as_bytes()), Some("file"));
         let hashes: Vec<&str> = lines.iter().map(|l| sealed_hash(l).unwrap()).collect();
         assert_eq!(entry_name(hashes[0], lines[0].as_bytes()), hashes[0]);
         // A record of an own chain is named by the chain it names.
@@ -1566,111 +1572,20 @@ mod tests {
         assert_eq!(verify_host("h", &numbered(&mixed)).unwrap().records, 5);
     }
 
-    /// The spool's entries as the stream would hold them: one record per
-    /// line, with the stream sequence of its message.
-    fn spooled(spool: &Spool) -> Vec<(u64, String)> {
-        let mut out = Vec::new();
-        for (i, (entry, _)) in spool
-            .read(spool.acked(), 1 << 20)
-            .unwrap()
-            .iter()
-            .enumerate()
-        {
-            let (_, _, payload, _) = entry_message(entry).unwrap();
-            for line in std::str::from_utf8(&payload).unwrap().lines() {
-                out.push((i as u64 + 1, line.to_string()));
-            }
-        }
-        out
-    }
-
-    /// A feed of output `nats` into `writer`'s spool, from the audit log
-    /// at `audit_path`.
-    fn test_feed(writer: Writer, audit_path: &Path, resume_after: Option<String>) -> AuditFeed {
-        AuditFeed {
-            writer,
-            last_spooled: resume_after.clone(),
-            resume_after,
-            audit_path: audit_path.to_path_buf(),
-            batch: Batch::default(),
-            name: "nats".into(),
-            stats: Arc::new(OutputStats::default()),
-            losses: Losses::default(),
-            stop: Arc::new(AtomicBool::new(false)),
-            define_again: Default::default(),
-        }
-    }
-
     #[test]
-    fn lines_the_log_wrote_before_a_start_and_never_spooled_are_caught_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let lines = audit_lines(GENESIS, &["file", "file", "exec", "file", "file", "perm"]);
-        let audit_path = dir.path().join("audit.jsonl");
-        // The log holds lines 1-5 when the agent starts; the spool ends
-        // with line 2 (the agent before was killed before spooling 3-5).
-        let on_disk: String = lines[..5].iter().map(|l| format!("{l}\n")).collect();
-        std::fs::write(&audit_path, on_disk).unwrap();
-        for (resume_after, want) in [
-            (sealed_hash(&lines[1]).unwrap().to_string(), &lines[2..]),
-            // The line spooled last is not in the log's files: a loss
-            // message says lines were lost there, rather than sending
-            // lines the stream may hold already.
-            ("f".repeat(64), &lines[5..]),
-        ] {
-            let spool_dir = tempfile::tempdir().unwrap();
-            let (spool, writer, _) = Spool::open(spool_dir.path(), 1 << 20).unwrap();
-            let mut feed = test_feed(writer, &audit_path, Some(resume_after));
-            // The first write this start's output is handed: line 6.
-            feed.take(&Written {
-                missed_before: 0,
-                lines: format!("{}\n", lines[5]).into(),
-            });
-            feed.close_message();
-            feed.writer.flush().unwrap();
-            let stream = spooled(&spool);
-            let sealed: Vec<&String> = stream
-                .iter()
-                .map(|(_, l)| l)
-                .filter(|l| sealed_hash(l).is_some())
-                .collect();
-            assert_eq!(sealed, want.iter().collect::<Vec<_>>());
-            let losses = verify_host("h", &stream).unwrap().losses;
-            assert_eq!(losses.len(), usize::from(want.len() == 1), "{stream:#?}");
-        }
-    }
-
-    #[test]
-    fn lines_the_feed_missed_are_reported_where_they_are_missing() {
-        let dir = tempfile::tempdir().unwrap();
-        let (spool, writer, _) = Spool::open(dir.path(), 1 << 20).unwrap();
-        let mut feed = test_feed(writer, &dir.path().join("audit.jsonl"), None);
-        let lines = audit_lines(GENESIS, &["file"; 7]);
-        let write = |missed_before: u64, lines: &[String]| Written {
-            missed_before,
-            lines: lines
-                .iter()
-                .map(|l| format!("{l}\n"))
-                .collect::<String>()
-                .into(),
-        };
-        feed.take(&write(0, &lines[..3]));
-        // Lines 4 and 5 were written while the feed was too far behind.
-        feed.take(&write(2, &lines[5..]));
-        feed.close_message();
-        feed.writer.flush().unwrap();
-        let stream = spooled(&spool);
-        assert_eq!(stream.len(), 6, "{stream:#?}");
-        assert!(stream[3].1.contains(r#""kind":"loss""#), "{stream:#?}");
-        let ok = verify_host("h", &stream).unwrap();
-        assert_eq!((ok.records, ok.losses.len()), (5, 1));
-        assert_eq!(feed.stats.dropped.load(Ordering::Relaxed), 2);
-        // The loss entry names the last line spooled before it: should it
-        // be the spool's last, the next start resumes there.
-        let entries = spool.read(spool.acked(), 1 << 20).unwrap();
-        let loss_entry = std::str::from_utf8(&entries[1].0).unwrap();
-        assert_eq!(resume_point(loss_entry).as_deref(), sealed_hash(&lines[2]));
-        let last = std::str::from_utf8(&entries[2].0).unwrap();
-        assert_eq!(resume_point(last).as_deref(), sealed_hash(&lines[6]));
+    fn an_older_agents_spool_says_after_which_line_the_log_is_read_on() {
+        let lines = audit_lines(GENESIS, &["file"; 3]);
+        let mut entry = Batch::default();
+        entry.push(sealed_hash(&lines[0]).unwrap(), "file", &lines[0]);
+        entry.push(sealed_hash(&lines[1]).unwrap(), "file", &lines[1]);
+        assert_eq!(
+            resume_point(&entry.entry).as_deref(),
+            sealed_hash(&lines[1])
+        );
+        // A loss entry names the last line spooled before it.
+        let loss = serde_json::json!({"kind": "loss", "id": "loss.1", "after": sealed_hash(&lines[2]).unwrap()});
+        let loss_entry = format!("loss.1 loss {loss}");
+        assert_eq!(resume_point(&loss_entry).as_deref(), sealed_hash(&lines[2]));
         // An own chain's entry is no place to resume the audit log's lines.
         let mut own = Batch::default();
         own.push(1, "file", &chain("c", 1)[0].1);
@@ -1680,6 +1595,6 @@ mod tests {
     #[test]
     fn default_host_is_one_subject_token() {
         assert_eq!(default_host("web-1.example.org"), "web-1_example_org");
-        assert!(is_token(&default_host("a b.c")));
+        assert!(crate::config::nats::is_token(&default_host("a b.c")));
     }
 }
