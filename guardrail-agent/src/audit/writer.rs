@@ -635,14 +635,17 @@ impl AuditLog {
         self.process = form;
     }
 
-    /// The log's files, for a reader of its committed lines (one: the
-    /// NATS output). From now on rotated files are kept for it until it
-    /// releases them.
-    pub fn feed(&self) -> Arc<LogFeed> {
-        self.feed.read.store(true, Ordering::Relaxed);
+    /// The log's files, for the reader of its committed lines (the NATS
+    /// output): from now on rotated files are kept for it until it
+    /// releases them. One reader only (what it has not released is what
+    /// the writer keeps): None once taken.
+    pub fn feed(&self) -> Option<Arc<LogFeed>> {
+        if self.feed.read.swap(true, Ordering::Relaxed) {
+            return None;
+        }
         // It reads on from here: what it sends defines its versions anew.
         self.define_again.store(true, Ordering::Relaxed);
-        self.feed.clone()
+        Some(self.feed.clone())
     }
 
     /// Hand a record to the writer (with the next batch, as a copy);
@@ -1167,7 +1170,7 @@ mod tests {
             ..Default::default()
         };
         let log = AuditLog::start(&cfg, &Policy::agent(None)).unwrap();
-        let feed = log.feed();
+        let feed = log.feed().unwrap();
         for n in 0..120 {
             log.send(&format!(r#"{{"kind":"test","n":{n}}}"#));
         }

@@ -254,7 +254,9 @@ impl LogSource {
             feed,
         };
         s.feed.adopt(older_files(&s.feed.path)?);
-        s.refresh();
+        // The bound is kept once the place is known (files before it are
+        // sent, not held).
+        s.take_in();
         let cursor = read_cursor(&s.cursor_path);
         let (start, hash) = match (&cursor, resume_after) {
             (Some(c), _) => {
@@ -312,13 +314,11 @@ impl LogSource {
             });
             LogPos { file: 0, offset: 0 }
         });
-        while s.files.front().is_some_and(|h| h.n < start.file) {
-            s.files.pop_front();
-        }
-        s.acked = start;
-        s.acked_hash = hash.clone();
+        // Files before the place are sent: let go (held ones removed).
+        s.ack(start, hash.as_deref(), 0);
         s.next = start;
         s.next_hash = hash;
+        s.refresh();
         s.save_cursor(s.acked_at)?;
         Ok(s)
     }
@@ -346,6 +346,22 @@ impl LogSource {
     /// Take in what the writer said since, and give up the oldest files
     /// rotated away unsent while they hold more than the bound.
     pub fn refresh(&mut self) {
+        self.take_in();
+        loop {
+            let (held, beyond) = self.held();
+            let Some(&oldest) = beyond.first() else {
+                break;
+            };
+            if held <= self.bound && beyond.len() <= HELD_FILES_AT_MOST {
+                break;
+            }
+            self.give_up(oldest);
+        }
+    }
+
+    /// Take in the files the writer handed over since, and where each
+    /// ends now.
+    fn take_in(&mut self) {
         for ff in self.feed.files() {
             // Only a file still held open is known by its inode: once a
             // file is given up and closed, a new log file may get its
@@ -373,16 +389,6 @@ impl LogSource {
                     self.next_n += 1;
                 }
             }
-        }
-        loop {
-            let (held, beyond) = self.held();
-            let Some(&oldest) = beyond.first() else {
-                break;
-            };
-            if held <= self.bound && beyond.len() <= HELD_FILES_AT_MOST {
-                break;
-            }
-            self.give_up(oldest);
         }
     }
 
@@ -761,7 +767,7 @@ mod tests {
 
     fn source(log: &AuditLog, spool: &Path, bound: u64) -> LogSource {
         let stats = Arc::new(OutputStats::default());
-        LogSource::open(log.feed(), spool, bound, None, "nats", stats).unwrap()
+        LogSource::open(log.feed().unwrap(), spool, bound, None, "nats", stats).unwrap()
     }
 
     fn send(log: &AuditLog, kinds: &[&str], from: usize) {
@@ -851,7 +857,7 @@ mod tests {
         let log = start(&path, 4096, 1);
         let stats = Arc::new(OutputStats::default());
         let mut src = LogSource::open(
-            log.feed(),
+            log.feed().unwrap(),
             &dir.path().join("spool"),
             0,
             None,
@@ -1023,5 +1029,25 @@ mod tests {
             .filter_map(|l| n_of(l))
             .collect();
         assert_eq!(ns, [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn files_before_the_first_start_are_not_held_when_they_rotate_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = start(&path, 4096, 2);
+        send(&log, &["file"; 60], 0);
+        drop(log);
+        assert!(dir.path().join("audit.jsonl.2").exists());
+        let log = start(&path, 4096, 2);
+        let mut src = source(&log, &dir.path().join("spool"), 1 << 30);
+        send(&log, &["file"; 60], 60);
+        drop(log);
+        let ns: Vec<u64> = lines(&drain(&mut src, &HashSet::new()))
+            .iter()
+            .filter_map(|l| n_of(l))
+            .collect();
+        assert_eq!(ns, (60..120).collect::<Vec<_>>());
+        assert_eq!(held_files(&path), [], "only files not sent are held");
     }
 }

@@ -321,7 +321,11 @@ impl Outputs {
                         .with_context(|| format!("output {name}"))?,
                 ),
                 OutputKind::Nats => {
-                    let feed = audit.filter(|_| reads_the_log(cfg)).map(AuditLog::feed);
+                    // The first such output reads the log; another seals
+                    // the events in a chain of its own.
+                    let feed = audit
+                        .filter(|_| reads_the_log(cfg))
+                        .and_then(AuditLog::feed);
                     Box::new(
                         nats::Nats::new(cfg, &name, &host, stats.clone(), feed)
                             .with_context(|| format!("output {name}"))?,
