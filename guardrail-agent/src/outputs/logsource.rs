@@ -30,7 +30,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tracing::warn;
 
-use super::nats::{kind_of, new_chain_id, Losses, BATCH_BYTES, BATCH_RECORDS};
+use super::message::{kind_of, new_chain_id, Losses, BATCH_BYTES, BATCH_RECORDS};
 use super::OutputStats;
 use crate::audit::writer::rotated;
 use crate::audit::{file_id, held_files, FeedFile, FileId, LogFeed};

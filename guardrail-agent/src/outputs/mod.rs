@@ -9,6 +9,7 @@
 
 pub mod journald;
 pub mod logsource;
+pub mod message;
 pub mod nats;
 pub mod spool;
 pub mod syslog;

@@ -64,6 +64,7 @@ use async_nats::jetstream::{self, context::PublishAckFuture, stream};
 use tracing::warn;
 
 use super::logsource::{LogSource, Message};
+use super::message::{new_chain_id, Losses, BATCH_BYTES, BATCH_RECORDS};
 use super::spool::{Pos, Spool, SpoolError, Writer};
 use super::{Delivery, OutputStats, Sink};
 use crate::audit::LogFeed;
@@ -81,11 +82,6 @@ pub const SPOOL_ROOT: &str = "/var/lib/guardrail/spool";
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Publishes waiting for their acknowledgement at most.
 const WINDOW: usize = 1024;
-/// At most this many records in one message.
-pub const BATCH_RECORDS: u64 = 128;
-/// At most about this many bytes in one message (nats-server's default
-/// payload limit is 1 MiB).
-pub const BATCH_BYTES: usize = 64 << 10;
 /// Once stopping, how long the publisher keeps sending what is spooled
 /// (what it could not send stays spooled for the next start).
 const STOP_DRAIN: Duration = Duration::from_secs(2);
@@ -330,52 +326,6 @@ fn remove_segments(dir: &std::path::Path) {
     }
 }
 
-/// Events lost to the fleet (the spool was full, or lines of the audit log
-/// were given up), for the next `loss` record.
-#[derive(Default)]
-pub(super) struct Losses {
-    pub unreported: u64,
-    pub total: u64,
-    pub reason: String,
-    /// Some were lost, how many is not known (reported with count 0).
-    pub unknown: bool,
-}
-
-impl Losses {
-    pub fn count(&mut self, n: u64, why: &str, name: &str, stats: &OutputStats) {
-        if self.unreported == 0 {
-            warn!(output = %name, "{why}: events are dropped and counted until the server takes what is spooled");
-        }
-        self.unreported += n;
-        self.total += n;
-        self.reason = why.to_string();
-        stats.dropped.fetch_add(n, Ordering::Relaxed);
-        stats.dropped_because(why.to_string());
-    }
-
-    /// The `loss` record; `id` names it when it travels outside a chain.
-    pub fn record(&self, name: &str, reason: &str, id: Option<&str>) -> serde_json::Value {
-        let mut record = serde_json::json!({
-            "kind": "loss",
-            "time": jiff::Timestamp::now().to_string(),
-            "loss": {
-                "output": name,
-                "count": self.unreported,
-                "total": self.total,
-                "reason": reason,
-            }
-        });
-        if let Some(id) = id {
-            record["id"] = id.into();
-        }
-        if self.unknown {
-            // `count` is then at least what was lost.
-            record["loss"]["unknown"] = true.into();
-        }
-        record
-    }
-}
-
 /// Seals the events the event path hands over in this output's own
 /// chain, and spools them.
 struct Sealer {
@@ -491,19 +441,6 @@ fn resume_point(entry: &str) -> Option<String> {
     Continued::from_record(last)
         .is_none()
         .then(|| hash.to_string())
-}
-
-/// The top-level `kind` of an event's JSON line: the first `"kind":"`
-/// member (the event's own comes before its nested objects; a string
-/// value cannot hold it unescaped).
-pub(super) fn kind_of(line: &[u8]) -> Option<&str> {
-    // Built once: building a searcher per line was a twentieth of the
-    // publisher's time.
-    static KIND: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
-        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"kind\":\""));
-    let at = KIND.find(line)? + KIND.needle().len();
-    let len = memchr::memchr(b'"', &line[at..])?;
-    std::str::from_utf8(&line[at..at + len]).ok()
 }
 
 /// Consecutive records of one kind, to be spooled as one entry
@@ -634,16 +571,6 @@ fn names_in(payload: &str) -> Vec<String> {
             v["id"].as_str().map(str::to_string)
         })
         .collect()
-}
-
-/// A chain id: the time this chain began (a fresh spool), in ns, hex;
-/// with the host in the message id, unique unless the host's clock goes
-/// back to the same nanosecond.
-pub(super) fn new_chain_id() -> String {
-    let ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{ns:x}")
 }
 
 /// Where a chain continues: from a spool line or a stored message.
@@ -1371,6 +1298,7 @@ pub fn verify_host(host: &str, records: &[(u64, String)]) -> Result<HostChain, (
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outputs::message::kind_of;
     use guardrail_engine::chain::seal;
 
     fn chain(id: &str, n: u64) -> Vec<(u64, String)> {
@@ -1385,15 +1313,6 @@ mod tests {
                 (seq, line)
             })
             .collect()
-    }
-
-    #[test]
-    fn a_lines_kind_is_found_first_or_anywhere() {
-        assert_eq!(kind_of(br#"{"kind":"exec","a":1}"#), Some("exec"));
-        assert_eq!(kind_of(br#"{"time":"x","kind":"file"}"#), Some("file"));
-        assert_eq!(kind_of(br#"{"time":"x"}"#), None);
-        assert_eq!(kind_of(b""), None);
-        assert_eq!(kind_of(br#"{"kind":"#), None);
     }
 
     #[test]
