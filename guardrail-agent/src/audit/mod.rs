@@ -4,4 +4,4 @@
 //! path.
 pub mod writer;
 
-pub use writer::{file_id, held_files, AuditLog, AuditStats, FeedFile, FileId, LogFeed, Reference};
+pub use writer::{held_files, AuditLog, AuditStats, FeedFile, FileId, LogFeed, Reference};

@@ -274,7 +274,7 @@ pub fn held_files(path: &Path) -> Vec<(u64, PathBuf)> {
 pub type FileId = (u64, u64);
 
 /// The identity of an open file.
-pub fn file_id(file: &File) -> std::io::Result<FileId> {
+fn file_id(file: &File) -> std::io::Result<FileId> {
     use std::os::unix::fs::MetadataExt;
     let m = file.metadata()?;
     Ok((m.dev(), m.ino()))
@@ -379,16 +379,19 @@ impl LogFeed {
     }
 }
 
-/// The current file as the feed shows it: open for reading.
-fn feed_file(path: &Path, end: u64) -> std::io::Result<FeedFile> {
-    let file = File::open(path)?;
-    Ok(FeedFile {
-        id: file_id(&file)?,
-        file: Arc::new(file),
-        end,
-        rotated: false,
-        held: None,
-    })
+impl FeedFile {
+    /// The file at `path`, opened for reading, whole lines to its end (a
+    /// file being written: the writer cuts a torn line before writing).
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        let file = File::open(path)?;
+        Ok(FeedFile {
+            id: file_id(&file)?,
+            end: file.metadata()?.len(),
+            file: Arc::new(file),
+            rotated: false,
+            held: None,
+        })
+    }
 }
 
 const QUEUE: usize = 65_536;
@@ -404,7 +407,7 @@ pub fn rotated(path: &Path, i: usize) -> PathBuf {
 /// At most the last `max` bytes of `path`, from its first whole line on
 /// (empty if it cannot be read): the line the cut falls in, and with it
 /// a character the cut may split, is left out.
-pub fn tail(path: &Path, max: u64) -> String {
+fn tail(path: &Path, max: u64) -> String {
     let Ok(mut f) = File::open(path) else {
         return String::new();
     };
@@ -573,7 +576,7 @@ impl AuditLog {
         let size = std::fs::metadata(&path).map_or(0, |m| m.len());
         let feed = Arc::new(LogFeed::new(
             &path,
-            feed_file(&path, size)
+            FeedFile::open(&path)
                 .with_context(|| format!("opening the audit log {} to read", path.display()))?,
             define_again.clone(),
         ));
@@ -1067,7 +1070,7 @@ impl Writer {
         std::fs::rename(path, name(1))?;
         let file = open_log(path, self.reader)?;
         lock(&file, path).map_err(std::io::Error::other)?;
-        self.feed.rotated(feed_file(path, 0)?);
+        self.feed.rotated(FeedFile::open(path)?);
         self.file = file;
         self.size = 0;
         self.first_record_at = None;
@@ -1303,7 +1306,7 @@ mod tests {
         let file = open_log(&cfg.path, None).unwrap();
         let feed = LogFeed::new(
             &cfg.path,
-            feed_file(&cfg.path, 0).unwrap(),
+            FeedFile::open(&cfg.path).unwrap(),
             Default::default(),
         );
         Writer {

@@ -33,7 +33,7 @@ use tracing::warn;
 use super::message::{kind_of, new_chain_id, Losses, BATCH_BYTES, BATCH_RECORDS};
 use super::OutputStats;
 use crate::audit::writer::rotated;
-use crate::audit::{file_id, held_files, FeedFile, FileId, LogFeed};
+use crate::audit::{held_files, FeedFile, FileId, LogFeed};
 use crate::config::nats::is_token;
 use guardrail_engine::chain::sealed_hash_of;
 
@@ -155,32 +155,23 @@ fn read_cursor(path: &Path) -> Option<Cursor> {
 /// The files of the log at `path` before the one being written, oldest
 /// first: those held for the reader by an earlier run (`<path>.held.<n>`),
 /// then `<path>.K` … `<path>.1` (those that can be opened).
-fn older_files(path: &Path) -> std::io::Result<Vec<FeedFile>> {
-    let found = |p: PathBuf, held: bool| -> std::io::Result<Option<FeedFile>> {
-        let Ok(file) = File::open(&p) else {
-            return Ok(None);
-        };
-        Ok(Some(FeedFile {
-            id: file_id(&file)?,
-            end: file.metadata()?.len(),
-            file: Arc::new(file),
+fn older_files(path: &Path) -> Vec<FeedFile> {
+    let found = |p: PathBuf, held: bool| {
+        FeedFile::open(&p).ok().map(|f| FeedFile {
             rotated: true,
             held: held.then_some(p),
-        }))
+            ..f
+        })
     };
     let mut files = vec![];
     for (_, p) in held_files(path) {
-        files.extend(found(p, true)?);
+        files.extend(found(p, true));
     }
-    let mut kept = vec![];
-    for i in 1.. {
-        match found(rotated(path, i), false)? {
-            Some(f) => kept.push(f),
-            None => break,
-        }
-    }
+    let kept: Vec<FeedFile> = (1..)
+        .map_while(|i| found(rotated(path, i), false))
+        .collect();
     files.extend(kept.into_iter().rev());
-    Ok(files)
+    files
 }
 
 /// The hash of the whole line that ends just before `offset` in `file`.
@@ -203,17 +194,21 @@ fn after_line(file: &File, hash: &str) -> Option<u64> {
     Some((at + needle.len()) as u64)
 }
 
-/// Lines (newlines) in `file` from `offset` to `end`.
-fn lines_in(file: &File, offset: u64, end: u64) -> u64 {
-    let mut n = 0;
-    let mut at = offset;
+/// Lines (newlines) in `file` from each of `offsets` to `end`, in one
+/// read of the file.
+fn lines_after(file: &File, offsets: &[u64], end: u64) -> Vec<u64> {
+    let mut n = vec![0; offsets.len()];
+    let mut at = offsets.iter().copied().min().unwrap_or(end);
     let mut buf = vec![0u8; 1 << 20];
     while at < end {
         let want = ((end - at) as usize).min(buf.len());
         if file.read_exact_at(&mut buf[..want], at).is_err() {
             break;
         }
-        n += memchr::memchr_iter(b'\n', &buf[..want]).count() as u64;
+        for (count, &from) in n.iter_mut().zip(offsets) {
+            let skip = (from.saturating_sub(at) as usize).min(want);
+            *count += memchr::memchr_iter(b'\n', &buf[skip..want]).count() as u64;
+        }
         at += want as u64;
     }
     n
@@ -253,7 +248,7 @@ impl LogSource {
             stats,
             feed,
         };
-        s.feed.adopt(older_files(&s.feed.path)?);
+        s.feed.adopt(older_files(&s.feed.path));
         // The bound is kept once the place is known (files before it are
         // sent, not held).
         s.take_in();
@@ -418,12 +413,14 @@ impl LogSource {
         let (acked, next) = (self.acked, self.next);
         let h = &mut self.files[i];
         let Some(file) = h.file.take() else { return };
-        let mut lines_after = vec![(0, lines_in(&file, 0, h.end))];
+        let mut offsets = vec![0];
         for p in [acked, next] {
             if p.file == h.n && p.offset > 0 {
-                lines_after.push((p.offset, lines_in(&file, p.offset, h.end)));
+                offsets.push(p.offset);
             }
         }
+        let counts = lines_after(&file, &offsets, h.end);
+        let lines_after: Vec<(u64, u64)> = offsets.into_iter().zip(counts).collect();
         let unread = if next.file < h.n {
             lines_after[0].1
         } else if next.file == h.n {
@@ -806,6 +803,11 @@ mod tests {
             .collect()
     }
 
+    /// The `n` of each test record the messages carry, in order.
+    fn ns(messages: &[Message]) -> Vec<u64> {
+        lines(messages).iter().filter_map(|l| n_of(l)).collect()
+    }
+
     fn n_of(line: &str) -> Option<u64> {
         let v: serde_json::Value = serde_json::from_str(&open_line(line)?.event_json).ok()?;
         v["n"].as_u64()
@@ -830,8 +832,7 @@ mod tests {
         let messages = drain(&mut src, &HashSet::new());
         assert_eq!(held_files(&path), [], "sent: removed");
         let got = lines(&messages);
-        let ns: Vec<u64> = got.iter().filter_map(|l| n_of(l)).collect();
-        assert_eq!(ns, (0..300).collect::<Vec<_>>());
+        assert_eq!(ns(&messages), (0..300).collect::<Vec<_>>());
         // In the chain's order, nothing between.
         for pair in got.windows(2) {
             let (a, b) = (open_line(&pair[0]).unwrap(), open_line(&pair[1]).unwrap());
@@ -868,7 +869,7 @@ mod tests {
         send(&log, &["file"; 200], 0);
         drop(log);
         let messages = drain(&mut src, &HashSet::new());
-        let sent: Vec<u64> = lines(&messages).iter().filter_map(|l| n_of(l)).collect();
+        let sent = ns(&messages);
         let losses: Vec<serde_json::Value> = messages
             .iter()
             .filter(|m| m.kind == "loss")
@@ -928,8 +929,7 @@ mod tests {
         drop(log);
         let messages = drain(&mut src, &HashSet::new());
         assert!(messages.iter().all(|m| m.kind != "loss"));
-        let ns: Vec<u64> = lines(&messages).iter().filter_map(|l| n_of(l)).collect();
-        assert_eq!(ns, (acked..160).collect::<Vec<_>>());
+        assert_eq!(ns(&messages), (acked..160).collect::<Vec<_>>());
         assert_eq!(held_files(&path), []);
     }
 
@@ -948,8 +948,7 @@ mod tests {
             .map(|&i| sealed_hash(all[i]).unwrap().to_string())
             .collect();
         let messages = drain(&mut src, &stored);
-        let ns: Vec<u64> = lines(&messages).iter().filter_map(|l| n_of(l)).collect();
-        assert_eq!(ns, [0, 1, 4, 5, 6, 7, 8]);
+        assert_eq!(ns(&messages), [0, 1, 4, 5, 6, 7, 8]);
         // The last message acknowledges the held line after the others.
         assert!(messages.last().unwrap().payload.is_none());
         assert!(src.is_drained());
@@ -976,12 +975,9 @@ mod tests {
             assert_eq!(src.acked_at(), 7);
             send(&log, &["perm"], 5);
             drop(log);
-            let ns: Vec<u64> = lines(&drain(&mut src, &HashSet::new()))
-                .iter()
-                .filter_map(|l| n_of(l))
-                .collect();
+            let got = ns(&drain(&mut src, &HashSet::new()));
             src.save_cursor(0).unwrap();
-            ns
+            got
         };
         assert_eq!(resumed(&path), [2, 3, 4, 5]);
         // The same log restored as a copy (another inode): found by the
@@ -1003,11 +999,8 @@ mod tests {
         let mut src = source(&log, &spool, 1 << 30);
         send(&log, &["file"; 2], 3);
         drop(log);
-        let ns: Vec<u64> = lines(&drain(&mut src, &HashSet::new()))
-            .iter()
-            .filter_map(|l| n_of(l))
-            .collect();
-        assert_eq!(ns, [3, 4], "the history before the output is not sent");
+        let got = ns(&drain(&mut src, &HashSet::new()));
+        assert_eq!(got, [3, 4], "the history before the output is not sent");
         drop(src);
         // The place is in no file the log holds: a loss of unknown size,
         // then every line the log holds.
@@ -1024,11 +1017,7 @@ mod tests {
         let loss: serde_json::Value =
             serde_json::from_slice(messages[0].payload.as_ref().unwrap()).unwrap();
         assert_eq!(loss["loss"]["unknown"], true);
-        let ns: Vec<u64> = lines(&messages[1..])
-            .iter()
-            .filter_map(|l| n_of(l))
-            .collect();
-        assert_eq!(ns, [0, 1, 2, 3, 4]);
+        assert_eq!(ns(&messages[1..]), [0, 1, 2, 3, 4]);
     }
 
     #[test]
@@ -1043,11 +1032,8 @@ mod tests {
         let mut src = source(&log, &dir.path().join("spool"), 1 << 30);
         send(&log, &["file"; 60], 60);
         drop(log);
-        let ns: Vec<u64> = lines(&drain(&mut src, &HashSet::new()))
-            .iter()
-            .filter_map(|l| n_of(l))
-            .collect();
-        assert_eq!(ns, (60..120).collect::<Vec<_>>());
+        let got = ns(&drain(&mut src, &HashSet::new()));
+        assert_eq!(got, (60..120).collect::<Vec<_>>());
         assert_eq!(held_files(&path), [], "only files not sent are held");
     }
 }

@@ -65,7 +65,7 @@ use tracing::warn;
 
 use super::logsource::{LogSource, Message};
 use super::message::{new_chain_id, Losses, BATCH_BYTES, BATCH_RECORDS};
-use super::spool::{Pos, Spool, SpoolError, Writer};
+use super::spool::{self, Pos, Spool, SpoolError, Writer};
 use super::{Delivery, OutputStats, Sink};
 use crate::audit::LogFeed;
 use crate::config::nats::{check_output, shown};
@@ -212,18 +212,17 @@ impl Nats {
             Some(log_feed) => {
                 // An older agent's spool: sent first, and the log is read
                 // on from the last line it held.
-                let old = if has_segments(&dir) {
+                let (old, after) = if spool::exists_in(&dir) {
                     let (spool, _, last) = Spool::open(&dir, spool_bytes)?;
                     let after = last.as_deref().and_then(resume_point);
                     let old = (!spool.is_drained()).then_some(spool);
                     if old.is_none() {
-                        remove_segments(&dir);
+                        spool::remove(&dir);
                     }
-                    Some((old, after))
+                    (old, after)
                 } else {
-                    None
+                    (None, None)
                 };
-                let (old, after) = old.unwrap_or((None, None));
                 if let Some(old) = &old {
                     let _ = stats.spool.set(old.clone());
                 }
@@ -299,30 +298,6 @@ impl Nats {
             draining,
             abort,
         })
-    }
-}
-
-/// Whether `dir` holds spool segments (an older agent's, or this output's
-/// own chain's).
-fn has_segments(dir: &std::path::Path) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries
-            .filter_map(|e| e.ok())
-            .any(|e| e.file_name().to_string_lossy().ends_with(".seg"))
-    })
-}
-
-/// An older agent's spool, all sent: its files go.
-fn remove_segments(dir: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for e in entries.filter_map(|e| e.ok()) {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if name.ends_with(".seg") || name == "cursor" {
-            let _ = std::fs::remove_file(e.path());
-        }
     }
 }
 
@@ -767,7 +742,7 @@ impl Queue {
                 q.spool.ack(*pos).map_err(|e| e.to_string())?;
                 if q.spool.is_drained() && q.next >= *pos {
                     // The older agent's spool is sent: the log goes on.
-                    remove_segments(&q.dir);
+                    spool::remove(&q.dir);
                     *old = None;
                 }
                 Ok(())

@@ -112,17 +112,7 @@ impl Spool {
             .mode(0o700)
             .create(dir)
             .map_err(io("cannot create the directory"))?;
-        let mut ids: Vec<u64> = std::fs::read_dir(dir)
-            .map_err(io("cannot list the directory"))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_suffix(".seg")?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .collect();
+        let mut ids = segment_ids(dir).map_err(io("cannot list the directory"))?;
         ids.sort_unstable();
         let acked = read_cursor(&dir.join("cursor")).unwrap_or_default();
         let mut segments = VecDeque::new();
@@ -353,6 +343,33 @@ impl Spool {
             .and_then(|()| std::fs::rename(&tmp, self.dir.join("cursor")))
             .map_err(self.io("cannot write the cursor"))
     }
+}
+
+/// Whether `dir` holds a spool's segments.
+pub fn exists_in(dir: &Path) -> bool {
+    segment_ids(dir).is_ok_and(|ids| !ids.is_empty())
+}
+
+/// Remove the spool in `dir` (its segments and cursor), once all sent.
+pub fn remove(dir: &Path) {
+    for id in segment_ids(dir).unwrap_or_default() {
+        let _ = std::fs::remove_file(dir.join(seg_name(id)));
+    }
+    let _ = std::fs::remove_file(dir.join("cursor"));
+}
+
+/// The segments' numbers in `dir`, unsorted.
+fn segment_ids(dir: &Path) -> std::io::Result<Vec<u64>> {
+    Ok(std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".seg")?
+                .parse::<u64>()
+                .ok()
+        })
+        .collect())
 }
 
 fn read_cursor(path: &Path) -> Option<Pos> {
