@@ -141,6 +141,17 @@ fn config(url: &str, host: &str, dir: &Path, extra: &str) -> String {
     )
 }
 
+/// [`config`] with an audit log of two small files (`max_bytes` each):
+/// the log's files are the output's queue, and those rotated out unsent
+/// are held up to `spool_bytes`.
+fn small_log_config(url: &str, host: &str, dir: &Path, max_bytes: u64, spool_bytes: u64) -> String {
+    config(url, host, dir, &format!("spool_bytes = {spool_bytes}\n")).replacen(
+        "[audit_log]\n",
+        &format!("[audit_log]\nmax_bytes = {max_bytes}\nmax_files = 2\n"),
+        1,
+    )
+}
+
 fn quiet() -> Launch {
     Launch {
         quiet: true,
@@ -150,7 +161,17 @@ fn quiet() -> Launch {
 
 /// The `seq` of the event creating `marker` in `host`'s audit log.
 fn marker_seq(dir: &Path, host: &str, marker: &Path) -> Option<u64> {
-    let log = std::fs::read_to_string(dir.join(format!("{host}-audit.jsonl"))).ok()?;
+    // In the current file or, small files rotating under another test's
+    // storm, the last two rotated ones.
+    let path = dir.join(format!("{host}-audit.jsonl"));
+    let log: String = [
+        path.with_extension("jsonl.2"),
+        path.with_extension("jsonl.1"),
+        path,
+    ]
+    .iter()
+    .filter_map(|p| std::fs::read_to_string(p).ok())
+    .collect();
     log.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|e| e["kind"] == "file" && e["file"]["path"] == marker.to_str().unwrap())
@@ -445,11 +466,7 @@ fn an_outage_across_many_rotations_and_a_restart_delivers_the_files_rotated_out_
     let dir = trusted_tempdir();
     let port = free_port();
     let url = format!("nats://127.0.0.1:{port}");
-    let cfg = config(&url, "golf", dir.path(), "spool_bytes = 67108864\n").replacen(
-        "[audit_log]\n",
-        "[audit_log]\nmax_bytes = 262144\nmax_files = 2\n",
-        1,
-    );
+    let cfg = small_log_config(&url, "golf", dir.path(), 262_144, 64 << 20);
     let agent = Agent::launch(&cfg, &[], &quiet());
     wait_until(
         "the output to report the unreachable server",
@@ -579,14 +596,7 @@ fn an_unreachable_server_and_a_full_spool_are_reported_and_the_loss_is_in_the_st
     // Nothing listens there yet.
     let port = free_port();
     let url = format!("nats://127.0.0.1:{port}");
-    // Small audit log files, few of them: the log's files are the
-    // output's queue, and those rotated away unsent are held up to
-    // spool_bytes.
-    let cfg = config(&url, "foxtrot", dir.path(), "spool_bytes = 1048576\n").replacen(
-        "[audit_log]\n",
-        "[audit_log]\nmax_bytes = 65536\nmax_files = 2\n",
-        1,
-    );
+    let cfg = small_log_config(&url, "foxtrot", dir.path(), 65_536, 1 << 20);
     let agent = Agent::launch(&cfg, &[], &quiet());
     wait_until(
         "the output to report the unreachable server",
