@@ -12,7 +12,7 @@
 
 use std::path::Path;
 use std::process::{Child, Command};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use guardrail_tests::nats::{read_stream as read_stream_as, runtime, NatsServer, STREAM};
 use guardrail_tests::{
@@ -161,31 +161,60 @@ fn quiet() -> Launch {
 
 /// The `seq` of the event creating `marker` in `host`'s audit log.
 fn marker_seq(dir: &Path, host: &str, marker: &Path) -> Option<u64> {
-    // In the current file or, small files rotating under another test's
-    // storm, the last two rotated ones.
+    // Small files rotate under another test's storm, and with the server
+    // down the files rotated out are held (`.held.<n>`): read newest
+    // first, so a file renamed between two reads is read after it moved.
     let path = dir.join(format!("{host}-audit.jsonl"));
-    let log: String = [
-        path.with_extension("jsonl.2"),
+    let mut files = vec![
+        path.clone(),
         path.with_extension("jsonl.1"),
-        path,
-    ]
-    .iter()
-    .filter_map(|p| std::fs::read_to_string(p).ok())
-    .collect();
-    log.lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        path.with_extension("jsonl.2"),
+    ];
+    let held_prefix = format!("{host}-audit.jsonl.held.");
+    let mut held: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let n = e
+                .file_name()
+                .to_str()?
+                .strip_prefix(&held_prefix)?
+                .parse()
+                .ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    held.sort_by_key(|h| std::cmp::Reverse(h.0));
+    files.extend(held.into_iter().map(|(_, p)| p));
+    let quoted = serde_json::to_string(marker.to_str().unwrap()).unwrap();
+    files
+        .iter()
+        // A held file given up meanwhile is gone: skip it.
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .flat_map(|log| {
+            log.lines()
+                .filter(|l| l.contains(&quoted))
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .collect::<Vec<_>>()
+        })
         .find(|e| e["kind"] == "file" && e["file"]["path"] == marker.to_str().unwrap())
         .and_then(|e| e["seq"].as_u64())
 }
 
-/// Create `marker` and wait until `host`'s agent has logged it.
+/// Create `marker` and wait until `host`'s agent has logged it. Written
+/// again every few seconds it is not found: a full spool may give up the
+/// held file holding it before it is read.
 fn mark(dir: &Path, host: &str, marker: &Path) -> u64 {
-    std::fs::write(marker, b"").unwrap();
     let mut seq = None;
+    let mut written = Instant::now() - Duration::from_secs(60);
     wait_until(
         &format!("{host} to log {}", marker.display()),
         DEADLINE,
         || {
+            if written.elapsed() > Duration::from_secs(5) {
+                std::fs::write(marker, b"").unwrap();
+                written = Instant::now();
+            }
             seq = marker_seq(dir, host, marker);
             seq.is_some()
         },

@@ -342,16 +342,18 @@ impl LogSource {
     /// rotated away unsent while they hold more than the bound.
     pub fn refresh(&mut self) {
         self.take_in();
-        loop {
+        let held = loop {
             let (held, beyond) = self.held();
-            let Some(&oldest) = beyond.first() else {
-                break;
-            };
-            if held <= self.bound && beyond.len() <= HELD_FILES_AT_MOST {
-                break;
+            match beyond.first() {
+                Some(&oldest) if held > self.bound || beyond.len() > HELD_FILES_AT_MOST => {
+                    self.give_up(oldest)
+                }
+                _ => break held,
             }
-            self.give_up(oldest);
-        }
+        };
+        // Published once within the bound: status never shows the
+        // moment between a rotation and the give-up it causes.
+        self.stats.held_bytes.store(held, Ordering::Relaxed);
     }
 
     /// Take in the files the writer handed over since, and where each
@@ -388,7 +390,7 @@ impl LogSource {
     }
 
     /// The bytes not acknowledged of files out of the log's rotation and
-    /// still held, and those files (oldest first); `held_bytes` says it.
+    /// still held, and those files (oldest first).
     fn held(&self) -> (u64, Vec<usize>) {
         let unsent = |h: &Held| {
             if h.n < self.acked.file {
@@ -403,7 +405,6 @@ impl LogSource {
             .filter(|&i| self.files[i].given_up.is_none() && self.files[i].beyond_kept())
             .collect();
         let held = beyond.iter().map(|&i| unsent(&self.files[i])).sum();
-        self.stats.held_bytes.store(held, Ordering::Relaxed);
         (held, beyond)
     }
 
@@ -616,7 +617,8 @@ impl LogSource {
             released = true;
         }
         if released {
-            self.held();
+            let (held, _) = self.held();
+            self.stats.held_bytes.store(held, Ordering::Relaxed);
         }
     }
 
