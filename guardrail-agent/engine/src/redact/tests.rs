@@ -1,7 +1,9 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::event::{Decision, ExecDetails, FileDetails, Outcome, Process, SyscallResult};
+use crate::event::{
+    Decision, ExecDetails, FileDetails, Outcome, PermDetails, Process, SyscallResult,
+};
 use crate::redact::RedactionPattern;
 
 const CORPUS: &str = include_str!("corpus.txt");
@@ -384,6 +386,61 @@ fn a_stream_of_events_is_redacted_as_each_event_alone() {
         redacted.push(e.redacted.len());
     }
     assert_eq!(redacted, [0, 0, 1, 2, 1, 1, 0]);
+}
+
+#[test]
+fn a_stream_of_paths_is_redacted_as_each_event_alone() {
+    // Paths repeat, carry a secret twice in a row, move between file and
+    // permission events, and lose their raw form: each event must come
+    // out as it would on its own.
+    let secret = "/tmp/upload-AKIAIOSFODNN7EXAMPLE";
+    let steps: [(bool, &str, Option<&str>); 8] = [
+        (true, "/etc/hosts", Some("hosts")),
+        (true, "/etc/hosts", Some("hosts")),
+        (false, secret, Some("upload-AKIAIOSFODNN7EXAMPLE")),
+        (false, secret, Some("upload-AKIAIOSFODNN7EXAMPLE")),
+        (true, secret, None),
+        (true, "/etc/hosts", Some("upload-AKIAIOSFODNN7EXAMPLE")),
+        (false, "/etc/hosts", None),
+        (true, "/etc/hosts", Some("hosts")),
+    ];
+    let r = Redactor::default();
+    let mut recent = Recent::default();
+    let mut redacted = vec![];
+    for (i, (is_file, path, raw)) in steps.into_iter().enumerate() {
+        let mut e = exec_event(&[]);
+        e.body = if is_file {
+            Body::File {
+                syscall: "openat".into(),
+                process: process(),
+                result: SyscallResult::default(),
+                file: FileDetails {
+                    op: "write".into(),
+                    path: Some(path.into()),
+                    raw_path: raw.map(Into::into),
+                    ..Default::default()
+                },
+            }
+        } else {
+            Body::Perm {
+                syscall: "fchmodat".into(),
+                process: process(),
+                result: SyscallResult::default(),
+                perm: PermDetails {
+                    op: "chmod".into(),
+                    path: Some(path.into()),
+                    raw_path: raw.map(Into::into),
+                    ..Default::default()
+                },
+            }
+        };
+        let mut alone = e.clone();
+        r.redact_event(&mut alone);
+        r.redact_event_after(&mut e, &mut recent);
+        assert_eq!(e, alone, "event {i}");
+        redacted.push(e.redacted.len());
+    }
+    assert_eq!(redacted, [0, 0, 2, 2, 1, 1, 0, 0]);
 }
 
 /// A secret in one of the shapes the agent knows, for the property test.
