@@ -170,22 +170,7 @@ fn marker_seq(dir: &Path, host: &str, marker: &Path) -> Option<u64> {
         path.with_extension("jsonl.1"),
         path.with_extension("jsonl.2"),
     ];
-    let held_prefix = format!("{host}-audit.jsonl.held.");
-    let mut held: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| {
-            let e = e.ok()?;
-            let n = e
-                .file_name()
-                .to_str()?
-                .strip_prefix(&held_prefix)?
-                .parse()
-                .ok()?;
-            Some((n, e.path()))
-        })
-        .collect();
-    held.sort_by_key(|h| std::cmp::Reverse(h.0));
-    files.extend(held.into_iter().map(|(_, p)| p));
+    files.extend(held_logs(dir, host));
     let quoted = serde_json::to_string(marker.to_str().unwrap()).unwrap();
     files
         .iter()
@@ -199,6 +184,27 @@ fn marker_seq(dir: &Path, host: &str, marker: &Path) -> Option<u64> {
         })
         .find(|e| e["kind"] == "file" && e["file"]["path"] == marker.to_str().unwrap())
         .and_then(|e| e["seq"].as_u64())
+}
+
+/// The files of `host`'s audit log held for the output
+/// (`<log>.held.<n>`), newest (highest `n`) first.
+fn held_logs(dir: &Path, host: &str) -> Vec<std::path::PathBuf> {
+    let prefix = format!("{host}-audit.jsonl.held.");
+    let mut held: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let n = e
+                .file_name()
+                .to_str()?
+                .strip_prefix(&prefix)?
+                .parse()
+                .ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    held.sort_by_key(|h| std::cmp::Reverse(h.0));
+    held.into_iter().map(|(_, p)| p).collect()
 }
 
 /// Create `marker` and wait until `host`'s agent has logged it. Written
@@ -522,15 +528,7 @@ fn an_outage_across_many_rotations_and_a_restart_delivers_the_files_rotated_out_
         DEADLINE,
         || nats_output(&agent)["spooled_bytes"].as_u64() > Some(kept),
     );
-    let held = || {
-        std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| {
-                let name = e.as_ref().unwrap().file_name();
-                name.to_string_lossy().starts_with("golf-audit.jsonl.held.")
-            })
-            .count()
-    };
+    let held = || held_logs(dir.path(), "golf").len();
     assert!(held() > 0, "held on disk, beside the log");
     agent.stop();
     let agent = Agent::launch(&cfg, &[], &quiet());
