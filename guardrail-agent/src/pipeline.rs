@@ -14,7 +14,7 @@ use crate::outputs::Published;
 use crate::revert::Baseline;
 use guardrail_common::enforce::action;
 use guardrail_common::RecordKind;
-use guardrail_engine::decode::decode;
+use guardrail_engine::decode::{decode_into, RawRecord};
 use guardrail_engine::event::{Body, Event, LossDetails, Outcome, ProcessJson, Via};
 use guardrail_engine::interpret::{interpret, ProcessView};
 use guardrail_engine::process_join::push_defined;
@@ -119,6 +119,8 @@ pub struct Pipeline<V: ProcessView> {
     /// The time text of an event nobody else took, for the next event's.
     spare_time: String,
     process_json: ProcessJsonCache,
+    /// The record being handled, its strings' memory kept between records.
+    raw: RawRecord,
 }
 
 /// How often the identities of watched files are looked up again (an
@@ -223,6 +225,7 @@ impl<V: ProcessView> Pipeline<V> {
             full_json: String::new(),
             wall_times: Default::default(),
             spare_time: String::new(),
+            raw: RawRecord::default(),
             process_json: Default::default(),
         }
     }
@@ -525,14 +528,20 @@ impl<V: ProcessView> Pipeline<V> {
 
     /// Handle one ring-buffer record.
     pub fn record(&mut self, bytes: &[u8]) {
-        let raw = match decode(bytes) {
-            Ok(r) => r,
+        // Decoded into the same record every time: its strings keep their
+        // memory, so a record costs no allocation of its own.
+        let mut raw = std::mem::take(&mut self.raw);
+        match decode_into(bytes, &mut raw) {
+            Ok(()) => self.decoded(&raw),
             Err(e) => {
                 self.decode_errors += 1;
                 warn!("undecodable record ({e}); counted in status.decode_errors");
-                return;
             }
-        };
+        }
+        self.raw = raw;
+    }
+
+    fn decoded(&mut self, raw: &RawRecord) {
         // Forks and exits keep the process table current; they are not
         // events of their own.
         match raw.header.kind {
@@ -547,9 +556,9 @@ impl<V: ProcessView> Pipeline<V> {
             }
             k if k == RecordKind::UringSetup as u32 || k == RecordKind::UringRegister as u32 => {
                 let body = if k == RecordKind::UringSetup as u32 {
-                    guardrail_engine::interpret::interpret_uring_setup(&raw, &mut self.view)
+                    guardrail_engine::interpret::interpret_uring_setup(raw, &mut self.view)
                 } else {
-                    guardrail_engine::interpret::interpret_uring_register(&raw, &mut self.view)
+                    guardrail_engine::interpret::interpret_uring_register(raw, &mut self.view)
                 };
                 self.emit(
                     raw.header.exit_ns,
@@ -561,7 +570,7 @@ impl<V: ProcessView> Pipeline<V> {
             }
             _ => {}
         }
-        let Some(body) = interpret(&raw, &mut self.view) else {
+        let Some(body) = interpret(raw, &mut self.view) else {
             self.unknown_records += 1;
             self.decode_errors += 1;
             return;

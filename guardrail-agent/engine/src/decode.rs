@@ -39,6 +39,15 @@ pub fn header(bytes: &[u8]) -> Option<EventHeader> {
 }
 
 pub fn decode(bytes: &[u8]) -> Result<RawRecord, DecodeError> {
+    let mut rec = RawRecord::default();
+    decode_into(bytes, &mut rec)?;
+    Ok(rec)
+}
+
+/// [`decode`] into `rec`, reusing its strings' memory: the live pipeline
+/// decodes every record into the same one, with no allocation per
+/// record. On error `rec` holds nothing meaningful.
+pub fn decode_into(bytes: &[u8], rec: &mut RawRecord) -> Result<(), DecodeError> {
     let Some(header) = header(bytes) else {
         return Err(DecodeError::Short(bytes.len()));
     };
@@ -55,18 +64,16 @@ pub fn decode(bytes: &[u8]) -> Result<RawRecord, DecodeError> {
         return Err(DecodeError::Strings(lens, header.data_len));
     }
     let mut rest = &data[..declared];
-    let mut take = |len: u32| {
-        let (s, r) = rest.split_at(len as usize);
+    rec.header = header;
+    for (s, len) in [&mut rec.str0, &mut rec.str1, &mut rec.dir0, &mut rec.dir1]
+        .into_iter()
+        .zip(lens)
+    {
+        let (taken, r) = rest.split_at(len as usize);
         rest = r;
-        s.to_vec()
-    };
-    let mut rec = RawRecord {
-        header,
-        str0: take(lens[0]),
-        str1: take(lens[1]),
-        dir0: take(lens[2]),
-        dir1: take(lens[3]),
-    };
+        s.clear();
+        s.extend_from_slice(taken);
+    }
     // A path the kernel could not walk to the root is only a suffix: drop
     // it so that nothing downstream mistakes it for an absolute path.
     let walked = [(0, &mut rec.str0), (2, &mut rec.dir0), (3, &mut rec.dir1)];
@@ -75,7 +82,7 @@ pub fn decode(bytes: &[u8]) -> Result<RawRecord, DecodeError> {
             s.clear();
         }
     }
-    Ok(rec)
+    Ok(())
 }
 
 /// Encode a record as the probes do; for tests and benchmarks.
@@ -145,10 +152,37 @@ mod tests {
         assert!(r.dir0.is_empty());
     }
 
+    fn strings() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), 0..64)
+    }
+
     proptest! {
         #[test]
         fn never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode(&bytes);
+        }
+
+        /// The pipeline decodes every record into the same one: nothing
+        /// of a record (a longer string, a path of an earlier one) may
+        /// remain in the next.
+        #[test]
+        fn a_reused_record_holds_each_record_as_if_decoded_alone(
+            records in proptest::collection::vec(
+                (strings(), strings(), strings(), strings(), any::<u32>(), any::<bool>()),
+                1..8,
+            )
+        ) {
+            let mut reused = RawRecord::default();
+            for (str0, str1, dir0, dir1, pid, incomplete) in records {
+                let mut rec = RawRecord { str0, str1, dir0, dir1, ..Default::default() };
+                rec.header.pid = pid;
+                if incomplete {
+                    rec.header.flags = flags::walk_incomplete(0) | flags::walk_incomplete(3);
+                }
+                let bytes = encode(&rec);
+                decode_into(&bytes, &mut reused).unwrap();
+                prop_assert_eq!(encode(&reused), encode(&decode(&bytes).unwrap()));
+            }
         }
     }
 }

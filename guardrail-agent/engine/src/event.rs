@@ -8,6 +8,11 @@ use serde::{Deserialize, Serialize};
 pub use crate::canonical::PathSource;
 pub use crate::event_json::ProcessMemo;
 
+/// The paths an event names: at most two and a few aliases, kept inline
+/// because rules read them for every event and an allocation each was a
+/// fifth of the event path's allocations.
+pub type Paths<'e> = smallvec::SmallVec<[&'e str; 4]>;
+
 /// A name from a fixed set (a syscall, an operation, an errno): borrowed
 /// from the agent's tables when an event is made, owned only when one is
 /// read back from JSON. An owned string per name was two allocations and
@@ -251,22 +256,22 @@ impl Body {
     }
 
     /// Paths the event names (for filters and rules).
-    pub fn paths(&self) -> Vec<&str> {
+    pub fn paths(&self) -> Paths<'_> {
+        let mut v = Paths::new();
         match self {
-            Body::Exec { exec, .. } => vec![exec.path.as_str()],
+            Body::Exec { exec, .. } => v.push(exec.path.as_str()),
             Body::File { file, .. } => {
-                let mut v: Vec<&str> = file.path.iter().map(String::as_str).collect();
+                v.extend(file.path.as_deref());
                 v.extend(file.new_path.as_deref());
                 v.extend(file.aliases.iter().map(String::as_str));
-                v
             }
             Body::Perm { perm, .. } => {
-                let mut v: Vec<&str> = perm.path.iter().map(String::as_str).collect();
+                v.extend(perm.path.as_deref());
                 v.extend(perm.aliases.iter().map(String::as_str));
-                v
             }
-            Body::Uring { .. } | Body::Loss { .. } => vec![],
+            Body::Uring { .. } | Body::Loss { .. } => {}
         }
+        v
     }
 }
 
@@ -923,9 +928,10 @@ pub struct FileDetails {
     /// append, exclusive, directory, nofollow, cloexec, tmpfile, path).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub flags: Vec<String>,
-    /// open with create, mknod, mkdir: the mode requested (octal string).
+    /// open with create, mknod, mkdir: the mode requested (octal string;
+    /// borrowed from a table when the agent makes it).
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub mode: Option<String>,
+    pub mode: Option<std::borrow::Cow<'static, str>>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub fd: Option<i32>,
     /// truncate: the new length.
@@ -1003,9 +1009,10 @@ pub struct PermDetails {
     pub aliases: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub fd: Option<i32>,
-    /// chmod: the new mode (octal string) and its notable bits.
+    /// chmod: the new mode (octal string; borrowed from a table when the
+    /// agent makes it) and its notable bits.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub mode: Option<String>,
+    pub mode: Option<std::borrow::Cow<'static, str>>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub mode_bits: Vec<String>,
     /// chown: the new owner; null for "unchanged" (-1).

@@ -79,12 +79,12 @@ pub(super) fn body(
         }
         sc::MKNOD | sc::MKNODAT => {
             let mode = if nr == sc::MKNOD { a[1] } else { a[2] };
-            file.mode = Some(format!("{:o}", mode));
+            file.mode = Some(format!("{:o}", mode).into());
             "mknod"
         }
         sc::MKDIR | sc::MKDIRAT => {
             let mode = if nr == sc::MKDIR { a[1] } else { a[2] };
-            file.mode = Some(format!("{:o}", mode));
+            file.mode = Some(format!("{:o}", mode).into());
             "mkdir"
         }
         sc::MOUNT | sc::UMOUNT2 | sc::PIVOT_ROOT | sc::MOVE_MOUNT => {

@@ -438,4 +438,10 @@ fn a_mode_is_four_octal_digits_of_its_permission_bits() {
     assert_eq!(octal(0o4755), "4755");
     assert_eq!(octal(0o7777), "7777");
     assert_eq!(octal(0), "0000");
+    // The table holds every mode as the formatter writes it, type bits
+    // dropped.
+    for mode in 0..=0o7777u64 {
+        assert_eq!(octal(mode), format!("{mode:04o}"));
+        assert_eq!(octal(0o170000 | mode), format!("{mode:04o}"));
+    }
 }

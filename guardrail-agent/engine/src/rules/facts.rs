@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use crate::event::{Ancestor, Body, Event, PathChange, Process};
+use crate::event::{Ancestor, Body, Event, PathChange, Paths, Process};
 
 use super::kinds::mask_of_event;
 
@@ -21,7 +21,7 @@ pub struct Facts<'e> {
     /// The call succeeded.
     pub ok: bool,
     /// The paths the event names, in the order of [`Body::paths`].
-    pub paths: Vec<&'e str>,
+    pub paths: Paths<'e>,
     pub exe: Option<&'e str>,
     pub parent: Option<&'e str>,
     /// The process's ancestors, nearest first.
@@ -169,7 +169,7 @@ impl<'e> Facts<'e> {
     pub fn without_process(
         kinds: u32,
         ok: bool,
-        paths: Vec<&'e str>,
+        paths: Paths<'e>,
         argv: Option<Strs<'e>>,
         perm: Option<PermFacts<'e>>,
         change: Option<PathChange<'e>>,

@@ -100,7 +100,7 @@ fn chmod(path: &str, mode: &str) -> Event {
         perm: PermDetails {
             op: "chmod".into(),
             path: Some(path.into()),
-            mode: Some(mode.into()),
+            mode: Some(mode.to_owned().into()),
             ..Default::default()
         },
     })

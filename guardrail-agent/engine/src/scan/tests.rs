@@ -820,9 +820,10 @@ fn lines_read_through_the_memo_read_as_without_it() {
         match (with, alone) {
             (Scan::View(with), Scan::View(alone)) => {
                 assert_eq!(with.reference(), alone.reference(), "{line}");
+                let joined = Process::default();
                 assert_eq!(
-                    with.facts(Some(&Process::default())),
-                    alone.facts(Some(&Process::default())),
+                    with.facts(Some(&joined)),
+                    alone.facts(Some(&joined)),
                     "{line}"
                 );
                 assert_eq!(with.facts(None), alone.facts(None), "{line}");

@@ -13,7 +13,7 @@ use super::json::{Bail, Cursor};
 use super::memo::{tid_of, RecentProcesses};
 use super::process::{process_of, ProcessRead};
 use super::schema::{self, list, object, validate};
-use crate::event::{path_change_of, MountFacts, Process};
+use crate::event::{path_change_of, MountFacts, Paths, Process};
 use crate::interpret::is_write_flag;
 use crate::rules::facts::{ContainerRef, Facts, Lineage, PermFacts, Strs};
 use crate::rules::kinds::{mask_of_op, BodyKind};
@@ -426,7 +426,7 @@ impl<'a> EventView<'a> {
         if kinds == 0 {
             return None;
         }
-        let mut paths: Vec<&str> = Vec::new();
+        let mut paths = Paths::new();
         let (mut argv, mut perm, mut change) = (None, None, None);
         match &self.section {
             Section::Exec(e) => {
