@@ -445,7 +445,9 @@ pub struct Process {
     pub egid: u32,
     /// Login uid (audit session owner); null when unset or unknown.
     pub auid: Option<u32>,
-    pub comm: String,
+    /// Shared: a process's events carry the same text, counted rather
+    /// than copied.
+    pub comm: Arc<str>,
     /// Executable of the process; null when it exited before it could be
     /// looked up.
     /// Shared with the agent's process table: the same text for every
@@ -513,7 +515,7 @@ struct ProcessJsonForm {
     #[serde(default)]
     auid: Option<u32>,
     #[serde(default)]
-    comm: Option<String>,
+    comm: Option<Arc<str>>,
     #[serde(default)]
     exe: Option<Arc<str>>,
     #[serde(default)]

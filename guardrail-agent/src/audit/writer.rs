@@ -1641,7 +1641,7 @@ mod tests {
                 tid: 100 + thread,
                 id: Some(format!("{}@1", 100 + thread).into()),
                 uid: state,
-                comm: format!("c{state}"),
+                comm: format!("c{state}").into(),
                 exe: Some(format!("/bin/s{state}").into()),
                 ..Default::default()
             }

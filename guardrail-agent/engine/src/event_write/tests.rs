@@ -70,7 +70,7 @@ fn process() -> BoxedStrategy<Process> {
                 pid,
                 tid,
                 id: id.map(Arc::from),
-                comm,
+                comm: comm.into(),
                 exe: exe.map(Into::into),
                 ..Default::default()
             };

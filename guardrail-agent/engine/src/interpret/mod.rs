@@ -156,9 +156,23 @@ pub fn text_cow(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
     }
 }
 
-fn comm(h: &EventHeader) -> String {
-    let end = h.comm.iter().position(|&b| b == 0).unwrap_or(h.comm.len());
-    text(&h.comm[..end])
+thread_local! {
+    /// The last task name read and its text: a storm's records come from
+    /// a few tasks, and a name allocated per event was one of the event
+    /// path's allocations.
+    static LAST_COMM: std::cell::RefCell<([u8; 16], std::sync::Arc<str>)> =
+        std::cell::RefCell::new(([0; 16], "".into()));
+}
+
+fn comm(h: &EventHeader) -> std::sync::Arc<str> {
+    LAST_COMM.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != h.comm {
+            let end = h.comm.iter().position(|&b| b == 0).unwrap_or(h.comm.len());
+            *last = (h.comm, text(&h.comm[..end]).into());
+        }
+        last.1.clone()
+    })
 }
 
 fn as_fd(arg: u64) -> i32 {

@@ -445,3 +445,27 @@ fn a_mode_is_four_octal_digits_of_its_permission_bits() {
         assert_eq!(octal(0o170000 | mode), format!("{mode:04o}"));
     }
 }
+
+#[test]
+fn each_event_names_its_own_task_while_the_last_name_is_remembered() {
+    let mut t = table();
+    let named = |name: &[u8]| {
+        let mut r = rec(sc::CHMOD, [0, 0o644, 0, 0, 0, 0], 0, b"/f", b"");
+        r.header.comm[..name.len()].copy_from_slice(name);
+        r
+    };
+    let names: [&[u8]; 7] = [
+        b"storm",
+        b"storm",
+        b"bash",
+        b"a\\b\xff",
+        b"",
+        b"storm",
+        b"fifteen-bytes-x",
+    ];
+    for name in names {
+        let body = interpret(&named(name), &mut t).unwrap();
+        let comm = &body.process().unwrap().comm;
+        assert_eq!(&**comm, crate::interpret::text(name), "{name:?}");
+    }
+}
