@@ -1,6 +1,7 @@
 //! The rule engine: criterion's per-event evaluation cost for 1 to 1000
-//! rules (guardrail-agent/benches/rules.rs), and `guardrail rules test`
-//! replaying a recorded 1,000,000-event log against 100 rules on one core.
+//! rules (guardrail-agent/benches/rules.rs), the event thread's whole work
+//! per record (benches/pipeline.rs), and `guardrail rules test` replaying
+//! a recorded 1,000,000-event log against 100 rules on one core.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -21,6 +22,8 @@ pub struct Results {
     evaluation: Vec<(String, u32, f64)>,
     /// (what, median ns) of canonical-path completion.
     paths: Vec<(String, f64)>,
+    /// (what, median ns) of the event thread's work per record.
+    event_path: Vec<(String, f64)>,
     replay_per_s: f64,
     /// The same log read whole by serde (`--reader serde`).
     replay_serde_per_s: f64,
@@ -115,8 +118,19 @@ fn criterion() -> Result<Vec<(String, u32, f64)>> {
 /// Canonical-path completion (guardrail-agent/benches/paths.rs).
 fn path_completion() -> Result<Vec<(String, f64)>> {
     run_criterion("paths")?;
+    medians(&["paths", "process"])
+}
+
+/// The event thread's whole work per record (guardrail-agent/benches/pipeline.rs).
+fn event_path() -> Result<Vec<(String, f64)>> {
+    run_criterion("pipeline")?;
+    medians(&["pipeline"])
+}
+
+/// (function, median ns) of every case criterion measured in `groups`.
+fn medians(groups: &[&str]) -> Result<Vec<(String, f64)>> {
     let mut out = Vec::new();
-    let cases = ["paths", "process"]
+    let cases = groups
         .iter()
         .map(|g| std::fs::read_dir(root().join("target/criterion").join(g)))
         .collect::<std::io::Result<Vec<_>>>()
@@ -141,6 +155,7 @@ fn path_completion() -> Result<Vec<(String, f64)>> {
 pub fn run(setup: &Setup) -> Result<Results> {
     let evaluation = criterion()?;
     let paths = path_completion()?;
+    let event_path = event_path()?;
     let events = setup.out.join("replay.jsonl");
     write_events(&events)?;
     let rules = setup.scratch.join("replay-rules.toml");
@@ -182,6 +197,7 @@ pub fn run(setup: &Setup) -> Result<Results> {
     Ok(Results {
         evaluation,
         paths,
+        event_path,
         replay_per_s,
         replay_serde_per_s,
     })
@@ -203,6 +219,10 @@ pub fn markdown(r: &Results) -> String {
     for (what, ns) in &r.paths {
         let _ = writeln!(md, "| {what} | {ns:.0} |");
     }
+    md.push_str("\nThe event thread's whole work per ring-buffer record (decode, interpret, rules, redaction, JSON, the hand-over to the audit log's writer; not the kernel, not the writer's hashing and writing), criterion median:\n\n| record | ns per event |\n| --- | --- |\n");
+    for (what, ns) in &r.event_path {
+        let _ = writeln!(md, "| {what} | {ns:.0} |");
+    }
     md
 }
 
@@ -212,5 +232,6 @@ pub fn json(r: &Results) -> Value {
         "replay_events_per_s": r.replay_per_s,
         "replay_serde_events_per_s": r.replay_serde_per_s,
         "path_completion_ns": r.paths.iter().map(|(w, ns)| json!({"step": w, "median_ns": ns})).collect::<Vec<_>>(),
+        "event_path_ns": r.event_path.iter().map(|(w, ns)| json!({"record": w, "median_ns": ns})).collect::<Vec<_>>(),
     })
 }
