@@ -567,7 +567,7 @@ impl<V: ProcessView> Pipeline<V> {
             self.decode_errors += 1;
             return;
         };
-        let h = &self.raw.header;
+        let h = &raw.header;
         let via = if h.flags & guardrail_common::flags::VIA_IO_URING != 0 {
             Via::IoUring
         } else {
