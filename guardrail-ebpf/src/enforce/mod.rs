@@ -77,7 +77,8 @@ fn acc_get(slot: usize) -> u64 {
 #[inline(always)]
 fn acc_clear() {
     if let Some(acc) = ACC.get_ptr_mut(0) {
-        unsafe { core::ptr::write_volatile(acc, [0; 4]) };
+        // Word by word: a volatile array store is a byte-wise memset call.
+        crate::record::zero(acc);
     }
 }
 
