@@ -57,6 +57,8 @@ fn on_fork(ctx: &RawTracePointContext) -> Result<(), i64> {
 fn on_exit() -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    // Each thread's entry lives until the thread does (see `parked`).
+    crate::parked::forget(pid_tgid);
     // Threads end all the time; the process is reported once, by its
     // leader.
     if tgid != tid {

@@ -20,6 +20,7 @@ mod inode;
 mod kfunc;
 mod lifecycle;
 mod lineage;
+mod parked;
 mod path;
 mod raw_syscalls;
 mod reads;
@@ -32,7 +33,7 @@ mod verdicts;
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, tracepoint},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{PerCpuArray, RingBuf},
     programs::TracePointContext,
     EbpfContext,
 };
@@ -151,10 +152,6 @@ static OFFSETS: KernelOffsets = KernelOffsets {
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
-
-/// Syscalls between enter and exit, by thread (`pid_tgid`).
-#[map]
-pub(crate) static PENDING: HashMap<u64, PendingSyscall> = HashMap::with_max_entries(16384, 0);
 
 /// Where records are assembled: too large for the 512-byte BPF stack.
 #[map]
@@ -326,7 +323,7 @@ fn enter(
         args,
         old_ids,
     };
-    if PENDING.insert(&pid_tgid, &pending, 0).is_err() {
+    if !parked::park(pid_tgid, &pending) {
         count(counter::PENDING_DROPS);
     }
     Ok(())
@@ -368,8 +365,7 @@ fn on_exit(ctx: &TracePointContext) -> Result<(), i64> {
 #[inline(always)]
 fn exit(nr: u32, ret: i64) -> Result<(), i64> {
     let pid_tgid = bpf_get_current_pid_tgid();
-    // SAFETY: only this thread uses its entry; it is removed after use.
-    let Some(pending) = (unsafe { PENDING.get(&pid_tgid) }) else {
+    let Some(parked) = parked::parked(pid_tgid) else {
         // A read-only open dropped at entry: recorded only if it opened a
         // watched file, or the LSM hook refused it (-EPERM; see `reads`).
         // (Refused reads whatever rule refused them: `file.open` deny
@@ -390,12 +386,13 @@ fn exit(nr: u32, ret: i64) -> Result<(), i64> {
     // Enter and exit from different syscalls: the exit of the parked one
     // was missed (e.g. the probes attached mid-call). A successful exec
     // was already reported by `on_exec`.
+    let pending = parked.call();
     let result = if pending.syscall != nr || (syscalls::is_exec(nr) && ret == 0) {
         Ok(())
     } else {
         record::emit_syscall(pending, ret)
     };
-    let _ = PENDING.remove(&pid_tgid);
+    parked.take();
     result
 }
 
@@ -443,14 +440,14 @@ fn on_exec(ctx: &TracePointContext) -> Result<(), i64> {
 #[inline(always)]
 fn exec(old_tid: i32, filename: impl FnOnce() -> Result<*const u8, i64>) -> Result<(), i64> {
     let key = (bpf_get_current_pid_tgid() & !0xffff_ffff) | old_tid as u32 as u64;
-    // SAFETY: the value is copied out before the entry is removed.
-    let pending = match unsafe { PENDING.get(&key) } {
-        Some(p) => *p,
+    let pending = match parked::parked(key) {
+        Some(p) => *p.call(),
         None => return Ok(()),
     };
     // Removed before anything can fail: after an exec from a thread other
-    // than the leader, nothing else would ever remove it.
-    let _ = PENDING.remove(&key);
+    // than the leader, that thread's id is gone, and its exit is never
+    // seen under it.
+    parked::forget(key);
     record::emit_exec(&pending, filename()?)
 }
 

@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use guardrail_common::syscalls;
 
-use crate::{off, PENDING};
+use crate::{off, parked};
 
 /// `thread_info.status` bit of a task inside a 32-bit syscall (x86).
 const TS_COMPAT: u32 = 0x0002;
@@ -98,7 +98,9 @@ fn on_exit(ctx: &RawTracePointContext) -> Result<(), i64> {
         // A watched call this kernel does not have (fchmodat2 before 6.6,
         // which newer C libraries try first): the per-syscall tracepoints
         // have no tracepoint for it and never see it either.
-        let _ = PENDING.remove(&bpf_get_current_pid_tgid());
+        if let Some(parked) = parked::parked(bpf_get_current_pid_tgid()) {
+            parked.take();
+        }
         return Ok(());
     }
     crate::exit(nr, ret)

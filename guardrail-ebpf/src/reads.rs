@@ -49,7 +49,7 @@ static REFUSED: LruHashMap<u64, Refused> = LruHashMap::with_max_entries(4096, 0)
 pub fn note_refused(vfsmnt: u64, dentry: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     if crate::uring::worker_request().is_some()
-        || unsafe { crate::PENDING.get(&pid_tgid) }.is_some()
+        || crate::parked::parked(pid_tgid).is_some()
     {
         return;
     }
