@@ -21,7 +21,7 @@ const BPF_F_NO_PREALLOC: u32 = 1;
 const TAKEN: u32 = u32::MAX;
 
 #[map]
-pub(crate) static PENDING: HashMap<u64, PendingSyscall> =
+static PENDING: HashMap<u64, PendingSyscall> =
     HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 
 /// Park `pending` as thread `pid_tgid`'s call; false when the table is
