@@ -32,6 +32,12 @@ pub const ARGV_MAX: usize = 4096;
 pub const DATA_OFFSET_MASK: usize = 16384 - 1;
 pub const SCRATCH_DATA_SIZE: usize = DATA_OFFSET_MASK + 1 + PATH_MAX;
 
+/// String bytes an io_uring request's record may hold to be parked in the
+/// small table (`URING_PARKED`) until it completes; longer ones take a
+/// whole record's room (`URING_PENDING`). Most paths are far shorter, and
+/// parking costs an allocation and a copy of the whole entry.
+pub const URING_PARKED_DATA: usize = 1024;
+
 /// What a record describes.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -436,6 +442,8 @@ pub mod pinned {
         "RULE_NAMES",
         // io_uring requests between submission and completion: shared, so
         // that one submitted under the old programs completes under the new.
+        // Short records in the first, long ones in the second.
+        "URING_PARKED",
         "URING_PENDING",
         // guardrail's maps that other programs may open read-only only.
         "OWN_MAPS",
@@ -491,6 +499,7 @@ pub mod pinned {
             core::mem::size_of::<crate::enforce::Verdict>(),
             crate::counter::COUNT as usize,
             crate::SCRATCH_DATA_SIZE,
+            crate::URING_PARKED_DATA,
             crate::enforce::ENFORCE_STATE_SLOTS as usize,
             SLOTS as usize,
             RULE_NAME_LEN,

@@ -41,7 +41,7 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 impl Record {
     /// Where the next string goes: after the ones already written.
     #[inline(always)]
-    fn end(&self) -> usize {
+    pub(crate) fn end(&self) -> usize {
         let l = self.header.str_len;
         (l[0] + l[1] + l[2] + l[3]) as usize
     }

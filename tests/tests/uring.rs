@@ -377,6 +377,66 @@ fn file_operations_through_io_uring_are_decided_as_their_syscalls() {
     assert_eq!(open2["decision"]["rule"], "watch-d", "{open2:#}");
 }
 
+/// A request's paths are kept from its submission to its completion; two
+/// long ones (over a kilobyte together, more than the probes' short table
+/// for requests in flight holds) are reported whole, as the same rename
+/// made as a syscall is.
+#[test]
+fn long_paths_through_io_uring_are_reported_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().canonicalize().unwrap();
+    let tools = tempfile::tempdir().unwrap();
+    let helper = helper(tools.path());
+    // Three directories of 200 characters: each path is over 600 bytes.
+    let deep: std::path::PathBuf = ["a", "b", "c"].iter().map(|c| c.repeat(200)).collect();
+    std::fs::create_dir_all(d.join(&deep)).unwrap();
+    let agent = Agent::start_with_config(
+        &format!(
+            "[[rule]]\nid = \"watch-d\"\non = [\"file.rename\"]\npath = [\"{}/**\"]\nseverity = \"high\"\n",
+            d.display()
+        ),
+        &[],
+    );
+    let rel = |name: &str| deep.join(name).display().to_string();
+    std::fs::write(d.join(rel("old")), b"x").unwrap();
+    run_in(
+        &d,
+        std::path::Path::new("/bin/mv"),
+        &[&rel("old"), &rel("new")],
+    );
+    run_in(
+        &d,
+        std::path::Path::new("/bin/mv"),
+        &[&rel("new"), &rel("old")],
+    );
+    run_in(&d, &helper, &["uring", "rename", &rel("old"), &rel("new")]);
+    let done = marker(&d);
+    std::fs::write(&done, b"").unwrap();
+    let events = agent.collect_until(Duration::from_secs(60), |e| is_marker(e, &done));
+    agent.stop();
+    let (old, new) = (
+        d.join(rel("old")).display().to_string(),
+        d.join(rel("new")).display().to_string(),
+    );
+    assert!(old.len() + new.len() > 1024);
+    let by_syscall = find(&events, "syscall", "rename", &old);
+    let by_uring = find(&events, "io_uring", "rename", &old);
+    assert_eq!(by_uring["file"]["new_path"], new.as_str(), "{by_uring:#}");
+    for field in [
+        "/file/path",
+        "/file/new_path",
+        "/result/ok",
+        "/decision/rule",
+    ] {
+        assert_eq!(
+            by_syscall.pointer(field),
+            by_uring.pointer(field),
+            "{field}: syscall {by_syscall:#} io_uring {by_uring:#}"
+        );
+    }
+    assert!(d.join(rel("new")).exists(), "the rename happened");
+}
+
 /// Extended attributes, file capabilities (`security.capability`) among
 /// them, set by the setxattr and fsetxattr syscalls and through io_uring
 /// (5.19+), with a relative path: the same rule, canonical path,

@@ -222,6 +222,12 @@ impl StateDir {
         if present.is_empty() {
             return Found::Nothing;
         }
+        // A build with other layouts may pin other maps: say so, rather
+        // than call its complete state half-written.
+        let other_layout = |mark: u64| mark != 0 && mark != pinned::layout_mark();
+        if read_state(&self.maps()).is_ok_and(|s| other_layout(s[pinned::COMPLETE as usize])) {
+            return Found::Unusable("written by a build with other map layouts".into());
+        }
         if present.len() < pinned::MAPS.len() {
             let missing: Vec<&str> = pinned::MAPS
                 .iter()
