@@ -121,24 +121,29 @@ pub fn changed_root() -> Option<(u64, u64)> {
     }
     unsafe {
         let fs: u64 = task::field(task::current(), off!(task_fs)).ok()?;
-        let root_mnt: u64 = task::field(fs, off!(fs_root) + off!(path_mnt)).ok()?;
-        let root_dentry: u64 = task::field(fs, off!(fs_root) + off!(path_dentry)).ok()?;
+        let (root_mnt, root_dentry) = if task::typed() {
+            (
+                task::field(fs, off!(fs_root) + off!(path_mnt)).ok()?,
+                task::field(fs, off!(fs_root) + off!(path_dentry)).ok()?,
+            )
+        } else {
+            read_path(fs + off!(fs_root) as u64)?
+        };
         // The root of the mount tree is reached by crossing mount roots
         // only (the host's / is itself mounted on the initial rootfs);
         // any directory that is not a mount root on the way is a chroot.
+        // Asked on every record: one helper read per mount crossed.
         let (mut mnt, mut dentry) = (root_mnt, root_dentry);
         for _ in 0..8 {
-            let mnt_root: u64 = read(mnt, off!(vfsmount_root))?;
-            if dentry != mnt_root {
+            let m = read_mount(mnt)?;
+            if dentry != m.root {
                 return Some((root_mnt, root_dentry));
             }
-            let mount = mnt - off!(mount_mnt) as u64;
-            let mount_parent: u64 = read(mount, off!(mount_parent))?;
-            if mount_parent == mount {
+            if m.parent == m.mount {
                 return None;
             }
-            dentry = read(mount, off!(mount_mountpoint))?;
-            mnt = mount_parent + off!(mount_mnt) as u64;
+            dentry = m.mountpoint;
+            mnt = m.parent + off!(mount_mnt) as u64;
         }
         Some((root_mnt, root_dentry))
     }
