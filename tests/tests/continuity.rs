@@ -255,6 +255,72 @@ fn half_written_state_is_replaced() {
     second.stop();
 }
 
+/// Slot `key` of the pinned array map at `pin` set to `value`, through
+/// the bpf(2) syscall (what `bpftool map update pinned` does).
+fn set_pinned_u64(pin: &Path, key: u32, value: u64) {
+    const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+    const BPF_OBJ_GET: libc::c_long = 7;
+    let path = std::ffi::CString::new(pin.as_os_str().as_encoded_bytes()).unwrap();
+    // union bpf_attr for BPF_OBJ_GET: pathname, bpf_fd, file_flags.
+    let mut get = [0u64; 16];
+    get[0] = path.as_ptr() as u64;
+    let size = std::mem::size_of_val(&get);
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_OBJ_GET, get.as_mut_ptr(), size) };
+    assert!(
+        fd >= 0,
+        "opening {}: {}",
+        pin.display(),
+        std::io::Error::last_os_error()
+    );
+    // For BPF_MAP_UPDATE_ELEM: map_fd (u32, padded), key, value, flags.
+    let mut update = [0u64; 16];
+    update[0] = fd as u64;
+    update[1] = &key as *const u32 as u64;
+    update[2] = &value as *const u64 as u64;
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_ELEM,
+            update.as_mut_ptr(),
+            size,
+        )
+    };
+    let err = std::io::Error::last_os_error();
+    unsafe { libc::close(fd as i32) };
+    assert_eq!(rc, 0, "updating {}: {err}", pin.display());
+}
+
+/// An upgrade from a build whose probes pinned other maps (here: this
+/// build's state with one map fewer and another layout mark, as an older
+/// build's is): the new agent says the state has other layouts, not that
+/// it is half-written, and replaces it.
+#[test]
+fn another_layouts_state_is_named_as_such() {
+    let state = PinnedState::new("layout");
+    let first = Agent::launch("", &[], &state.launch());
+    first.stop();
+    let abi = state.abi_dir();
+    // AGENT_STATE[COMPLETE] holds the build's layout mark: another one.
+    set_pinned_u64(&abi.join("maps/AGENT_STATE"), 0, 0x6775_6172_6400_0001);
+    std::fs::remove_file(abi.join("maps/URING_PARKED")).unwrap();
+
+    let second = Agent::launch("", &[], &state.launch());
+    let status = second.status();
+    let c = &status["continuity"];
+    assert_eq!(c["adopted"], false, "{c}");
+    assert!(
+        c["replaced"]
+            .as_str()
+            .is_some_and(|r| r.contains("other map layouts") && !r.contains("half-written")),
+        "{c}"
+    );
+    assert!(
+        abi.join("maps/URING_PARKED").exists(),
+        "the new state is whole"
+    );
+    second.stop();
+}
+
 /// No BPF filesystem at /sys/fs/bpf (a fresh boot without systemd): the
 /// agent mounts one and pins there. Run in a mount namespace of its own,
 /// whose bpffs (and pins) go with it.
