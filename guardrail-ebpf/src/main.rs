@@ -160,6 +160,9 @@ static SCRATCH: PerCpuArray<Record> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
+/// Hash maps allocated entry by entry, not all at load (the tables of
+/// calls and io_uring requests in flight).
+const BPF_F_NO_PREALLOC: u32 = 1;
 const O_WRONLY: u64 = 0o1;
 const O_RDWR: u64 = 0o2;
 const O_CREAT: u64 = 0o100;

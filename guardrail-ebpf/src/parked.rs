@@ -15,7 +15,7 @@
 use aya_ebpf::{macros::map, maps::HashMap};
 use guardrail_common::PendingSyscall;
 
-const BPF_F_NO_PREALLOC: u32 = 1;
+use crate::BPF_F_NO_PREALLOC;
 
 /// What `syscall` holds in an entry whose call has exited.
 const TAKEN: u32 = u32::MAX;

@@ -27,7 +27,7 @@ use guardrail_common::{
 
 use crate::record::{self, Record};
 use crate::{
-    count, global, CAPTURE_READ_OPENS, SCRATCH, URING_CREATE_OFFSETS,
+    count, global, BPF_F_NO_PREALLOC, CAPTURE_READ_OPENS, SCRATCH, URING_CREATE_OFFSETS,
     URING_REGISTER_OFFSETS, WRITE_INTENT,
 };
 
@@ -119,7 +119,6 @@ const _: () = assert!(
     core::mem::offset_of!(ParkedRequest, data) == core::mem::offset_of!(Record, data)
         && URING_PARKED_DATA <= SCRATCH_DATA_SIZE
 );
-const BPF_F_NO_PREALLOC: u32 = 1;
 /// `REQ_F_FIXED_FILE`: `IOSQE_FIXED_FILE` (UAPI bit 0) kept in the request.
 const REQ_F_FIXED_FILE: u32 = 1;
 
