@@ -219,6 +219,15 @@ fn overflow_while_down_is_reported_as_loss() {
     second.stop();
 }
 
+/// The next agent on `state`, which must not adopt it, and its
+/// `continuity` status (`replaced` says why).
+fn next_agent_replacing(state: &PinnedState, args: &[&str]) -> (Agent, Value) {
+    let agent = Agent::launch("", args, &state.launch());
+    let c = agent.status()["continuity"].clone();
+    assert_eq!(c["adopted"], false, "{c}");
+    (agent, c)
+}
+
 /// A state that lost one of its pins is not adopted: the agent says why,
 /// starts from new maps with its own rules, and removes the remains.
 #[test]
@@ -229,10 +238,7 @@ fn half_written_state_is_replaced() {
     let abi = state.abi_dir();
     std::fs::remove_file(abi.join("maps/VERDICTS")).unwrap();
 
-    let second = Agent::launch("", &[], &state.launch());
-    let status = second.status();
-    let c = &status["continuity"];
-    assert_eq!(c["adopted"], false, "{c}");
+    let (second, c) = next_agent_replacing(&state, &[]);
     assert!(
         c["replaced"]
             .as_str()
@@ -304,10 +310,7 @@ fn another_layouts_state_is_named_as_such() {
     set_pinned_u64(&abi.join("maps/AGENT_STATE"), 0, 0x6775_6172_6400_0001);
     std::fs::remove_file(abi.join("maps/URING_PARKED")).unwrap();
 
-    let second = Agent::launch("", &[], &state.launch());
-    let status = second.status();
-    let c = &status["continuity"];
-    assert_eq!(c["adopted"], false, "{c}");
+    let (second, c) = next_agent_replacing(&state, &[]);
     assert!(
         c["replaced"]
             .as_str()
@@ -384,10 +387,7 @@ fn another_builds_state_is_replaced_and_its_records_counted() {
     let older = state.0.join("abi-0");
     std::fs::rename(&ours, &older).unwrap();
 
-    let second = Agent::launch("", &args, &state.launch());
-    let status = second.status();
-    let c = &status["continuity"];
-    assert_eq!(c["adopted"], false, "{c}");
+    let (second, c) = next_agent_replacing(&state, &args);
     assert!(
         c["replaced"]
             .as_str()
