@@ -199,10 +199,19 @@ pub mod counter {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PendingSyscall {
     pub syscall: u32,
-    pub _pad: u32,
+    /// [`pending_flags`].
+    pub flags: u32,
     pub enter_ns: u64,
     pub args: [u64; 6],
     pub old_ids: [u32; 4],
+}
+
+/// [`PendingSyscall::flags`].
+pub mod pending_flags {
+    /// Not parked: read at the call's exit, which had no entry program
+    /// (see [`crate::syscalls::parked_at_entry`]); `enter_ns` only says
+    /// which verdict the record may take.
+    pub const UNPARKED: u32 = 1;
 }
 
 /// Field offsets into kernel structures, resolved by the agent from the
@@ -480,7 +489,12 @@ pub mod pinned {
     pub const REPORTED_INFLIGHT: u32 = 6;
     /// When the state was first pinned (same clock as LAST_SEEN_NS).
     pub const PINNED_AT_NS: u32 = 7;
-    pub const SLOTS: u32 = 8;
+    /// The instance (the probes' `INSTANCE`, one per load) whose programs
+    /// write the records of calls read only at their exit: while an old
+    /// and a new agent's programs are attached side by side, one of them
+    /// does. (Calls parked at entry are shared through `PENDING`.)
+    pub const EMITTER: u32 = 8;
+    pub const SLOTS: u32 = 9;
 
     /// Bytes of a rule id kept in `RULE_NAMES` (NUL-padded).
     pub const RULE_NAME_LEN: usize = 64;

@@ -2,8 +2,8 @@
 
 use aya_ebpf::helpers::generated as gen;
 use guardrail_common::{
-    counter, flags, syscalls, EventHeader, PendingSyscall, ARGV_MAX, DATA_OFFSET_MASK, HEADER_SIZE,
-    PATH_MAX, SCRATCH_DATA_SIZE,
+    counter, flags, pending_flags, syscalls, EventHeader, PendingSyscall, ARGV_MAX,
+    DATA_OFFSET_MASK, HEADER_SIZE, PATH_MAX, SCRATCH_DATA_SIZE,
 };
 
 use aya_ebpf::macros::map;
@@ -465,6 +465,10 @@ fn start(pending: &PendingSyscall, ret: i64) -> Option<&'static mut Record> {
     let unchanged = !exec && !syscalls::is_cred_change(pending.syscall);
     fill_common(h, unchanged.then_some(pending.old_ids));
     take_verdict(h);
+    if pending.flags & pending_flags::UNPARKED != 0 {
+        // Its `enter_ns` only chose the verdict (see `main::unparked_exit`).
+        h.enter_ns = h.exit_ns;
+    }
     clear_plan();
     Some(rec)
 }
@@ -509,7 +513,7 @@ fn read_open(nr: u32, enter_ns: u64) -> PendingSyscall {
     }
     PendingSyscall {
         syscall: nr,
-        _pad: 0,
+        flags: 0,
         enter_ns,
         args,
         old_ids: task::current_ids(),

@@ -62,6 +62,25 @@ unsafe fn pointer(base: u64, offset: u32) -> Option<u64> {
     field::<u64>(base, offset).ok().filter(|&p| p != 0)
 }
 
+/// The current syscall's six arguments, from the task's saved registers
+/// (`bpf_task_pt_regs`, 5.15+, with typed tasks only: see
+/// `crate::EXIT_ONLY`): what the `syscalls:sys_enter_*` record copied at
+/// entry, still there at exit (x86-64: di, si, dx, r10, r8, r9).
+#[inline(always)]
+pub fn syscall_args() -> Option<[u64; 6]> {
+    let regs = unsafe { gen::bpf_task_pt_regs(gen::bpf_get_current_task_btf()) } as u64;
+    if regs == 0 {
+        return None;
+    }
+    let offsets = off!(regs_args);
+    let mut args = [0u64; 6];
+    for (slot, offset) in args.iter_mut().zip(offsets) {
+        // SAFETY: a typed `pt_regs`; the kernel guards the load.
+        *slot = unsafe { core::ptr::read_volatile((regs + offset as u64) as *const u64) };
+    }
+    Some(args)
+}
+
 /// (uid, gid, euid, egid) of the current task; euid/egid fall back to the
 /// real ids when the kernel's offsets are unknown.
 #[inline(always)]

@@ -488,6 +488,62 @@ impl ChmodStorm {
         })
     }
 
+    /// A child that, once released, changes `file`'s mode every `pause`
+    /// or so until `stop` exists, then writes how many calls it made (in
+    /// decimal) into `count` and exits: a storm that lasts as long as the
+    /// test needs, whose size it learns at the end.
+    pub fn until_stopped(file: &Path, pause: Duration, stop: &Path, count: &Path) -> ChmodStorm {
+        let (path, stop, count) = (cstr(file), cstr(stop), cstr(count));
+        let pause = libc::timespec {
+            tv_sec: pause.as_secs() as libc::time_t,
+            tv_nsec: pause.subsec_nanos() as libc::c_long,
+        };
+        ChmodStorm::spawn(|go| {
+            let mut b = 0u8;
+            let mut calls: u64 = 0;
+            // SAFETY: async-signal-safe calls on our own pipe, paths and
+            // stack buffer.
+            unsafe {
+                if libc::read(go, (&mut b as *mut u8).cast(), 1) != 1 {
+                    return 1;
+                }
+                while libc::access(stop.as_ptr(), libc::F_OK) != 0 {
+                    let mode = if calls.is_multiple_of(2) {
+                        0o644
+                    } else {
+                        0o600
+                    };
+                    if libc::chmod(path.as_ptr(), mode) != 0 {
+                        return 1;
+                    }
+                    calls += 1;
+                    libc::nanosleep(&pause, std::ptr::null_mut());
+                }
+                let mut digits = [0u8; 20];
+                let mut at = digits.len();
+                loop {
+                    at -= 1;
+                    digits[at] = b'0' + (calls % 10) as u8;
+                    calls /= 10;
+                    if calls == 0 {
+                        break;
+                    }
+                }
+                let fd = libc::open(
+                    count.as_ptr(),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+                    0o644,
+                );
+                let len = digits.len() - at;
+                if fd < 0 || libc::write(fd, digits[at..].as_ptr().cast(), len) != len as isize {
+                    return 1;
+                }
+                libc::close(fd);
+            }
+            0
+        })
+    }
+
     /// Fork a child that runs `child` with the reading end of the pipe
     /// [`ChmodStorm::release`] writes to, then exits with what it returns.
     /// `child` must use only async-signal-safe calls (the test is

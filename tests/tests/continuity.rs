@@ -156,26 +156,85 @@ fn sigkill_mid_storm_loses_nothing() {
         c["already_logged"]
     );
     second.stop();
-    let logged: Vec<Value> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let mut in_log = chmod_times(&logged, storm.pid);
-    let total = in_log.len();
-    in_log.sort_unstable();
-    in_log.dedup();
-    assert_eq!(
-        (in_log.len(), total),
-        (CALLS, CALLS),
-        "the audit log must hold each chmod exactly once"
-    );
+    assert_logged_once(&log, storm.pid, CALLS);
     let out = Command::new(bin("guardrail"))
         .args(["log", "verify"])
         .arg(&log)
         .bounded_output()
         .unwrap();
     assert_success(&out);
+}
+
+/// An agent restarted while a storm runs: its programs and the previous
+/// agent's are attached side by side for a moment, and the chmods made
+/// then, which run no entry program (nothing parked tells the two exits
+/// apart), must still be recorded once each, none lost.
+#[test]
+fn a_restart_mid_storm_records_each_call_once() {
+    let state = PinnedState::new("handover");
+    let logs = trusted_tempdir();
+    let log = logs.path().join("audit.jsonl");
+    let config = format!("[audit_log]\npath = \"{}\"\n", log.display());
+    let dir = tempfile::tempdir().unwrap();
+    let (file, stop, count) = (
+        dir.path().join("target"),
+        dir.path().join("stop"),
+        dir.path().join("count"),
+    );
+    std::fs::write(&file, b"").unwrap();
+    // About 10,000 a second: the ring buffer holds whatever the agents
+    // take long to read.
+    let storm = ChmodStorm::until_stopped(&file, Duration::from_micros(100), &stop, &count);
+    let pid = storm.pid.to_string();
+    let args = ["--only-pid", &pid, "--ring-buffer-bytes", "67108864"];
+    let is_chmod = |e: &Value| e["kind"] == "perm" && e["process"]["pid"] == storm.pid;
+    let first = Agent::launch(&config, &args, &state.launch());
+    storm.release();
+    first.collect_until(Duration::from_secs(60), is_chmod);
+    first.stop();
+    // The storm runs on through the hand-over: it stops only once the
+    // new agent is up and printing.
+    let second = Agent::launch(&config, &args, &state.launch());
+    assert_eq!(second.status()["continuity"]["adopted"], true);
+    let mut after = second.collect_until(Duration::from_secs(60), is_chmod);
+    std::fs::write(&stop, b"").unwrap();
+    storm.wait();
+    let calls: usize = std::fs::read_to_string(&count).unwrap().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let logged = || -> Vec<u64> {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let events: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        chmod_times(&events, storm.pid)
+    };
+    while logged().len() < calls && Instant::now() < deadline {
+        after.extend(second.collect_for(Duration::from_millis(500)));
+    }
+    let (_, lost) = tally(&after, storm.pid);
+    second.stop();
+    assert_eq!(lost, 0, "records lost during the hand-over");
+    assert_logged_once(&log, storm.pid, calls);
+}
+
+/// The finished audit log at `log` holds each of `pid`'s `calls` chmods
+/// exactly once: none missing, none twice.
+fn assert_logged_once(log: &Path, pid: i32, calls: usize) {
+    let logged: Vec<Value> = std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut in_log = chmod_times(&logged, pid);
+    let total = in_log.len();
+    in_log.sort_unstable();
+    in_log.dedup();
+    assert_eq!(
+        (in_log.len(), total),
+        (calls, calls),
+        "the audit log must hold each of the {calls} chmods exactly once"
+    );
 }
 
 /// Kernel times of `pid`'s chmods among `events`.

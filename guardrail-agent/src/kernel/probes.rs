@@ -175,6 +175,8 @@ pub struct Probes {
     pub typed_files: bool,
     /// Why files are not typed although the kernel has the cast.
     pub typed_files_note: Option<String>,
+    /// This load of the programs (their `INSTANCE`).
+    instance: u64,
 }
 
 impl Probes {
@@ -252,6 +254,13 @@ impl Probes {
                     .as_ref()
                     .is_ok_and(|b| btf::has_helper(b, "bpf_get_current_task_btf")),
         );
+        // A syscall's saved registers as a typed pointer (5.15+): where the
+        // per-syscall tracepoints are used, calls that need nothing from
+        // their entry are read at their exit only (the probes' EXIT_ONLY).
+        let task_pt_regs = task_btf == 1
+            && kernel_btf
+                .as_ref()
+                .is_ok_and(|b| btf::has_helper(b, "bpf_task_pt_regs"));
         // Typed files for the read watch (see `kfunc`): only with typed
         // tasks, whose loads lead to the fd table.
         let file_cast = kernel_btf
@@ -310,14 +319,17 @@ impl Probes {
                 true
             }
         };
+        let exit_only = u8::from(!raw && task_pt_regs && raw_resolved);
+        // This load, as the probes' INSTANCE: unique in a boot, never 0.
+        let instance = monotonic_ns() | 1;
         // Watched syscalls this kernel has (a tracepoint each; the raw
         // probes drop calls to the others, -ENOSYS).
         let mut present = Vec::new();
-        for (_, name) in syscalls::WATCHED {
+        for &(nr, name) in syscalls::WATCHED {
             if tracefs::exists(&tracefs, "syscalls", &format!("sys_enter_{name}")) {
-                present.push(*name);
+                present.push((nr, name));
             } else {
-                missing.push(*name);
+                missing.push(name);
             }
         }
         // The syscall exit's program on a thread of its own while the
@@ -361,6 +373,8 @@ impl Probes {
                 .override_global("CAPTURE_READ_OPENS", &read_opens, true)
                 .override_global("SELF_PROTECT", &self_protect, true)
                 .override_global("TASK_BTF", &task_btf, true)
+                .override_global("EXIT_ONLY", &exit_only, true)
+                .override_global("INSTANCE", &instance, true)
                 .override_global("FILE_CAST_BTF_ID", &cast_id, true)
                 .override_global("FILE_CAST_OFFSET", &cast_offset, true)
                 .override_global("WAKEUP_BYTES", &opts.wakeup_bytes, true)
@@ -441,9 +455,14 @@ impl Probes {
                 ("enter", "guardrail_sys_enter"),
                 ("exit", "guardrail_sys_exit"),
             ] {
+                // With EXIT_ONLY, an entry program only where the call
+                // parks something at its entry.
                 let tps: Vec<String> = present
                     .iter()
-                    .map(|name| format!("sys_{phase}_{name}"))
+                    .filter(|(nr, _)| {
+                        phase == "exit" || exit_only == 0 || syscalls::parked_at_entry(*nr)
+                    })
+                    .map(|(_, name)| format!("sys_{phase}_{name}"))
                     .collect();
                 let tps: Vec<&str> = tps.iter().map(String::as_str).collect();
                 attach_tracepoint(&mut ebpf, to, program, "syscalls", &tps)?;
@@ -554,6 +573,7 @@ impl Probes {
             missing = ?missing,
             typed_tasks = task_btf == 1,
             typed_files = file_cast.is_some(),
+            exit_only_calls = exit_only == 1,
             "probes attached"
         );
         let slot = |ledger: &Array<MapData, u64>, i: u32| ledger.get(&i, 0).unwrap_or(0);
@@ -618,6 +638,7 @@ impl Probes {
             typed_tasks: task_btf == 1,
             typed_files: file_cast.is_some(),
             typed_files_note,
+            instance,
         };
         Ok((probes, ring, enforcer))
     }
@@ -627,6 +648,9 @@ impl Probes {
     /// was not adopted, and mark the state complete. Returns the records
     /// left unread in ring buffers that were removed (lost).
     pub fn complete_handover(&mut self, ring_bytes: u32) -> Result<u64> {
+        // First: from here on these programs, not the previous agent's,
+        // record the calls read only at their exit.
+        self.ledger.set(pinned::EMITTER, self.instance, 0)?;
         let Some(state) = &self.state else {
             return Ok(0);
         };
