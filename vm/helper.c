@@ -188,7 +188,7 @@ static int bpf_access(const char *pin) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: vmhelper setuid-regain | race SAFE PROTECTED N | write-then FILE MARKER | ptrace PID | write FILE | write-at DIR NAME | reopen FILE | by-handle FILE | execveat PROG ARGV... | memfd-exec PROG ARGV... | setxattr|fsetxattr PATH NAME VALUE | uring OP ARGS... | bpf-access PIN\n");
+        fprintf(stderr, "usage: vmhelper setuid-regain | race SAFE PROTECTED N | write-then FILE MARKER | create-then-noatime WATCHED OTHER MARKER | ptrace PID | write FILE | write-at DIR NAME | reopen FILE | by-handle FILE | execveat PROG ARGV... | memfd-exec PROG ARGV... | setxattr|fsetxattr PATH NAME VALUE | uring OP ARGS... | bpf-access PIN\n");
         return 2;
     }
     if (!strcmp(argv[1], "uring") && argc >= 3) return uring_main(argc, argv);
@@ -233,6 +233,20 @@ int main(int argc, char **argv) {
         if (fd >= 0) (void)!write(fd, "x\n", 2);
         int m = open(argv[3], O_WRONLY | O_CREAT, 0644);
         if (m >= 0) close(m);
+        return 0;
+    }
+    if (!strcmp(argv[1], "create-then-noatime") && argc == 5) {
+        /* Open WATCHED read-only with O_CREAT (recorded from its own
+         * arguments, refused by a read rule), then, as nobody, OTHER
+         * with O_NOATIME (refused before any LSM hook: nothing to
+         * report), then create MARKER: the event after both. */
+        int c = open(argv[2], O_RDONLY | O_CREAT, 0644);
+        int c_errno = c < 0 ? errno : 0;
+        if (setresuid(65534, 65534, 65534) != 0) { perror("setresuid"); return 3; }
+        int n = open(argv[3], O_RDONLY | O_NOATIME);
+        int n_errno = n < 0 ? errno : 0;
+        int m = open(argv[4], O_WRONLY | O_CREAT, 0644);
+        printf("create=%d noatime=%d marker=%d\n", c_errno, n_errno, m >= 0);
         return 0;
     }
     if (!strcmp(argv[1], "ptrace") && argc == 3) {

@@ -386,6 +386,16 @@ read_denied() { grep '"op":"open","path":"/protected/read/key"' /tmp/events.json
 eventually read-deny-event read_denied
 read_owner() { grep '"op":"open","path":"/protected/read/key"' /tmp/events.jsonl | grep -q '"exe":"/opt/owner/busybox-owner"'; }
 eventually read-owner-event read_owner
+# A refused open reported from its own arguments (O_RDONLY|O_CREAT) leaves
+# nothing behind for its thread's next open: a read-only open refused
+# before any hook (O_NOATIME on a file nobody does not own) is not
+# reported as a second refused open of the key.
+mkdir -p /tmp/anyone && chmod 1777 /tmp/anyone
+/bin/vmhelper create-then-noatime /protected/read/key /protected/read/key.pub /tmp/anyone/after-noatime > /tmp/noatime.out
+check read-create-eperm grep -q "^create=1 noatime=1 marker=1$" /tmp/noatime.out
+noatime_marker() { grep -q '"path":"/tmp/anyone/after-noatime"' /tmp/events.jsonl; }
+eventually read-create-marker-event noatime_marker
+check read-create-reported-once [ "$(grep '"path":"/protected/read/key"' /tmp/events.jsonl | grep -c '"exe":"/bin/vmhelper"')" = 1 ]
 
 # io_uring: each file operation submitted through a ring is refused as its
 # syscall is (the completion carries -EPERM, the file is unchanged), and,

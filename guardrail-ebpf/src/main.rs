@@ -298,11 +298,7 @@ fn enter(
     }
     let mut args = all()?;
     if nr == syscalls::OPENAT2 {
-        // openat2 passes flags and mode in a `struct open_how` (u64 flags,
-        // u64 mode, u64 resolve); keep them where openat has them.
-        let how = args[2] as *const u64;
-        args[2] = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
-        args[3] = unsafe { bpf_probe_read_user(how.add(1)) }.unwrap_or(0);
+        openat2_how(&mut args);
     }
     if nr == syscalls::CAPSET {
         // struct __user_cap_data_struct[2]: {effective, permitted, inheritable} × 2.
@@ -325,7 +321,7 @@ fn enter(
         args[syscalls::exec_args::TTY_ARG] = tty as u64;
     }
     if let Some(i) = syscalls::open_flags_arg(nr) {
-        if args[i as usize] & WRITE_INTENT == 0 && global(&CAPTURE_READ_OPENS) == 0 {
+        if !open_captured(args[i as usize]) {
             return Ok(());
         }
     }
@@ -342,6 +338,23 @@ fn enter(
         count(counter::PENDING_DROPS);
     }
     Ok(())
+}
+
+/// openat2 passes flags and mode in a `struct open_how` (u64 flags, u64
+/// mode, u64 resolve): read them to where openat has them.
+#[inline(always)]
+fn openat2_how(args: &mut [u64; 6]) {
+    let how = args[2] as *const u64;
+    args[2] = unsafe { bpf_probe_read_user(how) }.unwrap_or(0);
+    args[3] = unsafe { bpf_probe_read_user(how.add(1)) }.unwrap_or(0);
+}
+
+/// Whether an open with `flags` is recorded from its own arguments: one
+/// that can write, or any with `capture.read_opens`. Any other is a
+/// read-only open, dropped unless it reads a watched file (see `reads`).
+#[inline(always)]
+fn open_captured(flags: u64) -> bool {
+    flags & WRITE_INTENT != 0 || global(&CAPTURE_READ_OPENS) != 0
 }
 
 /// What the agent needs of a mount-family call and cannot read itself
@@ -384,22 +397,10 @@ fn exit(nr: u32, ret: i64) -> Result<(), i64> {
         return unparked_exit(nr, ret, pid_tgid);
     }
     let Some(parked) = parked::parked(pid_tgid) else {
-        // A read-only open dropped at entry: recorded only if it opened a
-        // watched file, or the LSM hook refused it (-EPERM; see `reads`).
-        // (Refused reads whatever rule refused them: `file.open` deny
-        // rules need no watch set.)
         if !syscalls::returns_opened_fd(nr) {
             return Ok(());
         }
-        if ret == -1 {
-            return refused_read(nr, ret, pid_tgid);
-        }
-        if ret >= 0 {
-            if let Some(generation) = reads::watching() {
-                return watched_read(nr, ret, pid_tgid, generation);
-            }
-        }
-        return Ok(());
+        return dropped_open(nr, ret, pid_tgid);
     };
     // Enter and exit from different syscalls: the exit of the parked one
     // was missed (e.g. the probes attached mid-call). A successful exec
@@ -431,11 +432,26 @@ fn unparked_exit(nr: u32, ret: i64, pid_tgid: u64) -> Result<(), i64> {
     if !audited((pid_tgid >> 32) as u32) || !state::emitting() {
         return Ok(());
     }
-    let Some(args) = task::syscall_args() else {
+    let Some(mut args) = task::syscall_args() else {
         // Counted with the calls that could not be parked: the same loss.
         count(counter::PENDING_DROPS);
         return Ok(());
     };
+    if let Some(i) = syscalls::open_flags_arg(nr) {
+        if nr == syscalls::OPENAT2 {
+            openat2_how(&mut args);
+        }
+        if !open_captured(args[i as usize]) {
+            return dropped_open(nr, ret, pid_tgid);
+        }
+        if ret == -EPERM {
+            // The `file_open` hook notes every refused open it cannot
+            // tell parked (nothing is, here); this one is reported with
+            // its own arguments and verdict, so its note is dropped
+            // rather than left for a later read-only open to take.
+            let _ = reads::take_refused(pid_tgid);
+        }
+    }
     let pending = PendingSyscall {
         syscall: nr,
         flags: pending_flags::UNPARKED,
@@ -448,8 +464,25 @@ fn unparked_exit(nr: u32, ret: i64, pid_tgid: u64) -> Result<(), i64> {
     record::emit_syscall(&pending, ret)
 }
 
-/// A read-only open dropped at entry that the LSM hook refused (`ret`,
-/// -EPERM): reported if the hook noted it (see `reads`).
+/// A read-only open nobody asked to capture (see [`open_captured`])
+/// returns `ret`: recorded only if it opened a watched file, or the LSM
+/// hook refused it (-EPERM; see `reads`). (Refused reads whatever rule
+/// refused them: `file.open` deny rules need no watch set.)
+#[inline(always)]
+fn dropped_open(nr: u32, ret: i64, pid_tgid: u64) -> Result<(), i64> {
+    if ret == -EPERM {
+        return refused_read(nr, ret, pid_tgid);
+    }
+    if ret >= 0 {
+        if let Some(generation) = reads::watching() {
+            return watched_read(nr, ret, pid_tgid, generation);
+        }
+    }
+    Ok(())
+}
+
+/// A dropped read-only open that the LSM hook refused (`ret`, -EPERM):
+/// reported if the hook noted it (see `reads`).
 #[inline(never)]
 fn refused_read(nr: u32, ret: i64, pid_tgid: u64) -> Result<(), i64> {
     match reads::take_refused(pid_tgid) {
@@ -458,8 +491,8 @@ fn refused_read(nr: u32, ret: i64, pid_tgid: u64) -> Result<(), i64> {
     }
 }
 
-/// A read-only open dropped at entry that returned fd `fd` while watch
-/// set `generation` is in force: reported if what it opened is watched.
+/// A dropped read-only open that returned fd `fd` while watch set
+/// `generation` is in force: reported if what it opened is watched.
 #[inline(always)]
 fn watched_read(nr: u32, fd: i64, pid_tgid: u64, generation: u32) -> Result<(), i64> {
     if !audited((pid_tgid >> 32) as u32) || !reads::watched_in(generation, fd as i32) {

@@ -1,7 +1,8 @@
 //! Reads of watched files (`file.read` rules).
 //!
-//! A read-only open is dropped at syscall entry, before anything but its
-//! flags is read: watching reads must not make every open expensive. When
+//! A read-only open is dropped before anything but its flags is read (at
+//! its exit where calls are read there only, see `crate::EXIT_ONLY`; else
+//! at its entry): watching reads must not make every open expensive. When
 //! such an open returns an fd and the watch set is active, the exit side
 //! looks the opened file's inode number up, and only on a hit its device.
 //! For an unwatched file that is the fd table (plain loads where the task
@@ -41,10 +42,13 @@ static READ_WATCH_STATE: Array<u64> = Array::with_max_entries(1, 0);
 static REFUSED: LruHashMap<u64, Refused> = LruHashMap::with_max_entries(4096, 0);
 
 /// Files the current thread's read-only open of (`vfsmnt`, `dentry`) was
-/// refused (called by the `file_open` hook). Only for an open whose
-/// entry was dropped: a parked one (`O_RDONLY|O_CREAT`, exec, every open
-/// with `capture.read_opens`) is reported from its own entry with the
-/// verdict, and an io-wq worker never exits a syscall.
+/// refused (called by the `file_open` hook). Not for a parked call (an
+/// exec; where opens are parked at their entry, one that can write or any
+/// with `capture.read_opens`), reported from its own entry with the
+/// verdict, nor for an io-wq worker, which never exits a syscall. Where
+/// opens are read at their exit only, nothing is parked and every refused
+/// open that cannot write is noted, `O_RDONLY|O_CREAT` too: the exit of
+/// one that is reported from its own arguments drops the note.
 #[inline(always)]
 pub fn note_refused(vfsmnt: u64, dentry: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
