@@ -500,8 +500,9 @@ pub mod pinned {
     pub const RULE_NAME_LEN: usize = 64;
 
     /// The value of `AGENT_STATE[COMPLETE]` for this build's layout: the
-    /// ABI version and the sizes of every pinned key and value, so that a
-    /// state written by a build with other layouts is never adopted.
+    /// ABI version, the sizes of every pinned key and value, and which
+    /// calls are parked at their entry (`syscalls::parked_set`), so that
+    /// a state written by a build with other layouts is never adopted.
     pub const fn layout_mark() -> u64 {
         let sizes = [
             core::mem::size_of::<crate::EventHeader>(),
@@ -523,6 +524,7 @@ pub mod pinned {
             crate::lineage::state::SLOTS as usize,
             core::mem::size_of::<crate::watch::Refused>(),
         ];
+        let parked = crate::syscalls::parked_set();
         let mut mark: u64 = 0x6775_6172_6400_0000 | crate::ABI_VERSION as u64;
         let mut i = 0;
         while i < sizes.len() {
@@ -530,6 +532,7 @@ pub mod pinned {
             mark = (mark ^ sizes[i] as u64).wrapping_mul(0x100_0000_01b3);
             i += 1;
         }
+        mark = (mark ^ parked).wrapping_mul(0x100_0000_01b3);
         mark | 1
     }
 }

@@ -208,6 +208,25 @@ pub const fn parked_at_entry(nr: u32) -> bool {
     is_exec(nr) || is_cred_change(nr) || is_mount_family(nr)
 }
 
+/// Which watched calls [`parked_at_entry`] names, as a bit per entry of
+/// [`WATCHED`]: part of the pinned state's layout (see
+/// `pinned::layout_mark`). Old and new agents' programs share the table
+/// of parked calls during a hand-over, which works only while both park
+/// the same calls: otherwise one exit records a call from its parked
+/// entry and the other from the saved registers, and the call is
+/// recorded twice.
+pub const fn parked_set() -> u64 {
+    let mut set = 0u64;
+    let mut i = 0;
+    while i < WATCHED.len() {
+        if parked_at_entry(WATCHED[i].0) {
+            set |= 1 << i;
+        }
+        i += 1;
+    }
+    set
+}
+
 /// Calls that return an fd for the file they named: the probes walk that
 /// fd's path, the kernel's own answer to what the path meant.
 pub const fn returns_opened_fd(nr: u32) -> bool {
@@ -273,6 +292,16 @@ pub fn name(nr: u32) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The set fits its word, and says which calls are parked.
+    #[test]
+    fn the_parked_set_names_the_parked_calls() {
+        assert!(WATCHED.len() <= 64);
+        let set = parked_set();
+        for (i, (nr, name)) in WATCHED.iter().enumerate() {
+            assert_eq!(set >> i & 1 == 1, parked_at_entry(*nr), "{name}");
+        }
+    }
 
     /// What a call parks at its entry is what its exit can no longer
     /// read; the calls that open or name files or change modes and owners
